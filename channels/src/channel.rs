@@ -1,0 +1,620 @@
+//! SPSC channel of byte records over one shared-memory ring.
+
+use crate::endpoint::{check_peer, generated_name, ring_error, wait_error, Owner, CONSUMER, PRODUCER};
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::layout::{check_ring_capacity, ring_segment_len, MAX_RING_CAPACITY, MIN_RING_CAPACITY};
+use shmplane_shm::ring::{self, Claim, Consumer, Producer, Record, RingStore, MAX_TAG};
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::SegmentRing;
+use shmplane_shm::sync::Ordering;
+use shmplane_shm::wait::{wait_until, WaitPolicy};
+use std::fmt;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+fn check_capacity(capacity_bytes: usize) -> Result<()> {
+    if check_ring_capacity(capacity_bytes as u64) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "capacity {capacity_bytes} bytes must be a power of two between {MIN_RING_CAPACITY} and {MAX_RING_CAPACITY}"
+        )))
+    }
+}
+
+/// Create a channel with a generated name and `capacity_bytes` of ring space (a power
+/// of two, 4 KiB ..= 2 GiB). Both ends start in this process; pass one to another
+/// process (by name with [`Receiver::open`], or by descriptor with `from_fd`).
+///
+/// The largest message is `capacity_bytes - 16` bytes ([`crate::max_message_len`]).
+/// The segment is removed when both ends are closed.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (capacity), [`Error::NoSpace`] (`/dev/shm` full),
+/// [`Error::Os`].
+///
+/// # Examples
+/// ```
+/// let (mut tx, mut rx) = shmplane::channel(4096)?;
+/// tx.send(&[1, 2, 3])?;
+/// assert_eq!(rx.recv()?, [1, 2, 3]);
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub fn channel(capacity_bytes: usize) -> Result<(Sender, Receiver)> {
+    channel_named(&generated_name(), capacity_bytes)
+}
+
+/// [`channel`] with a chosen name (`[A-Za-z0-9._-]`, up to 200 bytes): the segment is
+/// `/dev/shm/shmplane.<name>`. A stale segment of that name left by a crash is replaced.
+///
+/// # Errors
+/// As [`channel`], plus [`Error::InvalidName`] and [`Error::AlreadyExists`].
+///
+/// # Examples
+/// ```
+/// let (mut tx, mut rx) = shmplane::channel_named("doc-example-pair", 4096)?;
+/// tx.send(b"x")?;
+/// assert_eq!(rx.try_recv()?, b"x");
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub fn channel_named(name: &str, capacity_bytes: usize) -> Result<(Sender, Receiver)> {
+    let sender = Sender::create(name, capacity_bytes)?;
+    let segment = sender.producer.as_ref().expect("new sender is open").store().segment().reopen()?;
+    let receiver = Receiver::attach(segment)?;
+    Ok((sender, receiver))
+}
+
+fn create_segment(name: &str, capacity_bytes: usize) -> Result<Segment> {
+    check_capacity(capacity_bytes)?;
+    Segment::create(name, SegmentKind::Channel, ring_segment_len(capacity_bytes), capacity_bytes as u64)
+}
+
+/// The producing end of a channel. At most one live `Sender` per channel, across all
+/// processes ([`Error::RoleTaken`] otherwise).
+pub struct Sender {
+    producer: Option<Producer<SegmentRing>>,
+    policy: WaitPolicy,
+    owner: Owner,
+}
+
+impl Sender {
+    /// Create channel `name` with `capacity_bytes` of ring space and attach as its sender.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidArgument`], [`Error::AlreadyExists`],
+    /// [`Error::NoSpace`], [`Error::Os`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut tx = shmplane::Sender::create("doc-example-create", 4096)?;
+    /// let mut rx = shmplane::Receiver::open("doc-example-create")?;
+    /// tx.send(b"hi")?;
+    /// assert_eq!(rx.recv()?, b"hi");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn create(name: &str, capacity_bytes: usize) -> Result<Sender> {
+        Sender::attach(create_segment(name, capacity_bytes)?)
+    }
+
+    /// Open existing channel `name` as its sender.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Corrupt`], [`Error::Incompatible`],
+    /// [`Error::WrongKind`], [`Error::RoleTaken`], [`Error::Os`].
+    pub fn open(name: &str) -> Result<Sender> {
+        Sender::attach(Segment::open(name, SegmentKind::Channel)?)
+    }
+
+    /// Adopt a descriptor of a channel segment whose open file description holds (or
+    /// may take) the sender role: how a handle moves into a child process.
+    ///
+    /// # Errors
+    /// As [`Sender::open`].
+    pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Sender> {
+        Sender::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?)
+    }
+
+    fn attach(segment: Segment) -> Result<Sender> {
+        let owner = Owner::current();
+        segment.claim_role(PRODUCER, owner.id())?;
+        let path = segment.path().to_owned();
+        let store = SegmentRing::new(segment);
+        store.control().space_ready.value.reset_waiters();
+        let producer = Producer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
+        Ok(Sender { producer: Some(producer), policy: WaitPolicy::default(), owner })
+    }
+
+    fn producer(&mut self) -> Result<&mut Producer<SegmentRing>> {
+        let producer = self.producer.as_mut().ok_or(Error::Closed)?;
+        let segment = producer.store().segment();
+        self.owner.check(&segment.header().roles[PRODUCER], "sender", segment)?;
+        Ok(producer)
+    }
+
+    /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// Set how blocking operations wait.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Largest message in bytes (`capacity - 16`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn max_message_len(&self) -> Result<usize> {
+        Ok(self.producer.as_ref().ok_or(Error::Closed)?.max_payload())
+    }
+
+    /// Ring capacity in bytes, or 0 once closed.
+    pub fn capacity(&self) -> usize {
+        self.producer.as_ref().map_or(0, |p| p.store().capacity())
+    }
+
+    /// The channel's name (`None` once closed).
+    pub fn name(&self) -> Option<&str> {
+        self.producer.as_ref().and_then(|p| p.store().segment().name())
+    }
+
+    /// The segment file's path (`None` once closed).
+    pub fn path(&self) -> Option<&str> {
+        self.producer.as_ref().map(|p| p.store().segment().path())
+    }
+
+    /// The descriptor holding this end's role (to pass to a child), `None` once closed.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.producer.as_ref().and_then(|p| p.store().segment().fd())
+    }
+
+    /// True once [`Sender::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.producer.is_none()
+    }
+
+    fn claim(&mut self, len: usize, deadline: Option<Instant>, block: bool) -> Result<Claim> {
+        let policy = self.policy;
+        let producer = self.producer()?;
+        let seg_err = |e, p: &Producer<SegmentRing>| ring_error(e, p.store().segment());
+        match producer.try_claim(len) {
+            Ok(Some(claim)) => return Ok(claim),
+            Ok(None) if !block => return Err(Error::Full),
+            Ok(None) => {}
+            Err(e) => return Err(seg_err(e, producer)),
+        }
+        wait_until(
+            producer,
+            |p| (&p.store().control().space_ready.value, p.store().park()),
+            policy,
+            deadline,
+            |p| p.try_claim(len).map_err(|e| seg_err(e, p)),
+            |p| {
+                let poisoned = p.store().control().poisoned.value.load(Ordering::Relaxed);
+                check_peer(p.store().segment(), CONSUMER, poisoned)
+            },
+        )
+        .map_err(wait_error)
+    }
+
+    fn send_impl(&mut self, msg: &[u8], deadline: Option<Instant>, block: bool) -> Result<()> {
+        let claim = self.claim(msg.len(), deadline, block)?;
+        let producer = self.producer.as_mut().expect("claimed on an open sender");
+        producer.write(&claim, 0, msg);
+        producer.commit(claim, msg.len(), 0);
+        Ok(())
+    }
+
+    /// Send one message, waiting (per the wait policy) while the ring is full.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (never fits), [`Error::PeerDead`] / [`Error::Disconnected`]
+    /// (the receiver died / closed while we waited for space), [`Error::Corrupt`],
+    /// [`Error::RoleTaken`] (this handle was passed to another process),
+    /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"ping")?;
+    /// assert_eq!(rx.recv()?, b"ping");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_impl(msg, None, true)
+    }
+
+    /// Send without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Full`] if there is no room now; otherwise as [`Sender::send`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// while tx.try_send(&[0; 1000]).is_ok() {}
+    /// assert!(matches!(tx.try_send(&[0; 1000]), Err(shmplane::Error::Full)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_impl(msg, None, false)
+    }
+
+    /// Send, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Sender::send`].
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_impl(msg, Some(Instant::now() + timeout), true)
+    }
+
+    /// Reserve `len` bytes in the ring to write a message in place (zero-copy),
+    /// waiting at most `timeout` (`None`: forever) for room. Publish with
+    /// [`Loan::commit`]; dropping the loan aborts it.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Sender::send`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.loan(4, None)?;
+    /// loan.as_mut_slice().copy_from_slice(b"abcd");
+    /// loan.commit();
+    /// assert_eq!(&*rx.peek(None)?, b"abcd");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn loan(&mut self, len: usize, timeout: Option<Duration>) -> Result<Loan<'_>> {
+        let claim = self.claim(len, timeout.map(|t| Instant::now() + t), true)?;
+        Ok(Loan { producer: self.producer.as_mut().expect("open"), claim: Some(claim), tag: 0 })
+    }
+
+    /// [`Sender::loan`] without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Full`]; otherwise as [`Sender::send`].
+    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>> {
+        let claim = self.claim(len, None, false)?;
+        Ok(Loan { producer: self.producer.as_mut().expect("open"), claim: Some(claim), tag: 0 })
+    }
+
+    /// Close this end: the receiver gets [`Error::Disconnected`] after draining. If this
+    /// handle was shared with another process (fork, descriptor passing), the role stays
+    /// with that process. Idempotent; also done on drop.
+    pub fn close(&mut self) {
+        if let Some(p) = self.producer.take() {
+            p.into_store().into_segment().close_role(PRODUCER, self.owner.pid());
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.producer {
+            Some(p) => f
+                .debug_struct("Sender")
+                .field("path", &p.store().segment().path())
+                .field("capacity", &p.store().capacity())
+                .field("policy", &self.policy)
+                .finish(),
+            None => f.write_str("Sender(closed)"),
+        }
+    }
+}
+
+/// Space in the ring lent by [`Sender::loan`]: write the message, then [`Loan::commit`].
+/// Dropping it without committing publishes nothing.
+pub struct Loan<'a> {
+    producer: &'a mut Producer<SegmentRing>,
+    claim: Option<Claim>,
+    tag: u32,
+}
+
+impl Loan<'_> {
+    /// The lent bytes (their previous contents are unspecified).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.producer.payload_mut(self.claim.as_ref().expect("uncommitted"))
+    }
+
+    /// Length of the loan in bytes.
+    pub fn len(&self) -> usize {
+        self.claim.as_ref().map_or(0, Claim::len)
+    }
+
+    /// True for a zero-length loan.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Set the record's tag (`0..=0x7FFF_FFFE`) that [`Message::tag`] reports.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `tag` is out of range.
+    pub fn set_tag(&mut self, tag: u32) -> Result<()> {
+        if tag > MAX_TAG {
+            return Err(Error::InvalidArgument(format!("tag {tag} exceeds {MAX_TAG}")));
+        }
+        self.tag = tag;
+        Ok(())
+    }
+
+    /// Publish the whole loan.
+    pub fn commit(mut self) {
+        let claim = self.claim.take().expect("uncommitted");
+        let len = claim.len();
+        self.producer.commit(claim, len, self.tag);
+    }
+
+    /// Publish only the first `len` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `len` exceeds the loan.
+    pub fn commit_len(mut self, len: usize) -> Result<()> {
+        if len > self.len() {
+            return Err(Error::InvalidArgument(format!("commit of {len} bytes exceeds the {}-byte loan", self.len())));
+        }
+        let claim = self.claim.take().expect("uncommitted");
+        self.producer.commit(claim, len, self.tag);
+        Ok(())
+    }
+}
+
+/// The consuming end of a channel. At most one live `Receiver` per channel.
+pub struct Receiver {
+    consumer: Option<Consumer<SegmentRing>>,
+    policy: WaitPolicy,
+    owner: Owner,
+}
+
+impl Receiver {
+    /// Create channel `name` with `capacity_bytes` of ring space and attach as receiver.
+    ///
+    /// # Errors
+    /// As [`Sender::create`].
+    pub fn create(name: &str, capacity_bytes: usize) -> Result<Receiver> {
+        Receiver::attach(create_segment(name, capacity_bytes)?)
+    }
+
+    /// Open existing channel `name` as its receiver.
+    ///
+    /// # Errors
+    /// As [`Sender::open`].
+    pub fn open(name: &str) -> Result<Receiver> {
+        Receiver::attach(Segment::open(name, SegmentKind::Channel)?)
+    }
+
+    /// Adopt a descriptor of a channel segment (see [`Sender::from_fd`]).
+    ///
+    /// # Errors
+    /// As [`Sender::open`].
+    pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Receiver> {
+        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?)
+    }
+
+    fn attach(segment: Segment) -> Result<Receiver> {
+        let owner = Owner::current();
+        segment.claim_role(CONSUMER, owner.id())?;
+        let path = segment.path().to_owned();
+        let store = SegmentRing::new(segment);
+        store.control().data_ready.value.reset_waiters();
+        let consumer = Consumer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
+        Ok(Receiver { consumer: Some(consumer), policy: WaitPolicy::default(), owner })
+    }
+
+    fn consumer(&mut self) -> Result<&mut Consumer<SegmentRing>> {
+        let consumer = self.consumer.as_mut().ok_or(Error::Closed)?;
+        let segment = consumer.store().segment();
+        self.owner.check(&segment.header().roles[CONSUMER], "receiver", segment)?;
+        Ok(consumer)
+    }
+
+    /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// Set how blocking operations wait.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Ring capacity in bytes, or 0 once closed.
+    pub fn capacity(&self) -> usize {
+        self.consumer.as_ref().map_or(0, |c| c.store().capacity())
+    }
+
+    /// The channel's name (`None` once closed).
+    pub fn name(&self) -> Option<&str> {
+        self.consumer.as_ref().and_then(|c| c.store().segment().name())
+    }
+
+    /// The segment file's path (`None` once closed).
+    pub fn path(&self) -> Option<&str> {
+        self.consumer.as_ref().map(|c| c.store().segment().path())
+    }
+
+    /// The descriptor holding this end's role (to pass to a child), `None` once closed.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.consumer.as_ref().and_then(|c| c.store().segment().fd())
+    }
+
+    /// True once [`Receiver::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.consumer.is_none()
+    }
+
+    fn next(&mut self, deadline: Option<Instant>, block: bool) -> Result<Record> {
+        let policy = self.policy;
+        let consumer = self.consumer()?;
+        let seg_err = |e, c: &Consumer<SegmentRing>| ring_error(e, c.store().segment());
+        match consumer.try_peek() {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) if !block => {
+                // Cheap disconnect check: one atomic load of the peer's state word.
+                let state = consumer.store().segment().header().roles[PRODUCER].state.load(Ordering::Acquire);
+                if state == shmplane_shm::liveness::CLOSED {
+                    if let Some(r) = consumer.try_peek().map_err(|e| seg_err(e, consumer))? {
+                        return Ok(r);
+                    }
+                    return Err(Error::Disconnected { role: "sender" });
+                }
+                return Err(Error::Empty);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(seg_err(e, consumer)),
+        }
+        wait_until(
+            consumer,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            policy,
+            deadline,
+            |c| c.try_peek().map_err(|e| seg_err(e, c)),
+            |c| {
+                let poisoned = c.store().control().poisoned.value.load(Ordering::Relaxed);
+                match check_peer(c.store().segment(), PRODUCER, poisoned) {
+                    // The peer's last records happen-before its close: drain them first.
+                    Err(e @ (Error::Disconnected { .. } | Error::PeerDead { .. })) => {
+                        match c.try_peek().map_err(|e| seg_err(e, c))? {
+                            Some(_) => Ok(()),
+                            None => Err(e),
+                        }
+                    }
+                    other => other,
+                }
+            },
+        )
+        .map_err(wait_error)
+    }
+
+    fn recv_impl(&mut self, deadline: Option<Instant>, block: bool) -> Result<Vec<u8>> {
+        let record = self.next(deadline, block)?;
+        let consumer = self.consumer.as_mut().expect("open");
+        let out = consumer.payload(&record).to_vec();
+        consumer.release(record);
+        Ok(out)
+    }
+
+    /// Receive one message, waiting (per the wait policy) while the ring is empty.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] (the sender closed and everything was received),
+    /// [`Error::PeerDead`] (the sender died and everything was received),
+    /// [`Error::Corrupt`] (a malformed record; the ring is poisoned),
+    /// [`Error::RoleTaken`], [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"x")?;
+    /// drop(tx);
+    /// assert_eq!(rx.recv()?, b"x");
+    /// assert!(matches!(rx.recv(), Err(shmplane::Error::Disconnected { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.recv_impl(None, true)
+    }
+
+    /// Receive without waiting: one atomic load when empty.
+    ///
+    /// # Errors
+    /// [`Error::Empty`]; otherwise as [`Receiver::recv`].
+    pub fn try_recv(&mut self) -> Result<Vec<u8>> {
+        self.recv_impl(None, false)
+    }
+
+    /// Receive, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Receiver::recv`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_impl(Some(Instant::now() + timeout), true)
+    }
+
+    /// Look at the next message in place (zero-copy), waiting at most `timeout`
+    /// (`None`: forever). Its ring space is released when the [`Message`] drops.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Receiver::recv`].
+    pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Message<'_>> {
+        let record = self.next(timeout.map(|t| Instant::now() + t), true)?;
+        Ok(Message { consumer: self.consumer.as_mut().expect("open"), record: Some(record) })
+    }
+
+    /// [`Receiver::peek`] without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Empty`]; otherwise as [`Receiver::recv`].
+    pub fn try_peek(&mut self) -> Result<Message<'_>> {
+        let record = self.next(None, false)?;
+        Ok(Message { consumer: self.consumer.as_mut().expect("open"), record: Some(record) })
+    }
+
+    /// Close this end: the sender gets [`Error::Disconnected`] when it next waits.
+    /// Idempotent; also done on drop.
+    pub fn close(&mut self) {
+        if let Some(c) = self.consumer.take() {
+            c.into_store().into_segment().close_role(CONSUMER, self.owner.pid());
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.consumer {
+            Some(c) => f
+                .debug_struct("Receiver")
+                .field("path", &c.store().segment().path())
+                .field("capacity", &c.store().capacity())
+                .field("policy", &self.policy)
+                .finish(),
+            None => f.write_str("Receiver(closed)"),
+        }
+    }
+}
+
+/// A received message still in the ring (zero-copy). Derefs to its bytes; its space is
+/// released when it drops.
+pub struct Message<'a> {
+    consumer: &'a mut Consumer<SegmentRing>,
+    record: Option<Record>,
+}
+
+impl Message<'_> {
+    /// The sender's tag (0 unless set with [`Loan::set_tag`]).
+    pub fn tag(&self) -> u32 {
+        self.record.as_ref().map_or(0, Record::tag)
+    }
+}
+
+impl std::ops::Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.consumer.payload(self.record.as_ref().expect("unreleased"))
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            self.consumer.release(r);
+        }
+    }
+}
+
+// The ring's own limits, re-checked here so a change there fails this build.
+const _: () = assert!(ring::max_payload(MIN_RING_CAPACITY) == MIN_RING_CAPACITY - 16);

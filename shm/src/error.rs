@@ -1,0 +1,129 @@
+//! The one error type of shmplane (re-exported by the `shmplane` crate).
+
+use std::io;
+
+/// Every failure shmplane reports. Each message says what went wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No segment with this name exists.
+    #[error("no shmplane segment named {name:?} (looked for {path}); create it first or check the name")]
+    NotFound {
+        /// The name as given.
+        name: String,
+        /// The file looked for.
+        path: String,
+    },
+    /// A live segment with this name exists already.
+    #[error("a shmplane segment named {name:?} already exists and is in use ({path}); pick another name or open it instead")]
+    AlreadyExists {
+        /// The name as given.
+        name: String,
+        /// The existing file.
+        path: String,
+    },
+    /// The name cannot be a segment name.
+    #[error("invalid segment name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// An argument is out of range (capacity, size, tag, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The segment's bytes are not a valid shmplane segment (garbage, truncated,
+    /// half-initialised by a creator that died, or a ring a peer corrupted).
+    #[error("corrupt shmplane segment {path}: {what}")]
+    Corrupt {
+        /// The segment file.
+        path: String,
+        /// What check failed.
+        what: String,
+    },
+    /// A shmplane segment of another ABI version or layout.
+    #[error("incompatible shmplane segment {path}: {what}; use the same shmplane version on both sides")]
+    Incompatible {
+        /// The segment file.
+        path: String,
+        /// What differs.
+        what: String,
+    },
+    /// A shmplane segment of another kind (a slot opened as a channel, ...).
+    #[error("shmplane segment {path} is a {found}, not a {expected}")]
+    WrongKind {
+        /// The segment file.
+        path: String,
+        /// Kind the caller asked for.
+        expected: &'static str,
+        /// Kind found in the header.
+        found: String,
+    },
+    /// A message larger than the ring can ever hold.
+    #[error("message of {len} bytes is larger than this channel's maximum of {max} bytes; create the channel with a larger capacity")]
+    TooLarge {
+        /// Message length in bytes.
+        len: usize,
+        /// Largest message in bytes.
+        max: usize,
+    },
+    /// `try_send`: no room now.
+    #[error("channel is full")]
+    Full,
+    /// `try_recv`: nothing to receive now.
+    #[error("channel is empty")]
+    Empty,
+    /// A timed operation ran out of time.
+    #[error("timed out")]
+    Timeout,
+    /// The process owning the other end died without closing it.
+    #[error("the {role} (pid {pid}) died without closing its end")]
+    PeerDead {
+        /// Role of the peer.
+        role: &'static str,
+        /// Its process id (0 if unknown).
+        pid: u32,
+    },
+    /// The other end was closed and nothing is left to receive.
+    #[error("the {role} closed its end")]
+    Disconnected {
+        /// Role of the peer.
+        role: &'static str,
+    },
+    /// Another live endpoint holds this role.
+    #[error("the {role} role of {path} is already taken by pid {pid}; only one {role} may be attached at a time")]
+    RoleTaken {
+        /// The role asked for.
+        role: &'static str,
+        /// The segment file.
+        path: String,
+        /// Owner's process id (0 if unknown).
+        pid: u32,
+    },
+    /// This endpoint was closed (or handed to another process).
+    #[error("this endpoint is closed")]
+    Closed,
+    /// `/dev/shm` has no room for the segment.
+    #[error("not enough shared memory for {bytes} bytes at {path}: /dev/shm is full; free space or choose a smaller capacity")]
+    NoSpace {
+        /// The segment file.
+        path: String,
+        /// Bytes requested.
+        bytes: u64,
+    },
+    /// Any other operating-system error.
+    #[error("{op} {path}: {source}")]
+    Os {
+        /// The failing operation.
+        op: &'static str,
+        /// The segment file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `Result<T, shmplane::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,203 @@
+//! Descriptors of every layout shared between processes.
+//!
+//! Modelled on Agrona's `RingBufferDescriptor` and Aeron's `aeron_rb.h`: one `#[repr(C)]`
+//! struct per shared layout, control words on their own 128-byte lines at explicit
+//! offsets (two adjacent 64-byte lines, because Intel's spatial prefetcher pulls pairs),
+//! and `const` assertions that pin every size and offset. A change to any of them must
+//! bump [`ABI_VERSION`]; [`LAYOUT_HASH`] is stored in every segment header so that a
+//! binary built with a different layout refuses the segment instead of misreading it.
+//!
+//! Every field of a shared layout is an atomic: a peer process may write any byte at
+//! any time, so plain (non-atomic) reads of shared bytes would be data races.
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// Size of one padded control line in bytes. Fixed (not target-dependent like
+/// crossbeam's `CachePadded`) because both processes must agree on it.
+pub const LINE: usize = 128;
+
+/// Alignment of the data area inside a segment: one page, so that records can be
+/// handed out page-aligned for large zero-copy payloads.
+pub const DATA_ALIGN: usize = 4096;
+
+/// Magic number at offset 0 of every shmplane segment: `b"SHMPLANE"` little-endian.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
+
+/// Version of the shared-memory ABI. Bump on any change to this file.
+pub const ABI_VERSION: u32 = 1;
+
+/// A value on its own 128-byte line.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct Padded<T> {
+    /// The padded value.
+    pub value: T,
+}
+
+/// Epoch + waiters pair: the futex word a side sleeps on and the count of sleepers
+/// that tells the other side whether a wake syscall is needed (see [`crate::wait`]).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct EventCount {
+    /// Futex word. Incremented (wrapping) by the notifier when `waiters != 0`.
+    pub epoch: AtomicU32,
+    /// Number of threads, in any process, between `prepare_wait` and `finish_wait`.
+    pub waiters: AtomicU32,
+}
+
+/// One endpoint role's ownership record (see [`crate::liveness`]).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RoleEntry {
+    /// [`crate::liveness::RoleState`] as `u32`: 0 vacant, 1 attached, 2 closed.
+    pub state: AtomicU32,
+    /// Process id of the process that last used the endpoint (0 = none).
+    pub owner_pid: AtomicU32,
+    /// Start time of `owner_pid` in clock ticks since boot (`/proc/PID/stat` field 22),
+    /// so a recycled pid is not mistaken for the owner.
+    pub owner_start: AtomicU64,
+}
+
+/// Number of role entries in every segment header.
+pub const MAX_ROLES: usize = 4;
+
+/// Byte offset (in the segment file) of the byte-range lock of the initialising
+/// creator. Locks may lie beyond end of file; they never touch the mapping.
+pub const INIT_LOCK_BYTE: u64 = 1 << 40;
+/// Byte offset of role `i`'s lock: `ROLE_LOCK_BYTE + i`.
+pub const ROLE_LOCK_BYTE: u64 = INIT_LOCK_BYTE + 16;
+
+/// Segment header, at offset 0 of every segment. Written by the creator before it
+/// stores `init_state = READY` (Release); read by openers only after an Acquire load of
+/// `init_state` sees `READY`, and then validated field by field (untrusted input).
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct SegmentHeader {
+    /// [`MAGIC`].
+    pub magic: AtomicU64,
+    /// [`ABI_VERSION`] in the low 32 bits, [`crate::header::SegmentKind`] in the high 32.
+    pub version_kind: AtomicU64,
+    /// [`LAYOUT_HASH`] of the creating binary.
+    pub layout_hash: AtomicU64,
+    /// Total segment length in bytes; must equal the file size.
+    pub total_len: AtomicU64,
+    /// Kind-specific parameter 0 (ring: data capacity in bytes, a power of two).
+    pub param0: AtomicU64,
+    /// Kind-specific parameter 1 (reserved, 0).
+    pub param1: AtomicU64,
+    /// Process id of the creator.
+    pub creator_pid: AtomicU32,
+    /// `INIT_BUSY` (0) while the creator writes the header, `INIT_READY` when usable.
+    pub init_state: AtomicU32,
+    _reserved: [AtomicU64; 9],
+    /// Role ownership table: index = role number of the segment kind.
+    pub roles: [RoleEntry; MAX_ROLES],
+}
+
+/// `init_state` while the creator is still writing the header.
+pub const INIT_BUSY: u32 = 0;
+/// `init_state` once the segment is fully initialised.
+pub const INIT_READY: u32 = 0x5245_4459; // "READ"
+
+/// Control block of an SPSC record ring. Producer- and consumer-written words sit on
+/// separate lines so that neither side's stores invalidate the other's hot line.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RingControl {
+    /// Producer position: total bytes committed since creation. Written only by the
+    /// producer (after each commit), read to resume after a producer restarts.
+    pub tail: Padded<AtomicU64>,
+    /// Consumer position: total bytes released since creation. Written only by the
+    /// consumer; read by the producer when its cached copy says the ring is full.
+    pub head: Padded<AtomicU64>,
+    /// Consumer sleeps here waiting for data; producer notifies after each commit.
+    pub data_ready: Padded<EventCount>,
+    /// Producer sleeps here waiting for space; consumer notifies after each release.
+    pub space_ready: Padded<EventCount>,
+    /// Non-zero once the consumer found a corrupt record (the reason code).
+    pub poisoned: Padded<AtomicU32>,
+}
+
+/// Size of a record header in bytes (one `u64`: see [`crate::ring`]).
+pub const RECORD_HEADER: usize = 8;
+/// Alignment of every record, in bytes.
+pub const RECORD_ALIGN: usize = 8;
+
+/// Byte offset of the ring control block in a channel segment.
+pub const RING_CONTROL_OFFSET: usize = size_of::<SegmentHeader>();
+/// Byte offset of the ring's data area in a channel segment.
+pub const RING_DATA_OFFSET: usize =
+    (RING_CONTROL_OFFSET + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
+
+/// Smallest ring data capacity in bytes.
+pub const MIN_RING_CAPACITY: usize = 4096;
+/// Largest ring data capacity in bytes (record lengths are `u32`).
+pub const MAX_RING_CAPACITY: usize = 1 << 31;
+
+/// Checks a ring data capacity: a power of two in
+/// [`MIN_RING_CAPACITY`]`..=`[`MAX_RING_CAPACITY`]. The single place this rule lives.
+pub const fn check_ring_capacity(capacity: u64) -> bool {
+    capacity.is_power_of_two()
+        && capacity >= MIN_RING_CAPACITY as u64
+        && capacity <= MAX_RING_CAPACITY as u64
+}
+
+/// Total segment length in bytes of a channel with `capacity` data bytes.
+pub const fn ring_segment_len(capacity: usize) -> usize {
+    RING_DATA_OFFSET + capacity
+}
+
+/// FNV-1a over the layout constants: any change to a shared layout changes this.
+pub const LAYOUT_HASH: u64 = {
+    let parts: [u64; 14] = [
+        ABI_VERSION as u64,
+        size_of::<SegmentHeader>() as u64,
+        std::mem::offset_of!(SegmentHeader, init_state) as u64,
+        std::mem::offset_of!(SegmentHeader, roles) as u64,
+        size_of::<RoleEntry>() as u64,
+        MAX_ROLES as u64,
+        size_of::<RingControl>() as u64,
+        std::mem::offset_of!(RingControl, head) as u64,
+        std::mem::offset_of!(RingControl, data_ready) as u64,
+        std::mem::offset_of!(RingControl, space_ready) as u64,
+        RING_DATA_OFFSET as u64,
+        RECORD_HEADER as u64,
+        INIT_LOCK_BYTE,
+        ROLE_LOCK_BYTE,
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        let mut b = 0;
+        while b < 8 {
+            h ^= (parts[i] >> (8 * b)) & 0xff;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            b += 1;
+        }
+        i += 1;
+    }
+    h
+};
+
+// The shared layout is pinned: these hold for the std atomics that production uses
+// (loom's atomics are bigger, and loom models build these structs on the heap only).
+#[cfg(not(shmplane_loom))]
+const _: () = {
+    use std::mem::offset_of;
+    assert!(size_of::<EventCount>() == 8);
+    assert!(size_of::<RoleEntry>() == 16);
+    assert!(offset_of!(SegmentHeader, magic) == 0);
+    assert!(offset_of!(SegmentHeader, version_kind) == 8);
+    assert!(offset_of!(SegmentHeader, init_state) == 52);
+    assert!(offset_of!(SegmentHeader, roles) == 128);
+    assert!(size_of::<SegmentHeader>() == 256);
+    assert!(offset_of!(RingControl, tail) == 0);
+    assert!(offset_of!(RingControl, head) == LINE);
+    assert!(offset_of!(RingControl, data_ready) == 2 * LINE);
+    assert!(offset_of!(RingControl, space_ready) == 3 * LINE);
+    assert!(offset_of!(RingControl, poisoned) == 4 * LINE);
+    assert!(size_of::<RingControl>() == 5 * LINE);
+    assert!(RING_CONTROL_OFFSET % LINE == 0);
+    assert!(RING_DATA_OFFSET == DATA_ALIGN);
+    assert!(check_ring_capacity(MIN_RING_CAPACITY as u64));
+};

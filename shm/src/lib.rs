@@ -1,0 +1,31 @@
+//! # shmplane-shm
+//!
+//! The shared-memory core of shmplane: every `unsafe` block and every atomic of the
+//! project lives in this crate. The safe public API is the `shmplane` crate.
+//!
+//! - [`sync`]: the atomics shim (std or loom under `cfg(shmplane_loom)`).
+//! - [`layout`]: `#[repr(C)]` descriptors of every shared layout, with const asserts.
+//! - [`region`]: named `/dev/shm` files, shared mappings, heap regions.
+//! - [`header`]: writing and validating segment headers (untrusted input).
+//! - [`segment`]: create/open/close a segment, role claims, stale-segment removal.
+//! - [`wait`]: spin → yield → shared-futex wait protocol.
+//! - [`ring`]: the SPSC variable-size record ring.
+//! - [`liveness`]: endpoint ownership and dead-peer detection.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+pub mod error;
+pub mod header;
+pub mod layout;
+pub mod liveness;
+#[cfg(not(shmplane_loom))]
+pub mod region;
+pub mod ring;
+#[cfg(not(shmplane_loom))]
+pub mod segment;
+#[cfg(not(shmplane_loom))]
+pub mod store;
+pub mod sync;
+pub mod wait;
+
+pub use error::{Error, Result};

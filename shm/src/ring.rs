@@ -1,0 +1,435 @@
+//! SPSC ring of variable-size records over a power-of-two data area.
+//!
+//! Based on Agrona's `OneToOneRingBuffer` (records with an 8-byte header, a padding
+//! record at the wrap so every record is contiguous, monotonic 64-bit positions) and
+//! on rtrb (cached copies of the other side's index, split producer/consumer handles).
+//!
+//! # Record format
+//! Each record starts at an 8-byte-aligned position with one `u64` header word:
+//!
+//! ```text
+//! bit 63      COMMITTED (always 1 in a published header; a zero word = nothing yet)
+//! bits 32..63 tag (31 bits; PADDING_TAG marks a padding record)
+//! bits 0..32  payload length in bytes
+//! ```
+//!
+//! followed by the payload, padded to the next multiple of 8. The header word is stored
+//! last, with Release: it is the publish flag, so the consumer polls one cache line (the
+//! one holding the header and the start of the payload) and never the producer's tail.
+//!
+//! # Zero-ahead
+//! Agrona zeroes every consumed byte so that stale bytes never look like a header.
+//! Here the producer instead zeroes the *next* header slot (the 8 bytes at the end of
+//! the record it commits) before it publishes the record. Invariant: the header slot at
+//! the producer's position is always zero, so the consumer, having consumed up to that
+//! position, sees zero there until the next commit. This costs one 8-byte store per
+//! record instead of a memset of every consumed byte, and reserves 8 bytes of the ring.
+//!
+//! # Untrusted memory
+//! The consumer validates every header it reads (committed bit, length within the
+//! contiguous space left before the end of the data area, alignment) and poisons the
+//! ring with [`RingError::Corrupt`] otherwise; the producer validates the consumer's
+//! position before trusting it. A hostile peer can make you receive wrong bytes, never
+//! make this code touch memory outside the data area.
+
+use crate::layout::{RingControl, RECORD_ALIGN, RECORD_HEADER};
+use crate::sync::{AtomicU64, Ordering};
+use crate::wait::Park;
+
+/// Header bit that marks a published record.
+const COMMITTED: u64 = 1 << 63;
+/// Tag of a padding record (skipped by the consumer).
+pub const PADDING_TAG: u32 = 0x7FFF_FFFF;
+/// Largest user tag.
+pub const MAX_TAG: u32 = PADDING_TAG - 1;
+
+/// `ctl.poisoned` reason: the consumer read a malformed record header.
+pub const POISON_BAD_RECORD: u32 = 1;
+/// `ctl.poisoned` reason: the producer read an impossible consumer position.
+pub const POISON_BAD_HEAD: u32 = 2;
+
+/// Errors of the ring algorithm itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// A record larger than the ring can ever hold.
+    #[error("record of {len} bytes exceeds the ring's maximum payload of {max} bytes")]
+    TooLarge {
+        /// Requested payload length in bytes.
+        len: usize,
+        /// Largest payload this ring accepts, in bytes.
+        max: usize,
+    },
+    /// Shared state that no correct peer could have written.
+    #[error("ring is corrupt: {what} (position {position}, value {value:#x})")]
+    Corrupt {
+        /// What was wrong.
+        what: &'static str,
+        /// Ring position where it was found.
+        position: u64,
+        /// The offending value.
+        value: u64,
+    },
+}
+
+/// Storage of a ring: its control block and its data area.
+///
+/// Implemented over a mapped segment (production), over heap memory (tests) and over
+/// loom atomics (models). Offsets are relative to the start of the data area.
+pub trait RingStore {
+    /// Sleep/wake implementation for the ring's event counts.
+    type Park: Park;
+    /// The control block.
+    fn control(&self) -> &RingControl;
+    /// Size of the data area in bytes (a power of two).
+    fn capacity(&self) -> usize;
+    /// The header word at `offset` (8-aligned, `< capacity`).
+    fn header(&self, offset: usize) -> &AtomicU64;
+    /// Copy `src` to the data area at `offset`.
+    ///
+    /// # Safety
+    /// `offset + src.len() <= capacity`, and no other thread of this process accesses
+    /// that range concurrently (the ring protocol gives the producer exclusive use).
+    unsafe fn write(&self, offset: usize, src: &[u8]);
+    /// Copy from the data area at `offset` into `dst`.
+    ///
+    /// # Safety
+    /// `offset + dst.len() <= capacity`, and the range holds a record this consumer has
+    /// acquired and not yet released.
+    unsafe fn read(&self, offset: usize, dst: &mut [u8]);
+    /// The futex implementation.
+    fn park(&self) -> &Self::Park;
+}
+
+/// A [`RingStore`] whose data area is plain bytes, so records can be lent as slices.
+pub trait ByteRingStore: RingStore {
+    /// Pointer to byte 0 of the data area, valid for `capacity()` bytes.
+    fn data_ptr(&self) -> *mut u8;
+}
+
+#[inline]
+const fn record_size(len: usize) -> usize {
+    (RECORD_HEADER + len).next_multiple_of(RECORD_ALIGN)
+}
+
+/// Largest payload in bytes a ring of `capacity` bytes accepts: the record and the
+/// zero-ahead slot must fit.
+pub const fn max_payload(capacity: usize) -> usize {
+    capacity - 2 * RECORD_HEADER
+}
+
+/// Space reserved by [`Producer::try_claim`]: write the payload, then commit or drop it.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a claim is published only by Producer::commit"]
+pub struct Claim {
+    position: u64,
+    offset: usize,
+    len: usize,
+}
+
+impl Claim {
+    /// Claimed payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True for a zero-length claim.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Offset of the payload in the data area (8-aligned).
+    pub fn payload_offset(&self) -> usize {
+        self.offset + RECORD_HEADER
+    }
+}
+
+/// The producing side of a ring. Exactly one may exist per ring (enforced across
+/// processes by the role lock of [`crate::liveness`]).
+#[derive(Debug)]
+pub struct Producer<S: RingStore> {
+    store: S,
+    /// Our position: the header slot here is zero (zero-ahead invariant).
+    tail: u64,
+    /// Last consumer position we read; `tail - cached_head <= capacity`.
+    cached_head: u64,
+    mask: u64,
+}
+
+impl<S: RingStore> Producer<S> {
+    /// Attach as producer, resuming at the position stored in the control block.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the stored positions are impossible.
+    pub fn attach(store: S) -> Result<Self, RingError> {
+        let cap = store.capacity() as u64;
+        let ctl = store.control();
+        // ORDERING: Acquire, partners of the previous owners' Release stores.
+        let mut tail = ctl.tail.value.load(Ordering::Acquire);
+        let head = ctl.head.value.load(Ordering::Acquire);
+        if tail % RECORD_ALIGN as u64 != 0 || head > tail || tail - head > cap {
+            return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
+        }
+        // A producer that died between publishing a header and storing `tail` left one
+        // committed record at `tail`: step over it so it is not overwritten.
+        let word = store.header((tail & (cap - 1)) as usize).load(Ordering::Acquire);
+        if word != 0 {
+            let len = (word & 0xFFFF_FFFF) as usize;
+            let size = record_size(len) as u64;
+            if word & COMMITTED == 0 || size > cap - (tail & (cap - 1)) {
+                return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
+            }
+            tail += size;
+        }
+        Ok(Producer { store, tail, cached_head: head, mask: cap - 1 })
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Largest payload in bytes that this ring accepts.
+    pub fn max_payload(&self) -> usize {
+        max_payload(self.store.capacity())
+    }
+
+    fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// True if `n` bytes from `tail` are free, re-reading the consumer position if needed.
+    fn has_space(&mut self, n: u64) -> Result<bool, RingError> {
+        if self.tail + n - self.cached_head <= self.capacity() {
+            return Ok(true);
+        }
+        // ORDERING: Acquire, partner of the consumer's Release store in `release`: the
+        // consumer finished reading the space before it published the new head.
+        let head = self.store.control().head.value.load(Ordering::Acquire);
+        if head < self.cached_head || head > self.tail || head % RECORD_ALIGN as u64 != 0 {
+            self.store.control().poisoned.value.store(POISON_BAD_HEAD, Ordering::Relaxed);
+            return Err(RingError::Corrupt { what: "consumer position", position: self.tail, value: head });
+        }
+        self.cached_head = head;
+        Ok(self.tail + n - head <= self.capacity())
+    }
+
+    /// Reserve room for a record of `len` payload bytes. `Ok(None)` means "full now":
+    /// retry after the consumer releases (wait on `control().space_ready`).
+    ///
+    /// May publish a padding record so the claimed record is contiguous.
+    ///
+    /// # Errors
+    /// [`RingError::TooLarge`] if `len > max_payload()`; [`RingError::Corrupt`].
+    pub fn try_claim(&mut self, len: usize) -> Result<Option<Claim>, RingError> {
+        if len > self.max_payload() {
+            return Err(RingError::TooLarge { len, max: self.max_payload() });
+        }
+        let size = record_size(len) as u64;
+        let mut offset = self.tail & self.mask;
+        let contiguous = self.capacity() - offset;
+        if size > contiguous {
+            // Pad to the end of the data area, then claim at offset 0.
+            if !self.has_space(contiguous + RECORD_HEADER as u64)? {
+                return Ok(None);
+            }
+            self.publish(contiguous, PADDING_TAG, contiguous as usize - RECORD_HEADER);
+            offset = 0;
+        }
+        if !self.has_space(size + RECORD_HEADER as u64)? {
+            return Ok(None);
+        }
+        Ok(Some(Claim { position: self.tail, offset: offset as usize, len }))
+    }
+
+    /// Copy `src` into the claim's payload at byte `at`.
+    ///
+    /// # Panics
+    /// If `at + src.len() > claim.len()`.
+    #[inline]
+    pub fn write(&mut self, claim: &Claim, at: usize, src: &[u8]) {
+        assert!(at.checked_add(src.len()).is_some_and(|end| end <= claim.len), "write past the claim");
+        // SAFETY: the claim lies in free space owned by the producer (has_space), inside
+        // the data area (try_claim keeps records contiguous), and `&mut self` excludes
+        // other writers in this process.
+        unsafe { self.store.write(claim.payload_offset() + at, src) };
+    }
+
+    /// Publish the claim with its first `len` payload bytes and `tag`, and wake the
+    /// consumer if it sleeps.
+    ///
+    /// # Panics
+    /// If `len > claim.len()`, if `tag > MAX_TAG`, or if `claim` is not this producer's
+    /// latest claim.
+    #[inline]
+    pub fn commit(&mut self, claim: Claim, len: usize, tag: u32) {
+        assert!(len <= claim.len && tag <= MAX_TAG, "commit beyond the claim or reserved tag");
+        assert_eq!(claim.position, self.tail, "stale claim");
+        self.publish(record_size(len) as u64, tag, len);
+    }
+
+    fn publish(&mut self, size: u64, tag: u32, len: usize) {
+        let ctl = self.store.control();
+        let offset = (self.tail & self.mask) as usize;
+        let next = self.tail + size;
+        // Zero-ahead: the next header slot must read zero until the next commit.
+        // ORDERING: Relaxed; made visible by the Release store of this record's header.
+        self.store.header((next & self.mask) as usize).store(0, Ordering::Relaxed);
+        let word = COMMITTED | (u64::from(tag) << 32) | len as u64;
+        // ORDERING: Release, partner of the consumer's Acquire load in `try_peek`:
+        // payload and zero-ahead stores happen-before the consumer reads them.
+        self.store.header(offset).store(word, Ordering::Release);
+        self.tail = next;
+        // ORDERING: Release, partner of `attach`'s Acquire (a restarted producer).
+        ctl.tail.value.store(next, Ordering::Release);
+        ctl.data_ready.value.notify(self.store.park());
+    }
+}
+
+/// A record the consumer is looking at: valid until [`Consumer::release`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a record stays in the ring until Consumer::release"]
+pub struct Record {
+    position: u64,
+    offset: usize,
+    len: usize,
+    tag: u32,
+}
+
+impl Record {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The producer's tag.
+    pub fn tag(&self) -> u32 {
+        self.tag
+    }
+    /// Offset of the payload in the data area (8-aligned).
+    pub fn payload_offset(&self) -> usize {
+        self.offset + RECORD_HEADER
+    }
+}
+
+/// The consuming side of a ring. Exactly one may exist per ring.
+#[derive(Debug)]
+pub struct Consumer<S: RingStore> {
+    store: S,
+    head: u64,
+    mask: u64,
+}
+
+impl<S: RingStore> Consumer<S> {
+    /// Attach as consumer, resuming at the position stored in the control block.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the stored position is misaligned.
+    pub fn attach(store: S) -> Result<Self, RingError> {
+        let cap = store.capacity() as u64;
+        // ORDERING: Acquire, partner of the previous consumer's Release in `release`.
+        let head = store.control().head.value.load(Ordering::Acquire);
+        if head % RECORD_ALIGN as u64 != 0 {
+            return Err(RingError::Corrupt { what: "stored consumer position", position: head, value: head });
+        }
+        Ok(Consumer { store, head, mask: cap - 1 })
+    }
+
+    /// The storage.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The next record, if one is published. Skips padding records.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] (and the ring is poisoned) on a malformed header.
+    #[inline]
+    pub fn try_peek(&mut self) -> Result<Option<Record>, RingError> {
+        loop {
+            let offset = (self.head & self.mask) as usize;
+            // ORDERING: Acquire, partner of the producer's Release header store in
+            // `publish`: the payload and the next zero-ahead slot are visible after it.
+            let word = self.store.header(offset).load(Ordering::Acquire);
+            if word == 0 {
+                return Ok(None);
+            }
+            let len = (word & 0xFFFF_FFFF) as usize;
+            let tag = ((word >> 32) & u64::from(PADDING_TAG)) as u32;
+            let size = record_size(len);
+            if word & COMMITTED == 0 || size > self.store.capacity() - offset {
+                self.store.control().poisoned.value.store(POISON_BAD_RECORD, Ordering::Relaxed);
+                return Err(RingError::Corrupt { what: "record header", position: self.head, value: word });
+            }
+            if tag == PADDING_TAG {
+                self.advance(size);
+                continue;
+            }
+            return Ok(Some(Record { position: self.head, offset, len, tag }));
+        }
+    }
+
+    /// Copy `dst.len()` payload bytes starting at byte `at` of `record` into `dst`.
+    ///
+    /// # Panics
+    /// If the range exceeds the record.
+    #[inline]
+    pub fn read(&self, record: &Record, at: usize, dst: &mut [u8]) {
+        assert!(at.checked_add(dst.len()).is_some_and(|end| end <= record.len), "read past the record");
+        // SAFETY: `record` was validated by try_peek to lie inside the data area, and the
+        // producer does not reuse it before `release` moves the head past it.
+        unsafe { self.store.read(record.payload_offset() + at, dst) };
+    }
+
+    /// Give the record's space back to the producer and wake it if it sleeps.
+    ///
+    /// # Panics
+    /// If `record` is not the record at the head.
+    #[inline]
+    pub fn release(&mut self, record: Record) {
+        assert_eq!(record.position, self.head, "release out of order");
+        self.advance(record_size(record.len));
+    }
+
+    fn advance(&mut self, size: usize) {
+        self.head += size as u64;
+        let ctl = self.store.control();
+        // ORDERING: Release, partner of the producer's Acquire in `has_space`: our reads
+        // of the record happen-before the producer overwrites it.
+        ctl.head.value.store(self.head, Ordering::Release);
+        ctl.space_ready.value.notify(self.store.park());
+    }
+}
+
+impl<S: ByteRingStore> Producer<S> {
+    /// The claim's payload as a writable slice (zero-copy send).
+    pub fn payload_mut(&mut self, claim: &Claim) -> &mut [u8] {
+        // SAFETY: the claim lies inside the data area in space owned by the producer
+        // until commit; `&mut self` makes the slice unique in this process. A peer
+        // process does not touch unpublished space unless it is broken or hostile.
+        unsafe { std::slice::from_raw_parts_mut(self.store.data_ptr().add(claim.payload_offset()), claim.len) }
+    }
+}
+
+impl<S: ByteRingStore> Consumer<S> {
+    /// The record's payload as a slice (zero-copy receive).
+    pub fn payload(&self, record: &Record) -> &[u8] {
+        // SAFETY: validated by try_peek to lie inside the data area; the producer does
+        // not reuse the space before release (which needs `&mut self`).
+        unsafe { std::slice::from_raw_parts(self.store.data_ptr().add(record.payload_offset()), record.len) }
+    }
+}
+
+impl<S: RingStore> Producer<S> {
+    /// Give back the storage (to close it).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+}
+
+impl<S: RingStore> Consumer<S> {
+    /// Give back the storage (to close it).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+}

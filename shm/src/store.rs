@@ -1,0 +1,94 @@
+//! [`RingStore`] over a [`Segment`]: the production (and heap-test) ring storage.
+
+use crate::header::SegmentKind;
+use crate::layout::{ring_segment_len, RingControl, RING_CONTROL_OFFSET, RING_DATA_OFFSET};
+use crate::ring::{ByteRingStore, RingStore};
+use crate::segment::Segment;
+use crate::sync::AtomicU64;
+use crate::wait::SharedFutex;
+
+/// A channel segment seen as ring storage.
+#[derive(Debug)]
+pub struct SegmentRing {
+    segment: Segment,
+    capacity: usize,
+}
+
+impl SegmentRing {
+    /// Wrap a channel segment (header already validated).
+    ///
+    /// # Panics
+    /// If the segment is not a validated channel segment.
+    pub fn new(segment: Segment) -> SegmentRing {
+        let info = segment.info();
+        assert_eq!(info.kind, SegmentKind::Channel);
+        let capacity = info.param0 as usize;
+        assert!(ring_segment_len(capacity) <= segment.region().len());
+        SegmentRing { segment, capacity }
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Unwrap the segment (to close it).
+    pub fn into_segment(self) -> Segment {
+        self.segment
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: RING_DATA_OFFSET + capacity <= region length (checked in new).
+        unsafe { self.segment.region().as_ptr().add(RING_DATA_OFFSET) }
+    }
+}
+
+impl RingStore for SegmentRing {
+    type Park = SharedFutex;
+
+    #[inline]
+    fn control(&self) -> &RingControl {
+        // SAFETY: RingControl is atomics-only, at its fixed 128-aligned offset, inside
+        // the region (new checked the segment length).
+        unsafe { self.segment.region().at(RING_CONTROL_OFFSET) }
+    }
+
+    #[inline]
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    #[inline]
+    fn header(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset < self.capacity && offset % 8 == 0, "header offset out of range");
+        // SAFETY: in bounds and 8-aligned (asserted; the data area is page-aligned); an
+        // AtomicU64 may alias memory that peers access atomically.
+        unsafe { &*(self.data().add(offset) as *const AtomicU64) }
+    }
+
+    #[inline]
+    unsafe fn write(&self, offset: usize, src: &[u8]) {
+        debug_assert!(offset + src.len() <= self.capacity);
+        // SAFETY: caller guarantees the range is in bounds and exclusively ours.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data().add(offset), src.len()) };
+    }
+
+    #[inline]
+    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
+        debug_assert!(offset + dst.len() <= self.capacity);
+        // SAFETY: caller guarantees the range is in bounds and holds an acquired record.
+        unsafe { std::ptr::copy_nonoverlapping(self.data().add(offset), dst.as_mut_ptr(), dst.len()) };
+    }
+
+    #[inline]
+    fn park(&self) -> &SharedFutex {
+        &SharedFutex
+    }
+}
+
+impl ByteRingStore for SegmentRing {
+    #[inline]
+    fn data_ptr(&self) -> *mut u8 {
+        self.data()
+    }
+}
