@@ -280,6 +280,21 @@ impl Sender {
         Ok(Loan { producer: self.producer.as_mut().expect("open"), claim: Some(claim), tag: 0 })
     }
 
+    /// Wait until a message of `len` bytes fits, at most `timeout` (`None`: forever;
+    /// zero: check once). `Ok(false)` on timeout. Nothing is reserved: a following
+    /// [`Sender::try_send`] of at most `len` bytes from this thread then succeeds.
+    ///
+    /// # Errors
+    /// As [`Sender::send`].
+    pub fn poll_space(&mut self, len: usize, timeout: Option<Duration>) -> Result<bool> {
+        let block = timeout != Some(Duration::ZERO);
+        match self.claim(len, timeout.map(|t| Instant::now() + t), block) {
+            Ok(_unused_claim) => Ok(true),
+            Err(Error::Timeout | Error::Full) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Close this end: the receiver gets [`Error::Disconnected`] after draining. If this
     /// handle was shared with another process (fork, descriptor passing), the role stays
     /// with that process. Idempotent; also done on drop.
@@ -556,6 +571,22 @@ impl Receiver {
     pub fn try_peek(&mut self) -> Result<Message<'_>> {
         let record = self.next(None, false)?;
         Ok(Message { consumer: self.consumer.as_mut().expect("open"), record: Some(record) })
+    }
+
+    /// Wait until a message is ready, at most `timeout` (`None`: forever; zero: check
+    /// once), like `multiprocessing.Connection.poll`. `Ok(false)` on timeout. The
+    /// message stays in the ring for the next receive.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv`] ([`Error::Disconnected`] once the sender closed and
+    /// everything was received).
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let block = timeout != Some(Duration::ZERO);
+        match self.next(timeout.map(|t| Instant::now() + t), block) {
+            Ok(_still_at_head) => Ok(true),
+            Err(Error::Timeout | Error::Empty) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Close this end: the sender gets [`Error::Disconnected`] when it next waits.

@@ -1,0 +1,119 @@
+"""Type stubs of the native module ``shmplane._shmplane``."""
+
+from collections.abc import Buffer
+from typing import Any, final
+
+from typing_extensions import Self
+
+DEFAULT_CAPACITY: int
+TAG_BYTES: int
+TAG_NDARRAY: int
+TAG_PICKLE: int
+
+def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
+def gc() -> list[str]: ...
+@final
+class Sender:
+    """The sending end of a channel (one per channel across all processes).
+
+    ``send`` copies the message into the ring once: bytes-like objects as bytes,
+    C-contiguous numpy arrays as raw data plus dtype/shape, anything else as pickle
+    protocol 5 with out-of-band buffers. Blocks (GIL released, Ctrl-C works) while the
+    ring is full.
+    """
+
+    @staticmethod
+    def create(name: str, capacity: int = ...) -> Sender:
+        """Create channel ``name`` (capacity in bytes, a power of two) as its sender.
+
+        Raises InvalidNameError, InvalidArgumentError, AlreadyExistsError, NoSpaceError."""
+    @staticmethod
+    def open(name: str) -> Sender:
+        """Attach to existing channel ``name`` as its sender.
+
+        Raises NotFoundError, CorruptSegmentError, IncompatibleSegmentError,
+        WrongKindError, RoleTakenError (a live sender exists)."""
+    @staticmethod
+    def _from_fd(fd: int, name: str | None = None) -> Sender: ...
+    def send(self, obj: Any, timeout: float | None = None) -> None:
+        """Send ``obj``, waiting at most ``timeout`` seconds (None: forever) for room.
+
+        Raises Timeout, MessageTooLargeError, PeerDeadError / DisconnectedError (the
+        receiver died / closed while we waited), RoleTakenError, ClosedError."""
+    def try_send(self, obj: Any) -> None:
+        """Send without waiting. Raises Full if there is no room now."""
+    def send_bytes(self, buf: Buffer, timeout: float | None = None) -> None:
+        """Send the bytes of a C-contiguous buffer; the receiver gets ``bytes``."""
+    def poll_space(self, nbytes: int = 0, timeout: float | None = 0.0) -> bool:
+        """True once a ``nbytes`` message fits, waiting at most ``timeout`` seconds."""
+    def close(self) -> None:
+        """Close this end (idempotent). The receiver gets DisconnectedError after draining."""
+    def fileno(self) -> int:
+        """The descriptor that holds this end's role."""
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def capacity(self) -> int:
+        """Ring capacity in bytes (0 once closed)."""
+    @property
+    def max_message_size(self) -> int:
+        """Largest raw payload in bytes (capacity - 16)."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def policy(self) -> str:
+        """'spin', 'block' or 'adaptive(spin_us=N)'."""
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...
+
+@final
+class Receiver:
+    """The receiving end of a channel (one per channel across all processes).
+
+    ``recv`` returns what was sent: ``bytes``, an ndarray of the same dtype and shape,
+    or the unpickled object. Blocks (GIL released, Ctrl-C works) while empty.
+    Iterating yields messages until the sender closes.
+    """
+
+    @staticmethod
+    def create(name: str, capacity: int = ...) -> Receiver:
+        """Create channel ``name`` as its receiver. Raises as Sender.create."""
+    @staticmethod
+    def open(name: str) -> Receiver:
+        """Attach to existing channel ``name`` as its receiver. Raises as Sender.open."""
+    @staticmethod
+    def _from_fd(fd: int, name: str | None = None) -> Receiver: ...
+    def recv(self, timeout: float | None = None) -> Any:
+        """Receive the next message, waiting at most ``timeout`` seconds (None: forever).
+
+        Raises Timeout, DisconnectedError (sender closed, all received), PeerDeadError
+        (sender died, all received), CorruptSegmentError, RoleTakenError, ClosedError."""
+    def try_recv(self) -> Any:
+        """Receive without waiting. Raises Empty if nothing is there."""
+    def recv_bytes(self, timeout: float | None = None) -> bytes:
+        """Receive the next record's raw payload as bytes, whatever was sent."""
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """True if a message is ready, waiting at most ``timeout`` seconds."""
+    def close(self) -> None:
+        """Close this end (idempotent)."""
+    def fileno(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def policy(self) -> str: ...
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Any: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...

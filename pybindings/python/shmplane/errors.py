@@ -1,0 +1,106 @@
+"""Exceptions raised by shmplane. All derive from :class:`ShmplaneError`.
+
+Several also derive from the built-in exception that existing code already catches
+(``Timeout`` is a :class:`TimeoutError`, ``DisconnectedError`` an :class:`EOFError`
+like ``multiprocessing.Connection.recv`` raises, ``Full``/``Empty`` are
+``queue.Full``/``queue.Empty``), so switching to shmplane keeps ``except`` clauses working.
+"""
+
+from __future__ import annotations
+
+import queue
+
+__all__ = [
+    "ShmplaneError",
+    "NotFoundError",
+    "AlreadyExistsError",
+    "InvalidNameError",
+    "InvalidArgumentError",
+    "CorruptSegmentError",
+    "IncompatibleSegmentError",
+    "WrongKindError",
+    "MessageTooLargeError",
+    "Full",
+    "Empty",
+    "Timeout",
+    "PeerDeadError",
+    "DisconnectedError",
+    "RoleTakenError",
+    "ClosedError",
+    "NoSpaceError",
+    "ShmplaneOSError",
+]
+
+
+class ShmplaneError(Exception):
+    """Base class of every shmplane error."""
+
+
+class NotFoundError(ShmplaneError, FileNotFoundError):
+    """No segment has this name: create it first or check the name."""
+
+
+class AlreadyExistsError(ShmplaneError, FileExistsError):
+    """A live segment (or one waiting for its peer) already has this name."""
+
+
+class InvalidNameError(ShmplaneError, ValueError):
+    """The name breaks the rules: 1-200 bytes of ``[A-Za-z0-9._-]``, not starting with '.'."""
+
+
+class InvalidArgumentError(ShmplaneError, ValueError):
+    """An argument is out of range (capacity not a power of two, ...)."""
+
+
+class CorruptSegmentError(ShmplaneError):
+    """The segment is not a valid shmplane segment: garbage, truncated, half-initialised
+    by a creator that died, or a ring holding a malformed record."""
+
+
+class IncompatibleSegmentError(ShmplaneError):
+    """The segment was made by a shmplane with another ABI version or layout."""
+
+
+class WrongKindError(ShmplaneError, TypeError):
+    """The segment holds another kind of structure (e.g. a slot opened as a channel)."""
+
+
+class MessageTooLargeError(ShmplaneError, ValueError):
+    """The message can never fit in this channel's ring: create it with a larger capacity."""
+
+
+class Full(ShmplaneError, queue.Full):
+    """``try_send``: no room in the ring right now."""
+
+
+class Empty(ShmplaneError, queue.Empty):
+    """``try_recv``: nothing to receive right now."""
+
+
+class Timeout(ShmplaneError, TimeoutError):
+    """A timed operation ran out of time."""
+
+
+class PeerDeadError(ShmplaneError, ConnectionResetError):
+    """The process at the other end died without closing it."""
+
+
+class DisconnectedError(ShmplaneError, EOFError):
+    """The other end was closed and everything it sent has been received."""
+
+
+class RoleTakenError(ShmplaneError):
+    """Another live endpoint already holds this role (e.g. a second sender), or this
+    handle was passed to another process, which now owns the role."""
+
+
+class ClosedError(ShmplaneError, ValueError):
+    """The endpoint was closed."""
+
+
+class NoSpaceError(ShmplaneError, MemoryError):
+    """``/dev/shm`` has no room for the segment: free space or use a smaller capacity."""
+
+
+class ShmplaneOSError(ShmplaneError, OSError):
+    """Any other operating-system error (``errno`` is set)."""

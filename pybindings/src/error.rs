@@ -1,0 +1,69 @@
+//! The one mapping from `shmplane::Error` to Python exceptions.
+//!
+//! The exception classes are defined in Python (`shmplane/errors.py`) because several
+//! derive from two bases (e.g. `Timeout(ShmplaneError, TimeoutError)`), which pyo3's
+//! `create_exception!` cannot express. They are looked up once and cached.
+
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+use shmplane::Error;
+
+fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<&'py Bound<'py, PyType>> {
+    cell.import(py, "shmplane.errors", name)
+}
+
+macro_rules! exc {
+    ($py:expr, $name:literal) => {{
+        static CELL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        class($py, &CELL, $name)
+    }};
+}
+
+/// Convert a shmplane error into the matching Python exception instance.
+pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let msg = e.to_string();
+    let cls = match &e {
+        Error::NotFound { .. } => exc!(py, "NotFoundError"),
+        Error::AlreadyExists { .. } => exc!(py, "AlreadyExistsError"),
+        Error::InvalidName { .. } => exc!(py, "InvalidNameError"),
+        Error::InvalidArgument(_) => exc!(py, "InvalidArgumentError"),
+        Error::Corrupt { .. } => exc!(py, "CorruptSegmentError"),
+        Error::Incompatible { .. } => exc!(py, "IncompatibleSegmentError"),
+        Error::WrongKind { .. } => exc!(py, "WrongKindError"),
+        Error::TooLarge { .. } => exc!(py, "MessageTooLargeError"),
+        Error::Full => exc!(py, "Full"),
+        Error::Empty => exc!(py, "Empty"),
+        Error::Timeout => exc!(py, "Timeout"),
+        Error::PeerDead { .. } => exc!(py, "PeerDeadError"),
+        Error::Disconnected { .. } => exc!(py, "DisconnectedError"),
+        Error::RoleTaken { .. } => exc!(py, "RoleTakenError"),
+        Error::Closed => exc!(py, "ClosedError"),
+        Error::NoSpace { .. } => exc!(py, "NoSpaceError"),
+        Error::Os { source, .. } => {
+            let errno = source.raw_os_error().unwrap_or(0);
+            return match exc!(py, "ShmplaneOSError") {
+                Ok(cls) => PyErr::from_type(cls.clone(), (errno, msg)),
+                Err(e) => e,
+            };
+        }
+        _ => exc!(py, "ShmplaneError"),
+    };
+    match cls {
+        Ok(cls) => PyErr::from_type(cls.clone(), msg),
+        Err(import_error) => import_error,
+    }
+}
+
+/// `Result<T, shmplane::Error>` → `PyResult<T>`.
+pub trait IntoPyResult<T> {
+    /// Map the error with [`to_py`].
+    fn py_err(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, Error> {
+    #[inline]
+    fn py_err(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_py(py, e))
+    }
+}

@@ -1,0 +1,47 @@
+//! Python bindings of shmplane: the native module `shmplane._shmplane`.
+//!
+//! Thin newtypes over the `shmplane` crate (`Py*`), one error mapping (`error.rs`),
+//! waits with the GIL released in slices and `check_signals()` between them.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![allow(missing_docs)] // pyo3 methods are documented in the .pyi stubs
+
+mod codec;
+mod endpoints;
+mod error;
+mod wait;
+
+use pyo3::prelude::*;
+
+/// Remove stale segments of this user; returns their names.
+#[pyfunction]
+fn gc(py: Python<'_>) -> Vec<String> {
+    py.detach(shmplane::gc)
+}
+
+/// Create a channel: returns `(Sender, Receiver)`.
+#[pyfunction]
+#[pyo3(signature = (capacity=endpoints::DEFAULT_CAPACITY, name=None))]
+fn _channel(py: Python<'_>, capacity: usize, name: Option<&str>) -> PyResult<(endpoints::PySender, endpoints::PyReceiver)> {
+    use error::IntoPyResult;
+    let (tx, rx) = py
+        .detach(|| match name {
+            Some(n) => shmplane::channel_named(n, capacity),
+            None => shmplane::channel(capacity),
+        })
+        .py_err(py)?;
+    Ok((endpoints::PySender::wrap(tx), endpoints::PyReceiver::wrap(rx)))
+}
+
+#[pymodule]
+fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<endpoints::PySender>()?;
+    m.add_class::<endpoints::PyReceiver>()?;
+    m.add_function(wrap_pyfunction!(_channel, m)?)?;
+    m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;
+    m.add("TAG_BYTES", codec::TAG_BYTES)?;
+    m.add("TAG_NDARRAY", codec::TAG_NDARRAY)?;
+    m.add("TAG_PICKLE", codec::TAG_PICKLE)?;
+    Ok(())
+}
