@@ -1,9 +1,8 @@
 """Type stubs of the native module ``shmplane._shmplane``."""
 
-from collections.abc import Buffer
 from typing import Any, final
 
-from typing_extensions import Self
+from typing_extensions import Buffer, Self
 
 DEFAULT_CAPACITY: int
 TAG_BYTES: int

@@ -47,13 +47,17 @@ impl Region {
         Region { ptr, len, backing: Backing::Heap(layout) }
     }
 
-    /// Map the first `len` bytes of `file` shared and read-write.
+    /// Map the first `len` bytes of `file` shared and read-write, with the page tables
+    /// populated up front (`MAP_POPULATE`): the file's memory was reserved at creation,
+    /// so this costs one pass at attach instead of a minor fault per 4 KiB page on the
+    /// first lap of the ring in each process (measured: ~20 ms per fresh 8 MB).
     ///
     /// # Errors
     /// [`Error::Os`] if `mmap` fails.
     pub fn map(file: &ShmFile, len: usize) -> Result<Region> {
         let map = memmap2::MmapOptions::new()
             .len(len)
+            .populate()
             .map_raw(file.as_file())
             .map_err(|source| Error::Os { op: "mmap", path: file.path().to_owned(), source })?;
         let ptr = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");

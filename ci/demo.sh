@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The main job: set up (venv, numpy, peers, release build) and run the dataset demo.
+# Usage: ci/demo.sh [demo args, e.g. --reps 100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci/setup.sh pyzmq faster-fifo
+exec .venv/bin/python examples/dataset_transfer/main.py "$@"

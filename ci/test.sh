@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test: lints, Rust unit/integration/doc tests, loom models, valgrind memcheck,
+# the Python suite (real processes), stub check, and a smoke run of the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n=== %s ===\n' "$*"; }
+step setup;            ci/setup.sh
+step lint-sync;        ci/lint-sync.sh
+step clippy;           cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo test";     cargo test --workspace --quiet 2>&1 | grep -vE '^$'
+if [ -x ci/loom.sh ]; then step loom; ci/loom.sh; fi
+if [ -x ci/valgrind.sh ]; then step valgrind; ci/valgrind.sh; fi
+step pytest;           .venv/bin/python -m pytest pybindings/tests -q -p no:cacheprovider
+step stubtest;         .venv/bin/python -m mypy.stubtest shmplane._shmplane --ignore-missing-stub
+step "demo smoke";     .venv/bin/python examples/dataset_transfer/main.py --quick > /tmp/shmplane-demo-smoke.txt && tail -5 /tmp/shmplane-demo-smoke.txt
+echo; echo "all tests passed"
