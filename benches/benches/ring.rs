@@ -1,0 +1,116 @@
+//! shmplane's ring across two processes (parent + forked child), beside the floor:
+//! a cache-line ping-pong between the two processes through shared memory.
+//!
+//! - `floor/cacheline_pingpong`: one round trip of a 64-byte line (store, remote load).
+//! - `ring/pingpong_64B_spin`: send 64 B, child echoes it back on a second channel: a
+//!   round trip; one-way latency = half.
+//! - `ring/stream_64B_spin`: one-way stream of 64-byte messages (throughput).
+//!
+//! Run: `cargo bench -p shmplane-benches --bench ring`.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shmplane::{Receiver, Sender, WaitPolicy};
+use shmplane_benches as support;
+use shmplane_shm::region::{Region, ShmFile};
+use shmplane_shm::sync::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn name(tag: &str) -> String {
+    format!("bench-{}-{tag}", std::process::id())
+}
+
+fn floor(c: &mut Criterion) {
+    let n = name("line");
+    let file = ShmFile::create(&n, 4096).expect("create");
+    let region = Region::map(&file, 4096).expect("map");
+    // SAFETY: offset 128 is 8-aligned and inside the 4 KiB region; AtomicU64 only.
+    let word: &AtomicU64 = unsafe { region.at(128) };
+    let child = support::fork_child(|| {
+        let mut expect = 1;
+        loop {
+            while word.load(Ordering::Acquire) != expect {
+                std::hint::spin_loop();
+            }
+            word.store(expect + 1, Ordering::Release);
+            expect += 2;
+        }
+    });
+    let mut next = 1u64;
+    c.bench_function("floor/cacheline_pingpong", |b| {
+        b.iter(|| {
+            word.store(next, Ordering::Release);
+            while word.load(Ordering::Acquire) != next + 1 {
+                std::hint::spin_loop();
+            }
+            next += 2;
+        })
+    });
+    support::reap(child);
+    file.unlink_if_same(&n);
+}
+
+fn ring(c: &mut Criterion) {
+    // Ping-pong: parent -> child on `ping`, child -> parent on `pong`.
+    let (ping_name, pong_name) = (name("ping"), name("pong"));
+    let mut ping = Sender::create(&ping_name, 1 << 16).expect("ping");
+    let mut pong = Receiver::create(&pong_name, 1 << 16).expect("pong");
+    ping.set_wait_policy(WaitPolicy::Spin);
+    pong.set_wait_policy(WaitPolicy::Spin);
+    let child = support::fork_child(|| {
+        let mut rx = Receiver::open(&ping_name).expect("open ping");
+        let mut tx = Sender::open(&pong_name).expect("open pong");
+        rx.set_wait_policy(WaitPolicy::Spin);
+        loop {
+            let msg = rx.peek(None).expect("recv");
+            tx.send(&msg).expect("echo");
+        }
+    });
+    let msg = [7u8; 64];
+    c.bench_function("ring/pingpong_64B_spin", |b| {
+        b.iter(|| {
+            ping.send(&msg).expect("send");
+            drop(pong.peek(None).expect("pong"));
+        })
+    });
+    support::reap(child);
+    drop((ping, pong));
+
+    // Stream: parent sends `iters` messages; the child acks every 1024th and the end.
+    let (data_name, ack_name) = (name("data"), name("ack"));
+    let mut data = Sender::create(&data_name, 1 << 20).expect("data");
+    let mut acks = Receiver::create(&ack_name, 1 << 12).expect("acks");
+    data.set_wait_policy(WaitPolicy::Spin);
+    acks.set_wait_policy(WaitPolicy::Spin);
+    let child = support::fork_child(|| {
+        let mut rx = Receiver::open(&data_name).expect("open data");
+        let mut tx = Sender::open(&ack_name).expect("open ack");
+        rx.set_wait_policy(WaitPolicy::Spin);
+        loop {
+            let msg = rx.peek(None).expect("recv");
+            if msg.tag() == 1 {
+                drop(msg);
+                tx.send(b"done").expect("ack");
+            }
+        }
+    });
+    let mut group = c.benchmark_group("ring");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("stream_64B_spin", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                data.send(&msg).expect("send");
+            }
+            let mut loan = data.loan(0, None).expect("marker");
+            loan.set_tag(1).expect("tag");
+            loan.commit();
+            acks.recv_timeout(Duration::from_secs(30)).expect("ack");
+            start.elapsed()
+        })
+    });
+    group.finish();
+    support::reap(child);
+}
+
+criterion_group!(benches, floor, ring);
+criterion_main!(benches);
