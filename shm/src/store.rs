@@ -84,6 +84,25 @@ impl RingStore for SegmentRing {
     fn park(&self) -> &SharedFutex {
         &SharedFutex
     }
+
+    #[inline]
+    fn prefetch(&self, offset: usize, write: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
+            let p = self.data().wrapping_add(offset.min(self.capacity - 1)) as *const i8;
+            // SAFETY: prefetch never faults and has no architectural effect; the
+            // address is inside the mapping anyway.
+            unsafe {
+                if write {
+                    _mm_prefetch::<_MM_HINT_ET0>(p)
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p)
+                }
+            }
+        }
+        let _ = (offset, write);
+    }
 }
 
 impl ByteRingStore for SegmentRing {
