@@ -152,6 +152,9 @@ pub fn wait_until<C, T, E, P: Park>(
         if spins % 64 == 0 || spin_for == Some(Duration::ZERO) {
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
+                // A dead peer is the better answer than a timeout (and short waits,
+                // e.g. Python's signal slices, would otherwise never check it).
+                every_slice(ctx).map_err(WaitError::Failed)?;
                 return Err(WaitError::TimedOut);
             }
             if now >= next_check {
@@ -173,7 +176,8 @@ pub fn wait_until<C, T, E, P: Park>(
             }
         }
     }
-    // Phase 3: sleep on the futex in slices.
+    // Phase 3: sleep on the futex in slices; check the peer before the first sleep.
+    next_check = Instant::now();
     loop {
         let epoch = event(ctx).0.prepare_wait();
         let ready = poll(ctx);
@@ -181,7 +185,9 @@ pub fn wait_until<C, T, E, P: Park>(
         let outcome = match ready {
             Ok(Some(v)) => Some(Ok(v)),
             Err(e) => Some(Err(WaitError::Failed(e))),
-            Ok(None) if deadline.is_some_and(|d| now >= d) => Some(Err(WaitError::TimedOut)),
+            Ok(None) if deadline.is_some_and(|d| now >= d) => {
+                Some(every_slice(ctx).map_err(WaitError::Failed).and(Err(WaitError::TimedOut)))
+            }
             Ok(None) if now >= next_check => {
                 next_check = now + SLICE;
                 every_slice(ctx).err().map(|e| Err(WaitError::Failed(e)))
