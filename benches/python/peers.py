@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import math
 import multiprocessing
 import pickle
 import queue
@@ -51,6 +52,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -78,14 +80,15 @@ Fingerprint = tuple[int, float, float]
 
 _ACK = struct.Struct("=qdd")  # a packed Fingerprint
 _COUNT = struct.Struct("=q")  # pickle5_pipe: number of out-of-band buffers, -1 = stop
-_RESULT = struct.Struct("=qq")  # stream_rate: (worker's perf_counter_ns at the end, count)
+# stream_rate: (worker's perf_counter_ns on receipt of the last message, count)
+_RESULT = struct.Struct("=qq")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def fingerprint(obj: Any) -> Fingerprint:
-    """Return ``(size, first, last)`` of a non-empty ndarray (in C order) or sequence."""
+    """Return ``(size, first, last)`` of a non-empty ndarray or sequence."""
     if isinstance(obj, np.ndarray):
         return (obj.size, float(obj.flat[0]), float(obj.flat[-1]))
     return (len(obj), float(obj[0]), float(obj[-1]))
@@ -98,7 +101,8 @@ def make_array_payload(n: int = 1_000_000) -> np.ndarray:
 
 def make_list_payload(n: int = 1_000_000) -> list[float]:
     """Return ``n`` random floats as a Python list."""
-    return make_array_payload(n).tolist()
+    values: list[float] = make_array_payload(n).tolist()
+    return values
 
 
 def _poll_recv_bytes(conn: Connection, timeout_s: float) -> bytes:
@@ -119,7 +123,9 @@ def _queue_get(q: Any, timeout_s: float) -> Any:
     try:
         return q.get(timeout=timeout_s)
     except queue.Empty:
-        raise TimeoutError(f"no message from the worker within {timeout_s:.1f} s") from None
+        raise TimeoutError(
+            f"no message from the worker within {timeout_s:.1f} s"
+        ) from None
 
 
 def _send_ack(conn: Connection, obj: Any) -> None:
@@ -149,6 +155,50 @@ def _stop_worker(proc: BaseProcess, timeout_s: float = JOIN_TIMEOUT_S) -> None:
     if hung or proc.exitcode != 0:
         state = "hung and was stopped" if hung else f"exited with code {proc.exitcode}"
         raise RuntimeError(f"worker {proc.name} {state}")
+
+
+class _Watchdog:
+    """Kills a worker that keeps the master blocked in a send for too long.
+
+    A blocking write to a worker that is alive but no longer reading has no
+    timeout of its own; killing the worker makes it fail with an OSError.
+    Use ``with watchdog:`` around the sends; :meth:`stop` ends the thread.
+    """
+
+    _PERIOD_S = 0.25
+
+    def __init__(self, proc: BaseProcess, timeout_s: float) -> None:
+        self._proc = proc
+        self._timeout_s = timeout_s
+        self._deadline = math.inf
+        self._fired = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"watchdog-{proc.name}", daemon=True
+        )
+        self._thread.start()
+
+    def __enter__(self) -> None:
+        self._deadline = time.monotonic() + self._timeout_s
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._deadline = math.inf
+        if exc is not None and self._fired:
+            name, timeout_s = self._proc.name, self._timeout_s
+            raise TimeoutError(
+                f"worker {name} stopped reading for {timeout_s:.1f} s and was killed"
+            ) from exc
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._PERIOD_S):
+            if time.monotonic() > self._deadline:
+                self._fired = True
+                self._proc.kill()
+                return
 
 
 # --------------------------------------------------------------------------- peers
@@ -202,38 +252,49 @@ class FloorCopytoPeer(Peer):
 
 
 class _PipePeer(Peer):
-    """A peer whose worker talks to the master over one duplex Pipe."""
+    """A peer whose worker talks to the master over one duplex Pipe.
+
+    Subclasses start their worker with :meth:`_start` from :meth:`open` and
+    implement :meth:`_send_payload`; the worker acks with :func:`_send_ack`.
+    """
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         super().__init__(timeout_s)
         self._conn: Connection | None = None
         self._proc: BaseProcess | None = None
-
-    @property
-    def conn(self) -> Connection:
-        if self._conn is None:
-            raise RuntimeError(f"{self.name} is not open")
-        return self._conn
+        self._watchdog: _Watchdog | None = None
 
     def _start(self, target: Callable[..., None], *args: object) -> None:
         """Start ``target(conn, *args)`` and wait for its ready signal."""
         self._conn, child_conn = _CTX.Pipe()
         self._proc = _start_worker(target, child_conn, *args)
         child_conn.close()
+        self._watchdog = _Watchdog(self._proc, self.timeout_s)
         _expect_ready(self._conn, self.timeout_s)
 
-    def _recv_ack(self) -> Fingerprint:
-        return _ACK.unpack(_poll_recv_bytes(self.conn, self.timeout_s))
+    @abstractmethod
+    def _send_payload(self, conn: Connection, payload: Any) -> None:
+        """Send ``payload`` to the worker."""
 
-    def _send_stop(self) -> None:
-        self.conn.send(None)
+    def _send_stop(self, conn: Connection) -> None:
+        conn.send(None)
+
+    def transfer(self, payload: Any) -> Fingerprint:
+        if self._conn is None or self._watchdog is None:
+            raise RuntimeError(f"{self.name} is not open")
+        with self._watchdog:
+            self._send_payload(self._conn, payload)
+        return _ACK.unpack(_poll_recv_bytes(self._conn, self.timeout_s))
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
+        watchdog, self._watchdog = self._watchdog, None
         try:
+            if proc is not None and self._conn is not None and watchdog is not None:
+                with contextlib.suppress(OSError), watchdog:  # the worker may be gone
+                    self._send_stop(self._conn)
+                watchdog.stop()
             if proc is not None:
-                with contextlib.suppress(OSError):  # the worker may already be gone
-                    self._send_stop()
                 _stop_worker(proc)
         finally:
             if self._conn is not None:
@@ -257,18 +318,16 @@ class Pickle5PipePeer(_PipePeer):
     def open(self, sample: Any) -> None:
         self._start(_pickle5_worker)
 
-    def transfer(self, payload: Any) -> Fingerprint:
-        conn = self.conn
+    def _send_payload(self, conn: Connection, payload: Any) -> None:
         buffers: list[pickle.PickleBuffer] = []
         header = pickle.dumps(payload, protocol=5, buffer_callback=buffers.append)
         conn.send_bytes(_COUNT.pack(len(buffers)))
         conn.send_bytes(header)
         for buffer in buffers:
             conn.send_bytes(buffer.raw())
-        return self._recv_ack()
 
-    def _send_stop(self) -> None:
-        self.conn.send_bytes(_COUNT.pack(-1))
+    def _send_stop(self, conn: Connection) -> None:
+        conn.send_bytes(_COUNT.pack(-1))
 
 
 def _pipe_send_worker(conn: Connection) -> None:
@@ -285,9 +344,8 @@ class PipeSendPeer(_PipePeer):
     def open(self, sample: Any) -> None:
         self._start(_pipe_send_worker)
 
-    def transfer(self, payload: Any) -> Fingerprint:
-        self.conn.send(payload)
-        return self._recv_ack()
+    def _send_payload(self, conn: Connection, payload: Any) -> None:
+        conn.send(payload)
 
 
 def _queue_worker(inbox: Any, acks: Any) -> None:
@@ -312,13 +370,16 @@ class QueuePutPeer(Peer):
         self._proc = _start_worker(_queue_worker, self._inbox, self._acks)
         ready = _queue_get(self._acks, self.timeout_s)
         if ready != _READY:
-            raise RuntimeError(f"expected a ready signal from the worker, got {ready!r}")
+            raise RuntimeError(
+                f"expected a ready signal from the worker, got {ready!r}"
+            )
 
     def transfer(self, payload: Any) -> Fingerprint:
         if self._proc is None:
             raise RuntimeError(f"{self.name} is not open")
         self._inbox.put(payload)
-        return _queue_get(self._acks, self.timeout_s)
+        ack: Fingerprint = _queue_get(self._acks, self.timeout_s)
+        return ack
 
     def close(self) -> None:
         proc, self._proc = self._proc, None
@@ -348,30 +409,44 @@ def _attach_shared_memory(name: str) -> SharedMemory:
     return SharedMemory(name=name)
 
 
-_ShmHeader = tuple[np.dtype | None, tuple[int, ...] | None, int]
+_ShmHeader = tuple[np.dtype | None, tuple[int, ...], int]
 """``(dtype, shape, nbytes)`` of an array in shared memory, or
-``(None, None, nbytes)`` for a pickle of a non-array payload."""
+``(None, (), nbytes)`` for a pickle of a non-array payload."""
 
 
-def _write_shared(buf: memoryview, payload: Any) -> _ShmHeader:
-    """Copy ``payload`` into ``buf`` and describe it for :func:`_read_shared`."""
+def _mapped(shm: SharedMemory) -> memoryview:
+    """Return the segment's memory, which is gone once the segment is closed."""
+    if shm.buf is None:
+        raise RuntimeError(f"shared memory {shm.name} is closed")
+    return shm.buf
+
+
+def _write_shared(shm: SharedMemory, payload: Any) -> _ShmHeader:
+    """Copy ``payload`` into ``shm`` and describe it for :func:`_read_shared`."""
+    buf = _mapped(shm)
     if isinstance(payload, np.ndarray):
         _check_fits(payload.nbytes, buf)
-        np.copyto(np.ndarray(payload.shape, payload.dtype, buffer=buf[: payload.nbytes]), payload)
+        np.copyto(
+            np.ndarray(payload.shape, payload.dtype, buffer=buf[: payload.nbytes]),
+            payload,
+        )
         return (payload.dtype, payload.shape, payload.nbytes)
     data = pickle.dumps(payload, protocol=5)
     _check_fits(len(data), buf)
     buf[: len(data)] = data
-    return (None, None, len(data))
+    return (None, (), len(data))
 
 
 def _check_fits(nbytes: int, buf: memoryview) -> None:
     if nbytes > len(buf):
-        raise ValueError(f"payload of {nbytes} bytes exceeds the {len(buf)}-byte segment")
+        raise ValueError(
+            f"payload of {nbytes} bytes exceeds the {len(buf)}-byte segment"
+        )
 
 
-def _read_shared(buf: memoryview, header: _ShmHeader) -> Any:
-    """Return a fresh object copied out of ``buf``; no view of ``buf`` survives."""
+def _read_shared(shm: SharedMemory, header: _ShmHeader) -> Any:
+    """Return a fresh object copied out of ``shm``; no view of it survives."""
+    buf = _mapped(shm)
     dtype, shape, nbytes = header
     if dtype is None:
         return pickle.loads(buf[:nbytes])
@@ -383,7 +458,7 @@ def _shared_memory_worker(conn: Connection, shm_name: str) -> None:
     try:
         conn.send_bytes(_READY)
         while (header := conn.recv()) is not None:
-            _send_ack(conn, _read_shared(shm.buf, header))
+            _send_ack(conn, _read_shared(shm, header))
     finally:
         shm.close()
 
@@ -398,18 +473,15 @@ class SharedMemoryCopyPeer(_PipePeer):
         self._shm: SharedMemory | None = None
 
     def open(self, sample: Any) -> None:
-        if isinstance(sample, np.ndarray):
-            size = sample.nbytes
-        else:
-            size = len(pickle.dumps(sample, protocol=5))
+        is_array = isinstance(sample, np.ndarray)
+        size = sample.nbytes if is_array else len(pickle.dumps(sample, protocol=5))
         self._shm = SharedMemory(create=True, size=max(size, 1))
         self._start(_shared_memory_worker, self._shm.name)
 
-    def transfer(self, payload: Any) -> Fingerprint:
+    def _send_payload(self, conn: Connection, payload: Any) -> None:
         if self._shm is None:
             raise RuntimeError(f"{self.name} is not open")
-        self.conn.send(_write_shared(self._shm.buf, payload))
-        return self._recv_ack()
+        conn.send(_write_shared(self._shm, payload))
 
     def close(self) -> None:
         try:
@@ -423,7 +495,13 @@ class SharedMemoryCopyPeer(_PipePeer):
 
 PEERS: dict[str, type[Peer]] = {
     cls.name: cls
-    for cls in (FloorCopytoPeer, Pickle5PipePeer, PipeSendPeer, QueuePutPeer, SharedMemoryCopyPeer)
+    for cls in (
+        FloorCopytoPeer,
+        Pickle5PipePeer,
+        PipeSendPeer,
+        QueuePutPeer,
+        SharedMemoryCopyPeer,
+    )
 }
 """Transfer peers by name, in table order."""
 
@@ -437,14 +515,16 @@ def measure(peer: Peer, payload: Any, *, reps: int, warmup: int) -> list[int]:
     """
     expected = fingerprint(payload)
     durations: list[int] = []
-    peer.open(payload)
     try:
+        peer.open(payload)
         for i in range(warmup + reps):
             start = time.perf_counter_ns()
             ack = peer.transfer(payload)
             end = time.perf_counter_ns()
             if ack != expected:
-                raise RuntimeError(f"{peer.name}: ack {ack} does not match payload {expected}")
+                raise RuntimeError(
+                    f"{peer.name}: ack {ack} does not match payload {expected}"
+                )
             if i >= warmup:
                 durations.append(end - start)
     finally:
@@ -454,7 +534,12 @@ def measure(peer: Peer, payload: Any, *, reps: int, warmup: int) -> list[int]:
 
 # --------------------------------------------------------------------------- streams
 
-STREAM_PEERS: tuple[str, ...] = ("mp_queue", "zmq_push_pull", "faster_fifo", "pipe_send_bytes")
+STREAM_PEERS: tuple[str, ...] = (
+    "mp_queue",
+    "zmq_push_pull",
+    "faster_fifo",
+    "pipe_send_bytes",
+)
 """Transports :func:`stream_rate` knows; see :func:`available_stream_peers`."""
 
 _OPTIONAL_MODULES = {"zmq_push_pull": "zmq", "faster_fifo": "faster_fifo"}
@@ -465,47 +550,21 @@ def available_stream_peers() -> list[str]:
     return [
         peer
         for peer in STREAM_PEERS
-        if peer not in _OPTIONAL_MODULES or importlib.util.find_spec(_OPTIONAL_MODULES[peer])
+        if peer not in _OPTIONAL_MODULES
+        or importlib.util.find_spec(_OPTIONAL_MODULES[peer])
     ]
 
 
-# A receiver returns how many messages one call took off the transport.
-_Receiver = Callable[[], int]
-
-
-def _queue_receiver(q: Any) -> _Receiver:
-    def receive() -> int:
-        q.get()
-        return 1
-
-    return receive
-
-
-def _pipe_receiver(reader: Connection) -> _Receiver:
-    def receive() -> int:
-        reader.recv_bytes()
-        return 1
-
-    return receive
-
-
-def _faster_fifo_receiver(q: Any) -> _Receiver:
-    def receive() -> int:
-        return len(q.get_many(timeout=DEFAULT_TIMEOUT_S))
-
-    return receive
-
-
-def _stream_worker(
-    ctrl: Connection, n_messages: int, make_receiver: Callable[..., _Receiver], *args: object
+def _count_messages(
+    ctrl: Connection, n_messages: int, receive: Callable[[], int]
 ) -> None:
     """Take the priming message, signal ready, count ``n_messages``, report.
 
-    The report is this process's ``perf_counter_ns`` on receipt of the last
-    message; CLOCK_MONOTONIC is system-wide, so the master can subtract its own
-    start time from it.
+    ``receive`` blocks until it takes at least one message and returns how
+    many it took. The report is this process's ``perf_counter_ns`` on receipt
+    of the last message: CLOCK_MONOTONIC is system-wide, so the master can
+    subtract its own start time from it.
     """
-    receive = make_receiver(*args)
     receive()
     ctrl.send_bytes(_READY)
     count = 0
@@ -514,19 +573,43 @@ def _stream_worker(
     ctrl.send_bytes(_RESULT.pack(time.perf_counter_ns(), count))
 
 
+def _mp_queue_stream_worker(ctrl: Connection, n_messages: int, q: Any) -> None:
+    def receive() -> int:
+        q.get()
+        return 1
+
+    _count_messages(ctrl, n_messages, receive)
+
+
+def _pipe_stream_worker(ctrl: Connection, n_messages: int, reader: Connection) -> None:
+    def receive() -> int:
+        reader.recv_bytes()
+        return 1
+
+    _count_messages(ctrl, n_messages, receive)
+
+
+def _faster_fifo_stream_worker(ctrl: Connection, n_messages: int, q: Any) -> None:
+    def receive() -> int:
+        # faster_fifo has no untimed blocking get; the timeout is free here.
+        return len(q.get_many(timeout=DEFAULT_TIMEOUT_S))
+
+    _count_messages(ctrl, n_messages, receive)
+
+
 def _zmq_stream_worker(ctrl: Connection, n_messages: int, address: str) -> None:
     import zmq
 
     context = zmq.Context()
     sock = context.socket(zmq.PULL)
+
+    def receive() -> int:
+        sock.recv(copy=False)
+        return 1
+
     try:
         sock.connect(address)
-
-        def receive() -> int:
-            sock.recv(copy=False)
-            return 1
-
-        _stream_worker(ctrl, n_messages, lambda: receive)
+        _count_messages(ctrl, n_messages, receive)
     finally:
         sock.close(linger=0)
         context.term()
@@ -539,20 +622,21 @@ class _StreamChannel:
     send: Callable[[bytes], object]
     worker_target: Callable[..., None]
     worker_args: tuple[object, ...]
-    child_ends: tuple[Connection, ...] = ()  # closed in the master once the worker holds them
+    # Ends that only the worker uses; the master closes its copies once it started.
+    child_ends: tuple[Connection, ...] = ()
 
 
 def _open_mp_queue(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
     q = _CTX.Queue()
     cleanup.callback(q.close)
     cleanup.callback(q.cancel_join_thread)
-    return _StreamChannel(q.put, _stream_worker, (_queue_receiver, q))
+    return _StreamChannel(q.put, _mp_queue_stream_worker, (q,))
 
 
 def _open_pipe(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
     reader, writer = _CTX.Pipe(duplex=False)
     cleanup.callback(writer.close)
-    return _StreamChannel(writer.send_bytes, _stream_worker, (_pipe_receiver, reader), (reader,))
+    return _StreamChannel(writer.send_bytes, _pipe_stream_worker, (reader,), (reader,))
 
 
 def _open_zmq(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
@@ -564,13 +648,16 @@ def _open_zmq(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel
     cleanup.callback(context.term)
     sock = context.socket(zmq.PUSH)
     cleanup.callback(sock.close, linger=0)
-    sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))  # a send that blocks raises zmq.Again
+    # A send that blocks for timeout_s raises zmq.Again.
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
     address = f"ipc://{directory}/stream"
     sock.bind(address)
     return _StreamChannel(sock.send, _zmq_stream_worker, (address,))
 
 
-def _open_faster_fifo(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
+def _open_faster_fifo(
+    cleanup: contextlib.ExitStack, timeout_s: float
+) -> _StreamChannel:
     import faster_fifo
 
     q = faster_fifo.Queue(max_size_bytes=1 << 20)
@@ -579,7 +666,7 @@ def _open_faster_fifo(cleanup: contextlib.ExitStack, timeout_s: float) -> _Strea
     def send(message: bytes) -> None:
         q.put(message, timeout=timeout_s)
 
-    return _StreamChannel(send, _stream_worker, (_faster_fifo_receiver, q))
+    return _StreamChannel(send, _faster_fifo_stream_worker, (q,))
 
 
 _STREAM_OPENERS: dict[str, Callable[[contextlib.ExitStack, float], _StreamChannel]] = {
@@ -591,7 +678,11 @@ _STREAM_OPENERS: dict[str, Callable[[contextlib.ExitStack, float], _StreamChanne
 
 
 def stream_rate(
-    peer: str, n_messages: int, *, message_size: int = 64, timeout_s: float = DEFAULT_TIMEOUT_S
+    peer: str,
+    n_messages: int,
+    *,
+    message_size: int = 64,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> float:
     """Return the one-way rate, in messages/s, of ``n_messages`` small messages.
 
@@ -599,24 +690,34 @@ def stream_rate(
     the master sends ``n_messages`` messages of ``message_size`` bytes, one
     send call each; the time runs from the first send to the worker's receipt
     of the last message. The faster_fifo worker receives with ``get_many``,
-    the others one message per call.
+    the others one message per call. ``timeout_s`` bounds every wait of the
+    master, including the whole timed send loop.
     """
     if peer not in _STREAM_OPENERS:
-        raise ValueError(f"unknown stream peer {peer!r}; expected one of {STREAM_PEERS}")
+        raise ValueError(
+            f"unknown stream peer {peer!r}; expected one of {STREAM_PEERS}"
+        )
     message = bytes(message_size)
     with contextlib.ExitStack() as cleanup:
         channel = _STREAM_OPENERS[peer](cleanup, timeout_s)
         ctrl, child_ctrl = _CTX.Pipe()
         cleanup.callback(ctrl.close)
-        proc = _start_worker(channel.worker_target, child_ctrl, n_messages, *channel.worker_args)
-        cleanup.callback(_stop_worker, proc)  # runs first: join before closing the channel
+        proc = _start_worker(
+            channel.worker_target, child_ctrl, n_messages, *channel.worker_args
+        )
+        cleanup.callback(_stop_worker, proc)  # runs before the channel closes
+        watchdog = _Watchdog(proc, timeout_s)
+        cleanup.callback(watchdog.stop)
         for end in (child_ctrl, *channel.child_ends):
             end.close()
         channel.send(message)
         _expect_ready(ctrl, timeout_s)
         start = time.perf_counter_ns()
-        for _ in range(n_messages):
-            channel.send(message)
+        with watchdog:
+            for _ in range(n_messages):
+                channel.send(message)
+        end_ns: int
+        count: int
         end_ns, count = _RESULT.unpack(_poll_recv_bytes(ctrl, timeout_s))
     if count != n_messages:
         raise RuntimeError(f"{peer}: worker counted {count} of {n_messages} messages")
@@ -642,7 +743,13 @@ def summarize(durations_ns: Sequence[int]) -> Summary:
         raise ValueError("no durations to summarize")
     us = np.asarray(durations_ns, dtype=np.float64) / 1e3
     p50, p99, p999 = np.percentile(us, [50, 99, 99.9], method="inverted_cdf")
-    return Summary(n=len(us), mean=float(us.mean()), p50=float(p50), p99=float(p99), p999=float(p999))
+    return Summary(
+        n=len(us),
+        mean=float(us.mean()),
+        p50=float(p50),
+        p99=float(p99),
+        p999=float(p999),
+    )
 
 
 def format_table(
@@ -665,7 +772,14 @@ def format_table(
             return "-"
         return f"{numerator / denominator:.2f}x"
 
-    header = ("transport", "p50 us", "p99 us", "p99.9 us", "x floor", f"speed-up vs {reference}")
+    header = (
+        "transport",
+        "p50 us",
+        "p99 us",
+        "p99.9 us",
+        "x floor",
+        f"speed-up vs {reference}",
+    )
     lines = [header]
     for name, s in rows:
         lines.append(
@@ -680,7 +794,10 @@ def format_table(
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
         for line in lines
     )
 
@@ -689,19 +806,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print latency tables for both payloads and the stream rates."""
     parser = argparse.ArgumentParser(description="Benchmark the peer transports.")
     parser.add_argument("--reps", type=int, default=20, help="timed transfers per peer")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed transfers per peer")
-    parser.add_argument("--elements", type=int, default=1_000_000, help="payload length")
-    parser.add_argument("--stream-messages", type=int, default=200_000, help="messages per stream")
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed transfers per peer"
+    )
+    parser.add_argument(
+        "--elements", type=int, default=1_000_000, help="payload length"
+    )
+    parser.add_argument(
+        "--stream-messages", type=int, default=200_000, help="messages per stream"
+    )
     args = parser.parse_args(argv)
 
     array = make_array_payload(args.elements)
     payloads = (
-        (f"float64 ndarray, {args.elements} elements ({array.nbytes / 1e6:.0f} MB)", array),
+        (
+            f"float64 ndarray, {args.elements} elements ({array.nbytes / 1e6:.0f} MB)",
+            array,
+        ),
         (f"list of {args.elements} floats", make_list_payload(args.elements)),
     )
     for label, payload in payloads:
         rows = [
-            (name, summarize(measure(cls(), payload, reps=args.reps, warmup=args.warmup)))
+            (
+                name,
+                summarize(measure(cls(), payload, reps=args.reps, warmup=args.warmup)),
+            )
             for name, cls in PEERS.items()
         ]
         print(f"{label}: {args.reps} reps after {args.warmup} warm-up")
@@ -712,9 +841,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     available = available_stream_peers()
     for peer in STREAM_PEERS:
         if peer in available:
-            print(f"  {peer:<16} {stream_rate(peer, args.stream_messages):>12,.0f} msg/s")
+            print(
+                f"  {peer:<16} {stream_rate(peer, args.stream_messages):>12,.0f} msg/s"
+            )
         else:
             print(f"  {peer:<16} skipped: {_OPTIONAL_MODULES[peer]} is not installed")
+
 
 if __name__ == "__main__":
     main()
