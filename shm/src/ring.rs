@@ -172,11 +172,13 @@ impl<S: RingStore> Producer<S> {
         // ORDERING: Acquire, partners of the previous owners' Release stores.
         let mut tail = ctl.tail.value.load(Ordering::Acquire);
         let head = ctl.head.value.load(Ordering::Acquire);
-        if tail % RECORD_ALIGN as u64 != 0 || head > tail || tail - head > cap {
+        if tail % RECORD_ALIGN as u64 != 0 || head % RECORD_ALIGN as u64 != 0 {
             return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
         }
         // A producer that died between publishing a header and storing `tail` left one
-        // committed record at `tail`: step over it so it is not overwritten.
+        // committed record at `tail`: step over it so it is not overwritten. The
+        // consumer may already have consumed it (the header store is the publish), so
+        // `head` may be past the stored `tail`: compare only after stepping over.
         let word = store.header((tail & (cap - 1)) as usize).load(Ordering::Acquire);
         if word != 0 {
             let len = (word & 0xFFFF_FFFF) as usize;
@@ -185,6 +187,9 @@ impl<S: RingStore> Producer<S> {
                 return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
             }
             tail += size;
+        }
+        if head > tail || tail - head > cap {
+            return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
         }
         Ok(Producer { store, tail, cached_head: head, mask: cap - 1 })
     }

@@ -279,7 +279,7 @@ impl Segment {
         // SAFETY: as above.
         let header: &SegmentHeader = unsafe { region.at(0) };
         let entry = &header.roles[role];
-        let still_held = probe.is_locked_by_other(ROLE_LOCK_BYTE + role as u64).unwrap_or(true);
+        let still_held = held_after_grace(&probe, ROLE_LOCK_BYTE + role as u64);
         if owner {
             if still_held {
                 // Another process shares the description (fork, passed descriptor):
@@ -307,14 +307,41 @@ fn finished(file: &ShmFile, header: &SegmentHeader, kind: SegmentKind) -> bool {
         return false;
     }
     let roles = kind.roles().len();
-    if (0..roles).any(|r| locked(ROLE_LOCK_BYTE + r as u64)) {
-        return false;
+    let ready = is_ready(header);
+    for r in 0..roles {
+        let byte = ROLE_LOCK_BYTE + r as u64;
+        // A closed role's lock still seen held is, in practice, a child forked by
+        // another thread that has not exec'd yet: give it a moment (see held_after_grace).
+        let closed = ready && matches!(header.roles[r].state.load(Ordering::Acquire), CLOSED | CLOSING);
+        if if closed { held_after_grace(file, byte) } else { locked(byte) } {
+            return false;
+        }
     }
-    if !is_ready(header) {
+    if !ready {
         return true;
     }
     let states: Vec<u32> = (0..roles).map(|r| header.roles[r].state.load(Ordering::Acquire)).collect();
     states.iter().any(|&s| s == ATTACHED || s == CLOSING) || states.iter().all(|&s| s == CLOSED)
+}
+
+/// How long a lock seen held on a role that was just closed may take to go away.
+const FORK_GRACE: Duration = Duration::from_millis(20);
+
+/// True if another open file description still holds `byte` after [`FORK_GRACE`].
+///
+/// While another thread of this process spawns a subprocess, the child holds copies of
+/// all our descriptors until it execs (`O_CLOEXEC` closes them only then), so for a
+/// moment it seems to hold every lock we hold. That must not count as "another process
+/// shares this endpoint" when closing it.
+fn held_after_grace(file: &ShmFile, byte: u64) -> bool {
+    let deadline = Instant::now() + FORK_GRACE;
+    loop {
+        match file.is_locked_by_other(byte) {
+            Ok(false) => return false,
+            Ok(true) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => return true,
+        }
+    }
 }
 
 /// If segment `name` is stale (see [`finished`]), its open file, to unlink by identity.
@@ -336,7 +363,9 @@ pub fn stale(name: &str) -> Result<Option<ShmFile>> {
     let region = Region::map(&file, header_len as usize)?;
     // SAFETY: header at offset 0, region is a header long.
     let header: &SegmentHeader = unsafe { region.at(0) };
-    if !has_magic(header) && is_ready(header) {
+    // A creator that died before its first header store left zeros (write_header
+    // stores the magic first); anything else without the magic is not ours.
+    if !has_magic(header) && (is_ready(header) || !header_is_zero(header)) {
         return Err(Error::Corrupt {
             path: file.path().to_owned(),
             what: "a file that is not a shmplane segment has this name; remove it".into(),
@@ -354,6 +383,15 @@ pub fn stale(name: &str) -> Result<Option<ShmFile>> {
     let done = finished(&file, header, kind);
     drop(region);
     Ok(done.then_some(file))
+}
+
+/// True if the header's fields all read zero.
+fn header_is_zero(h: &SegmentHeader) -> bool {
+    [&h.magic, &h.version_kind, &h.layout_hash, &h.total_len, &h.param0, &h.param1]
+        .iter()
+        .all(|w| w.load(Ordering::Relaxed) == 0)
+        && h.creator_pid.load(Ordering::Relaxed) == 0
+        && h.init_state.load(Ordering::Relaxed) == 0
 }
 
 /// Remove every stale segment of this user (see [`stale`]). Returns the names removed.
