@@ -1,21 +1,55 @@
-//! The ring and the wait protocol over a heap-backed segment (runs under valgrind:
-//! `ci/valgrind.sh`). Sizes shrink with `SHMPLANE_TEST_SMALL=1`.
+//! The SPSC ring and the wait protocol over heap memory, in one process (also run under
+//! valgrind memcheck by `ci/valgrind.sh`).
+//!
+//! Every ring test runs over two storage backends:
+//! - `segment_ring`: the production [`SegmentRing`] over a heap [`Segment`]
+//!   (`Segment::heap`), shared by both ends through an `Arc` (a heap segment is one
+//!   allocation and cannot be reopened, so the two ends share one `SegmentRing`);
+//! - `heap_ring`: a test-only store (a [`RingControl`] plus a zeroed, 4096-aligned
+//!   heap data area) with [`SharedFutex`] as its `Park`.
+//!
+//! `SHMPLANE_TEST_SMALL=1` shrinks the long streams (100 000 → 2 000 messages) for
+//! valgrind.
+
 
 use shmplane_shm::header::SegmentKind;
-use shmplane_shm::layout::{ring_segment_len, RingControl};
-use shmplane_shm::ring::{ByteRingStore, Consumer, Producer, RingError, RingStore};
+use shmplane_shm::layout::{ring_segment_len, EventCount, RingControl};
+use shmplane_shm::ring::{
+    max_payload, ByteRingStore, Consumer, Producer, RingError, RingStore, MAX_TAG, PADDING_TAG, POISON_BAD_HEAD,
+    POISON_BAD_RECORD,
+};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentRing;
-use shmplane_shm::sync::AtomicU64;
-use shmplane_shm::wait::{wait_until, SharedFutex, WaitPolicy};
+use shmplane_shm::sync::{AtomicU32, AtomicU64, Ordering};
+use shmplane_shm::wait::{wait_until, Park, SharedFutex, WaitError, WaitPolicy};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
-/// Both ends over one heap segment.
-#[derive(Clone)]
-struct Shared(Arc<SegmentRing>);
+// ---------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------
 
-impl RingStore for Shared {
+/// A ring storage that can be split into a producer view and a consumer view.
+trait Backend: ByteRingStore + Clone + Send + 'static {
+    /// A fresh, zeroed ring of `capacity` data bytes.
+    fn new(capacity: usize) -> Self;
+}
+
+/// The production store over a heap segment, shared by both ends.
+#[derive(Clone)]
+struct SegStore(Arc<SegmentRing>);
+
+impl Backend for SegStore {
+    fn new(capacity: usize) -> Self {
+        let segment = Segment::heap(SegmentKind::Channel, ring_segment_len(capacity), capacity as u64);
+        SegStore(Arc::new(SegmentRing::new(segment)))
+    }
+}
+
+impl RingStore for SegStore {
     type Park = SharedFutex;
     fn control(&self) -> &RingControl {
         self.0.control()
@@ -27,147 +61,1018 @@ impl RingStore for Shared {
         self.0.header(offset)
     }
     unsafe fn write(&self, offset: usize, src: &[u8]) {
-        // SAFETY: same contract, forwarded.
+        // SAFETY: the caller upholds the same contract, forwarded unchanged.
         unsafe { self.0.write(offset, src) }
     }
     unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
-        // SAFETY: same contract, forwarded.
+        // SAFETY: the caller upholds the same contract, forwarded unchanged.
         unsafe { self.0.read(offset, dst) }
     }
     fn park(&self) -> &SharedFutex {
         self.0.park()
     }
+    fn prefetch(&self, offset: usize, write: bool) {
+        self.0.prefetch(offset, write);
+    }
 }
 
-impl ByteRingStore for Shared {
+impl ByteRingStore for SegStore {
     fn data_ptr(&self) -> *mut u8 {
         self.0.data_ptr()
     }
 }
 
-fn ring(capacity: usize) -> (Producer<Shared>, Consumer<Shared>) {
-    let seg = Segment::heap(SegmentKind::Channel, ring_segment_len(capacity), capacity as u64);
-    let store = Shared(Arc::new(SegmentRing::new(seg)));
-    (Producer::attach(store.clone()).unwrap(), Consumer::attach(store).unwrap())
+/// The "heap region" backend: a control block and a separately allocated data area.
+struct HeapRing {
+    control: RingControl,
+    data: NonNull<u8>,
+    layout: Layout,
 }
 
-fn count(n: usize) -> usize {
-    if std::env::var_os("SHMPLANE_TEST_SMALL").is_some() {
-        n / 50
-    } else {
-        n
+// SAFETY: the data area is only accessed through atomics (headers) or through ranges
+// the ring protocol gives to one thread at a time; the struct owns the allocation.
+unsafe impl Send for HeapRing {}
+// SAFETY: as above.
+unsafe impl Sync for HeapRing {}
+
+impl HeapRing {
+    fn new(capacity: usize) -> HeapRing {
+        assert!(capacity.is_power_of_two() && capacity >= 16);
+        let layout = Layout::from_size_align(capacity, 4096).unwrap();
+        // SAFETY: non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let data = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        HeapRing { control: RingControl::default(), data, layout }
     }
 }
 
-fn pattern(seq: u64, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (seq as usize).wrapping_mul(31).wrapping_add(i) as u8).collect()
+impl Drop for HeapRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.data.as_ptr(), self.layout) };
+    }
 }
 
-fn send(p: &mut Producer<Shared>, seq: u64, len: usize) -> bool {
+#[derive(Clone)]
+struct HeapStore(Arc<HeapRing>);
+
+impl Backend for HeapStore {
+    fn new(capacity: usize) -> Self {
+        HeapStore(Arc::new(HeapRing::new(capacity)))
+    }
+}
+
+impl RingStore for HeapStore {
+    type Park = SharedFutex;
+    fn control(&self) -> &RingControl {
+        &self.0.control
+    }
+    fn capacity(&self) -> usize {
+        self.0.layout.size()
+    }
+    fn header(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset < self.capacity() && offset % 8 == 0, "header offset {offset} out of range");
+        // SAFETY: in bounds and 8-aligned (the area is 4096-aligned); the word is only
+        // ever accessed atomically.
+        unsafe { &*(self.0.data.as_ptr().add(offset) as *const AtomicU64) }
+    }
+    unsafe fn write(&self, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= self.capacity());
+        // SAFETY: in bounds (asserted); the ring protocol gives the producer exclusive use.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.data.as_ptr().add(offset), src.len()) };
+    }
+    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= self.capacity());
+        // SAFETY: in bounds (asserted); the range holds a record the consumer acquired.
+        unsafe { std::ptr::copy_nonoverlapping(self.0.data.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+    }
+    fn park(&self) -> &SharedFutex {
+        &SharedFutex
+    }
+}
+
+impl ByteRingStore for HeapStore {
+    fn data_ptr(&self) -> *mut u8 {
+        self.0.data.as_ptr()
+    }
+}
+
+/// Instantiate each generic test for both backends.
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod segment_ring {
+            $( #[test] fn $name() { super::$name::<super::SegStore>(); } )*
+        }
+        mod heap_ring {
+            $( #[test] fn $name() { super::$name::<super::HeapStore>(); } )*
+        }
+    };
+}
+
+for_each_backend!(
+    fill_drain_varied_sizes_wraps_many_times,
+    max_payload_boundary,
+    max_payload_at_every_offset,
+    zero_length_messages,
+    full_then_room_after_release,
+    tags_round_trip,
+    partial_commit_and_abandoned_claim,
+    zero_copy_payload_slices,
+    stream_two_threads_block,
+    stream_two_threads_adaptive,
+    stream_two_threads_mixed,
+    corrupt_header_without_committed_bit,
+    corrupt_header_length_past_end,
+    corrupt_consumer_position_poisons_producer,
+    restarted_producer_steps_over_unrecorded_commit,
+    restarted_producer_steps_over_unrecorded_padding,
+    restarted_producer_rejects_impossible_positions,
+    restarted_consumer_resumes_at_head,
+    wait_until_woken_by_commit_block,
+    wait_until_woken_by_commit_adaptive,
+    wait_until_producer_woken_by_release,
+);
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn small() -> bool {
+    std::env::var_os("SHMPLANE_TEST_SMALL").is_some_and(|v| v == "1")
+}
+
+/// Messages of the long two-thread streams.
+fn stream_count() -> u64 {
+    if small() {
+        2_000
+    } else {
+        100_000
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Message `seq`: its sequence number (as much of it as fits) then a pattern that
+/// depends on `seq`, so a torn, stale or misplaced record fails the check.
+fn pattern(seq: u64, len: usize) -> Vec<u8> {
+    let seed = splitmix(seq);
+    let mut v: Vec<u8> = (0..len).map(|i| (seed as usize).wrapping_add(i.wrapping_mul(131)) as u8).collect();
+    let n = len.min(8);
+    v[..n].copy_from_slice(&seq.to_le_bytes()[..n]);
+    v
+}
+
+fn tag_for(seq: u64) -> u32 {
+    (splitmix(seq ^ 0xA5A5) as u32) % (MAX_TAG + 1)
+}
+
+fn tail<S: RingStore>(s: &S) -> u64 {
+    s.control().tail.value.load(Ordering::Acquire)
+}
+
+fn head<S: RingStore>(s: &S) -> u64 {
+    s.control().head.value.load(Ordering::Acquire)
+}
+
+fn poisoned<S: RingStore>(s: &S) -> u32 {
+    s.control().poisoned.value.load(Ordering::Relaxed)
+}
+
+fn ring<B: Backend>(capacity: usize) -> (Producer<B>, Consumer<B>) {
+    let store = B::new(capacity);
+    (Producer::attach(store.clone()).unwrap(), Consumer::attach(store).unwrap())
+}
+
+/// Try to send message `seq` of `len` bytes; false if the ring is full now.
+fn try_send<B: Backend>(p: &mut Producer<B>, seq: u64, len: usize) -> bool {
     match p.try_claim(len).unwrap() {
         None => false,
-        Some(c) => {
-            p.write(&c, 0, &pattern(seq, len));
-            p.commit(c, len, (seq % 1000) as u32);
+        Some(claim) => {
+            assert_eq!(claim.len(), len);
+            assert_eq!(claim.payload_offset() % 8, 0);
+            p.write(&claim, 0, &pattern(seq, len));
+            p.commit(claim, len, tag_for(seq));
             true
         }
     }
 }
 
-fn recv(c: &mut Consumer<Shared>, seq: u64) -> bool {
+/// Try to receive message `seq` of `len` bytes, checking everything; false if empty.
+fn try_recv<B: Backend>(c: &mut Consumer<B>, seq: u64, len: usize) -> bool {
     match c.try_peek().unwrap() {
         None => false,
         Some(r) => {
-            assert_eq!(r.tag(), (seq % 1000) as u32);
-            assert_eq!(c.payload(&r), &pattern(seq, r.len())[..], "message {seq}");
+            assert_eq!(r.len(), len, "length of message {seq}");
+            assert_eq!(r.tag(), tag_for(seq), "tag of message {seq}");
+            assert_eq!(r.payload_offset() % 8, 0);
+            let mut buf = vec![0u8; len];
+            c.read(&r, 0, &mut buf);
+            assert!(buf == pattern(seq, len), "content of message {seq} ({len} bytes)");
             c.release(r);
             true
         }
     }
 }
 
-#[test]
-fn fill_drain_wrap_and_limits() {
-    let (mut p, mut c) = ring(4096);
-    assert_eq!(p.max_payload(), 4096 - 16);
-    assert!(matches!(p.try_claim(4096 - 15), Err(RingError::TooLarge { .. })));
-    let mut seq = 0u64;
-    let mut next = 0u64;
-    for round in 0..count(5000) {
-        let len = [0, 1, 7, 8, 64, 500, 1500, 4080][round % 8];
-        while !send(&mut p, seq, len) {
-            if recv(&mut c, next) {
-                next += 1;
-            } else {
-                // Only a padding record was pending; consuming it made room.
-                assert!(send(&mut p, seq, len), "full ring but nothing to receive");
+// ---------------------------------------------------------------------------------------
+// Single-thread ring tests
+// ---------------------------------------------------------------------------------------
+
+/// Fill until full, drain part, refill, ... with sizes that make records straddle the
+/// end of the data area (padding records) on most laps, for many laps.
+fn fill_drain_varied_sizes_wraps_many_times<B: Backend>() {
+    let cap = 4096;
+    let (mut p, mut c) = ring::<B>(cap);
+    let max = p.max_payload();
+    let sizes = |seq: u64| -> usize {
+        match seq % 11 {
+            0 => 0,
+            1 => 1,
+            2 => 7,
+            3 => 8,
+            4 => 9,
+            5 => max,
+            6 => max / 2 + 3,
+            _ => (splitmix(seq) % 1500) as usize,
+        }
+    };
+    let (mut sent, mut received) = (0u64, 0u64);
+    let mut paddings = 0u64;
+    let rounds = if small() { 300 } else { 3000 };
+    for round in 0..rounds {
+        // Fill until the ring refuses.
+        loop {
+            let len = sizes(sent);
+            let before = tail(p.store());
+            if !try_send(&mut p, sent, len) {
                 break;
             }
+            let after = tail(p.store());
+            let record = (8 + len as u64).next_multiple_of(8);
+            if after - before > record {
+                // A padding record was published in front of the message.
+                assert_eq!((after - record) % cap as u64, 0, "message after padding starts at offset 0");
+                paddings += 1;
+            }
+            sent += 1;
         }
+        // Drain a varying share of what is queued (everything every 4th round).
+        let queued = sent - received;
+        let take = if round % 4 == 3 { queued } else { queued.div_ceil(2) };
+        for _ in 0..take {
+            assert!(try_recv(&mut c, received, sizes(received)), "message {received} missing");
+            received += 1;
+        }
+        if take == 0 {
+            // Refused with nothing queued: the producer published a padding record at
+            // the wrap and needs the consumer to skip it (try_peek does, returning None).
+            let before = head(c.store());
+            assert!(c.try_peek().unwrap().is_none());
+            assert!(head(c.store()) > before, "refused on an empty ring without a padding record");
+        }
+    }
+    while try_recv(&mut c, received, sizes(received)) {
+        received += 1;
+    }
+    assert_eq!(received, sent);
+    assert!(c.try_peek().unwrap().is_none());
+    let laps = tail(p.store()) / cap as u64;
+    assert!(laps >= rounds as u64 / 4, "only {laps} laps of the ring");
+    assert!(paddings >= rounds as u64 / 8, "only {paddings} padding records");
+    assert_eq!(head(c.store()), tail(p.store()), "consumer caught up with the producer");
+    assert_eq!(poisoned(c.store()), 0);
+}
+
+/// Send message `seq`; if the ring refuses only because the producer just published a
+/// padding record at the wrap, let the consumer skip it (its `try_peek` returns None)
+/// and try once more.
+fn send_skipping_padding<B: Backend>(p: &mut Producer<B>, c: &mut Consumer<B>, seq: u64, len: usize) {
+    if !try_send(p, seq, len) {
+        let before = head(c.store());
+        assert!(c.try_peek().unwrap().is_none(), "message {seq}: refused but something is queued");
+        assert!(head(c.store()) > before, "message {seq}: refused without a padding record");
+        assert!(try_send(p, seq, len), "message {seq} ({len} bytes) refused on an empty ring");
+    }
+}
+
+/// `max_payload` is accepted, one more byte is `TooLarge`, on several capacities.
+fn max_payload_boundary<B: Backend>() {
+    for cap in [64usize, 4096, 1 << 16] {
+        let (mut p, mut c) = ring::<B>(cap);
+        let max = p.max_payload();
+        assert_eq!(max, cap - 16);
+        assert_eq!(max, max_payload(cap));
+        assert_eq!(p.try_claim(max + 1), Err(RingError::TooLarge { len: max + 1, max }));
+        assert_eq!(p.try_claim(usize::MAX), Err(RingError::TooLarge { len: usize::MAX, max }));
+        for seq in 0..4 {
+            send_skipping_padding(&mut p, &mut c, seq, max);
+            // Nothing else fits next to a maximal record, not even an empty one.
+            assert!(p.try_claim(0).unwrap().is_none());
+            assert_eq!(p.try_claim(max + 1), Err(RingError::TooLarge { len: max + 1, max }));
+            assert!(try_recv(&mut c, seq, max));
+        }
+        assert!(c.try_peek().unwrap().is_none());
+        assert_eq!(poisoned(c.store()), 0);
+    }
+}
+
+/// A maximal record can be sent from every 8-aligned starting offset (with a padding
+/// record in front of it from most offsets).
+fn max_payload_at_every_offset<B: Backend>() {
+    let cap = 256;
+    let (mut p, mut c) = ring::<B>(cap);
+    let max = p.max_payload();
+    let mut seq = 0;
+    for target in (0..cap as u64).step_by(8) {
+        // Step to `target` with empty (8-byte) records, consumed at once.
+        while tail(p.store()) % cap as u64 != target {
+            assert!(try_send(&mut p, seq, 0));
+            assert!(try_recv(&mut c, seq, 0));
+            seq += 1;
+        }
+        send_skipping_padding(&mut p, &mut c, seq, max);
+        assert!(try_recv(&mut c, seq, max), "max payload from offset {target}");
         seq += 1;
     }
-    while recv(&mut c, next) {
-        next += 1;
+    assert!(tail(p.store()) > 10 * cap as u64);
+}
+
+fn zero_length_messages<B: Backend>() {
+    let cap = 128;
+    let (mut p, mut c) = ring::<B>(cap);
+    // An empty record is 8 bytes (header only); plus the zero-ahead slot.
+    let mut n = 0;
+    while try_send(&mut p, n, 0) {
+        n += 1;
     }
-    assert_eq!(next, seq);
+    assert_eq!(n, (cap / 8 - 1) as u64, "empty records that fit in {cap} bytes");
+    for seq in 0..n {
+        let r = c.try_peek().unwrap().expect("an empty record");
+        assert!(r.is_empty());
+        assert_eq!(r.len(), 0);
+        assert_eq!(r.tag(), tag_for(seq));
+        assert!(c.payload(&r).is_empty());
+        c.release(r);
+    }
+    assert!(c.try_peek().unwrap().is_none());
+    // Many laps of empty records (the header word of an empty record with tag 0 is
+    // just the committed bit: still non-zero).
+    for seq in 0..1000u64 {
+        let claim = p.try_claim(0).unwrap().unwrap();
+        assert!(claim.is_empty());
+        p.commit(claim, 0, 0);
+        let r = c.try_peek().unwrap().unwrap_or_else(|| panic!("empty record {seq}"));
+        assert_eq!((r.len(), r.tag()), (0, 0));
+        c.release(r);
+    }
+}
+
+fn full_then_room_after_release<B: Backend>() {
+    let cap = 1024;
+    let (mut p, mut c) = ring::<B>(cap);
+    let len = 120; // 128-byte records: 7 fit with the 8-byte zero-ahead slot
+    let mut sent = 0;
+    while try_send(&mut p, sent, len) {
+        sent += 1;
+    }
+    assert_eq!(sent, 7);
+    // Still full on repeated tries.
+    for _ in 0..3 {
+        assert!(p.try_claim(len).unwrap().is_none());
+    }
+    // "Full" depends on the size: a 120-byte record (112 payload) still fits.
+    let smaller = p.try_claim(len - 8).unwrap().expect("a smaller record fits");
+    drop(smaller); // abandoned: publishes nothing
+    let r = c.try_peek().unwrap().unwrap();
+    assert!(p.try_claim(len).unwrap().is_none(), "peek alone frees nothing");
+    c.release(r);
+    assert!(try_send(&mut p, sent, len), "room after one release");
+    sent += 1;
+    assert!(p.try_claim(len).unwrap().is_none(), "full again");
+    for seq in 1..sent {
+        assert!(try_recv(&mut c, seq, len));
+    }
     assert!(c.try_peek().unwrap().is_none());
 }
 
-#[test]
-fn two_threads_blocking_stream() {
-    let (mut p, mut c) = ring(1 << 14);
-    let n = count(100_000) as u64;
-    let producer = std::thread::spawn(move || {
+fn tags_round_trip<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    let tags = [0, 1, 2, 0xFFFF, 0x8000_0000 - 2, MAX_TAG, 12345, 0x4000_0000];
+    for (i, &tag) in tags.iter().enumerate() {
+        let claim = p.try_claim(i).unwrap().unwrap();
+        p.write(&claim, 0, &pattern(i as u64, i));
+        p.commit(claim, i, tag);
+    }
+    for (i, &tag) in tags.iter().enumerate() {
+        let r = c.try_peek().unwrap().unwrap();
+        assert_eq!(r.tag(), tag);
+        assert_eq!(r.len(), i);
+        assert_eq!(c.payload(&r), &pattern(i as u64, i)[..]);
+        c.release(r);
+    }
+    assert_eq!(MAX_TAG, PADDING_TAG - 1);
+}
+
+/// `commit` with a shorter length publishes only that much; a claim dropped without a
+/// commit publishes nothing and its space is claimed again.
+fn partial_commit_and_abandoned_claim<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    let claim = p.try_claim(1000).unwrap().unwrap();
+    let offset = claim.payload_offset();
+    drop(claim);
+    assert!(c.try_peek().unwrap().is_none(), "an abandoned claim publishes nothing");
+    let claim = p.try_claim(1000).unwrap().unwrap();
+    assert_eq!(claim.payload_offset(), offset, "the abandoned space is claimed again");
+    p.write(&claim, 0, &pattern(7, 1000));
+    p.commit(claim, 10, 3);
+    let r = c.try_peek().unwrap().unwrap();
+    assert_eq!((r.len(), r.tag()), (10, 3));
+    assert_eq!(c.payload(&r), &pattern(7, 1000)[..10]);
+    c.release(r);
+    // The next record starts right after the 10-byte one (24 bytes), not after 1000.
+    assert_eq!(tail(p.store()), 24);
+    assert!(try_send(&mut p, 8, 5));
+    assert!(try_recv(&mut c, 8, 5));
+}
+
+/// `payload_mut` / `payload` (zero-copy) and `write`/`read` at offsets agree.
+fn zero_copy_payload_slices<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    for seq in 0..200u64 {
+        let len = (splitmix(seq) % 700) as usize;
+        let claim = p.try_claim(len).unwrap().unwrap();
+        let data = pattern(seq, len);
+        if seq % 2 == 0 {
+            p.payload_mut(&claim).copy_from_slice(&data);
+        } else {
+            let mid = len / 3;
+            p.write(&claim, mid, &data[mid..]);
+            p.write(&claim, 0, &data[..mid]);
+        }
+        p.commit(claim, len, tag_for(seq));
+        let r = c.try_peek().unwrap().unwrap();
+        assert_eq!(c.payload(&r), &data[..]);
+        let mut part = vec![0u8; len / 2];
+        c.read(&r, len - len / 2, &mut part);
+        assert_eq!(part, data[len - len / 2..]);
+        c.release(r);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Two-thread streams with the wait protocol
+// ---------------------------------------------------------------------------------------
+
+/// Length of stream message `seq`: mostly small, some large, a few maximal.
+fn stream_len(seq: u64, max: usize) -> usize {
+    let r = splitmix(seq);
+    match r % 64 {
+        0 => max,
+        1..=4 => (r >> 8) as usize % 4000,
+        5 => 0,
+        _ => (r >> 8) as usize % 300,
+    }
+}
+
+fn stream<B: Backend>(
+    producer_policy: impl Fn(u64) -> WaitPolicy + Send + 'static,
+    consumer_policy: impl Fn(u64) -> WaitPolicy,
+) {
+    let n = stream_count();
+    let (mut p, mut c) = ring::<B>(1 << 14);
+    let max = p.max_payload();
+    let watchdog = Instant::now() + Duration::from_secs(120);
+    let producer = thread::spawn(move || {
         for seq in 0..n {
-            let len = (seq as usize * 37) % 3000;
+            let len = stream_len(seq, max);
             let claim = wait_until(
                 &mut p,
                 |p| (&p.store().control().space_ready.value, p.store().park()),
-                if seq % 2 == 0 { WaitPolicy::Block } else { WaitPolicy::default() },
-                Some(Instant::now() + Duration::from_secs(30)),
+                producer_policy(seq),
+                Some(watchdog),
                 |p| p.try_claim(len),
                 |_| Ok(()),
             )
-            .expect("space within 30 s");
-            p.write(&claim, 0, &pattern(seq, len));
-            p.commit(claim, len, (seq % 1000) as u32);
+            .unwrap_or_else(|e| panic!("producer, message {seq}: {e:?}"));
+            let data = pattern(seq, len);
+            if seq % 3 == 0 {
+                p.payload_mut(&claim).copy_from_slice(&data);
+            } else {
+                p.write(&claim, 0, &data);
+            }
+            p.commit(claim, len, tag_for(seq));
         }
+        p
     });
+    let mut bytes = 0u64;
     for seq in 0..n {
         let r = wait_until(
             &mut c,
             |c| (&c.store().control().data_ready.value, c.store().park()),
-            WaitPolicy::Block,
-            Some(Instant::now() + Duration::from_secs(30)),
+            consumer_policy(seq),
+            Some(watchdog),
             |c| c.try_peek(),
             |_| Ok(()),
         )
-        .expect("data within 30 s");
-        assert_eq!(c.payload(&r), &pattern(seq, (seq as usize * 37) % 3000)[..]);
+        .unwrap_or_else(|e| panic!("consumer, message {seq}: {e:?}"));
+        let len = stream_len(seq, max);
+        assert_eq!(r.len(), len, "length of message {seq}");
+        assert_eq!(r.tag(), tag_for(seq), "tag of message {seq}");
+        if seq % 2 == 0 {
+            assert!(c.payload(&r) == pattern(seq, len), "content of message {seq}");
+        } else {
+            let mut buf = vec![0u8; len];
+            c.read(&r, 0, &mut buf);
+            assert!(buf == pattern(seq, len), "content of message {seq}");
+        }
+        bytes += len as u64;
         c.release(r);
     }
-    producer.join().unwrap();
+    let p = producer.join().expect("producer thread");
+    assert!(c.try_peek().unwrap().is_none(), "nothing after the last message");
+    assert_eq!(tail(p.store()), head(c.store()));
+    assert!(bytes > 0);
+    // Nobody is left announced as a sleeper.
+    assert_eq!(c.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
+    assert_eq!(c.store().control().space_ready.value.waiters.load(Ordering::Relaxed), 0);
 }
 
-#[test]
-fn corrupt_header_poisons() {
-    let (mut p, mut c) = ring(4096);
-    assert!(send(&mut p, 0, 10));
-    p.store().header(0).store(u64::MAX >> 1, shmplane_shm::sync::Ordering::Release);
+fn stream_two_threads_block<B: Backend>() {
+    stream::<B>(|_| WaitPolicy::Block, |_| WaitPolicy::Block);
+}
+
+fn stream_two_threads_adaptive<B: Backend>() {
+    stream::<B>(|_| WaitPolicy::default(), |_| WaitPolicy::default());
+}
+
+fn stream_two_threads_mixed<B: Backend>() {
+    let adaptive = WaitPolicy::Adaptive { spin: Duration::from_micros(2) };
+    stream::<B>(
+        move |seq| if seq % 2 == 0 { WaitPolicy::Block } else { adaptive },
+        move |seq| if seq % 3 == 0 { adaptive } else { WaitPolicy::Block },
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Corruption
+// ---------------------------------------------------------------------------------------
+
+/// Garbage in the header word at the consumer position: `Corrupt`, ring poisoned.
+fn corrupt_header_without_committed_bit<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 0, 10));
+    assert!(try_recv(&mut c, 0, 10));
+    assert!(try_send(&mut p, 1, 10));
+    let at = (head(c.store()) % 4096) as usize;
+    assert_eq!(at, 24);
+    // Committed bit clear, otherwise plausible.
+    c.store().header(at).store(0x0000_0005_0000_000A, Ordering::Release);
+    match c.try_peek() {
+        Err(RingError::Corrupt { position, value, .. }) => {
+            assert_eq!(position, 24);
+            assert_eq!(value, 0x0000_0005_0000_000A);
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(poisoned(c.store()), POISON_BAD_RECORD);
+    // It stays corrupt: the consumer does not skip the bad record.
     assert!(matches!(c.try_peek(), Err(RingError::Corrupt { .. })));
-    assert_ne!(c.store().control().poisoned.value.load(shmplane_shm::sync::Ordering::Relaxed), 0);
+    assert_eq!(head(c.store()), 24);
+}
+
+/// A committed header whose length runs past the end of the data area.
+fn corrupt_header_length_past_end<B: Backend>() {
+    for (cap, word_len, pos_fill) in [(4096usize, 0xFFFF_FFF0u64, 0usize), (4096, 4089, 0), (4096, 201, 3880)] {
+        let (mut p, mut c) = ring::<B>(cap);
+        if pos_fill > 0 {
+            assert!(try_send(&mut p, 0, pos_fill));
+            assert!(try_recv(&mut c, 0, pos_fill));
+        }
+        let at = (head(c.store()) % cap as u64) as usize;
+        // Record size = 8 + len rounded up; past `cap - at` is impossible.
+        assert!((8 + word_len as usize).next_multiple_of(8) > cap - at);
+        let garbage = (1u64 << 63) | (5u64 << 32) | word_len;
+        c.store().header(at).store(garbage, Ordering::Release);
+        assert!(
+            matches!(c.try_peek(), Err(RingError::Corrupt { value, .. }) if value == garbage),
+            "length {word_len} at offset {at} accepted"
+        );
+        assert_eq!(poisoned(c.store()), POISON_BAD_RECORD);
+    }
+    // The boundary: a record that ends exactly at the end of the data area is valid.
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 0, 3880));
+    assert!(try_recv(&mut c, 0, 3880));
+    c.store().header(3888).store((1u64 << 63) | 200, Ordering::Release);
+    let r = c.try_peek().unwrap().expect("a record up to the end is valid");
+    assert_eq!(r.len(), 200);
+    c.release(r);
+    assert_eq!(poisoned(c.store()), 0);
+}
+
+/// An impossible consumer position read by a producer that needs room.
+fn corrupt_consumer_position_poisons_producer<B: Backend>() {
+    let (mut p, c) = ring::<B>(256);
+    let mut seq = 0;
+    while try_send(&mut p, seq, 40) {
+        seq += 1;
+    }
+    let t = tail(p.store());
+    // Beyond the producer's own position: no correct consumer writes that.
+    c.store().control().head.value.store(t + 8, Ordering::Release);
+    assert!(matches!(p.try_claim(40), Err(RingError::Corrupt { .. })));
+    assert_eq!(poisoned(p.store()), POISON_BAD_HEAD);
+    // Misaligned.
+    let (mut p, c) = ring::<B>(256);
+    let mut seq = 0;
+    while try_send(&mut p, seq, 40) {
+        seq += 1;
+    }
+    c.store().control().head.value.store(4, Ordering::Release);
+    assert!(matches!(p.try_claim(40), Err(RingError::Corrupt { .. })));
+    assert_eq!(poisoned(p.store()), POISON_BAD_HEAD);
+}
+
+// ---------------------------------------------------------------------------------------
+// Restart (crash) recovery
+// ---------------------------------------------------------------------------------------
+
+/// A producer that died after publishing a record's header but before storing `tail`:
+/// the next producer steps over the record instead of overwriting it.
+fn restarted_producer_steps_over_unrecorded_commit<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 0, 10));
+    let old_tail = tail(p.store());
+    assert!(try_send(&mut p, 1, 300));
+    let store = p.store().clone();
+    drop(p);
+    store.control().tail.value.store(old_tail, Ordering::Release);
+    let mut p2 = Producer::attach(store).unwrap();
+    assert!(try_send(&mut p2, 2, 20));
+    assert!(try_recv(&mut c, 0, 10));
+    assert!(try_recv(&mut c, 1, 300), "the crashed producer's last record survives");
+    assert!(try_recv(&mut c, 2, 20));
+    assert!(c.try_peek().unwrap().is_none());
+    assert_eq!(tail(p2.store()), head(c.store()));
+}
+
+/// Same, when the unrecorded publish was the padding record at the wrap.
+fn restarted_producer_steps_over_unrecorded_padding<B: Backend>() {
+    let cap = 256;
+    let (mut p, mut c) = ring::<B>(cap);
+    assert!(try_send(&mut p, 0, 200)); // 208 bytes: position 208
+    assert!(try_recv(&mut c, 0, 200));
+    let old_tail = tail(p.store());
+    assert_eq!(old_tail, 208);
+    // 100 bytes do not fit in the 48 left before the end: padding, then the record.
+    assert!(try_send(&mut p, 1, 100));
+    assert_eq!(tail(p.store()), 256 + 112);
+    // Crash right after publishing the padding record: the record at 0 never existed.
+    let store = p.store().clone();
+    drop(p);
+    store.header(0).store(0, Ordering::Relaxed);
+    store.control().tail.value.store(old_tail, Ordering::Release);
+    let mut p2 = Producer::attach(store).unwrap();
+    assert!(try_send(&mut p2, 2, 100));
+    assert!(try_recv(&mut c, 2, 100));
+    assert!(c.try_peek().unwrap().is_none());
+}
+
+fn restarted_producer_rejects_impossible_positions<B: Backend>() {
+    // Misaligned tail.
+    let store = B::new(256);
+    store.control().tail.value.store(12, Ordering::Relaxed);
+    store.control().head.value.store(8, Ordering::Relaxed);
+    assert!(matches!(Producer::attach(store), Err(RingError::Corrupt { .. })));
+    // More than a capacity between head and tail.
+    let store = B::new(256);
+    store.control().tail.value.store(1024, Ordering::Relaxed);
+    store.control().head.value.store(512, Ordering::Relaxed);
+    assert!(matches!(Producer::attach(store), Err(RingError::Corrupt { .. })));
+    // Garbage at the producer position.
+    let store = B::new(256);
+    store.header(0).store(0x1234, Ordering::Relaxed);
+    assert!(matches!(Producer::attach(store), Err(RingError::Corrupt { .. })));
+    // Misaligned consumer position.
+    let store = B::new(256);
+    store.control().head.value.store(3, Ordering::Relaxed);
+    assert!(matches!(Consumer::attach(store), Err(RingError::Corrupt { .. })));
+}
+
+/// A new consumer resumes at the stored head: released records are not seen again,
+/// unreleased ones are.
+fn restarted_consumer_resumes_at_head<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    for seq in 0..5 {
+        assert!(try_send(&mut p, seq, 50));
+    }
+    assert!(try_recv(&mut c, 0, 50));
+    assert!(try_recv(&mut c, 1, 50));
+    let r = c.try_peek().unwrap().unwrap(); // message 2, never released
+    assert_eq!(r.len(), 50);
+    let store = c.store().clone();
+    drop(c);
+    let mut c2 = Consumer::attach(store).unwrap();
+    for seq in 2..5 {
+        assert!(try_recv(&mut c2, seq, 50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wait protocol
+// ---------------------------------------------------------------------------------------
+
+fn woken_by_commit<B: Backend>(policy: WaitPolicy) {
+    let (mut p, mut c) = ring::<B>(4096);
+    let sender = thread::spawn(move || {
+        // Let the consumer get to its futex sleep.
+        thread::sleep(Duration::from_millis(200));
+        assert!(try_send(&mut p, 0, 42));
+        p
+    });
+    let start = Instant::now();
+    let got = wait_until(
+        &mut c,
+        |c| (&c.store().control().data_ready.value, c.store().park()),
+        policy,
+        Some(start + Duration::from_secs(5)),
+        |c| c.try_peek(),
+        |_| Ok::<(), RingError>(()),
+    );
+    let r = got.expect("woken with the record before the 5 s deadline");
+    let waited = start.elapsed();
+    assert_eq!(r.len(), 42);
+    c.release(r);
+    assert!(waited < Duration::from_secs(4), "woke only after {waited:?}");
+    sender.join().unwrap();
+}
+
+fn wait_until_woken_by_commit_block<B: Backend>() {
+    woken_by_commit::<B>(WaitPolicy::Block);
+}
+
+fn wait_until_woken_by_commit_adaptive<B: Backend>() {
+    woken_by_commit::<B>(WaitPolicy::default());
+}
+
+fn wait_until_producer_woken_by_release<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(1024);
+    let len = 248; // 256-byte records: 3 fit, the 4th needs one release
+    let mut sent = 0;
+    while try_send(&mut p, sent, len) {
+        sent += 1;
+    }
+    assert_eq!(sent, 3);
+    let receiver = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(200));
+        assert!(try_recv(&mut c, 0, len));
+        c
+    });
+    let start = Instant::now();
+    let claim = wait_until(
+        &mut p,
+        |p| (&p.store().control().space_ready.value, p.store().park()),
+        WaitPolicy::Block,
+        Some(start + Duration::from_secs(5)),
+        |p| p.try_claim(len),
+        |_| Ok(()),
+    )
+    .expect("woken with room before the 5 s deadline");
+    assert!(start.elapsed() < Duration::from_secs(4));
+    p.write(&claim, 0, &pattern(sent, len));
+    p.commit(claim, len, tag_for(sent));
+    let mut c = receiver.join().unwrap();
+    for seq in 1..=sent {
+        assert!(try_recv(&mut c, seq, len));
+    }
+}
+
+/// A thread asleep on the futex with a 10 s timeout is woken by `notify` within
+/// milliseconds: the wake really reaches the sleeper.
+#[test]
+fn eventcount_notify_wakes_sleeper() {
+    let ev = Arc::new(EventCount::default());
+    let flag = Arc::new(AtomicU32::new(0));
+    let sleeper = {
+        let (ev, flag) = (ev.clone(), flag.clone());
+        thread::spawn(move || {
+            let mut sleeps = 0;
+            loop {
+                if flag.load(Ordering::Acquire) == 1 {
+                    return sleeps;
+                }
+                let epoch = ev.prepare_wait();
+                if flag.load(Ordering::Acquire) == 1 {
+                    ev.finish_wait();
+                    return sleeps;
+                }
+                ev.sleep(&SharedFutex, epoch, Some(Duration::from_secs(10)));
+                ev.finish_wait();
+                sleeps += 1;
+            }
+        })
+    };
+    // Wait until it announced itself, then give it time to enter futex_wait.
+    let t0 = Instant::now();
+    while ev.waiters.load(Ordering::Acquire) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "sleeper never announced itself");
+        thread::yield_now();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let epoch = ev.epoch.load(Ordering::Relaxed);
+    flag.store(1, Ordering::Release);
+    let notified = Instant::now();
+    ev.notify(&SharedFutex);
+    assert_eq!(ev.epoch.load(Ordering::Relaxed), epoch.wrapping_add(1), "notify with a sleeper bumps the epoch");
+    let sleeps = sleeper.join().unwrap();
+    let latency = notified.elapsed();
+    assert!(latency < Duration::from_secs(5), "sleeper woke {latency:?} after notify");
+    assert!(sleeps >= 1, "the sleeper really slept");
+    assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+}
+
+/// `notify` with nobody announced is one RMW: no epoch bump (and so no syscall).
+#[test]
+fn eventcount_notify_without_waiters_is_silent() {
+    let ev = EventCount::default();
+    for _ in 0..10 {
+        ev.notify(&SharedFutex);
+    }
+    assert_eq!(ev.epoch.load(Ordering::Relaxed), 0);
+    let e = ev.prepare_wait();
+    assert_eq!(ev.waiters.load(Ordering::Relaxed), 1);
+    ev.notify(&SharedFutex);
+    assert_eq!(ev.epoch.load(Ordering::Relaxed), e.wrapping_add(1));
+    // The epoch moved: a sleep on the old value returns at once.
+    let t = Instant::now();
+    ev.sleep(&SharedFutex, e, Some(Duration::from_secs(10)));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    ev.finish_wait();
+    assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+    ev.prepare_wait();
+    ev.reset_waiters();
+    assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+    // The epoch wraps.
+    ev.epoch.store(u32::MAX, Ordering::Relaxed);
+    ev.prepare_wait();
+    ev.notify(&SharedFutex);
+    ev.finish_wait();
+    assert_eq!(ev.epoch.load(Ordering::Relaxed), 0);
+}
+
+/// `SharedFutex::park` returns at once when the word differs, and after the timeout
+/// when nobody wakes it.
+#[test]
+fn shared_futex_park_semantics() {
+    let word = AtomicU32::new(5);
+    let t = Instant::now();
+    SharedFutex.park(&word, 4, Some(Duration::from_secs(10)));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let t = Instant::now();
+    SharedFutex.park(&word, 5, Some(Duration::from_millis(30)));
+    assert!(t.elapsed() >= Duration::from_millis(25));
+    SharedFutex.unpark_all(&word); // nobody parked: harmless
 }
 
 #[test]
-fn restarted_producer_steps_over_unrecorded_commit() {
-    let (mut p, mut c) = ring(4096);
-    assert!(send(&mut p, 0, 10));
+fn wait_until_times_out_on_empty_ring() {
+    for policy in [WaitPolicy::Block, WaitPolicy::default(), WaitPolicy::Spin] {
+        let (_p, mut c) = ring::<HeapStore>(4096);
+        let start = Instant::now();
+        let got = wait_until(
+            &mut c,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            policy,
+            Some(start + Duration::from_millis(120)),
+            |c| c.try_peek(),
+            |_| Ok(()),
+        );
+        let waited = start.elapsed();
+        assert!(matches!(got, Err(WaitError::TimedOut)), "{policy:?}: {got:?}");
+        assert!(waited >= Duration::from_millis(120), "{policy:?} timed out early: {waited:?}");
+        assert!(waited < Duration::from_secs(5), "{policy:?} timed out late: {waited:?}");
+        assert_eq!(c.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
+    }
+}
+
+/// The per-slice check runs while waiting and its error ends the wait (how a dead peer
+/// is reported).
+#[test]
+fn wait_until_per_slice_error_ends_wait() {
+    for policy in [WaitPolicy::Block, WaitPolicy::default(), WaitPolicy::Spin] {
+        let (_p, mut c) = ring::<SegStore>(4096);
+        let start = Instant::now();
+        let mut checks = 0;
+        let got = wait_until(
+            &mut c,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            policy,
+            Some(start + Duration::from_secs(10)),
+            |c| c.try_peek().map_err(|e| e.to_string()),
+            |_| {
+                checks += 1;
+                if checks >= 3 {
+                    Err("peer dead".to_owned())
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert_eq!(got, Err(WaitError::Failed("peer dead".to_owned())), "{policy:?}");
+        assert_eq!(checks, 3);
+        // Slices are 50 ms: three checks take about 100 ms, far less than the deadline.
+        assert!(start.elapsed() < Duration::from_secs(5), "{policy:?}: {:?}", start.elapsed());
+        assert_eq!(c.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Panics on misuse
+// ---------------------------------------------------------------------------------------
+
+#[test]
+#[should_panic(expected = "reserved tag")]
+fn commit_with_padding_tag_panics() {
+    let (mut p, _c) = ring::<HeapStore>(4096);
+    let claim = p.try_claim(8).unwrap().unwrap();
+    p.commit(claim, 8, PADDING_TAG);
+}
+
+#[test]
+#[should_panic(expected = "beyond the claim")]
+fn commit_longer_than_claim_panics() {
+    let (mut p, _c) = ring::<HeapStore>(4096);
+    let claim = p.try_claim(8).unwrap().unwrap();
+    p.commit(claim, 9, 0);
+}
+
+#[test]
+#[should_panic(expected = "write past the claim")]
+fn write_past_claim_panics() {
+    let (mut p, _c) = ring::<HeapStore>(4096);
+    let claim = p.try_claim(8).unwrap().unwrap();
+    p.write(&claim, 4, &[0; 5]);
+}
+
+#[test]
+#[should_panic(expected = "stale claim")]
+fn commit_stale_claim_panics() {
+    let (mut p, _c) = ring::<HeapStore>(4096);
+    let first = p.try_claim(8).unwrap().unwrap();
+    let second = p.try_claim(8).unwrap().unwrap();
+    p.commit(first, 8, 0);
+    p.commit(second, 8, 0);
+}
+
+#[test]
+#[should_panic(expected = "read past the record")]
+fn read_past_record_panics() {
+    let (mut p, mut c) = ring::<HeapStore>(4096);
+    assert!(try_send(&mut p, 0, 8));
+    let r = c.try_peek().unwrap().unwrap();
+    let mut buf = [0u8; 2];
+    c.read(&r, 7, &mut buf);
+}
+
+#[test]
+#[should_panic(expected = "release out of order")]
+fn release_twice_panics() {
+    let (mut p, mut c) = ring::<HeapStore>(4096);
+    assert!(try_send(&mut p, 0, 8));
+    let r1 = c.try_peek().unwrap().unwrap();
+    let r2 = c.try_peek().unwrap().unwrap();
+    c.release(r1);
+    c.release(r2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Regressions: bugs these tests found, fixed
+// ---------------------------------------------------------------------------------------
+
+/// Regression (shm/src/ring.rs, `Producer::attach`, fixed): a producer that dies after publishing a
+/// record's header but before storing `ctl.tail` leaves `tail` one record behind. If the
+/// consumer has already consumed and released that record (it can: the header store is
+/// the publish), `head > tail` and every later `Producer::attach` fails with `Corrupt`
+/// ("stored producer position"): the channel can never get a sender again. `attach`
+/// steps over the unrecorded record *before* comparing with `head`.
+#[test]
+fn restarted_producer_after_consumer_consumed_unrecorded_commit() {
+    let (mut p, mut c) = ring::<HeapStore>(4096);
+    assert!(try_send(&mut p, 0, 10));
+    let old_tail = tail(p.store());
+    assert!(try_send(&mut p, 1, 300));
     let store = p.store().clone();
-    // A producer that died after publishing the header but before storing `tail`.
-    store.control().tail.value.store(0, shmplane_shm::sync::Ordering::Release);
     drop(p);
-    let mut p2 = Producer::attach(store).unwrap();
-    assert!(send(&mut p2, 1, 20));
-    assert!(recv(&mut c, 0));
-    assert!(recv(&mut c, 1));
+    store.control().tail.value.store(old_tail, Ordering::Release);
+    // The consumer is fast: it takes both records before the producer restarts.
+    assert!(try_recv(&mut c, 0, 10));
+    assert!(try_recv(&mut c, 1, 300));
+    let mut p2 = Producer::attach(store).expect("a restarted producer attaches");
+    assert!(try_send(&mut p2, 2, 20));
+    assert!(try_recv(&mut c, 2, 20));
 }

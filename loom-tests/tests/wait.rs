@@ -1,0 +1,157 @@
+//! loom models of the eventcount wait protocol (`shmplane_shm::wait`) over a futex model
+//! without timeouts, so a lost wake-up shows up as a loom deadlock. Run by
+//! `ci/loom.sh` (LOOM_MAX_PREEMPTIONS=2).
+#![cfg(shmplane_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use loom_tests::{block_on, payload, FutexModel, LoomStore};
+use shmplane_shm::layout::EventCount;
+use shmplane_shm::ring::{Consumer, Producer, RingStore};
+use shmplane_shm::sync::{AtomicU32, Ordering};
+use shmplane_shm::wait::{wait_until, Park, WaitPolicy};
+
+/// The bare protocol: the waiter announces itself, re-checks, sleeps; the notifier
+/// publishes then notifies. Both interleavings of the two `waiters` RMWs must end with
+/// the waiter seeing the data.
+#[test]
+fn eventcount_wait_never_misses_notify() {
+    loom::model(|| {
+        let shared = Arc::new((EventCount::default(), AtomicU32::new(0), FutexModel::default()));
+        let notifier = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let (ev, data, futex) = &*shared;
+                data.store(1, Ordering::Release);
+                ev.notify(futex);
+            })
+        };
+        let (ev, data, futex) = &*shared;
+        loop {
+            if data.load(Ordering::Acquire) == 1 {
+                break;
+            }
+            let epoch = ev.prepare_wait();
+            if data.load(Ordering::Acquire) == 1 {
+                ev.finish_wait();
+                break;
+            }
+            ev.sleep(futex, epoch, None);
+            ev.finish_wait();
+        }
+        notifier.join().unwrap();
+        assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// Two notifications in a row to a waiter that waits twice (epoch reuse, `waiters`
+/// going 1 → 0 → 1).
+#[test]
+fn eventcount_two_rounds() {
+    loom::model(|| {
+        let shared = Arc::new((EventCount::default(), AtomicU32::new(0), FutexModel::default()));
+        let notifier = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let (ev, data, futex) = &*shared;
+                for v in 1..=2 {
+                    data.store(v, Ordering::Release);
+                    ev.notify(futex);
+                }
+            })
+        };
+        let mut ctx = shared.clone();
+        for want in 1..=2 {
+            block_on(&mut ctx, |s| (&s.0, &s.2), |s| (s.1.load(Ordering::Acquire) >= want).then_some(()));
+        }
+        notifier.join().unwrap();
+    });
+}
+
+/// The ring consumer blocks on `data_ready` (eventcount loop) while the producer
+/// publishes two records; `publish` notifies.
+#[test]
+fn ring_consumer_sleeps_until_publish() {
+    loom::model(|| {
+        let store = LoomStore::new(64);
+        let mut producer = Producer::attach(store.clone()).unwrap();
+        let mut consumer = Consumer::attach(store).unwrap();
+        let t = thread::spawn(move || {
+            for i in 0..2u8 {
+                let claim = producer.try_claim(8).unwrap().expect("room for two small records");
+                producer.write(&claim, 0, &payload(i, 8));
+                producer.commit(claim, 8, u32::from(i));
+            }
+        });
+        for i in 0..2u8 {
+            let rec = block_on(
+                &mut consumer,
+                |c| (&c.store().control().data_ready.value, c.store().park()),
+                |c| c.try_peek().unwrap(),
+            );
+            assert_eq!(rec.tag(), u32::from(i));
+            let mut out = [0u8; 8];
+            consumer.read(&rec, 0, &mut out);
+            assert_eq!(out[..], payload(i, 8)[..]);
+            consumer.release(rec);
+        }
+        t.join().unwrap();
+    });
+}
+
+/// The production `wait_until` with `WaitPolicy::Block` and no deadline: its sleep
+/// phase over the timeout-less futex model must be woken by the producer's publish.
+#[test]
+fn wait_until_block_is_woken_by_publish() {
+    loom::model(|| {
+        let store = LoomStore::new(64);
+        let mut producer = Producer::attach(store.clone()).unwrap();
+        let mut consumer = Consumer::attach(store).unwrap();
+        let t = thread::spawn(move || {
+            let claim = producer.try_claim(8).unwrap().unwrap();
+            producer.write(&claim, 0, &payload(7, 8));
+            producer.commit(claim, 8, 7);
+        });
+        let rec = wait_until(
+            &mut consumer,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            WaitPolicy::Block,
+            None,
+            |c| c.try_peek(),
+            |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(rec.tag(), 7);
+        let mut out = [0u8; 8];
+        consumer.read(&rec, 0, &mut out);
+        assert_eq!(out[..], payload(7, 8)[..]);
+        consumer.release(rec);
+        t.join().unwrap();
+        assert_eq!(consumer.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// Control: a waiter that sleeps without announcing itself (no `prepare_wait`) can miss
+/// the notification. The model must catch it as a deadlock, which shows the futex model
+/// really turns a lost wake-up into a failure.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn control_unannounced_sleep_deadlocks() {
+    loom::model(|| {
+        let shared = Arc::new((EventCount::default(), AtomicU32::new(0), FutexModel::default()));
+        let notifier = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let (ev, data, futex) = &*shared;
+                data.store(1, Ordering::Release);
+                ev.notify(futex);
+            })
+        };
+        let (ev, data, futex) = &*shared;
+        while data.load(Ordering::Acquire) == 0 {
+            let epoch = ev.epoch.load(Ordering::Acquire);
+            futex.park(&ev.epoch, epoch, None);
+        }
+        notifier.join().unwrap();
+    });
+}
