@@ -357,8 +357,16 @@ pub fn stale(name: &str) -> Result<Option<ShmFile>> {
     let size = file.size()?;
     let header_len = size_of::<SegmentHeader>() as u64;
     if size < header_len {
-        // Creator died between creating and sizing it.
-        return Ok(Some(file));
+        // Either a creator between `shm_open` and taking the init lock (microseconds),
+        // or one that died there. Only a file older than that window is stale.
+        let young = file
+            .as_file()
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < Duration::from_secs(1));
+        return Ok((!young).then_some(file));
     }
     let region = Region::map(&file, header_len as usize)?;
     // SAFETY: header at offset 0, region is a header long.
