@@ -1,6 +1,9 @@
 //! `Sender` and `Receiver` Python classes: thin newtypes over `shmplane`'s.
 
-use crate::codec::{multipart_len, parse_multipart, write_multipart, Part, TAG_BYTES, TAG_NDARRAY, TAG_PICKLE};
+use crate::codec::{
+    parse_multipart, Layout, Part, Scatter, CHUNK, CHUNKED, CHUNK_THRESHOLD, TAG_BYTES, TAG_CONTINUATION, TAG_NDARRAY,
+    TAG_PICKLE,
+};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{deadline, maybe_detach, next_slice, GIL_RELEASE_BYTES};
 use pyo3::buffer::PyUntypedBuffer;
@@ -8,7 +11,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use shmplane::{Error, Message, Receiver, Sender, WaitPolicy};
+use shmplane::{Error, Receiver, Sender, WaitPolicy};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
@@ -86,6 +89,43 @@ fn buffers(objs: &[Bound<'_, PyAny>]) -> PyResult<(Vec<PyUntypedBuffer>, Vec<Par
     Ok((held, parts))
 }
 
+/// Publish one record of `len` bytes with `tag`, filled by `fill`, waiting for room
+/// in GIL-free slices with signal checks (`deadline = None`: no limit).
+fn put_record(
+    py: Python<'_>,
+    sender: &mut Sender,
+    tag: u32,
+    len: usize,
+    deadline: Option<std::time::Instant>,
+    block: bool,
+    fill: impl Fn(&mut [u8]) + Sync,
+) -> PyResult<()> {
+    let big = len >= GIL_RELEASE_BYTES;
+    loop {
+        let attempt = |s: &mut Sender| -> Result<bool, Error> {
+            let mut loan = match s.try_loan(len) {
+                Ok(loan) => loan,
+                Err(Error::Full) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            loan.set_tag(tag)?;
+            fill(loan.as_mut_slice());
+            loan.commit();
+            Ok(true)
+        };
+        if maybe_detach(py, big, || attempt(sender)).py_err(py)? {
+            return Ok(());
+        }
+        if !block {
+            return Err(to_py(py, Error::Full));
+        }
+        let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
+        if !py.detach(|| sender.poll_space(len, Some(slice))).py_err(py)? {
+            py.check_signals()?;
+        }
+    }
+}
+
 /// The sending end of a channel. See `shmplane.channel`.
 #[pyclass(module = "shmplane._shmplane", name = "Sender", frozen)]
 pub struct PySender {
@@ -97,65 +137,56 @@ impl PySender {
         lock(py, &self.inner, "Sender")
     }
 
-    /// Send `parts` as one record with `tag` (multipart unless a single raw part).
-    fn send_parts(&self, py: Python<'_>, tag: u32, parts: &[Part], multipart: bool, timeout: Option<f64>, block: bool) -> PyResult<()> {
+    /// Send a logical payload with `tag`: one record, or a chunked run of records if it
+    /// is large (see `codec`). `timeout` bounds the wait for the first record's room;
+    /// once a message has started, its remaining chunks follow as the receiver drains.
+    fn send_layout(&self, py: Python<'_>, tag: u32, layout: &Layout, timeout: Option<f64>, block: bool) -> PyResult<()> {
         let deadline = deadline(timeout)?;
-        let total = if multipart {
-            multipart_len(parts).ok_or_else(|| PyValueError::new_err("message too large"))?
-        } else {
-            parts.iter().map(|p| p.len).sum()
-        };
         let mut guard = self.lock(py)?;
         let sender: &mut Sender = &mut guard;
-        let big = total >= GIL_RELEASE_BYTES;
-        loop {
-            let attempt = |s: &mut Sender| -> Result<bool, Error> {
-                let mut loan = match s.try_loan(total) {
-                    Ok(loan) => loan,
-                    Err(Error::Full) => return Ok(false),
-                    Err(e) => return Err(e),
-                };
-                loan.set_tag(tag)?;
-                let dst = loan.as_mut_slice();
-                if multipart {
-                    // SAFETY: the parts' buffers are held by the caller for this call.
-                    unsafe { write_multipart(dst, parts) };
-                } else {
-                    let mut at = 0;
-                    for p in parts {
-                        // SAFETY: as above.
-                        let src = unsafe { std::slice::from_raw_parts(p.addr as *const u8, p.len) };
-                        dst[at..at + p.len].copy_from_slice(src);
-                        at += p.len;
-                    }
-                }
-                loan.commit();
-                Ok(true)
-            };
-            if maybe_detach(py, big, || attempt(sender)).py_err(py)? {
-                return Ok(());
-            }
-            if !block {
-                return Err(to_py(py, Error::Full));
-            }
-            let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
-            let ready = py.detach(|| sender.poll_space(total, Some(slice))).py_err(py)?;
-            if !ready {
-                py.check_signals()?;
-            }
+        let total = layout.total();
+        let max = sender.max_message_len().py_err(py)?;
+        // Chunk only what would fit whole: "too large" keeps its meaning.
+        if total <= CHUNK_THRESHOLD || total.saturating_add(8) > max {
+            return put_record(py, sender, tag, total, deadline, block, |dst| {
+                // SAFETY: the caller holds the parts' buffers for this call.
+                unsafe { layout.gather(0, dst) }
+            });
         }
+        let chunk = CHUNK.min(max / 4);
+        let first = chunk - 8;
+        put_record(py, sender, tag | CHUNKED, chunk, deadline, block, |dst| {
+            dst[..8].copy_from_slice(&(total as u64).to_le_bytes());
+            // SAFETY: as above.
+            unsafe { layout.gather(0, &mut dst[8..]) };
+        })?;
+        let mut off = first;
+        while off < total {
+            let n = chunk.min(total - off);
+            put_record(py, sender, TAG_CONTINUATION, n, None, true, |dst| {
+                // SAFETY: as above.
+                unsafe { layout.gather(off, dst) }
+            })?;
+            off += n;
+        }
+        Ok(())
     }
 
     fn send_obj(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
         if let Ok(b) = obj.cast_exact::<PyBytes>() {
             let data = b.as_bytes();
             let part = Part { addr: data.as_ptr() as usize, len: data.len() };
-            return self.send_parts(py, TAG_BYTES, &[part], false, timeout, block);
+            return self.send_layout(py, TAG_BYTES, &Layout::raw(&[part]), timeout, block);
         }
         let encoded = codec_fn!(py, "encode")?.call1((obj,))?;
         let (tag, objs): (u32, Vec<Bound<'_, PyAny>>) = encoded.extract()?;
         let (_held, parts) = buffers(&objs)?;
-        self.send_parts(py, tag, &parts, tag != TAG_BYTES, timeout, block)
+        let layout = if tag == TAG_BYTES {
+            Layout::raw(&parts)
+        } else {
+            Layout::multipart(&parts).ok_or_else(|| PyValueError::new_err("message too large"))?
+        };
+        self.send_layout(py, tag, &layout, timeout, block)
     }
 }
 
@@ -200,7 +231,7 @@ impl PySender {
     #[pyo3(signature = (buf, timeout=None))]
     fn send_bytes(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
         let (_held, parts) = buffers(std::slice::from_ref(buf))?;
-        self.send_parts(py, TAG_BYTES, &parts, false, timeout, true)
+        self.send_layout(py, TAG_BYTES, &Layout::raw(&parts), timeout, true)
     }
 
     /// Wait until a message of `nbytes` fits (timeout in seconds; None = forever).
@@ -312,112 +343,211 @@ impl PySender {
 /// The receiving end of a channel. See `shmplane.channel`.
 #[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen)]
 pub struct PyReceiver {
-    inner: Mutex<Receiver>,
+    inner: Mutex<RecvState>,
 }
 
-/// Allocate a `bytes` of `src.len()` and copy `src` into it, once (GIL released for
-/// big ones). `PyBytes::new_with` would zero the bytes first: a second pass over 8 MB.
-fn new_bytes<'py>(py: Python<'py>, src: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    if src.len() < GIL_RELEASE_BYTES {
-        return Ok(PyBytes::new(py, src).into_any());
-    }
-    let len = pyo3::ffi::Py_ssize_t::try_from(src.len()).map_err(|_| PyValueError::new_err("message too large"))?;
-    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `len`.
-    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
-    // SAFETY: `raw` is a new reference or NULL with an exception set.
+/// A new `bytes` of `len` uninitialised bytes and the address of its buffer. It must be
+/// filled before any Python code sees it. (`PyBytes::new_with` would zero it first: a
+/// second pass over 8 MB.)
+fn uninit_bytes(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyAny>, usize)> {
+    let n = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("message too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `n` bytes.
+    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), n) };
+    // SAFETY: `raw` is a new reference, or NULL with an exception set.
     let obj = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
-    // SAFETY: `raw` is a bytes object; its buffer holds `len` bytes.
-    let dst = unsafe { pyo3::ffi::PyBytes_AsString(raw) } as usize;
-    py.detach(|| {
-        // SAFETY: the new bytes object is referenced only by `obj` (no Python code has
-        // seen it), so filling it before returning it is the documented idiom.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
-    });
-    Ok(obj)
-}
-
-/// Copy `src` into the writable buffer of `dst`, which must be exactly as long.
-fn copy_into(py: Python<'_>, dst: &Bound<'_, PyAny>, src: &[u8]) -> PyResult<()> {
-    let buf = PyUntypedBuffer::get(dst)?;
-    if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != src.len() {
-        return Err(to_py(
-            py,
-            Error::Corrupt {
-                path: String::new(),
-                what: format!("received part of {} bytes does not fit its {}-byte destination", src.len(), buf.len_bytes()),
-            },
-        ));
-    }
-    let addr = buf.buf_ptr() as usize;
-    maybe_detach(py, src.len() >= GIL_RELEASE_BYTES, || {
-        // SAFETY: `buf` keeps the destination's buffer exported (alive, not resized) and
-        // it is writable, contiguous and exactly `src.len()` bytes (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), addr as *mut u8, src.len()) };
-    });
-    drop(buf);
-    Ok(())
+    // SAFETY: `raw` is a bytes object; its buffer holds `n` bytes.
+    let addr = unsafe { pyo3::ffi::PyBytes_AsString(raw) } as usize;
+    Ok((obj, addr))
 }
 
 fn corrupt(py: Python<'_>, what: String) -> PyErr {
     to_py(py, Error::Corrupt { path: String::new(), what })
 }
 
-fn decode<'py>(py: Python<'py>, msg: &Message<'_>) -> PyResult<Bound<'py, PyAny>> {
-    let payload: &[u8] = msg;
-    match msg.tag() {
-        TAG_BYTES => new_bytes(py, payload),
-        TAG_NDARRAY => {
-            let parts = parse_multipart(payload).map_err(|w| corrupt(py, w))?;
-            let [(mo, ml), (doff, dl)] = parts[..] else {
-                return Err(corrupt(py, format!("ndarray record has {} parts, expected 2", parts.len())));
+/// A message being received: its destination objects and where its bytes go.
+struct Incoming<'py> {
+    result: Bound<'py, PyAny>,
+    /// `Some((pickle stream, out-of-band buffers))` for a pickled message.
+    unpickle: Option<Bound<'py, PyList>>,
+    scatter: Scatter,
+    /// Destination buffers exported for the copies; released before returning.
+    exports: Vec<PyUntypedBuffer>,
+    total: usize,
+    received: usize,
+}
+
+impl<'py> Incoming<'py> {
+    /// Allocate the destinations of a message from its first record.
+    fn begin(py: Python<'py>, tag: u32, payload: &[u8], raw: bool) -> PyResult<(Incoming<'py>, usize)> {
+        let (total, skip) = if tag & CHUNKED != 0 {
+            let Some(head) = payload.get(..8) else {
+                return Err(corrupt(py, "chunked message without its length".into()));
             };
-            let meta = PyBytes::new(py, &payload[mo..mo + ml]);
-            let arr = codec_fn!(py, "alloc_array")?.call1((meta,))?;
-            copy_into(py, &arr, &payload[doff..doff + dl])?;
-            Ok(arr)
-        }
-        TAG_PICKLE => {
-            let parts = parse_multipart(payload).map_err(|w| corrupt(py, w))?;
-            let (po, pl) = parts[0];
-            let data = new_bytes(py, &payload[po..po + pl])?;
-            let bufs = PyList::empty(py);
-            for &(o, l) in &parts[1..] {
-                let b = codec_fn!(py, "alloc_buffer")?.call1((l,))?;
-                copy_into(py, &b, &payload[o..o + l])?;
-                bufs.append(b)?;
+            let total = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+            let total = usize::try_from(total)
+                .ok()
+                .filter(|&t| t >= payload.len() - 8 && t <= isize::MAX as usize)
+                .ok_or_else(|| corrupt(py, format!("chunked message claims {total} bytes")))?;
+            (total, 8)
+        } else {
+            (payload.len(), 0)
+        };
+        let data = &payload[skip..];
+        let mut inc =
+            Incoming { result: py.None().into_bound(py), unpickle: None, scatter: Scatter::default(), exports: Vec::new(), total, received: 0 };
+        let base = if raw { TAG_BYTES } else { tag & !CHUNKED };
+        match base {
+            TAG_BYTES => {
+                let (obj, addr) = uninit_bytes(py, total)?;
+                inc.scatter.push(0, total, addr);
+                inc.result = obj;
             }
-            codec_fn!(py, "unpickle")?.call1((data, bufs))
+            TAG_NDARRAY => {
+                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, w))?;
+                let [(mo, ml), (doff, dl)] = parts[..] else {
+                    return Err(corrupt(py, format!("ndarray message has {} parts, expected 2", parts.len())));
+                };
+                let meta = data.get(mo..mo + ml).ok_or_else(|| corrupt(py, "ndarray metadata not in the first record".into()))?;
+                let arr = codec_fn!(py, "alloc_array")?.call1((PyBytes::new(py, meta),))?;
+                inc.target(py, &arr, doff, dl)?;
+                inc.result = arr;
+            }
+            TAG_PICKLE => {
+                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, w))?;
+                let (po, pl) = parts[0];
+                let (stream, addr) = uninit_bytes(py, pl)?;
+                inc.scatter.push(po, pl, addr);
+                let bufs = PyList::empty(py);
+                for &(o, l) in &parts[1..] {
+                    let b = codec_fn!(py, "alloc_buffer")?.call1((l,))?;
+                    inc.target(py, &b, o, l)?;
+                    bufs.append(b)?;
+                }
+                inc.result = stream;
+                inc.unpickle = Some(bufs);
+            }
+            other => return Err(corrupt(py, format!("unknown record tag {other:#x}"))),
         }
-        other => Err(corrupt(py, format!("unknown record tag {other}"))),
+        Ok((inc, skip))
+    }
+
+    /// Route logical bytes `start..start+len` into the writable buffer of `dst`.
+    fn target(&mut self, py: Python<'_>, dst: &Bound<'py, PyAny>, start: usize, len: usize) -> PyResult<()> {
+        let buf = PyUntypedBuffer::get(dst)?;
+        if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != len {
+            return Err(corrupt(py, format!("a {len}-byte part does not fit its {}-byte destination", buf.len_bytes())));
+        }
+        self.scatter.push(start, len, buf.buf_ptr() as usize);
+        self.exports.push(buf);
+        Ok(())
+    }
+
+    /// Copy the next `data` of the message into place (GIL released for big copies).
+    fn feed(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        if data.len() > self.total - self.received {
+            return Err(corrupt(py, format!("message overruns its announced {} bytes", self.total)));
+        }
+        let (scatter, at) = (&self.scatter, self.received);
+        // SAFETY: the destinations are new objects (uninitialised bytes no Python code has
+        // seen, or buffers exported in `exports`, writable and exactly sized).
+        maybe_detach(py, data.len() >= GIL_RELEASE_BYTES, || unsafe { scatter.scatter(at, data) });
+        self.received += data.len();
+        Ok(())
+    }
+
+    fn finish(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        for buf in self.exports {
+            buf.release(py);
+        }
+        match self.unpickle {
+            None => Ok(self.result),
+            Some(bufs) => codec_fn!(py, "unpickle")?.call1((self.result, bufs)),
+        }
+    }
+}
+
+/// A receiver plus what it remembers between calls.
+pub struct RecvState {
+    rx: Receiver,
+    /// A chunked message was abandoned half-way (Ctrl-C, error): drop its remaining
+    /// continuation records before the next message.
+    discard: bool,
+}
+
+impl std::ops::Deref for RecvState {
+    type Target = Receiver;
+    fn deref(&self) -> &Receiver {
+        &self.rx
+    }
+}
+
+impl std::ops::DerefMut for RecvState {
+    fn deref_mut(&mut self) -> &mut Receiver {
+        &mut self.rx
     }
 }
 
 impl PyReceiver {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Receiver>> {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, RecvState>> {
         lock(py, &self.inner, "Receiver")
     }
 
     fn recv_obj(&self, py: Python<'_>, timeout: Option<f64>, block: bool, raw: bool) -> PyResult<Py<PyAny>> {
         let deadline = deadline(timeout)?;
         let mut guard = self.lock(py)?;
-        let receiver: &mut Receiver = &mut guard;
+        let state: &mut RecvState = &mut guard;
         loop {
-            match receiver.try_peek() {
-                Ok(msg) => {
-                    let out = if raw { new_bytes(py, &msg) } else { decode(py, &msg) };
+            let first = match state.rx.try_peek() {
+                Ok(msg) if state.discard && msg.tag() == TAG_CONTINUATION => continue,
+                Ok(msg) if msg.tag() == TAG_CONTINUATION => {
                     drop(msg);
-                    return out.map(Bound::unbind);
+                    return Err(corrupt(py, "a continuation record without its message".into()));
                 }
-                Err(Error::Empty) if block => {}
+                Ok(msg) => {
+                    state.discard = false;
+                    let (mut inc, skip) = Incoming::begin(py, msg.tag(), &msg, raw)?;
+                    inc.feed(py, &msg[skip..])?;
+                    Some(inc)
+                }
+                Err(Error::Empty) if block => None,
                 Err(e) => return Err(to_py(py, e)),
+            };
+            if let Some(mut inc) = first {
+                if inc.received < inc.total {
+                    state.discard = true;
+                    receive_rest(py, &mut state.rx, &mut inc)?;
+                    state.discard = false;
+                }
+                return inc.finish(py).map(Bound::unbind);
             }
             let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
-            let ready = py.detach(|| receiver.poll(Some(slice))).py_err(py)?;
-            if !ready {
+            if !py.detach(|| state.rx.poll(Some(slice))).py_err(py)? {
                 py.check_signals()?;
             }
         }
     }
+}
+
+/// Receive the continuation records of a chunked message. The sender is committed to
+/// them, so there is no deadline; Ctrl-C and a dead or closed sender still end it.
+fn receive_rest(py: Python<'_>, rx: &mut Receiver, inc: &mut Incoming<'_>) -> PyResult<()> {
+    while inc.received < inc.total {
+        let got = match rx.try_peek() {
+            Ok(msg) if msg.tag() == TAG_CONTINUATION => {
+                inc.feed(py, &msg)?;
+                true
+            }
+            Ok(_) => {
+                return Err(to_py(py, Error::Truncated { received: inc.received, total: inc.total }));
+            }
+            Err(Error::Empty) => false,
+            Err(e) => return Err(to_py(py, e)),
+        };
+        if !got && !py.detach(|| rx.poll(Some(crate::wait::SIGNAL_SLICE))).py_err(py)? {
+            py.check_signals()?;
+        }
+    }
+    Ok(())
 }
 
 #[pymethods]
@@ -427,14 +557,14 @@ impl PyReceiver {
     #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY))]
     fn create(py: Python<'_>, name: &str, capacity: usize) -> PyResult<Self> {
         let r = py.detach(|| Receiver::create(name, capacity)).py_err(py)?;
-        Ok(PyReceiver { inner: Mutex::new(r) })
+        Ok(PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
     }
 
     /// Open existing channel `name` as its receiver.
     #[staticmethod]
     fn open(py: Python<'_>, name: &str) -> PyResult<Self> {
         let r = py.detach(|| Receiver::open(name)).py_err(py)?;
-        Ok(PyReceiver { inner: Mutex::new(r) })
+        Ok(PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Receiver). Used by unpickling.
@@ -443,7 +573,7 @@ impl PyReceiver {
     fn _from_fd(py: Python<'_>, fd: i32, name: Option<String>) -> PyResult<Self> {
         let fd = owned_fd(fd)?;
         let r = py.detach(|| Receiver::from_fd(fd, name)).py_err(py)?;
-        Ok(PyReceiver { inner: Mutex::new(r) })
+        Ok(PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
     }
 
     /// Receive the next object, waiting at most `timeout` seconds (None: forever).
@@ -586,6 +716,6 @@ impl PySender {
 
 impl PyReceiver {
     pub(crate) fn wrap(r: Receiver) -> Self {
-        PyReceiver { inner: Mutex::new(r) }
+        PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) }
     }
 }

@@ -39,6 +39,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Disconnected { .. } => exc!(py, "DisconnectedError"),
         Error::RoleTaken { .. } => exc!(py, "RoleTakenError"),
         Error::Closed => exc!(py, "ClosedError"),
+        Error::Truncated { .. } => exc!(py, "TruncatedMessageError"),
         Error::NoSpace { .. } => exc!(py, "NoSpaceError"),
         Error::Os { source, .. } => {
             let errno = source.raw_os_error().unwrap_or(0);

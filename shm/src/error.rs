@@ -101,6 +101,15 @@ pub enum Error {
         /// Owner's process id (0 if unknown).
         pid: u32,
     },
+    /// The sender abandoned a chunked message part-way (interrupted, or it died); the
+    /// partial message was dropped and the next one is intact.
+    #[error("the sender abandoned a message after {received} of {total} bytes; it was dropped, the next message is intact")]
+    Truncated {
+        /// Bytes received.
+        received: usize,
+        /// Bytes announced.
+        total: usize,
+    },
     /// This endpoint was closed (or handed to another process).
     #[error("this endpoint is closed")]
     Closed,

@@ -35,6 +35,7 @@ from .errors import (
     ShmplaneError,
     ShmplaneOSError,
     Timeout,
+    TruncatedMessageError,
     WrongKindError,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "ClosedError",
     "NoSpaceError",
     "ShmplaneOSError",
+    "TruncatedMessageError",
 ]
 
 

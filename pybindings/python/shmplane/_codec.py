@@ -43,7 +43,7 @@ def alloc_array(meta: bytes) -> Any:
     """An uninitialised array for an ndarray record's ``meta``."""
     import numpy as np
 
-    dtype, _, shape = meta.decode("ascii").partition("|")
+    dtype, _, shape = meta.decode("ascii").rpartition("|")
     dims = tuple(int(d) for d in shape.split(",") if d)
     return np.empty(dims, dtype=np.dtype(dtype))
 

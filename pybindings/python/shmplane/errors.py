@@ -27,6 +27,7 @@ __all__ = [
     "DisconnectedError",
     "RoleTakenError",
     "ClosedError",
+    "TruncatedMessageError",
     "NoSpaceError",
     "ShmplaneOSError",
 ]
@@ -96,6 +97,11 @@ class RoleTakenError(ShmplaneError):
 
 class ClosedError(ShmplaneError, ValueError):
     """The endpoint was closed."""
+
+
+class TruncatedMessageError(ShmplaneError):
+    """The sender abandoned a large (chunked) message part-way: it was interrupted, or
+    died. The partial message was dropped; the next message is intact."""
 
 
 class NoSpaceError(ShmplaneError, MemoryError):
