@@ -387,7 +387,15 @@ pub struct Receiver {
     consumer: Option<Consumer<SegmentRing>>,
     policy: WaitPolicy,
     owner: Owner,
+    /// Empty non-blocking receives since the last full liveness check.
+    empty_polls: u32,
+    /// When the last full liveness check of a non-blocking receive ran.
+    last_check: Option<Instant>,
 }
+
+/// Every this many empty `try_recv`s, look at the clock; at most every
+/// [`shmplane_shm::wait::SLICE`], check the sender's liveness (a syscall).
+const EMPTY_POLLS_PER_CLOCK_READ: u32 = 256;
 
 impl Receiver {
     /// Create channel `name` with `capacity_bytes` of ring space and attach as receiver.
@@ -421,13 +429,16 @@ impl Receiver {
         let store = SegmentRing::new(segment);
         store.control().data_ready.value.reset_waiters();
         let consumer = Consumer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
-        Ok(Receiver { consumer: Some(consumer), policy: WaitPolicy::default(), owner })
+        Ok(Receiver { consumer: Some(consumer), policy: WaitPolicy::default(), owner, empty_polls: 0, last_check: None })
     }
 
-    fn consumer(&mut self) -> Result<&mut Consumer<SegmentRing>> {
-        let consumer = self.consumer.as_mut().ok_or(Error::Closed)?;
+    fn consumer<'a>(
+        consumer: &'a mut Option<Consumer<SegmentRing>>,
+        owner: &mut Owner,
+    ) -> Result<&'a mut Consumer<SegmentRing>> {
+        let consumer = consumer.as_mut().ok_or(Error::Closed)?;
         let segment = consumer.store().segment();
-        self.owner.check(&segment.header().roles[CONSUMER], "receiver", segment)?;
+        owner.check(&segment.header().roles[CONSUMER], "receiver", segment)?;
         Ok(consumer)
     }
 
@@ -468,18 +479,32 @@ impl Receiver {
 
     fn next(&mut self, deadline: Option<Instant>, block: bool) -> Result<Record> {
         let policy = self.policy;
-        let consumer = self.consumer()?;
+        let consumer = Self::consumer(&mut self.consumer, &mut self.owner)?;
         let seg_err = |e, c: &Consumer<SegmentRing>| ring_error(e, c.store().segment());
         match consumer.try_peek() {
             Ok(Some(r)) => return Ok(r),
             Ok(None) if !block => {
-                // Cheap disconnect check: one atomic load of the peer's state word.
+                // Cheap disconnect check: one atomic load of the peer's state word; a
+                // full liveness check (dead sender) at most every SLICE.
                 let state = consumer.store().segment().header().roles[PRODUCER].state.load(Ordering::Acquire);
-                if state == shmplane_shm::liveness::CLOSED {
+                let mut verdict = (state == shmplane_shm::liveness::CLOSED)
+                    .then_some(Error::Disconnected { role: "sender" });
+                self.empty_polls += 1;
+                if verdict.is_none() && self.empty_polls >= EMPTY_POLLS_PER_CLOCK_READ {
+                    self.empty_polls = 0;
+                    let now = Instant::now();
+                    if self.last_check.is_none_or(|t| now.duration_since(t) >= shmplane_shm::wait::SLICE) {
+                        self.last_check = Some(now);
+                        let poisoned = consumer.store().control().poisoned.value.load(Ordering::Relaxed);
+                        verdict = check_peer(consumer.store().segment(), PRODUCER, poisoned).err();
+                    }
+                }
+                if let Some(e) = verdict {
+                    // The sender's last records happen-before its close or death.
                     if let Some(r) = consumer.try_peek().map_err(|e| seg_err(e, consumer))? {
                         return Ok(r);
                     }
-                    return Err(Error::Disconnected { role: "sender" });
+                    return Err(e);
                 }
                 return Err(Error::Empty);
             }

@@ -101,3 +101,24 @@ def test_bad_input_errors(tmp_path: object) -> None:
     tx.close()
     rx.close()
     assert not os.path.exists(f"/dev/shm/shmplane.small-{os.getpid()}")
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_try_recv_mailbox_notices_dead_sender() -> None:
+    import time
+
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    p = mp.get_context("spawn").Process(target=_send_forever, args=(tx,), daemon=True)
+    p.start()
+    tx.close()
+    assert rx.recv(timeout=10) == b"alive"
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    deadline = time.monotonic() + 10
+    with pytest.raises(shmplane.PeerDeadError):
+        while time.monotonic() < deadline:  # the check_pause() pattern: poll, mostly empty
+            try:
+                rx.try_recv()
+            except shmplane.Empty:
+                pass
+    rx.close()
