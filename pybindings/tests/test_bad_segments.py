@@ -1,0 +1,184 @@
+"""Foreign, damaged and dead segments give specific errors, never a hang or a crash."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import struct
+import time
+
+import pytest
+
+import shmplane
+
+WATCHDOG = 30
+
+
+def _name(tag: str) -> str:
+    return f"t-{tag}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+
+
+def _path(name: str) -> str:
+    return f"/dev/shm/shmplane.{name}"
+
+
+def _patch_u64(name: str, offset: int, fn) -> None:  # type: ignore[no-untyped-def]
+    with open(_path(name), "r+b") as f:
+        f.seek(offset)
+        (v,) = struct.unpack("<Q", f.read(8))
+        f.seek(offset)
+        f.write(struct.pack("<Q", fn(v)))
+
+
+def _made_by_sender(name: str) -> shmplane.Sender:
+    tx = shmplane.Sender.create(name, 1 << 16)
+    return tx
+
+
+def test_wrong_kind() -> None:
+    name = _name("kind")
+    tx = _made_by_sender(name)
+    try:
+        _patch_u64(name, 8, lambda v: (v & 0xFFFF_FFFF) | (2 << 32))  # kind := slot
+        with pytest.raises(shmplane.WrongKindError):
+            shmplane.Receiver.open(name)
+    finally:
+        tx.close()
+        if os.path.exists(_path(name)):
+            os.unlink(_path(name))
+
+
+def test_other_abi_version() -> None:
+    name = _name("abi")
+    tx = _made_by_sender(name)
+    try:
+        _patch_u64(name, 8, lambda v: (v & ~0xFFFF_FFFF) | 999)
+        with pytest.raises(shmplane.IncompatibleSegmentError):
+            shmplane.Receiver.open(name)
+    finally:
+        tx.close()
+        if os.path.exists(_path(name)):
+            os.unlink(_path(name))
+
+
+def test_truncated_segment() -> None:
+    name = _name("trunc")
+    tx = _made_by_sender(name)
+    tx.close()  # closed, receiver never attached: the segment waits for its peer
+    os.truncate(_path(name), 8192)
+    try:
+        with pytest.raises(shmplane.CorruptSegmentError, match="truncated|bytes"):
+            shmplane.Receiver.open(name)
+    finally:
+        os.unlink(_path(name))
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_zero_length_file_is_corrupt_in_bounded_time() -> None:
+    name = _name("empty")
+    open(_path(name), "wb").close()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.Receiver.open(name)
+        assert time.monotonic() - t0 < 10
+    finally:
+        os.unlink(_path(name))
+
+
+def test_garbage_file_is_not_replaced_by_create() -> None:
+    name = _name("junk")
+    with open(_path(name), "wb") as f:
+        f.write(os.urandom(1 << 16))
+    try:
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.channel(name=name)
+        assert os.path.getsize(_path(name)) == 1 << 16
+    finally:
+        os.unlink(_path(name))
+
+
+def _attach_and_hang(name: str) -> None:
+    tx = shmplane.Sender.create(name, 1 << 16)
+    rx = shmplane.Receiver.open(name)
+    tx.send(b"x")
+    del rx
+    signal.pause()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_stale_segment_of_killed_process_is_replaced() -> None:
+    name = _name("stale")
+    p = mp.get_context("spawn").Process(target=_attach_and_hang, args=(name,), daemon=True)
+    p.start()
+    deadline = time.monotonic() + 15
+    while not os.path.exists(_path(name)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    with pytest.raises(shmplane.AlreadyExistsError):
+        shmplane.channel(name=name)  # its owner is alive
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    tx, rx = shmplane.channel(name=name)  # stale now: replaced, not AlreadyExists
+    tx.send(b"fresh")
+    assert rx.recv(timeout=1) == b"fresh"
+    tx.close()
+    rx.close()
+    assert not os.path.exists(_path(name))
+
+
+def _fill_then_wait(rx: shmplane.Receiver) -> None:
+    signal.pause()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_receiver_killed_while_sender_blocked_on_full_ring() -> None:
+    tx, rx = shmplane.channel(capacity=1 << 12)
+    p = mp.get_context("spawn").Process(target=_fill_then_wait, args=(rx,), daemon=True)
+    p.start()
+    rx.close()
+    while True:
+        try:
+            tx.try_send(b"y" * 500)
+        except shmplane.Full:
+            break
+    killer = mp.get_context("spawn").Process(target=_kill_later, args=(p.pid, 0.5), daemon=True)
+    killer.start()
+    with pytest.raises(shmplane.PeerDeadError):
+        tx.send(b"y" * 500, timeout=20)
+    p.join(10)
+    killer.join(10)
+    tx.close()
+
+
+def _kill_later(pid: int, delay: float) -> None:
+    time.sleep(delay)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _recv_forever(rx: shmplane.Receiver, ready: shmplane.Sender) -> None:
+    ready.send(b"ready")
+    try:
+        rx.recv()  # no timeout: only Ctrl-C ends this
+    except KeyboardInterrupt:
+        os._exit(42)
+    os._exit(1)
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("policy", ["adaptive", "block", "spin"])
+def test_ctrl_c_interrupts_blocked_recv(policy: str) -> None:
+    tx, rx = shmplane.channel(capacity=1 << 12, policy=policy)
+    rtx, rrx = shmplane.channel(capacity=1 << 12)
+    p = mp.get_context("spawn").Process(target=_recv_forever, args=(rx, rtx))
+    p.start()
+    rx.close()
+    rtx.close()
+    assert rrx.recv(timeout=15) == b"ready"
+    time.sleep(0.2)
+    os.kill(p.pid, signal.SIGINT)
+    p.join(10)
+    assert p.exitcode == 42
+    tx.close()
+    rrx.close()
