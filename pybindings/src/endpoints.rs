@@ -408,8 +408,9 @@ impl<'py> Incoming<'py> {
                     return Err(corrupt(py, format!("ndarray message has {} parts, expected 2", parts.len())));
                 };
                 let meta = data.get(mo..mo + ml).ok_or_else(|| corrupt(py, "ndarray metadata not in the first record".into()))?;
-                let arr = codec_fn!(py, "alloc_array")?.call1((PyBytes::new(py, meta),))?;
-                inc.target(py, &arr, doff, dl)?;
+                let (arr, flat): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
+                    codec_fn!(py, "alloc_array")?.call1((PyBytes::new(py, meta),))?.extract()?;
+                inc.target(py, &flat, doff, dl)?;
                 inc.result = arr;
             }
             TAG_PICKLE => {

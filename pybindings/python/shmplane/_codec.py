@@ -39,13 +39,15 @@ def encode(obj: Any) -> tuple[int, list[Any]]:
     return TAG_PICKLE, [data, *(b.raw() for b in buffers)]
 
 
-def alloc_array(meta: bytes) -> Any:
-    """An uninitialised array for an ndarray record's ``meta``."""
+def alloc_array(meta: bytes) -> tuple[Any, Any]:
+    """An uninitialised array for an ndarray record's ``meta``, and a flat ``uint8`` view
+    of it to copy into (0-d arrays and dtypes like datetime64 export no usable buffer)."""
     import numpy as np
 
     dtype, _, shape = meta.decode("ascii").rpartition("|")
     dims = tuple(int(d) for d in shape.split(",") if d)
-    return np.empty(dims, dtype=np.dtype(dtype))
+    arr = np.empty(dims, dtype=np.dtype(dtype))
+    return arr, arr.reshape(-1).view(np.uint8)
 
 
 def alloc_buffer(nbytes: int) -> Any:
