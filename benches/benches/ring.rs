@@ -4,6 +4,8 @@
 //! - `floor/cacheline_pingpong`: one round trip of a 64-byte line (store, remote load).
 //! - `ring/pingpong_64B_spin`: send 64 B, child echoes it back on a second channel: a
 //!   round trip; one-way latency = half.
+//! - `floor/line_stream`: one-way stream of 64-byte lines, each carrying a sequence
+//!   number the reader spins on: the throughput floor of moving 64 bytes across cores.
 //! - `ring/stream_64B_spin`: one-way stream of 64-byte messages (throughput).
 //!
 //! Run: `cargo bench -p shmplane-benches --bench ring`.
@@ -47,6 +49,74 @@ fn floor(c: &mut Criterion) {
     });
     support::reap(child);
     file.unlink_if_same(&n);
+}
+
+fn line_stream(c: &mut Criterion) {
+    const LINES: u64 = 16 << 10; // 1 MiB of 64-byte lines
+    const ACK_EVERY: u64 = 1024;
+    let n = name("lines");
+    let len = (LINES as usize + 2) * 64;
+    let file = ShmFile::create(&n, len as u64).expect("create");
+    let region = Region::map(&file, len).expect("map");
+    // SAFETY: 8-aligned offsets inside the region; AtomicU64 only.
+    let word = |line: u64, w: u64| -> &AtomicU64 { unsafe { region.at(((line * 8 + w) * 8) as usize) } };
+    let consumed = word(LINES, 0);
+    let child = support::fork_child(|| {
+        let mut seq = 0u64;
+        let mut sum = 0u64;
+        loop {
+            let line = seq % LINES;
+            while word(line, 7).load(Ordering::Acquire) != seq + 1 {
+                std::hint::spin_loop();
+            }
+            for w in 0..7 {
+                sum = sum.wrapping_add(word(line, w).load(Ordering::Relaxed));
+            }
+            seq += 1;
+            if seq % ACK_EVERY == 0 {
+                consumed.store(seq, Ordering::Release);
+            }
+            std::hint::black_box(sum);
+        }
+    });
+    let mut seq = 0u64;
+    let mut group = c.benchmark_group("floor");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("line_stream", |b| {
+        b.iter_custom(|iters| {
+            let iters = iters.next_multiple_of(ACK_EVERY);
+            let start = Instant::now();
+            for _ in 0..iters {
+                while seq - consumed.load(Ordering::Acquire) >= LINES - ACK_EVERY {
+                    std::hint::spin_loop();
+                }
+                let line = seq % LINES;
+                for w in 0..7 {
+                    word(line, w).store(seq, Ordering::Relaxed);
+                }
+                word(line, 7).store(seq + 1, Ordering::Release);
+                seq += 1;
+            }
+            while consumed.load(Ordering::Acquire) != seq {
+                std::hint::spin_loop();
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+    support::reap(child);
+    file.unlink_if_same(&n);
+}
+
+fn same_thread(c: &mut Criterion) {
+    let (mut tx, mut rx) = shmplane::channel(1 << 20).expect("channel");
+    let msg = [7u8; 64];
+    c.bench_function("ring/same_thread_send_recv_64B", |b| {
+        b.iter(|| {
+            tx.send(&msg).expect("send");
+            drop(rx.try_peek().expect("recv"));
+        })
+    });
 }
 
 fn ring(c: &mut Criterion) {
@@ -112,5 +182,5 @@ fn ring(c: &mut Criterion) {
     support::reap(child);
 }
 
-criterion_group!(benches, floor, ring);
+criterion_group!(benches, floor, line_stream, same_thread, ring);
 criterion_main!(benches);
