@@ -102,6 +102,15 @@ impl Sender {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Corrupt`], [`Error::Incompatible`],
     /// [`Error::WrongKind`], [`Error::RoleTaken`], [`Error::Os`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut rx = shmplane::Receiver::create("doc-sender-open", 4096)?;
+    /// let mut tx = shmplane::Sender::open("doc-sender-open")?;
+    /// tx.send(b"x")?;
+    /// assert_eq!(rx.recv()?, b"x");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Sender> {
         Sender::attach(Segment::open(name, SegmentKind::Channel)?)
     }
@@ -111,6 +120,21 @@ impl Sender {
     ///
     /// # Errors
     /// As [`Sender::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::os::fd::{BorrowedFd, OwnedFd};
+    /// let (tx, mut rx) = shmplane::channel(4096)?;
+    /// // What a child process does with a descriptor it inherited (same open file description).
+    /// // SAFETY (doc example): the descriptor is open for the duration of the borrow.
+    /// let fd: OwnedFd = unsafe { BorrowedFd::borrow_raw(tx.fd().unwrap()) }.try_clone_to_owned().unwrap();
+    /// let name = tx.name().map(str::to_owned);
+    /// drop(tx);
+    /// let mut tx = shmplane::Sender::from_fd(fd, name)?;
+    /// tx.send(b"moved")?;
+    /// assert_eq!(rx.recv()?, b"moved");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Sender> {
         Sender::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?)
     }
@@ -133,11 +157,32 @@ impl Sender {
     }
 
     /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// assert!(matches!(tx.wait_policy(), shmplane::WaitPolicy::Adaptive { .. }));
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Spin);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Spin);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn wait_policy(&self) -> WaitPolicy {
         self.policy
     }
 
     /// Set how blocking operations wait.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.capacity(), 8192);
+    /// assert!(tx.name().is_some() && tx.path().is_some() && tx.fd().is_some());
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;
     }
@@ -146,31 +191,102 @@ impl Sender {
     ///
     /// # Errors
     /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (tx, rx) = shmplane::channel(4096)?;
+    /// assert_eq!(tx.max_message_len()?, 4080);
+    /// assert_eq!(tx.capacity(), 4096);
+    /// assert_eq!(tx.name(), rx.name());
+    /// assert!(tx.path().unwrap().starts_with("/dev/shm/shmplane."));
+    /// assert!(tx.fd().is_some() && !tx.is_closed());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn max_message_len(&self) -> Result<usize> {
         Ok(self.producer.as_ref().ok_or(Error::Closed)?.max_payload())
     }
 
     /// Ring capacity in bytes, or 0 once closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.capacity(), 8192);
+    /// assert!(tx.name().is_some() && tx.path().is_some() && tx.fd().is_some());
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.producer.as_ref().map_or(0, |p| p.store().capacity())
     }
 
     /// The channel's name (`None` once closed).
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.capacity(), 8192);
+    /// assert!(tx.name().is_some() && tx.path().is_some() && tx.fd().is_some());
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.producer.as_ref().and_then(|p| p.store().segment().name())
     }
 
     /// The segment file's path (`None` once closed).
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.capacity(), 8192);
+    /// assert!(tx.name().is_some() && tx.path().is_some() && tx.fd().is_some());
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn path(&self) -> Option<&str> {
         self.producer.as_ref().map(|p| p.store().segment().path())
     }
 
     /// The descriptor holding this end's role (to pass to a child), `None` once closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.capacity(), 8192);
+    /// assert!(tx.name().is_some() && tx.path().is_some() && tx.fd().is_some());
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn fd(&self) -> Option<RawFd> {
         self.producer.as_ref().and_then(|p| p.store().segment().fd())
     }
 
     /// True once [`Sender::close`] ran.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.capacity(), 8192);
+    /// assert!(tx.name().is_some() && tx.path().is_some() && tx.fd().is_some());
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.producer.is_none()
     }
@@ -246,6 +362,16 @@ impl Sender {
     ///
     /// # Errors
     /// [`Error::Timeout`]; otherwise as [`Sender::send`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// tx.send_timeout(&[0; 4000], Duration::from_millis(10))?;
+    /// let full = tx.send_timeout(&[0; 4000], Duration::from_millis(10));
+    /// assert!(matches!(full, Err(shmplane::Error::Timeout)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.send_impl(msg, Some(Instant::now() + timeout), true)
     }
@@ -275,6 +401,16 @@ impl Sender {
     ///
     /// # Errors
     /// [`Error::Full`]; otherwise as [`Sender::send`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.try_loan(3)?;
+    /// loan.as_mut_slice().copy_from_slice(b"abc");
+    /// loan.commit();
+    /// assert_eq!(rx.recv()?, b"abc");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>> {
         let claim = self.claim(len, None, false)?;
         Ok(Loan { producer: self.producer.as_mut().expect("open"), claim: Some(claim), tag: 0 })
@@ -286,6 +422,16 @@ impl Sender {
     ///
     /// # Errors
     /// As [`Sender::send`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// assert!(tx.poll_space(4000, Some(Duration::ZERO))?);
+    /// tx.send(&[0; 4000])?;
+    /// assert!(!tx.poll_space(4000, Some(Duration::from_millis(5)))?);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn poll_space(&mut self, len: usize, timeout: Option<Duration>) -> Result<bool> {
         let block = timeout != Some(Duration::ZERO);
         match self.claim(len, timeout.map(|t| Instant::now() + t), block) {
@@ -298,6 +444,17 @@ impl Sender {
     /// Close this end: the receiver gets [`Error::Disconnected`] after draining. If this
     /// handle was shared with another process (fork, descriptor passing), the role stays
     /// with that process. Idempotent; also done on drop.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"last")?;
+    /// tx.close();
+    /// assert!(tx.is_closed());
+    /// assert_eq!(rx.recv()?, b"last");
+    /// assert!(matches!(rx.recv(), Err(shmplane::Error::Disconnected { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn close(&mut self) {
         if let Some(p) = self.producer.take() {
             p.into_store().into_segment().close_role(PRODUCER, self.owner.pid());
@@ -335,16 +492,45 @@ pub struct Loan<'a> {
 
 impl Loan<'_> {
     /// The lent bytes (their previous contents are unspecified).
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.loan(8, None)?;
+    /// assert_eq!((loan.len(), loan.is_empty()), (8, false));
+    /// loan.as_mut_slice().copy_from_slice(&7u64.to_le_bytes());
+    /// loan.set_tag(5)?;
+    /// loan.commit_len(8)?;
+    /// let msg = rx.peek(None)?;
+    /// assert_eq!((msg.tag(), &msg[..]), (5, &7u64.to_le_bytes()[..]));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         self.producer.payload_mut(self.claim.as_ref().expect("uncommitted"))
     }
 
     /// Length of the loan in bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// let loan = tx.loan(16, None)?;
+    /// assert_eq!(loan.len(), 16);
+    /// drop(loan); // aborted: nothing published
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.claim.as_ref().map_or(0, Claim::len)
     }
 
     /// True for a zero-length loan.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// assert!(tx.loan(0, None)?.is_empty());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -353,6 +539,15 @@ impl Loan<'_> {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `tag` is out of range.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.loan(1, None)?;
+    /// assert!(loan.set_tag(u32::MAX).is_err());
+    /// loan.set_tag(42)?;
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn set_tag(&mut self, tag: u32) -> Result<()> {
         if tag > MAX_TAG {
             return Err(Error::InvalidArgument(format!("tag {tag} exceeds {MAX_TAG}")));
@@ -362,6 +557,16 @@ impl Loan<'_> {
     }
 
     /// Publish the whole loan.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.loan(2, None)?;
+    /// loan.as_mut_slice().copy_from_slice(b"ok");
+    /// loan.commit();
+    /// assert_eq!(rx.recv()?, b"ok");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn commit(mut self) {
         let claim = self.claim.take().expect("uncommitted");
         let len = claim.len();
@@ -372,6 +577,16 @@ impl Loan<'_> {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] if `len` exceeds the loan.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.loan(100, None)?;       // reserve the most we might write
+    /// loan.as_mut_slice()[..3].copy_from_slice(b"abc");
+    /// loan.commit_len(3)?;                       // publish what we wrote
+    /// assert_eq!(rx.recv()?, b"abc");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn commit_len(mut self, len: usize) -> Result<()> {
         if len > self.len() {
             return Err(Error::InvalidArgument(format!("commit of {len} bytes exceeds the {}-byte loan", self.len())));
@@ -402,6 +617,15 @@ impl Receiver {
     ///
     /// # Errors
     /// As [`Sender::create`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut rx = shmplane::Receiver::create("doc-receiver-create", 1 << 16)?;
+    /// let mut tx = shmplane::Sender::open("doc-receiver-create")?;
+    /// tx.send(b"hello")?;
+    /// assert_eq!(rx.recv()?, b"hello");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Receiver> {
         Receiver::attach(create_segment(name, capacity_bytes)?)
     }
@@ -410,6 +634,16 @@ impl Receiver {
     ///
     /// # Errors
     /// As [`Sender::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut tx = shmplane::Sender::create("doc-receiver-open", 4096)?;
+    /// tx.send(b"queued before the receiver attached")?;
+    /// let mut rx = shmplane::Receiver::open("doc-receiver-open")?;
+    /// assert_eq!(rx.recv()?, b"queued before the receiver attached");
+    /// assert!(matches!(shmplane::Receiver::open("doc-receiver-open"), Err(shmplane::Error::RoleTaken { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Receiver> {
         Receiver::attach(Segment::open(name, SegmentKind::Channel)?)
     }
@@ -418,6 +652,20 @@ impl Receiver {
     ///
     /// # Errors
     /// As [`Sender::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::os::fd::{BorrowedFd, OwnedFd};
+    /// let (mut tx, rx) = shmplane::channel(4096)?;
+    /// // SAFETY (doc example): the descriptor is open for the duration of the borrow.
+    /// let fd: OwnedFd = unsafe { BorrowedFd::borrow_raw(rx.fd().unwrap()) }.try_clone_to_owned().unwrap();
+    /// let name = rx.name().map(str::to_owned);
+    /// drop(rx);
+    /// let mut rx = shmplane::Receiver::from_fd(fd, name)?;
+    /// tx.send(b"moved")?;
+    /// assert_eq!(rx.recv()?, b"moved");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Receiver> {
         Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?)
     }
@@ -443,36 +691,120 @@ impl Receiver {
     }
 
     /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn wait_policy(&self) -> WaitPolicy {
         self.policy
     }
 
     /// Set how blocking operations wait.
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;
     }
 
     /// Ring capacity in bytes, or 0 once closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn capacity(&self) -> usize {
         self.consumer.as_ref().map_or(0, |c| c.store().capacity())
     }
 
     /// The channel's name (`None` once closed).
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.consumer.as_ref().and_then(|c| c.store().segment().name())
     }
 
     /// The segment file's path (`None` once closed).
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn path(&self) -> Option<&str> {
         self.consumer.as_ref().map(|c| c.store().segment().path())
     }
 
     /// The descriptor holding this end's role (to pass to a child), `None` once closed.
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn fd(&self) -> Option<RawFd> {
         self.consumer.as_ref().and_then(|c| c.store().segment().fd())
     }
 
     /// True once [`Receiver::close`] ran.
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.consumer.is_none()
     }
@@ -567,6 +899,15 @@ impl Receiver {
     ///
     /// # Errors
     /// [`Error::Empty`]; otherwise as [`Receiver::recv`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(matches!(rx.try_recv(), Err(shmplane::Error::Empty)));  // one atomic load
+    /// tx.send(b"x")?;
+    /// assert_eq!(rx.try_recv()?, b"x");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn try_recv(&mut self) -> Result<Vec<u8>> {
         self.recv_impl(None, false)
     }
@@ -575,6 +916,14 @@ impl Receiver {
     ///
     /// # Errors
     /// [`Error::Timeout`]; otherwise as [`Receiver::recv`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(matches!(rx.recv_timeout(Duration::from_millis(5)), Err(shmplane::Error::Timeout)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
         self.recv_impl(Some(Instant::now() + timeout), true)
     }
@@ -584,6 +933,18 @@ impl Receiver {
     ///
     /// # Errors
     /// [`Error::Timeout`]; otherwise as [`Receiver::recv`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"in place")?;
+    /// {
+    ///     let msg = rx.peek(None)?;        // a view into shared memory
+    ///     assert_eq!(&*msg, b"in place");
+    /// }                                    // released here
+    /// assert!(matches!(rx.try_recv(), Err(shmplane::Error::Empty)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Message<'_>> {
         let record = self.next(timeout.map(|t| Instant::now() + t), true)?;
         Ok(Message { consumer: self.consumer.as_mut().expect("open"), record: Some(record) })
@@ -593,6 +954,15 @@ impl Receiver {
     ///
     /// # Errors
     /// [`Error::Empty`]; otherwise as [`Receiver::recv`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(matches!(rx.try_peek(), Err(shmplane::Error::Empty)));
+    /// tx.send(b"x")?;
+    /// assert_eq!(&*rx.try_peek()?, b"x");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn try_peek(&mut self) -> Result<Message<'_>> {
         let record = self.next(None, false)?;
         Ok(Message { consumer: self.consumer.as_mut().expect("open"), record: Some(record) })
@@ -605,6 +975,17 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::recv`] ([`Error::Disconnected`] once the sender closed and
     /// everything was received).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(!rx.poll(Some(Duration::ZERO))?);
+    /// tx.send(b"x")?;
+    /// assert!(rx.poll(None)?);
+    /// assert_eq!(rx.recv()?, b"x"); // poll does not consume
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
         let block = timeout != Some(Duration::ZERO);
         match self.next(timeout.map(|t| Instant::now() + t), block) {
@@ -616,6 +997,17 @@ impl Receiver {
 
     /// Close this end: the sender gets [`Error::Disconnected`] when it next waits.
     /// Idempotent; also done on drop.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// rx.close();
+    /// assert!(matches!(rx.recv(), Err(shmplane::Error::Closed)));
+    /// // The sender learns it when it next waits for room.
+    /// while tx.try_send(&[0; 1000]).is_ok() {}
+    /// assert!(matches!(tx.send(&[0; 1000]), Err(shmplane::Error::Disconnected { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn close(&mut self) {
         if let Some(c) = self.consumer.take() {
             c.into_store().into_segment().close_role(CONSUMER, self.owner.pid());
@@ -652,6 +1044,14 @@ pub struct Message<'a> {
 
 impl Message<'_> {
     /// The sender's tag (0 unless set with [`Loan::set_tag`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"untagged")?;
+    /// assert_eq!(rx.peek(None)?.tag(), 0);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
     pub fn tag(&self) -> u32 {
         self.record.as_ref().map_or(0, Record::tag)
     }

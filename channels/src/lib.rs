@@ -40,6 +40,12 @@ pub use shmplane_shm::ring::max_payload as max_message_len;
 /// Remove every segment of this user that is stale: its creator died while
 /// initialising it, an owner died without closing it, or every end was closed.
 /// Returns the names removed.
+///
+/// # Examples
+/// ```
+/// let removed: Vec<String> = shmplane::gc();
+/// assert!(removed.iter().all(|n| !n.is_empty()));
+/// ```
 pub fn gc() -> Vec<String> {
     shmplane_shm::segment::gc()
 }
