@@ -126,6 +126,96 @@ fn put_record(
     }
 }
 
+/// The `#[pymethods]` block of an endpoint class: its own methods, then the ones
+/// Sender and Receiver share (close, fileno, name, path, capacity, closed, policy,
+/// context manager, pickling, repr).
+macro_rules! endpoint_pymethods {
+    ($ty:ident, $kind:literal, $class:literal, { $($own:tt)* }) => {
+        #[pymethods]
+        impl $ty {
+            $($own)*
+
+            /// Close this end (idempotent).
+            fn close(&self, py: Python<'_>) -> PyResult<()> {
+                let mut guard = self.lock(py)?;
+                let endpoint = &mut *guard;
+                py.detach(|| endpoint.close());
+                Ok(())
+            }
+
+            /// The descriptor holding this end's role.
+            fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+                self.lock(py)?.fd().ok_or_else(|| to_py(py, Error::Closed))
+            }
+
+            /// The channel's name.
+            #[getter]
+            fn name(&self, py: Python<'_>) -> PyResult<Option<String>> {
+                Ok(self.lock(py)?.name().map(str::to_owned))
+            }
+
+            /// The segment file path.
+            #[getter]
+            fn path(&self, py: Python<'_>) -> PyResult<Option<String>> {
+                Ok(self.lock(py)?.path().map(str::to_owned))
+            }
+
+            /// Ring capacity in bytes (0 once closed).
+            #[getter]
+            fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
+                Ok(self.lock(py)?.capacity())
+            }
+
+            /// True once closed.
+            #[getter]
+            fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+                Ok(self.lock(py)?.is_closed())
+            }
+
+            /// Wait policy: 'spin', 'block' or 'adaptive(spin_us=...)'.
+            #[getter]
+            fn policy(&self, py: Python<'_>) -> PyResult<String> {
+                Ok(policy_name(self.lock(py)?.wait_policy()))
+            }
+
+            /// Set the wait policy ('spin', 'adaptive' or 'block'; spin_us for adaptive).
+            #[pyo3(signature = (policy, spin_us=20.0))]
+            fn set_policy(&self, py: Python<'_>, policy: &str, spin_us: f64) -> PyResult<()> {
+                let p = parse_policy(policy, spin_us)?;
+                self.lock(py)?.set_wait_policy(p);
+                Ok(())
+            }
+
+            fn __enter__(slf: Py<Self>) -> Py<Self> {
+                slf
+            }
+
+            #[pyo3(signature = (*_args))]
+            fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
+                self.close(py)?;
+                Ok(false)
+            }
+
+            fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                slf.py().import("shmplane._handles")?.call_method1("reduce_endpoint", (slf, $kind))
+            }
+
+            fn __repr__(&self) -> String {
+                match self.inner.try_lock() {
+                    Ok(e) if e.is_closed() => concat!("<shmplane.", $class, " closed>").into(),
+                    Ok(e) => format!(
+                        concat!("<shmplane.", $class, " name={:?} capacity={} policy={}>"),
+                        e.name().unwrap_or(""),
+                        e.capacity(),
+                        policy_name(e.wait_policy())
+                    ),
+                    Err(_) => concat!("<shmplane.", $class, " busy>").into(),
+                }
+            }
+        }
+    };
+}
+
 /// The sending end of a channel. See `shmplane.channel`.
 #[pyclass(module = "shmplane._shmplane", name = "Sender", frozen)]
 pub struct PySender {
@@ -190,8 +280,7 @@ impl PySender {
     }
 }
 
-#[pymethods]
-impl PySender {
+endpoint_pymethods!(PySender, "sender", "Sender", {
     /// Create channel `name` (capacity in bytes, a power of two) and attach as sender.
     #[staticmethod]
     #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY))]
@@ -252,93 +341,12 @@ impl PySender {
         }
     }
 
-    /// Close this end (idempotent).
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut guard = self.lock(py)?;
-        let endpoint = &mut *guard;
-        py.detach(|| endpoint.close());
-        Ok(())
-    }
-
-    /// The descriptor holding this end's role.
-    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
-        self.lock(py)?.fd().ok_or_else(|| to_py(py, Error::Closed))
-    }
-
-    /// The channel's name.
-    #[getter]
-    fn name(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        Ok(self.lock(py)?.name().map(str::to_owned))
-    }
-
-    /// The segment file path.
-    #[getter]
-    fn path(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        Ok(self.lock(py)?.path().map(str::to_owned))
-    }
-
-    /// Ring capacity in bytes (0 once closed).
-    #[getter]
-    fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.capacity())
-    }
-
     /// Largest message payload in bytes.
     #[getter]
     fn max_message_size(&self, py: Python<'_>) -> PyResult<usize> {
         self.lock(py)?.max_message_len().py_err(py)
     }
-
-    /// True once closed.
-    #[getter]
-    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(self.lock(py)?.is_closed())
-    }
-
-    /// Wait policy: 'spin', 'block' or 'adaptive(spin_us=...)'.
-    #[getter]
-    fn policy(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(policy_name(self.lock(py)?.wait_policy()))
-    }
-
-    /// Set the wait policy ('spin', 'adaptive' or 'block'; spin_us for adaptive).
-    #[pyo3(signature = (policy, spin_us=20.0))]
-    fn set_policy(&self, py: Python<'_>, policy: &str, spin_us: f64) -> PyResult<()> {
-        let p = parse_policy(policy, spin_us)?;
-        self.lock(py)?.set_wait_policy(p);
-        Ok(())
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
-
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("shmplane._handles")?.call_method1("reduce_endpoint", (slf, "sender"))
-    }
-
-    fn __repr__(&self, py: Python<'_>) -> String {
-        match self.inner.try_lock() {
-            Ok(s) if s.is_closed() => "<shmplane.Sender closed>".into(),
-            Ok(s) => format!(
-                "<shmplane.Sender name={:?} capacity={} policy={}>",
-                s.name().unwrap_or(""),
-                s.capacity(),
-                policy_name(s.wait_policy())
-            ),
-            Err(_) => {
-                let _ = py;
-                "<shmplane.Sender busy>".into()
-            }
-        }
-    }
-}
+});
 
 /// The receiving end of a channel. See `shmplane.channel`.
 #[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen)]
@@ -551,8 +559,7 @@ fn receive_rest(py: Python<'_>, rx: &mut Receiver, inc: &mut Incoming<'_>) -> Py
     Ok(())
 }
 
-#[pymethods]
-impl PyReceiver {
+endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     /// Create channel `name` (capacity in bytes, a power of two) and attach as receiver.
     #[staticmethod]
     #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY))]
@@ -617,67 +624,6 @@ impl PyReceiver {
         }
     }
 
-    /// Close this end (idempotent).
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut guard = self.lock(py)?;
-        let endpoint = &mut *guard;
-        py.detach(|| endpoint.close());
-        Ok(())
-    }
-
-    /// The descriptor holding this end's role.
-    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
-        self.lock(py)?.fd().ok_or_else(|| to_py(py, Error::Closed))
-    }
-
-    /// The channel's name.
-    #[getter]
-    fn name(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        Ok(self.lock(py)?.name().map(str::to_owned))
-    }
-
-    /// The segment file path.
-    #[getter]
-    fn path(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        Ok(self.lock(py)?.path().map(str::to_owned))
-    }
-
-    /// Ring capacity in bytes (0 once closed).
-    #[getter]
-    fn capacity(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.lock(py)?.capacity())
-    }
-
-    /// True once closed.
-    #[getter]
-    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
-        Ok(self.lock(py)?.is_closed())
-    }
-
-    /// Wait policy: 'spin', 'block' or 'adaptive(spin_us=...)'.
-    #[getter]
-    fn policy(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(policy_name(self.lock(py)?.wait_policy()))
-    }
-
-    /// Set the wait policy ('spin', 'adaptive' or 'block'; spin_us for adaptive).
-    #[pyo3(signature = (policy, spin_us=20.0))]
-    fn set_policy(&self, py: Python<'_>, policy: &str, spin_us: f64) -> PyResult<()> {
-        let p = parse_policy(policy, spin_us)?;
-        self.lock(py)?.set_wait_policy(p);
-        Ok(())
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
-    }
-
     fn __iter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
@@ -690,24 +636,7 @@ impl PyReceiver {
             Err(e) => Err(e),
         }
     }
-
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("shmplane._handles")?.call_method1("reduce_endpoint", (slf, "receiver"))
-    }
-
-    fn __repr__(&self) -> String {
-        match self.inner.try_lock() {
-            Ok(r) if r.is_closed() => "<shmplane.Receiver closed>".into(),
-            Ok(r) => format!(
-                "<shmplane.Receiver name={:?} capacity={} policy={}>",
-                r.name().unwrap_or(""),
-                r.capacity(),
-                policy_name(r.wait_policy())
-            ),
-            Err(_) => "<shmplane.Receiver busy>".into(),
-        }
-    }
-}
+});
 
 impl PySender {
     pub(crate) fn wrap(s: Sender) -> Self {
