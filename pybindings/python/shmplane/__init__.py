@@ -14,57 +14,13 @@ forkserver), and wait with the GIL released (Ctrl-C works). Errors derive from
 
 from __future__ import annotations
 
-from . import _handles  # noqa: F401  (registers nothing; imported for pickling support)
+from . import _handles  # noqa: F401  (pickling support for endpoints)
+from . import errors
 from ._shmplane import DEFAULT_CAPACITY, Receiver, Sender, _channel
 from ._shmplane import gc as _gc
-from .errors import (
-    AlreadyExistsError,
-    ClosedError,
-    CorruptSegmentError,
-    DisconnectedError,
-    Empty,
-    Full,
-    IncompatibleSegmentError,
-    InvalidArgumentError,
-    InvalidNameError,
-    MessageTooLargeError,
-    NoSpaceError,
-    NotFoundError,
-    PeerDeadError,
-    RoleTakenError,
-    ShmplaneError,
-    ShmplaneOSError,
-    Timeout,
-    TruncatedMessageError,
-    WrongKindError,
-)
+from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
 
-__all__ = [
-    "channel",
-    "gc",
-    "Sender",
-    "Receiver",
-    "DEFAULT_CAPACITY",
-    "ShmplaneError",
-    "NotFoundError",
-    "AlreadyExistsError",
-    "InvalidNameError",
-    "InvalidArgumentError",
-    "CorruptSegmentError",
-    "IncompatibleSegmentError",
-    "WrongKindError",
-    "MessageTooLargeError",
-    "Full",
-    "Empty",
-    "Timeout",
-    "PeerDeadError",
-    "DisconnectedError",
-    "RoleTakenError",
-    "ClosedError",
-    "NoSpaceError",
-    "ShmplaneOSError",
-    "TruncatedMessageError",
-]
+__all__ = ["channel", "gc", "Sender", "Receiver", "DEFAULT_CAPACITY", *errors.__all__]
 
 
 def channel(
