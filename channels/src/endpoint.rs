@@ -23,6 +23,7 @@ pub(crate) struct Owner {
 
 impl Owner {
     pub(crate) fn current() -> Owner {
+        shmplane_shm::sync::install_fork_hook();
         let fork_gen = fork_generation();
         let (pid, start) = liveness::current_process();
         Owner { pid, start, fork_gen }

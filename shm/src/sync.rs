@@ -33,14 +33,15 @@ pub fn yield_now() {
     loom::thread::yield_now();
 }
 
-/// Number of `fork`s this process has gone through as the child (0 in the original
-/// process). Endpoints compare it with the value they saw last to notice that they now
-/// live in a forked child and must re-register as owner before first use.
 #[cfg(not(shmplane_loom))]
-#[inline]
-pub fn fork_generation() -> u64 {
-    #[allow(clippy::disallowed_types)]
-    static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[allow(clippy::disallowed_types)]
+static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Install (once per process) the `pthread_atfork` child handler behind
+/// [`fork_generation`]. Call before the first [`fork_generation`] that matters (every
+/// endpoint does, when it is created).
+#[cfg(not(shmplane_loom))]
+pub fn install_fork_hook() {
     static HOOK: std::sync::Once = std::sync::Once::new();
     extern "C" fn after_fork_in_child() {
         FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -49,7 +50,16 @@ pub fn fork_generation() -> u64 {
         // SAFETY: the handler only does an atomic add, which is async-signal-safe.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
-    // ORDERING: Relaxed: written in this thread's own process by the fork handler,
-    // which runs in the thread that called fork.
+}
+
+/// Number of `fork`s this process has gone through as the child (0 in the original
+/// process), counted once [`install_fork_hook`] ran. Endpoints compare it with the value
+/// they saw last to notice that they now live in a forked child and must re-register as
+/// owner before first use. One relaxed load: it is on every operation's path.
+#[cfg(not(shmplane_loom))]
+#[inline]
+pub fn fork_generation() -> u64 {
+    // ORDERING: Relaxed: written in this process by the fork handler, which runs in the
+    // thread that called fork, before fork returns in the child.
     FORK_GENERATION.load(Ordering::Relaxed)
 }
