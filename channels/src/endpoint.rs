@@ -38,19 +38,24 @@ impl Owner {
     }
 
     /// Before each operation: re-register after a fork, and refuse to act on a role
-    /// another process took over (a handle passed to a child).
-    #[inline]
+    /// another process took over (a handle passed to a child). Two relaxed loads when
+    /// nothing changed.
+    #[inline(always)]
     pub(crate) fn check(&mut self, entry: &RoleEntry, role: &'static str, segment: &Segment) -> Result<()> {
+        if fork_generation() == self.fork_gen && entry.owner_pid.load(Ordering::Relaxed) == self.pid {
+            return Ok(());
+        }
+        self.check_slow(entry, role, segment)
+    }
+
+    #[cold]
+    fn check_slow(&mut self, entry: &RoleEntry, role: &'static str, segment: &Segment) -> Result<()> {
         if fork_generation() != self.fork_gen {
             *self = Owner::current();
             liveness::register_owner(entry, self.pid, self.start);
             return Ok(());
         }
-        let owner = entry.owner_pid.load(Ordering::Relaxed);
-        if owner == self.pid {
-            return Ok(());
-        }
-        if owner == 0 {
+        if entry.owner_pid.load(Ordering::Relaxed) == 0 {
             // A process that shared our descriptor closed its copy and gave it up.
             liveness::register_owner(entry, self.pid, self.start);
             return Ok(());
