@@ -182,5 +182,10 @@ fn ring(c: &mut Criterion) {
     support::reap(child);
 }
 
-criterion_group!(benches, floor, line_stream, same_thread, ring);
+/// Remove segments of children the benches killed (their peers' closes race the kill).
+fn cleanup(_: &mut Criterion) {
+    shmplane::gc();
+}
+
+criterion_group!(benches, floor, line_stream, same_thread, ring, cleanup);
 criterion_main!(benches);

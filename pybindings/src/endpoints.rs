@@ -64,6 +64,23 @@ fn lock<'a, T>(py: Python<'_>, m: &'a Mutex<T>, what: &str) -> PyResult<MutexGua
     }
 }
 
+/// A capacity argument in bytes: negative values are an `InvalidArgumentError`, not an
+/// `OverflowError` from the integer conversion.
+pub(crate) fn capacity_arg(py: Python<'_>, capacity: i64) -> PyResult<usize> {
+    usize::try_from(capacity).map_err(|_| {
+        to_py(py, Error::InvalidArgument(format!("capacity {capacity} bytes must be a power of two >= 4096")))
+    })
+}
+
+/// Wrap a new endpoint and register it with `shmplane._handles.track`, which closes it
+/// when its process exits (multiprocessing children end with `os._exit`, skipping
+/// destructors: without this the peer would see a clean exit as a death).
+pub(crate) fn tracked<T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>>(py: Python<'_>, value: T) -> PyResult<Bound<'_, T>> {
+    let obj = Bound::new(py, value)?;
+    py.import("shmplane._handles")?.call_method1("track", (&obj,))?;
+    Ok(obj)
+}
+
 /// Take ownership of descriptor `fd`.
 fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
     if fd < 0 {
@@ -217,7 +234,7 @@ macro_rules! endpoint_pymethods {
 }
 
 /// The sending end of a channel. See `shmplane.channel`.
-#[pyclass(module = "shmplane._shmplane", name = "Sender", frozen)]
+#[pyclass(module = "shmplane._shmplane", name = "Sender", frozen, weakref)]
 pub struct PySender {
     inner: Mutex<Sender>,
 }
@@ -283,26 +300,27 @@ impl PySender {
 endpoint_pymethods!(PySender, "sender", "Sender", {
     /// Create channel `name` (capacity in bytes, a power of two) and attach as sender.
     #[staticmethod]
-    #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY))]
-    fn create(py: Python<'_>, name: &str, capacity: usize) -> PyResult<Self> {
+    #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY as i64))]
+    fn create<'py>(py: Python<'py>, name: &str, capacity: i64) -> PyResult<Bound<'py, Self>> {
+        let capacity = capacity_arg(py, capacity)?;
         let s = py.detach(|| Sender::create(name, capacity)).py_err(py)?;
-        Ok(PySender { inner: Mutex::new(s) })
+        tracked(py, PySender { inner: Mutex::new(s) })
     }
 
     /// Open existing channel `name` as its sender.
     #[staticmethod]
-    fn open(py: Python<'_>, name: &str) -> PyResult<Self> {
+    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let s = py.detach(|| Sender::open(name)).py_err(py)?;
-        Ok(PySender { inner: Mutex::new(s) })
+        tracked(py, PySender { inner: Mutex::new(s) })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Sender). Used by unpickling.
     #[staticmethod]
     #[pyo3(signature = (fd, name=None))]
-    fn _from_fd(py: Python<'_>, fd: i32, name: Option<String>) -> PyResult<Self> {
+    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
         let s = py.detach(|| Sender::from_fd(fd, name)).py_err(py)?;
-        Ok(PySender { inner: Mutex::new(s) })
+        tracked(py, PySender { inner: Mutex::new(s) })
     }
 
     /// Send `obj`: bytes-like, numpy array, or any picklable object.
@@ -349,7 +367,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
 });
 
 /// The receiving end of a channel. See `shmplane.channel`.
-#[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen)]
+#[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen, weakref)]
 pub struct PyReceiver {
     inner: Mutex<RecvState>,
 }
@@ -562,26 +580,27 @@ fn receive_rest(py: Python<'_>, rx: &mut Receiver, inc: &mut Incoming<'_>) -> Py
 endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     /// Create channel `name` (capacity in bytes, a power of two) and attach as receiver.
     #[staticmethod]
-    #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY))]
-    fn create(py: Python<'_>, name: &str, capacity: usize) -> PyResult<Self> {
+    #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY as i64))]
+    fn create<'py>(py: Python<'py>, name: &str, capacity: i64) -> PyResult<Bound<'py, Self>> {
+        let capacity = capacity_arg(py, capacity)?;
         let r = py.detach(|| Receiver::create(name, capacity)).py_err(py)?;
-        Ok(PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
+        tracked(py, PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
     }
 
     /// Open existing channel `name` as its receiver.
     #[staticmethod]
-    fn open(py: Python<'_>, name: &str) -> PyResult<Self> {
+    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let r = py.detach(|| Receiver::open(name)).py_err(py)?;
-        Ok(PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
+        tracked(py, PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Receiver). Used by unpickling.
     #[staticmethod]
     #[pyo3(signature = (fd, name=None))]
-    fn _from_fd(py: Python<'_>, fd: i32, name: Option<String>) -> PyResult<Self> {
+    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
         let r = py.detach(|| Receiver::from_fd(fd, name)).py_err(py)?;
-        Ok(PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
+        tracked(py, PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
     }
 
     /// Receive the next object, waiting at most `timeout` seconds (None: forever).

@@ -21,16 +21,24 @@ fn gc(py: Python<'_>) -> Vec<String> {
 
 /// Create a channel: returns `(Sender, Receiver)`.
 #[pyfunction]
-#[pyo3(signature = (capacity=endpoints::DEFAULT_CAPACITY, name=None))]
-fn _channel(py: Python<'_>, capacity: usize, name: Option<&str>) -> PyResult<(endpoints::PySender, endpoints::PyReceiver)> {
+#[pyo3(signature = (capacity=endpoints::DEFAULT_CAPACITY as i64, name=None))]
+fn _channel<'py>(
+    py: Python<'py>,
+    capacity: i64,
+    name: Option<&str>,
+) -> PyResult<(Bound<'py, endpoints::PySender>, Bound<'py, endpoints::PyReceiver>)> {
     use error::IntoPyResult;
+    let capacity = endpoints::capacity_arg(py, capacity)?;
     let (tx, rx) = py
         .detach(|| match name {
             Some(n) => shmplane::channel_named(n, capacity),
             None => shmplane::channel(capacity),
         })
         .py_err(py)?;
-    Ok((endpoints::PySender::wrap(tx), endpoints::PyReceiver::wrap(rx)))
+    Ok((
+        endpoints::tracked(py, endpoints::PySender::wrap(tx))?,
+        endpoints::tracked(py, endpoints::PyReceiver::wrap(rx))?,
+    ))
 }
 
 #[pymodule]
@@ -43,5 +51,6 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TAG_BYTES", codec::TAG_BYTES)?;
     m.add("TAG_NDARRAY", codec::TAG_NDARRAY)?;
     m.add("TAG_PICKLE", codec::TAG_PICKLE)?;
+    m.add("MAX_PARTS", codec::MAX_PARTS)?;
     Ok(())
 }

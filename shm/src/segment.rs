@@ -266,7 +266,10 @@ impl Segment {
         // SAFETY: as above.
         let header: &SegmentHeader = unsafe { region.at(0) };
         let entry = &header.roles[role];
-        let owner = entry.owner_pid.load(Ordering::Relaxed) == me;
+        // Ours to close if we own it, or if nobody does (the process that last used a
+        // shared descriptor closed and gave it up, or never registered).
+        let owner_pid = entry.owner_pid.load(Ordering::Relaxed);
+        let owner = owner_pid == me || owner_pid == 0;
         if owner {
             // ORDERING: Release, partner of classify's Acquire.
             entry.state.store(CLOSING, Ordering::Release);
@@ -285,7 +288,7 @@ impl Segment {
                 // Another process shares the description (fork, passed descriptor):
                 // the role lives on; it registers itself on first use.
                 let _ = entry.state.compare_exchange(CLOSING, ATTACHED, Ordering::AcqRel, Ordering::Relaxed);
-                let _ = entry.owner_pid.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = entry.owner_pid.compare_exchange(owner_pid, 0, Ordering::AcqRel, Ordering::Relaxed);
             } else {
                 entry.state.store(CLOSED, Ordering::Release);
             }

@@ -14,7 +14,7 @@ import pickle
 import sys
 from typing import Any
 
-from ._shmplane import TAG_BYTES, TAG_NDARRAY, TAG_PICKLE
+from ._shmplane import MAX_PARTS, TAG_BYTES, TAG_NDARRAY, TAG_PICKLE
 
 __all__ = ["encode", "alloc_array", "alloc_buffer", "unpickle"]
 
@@ -36,6 +36,9 @@ def encode(obj: Any) -> tuple[int, list[Any]]:
         return TAG_BYTES, [obj]
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    if len(buffers) >= MAX_PARTS:
+        # More out-of-band buffers than a record may list: pickle them in-band instead.
+        return TAG_PICKLE, [pickle.dumps(obj, protocol=5)]
     return TAG_PICKLE, [data, *(b.raw() for b in buffers)]
 
 

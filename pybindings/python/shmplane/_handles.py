@@ -10,12 +10,33 @@ lock) moves with it and the parent may close its copy right after ``start()``, a
 
 from __future__ import annotations
 
+import weakref
+from multiprocessing import util
 from multiprocessing.reduction import DupFd
 from typing import Any
 
 from ._shmplane import Receiver, Sender
 
-__all__ = ["reduce_endpoint"]
+__all__ = ["reduce_endpoint", "track"]
+
+
+def _close_if_alive(ref: "weakref.ref[Sender | Receiver]") -> None:
+    endpoint = ref()
+    if endpoint is not None:
+        endpoint.close()
+
+
+def track(endpoint: Sender | Receiver) -> None:
+    """Close ``endpoint`` when this process exits, even through ``os._exit`` as
+    ``multiprocessing`` children do (its exit function runs these finalizers), so a
+    peer sees a clean close (DisconnectedError), not a death. Holds only a weak
+    reference: an endpoint that is garbage-collected first closes itself.
+
+    A ``fork`` child inherits every endpoint but not the finalizers (multiprocessing
+    drops the parent's): ``register_after_fork`` tracks the inherited copies again in
+    the child, so its exit closes them too (a copy it never used just lets go of it)."""
+    util.Finalize(endpoint, _close_if_alive, args=(weakref.ref(endpoint),), exitpriority=10)
+    util.register_after_fork(endpoint, track)
 
 
 def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str) -> Sender | Receiver:

@@ -8,6 +8,7 @@ DEFAULT_CAPACITY: int
 TAG_BYTES: int
 TAG_NDARRAY: int
 TAG_PICKLE: int
+MAX_PARTS: int
 
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
 def gc() -> list[str]: ...

@@ -1,0 +1,792 @@
+"""Every failure mode raises its own exception, in bounded time, and leaves the
+channel (or the name) usable where that makes sense."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import shmplane
+from shm_helpers import VERSION_KIND_OFFSET, get_report, pause_forever, read_u64, seg_path, write_u64
+
+METHODS = ["fork", "spawn"]
+WATCHDOG = 30
+
+
+# ------------------------------------------------------------------ hierarchy
+
+
+@pytest.mark.parametrize(
+    ("exc", "bases"),
+    [
+        (shmplane.NotFoundError, (FileNotFoundError,)),
+        (shmplane.AlreadyExistsError, (FileExistsError,)),
+        (shmplane.InvalidNameError, (ValueError,)),
+        (shmplane.InvalidArgumentError, (ValueError,)),
+        (shmplane.WrongKindError, (TypeError,)),
+        (shmplane.MessageTooLargeError, (ValueError,)),
+        (shmplane.Full, (queue.Full,)),
+        (shmplane.Empty, (queue.Empty,)),
+        (shmplane.Timeout, (TimeoutError,)),
+        (shmplane.PeerDeadError, (ConnectionResetError,)),
+        (shmplane.DisconnectedError, (EOFError,)),
+        (shmplane.ClosedError, (ValueError,)),
+        (shmplane.NoSpaceError, (MemoryError,)),
+        (shmplane.ShmplaneOSError, (OSError,)),
+        (shmplane.CorruptSegmentError, ()),
+        (shmplane.IncompatibleSegmentError, ()),
+        (shmplane.RoleTakenError, ()),
+    ],
+    ids=lambda v: getattr(v, "__name__", ""),
+)
+def test_exception_hierarchy(exc: type, bases: tuple[type, ...]) -> None:
+    assert issubclass(exc, shmplane.ShmplaneError)
+    for b in bases:
+        assert issubclass(exc, b)
+    assert getattr(shmplane.errors, exc.__name__) is exc
+    assert exc.__name__ in shmplane.__all__ and exc.__name__ in shmplane.errors.__all__
+
+
+# ------------------------------------------------------------ names, arguments
+
+
+@pytest.mark.parametrize("opener", [shmplane.Sender.open, shmplane.Receiver.open], ids=["Sender", "Receiver"])
+def test_open_missing_name(opener: Any, shm_name: str) -> None:
+    with pytest.raises(shmplane.NotFoundError) as info:
+        opener(shm_name)
+    assert isinstance(info.value, FileNotFoundError)
+    assert not os.path.exists(seg_path(shm_name))
+
+
+BAD_NAMES = ["", "a/b", "x" * 300, "bad name", "ümlaut", ".hidden", "a\x00b", "../etc", "tab\t", "x" * 201]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES, ids=lambda n: repr(n)[:20])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: shmplane.channel(capacity=4096, name=n),
+        lambda n: shmplane.Sender.create(n, 4096),
+        lambda n: shmplane.Receiver.create(n, 4096),
+        shmplane.Sender.open,
+        shmplane.Receiver.open,
+    ],
+    ids=["channel", "Sender.create", "Receiver.create", "Sender.open", "Receiver.open"],
+)
+def test_invalid_names(make: Any, name: str) -> None:
+    with pytest.raises(shmplane.InvalidNameError) as info:
+        make(name)
+    assert isinstance(info.value, ValueError)
+
+
+def test_longest_valid_name(shm_name: str) -> None:
+    name = (shm_name + "-" + "n" * 200)[:200]
+    tx, rx = shmplane.channel(capacity=4096, name=name)
+    try:
+        assert tx.name == name and os.path.exists(seg_path(name))
+    finally:
+        tx.close()
+        rx.close()
+    assert not os.path.exists(seg_path(name))
+
+
+BAD_CAPACITIES = [0, 1, 100, 2048, 4095, 4097, 5000, 3 << 20, (1 << 20) + 4096, 1 << 32, 1 << 40]
+
+
+@pytest.mark.parametrize("capacity", BAD_CAPACITIES)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda c, n: shmplane.channel(capacity=c, name=n),
+        lambda c, n: shmplane.Sender.create(n, c),
+        lambda c, n: shmplane.Receiver.create(n, c),
+    ],
+    ids=["channel", "Sender.create", "Receiver.create"],
+)
+def test_invalid_capacity(make: Any, capacity: int, shm_name: str) -> None:
+    with pytest.raises(shmplane.InvalidArgumentError) as info:
+        make(capacity, shm_name)
+    assert isinstance(info.value, ValueError)
+    assert not os.path.exists(seg_path(shm_name))
+
+
+def test_negative_capacity_is_invalid_argument() -> None:
+    with pytest.raises(shmplane.InvalidArgumentError):
+        shmplane.channel(capacity=-4096)
+
+
+@pytest.mark.parametrize("capacity", [4096, 1 << 13, 1 << 20])
+def test_valid_capacities(capacity: int) -> None:
+    tx, rx = shmplane.channel(capacity=capacity)
+    with tx, rx:
+        assert tx.capacity == rx.capacity == capacity
+        assert tx.max_message_size == capacity - 16
+        tx.send(b"x" * tx.max_message_size, timeout=5)  # fresh ring: the largest fits
+        assert len(rx.recv(timeout=5)) == capacity - 16
+
+
+@pytest.mark.parametrize("timeout", [-1.0, -0.001, float("nan"), float("inf")])
+def test_invalid_timeouts(timeout: float) -> None:
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        for call in (
+            lambda: rx.recv(timeout=timeout),
+            lambda: rx.recv_bytes(timeout=timeout),
+            lambda: rx.poll(timeout),
+            lambda: tx.send(b"x", timeout=timeout),
+            lambda: tx.poll_space(1, timeout),
+        ):
+            with pytest.raises(ValueError):
+                call()
+        tx.send(b"still fine")
+        assert rx.recv(timeout=1) == b"still fine"
+
+
+def test_name_in_use_already_exists(shm_name: str) -> None:
+    tx, rx = shmplane.channel(capacity=4096, name=shm_name)
+    try:
+        for make in (
+            lambda: shmplane.channel(capacity=4096, name=shm_name),
+            lambda: shmplane.Sender.create(shm_name, 4096),
+            lambda: shmplane.Receiver.create(shm_name, 4096),
+        ):
+            with pytest.raises(shmplane.AlreadyExistsError) as info:
+                make()
+            assert isinstance(info.value, FileExistsError)
+        tx.send(b"unharmed")
+        assert rx.recv(timeout=1) == b"unharmed"
+    finally:
+        tx.close()
+        rx.close()
+
+
+# ------------------------------------------------------------ damaged segments
+
+
+def _garbage(name: str, size: int = 64 << 10) -> str:
+    path = seg_path(name)
+    with open(path, "wb") as f:
+        f.write(os.urandom(size))
+    return path
+
+
+@pytest.mark.parametrize("opener", [shmplane.Sender.open, shmplane.Receiver.open], ids=["Sender", "Receiver"])
+def test_garbage_file_is_corrupt(opener: Any, shm_name: str) -> None:
+    path = _garbage(shm_name)
+    try:
+        with pytest.raises(shmplane.CorruptSegmentError):
+            opener(shm_name)
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.channel(capacity=4096, name=shm_name)  # not ours: never replaced
+        assert os.path.getsize(path) == 64 << 10
+    finally:
+        os.unlink(path)
+
+
+def _mailbox(name: str, capacity: int = 1 << 16) -> str:
+    """A valid segment nobody has mapped: a sender created it and closed; the receiver
+    role was never claimed, so the file stays for a receiver to come."""
+    tx = shmplane.Sender.create(name, capacity)
+    tx.send(b"left for the receiver")
+    tx.close()
+    path = seg_path(name)
+    assert os.path.exists(path)
+    return path
+
+
+def test_mailbox_segment_is_valid(shm_name: str) -> None:
+    """Control for the patched-segment tests: the unpatched file opens fine."""
+    _mailbox(shm_name)
+    rx = shmplane.Receiver.open(shm_name)
+    assert rx.recv(timeout=1) == b"left for the receiver"
+    with pytest.raises(shmplane.DisconnectedError):
+        rx.recv(timeout=1)
+    rx.close()
+    assert not os.path.exists(seg_path(shm_name))
+
+
+@pytest.mark.parametrize("opener", [shmplane.Sender.open, shmplane.Receiver.open], ids=["Sender", "Receiver"])
+def test_wrong_kind(opener: Any, shm_name: str) -> None:
+    path = _mailbox(shm_name)
+    try:
+        vk = read_u64(path, VERSION_KIND_OFFSET)
+        assert vk >> 32 == 1  # a channel
+        write_u64(path, VERSION_KIND_OFFSET, (vk & 0xFFFF_FFFF) | (2 << 32))  # kind := slot
+        with pytest.raises(shmplane.WrongKindError) as info:
+            opener(shm_name)
+        assert isinstance(info.value, TypeError)
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("opener", [shmplane.Sender.open, shmplane.Receiver.open], ids=["Sender", "Receiver"])
+def test_live_segment_patched_to_wrong_kind(opener: Any, shm_name: str) -> None:
+    """Patched under live endpoints (as the brief describes): the open fails on the
+    kind before it can fail on the taken role, and the live channel keeps working."""
+    tx, rx = shmplane.channel(capacity=1 << 16, name=shm_name)
+    path = seg_path(shm_name)
+    vk = read_u64(path, VERSION_KIND_OFFSET)
+    write_u64(path, VERSION_KIND_OFFSET, (vk & 0xFFFF_FFFF) | (2 << 32))
+    try:
+        with pytest.raises(shmplane.WrongKindError):
+            opener(shm_name)
+        write_u64(path, VERSION_KIND_OFFSET, (vk & ~0xFFFF_FFFF) | 0xBAD)
+        with pytest.raises(shmplane.IncompatibleSegmentError):
+            opener(shm_name)
+    finally:
+        write_u64(path, VERSION_KIND_OFFSET, vk)
+    tx.send(b"ok")
+    assert rx.recv(timeout=1) == b"ok"
+    tx.close()
+    rx.close()
+
+
+def test_unknown_kind_is_corrupt(shm_name: str) -> None:
+    path = _mailbox(shm_name)
+    try:
+        vk = read_u64(path, VERSION_KIND_OFFSET)
+        write_u64(path, VERSION_KIND_OFFSET, (vk & 0xFFFF_FFFF) | (77 << 32))
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.Receiver.open(shm_name)
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("version", [0, 2, 999, 0xFFFF_FFFF])
+def test_other_abi_version(version: int, shm_name: str) -> None:
+    path = _mailbox(shm_name)
+    try:
+        vk = read_u64(path, VERSION_KIND_OFFSET)
+        write_u64(path, VERSION_KIND_OFFSET, (vk & ~0xFFFF_FFFF) | version)
+        for opener in (shmplane.Sender.open, shmplane.Receiver.open):
+            with pytest.raises(shmplane.IncompatibleSegmentError):
+                opener(shm_name)
+    finally:
+        os.unlink(path)
+
+
+def test_bad_magic_is_corrupt(shm_name: str) -> None:
+    path = _mailbox(shm_name)
+    try:
+        write_u64(path, 0, int.from_bytes(b"NOTSHMPL", "little"))
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.Receiver.open(shm_name)
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("size", [8192, 100, 0x10000, 0x20000])
+def test_resized_segment_is_corrupt(size: int, shm_name: str) -> None:
+    """Truncated (or grown): the header's length no longer matches the file."""
+    path = _mailbox(shm_name, capacity=1 << 16)
+    try:
+        assert os.path.getsize(path) not in (size,)
+        os.truncate(path, size)
+        t0 = time.monotonic()
+        for opener in (shmplane.Sender.open, shmplane.Receiver.open):
+            with pytest.raises(shmplane.CorruptSegmentError):
+                opener(shm_name)
+        assert time.monotonic() - t0 < 10
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_zero_length_file_is_corrupt_in_bounded_time(shm_name: str) -> None:
+    """A creator that died between shm_open and writing anything leaves an empty file:
+    open waits a little for it, then gives up."""
+    path = seg_path(shm_name)
+    open(path, "wb").close()
+    try:
+        for opener in (shmplane.Sender.open, shmplane.Receiver.open):
+            t0 = time.monotonic()
+            with pytest.raises(shmplane.CorruptSegmentError):
+                opener(shm_name)
+            assert time.monotonic() - t0 < 5
+    finally:
+        os.unlink(path)
+
+
+def test_old_zero_length_file_is_replaced_by_create(shm_name: str) -> None:
+    path = seg_path(shm_name)
+    open(path, "wb").close()
+    old = time.time() - 60
+    os.utime(path, (old, old))  # long past any creator's initialisation
+    tx, rx = shmplane.channel(capacity=4096, name=shm_name)
+    tx.send(b"fresh")
+    assert rx.recv(timeout=1) == b"fresh"
+    tx.close()
+    rx.close()
+
+
+# -------------------------------------------------------------- message sizes
+
+
+@pytest.mark.parametrize(
+    ("capacity", "obj"),
+    [
+        (4096, b"x" * 5000),
+        (4096, b"x" * 4081),
+        (4096, bytearray(4097)),
+        (4096, np.zeros(4096, dtype=np.uint8)),
+        (4096, np.zeros(4080 - 64, dtype=np.uint8)),  # fits raw, not with the array header
+        (4096, {"blob": b"y" * 10_000}),
+        (1 << 16, np.zeros(100_000)),
+        (1 << 16, b"z" * 200_000),
+    ],
+    ids=["bytes-5000", "bytes-max+1", "bytearray", "array", "array-header", "pickle", "array-800k", "bytes-200k"],
+)
+@pytest.mark.parametrize("how", ["send", "try_send", "send-timeout"])
+def test_message_too_large(capacity: int, obj: Any, how: str) -> None:
+    tx, rx = shmplane.channel(capacity=capacity)
+    with tx, rx:
+        t0 = time.monotonic()
+        with pytest.raises(shmplane.MessageTooLargeError) as info:
+            if how == "send":
+                tx.send(obj)  # no timeout: must fail at once, not wait for room
+            elif how == "try_send":
+                tx.try_send(obj)
+            else:
+                tx.send(obj, timeout=5)
+        assert isinstance(info.value, ValueError)
+        assert time.monotonic() - t0 < 2
+        tx.send(b"still works", timeout=1)
+        assert rx.recv(timeout=1) == b"still works"
+        with pytest.raises(shmplane.Empty):
+            rx.try_recv()  # nothing of the refused message got through
+
+
+def _explode() -> None:
+    raise RuntimeError("cannot rebuild this object")
+
+
+class FailsToUnpickle:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_explode, ())
+
+
+@pytest.mark.parametrize(
+    ("obj", "exc"),
+    [
+        (memoryview(b"abcdef")[::2], TypeError),  # non-contiguous: pickled, and memoryviews cannot be
+        (lambda: 0, Exception),  # PicklingError / AttributeError
+        (threading.Lock(), TypeError),
+    ],
+    ids=["strided-memoryview", "lambda", "lock"],
+)
+def test_unpicklable_object_raises_and_channel_survives(obj: Any, exc: type) -> None:
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        with pytest.raises(exc):
+            tx.send(obj, timeout=1)
+        with pytest.raises(shmplane.Empty):
+            rx.try_recv()  # nothing half-sent
+        tx.send(b"next", timeout=1)
+        assert rx.recv(timeout=1) == b"next"
+
+
+def test_unpickling_error_consumes_the_message() -> None:
+    """The receiver's unpickling error propagates; that message is dropped (as with
+    multiprocessing.Connection.recv) and the next one arrives intact."""
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        tx.send(FailsToUnpickle(), timeout=1)
+        tx.send(b"next", timeout=1)
+        with pytest.raises(RuntimeError, match="cannot rebuild"):
+            rx.recv(timeout=1)
+        assert rx.recv(timeout=1) == b"next"
+
+
+def test_try_send_full_then_drain() -> None:
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        n = 0
+        with pytest.raises(shmplane.Full) as info:
+            while True:
+                tx.try_send(n.to_bytes(2, "little") * 100)
+                n += 1
+                assert n < 100, "a 4 KiB ring cannot hold 100 messages of 200 bytes"
+        assert isinstance(info.value, queue.Full)
+        assert n > 0
+        assert not tx.poll_space(200)
+        with pytest.raises(shmplane.Timeout):
+            tx.send(b"x" * 200, timeout=0.05)
+        for i in range(n):
+            assert rx.recv(timeout=1) == i.to_bytes(2, "little") * 100
+        with pytest.raises(shmplane.Empty):
+            rx.try_recv()
+        assert tx.poll_space(200, timeout=1)
+        tx.try_send(b"room again")
+        assert rx.recv(timeout=1) == b"room again"
+
+
+def test_try_recv_empty() -> None:
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        with pytest.raises(shmplane.Empty) as info:
+            rx.try_recv()
+        assert isinstance(info.value, queue.Empty)
+        assert rx.poll() is False
+        assert rx.poll(0.02) is False
+
+
+@pytest.mark.parametrize("call", ["recv", "recv_bytes"])
+def test_recv_timeout(call: str) -> None:
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        t0 = time.monotonic()
+        with pytest.raises(shmplane.Timeout) as info:
+            getattr(rx, call)(timeout=0.05)
+        elapsed = time.monotonic() - t0
+        assert isinstance(info.value, TimeoutError)
+        assert 0.04 <= elapsed < 1.0, elapsed
+        with pytest.raises(TimeoutError):
+            rx.recv(timeout=0)
+
+
+# ------------------------------------------------------------------- roles
+
+
+def test_second_sender_in_same_process(shm_name: str) -> None:
+    tx, rx = shmplane.channel(capacity=4096, name=shm_name)
+    try:
+        with pytest.raises(shmplane.RoleTakenError):
+            shmplane.Sender.open(shm_name)
+        with pytest.raises(shmplane.RoleTakenError):
+            shmplane.Receiver.open(shm_name)
+        tx.send(b"first sender unharmed")
+        assert rx.recv(timeout=1) == b"first sender unharmed"
+        tx.close()
+        tx2 = shmplane.Sender.open(shm_name)  # a closed role can be taken again
+        tx2.send(b"second sender")
+        assert rx.recv(timeout=1) == b"second sender"
+        tx2.close()
+    finally:
+        tx.close()
+        rx.close()
+
+
+def _open_role(name: str, role: str) -> str:
+    cls = shmplane.Sender if role == "sender" else shmplane.Receiver
+    try:
+        end = cls.open(name)
+    except shmplane.ShmplaneError as e:
+        return type(e).__name__
+    if role == "sender":
+        end.send(b"from the child", timeout=5)
+    end.close()
+    return "opened"
+
+
+@pytest.mark.parametrize("role", ["sender", "receiver"])
+@pytest.mark.parametrize("method", METHODS)
+def test_second_endpoint_from_another_process(method: str, role: str, shm_name: str, procs: Any) -> None:
+    tx, rx = shmplane.channel(capacity=4096, name=shm_name)
+    p, conn = procs.start_reporting(_open_role, shm_name, role, method=method)
+    assert get_report(conn) == "RoleTakenError"
+    procs.join(p)
+    if role == "sender":
+        tx.close()  # now the role is free: a child can take it
+        p, conn = procs.start_reporting(_open_role, shm_name, role, method=method)
+        assert get_report(conn) == "opened"
+        procs.join(p)
+        assert rx.recv(timeout=5) == b"from the child"
+        with pytest.raises(shmplane.DisconnectedError):
+            rx.recv(timeout=5)
+    tx.close()
+    rx.close()
+
+
+# ------------------------------------------------------------ dead and closed peers
+
+
+def _send_then_hang(tx: shmplane.Sender, ready: Any, n: int) -> None:
+    for i in range(n):
+        tx.send(i, timeout=10)
+    ready.send("ready")
+    pause_forever()
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", METHODS)
+def test_sender_killed_while_receiver_blocks(method: str, procs: Any) -> None:
+    """SIGKILL the sender while we block in recv(): PeerDeadError, promptly, after the
+    messages it sent before dying."""
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    r, w = mp.get_context(method).Pipe(duplex=False)
+    p = procs.start(_send_then_hang, tx, w, 5, method=method)
+    tx.close()
+    w.close()
+    assert r.poll(20) and r.recv() == "ready"
+    assert [rx.recv(timeout=5) for _ in range(5)] == list(range(5))
+    killer = threading.Timer(0.3, os.kill, (p.pid, signal.SIGKILL))
+    killer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(shmplane.PeerDeadError) as info:
+            rx.recv(timeout=20)
+        assert isinstance(info.value, ConnectionResetError)
+        assert time.monotonic() - t0 < 5, "death noticed too late"
+    finally:
+        killer.join()
+        procs.join(p, exitcode=-signal.SIGKILL)
+    with pytest.raises(shmplane.PeerDeadError):
+        rx.recv(timeout=5)  # stays dead
+    rx.close()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_pending_messages_survive_sender_death(procs: Any) -> None:
+    """Messages committed before the sender died are delivered, then PeerDeadError."""
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    r, w = mp.get_context("spawn").Pipe(duplex=False)
+    p = procs.start(_send_then_hang, tx, w, 20)
+    tx.close()
+    w.close()
+    assert r.poll(20) and r.recv() == "ready"
+    os.kill(p.pid, signal.SIGKILL)
+    procs.join(p, exitcode=-signal.SIGKILL)
+    assert [rx.recv(timeout=5) for _ in range(20)] == list(range(20))
+    with pytest.raises(shmplane.PeerDeadError):
+        rx.recv(timeout=10)
+    rx.close()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_try_recv_notices_dead_sender(procs: Any) -> None:
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(capacity=4096)
+    r, w = mp.get_context("spawn").Pipe(duplex=False)
+    p = procs.start(_send_then_hang, tx, w, 0)
+    tx.close()
+    w.close()
+    assert r.poll(20) and r.recv() == "ready"
+    os.kill(p.pid, signal.SIGKILL)
+    procs.join(p, exitcode=-signal.SIGKILL)
+    # try_recv looks at the sender's liveness only every 256 empty polls (and at most
+    # every 50 ms): poll briskly, and give up after 10 s.
+    deadline = time.monotonic() + 10
+    polls = 0
+    with pytest.raises(shmplane.PeerDeadError):
+        while time.monotonic() < deadline:
+            try:
+                rx.try_recv()
+            except shmplane.Empty:
+                polls += 1
+                time.sleep(0.001)
+        raise AssertionError(f"try_recv still said Empty after {polls} polls over 10 s since the sender died")
+    rx.close()
+
+
+def _hold_receiver(rx: shmplane.Receiver, ready: Any) -> None:
+    rx.poll(0)  # attached and registered in this process
+    ready.send("ready")
+    pause_forever()
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", METHODS)
+def test_receiver_killed_while_sender_blocked_on_full_ring(method: str, procs: Any) -> None:
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(capacity=1 << 12)
+    r, w = mp.get_context(method).Pipe(duplex=False)
+    p = procs.start(_hold_receiver, rx, w, method=method)
+    rx.close()
+    w.close()
+    assert r.poll(20) and r.recv() == "ready"
+    with pytest.raises(shmplane.Full):
+        for _ in range(100):
+            tx.try_send(b"y" * 500)
+    killer = threading.Timer(0.3, os.kill, (p.pid, signal.SIGKILL))
+    killer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(shmplane.PeerDeadError):
+            tx.send(b"y" * 500, timeout=20)
+        assert time.monotonic() - t0 < 5, "death noticed too late"
+    finally:
+        killer.join()
+        procs.join(p, exitcode=-signal.SIGKILL)
+    tx.close()
+
+
+def test_receiver_closed_while_sender_blocked_on_full_ring() -> None:
+    tx, rx = shmplane.channel(capacity=1 << 12)
+    with pytest.raises(shmplane.Full):
+        for _ in range(100):
+            tx.try_send(b"y" * 500)
+    closer = threading.Timer(0.2, rx.close)
+    closer.start()
+    try:
+        with pytest.raises(shmplane.DisconnectedError):
+            tx.send(b"y" * 500, timeout=10)
+    finally:
+        closer.join()
+    tx.close()
+
+
+def test_clean_close_disconnects_after_draining_in_process() -> None:
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    msgs = [b"", b"a", np.arange(5), {"k": 1}, None, "last"]
+    for m in msgs:
+        tx.send(m)
+    tx.close()
+    got = [rx.recv(timeout=1) for _ in msgs]
+    assert got[:2] == msgs[:2] and np.array_equal(got[2], msgs[2]) and got[3:] == msgs[3:]
+    for _ in range(3):  # and keeps saying so
+        with pytest.raises(shmplane.DisconnectedError) as info:
+            rx.recv(timeout=1)
+        assert isinstance(info.value, EOFError)
+    with pytest.raises(shmplane.DisconnectedError):
+        rx.try_recv()
+    rx.close()
+
+
+def _send_and_close(tx: shmplane.Sender, n: int) -> int:
+    with tx:
+        for i in range(n):
+            tx.send(i, timeout=10)
+    return n
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_clean_close_disconnects_after_draining_across_processes(method: str, procs: Any) -> None:
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    p, conn = procs.start_reporting(_send_and_close, tx, 200, method=method)
+    tx.close()  # right after start(), before the child is done
+    assert get_report(conn) == 200
+    procs.join(p)  # everything is pending in the ring now
+    assert [rx.recv(timeout=5) for _ in range(200)] == list(range(200))
+    with pytest.raises(shmplane.DisconnectedError):
+        rx.recv(timeout=5)
+    rx.close()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_clean_close_disconnects_when_parent_closes_its_copy_late(method: str, procs: Any) -> None:
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    p, conn = procs.start_reporting(_send_and_close, tx, 3, method=method)
+    assert get_report(conn) == 3
+    procs.join(p)
+    tx.close()  # our copy, closed only after the child closed its end and exited
+    try:
+        assert [rx.recv(timeout=5) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(shmplane.DisconnectedError):
+            rx.recv(timeout=5)
+    finally:
+        rx.close()
+
+
+# ------------------------------------------------------------- stale segments
+
+
+def _create_named_and_hang(name: str, ready: Any) -> None:
+    tx = shmplane.Sender.create(name, 1 << 16)
+    rx = shmplane.Receiver.open(name)
+    tx.send(b"never read")
+    ready.send("ready")
+    pause_forever()
+    del tx, rx
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", METHODS)
+def test_stale_segment_of_killed_process_is_replaced(method: str, shm_name: str, procs: Any) -> None:
+    import multiprocessing as mp
+
+    r, w = mp.get_context(method).Pipe(duplex=False)
+    p = procs.start(_create_named_and_hang, shm_name, w, method=method)
+    w.close()
+    assert r.poll(20) and r.recv() == "ready"
+    with pytest.raises(shmplane.AlreadyExistsError):
+        shmplane.channel(capacity=4096, name=shm_name)  # its owner is alive
+    os.kill(p.pid, signal.SIGKILL)
+    procs.join(p, exitcode=-signal.SIGKILL)
+    assert os.path.exists(seg_path(shm_name))  # left behind by the dead process
+    tx, rx = shmplane.channel(capacity=4096, name=shm_name)  # replaced, no AlreadyExistsError
+    assert tx.capacity == 4096
+    with pytest.raises(shmplane.Empty):
+        rx.try_recv()  # a fresh ring: the dead process's message is gone
+    tx.send(b"fresh")
+    assert rx.recv(timeout=1) == b"fresh"
+    tx.close()
+    rx.close()
+
+
+# --------------------------------------------------------------------- Ctrl-C
+
+
+def _blocked_recv(rx: shmplane.Receiver, ready: Any) -> None:
+    try:
+        ready.send("ready")
+        rx.recv()  # no timeout: only Ctrl-C ends this
+    except KeyboardInterrupt:
+        ready.send("KeyboardInterrupt")
+        os._exit(42)
+    except BaseException as e:  # noqa: BLE001
+        ready.send(f"{type(e).__name__}: {e}")
+        os._exit(1)
+    ready.send("returned")
+    os._exit(2)
+
+
+def _blocked_send(tx: shmplane.Sender, ready: Any) -> None:
+    try:
+        while True:
+            tx.try_send(b"f" * 500)
+    except shmplane.Full:
+        pass
+    try:
+        ready.send("ready")
+        tx.send(b"f" * 500)  # ring full, no timeout: only Ctrl-C ends this
+    except KeyboardInterrupt:
+        ready.send("KeyboardInterrupt")
+        os._exit(42)
+    except BaseException as e:  # noqa: BLE001
+        ready.send(f"{type(e).__name__}: {e}")
+        os._exit(1)
+    ready.send("returned")
+    os._exit(2)
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("policy", ["adaptive", "block", "spin"])
+@pytest.mark.parametrize("side", ["recv", "send"])
+@pytest.mark.parametrize("method", METHODS)
+def test_ctrl_c_interrupts_blocked_call(method: str, side: str, policy: str, procs: Any) -> None:
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(capacity=1 << 12, policy=policy)
+    r, w = mp.get_context(method).Pipe(duplex=False)
+    if side == "recv":
+        p = procs.start(_blocked_recv, rx, w, method=method)
+        rx.close()
+    else:
+        p = procs.start(_blocked_send, tx, w, method=method)
+        tx.close()
+    w.close()
+    assert r.poll(20) and r.recv() == "ready"
+    time.sleep(0.3)  # now inside the blocking call
+    t0 = time.monotonic()
+    os.kill(p.pid, signal.SIGINT)
+    p.join(5)
+    elapsed = time.monotonic() - t0
+    report = r.recv() if r.poll(1) else "<nothing>"
+    procs.join(p, exitcode=None)
+    assert report == "KeyboardInterrupt" and p.exitcode == 42, (report, p.exitcode)
+    assert elapsed < 2.0, f"Ctrl-C took {elapsed:.2f} s"
+    tx.close()
+    rx.close()
