@@ -615,7 +615,7 @@ pub struct Receiver {
 
 /// Every this many empty `try_recv`s, look at the clock; at most every
 /// [`shmplane_shm::wait::SLICE`], check the sender's liveness (a syscall).
-const EMPTY_POLLS_PER_CLOCK_READ: u32 = 256;
+const EMPTY_POLLS_PER_CLOCK_READ: u32 = 16;
 
 impl Receiver {
     /// Create channel `name` with `capacity_bytes` of ring space and attach as receiver.
