@@ -182,3 +182,28 @@ def test_ctrl_c_interrupts_blocked_recv(policy: str) -> None:
     assert p.exitcode == 42
     tx.close()
     rrx.close()
+
+
+FULL_SHM_SCRIPT = """
+import os, shmplane
+try:
+    shmplane.channel(capacity=1 << 22)
+except shmplane.NoSpaceError as e:
+    assert isinstance(e, MemoryError)
+    print("NoSpaceError", sorted(os.listdir("/dev/shm")))
+else:
+    print("created")
+"""
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a 1 MiB /dev/shm in a private mount namespace")
+def test_full_dev_shm_is_no_space_error_and_leaves_nothing() -> None:
+    import subprocess
+    import sys
+
+    # A private mount namespace with a 1 MiB tmpfs on /dev/shm: a 4 MiB channel cannot fit.
+    cmd = f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} -c '{FULL_SHM_SCRIPT}'"
+    out = subprocess.run(["unshare", "--mount", "sh", "-c", cmd], capture_output=True, text=True, timeout=WATCHDOG)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "NoSpaceError []"  # an error at create time, and no file left
