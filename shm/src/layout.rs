@@ -118,6 +118,55 @@ pub struct RingControl {
     pub poisoned: Padded<AtomicU32>,
 }
 
+/// Writer lock of a latest-value slot: who writes now, and how far writes completed.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SlotWriter {
+    /// 0 when free, else `pid << 32 | thread number` of the holder (see `crate::seqlock`).
+    pub owner: AtomicU64,
+    /// Latch sequence at which the last write completed. `!= seq` after a writer died
+    /// mid-write: the next writer repairs the torn copy first.
+    pub done: AtomicU64,
+}
+
+/// Control block of a latest-value slot (a seqlock latch; see [`crate::seqlock`]).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SlotControl {
+    /// Latch sequence: readers read copy `seq & 1`; each write adds 2 (odd, then even).
+    pub seq: Padded<AtomicU64>,
+    /// The writer lock and completion mark, written only by writers.
+    pub writer: Padded<SlotWriter>,
+    /// Readers blocked in `wait_for_update` sleep here; writers notify after each write.
+    pub updated: Padded<EventCount>,
+}
+
+/// Byte offset of the slot control block in a slot segment.
+pub const SLOT_CONTROL_OFFSET: usize = size_of::<SegmentHeader>();
+/// Byte offset of copy 0 of a slot's payload words.
+pub const SLOT_DATA_OFFSET: usize = SLOT_CONTROL_OFFSET + size_of::<SlotControl>();
+/// Largest slot payload in bytes.
+pub const MAX_SLOT_BYTES: usize = 1 << 20;
+
+/// Payload words (8 bytes each) of a slot of `bytes` bytes (at least one).
+pub const fn slot_words(bytes: usize) -> usize {
+    if bytes == 0 {
+        1
+    } else {
+        bytes.div_ceil(8)
+    }
+}
+
+/// Byte offset of copy 1 of a slot of `bytes` bytes: copy 0 rounded up to a line.
+pub const fn slot_copy1_offset(bytes: usize) -> usize {
+    SLOT_DATA_OFFSET + (slot_words(bytes) * 8).next_multiple_of(LINE)
+}
+
+/// Total segment length in bytes of a slot of `bytes` bytes.
+pub const fn slot_segment_len(bytes: usize) -> usize {
+    slot_copy1_offset(bytes) + (slot_words(bytes) * 8).next_multiple_of(LINE)
+}
+
 /// Size of a record header in bytes (one `u64`: see [`crate::ring`]).
 pub const RECORD_HEADER: usize = 8;
 /// Alignment of every record, in bytes.
@@ -149,7 +198,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 
 /// FNV-1a over the layout constants: any change to a shared layout changes this.
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 14] = [
+    let parts: [u64; 15] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -164,6 +213,7 @@ pub const LAYOUT_HASH: u64 = {
         RECORD_HEADER as u64,
         INIT_LOCK_BYTE,
         ROLE_LOCK_BYTE,
+        size_of::<SlotControl>() as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -200,4 +250,10 @@ const _: () = {
     assert!(RING_CONTROL_OFFSET % LINE == 0);
     assert!(RING_DATA_OFFSET == DATA_ALIGN);
     assert!(check_ring_capacity(MIN_RING_CAPACITY as u64));
+    assert!(size_of::<SlotWriter>() == 16);
+    assert!(offset_of!(SlotControl, seq) == 0);
+    assert!(offset_of!(SlotControl, writer) == LINE);
+    assert!(offset_of!(SlotControl, updated) == 2 * LINE);
+    assert!(size_of::<SlotControl>() == 3 * LINE);
+    assert!(SLOT_DATA_OFFSET % LINE == 0);
 };

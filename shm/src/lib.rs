@@ -10,6 +10,7 @@
 //! - [`segment`]: create/open/close a segment, role claims, stale-segment removal.
 //! - [`wait`]: spin → yield → shared-futex wait protocol.
 //! - [`ring`]: the SPSC variable-size record ring.
+//! - [`seqlock`]: the crash-safe seqlock latch of latest-value slots.
 //! - [`liveness`]: endpoint ownership and dead-peer detection.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
@@ -21,6 +22,7 @@ pub mod liveness;
 #[cfg(not(shmplane_loom))]
 pub mod region;
 pub mod ring;
+pub mod seqlock;
 #[cfg(not(shmplane_loom))]
 pub mod segment;
 #[cfg(not(shmplane_loom))]

@@ -1,0 +1,223 @@
+//! Latest-value slot: a seqlock *latch* over `AtomicU64` words, crash-safe.
+//!
+//! The latch is Linux's `seqcount_latch` (`include/linux/seqlock.h`): two copies of the
+//! value; `seq & 1` says which one readers use; a write flips readers to the other copy
+//! before touching one, so readers never wait for a writer and never see a torn value.
+//! Words are copied with Relaxed atomic loads/stores between the sequence accesses and
+//! fences, as in Rust RFC 3301 / crossbeam's `SeqLock` (a volatile read of non-atomic
+//! memory that another thread writes would be a data race).
+//!
+//! ```text
+//! writer (holding the writer lock)          reader
+//!   seq = s+1 (Release; odd: → copy 1)       s1 = seq (Acquire)
+//!   fence(Release)                            copy[s1 & 1] words (Relaxed)
+//!   copy 0 words = v (Relaxed)                fence(Acquire)
+//!   fence(Release); seq = s+2 (copy 0)        s2 = seq (Relaxed)
+//!   fence(Release)                            accept iff s1 == s2
+//!   copy 1 words = v (Relaxed)
+//!   done = s+2; unlock; notify `updated`
+//! ```
+//!
+//! # Crash safety
+//! A writer killed at any point leaves the copy readers use intact (it only ever writes
+//! the other one), so readers go on reading the last complete value and never spin on
+//! a dead writer. Writers serialize on `writer.owner` (`pid << 32 | thread number`); a
+//! holder whose process is gone is replaced by compare-and-swap, and the new holder
+//! repairs a torn copy before writing (`done != seq` says a write did not finish).
+
+use crate::layout::SlotControl;
+use crate::sync::{fence, spin_hint, yield_now, AtomicU64, Ordering};
+use crate::wait::Park;
+
+/// Storage of a slot: control block and the two copies of its payload words.
+pub trait SlotStore {
+    /// Sleep/wake implementation of `updated`.
+    type Park: Park;
+    /// The control block.
+    fn control(&self) -> &SlotControl;
+    /// Payload words per copy.
+    fn words(&self) -> usize;
+    /// Word `i` of copy `copy` (0 or 1).
+    fn word(&self, copy: usize, i: usize) -> &AtomicU64;
+    /// The futex implementation.
+    fn park(&self) -> &Self::Park;
+}
+
+/// Version a reader sees: the number of completed latch flips, `seq / 2`.
+#[inline]
+fn version_of(seq: u64) -> u64 {
+    seq / 2
+}
+
+/// The current version (one Acquire load): changes after every write.
+#[inline]
+pub fn version<S: SlotStore>(store: &S) -> u64 {
+    // ORDERING: Acquire, partner of the writer's Release fence before its seq stores.
+    version_of(store.control().seq.value.load(Ordering::Acquire))
+}
+
+/// One read attempt into `dst` (`dst.len() == store.words()`): the version read, or
+/// `None` if a write flipped the latch meanwhile (retry).
+///
+/// # Panics
+/// If `dst` has the wrong length.
+#[inline]
+pub fn try_read<S: SlotStore>(store: &S, dst: &mut [u64]) -> Option<u64> {
+    assert_eq!(dst.len(), store.words(), "slot read buffer of the wrong length");
+    let ctl = store.control();
+    // ORDERING: Acquire, partner of the writer's fence(Release) + seq store: the words
+    // of the copy this sequence selects are complete.
+    let s1 = ctl.seq.value.load(Ordering::Acquire);
+    let copy = (s1 & 1) as usize;
+    for (i, w) in dst.iter_mut().enumerate() {
+        *w = store.word(copy, i).load(Ordering::Relaxed);
+    }
+    // ORDERING: Acquire fence, partner of the writer's fence(Release) after its seq
+    // store: if we read any word of a write that flipped the latch after s1, the load
+    // below sees that flip.
+    fence(Ordering::Acquire);
+    let s2 = ctl.seq.value.load(Ordering::Relaxed);
+    (s1 == s2).then_some(version_of(s1))
+}
+
+/// Read a consistent value into `dst`; returns its version. Never waits for a writer:
+/// it retries only if a write completed half of its work during the read.
+#[inline]
+pub fn read<S: SlotStore>(store: &S, dst: &mut [u64]) -> u64 {
+    loop {
+        if let Some(v) = try_read(store, dst) {
+            return v;
+        }
+        spin_hint();
+    }
+}
+
+/// Where a test writer stops, to model a writer killed mid-write.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// After flipping readers to copy 1 and writing this many words of copy 0.
+    InCopy0(usize),
+    /// After flipping readers to copy 0 and writing this many words of copy 1.
+    InCopy1(usize),
+}
+
+/// Write `src` (`store.words()` words): take the writer lock (replacing a dead holder),
+/// repair a torn copy, flip and write both copies, release, wake waiters. `me` is a
+/// non-zero writer id unique per thread; `alive(id)` tells whether a holder lives.
+/// Returns the new version.
+///
+/// # Panics
+/// If `src` has the wrong length or `me == 0`.
+pub fn write<S: SlotStore>(store: &S, src: &[u64], me: u64, alive: impl Fn(u64) -> bool) -> u64 {
+    write_until(store, src, me, alive, None).expect("no crash point")
+}
+
+/// [`write`] that stops at `crash` without releasing the lock (loom models and tests of
+/// crash safety). `None` if it stopped.
+#[doc(hidden)]
+pub fn write_until<S: SlotStore>(
+    store: &S,
+    src: &[u64],
+    me: u64,
+    alive: impl Fn(u64) -> bool,
+    crash: Option<CrashPoint>,
+) -> Option<u64> {
+    assert_eq!(src.len(), store.words(), "slot value of the wrong length");
+    assert_ne!(me, 0, "writer id 0 means 'free'");
+    let ctl = store.control();
+    lock(ctl, me, &alive);
+    repair(store);
+    let s = ctl.seq.value.load(Ordering::Relaxed);
+    debug_assert!(s % 2 == 0, "repaired slot has an even sequence");
+    // Phase 1: readers → copy 1, write copy 0.
+    // ORDERING: Release, partner of the reader's Acquire load of seq: a reader that sees
+    // s+1 reads copy 1, which the previous write finished (or repair restored) before
+    // this store. (loom found the Relaxed version: a reader of s+1 saw copy 1 torn.)
+    ctl.seq.value.store(s + 1, Ordering::Release);
+    // ORDERING: Release fence, partner of the reader's Acquire fence: a reader that sees
+    // any copy-0 word below also sees seq = s+1 in its second load.
+    fence(Ordering::Release);
+    for (i, &w) in src.iter().enumerate() {
+        if crash == Some(CrashPoint::InCopy0(i)) {
+            return None;
+        }
+        store.word(0, i).store(w, Ordering::Relaxed);
+    }
+    // Phase 2: readers → copy 0 (complete), write copy 1.
+    // ORDERING: Release fence, partner of the reader's Acquire load of seq: copy 0's
+    // words are visible to a reader that sees s+2.
+    fence(Ordering::Release);
+    ctl.seq.value.store(s + 2, Ordering::Relaxed);
+    // ORDERING: as the first fence, for copy 1's words against seq = s+2.
+    fence(Ordering::Release);
+    for (i, &w) in src.iter().enumerate() {
+        if crash == Some(CrashPoint::InCopy1(i)) {
+            return None;
+        }
+        store.word(1, i).store(w, Ordering::Relaxed);
+    }
+    ctl.writer.value.done.store(s + 2, Ordering::Relaxed);
+    // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
+    ctl.writer.value.owner.store(0, Ordering::Release);
+    ctl.updated.value.notify(store.park());
+    Some(version_of(s + 2))
+}
+
+/// Take the writer lock; replace a holder that `alive` says is gone.
+fn lock(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool) {
+    let owner = &ctl.writer.value.owner;
+    let mut attempt: u32 = 0;
+    loop {
+        // ORDERING: Acquire, partner of the previous holder's Release unlock.
+        match owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(holder) => {
+                attempt = attempt.wrapping_add(1);
+                if attempt % 64 == 0
+                    && !alive(holder)
+                    // ORDERING: Acquire, as above (a dead holder released nothing;
+                    // the SeqCst fence below orders what it did store).
+                    && owner.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    fence(Ordering::SeqCst);
+                    return;
+                }
+                if attempt < 128 {
+                    spin_hint();
+                } else {
+                    yield_now();
+                }
+            }
+        }
+    }
+}
+
+/// Holding the lock: finish what a writer that died mid-write left torn.
+fn repair<S: SlotStore>(store: &S) {
+    let ctl = store.control();
+    let s = ctl.seq.value.load(Ordering::Relaxed);
+    let done = ctl.writer.value.done.load(Ordering::Relaxed);
+    if done == s {
+        return;
+    }
+    if s % 2 == 1 {
+        // Died in phase 1: copy 0 torn, readers on copy 1 (intact). Restore copy 0 from
+        // copy 1, then flip readers back to it.
+        for i in 0..store.words() {
+            let w = store.word(1, i).load(Ordering::Relaxed);
+            store.word(0, i).store(w, Ordering::Relaxed);
+        }
+        // ORDERING: Release fence, as in `write` phase 2.
+        fence(Ordering::Release);
+        ctl.seq.value.store(s + 1, Ordering::Relaxed);
+        ctl.writer.value.done.store(s + 1, Ordering::Relaxed);
+    } else {
+        // Died in phase 2: copy 1 torn, readers on copy 0 (intact).
+        for i in 0..store.words() {
+            let w = store.word(0, i).load(Ordering::Relaxed);
+            store.word(1, i).store(w, Ordering::Relaxed);
+        }
+        ctl.writer.value.done.store(s, Ordering::Relaxed);
+    }
+}
