@@ -67,7 +67,7 @@ pub fn channel_named(name: &str, capacity_bytes: usize) -> Result<(Sender, Recei
 
 fn create_segment(name: &str, capacity_bytes: usize) -> Result<Segment> {
     check_capacity(capacity_bytes)?;
-    Segment::create(name, SegmentKind::Channel, ring_segment_len(capacity_bytes), capacity_bytes as u64)
+    Segment::create(name, SegmentKind::Channel, ring_segment_len(capacity_bytes), capacity_bytes as u64, 0)
 }
 
 /// The producing end of a channel. At most one live `Sender` per channel, across all

@@ -9,6 +9,8 @@
 //!   (and the reverse) to connect unrelated processes by name.
 //! - Zero-copy: [`Sender::loan`] → write in place → [`Loan::commit`];
 //!   [`Receiver::peek`] → read in place → drop the [`Message`] to release it.
+//! - [`Slot`]: a latest value any process writes and any number read, through a
+//!   crash-safe seqlock latch (the `multiprocessing.RawValue` replacement).
 //! - [`WaitPolicy`]: spin, adaptive (default) or block on a futex while waiting.
 //! - [`Error`]: every failure, each with what went wrong and what to do.
 //! - [`gc`]: remove segments left behind by crashed processes.
@@ -28,8 +30,11 @@
 
 mod channel;
 mod endpoint;
+mod slot;
 
 pub use channel::{channel, channel_named, Loan, Message, Receiver, Sender};
+pub use slot::Slot;
+pub use bytemuck::{Pod, Zeroable};
 pub use shmplane_shm::error::{Error, Result};
 pub use shmplane_shm::wait::WaitPolicy;
 

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::{
-    check_ring_capacity, ring_segment_len, SegmentHeader, ABI_VERSION, INIT_READY, LAYOUT_HASH, MAGIC,
+    check_ring_capacity, ring_segment_len, slot_segment_len, SegmentHeader, MAX_SLOT_BYTES, ABI_VERSION, INIT_READY, LAYOUT_HASH, MAGIC,
 };
 use crate::sync::Ordering;
 
@@ -34,7 +34,7 @@ impl SegmentKind {
     pub fn roles(self) -> &'static [&'static str] {
         match self {
             SegmentKind::Channel => &["sender", "receiver"],
-            SegmentKind::Slot => &["writer"],
+            SegmentKind::Slot => &["handle"],
         }
     }
 
@@ -54,8 +54,10 @@ pub struct HeaderInfo {
     pub kind: SegmentKind,
     /// Total length in bytes.
     pub total_len: u64,
-    /// Kind parameter 0 (channel: ring capacity in bytes).
+    /// Kind parameter 0 (channel: ring capacity in bytes; slot: value size in bytes).
     pub param0: u64,
+    /// Kind parameter 1 (slot: fingerprint of the value's type).
+    pub param1: u64,
     /// Creator's process id.
     pub creator_pid: u32,
 }
@@ -63,12 +65,13 @@ pub struct HeaderInfo {
 /// Write a fresh header and publish it (`init_state = READY`, Release). The rest of
 /// the segment must already be initialised (all-zero is the initial state of every
 /// layout, which a new file provides).
-pub fn write_header(h: &SegmentHeader, kind: SegmentKind, total_len: u64, param0: u64) {
+pub fn write_header(h: &SegmentHeader, kind: SegmentKind, total_len: u64, param0: u64, param1: u64) {
     h.magic.store(MAGIC, Ordering::Relaxed);
     h.version_kind.store(u64::from(ABI_VERSION) | (u64::from(kind as u32) << 32), Ordering::Relaxed);
     h.layout_hash.store(LAYOUT_HASH, Ordering::Relaxed);
     h.total_len.store(total_len, Ordering::Relaxed);
     h.param0.store(param0, Ordering::Relaxed);
+    h.param1.store(param1, Ordering::Relaxed);
     h.creator_pid.store(std::process::id(), Ordering::Relaxed);
     // ORDERING: Release, partner of `is_ready`'s Acquire: every field above is visible
     // to an opener that sees READY.
@@ -128,5 +131,11 @@ pub fn validate(h: &SegmentHeader, file_len: u64, expected: SegmentKind, path: &
     {
         return corrupt(format!("ring capacity {param0} is not a valid power of two for a {total_len}-byte segment"));
     }
-    Ok(HeaderInfo { kind, total_len, param0, creator_pid: h.creator_pid.load(Ordering::Relaxed) })
+    if kind == SegmentKind::Slot
+        && (param0 > MAX_SLOT_BYTES as u64 || slot_segment_len(param0 as usize) as u64 != total_len)
+    {
+        return corrupt(format!("slot of {param0} bytes does not fit a {total_len}-byte segment"));
+    }
+    let param1 = h.param1.load(Ordering::Relaxed);
+    Ok(HeaderInfo { kind, total_len, param0, param1, creator_pid: h.creator_pid.load(Ordering::Relaxed) })
 }

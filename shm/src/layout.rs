@@ -83,7 +83,7 @@ pub struct SegmentHeader {
     pub total_len: AtomicU64,
     /// Kind-specific parameter 0 (ring: data capacity in bytes, a power of two).
     pub param0: AtomicU64,
-    /// Kind-specific parameter 1 (reserved, 0).
+    /// Kind-specific parameter 1 (channel: 0; slot: fingerprint of the value's type).
     pub param1: AtomicU64,
     /// Process id of the creator.
     pub creator_pid: AtomicU32,

@@ -117,3 +117,16 @@ pub fn check_owner(entry: &RoleEntry, pid: u32, role: &'static str, path: &str) 
 
 #[cfg(not(shmplane_loom))]
 pub use crate::sync::fork_generation;
+
+/// A writer id for [`crate::seqlock`]: `pid << 32 | tid`, unique per thread and never 0.
+#[cfg(not(shmplane_loom))]
+pub fn writer_id() -> u64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    (u64::from(std::process::id()) << 32) | u64::from(tid)
+}
+
+/// Whether the process behind writer id `id` ([`writer_id`]) still exists.
+pub fn writer_alive(id: u64) -> bool {
+    process_alive((id >> 32) as u32, 0)
+}

@@ -38,10 +38,10 @@ impl Segment {
     /// [`Error::AlreadyExists`] (a live segment or one waiting for a peer),
     /// [`Error::Corrupt`] (a non-shmplane file has the name), [`Error::NoSpace`],
     /// [`Error::InvalidName`], [`Error::Os`].
-    pub fn create(name: &str, kind: SegmentKind, total_len: usize, param0: u64) -> Result<Segment> {
+    pub fn create(name: &str, kind: SegmentKind, total_len: usize, param0: u64, param1: u64) -> Result<Segment> {
         for _ in 0..8 {
             match ShmFile::create(name, total_len as u64) {
-                Ok(file) => return Self::init(file, Some(name), kind, total_len, param0),
+                Ok(file) => return Self::init(file, Some(name), kind, total_len, param0, param1),
                 Err(Error::AlreadyExists { .. }) => match stale(name) {
                     Ok(Some(old)) => old.unlink_if_same(name),
                     Ok(None) => {
@@ -56,16 +56,23 @@ impl Segment {
         Err(Error::AlreadyExists { name: name.to_owned(), path: crate::region::shm_path(name) })
     }
 
-    fn init(file: ShmFile, name: Option<&str>, kind: SegmentKind, total_len: usize, param0: u64) -> Result<Segment> {
+    fn init(
+        file: ShmFile,
+        name: Option<&str>,
+        kind: SegmentKind,
+        total_len: usize,
+        param0: u64,
+        param1: u64,
+    ) -> Result<Segment> {
         file.try_lock(INIT_LOCK_BYTE)?;
         let region = Region::map(&file, total_len)?;
         let segment = Segment {
             region,
-            info: HeaderInfo { kind, total_len: total_len as u64, param0, creator_pid: std::process::id() },
+            info: HeaderInfo { kind, total_len: total_len as u64, param0, param1, creator_pid: std::process::id() },
             file: Some(file),
             name: name.map(str::to_owned),
         };
-        write_header(segment.header(), kind, total_len as u64, param0);
+        write_header(segment.header(), kind, total_len as u64, param0, param1);
         if let Some(f) = &segment.file {
             f.unlock(INIT_LOCK_BYTE);
         }
@@ -76,15 +83,15 @@ impl Segment {
     ///
     /// # Panics
     /// If `total_len` is smaller than a header.
-    pub fn heap(kind: SegmentKind, total_len: usize, param0: u64) -> Segment {
+    pub fn heap(kind: SegmentKind, total_len: usize, param0: u64, param1: u64) -> Segment {
         assert!(total_len >= size_of::<SegmentHeader>());
         let segment = Segment {
             region: Region::heap(total_len),
             file: None,
             name: None,
-            info: HeaderInfo { kind, total_len: total_len as u64, param0, creator_pid: std::process::id() },
+            info: HeaderInfo { kind, total_len: total_len as u64, param0, param1, creator_pid: std::process::id() },
         };
-        write_header(segment.header(), kind, total_len as u64, param0);
+        write_header(segment.header(), kind, total_len as u64, param0, param1);
         segment
     }
 
@@ -239,6 +246,41 @@ impl Segment {
         Ok(())
     }
 
+    /// Hold a shared lock on the handle byte (role 0's byte) for as long as this
+    /// segment is open: a slot is in use while any handle holds it.
+    ///
+    /// # Errors
+    /// [`Error::Os`].
+    pub fn hold_shared(&self) -> Result<()> {
+        if let Some(f) = &self.file {
+            if !f.try_lock_shared(ROLE_LOCK_BYTE)? {
+                return Err(Error::Corrupt {
+                    path: self.path().to_owned(),
+                    what: "an exclusive lock is held on a slot's handle byte".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Close a handle of a shared-lock segment (a slot): unmap and close, then unlink
+    /// the name if no other handle holds the segment. Best effort; never fails.
+    pub fn close_shared(self) {
+        let Segment { region, file, name, info } = self;
+        let Some(file) = file else { return };
+        let probe = file.reopen();
+        drop(region);
+        drop(file);
+        if let (Ok(probe), Some(name)) = (probe, name) {
+            let Ok(region) = Region::map(&probe, size_of::<SegmentHeader>()) else { return };
+            // SAFETY: header at offset 0 of a region a header long.
+            let header: &SegmentHeader = unsafe { region.at(0) };
+            if finished(&probe, header, info.kind) {
+                probe.unlink_if_same(&name);
+            }
+        }
+    }
+
     /// State of peer role `role` (never our own role: a lock we hold is invisible to us).
     ///
     /// # Errors
@@ -320,7 +362,8 @@ fn finished(file: &ShmFile, header: &SegmentHeader, kind: SegmentKind) -> bool {
             return false;
         }
     }
-    if !ready {
+    if !ready || kind == SegmentKind::Slot {
+        // A slot has no role states: unused once no handle holds its shared lock.
         return true;
     }
     let states: Vec<u32> = (0..roles).map(|r| header.roles[r].state.load(Ordering::Acquire)).collect();

@@ -111,3 +111,65 @@ impl ByteRingStore for SegmentRing {
         self.data()
     }
 }
+
+/// A slot segment seen as seqlock storage.
+#[derive(Debug)]
+pub struct SegmentSlot {
+    segment: Segment,
+    words: usize,
+    copy1: usize,
+}
+
+impl SegmentSlot {
+    /// Wrap a validated slot segment.
+    ///
+    /// # Panics
+    /// If the segment is not a validated slot segment.
+    pub fn new(segment: Segment) -> SegmentSlot {
+        let info = segment.info();
+        assert_eq!(info.kind, SegmentKind::Slot);
+        let bytes = info.param0 as usize;
+        assert!(crate::layout::slot_segment_len(bytes) <= segment.region().len());
+        SegmentSlot { words: crate::layout::slot_words(bytes), copy1: crate::layout::slot_copy1_offset(bytes), segment }
+    }
+
+    /// The segment.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// Unwrap the segment (to close it).
+    pub fn into_segment(self) -> Segment {
+        self.segment
+    }
+}
+
+impl crate::seqlock::SlotStore for SegmentSlot {
+    type Park = SharedFutex;
+
+    #[inline]
+    fn control(&self) -> &crate::layout::SlotControl {
+        // SAFETY: SlotControl is atomics-only, at its fixed 128-aligned offset, inside
+        // the region (new checked the segment length).
+        unsafe { self.segment.region().at(crate::layout::SLOT_CONTROL_OFFSET) }
+    }
+
+    #[inline]
+    fn words(&self) -> usize {
+        self.words
+    }
+
+    #[inline]
+    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
+        assert!(copy < 2 && i < self.words, "slot word out of range");
+        let base = if copy == 0 { crate::layout::SLOT_DATA_OFFSET } else { self.copy1 };
+        // SAFETY: in bounds (asserted; new checked the length) and 8-aligned (both copy
+        // offsets are line-aligned); AtomicU64 only.
+        unsafe { self.segment.region().at(base + 8 * i) }
+    }
+
+    #[inline]
+    fn park(&self) -> &SharedFutex {
+        &SharedFutex
+    }
+}

@@ -44,7 +44,7 @@ struct SegStore(Arc<SegmentRing>);
 
 impl Backend for SegStore {
     fn new(capacity: usize) -> Self {
-        let segment = Segment::heap(SegmentKind::Channel, ring_segment_len(capacity), capacity as u64);
+        let segment = Segment::heap(SegmentKind::Channel, ring_segment_len(capacity), capacity as u64, 0);
         SegStore(Arc::new(SegmentRing::new(segment)))
     }
 }

@@ -200,6 +200,19 @@ impl ShmFile {
         }
     }
 
+    /// Take a shared OFD lock on byte `byte` without blocking. `Ok(false)` if another
+    /// description holds an exclusive lock on it.
+    ///
+    /// # Errors
+    /// [`Error::Os`].
+    pub fn try_lock_shared(&self, byte: u64) -> Result<bool> {
+        match self.fcntl_lock(libc::F_OFD_SETLK, libc::F_RDLCK as i16, byte) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => Ok(false),
+            Err(source) => Err(Error::Os { op: "fcntl(F_OFD_SETLK)", path: self.path.clone(), source }),
+        }
+    }
+
     /// Release this description's lock on byte `byte` (no-op if not held).
     pub fn unlock(&self, byte: u64) {
         let _ = self.fcntl_lock(libc::F_OFD_SETLK, libc::F_UNLCK as i16, byte);

@@ -1,0 +1,321 @@
+//! Latest-value slots: one value any process may write and any number may read,
+//! through the crash-safe seqlock latch of `shmplane_shm::seqlock`.
+
+use bytemuck::Pod;
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::layout::{slot_segment_len, MAX_SLOT_BYTES};
+use shmplane_shm::liveness::{writer_alive, writer_id};
+use shmplane_shm::seqlock::{self, SlotStore};
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::SegmentSlot;
+use shmplane_shm::wait::{wait_until, WaitPolicy};
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+/// Words kept on the stack for reads of values up to this many bytes.
+const STACK_WORDS: usize = 32;
+
+/// FNV-1a of the type's name, size and alignment: stored in the header so that opening
+/// a `Slot<f64>` segment as a `Slot<[u8; 8]>` is an error, not a reinterpretation.
+fn fingerprint<T: 'static>() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let name = std::any::type_name::<T>();
+    for b in name.bytes().chain(size_of::<T>().to_le_bytes()).chain(align_of::<T>().to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A latest value of type `T` in shared memory (a replacement for
+/// `multiprocessing.RawValue`): `write` from any process, `read` from any number; readers
+/// never block the writer, never see a torn value, and never wait on a dead writer.
+///
+/// `T` is plain old data (`bytemuck::Pod`: no padding, no pointers), checked at compile
+/// time; derive it with `#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]` and
+/// `#[repr(C)]`. At most 1 MiB.
+///
+/// # Examples
+/// ```
+/// let slot = shmplane::Slot::<f64>::create("doc-slot", 1.5)?;
+/// let other = shmplane::Slot::<f64>::open("doc-slot")?;   // e.g. in another process
+/// slot.write(&2.5)?;
+/// assert_eq!(other.read()?, 2.5);
+/// assert!(shmplane::Slot::<u32>::open("doc-slot").is_err()); // another type
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub struct Slot<T: Pod> {
+    store: Option<SegmentSlot>,
+    policy: WaitPolicy,
+    _value: PhantomData<T>,
+}
+
+impl<T: Pod> Slot<T> {
+    fn check_size() -> Result<()> {
+        if size_of::<T>() > MAX_SLOT_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "a slot value is at most {MAX_SLOT_BYTES} bytes, this type has {}",
+                size_of::<T>()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Create slot `name` holding `initial`. A stale slot of that name (every handle
+    /// gone) is replaced. The segment is removed when the last handle closes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidArgument`] (value over 1 MiB),
+    /// [`Error::AlreadyExists`], [`Error::NoSpace`], [`Error::Os`].
+    pub fn create(name: &str, initial: T) -> Result<Slot<T>> {
+        Self::check_size()?;
+        let bytes = size_of::<T>();
+        let seg = Segment::create(name, SegmentKind::Slot, slot_segment_len(bytes), bytes as u64, fingerprint::<T>())?;
+        let slot = Slot::attach(seg)?;
+        slot.write(&initial)?;
+        Ok(slot)
+    }
+
+    /// Open existing slot `name`, checking that it holds a `T`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Corrupt`], [`Error::Incompatible`],
+    /// [`Error::WrongKind`] (a channel, or a slot of another type or size), [`Error::Os`].
+    pub fn open(name: &str) -> Result<Slot<T>> {
+        Self::check_size()?;
+        let seg = Segment::open(name, SegmentKind::Slot)?;
+        let info = seg.info();
+        if info.param0 != size_of::<T>() as u64 || info.param1 != fingerprint::<T>() {
+            return Err(Error::WrongKind {
+                path: seg.path().to_owned(),
+                expected: std::any::type_name::<T>(),
+                found: format!("slot of another type ({} bytes)", info.param0),
+            });
+        }
+        Slot::attach(seg)
+    }
+
+    fn attach(seg: Segment) -> Result<Slot<T>> {
+        seg.hold_shared()?;
+        Ok(Slot { store: Some(SegmentSlot::new(seg)), policy: WaitPolicy::default(), _value: PhantomData })
+    }
+
+    fn store(&self) -> Result<&SegmentSlot> {
+        match &self.store {
+            Some(s) => Ok(s),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Replace the value; returns the new version. Concurrent writers serialize; a
+    /// writer that died holding the write side is replaced.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::Slot::<[u32; 4]>::create("doc-slot-write", [0; 4])?;
+    /// let v1 = slot.version()?;
+    /// let v2 = slot.write(&[1, 2, 3, 4])?;
+    /// assert!(v2 > v1);
+    /// assert_eq!(slot.read()?, [1, 2, 3, 4]);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn write(&self, value: &T) -> Result<u64> {
+        let store = self.store()?;
+        let bytes = bytemuck::bytes_of(value);
+        let mut stack = [0u64; STACK_WORDS];
+        let mut heap = Vec::new();
+        let words = word_buffer(&mut stack, &mut heap, store.words());
+        bytemuck::cast_slice_mut::<u64, u8>(words)[..bytes.len()].copy_from_slice(bytes);
+        Ok(seqlock::write(store, words, writer_id(), writer_alive))
+    }
+
+    /// A consistent copy of the value (never torn, never waits for a writer).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::Slot::<u64>::create("doc-slot-read", 7)?;
+    /// assert_eq!(slot.read()?, 7);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    #[inline]
+    pub fn read(&self) -> Result<T> {
+        Ok(self.read_versioned()?.0)
+    }
+
+    /// The value and its version, read together.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::Slot::<u8>::create("doc-slot-readv", 1)?;
+    /// let (value, version) = slot.read_versioned()?;
+    /// assert_eq!((value, version), (1, slot.version()?));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    #[inline]
+    pub fn read_versioned(&self) -> Result<(T, u64)> {
+        let store = self.store()?;
+        let mut stack = [0u64; STACK_WORDS];
+        let mut heap = Vec::new();
+        let words = word_buffer(&mut stack, &mut heap, store.words());
+        let version = seqlock::read(store, words);
+        Ok((value_of(words), version))
+    }
+
+    /// One read attempt: `None` if a write was half-done at that instant (retry).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::Slot::<i32>::create("doc-slot-try", -1)?;
+    /// assert_eq!(slot.try_read()?, Some(-1)); // no writer running
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn try_read(&self) -> Result<Option<T>> {
+        let store = self.store()?;
+        let mut stack = [0u64; STACK_WORDS];
+        let mut heap = Vec::new();
+        let words = word_buffer(&mut stack, &mut heap, store.words());
+        Ok(seqlock::try_read(store, words).map(|_| value_of(words)))
+    }
+
+    /// The current version: one atomic load; it changes after every write.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::Slot::<f32>::create("doc-slot-version", 0.0)?;
+    /// let v = slot.version()?;
+    /// slot.write(&1.0)?;
+    /// assert_ne!(slot.version()?, v);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    #[inline]
+    pub fn version(&self) -> Result<u64> {
+        Ok(seqlock::version(self.store()?))
+    }
+
+    /// Wait until the version differs from `since`, at most `timeout` (`None`: forever),
+    /// sleeping on a futex per the wait policy; returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let slot = shmplane::Slot::<u64>::create("doc-slot-wait", 0)?;
+    /// let v = slot.version()?;
+    /// assert!(matches!(slot.wait_for_update(v, Some(Duration::from_millis(5))), Err(shmplane::Error::Timeout)));
+    /// slot.write(&1)?;
+    /// assert!(slot.wait_for_update(v, None)? > v);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn wait_for_update(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
+        let mut store = self.store()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        wait_until(
+            &mut store,
+            |s| (&s.control().updated.value, s.park()),
+            self.policy,
+            deadline,
+            |s| {
+                let v = seqlock::version(*s);
+                Ok::<_, Error>((v != since).then_some(v))
+            },
+            |_| Ok(()),
+        )
+        .map_err(crate::endpoint::wait_error)
+    }
+
+    /// Set how `wait_for_update` waits (default: [`WaitPolicy::Adaptive`]).
+    ///
+    /// # Examples
+    /// ```
+    /// let mut slot = shmplane::Slot::<u8>::create("doc-slot-policy", 0)?;
+    /// slot.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// The slot's name (`None` once closed).
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::Slot::<u8>::create("doc-slot-name", 0)?;
+    /// assert_eq!(slot.name(), Some("doc-slot-name"));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn name(&self) -> Option<&str> {
+        self.store.as_ref().and_then(|s| s.segment().name())
+    }
+
+    /// Close this handle; the segment is removed when the last handle closes.
+    /// Idempotent; also done on drop.
+    ///
+    /// # Examples
+    /// ```
+    /// let mut slot = shmplane::Slot::<u8>::create("doc-slot-close", 0)?;
+    /// slot.close();
+    /// assert!(matches!(slot.read(), Err(shmplane::Error::Closed)));
+    /// assert!(matches!(shmplane::Slot::<u8>::open("doc-slot-close"), Err(shmplane::Error::NotFound { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        if let Some(s) = self.store.take() {
+            s.into_segment().close_shared();
+        }
+    }
+}
+
+fn word_buffer<'a>(stack: &'a mut [u64; STACK_WORDS], heap: &'a mut Vec<u64>, words: usize) -> &'a mut [u64] {
+    if words <= STACK_WORDS {
+        &mut stack[..words]
+    } else {
+        heap.resize(words, 0);
+        heap
+    }
+}
+
+fn value_of<T: Pod>(words: &[u64]) -> T {
+    let mut value = T::zeroed();
+    let n = size_of::<T>();
+    bytemuck::bytes_of_mut(&mut value).copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..n]);
+    value
+}
+
+impl<T: Pod> Drop for Slot<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl<T: Pod> fmt::Debug for Slot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.store {
+            Some(s) => f
+                .debug_struct("Slot")
+                .field("type", &std::any::type_name::<T>())
+                .field("path", &s.segment().path())
+                .field("version", &seqlock::version(s))
+                .finish(),
+            None => f.write_str("Slot(closed)"),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Slots across real processes: a writer hammering a multi-word value never shows a
+//! reader a torn one; a writer SIGKILLed mid-stream leaves the last complete value
+//! readable and the write side free for the next writer. Watchdogs bound every wait.
+
+use shmplane::{Error, Slot};
+use std::time::{Duration, Instant};
+
+const WORDS: usize = 16;
+
+/// Forked children inherit every descriptor of the test process, so a test that checks
+/// the segment is removed must not overlap one that forks: they all hold this lock.
+static FORK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    FORK_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+type Value = [u64; WORDS];
+
+fn name(tag: &str) -> String {
+    format!("slot-test-{tag}-{}", std::process::id())
+}
+
+/// Fork a child that runs `f` then `_exit(0)`s.
+fn fork(f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the test thread forks; the child only runs `f` (slot operations on
+    // segments it opens itself) and then _exit, running no destructors of the parent.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        f();
+        // SAFETY: leave the child without unwinding into the test harness.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: plain syscalls on our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+fn check(v: &Value) -> u64 {
+    assert!(v.iter().all(|&w| w == v[0]), "torn value: {v:?}");
+    v[0]
+}
+
+#[test]
+fn readers_never_see_a_torn_value_while_another_process_writes() {
+    let _serial = serial();
+    let n = name("torn");
+    let slot = Slot::<Value>::create(&n, [0; WORDS]).unwrap();
+    let writer = fork(|| {
+        let s = Slot::<Value>::open(&n).unwrap();
+        for i in 1.. {
+            s.write(&[i; WORDS]).unwrap();
+        }
+    });
+    let watchdog = Instant::now() + Duration::from_secs(20);
+    let (mut last, mut reads, mut changes) = (0, 0u64, 0u64);
+    while (changes < 10_000 || reads < 100_000) && Instant::now() < watchdog {
+        let v = check(&slot.read().unwrap());
+        assert!(v >= last, "went back from {last} to {v}");
+        changes += u64::from(v != last);
+        last = v;
+        reads += 1;
+    }
+    kill_and_reap(writer);
+    assert!(changes >= 10_000, "the writer made only {changes} visible changes in 20 s");
+}
+
+#[test]
+fn writer_killed_mid_stream_leaves_last_complete_value() {
+    let _serial = serial();
+    let n = name("kill");
+    let slot = Slot::<Value>::create(&n, [0; WORDS]).unwrap();
+    for round in 0..20 {
+        let writer = fork(|| {
+            let s = Slot::<Value>::open(&n).unwrap();
+            for i in 1.. {
+                s.write(&[i; WORDS]).unwrap();
+            }
+        });
+        // Let it write for a moment, then kill it wherever it is (often mid-write).
+        let start = slot.version().unwrap();
+        let watchdog = Instant::now() + Duration::from_secs(20);
+        while slot.version().unwrap() < start + 1000 && Instant::now() < watchdog {
+            std::hint::spin_loop();
+        }
+        kill_and_reap(writer);
+        let before = check(&slot.read().unwrap());
+        // Readers keep reading the same complete value: no spinning on a dead writer.
+        assert_eq!(check(&slot.read().unwrap()), before);
+        // The next writer takes the write side over (repairing a torn copy).
+        slot.write(&[1_000_000 + round; WORDS]).unwrap();
+        assert_eq!(check(&slot.read().unwrap()), 1_000_000 + round);
+    }
+}
+
+#[test]
+fn type_and_size_are_checked_on_open() {
+    let n = name("type");
+    let _slot = Slot::<f64>::create(&n, 1.0).unwrap();
+    assert!(matches!(Slot::<u64>::open(&n), Err(Error::WrongKind { .. })));
+    assert!(matches!(Slot::<[u8; 64]>::open(&n), Err(Error::WrongKind { .. })));
+    assert!(matches!(shmplane::Receiver::open(&n), Err(Error::WrongKind { .. })));
+    assert_eq!(Slot::<f64>::open(&n).unwrap().read().unwrap(), 1.0);
+}
+
+#[test]
+fn wait_for_update_wakes_on_a_write_in_another_process() {
+    let _serial = serial();
+    let n = name("wait");
+    let slot = Slot::<u64>::create(&n, 0).unwrap();
+    let v0 = slot.version().unwrap();
+    let writer = fork(|| {
+        std::thread::sleep(Duration::from_millis(100));
+        Slot::<u64>::open(&n).unwrap().write(&42).unwrap();
+    });
+    let v1 = slot.wait_for_update(v0, Some(Duration::from_secs(20))).unwrap();
+    assert!(v1 > v0);
+    assert_eq!(slot.read().unwrap(), 42);
+    kill_and_reap(writer);
+}
+
+#[test]
+fn segment_removed_with_last_handle() {
+    let _serial = serial();
+    let n = name("gone");
+    let a = Slot::<u32>::create(&n, 5).unwrap();
+    let b = Slot::<u32>::open(&n).unwrap();
+    drop(a);
+    assert_eq!(b.read().unwrap(), 5);
+    drop(b);
+    assert!(!std::path::Path::new(&format!("/dev/shm/shmplane.{n}")).exists());
+}
