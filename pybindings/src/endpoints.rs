@@ -386,8 +386,8 @@ fn uninit_bytes(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyAny>, usize
     Ok((obj, addr))
 }
 
-fn corrupt(py: Python<'_>, what: String) -> PyErr {
-    to_py(py, Error::Corrupt { path: String::new(), what })
+fn corrupt(py: Python<'_>, path: &str, what: String) -> PyErr {
+    to_py(py, Error::Corrupt { path: path.to_owned(), what: format!("received message: {what}") })
 }
 
 /// A message being received: its destination objects and where its bytes go.
@@ -400,27 +400,36 @@ struct Incoming<'py> {
     exports: Vec<PyUntypedBuffer>,
     total: usize,
     received: usize,
+    /// The channel's segment file, for error messages.
+    path: String,
 }
 
 impl<'py> Incoming<'py> {
     /// Allocate the destinations of a message from its first record.
-    fn begin(py: Python<'py>, tag: u32, payload: &[u8], raw: bool) -> PyResult<(Incoming<'py>, usize)> {
+    fn begin(py: Python<'py>, tag: u32, payload: &[u8], raw: bool, path: &str) -> PyResult<(Incoming<'py>, usize)> {
         let (total, skip) = if tag & CHUNKED != 0 {
             let Some(head) = payload.get(..8) else {
-                return Err(corrupt(py, "chunked message without its length".into()));
+                return Err(corrupt(py, path, "chunked message without its length".into()));
             };
             let total = u64::from_le_bytes(head.try_into().expect("8 bytes"));
             let total = usize::try_from(total)
                 .ok()
                 .filter(|&t| t >= payload.len() - 8 && t <= isize::MAX as usize)
-                .ok_or_else(|| corrupt(py, format!("chunked message claims {total} bytes")))?;
+                .ok_or_else(|| corrupt(py, path, format!("chunked message claims {total} bytes")))?;
             (total, 8)
         } else {
             (payload.len(), 0)
         };
         let data = &payload[skip..];
-        let mut inc =
-            Incoming { result: py.None().into_bound(py), unpickle: None, scatter: Scatter::default(), exports: Vec::new(), total, received: 0 };
+        let mut inc = Incoming {
+            result: py.None().into_bound(py),
+            unpickle: None,
+            scatter: Scatter::default(),
+            exports: Vec::new(),
+            total,
+            received: 0,
+            path: path.to_owned(),
+        };
         let base = if raw { TAG_BYTES } else { tag & !CHUNKED };
         match base {
             TAG_BYTES => {
@@ -429,18 +438,18 @@ impl<'py> Incoming<'py> {
                 inc.result = obj;
             }
             TAG_NDARRAY => {
-                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, w))?;
+                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, path, w))?;
                 let [(mo, ml), (doff, dl)] = parts[..] else {
-                    return Err(corrupt(py, format!("ndarray message has {} parts, expected 2", parts.len())));
+                    return Err(corrupt(py, path, format!("ndarray message has {} parts, expected 2", parts.len())));
                 };
-                let meta = data.get(mo..mo + ml).ok_or_else(|| corrupt(py, "ndarray metadata not in the first record".into()))?;
+                let meta = data.get(mo..mo + ml).ok_or_else(|| corrupt(py, path, "ndarray metadata not in the first record".into()))?;
                 let (arr, flat): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
                     codec_fn!(py, "alloc_array")?.call1((PyBytes::new(py, meta),))?.extract()?;
                 inc.target(py, &flat, doff, dl)?;
                 inc.result = arr;
             }
             TAG_PICKLE => {
-                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, w))?;
+                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, path, w))?;
                 let (po, pl) = parts[0];
                 let (stream, addr) = uninit_bytes(py, pl)?;
                 inc.scatter.push(po, pl, addr);
@@ -453,7 +462,7 @@ impl<'py> Incoming<'py> {
                 inc.result = stream;
                 inc.unpickle = Some(bufs);
             }
-            other => return Err(corrupt(py, format!("unknown record tag {other:#x}"))),
+            other => return Err(corrupt(py, path, format!("unknown record tag {other:#x}"))),
         }
         Ok((inc, skip))
     }
@@ -462,7 +471,7 @@ impl<'py> Incoming<'py> {
     fn target(&mut self, py: Python<'_>, dst: &Bound<'py, PyAny>, start: usize, len: usize) -> PyResult<()> {
         let buf = PyUntypedBuffer::get(dst)?;
         if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != len {
-            return Err(corrupt(py, format!("a {len}-byte part does not fit its {}-byte destination", buf.len_bytes())));
+            return Err(corrupt(py, &self.path, format!("a {len}-byte part does not fit its {}-byte destination", buf.len_bytes())));
         }
         self.scatter.push(start, len, buf.buf_ptr() as usize);
         self.exports.push(buf);
@@ -472,7 +481,7 @@ impl<'py> Incoming<'py> {
     /// Copy the next `data` of the message into place (GIL released for big copies).
     fn feed(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         if data.len() > self.total - self.received {
-            return Err(corrupt(py, format!("message overruns its announced {} bytes", self.total)));
+            return Err(corrupt(py, &self.path, format!("message overruns its announced {} bytes", self.total)));
         }
         let (scatter, at) = (&self.scatter, self.received);
         // SAFETY: the destinations are new objects (uninitialised bytes no Python code has
@@ -499,6 +508,15 @@ pub struct RecvState {
     /// A chunked message was abandoned half-way (Ctrl-C, error): drop its remaining
     /// continuation records before the next message.
     discard: bool,
+    /// The segment file, for error messages.
+    path: String,
+}
+
+impl RecvState {
+    fn new(rx: Receiver) -> RecvState {
+        let path = rx.path().unwrap_or_default().to_owned();
+        RecvState { rx, discard: false, path }
+    }
 }
 
 impl std::ops::Deref for RecvState {
@@ -528,11 +546,11 @@ impl PyReceiver {
                 Ok(msg) if state.discard && msg.tag() == TAG_CONTINUATION => continue,
                 Ok(msg) if msg.tag() == TAG_CONTINUATION => {
                     drop(msg);
-                    return Err(corrupt(py, "a continuation record without its message".into()));
+                    return Err(corrupt(py, &state.path, "a continuation record without its message".into()));
                 }
                 Ok(msg) => {
                     state.discard = false;
-                    let (mut inc, skip) = Incoming::begin(py, msg.tag(), &msg, raw)?;
+                    let (mut inc, skip) = Incoming::begin(py, msg.tag(), &msg, raw, &state.path)?;
                     inc.feed(py, &msg[skip..])?;
                     Some(inc)
                 }
@@ -584,14 +602,14 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn create<'py>(py: Python<'py>, name: &str, capacity: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
         let r = py.detach(|| Receiver::create(name, capacity)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
+        tracked(py, PyReceiver { inner: Mutex::new(RecvState::new(r)) })
     }
 
     /// Open existing channel `name` as its receiver.
     #[staticmethod]
     fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let r = py.detach(|| Receiver::open(name)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
+        tracked(py, PyReceiver { inner: Mutex::new(RecvState::new(r)) })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Receiver). Used by unpickling.
@@ -600,7 +618,7 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
         let r = py.detach(|| Receiver::from_fd(fd, name)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) })
+        tracked(py, PyReceiver { inner: Mutex::new(RecvState::new(r)) })
     }
 
     /// Receive the next object, waiting at most `timeout` seconds (None: forever).
@@ -665,6 +683,6 @@ impl PySender {
 
 impl PyReceiver {
     pub(crate) fn wrap(r: Receiver) -> Self {
-        PyReceiver { inner: Mutex::new(RecvState { rx: r, discard: false }) }
+        PyReceiver { inner: Mutex::new(RecvState::new(r)) }
     }
 }
