@@ -324,9 +324,10 @@ impl Segment {
         // SAFETY: as above.
         let header: &SegmentHeader = unsafe { region.at(0) };
         let entry = &header.roles[role];
-        let still_held = held_after_grace(&probe, ROLE_LOCK_BYTE + role as u64);
+        // Only the owner needs to know (and waits up to FORK_GRACE to find out): a
+        // handle passed to a child that registered there closes at once.
         if owner {
-            if still_held {
+            if held_after_grace(&probe, ROLE_LOCK_BYTE + role as u64) {
                 // Another process shares the description (fork, passed descriptor):
                 // the role lives on; it registers itself on first use.
                 let _ = entry.state.compare_exchange(CLOSING, ATTACHED, Ordering::AcqRel, Ordering::Relaxed);
