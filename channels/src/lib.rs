@@ -33,7 +33,7 @@ mod endpoint;
 mod slot;
 
 pub use channel::{channel, channel_named, Loan, Message, Receiver, Sender};
-pub use slot::Slot;
+pub use slot::{ByteSlot, Slot};
 pub use bytemuck::{Pod, Zeroable};
 pub use shmplane_shm::error::{Error, Result};
 pub use shmplane_shm::wait::WaitPolicy;

@@ -319,3 +319,191 @@ impl<T: Pod> fmt::Debug for Slot<T> {
         }
     }
 }
+
+/// A latest value of `len` raw bytes, sized at run time (the Python binding's
+/// `RawValue`/`RawArray` storage). Same algorithm and guarantees as [`Slot`]; the
+/// `fingerprint` stored at creation (any non-zero `u64` describing the value's type)
+/// must match on open.
+///
+/// # Examples
+/// ```
+/// let a = shmplane::ByteSlot::create("doc-byteslot", &[1, 2, 3], 42)?;
+/// let b = shmplane::ByteSlot::open("doc-byteslot", 42)?;
+/// a.write(&[4, 5, 6])?;
+/// let mut out = [0u8; 3];
+/// b.read_into(&mut out)?;
+/// assert_eq!(out, [4, 5, 6]);
+/// assert!(shmplane::ByteSlot::open("doc-byteslot", 43).is_err());
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub struct ByteSlot {
+    store: Option<SegmentSlot>,
+    len: usize,
+    policy: WaitPolicy,
+}
+
+impl ByteSlot {
+    /// Create slot `name` holding `initial` (its length is the slot's, at most 1 MiB).
+    ///
+    /// # Errors
+    /// As [`Slot::create`].
+    pub fn create(name: &str, initial: &[u8], fingerprint: u64) -> Result<ByteSlot> {
+        if initial.len() > MAX_SLOT_BYTES {
+            return Err(Error::InvalidArgument(format!("a slot value is at most {MAX_SLOT_BYTES} bytes")));
+        }
+        let len = initial.len();
+        let seg = Segment::create(name, SegmentKind::Slot, slot_segment_len(len), len as u64, fingerprint)?;
+        let slot = ByteSlot::attach(seg)?;
+        slot.write(initial)?;
+        Ok(slot)
+    }
+
+    /// Open slot `name`, checking its type `fingerprint`.
+    ///
+    /// # Errors
+    /// As [`Slot::open`].
+    pub fn open(name: &str, fingerprint: u64) -> Result<ByteSlot> {
+        let seg = Segment::open(name, SegmentKind::Slot)?;
+        if seg.info().param1 != fingerprint {
+            return Err(Error::WrongKind {
+                path: seg.path().to_owned(),
+                expected: "slot of the requested type",
+                found: format!("slot of another type ({} bytes)", seg.info().param0),
+            });
+        }
+        ByteSlot::attach(seg)
+    }
+
+    /// Adopt a descriptor of a slot segment (passed from another process).
+    ///
+    /// # Errors
+    /// As [`Slot::open`].
+    pub fn from_fd(fd: std::os::fd::OwnedFd, name: Option<String>) -> Result<ByteSlot> {
+        ByteSlot::attach(Segment::from_fd(fd, name, SegmentKind::Slot)?)
+    }
+
+    fn attach(seg: Segment) -> Result<ByteSlot> {
+        seg.hold_shared()?;
+        let len = seg.info().param0 as usize;
+        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: WaitPolicy::default() })
+    }
+
+    fn store(&self) -> Result<&SegmentSlot> {
+        match &self.store {
+            Some(s) => Ok(s),
+            None => Err(Error::Closed),
+        }
+    }
+
+    /// Value length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length value.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The type fingerprint stored at creation (0 once closed).
+    pub fn fingerprint(&self) -> u64 {
+        self.store.as_ref().map_or(0, |s| s.segment().info().param1)
+    }
+
+    /// Replace the value (`src.len() == len()`); returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (wrong length), [`Error::Closed`].
+    pub fn write(&self, src: &[u8]) -> Result<u64> {
+        if src.len() != self.len {
+            return Err(Error::InvalidArgument(format!("value of {} bytes for a {}-byte slot", src.len(), self.len)));
+        }
+        let store = self.store()?;
+        let mut stack = [0u64; STACK_WORDS];
+        let mut heap = Vec::new();
+        let words = word_buffer(&mut stack, &mut heap, store.words());
+        bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
+        Ok(seqlock::write(store, words, writer_id(), writer_alive))
+    }
+
+    /// Read a consistent copy into `dst` (`dst.len() == len()`); returns its version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (wrong length), [`Error::Closed`].
+    #[inline]
+    pub fn read_into(&self, dst: &mut [u8]) -> Result<u64> {
+        if dst.len() != self.len {
+            return Err(Error::InvalidArgument(format!("buffer of {} bytes for a {}-byte slot", dst.len(), self.len)));
+        }
+        let store = self.store()?;
+        let mut stack = [0u64; STACK_WORDS];
+        let mut heap = Vec::new();
+        let words = word_buffer(&mut stack, &mut heap, store.words());
+        let version = seqlock::read(store, words);
+        dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..self.len]);
+        Ok(version)
+    }
+
+    /// The current version (one atomic load).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    #[inline]
+    pub fn version(&self) -> Result<u64> {
+        Ok(seqlock::version(self.store()?))
+    }
+
+    /// Wait until the version differs from `since` (see [`Slot::wait_for_update`]).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::Closed`].
+    pub fn wait_for_update(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
+        let mut store = self.store()?;
+        wait_until(
+            &mut store,
+            |s| (&s.control().updated.value, s.park()),
+            self.policy,
+            timeout.map(|t| Instant::now() + t),
+            |s| {
+                let v = seqlock::version(*s);
+                Ok::<_, Error>((v != since).then_some(v))
+            },
+            |_| Ok(()),
+        )
+        .map_err(crate::endpoint::wait_error)
+    }
+
+    /// Set how `wait_for_update` waits.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// The slot's name (`None` once closed).
+    pub fn name(&self) -> Option<&str> {
+        self.store.as_ref().and_then(|s| s.segment().name())
+    }
+
+    /// The descriptor holding this handle (to pass to a child), `None` once closed.
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.store.as_ref().and_then(|s| s.segment().fd())
+    }
+
+    /// Close this handle; the segment is removed with the last one. Idempotent.
+    pub fn close(&mut self) {
+        if let Some(s) = self.store.take() {
+            s.into_segment().close_shared();
+        }
+    }
+}
+
+impl Drop for ByteSlot {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for ByteSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ByteSlot").field("name", &self.name()).field("len", &self.len).finish()
+    }
+}

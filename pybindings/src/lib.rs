@@ -9,6 +9,7 @@
 mod codec;
 mod endpoints;
 mod error;
+mod slot;
 mod wait;
 
 use pyo3::prelude::*;
@@ -45,6 +46,7 @@ fn _channel<'py>(
 fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PySender>()?;
     m.add_class::<endpoints::PyReceiver>()?;
+    m.add_class::<slot::PyByteSlot>()?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;

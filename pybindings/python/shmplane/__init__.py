@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from . import _handles  # noqa: F401  (pickling support for endpoints)
 from . import errors
-from ._shmplane import DEFAULT_CAPACITY, Receiver, Sender, _channel
+from ._shmplane import DEFAULT_CAPACITY, ByteSlot, Receiver, Sender, _channel
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
+from .sharedctypes import RawValue
 
-__all__ = ["channel", "gc", "Sender", "Receiver", "DEFAULT_CAPACITY", *errors.__all__]
+__all__ = ["channel", "gc", "Sender", "Receiver", "RawValue", "ByteSlot", "DEFAULT_CAPACITY", *errors.__all__]
 
 
 def channel(

@@ -53,3 +53,14 @@ def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str) -> Sender | R
 def reduce_endpoint(endpoint: Sender | Receiver, kind: str) -> tuple[Any, tuple[Any, ...]]:
     """``__reduce__`` of Sender/Receiver."""
     return _rebuild, (kind, DupFd(endpoint.fileno()), endpoint.name, endpoint.policy)
+
+
+def _rebuild_slot(dupfd: Any, name: str | None) -> Any:
+    from ._shmplane import ByteSlot
+
+    return ByteSlot._from_fd(dupfd.detach(), name)
+
+
+def reduce_slot(slot: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``__reduce__`` of ByteSlot: a duplicate of its descriptor, like the endpoints."""
+    return _rebuild_slot, (DupFd(slot.fileno()), slot.name)

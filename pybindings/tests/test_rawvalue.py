@@ -1,0 +1,140 @@
+"""shmplane.RawValue against multiprocessing.sharedctypes.RawValue: same results for
+the same operations, plus consistent snapshots across processes."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import multiprocessing.sharedctypes as stdlib
+import os
+import pickle
+import signal
+import time
+
+import pytest
+
+import shmplane
+
+
+class Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_double)]
+
+
+class Eight(ctypes.Structure):
+    _fields_ = [(f"w{i}", ctypes.c_uint64) for i in range(8)]
+
+
+SCALARS = [("d", 1.5), ("f", 0.25), ("i", -7), ("l", 2**40), ("q", -(2**62)), ("b", -3), ("B", 200),
+           ("h", -300), ("H", 65000), ("I", 2**31), ("c", b"x"), (ctypes.c_double, 3.0),
+           (ctypes.c_bool, True), (ctypes.c_ulonglong, 2**64 - 1)]
+
+
+@pytest.mark.parametrize(("code", "init"), SCALARS, ids=[str(c) for c, _ in SCALARS])
+def test_scalar_value_matches_stdlib(code: object, init: object) -> None:
+    ours, theirs = shmplane.RawValue(code, init), stdlib.RawValue(code, init)
+    assert ours.value == theirs.value and type(ours.value) is type(theirs.value)
+    new = init * 2 if isinstance(init, (int, float)) and not isinstance(init, bool) else init
+    if isinstance(new, int) and code in ("b", "B", "h", "H", "i", "I"):
+        new = init  # keep in range
+    ours.value = new
+    theirs.value = new
+    assert ours.value == theirs.value
+    ours.close()
+
+
+def test_default_value_and_errors_match_stdlib() -> None:
+    assert shmplane.RawValue("d").value == stdlib.RawValue("d").value == 0.0
+    for bad in (lambda m: m.RawValue("d", "text"), lambda m: m.RawValue("i", 1.5)):
+        with pytest.raises(TypeError):
+            bad(stdlib)
+        with pytest.raises(TypeError):
+            bad(shmplane)
+    with pytest.raises((KeyError, TypeError)):
+        stdlib.RawValue("z", 1)
+    with pytest.raises(TypeError):
+        shmplane.RawValue("z", 1)
+    with pytest.raises(TypeError, match="pointer"):
+        shmplane.RawValue(ctypes.c_char_p, b"x")
+
+
+def test_structure_fields_match_stdlib() -> None:
+    ours, theirs = shmplane.RawValue(Point, 1, 2.5), stdlib.RawValue(Point, 1, 2.5)
+    assert (ours.x, ours.y) == (theirs.x, theirs.y)
+    ours.x, theirs.x = 9, 9
+    assert (ours.x, ours.y) == (theirs.x, theirs.y)
+    with pytest.raises(TypeError):
+        theirs.x = "no"
+    with pytest.raises(TypeError):
+        ours.x = "no"
+    snap = ours.snapshot()
+    assert isinstance(snap, Point) and (snap.x, snap.y) == (9, 2.5)
+
+
+def test_attach_by_name_checks_the_type() -> None:
+    v = shmplane.RawValue("d", 4.0)
+    assert shmplane.RawValue.attach(v.name, "d").value == 4.0
+    with pytest.raises(shmplane.WrongKindError):
+        shmplane.RawValue.attach(v.name, "q")
+    with pytest.raises(shmplane.WrongKindError):
+        shmplane.RawValue.attach(v.name, Point)
+    with pytest.raises(shmplane.NotFoundError):
+        shmplane.RawValue.attach("no-such-value-" + str(os.getpid()), "d")
+
+
+def test_version_and_wait_for_update() -> None:
+    v = shmplane.RawValue("i", 0)
+    since = v.version
+    with pytest.raises(shmplane.Timeout):
+        v.wait_for_update(since, timeout=0.05)
+    v.value = 1
+    assert v.wait_for_update(since, timeout=1) > since
+
+
+def _hammer_struct(v: shmplane.RawValue) -> None:
+    i = 0
+    slot = v._slot
+    while True:
+        i += 1
+        slot.write(bytes(Eight(*([i] * 8))))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_never_torn_across_processes_and_writer_killed(method: str) -> None:
+    v = shmplane.RawValue(Eight, *([0] * 8))
+    p = mp.get_context(method).Process(target=_hammer_struct, args=(v,), daemon=True)
+    p.start()
+    deadline = time.monotonic() + 20
+    seen = set()
+    while len(seen) < 500 and time.monotonic() < deadline:
+        s = v.snapshot()
+        words = [getattr(s, f"w{i}") for i in range(8)]
+        assert len(set(words)) == 1, f"torn: {words}"
+        seen.add(words[0])
+    assert len(seen) >= 500, "the writer made no progress"
+    os.kill(p.pid, signal.SIGKILL)  # very likely mid-write
+    p.join(10)
+    a = v.snapshot()
+    assert len({getattr(a, f"w{i}") for i in range(8)}) == 1
+    v._slot.write(bytes(Eight(*([7] * 8))))  # the write side was taken over
+    assert v.snapshot().w5 == 7
+
+
+def _child_reads(v: shmplane.RawValue, out: "mp.Queue[object]") -> None:
+    out.put(v.value)
+    v.value = 99.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_passes_to_children(method: str) -> None:
+    ctx = mp.get_context(method)
+    v = shmplane.RawValue("d", 12.5)
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_reads, args=(v, q))
+    p.start()
+    assert q.get(timeout=30) == 12.5
+    p.join(30)
+    assert p.exitcode == 0
+    assert v.value == 99.0
+    assert pickle.loads(pickle.dumps(v)).value == 99.0
