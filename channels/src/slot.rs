@@ -47,8 +47,7 @@ fn fingerprint<T: 'static>() -> u64 {
 /// # Ok::<(), shmplane::Error>(())
 /// ```
 pub struct Slot<T: Pod> {
-    store: Option<SegmentSlot>,
-    policy: WaitPolicy,
+    raw: ByteSlot,
     _value: PhantomData<T>,
 }
 
@@ -71,42 +70,19 @@ impl<T: Pod> Slot<T> {
     /// [`Error::AlreadyExists`], [`Error::NoSpace`], [`Error::Os`].
     pub fn create(name: &str, initial: T) -> Result<Slot<T>> {
         Self::check_size()?;
-        let bytes = size_of::<T>();
-        let seg = Segment::create(name, SegmentKind::Slot, slot_segment_len(bytes), bytes as u64, fingerprint::<T>())?;
-        let slot = Slot::attach(seg)?;
-        slot.write(&initial)?;
-        Ok(slot)
+        let raw = ByteSlot::create(name, bytemuck::bytes_of(&initial), fingerprint::<T>())?;
+        Ok(Slot { raw, _value: PhantomData })
     }
 
-    /// Open existing slot `name`, checking that it holds a `T`.
+    /// Open existing slot `name`, checking that it holds a `T` (the fingerprint covers
+    /// the type's name, size and alignment).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Corrupt`], [`Error::Incompatible`],
     /// [`Error::WrongKind`] (a channel, or a slot of another type or size), [`Error::Os`].
     pub fn open(name: &str) -> Result<Slot<T>> {
         Self::check_size()?;
-        let seg = Segment::open(name, SegmentKind::Slot)?;
-        let info = seg.info();
-        if info.param0 != size_of::<T>() as u64 || info.param1 != fingerprint::<T>() {
-            return Err(Error::WrongKind {
-                path: seg.path().to_owned(),
-                expected: std::any::type_name::<T>(),
-                found: format!("slot of another type ({} bytes)", info.param0),
-            });
-        }
-        Slot::attach(seg)
-    }
-
-    fn attach(seg: Segment) -> Result<Slot<T>> {
-        seg.hold_shared()?;
-        Ok(Slot { store: Some(SegmentSlot::new(seg)), policy: WaitPolicy::default(), _value: PhantomData })
-    }
-
-    fn store(&self) -> Result<&SegmentSlot> {
-        match &self.store {
-            Some(s) => Ok(s),
-            None => Err(Error::Closed),
-        }
+        Ok(Slot { raw: ByteSlot::open(name, fingerprint::<T>())?, _value: PhantomData })
     }
 
     /// Replace the value; returns the new version. Concurrent writers serialize; a
@@ -124,14 +100,9 @@ impl<T: Pod> Slot<T> {
     /// assert_eq!(slot.read()?, [1, 2, 3, 4]);
     /// # Ok::<(), shmplane::Error>(())
     /// ```
+    #[inline]
     pub fn write(&self, value: &T) -> Result<u64> {
-        let store = self.store()?;
-        let bytes = bytemuck::bytes_of(value);
-        let mut stack = [0u64; STACK_WORDS];
-        let mut heap = Vec::new();
-        let words = word_buffer(&mut stack, &mut heap, store.words());
-        bytemuck::cast_slice_mut::<u64, u8>(words)[..bytes.len()].copy_from_slice(bytes);
-        Ok(seqlock::write(store, words, writer_id(), writer_alive))
+        self.raw.write(bytemuck::bytes_of(value))
     }
 
     /// A consistent copy of the value (never torn, never waits for a writer).
@@ -164,12 +135,9 @@ impl<T: Pod> Slot<T> {
     /// ```
     #[inline]
     pub fn read_versioned(&self) -> Result<(T, u64)> {
-        let store = self.store()?;
-        let mut stack = [0u64; STACK_WORDS];
-        let mut heap = Vec::new();
-        let words = word_buffer(&mut stack, &mut heap, store.words());
-        let version = seqlock::read(store, words);
-        Ok((value_of(words), version))
+        let mut value = T::zeroed();
+        let version = self.raw.read_into(bytemuck::bytes_of_mut(&mut value))?;
+        Ok((value, version))
     }
 
     /// One read attempt: `None` if a write was half-done at that instant (retry).
@@ -184,11 +152,8 @@ impl<T: Pod> Slot<T> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn try_read(&self) -> Result<Option<T>> {
-        let store = self.store()?;
-        let mut stack = [0u64; STACK_WORDS];
-        let mut heap = Vec::new();
-        let words = word_buffer(&mut stack, &mut heap, store.words());
-        Ok(seqlock::try_read(store, words).map(|_| value_of(words)))
+        let mut value = T::zeroed();
+        Ok(self.raw.try_read_into(bytemuck::bytes_of_mut(&mut value))?.map(|_| value))
     }
 
     /// The current version: one atomic load; it changes after every write.
@@ -206,7 +171,7 @@ impl<T: Pod> Slot<T> {
     /// ```
     #[inline]
     pub fn version(&self) -> Result<u64> {
-        Ok(seqlock::version(self.store()?))
+        self.raw.version()
     }
 
     /// Wait until the version differs from `since`, at most `timeout` (`None`: forever),
@@ -226,20 +191,7 @@ impl<T: Pod> Slot<T> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn wait_for_update(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
-        let mut store = self.store()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        wait_until(
-            &mut store,
-            |s| (&s.control().updated.value, s.park()),
-            self.policy,
-            deadline,
-            |s| {
-                let v = seqlock::version(*s);
-                Ok::<_, Error>((v != since).then_some(v))
-            },
-            |_| Ok(()),
-        )
-        .map_err(crate::endpoint::wait_error)
+        self.raw.wait_for_update(since, timeout)
     }
 
     /// Set how `wait_for_update` waits (default: [`WaitPolicy::Adaptive`]).
@@ -251,7 +203,7 @@ impl<T: Pod> Slot<T> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
-        self.policy = policy;
+        self.raw.set_wait_policy(policy);
     }
 
     /// The slot's name (`None` once closed).
@@ -263,7 +215,7 @@ impl<T: Pod> Slot<T> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn name(&self) -> Option<&str> {
-        self.store.as_ref().and_then(|s| s.segment().name())
+        self.raw.name()
     }
 
     /// Close this handle; the segment is removed when the last handle closes.
@@ -278,9 +230,7 @@ impl<T: Pod> Slot<T> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn close(&mut self) {
-        if let Some(s) = self.store.take() {
-            s.into_segment().close_shared();
-        }
+        self.raw.close();
     }
 }
 
@@ -293,32 +243,12 @@ fn word_buffer<'a>(stack: &'a mut [u64; STACK_WORDS], heap: &'a mut Vec<u64>, wo
     }
 }
 
-fn value_of<T: Pod>(words: &[u64]) -> T {
-    let mut value = T::zeroed();
-    let n = size_of::<T>();
-    bytemuck::bytes_of_mut(&mut value).copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..n]);
-    value
-}
-
-impl<T: Pod> Drop for Slot<T> {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
 impl<T: Pod> fmt::Debug for Slot<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.store {
-            Some(s) => f
-                .debug_struct("Slot")
-                .field("type", &std::any::type_name::<T>())
-                .field("path", &s.segment().path())
-                .field("version", &seqlock::version(s))
-                .finish(),
-            None => f.write_str("Slot(closed)"),
-        }
+        f.debug_struct("Slot").field("type", &std::any::type_name::<T>()).field("raw", &self.raw).finish()
     }
 }
+
 
 /// A latest value of `len` raw bytes, sized at run time (the Python binding's
 /// `RawValue`/`RawArray` storage). Same algorithm and guarantees as [`Slot`]; the
@@ -432,6 +362,24 @@ impl ByteSlot {
     /// [`Error::InvalidArgument`] (wrong length), [`Error::Closed`].
     #[inline]
     pub fn read_into(&self, dst: &mut [u8]) -> Result<u64> {
+        self.read_with(dst, |store, words| Some(seqlock::read(store, words))).map(|v| v.expect("read retries"))
+    }
+
+    /// One read attempt into `dst`: `None` if a write was half-done at that instant.
+    ///
+    /// # Errors
+    /// As [`ByteSlot::read_into`].
+    #[inline]
+    pub fn try_read_into(&self, dst: &mut [u8]) -> Result<Option<u64>> {
+        self.read_with(dst, seqlock::try_read)
+    }
+
+    #[inline]
+    fn read_with(
+        &self,
+        dst: &mut [u8],
+        read: impl FnOnce(&SegmentSlot, &mut [u64]) -> Option<u64>,
+    ) -> Result<Option<u64>> {
         if dst.len() != self.len {
             return Err(Error::InvalidArgument(format!("buffer of {} bytes for a {}-byte slot", dst.len(), self.len)));
         }
@@ -439,8 +387,10 @@ impl ByteSlot {
         let mut stack = [0u64; STACK_WORDS];
         let mut heap = Vec::new();
         let words = word_buffer(&mut stack, &mut heap, store.words());
-        let version = seqlock::read(store, words);
-        dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..self.len]);
+        let version = read(store, words);
+        if version.is_some() {
+            dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..self.len]);
+        }
         Ok(version)
     }
 
