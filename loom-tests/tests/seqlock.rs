@@ -1,13 +1,14 @@
 //! loom models of the slot seqlock latch (`shmplane_shm::seqlock`): readers never see a
 //! torn value (every word of a value is equal, so a mix of two writes shows), with one
 //! writer and two readers, with two writers, and with a writer that dies mid-write (the
-//! next writer takes the lock over and repairs the torn copy while readers read).
+//! next writer takes the lock over and repairs the torn copy while readers read), and
+//! element updates (`update`) by two writers that must not lose each other's word.
 #![cfg(shmplane_loom)]
 
 use loom::sync::Arc;
 use loom_tests::FutexModel;
 use shmplane_shm::layout::SlotControl;
-use shmplane_shm::seqlock::{read, try_read, write, write_until, CrashPoint, SlotStore};
+use shmplane_shm::seqlock::{read, read_words, try_read, update, write, write_until, CrashPoint, SlotStore};
 use shmplane_shm::sync::AtomicU64;
 
 const WORDS: usize = 2;
@@ -15,6 +16,7 @@ const WORDS: usize = 2;
 #[derive(Default)]
 struct Model {
     ctl: SlotControl,
+    seq: AtomicU64,
     copies: [[AtomicU64; WORDS]; 2],
     futex: FutexModel,
 }
@@ -26,6 +28,9 @@ impl SlotStore for Store {
     type Park = FutexModel;
     fn control(&self) -> &SlotControl {
         &self.0.ctl
+    }
+    fn seq(&self) -> &AtomicU64 {
+        &self.0.seq
     }
     fn words(&self) -> usize {
         WORDS
@@ -110,4 +115,31 @@ fn writer_dying_mid_write_leaves_last_complete_value() {
             assert_eq!(dst, value(3));
         });
     }
+}
+
+/// Two writers update different words of one value (array element assignment) while a
+/// reader reads one word: neither update is lost, and the reader sees 0 or 1.
+#[test]
+fn element_updates_by_two_writers_are_not_lost() {
+    loom::model(|| {
+        let store = Store::default();
+        let w = store.clone();
+        let other = loom::thread::spawn(move || {
+            let mut buf = [0u64; 1];
+            update(&w, 1, &mut buf, 1, |_| true, |b| b[0] += 1);
+        });
+        let r = store.clone();
+        let reader = loom::thread::spawn(move || {
+            let mut one = [9u64; 1];
+            read_words(&r, 0, &mut one);
+            assert!(one[0] <= 1, "{one:?}");
+        });
+        let mut buf = [0u64; 1];
+        update(&store, 0, &mut buf, 2, |_| true, |b| b[0] += 1);
+        other.join().unwrap();
+        reader.join().unwrap();
+        let mut dst = [0u64; WORDS];
+        read(&store, &mut dst);
+        assert_eq!(dst, [1, 1]);
+    });
 }

@@ -33,8 +33,10 @@ use crate::wait::Park;
 pub trait SlotStore {
     /// Sleep/wake implementation of `updated`.
     type Park: Park;
-    /// The control block.
+    /// The control block (writer lock, sleepers).
     fn control(&self) -> &SlotControl;
+    /// The latch sequence (next to the copies: see `layout::SLOT_DATA_OFFSET`).
+    fn seq(&self) -> &AtomicU64;
     /// Payload words per copy.
     fn words(&self) -> usize;
     /// Word `i` of copy `copy` (0 or 1).
@@ -53,7 +55,7 @@ fn version_of(seq: u64) -> u64 {
 #[inline]
 pub fn version<S: SlotStore>(store: &S) -> u64 {
     // ORDERING: Acquire, partner of the writer's Release fence before its seq stores.
-    version_of(store.control().seq.value.load(Ordering::Acquire))
+    version_of(store.seq().load(Ordering::Acquire))
 }
 
 /// One read attempt into `dst` (`dst.len() == store.words()`): the version read, or
@@ -64,20 +66,41 @@ pub fn version<S: SlotStore>(store: &S) -> u64 {
 #[inline]
 pub fn try_read<S: SlotStore>(store: &S, dst: &mut [u64]) -> Option<u64> {
     assert_eq!(dst.len(), store.words(), "slot read buffer of the wrong length");
-    let ctl = store.control();
+    try_read_words(store, 0, dst)
+}
+
+/// One read attempt of words `first .. first + dst.len()` into `dst` (an element or a
+/// slice of an array value): as [`try_read`], consistent with every write as a whole.
+///
+/// # Panics
+/// If the range is outside the value.
+#[inline]
+pub fn try_read_words<S: SlotStore>(store: &S, first: usize, dst: &mut [u64]) -> Option<u64> {
+    assert!(first + dst.len() <= store.words(), "slot read range outside the value");
     // ORDERING: Acquire, partner of the writer's fence(Release) + seq store: the words
     // of the copy this sequence selects are complete.
-    let s1 = ctl.seq.value.load(Ordering::Acquire);
+    let s1 = store.seq().load(Ordering::Acquire);
     let copy = (s1 & 1) as usize;
     for (i, w) in dst.iter_mut().enumerate() {
-        *w = store.word(copy, i).load(Ordering::Relaxed);
+        *w = store.word(copy, first + i).load(Ordering::Relaxed);
     }
     // ORDERING: Acquire fence, partner of the writer's fence(Release) after its seq
     // store: if we read any word of a write that flipped the latch after s1, the load
     // below sees that flip.
     fence(Ordering::Acquire);
-    let s2 = ctl.seq.value.load(Ordering::Relaxed);
+    let s2 = store.seq().load(Ordering::Relaxed);
     (s1 == s2).then_some(version_of(s1))
+}
+
+/// [`read`] of words `first .. first + dst.len()` (see [`try_read_words`]).
+#[inline]
+pub fn read_words<S: SlotStore>(store: &S, first: usize, dst: &mut [u64]) -> u64 {
+    loop {
+        if let Some(v) = try_read_words(store, first, dst) {
+            return v;
+        }
+        spin_hint();
+    }
 }
 
 /// Read a consistent value into `dst`; returns its version. Never waits for a writer:
@@ -125,16 +148,53 @@ pub fn write_until<S: SlotStore>(
 ) -> Option<u64> {
     assert_eq!(src.len(), store.words(), "slot value of the wrong length");
     assert_ne!(me, 0, "writer id 0 means 'free'");
-    let ctl = store.control();
-    lock(ctl, me, &alive);
+    lock(store.control(), me, &alive);
     repair(store);
-    let s = ctl.seq.value.load(Ordering::Relaxed);
+    publish(store, 0, src, crash)
+}
+
+/// Read-modify-write of words `first .. first + buf.len()` as one write: holding the
+/// writer lock, load their current value into `buf`, let `modify` change it, then
+/// publish it as [`write`] does (readers see all of `modify`'s changes or none; words
+/// outside the range keep their value). Used for element and slice assignment of
+/// arrays, so that writers of different elements never lose each other's updates.
+/// `modify` runs holding the lock: it must not block or panic. Returns the new version.
+///
+/// # Panics
+/// If the range is outside the value or `me == 0`.
+pub fn update<S: SlotStore>(
+    store: &S,
+    first: usize,
+    buf: &mut [u64],
+    me: u64,
+    alive: impl Fn(u64) -> bool,
+    modify: impl FnOnce(&mut [u64]),
+) -> u64 {
+    assert!(first + buf.len() <= store.words(), "slot write range outside the value");
+    assert_ne!(me, 0, "writer id 0 means 'free'");
+    lock(store.control(), me, &alive);
+    repair(store);
+    // After `repair` both copies hold the last complete value and only the lock
+    // holder writes them.
+    for (i, w) in buf.iter_mut().enumerate() {
+        *w = store.word(0, first + i).load(Ordering::Relaxed);
+    }
+    modify(buf);
+    publish(store, first, buf, None).expect("no crash point")
+}
+
+/// Holding the lock with both copies equal: write `src` at word `first` of copy 0
+/// then copy 1, flipping readers away from each copy while it changes; release the
+/// lock and wake waiters. `None` if it stopped at `crash` (lock kept).
+fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<CrashPoint>) -> Option<u64> {
+    let ctl = store.control();
+    let s = store.seq().load(Ordering::Relaxed);
     debug_assert!(s % 2 == 0, "repaired slot has an even sequence");
     // Phase 1: readers → copy 1, write copy 0.
     // ORDERING: Release, partner of the reader's Acquire load of seq: a reader that sees
     // s+1 reads copy 1, which the previous write finished (or repair restored) before
     // this store. (loom found the Relaxed version: a reader of s+1 saw copy 1 torn.)
-    ctl.seq.value.store(s + 1, Ordering::Release);
+    store.seq().store(s + 1, Ordering::Release);
     // ORDERING: Release fence, partner of the reader's Acquire fence: a reader that sees
     // any copy-0 word below also sees seq = s+1 in its second load.
     fence(Ordering::Release);
@@ -142,20 +202,20 @@ pub fn write_until<S: SlotStore>(
         if crash == Some(CrashPoint::InCopy0(i)) {
             return None;
         }
-        store.word(0, i).store(w, Ordering::Relaxed);
+        store.word(0, first + i).store(w, Ordering::Relaxed);
     }
     // Phase 2: readers → copy 0 (complete), write copy 1.
     // ORDERING: Release fence, partner of the reader's Acquire load of seq: copy 0's
     // words are visible to a reader that sees s+2.
     fence(Ordering::Release);
-    ctl.seq.value.store(s + 2, Ordering::Relaxed);
+    store.seq().store(s + 2, Ordering::Relaxed);
     // ORDERING: as the first fence, for copy 1's words against seq = s+2.
     fence(Ordering::Release);
     for (i, &w) in src.iter().enumerate() {
         if crash == Some(CrashPoint::InCopy1(i)) {
             return None;
         }
-        store.word(1, i).store(w, Ordering::Relaxed);
+        store.word(1, first + i).store(w, Ordering::Relaxed);
     }
     ctl.writer.value.done.store(s + 2, Ordering::Relaxed);
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
@@ -196,7 +256,7 @@ fn lock(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool) {
 /// Holding the lock: finish what a writer that died mid-write left torn.
 fn repair<S: SlotStore>(store: &S) {
     let ctl = store.control();
-    let s = ctl.seq.value.load(Ordering::Relaxed);
+    let s = store.seq().load(Ordering::Relaxed);
     let done = ctl.writer.value.done.load(Ordering::Relaxed);
     if done == s {
         return;
@@ -210,7 +270,7 @@ fn repair<S: SlotStore>(store: &S) {
         }
         // ORDERING: Release fence, as in `write` phase 2.
         fence(Ordering::Release);
-        ctl.seq.value.store(s + 1, Ordering::Relaxed);
+        store.seq().store(s + 1, Ordering::Relaxed);
         ctl.writer.value.done.store(s + 1, Ordering::Relaxed);
     } else {
         // Died in phase 2: copy 1 torn, readers on copy 0 (intact).
