@@ -259,12 +259,14 @@ def test_unknown_kind_is_corrupt(shm_name: str) -> None:
         os.unlink(path)
 
 
-@pytest.mark.parametrize("version", [0, 2, 999, 0xFFFF_FFFF])
-def test_other_abi_version(version: int, shm_name: str) -> None:
+@pytest.mark.parametrize("version", ["zero", "previous", "next", 999, 0xFFFF_FFFF])
+def test_other_abi_version(version: int | str, shm_name: str) -> None:
     path = _mailbox(shm_name)
     try:
         vk = read_u64(path, VERSION_KIND_OFFSET)
-        write_u64(path, VERSION_KIND_OFFSET, (vk & ~0xFFFF_FFFF) | version)
+        ours = vk & 0xFFFF_FFFF
+        other = {"zero": 0, "previous": ours - 1, "next": ours + 1}.get(version, version)  # type: ignore[call-overload]
+        write_u64(path, VERSION_KIND_OFFSET, (vk & ~0xFFFF_FFFF) | other)
         for opener in (shmplane.Sender.open, shmplane.Receiver.open):
             with pytest.raises(shmplane.IncompatibleSegmentError):
                 opener(shm_name)

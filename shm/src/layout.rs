@@ -24,7 +24,7 @@ pub const DATA_ALIGN: usize = 4096;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 
 /// Version of the shared-memory ABI. Bump on any change to this file.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// A value on its own 128-byte line.
 #[repr(C, align(128))]
@@ -129,12 +129,12 @@ pub struct SlotWriter {
     pub done: AtomicU64,
 }
 
-/// Control block of a latest-value slot (a seqlock latch; see [`crate::seqlock`]).
+/// Control block of a latest-value slot (a seqlock latch; see [`crate::seqlock`]):
+/// the lines only writers and sleepers touch. The latch sequence readers check is not
+/// here but in the data block, in front of the two copies (see [`SLOT_DATA_OFFSET`]).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct SlotControl {
-    /// Latch sequence: readers read copy `seq & 1`; each write adds 2 (odd, then even).
-    pub seq: Padded<AtomicU64>,
     /// The writer lock and completion mark, written only by writers.
     pub writer: Padded<SlotWriter>,
     /// Readers blocked in `wait_for_update` sleep here; writers notify after each write.
@@ -143,10 +143,14 @@ pub struct SlotControl {
 
 /// Byte offset of the slot control block in a slot segment.
 pub const SLOT_CONTROL_OFFSET: usize = size_of::<SegmentHeader>();
-/// Byte offset of copy 0 of a slot's payload words.
+/// Byte offset of a slot's data block: the latch sequence (`AtomicU64`: readers read
+/// copy `seq & 1`; each write adds 2), then copy 0's words, then copy 1's, packed.
+/// A reader of a value up to 24 bytes touches one cache line, sequence and data
+/// together (the same one line a ctypes `RawValue` read touches); separate lines
+/// cost a reader one more miss per write under a busy writer.
 pub const SLOT_DATA_OFFSET: usize = SLOT_CONTROL_OFFSET + size_of::<SlotControl>();
-/// Largest slot payload in bytes.
-pub const MAX_SLOT_BYTES: usize = 1 << 20;
+/// Largest slot payload in bytes (256 MiB: a RawArray of 32 M doubles).
+pub const MAX_SLOT_BYTES: usize = 1 << 28;
 
 /// Payload words (8 bytes each) of a slot of `bytes` bytes (at least one).
 pub const fn slot_words(bytes: usize) -> usize {
@@ -157,14 +161,17 @@ pub const fn slot_words(bytes: usize) -> usize {
     }
 }
 
-/// Byte offset of copy 1 of a slot of `bytes` bytes: copy 0 rounded up to a line.
+/// Byte offset of copy 0 of a slot's payload words (right after the sequence).
+pub const SLOT_COPY0_OFFSET: usize = SLOT_DATA_OFFSET + 8;
+
+/// Byte offset of copy 1 of a slot of `bytes` bytes (right after copy 0).
 pub const fn slot_copy1_offset(bytes: usize) -> usize {
-    SLOT_DATA_OFFSET + (slot_words(bytes) * 8).next_multiple_of(LINE)
+    SLOT_COPY0_OFFSET + slot_words(bytes) * 8
 }
 
 /// Total segment length in bytes of a slot of `bytes` bytes.
 pub const fn slot_segment_len(bytes: usize) -> usize {
-    slot_copy1_offset(bytes) + (slot_words(bytes) * 8).next_multiple_of(LINE)
+    (slot_copy1_offset(bytes) + slot_words(bytes) * 8).next_multiple_of(LINE)
 }
 
 /// Size of a record header in bytes (one `u64`: see [`crate::ring`]).
@@ -198,7 +205,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 
 /// FNV-1a over the layout constants: any change to a shared layout changes this.
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 15] = [
+    let parts: [u64; 16] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -214,6 +221,7 @@ pub const LAYOUT_HASH: u64 = {
         INIT_LOCK_BYTE,
         ROLE_LOCK_BYTE,
         size_of::<SlotControl>() as u64,
+        SLOT_COPY0_OFFSET as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -251,9 +259,9 @@ const _: () = {
     assert!(RING_DATA_OFFSET == DATA_ALIGN);
     assert!(check_ring_capacity(MIN_RING_CAPACITY as u64));
     assert!(size_of::<SlotWriter>() == 16);
-    assert!(offset_of!(SlotControl, seq) == 0);
-    assert!(offset_of!(SlotControl, writer) == LINE);
-    assert!(offset_of!(SlotControl, updated) == 2 * LINE);
-    assert!(size_of::<SlotControl>() == 3 * LINE);
+    assert!(offset_of!(SlotControl, writer) == 0);
+    assert!(offset_of!(SlotControl, updated) == LINE);
+    assert!(size_of::<SlotControl>() == 2 * LINE);
+    assert!(slot_segment_len(8) - SLOT_DATA_OFFSET == LINE && slot_copy1_offset(8) + 8 <= SLOT_DATA_OFFSET + 64);
     assert!(SLOT_DATA_OFFSET % LINE == 0);
 };

@@ -155,6 +155,13 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     }
 
     #[inline]
+    fn seq(&self) -> &AtomicU64 {
+        // SAFETY: an AtomicU64 at the line-aligned data offset, inside the region (new
+        // checked the segment length).
+        unsafe { self.segment.region().at(crate::layout::SLOT_DATA_OFFSET) }
+    }
+
+    #[inline]
     fn words(&self) -> usize {
         self.words
     }
@@ -162,9 +169,9 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     #[inline]
     fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
         assert!(copy < 2 && i < self.words, "slot word out of range");
-        let base = if copy == 0 { crate::layout::SLOT_DATA_OFFSET } else { self.copy1 };
+        let base = if copy == 0 { crate::layout::SLOT_COPY0_OFFSET } else { self.copy1 };
         // SAFETY: in bounds (asserted; new checked the length) and 8-aligned (both copy
-        // offsets are line-aligned); AtomicU64 only.
+        // offsets are the line-aligned data offset plus multiples of 8); AtomicU64 only.
         unsafe { self.segment.region().at(base + 8 * i) }
     }
 
