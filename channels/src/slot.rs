@@ -35,7 +35,7 @@ fn fingerprint<T: 'static>() -> u64 {
 ///
 /// `T` is plain old data (`bytemuck::Pod`: no padding, no pointers), checked at compile
 /// time; derive it with `#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]` and
-/// `#[repr(C)]`. At most 1 MiB.
+/// `#[repr(C)]`. At most 256 MiB.
 ///
 /// # Examples
 /// ```
@@ -66,7 +66,7 @@ impl<T: Pod> Slot<T> {
     /// gone) is replaced. The segment is removed when the last handle closes.
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::InvalidArgument`] (value over 1 MiB),
+    /// [`Error::InvalidName`], [`Error::InvalidArgument`] (value over 256 MiB),
     /// [`Error::AlreadyExists`], [`Error::NoSpace`], [`Error::Os`].
     pub fn create(name: &str, initial: T) -> Result<Slot<T>> {
         Self::check_size()?;
@@ -234,12 +234,16 @@ impl<T: Pod> Slot<T> {
     }
 }
 
-fn word_buffer<'a>(stack: &'a mut [u64; STACK_WORDS], heap: &'a mut Vec<u64>, words: usize) -> &'a mut [u64] {
-    if words <= STACK_WORDS {
-        &mut stack[..words]
+/// Run `f` on a zeroed scratch buffer of `words` words: on the stack when small (a
+/// scalar read must not pay for zeroing 256 bytes), on the heap otherwise.
+#[inline(always)]
+fn with_words<R>(words: usize, f: impl FnOnce(&mut [u64]) -> R) -> R {
+    if words <= 2 {
+        f(&mut [0u64; 2][..words])
+    } else if words <= STACK_WORDS {
+        f(&mut [0u64; STACK_WORDS][..words])
     } else {
-        heap.resize(words, 0);
-        heap
+        f(&mut vec![0u64; words])
     }
 }
 
@@ -273,7 +277,7 @@ pub struct ByteSlot {
 }
 
 impl ByteSlot {
-    /// Create slot `name` holding `initial` (its length is the slot's, at most 1 MiB).
+    /// Create slot `name` holding `initial` (its length is the slot's, at most 256 MiB).
     ///
     /// # Errors
     /// As [`Slot::create`].
@@ -349,11 +353,110 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("value of {} bytes for a {}-byte slot", src.len(), self.len)));
         }
         let store = self.store()?;
-        let mut stack = [0u64; STACK_WORDS];
-        let mut heap = Vec::new();
-        let words = word_buffer(&mut stack, &mut heap, store.words());
-        bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
-        Ok(seqlock::write(store, words, writer_id(), writer_alive))
+        Ok(with_words(store.words(), |words| {
+            bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
+            seqlock::write(store, words, writer_id(), writer_alive)
+        }))
+    }
+
+    /// Write `src` at byte `offset`, leaving the other bytes as they are, as one
+    /// consistent write (an element or a slice of an array value). Writers of
+    /// different parts never lose each other's updates: the bytes around `src` are
+    /// re-read holding the writer lock. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (range outside the value), [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-write-at-{}", std::process::id());
+    /// let slot = shmplane::ByteSlot::create(&name, &[0u8; 8], 1)?;
+    /// slot.write_at(2, &[7, 7])?;
+    /// let mut out = [9u8; 3];
+    /// slot.read_at(1, &mut out)?;
+    /// assert_eq!(out, [0, 7, 7]);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<u64> {
+        self.write_strided(offset, src.len().max(1), src.len(), src)
+    }
+
+    /// Write `src` as elements of `elem` bytes, element `k` at byte `offset + k *
+    /// stride` (`stride >= elem`), as one consistent write: slice assignment with a
+    /// step. Bytes between the elements keep their value. Returns the new version.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`src.len()` not a multiple of `elem`, `stride <
+    /// elem`, or a range outside the value), [`Error::Closed`].
+    pub fn write_strided(&self, offset: usize, stride: usize, elem: usize, src: &[u8]) -> Result<u64> {
+        let bad = |what: &str| Err(Error::InvalidArgument(format!("slot write: {what}")));
+        if elem == 0 {
+            return if src.is_empty() { self.version() } else { bad("zero-sized elements") };
+        }
+        if src.len() % elem != 0 || stride < elem {
+            return bad("the data is not whole elements or the stride is shorter than an element");
+        }
+        let n = src.len() / elem;
+        if n == 0 {
+            return self.version();
+        }
+        let end = (n - 1).checked_mul(stride).and_then(|x| x.checked_add(offset + elem));
+        let Some(end) = end.filter(|&e| e <= self.len) else {
+            return bad(&format!("bytes {offset}.. of {n} elements are outside the {}-byte value", self.len));
+        };
+        let store = self.store()?;
+        let first = offset / 8;
+        let skip = offset % 8;
+        Ok(with_words(end.div_ceil(8) - first, |words| {
+            seqlock::update(store, first, words, writer_id(), writer_alive, |w| {
+                let bytes = bytemuck::cast_slice_mut::<u64, u8>(w);
+                for (k, chunk) in src.chunks_exact(elem).enumerate() {
+                    let at = skip + k * stride;
+                    bytes[at..at + elem].copy_from_slice(chunk);
+                }
+            })
+        }))
+    }
+
+    /// Read bytes `offset .. offset + dst.len()` consistently (one element or a slice
+    /// of an array value without copying the rest); returns the version read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (range outside the value), [`Error::Closed`].
+    #[inline]
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<u64> {
+        let end = offset.checked_add(dst.len()).filter(|&e| e <= self.len);
+        if end.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "slot read: bytes {offset}..+{} are outside the {}-byte value",
+                dst.len(),
+                self.len
+            )));
+        }
+        let store = self.store()?;
+        let first = offset / 8;
+        let skip = offset % 8;
+        Ok(with_words((skip + dst.len()).div_ceil(8), |words| {
+            let version = seqlock::read_words(store, first, words);
+            dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
+            version
+        }))
+    }
+
+    /// Word `index` (bytes `8 * index ..`, native order) of the value, read
+    /// consistently: the fast path for scalars up to 8 bytes (no scratch buffer).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (past the value), [`Error::Closed`].
+    #[inline]
+    pub fn read_word(&self, index: usize) -> Result<u64> {
+        let store = self.store()?;
+        if index >= store.words() {
+            return Err(Error::InvalidArgument(format!("word {index} is past the {}-byte value", self.len)));
+        }
+        let mut w = [0u64; 1];
+        seqlock::read_words(store, index, &mut w);
+        Ok(w[0])
     }
 
     /// Read a consistent copy into `dst` (`dst.len() == len()`); returns its version.
@@ -384,14 +487,13 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("buffer of {} bytes for a {}-byte slot", dst.len(), self.len)));
         }
         let store = self.store()?;
-        let mut stack = [0u64; STACK_WORDS];
-        let mut heap = Vec::new();
-        let words = word_buffer(&mut stack, &mut heap, store.words());
-        let version = read(store, words);
-        if version.is_some() {
-            dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..self.len]);
-        }
-        Ok(version)
+        Ok(with_words(store.words(), |words| {
+            let version = read(store, words);
+            if version.is_some() {
+                dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..self.len]);
+            }
+            version
+        }))
     }
 
     /// The current version (one atomic load).

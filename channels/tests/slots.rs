@@ -136,3 +136,57 @@ fn segment_removed_with_last_handle() {
     drop(b);
     assert!(!std::path::Path::new(&format!("/dev/shm/shmplane.{n}")).exists());
 }
+
+/// Element writes (`write_at`) by two processes to different elements of one array,
+/// while each also reads its own element back: no update is lost, and a reader of a
+/// sub-range (`read_at`) sees each element's latest value.
+#[test]
+fn element_writes_from_two_processes_lose_nothing() {
+    let _serial = serial();
+    let n = name("elements");
+    const ROUNDS: u64 = 20_000;
+    let slot = shmplane::ByteSlot::create(&n, &[0u8; 24], 5).unwrap();
+    let child = fork(|| {
+        let s = shmplane::ByteSlot::open(&n, 5).unwrap();
+        for i in 1..=ROUNDS {
+            s.write_at(8, &i.to_ne_bytes()).unwrap();
+        }
+    });
+    for i in 1..=ROUNDS {
+        slot.write_at(0, &i.to_ne_bytes()).unwrap();
+    }
+    let watchdog = Instant::now() + Duration::from_secs(20);
+    let mut theirs = [0u8; 8];
+    loop {
+        slot.read_at(8, &mut theirs).unwrap();
+        if u64::from_ne_bytes(theirs) == ROUNDS || Instant::now() > watchdog {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill_and_reap(child);
+    let mut all = [0u8; 24];
+    slot.read_into(&mut all).unwrap();
+    let word = |k: usize| u64::from_ne_bytes(all[k * 8..k * 8 + 8].try_into().unwrap());
+    assert_eq!((word(0), word(1), word(2)), (ROUNDS, ROUNDS, 0));
+}
+
+#[test]
+fn unaligned_and_strided_writes_keep_the_bytes_around_them() {
+    let n = name("strided");
+    let slot = shmplane::ByteSlot::create(&n, &[1u8; 21], 9).unwrap();
+    slot.write_at(7, &[2, 3]).unwrap();
+    slot.write_strided(10, 3, 2, &[4, 4, 5, 5, 6, 6]).unwrap();
+    let mut all = [0u8; 21];
+    slot.read_into(&mut all).unwrap();
+    assert_eq!(all, [1, 1, 1, 1, 1, 1, 1, 2, 3, 1, 4, 4, 1, 5, 5, 1, 6, 6, 1, 1, 1]);
+    let mut mid = [0u8; 5];
+    slot.read_at(6, &mut mid).unwrap();
+    assert_eq!(mid, [1, 2, 3, 1, 4]);
+    for bad in [slot.write_at(20, &[0, 0]), slot.write_strided(0, 1, 2, &[0; 4]), slot.write_strided(0, 2, 2, &[0; 3])] {
+        assert!(matches!(bad, Err(Error::InvalidArgument(_))), "{bad:?}");
+    }
+    assert!(matches!(slot.read_at(usize::MAX, &mut mid), Err(Error::InvalidArgument(_))));
+    assert!(matches!(slot.read_at(17, &mut mid), Err(Error::InvalidArgument(_))));
+    assert_eq!(slot.write_at(21, &[]).unwrap(), slot.version().unwrap());
+}
