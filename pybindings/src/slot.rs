@@ -1,25 +1,58 @@
 //! `ByteSlot`: the storage of Python's `RawValue`/`RawArray` (`shmplane/sharedctypes.py`),
-//! a thin newtype over `shmplane::ByteSlot`, with native fast paths for scalar values.
+//! a thin newtype over `shmplane::ByteSlot`; and `_SlotView`, their native base class:
+//! `.value`, indexing and slicing of numeric elements without a Python frame or a
+//! ctypes object, falling back to the subclass's ctypes hooks for everything else.
 
 use crate::endpoints::tracked;
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{deadline, next_slice};
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PySlice};
 use shmplane::{ByteSlot, Error};
 use std::os::fd::{FromRawFd, OwnedFd};
 
 /// A latest value of raw bytes in shared memory (seqlock latch). See `shmplane.RawValue`.
+///
+/// Reads are the hot path (`RawValue.value` is ~60 ns in all), so the slot is not
+/// behind a lock: it changes only in `close`, which holds the GIL *and* `busy` for
+/// writing. Code holding the GIL reads it freely (`with`), provided it runs no Python
+/// code meanwhile (Python code could call `close`); code that releases the GIL reads it
+/// holding `busy` for reading (`detached`). Free-threaded Python is not supported
+/// (abi3 builds cannot target it), so the GIL is a real lock here.
 #[pyclass(module = "shmplane._shmplane", name = "ByteSlot", frozen, weakref)]
 pub struct PyByteSlot {
-    inner: std::sync::RwLock<ByteSlot>,
+    inner: std::cell::UnsafeCell<ByteSlot>,
+    busy: std::sync::RwLock<()>,
 }
 
+// SAFETY: `inner` is mutated only by `close`, holding the GIL and `busy` for writing;
+// shared references exist only under the GIL without running Python code (`with`) or
+// under `busy` for reading (`detached`): never alongside the mutation. ByteSlot is Sync.
+unsafe impl Sync for PyByteSlot {}
+
 impl PyByteSlot {
-    fn with<T>(&self, f: impl FnOnce(&ByteSlot) -> T) -> T {
-        f(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    fn new(slot: ByteSlot) -> PyByteSlot {
+        PyByteSlot { inner: std::cell::UnsafeCell::new(slot), busy: std::sync::RwLock::new(()) }
+    }
+
+    /// Run `f` on the slot holding the GIL. `f` must not run Python code (nor create
+    /// Python objects, which can start a collection and run finalizers).
+    #[inline]
+    fn with<T>(&self, _gil: Python<'_>, f: impl FnOnce(&ByteSlot) -> T) -> T {
+        // SAFETY: we hold the GIL (the token), and `close` needs it to mutate `inner`;
+        // `f` runs no Python code, so `close` cannot run until the borrow ends.
+        f(unsafe { &*self.inner.get() })
+    }
+
+    /// Run `f` on the slot with the GIL released.
+    fn detached<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&ByteSlot) -> T + Send) -> T {
+        py.detach(|| {
+            let _reading = self.busy.read().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `close` needs `busy` for writing to mutate `inner`.
+            f(unsafe { &*self.inner.get() })
+        })
     }
 }
 
@@ -59,14 +92,14 @@ impl PyByteSlot {
         // SAFETY: the exported buffer is readable for len_bytes while `buf` lives.
         let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
         let slot = ByteSlot::create(name, bytes, fingerprint).py_err(py)?;
-        tracked(py, PyByteSlot { inner: std::sync::RwLock::new(slot) })
+        tracked(py, PyByteSlot::new(slot))
     }
 
     /// Open slot `name`, checking `fingerprint`.
     #[staticmethod]
     fn open<'py>(py: Python<'py>, name: &str, fingerprint: u64) -> PyResult<Bound<'py, Self>> {
         let slot = py.detach(|| ByteSlot::open(name, fingerprint)).py_err(py)?;
-        tracked(py, PyByteSlot { inner: std::sync::RwLock::new(slot) })
+        tracked(py, PyByteSlot::new(slot))
     }
 
     /// Adopt descriptor `fd` (ownership passes to the slot). Used by unpickling.
@@ -79,30 +112,16 @@ impl PyByteSlot {
         // SAFETY: shmplane._handles passes a descriptor it owns and gives up.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let slot = py.detach(|| ByteSlot::from_fd(fd, name)).py_err(py)?;
-        tracked(py, PyByteSlot { inner: std::sync::RwLock::new(slot) })
+        tracked(py, PyByteSlot::new(slot))
     }
 
     /// A consistent copy of the value as bytes.
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        self.with(|s| {
+        let out = self.with(py, |s| {
             let mut out = vec![0u8; s.len()];
-            s.read_into(&mut out).py_err(py)?;
-            Ok(PyBytes::new(py, &out))
-        })
-    }
-
-    /// A consistent read of a scalar of struct-module `code` (native order), decoded
-    /// without an intermediate bytes object.
-    fn read_scalar(&self, py: Python<'_>, code: char) -> PyResult<Py<PyAny>> {
-        self.with(|s| {
-            let mut out = [0u8; 8];
-            let n = s.len();
-            if n > 8 {
-                return Err(PyValueError::new_err("not a scalar slot"));
-            }
-            s.read_into(&mut out[..n]).py_err(py)?;
-            decode_scalar(py, code, &out[..n])
-        })
+            s.read_into(&mut out).map(|_| out)
+        });
+        Ok(PyBytes::new(py, &out.py_err(py)?))
     }
 
     /// Replace the value with the bytes of `data` (exactly `len` bytes); returns the
@@ -114,13 +133,45 @@ impl PyByteSlot {
         }
         // SAFETY: as in create.
         let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-        self.with(|s| s.write(bytes)).py_err(py)
+        self.with(py, |s| s.write(bytes)).py_err(py)
+    }
+
+    /// Read a consistent copy into the writable C-contiguous buffer `out` (exactly
+    /// `len` bytes, e.g. a numpy array); returns its version. The GIL is released
+    /// for values over 64 KiB.
+    fn read_into(&self, py: Python<'_>, out: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let buf = PyUntypedBuffer::get(out)?;
+        if buf.readonly() || !buf.is_c_contiguous() {
+            return Err(PyTypeError::new_err("read_into needs a writable C-contiguous buffer"));
+        }
+        let (ptr, n) = (buf.buf_ptr() as usize, buf.len_bytes());
+        let read = |s: &ByteSlot| {
+            // SAFETY: the exported buffer is writable for len_bytes while `buf` lives
+            // (until the end of this function). Like numpy's own GIL-free copies, we
+            // assume no other thread writes the destination meanwhile.
+            let dst = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, n) };
+            s.read_into(dst)
+        };
+        if n > 1 << 16 { self.detached(py, read) } else { self.with(py, read) }.py_err(py)
+    }
+
+    /// A consistent copy of bytes `offset .. offset + n`.
+    fn read_at<'py>(&self, py: Python<'py>, offset: usize, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = vec![0u8; n];
+        self.with(py, |s| s.read_at(offset, &mut out)).py_err(py)?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Write `data` as elements of `elem` bytes, element `k` at byte `offset + k *
+    /// stride`, in one consistent write (other bytes unchanged); the new version.
+    fn write_strided(&self, py: Python<'_>, offset: usize, stride: usize, elem: usize, data: &[u8]) -> PyResult<u64> {
+        self.with(py, |s| s.write_strided(offset, stride, elem, data)).py_err(py)
     }
 
     /// The current version: changes after every write.
     #[getter]
     fn version(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with(|s| s.version()).py_err(py)
+        self.with(py, |s| s.version()).py_err(py)
     }
 
     /// Wait until the version differs from `since` (timeout in seconds, None: forever);
@@ -130,7 +181,7 @@ impl PyByteSlot {
         let deadline = deadline(timeout)?;
         loop {
             let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
-            let r = py.detach(|| self.with(|s| s.wait_for_update(since, Some(slice))));
+            let r = self.detached(py, |s| s.wait_for_update(since, Some(slice)));
             match r {
                 Ok(v) => return Ok(v),
                 Err(Error::Timeout) => py.check_signals()?,
@@ -140,37 +191,315 @@ impl PyByteSlot {
     }
 
     /// Value length in bytes.
-    fn __len__(&self) -> usize {
-        self.with(ByteSlot::len)
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.with(py, ByteSlot::len)
     }
 
     /// The type fingerprint stored at creation.
     #[getter]
-    fn fingerprint(&self) -> u64 {
-        self.with(ByteSlot::fingerprint)
+    fn fingerprint(&self, py: Python<'_>) -> u64 {
+        self.with(py, ByteSlot::fingerprint)
     }
 
     /// The slot's name.
     #[getter]
-    fn name(&self) -> Option<String> {
-        self.with(|s| s.name().map(str::to_owned))
+    fn name(&self, py: Python<'_>) -> Option<String> {
+        self.with(py, |s| s.name().map(str::to_owned))
     }
 
     /// The descriptor holding this handle.
     fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
-        self.with(|s| s.fd()).ok_or_else(|| to_py(py, Error::Closed))
+        self.with(py, |s| s.fd()).ok_or_else(|| to_py(py, Error::Closed))
     }
 
     /// Close this handle (idempotent); the segment goes with the last handle.
-    fn close(&self) {
-        self.inner.write().unwrap_or_else(|e| e.into_inner()).close();
+    fn close(&self, _gil: Python<'_>) {
+        let _writing = self.busy.write().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: we hold the GIL (excluding `with`) and `busy` for writing (excluding
+        // `detached`): this is the only reference to `inner` now. ByteSlot::close runs
+        // no Python code.
+        unsafe { &mut *self.inner.get() }.close();
     }
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         slf.py().import("shmplane._handles")?.call_method1("reduce_slot", (slf,))
     }
 
-    fn __repr__(&self) -> String {
-        self.with(|s| format!("<shmplane.ByteSlot name={:?} len={}>", s.name().unwrap_or(""), s.len()))
+    fn __repr__(&self, py: Python<'_>) -> String {
+        self.with(py, |s| format!("<shmplane.ByteSlot name={:?} len={}>", s.name().unwrap_or(""), s.len()))
+    }
+}
+
+/// Encode `v` as the native-endian scalar of struct-module `code` into `out` (its
+/// first `size` bytes), with ctypes' semantics for the exact types it accepts: floats
+/// for 'f'/'d', ints masked to the width for integer codes, bools for '?'. `false`:
+/// not a fast-path case (the caller asks ctypes, which also raises ctypes' errors).
+fn encode_scalar(code: char, v: &Bound<'_, PyAny>, out: &mut [u8; 8]) -> bool {
+    macro_rules! put {
+        ($x:expr) => {{
+            let b = $x.to_ne_bytes();
+            out[..b.len()].copy_from_slice(&b);
+            true
+        }};
+    }
+    match code {
+        'd' | 'f' => {
+            let Ok(f) = v.cast_exact::<PyFloat>() else { return false };
+            let x = f.value();
+            if code == 'd' { put!(x) } else { put!(x as f32) }
+        }
+        '?' => match v.cast_exact::<PyBool>() {
+            Ok(b) => put!(u8::from(b.is_true())),
+            Err(_) => false,
+        },
+        _ => {
+            if !v.is_exact_instance_of::<PyInt>() {
+                return false;
+            }
+            // Masking (ctypes' semantics for out-of-range ints) of whichever of i64/u64 holds it.
+            let bits = match (v.extract::<i64>(), v.extract::<u64>()) {
+                (Ok(x), _) => x as u64,
+                (_, Ok(x)) => x,
+                _ => return false,
+            };
+            match code {
+                'b' | 'B' => put!(bits as u8),
+                'h' | 'H' => put!(bits as u16),
+                'i' | 'I' => put!(bits as u32),
+                'l' | 'L' | 'q' | 'Q' => put!(bits),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Native base of `shmplane.RawValue` and `shmplane.RawArray`: a view of `len`
+/// elements of `elem` bytes in a slot. With a numeric struct-module `code`, `.value`
+/// (scalars), `len()`, indexing and slicing run here; otherwise (and for values the
+/// fast path does not take) they call the subclass hooks `_get_value`, `_set_value`,
+/// `_getitem`, `_setitem` and `_encode`, which go through ctypes.
+#[pyclass(module = "shmplane._shmplane", name = "_SlotView", subclass, frozen, weakref)]
+pub struct PySlotView {
+    slot: Py<PyByteSlot>,
+    code: Option<char>,
+    elem: usize,
+    len: usize,
+    scalar: bool,
+}
+
+impl PySlotView {
+    /// Element index `i` (negative from the end) as a position, or IndexError.
+    fn position(&self, i: isize) -> PyResult<usize> {
+        let n = self.len as isize;
+        let j = if i < 0 { i + n } else { i };
+        if (0..n).contains(&j) { Ok(j as usize) } else { Err(PyIndexError::new_err("invalid index")) }
+    }
+
+    fn index_of(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        match key.extract::<isize>() {
+            Ok(i) => self.position(i),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(key.py()) => {
+                Err(PyIndexError::new_err("invalid index"))
+            }
+            Err(_) => Err(PyTypeError::new_err("indices must be integers")),
+        }
+    }
+
+    /// Encode `v` for this view's element, by the fast path or the subclass's ctypes hook.
+    fn encode_into(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+        let this = slf.get();
+        let mut b = [0u8; 8];
+        if let Some(code) = this.code {
+            if encode_scalar(code, v, &mut b) {
+                out.extend_from_slice(&b[..this.elem]);
+                return Ok(());
+            }
+        }
+        let enc = slf.call_method1("_encode", (v,))?;
+        let bytes = enc.cast::<PyBytes>()?.as_bytes();
+        if bytes.len() != this.elem {
+            return Err(PyValueError::new_err(format!("_encode gave {} bytes for a {}-byte element", bytes.len(), this.elem)));
+        }
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PySlotView {
+    /// `slot` viewed as `length` elements of `elem_size` bytes; `code` is the
+    /// struct-module code of a numeric element (None: the ctypes hooks do the work);
+    /// `scalar`: a single value (`.value` reads it).
+    #[new]
+    #[pyo3(signature = (slot, code, elem_size, length, scalar))]
+    fn new(py: Python<'_>, slot: Py<PyByteSlot>, code: Option<char>, elem_size: usize, length: usize, scalar: bool) -> PyResult<Self> {
+        let bytes = slot.get().with(py, ByteSlot::len);
+        if elem_size.checked_mul(length) != Some(bytes) {
+            return Err(PyValueError::new_err(format!("{length} elements of {elem_size} bytes do not fill a {bytes}-byte slot")));
+        }
+        if let Some(c) = code {
+            let size = match c {
+                'b' | 'B' | '?' => 1,
+                'h' | 'H' => 2,
+                'i' | 'I' | 'f' => 4,
+                'l' | 'L' | 'q' | 'Q' | 'd' => 8,
+                _ => return Err(PyValueError::new_err(format!("no native element code {c:?}"))),
+            };
+            if size != elem_size {
+                return Err(PyValueError::new_err(format!("code {c:?} is {size} bytes, not {elem_size}")));
+            }
+        }
+        Ok(PySlotView { slot, code, elem: elem_size, len: length, scalar })
+    }
+
+    /// The underlying ByteSlot.
+    #[getter]
+    fn _slot(&self, py: Python<'_>) -> Py<PyByteSlot> {
+        self.slot.clone_ref(py)
+    }
+
+    /// A scalar's value, read consistently (`_get_value()` for other types).
+    #[getter]
+    fn value(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        match this.code {
+            Some(code) if this.scalar => {
+                // A numeric scalar is at most 8 bytes: word 0, first `elem` bytes.
+                let word = this.slot.get().with(py, |s| s.read_word(0)).py_err(py)?;
+                decode_scalar(py, code, &word.to_ne_bytes()[..this.elem])
+            }
+            _ => Ok(slf.call_method0("_get_value")?.unbind()),
+        }
+    }
+
+    #[setter]
+    fn set_value(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let this = slf.get();
+        let py = slf.py();
+        let mut b = [0u8; 8];
+        match this.code {
+            Some(code) if this.scalar && encode_scalar(code, v, &mut b) => {
+                this.slot.get().with(py, |s| s.write(&b[..this.elem])).py_err(py)?;
+                Ok(())
+            }
+            _ => slf.call_method1("_set_value", (v,)).map(drop),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    /// All elements as a new 1-d numpy array in one consistent read. Numeric elements
+    /// are handled here; others go to the subclass hook `_snapshot()`.
+    fn snapshot(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        macro_rules! fresh {
+            ($t:ty) => {{
+                // SAFETY: a plain numeric dtype, so an uninitialised array is only
+                // bytes; it is filled completely below before any Python code sees it
+                // (on an error it is dropped unseen).
+                let arr = unsafe { numpy::PyArray1::<$t>::new(py, [this.len], false) };
+                let n = this.len * size_of::<$t>();
+                // SAFETY: `arr` was just created C-contiguous with `len` elements of
+                // `elem` bytes (checked in `new`), and no other reference to it exists
+                // yet; it is written as raw bytes (no `bool` is formed from them).
+                let dst = unsafe { std::slice::from_raw_parts_mut(numpy::PyArrayMethods::data(&arr) as *mut u8, n) };
+                this.slot.get().with(py, |s| s.read_into(dst)).py_err(py)?;
+                Ok(arr.into_any().unbind())
+            }};
+        }
+        match this.code {
+            Some('b') => fresh!(i8),
+            Some('B') => fresh!(u8),
+            Some('h') => fresh!(i16),
+            Some('H') => fresh!(u16),
+            Some('i') => fresh!(i32),
+            Some('I') => fresh!(u32),
+            Some('l' | 'q') => fresh!(i64),
+            Some('L' | 'Q') => fresh!(u64),
+            Some('f') => fresh!(f32),
+            Some('d') => fresh!(f64),
+            Some('?') => fresh!(bool),
+            _ => Ok(slf.call_method0("_snapshot")?.unbind()),
+        }
+    }
+
+
+    /// Element `key` (negative from the end), or a list of the elements of slice `key`
+    /// read as one consistent snapshot.
+    fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let this = slf.get();
+        let py = slf.py();
+        let Some(code) = this.code else {
+            return Ok(slf.call_method1("_getitem", (key,))?.unbind());
+        };
+        if let Ok(slice) = key.cast::<PySlice>() {
+            let ix = slice.indices(this.len as isize)?;
+            let n = ix.slicelength;
+            if n == 0 {
+                return Ok(PyList::empty(py).into_any().unbind());
+            }
+            let last = ix.start + (n as isize - 1) * ix.step;
+            let (lo, hi) = (ix.start.min(last) as usize, ix.start.max(last) as usize);
+            let mut buf = vec![0u8; (hi - lo + 1) * this.elem];
+            this.slot.get().with(py, |s| s.read_at(lo * this.elem, &mut buf)).py_err(py)?;
+            let items = (0..n).map(|k| {
+                let at = (ix.start + k as isize * ix.step) as usize - lo;
+                decode_scalar(py, code, &buf[at * this.elem..(at + 1) * this.elem])
+            });
+            return Ok(PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)?.into_any().unbind());
+        }
+        let i = this.index_of(key)?;
+        let mut out = [0u8; 8];
+        this.slot.get().with(py, |s| s.read_at(i * this.elem, &mut out[..this.elem])).py_err(py)?;
+        decode_scalar(py, code, &out[..this.elem])
+    }
+
+    fn __delitem__(&self, _key: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyTypeError::new_err("Array does not support item deletion"))
+    }
+
+    /// Assign element `key`, or the elements of slice `key` from a sequence of the same
+    /// length, as one consistent write (nothing is written if any element is rejected).
+    fn __setitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let this = slf.get();
+        let py = slf.py();
+        if this.code.is_none() {
+            return slf.call_method1("_setitem", (key, v)).map(drop);
+        }
+        let mut data = Vec::with_capacity(this.elem);
+        if let Ok(slice) = key.cast::<PySlice>() {
+            let ix = slice.indices(this.len as isize)?;
+            let n = ix.slicelength;
+            let seq = v.try_iter().map_err(|_| PyValueError::new_err("Can only assign sequence of same size"))?;
+            let values: Vec<Bound<'_, PyAny>> = seq.collect::<PyResult<_>>()?;
+            if values.len() != n {
+                return Err(PyValueError::new_err("Can only assign sequence of same size"));
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            // Elements in ascending position order, so the stride is positive.
+            let mut order: Vec<(isize, &Bound<'_, PyAny>)> =
+                values.iter().enumerate().map(|(k, x)| (ix.start + k as isize * ix.step, x)).collect();
+            if ix.step < 0 {
+                order.reverse();
+            }
+            data.reserve(n * this.elem);
+            for (_, x) in &order {
+                Self::encode_into(slf, x, &mut data)?;
+            }
+            let stride = ix.step.unsigned_abs() * this.elem;
+            let first = order[0].0 as usize * this.elem;
+            this.slot.get().with(py, |s| s.write_strided(first, stride, this.elem, &data)).py_err(py)?;
+            return Ok(());
+        }
+        let i = this.index_of(key)?;
+        Self::encode_into(slf, v, &mut data)?;
+        this.slot.get().with(py, |s| s.write_at(i * this.elem, &data)).py_err(py)?;
+        Ok(())
     }
 }

@@ -19,9 +19,9 @@ from . import errors
 from ._shmplane import DEFAULT_CAPACITY, ByteSlot, Receiver, Sender, _channel
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
-from .sharedctypes import RawValue
+from .sharedctypes import RawArray, RawValue
 
-__all__ = ["channel", "gc", "Sender", "Receiver", "RawValue", "ByteSlot", "DEFAULT_CAPACITY", *errors.__all__]
+__all__ = ["channel", "gc", "Sender", "Receiver", "RawValue", "RawArray", "ByteSlot", "DEFAULT_CAPACITY", *errors.__all__]
 
 
 def channel(

@@ -2,7 +2,7 @@
 
 from typing import Any, final
 
-from typing_extensions import Buffer, Self
+from typing_extensions import Buffer, Self, disjoint_base
 
 DEFAULT_CAPACITY: int
 TAG_BYTES: int
@@ -133,8 +133,15 @@ class ByteSlot:
     def _from_fd(fd: int, name: str | None = None) -> ByteSlot: ...
     def read(self) -> bytes:
         """A consistent copy of the value."""
-    def read_scalar(self, code: str) -> Any:
-        """A consistent read of a struct-module scalar ``code`` (native order)."""
+    def read_into(self, out: Buffer) -> int:
+        """Read a consistent copy into writable buffer ``out`` (exactly ``len(self)``
+        bytes, e.g. a numpy array); returns its version. GIL released above 64 KiB."""
+    def read_at(self, offset: int, n: int) -> bytes:
+        """A consistent copy of bytes ``offset .. offset + n``; InvalidArgumentError
+        outside the value."""
+    def write_strided(self, offset: int, stride: int, elem: int, data: bytes) -> int:
+        """Write ``data`` as ``elem``-byte elements, element ``k`` at byte ``offset + k *
+        stride``, as one consistent write (other bytes kept); returns the new version."""
     def write(self, data: Buffer) -> int:
         """Replace the value (exactly ``len(self)`` bytes); returns the new version."""
     @property
@@ -149,3 +156,22 @@ class ByteSlot:
     def fileno(self) -> int: ...
     def close(self) -> None: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
+
+@disjoint_base
+class _SlotView:
+    """Native base of ``shmplane.RawValue`` / ``shmplane.RawArray``: ``length`` elements
+    of ``elem_size`` bytes in ``slot``; numeric elements (struct-module ``code``) are
+    read and written natively, others through the subclass's ctypes hooks."""
+
+    def __new__(cls, slot: ByteSlot, code: str | None, elem_size: int, length: int, scalar: bool) -> Self: ...
+    @property
+    def _slot(self) -> ByteSlot: ...
+    @property
+    def value(self) -> Any: ...
+    @value.setter
+    def value(self, v: Any) -> None: ...
+    def snapshot(self) -> Any: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: Any, /) -> Any: ...
+    def __setitem__(self, key: Any, value: Any, /) -> None: ...
+    def __delitem__(self, key: Any, /) -> None: ...

@@ -1,13 +1,35 @@
-"""Drop-in for ``multiprocessing.sharedctypes.RawValue`` (``RawArray`` follows).
+"""Drop-in for ``multiprocessing.sharedctypes.RawValue`` and ``RawArray``.
 
-``shmplane.RawValue(typecode_or_type, *args)`` takes the same typecodes and ctypes
-types (including ``ctypes.Structure`` subclasses without pointers) and behaves like the
-stdlib object for ``.value`` and field access, but every whole read is a consistent
-snapshot (a seqlock latch: readers never see a torn value and never wait for a
-writer or on a dead one), and it also offers ``version``, ``wait_for_update`` and
-``snapshot()``, can be attached by name from an unrelated process
-(``RawValue.attach(name, type)``), and pickles into ``multiprocessing`` children under
-fork and spawn.
+``shmplane.RawValue(typecode_or_type, *args)`` and
+``shmplane.RawArray(typecode_or_type, size_or_initializer)`` take the same typecodes
+and ctypes types (including ``ctypes.Structure``/``Union`` subclasses without
+pointers) and behave like the stdlib objects for ``.value``, fields, indexing
+(negative too), slicing with steps, slice assignment, ``len``, iteration, ``.raw`` and
+``.value`` of char arrays, and their errors (``IndexError``, ``TypeError``,
+``ValueError``), so existing code can change one import.
+
+Where the stdlib is undefined ours is better: the value lives in a seqlock latch
+(two copies, Linux ``seqcount_latch``; see ``shm/src/seqlock.rs``), so every read of
+a whole value, an element or a slice (``arr[:]``, ``snapshot()``, a struct's
+``snapshot()``) is a consistent snapshot of one write, readers never block writers
+and never wait on a dead process, and a slice assignment is published as one write
+(all of it or none). Element and field writes from different processes never lose
+each other's updates.
+
+Extras: ``version``, ``wait_for_update(since, timeout)``, ``snapshot()`` (RawArray: a
+numpy copy in one consistent read; RawValue: a ctypes copy), ``copy()`` (a ctypes
+copy), ``attach(name, ...)`` from an unrelated process, context managers, and
+pickling into ``multiprocessing`` children under fork and spawn.
+
+Differences from the stdlib, all deliberate:
+
+* no buffer protocol / ``ctypes.addressof``: the bytes are not one fixed array (two
+  copies), so ``memoryview(arr)`` and ``np.frombuffer(arr)`` are not offered — use
+  ``snapshot()``;
+* elements that are arrays (``RawArray(c_int * 2, n)``) and array fields of a
+  structure read as ctypes copies, not live views (structure elements and nested
+  structure fields *are* live views, as in the stdlib);
+* values are at most 256 MiB (``InvalidArgumentError``, a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -16,116 +38,235 @@ import ctypes
 import hashlib
 import itertools
 import os
+from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any
 
-from ._shmplane import ByteSlot
+from ._shmplane import ByteSlot, _SlotView
 
-__all__ = ["RawValue"]
+__all__ = ["RawValue", "RawArray"]
 
 _counter = itertools.count(1)
-# struct-module codes the native side decodes without building a ctypes object.
+# ctypes types whose elements the native base decodes and encodes itself, with their
+# struct-module codes (sizes are checked by the native side).
 _NATIVE = {
     ctypes.c_byte: "b", ctypes.c_ubyte: "B", ctypes.c_short: "h", ctypes.c_ushort: "H",
     ctypes.c_int: "i", ctypes.c_uint: "I", ctypes.c_long: "l", ctypes.c_ulong: "L",
     ctypes.c_longlong: "q", ctypes.c_ulonglong: "Q", ctypes.c_float: "f",
     ctypes.c_double: "d", ctypes.c_bool: "?",
 }
+_POINTERS = (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p)
+_COMPOUND = (ctypes.Structure, ctypes.Union)
+
+
+def _is_compound(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, _COMPOUND)
 
 
 def _describe(type_: Any) -> str:
     """A stable description of a ctypes type: its code or fields, size and alignment."""
-    if isinstance(type_, type) and issubclass(type_, (ctypes.Structure, ctypes.Union)):
+    if _is_compound(type_):
         fields = ",".join(f"{f[0]}:{_describe(f[1])}" for f in type_._fields_)
         return f"{type_.__name__}{{{fields}}}/{ctypes.sizeof(type_)}/{ctypes.alignment(type_)}"
     if isinstance(type_, type) and issubclass(type_, ctypes.Array):
         return f"[{_describe(type_._type_)};{type_._length_}]"
-    if isinstance(type_, type) and issubclass(type_, ctypes._Pointer):
+    if (isinstance(type_, type) and issubclass(type_, ctypes._Pointer)) or type_ in _POINTERS:
         raise TypeError(f"{type_.__name__} holds a pointer, which means nothing in another process")
     return f"{getattr(type_, '_type_', type_.__name__)}/{ctypes.sizeof(type_)}"
 
 
-def _fingerprint(type_: Any) -> int:
-    digest = hashlib.blake2b(_describe(type_).encode(), digest_size=8).digest()
+def _fingerprint(description: str) -> int:
+    digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") or 1
 
 
-_POINTERS = (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p)
+def _resolve(typecode_or_type: Any) -> Any:
+    """The ctypes type of a typecode or type; TypeError for anything else or pointers."""
+    type_ = typecode_to_type.get(typecode_or_type, typecode_or_type) if isinstance(typecode_or_type, str) \
+        else typecode_or_type
+    ok = isinstance(type_, type) and issubclass(type_, (ctypes._SimpleCData, ctypes.Array, ctypes._Pointer, *_COMPOUND))
+    if not ok:
+        raise TypeError(f"expected a multiprocessing typecode or a ctypes type, got {typecode_or_type!r}")
+    _describe(type_)  # raises TypeError for pointers, also nested in fields
+    return type_
 
 
-def _check_no_pointers(type_: Any) -> None:
-    if type_ in _POINTERS:
-        raise TypeError(f"{type_.__name__} is a pointer, which means nothing in another process")
-    _describe(type_)  # raises for pointer types
-    if isinstance(type_, type) and issubclass(type_, (ctypes.Structure, ctypes.Union)):
-        for field in type_._fields_:
-            _check_no_pointers(field[1])
+def _new_name(kind: str) -> str:
+    return f"{kind}-{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}"
 
 
-class RawValue:
-    """A ctypes value in shared memory; see the module docs.
+def _picklable(type_: Any) -> Any:
+    """``type_`` in a form pickle can carry (ctypes array types are built on the fly and
+    cannot be pickled by reference)."""
+    if isinstance(type_, type) and issubclass(type_, ctypes.Array):
+        return ("array", _picklable(type_._type_), type_._length_)
+    return type_
 
-    ``RawValue('d', 1.5).value`` reads a consistent snapshot (native fast path for
-    numeric typecodes); assigning ``.value`` or a field writes the whole value.
+
+def _unpickled(token: Any) -> Any:
+    if isinstance(token, tuple):
+        return _unpickled(token[1]) * token[2]
+    return token
+
+
+def _rebuild(cls: Any, slot: ByteSlot, token: Any) -> Any:
+    return cls._wrap(slot, _unpickled(token))
+
+
+def _coerce(type_: Any, v: Any) -> Any:
+    """``v`` as a ``type_`` instance with ctypes' own conversions and errors."""
+    if isinstance(v, type_):
+        return v
+    if _is_compound(type_) and isinstance(v, tuple):
+        return type_(*v)
+    if issubclass(type_, ctypes.Array):
+        out = type_()
+        out[:] = v
+        return out
+    return type_(v)
+
+
+# -- live views of structures (RawValue of a Structure, RawArray elements, nested fields)
+
+
+def _field_property(owner: Any, fname: str, ftype: Any) -> property:
+    desc = getattr(owner, fname)
+    offset, size = desc.offset, ctypes.sizeof(ftype)
+    simple = issubclass(ftype, ctypes._SimpleCData)
+    whole = ctypes.sizeof(owner)
+
+    if _is_compound(ftype):
+        view = _view_class(ftype)
+
+        def get(self: Any) -> Any:
+            return view._at(self._slot, self._offset + offset)
+    else:
+        def get(self: Any) -> Any:
+            copy = ftype.from_buffer_copy(self._slot.read_at(self._offset + offset, size))
+            return copy.value if simple else copy
+
+    def set(self: Any, v: Any) -> None:
+        # ctypes converts and validates through a scratch instance of the owner; only the
+        # field's own bytes (its storage unit, for a bit field) are written.
+        scratch = owner.from_buffer_copy(self._slot.read_at(self._offset, whole))
+        setattr(scratch, fname, v)
+        self._slot.write_strided(self._offset + offset, size, size, bytes(scratch)[offset:offset + size])
+
+    return property(get, set, doc=f"field {fname!r} ({ftype.__name__}, {size} bytes at +{offset})")
+
+
+class _StructView:
+    """A live view of a structure at ``_offset`` in a slot: field reads and writes go
+    to shared memory (each one consistent); ``snapshot()`` reads all fields at once."""
+
+    __slots__ = ("_slot", "_offset")
+    _ctype: Any = None
+
+    @classmethod
+    def _at(cls, slot: ByteSlot, offset: int) -> Any:
+        self = object.__new__(cls)
+        self._slot, self._offset = slot, offset
+        return self
+
+    def snapshot(self) -> Any:
+        """A private ctypes copy of the whole structure, read consistently."""
+        return self._ctype.from_buffer_copy(self._slot.read_at(self._offset, ctypes.sizeof(self._ctype)))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f[0]}={getattr(self, f[0])!r}" for f in self._ctype._fields_)
+        return f"<shmplane view of {self._ctype.__name__}({fields})>"
+
+
+_views: dict[Any, Any] = {}
+_dtypes: dict[Any, Any] = {}
+_value_classes: dict[Any, Any] = {}
+
+
+def _add_fields(ns: dict[str, Any], type_: Any) -> None:
+    for f in type_._fields_:
+        ns[f[0]] = _field_property(type_, f[0], f[1])
+
+
+def _view_class(type_: Any) -> Any:
+    cls = _views.get(type_)
+    if cls is None:
+        ns: dict[str, Any] = {"__slots__": (), "_ctype": type_}
+        _add_fields(ns, type_)
+        cls = _views[type_] = type(f"{type_.__name__}View", (_StructView,), ns)
+    return cls
+
+
+# -- RawValue
+
+
+class RawValue(_SlotView):
+    """A ctypes value in shared memory, like ``multiprocessing.RawValue``.
+
+    ``RawValue('d', 1.5).value`` reads a consistent snapshot (natively for numeric
+    typecodes: about one cache-line read plus a float object); assigning ``.value`` or
+    a structure field writes it (a field write changes only that field's bytes).
+
+    Args:
+        typecode_or_type: a ``multiprocessing``/``array`` typecode (``'d'``, ``'i'``,
+            ``'c'``, ...) or a ctypes type: a simple type, an array type, or a
+            ``Structure``/``Union`` without pointers.
+        *args: the initial value, as for the ctypes type (zero by default).
+        name: segment name to ``attach`` by (``[A-Za-z0-9._-]``); generated if None.
 
     Raises:
         TypeError: unknown typecode, pointer types, or values ctypes rejects.
-        shmplane.WrongKindError: ``attach`` to a slot of another type.
+        shmplane.NoSpaceError: ``/dev/shm`` is full.
+        shmplane.AlreadyExistsError: ``name`` is taken by a live value.
     """
 
-    __slots__ = ("_slot", "_type", "_code", "__weakref__")
+    __slots__ = ("_type",)
+    _offset = 0
 
-    def __init__(self, typecode_or_type: Any, *args: Any, name: str | None = None) -> None:
-        type_ = typecode_to_type.get(typecode_or_type, typecode_or_type)
-        if not (isinstance(type_, type) and issubclass(type_, ctypes._SimpleCData | ctypes.Structure | ctypes.Union)):
-            raise TypeError(f"expected a typecode or a ctypes type, got {typecode_or_type!r}")
-        _check_no_pointers(type_)
+    def __new__(cls, typecode_or_type: Any, *args: Any, name: str | None = None) -> RawValue:
+        type_ = _resolve(typecode_or_type)
         initial = type_(*args)
-        name = name or f"value-{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}"
-        object.__setattr__(self, "_slot", ByteSlot.create(name, bytes(initial), _fingerprint(type_)))
-        object.__setattr__(self, "_type", type_)
-        object.__setattr__(self, "_code", _NATIVE.get(type_))
+        slot = ByteSlot.create(name or _new_name("value"), bytes(initial), _fingerprint("value:" + _describe(type_)))
+        return cls._wrap(slot, type_)
 
     @classmethod
     def attach(cls, name: str, typecode_or_type: Any) -> RawValue:
-        """Attach to the value named ``name`` (``.name`` of the creator), checking the type."""
-        type_ = typecode_to_type.get(typecode_or_type, typecode_or_type)
-        return cls._wrap(ByteSlot.open(name, _fingerprint(type_)), type_)
+        """Attach to the value named ``name`` (``.name`` of the creator) from any process.
+
+        Raises:
+            shmplane.NotFoundError: no such value.
+            shmplane.WrongKindError: it holds another type, or is not a slot.
+        """
+        type_ = _resolve(typecode_or_type)
+        return cls._wrap(ByteSlot.open(name, _fingerprint("value:" + _describe(type_))), type_)
 
     @classmethod
     def _wrap(cls, slot: ByteSlot, type_: Any) -> RawValue:
-        self = object.__new__(cls)
-        object.__setattr__(self, "_slot", slot)
-        object.__setattr__(self, "_type", type_)
-        object.__setattr__(self, "_code", _NATIVE.get(type_))
+        if _is_compound(type_) and cls is RawValue:
+            cls = _value_classes.get(type_)
+            if cls is None:
+                ns: dict[str, Any] = {"__slots__": (), "_ctype": type_}
+                _add_fields(ns, type_)
+                cls = _value_classes[type_] = type(f"RawValue[{type_.__name__}]", (RawValue,), ns)
+        self = _SlotView.__new__(cls, slot, _NATIVE.get(type_), ctypes.sizeof(type_), 1, True)
+        self._type = type_
         return self
 
     def snapshot(self) -> Any:
         """A private ctypes copy of the whole value, read consistently."""
         return self._type.from_buffer_copy(self._slot.read())
 
-    @property
-    def value(self) -> Any:
-        if self._code is not None:
-            return self._slot.read_scalar(self._code)
+    copy = snapshot
+
+    # hooks of the native base for non-numeric types
+    def _get_value(self) -> Any:
+        if _is_compound(self._type):
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
         return self.snapshot().value
 
-    @value.setter
-    def value(self, v: Any) -> None:
-        self._slot.write(bytes(self._type(v)))
-
-    def __getattr__(self, field: str) -> Any:
-        if issubclass(self._type, (ctypes.Structure, ctypes.Union)):
-            return getattr(self.snapshot(), field)
-        raise AttributeError(f"{type(self).__name__} of {self._type.__name__} has no attribute {field!r}")
-
-    def __setattr__(self, field: str, v: Any) -> None:
-        if field != "value" and issubclass(self._type, (ctypes.Structure, ctypes.Union)):
-            copy = self.snapshot()
-            setattr(copy, field, v)  # ctypes validates (TypeError, AttributeError)
-            self._slot.write(bytes(copy))
-        else:
-            object.__setattr__(self, field, v)
+    def _set_value(self, v: Any) -> None:
+        if _is_compound(self._type):
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
+        self._slot.write(bytes(_coerce(self._type, v)))
 
     @property
     def version(self) -> int:
@@ -133,9 +274,13 @@ class RawValue:
         return self._slot.version
 
     def wait_for_update(self, since: int, timeout: float | None = None) -> int:
-        """Block (GIL released, Ctrl-C works) until ``version != since``; the new version.
+        """Block until ``version != since`` and return the new version.
 
-        Raises shmplane.Timeout after ``timeout`` seconds."""
+        The GIL is released and Ctrl-C works. ``timeout`` is in seconds (None: forever).
+
+        Raises:
+            shmplane.Timeout: nothing was written within ``timeout``.
+        """
         return self._slot.wait_for_update(since, timeout)
 
     @property
@@ -144,11 +289,212 @@ class RawValue:
         return self._slot.name
 
     def close(self) -> None:
-        """Release this handle (the memory goes with the last one)."""
+        """Release this handle (the shared memory goes with the last one)."""
         self._slot.close()
 
+    def __enter__(self) -> RawValue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return RawValue._wrap, (self._slot, self._type)
+        return _rebuild, (RawValue, self._slot, _picklable(self._type))
 
     def __repr__(self) -> str:
-        return f"<shmplane.RawValue {self.snapshot()!r}>"
+        return f"<shmplane.RawValue {self.snapshot()!r} name={self.name!r}>"
+
+
+# -- RawArray
+
+
+class RawArray(_SlotView):
+    """A ctypes array in shared memory, like ``multiprocessing.RawArray``.
+
+    Indexing returns one element and slicing a list, each read as one consistent
+    snapshot; ``snapshot()`` returns all of it as a numpy array in one read. Element
+    and slice assignment are single writes (a slice: all of it or nothing). Elements
+    that are structures are live views, as in the stdlib.
+
+    Args:
+        typecode_or_type: a typecode (``'d'``, ``'i'``, ``'c'``, ...) or a ctypes type
+            without pointers.
+        size_or_initializer: the number of elements (zero-filled) or a sequence of
+            initial values.
+        name: segment name to ``attach`` by; generated if None.
+
+    Raises:
+        TypeError: unknown typecode, pointer types, or initial values ctypes rejects.
+        ValueError: a negative size.
+        shmplane.InvalidArgumentError: more than 256 MiB.
+        shmplane.NoSpaceError: ``/dev/shm`` is full.
+    """
+
+    __slots__ = ("_type",)
+
+    def __new__(cls, typecode_or_type: Any, size_or_initializer: Any, *, name: str | None = None) -> RawArray:
+        elem = _resolve(typecode_or_type)
+        if isinstance(size_or_initializer, int):
+            initial = (elem * size_or_initializer)()
+        else:
+            initial = (elem * len(size_or_initializer))(*size_or_initializer)
+        slot = ByteSlot.create(name or _new_name("array"), bytes(initial), _fingerprint("array:" + _describe(elem)))
+        return cls._wrap(slot, type(initial))
+
+    @classmethod
+    def attach(cls, name: str, typecode_or_type: Any) -> RawArray:
+        """Attach to the array named ``name`` from any process; its length comes from
+        the segment.
+
+        Raises:
+            shmplane.NotFoundError: no such array.
+            shmplane.WrongKindError: its elements are of another type, or not a slot.
+        """
+        elem = _resolve(typecode_or_type)
+        slot = ByteSlot.open(name, _fingerprint("array:" + _describe(elem)))
+        size = ctypes.sizeof(elem)
+        if size == 0 or len(slot) % size:
+            slot.close()
+            raise TypeError(f"a {len(slot)}-byte slot is not an array of {elem.__name__}")
+        return cls._wrap(slot, elem * (len(slot) // size))
+
+    @classmethod
+    def _wrap(cls, slot: ByteSlot, type_: Any) -> RawArray:
+        elem = type_._type_
+        self = _SlotView.__new__(cls, slot, _NATIVE.get(elem), ctypes.sizeof(elem), type_._length_, False)
+        self._type = type_
+        return self
+
+    # snapshot(): all elements as a new 1-d numpy array in one consistent read; native
+    # for numeric elements (the base class), else this hook (structured dtypes, chars).
+    def _snapshot(self) -> Any:
+        import numpy as np
+
+        dtype = _dtypes.get(self._type._type_)
+        if dtype is None:
+            dtype = _dtypes[self._type._type_] = np.dtype(self._type._type_)
+        out = np.empty(len(self), dtype=dtype)
+        self._slot.read_into(out)
+        return out
+
+    def copy(self) -> Any:
+        """A private ctypes array copy of all elements, read consistently."""
+        return self._type.from_buffer_copy(self._slot.read())
+
+    def __iter__(self) -> Iterator[Any]:
+        """Iterate over one consistent snapshot (structure elements: live views)."""
+        return iter(self[:])
+
+    # hooks of the native base for non-numeric elements
+    def _getitem(self, key: Any) -> Any:
+        elem = self._type._type_
+        if _is_compound(elem):
+            view, size = _view_class(elem), ctypes.sizeof(elem)
+            if isinstance(key, slice):
+                return [view._at(self._slot, i * size) for i in range(*key.indices(len(self)))]
+            return view._at(self._slot, self._position(key) * size)
+        if isinstance(key, slice):
+            return self.copy()[key]
+        i = self._position(key)
+        size = ctypes.sizeof(elem)
+        return (elem * 1).from_buffer_copy(self._slot.read_at(i * size, size))[0]
+
+    def _setitem(self, key: Any, v: Any) -> None:
+        elem = self._type._type_
+        size = ctypes.sizeof(elem)
+        if isinstance(key, slice):
+            positions = range(*key.indices(len(self)))
+            scratch = (elem * len(positions))()
+            try:
+                if _is_compound(elem):
+                    items = list(v)
+                    if len(items) != len(positions):
+                        raise ValueError("Can only assign sequence of same size")
+                    for k, item in enumerate(items):
+                        scratch[k] = item  # ctypes' conversions and errors
+                else:
+                    scratch[:] = v
+            except TypeError as e:
+                if "len()" in str(e) or "not iterable" in str(e):
+                    raise ValueError("Can only assign sequence of same size") from None
+                raise
+            data = bytes(scratch)
+            if positions.step < 0:
+                data = b"".join(data[k * size:(k + 1) * size] for k in reversed(range(len(positions))))
+                positions = positions[::-1]
+            if positions:
+                self._slot.write_strided(positions[0] * size, positions.step * size, size, data)
+            return
+        i = self._position(key)
+        scratch = (elem * 1)()
+        scratch[0] = v  # ctypes' conversions and errors
+        self._slot.write_strided(i * size, size, size, bytes(scratch))
+
+    def _encode(self, v: Any) -> bytes:
+        scratch = (self._type._type_ * 1)()
+        scratch[0] = v  # ctypes' conversions and errors
+        return bytes(scratch)
+
+    def _position(self, key: Any) -> int:
+        try:
+            i = key.__index__()
+        except AttributeError:
+            raise TypeError("indices must be integers") from None
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("invalid index")
+        return i
+
+    def _char_array(self) -> Any:
+        elem = self._type._type_
+        if elem not in (ctypes.c_char, ctypes.c_wchar):
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
+        return elem
+
+    def _get_value(self) -> Any:
+        self._char_array()
+        return self.copy().value
+
+    def _set_value(self, v: Any) -> None:
+        elem = self._char_array()
+        scratch = self._type()
+        scratch.value = v  # ctypes' checks: type, "byte string too long"
+        n = min(len(v) + 1, len(self)) * ctypes.sizeof(elem)  # the value and its NUL
+        if n:
+            self._slot.write_strided(0, n, n, bytes(scratch)[:n])
+
+    @property
+    def raw(self) -> bytes:
+        """All bytes of a ``c_char`` array (read consistently)."""
+        if self._type._type_ is not ctypes.c_char:
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'raw'")
+        return self._slot.read()
+
+    @raw.setter
+    def raw(self, v: bytes) -> None:
+        if self._type._type_ is not ctypes.c_char:
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'raw'")
+        scratch = self._type()
+        scratch.raw = v  # ctypes' checks
+        if len(v):
+            self._slot.write_strided(0, len(v), len(v), bytes(scratch)[:len(v)])
+
+    version = RawValue.version
+    wait_for_update = RawValue.wait_for_update
+    name = RawValue.name
+    close = RawValue.close
+
+    def __enter__(self) -> RawArray:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (RawArray, self._slot, _picklable(self._type))
+
+    def __repr__(self) -> str:
+        elem = self._type._type_
+        return f"<shmplane.RawArray {elem.__name__}[{len(self)}] name={self.name!r}>"

@@ -1,0 +1,285 @@
+"""shmplane.RawArray against multiprocessing.sharedctypes.RawArray: the same operations
+give the same results and the same exception types; whole reads are consistent
+snapshots across processes; a SIGKILLed writer leaves the last complete value."""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import multiprocessing.sharedctypes as stdlib
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+import shmplane
+
+
+class Point(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_double)]
+
+
+class Outer(ctypes.Structure):
+    _fields_ = [("p", Point), ("n", ctypes.c_ushort)]
+
+
+def both(code: Any, init: Any) -> tuple[Any, Any]:
+    return shmplane.RawArray(code, init), stdlib.RawArray(code, init)
+
+
+def outcome(f: Callable[[], Any]) -> Any:
+    """What `f` returns, or the type of what it raises."""
+    try:
+        r = f()
+    except Exception as e:  # noqa: BLE001 - comparing behaviour, whatever it is
+        return type(e)
+    if isinstance(r, ctypes.Structure):
+        return bytes(r)
+    return r
+
+
+NUMERIC = [("d", [1.5, -2.0, 3.25, 0.0, 9.0]), ("f", [0.5, 1.0, -4.0]), ("i", [1, -2, 3, 4]),
+           ("I", [1, 2**31, 7]), ("b", [-1, 2, 3]), ("B", [250, 1, 2, 3, 4, 5]), ("h", [-300, 2]),
+           ("H", [65000, 1]), ("l", [2**40, -5]), ("L", [2**63, 1]), ("q", [-(2**62), 4]),
+           ("Q", [2**64 - 1, 0, 1]), (ctypes.c_bool, [True, False, True]), (ctypes.c_double, [1.0, 2.0])]
+
+KEYS: list[Any] = [0, 1, -1, -2, 2, 10, -10, slice(None), slice(1, None), slice(None, None, -1),
+                   slice(None, None, 2), slice(4, 0, -2), slice(-3, None), slice(5, 100), slice(3, 1),
+                   1.5, "a", None, 2**70]
+
+
+@pytest.mark.parametrize(("code", "init"), NUMERIC, ids=[str(c) for c, _ in NUMERIC])
+def test_reads_match_stdlib(code: Any, init: list[Any]) -> None:
+    ours, theirs = both(code, init)
+    with ours:
+        assert len(ours) == len(theirs)
+        assert list(ours) == list(theirs)
+        for key in KEYS:
+            o, t = outcome(lambda: ours[key]), outcome(lambda: theirs[key])
+            assert o == t, f"[{key!r}]: {o!r} != {t!r}"
+            if not isinstance(t, type):
+                assert [type(x) for x in (o if isinstance(o, list) else [o])] == \
+                    [type(x) for x in (t if isinstance(t, list) else [t])]
+        assert outcome(lambda: ours.value) == outcome(lambda: theirs.value) == AttributeError
+        assert outcome(lambda: ours.raw) == outcome(lambda: theirs.raw) == AttributeError
+
+
+def assignments(n: int) -> list[tuple[Any, Any]]:
+    return [
+        (0, 7), (-1, 3), (n, 1), (-n - 1, 1), (0, 1.5), (0, "x"), (0, None), ("a", 1), (1.0, 1),
+        (slice(0, 2), [5, 6]), (slice(0, 2), [5]), (slice(0, 2), (8, 9)), (slice(None, None, -1), list(range(n))),
+        (slice(None, None, 2), [4] * len(range(0, n, 2))), (slice(None, None, 2), [4]),
+        (slice(0, 2), 5), (slice(3, 1), []), (slice(0, 1), ["x"]), (0, 2**40), (0, -1), (0, True),
+    ]
+
+
+@pytest.mark.parametrize(("code", "init"), NUMERIC, ids=[str(c) for c, _ in NUMERIC])
+def test_assignments_match_stdlib(code: Any, init: list[Any]) -> None:
+    ours, theirs = both(code, init)
+    with ours:
+        for key, value in assignments(len(init)):
+            o = outcome(lambda: ours.__setitem__(key, value))
+            t = outcome(lambda: theirs.__setitem__(key, value))
+            assert o == t, f"[{key!r}] = {value!r}: {o!r} != {t!r}"
+            assert ours[:] == theirs[:], f"after [{key!r}] = {value!r}"
+        assert outcome(lambda: ours.__delitem__(0)) == outcome(lambda: theirs.__delitem__(0))
+
+
+def test_failed_slice_assignment_writes_nothing() -> None:
+    # The stdlib writes the elements before the bad one; ours is one write or none.
+    ours = shmplane.RawArray("d", [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError):
+        ours[0:2] = [7.0, "x"]
+    assert ours[:] == [1.0, 2.0, 3.0]
+    ours.close()
+
+
+def test_constructors_and_errors_match_stdlib() -> None:
+    for args in [("d", 3), ("i", range(4)), ("d", []), ("d", 0), ("d", -1), ("d", "ab"), ("i", [1.5]),
+                 ("z", 3), (ctypes.c_int, (1, 2)), ("c", b"abc"), ("u", "hé")]:
+        t = outcome(lambda: stdlib.RawArray(*args))
+        o = outcome(lambda: shmplane.RawArray(*args))
+        if isinstance(t, type):
+            # stdlib raises KeyError for an unknown typecode string; ours TypeError.
+            assert o is t or (t is KeyError and o is TypeError), (args, o, t)
+        else:
+            assert o[:] == t[:] and len(o) == len(t), args
+            o.close()
+    with pytest.raises(TypeError, match="pointer"):
+        shmplane.RawArray(ctypes.c_char_p, 2)
+    with pytest.raises(TypeError, match="pointer"):
+        shmplane.RawArray(ctypes.POINTER(ctypes.c_int), 2)
+
+
+def test_char_arrays_match_stdlib() -> None:
+    ours, theirs = both("c", b"hello\0xy")
+    with ours:
+        for key in [0, -1, slice(None), slice(None, None, 2), slice(1, 3), 9]:
+            assert outcome(lambda: ours[key]) == outcome(lambda: theirs[key])
+        assert (ours.value, ours.raw) == (theirs.value, theirs.raw)
+        for attr, v in [("value", b"ab"), ("value", b"x" * 20), ("raw", b"12345678"), ("raw", b"1"),
+                        ("raw", b"123456789"), ("value", "str")]:
+            assert outcome(lambda: setattr(ours, attr, v)) == outcome(lambda: setattr(theirs, attr, v))
+            assert ours.raw == theirs.raw, (attr, v)
+        for key, v in [(0, b"z"), (0, 65), (0, b"zz"), (slice(1, 3), b"qq"), (slice(1, 3), b"q")]:
+            assert outcome(lambda: ours.__setitem__(key, v)) == outcome(lambda: theirs.__setitem__(key, v))
+            assert ours.raw == theirs.raw
+    w_ours, w_theirs = both("u", "héllo")
+    with w_ours:
+        assert (w_ours.value, w_ours[1], w_ours[1:3]) == (w_theirs.value, w_theirs[1], w_theirs[1:3])
+        w_ours.value, w_theirs.value = "ab", "ab"
+        assert w_ours[:] == w_theirs[:]
+        assert outcome(lambda: w_ours.raw) == outcome(lambda: w_theirs.raw) == AttributeError
+
+
+def test_structure_elements_are_live_views() -> None:
+    ours, theirs = both(Point, 3)
+    with ours:
+        for a in (ours, theirs):
+            a[0].x = 5
+            a[1] = (3, 4.0)
+            a[2] = Point(7, 8.5)
+            a[-1].y += 1
+        for i in range(3):
+            assert (ours[i].x, ours[i].y) == (theirs[i].x, theirs[i].y)
+        assert [(p.x, p.y) for p in ours] == [(p.x, p.y) for p in theirs]
+        with pytest.raises(TypeError):
+            ours[0].x = "no"
+        with pytest.raises(TypeError):
+            theirs[0].x = "no"
+        assert outcome(lambda: ours.__setitem__(0, 5)) == outcome(lambda: theirs.__setitem__(0, 5))
+        snap = ours.snapshot()
+        assert snap.dtype.names == ("x", "y") and snap["y"].tolist() == [0.0, 4.0, 9.5]
+        assert bytes(ours.copy()) == bytes(theirs)
+        nested = shmplane.RawArray(Outer, 2)
+        nested[1].p.x = 4
+        nested[1].n = 9
+        assert (nested[1].p.x, nested[1].n, nested[0].p.x) == (4, 9, 0)
+        nested.close()
+
+
+def test_snapshot_is_numpy_copy() -> None:
+    a = shmplane.RawArray("d", [1.0, 2.0, 3.0])
+    s = a.snapshot()
+    assert isinstance(s, np.ndarray) and s.dtype == np.float64 and s.tolist() == [1.0, 2.0, 3.0]
+    s[0] = 99  # a private copy
+    assert a[0] == 1.0
+    for code, dtype in [("i", np.int32), ("B", np.uint8), (ctypes.c_bool, np.bool_), ("f", np.float32), ("q", np.int64)]:
+        b = shmplane.RawArray(code, 4)
+        b[1] = 1
+        assert b.snapshot().dtype == dtype and b.snapshot().tolist()[1] == 1
+        b.close()
+    assert shmplane.RawArray("d", 0).snapshot().shape == (0,)
+    a.close()
+
+
+def test_attach_by_name_checks_the_type() -> None:
+    a = shmplane.RawArray("i", [1, 2, 3])
+    b = shmplane.RawArray.attach(a.name, "i")
+    assert b[:] == [1, 2, 3] and len(b) == 3
+    b[0] = 9
+    assert a[0] == 9
+    with pytest.raises(shmplane.WrongKindError):
+        shmplane.RawArray.attach(a.name, "d")
+    with pytest.raises(shmplane.WrongKindError):
+        shmplane.RawValue.attach(a.name, "i")
+    with pytest.raises(shmplane.NotFoundError):
+        shmplane.RawArray.attach(f"no-such-array-{os.getpid()}", "i")
+    assert "RawArray" in repr(a) and "c_int[3]" in repr(a)
+    b.close()
+    a.close()
+
+
+def test_version_and_wait_for_update() -> None:
+    a = shmplane.RawArray("d", 4)
+    since = a.version
+    with pytest.raises(shmplane.Timeout):
+        a.wait_for_update(since, timeout=0.05)
+    a[2] = 1.0
+    assert a.wait_for_update(since, timeout=1) > since
+    a.close()
+
+
+def test_closed_array_raises() -> None:
+    a = shmplane.RawArray("d", 4)
+    a.close()
+    with pytest.raises(shmplane.ShmplaneError):
+        a[0]
+    with pytest.raises(shmplane.ShmplaneError):
+        a[0] = 1.0
+
+
+def _hammer(a: shmplane.RawArray, n: int) -> None:
+    i = 0
+    while True:
+        i += 1
+        a[:] = [i] * n
+
+
+def _bump_odd(a: shmplane.RawArray, rounds: int) -> None:
+    for i in range(1, rounds + 1):
+        a[1] = i
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_never_torn_across_processes_and_writer_killed(method: str) -> None:
+    n = 64
+    a = shmplane.RawArray("q", n)
+    p = mp.get_context(method).Process(target=_hammer, args=(a, n), daemon=True)
+    p.start()
+    deadline = time.monotonic() + 20
+    seen: set[int] = set()
+    while len(seen) < 300 and time.monotonic() < deadline:
+        for whole in (a[:], a.snapshot().tolist(), a[::3], list(a)):
+            assert len(set(whole)) == 1, f"torn: {sorted(set(whole))}"
+            seen.add(whole[0])
+    assert len(seen) >= 300, "the writer made no progress"
+    os.kill(p.pid, signal.SIGKILL)  # very likely mid-write
+    p.join(10)
+    assert len(set(a[:])) == 1
+    a[:] = [7] * n  # the write side was taken over from the dead writer
+    assert a[:] == [7] * n
+    a.close()
+
+
+@pytest.mark.timeout(60)
+def test_element_writes_from_two_processes_lose_nothing() -> None:
+    rounds = 20_000
+    a = shmplane.RawArray("q", 3)
+    p = mp.get_context("fork").Process(target=_bump_odd, args=(a, rounds))
+    p.start()
+    for i in range(1, rounds + 1):
+        a[0] = i
+    p.join(30)
+    assert p.exitcode == 0
+    assert a[:] == [rounds, rounds, 0]
+    a.close()
+
+
+def _child_sums(a: shmplane.RawArray, out: "mp.Queue[object]") -> None:
+    out.put(sum(a))
+    a[0] = -1.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_passes_to_children(method: str) -> None:
+    ctx = mp.get_context(method)
+    a = shmplane.RawArray("d", [1.0, 2.0, 3.0])
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_sums, args=(a, q))
+    p.start()
+    assert q.get(timeout=30) == 6.0
+    p.join(30)
+    assert p.exitcode == 0
+    assert a[0] == -1.0
+    b = pickle.loads(pickle.dumps(a))
+    assert b[:] == [-1.0, 2.0, 3.0]
+    b.close()
+    a.close()
