@@ -305,13 +305,14 @@ impl PySlotView {
         }
     }
 
-    /// Encode `v` for this view's element, by the fast path or the subclass's ctypes hook.
-    fn encode_into(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>, out: &mut Vec<u8>) -> PyResult<()> {
+    /// Encode `v` into `out` (`elem` bytes) for this view's element, by the fast path
+    /// or the subclass's ctypes hook.
+    fn encode_into(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>, out: &mut [u8]) -> PyResult<()> {
         let this = slf.get();
         let mut b = [0u8; 8];
         if let Some(code) = this.code {
             if encode_scalar(code, v, &mut b) {
-                out.extend_from_slice(&b[..this.elem]);
+                out.copy_from_slice(&b[..this.elem]);
                 return Ok(());
             }
         }
@@ -320,7 +321,7 @@ impl PySlotView {
         if bytes.len() != this.elem {
             return Err(PyValueError::new_err(format!("_encode gave {} bytes for a {}-byte element", bytes.len(), this.elem)));
         }
-        out.extend_from_slice(bytes);
+        out.copy_from_slice(bytes);
         Ok(())
     }
 }
@@ -444,13 +445,22 @@ impl PySlotView {
             }
             let last = ix.start + (n as isize - 1) * ix.step;
             let (lo, hi) = (ix.start.min(last) as usize, ix.start.max(last) as usize);
-            let mut buf = vec![0u8; (hi - lo + 1) * this.elem];
-            this.slot.get().with(py, |s| s.read_at(lo * this.elem, &mut buf)).py_err(py)?;
+            let span = (hi - lo + 1) * this.elem;
+            let mut stack = [0u8; 512];
+            let mut heap = Vec::new();
+            let buf: &mut [u8] = if span <= stack.len() {
+                &mut stack[..span]
+            } else {
+                heap.resize(span, 0);
+                &mut heap
+            };
+            this.slot.get().with(py, |s| s.read_at(lo * this.elem, buf)).py_err(py)?;
+            let elem = this.elem;
             let items = (0..n).map(|k| {
                 let at = (ix.start + k as isize * ix.step) as usize - lo;
-                decode_scalar(py, code, &buf[at * this.elem..(at + 1) * this.elem])
+                decode_scalar(py, code, &buf[at * elem..(at + 1) * elem]).expect("element size checked in new")
             });
-            return Ok(PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)?.into_any().unbind());
+            return Ok(PyList::new(py, items)?.into_any().unbind());
         }
         let i = this.index_of(key)?;
         let mut out = [0u8; 8];
@@ -470,36 +480,44 @@ impl PySlotView {
         if this.code.is_none() {
             return slf.call_method1("_setitem", (key, v)).map(drop);
         }
-        let mut data = Vec::with_capacity(this.elem);
+        let mut data = Vec::new();
         if let Ok(slice) = key.cast::<PySlice>() {
             let ix = slice.indices(this.len as isize)?;
             let n = ix.slicelength;
-            let seq = v.try_iter().map_err(|_| PyValueError::new_err("Can only assign sequence of same size"))?;
-            let values: Vec<Bound<'_, PyAny>> = seq.collect::<PyResult<_>>()?;
-            if values.len() != n {
-                return Err(PyValueError::new_err("Can only assign sequence of same size"));
+            let size_error = || PyValueError::new_err("Can only assign sequence of same size");
+            // As ctypes: the length first (nothing is converted for a wrong size).
+            if v.len().map_err(|_| size_error())? != n {
+                return Err(size_error());
+            }
+            data.resize(n * this.elem, 0);
+            let mut k = 0;
+            for item in v.try_iter().map_err(|_| size_error())? {
+                let Some(out) = data.get_mut(k * this.elem..(k + 1) * this.elem) else {
+                    return Err(size_error()); // the sequence grew meanwhile
+                };
+                Self::encode_into(slf, &item?, out)?;
+                k += 1;
+            }
+            if k != n {
+                return Err(size_error()); // the sequence shrank meanwhile
             }
             if n == 0 {
                 return Ok(());
             }
-            // Elements in ascending position order, so the stride is positive.
-            let mut order: Vec<(isize, &Bound<'_, PyAny>)> =
-                values.iter().enumerate().map(|(k, x)| (ix.start + k as isize * ix.step, x)).collect();
+            // Elements in ascending position order, so that the stride is positive.
+            let last = ix.start + (n as isize - 1) * ix.step;
             if ix.step < 0 {
-                order.reverse();
-            }
-            data.reserve(n * this.elem);
-            for (_, x) in &order {
-                Self::encode_into(slf, x, &mut data)?;
+                data = data.chunks_exact(this.elem).rev().flatten().copied().collect();
             }
             let stride = ix.step.unsigned_abs() * this.elem;
-            let first = order[0].0 as usize * this.elem;
+            let first = ix.start.min(last) as usize * this.elem;
             this.slot.get().with(py, |s| s.write_strided(first, stride, this.elem, &data)).py_err(py)?;
             return Ok(());
         }
         let i = this.index_of(key)?;
-        Self::encode_into(slf, v, &mut data)?;
-        this.slot.get().with(py, |s| s.write_at(i * this.elem, &data)).py_err(py)?;
+        let mut one = [0u8; 8];
+        Self::encode_into(slf, v, &mut one[..this.elem])?;
+        this.slot.get().with(py, |s| s.write_at(i * this.elem, &one[..this.elem])).py_err(py)?;
         Ok(())
     }
 }
