@@ -6,8 +6,12 @@ into a usable object (an ndarray / a list) and acknowledges it over a second
 channel. The same transfers then run over the peers in the same run:
 pickle-5 with out-of-band buffers over ``multiprocessing.Pipe``, ``Pipe.send``,
 ``multiprocessing.Queue``, ``multiprocessing.shared_memory`` + copy, and the floor
-(one ``np.copyto`` of the payload in one process). Finally a one-way stream of
-64-byte messages through shmplane and the stream peers.
+(one ``np.copyto`` of the payload in one process). Then a one-way stream of
+64-byte messages through shmplane and the stream peers. Finally (d) latest values:
+the master publishes a 16-double parameter vector over and over; a worker follows
+it as it changes (blocking in ``wait_for_update``, or polling) and acks the value it
+saw; the master times publish -> ack and the worker counts torn (mixed) reads, beside
+``multiprocessing.sharedctypes.RawArray``.
 
 Run:  python examples/dataset_transfer/main.py [--reps N] [--quick]
 Prints per-transfer p50/p99/p99.9 in microseconds and the ratios.
@@ -124,6 +128,78 @@ def shmplane_stream_rate(n: int, message_size: int = 64, policy: str = "adaptive
     return n / ((end_ns - start) / 1e9)
 
 
+LATEST_WIDTH = 16
+
+
+def _latest_worker(kind: str, arr: Any, ack: Any, done: Any) -> None:
+    """Follow `arr` until it holds -1s; ack each value seen; count torn reads."""
+    torn = seen = 0
+    version = 0
+    last = 0.0
+    read = lambda: arr[:]  # a list of floats from both (shmplane: one consistent read)
+    while True:
+        if kind == "shmplane_wait":
+            version = arr.wait_for_update(version, timeout=30)
+        elif kind == "shmplane_poll":
+            while arr.version == version:
+                pass
+            version = arr.version
+        else:  # stdlib: poll one element for a change
+            while arr[0] == last:
+                pass
+        while True:  # read the whole vector until it is not a mix of two updates
+            snap = read()
+            seen += 1
+            if all(x == snap[0] for x in snap):
+                break
+            torn += 1
+        last = snap[0]
+        ack.value = float(last)
+        if last < 0:
+            break
+    done.put((seen, torn))
+
+
+def latest_values(reps: int) -> None:
+    """(d): publish -> seen latency of a 16-double vector, shmplane vs stdlib RawArray."""
+    print(f"(d) latest values: {reps} updates of a {LATEST_WIDTH}-double vector, master publishes -> "
+          "worker sees a consistent copy -> ack", flush=True)
+    from multiprocessing import sharedctypes
+
+    rows = []
+    for kind in ("shmplane_wait", "shmplane_poll", "stdlib_poll"):
+        mod: Any = shmplane if kind.startswith("shmplane") else sharedctypes
+        arr, ack = mod.RawArray("d", LATEST_WIDTH), mod.RawValue("d", 0.0)
+        done = _CTX.Queue()
+        p = _CTX.Process(target=_latest_worker, args=(kind, arr, ack, done), daemon=True)
+        p.start()
+        durations = []
+        try:
+            for i in range(1, reps + 2):
+                value = float(i) if i <= reps else -1.0
+                t0 = time.perf_counter_ns()
+                arr[:] = [value] * LATEST_WIDTH
+                deadline = t0 + 30 * 10**9
+                while ack.value != value:
+                    now = time.perf_counter_ns()
+                    if now > deadline or (now - t0 > 10**9 and not p.is_alive()):
+                        raise TimeoutError(f"{kind}: the worker did not ack update {i} (exit code {p.exitcode})")
+                if 3 < i <= reps:
+                    durations.append(time.perf_counter_ns() - t0)
+            seen, torn = done.get(timeout=30)
+        finally:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+        if kind.startswith("shmplane"):
+            arr.close()
+            ack.close()
+        rows.append((kind, peers.summarize(durations), seen, torn))
+    print(f"  {'transport':<16} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}  torn reads seen by the worker")
+    for kind, s, seen, torn in rows:
+        print(f"  {kind:<16} {s['p50']:8.1f} {s['p99']:8.1f} {s['p999']:9.1f}  {torn} of {seen}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=40, help="timed transfers per transport (default 40)")
@@ -172,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     missing = sorted(set(peers.STREAM_PEERS) - set(available))
     if missing:
         print(f"  (not installed, skipped: {', '.join(missing)})")
+    print()
+    latest_values(200 if args.quick else 5000)
 
 
 if __name__ == "__main__":
