@@ -283,3 +283,66 @@ def test_passes_to_children(method: str) -> None:
     assert b[:] == [-1.0, 2.0, 3.0]
     b.close()
     a.close()
+
+
+def _blocked_wait(a: shmplane.RawArray, ready: Any) -> None:
+    try:
+        ready.send("ready")
+        a.wait_for_update(a.version)  # no timeout: only Ctrl-C ends this
+    except KeyboardInterrupt:
+        ready.send("KeyboardInterrupt")
+        os._exit(42)
+    except BaseException as e:  # noqa: BLE001
+        ready.send(f"{type(e).__name__}: {e}")
+        os._exit(1)
+    ready.send("returned")
+    os._exit(2)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_ctrl_c_interrupts_wait_for_update(method: str) -> None:
+    ctx = mp.get_context(method)
+    a = shmplane.RawArray("d", 2)
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_blocked_wait, args=(a, w))
+    p.start()
+    try:
+        w.close()
+        assert r.poll(20) and r.recv() == "ready"
+        time.sleep(0.3)  # now inside the wait
+        t0 = time.monotonic()
+        os.kill(p.pid, signal.SIGINT)
+        p.join(5)
+        assert time.monotonic() - t0 < 2.0
+        report = r.recv() if r.poll(1) else "<nothing>"
+        assert report == "KeyboardInterrupt" and p.exitcode == 42, (report, p.exitcode)
+    finally:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+        a.close()
+
+
+def test_closing_while_another_thread_waits_is_safe() -> None:
+    # close() needs the waiter to leave its GIL-free wait first (at most one 50 ms
+    # slice); the waiter then sees the slot closed instead of touching unmapped memory.
+    import threading
+
+    a = shmplane.RawArray("d", 2)
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            a.wait_for_update(a.version, timeout=5)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    a.close()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - t0 < 5
+    assert len(errors) == 1 and isinstance(errors[0], shmplane.ShmplaneError), errors

@@ -1,4 +1,4 @@
-"""shmplane: lock-free shared-memory channels between processes.
+"""shmplane: lock-free shared-memory channels and latest-value slots between processes.
 
 Change one import and move datasets between processes at memory-bus speed::
 
@@ -6,6 +6,12 @@ Change one import and move datasets between processes at memory-bus speed::
     tx, rx = shmplane.channel()          # like multiprocessing.Pipe(duplex=False)
     tx.send(numpy_array)                 # one copy into shared memory, no pickling
     arr = rx.recv(timeout=5.0)           # one copy out: same dtype and shape
+
+Latest values, as ``multiprocessing.sharedctypes`` with reads that are never torn::
+
+    from shmplane import RawArray, RawValue
+    params = RawArray("d", 16)           # params[:] is one consistent snapshot
+    params.wait_for_update(params.version, timeout=1.0)
 
 Endpoints are context managers, pickle into ``multiprocessing`` children (fork, spawn,
 forkserver), and wait with the GIL released (Ctrl-C works). Errors derive from
