@@ -54,3 +54,10 @@ pub use shmplane_shm::ring::max_payload as max_message_len;
 pub fn gc() -> Vec<String> {
     shmplane_shm::segment::gc()
 }
+
+/// Fork detection for the Python bindings (not a stable API): the number of forks this
+/// process went through as the child, once the hook is installed.
+#[doc(hidden)]
+pub mod process {
+    pub use shmplane_shm::sync::{fork_generation, install_fork_hook};
+}

@@ -390,6 +390,9 @@ impl ByteSlot {
     /// elem`, or a range outside the value), [`Error::Closed`].
     pub fn write_strided(&self, offset: usize, stride: usize, elem: usize, src: &[u8]) -> Result<u64> {
         let bad = |what: &str| Err(Error::InvalidArgument(format!("slot write: {what}")));
+        if offset > self.len {
+            return bad(&format!("offset {offset} is past the {}-byte value", self.len));
+        }
         if elem == 0 {
             return if src.is_empty() { self.version() } else { bad("zero-sized elements") };
         }
@@ -400,7 +403,7 @@ impl ByteSlot {
         if n == 0 {
             return self.version();
         }
-        let end = (n - 1).checked_mul(stride).and_then(|x| x.checked_add(offset + elem));
+        let end = (n - 1).checked_mul(stride).and_then(|x| x.checked_add(elem)).and_then(|x| x.checked_add(offset));
         let Some(end) = end.filter(|&e| e <= self.len) else {
             return bad(&format!("bytes {offset}.. of {n} elements are outside the {}-byte value", self.len));
         };
@@ -437,7 +440,8 @@ impl ByteSlot {
         let first = offset / 8;
         let skip = offset % 8;
         Ok(with_words((skip + dst.len()).div_ceil(8), |words| {
-            let version = seqlock::read_words(store, first, words);
+            let version =
+                seqlock::read_words_or_lock(store, first, words, seqlock::READ_TRIES, writer_id(), writer_alive);
             dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
             version
         }))
@@ -455,7 +459,7 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("word {index} is past the {}-byte value", self.len)));
         }
         let mut w = [0u64; 1];
-        seqlock::read_words(store, index, &mut w);
+        seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id(), writer_alive);
         Ok(w[0])
     }
 
@@ -465,7 +469,10 @@ impl ByteSlot {
     /// [`Error::InvalidArgument`] (wrong length), [`Error::Closed`].
     #[inline]
     pub fn read_into(&self, dst: &mut [u8]) -> Result<u64> {
-        self.read_with(dst, |store, words| Some(seqlock::read(store, words))).map(|v| v.expect("read retries"))
+        self.read_with(dst, |store, words| {
+            Some(seqlock::read_words_or_lock(store, 0, words, seqlock::READ_TRIES, writer_id(), writer_alive))
+        })
+        .map(|v| v.expect("read retries"))
     }
 
     /// One read attempt into `dst`: `None` if a write was half-done at that instant.

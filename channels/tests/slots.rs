@@ -190,3 +190,20 @@ fn unaligned_and_strided_writes_keep_the_bytes_around_them() {
     assert!(matches!(slot.read_at(17, &mut mid), Err(Error::InvalidArgument(_))));
     assert_eq!(slot.write_at(21, &[]).unwrap(), slot.version().unwrap());
 }
+
+#[test]
+fn offsets_near_usize_max_are_errors_not_panics() {
+    let n = name("overflow");
+    let slot = shmplane::ByteSlot::create(&n, &[0u8; 16], 3).unwrap();
+    for r in [
+        slot.write_strided(usize::MAX - 3, 8, 8, &[0; 8]),
+        slot.write_strided(usize::MAX - 3, 8, 8, &[]),
+        slot.write_at(17, &[]),
+        slot.write_strided(8, usize::MAX, 8, &[0; 16]),
+    ] {
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    }
+    let mut one = [0u8; 1];
+    assert!(matches!(slot.read_at(usize::MAX, &mut one), Err(Error::InvalidArgument(_))));
+    assert!(matches!(slot.read_word(2), Err(Error::InvalidArgument(_))));
+}

@@ -8,7 +8,9 @@
 use loom::sync::Arc;
 use loom_tests::FutexModel;
 use shmplane_shm::layout::SlotControl;
-use shmplane_shm::seqlock::{read, read_words, try_read, update, write, write_until, CrashPoint, SlotStore};
+use shmplane_shm::seqlock::{
+    read, read_words, read_words_or_lock, try_read, update, write, write_until, CrashPoint, SlotStore,
+};
 use shmplane_shm::sync::AtomicU64;
 
 const WORDS: usize = 2;
@@ -141,5 +143,25 @@ fn element_updates_by_two_writers_are_not_lost() {
         let mut dst = [0u64; WORDS];
         read(&store, &mut dst);
         assert_eq!(dst, [1, 1]);
+    });
+}
+
+/// A reader that gives up on lock-free reads at once (`tries = 0`) takes the writer
+/// lock: it still sees one whole value, and the writer finishes after it.
+#[test]
+fn reader_falling_back_to_the_lock_sees_whole_values() {
+    loom::model(|| {
+        let store = Store::default();
+        let w = store.clone();
+        let writer = loom::thread::spawn(move || {
+            write(&w, &value(1), 1, |_| true);
+            write(&w, &value(2), 1, |_| true);
+        });
+        let mut dst = [0u64; WORDS];
+        read_words_or_lock(&store, 0, &mut dst, 0, 2, |_| true);
+        assert!(dst == value(0) || dst == value(1) || dst == value(2), "{dst:?}");
+        writer.join().unwrap();
+        read_words_or_lock(&store, 0, &mut dst, 0, 2, |_| true);
+        assert_eq!(dst, value(2));
     });
 }

@@ -15,26 +15,56 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 /// A latest value of raw bytes in shared memory (seqlock latch). See `shmplane.RawValue`.
 ///
+///
 /// Reads are the hot path (`RawValue.value` is ~60 ns in all), so the slot is not
-/// behind a lock: it changes only in `close`, which holds the GIL *and* `busy` for
-/// writing. Code holding the GIL reads it freely (`with`), provided it runs no Python
-/// code meanwhile (Python code could call `close`); code that releases the GIL reads it
-/// holding `busy` for reading (`detached`). Free-threaded Python is not supported
-/// (abi3 builds cannot target it), so the GIL is a real lock here.
+/// behind a lock: it changes only in `close`, which holds the GIL *and* the `busy`
+/// lock for writing. Code holding the GIL reads it freely (`with`), provided it runs no
+/// Python code meanwhile (Python code could call `close`); code that releases the GIL
+/// reads it holding `busy` for reading (`detached`). Free-threaded Python is not
+/// supported (abi3 builds cannot target it), so the GIL is a real lock here.
+///
+/// A fork copies `busy` as it is: held for reading if another thread was waiting in
+/// the parent, by a thread the child does not have. So `busy` belongs to one fork
+/// generation, and the first user in a forked child replaces it with a free one.
 #[pyclass(module = "shmplane._shmplane", name = "ByteSlot", frozen, weakref)]
 pub struct PyByteSlot {
     inner: std::cell::UnsafeCell<ByteSlot>,
-    busy: std::sync::RwLock<()>,
+    busy: std::cell::UnsafeCell<Busy>,
+}
+
+/// The lock of GIL-free users, and the fork generation it belongs to.
+struct Busy {
+    generation: u64,
+    lock: std::sync::Arc<std::sync::RwLock<()>>,
+}
+
+impl Busy {
+    fn new() -> Busy {
+        shmplane::process::install_fork_hook();
+        Busy { generation: shmplane::process::fork_generation(), lock: Default::default() }
+    }
 }
 
 // SAFETY: `inner` is mutated only by `close`, holding the GIL and `busy` for writing;
 // shared references exist only under the GIL without running Python code (`with`) or
-// under `busy` for reading (`detached`): never alongside the mutation. ByteSlot is Sync.
+// under `busy` for reading (`detached`): never alongside the mutation. `busy` is read
+// and replaced only under the GIL without running Python code (`busy`). ByteSlot is Sync.
 unsafe impl Sync for PyByteSlot {}
 
 impl PyByteSlot {
     fn new(slot: ByteSlot) -> PyByteSlot {
-        PyByteSlot { inner: std::cell::UnsafeCell::new(slot), busy: std::sync::RwLock::new(()) }
+        PyByteSlot { inner: std::cell::UnsafeCell::new(slot), busy: std::cell::UnsafeCell::new(Busy::new()) }
+    }
+
+    /// The `busy` lock of this fork generation (a free one in a freshly forked child).
+    fn busy(&self, _gil: Python<'_>) -> std::sync::Arc<std::sync::RwLock<()>> {
+        // SAFETY: only this function touches `busy`, holding the GIL (the token) and
+        // running no Python code, so this is the only reference to it.
+        let busy = unsafe { &mut *self.busy.get() };
+        if busy.generation != shmplane::process::fork_generation() {
+            *busy = Busy::new();
+        }
+        busy.lock.clone()
     }
 
     /// Run `f` on the slot holding the GIL. `f` must not run Python code (nor create
@@ -48,13 +78,17 @@ impl PyByteSlot {
 
     /// Run `f` on the slot with the GIL released.
     fn detached<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&ByteSlot) -> T + Send) -> T {
+        let busy = self.busy(py);
         py.detach(|| {
-            let _reading = self.busy.read().unwrap_or_else(|e| e.into_inner());
+            let _reading = busy.read().unwrap_or_else(|e| e.into_inner());
             // SAFETY: `close` needs `busy` for writing to mutate `inner`.
             f(unsafe { &*self.inner.get() })
         })
     }
 }
+
+/// Reads above this many bytes release the GIL (the copy dwarfs the release).
+const DETACH_BYTES: usize = 1 << 16;
 
 /// Decode the native-endian scalar of struct-module `code` from `b`.
 fn decode_scalar(py: Python<'_>, code: char, b: &[u8]) -> PyResult<Py<PyAny>> {
@@ -117,10 +151,11 @@ impl PyByteSlot {
 
     /// A consistent copy of the value as bytes.
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let out = self.with(py, |s| {
+        let read = |s: &ByteSlot| {
             let mut out = vec![0u8; s.len()];
             s.read_into(&mut out).map(|_| out)
-        });
+        };
+        let out = if self.with(py, ByteSlot::len) > DETACH_BYTES { self.detached(py, read) } else { self.with(py, read) };
         Ok(PyBytes::new(py, &out.py_err(py)?))
     }
 
@@ -152,11 +187,15 @@ impl PyByteSlot {
             let dst = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, n) };
             s.read_into(dst)
         };
-        if n > 1 << 16 { self.detached(py, read) } else { self.with(py, read) }.py_err(py)
+        if n > DETACH_BYTES { self.detached(py, read) } else { self.with(py, read) }.py_err(py)
     }
 
     /// A consistent copy of bytes `offset .. offset + n`.
     fn read_at<'py>(&self, py: Python<'py>, offset: usize, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let len = self.with(py, ByteSlot::len);
+        if offset.checked_add(n).is_none_or(|end| end > len) {
+            return Err(to_py(py, Error::InvalidArgument(format!("bytes {offset}..+{n} are outside the {len}-byte value"))));
+        }
         let mut out = vec![0u8; n];
         self.with(py, |s| s.read_at(offset, &mut out)).py_err(py)?;
         Ok(PyBytes::new(py, &out))
@@ -213,8 +252,9 @@ impl PyByteSlot {
     }
 
     /// Close this handle (idempotent); the segment goes with the last handle.
-    fn close(&self, _gil: Python<'_>) {
-        let _writing = self.busy.write().unwrap_or_else(|e| e.into_inner());
+    fn close(&self, py: Python<'_>) {
+        let busy = self.busy(py);
+        let _writing = busy.write().unwrap_or_else(|e| e.into_inner());
         // SAFETY: we hold the GIL (excluding `with`) and `busy` for writing (excluding
         // `detached`): this is the only reference to `inner` now. ByteSlot::close runs
         // no Python code.
@@ -404,11 +444,17 @@ impl PySlotView {
                 // (on an error it is dropped unseen).
                 let arr = unsafe { numpy::PyArray1::<$t>::new(py, [this.len], false) };
                 let n = this.len * size_of::<$t>();
-                // SAFETY: `arr` was just created C-contiguous with `len` elements of
-                // `elem` bytes (checked in `new`), and no other reference to it exists
-                // yet; it is written as raw bytes (no `bool` is formed from them).
-                let dst = unsafe { std::slice::from_raw_parts_mut(numpy::PyArrayMethods::data(&arr) as *mut u8, n) };
-                this.slot.get().with(py, |s| s.read_into(dst)).py_err(py)?;
+                // `arr` was just created C-contiguous with `len` elements of `elem`
+                // bytes (checked in `new`), and no other reference to it exists yet; it
+                // is written as raw bytes (no `bool` is formed from them).
+                let dst = numpy::PyArrayMethods::data(&arr) as usize;
+                let read = |s: &ByteSlot| {
+                    // SAFETY: see above; `arr` stays alive (we hold it) and no Python
+                    // code can reach it during the read, with or without the GIL.
+                    s.read_into(unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, n) })
+                };
+                let slot = this.slot.get();
+                if n > DETACH_BYTES { slot.detached(py, read) } else { slot.with(py, read) }.py_err(py)?;
                 Ok(arr.into_any().unbind())
             }};
         }

@@ -346,3 +346,108 @@ def test_closing_while_another_thread_waits_is_safe() -> None:
     t.join(10)
     assert not t.is_alive() and time.monotonic() - t0 < 5
     assert len(errors) == 1 and isinstance(errors[0], shmplane.ShmplaneError), errors
+
+
+class Bits(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_int, 3), ("b", ctypes.c_int, 5), ("s", ctypes.c_char * 4)]
+
+
+class Inner(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_int), ("b", ctypes.c_int)]
+
+
+class Anon(ctypes.Structure):
+    _anonymous_ = ("u",)
+    _fields_ = [("u", Inner), ("c", ctypes.c_int)]
+
+
+def test_structure_field_kinds_match_stdlib() -> None:
+    for mod in (stdlib, shmplane):
+        x = mod.RawValue(Bits)
+        x.a, x.b, x.s = 3, 7, b"ab"
+        assert (x.a, x.b, x.s) == (3, 7, b"ab"), mod
+        y = mod.RawValue(Anon)
+        y.a, y.c = 4, 5
+        assert (y.a, y.c, y.u.a) == (4, 5, 4), mod
+        v = mod.RawValue(ctypes.c_int * 3, 1, 2, 3)
+        v[1] = 5
+        assert (v[:], len(v), list(v)) == ([1, 5, 3], 3, [1, 5, 3]), mod
+        arr = mod.RawArray(Inner, 2)
+        arr[1].b = 9
+        copy = pickle.loads(pickle.dumps(arr[1]))
+        assert isinstance(copy, Inner) and copy.b == 9, mod
+    for obj in (x, y, v, arr):
+        obj.close()
+
+
+def _element_writer(a: shmplane.RawArray, stop: Any) -> None:
+    i = 0
+    while not stop.is_set():
+        i += 1
+        a[0] = float(i)
+
+
+@pytest.mark.timeout(60)
+def test_large_reads_finish_while_elements_are_written() -> None:
+    # Element writes flip the latch every few hundred ns, far faster than 32 MB can be
+    # copied: lock-free attempts alone would retry until the writer stops.
+    ctx = mp.get_context("fork")
+    a = shmplane.RawArray("d", 4_000_000)
+    stop = ctx.Event()
+    p = ctx.Process(target=_element_writer, args=(a, stop), daemon=True)
+    p.start()
+    try:
+        while a[0] == 0.0:
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        for _ in range(3):
+            snap = a.snapshot()
+            assert snap.shape == (4_000_000,) and snap[1:].max() == 0.0
+        assert p.is_alive(), "the writer stopped: nothing was measured"
+        assert time.monotonic() - t0 < 20
+    finally:
+        stop.set()
+        p.join(10)
+        a.close()
+
+
+def _fork_then_close(a: shmplane.RawArray, out: Any) -> None:
+    a[0] = 1.0
+    out.put("done")  # the child then exits: its exit finalizers close `a`
+
+
+@pytest.mark.timeout(60)
+def test_fork_while_another_thread_waits_then_child_closes() -> None:
+    # The parent's waiting thread holds the handle's GIL-free lock at fork time; the
+    # child must not inherit that as a lock nobody will release.
+    import threading
+
+    ctx = mp.get_context("fork")
+    a = shmplane.RawArray("d", 2)
+    stop = threading.Event()
+
+    def watch() -> None:
+        v = a.version
+        while not stop.is_set():
+            try:
+                v = a.wait_for_update(v, timeout=0.2)
+            except shmplane.Timeout:
+                pass
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        time.sleep(0.1)
+        q = ctx.Queue()
+        p = ctx.Process(target=_fork_then_close, args=(a, q))
+        p.start()
+        assert q.get(timeout=20) == "done"
+        p.join(10)
+        assert p.exitcode == 0, "the forked child hung closing its copy"
+        assert a[0] == 1.0
+    finally:
+        stop.set()
+        t.join(10)
+        if p.is_alive():
+            p.kill()
+        a.close()

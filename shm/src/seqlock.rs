@@ -76,7 +76,7 @@ pub fn try_read<S: SlotStore>(store: &S, dst: &mut [u64]) -> Option<u64> {
 /// If the range is outside the value.
 #[inline]
 pub fn try_read_words<S: SlotStore>(store: &S, first: usize, dst: &mut [u64]) -> Option<u64> {
-    assert!(first + dst.len() <= store.words(), "slot read range outside the value");
+    assert!(first.checked_add(dst.len()).is_some_and(|end| end <= store.words()), "slot read range outside the value");
     // ORDERING: Acquire, partner of the writer's fence(Release) + seq store: the words
     // of the copy this sequence selects are complete.
     let s1 = store.seq().load(Ordering::Acquire);
@@ -113,6 +113,49 @@ pub fn read<S: SlotStore>(store: &S, dst: &mut [u64]) -> u64 {
         }
         spin_hint();
     }
+}
+
+/// Lock-free read attempts before [`read_words_or_lock`] falls back to the writer lock.
+pub const READ_TRIES: u32 = 16;
+
+/// [`read_words`] that makes progress against any writer: after `tries` failed
+/// lock-free attempts (writers flip the latch faster than this range can be copied,
+/// e.g. element updates while a large array is read), take the writer lock for one
+/// read, as Linux's `read_seqbegin_or_lock` (`include/linux/seqlock.h`) does. Writers
+/// then wait for that one copy; a reader that dies holding the lock is replaced like a
+/// dead writer. `me`/`alive` as for [`write`]. Returns the version read.
+///
+/// # Panics
+/// If the range is outside the value or `me == 0`.
+pub fn read_words_or_lock<S: SlotStore>(
+    store: &S,
+    first: usize,
+    dst: &mut [u64],
+    tries: u32,
+    me: u64,
+    alive: impl Fn(u64) -> bool,
+) -> u64 {
+    for _ in 0..tries {
+        if let Some(v) = try_read_words(store, first, dst) {
+            return v;
+        }
+        spin_hint();
+    }
+    assert!(first + dst.len() <= store.words(), "slot read range outside the value");
+    assert_ne!(me, 0, "writer id 0 means 'free'");
+    let ctl = store.control();
+    lock(ctl, me, &alive);
+    repair(store);
+    // Holding the lock after `repair`: both copies hold the last complete value and
+    // nobody writes them.
+    let s = store.seq().load(Ordering::Relaxed);
+    for (i, w) in dst.iter_mut().enumerate() {
+        *w = store.word(0, first + i).load(Ordering::Relaxed);
+    }
+    // ORDERING: Release, partner of the next writer's Acquire CAS in `lock` (our loads
+    // above happen before its stores).
+    ctl.writer.value.owner.store(0, Ordering::Release);
+    version_of(s)
 }
 
 /// Where a test writer stops, to model a writer killed mid-write.

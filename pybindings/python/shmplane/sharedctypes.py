@@ -14,7 +14,7 @@ a whole value, an element or a slice (``arr[:]``, ``snapshot()``, a struct's
 ``snapshot()``) is a consistent snapshot of one write, readers never block writers
 and never wait on a dead process, and a slice assignment is published as one write
 (all of it or none). Element and field writes from different processes never lose
-each other's updates.
+each other's updates. Reads above 64 KiB release the GIL.
 
 Extras: ``version``, ``wait_for_update(since, timeout)``, ``snapshot()`` (RawArray: a
 numpy copy in one consistent read; RawValue: a ctypes copy), ``copy()`` (a ctypes
@@ -29,7 +29,15 @@ Differences from the stdlib, all deliberate:
 * elements that are arrays (``RawArray(c_int * 2, n)``) and array fields of a
   structure read as ctypes copies, not live views (structure elements and nested
   structure fields *are* live views, as in the stdlib);
-* values are at most 256 MiB (``InvalidArgumentError``, a ``ValueError``).
+* so ``arr[0][1] = x`` on an array of arrays, or ``s.v[0] = x`` on an array field,
+  changes a copy and is lost: assign the whole element/field instead;
+* writing a bit field rewrites its storage unit from a fresh copy, like C does, so
+  two processes writing *sibling bit fields at the same time* can lose one update
+  (other field, element and slice writes never lose each other's updates);
+* values are at most 256 MiB (``InvalidArgumentError``, a ``ValueError``);
+* a reader that keeps losing the race against writers (a large array read while
+  elements are written faster than it can be copied) takes the writer lock for one
+  read after 16 attempts (Linux's ``read_seqbegin_or_lock``), so it always finishes.
 """
 
 from __future__ import annotations
@@ -131,8 +139,7 @@ def _coerce(type_: Any, v: Any) -> Any:
 
 def _field_property(owner: Any, fname: str, ftype: Any) -> property:
     desc = getattr(owner, fname)
-    offset, size = desc.offset, ctypes.sizeof(ftype)
-    simple = issubclass(ftype, ctypes._SimpleCData)
+    offset, size = desc.offset, ctypes.sizeof(ftype)  # a bit field: its storage unit
     whole = ctypes.sizeof(owner)
 
     if _is_compound(ftype):
@@ -142,12 +149,13 @@ def _field_property(owner: Any, fname: str, ftype: Any) -> property:
             return view._at(self._slot, self._offset + offset)
     else:
         def get(self: Any) -> Any:
-            copy = ftype.from_buffer_copy(self._slot.read_at(self._offset + offset, size))
-            return copy.value if simple else copy
+            # ctypes decodes the field from a consistent copy of the whole structure:
+            # bit fields, char arrays as bytes, and so on, exactly as it would.
+            return getattr(owner.from_buffer_copy(self._slot.read_at(self._offset, whole)), fname)
 
     def set(self: Any, v: Any) -> None:
-        # ctypes converts and validates through a scratch instance of the owner; only the
-        # field's own bytes (its storage unit, for a bit field) are written.
+        # ctypes converts and validates through a scratch copy of the owner; only the
+        # field's own bytes (for a bit field, its storage unit) are written.
         scratch = owner.from_buffer_copy(self._slot.read_at(self._offset, whole))
         setattr(scratch, fname, v)
         self._slot.write_strided(self._offset + offset, size, size, bytes(scratch)[offset:offset + size])
@@ -172,6 +180,10 @@ class _StructView:
         """A private ctypes copy of the whole structure, read consistently."""
         return self._ctype.from_buffer_copy(self._slot.read_at(self._offset, ctypes.sizeof(self._ctype)))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # As the stdlib pickles a structure element: a copy of its bytes.
+        return self._ctype.from_buffer_copy, (bytes(self.snapshot()),)
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{f[0]}={getattr(self, f[0])!r}" for f in self._ctype._fields_)
         return f"<shmplane view of {self._ctype.__name__}({fields})>"
@@ -183,8 +195,11 @@ _value_classes: dict[Any, Any] = {}
 
 
 def _add_fields(ns: dict[str, Any], type_: Any) -> None:
-    for f in type_._fields_:
-        ns[f[0]] = _field_property(type_, f[0], f[1])
+    fields = {f[0]: f[1] for f in type_._fields_}
+    for name in getattr(type_, "_anonymous_", ()):
+        fields.update({f[0]: f[1] for f in fields[name]._fields_})  # reachable directly
+    for name, ftype in fields.items():
+        ns[name] = _field_property(type_, name, ftype)
 
 
 def _view_class(type_: Any) -> Any:
@@ -226,7 +241,7 @@ class RawValue(_SlotView):
         type_ = _resolve(typecode_or_type)
         initial = type_(*args)
         slot = ByteSlot.create(name or _new_name("value"), bytes(initial), _fingerprint("value:" + _describe(type_)))
-        return cls._wrap(slot, type_)
+        return cls._wrap(slot, type_)  # type: ignore[return-value]
 
     @classmethod
     def attach(cls, name: str, typecode_or_type: Any) -> RawValue:
@@ -240,7 +255,10 @@ class RawValue(_SlotView):
         return cls._wrap(ByteSlot.open(name, _fingerprint("value:" + _describe(type_))), type_)
 
     @classmethod
-    def _wrap(cls, slot: ByteSlot, type_: Any) -> RawValue:
+    def _wrap(cls, slot: ByteSlot, type_: Any) -> Any:
+        if issubclass(type_, ctypes.Array):
+            # RawValue(c_int * 3, ...) is an array, as in the stdlib: index it.
+            return RawArray._wrap(slot, type_)
         if _is_compound(type_) and cls is RawValue:
             cls = _value_classes.get(type_)
             if cls is None:
