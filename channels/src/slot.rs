@@ -31,7 +31,9 @@ fn fingerprint<T: 'static>() -> u64 {
 
 /// A latest value of type `T` in shared memory (a replacement for
 /// `multiprocessing.RawValue`): `write` from any process, `read` from any number; readers
-/// never block the writer, never see a torn value, and never wait on a dead writer.
+/// never see a torn value and never wait on a dead writer; they block a writer only
+/// when starved (see `shmplane_shm::seqlock::read_words_or_lock`: after 16 lost races a
+/// reader takes the writer lock for one read).
 ///
 /// `T` is plain old data (`bytemuck::Pod`: no padding, no pointers), checked at compile
 /// time; derive it with `#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]` and
@@ -105,7 +107,7 @@ impl<T: Pod> Slot<T> {
         self.raw.write(bytemuck::bytes_of(value))
     }
 
-    /// A consistent copy of the value (never torn, never waits for a writer).
+    /// A consistent copy of the value (never torn; waits for a writer only when starved).
     ///
     /// # Errors
     /// [`Error::Closed`].

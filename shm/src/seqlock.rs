@@ -3,6 +3,9 @@
 //! The latch is Linux's `seqcount_latch` (`include/linux/seqlock.h`): two copies of the
 //! value; `seq & 1` says which one readers use; a write flips readers to the other copy
 //! before touching one, so readers never wait for a writer and never see a torn value.
+//! A reader that keeps losing the race (writers flip the latch faster than it can copy)
+//! takes the writer lock for one read after [`READ_TRIES`] attempts
+//! ([`read_words_or_lock`], Linux's `read_seqbegin_or_lock`): it always finishes.
 //! Words are copied with Relaxed atomic loads/stores between the sequence accesses and
 //! fences, as in Rust RFC 3301 / crossbeam's `SeqLock` (a volatile read of non-atomic
 //! memory that another thread writes would be a data race).

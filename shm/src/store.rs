@@ -117,7 +117,7 @@ impl ByteRingStore for SegmentRing {
 pub struct SegmentSlot {
     segment: Segment,
     words: usize,
-    copy1: usize,
+    copies: [usize; 2],
 }
 
 impl SegmentSlot {
@@ -130,7 +130,8 @@ impl SegmentSlot {
         assert_eq!(info.kind, SegmentKind::Slot);
         let bytes = info.param0 as usize;
         assert!(crate::layout::slot_segment_len(bytes) <= segment.region().len());
-        SegmentSlot { words: crate::layout::slot_words(bytes), copy1: crate::layout::slot_copy1_offset(bytes), segment }
+        let copies = [crate::layout::slot_copy0_offset(bytes), crate::layout::slot_copy1_offset(bytes)];
+        SegmentSlot { words: crate::layout::slot_words(bytes), copies, segment }
     }
 
     /// The segment.
@@ -169,7 +170,7 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     #[inline]
     fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
         assert!(copy < 2 && i < self.words, "slot word out of range");
-        let base = if copy == 0 { crate::layout::SLOT_COPY0_OFFSET } else { self.copy1 };
+        let base = self.copies[copy];
         // SAFETY: in bounds (asserted; new checked the length) and 8-aligned (both copy
         // offsets are the line-aligned data offset plus multiples of 8); AtomicU64 only.
         unsafe { self.segment.region().at(base + 8 * i) }

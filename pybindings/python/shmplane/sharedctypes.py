@@ -11,8 +11,8 @@ pointers) and behave like the stdlib objects for ``.value``, fields, indexing
 Where the stdlib is undefined ours is better: the value lives in a seqlock latch
 (two copies, Linux ``seqcount_latch``; see ``shm/src/seqlock.rs``), so every read of
 a whole value, an element or a slice (``arr[:]``, ``snapshot()``, a struct's
-``snapshot()``) is a consistent snapshot of one write, readers never block writers
-and never wait on a dead process, and a slice assignment is published as one write
+``snapshot()``) is a consistent snapshot of one write, readers do not block writers
+(unless starved: see below) and never wait on a dead process, and a slice assignment is published as one write
 (all of it or none). Element and field writes from different processes never lose
 each other's updates. Reads above 64 KiB release the GIL.
 
