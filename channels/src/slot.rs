@@ -443,7 +443,7 @@ impl ByteSlot {
         let skip = offset % 8;
         Ok(with_words((skip + dst.len()).div_ceil(8), |words| {
             let version =
-                seqlock::read_words_or_lock(store, first, words, seqlock::READ_TRIES, writer_id(), writer_alive);
+                seqlock::read_words_or_lock(store, first, words, seqlock::READ_TRIES, writer_id, writer_alive);
             dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
             version
         }))
@@ -461,7 +461,7 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("word {index} is past the {}-byte value", self.len)));
         }
         let mut w = [0u64; 1];
-        seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id(), writer_alive);
+        seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id, writer_alive);
         Ok(w[0])
     }
 
@@ -472,7 +472,7 @@ impl ByteSlot {
     #[inline]
     pub fn read_into(&self, dst: &mut [u8]) -> Result<u64> {
         self.read_with(dst, |store, words| {
-            Some(seqlock::read_words_or_lock(store, 0, words, seqlock::READ_TRIES, writer_id(), writer_alive))
+            Some(seqlock::read_words_or_lock(store, 0, words, seqlock::READ_TRIES, writer_id, writer_alive))
         })
         .map(|v| v.expect("read retries"))
     }

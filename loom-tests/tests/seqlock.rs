@@ -158,10 +158,10 @@ fn reader_falling_back_to_the_lock_sees_whole_values() {
             write(&w, &value(2), 1, |_| true);
         });
         let mut dst = [0u64; WORDS];
-        read_words_or_lock(&store, 0, &mut dst, 0, 2, |_| true);
+        read_words_or_lock(&store, 0, &mut dst, 0, || 2, |_| true);
         assert!(dst == value(0) || dst == value(1) || dst == value(2), "{dst:?}");
         writer.join().unwrap();
-        read_words_or_lock(&store, 0, &mut dst, 0, 2, |_| true);
+        read_words_or_lock(&store, 0, &mut dst, 0, || 2, |_| true);
         assert_eq!(dst, value(2));
     });
 }

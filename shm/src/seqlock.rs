@@ -126,16 +126,18 @@ pub const READ_TRIES: u32 = 16;
 /// e.g. element updates while a large array is read), take the writer lock for one
 /// read, as Linux's `read_seqbegin_or_lock` (`include/linux/seqlock.h`) does. Writers
 /// then wait for that one copy; a reader that dies holding the lock is replaced like a
-/// dead writer. `me`/`alive` as for [`write`]. Returns the version read.
+/// dead writer. `me` (called only on that slow path) and `alive` as for [`write`].
+/// Returns the version read.
 ///
 /// # Panics
-/// If the range is outside the value or `me == 0`.
+/// If the range is outside the value or `me()` is 0.
+#[inline]
 pub fn read_words_or_lock<S: SlotStore>(
     store: &S,
     first: usize,
     dst: &mut [u64],
     tries: u32,
-    me: u64,
+    me: impl FnOnce() -> u64,
     alive: impl Fn(u64) -> bool,
 ) -> u64 {
     for _ in 0..tries {
@@ -144,10 +146,17 @@ pub fn read_words_or_lock<S: SlotStore>(
         }
         spin_hint();
     }
+    read_words_locked(store, first, dst, me(), &alive)
+}
+
+/// The slow path of [`read_words_or_lock`]: one read holding the writer lock.
+#[cold]
+#[inline(never)]
+fn read_words_locked<S: SlotStore>(store: &S, first: usize, dst: &mut [u64], me: u64, alive: &impl Fn(u64) -> bool) -> u64 {
     assert!(first + dst.len() <= store.words(), "slot read range outside the value");
     assert_ne!(me, 0, "writer id 0 means 'free'");
     let ctl = store.control();
-    lock(ctl, me, &alive);
+    lock(ctl, me, alive);
     repair(store);
     // Holding the lock after `repair`: both copies hold the last complete value and
     // nobody writes them.
