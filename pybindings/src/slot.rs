@@ -32,16 +32,19 @@ pub struct PyByteSlot {
     busy: std::cell::UnsafeCell<Busy>,
 }
 
-/// The lock of GIL-free users, and the fork generation it belongs to.
+/// The lock of GIL-free users, the fork generation it belongs to, and whether a
+/// `close` is under way (new GIL-free users then get `Closed` instead of the lock, so
+/// that a waiter that keeps re-entering its wait cannot starve `close`).
 struct Busy {
     generation: u64,
     lock: std::sync::Arc<std::sync::RwLock<()>>,
+    closing: bool,
 }
 
 impl Busy {
     fn new() -> Busy {
         shmplane::process::install_fork_hook();
-        Busy { generation: shmplane::process::fork_generation(), lock: Default::default() }
+        Busy { generation: shmplane::process::fork_generation(), lock: Default::default(), closing: false }
     }
 }
 
@@ -56,15 +59,20 @@ impl PyByteSlot {
         PyByteSlot { inner: std::cell::UnsafeCell::new(slot), busy: std::cell::UnsafeCell::new(Busy::new()) }
     }
 
-    /// The `busy` lock of this fork generation (a free one in a freshly forked child).
-    fn busy(&self, _gil: Python<'_>) -> std::sync::Arc<std::sync::RwLock<()>> {
+    /// The `busy` lock of this fork generation (a free one in a freshly forked child),
+    /// or `None` once a close is under way. `close` marks it closing.
+    fn busy(&self, _gil: Python<'_>, close: bool) -> Option<std::sync::Arc<std::sync::RwLock<()>>> {
         // SAFETY: only this function touches `busy`, holding the GIL (the token) and
         // running no Python code, so this is the only reference to it.
         let busy = unsafe { &mut *self.busy.get() };
         if busy.generation != shmplane::process::fork_generation() {
             *busy = Busy::new();
         }
-        busy.lock.clone()
+        if busy.closing && !close {
+            return None;
+        }
+        busy.closing |= close;
+        Some(busy.lock.clone())
     }
 
     /// Run `f` on the slot holding the GIL. `f` must not run Python code (nor create
@@ -77,8 +85,12 @@ impl PyByteSlot {
     }
 
     /// Run `f` on the slot with the GIL released.
-    fn detached<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&ByteSlot) -> T + Send) -> T {
-        let busy = self.busy(py);
+    fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&ByteSlot) -> shmplane::Result<T> + Send,
+    ) -> shmplane::Result<T> {
+        let Some(busy) = self.busy(py, false) else { return Err(Error::Closed) };
         py.detach(|| {
             let _reading = busy.read().unwrap_or_else(|e| e.into_inner());
             // SAFETY: `close` needs `busy` for writing to mutate `inner`.
@@ -166,9 +178,14 @@ impl PyByteSlot {
         if !buf.is_c_contiguous() {
             return Err(PyTypeError::new_err("value is not a contiguous buffer"));
         }
-        // SAFETY: as in create.
-        let bytes = unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) };
-        self.with(py, |s| s.write(bytes)).py_err(py)
+        let (ptr, n) = (buf.buf_ptr() as usize, buf.len_bytes());
+        let write = |s: &ByteSlot| {
+            // SAFETY: the exported buffer is readable for len_bytes while `buf` lives
+            // (until the end of this function). Like numpy's own GIL-free copies, we
+            // assume no other thread resizes the source meanwhile.
+            s.write(unsafe { std::slice::from_raw_parts(ptr as *const u8, n) })
+        };
+        if n > DETACH_BYTES { self.detached(py, write) } else { self.with(py, write) }.py_err(py)
     }
 
     /// Read a consistent copy into the writable C-contiguous buffer `out` (exactly
@@ -204,7 +221,8 @@ impl PyByteSlot {
     /// Write `data` as elements of `elem` bytes, element `k` at byte `offset + k *
     /// stride`, in one consistent write (other bytes unchanged); the new version.
     fn write_strided(&self, py: Python<'_>, offset: usize, stride: usize, elem: usize, data: &[u8]) -> PyResult<u64> {
-        self.with(py, |s| s.write_strided(offset, stride, elem, data)).py_err(py)
+        let write = |s: &ByteSlot| s.write_strided(offset, stride, elem, data);
+        if data.len() > DETACH_BYTES { self.detached(py, write) } else { self.with(py, write) }.py_err(py)
     }
 
     /// The current version: changes after every write.
@@ -253,8 +271,18 @@ impl PyByteSlot {
 
     /// Close this handle (idempotent); the segment goes with the last handle.
     fn close(&self, py: Python<'_>) {
-        let busy = self.busy(py);
-        let _writing = busy.write().unwrap_or_else(|e| e.into_inner());
+        let busy = self.busy(py, true).expect("close always gets the lock");
+        // Waiting for a GIL-free user (at most one wait slice) must not hold the GIL:
+        // every other thread would stop meanwhile.
+        let _writing = loop {
+            match busy.try_write() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    py.detach(|| std::thread::sleep(std::time::Duration::from_micros(200)));
+                }
+            }
+        };
         // SAFETY: we hold the GIL (excluding `with`) and `busy` for writing (excluding
         // `detached`): this is the only reference to `inner` now. ByteSlot::close runs
         // no Python code.
