@@ -17,16 +17,47 @@ use std::time::{Duration, Instant};
 /// Words kept on the stack for reads of values up to this many bytes.
 const STACK_WORDS: usize = 32;
 
-/// FNV-1a of the type's name, size and alignment: stored in the header so that opening
-/// a `Slot<f64>` segment as a `Slot<[u8; 8]>` is an error, not a reinterpretation.
+/// The type fingerprint stored in a slot's header, so that opening a `Slot<f64>`
+/// segment as a `Slot<[u8; 8]>` is an error, not a reinterpretation. FNV-1a (64-bit)
+/// of a description that Python's `shmplane.RawValue`/`RawArray` compute the same way
+/// for the types both languages share:
+///
+/// - a primitive number `P` (`i8`..`u64`, `f32`, `f64`): `"value:P"`, e.g. `Slot<f64>`
+///   is `RawValue('d')`;
+/// - an array `[P; N]` of one: `"array:P"` (the length is the segment's), e.g.
+///   `Slot<[f64; 16]>` is `RawArray('d', 16)`;
+/// - any other type: its Rust type name, size and alignment (Rust-only).
 fn fingerprint<T: 'static>() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let name = std::any::type_name::<T>();
-    for b in name.bytes().chain(size_of::<T>().to_le_bytes()).chain(align_of::<T>().to_le_bytes()) {
+    let description = if PRIMITIVES.contains(&name) {
+        format!("value:{name}")
+    } else if let Some(elem) = array_element(name) {
+        format!("array:{elem}")
+    } else {
+        format!("{name}/{}/{}", size_of::<T>(), align_of::<T>())
+    };
+    fnv1a(description.as_bytes())
+}
+
+/// Rust names of the numbers Python's ctypes has too (`c_int8`..`c_uint64`, `c_float`,
+/// `c_double`): the element names of cross-language descriptions.
+const PRIMITIVES: [&str; 10] = ["i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "f32", "f64"];
+
+/// `P` of an array type name `[P; N]` whose element is one of [`PRIMITIVES`].
+fn array_element(name: &str) -> Option<&str> {
+    let inner = name.strip_prefix('[')?.strip_suffix(']')?;
+    let (elem, len) = inner.split_once("; ")?;
+    (PRIMITIVES.contains(&elem) && len.parse::<usize>().is_ok()).then_some(elem)
+}
+
+/// FNV-1a, 64-bit, never 0 (`shmplane/sharedctypes.py` has the same function).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h
+    h.max(1)
 }
 
 /// A latest value of type `T` in shared memory (a replacement for
@@ -76,15 +107,23 @@ impl<T: Pod> Slot<T> {
         Ok(Slot { raw, _value: PhantomData })
     }
 
-    /// Open existing slot `name`, checking that it holds a `T` (the fingerprint covers
-    /// the type's name, size and alignment).
+    /// Open existing slot `name`, checking that it holds a `T`: its type fingerprint
+    /// and its size. A Python `RawValue('d')` opens as `Slot<f64>`, a `RawArray('d', 16)`
+    /// as `Slot<[f64; 16]>` (see the type fingerprint notes on [`ByteSlot`]).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Corrupt`], [`Error::Incompatible`],
     /// [`Error::WrongKind`] (a channel, or a slot of another type or size), [`Error::Os`].
     pub fn open(name: &str) -> Result<Slot<T>> {
         Self::check_size()?;
-        Ok(Slot { raw: ByteSlot::open(name, fingerprint::<T>())?, _value: PhantomData })
+        let mut raw = ByteSlot::open(name, fingerprint::<T>())?;
+        if raw.len() != size_of::<T>() {
+            let found = format!("a slot of {} bytes", raw.len());
+            let path = raw.store.as_ref().map(|s| s.segment().path().to_owned()).unwrap_or_default();
+            raw.close();
+            return Err(Error::WrongKind { path, expected: "a slot of the requested type and size", found });
+        }
+        Ok(Slot { raw, _value: PhantomData })
     }
 
     /// Replace the value; returns the new version. Concurrent writers serialize; a
@@ -255,11 +294,17 @@ impl<T: Pod> fmt::Debug for Slot<T> {
     }
 }
 
-
 /// A latest value of `len` raw bytes, sized at run time (the Python binding's
 /// `RawValue`/`RawArray` storage). Same algorithm and guarantees as [`Slot`]; the
 /// `fingerprint` stored at creation (any non-zero `u64` describing the value's type)
 /// must match on open.
+///
+/// Type fingerprints of [`Slot`] and of Python's `RawValue`/`RawArray` are FNV-1a
+/// (64-bit) of a description both languages compute alike for the types they share:
+/// `"value:f64"` for a `Slot<f64>` / `RawValue('d')`, `"array:f64"` for a
+/// `Slot<[f64; N]>` / `RawArray('d', N)` (the length is checked from the segment), and
+/// likewise for `i8`..`u64` and `f32`. Other Rust types use their type name, size and
+/// alignment; other ctypes types their ctypes description: those are one-language.
 ///
 /// # Examples
 /// ```
@@ -566,5 +611,25 @@ impl Drop for ByteSlot {
 impl fmt::Debug for ByteSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ByteSlot").field("name", &self.name()).field("len", &self.len).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    /// Pinned values: `pybindings/tests/test_rawvalue.py` checks that Python computes the
+    /// same ones for `RawValue('d')`, `RawArray('d', n)`, `RawValue('q')` and
+    /// `RawArray('B', n)`, so that either language can open the other's slots.
+    #[test]
+    fn cross_language_fingerprints_are_pinned() {
+        assert_eq!(fingerprint::<f64>(), 0x473fa9b0ea2fb518);
+        assert_eq!(fingerprint::<[f64; 16]>(), 0x60976123783e405c);
+        assert_eq!(fingerprint::<i64>(), 0x60cf9ab0f88bb8b9);
+        assert_eq!(fingerprint::<[u8; 3]>(), 0x2a80921bbd95e6d1);
+        assert_ne!(fingerprint::<[f64; 16]>(), fingerprint::<f64>());
+        #[derive(Clone, Copy)]
+        struct Other(#[allow(dead_code)] f64);
+        assert_ne!(fingerprint::<Other>(), fingerprint::<f64>());
     }
 }

@@ -107,6 +107,13 @@ fn type_and_size_are_checked_on_open() {
     assert!(matches!(Slot::<[u8; 64]>::open(&n), Err(Error::WrongKind { .. })));
     assert!(matches!(shmplane::Receiver::open(&n), Err(Error::WrongKind { .. })));
     assert_eq!(Slot::<f64>::open(&n).unwrap().read().unwrap(), 1.0);
+    // Arrays of one element type share a fingerprint (as Python's RawArray does): the
+    // length is checked from the segment.
+    let m = name("array-len");
+    let _array = Slot::<[f64; 16]>::create(&m, [2.0; 16]).unwrap();
+    assert!(matches!(Slot::<[f64; 8]>::open(&m), Err(Error::WrongKind { .. })));
+    assert!(matches!(Slot::<[f32; 32]>::open(&m), Err(Error::WrongKind { .. })));
+    assert_eq!(Slot::<[f64; 16]>::open(&m).unwrap().read().unwrap(), [2.0; 16]);
 }
 
 #[test]

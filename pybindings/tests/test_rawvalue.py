@@ -138,3 +138,36 @@ def test_passes_to_children(method: str) -> None:
     assert p.exitcode == 0
     assert v.value == 99.0
     assert pickle.loads(pickle.dumps(v)).value == 99.0
+
+
+def test_fingerprints_match_rusts() -> None:
+    # The same pinned values as channels/src/slot.rs's cross_language_fingerprints_are_pinned:
+    # a Rust Slot<f64> is RawValue('d'), a Slot<[f64; n]> is RawArray('d', n).
+    from shmplane.sharedctypes import _describe, _fingerprint
+
+    assert _fingerprint("value:" + _describe(ctypes.c_double)) == 0x473fa9b0ea2fb518
+    assert _fingerprint("array:" + _describe(ctypes.c_double)) == 0x60976123783e405c
+    for alias in (ctypes.c_int64, ctypes.c_longlong, ctypes.c_long):
+        assert _fingerprint("value:" + _describe(alias)) == 0x60cf9ab0f88bb8b9
+    assert _fingerprint("array:" + _describe(ctypes.c_ubyte)) == 0x2a80921bbd95e6d1
+
+
+@pytest.mark.timeout(600)
+def test_rust_opens_python_slots_by_name() -> None:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    a = shmplane.RawArray("d", [1.5] * 16, name=f"interop-a-{os.getpid()}")
+    v = shmplane.RawValue("q", -5, name=f"interop-v-{os.getpid()}")
+    try:
+        r = subprocess.run(
+            ["cargo", "run", "-q", "-p", "shmplane", "--example", "slot_interop", "--", a.name, v.name],
+            cwd=root, capture_output=True, text=True, timeout=540,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.stdout.split() == ["1.5", "-5"]
+        assert a[:] == [7.0] * 16 and v.value == -9
+    finally:
+        a.close()
+        v.close()

@@ -43,7 +43,6 @@ Differences from the stdlib, all deliberate:
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -64,6 +63,9 @@ _NATIVE = {
     ctypes.c_double: "d", ctypes.c_bool: "?",
 }
 _POINTERS = (ctypes.c_char_p, ctypes.c_wchar_p, ctypes.c_void_p)
+# ctypes codes of numbers: the kind letter of their Rust name.
+_NUMBER_CODES = {"b": "i", "B": "u", "h": "i", "H": "u", "i": "i", "I": "u", "l": "i", "L": "u",
+                 "q": "i", "Q": "u", "f": "f", "d": "f"}
 _COMPOUND = (ctypes.Structure, ctypes.Union)
 
 
@@ -80,12 +82,23 @@ def _describe(type_: Any) -> str:
         return f"[{_describe(type_._type_)};{type_._length_}]"
     if (isinstance(type_, type) and issubclass(type_, ctypes._Pointer)) or type_ in _POINTERS:
         raise TypeError(f"{type_.__name__} holds a pointer, which means nothing in another process")
-    return f"{getattr(type_, '_type_', type_.__name__)}/{ctypes.sizeof(type_)}"
+    code = getattr(type_, "_type_", None)
+    if isinstance(code, str) and code in _NUMBER_CODES:
+        # Numbers by kind and width, as Rust names them (i64, f64, ...): the same
+        # description whichever ctypes alias (c_long, c_longlong, c_int64) named it.
+        return f"{_NUMBER_CODES[code]}{8 * ctypes.sizeof(type_)}"
+    return f"{code or type_.__name__}/{ctypes.sizeof(type_)}"
 
 
 def _fingerprint(description: str) -> int:
-    digest = hashlib.blake2b(description.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") or 1
+    """FNV-1a (64-bit, never 0) of a type description: the slot header's type check,
+    computed the same way as Rust's ``shmplane::slot::fingerprint`` so that
+    ``RawValue('d')`` is a Rust ``Slot<f64>`` and ``RawArray('d', n)`` a
+    ``Slot<[f64; n]>``."""
+    h = 0xCBF29CE484222325
+    for b in description.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h or 1
 
 
 def _resolve(typecode_or_type: Any) -> Any:
