@@ -186,13 +186,14 @@ def test_ctrl_c_interrupts_blocked_recv(policy: str) -> None:
 
 FULL_SHM_SCRIPT = """
 import os, shmplane
-try:
-    shmplane.channel(capacity=1 << 22)
-except shmplane.NoSpaceError as e:
-    assert isinstance(e, MemoryError)
-    print("NoSpaceError", sorted(os.listdir("/dev/shm")))
-else:
-    print("created")
+for make in (lambda: shmplane.channel(capacity=1 << 22), lambda: shmplane.RawArray("d", 1 << 19)):
+    try:
+        make()
+    except shmplane.NoSpaceError as e:
+        assert isinstance(e, MemoryError)
+        print("NoSpaceError", sorted(os.listdir("/dev/shm")))
+    else:
+        print("created")
 """
 
 
@@ -202,8 +203,40 @@ def test_full_dev_shm_is_no_space_error_and_leaves_nothing() -> None:
     import subprocess
     import sys
 
-    # A private mount namespace with a 1 MiB tmpfs on /dev/shm: a 4 MiB channel cannot fit.
+    # A private mount namespace with a 1 MiB tmpfs on /dev/shm: neither a 4 MiB channel
+    # nor a 4 MiB array (8 MiB with its two copies) fits.
     cmd = f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} -c '{FULL_SHM_SCRIPT}'"
     out = subprocess.run(["unshare", "--mount", "sh", "-c", cmd], capture_output=True, text=True, timeout=WATCHDOG)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "NoSpaceError []"  # an error at create time, and no file left
+    # An error at create time, and no file left.
+    assert out.stdout.split("\n") == ["NoSpaceError []", "NoSpaceError []", ""], out.stdout
+
+
+def test_bad_slot_segments_are_clear_errors() -> None:
+    # Garbage, a truncated slot, a slot whose header claims another size, and a channel
+    # attached as a slot: each a specific error, never a crash or a misread.
+    junk = _name("slotjunk")
+    with open(_path(junk), "wb") as f:
+        f.write(os.urandom(4096))
+    try:
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.RawArray.attach(junk, "d")
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.RawArray("d", 4, name=junk)  # create does not replace it either
+    finally:
+        os.unlink(_path(junk))
+    a = shmplane.RawArray("d", 1000, name=_name("slottrunc"))
+    path = _path(a.name)
+    try:
+        os.truncate(path, 4096)
+        with pytest.raises(shmplane.CorruptSegmentError):
+            shmplane.RawArray.attach(a.name, "d")
+        os.truncate(path, 0)  # our close probes the header: it must not read past the end
+    finally:
+        a.close()
+        if os.path.exists(path):
+            os.unlink(path)
+    tx, rx = shmplane.channel(name=_name("notaslot"))
+    with tx, rx:
+        with pytest.raises(shmplane.WrongKindError):
+            shmplane.RawValue.attach(tx.name, "d")

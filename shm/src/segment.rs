@@ -272,7 +272,7 @@ impl Segment {
         drop(region);
         drop(file);
         if let (Ok(probe), Some(name)) = (probe, name) {
-            let Ok(region) = Region::map(&probe, size_of::<SegmentHeader>()) else { return };
+            let Some(region) = map_header(&probe) else { return };
             // SAFETY: header at offset 0 of a region a header long.
             let header: &SegmentHeader = unsafe { region.at(0) };
             if finished(&probe, header, info.kind) {
@@ -320,7 +320,7 @@ impl Segment {
         drop(region);
         drop(file);
         let Ok(probe) = probe else { return };
-        let Ok(region) = Region::map(&probe, size_of::<SegmentHeader>()) else { return };
+        let Some(region) = map_header(&probe) else { return };
         // SAFETY: as above.
         let header: &SegmentHeader = unsafe { region.at(0) };
         let entry = &header.roles[role];
@@ -347,6 +347,16 @@ impl Segment {
 /// True if no process holds any lock on the segment and it will never be used again:
 /// creator died while initialising, an owner died without closing, or every role closed.
 /// A segment with a never-claimed role (waiting for its peer) is not finished.
+/// Map the header of `file` for a close-time probe, or `None` if the file is now
+/// shorter than a header (truncated by someone else: reading it would be SIGBUS).
+fn map_header(file: &ShmFile) -> Option<Region> {
+    let header_len = size_of::<SegmentHeader>();
+    if file.size().ok()? < header_len as u64 {
+        return None;
+    }
+    Region::map(file, header_len).ok()
+}
+
 fn finished(file: &ShmFile, header: &SegmentHeader, kind: SegmentKind) -> bool {
     let locked = |byte| file.is_locked_by_other(byte).unwrap_or(true);
     if locked(INIT_LOCK_BYTE) {
