@@ -98,16 +98,16 @@ def subjects() -> list[Subject]:
             return a, read, write
         return make
 
-    def pair(mod: Any) -> Callable[[], Any]:
+    def pair(mod: Any, fields: bool = False) -> Callable[[], Any]:
         def make() -> Any:
             v = mod.RawValue(Pair, 1, 1)
-            if mod is shmplane:
+            if mod is shmplane and not fields:
                 def read() -> Any:
                     s = v.snapshot()
                     return (s.a, s.b)
                 def write(i: int) -> None:
                     v._slot.write(bytes(Pair(i, i)))
-            else:
+            else:  # field by field, as stdlib code does (each field consistent, the pair not)
                 read = lambda: (v.a, v.b)
                 def write(i: int) -> None:
                     v.a = i
@@ -137,6 +137,7 @@ def subjects() -> list[Subject]:
         Subject("stdlib   RawArray('d',1000)[:]", array(std, 1000, "slice"), _all_equal),
         Subject("stdlib   RawArray('d',1000)[:] (Lock)", array(std, 1000, "locked"), _all_equal),
         Subject("shmplane RawValue(2-int struct)", pair(shmplane), lambda v: v[0] != v[1]),
+        Subject("shmplane RawValue(2-int struct) fields", pair(shmplane, fields=True), lambda v: v[0] != v[1]),
         Subject("stdlib   RawValue(2-int struct)", pair(std), lambda v: v[0] != v[1]),
     ]
 
@@ -254,7 +255,8 @@ def main() -> int:
         ("1000 doubles, arr[:] vs [:] under Lock", "shmplane RawArray('d',1000)[:]",
          "stdlib   RawArray('d',1000)[:] (Lock)", ""),
         ("RawValue vs Value with its lock", "shmplane RawValue('d').value", "stdlib   Value('d').value (lock)", ""),
-        ("2-int struct", "shmplane RawValue(2-int struct)", "stdlib   RawValue(2-int struct)", ""),
+        ("2-int struct, snapshot vs fields", "shmplane RawValue(2-int struct)", "stdlib   RawValue(2-int struct)", ""),
+        ("2-int struct, fields vs fields", "shmplane RawValue(2-int struct) fields", "stdlib   RawValue(2-int struct)", ""),
     ]
     for label, a, b, target in pairs:
         print(f"{label:45s} {r[a] / r[b]:6.2f}  {target}")

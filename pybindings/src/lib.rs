@@ -48,6 +48,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PyReceiver>()?;
     m.add_class::<slot::PyByteSlot>()?;
     m.add_class::<slot::PySlotView>()?;
+    m.add_class::<slot::PyField>()?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;

@@ -595,3 +595,81 @@ impl PySlotView {
         Ok(())
     }
 }
+
+/// A numeric field of a structure held in a slot, as a native descriptor: `obj.field`
+/// reads just the field's bytes (one consistent read) and decodes them here;
+/// assignment encodes with ctypes' semantics and writes just those bytes. `obj` is a
+/// `RawValue` of the structure (a `_SlotView`, the structure at byte 0) or a view with
+/// `_slot` and `_offset` attributes (a structure element of a `RawArray`). Values the
+/// fast path does not take go to `fallback` (the ctypes-based property).
+#[pyclass(module = "shmplane._shmplane", name = "_Field", frozen)]
+pub struct PyField {
+    offset: usize,
+    code: char,
+    size: usize,
+    fallback: Py<PyAny>,
+}
+
+impl PyField {
+    /// The slot and the byte offset of the structure `obj` views.
+    fn target<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyByteSlot>, usize)> {
+        if let Ok(view) = obj.cast::<PySlotView>() {
+            return Ok((view.get().slot.bind(obj.py()).clone(), 0));
+        }
+        let slot = obj.getattr("_slot")?.cast_into::<PyByteSlot>()?;
+        Ok((slot, obj.getattr("_offset")?.extract()?))
+    }
+}
+
+#[pymethods]
+impl PyField {
+    /// Field of `size` bytes at byte `offset` of the structure, struct-module `code`;
+    /// `fallback`: a property doing the same through ctypes.
+    #[new]
+    fn new(offset: usize, code: char, size: usize, fallback: Py<PyAny>) -> PyResult<Self> {
+        if !decode_size_ok(code, size) {
+            return Err(PyValueError::new_err(format!("no native field of code {code:?} and {size} bytes")));
+        }
+        Ok(PyField { offset, code, size, fallback })
+    }
+
+    fn __get__<'py>(
+        slf: &Bound<'py, Self>,
+        obj: Option<&Bound<'py, PyAny>>,
+        _owner: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let Some(obj) = obj else { return Ok(slf.clone().into_any().unbind()) };
+        let py = slf.py();
+        let this = slf.get();
+        let (slot, base) = Self::target(obj)?;
+        let mut out = [0u8; 8];
+        slot.get().with(py, |s| s.read_at(base + this.offset, &mut out[..this.size])).py_err(py)?;
+        decode_scalar(py, this.code, &out[..this.size])
+    }
+
+    fn __set__(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut b = [0u8; 8];
+        if !encode_scalar(this.code, value, &mut b) {
+            return this.fallback.bind(py).call_method1("__set__", (obj, value)).map(drop);
+        }
+        let (slot, base) = Self::target(obj)?;
+        slot.get().with(py, |s| s.write_at(base + this.offset, &b[..this.size])).py_err(py)?;
+        Ok(())
+    }
+
+    /// The ctypes-based property this field stands in for.
+    #[getter]
+    fn fallback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.fallback.clone_ref(py)
+    }
+}
+
+/// Whether struct-module `code` is a native number of `size` bytes.
+fn decode_size_ok(code: char, size: usize) -> bool {
+    matches!(
+        (code, size),
+        ('b' | 'B' | '?', 1) | ('h' | 'H', 2) | ('i' | 'I' | 'f', 4) | ('l' | 'L' | 'q' | 'Q' | 'd', 8)
+    )
+}

@@ -49,7 +49,7 @@ from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type
 from typing import Any
 
-from ._shmplane import ByteSlot, _SlotView
+from ._shmplane import ByteSlot, _Field, _SlotView
 
 __all__ = ["RawValue", "RawArray"]
 
@@ -173,7 +173,10 @@ def _field_property(owner: Any, fname: str, ftype: Any) -> property:
         setattr(scratch, fname, v)
         self._slot.write_strided(self._offset + offset, size, size, bytes(scratch)[offset:offset + size])
 
-    return property(get, set, doc=f"field {fname!r} ({ftype.__name__}, {size} bytes at +{offset})")
+    prop = property(get, set, doc=f"field {fname!r} ({ftype.__name__}, {size} bytes at +{offset})")
+    if ftype in _NATIVE and desc.size == size:  # a native-order number, not a bit field
+        return _Field(offset, _NATIVE[ftype], size, prop)  # type: ignore[return-value]
+    return prop
 
 
 class _StructView:
@@ -186,7 +189,8 @@ class _StructView:
     @classmethod
     def _at(cls, slot: ByteSlot, offset: int) -> Any:
         self = object.__new__(cls)
-        self._slot, self._offset = slot, offset
+        self._slot = slot
+        self._offset = offset
         return self
 
     def snapshot(self) -> Any:
@@ -423,6 +427,8 @@ class RawArray(_SlotView):
             view, size = _view_class(elem), ctypes.sizeof(elem)
             if isinstance(key, slice):
                 return [view._at(self._slot, i * size) for i in range(*key.indices(len(self)))]
+            if type(key) is int and 0 <= key < len(self):  # the common case, briefly
+                return view._at(self._slot, key * size)
             return view._at(self._slot, self._position(key) * size)
         if isinstance(key, slice):
             return self.copy()[key]
