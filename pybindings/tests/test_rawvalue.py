@@ -171,3 +171,19 @@ def test_rust_opens_python_slots_by_name() -> None:
     finally:
         a.close()
         v.close()
+
+
+def test_native_fields_convert_like_ctypes() -> None:
+    ours, theirs = shmplane.RawValue(Point, 1, 2.5), stdlib.RawValue(Point, 1, 2.5)
+    for field, value in [("x", 2**40 + 3), ("x", -1), ("y", 3), ("y", True), ("x", True), ("y", 1e300)]:
+        setattr(ours, field, value)
+        setattr(theirs, field, value)
+        assert (ours.x, ours.y) == (theirs.x, theirs.y), (field, value)
+        assert type(getattr(ours, field)) is type(getattr(theirs, field))
+    for field, value in [("x", 1.5), ("y", "s"), ("x", None)]:
+        with pytest.raises(TypeError):
+            setattr(theirs, field, value)
+        with pytest.raises(TypeError):
+            setattr(ours, field, value)
+    assert type(ours).x.fallback.__doc__.startswith("field 'x'")  # the ctypes-based path
+    ours.close()
