@@ -12,5 +12,6 @@ if [ -x ci/loom.sh ]; then step loom; ci/loom.sh; fi
 if [ -x ci/valgrind.sh ]; then step valgrind; ci/valgrind.sh; fi
 step pytest;           .venv/bin/python -m pytest pybindings/tests -q -p no:cacheprovider -o timeout=120
 step stubtest;         .venv/bin/python -m mypy.stubtest shmplane._shmplane --ignore-missing-stub
+step mypy;             .venv/bin/python -m mypy pybindings/python/shmplane
 step "demo smoke";     .venv/bin/python examples/dataset_transfer/main.py --quick > /tmp/shmplane-demo-smoke.txt && tail -5 /tmp/shmplane-demo-smoke.txt
 echo; echo "all tests passed"

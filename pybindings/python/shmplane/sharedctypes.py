@@ -46,8 +46,10 @@ import ctypes
 import itertools
 import os
 from collections.abc import Iterator
-from multiprocessing.sharedctypes import typecode_to_type
+from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 from typing import Any
+
+from typing_extensions import Self
 
 from ._shmplane import ByteSlot, _Field, _SlotView
 
@@ -184,6 +186,8 @@ class _StructView:
     to shared memory (each one consistent); ``snapshot()`` reads all fields at once."""
 
     __slots__ = ("_slot", "_offset")
+    _slot: ByteSlot
+    _offset: int
     _ctype: Any = None
 
     @classmethod
@@ -231,77 +235,14 @@ def _view_class(type_: Any) -> Any:
 # -- RawValue
 
 
-class RawValue(_SlotView):
-    """A ctypes value in shared memory, like ``multiprocessing.RawValue``.
+class _SlotHandle:
+    """What RawValue and RawArray share: versions, waits, the name, closing."""
 
-    ``RawValue('d', 1.5).value`` reads a consistent snapshot (natively for numeric
-    typecodes: about one cache-line read plus a float object); assigning ``.value`` or
-    a structure field writes it (a field write changes only that field's bytes).
+    __slots__ = ()
 
-    Args:
-        typecode_or_type: a ``multiprocessing``/``array`` typecode (``'d'``, ``'i'``,
-            ``'c'``, ...) or a ctypes type: a simple type, an array type, or a
-            ``Structure``/``Union`` without pointers.
-        *args: the initial value, as for the ctypes type (zero by default).
-        name: segment name to ``attach`` by (``[A-Za-z0-9._-]``); generated if None.
-
-    Raises:
-        TypeError: unknown typecode, pointer types, or values ctypes rejects.
-        shmplane.NoSpaceError: ``/dev/shm`` is full.
-        shmplane.AlreadyExistsError: ``name`` is taken by a live value.
-    """
-
-    __slots__ = ("_type",)
-    _offset = 0
-
-    def __new__(cls, typecode_or_type: Any, *args: Any, name: str | None = None) -> RawValue:
-        type_ = _resolve(typecode_or_type)
-        initial = type_(*args)
-        slot = ByteSlot.create(name or _new_name("value"), bytes(initial), _fingerprint("value:" + _describe(type_)))
-        return cls._wrap(slot, type_)  # type: ignore[return-value]
-
-    @classmethod
-    def attach(cls, name: str, typecode_or_type: Any) -> RawValue:
-        """Attach to the value named ``name`` (``.name`` of the creator) from any process.
-
-        Raises:
-            shmplane.NotFoundError: no such value.
-            shmplane.WrongKindError: it holds another type, or is not a slot.
-        """
-        type_ = _resolve(typecode_or_type)
-        return cls._wrap(ByteSlot.open(name, _fingerprint("value:" + _describe(type_))), type_)
-
-    @classmethod
-    def _wrap(cls, slot: ByteSlot, type_: Any) -> Any:
-        if issubclass(type_, ctypes.Array):
-            # RawValue(c_int * 3, ...) is an array, as in the stdlib: index it.
-            return RawArray._wrap(slot, type_)
-        if _is_compound(type_) and cls is RawValue:
-            cls = _value_classes.get(type_)
-            if cls is None:
-                ns: dict[str, Any] = {"__slots__": (), "_ctype": type_}
-                _add_fields(ns, type_)
-                cls = _value_classes[type_] = type(f"RawValue[{type_.__name__}]", (RawValue,), ns)
-        self = _SlotView.__new__(cls, slot, _NATIVE.get(type_), ctypes.sizeof(type_), 1, True)
-        self._type = type_
-        return self
-
-    def snapshot(self) -> Any:
-        """A private ctypes copy of the whole value, read consistently."""
-        return self._type.from_buffer_copy(self._slot.read())
-
-    copy = snapshot
-
-    # hooks of the native base for non-numeric types
-    def _get_value(self) -> Any:
-        if _is_compound(self._type):
-            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
-        return self.snapshot().value
-
-    def _set_value(self, v: Any) -> None:
-        if _is_compound(self._type):
-            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
-        self._slot.write(bytes(_coerce(self._type, v)))
+    @property
+    def _slot(self) -> ByteSlot:  # the native base's, for the type checker
+        raise NotImplementedError
 
     @property
     def version(self) -> int:
@@ -327,11 +268,88 @@ class RawValue(_SlotView):
         """Release this handle (the shared memory goes with the last one)."""
         self._slot.close()
 
-    def __enter__(self) -> RawValue:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+
+class RawValue(_SlotView, _SlotHandle):
+    """A ctypes value in shared memory, like ``multiprocessing.RawValue``.
+
+    ``RawValue('d', 1.5).value`` reads a consistent snapshot (natively for numeric
+    typecodes: about one cache-line read plus a float object); assigning ``.value`` or
+    a structure field writes it (a field write changes only that field's bytes).
+
+    Args:
+        typecode_or_type: a ``multiprocessing``/``array`` typecode (``'d'``, ``'i'``,
+            ``'c'``, ...) or a ctypes type: a simple type, an array type, or a
+            ``Structure``/``Union`` without pointers.
+        *args: the initial value, as for the ctypes type (zero by default).
+        name: segment name to ``attach`` by (``[A-Za-z0-9._-]``); generated if None.
+
+    Raises:
+        TypeError: unknown typecode, pointer types, or values ctypes rejects.
+        shmplane.NoSpaceError: ``/dev/shm`` is full.
+        shmplane.AlreadyExistsError: ``name`` is taken by a live value.
+    """
+
+    __slots__ = ("_type",)
+    _type: Any
+    _offset = 0
+
+    def __new__(cls, typecode_or_type: Any, *args: Any, name: str | None = None) -> RawValue:
+        type_ = _resolve(typecode_or_type)
+        initial = type_(*args)
+        slot = ByteSlot.create(name or _new_name("value"), bytes(initial), _fingerprint("value:" + _describe(type_)))
+        return cls._wrap(slot, type_)  # type: ignore[return-value]
+
+    @classmethod
+    def attach(cls, name: str, typecode_or_type: Any) -> RawValue:
+        """Attach to the value named ``name`` (``.name`` of the creator) from any process.
+
+        Raises:
+            shmplane.NotFoundError: no such value.
+            shmplane.WrongKindError: it holds another type, or is not a slot.
+        """
+        type_ = _resolve(typecode_or_type)
+        return cls._wrap(ByteSlot.open(name, _fingerprint("value:" + _describe(type_))), type_)
+
+    @classmethod
+    def _wrap(cls, slot: ByteSlot, type_: Any) -> Any:
+        if issubclass(type_, ctypes.Array):
+            # RawValue(c_int * 3, ...) is an array, as in the stdlib: index it.
+            return RawArray._wrap(slot, type_)
+        if _is_compound(type_) and cls is RawValue:
+            found = _value_classes.get(type_)
+            if found is not None:
+                cls = found
+            else:
+                ns: dict[str, Any] = {"__slots__": (), "_ctype": type_}
+                _add_fields(ns, type_)
+                cls = _value_classes[type_] = type(f"RawValue[{type_.__name__}]", (RawValue,), ns)
+        self = _SlotView.__new__(cls, slot, _NATIVE.get(type_), ctypes.sizeof(type_), 1, True)
+        self._type = type_
+        return self
+
+    def snapshot(self) -> Any:
+        """A private ctypes copy of the whole value, read consistently."""
+        return self._type.from_buffer_copy(self._slot.read())
+
+    copy = snapshot
+
+    # hooks of the native base for non-numeric types
+    def _get_value(self) -> Any:
+        if _is_compound(self._type):
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
+        return self.snapshot().value
+
+    def _set_value(self, v: Any) -> None:
+        if _is_compound(self._type):
+            raise AttributeError(f"{self._type.__name__!r} object has no attribute 'value'")
+        self._slot.write(bytes(_coerce(self._type, v)))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (RawValue, self._slot, _picklable(self._type))
@@ -343,7 +361,7 @@ class RawValue(_SlotView):
 # -- RawArray
 
 
-class RawArray(_SlotView):
+class RawArray(_SlotView, _SlotHandle):
     """A ctypes array in shared memory, like ``multiprocessing.RawArray``.
 
     Indexing returns one element and slicing a list, each read as one consistent
@@ -366,6 +384,7 @@ class RawArray(_SlotView):
     """
 
     __slots__ = ("_type",)
+    _type: Any
 
     def __new__(cls, typecode_or_type: Any, size_or_initializer: Any, *, name: str | None = None) -> RawArray:
         elem = _resolve(typecode_or_type)
@@ -409,7 +428,7 @@ class RawArray(_SlotView):
         if dtype is None:
             dtype = _dtypes[self._type._type_] = np.dtype(self._type._type_)
         out = np.empty(len(self), dtype=dtype)
-        self._slot.read_into(out)
+        self._slot.read_into(out)  # type: ignore[arg-type]  # ndarray exports a buffer
         return out
 
     def copy(self) -> Any:
@@ -517,17 +536,6 @@ class RawArray(_SlotView):
         scratch.raw = v  # ctypes' checks
         if len(v):
             self._slot.write_strided(0, len(v), len(v), bytes(scratch)[:len(v)])
-
-    version = RawValue.version
-    wait_for_update = RawValue.wait_for_update
-    name = RawValue.name
-    close = RawValue.close
-
-    def __enter__(self) -> RawArray:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (RawArray, self._slot, _picklable(self._type))
