@@ -486,6 +486,11 @@ impl PySlotView {
                 Ok(arr.into_any().unbind())
             }};
         }
+        if this.code.is_some() {
+            // The numpy crate panics if numpy cannot be imported: ask Python first, once.
+            static NUMPY: pyo3::sync::PyOnceLock<()> = pyo3::sync::PyOnceLock::new();
+            NUMPY.get_or_try_init(py, || py.import("numpy").map(drop))?;
+        }
         match this.code {
             Some('b') => fresh!(i8),
             Some('B') => fresh!(u8),

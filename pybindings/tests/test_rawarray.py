@@ -454,3 +454,18 @@ def test_fork_while_another_thread_waits_then_child_closes() -> None:
         if p.is_alive():
             p.kill()
         a.close()
+
+
+def test_snapshot_without_numpy_is_an_import_error() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"
+        "import shmplane\n"
+        "a = shmplane.RawArray('d', 2); a[0] = 1.5\n"
+        "try:\n    a.snapshot()\nexcept ImportError:\n    print('ImportError', a[:])\n"
+        "a.close()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "ImportError [1.5, 0.0]", r.stderr[-1000:]
