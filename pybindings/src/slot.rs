@@ -616,13 +616,15 @@ pub struct PyField {
 }
 
 impl PyField {
-    /// The slot and the byte offset of the structure `obj` views.
-    fn target<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyByteSlot>, usize)> {
+    /// The slot of the structure `obj` views, and the byte offset of this field in it.
+    fn target<'py>(obj: &Bound<'py, PyAny>, field: usize) -> PyResult<(Bound<'py, PyByteSlot>, usize)> {
         if let Ok(view) = obj.cast::<PySlotView>() {
-            return Ok((view.get().slot.bind(obj.py()).clone(), 0));
+            return Ok((view.get().slot.bind(obj.py()).clone(), field));
         }
         let slot = obj.getattr("_slot")?.cast_into::<PyByteSlot>()?;
-        Ok((slot, obj.getattr("_offset")?.extract()?))
+        let base: usize = obj.getattr("_offset")?.extract()?;
+        let at = base.checked_add(field).ok_or_else(|| PyValueError::new_err("structure offset out of range"))?;
+        Ok((slot, at))
     }
 }
 
@@ -646,9 +648,9 @@ impl PyField {
         let Some(obj) = obj else { return Ok(slf.clone().into_any().unbind()) };
         let py = slf.py();
         let this = slf.get();
-        let (slot, base) = Self::target(obj)?;
+        let (slot, at) = Self::target(obj, this.offset)?;
         let mut out = [0u8; 8];
-        slot.get().with(py, |s| s.read_at(base + this.offset, &mut out[..this.size])).py_err(py)?;
+        slot.get().with(py, |s| s.read_at(at, &mut out[..this.size])).py_err(py)?;
         decode_scalar(py, this.code, &out[..this.size])
     }
 
@@ -659,9 +661,13 @@ impl PyField {
         if !encode_scalar(this.code, value, &mut b) {
             return this.fallback.bind(py).call_method1("__set__", (obj, value)).map(drop);
         }
-        let (slot, base) = Self::target(obj)?;
-        slot.get().with(py, |s| s.write_at(base + this.offset, &b[..this.size])).py_err(py)?;
+        let (slot, at) = Self::target(obj, this.offset)?;
+        slot.get().with(py, |s| s.write_at(at, &b[..this.size])).py_err(py)?;
         Ok(())
+    }
+
+    fn __delete__(&self, _obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(PyTypeError::new_err("can't delete attribute"))
     }
 
     /// The ctypes-based property this field stands in for.

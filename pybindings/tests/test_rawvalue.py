@@ -187,3 +187,60 @@ def test_native_fields_convert_like_ctypes() -> None:
             setattr(ours, field, value)
     assert type(ours).x.fallback.__doc__.startswith("field 'x'")  # the ctypes-based path
     ours.close()
+
+
+def test_attach_refuses_same_shape_other_layout() -> None:
+    # Byte order and bit widths are part of the type check, not just names and sizes.
+    class BE(ctypes.BigEndianStructure):
+        _fields_ = [("a", ctypes.c_int), ("b", ctypes.c_double)]
+
+    class LE(ctypes.Structure):
+        _fields_ = [("a", ctypes.c_int), ("b", ctypes.c_double)]
+
+    class Bits1(ctypes.Structure):
+        _fields_ = [("a", ctypes.c_uint, 4), ("b", ctypes.c_uint, 28)]
+
+    class Bits2(ctypes.Structure):
+        _fields_ = [("a", ctypes.c_uint, 28), ("b", ctypes.c_uint, 4)]
+
+    for made, other in [(BE, LE), (Bits1, Bits2)]:
+        v = shmplane.RawValue(made)
+        with pytest.raises(shmplane.WrongKindError):
+            shmplane.RawValue.attach(v.name, other)
+        v.close()
+    be = shmplane.RawArray(ctypes.c_int.__ctype_be__, [1, 2, 3])
+    with pytest.raises(shmplane.WrongKindError):
+        shmplane.RawArray.attach(be.name, "i")
+    assert be[:] == [1, 2, 3] and shmplane.RawValue(BE, 7, 1.5).a == 7
+    be.close()
+
+
+def test_reserved_field_names_and_deep_anonymous_members() -> None:
+    class Clash(ctypes.Structure):
+        _fields_ = [("_offset", ctypes.c_int), ("y", ctypes.c_int)]
+
+    class Outer(ctypes.Structure):
+        _fields_ = [("x", ctypes.c_int), ("inner", Clash)]
+
+    for t in (Clash, Outer):
+        with pytest.raises(TypeError, match="reserved"):
+            shmplane.RawValue(t)
+
+    class A(ctypes.Structure):
+        _fields_ = [("deep", ctypes.c_int)]
+
+    class B(ctypes.Structure):
+        _anonymous_ = ("a",)
+        _fields_ = [("a", A), ("mid", ctypes.c_int)]
+
+    class C(ctypes.Structure):
+        _anonymous_ = ("b",)
+        _fields_ = [("b", B), ("top", ctypes.c_int)]
+
+    for mod in (stdlib, shmplane):
+        c = mod.RawValue(C)
+        c.deep, c.mid, c.top = 1, 2, 3
+        assert (c.deep, c.mid, c.top, c.b.a.deep) == (1, 2, 3, 1), mod
+    with pytest.raises(TypeError):
+        del c.deep
+    c.close()

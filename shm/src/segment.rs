@@ -344,11 +344,10 @@ impl Segment {
     }
 }
 
-/// True if no process holds any lock on the segment and it will never be used again:
-/// creator died while initialising, an owner died without closing, or every role closed.
-/// A segment with a never-claimed role (waiting for its peer) is not finished.
 /// Map the header of `file` for a close-time probe, or `None` if the file is now
-/// shorter than a header (truncated by someone else: reading it would be SIGBUS).
+/// shorter than a header (truncated by someone else: reading it would be SIGBUS). A
+/// truncation between this check and the read is still possible (memfd seals would
+/// close that window; `shm_open` names cannot be sealed).
 fn map_header(file: &ShmFile) -> Option<Region> {
     let header_len = size_of::<SegmentHeader>();
     if file.size().ok()? < header_len as u64 {
@@ -357,6 +356,9 @@ fn map_header(file: &ShmFile) -> Option<Region> {
     Region::map(file, header_len).ok()
 }
 
+/// True if no process holds any lock on the segment and it will never be used again:
+/// creator died while initialising, an owner died without closing, or every role closed.
+/// A segment with a never-claimed role (waiting for its peer) is not finished.
 fn finished(file: &ShmFile, header: &SegmentHeader, kind: SegmentKind) -> bool {
     let locked = |byte| file.is_locked_by_other(byte).unwrap_or(true);
     if locked(INIT_LOCK_BYTE) {

@@ -45,11 +45,10 @@ from __future__ import annotations
 import ctypes
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
-from typing import Any
-
-from typing_extensions import Self
+from typing import Any, Self
 
 from ._shmplane import ByteSlot, _Field, _SlotView
 
@@ -75,16 +74,29 @@ def _is_compound(t: Any) -> bool:
     return isinstance(t, type) and issubclass(t, _COMPOUND)
 
 
+_RESERVED = frozenset({"_slot", "_offset", "_type", "_ctype"})
+_NATIVE_ORDER = "__ctype_le__" if sys.byteorder == "little" else "__ctype_be__"
+
+
 def _describe(type_: Any) -> str:
-    """A stable description of a ctypes type: its code or fields, size and alignment."""
+    """A stable description of a ctypes type: what makes two types read the same bytes
+    the same way (codes, byte order, field names, offsets, bit widths, sizes)."""
     if _is_compound(type_):
-        fields = ",".join(f"{f[0]}:{_describe(f[1])}" for f in type_._fields_)
-        return f"{type_.__name__}{{{fields}}}/{ctypes.sizeof(type_)}/{ctypes.alignment(type_)}"
+        fields = []
+        for f in type_._fields_:
+            if f[0] in _RESERVED:
+                raise TypeError(f"field name {f[0]!r} is reserved by shmplane; rename the field")
+            bits = f":{f[2]}bits" if len(f) > 2 else ""
+            fields.append(f"{f[0]}@{getattr(type_, f[0]).offset}{bits}:{_describe(f[1])}")
+        kind = "union" if issubclass(type_, ctypes.Union) else "struct"
+        return f"{kind} {type_.__name__}{{{','.join(fields)}}}/{ctypes.sizeof(type_)}/{ctypes.alignment(type_)}"
     if isinstance(type_, type) and issubclass(type_, ctypes.Array):
         return f"[{_describe(type_._type_)};{type_._length_}]"
     if (isinstance(type_, type) and issubclass(type_, ctypes._Pointer)) or type_ in _POINTERS:
         raise TypeError(f"{type_.__name__} holds a pointer, which means nothing in another process")
     code = getattr(type_, "_type_", None)
+    if getattr(type_, _NATIVE_ORDER, type_) is not type_:  # a byte-swapped number
+        return f"swapped {code}/{ctypes.sizeof(type_)}"
     if isinstance(code, str) and code in _NUMBER_CODES:
         # Numbers by kind and width, as Rust names them (i64, f64, ...): the same
         # description whichever ctypes alias (c_long, c_longlong, c_int64) named it.
@@ -216,11 +228,17 @@ _value_classes: dict[Any, Any] = {}
 
 
 def _add_fields(ns: dict[str, Any], type_: Any) -> None:
-    fields = {f[0]: f[1] for f in type_._fields_}
-    for name in getattr(type_, "_anonymous_", ()):
-        fields.update({f[0]: f[1] for f in fields[name]._fields_})  # reachable directly
-    for name, ftype in fields.items():
-        ns[name] = _field_property(type_, name, ftype)
+    def reachable(t: Any) -> dict[str, Any]:
+        # The fields of `t`, and those of its anonymous members (at any depth), which
+        # ctypes makes reachable directly.
+        fields = {f[0]: f[1] for f in t._fields_}
+        for name in getattr(t, "_anonymous_", ()):
+            fields.update(reachable(fields[name]))
+        return fields
+
+    for name, ftype in reachable(type_).items():
+        if hasattr(type_, name):  # ctypes exports no name for a nested anonymous member
+            ns[name] = _field_property(type_, name, ftype)
 
 
 def _view_class(type_: Any) -> Any:
