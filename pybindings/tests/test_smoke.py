@@ -122,3 +122,19 @@ def test_try_recv_mailbox_notices_dead_sender() -> None:
             except shmplane.Empty:
                 pass
     rx.close()
+
+
+def test_import_needs_only_the_standard_library() -> None:
+    # numpy is optional and nothing else is a dependency: block the usual suspects.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('numpy', 'typing_extensions', 'mypy', 'pytest'):\n    sys.modules[m] = None\n"
+        "import shmplane\n"
+        "tx, rx = shmplane.channel(capacity=1 << 16); tx.send(b'ok'); print(rx.recv(timeout=5).decode())\n"
+        "v = shmplane.RawArray('d', 2); v[1] = 2.5; print(v[:]); v.close(); tx.close(); rx.close()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split("\n")[:2] == ["ok", "[0.0, 2.5]"], r.stderr[-1500:]
