@@ -84,6 +84,29 @@ impl PyByteSlot {
         f(unsafe { &*self.inner.get() })
     }
 
+    /// Run `f` on the slot, releasing the GIL if it copies more than [`DETACH_BYTES`].
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        bytes: usize,
+        f: impl FnOnce(&ByteSlot) -> shmplane::Result<T> + Send,
+    ) -> shmplane::Result<T> {
+        if bytes > DETACH_BYTES { self.detached(py, f) } else { self.with(py, f) }
+    }
+
+    /// Read a consistent copy of the whole value into the `n` bytes at `dst`; its
+    /// version.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `n` bytes until this returns, and nothing else
+    /// may access those bytes meanwhile (the GIL may be released during the copy).
+    unsafe fn read_into_raw(&self, py: Python<'_>, dst: usize, n: usize) -> shmplane::Result<u64> {
+        self.run(py, n, |s| {
+            // SAFETY: the caller's contract.
+            s.read_into(unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, n) })
+        })
+    }
+
     /// Run `f` on the slot with the GIL released.
     fn detached<T: Send>(
         &self,
@@ -163,12 +186,11 @@ impl PyByteSlot {
 
     /// A consistent copy of the value as bytes.
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let read = |s: &ByteSlot| {
-            let mut out = vec![0u8; s.len()];
-            s.read_into(&mut out).map(|_| out)
-        };
-        let out = if self.with(py, ByteSlot::len) > DETACH_BYTES { self.detached(py, read) } else { self.with(py, read) };
-        Ok(PyBytes::new(py, &out.py_err(py)?))
+        let len = self.with(py, ByteSlot::len);
+        let mut out = vec![0u8; len];
+        // SAFETY: `out` is ours, `len` bytes, and lives across the call.
+        unsafe { self.read_into_raw(py, out.as_mut_ptr() as usize, len) }.py_err(py)?;
+        Ok(PyBytes::new(py, &out))
     }
 
     /// Replace the value with the bytes of `data` (exactly `len` bytes); returns the
@@ -185,7 +207,7 @@ impl PyByteSlot {
             // assume no other thread resizes the source meanwhile.
             s.write(unsafe { std::slice::from_raw_parts(ptr as *const u8, n) })
         };
-        if n > DETACH_BYTES { self.detached(py, write) } else { self.with(py, write) }.py_err(py)
+        self.run(py, n, write).py_err(py)
     }
 
     /// Read a consistent copy into the writable C-contiguous buffer `out` (exactly
@@ -196,15 +218,10 @@ impl PyByteSlot {
         if buf.readonly() || !buf.is_c_contiguous() {
             return Err(PyTypeError::new_err("read_into needs a writable C-contiguous buffer"));
         }
-        let (ptr, n) = (buf.buf_ptr() as usize, buf.len_bytes());
-        let read = |s: &ByteSlot| {
-            // SAFETY: the exported buffer is writable for len_bytes while `buf` lives
-            // (until the end of this function). Like numpy's own GIL-free copies, we
-            // assume no other thread writes the destination meanwhile.
-            let dst = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, n) };
-            s.read_into(dst)
-        };
-        if n > DETACH_BYTES { self.detached(py, read) } else { self.with(py, read) }.py_err(py)
+        // SAFETY: the exported buffer is writable for len_bytes while `buf` lives (until
+        // the end of this function). Like numpy's own GIL-free copies, we assume no
+        // other thread touches the destination meanwhile.
+        unsafe { self.read_into_raw(py, buf.buf_ptr() as usize, buf.len_bytes()) }.py_err(py)
     }
 
     /// A consistent copy of bytes `offset .. offset + n`.
@@ -221,8 +238,7 @@ impl PyByteSlot {
     /// Write `data` as elements of `elem` bytes, element `k` at byte `offset + k *
     /// stride`, in one consistent write (other bytes unchanged); the new version.
     fn write_strided(&self, py: Python<'_>, offset: usize, stride: usize, elem: usize, data: &[u8]) -> PyResult<u64> {
-        let write = |s: &ByteSlot| s.write_strided(offset, stride, elem, data);
-        if data.len() > DETACH_BYTES { self.detached(py, write) } else { self.with(py, write) }.py_err(py)
+        self.run(py, data.len(), |s| s.write_strided(offset, stride, elem, data)).py_err(py)
     }
 
     /// The current version: changes after every write.
@@ -471,18 +487,12 @@ impl PySlotView {
                 // bytes; it is filled completely below before any Python code sees it
                 // (on an error it is dropped unseen).
                 let arr = unsafe { numpy::PyArray1::<$t>::new(py, [this.len], false) };
-                let n = this.len * size_of::<$t>();
-                // `arr` was just created C-contiguous with `len` elements of `elem`
-                // bytes (checked in `new`), and no other reference to it exists yet; it
-                // is written as raw bytes (no `bool` is formed from them).
                 let dst = numpy::PyArrayMethods::data(&arr) as usize;
-                let read = |s: &ByteSlot| {
-                    // SAFETY: see above; `arr` stays alive (we hold it) and no Python
-                    // code can reach it during the read, with or without the GIL.
-                    s.read_into(unsafe { std::slice::from_raw_parts_mut(dst as *mut u8, n) })
-                };
-                let slot = this.slot.get();
-                if n > DETACH_BYTES { slot.detached(py, read) } else { slot.with(py, read) }.py_err(py)?;
+                // SAFETY: `arr` was just created C-contiguous with `len` elements of
+                // `elem` bytes (checked in `new`); we hold the only reference to it, so
+                // no Python code can reach it during the read, with or without the
+                // GIL. It is written as raw bytes (no `bool` is formed from them).
+                unsafe { this.slot.get().read_into_raw(py, dst, this.len * size_of::<$t>()) }.py_err(py)?;
                 Ok(arr.into_any().unbind())
             }};
         }
