@@ -153,21 +153,29 @@ pub fn read_words_or_lock<S: SlotStore>(
 #[cold]
 #[inline(never)]
 fn read_words_locked<S: SlotStore>(store: &S, first: usize, dst: &mut [u64], me: u64, alive: &impl Fn(u64) -> bool) -> u64 {
-    assert!(first + dst.len() <= store.words(), "slot read range outside the value");
-    assert_ne!(me, 0, "writer id 0 means 'free'");
-    let ctl = store.control();
-    lock(ctl, me, alive);
-    repair(store);
-    // Holding the lock after `repair`: both copies hold the last complete value and
-    // nobody writes them.
+    lock_and_load(store, first, dst, me, alive);
     let s = store.seq().load(Ordering::Relaxed);
-    for (i, w) in dst.iter_mut().enumerate() {
+    // ORDERING: Release, partner of the next writer's Acquire CAS in `lock` (our loads
+    // happen before its stores).
+    store.control().writer.value.owner.store(0, Ordering::Release);
+    version_of(s)
+}
+
+/// Take the writer lock (replacing a dead holder), repair a torn copy, and load words
+/// `first .. first + buf.len()` of the value into `buf`. Returns holding the lock.
+///
+/// # Panics
+/// If the range is outside the value or `me == 0`.
+fn lock_and_load<S: SlotStore>(store: &S, first: usize, buf: &mut [u64], me: u64, alive: &impl Fn(u64) -> bool) {
+    assert!(first.checked_add(buf.len()).is_some_and(|end| end <= store.words()), "slot range outside the value");
+    assert_ne!(me, 0, "writer id 0 means 'free'");
+    lock(store.control(), me, alive);
+    repair(store);
+    // After `repair` both copies hold the last complete value and only the lock holder
+    // writes them.
+    for (i, w) in buf.iter_mut().enumerate() {
         *w = store.word(0, first + i).load(Ordering::Relaxed);
     }
-    // ORDERING: Release, partner of the next writer's Acquire CAS in `lock` (our loads
-    // above happen before its stores).
-    ctl.writer.value.owner.store(0, Ordering::Release);
-    version_of(s)
 }
 
 /// Where a test writer stops, to model a writer killed mid-write.
@@ -225,15 +233,7 @@ pub fn update<S: SlotStore>(
     alive: impl Fn(u64) -> bool,
     modify: impl FnOnce(&mut [u64]),
 ) -> u64 {
-    assert!(first + buf.len() <= store.words(), "slot write range outside the value");
-    assert_ne!(me, 0, "writer id 0 means 'free'");
-    lock(store.control(), me, &alive);
-    repair(store);
-    // After `repair` both copies hold the last complete value and only the lock
-    // holder writes them.
-    for (i, w) in buf.iter_mut().enumerate() {
-        *w = store.word(0, first + i).load(Ordering::Relaxed);
-    }
+    lock_and_load(store, first, buf, me, &alive);
     modify(buf);
     publish(store, first, buf, None).expect("no crash point")
 }
