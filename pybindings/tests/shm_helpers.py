@@ -117,6 +117,23 @@ def get_report(conn: Any, timeout: float = 30.0) -> Any:
     return rest[0]
 
 
+def block_until_interrupted(ready: Any, blocking_call: Callable[[], Any]) -> None:
+    """Child entry point for Ctrl-C tests: send "ready", run ``blocking_call`` (which
+    only Ctrl-C should end), then report how it ended on ``ready`` and ``_exit``:
+    "KeyboardInterrupt" and 42, another exception and 1, or "returned" and 2."""
+    try:
+        ready.send("ready")
+        blocking_call()
+    except KeyboardInterrupt:
+        ready.send("KeyboardInterrupt")
+        os._exit(42)
+    except BaseException as e:  # noqa: BLE001 - everything goes back to the test
+        ready.send(f"{type(e).__name__}: {e}")
+        os._exit(1)
+    ready.send("returned")
+    os._exit(2)
+
+
 def pause_forever() -> None:
     while True:
         signal.pause()

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 import shmplane
-from shm_helpers import VERSION_KIND_OFFSET, get_report, pause_forever, read_u64, seg_path, write_u64
+from shm_helpers import (
+    VERSION_KIND_OFFSET,
+    block_until_interrupted,
+    get_report,
+    pause_forever,
+    read_u64,
+    seg_path,
+    write_u64,
+)
 
 METHODS = ["fork", "spawn"]
 WATCHDOG = 30
@@ -732,17 +740,7 @@ def test_stale_segment_of_killed_process_is_replaced(method: str, shm_name: str,
 
 
 def _blocked_recv(rx: shmplane.Receiver, ready: Any) -> None:
-    try:
-        ready.send("ready")
-        rx.recv()  # no timeout: only Ctrl-C ends this
-    except KeyboardInterrupt:
-        ready.send("KeyboardInterrupt")
-        os._exit(42)
-    except BaseException as e:  # noqa: BLE001
-        ready.send(f"{type(e).__name__}: {e}")
-        os._exit(1)
-    ready.send("returned")
-    os._exit(2)
+    block_until_interrupted(ready, rx.recv)  # no timeout: only Ctrl-C ends this
 
 
 def _blocked_send(tx: shmplane.Sender, ready: Any) -> None:
@@ -751,17 +749,8 @@ def _blocked_send(tx: shmplane.Sender, ready: Any) -> None:
             tx.try_send(b"f" * 500)
     except shmplane.Full:
         pass
-    try:
-        ready.send("ready")
-        tx.send(b"f" * 500)  # ring full, no timeout: only Ctrl-C ends this
-    except KeyboardInterrupt:
-        ready.send("KeyboardInterrupt")
-        os._exit(42)
-    except BaseException as e:  # noqa: BLE001
-        ready.send(f"{type(e).__name__}: {e}")
-        os._exit(1)
-    ready.send("returned")
-    os._exit(2)
+    # Ring full, no timeout: only Ctrl-C ends this.
+    block_until_interrupted(ready, lambda: tx.send(b"f" * 500))
 
 
 @pytest.mark.timeout(WATCHDOG)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import shmplane
+from shm_helpers import block_until_interrupted
 
 
 class Point(ctypes.Structure):
@@ -286,17 +287,7 @@ def test_passes_to_children(method: str) -> None:
 
 
 def _blocked_wait(a: shmplane.RawArray, ready: Any) -> None:
-    try:
-        ready.send("ready")
-        a.wait_for_update(a.version)  # no timeout: only Ctrl-C ends this
-    except KeyboardInterrupt:
-        ready.send("KeyboardInterrupt")
-        os._exit(42)
-    except BaseException as e:  # noqa: BLE001
-        ready.send(f"{type(e).__name__}: {e}")
-        os._exit(1)
-    ready.send("returned")
-    os._exit(2)
+    block_until_interrupted(ready, lambda: a.wait_for_update(a.version))  # only Ctrl-C ends it
 
 
 @pytest.mark.timeout(60)
