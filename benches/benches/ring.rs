@@ -2,6 +2,11 @@
 //! a cache-line ping-pong between the two processes through shared memory.
 //!
 //! - `floor/cacheline_pingpong`: one round trip of a 64-byte line (store, remote load).
+//!   Both directions use the same line, so each hop moves the line with ownership
+//!   (migratory sharing): one transfer per hop.
+//! - `floor/two_line_pingpong`: the same with one line per direction, as any two
+//!   channels have: each hop is an invalidation of the reader's copy plus a transfer,
+//!   so this is the floor of a request/reply over two SPSC rings.
 //! - `ring/pingpong_64B_spin`: send 64 B, child echoes it back on a second channel: a
 //!   round trip; one-way latency = half.
 //! - `floor/line_stream`: one-way stream of 64-byte lines, each carrying a sequence
@@ -45,6 +50,37 @@ fn floor(c: &mut Criterion) {
                 std::hint::spin_loop();
             }
             next += 2;
+        })
+    });
+    support::reap(child);
+    file.unlink_if_same(&n);
+}
+
+fn two_line_floor(c: &mut Criterion) {
+    let n = name("line2");
+    let file = ShmFile::create(&n, 4096).expect("create");
+    let region = Region::map(&file, 4096).expect("map");
+    // SAFETY: offsets 128 and 1024 are 8-aligned, inside the 4 KiB region, on different
+    // 128-byte line pairs; AtomicU64 only.
+    let (ping, pong): (&AtomicU64, &AtomicU64) = unsafe { (region.at(128), region.at(1024)) };
+    let child = support::fork_child(|| {
+        let mut expect = 1;
+        loop {
+            while ping.load(Ordering::Acquire) != expect {
+                std::hint::spin_loop();
+            }
+            pong.store(expect, Ordering::Release);
+            expect += 1;
+        }
+    });
+    let mut next = 1u64;
+    c.bench_function("floor/two_line_pingpong", |b| {
+        b.iter(|| {
+            ping.store(next, Ordering::Release);
+            while pong.load(Ordering::Acquire) != next {
+                std::hint::spin_loop();
+            }
+            next += 1;
         })
     });
     support::reap(child);
@@ -193,5 +229,5 @@ fn cleanup(_: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, floor, line_stream, same_thread, ring, cleanup);
+criterion_group!(benches, floor, two_line_floor, line_stream, same_thread, ring, cleanup);
 criterion_main!(benches);

@@ -149,6 +149,7 @@ impl Sender {
         Ok(Sender { producer: Some(producer), policy: WaitPolicy::default(), owner })
     }
 
+    #[inline(always)]
     fn producer(&mut self) -> Result<&mut Producer<SegmentRing>> {
         // `let else`, not `ok_or(Error::Closed)`: that builds and drops an Error (which
         // has drop glue) on every send: measured 10% of the per-message instructions.
@@ -296,16 +297,24 @@ impl Sender {
         self.producer.is_none()
     }
 
+    #[inline(always)]
     fn claim(&mut self, len: usize, deadline: Option<Instant>, block: bool) -> Result<Claim> {
+        let producer = self.producer()?;
+        match producer.try_claim(len) {
+            Ok(Some(claim)) => Ok(claim),
+            Ok(None) if !block => Err(Error::Full),
+            Ok(None) => self.wait_for_claim(len, deadline),
+            Err(e) => Err(ring_error(e, producer.store().segment())),
+        }
+    }
+
+    /// Slow half of `claim`: the ring is full; wait for the consumer per the policy.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_claim(&mut self, len: usize, deadline: Option<Instant>) -> Result<Claim> {
         let policy = self.policy;
         let producer = self.producer()?;
         let seg_err = |e, p: &Producer<SegmentRing>| ring_error(e, p.store().segment());
-        match producer.try_claim(len) {
-            Ok(Some(claim)) => return Ok(claim),
-            Ok(None) if !block => return Err(Error::Full),
-            Ok(None) => {}
-            Err(e) => return Err(seg_err(e, producer)),
-        }
         wait_until(
             producer,
             |p| (&p.store().control().space_ready.value, p.store().park()),
@@ -320,6 +329,7 @@ impl Sender {
         .map_err(wait_error)
     }
 
+    #[inline]
     fn send_impl(&mut self, msg: &[u8], deadline: Option<Instant>, block: bool) -> Result<()> {
         let claim = self.claim(msg.len(), deadline, block)?;
         let producer = self.producer.as_mut().expect("claimed on an open sender");
@@ -685,6 +695,7 @@ impl Receiver {
         Ok(Receiver { consumer: Some(consumer), policy: WaitPolicy::default(), owner, empty_polls: 0, last_check: None })
     }
 
+    #[inline(always)]
     fn consumer<'a>(
         consumer: &'a mut Option<Consumer<SegmentRing>>,
         owner: &mut Owner,
@@ -814,40 +825,55 @@ impl Receiver {
         self.consumer.is_none()
     }
 
+    #[inline(always)]
     fn next(&mut self, deadline: Option<Instant>, block: bool) -> Result<Record> {
+        let consumer = Self::consumer(&mut self.consumer, &mut self.owner)?;
+        match consumer.try_peek() {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) if !block => self.empty(),
+            Ok(None) => self.wait_for_record(deadline),
+            Err(e) => Err(ring_error(e, consumer.store().segment())),
+        }
+    }
+
+    /// Slow half of a non-blocking `next`: the ring is empty. Tells an empty ring from
+    /// a closed or dead sender.
+    #[cold]
+    #[inline(never)]
+    fn empty(&mut self) -> Result<Record> {
+        let consumer = Self::consumer(&mut self.consumer, &mut self.owner)?;
+        let seg_err = |e, c: &Consumer<SegmentRing>| ring_error(e, c.store().segment());
+        // Cheap disconnect check: one atomic load of the peer's state word; a full
+        // liveness check (dead sender) at most every SLICE.
+        let state = consumer.store().segment().header().roles[PRODUCER].state.load(Ordering::Acquire);
+        let mut verdict = (state == shmplane_shm::liveness::CLOSED).then_some(Error::Disconnected { role: "sender" });
+        self.empty_polls += 1;
+        if verdict.is_none() && self.empty_polls >= EMPTY_POLLS_PER_CLOCK_READ {
+            self.empty_polls = 0;
+            let now = Instant::now();
+            if self.last_check.is_none_or(|t| now.duration_since(t) >= shmplane_shm::wait::SLICE) {
+                self.last_check = Some(now);
+                let poisoned = consumer.store().control().poisoned.value.load(Ordering::Relaxed);
+                verdict = check_peer(consumer.store().segment(), PRODUCER, poisoned).err();
+            }
+        }
+        if let Some(e) = verdict {
+            // The sender's last records happen-before its close or death.
+            if let Some(r) = consumer.try_peek().map_err(|e| seg_err(e, consumer))? {
+                return Ok(r);
+            }
+            return Err(e);
+        }
+        Err(Error::Empty)
+    }
+
+    /// Slow half of a blocking `next`: wait for a record per the policy.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_record(&mut self, deadline: Option<Instant>) -> Result<Record> {
         let policy = self.policy;
         let consumer = Self::consumer(&mut self.consumer, &mut self.owner)?;
         let seg_err = |e, c: &Consumer<SegmentRing>| ring_error(e, c.store().segment());
-        match consumer.try_peek() {
-            Ok(Some(r)) => return Ok(r),
-            Ok(None) if !block => {
-                // Cheap disconnect check: one atomic load of the peer's state word; a
-                // full liveness check (dead sender) at most every SLICE.
-                let state = consumer.store().segment().header().roles[PRODUCER].state.load(Ordering::Acquire);
-                let mut verdict = (state == shmplane_shm::liveness::CLOSED)
-                    .then_some(Error::Disconnected { role: "sender" });
-                self.empty_polls += 1;
-                if verdict.is_none() && self.empty_polls >= EMPTY_POLLS_PER_CLOCK_READ {
-                    self.empty_polls = 0;
-                    let now = Instant::now();
-                    if self.last_check.is_none_or(|t| now.duration_since(t) >= shmplane_shm::wait::SLICE) {
-                        self.last_check = Some(now);
-                        let poisoned = consumer.store().control().poisoned.value.load(Ordering::Relaxed);
-                        verdict = check_peer(consumer.store().segment(), PRODUCER, poisoned).err();
-                    }
-                }
-                if let Some(e) = verdict {
-                    // The sender's last records happen-before its close or death.
-                    if let Some(r) = consumer.try_peek().map_err(|e| seg_err(e, consumer))? {
-                        return Ok(r);
-                    }
-                    return Err(e);
-                }
-                return Err(Error::Empty);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(seg_err(e, consumer)),
-        }
         wait_until(
             consumer,
             |c| (&c.store().control().data_ready.value, c.store().park()),

@@ -23,8 +23,10 @@ pub const DATA_ALIGN: usize = 4096;
 /// Magic number at offset 0 of every shmplane segment: `b"SHMPLANE"` little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 
-/// Version of the shared-memory ABI. Bump on any change to this file.
-pub const ABI_VERSION: u32 = 2;
+/// Version of the shared-memory ABI: the layouts of this file and the protocols run over
+/// them. Bump on any change to either. 3: notifiers skip their fence, so every waiter
+/// must issue the heavy half (`membarrier`) before it re-checks (see [`crate::wait`]).
+pub const ABI_VERSION: u32 = 3;
 
 /// A value on its own 128-byte line.
 #[repr(C, align(128))]

@@ -209,10 +209,18 @@ impl<S: RingStore> Producer<S> {
     }
 
     /// True if `n` bytes from `tail` are free, re-reading the consumer position if needed.
+    #[inline]
     fn has_space(&mut self, n: u64) -> Result<bool, RingError> {
         if self.tail + n - self.cached_head <= self.capacity() {
             return Ok(true);
         }
+        self.refresh_head(n)
+    }
+
+    /// Slow half of `has_space`: read the consumer's position (a line it writes).
+    #[cold]
+    #[inline(never)]
+    fn refresh_head(&mut self, n: u64) -> Result<bool, RingError> {
         // ORDERING: Acquire, partner of the consumer's Release store in `release`: the
         // consumer finished reading the space before it published the new head.
         let head = self.store.control().head.value.load(Ordering::Acquire);
@@ -231,7 +239,25 @@ impl<S: RingStore> Producer<S> {
     ///
     /// # Errors
     /// [`RingError::TooLarge`] if `len > max_payload()`; [`RingError::Corrupt`].
+    #[inline(always)]
     pub fn try_claim(&mut self, len: usize) -> Result<Option<Claim>, RingError> {
+        let offset = self.tail & self.mask;
+        // Fast path: contiguous before the end of the data area, and the record plus
+        // the zero-ahead slot fit in the free space (`len <= max_payload` first, so
+        // `record_size` cannot overflow).
+        if len <= self.max_payload() {
+            let size = record_size(len) as u64;
+            if size <= self.capacity() - offset && self.has_space(size + RECORD_HEADER as u64)? {
+                return Ok(Some(Claim { position: self.tail, offset: offset as usize, len }));
+            }
+        }
+        self.try_claim_slow(len)
+    }
+
+    /// Slow half of `try_claim`: too large, wrapping (padding record), or full.
+    #[cold]
+    #[inline(never)]
+    fn try_claim_slow(&mut self, len: usize) -> Result<Option<Claim>, RingError> {
         if len > self.max_payload() {
             return Err(RingError::TooLarge { len, max: self.max_payload() });
         }
@@ -278,6 +304,7 @@ impl<S: RingStore> Producer<S> {
         self.publish(record_size(len) as u64, tag, len);
     }
 
+    #[inline]
     fn publish(&mut self, size: u64, tag: u32, len: usize) {
         let ctl = self.store.control();
         let offset = (self.tail & self.mask) as usize;
@@ -358,12 +385,33 @@ impl<S: RingStore> Consumer<S> {
     ///
     /// # Errors
     /// [`RingError::Corrupt`] (and the ring is poisoned) on a malformed header.
-    #[inline]
+    #[inline(always)]
     pub fn try_peek(&mut self) -> Result<Option<Record>, RingError> {
+        let offset = (self.head & self.mask) as usize;
+        // ORDERING: Acquire, partner of the producer's Release header store in
+        // `publish`: the payload and the next zero-ahead slot are visible after it.
+        let word = self.store.header(offset).load(Ordering::Acquire);
+        if word == 0 {
+            return Ok(None);
+        }
+        let len = (word & 0xFFFF_FFFF) as usize;
+        let size = record_size(len);
+        // Fast path: a committed user record that fits before the end of the data area.
+        if word & COMMITTED != 0 && size <= self.store.capacity() - offset && (word >> 32) as u32 & PADDING_TAG != PADDING_TAG {
+            self.store.prefetch(((self.head + size as u64 + PREFETCH_AHEAD) & self.mask) as usize, false);
+            let tag = ((word >> 32) as u32) & PADDING_TAG;
+            return Ok(Some(Record { position: self.head, offset, len, tag }));
+        }
+        self.try_peek_slow()
+    }
+
+    /// Slow half of `try_peek`: a padding record, or a malformed header.
+    #[cold]
+    #[inline(never)]
+    fn try_peek_slow(&mut self) -> Result<Option<Record>, RingError> {
         loop {
             let offset = (self.head & self.mask) as usize;
-            // ORDERING: Acquire, partner of the producer's Release header store in
-            // `publish`: the payload and the next zero-ahead slot are visible after it.
+            // ORDERING: Acquire, as in `try_peek`.
             let word = self.store.header(offset).load(Ordering::Acquire);
             if word == 0 {
                 return Ok(None);
@@ -406,6 +454,7 @@ impl<S: RingStore> Consumer<S> {
         self.advance(record_size(record.len));
     }
 
+    #[inline]
     fn advance(&mut self, size: usize) {
         self.head += size as u64;
         let ctl = self.store.control();
@@ -418,6 +467,7 @@ impl<S: RingStore> Consumer<S> {
 
 impl<S: ByteRingStore> Producer<S> {
     /// The claim's payload as a writable slice (zero-copy send).
+    #[inline]
     pub fn payload_mut(&mut self, claim: &Claim) -> &mut [u8] {
         // SAFETY: the claim lies inside the data area in space owned by the producer
         // until commit; `&mut self` makes the slice unique in this process. A peer
@@ -428,6 +478,7 @@ impl<S: ByteRingStore> Producer<S> {
 
 impl<S: ByteRingStore> Consumer<S> {
     /// The record's payload as a slice (zero-copy receive).
+    #[inline]
     pub fn payload(&self, record: &Record) -> &[u8] {
         // SAFETY: validated by try_peek to lie inside the data area; the producer does
         // not reuse the space before release (which needs `&mut self`).

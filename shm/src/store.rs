@@ -87,22 +87,30 @@ impl RingStore for SegmentRing {
 
     #[inline]
     fn prefetch(&self, offset: usize, write: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0, _MM_HINT_T0};
-            let p = self.data().wrapping_add(offset.min(self.capacity - 1)) as *const i8;
-            // SAFETY: prefetch never faults and has no architectural effect; the
-            // address is inside the mapping anyway.
-            unsafe {
-                if write {
-                    _mm_prefetch::<_MM_HINT_ET0>(p)
-                } else {
-                    _mm_prefetch::<_MM_HINT_T0>(p)
-                }
-            }
-        }
-        let _ = (offset, write);
+        let p = self.data().wrapping_add(offset.min(self.capacity - 1));
+        prefetch_line(p, write);
     }
+}
+
+/// Ask for the cache line at `p`: shared for reading, or owned (`write`), so a later
+/// store does not wait for the other core to give the line up.
+#[inline(always)]
+fn prefetch_line(p: *const u8, write: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if write {
+            // `_mm_prefetch::<_MM_HINT_ET0>` compiles to a plain `prefetcht0` unless the
+            // build enables `prfchw`, so emit PREFETCHW itself. CPUs without it (before
+            // Broadwell / K8) decode `0F 0D /1` as a NOP.
+            // SAFETY: a prefetch never faults, writes nothing architecturally and
+            // touches no registers but its address operand.
+            unsafe { std::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly)) };
+        } else {
+            // SAFETY: as above; `_mm_prefetch` takes any address.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+        }
+    }
+    let _ = (p, write);
 }
 
 impl ByteRingStore for SegmentRing {

@@ -63,3 +63,109 @@ pub fn fork_generation() -> u64 {
     // thread that called fork, before fork returns in the child.
     FORK_GENERATION.load(Ordering::Relaxed)
 }
+
+/// Asymmetric fences through Linux `membarrier(2)` (the scheme of liburcu and of Folly's
+/// `asymmetricLightBarrier`/`asymmetricHeavyBarrier`; Desnoyers et al., "User-Level
+/// Implementations of Read-Copy Update", IEEE TPDS 2012).
+///
+/// A hot path that needs store→load ordering against a rare path (a notifier checking
+/// for sleepers after every publish, against a thread about to sleep) pays only a
+/// compiler fence ([`light_fence_ok`] said yes), and the rare path calls
+/// [`heavy_fence`]: `MEMBARRIER_CMD_GLOBAL_EXPEDITED` makes every CPU that is running a
+/// thread of a *registered* process execute a full barrier before the call returns, and
+/// a thread that is not running passed one when it was switched out. The pair then
+/// orders like two `SeqCst` fences. A process is registered
+/// (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, Linux >= 4.16) on first use and again
+/// in every forked child; if that fails (old kernel, seccomp, valgrind), or if
+/// `SHMPLANE_NO_MEMBARRIER` is set in the environment at first use, the hot path keeps
+/// its full fence.
+#[cfg(not(shmplane_loom))]
+mod asymmetric {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    const UNKNOWN: u8 = 0;
+    const LIGHT: u8 = 1;
+    const FULL: u8 = 2;
+    /// Whether this process's notifiers may use the light fence.
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    /// Set once `SHMPLANE_NO_MEMBARRIER` was seen (read again by the fork handler,
+    /// which must not call `getenv`).
+    static DISABLED: AtomicU8 = AtomicU8::new(0);
+    /// Set once a heavy fence failed in this process.
+    static HEAVY_FAILED: AtomicU8 = AtomicU8::new(0);
+
+    fn membarrier(cmd: libc::c_int) -> bool {
+        // SAFETY: membarrier(cmd, flags = 0, cpu_id = 0) takes integers only and
+        // touches no memory of ours.
+        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) == 0 }
+    }
+
+    /// (Re-)register this process; async-signal-safe (one syscall, atomic stores).
+    fn register() -> bool {
+        // ORDERING: Relaxed: process-local flags; a stale read only costs a full fence.
+        let ok = DISABLED.load(Ordering::Relaxed) == 0
+            && membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int);
+        STATE.store(if ok { LIGHT } else { FULL }, Ordering::Relaxed);
+        ok
+    }
+
+    extern "C" fn after_fork_in_child() {
+        // Registration lives in the mm; do not rely on fork copying it.
+        register();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_use() -> bool {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            if std::env::var_os("SHMPLANE_NO_MEMBARRIER").is_some() {
+                DISABLED.store(1, Ordering::Relaxed);
+            }
+            // SAFETY: the handler only makes a syscall and stores atomics, both
+            // async-signal-safe.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+        register()
+    }
+
+    /// True if this process is registered, so [`light_fence`] may stand in for a full
+    /// fence opposite [`heavy_fence`].
+    #[inline]
+    pub fn light_fence_ok() -> bool {
+        // ORDERING: Relaxed: see `register`.
+        match STATE.load(Ordering::Relaxed) {
+            LIGHT => true,
+            FULL => false,
+            _ => first_use(),
+        }
+    }
+
+    /// The light half: keeps the compiler from moving the following loads above the
+    /// preceding stores; the CPU's reordering is undone by [`heavy_fence`]'s IPI.
+    #[inline(always)]
+    pub fn light_fence() {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    /// The heavy half: a full barrier here and on every running thread of every
+    /// registered process. If the kernel refuses, a full fence here only; then
+    /// [`heavy_fence_failed`] turns true and sleepers must bound their sleeps.
+    pub fn heavy_fence() {
+        if !membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
+            // ORDERING: Relaxed: process-local flag.
+            HEAVY_FAILED.store(1, Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+
+    /// True once a [`heavy_fence`] in this process failed.
+    #[inline]
+    pub fn heavy_fence_failed() -> bool {
+        // ORDERING: Relaxed: process-local flag.
+        HEAVY_FAILED.load(Ordering::Relaxed) != 0
+    }
+}
+
+#[cfg(not(shmplane_loom))]
+pub use asymmetric::{heavy_fence, heavy_fence_failed, light_fence, light_fence_ok};

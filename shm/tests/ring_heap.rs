@@ -896,7 +896,7 @@ fn eventcount_notify_wakes_sleeper() {
     assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
 }
 
-/// `notify` with nobody announced is one RMW: no epoch bump (and so no syscall).
+/// `notify` with nobody announced bumps nothing (and so makes no syscall).
 #[test]
 fn eventcount_notify_without_waiters_is_silent() {
     let ev = EventCount::default();
@@ -923,6 +923,61 @@ fn eventcount_notify_without_waiters_is_silent() {
     ev.notify(&SharedFutex);
     ev.finish_wait();
     assert_eq!(ev.epoch.load(Ordering::Relaxed), 0);
+}
+
+/// The lost-wake race, many times: two threads hand a counter back and forth through
+/// two event counts, and each goes to sleep *without a timeout* as soon as its peer's
+/// counter is not there yet, so every round races a notify against a sleeper on its
+/// way down. One lost wake leaves both asleep forever, which the watchdog turns into a
+/// failure. Covers the light/heavy fence pair (`membarrier`) that `notify` relies on in
+/// production, and the RMW fallback when run with `SHMPLANE_NO_MEMBARRIER=1`.
+#[test]
+fn eventcount_pingpong_sleeping_never_loses_a_wake() {
+    let rounds: u32 = if small() { 300 } else { 20_000 };
+    struct Side {
+        ev: EventCount,
+        count: AtomicU32,
+    }
+    let sides = Arc::new([Side { ev: EventCount::default(), count: AtomicU32::new(0) }, Side {
+        ev: EventCount::default(),
+        count: AtomicU32::new(0),
+    }]);
+    // Wait, sleeping at once, until `side.count >= want`.
+    fn wait_for(side: &Side, want: u32) {
+        loop {
+            let epoch = side.ev.prepare_wait();
+            if side.count.load(Ordering::Acquire) >= want {
+                side.ev.finish_wait();
+                return;
+            }
+            side.ev.sleep(&SharedFutex, epoch, None);
+            side.ev.finish_wait();
+        }
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for me in 0..2usize {
+        let (sides, done_tx) = (sides.clone(), done_tx.clone());
+        thread::spawn(move || {
+            for round in 1..=rounds {
+                // Thread `me` waits on `sides[me]` and hands over through the other.
+                if me == 1 {
+                    wait_for(&sides[1], round);
+                }
+                sides[1 - me].count.store(round, Ordering::Release);
+                sides[1 - me].ev.notify(&SharedFutex);
+                if me == 0 {
+                    wait_for(&sides[0], round);
+                }
+            }
+            done_tx.send(me).unwrap();
+        });
+    }
+    for _ in 0..2 {
+        let done = done_rx.recv_timeout(Duration::from_secs(120));
+        assert!(done.is_ok(), "watchdog: a wake was lost (both threads asleep)");
+    }
+    assert_eq!(sides[0].count.load(Ordering::Relaxed), rounds);
+    assert_eq!(sides[1].count.load(Ordering::Relaxed), rounds);
 }
 
 /// `SharedFutex::park` returns at once when the word differs, and after the timeout

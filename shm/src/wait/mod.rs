@@ -5,19 +5,29 @@
 //!
 //! ```text
 //! waiter                                   notifier (after publishing its data)
-//!   e = epoch.load(Acquire)                  if waiters.fetch_add(0, AcqRel) != 0:
-//!   waiters.fetch_add(1, AcqRel)                 epoch.fetch_add(1, Release)
+//!   e = epoch.load(Acquire)                  light fence (compiler fence)
+//!   waiters.fetch_add(1, AcqRel)             if waiters.load(Relaxed) != 0:
+//!   heavy fence (membarrier)                     epoch.fetch_add(1, Release)
 //!   if ready(): waiters -= 1; done               futex_wake(epoch, all)
 //!   futex_wait(epoch, e, slice)
 //!   waiters -= 1; loop
 //! ```
 //!
-//! Why no wake is lost: the two `waiters` RMWs are totally ordered. If the waiter's comes
-//! first, the notifier reads `waiters != 0` and bumps the epoch after the waiter read `e`,
-//! so `futex_wait(epoch, e)` returns at once or is woken. If the notifier's comes first,
-//! the waiter's RMW reads from it (release sequence), so the data published before it
-//! happens-before the waiter's `ready()` re-check. The RMW form needs no `SeqCst` fences,
-//! which loom can check exactly (`loom-tests/tests/wait.rs`).
+//! Why no wake is lost: the light/heavy pair (see [`crate::sync::heavy_fence`]) orders
+//! like two `SeqCst` fences around a Dekker pattern, so either the waiter's `ready()`
+//! re-check sees the data, or the notifier sees `waiters != 0`. In the second case the
+//! notifier's bump comes after the waiter read `e` (the waiter's Acquire load cannot
+//! read a bump whose notifier read the later announcement), so `futex_wait(epoch, e)`
+//! returns at once or is woken.
+//!
+//! The notifier's side is on every publish, so it must be cheap: a full fence there
+//! drains the store buffer, which holds stores to the very line the consumer polls,
+//! and measured 30-40 % of a 64-byte send across processes. The waiter's side runs only
+//! on the way to sleep. In a process where `membarrier` is unavailable the notifier
+//! uses an AcqRel RMW of `waiters` instead (both RMWs are then totally ordered, and the
+//! later one reads the earlier); loom checks that RMW form, which stands for the fence
+//! pair (`loom-tests/tests/wait.rs`), since loom does not model `membarrier`. A waiter
+//! whose heavy fence fails sleeps at most 1 ms at a time.
 //!
 //! Policies trade latency for CPU: [`WaitPolicy::Spin`] never sleeps, [`WaitPolicy::Block`]
 //! sleeps at once, [`WaitPolicy::Adaptive`] (default) spins a few µs, yields a few times,
@@ -61,35 +71,71 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// Number of `sched_yield` calls of [`WaitPolicy::Adaptive`] between spinning and sleeping.
 const YIELDS: u32 = 8;
 
+/// Longest sleep of a waiter whose heavy fence failed: with it, a notifier's light
+/// fence is not ordered against the waiter's announcement, so a wake can be lost; the
+/// waiter then notices the data after at most this long.
+const UNFENCED_NAP: Duration = Duration::from_millis(1);
+
 impl EventCount {
     /// Wake every sleeper, if there is one. Call after publishing the data a waiter
-    /// polls for. Costs one uncontended RMW when nobody sleeps.
+    /// polls for. When nobody sleeps this costs a compiler fence and one load of a line
+    /// only sleepers write (or, in a process without `membarrier`, a full fence).
     #[inline]
     pub fn notify<P: Park>(&self, park: &P) {
-        // ORDERING: AcqRel RMW, partner of the AcqRel `waiters` RMW in `prepare_wait`:
-        // one of the two reads the other (see module docs).
-        if self.waiters.fetch_add(0, Ordering::AcqRel) != 0 {
+        if self.has_waiters() {
             // ORDERING: Release so the woken thread's Acquire epoch load sees the data.
             self.epoch.fetch_add(1, Ordering::Release);
             park.unpark_all(&self.epoch);
         }
     }
 
+    /// Store→load ordering between the caller's publish and the `waiters` load, paired
+    /// with the fence in [`EventCount::prepare_wait`] (Dekker: either the waiter's
+    /// re-check sees the data, or this sees the waiter).
+    #[inline(always)]
+    fn has_waiters(&self) -> bool {
+        #[cfg(not(shmplane_loom))]
+        if crate::sync::light_fence_ok() {
+            // ORDERING: light half of an asymmetric fence, partner of `heavy_fence` in
+            // `prepare_wait`; the Relaxed load is ordered after our publish by the pair.
+            crate::sync::light_fence();
+            return self.waiters.load(Ordering::Relaxed) != 0;
+        }
+        // ORDERING: AcqRel RMW, partner of the AcqRel `waiters` RMW in `prepare_wait`:
+        // one of the two reads the other (this is also the form loom checks: it stands
+        // for the light/heavy fence pair, which loom cannot model).
+        self.waiters.fetch_add(0, Ordering::AcqRel) != 0
+    }
+
     /// Announce a sleeper. Returns the epoch to pass to [`EventCount::sleep`]. The
     /// caller must re-check its condition after this and call
     /// [`EventCount::finish_wait`] exactly once afterwards.
+    ///
+    /// Costs a `membarrier(2)` system call (an IPI to each CPU running a shmplane
+    /// process, about 1-5 µs) so that notifiers can skip their fence; it runs only on
+    /// the way to sleep.
     #[inline]
     pub fn prepare_wait(&self) -> u32 {
         // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
         let epoch = self.epoch.load(Ordering::Acquire);
         // ORDERING: AcqRel, partner of notify's AcqRel RMW.
         self.waiters.fetch_add(1, Ordering::AcqRel);
+        // ORDERING: heavy half of the asymmetric fence, partner of `has_waiters`' light
+        // fence: the caller's re-check comes after every notifier's earlier publish.
+        #[cfg(not(shmplane_loom))]
+        crate::sync::heavy_fence();
         epoch
     }
 
     /// Sleep until the epoch moves away from `epoch`, a wake, or `timeout`.
     #[inline]
     pub fn sleep<P: Park>(&self, park: &P, epoch: u32, timeout: Option<Duration>) {
+        #[cfg(not(shmplane_loom))]
+        let timeout = if crate::sync::heavy_fence_failed() {
+            Some(timeout.map_or(UNFENCED_NAP, |t| t.min(UNFENCED_NAP)))
+        } else {
+            timeout
+        };
         park.park(&self.epoch, epoch, timeout);
     }
 
@@ -104,6 +150,49 @@ impl EventCount {
     /// so that a sleeper that died mid-wait does not cost every notify a syscall.
     pub fn reset_waiters(&self) {
         self.waiters.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Temporal slipping (Giacomoni, Moseley and Vachharajani, "FastForward for Efficient
+/// Pipeline Parallelism", PPoPP 2008): a consumer that keeps catching up with a
+/// streaming producer polls the very cache line the producer is writing, and every
+/// poll takes the line away from the producer in the middle of a record, so both slow
+/// down (measured here: a 64-byte stream at ~50 ns/message instead of ~36). After a
+/// *short* wait (the data came within [`SHORT_POLLS`](slip::SHORT_POLLS) polls, i.e.
+/// the peer publishes every few tens of ns), the next wait first pauses (~0.8 µs here),
+/// so the waiter slips a few records behind and then reads finished lines. A wait that
+/// slipped says nothing about the peer's pace (the data is always there after the
+/// pause), so it never counts as short: the wait after it polls at once and measures
+/// again. A request/reply peer makes every unslipped wait long (a round trip is
+/// ~0.2 µs or more), so it never slips and keeps its latency. Per thread, not per
+/// endpoint: a thread serving several channels shares one history, which can cost it
+/// one pause now and then.
+mod slip {
+    /// A wait that polled fewer times than this was short.
+    pub const SHORT_POLLS: u32 = 4;
+    /// Pause instructions before polling after a short wait (~13 ns each here, so
+    /// ~0.8 µs: long enough for a streaming producer to write ~2 KiB of records).
+    pub const PAUSES: u32 = 64;
+
+    #[cfg(not(shmplane_loom))]
+    thread_local! {
+        static LAST_WAIT_SHORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Whether the previous wait was short; forgets it (a wait is long until it
+    /// proves short).
+    #[inline]
+    pub fn take() -> bool {
+        #[cfg(not(shmplane_loom))]
+        return LAST_WAIT_SHORT.with(|c| c.replace(false));
+        #[cfg(shmplane_loom)]
+        false
+    }
+
+    #[inline]
+    pub fn record_short_wait() {
+        #[cfg(not(shmplane_loom))]
+        LAST_WAIT_SHORT.with(|c| c.set(true));
     }
 }
 
@@ -135,12 +224,23 @@ pub fn wait_until<C, T, E, P: Park>(
     mut poll: impl FnMut(&mut C) -> Result<Option<T>, E>,
     mut every_slice: impl FnMut(&mut C) -> Result<(), E>,
 ) -> Result<T, WaitError<E>> {
+    let slipped = slip::take();
+    if slipped {
+        for _ in 0..slip::PAUSES {
+            spin_hint();
+        }
+    }
     // Ready already: no clock read (the common case when the peer keeps pace).
     if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
+        if !slipped {
+            slip::record_short_wait();
+        }
         return Ok(v);
     }
-    let start = Instant::now();
-    let mut next_check = start + SLICE;
+    // The clock is first read after 64 polls (a vDSO `clock_gettime` costs ~20 ns, as
+    // much as the rest of a short wait): `spin` and the first slice count from there.
+    let mut start: Option<Instant> = None;
+    let mut next_check = None;
     let spin_for = match policy {
         WaitPolicy::Spin => None,
         WaitPolicy::Adaptive { spin } => Some(spin),
@@ -150,22 +250,26 @@ pub fn wait_until<C, T, E, P: Park>(
     let mut spins: u32 = 0;
     loop {
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
+            if !slipped && spins < slip::SHORT_POLLS {
+                slip::record_short_wait();
+            }
             return Ok(v);
         }
         spins = spins.wrapping_add(1);
         if spins % 64 == 0 || spin_for == Some(Duration::ZERO) {
             let now = Instant::now();
+            let started = *start.get_or_insert(now);
             if deadline.is_some_and(|d| now >= d) {
                 // A dead peer is the better answer than a timeout (and short waits,
                 // e.g. Python's signal slices, would otherwise never check it).
                 every_slice(ctx).map_err(WaitError::Failed)?;
                 return Err(WaitError::TimedOut);
             }
-            if now >= next_check {
+            if now >= *next_check.get_or_insert(now + SLICE) {
                 every_slice(ctx).map_err(WaitError::Failed)?;
-                next_check = now + SLICE;
+                next_check = Some(now + SLICE);
             }
-            if spin_for.is_some_and(|s| now.duration_since(start) >= s) {
+            if spin_for.is_some_and(|s| now.duration_since(started) >= s) {
                 break;
             }
         }
@@ -181,7 +285,7 @@ pub fn wait_until<C, T, E, P: Park>(
         }
     }
     // Phase 3: sleep on the futex in slices; check the peer before the first sleep.
-    next_check = Instant::now();
+    let mut next_check = Instant::now();
     loop {
         let epoch = event(ctx).0.prepare_wait();
         let ready = poll(ctx);
