@@ -8,6 +8,9 @@ step setup;            ci/setup.sh
 step lint-sync;        ci/lint-sync.sh
 step clippy;           cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test";     cargo test --workspace --quiet 2>&1 | grep -vE '^$'
+# The notifier's fallback when membarrier is unavailable (full fence), with real threads.
+step "ring tests without membarrier"
+SHMPLANE_NO_MEMBARRIER=1 cargo test -p shmplane-shm --test ring_heap --quiet 2>&1 | grep -vE '^$'
 if [ -x ci/loom.sh ]; then step loom; ci/loom.sh; fi
 if [ -x ci/valgrind.sh ]; then step valgrind; ci/valgrind.sh; fi
 step pytest;           .venv/bin/python -m pytest pybindings/tests -q -p no:cacheprovider -o timeout=120

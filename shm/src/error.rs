@@ -78,7 +78,7 @@ pub enum Error {
     #[error("timed out")]
     Timeout,
     /// The process owning the other end died without closing it.
-    #[error("the {role} (pid {pid}) died without closing its end")]
+    #[error("the {role} ({}) died without closing its end", peer_label(*.pid))]
     PeerDead {
         /// Role of the peer.
         role: &'static str,
@@ -136,3 +136,13 @@ pub enum Error {
 
 /// `Result<T, shmplane::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// "pid N", or what pid 0 means in a role entry: every process that held the end's
+/// descriptor closed or lost it before one of them used it.
+fn peer_label(pid: u32) -> String {
+    if pid == 0 {
+        "its process is unknown: no process that held it used it".to_owned()
+    } else {
+        format!("pid {pid}")
+    }
+}

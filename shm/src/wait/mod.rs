@@ -29,6 +29,11 @@
 //! pair (`loom-tests/tests/wait.rs`), since loom does not model `membarrier`. A waiter
 //! whose heavy fence fails sleeps at most 1 ms at a time.
 //!
+//! The heavy fence is not free either (an IPI to the peer's CPU: 15 µs per call on this
+//! VM), so [`wait_until`] announces its first sleep without it and caps that sleep at
+//! 100 µs: most waits that reach the futex end within it, and the rare wake lost to a
+//! notifier's undrained store buffer costs at most that long. Later sleeps are fenced.
+//!
 //! Policies trade latency for CPU: [`WaitPolicy::Spin`] never sleeps, [`WaitPolicy::Block`]
 //! sleeps at once, [`WaitPolicy::Adaptive`] (default) spins a few µs, yields a few times,
 //! then sleeps. Every policy wakes at least every [`SLICE`] to run the caller's
@@ -76,6 +81,13 @@ const YIELDS: u32 = 8;
 /// waiter then notices the data after at most this long.
 const UNFENCED_NAP: Duration = Duration::from_millis(1);
 
+/// Longest first sleep of [`wait_until`], which announces itself without the heavy
+/// fence: a `membarrier` IPIs the peer's CPU and cost 15 µs per call on this VM (and
+/// ~6 % of an 8 MB transfer, whose waits are mostly shorter than this). A wake lost in
+/// the race the fence closes (the notifier's publish still in its store buffer) costs
+/// at most this long; later sleeps of the same wait are fenced.
+const FIRST_NAP: Duration = Duration::from_micros(100);
+
 impl EventCount {
     /// Wake every sleeper, if there is one. Call after publishing the data a waiter
     /// polls for. When nobody sleeps this costs a compiler fence and one load of a line
@@ -116,14 +128,23 @@ impl EventCount {
     /// the way to sleep.
     #[inline]
     pub fn prepare_wait(&self) -> u32 {
-        // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
-        let epoch = self.epoch.load(Ordering::Acquire);
-        // ORDERING: AcqRel, partner of notify's AcqRel RMW.
-        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let epoch = self.prepare_wait_unfenced();
         // ORDERING: heavy half of the asymmetric fence, partner of `has_waiters`' light
         // fence: the caller's re-check comes after every notifier's earlier publish.
         #[cfg(not(shmplane_loom))]
         crate::sync::heavy_fence();
+        epoch
+    }
+
+    /// [`EventCount::prepare_wait`] without the heavy fence: a notifier whose publish
+    /// is still in its store buffer may miss this sleeper, so the caller must bound the
+    /// sleep that follows (as [`wait_until`] does with its first, short sleep).
+    #[inline]
+    pub fn prepare_wait_unfenced(&self) -> u32 {
+        // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        // ORDERING: AcqRel, partner of notify's AcqRel RMW.
+        self.waiters.fetch_add(1, Ordering::AcqRel);
         epoch
     }
 
@@ -286,8 +307,9 @@ pub fn wait_until<C, T, E, P: Park>(
     }
     // Phase 3: sleep on the futex in slices; check the peer before the first sleep.
     let mut next_check = Instant::now();
+    let mut fenced = false;
     loop {
-        let epoch = event(ctx).0.prepare_wait();
+        let epoch = if fenced { event(ctx).0.prepare_wait() } else { event(ctx).0.prepare_wait_unfenced() };
         let ready = poll(ctx);
         let now = Instant::now();
         let outcome = match ready {
@@ -310,8 +332,17 @@ pub fn wait_until<C, T, E, P: Park>(
         if let Some(d) = deadline {
             nap = nap.min(d.saturating_duration_since(now));
         }
+        if !fenced {
+            nap = nap.min(FIRST_NAP);
+        }
         let (ev, park) = event(ctx);
         ev.sleep(park, epoch, Some(nap));
         ev.finish_wait();
+        // Woken, most likely because the data is there: look before announcing again,
+        // which costs a heavy fence (an IPI to the peer's CPU, several µs on a VM).
+        if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
+            return Ok(v);
+        }
+        fenced = true;
     }
 }
