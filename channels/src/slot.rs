@@ -565,6 +565,11 @@ impl ByteSlot {
     /// [`Error::Timeout`], [`Error::Closed`].
     pub fn wait_for_update(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
         let mut store = self.store()?;
+        // Changed already: not a wait (and not one that `wait_until` counts as short).
+        let v = seqlock::version(store);
+        if v != since {
+            return Ok(v);
+        }
         wait_until(
             &mut store,
             |s| (&s.control().updated.value, s.park()),

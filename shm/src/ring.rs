@@ -221,7 +221,7 @@ impl<S: RingStore> Producer<S> {
     #[cold]
     #[inline(never)]
     fn refresh_head(&mut self, n: u64) -> Result<bool, RingError> {
-        // ORDERING: Acquire, partner of the consumer's Release store in `release`: the
+        // ORDERING: Acquire, partner of the consumer's Release store in `advance`: the
         // consumer finished reading the space before it published the new head.
         let head = self.store.control().head.value.load(Ordering::Acquire);
         if head < self.cached_head || head > self.tail || head % RECORD_ALIGN as u64 != 0 {
@@ -247,14 +247,17 @@ impl<S: RingStore> Producer<S> {
         // `record_size` cannot overflow).
         if len <= self.max_payload() {
             let size = record_size(len) as u64;
-            if size <= self.capacity() - offset && self.has_space(size + RECORD_HEADER as u64)? {
-                return Ok(Some(Claim { position: self.tail, offset: offset as usize, len }));
+            if size <= self.capacity() - offset {
+                if self.has_space(size + RECORD_HEADER as u64)? {
+                    return Ok(Some(Claim { position: self.tail, offset: offset as usize, len }));
+                }
+                return Ok(None);
             }
         }
         self.try_claim_slow(len)
     }
 
-    /// Slow half of `try_claim`: too large, wrapping (padding record), or full.
+    /// Slow half of `try_claim`: too large, or wrapping (padding record).
     #[cold]
     #[inline(never)]
     fn try_claim_slow(&mut self, len: usize) -> Result<Option<Claim>, RingError> {
@@ -458,8 +461,8 @@ impl<S: RingStore> Consumer<S> {
     fn advance(&mut self, size: usize) {
         self.head += size as u64;
         let ctl = self.store.control();
-        // ORDERING: Release, partner of the producer's Acquire in `has_space`: our reads
-        // of the record happen-before the producer overwrites it.
+        // ORDERING: Release, partner of the producer's Acquire in `refresh_head`: our
+        // reads of the record happen-before the producer overwrites it.
         ctl.head.value.store(self.head, Ordering::Release);
         ctl.space_ready.value.notify(self.store.park());
     }

@@ -100,8 +100,8 @@ fn prefetch_line(p: *const u8, write: bool) {
     {
         if write {
             // `_mm_prefetch::<_MM_HINT_ET0>` compiles to a plain `prefetcht0` unless the
-            // build enables `prfchw`, so emit PREFETCHW itself. CPUs without it (before
-            // Broadwell / K8) decode `0F 0D /1` as a NOP.
+            // build enables `prfchw`, so emit PREFETCHW itself. Intel CPUs without it
+            // (before Broadwell) decode `0F 0D /1` as a NOP; every AMD64 CPU has it.
             // SAFETY: a prefetch never faults, writes nothing architecturally and
             // touches no registers but its address operand.
             unsafe { std::arch::asm!("prefetchw [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly)) };

@@ -50,6 +50,9 @@ pub fn install_fork_hook() {
         // SAFETY: the handler only does an atomic add, which is async-signal-safe.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
+    // Register for asymmetric fences now, not on the first send: registering can
+    // take an RCU grace period in a multi-threaded process.
+    asymmetric::light_fence_ok();
 }
 
 /// Number of `fork`s this process has gone through as the child (0 in the original
@@ -72,13 +75,18 @@ pub fn fork_generation() -> u64 {
 /// for sleepers after every publish, against a thread about to sleep) pays only a
 /// compiler fence ([`light_fence_ok`] said yes), and the rare path calls
 /// [`heavy_fence`]: `MEMBARRIER_CMD_GLOBAL_EXPEDITED` makes every CPU that is running a
-/// thread of a *registered* process execute a full barrier before the call returns, and
-/// a thread that is not running passed one when it was switched out. The pair then
-/// orders like two `SeqCst` fences. A process is registered
-/// (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, Linux >= 4.16) on first use and again
-/// in every forked child; if that fails (old kernel, seccomp, valgrind), or if
-/// `SHMPLANE_NO_MEMBARRIER` is set in the environment at first use, the hot path keeps
-/// its full fence.
+/// thread of *any registered process on the machine* (every shmplane process) execute
+/// a full barrier before the call returns, and a thread that is not running passed one
+/// when it was switched out. The pair then orders like two `SeqCst` fences. The cost is
+/// on the heavy side: an IPI to each such CPU (15 µs per call on this VM, and a short
+/// interruption of the threads there).
+///
+/// A process registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, Linux >= 4.16) when
+/// its first endpoint is made ([`crate::sync::install_fork_hook`]), and again in every
+/// forked child. If that fails (old kernel, seccomp, valgrind), its notifiers keep a
+/// full fence. `SHMPLANE_NO_MEMBARRIER` (read at first use) turns membarrier off in
+/// both roles: notifiers keep the full fence, and waiters skip the heavy fence and cap
+/// every sleep at 1 ms instead, in case a peer process still uses the light fence.
 #[cfg(not(shmplane_loom))]
 mod asymmetric {
     use std::sync::atomic::{AtomicU8, Ordering};
@@ -91,20 +99,36 @@ mod asymmetric {
     /// Set once `SHMPLANE_NO_MEMBARRIER` was seen (read again by the fork handler,
     /// which must not call `getenv`).
     static DISABLED: AtomicU8 = AtomicU8::new(0);
-    /// Set once a heavy fence failed in this process.
+    /// Set once the fork handler is installed (or being installed by another thread).
+    static HOOKED: AtomicU8 = AtomicU8::new(0);
+    /// Set once heavy fences proved impossible in this process (or were disabled).
     static HEAVY_FAILED: AtomicU8 = AtomicU8::new(0);
 
-    fn membarrier(cmd: libc::c_int) -> bool {
-        // SAFETY: membarrier(cmd, flags = 0, cpu_id = 0) takes integers only and
-        // touches no memory of ours.
-        unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) == 0 }
+    thread_local! {
+        /// A heavy fence of this thread failed for a reason that may pass: cap the
+        /// next sleep only.
+        static CAP_NEXT_SLEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
 
-    /// (Re-)register this process; async-signal-safe (one syscall, atomic stores).
+    /// `membarrier(cmd)`: `Ok` or the errno.
+    fn membarrier(cmd: libc::c_int) -> Result<(), i32> {
+        // SAFETY: membarrier(cmd, flags = 0, cpu_id = 0) takes integers only and
+        // touches no memory of ours.
+        if unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        }
+    }
+
+    /// (Re-)register this process; async-signal-safe (one syscall, atomic loads and
+    /// stores).
     fn register() -> bool {
-        // ORDERING: Relaxed: process-local flags; a stale read only costs a full fence.
+        // ORDERING (all three flags here and below): Relaxed; process-local flags that
+        // order nothing else. A stale `UNKNOWN` costs one more registration syscall, a
+        // stale `FULL` one full fence.
         let ok = DISABLED.load(Ordering::Relaxed) == 0
-            && membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int);
+            && membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int).is_ok();
         STATE.store(if ok { LIGHT } else { FULL }, Ordering::Relaxed);
         ok
     }
@@ -114,18 +138,23 @@ mod asymmetric {
         register();
     }
 
+    /// First use in this process: read the environment, install the fork handler
+    /// (without blocking: a thread that forks meanwhile must not leave its child stuck
+    /// on a half-run `Once`), register.
     #[cold]
     #[inline(never)]
     fn first_use() -> bool {
-        static HOOK: std::sync::Once = std::sync::Once::new();
-        HOOK.call_once(|| {
-            if std::env::var_os("SHMPLANE_NO_MEMBARRIER").is_some() {
-                DISABLED.store(1, Ordering::Relaxed);
-            }
-            // SAFETY: the handler only makes a syscall and stores atomics, both
+        if std::env::var_os("SHMPLANE_NO_MEMBARRIER").is_some() {
+            // ORDERING: Relaxed, see `register`.
+            DISABLED.store(1, Ordering::Relaxed);
+            HEAVY_FAILED.store(1, Ordering::Relaxed);
+        }
+        // ORDERING: Relaxed, see `register`: only decides who calls pthread_atfork.
+        if HOOKED.swap(1, Ordering::Relaxed) == 0 {
+            // SAFETY: the handler only makes a syscall and loads/stores atomics, all
             // async-signal-safe.
             unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-        });
+        }
         register()
     }
 
@@ -133,7 +162,7 @@ mod asymmetric {
     /// fence opposite [`heavy_fence`].
     #[inline]
     pub fn light_fence_ok() -> bool {
-        // ORDERING: Relaxed: see `register`.
+        // ORDERING: Relaxed, see `register`.
         match STATE.load(Ordering::Relaxed) {
             LIGHT => true,
             FULL => false,
@@ -149,23 +178,45 @@ mod asymmetric {
     }
 
     /// The heavy half: a full barrier here and on every running thread of every
-    /// registered process. If the kernel refuses, a full fence here only; then
-    /// [`heavy_fence_failed`] turns true and sleepers must bound their sleeps.
+    /// registered process. If the kernel refuses, or membarrier is disabled, a full
+    /// fence here only, and sleepers must bound their sleeps ([`sleep_cap_needed`]).
     pub fn heavy_fence() {
-        if !membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
-            // ORDERING: Relaxed: process-local flag.
-            HEAVY_FAILED.store(1, Ordering::Relaxed);
-            std::sync::atomic::fence(Ordering::SeqCst);
+        // ORDERING: Relaxed, see `register`.
+        if STATE.load(Ordering::Relaxed) == UNKNOWN {
+            first_use(); // reads SHMPLANE_NO_MEMBARRIER
         }
+        // ORDERING: Relaxed, see `register`.
+        if HEAVY_FAILED.load(Ordering::Relaxed) == 0 {
+            match membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
+                Ok(()) => return,
+                // Not supported, not allowed (seccomp), not permitted: for good.
+                Err(libc::ENOSYS | libc::EINVAL | libc::EPERM) => HEAVY_FAILED.store(1, Ordering::Relaxed),
+                Err(_) => CAP_NEXT_SLEEP.with(|c| c.set(true)),
+            }
+        }
+        // ORDERING: SeqCst fence, partner only of a peer's full-fence (RMW) notify;
+        // it is not ordered against a light fence, hence the sleep cap.
+        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
-    /// True once a [`heavy_fence`] in this process failed.
+    /// True if heavy fences work in this process (membarrier available, not disabled).
+    pub fn heavy_fence_works() -> bool {
+        // ORDERING: Relaxed, see `register`.
+        if STATE.load(Ordering::Relaxed) == UNKNOWN {
+            first_use();
+        }
+        // ORDERING: Relaxed, see `register`.
+        HEAVY_FAILED.load(Ordering::Relaxed) == 0
+    }
+
+    /// True if this thread's next sleep must be short: heavy fences fail in this
+    /// process, or the last one of this thread did. Consumes the one-off flag.
     #[inline]
-    pub fn heavy_fence_failed() -> bool {
-        // ORDERING: Relaxed: process-local flag.
-        HEAVY_FAILED.load(Ordering::Relaxed) != 0
+    pub fn sleep_cap_needed() -> bool {
+        // ORDERING: Relaxed, see `register`.
+        HEAVY_FAILED.load(Ordering::Relaxed) != 0 || CAP_NEXT_SLEEP.with(|c| c.replace(false))
     }
 }
 
 #[cfg(not(shmplane_loom))]
-pub use asymmetric::{heavy_fence, heavy_fence_failed, light_fence, light_fence_ok};
+pub use asymmetric::{heavy_fence, heavy_fence_works, light_fence, light_fence_ok, sleep_cap_needed};

@@ -27,12 +27,14 @@
 //! uses an AcqRel RMW of `waiters` instead (both RMWs are then totally ordered, and the
 //! later one reads the earlier); loom checks that RMW form, which stands for the fence
 //! pair (`loom-tests/tests/wait.rs`), since loom does not model `membarrier`. A waiter
-//! whose heavy fence fails sleeps at most 1 ms at a time.
+//! whose heavy fence fails (or with `SHMPLANE_NO_MEMBARRIER` set) sleeps at most 1 ms
+//! at a time.
 //!
-//! The heavy fence is not free either (an IPI to the peer's CPU: 15 µs per call on this
-//! VM), so [`wait_until`] announces its first sleep without it and caps that sleep at
-//! 100 µs: most waits that reach the futex end within it, and the rare wake lost to a
-//! notifier's undrained store buffer costs at most that long. Later sleeps are fenced.
+//! The heavy fence is not free either (an IPI to every CPU running a shmplane process:
+//! 15 µs per call on this VM), so [`wait_until`] announces its first sleep without it
+//! and caps that sleep at 100 µs: most waits that reach the futex end within it, and
+//! the rare wake lost to a notifier's undrained store buffer costs at most that long
+//! (plus the kernel's timer slack, 50 µs by default). Later sleeps are fenced.
 //!
 //! Policies trade latency for CPU: [`WaitPolicy::Spin`] never sleeps, [`WaitPolicy::Block`]
 //! sleeps at once, [`WaitPolicy::Adaptive`] (default) spins a few µs, yields a few times,
@@ -124,8 +126,8 @@ impl EventCount {
     /// [`EventCount::finish_wait`] exactly once afterwards.
     ///
     /// Costs a `membarrier(2)` system call (an IPI to each CPU running a shmplane
-    /// process, about 1-5 µs) so that notifiers can skip their fence; it runs only on
-    /// the way to sleep.
+    /// process: 15 µs on this VM) so that notifiers can skip their fence; it runs only
+    /// on the way to sleep.
     #[inline]
     pub fn prepare_wait(&self) -> u32 {
         let epoch = self.prepare_wait_unfenced();
@@ -143,16 +145,19 @@ impl EventCount {
     pub fn prepare_wait_unfenced(&self) -> u32 {
         // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
         let epoch = self.epoch.load(Ordering::Acquire);
-        // ORDERING: AcqRel, partner of notify's AcqRel RMW.
+        // ORDERING: AcqRel, partner of notify's AcqRel RMW in the full-fence form. A
+        // light-fence notifier is ordered against it only by `prepare_wait`'s heavy
+        // fence; without that, nothing orders the two (hence the bounded sleep).
         self.waiters.fetch_add(1, Ordering::AcqRel);
         epoch
     }
 
-    /// Sleep until the epoch moves away from `epoch`, a wake, or `timeout`.
+    /// Sleep until the epoch moves away from `epoch`, a wake, or `timeout`. At most
+    /// 1 ms when this process cannot issue heavy fences (see the module docs).
     #[inline]
     pub fn sleep<P: Park>(&self, park: &P, epoch: u32, timeout: Option<Duration>) {
         #[cfg(not(shmplane_loom))]
-        let timeout = if crate::sync::heavy_fence_failed() {
+        let timeout = if crate::sync::sleep_cap_needed() {
             Some(timeout.map_or(UNFENCED_NAP, |t| t.min(UNFENCED_NAP)))
         } else {
             timeout
@@ -178,22 +183,59 @@ impl EventCount {
 /// Pipeline Parallelism", PPoPP 2008): a consumer that keeps catching up with a
 /// streaming producer polls the very cache line the producer is writing, and every
 /// poll takes the line away from the producer in the middle of a record, so both slow
-/// down (measured here: a 64-byte stream at ~50 ns/message instead of ~36). After a
-/// *short* wait (the data came within [`SHORT_POLLS`](slip::SHORT_POLLS) polls, i.e.
-/// the peer publishes every few tens of ns), the next wait first pauses (~0.8 µs here),
-/// so the waiter slips a few records behind and then reads finished lines. A wait that
-/// slipped says nothing about the peer's pace (the data is always there after the
-/// pause), so it never counts as short: the wait after it polls at once and measures
-/// again. A request/reply peer makes every unslipped wait long (a round trip is
-/// ~0.2 µs or more), so it never slips and keeps its latency. Per thread, not per
-/// endpoint: a thread serving several channels shares one history, which can cost it
-/// one pause now and then.
+/// down (measured here: a 64-byte stream at ~50 ns/message instead of ~40). After a
+/// *short* wait (the data came within ~0.1 µs, i.e. the peer publishes every few tens
+/// of ns), the next wait first pauses ~0.8 µs (both timed in pause instructions,
+/// calibrated once per process), so the waiter slips a few records behind and then
+/// reads finished lines. A wait that slipped says nothing about the peer's pace (the
+/// data is always there after the pause), so it never counts as short: the wait after
+/// it polls at once and measures again. A request/reply peer on another core makes
+/// every unslipped wait long (a round trip is 0.25 µs or more here), so it never slips
+/// and keeps its latency. Limits: per thread, not per endpoint (a thread serving
+/// several channels shares one history, which can cost it one pause now and then), and
+/// a request/reply peer on the sibling hyperthread can answer within 0.1 µs and then
+/// pays a pause every other round trip.
 mod slip {
-    /// A wait that polled fewer times than this was short.
-    pub const SHORT_POLLS: u32 = 4;
-    /// Pause instructions before polling after a short wait (~13 ns each here, so
-    /// ~0.8 µs: long enough for a streaming producer to write ~2 KiB of records).
-    pub const PAUSES: u32 = 64;
+    /// A wait that ended within about this long was short: the peer publishes every few
+    /// tens of ns. A round trip between two cores takes longer (0.25 µs or more here).
+    const SHORT_NS: u32 = 100;
+    /// How long a slip pauses: long enough for a streaming producer to write ~2 KiB.
+    const SLIP_NS: u32 = 800;
+
+    /// (polls of a short wait, pause instructions of a slip), from the duration of one
+    /// pause instruction measured once (13 ns here; up to ~40 ns on other x86 parts,
+    /// a few ns on others), so both mean the same time on every CPU.
+    #[cfg(not(shmplane_loom))]
+    fn tuning() -> (u32, u32) {
+        static TUNING: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+        *TUNING.get_or_init(|| {
+            const N: u32 = 256;
+            let t = std::time::Instant::now();
+            for _ in 0..N {
+                super::spin_hint();
+            }
+            let pause_ns = (t.elapsed().as_nanos() / u128::from(N)).clamp(1, 1000) as u32;
+            // A poll costs a few ns besides its pause.
+            ((SHORT_NS / (pause_ns + 5)).max(2), (SLIP_NS / pause_ns).clamp(8, 1024))
+        })
+    }
+
+    /// Polls below which a wait counts as short.
+    #[inline]
+    pub fn short_polls() -> u32 {
+        #[cfg(not(shmplane_loom))]
+        return tuning().0;
+        #[cfg(shmplane_loom)]
+        0
+    }
+
+    /// Pause for one slip.
+    pub fn pause() {
+        #[cfg(not(shmplane_loom))]
+        for _ in 0..tuning().1 {
+            super::spin_hint();
+        }
+    }
 
     #[cfg(not(shmplane_loom))]
     thread_local! {
@@ -247,9 +289,7 @@ pub fn wait_until<C, T, E, P: Park>(
 ) -> Result<T, WaitError<E>> {
     let slipped = slip::take();
     if slipped {
-        for _ in 0..slip::PAUSES {
-            spin_hint();
-        }
+        slip::pause();
     }
     // Ready already: no clock read (the common case when the peer keeps pace).
     if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
@@ -271,7 +311,7 @@ pub fn wait_until<C, T, E, P: Park>(
     let mut spins: u32 = 0;
     loop {
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
-            if !slipped && spins < slip::SHORT_POLLS {
+            if !slipped && spins < slip::short_polls() {
                 slip::record_short_wait();
             }
             return Ok(v);
@@ -309,7 +349,9 @@ pub fn wait_until<C, T, E, P: Park>(
     let mut next_check = Instant::now();
     let mut fenced = false;
     loop {
-        let epoch = if fenced { event(ctx).0.prepare_wait() } else { event(ctx).0.prepare_wait_unfenced() };
+        // A wait whose deadline passed only polls once more: no heavy fence for that.
+        let fence = fenced && deadline.is_none_or(|d| Instant::now() < d);
+        let epoch = if fence { event(ctx).0.prepare_wait() } else { event(ctx).0.prepare_wait_unfenced() };
         let ready = poll(ctx);
         let now = Instant::now();
         let outcome = match ready {
