@@ -16,11 +16,10 @@
 //! Run: `cargo bench -p shmplane-benches --bench ring`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shmplane::{Receiver, Sender, WaitPolicy};
-use shmplane_benches as support;
+use shmplane_benches::{self as support, Child};
 use shmplane_shm::region::{Region, ShmFile};
 use shmplane_shm::sync::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn name(tag: &str) -> String {
     format!("bench-{}-{tag}", std::process::id())
@@ -156,66 +155,32 @@ fn same_thread(c: &mut Criterion) {
 }
 
 fn ring(c: &mut Criterion) {
-    // Ping-pong: parent -> child on `ping`, child -> parent on `pong`.
-    let (ping_name, pong_name) = (name("ping"), name("pong"));
-    let mut ping = Sender::create(&ping_name, 1 << 16).expect("ping");
-    let mut pong = Receiver::create(&pong_name, 1 << 16).expect("pong");
-    ping.set_wait_policy(WaitPolicy::Spin);
-    pong.set_wait_policy(WaitPolicy::Spin);
-    let child = support::fork_child(|| {
-        let mut rx = Receiver::open(&ping_name).expect("open ping");
-        let mut tx = Sender::open(&pong_name).expect("open pong");
-        rx.set_wait_policy(WaitPolicy::Spin);
-        loop {
-            let msg = rx.peek(None).expect("recv");
-            tx.send(&msg).expect("echo");
-        }
-    });
+    // Ping-pong: the child echoes each message back on the second channel.
+    let mut child = Child::spawn(&name("ping"), 1 << 16, Child::echo);
     let msg = [7u8; 64];
     c.bench_function("ring/pingpong_64B_spin", |b| {
         b.iter(|| {
-            ping.send(&msg).expect("send");
-            drop(pong.peek(None).expect("pong"));
+            child.tx.send(&msg).expect("send");
+            drop(child.rx.peek(None).expect("pong"));
         })
     });
-    support::reap(child);
-    drop((ping, pong));
+    drop(child);
 
-    // Stream: parent sends `iters` messages; the child acks every 1024th and the end.
-    let (data_name, ack_name) = (name("data"), name("ack"));
-    let mut data = Sender::create(&data_name, 1 << 20).expect("data");
-    let mut acks = Receiver::create(&ack_name, 1 << 12).expect("acks");
-    data.set_wait_policy(WaitPolicy::Spin);
-    acks.set_wait_policy(WaitPolicy::Spin);
-    let child = support::fork_child(|| {
-        let mut rx = Receiver::open(&data_name).expect("open data");
-        let mut tx = Sender::open(&ack_name).expect("open ack");
-        rx.set_wait_policy(WaitPolicy::Spin);
-        loop {
-            let msg = rx.peek(None).expect("recv");
-            if msg.tag() == 1 {
-                drop(msg);
-                tx.send(b"done").expect("ack");
-            }
-        }
-    });
+    // Stream: parent sends `iters` messages, then an end marker the child acks.
+    let mut child = Child::spawn(&name("data"), 1 << 20, Child::sink);
     let mut group = c.benchmark_group("ring");
     group.throughput(Throughput::Elements(1));
     group.bench_function("stream_64B_spin", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
             for _ in 0..iters {
-                data.send(&msg).expect("send");
+                child.tx.send(&msg).expect("send");
             }
-            let mut loan = data.loan(0, None).expect("marker");
-            loan.set_tag(1).expect("tag");
-            loan.commit();
-            acks.recv_timeout(Duration::from_secs(30)).expect("ack");
+            child.finish_stream();
             start.elapsed()
         })
     });
     group.finish();
-    support::reap(child);
 }
 
 /// Remove this run's segments. A child killed before it attached leaves its role

@@ -181,12 +181,8 @@ mod asymmetric {
     /// registered process. If the kernel refuses, or membarrier is disabled, a full
     /// fence here only, and sleepers must bound their sleeps ([`sleep_cap_needed`]).
     pub fn heavy_fence() {
-        // ORDERING: Relaxed, see `register`.
-        if STATE.load(Ordering::Relaxed) == UNKNOWN {
-            first_use(); // reads SHMPLANE_NO_MEMBARRIER
-        }
-        // ORDERING: Relaxed, see `register`.
-        if HEAVY_FAILED.load(Ordering::Relaxed) == 0 {
+        if heavy_fence_works() {
+            // ORDERING: the HEAVY_FAILED store below is Relaxed, see `register`.
             match membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
                 Ok(()) => return,
                 // Not supported, not allowed (seccomp), not permitted: for good.
