@@ -63,12 +63,12 @@ impl Child {
         }
     }
 
-    /// The child consumes messages and answers only a message tagged 1 (the end marker
+    /// The child consumes messages and answers only an empty message (the end marker
     /// of [`Child::finish_stream`]).
     pub fn sink(rx: &mut shmplane::Receiver, tx: &mut shmplane::Sender) {
         loop {
             let msg = rx.peek(None).expect("recv");
-            if msg.tag() == 1 {
+            if msg.is_empty() {
                 drop(msg);
                 tx.send(b"done").expect("ack");
             }
@@ -78,9 +78,7 @@ impl Child {
     /// Send the end marker to a [`Child::sink`] and wait until it has consumed
     /// everything before it.
     pub fn finish_stream(&mut self) {
-        let mut loan = self.tx.loan(0, None).expect("marker");
-        loan.set_tag(1).expect("tag");
-        loan.commit();
+        self.tx.send(b"").expect("marker");
         self.rx.recv_timeout(std::time::Duration::from_secs(60)).expect("ack");
     }
 }

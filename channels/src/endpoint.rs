@@ -1,66 +1,101 @@
-//! What every endpoint shares: its segment, its role, ownership across fork and
-//! descriptor passing, and the per-slice liveness check.
+//! What every endpoint shares: its role in the segment, the copy lease that serialises
+//! copies of it across processes (`shmplane_shm::lease`), and the per-slice liveness
+//! check of its peer.
 
+use crate::wait::{sleep_until, Wait};
 use shmplane_shm::error::{Error, Result};
-use shmplane_shm::layout::RoleEntry;
-use shmplane_shm::liveness::{self, fork_generation, PeerState};
+use shmplane_shm::lease::{self, Acquired, CopyId, Lease, TooManyCopies};
+use shmplane_shm::liveness::{current_key, key_alive, PeerState};
+use shmplane_shm::process::{fork_generation, install_fork_hook, next_copy_number};
 use shmplane_shm::ring::RingError;
 use shmplane_shm::segment::Segment;
-use shmplane_shm::sync::Ordering;
-use shmplane_shm::wait::WaitError;
 
 /// Role numbers of a channel segment.
 pub(crate) const PRODUCER: usize = 0;
 pub(crate) const CONSUMER: usize = 1;
 
-/// The process an endpoint believes it lives in.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Owner {
-    pid: u32,
-    start: u64,
-    fork_gen: u64,
+/// One endpoint handle's hold on a role: which role, this handle's copy number, and
+/// its view of the role's lease.
+#[derive(Debug)]
+pub(crate) struct Role {
+    index: usize,
+    copy: u32,
+    lease: Lease,
 }
 
-impl Owner {
-    pub(crate) fn current() -> Owner {
-        shmplane_shm::sync::install_fork_hook();
-        let fork_gen = fork_generation();
-        let (pid, start) = liveness::current_process();
-        Owner { pid, start, fork_gen }
+impl Role {
+    /// A new handle of role `index` (a new copy).
+    pub(crate) fn new(index: usize) -> Role {
+        install_fork_hook();
+        Role { index, copy: next_copy_number(), lease: Lease::new() }
     }
 
-    pub(crate) fn pid(&self) -> u32 {
-        self.pid
+    /// This handle's identity in the current process.
+    fn me(&self) -> CopyId {
+        CopyId { key: current_key(), copy: self.copy, generation: fork_generation() }
     }
 
-    pub(crate) fn id(&self) -> (u32, u64) {
-        (self.pid, self.start)
-    }
-
-    /// Before each operation: re-register after a fork, and refuse to act on a role
-    /// another process took over (a handle passed to a child). Two relaxed loads when
-    /// nothing changed.
+    /// Hot path: enter an operation if this copy holds the role's lease (two plain
+    /// stores and a load of a line this copy owns; see `shmplane_shm::lease`).
     #[inline(always)]
-    pub(crate) fn check(&mut self, entry: &RoleEntry, role: &'static str, segment: &Segment) -> Result<()> {
-        if fork_generation() == self.fork_gen && entry.owner_pid.load(Ordering::Relaxed) == self.pid {
-            return Ok(());
-        }
-        self.check_slow(entry, role, segment)
+    pub(crate) fn try_enter(&self, segment: &Segment) -> bool {
+        self.lease.try_enter(segment.role(self.index), fork_generation())
     }
 
+    /// Leave the operation.
+    #[inline(always)]
+    pub(crate) fn exit(&self, segment: &Segment) {
+        self.lease.exit(segment.role(self.index));
+    }
+
+    /// Slow path: take the lease (first use, after a fork, or from another copy) and
+    /// enter an operation, waiting per `wait` while another copy is inside one. The
+    /// caller must then re-read its cached positions from shared memory.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; the hook's error; [`Error::TooManyCopies`]; for a
+    /// non-blocking `wait`, `would_block` while another copy is busy.
     #[cold]
-    fn check_slow(&mut self, entry: &RoleEntry, role: &'static str, segment: &Segment) -> Result<()> {
-        if fork_generation() != self.fork_gen {
-            *self = Owner::current();
-            liveness::register_owner(entry, self.pid, self.start);
-            return Ok(());
+    #[inline(never)]
+    pub(crate) fn acquire(&mut self, segment: &Segment, wait: &mut Wait<'_>, would_block: Error) -> Result<()> {
+        let me = self.me();
+        let entry = segment.role(self.index);
+        let mut would_block = Some(would_block);
+        let mut attempt = || match self.lease.try_acquire(entry, me, key_alive) {
+            Ok(Acquired::Entered) => Ok(Some(())),
+            Ok(Acquired::Busy { .. }) => Ok(None),
+            Err(TooManyCopies) => Err(Error::TooManyCopies {
+                role: segment.role_name(self.index),
+                path: segment.path().to_owned(),
+                pids: lease::copy_pids(entry),
+            }),
+        };
+        let result = if wait.blocks() {
+            sleep_until(wait, attempt)
+        } else {
+            attempt().and_then(|entered| entered.ok_or_else(|| would_block.take().expect("once")))
+        };
+        if result.is_err() {
+            // No longer waiting for a turn: other copies must not wait for this one.
+            self.lease.cancel(entry);
         }
-        if entry.owner_pid.load(Ordering::Relaxed) == 0 {
-            // A process that shared our descriptor closed its copy and gave it up.
-            liveness::register_owner(entry, self.pid, self.start);
-            return Ok(());
+        result
+    }
+
+    /// Take the lease right away, without waiting, so that the role names this process
+    /// (in `RoleTaken` and `PeerDead` errors, and to peers' liveness checks) before its
+    /// first operation. For an endpoint opened by name: no other copy of it exists.
+    pub(crate) fn register(&mut self, segment: &Segment) {
+        if self.acquire(segment, &mut Wait::no_wait(), Error::Empty).is_ok() {
+            self.exit(segment);
         }
-        liveness::check_owner(entry, self.pid, role, segment.path())
+    }
+
+    /// Close this copy's hold: release the lease and its copy entry, then close the
+    /// segment's role (see `Segment::close_role`).
+    pub(crate) fn close(&mut self, segment: Segment) {
+        let me = self.me();
+        segment.close_role(self.index, &mut self.lease, me);
     }
 }
 
@@ -69,14 +104,6 @@ pub(crate) fn ring_error(e: RingError, segment: &Segment) -> Error {
     match e {
         RingError::TooLarge { len, max } => Error::TooLarge { len, max },
         RingError::Corrupt { .. } => Error::Corrupt { path: segment.path().to_owned(), what: e.to_string() },
-    }
-}
-
-/// Map a wait error: a timeout becomes [`Error::Timeout`].
-pub(crate) fn wait_error(e: WaitError<Error>) -> Error {
-    match e {
-        WaitError::TimedOut => Error::Timeout,
-        WaitError::Failed(e) => e,
     }
 }
 
@@ -89,7 +116,7 @@ pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Resul
             what: format!("the ring was poisoned (reason {poisoned}) after a malformed record"),
         });
     }
-    let role = segment.info().kind.roles()[peer];
+    let role = segment.role_name(peer);
     match segment.peer_state(peer)? {
         PeerState::Vacant | PeerState::Alive(_) => Ok(()),
         PeerState::Closed => Err(Error::Disconnected { role }),

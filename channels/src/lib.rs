@@ -4,14 +4,20 @@
 //! no serialisation of bulk data, no kernel copy, and no syscall on the fast path.
 //!
 //! Entry points:
-//! - [`channel`] / [`channel_named`]: an SPSC channel of variable-size byte records,
+//! - [`channel`] / [`channel_named`]: an SPSC channel of messages of any size,
 //!   returning a [`Sender`] and a [`Receiver`]; [`Sender::create`] / [`Receiver::open`]
-//!   (and the reverse) to connect unrelated processes by name.
+//!   (and the reverse) to connect unrelated processes by name. Bytes
+//!   ([`Sender::send`]), n-dimensional arrays that Python receives as numpy arrays
+//!   ([`Sender::send_array_of`]), and whole messages ([`Receiver::recv_frame`]).
 //! - Zero-copy: [`Sender::loan`] → write in place → [`Loan::commit`];
 //!   [`Receiver::peek`] → read in place → drop the [`Message`] to release it.
+//! - Copies of an endpoint (a descriptor passed to a child, a fork) take turns: each
+//!   message whole, nothing lost or repeated (`shmplane_shm::lease`).
 //! - [`Slot`]: a latest value any process writes and any number read, through a
 //!   crash-safe seqlock latch (the `multiprocessing.RawValue` replacement).
-//! - [`WaitPolicy`]: spin, adaptive (default) or block on a futex while waiting.
+//! - [`Wait`] and [`WaitPolicy`]: how long blocking calls wait, a hook they run every
+//!   wait slice, and whether they spin, adapt (default) or block on a futex.
+//! - [`frame`]: the message format (`docs/wire-format.md`), shared with Python.
 //! - [`Error`]: every failure, each with what went wrong and what to do.
 //! - [`gc`]: remove segments left behind by crashed processes.
 //!
@@ -23,23 +29,28 @@
 //! ```
 //!
 //! The ring is Agrona's `OneToOneRingBuffer` design with rtrb's cached indices; the wait
-//! protocol is an eventcount over a shared futex; see `DESIGN.md` and the `shmplane-shm`
-//! crate for the algorithms and their sources.
+//! protocol is an eventcount over a shared futex; see `docs/design.md` and the
+//! `shmplane-shm` crate for the algorithms and their sources.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod channel;
 mod endpoint;
+mod flavors;
+pub mod frame;
 mod slot;
+mod wait;
 
-pub use channel::{channel, channel_named, Loan, Message, Receiver, Sender};
-pub use slot::{ByteSlot, Slot};
 pub use bytemuck::{Pod, Zeroable};
+pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};
+pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};
 pub use shmplane_shm::wait::WaitPolicy;
+pub use slot::{ByteSlot, Slot};
+pub use wait::Wait;
 
-/// Largest payload a record may carry in a channel of `capacity_bytes` bytes: the
-/// capacity minus 16 bytes (record header and the zero-ahead slot).
+/// Largest payload of one record in a channel of `capacity_bytes` bytes (the largest
+/// loan): the capacity minus 16 bytes (record header and the zero-ahead slot). Larger
+/// messages are sent in chunks.
 pub use shmplane_shm::ring::max_payload as max_message_len;
 
 /// Remove every segment of this user that is stale: its creator died while
@@ -52,12 +63,12 @@ pub use shmplane_shm::ring::max_payload as max_message_len;
 /// assert!(removed.iter().all(|n| !n.is_empty()));
 /// ```
 pub fn gc() -> Vec<String> {
-    shmplane_shm::segment::gc()
+    shmplane_shm::gc::gc()
 }
 
 /// Fork detection for the Python bindings (not a stable API): the number of forks this
 /// process went through as the child, once the hook is installed.
 #[doc(hidden)]
 pub mod process {
-    pub use shmplane_shm::sync::{fork_generation, install_fork_hook};
+    pub use shmplane_shm::process::{fork_generation, install_fork_hook};
 }

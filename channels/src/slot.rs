@@ -4,15 +4,17 @@
 use bytemuck::Pod;
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
-use shmplane_shm::layout::{slot_segment_len, MAX_SLOT_BYTES};
+use shmplane_shm::kind::Params;
+use shmplane_shm::layout::MAX_SLOT_BYTES;
 use shmplane_shm::liveness::{writer_alive, writer_id};
 use shmplane_shm::seqlock::{self, SlotStore};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentSlot;
-use shmplane_shm::wait::{wait_until, WaitPolicy};
+use crate::wait::{wait_for, Wait};
+use shmplane_shm::wait::WaitPolicy;
 use std::fmt;
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Words kept on the stack for reads of values up to this many bytes.
 const STACK_WORDS: usize = 32;
@@ -333,7 +335,7 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("a slot value is at most {MAX_SLOT_BYTES} bytes")));
         }
         let len = initial.len();
-        let seg = Segment::create(name, SegmentKind::Slot, slot_segment_len(len), len as u64, fingerprint)?;
+        let seg = Segment::create(name, SegmentKind::Slot, Params { p0: len as u64, p1: fingerprint })?;
         let slot = ByteSlot::attach(seg)?;
         slot.write(initial)?;
         Ok(slot)
@@ -564,24 +566,35 @@ impl ByteSlot {
     /// # Errors
     /// [`Error::Timeout`], [`Error::Closed`].
     pub fn wait_for_update(&self, since: u64, timeout: Option<Duration>) -> Result<u64> {
+        self.wait_for_update_with(since, Wait::optional(timeout))
+    }
+
+    /// [`ByteSlot::wait_for_update`] with a [`Wait`] (a deadline and a per-slice hook).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], [`Error::Empty`] (non-blocking and unchanged), the hook's
+    /// error, [`Error::Closed`].
+    pub fn wait_for_update_with(&self, since: u64, mut wait: Wait<'_>) -> Result<u64> {
         let mut store = self.store()?;
         // Changed already: not a wait (and not one that `wait_until` counts as short).
         let v = seqlock::version(store);
         if v != since {
             return Ok(v);
         }
-        wait_until(
+        if !wait.blocks() {
+            return Err(Error::Empty);
+        }
+        wait_for(
             &mut store,
             |s| (&s.control().updated.value, s.park()),
             self.policy,
-            timeout.map(|t| Instant::now() + t),
+            &mut wait,
             |s| {
                 let v = seqlock::version(*s);
-                Ok::<_, Error>((v != since).then_some(v))
+                Ok((v != since).then_some(v))
             },
             |_| Ok(()),
         )
-        .map_err(crate::endpoint::wait_error)
     }
 
     /// Set how `wait_for_update` waits.

@@ -95,10 +95,6 @@ fn stream_len(seq: u64) -> usize {
     }
 }
 
-fn stream_tag(seq: u64) -> u32 {
-    (splitmix(seq) >> 40) as u32 & 0x3FFF_FFFF
-}
-
 /// The messages of the 10 000-message streams.
 const STREAM_N: u64 = 10_000;
 
@@ -271,7 +267,7 @@ fn child_entry() {
     });
     let t = Some(WATCHDOG);
     match role.as_str() {
-        // Send the 10 000-message stream, alternating send and loan (with tags), close.
+        // Send the 10 000-message stream, alternating send and loan, close.
         "send_stream" => {
             let mut tx = Sender::open(&name).unwrap();
             for seq in 0..STREAM_N {
@@ -281,7 +277,6 @@ fn child_entry() {
                 } else {
                     let mut loan = tx.loan(len, t).unwrap();
                     fill_pattern(seq, loan.as_mut_slice());
-                    loan.set_tag(stream_tag(seq)).unwrap();
                     loan.commit();
                 }
             }
@@ -385,8 +380,7 @@ fn stream_from_child_process() {
         match seq % 4 {
             0 => {
                 let msg = rx.peek(Some(WATCHDOG)).unwrap();
-                let tag = if seq % 2 == 1 { stream_tag(seq) } else { 0 };
-                assert_eq!(msg.tag(), tag, "tag of message {seq}");
+                assert_eq!(msg.head().kind(), shmplane::frame::Kind::Bytes, "kind of message {seq}");
                 check(seq, &msg, len);
             }
             1 => check(seq, &rx.recv_timeout(WATCHDOG).unwrap(), len),
@@ -407,7 +401,7 @@ fn stream_from_child_process() {
             }
             _ => {
                 let msg = rx.peek(Some(WATCHDOG)).unwrap();
-                assert_eq!(msg.tag(), stream_tag(seq));
+                assert_eq!(msg.head().part_len(0), len);
                 check(seq, &msg, len);
             }
         }
@@ -578,22 +572,28 @@ fn truncated_segment_is_corrupt() {
 }
 
 #[test]
-fn message_larger_than_ring_is_too_large() {
+fn message_larger_than_ring_streams_through() {
     let name = Name::new("large");
     let (mut tx, mut rx) = channel_named(&name, 4096).unwrap();
     assert_eq!(tx.max_message_len().unwrap(), 4080);
     assert_eq!(shmplane::max_message_len(4096), 4080);
     for len in [4081, 4096, 1 << 20] {
-        match tx.send(&vec![0; len]) {
-            Err(Error::TooLarge { len: l, max }) => assert_eq!((l, max), (len, 4080)),
-            other => panic!("{len} bytes: expected TooLarge, got {other:?}"),
-        }
-        assert!(matches!(tx.try_send(&vec![0; len]), Err(Error::TooLarge { .. })));
+        // One record cannot hold it, so a loan cannot either; a non-blocking send
+        // never waits half-way through a message, so it cannot send it at all.
         assert!(matches!(tx.loan(len, Some(Duration::ZERO)), Err(Error::TooLarge { .. })));
+        assert!(matches!(tx.try_send(&vec![0; len]), Err(Error::Full)));
+        // A blocking send streams it through as the receiver drains.
+        let t = thread::spawn(move || {
+            tx.send_timeout(&pattern(len as u64, len), WATCHDOG).unwrap();
+            tx
+        });
+        check(len as u64, &rx.recv_timeout(WATCHDOG).unwrap(), len);
+        tx = t.join().unwrap();
     }
-    // The largest message fits an empty ring at any position. Away from offset 0 it
-    // needs a padding record that the receiver must skip first; in one thread that is
-    // visible: try_send says Full on an empty ring until the receiver looked.
+    // The largest one-record message fits an empty ring at any position. Away from
+    // offset 0 it needs a padding record that the receiver must skip first; in one
+    // thread that is visible: try_send says Full on an empty ring until the receiver
+    // looked.
     for seq in 0..4u64 {
         tx.send(&vec![1; seq as usize * 8]).unwrap();
         assert_eq!(rx.recv().unwrap().len(), seq as usize * 8);

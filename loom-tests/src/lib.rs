@@ -78,7 +78,9 @@ impl LoomStore {
     }
 }
 
-impl RingStore for LoomStore {
+// SAFETY: the data area is `words` (capacity = 8 * words, a power of two >= 16,
+// asserted in `new`); `header`, `read` and `write` assert their ranges.
+unsafe impl RingStore for LoomStore {
     type Park = FutexModel;
 
     fn control(&self) -> &RingControl {
@@ -108,11 +110,13 @@ impl RingStore for LoomStore {
         }
     }
 
-    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
-        assert!(offset % 8 == 0 && offset + dst.len() <= self.capacity(), "read {offset}+{}", dst.len());
-        for (i, chunk) in dst.chunks_mut(8).enumerate() {
+    unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize) {
+        assert!(offset % 8 == 0 && offset + len <= self.capacity(), "read {offset}+{len}");
+        for i in 0..len.div_ceil(8) {
             let bytes = self.0.words[offset / 8 + i].load(Ordering::Relaxed).to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
+            let n = (len - 8 * i).min(8);
+            // SAFETY: `dst` is valid for `len` writes (the caller's contract); 8i + n <= len.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(8 * i), n) };
         }
     }
 

@@ -62,7 +62,7 @@ fn publish_consume_in_order_across_padding() {
         let ctl = consumer.store().control();
         assert_eq!(ctl.head.value.load(Ordering::Relaxed), 64 + 24);
         assert_eq!(ctl.tail.value.load(Ordering::Relaxed), 64 + 24);
-        assert_eq!(ctl.poisoned.value.load(Ordering::Relaxed), 0);
+        assert_eq!(shmplane_shm::ring::poisoned(consumer.store()), 0);
         drop(producer);
     });
 }

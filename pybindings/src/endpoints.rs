@@ -1,23 +1,26 @@
 //! `Sender` and `Receiver` Python classes: thin newtypes over `shmplane`'s.
+//!
+//! The message format (bytes, arrays, pickles, chunking, truncation) lives in the
+//! `shmplane` crate (`frame`); this file turns Python objects into its `Outgoing`
+//! messages and its received heads into Python objects. Small messages go with the GIL
+//! held and no waiting; anything that waits or copies a lot runs without the GIL in
+//! the crate's wait loop, which checks for signals every slice (`crate::wait`).
 
-use crate::codec::{
-    parse_multipart, Layout, Part, Scatter, CHUNK, CHUNKED, CHUNK_THRESHOLD, TAG_BYTES, TAG_CONTINUATION, TAG_NDARRAY,
-    TAG_PICKLE,
-};
-use crate::error::{to_py, IntoPyResult};
-use crate::wait::{deadline, maybe_detach, next_slice, GIL_RELEASE_BYTES};
+use crate::error::{exception, to_py, IntoPyResult};
+use crate::wait::{blocking, Timeout, GIL_RELEASE_BYTES};
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use shmplane::{Error, Receiver, Sender, WaitPolicy};
+use shmplane::frame::{self, ArrayMeta, Kind, Order, OutBuf, Outgoing, TAG_ARRAY, TAG_BYTES, TAG_PICKLE};
+use shmplane::{Error, Incoming, Receiver, Sender, Wait, WaitPolicy};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
-/// Default ring capacity of `shmplane.channel()`: 16 MiB.
-pub const DEFAULT_CAPACITY: usize = 16 << 20;
+/// Default ring capacity of `shmplane.channel()`.
+pub const DEFAULT_CAPACITY: usize = shmplane::DEFAULT_CAPACITY;
 
 fn codec<'py>(py: Python<'py>, name: &'static str, cell: &'static PyOnceLock<Py<PyAny>>) -> PyResult<&'py Bound<'py, PyAny>> {
     cell.import(py, "shmplane._codec", name)
@@ -34,11 +37,11 @@ pub(crate) fn parse_policy(policy: &str, spin_us: f64) -> PyResult<WaitPolicy> {
     match policy {
         "spin" => Ok(WaitPolicy::Spin),
         "block" => Ok(WaitPolicy::Block),
-        "adaptive" if spin_us.is_finite() && spin_us >= 0.0 => {
+        "adaptive" if (0.0..=1e9).contains(&spin_us) => {
             Ok(WaitPolicy::Adaptive { spin: Duration::from_secs_f64(spin_us * 1e-6) })
         }
         _ => Err(PyValueError::new_err(format!(
-            "policy must be 'spin', 'adaptive' or 'block' (spin_us >= 0), got {policy:?} (spin_us={spin_us})"
+            "policy must be 'spin', 'adaptive' or 'block' (0 <= spin_us <= 1e9), got {policy:?} (spin_us={spin_us})"
         ))),
     }
 }
@@ -91,56 +94,51 @@ fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Hold the buffers of `objs` (buffer-protocol objects) and describe them as parts.
-fn buffers(objs: &[Bound<'_, PyAny>]) -> PyResult<(Vec<PyUntypedBuffer>, Vec<Part>)> {
-    let mut held = Vec::with_capacity(objs.len());
-    let mut parts = Vec::with_capacity(objs.len());
-    for o in objs {
-        let buf = PyUntypedBuffer::get(o)?;
-        if !buf.is_c_contiguous() {
-            return Err(PyTypeError::new_err("buffer is not C-contiguous"));
-        }
-        parts.push(Part { addr: buf.buf_ptr() as usize, len: buf.len_bytes() });
-        held.push(buf);
-    }
-    Ok((held, parts))
+/// Hold the buffers of `objs` (buffer-protocol objects, C-contiguous).
+fn buffers(objs: &[Bound<'_, PyAny>]) -> PyResult<Vec<PyUntypedBuffer>> {
+    objs.iter()
+        .map(|o| {
+            let buf = PyUntypedBuffer::get(o)?;
+            if !buf.is_c_contiguous() {
+                return Err(PyTypeError::new_err("buffer is not C-contiguous"));
+            }
+            Ok(buf)
+        })
+        .collect()
 }
 
-/// Publish one record of `len` bytes with `tag`, filled by `fill`, waiting for room
-/// in GIL-free slices with signal checks (`deadline = None`: no limit).
-fn put_record(
-    py: Python<'_>,
-    sender: &mut Sender,
-    tag: u32,
-    len: usize,
-    deadline: Option<std::time::Instant>,
-    block: bool,
-    fill: impl Fn(&mut [u8]) + Sync,
-) -> PyResult<()> {
-    let big = len >= GIL_RELEASE_BYTES;
-    loop {
-        let attempt = |s: &mut Sender| -> Result<bool, Error> {
-            let mut loan = match s.try_loan(len) {
-                Ok(loan) => loan,
-                Err(Error::Full) => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            loan.set_tag(tag)?;
-            fill(loan.as_mut_slice());
-            loan.commit();
-            Ok(true)
-        };
-        if maybe_detach(py, big, || attempt(sender)).py_err(py)? {
-            return Ok(());
-        }
-        if !block {
-            return Err(to_py(py, Error::Full));
-        }
-        let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
-        if !py.detach(|| sender.poll_space(len, Some(slice))).py_err(py)? {
-            py.check_signals()?;
+/// The bytes of a held buffer.
+fn bytes_of(buf: &PyUntypedBuffer) -> &[u8] {
+    if buf.len_bytes() == 0 {
+        return &[];
+    }
+    // SAFETY: the buffer is exported (held) for as long as the borrow of `buf`, and is
+    // C-contiguous (checked in `buffers`), so its `len_bytes` bytes are readable. A
+    // Python thread that writes the object meanwhile races with the copy, as with any
+    // extension that reads a buffer with the GIL released (numpy's own copies too): the
+    // bytes sent are then some mix of old and new, which the sender asked for.
+    unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) }
+}
+
+/// Most parts (pickle stream plus out-of-band buffers) whose multipart header, with
+/// the chunk header in front, fits one record of `max_record` bytes.
+fn max_parts(max_record: usize) -> usize {
+    let room = (max_record.saturating_sub(frame::chunk_header_len()) / frame::PART_ALIGN) * frame::PART_ALIGN;
+    (room.saturating_sub(8) / 8).min(frame::MAX_PARTS)
+}
+
+/// Send `msg`: with the GIL and no wait if it goes as one small record and there is
+/// room, else without the GIL in the crate's wait loop (signals checked every slice).
+fn send_message(py: Python<'_>, tx: &mut Sender, msg: &Outgoing<'_>, timeout: &Timeout) -> PyResult<()> {
+    let one_record = msg.total() <= tx.max_message_len().py_err(py)? && msg.total() <= frame::CHUNK_THRESHOLD;
+    if one_record && msg.total() < GIL_RELEASE_BYTES {
+        match tx.send_message(msg, Wait::no_wait()) {
+            Ok(()) => return Ok(()),
+            Err(Error::Full) if timeout.blocks() => {}
+            Err(e) => return Err(to_py(py, e)),
         }
     }
+    blocking(py, timeout, |wait| tx.send_message(msg, wait))
 }
 
 /// The `#[pymethods]` block of an endpoint class: its own methods, then the ones
@@ -233,6 +231,10 @@ macro_rules! endpoint_pymethods {
     };
 }
 
+/// What `shmplane._codec.encode` returns: the tag, the buffers to copy, and an array's
+/// `(dtype.str, shape, order)`.
+type Encoded<'py> = (u32, Vec<Bound<'py, PyAny>>, Option<(String, Vec<usize>, String)>);
+
 /// The sending end of a channel. See `shmplane.channel`.
 #[pyclass(module = "shmplane._shmplane", name = "Sender", frozen, weakref)]
 pub struct PySender {
@@ -244,56 +246,30 @@ impl PySender {
         lock(py, &self.inner, "Sender")
     }
 
-    /// Send a logical payload with `tag`: one record, or a chunked run of records if it
-    /// is large (see `codec`). `timeout` bounds the wait for the first record's room;
-    /// once a message has started, its remaining chunks follow as the receiver drains.
-    fn send_layout(&self, py: Python<'_>, tag: u32, layout: &Layout, timeout: Option<f64>, block: bool) -> PyResult<()> {
-        let deadline = deadline(timeout)?;
-        let mut guard = self.lock(py)?;
-        let sender: &mut Sender = &mut guard;
-        let total = layout.total();
-        let max = sender.max_message_len().py_err(py)?;
-        // Chunk only what would fit whole: "too large" keeps its meaning.
-        if total <= CHUNK_THRESHOLD || total.saturating_add(8) > max {
-            return put_record(py, sender, tag, total, deadline, block, |dst| {
-                // SAFETY: the caller holds the parts' buffers for this call.
-                unsafe { layout.gather(0, dst) }
-            });
-        }
-        let chunk = CHUNK.min(max / 4);
-        let first = chunk - 8;
-        put_record(py, sender, tag | CHUNKED, chunk, deadline, block, |dst| {
-            dst[..8].copy_from_slice(&(total as u64).to_le_bytes());
-            // SAFETY: as above.
-            unsafe { layout.gather(0, &mut dst[8..]) };
-        })?;
-        let mut off = first;
-        while off < total {
-            let n = chunk.min(total - off);
-            put_record(py, sender, TAG_CONTINUATION, n, None, true, |dst| {
-                // SAFETY: as above.
-                unsafe { layout.gather(off, dst) }
-            })?;
-            off += n;
-        }
-        Ok(())
-    }
-
     fn send_obj(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
+        let timeout = Timeout::new(timeout, block)?;
         if let Ok(b) = obj.cast_exact::<PyBytes>() {
-            let data = b.as_bytes();
-            let part = Part { addr: data.as_ptr() as usize, len: data.len() };
-            return self.send_layout(py, TAG_BYTES, &Layout::raw(&[part]), timeout, block);
+            let mut guard = self.lock(py)?;
+            return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), &timeout);
         }
-        let encoded = codec_fn!(py, "encode")?.call1((obj,))?;
-        let (tag, objs): (u32, Vec<Bound<'_, PyAny>>) = encoded.extract()?;
-        let (_held, parts) = buffers(&objs)?;
-        let layout = if tag == TAG_BYTES {
-            Layout::raw(&parts)
-        } else {
-            Layout::multipart(&parts).ok_or_else(|| PyValueError::new_err("message too large"))?
+        let max_parts = self.lock(py)?.max_message_len().map_or(0, max_parts);
+        let encoded = codec_fn!(py, "encode")?.call1((obj, max_parts))?;
+        let (tag, objs, meta): Encoded<'_> = encoded.extract()?;
+        let held = buffers(&objs)?;
+        let parts: Vec<&[u8]> = held.iter().map(bytes_of).collect();
+        let bad = |what: String| to_py(py, Error::InvalidArgument(what));
+        let msg = match (tag, &parts[..], meta) {
+            (TAG_BYTES, [data], None) => Outgoing::bytes(data),
+            (TAG_ARRAY, [data], Some((descr, shape, order))) => {
+                let order = if order == "F" { Order::F } else { Order::C };
+                let meta = ArrayMeta::new(&descr, &shape, order).map_err(bad)?;
+                Outgoing::array(&meta, data).map_err(bad)?
+            }
+            (TAG_PICKLE, [stream, buffers @ ..], None) => Outgoing::pickle(stream, buffers).map_err(bad)?,
+            _ => return Err(PyTypeError::new_err("shmplane._codec.encode returned an unknown encoding")),
         };
-        self.send_layout(py, tag, &layout, timeout, block)
+        let mut guard = self.lock(py)?;
+        send_message(py, &mut guard, &msg, &timeout)
     }
 }
 
@@ -337,29 +313,25 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     /// Send the bytes of one contiguous buffer as `bytes`.
     #[pyo3(signature = (buf, timeout=None))]
     fn send_bytes(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
-        let (_held, parts) = buffers(std::slice::from_ref(buf))?;
-        self.send_layout(py, TAG_BYTES, &Layout::raw(&parts), timeout, true)
+        let timeout = Timeout::new(timeout, true)?;
+        let held = buffers(std::slice::from_ref(buf))?;
+        let mut guard = self.lock(py)?;
+        send_message(py, &mut guard, &Outgoing::bytes(bytes_of(&held[0])), &timeout)
     }
 
     /// Wait until a message of `nbytes` fits (timeout in seconds; None = forever).
     #[pyo3(signature = (nbytes=0, timeout=0.0))]
     fn poll_space(&self, py: Python<'_>, nbytes: usize, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = deadline(timeout)?;
+        let timeout = Timeout::new(timeout, true)?;
         let mut guard = self.lock(py)?;
-        let sender: &mut Sender = &mut guard;
-        loop {
-            let slice = next_slice(deadline).unwrap_or(Duration::ZERO);
-            if py.detach(|| sender.poll_space(nbytes, Some(slice))).py_err(py)? {
-                return Ok(true);
-            }
-            if slice.is_zero() {
-                return Ok(false);
-            }
-            py.check_signals()?;
+        let tx: &mut Sender = &mut guard;
+        if timeout.is_zero() {
+            return tx.poll_space_with(nbytes, Wait::no_wait()).py_err(py);
         }
+        blocking(py, &timeout, |wait| tx.poll_space_with(nbytes, wait))
     }
 
-    /// Largest message payload in bytes.
+    /// Largest message payload in bytes that travels as one record.
     #[getter]
     fn max_message_size(&self, py: Python<'_>) -> PyResult<usize> {
         self.lock(py)?.max_message_len().py_err(py)
@@ -369,230 +341,143 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
 /// The receiving end of a channel. See `shmplane.channel`.
 #[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen, weakref)]
 pub struct PyReceiver {
-    inner: Mutex<RecvState>,
+    inner: Mutex<Receiver>,
 }
 
-/// A new `bytes` of `len` uninitialised bytes and the address of its buffer. It must be
-/// filled before any Python code sees it. (`PyBytes::new_with` would zero it first: a
-/// second pass over 8 MB.)
-fn uninit_bytes(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyAny>, usize)> {
-    let n = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| PyValueError::new_err("message too large"))?;
+/// A new `bytes` of `len` uninitialised bytes and a destination over its buffer. It
+/// must be filled before any Python code sees it. (`PyBytes::new_with` would zero it
+/// first: a second pass over 8 MB.)
+fn uninit_bytes(py: Python<'_>, len: usize) -> PyResult<(Bound<'_, PyAny>, OutBuf<'static>)> {
+    let n = pyo3::ffi::Py_ssize_t::try_from(len).map_err(|_| PyMemoryError::new_err("message too large"))?;
     // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `n` bytes.
     let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), n) };
     // SAFETY: `raw` is a new reference, or NULL with an exception set.
     let obj = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
-    // SAFETY: `raw` is a bytes object; its buffer holds `n` bytes.
-    let addr = unsafe { pyo3::ffi::PyBytes_AsString(raw) } as usize;
-    Ok((obj, addr))
+    // SAFETY: `raw` is a bytes object whose buffer holds `n` (+1) bytes and lives as long
+    // as `obj`, which the caller keeps until the copy is done; no Python code has seen
+    // it, so nothing else touches the bytes; they are only written through the OutBuf.
+    let dst = unsafe { OutBuf::from_raw(pyo3::ffi::PyBytes_AsString(raw).cast(), len) };
+    Ok((obj, dst))
 }
 
-fn corrupt(py: Python<'_>, path: &str, what: String) -> PyErr {
-    to_py(py, Error::Corrupt { path: path.to_owned(), what: format!("received message: {what}") })
+/// A destination over the writable buffer of `obj` (a fresh array or bytearray), which
+/// must be exactly `len` bytes; the export is pushed to `exports` and must be held
+/// until the copy is done.
+fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, len: usize, exports: &mut Vec<PyUntypedBuffer>) -> PyResult<OutBuf<'static>> {
+    let buf = PyUntypedBuffer::get(obj)?;
+    if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != len {
+        return Err(to_py(
+            py,
+            Error::InvalidArgument(format!("a {len}-byte part does not fit its {}-byte destination", buf.len_bytes())),
+        ));
+    }
+    // SAFETY: the buffer is writable, C-contiguous and `len` bytes long (checked); the
+    // export is held in `exports` until the copy is done; the object is new (made by
+    // `_codec`), so no other code writes it meanwhile.
+    let dst = unsafe { OutBuf::from_raw(buf.buf_ptr().cast(), len) };
+    exports.push(buf);
+    Ok(dst)
 }
 
-/// A message being received: its destination objects and where its bytes go.
-struct Incoming<'py> {
-    result: Bound<'py, PyAny>,
-    /// `Some((pickle stream, out-of-band buffers))` for a pickled message.
-    unpickle: Option<Bound<'py, PyList>>,
-    scatter: Scatter,
-    /// Destination buffers exported for the copies; released before returning.
-    exports: Vec<PyUntypedBuffer>,
-    total: usize,
-    received: usize,
-    /// The channel's segment file, for error messages.
-    path: String,
+/// `MemoryError` while allocating a message's destination is a message too large for
+/// this process: `MessageTooLargeError`, and the message is consumed.
+fn too_large(py: Python<'_>, total: usize, e: PyErr) -> PyErr {
+    if e.is_instance_of::<PyMemoryError>(py) {
+        exception(py, "MessageTooLargeError", format!("a message of {total} bytes cannot be allocated in this process ({e}); it was dropped"))
+    } else {
+        e
+    }
 }
 
-impl<'py> Incoming<'py> {
-    /// Allocate the destinations of a message from its first record.
-    fn begin(py: Python<'py>, tag: u32, payload: &[u8], raw: bool, path: &str) -> PyResult<(Incoming<'py>, usize)> {
-        let (total, skip) = if tag & CHUNKED != 0 {
-            let Some(head) = payload.get(..8) else {
-                return Err(corrupt(py, path, "chunked message without its length".into()));
-            };
-            let total = u64::from_le_bytes(head.try_into().expect("8 bytes"));
-            let total = usize::try_from(total)
-                .ok()
-                .filter(|&t| t >= payload.len() - 8 && t <= isize::MAX as usize)
-                .ok_or_else(|| corrupt(py, path, format!("chunked message claims {total} bytes")))?;
-            (total, 8)
-        } else {
-            (payload.len(), 0)
-        };
-        let data = &payload[skip..];
-        let mut inc = Incoming {
-            result: py.None().into_bound(py),
-            unpickle: None,
-            scatter: Scatter::default(),
-            exports: Vec::new(),
-            total,
-            received: 0,
-            path: path.to_owned(),
-        };
-        let base = if raw { TAG_BYTES } else { tag & !CHUNKED };
-        match base {
-            TAG_BYTES => {
-                let (obj, addr) = uninit_bytes(py, total)?;
-                inc.scatter.push(0, total, addr);
-                inc.result = obj;
+/// Allocate the destinations of `incoming` (with the GIL), copy it (without the GIL if
+/// it is large or spans several records), and build the Python object.
+fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyResult<Py<PyAny>> {
+    let head = incoming.head();
+    let total = head.total();
+    let big = head.is_chunked() || total >= GIL_RELEASE_BYTES;
+    let mut exports = Vec::new();
+    let mut dests = Vec::with_capacity(head.part_count());
+    let mut unpickle = None;
+    let result: Bound<'_, PyAny> = if raw {
+        let (obj, dst) = uninit_bytes(py, total).map_err(|e| too_large(py, total, e))?;
+        dests.push(dst);
+        obj
+    } else {
+        match head.kind() {
+            Kind::Bytes => {
+                let (obj, dst) = uninit_bytes(py, head.part_len(0)).map_err(|e| too_large(py, total, e))?;
+                dests.push(dst);
+                obj
             }
-            TAG_NDARRAY => {
-                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, path, w))?;
-                let [(mo, ml), (doff, dl)] = parts[..] else {
-                    return Err(corrupt(py, path, format!("ndarray message has {} parts, expected 2", parts.len())));
-                };
-                let meta = data.get(mo..mo + ml).ok_or_else(|| corrupt(py, path, "ndarray metadata not in the first record".into()))?;
-                let (arr, flat): (Bound<'py, PyAny>, Bound<'py, PyAny>) =
-                    codec_fn!(py, "alloc_array")?.call1((PyBytes::new(py, meta),))?.extract()?;
-                inc.target(py, &flat, doff, dl)?;
-                inc.result = arr;
+            Kind::Array => {
+                let meta = head.array().expect("an array head has its description");
+                let order = if meta.order == Order::F { "F" } else { "C" };
+                let alloc = codec_fn!(py, "alloc_array")?.call1((meta.descr.as_str(), meta.shape.clone(), order));
+                let (arr, flat): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                    alloc.map_err(|e| too_large(py, total, e))?.extract()?;
+                dests.push(export(py, &flat, head.part_len(0), &mut exports)?);
+                arr
             }
-            TAG_PICKLE => {
-                let parts = parse_multipart(data, total).map_err(|w| corrupt(py, path, w))?;
-                let (po, pl) = parts[0];
-                let (stream, addr) = uninit_bytes(py, pl)?;
-                inc.scatter.push(po, pl, addr);
+            Kind::Pickle => {
+                let (stream, dst) = uninit_bytes(py, head.part_len(0)).map_err(|e| too_large(py, total, e))?;
+                dests.push(dst);
                 let bufs = PyList::empty(py);
-                for &(o, l) in &parts[1..] {
-                    let b = codec_fn!(py, "alloc_buffer")?.call1((l,))?;
-                    inc.target(py, &b, o, l)?;
+                for i in 1..head.part_count() {
+                    let len = head.part_len(i);
+                    let b = codec_fn!(py, "alloc_buffer")?.call1((len,)).map_err(|e| too_large(py, total, e))?;
+                    dests.push(export(py, &b, len, &mut exports)?);
                     bufs.append(b)?;
                 }
-                inc.result = stream;
-                inc.unpickle = Some(bufs);
+                unpickle = Some(bufs);
+                stream
             }
-            other => return Err(corrupt(py, path, format!("unknown record tag {other:#x}"))),
         }
-        Ok((inc, skip))
-    }
-
-    /// Route logical bytes `start..start+len` into the writable buffer of `dst`.
-    fn target(&mut self, py: Python<'_>, dst: &Bound<'py, PyAny>, start: usize, len: usize) -> PyResult<()> {
-        let buf = PyUntypedBuffer::get(dst)?;
-        if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != len {
-            return Err(corrupt(py, &self.path, format!("a {len}-byte part does not fit its {}-byte destination", buf.len_bytes())));
+    };
+    let copy = move |wait: Wait<'_>| {
+        if raw {
+            incoming.read_payload_into(dests.pop().expect("one destination"), wait)
+        } else {
+            incoming.read_into(dests, wait)
         }
-        self.scatter.push(start, len, buf.buf_ptr() as usize);
-        self.exports.push(buf);
-        Ok(())
+    };
+    if big {
+        blocking(py, &Timeout::forever(), copy)?;
+    } else {
+        // One record: nothing to wait for.
+        copy(Wait::no_wait()).py_err(py)?;
     }
-
-    /// Copy the next `data` of the message into place (GIL released for big copies).
-    fn feed(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        if data.len() > self.total - self.received {
-            return Err(corrupt(py, &self.path, format!("message overruns its announced {} bytes", self.total)));
-        }
-        let (scatter, at) = (&self.scatter, self.received);
-        // SAFETY: the destinations are new objects (uninitialised bytes no Python code has
-        // seen, or buffers exported in `exports`, writable and exactly sized).
-        maybe_detach(py, data.len() >= GIL_RELEASE_BYTES, || unsafe { scatter.scatter(at, data) });
-        self.received += data.len();
-        Ok(())
+    for buf in exports {
+        buf.release(py);
     }
-
-    fn finish(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        for buf in self.exports {
-            buf.release(py);
-        }
-        match self.unpickle {
-            None => Ok(self.result),
-            Some(bufs) => codec_fn!(py, "unpickle")?.call1((self.result, bufs)),
-        }
-    }
-}
-
-/// A receiver plus what it remembers between calls.
-pub struct RecvState {
-    rx: Receiver,
-    /// A chunked message was abandoned half-way (Ctrl-C, error): drop its remaining
-    /// continuation records before the next message.
-    discard: bool,
-    /// The segment file, for error messages.
-    path: String,
-}
-
-impl RecvState {
-    fn new(rx: Receiver) -> RecvState {
-        let path = rx.path().unwrap_or_default().to_owned();
-        RecvState { rx, discard: false, path }
-    }
-}
-
-impl std::ops::Deref for RecvState {
-    type Target = Receiver;
-    fn deref(&self) -> &Receiver {
-        &self.rx
-    }
-}
-
-impl std::ops::DerefMut for RecvState {
-    fn deref_mut(&mut self) -> &mut Receiver {
-        &mut self.rx
+    match unpickle {
+        None => Ok(result.unbind()),
+        Some(bufs) => Ok(codec_fn!(py, "unpickle")?.call1((result, bufs))?.unbind()),
     }
 }
 
 impl PyReceiver {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, RecvState>> {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Receiver>> {
         lock(py, &self.inner, "Receiver")
     }
 
     fn recv_obj(&self, py: Python<'_>, timeout: Option<f64>, block: bool, raw: bool) -> PyResult<Py<PyAny>> {
-        let deadline = deadline(timeout)?;
+        let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
-        let state: &mut RecvState = &mut guard;
+        let rx: &mut Receiver = &mut guard;
         loop {
-            let first = match state.rx.try_peek() {
-                Ok(msg) if state.discard && msg.tag() == TAG_CONTINUATION => continue,
-                Ok(msg) if msg.tag() == TAG_CONTINUATION => {
-                    drop(msg);
-                    return Err(corrupt(py, &state.path, "a continuation record without its message".into()));
-                }
-                Ok(msg) => {
-                    state.discard = false;
-                    let (mut inc, skip) = Incoming::begin(py, msg.tag(), &msg, raw, &state.path)?;
-                    inc.feed(py, &msg[skip..])?;
-                    Some(inc)
-                }
-                Err(Error::Empty) if block => None,
+            // With the GIL and no waiting: the common case of a message already there.
+            match rx.begin(Wait::no_wait()) {
+                Ok(incoming) => return receive(py, incoming, raw),
+                Err(Error::Empty) if timeout.blocks() => {}
                 Err(e) => return Err(to_py(py, e)),
-            };
-            if let Some(mut inc) = first {
-                if inc.received < inc.total {
-                    state.discard = true;
-                    receive_rest(py, &mut state.rx, &mut inc)?;
-                    state.discard = false;
-                }
-                return inc.finish(py).map(Bound::unbind);
             }
-            let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
-            if !py.detach(|| state.rx.poll(Some(slice))).py_err(py)? {
-                py.check_signals()?;
+            // Wait for one to begin without the GIL, then take it as above (another
+            // copy of this receiver may take it first: then wait again).
+            if !blocking(py, &timeout, |wait| rx.poll_with(wait))? {
+                return Err(to_py(py, Error::Timeout));
             }
         }
     }
-}
-
-/// Receive the continuation records of a chunked message. The sender is committed to
-/// them, so there is no deadline; Ctrl-C and a dead or closed sender still end it.
-fn receive_rest(py: Python<'_>, rx: &mut Receiver, inc: &mut Incoming<'_>) -> PyResult<()> {
-    while inc.received < inc.total {
-        let got = match rx.try_peek() {
-            Ok(msg) if msg.tag() == TAG_CONTINUATION => {
-                inc.feed(py, &msg)?;
-                true
-            }
-            Ok(_) => {
-                return Err(to_py(py, Error::Truncated { received: inc.received, total: inc.total }));
-            }
-            Err(Error::Empty) => false,
-            Err(e) => return Err(to_py(py, e)),
-        };
-        if !got && !py.detach(|| rx.poll(Some(crate::wait::SIGNAL_SLICE))).py_err(py)? {
-            py.check_signals()?;
-        }
-    }
-    Ok(())
 }
 
 endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
@@ -602,14 +487,14 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn create<'py>(py: Python<'py>, name: &str, capacity: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
         let r = py.detach(|| Receiver::create(name, capacity)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(RecvState::new(r)) })
+        tracked(py, PyReceiver { inner: Mutex::new(r) })
     }
 
     /// Open existing channel `name` as its receiver.
     #[staticmethod]
     fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let r = py.detach(|| Receiver::open(name)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(RecvState::new(r)) })
+        tracked(py, PyReceiver { inner: Mutex::new(r) })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Receiver). Used by unpickling.
@@ -618,7 +503,7 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
         let r = py.detach(|| Receiver::from_fd(fd, name)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(RecvState::new(r)) })
+        tracked(py, PyReceiver { inner: Mutex::new(r) })
     }
 
     /// Receive the next object, waiting at most `timeout` seconds (None: forever).
@@ -632,7 +517,7 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         self.recv_obj(py, None, false, false)
     }
 
-    /// Receive the next record's raw payload as bytes, whatever was sent.
+    /// Receive the next message's logical payload as bytes, whatever was sent.
     #[pyo3(signature = (timeout=None))]
     fn recv_bytes(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         self.recv_obj(py, timeout, true, true)
@@ -641,24 +526,13 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     /// True if a message is ready, waiting at most `timeout` seconds (None: forever).
     #[pyo3(signature = (timeout=0.0))]
     fn poll(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let deadline = deadline(timeout)?;
+        let timeout = Timeout::new(timeout, true)?;
         let mut guard = self.lock(py)?;
-        let receiver: &mut Receiver = &mut guard;
-        loop {
-            let slice = next_slice(deadline).unwrap_or(Duration::ZERO);
-            let ready = if slice.is_zero() {
-                receiver.poll(Some(slice))
-            } else {
-                py.detach(|| receiver.poll(Some(slice)))
-            };
-            if ready.py_err(py)? {
-                return Ok(true);
-            }
-            if slice.is_zero() {
-                return Ok(false);
-            }
-            py.check_signals()?;
+        let rx: &mut Receiver = &mut guard;
+        if timeout.is_zero() {
+            return rx.poll_with(Wait::no_wait()).py_err(py);
         }
+        blocking(py, &timeout, |wait| rx.poll_with(wait))
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -683,6 +557,6 @@ impl PySender {
 
 impl PyReceiver {
     pub(crate) fn wrap(r: Receiver) -> Self {
-        PyReceiver { inner: Mutex::new(RecvState::new(r)) }
+        PyReceiver { inner: Mutex::new(r) }
     }
 }

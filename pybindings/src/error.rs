@@ -37,7 +37,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Timeout => exc!(py, "Timeout"),
         Error::PeerDead { .. } => exc!(py, "PeerDeadError"),
         Error::Disconnected { .. } => exc!(py, "DisconnectedError"),
-        Error::RoleTaken { .. } => exc!(py, "RoleTakenError"),
+        Error::RoleTaken { .. } | Error::TooManyCopies { .. } => exc!(py, "RoleTakenError"),
         Error::Closed => exc!(py, "ClosedError"),
         Error::Truncated { .. } => exc!(py, "TruncatedMessageError"),
         Error::NoSpace { .. } => exc!(py, "NoSpaceError"),
@@ -53,6 +53,17 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
     match cls {
         Ok(cls) => PyErr::from_type(cls.clone(), msg),
         Err(import_error) => import_error,
+    }
+}
+
+/// An instance of exception class `name` of `shmplane.errors` with `msg`.
+pub fn exception(py: Python<'_>, name: &str, msg: String) -> PyErr {
+    match py.import("shmplane.errors").and_then(|m| m.getattr(name)) {
+        Ok(cls) => match cls.cast_into::<PyType>() {
+            Ok(cls) => PyErr::from_type(cls, msg),
+            Err(e) => e.into(),
+        },
+        Err(e) => e,
     }
 }
 

@@ -6,7 +6,6 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![allow(missing_docs)] // pyo3 methods are documented in the .pyi stubs
 
-mod codec;
 mod endpoints;
 mod error;
 mod slot;
@@ -52,9 +51,10 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;
-    m.add("TAG_BYTES", codec::TAG_BYTES)?;
-    m.add("TAG_NDARRAY", codec::TAG_NDARRAY)?;
-    m.add("TAG_PICKLE", codec::TAG_PICKLE)?;
-    m.add("MAX_PARTS", codec::MAX_PARTS)?;
+    m.add("TAG_BYTES", shmplane::frame::TAG_BYTES)?;
+    m.add("TAG_ARRAY", shmplane::frame::TAG_ARRAY)?;
+    m.add("TAG_PICKLE", shmplane::frame::TAG_PICKLE)?;
+    m.add("MAX_PARTS", shmplane::frame::MAX_PARTS)?;
+    m.add("WIRE_VERSION", shmplane::frame::WIRE_VERSION)?;
     Ok(())
 }

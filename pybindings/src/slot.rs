@@ -5,7 +5,7 @@
 
 use crate::endpoints::tracked;
 use crate::error::{to_py, IntoPyResult};
-use crate::wait::{deadline, next_slice};
+use crate::wait::{blocking_checked, Timeout};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -73,6 +73,13 @@ impl PyByteSlot {
         }
         busy.closing |= close;
         Some(busy.lock.clone())
+    }
+
+    /// True once a `close` is under way (the GIL is the token).
+    fn closing(&self, _gil: Python<'_>) -> bool {
+        // SAFETY: `busy` is touched only under the GIL by code that runs no Python code;
+        // this reads one flag of it.
+        unsafe { &*self.busy.get() }.closing
     }
 
     /// Run `f` on the slot holding the GIL. `f` must not run Python code (nor create
@@ -251,16 +258,15 @@ impl PyByteSlot {
     /// returns the new version. GIL released; Ctrl-C works.
     #[pyo3(signature = (since, timeout=None))]
     fn wait_for_update(&self, py: Python<'_>, since: u64, timeout: Option<f64>) -> PyResult<u64> {
-        let deadline = deadline(timeout)?;
-        loop {
-            let Some(slice) = next_slice(deadline) else { return Err(to_py(py, Error::Timeout)) };
-            let r = self.detached(py, |s| s.wait_for_update(since, Some(slice)));
-            match r {
-                Ok(v) => return Ok(v),
-                Err(Error::Timeout) => py.check_signals()?,
-                Err(e) => return Err(to_py(py, e)),
-            }
-        }
+        let timeout = Timeout::new(timeout, true)?;
+        let Some(busy) = self.busy(py, false) else { return Err(to_py(py, Error::Closed)) };
+        // Every slice: a `close` from another thread ends the wait with ClosedError.
+        let closed = |py: Python<'_>| if self.closing(py) { Err(to_py(py, Error::Closed)) } else { Ok(()) };
+        blocking_checked(py, &timeout, closed, |wait| {
+            let _reading = busy.read().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `close` needs `busy` for writing to mutate `inner`.
+            unsafe { &*self.inner.get() }.wait_for_update_with(since, wait)
+        })
     }
 
     /// Value length in bytes.

@@ -1,45 +1,104 @@
-//! Waiting with the GIL released, in slices, with Ctrl-C checks between slices.
+//! Waiting from Python: timeouts as [`Wait`]s, and the one way the binding blocks —
+//! without the GIL, inside the `shmplane` crate's wait loop, with a per-slice hook that
+//! re-takes the GIL and checks for signals (so Ctrl-C ends any wait within one 50 ms
+//! slice and raises `KeyboardInterrupt`).
 
 use pyo3::prelude::*;
+use shmplane::{Error, Wait};
 use std::time::{Duration, Instant};
-
-/// Longest stretch spent without the GIL before checking for signals (Ctrl-C).
-pub const SIGNAL_SLICE: Duration = Duration::from_millis(50);
 
 /// Copies of at least this many bytes run with the GIL released.
 pub const GIL_RELEASE_BYTES: usize = 64 * 1024;
 
-/// A Python `timeout` in seconds (`None`: forever) as a deadline.
-///
-/// # Errors
-/// `ValueError` for a negative or non-finite timeout.
-pub fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Instant::now() + Duration::from_secs_f64(t))),
-        Some(t) => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "timeout must be None or a finite number of seconds >= 0, got {t}"
-        ))),
-    }
+/// A Python `timeout` in seconds (`None`: forever) as a deadline, fixed when the call
+/// starts; `block = false` never waits.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeout {
+    deadline: Option<Instant>,
+    block: bool,
 }
 
-/// The next slice to wait, or `None` if the deadline has passed.
-pub fn next_slice(deadline: Option<Instant>) -> Option<Duration> {
-    match deadline {
-        None => Some(SIGNAL_SLICE),
-        Some(d) => {
-            let left = d.saturating_duration_since(Instant::now());
-            (!left.is_zero()).then(|| left.min(SIGNAL_SLICE))
+impl Timeout {
+    /// Parse `timeout` (seconds). A timeout too large to be a point in time (years)
+    /// waits forever.
+    ///
+    /// # Errors
+    /// `ValueError` for a negative or non-finite timeout.
+    pub fn new(timeout: Option<f64>, block: bool) -> PyResult<Timeout> {
+        let deadline = match timeout {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d)),
+            Some(t) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "timeout must be None or a finite number of seconds >= 0, got {t}"
+                )))
+            }
+        };
+        Ok(Timeout { deadline, block })
+    }
+
+    /// Wait forever.
+    pub fn forever() -> Timeout {
+        Timeout { deadline: None, block: true }
+    }
+
+    /// True if the call may wait.
+    pub fn blocks(&self) -> bool {
+        self.block
+    }
+
+    /// True for a zero timeout (check once).
+    pub fn is_zero(&self) -> bool {
+        self.deadline.is_some_and(|d| d <= Instant::now())
+    }
+
+    /// The deadline as a [`Wait`] (no hook).
+    pub fn wait(&self) -> Wait<'static> {
+        match (self.block, self.deadline) {
+            (false, _) => Wait::no_wait(),
+            (true, None) => Wait::forever(),
+            (true, Some(d)) => Wait::until(d),
         }
     }
 }
 
-/// Run `f` with the GIL released if `big`, else with it held.
-#[inline]
-pub fn maybe_detach<T: Send>(py: Python<'_>, big: bool, f: impl FnOnce() -> T + Send) -> T {
-    if big {
-        py.detach(f)
-    } else {
-        f()
+/// Run `f` without the GIL, giving it a [`Wait`] for `timeout` whose hook, every wait
+/// slice, re-takes the GIL, checks for signals and runs `check` (a handle's own
+/// "closed meanwhile?"). The first exception (a signal handler's `KeyboardInterrupt`,
+/// or `check`'s) ends the wait and is raised.
+///
+/// # Errors
+/// That exception, or `f`'s error mapped by `crate::error`.
+pub fn blocking_checked<T: Send>(
+    py: Python<'_>,
+    timeout: &Timeout,
+    mut check: impl FnMut(Python<'_>) -> PyResult<()> + Send,
+    f: impl for<'w> FnOnce(Wait<'w>) -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    let mut raised: Option<PyErr> = None;
+    let result = py.detach(|| {
+        let mut hook = || {
+            Python::attach(|py| py.check_signals().and_then(|()| check(py))).map_err(|e| {
+                raised = Some(e);
+                Error::Interrupted
+            })
+        };
+        f(timeout.wait().with_hook(&mut hook))
+    });
+    match (result, raised) {
+        (Err(Error::Interrupted), Some(e)) => Err(e),
+        (r, _) => crate::error::IntoPyResult::py_err(r, py),
     }
+}
+
+/// [`blocking_checked`] with signal checks only.
+///
+/// # Errors
+/// As [`blocking_checked`].
+pub fn blocking<T: Send>(
+    py: Python<'_>,
+    timeout: &Timeout,
+    f: impl for<'w> FnOnce(Wait<'w>) -> Result<T, Error> + Send,
+) -> PyResult<T> {
+    blocking_checked(py, timeout, |_| Ok(()), f)
 }

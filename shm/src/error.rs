@@ -110,9 +110,24 @@ pub enum Error {
         /// Bytes announced.
         total: usize,
     },
-    /// This endpoint was closed (or handed to another process).
+    /// This endpoint was closed.
     #[error("this endpoint is closed")]
     Closed,
+    /// Every copy entry of a role is in use by a live process (see
+    /// `shmplane_shm::lease`): too many processes use copies of one endpoint.
+    #[error("the {role} of {path} is in use through copies of it in {} processes already (pids {pids:?}); close the copies that are not needed", pids.len())]
+    TooManyCopies {
+        /// The role.
+        role: &'static str,
+        /// The segment file.
+        path: String,
+        /// Processes whose copies hold the entries.
+        pids: Vec<u32>,
+    },
+    /// A wait was ended by the caller's per-slice hook (see `shmplane::Wait::with_hook`;
+    /// the Python binding's hook does this when a signal handler raised).
+    #[error("the wait was interrupted")]
+    Interrupted,
     /// `/dev/shm` has no room for the segment.
     #[error("not enough shared memory for {bytes} bytes at {path}: /dev/shm is full; free space or choose a smaller capacity")]
     NoSpace {

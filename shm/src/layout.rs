@@ -26,7 +26,16 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// Version of the shared-memory ABI: the layouts of this file and the protocols run over
 /// them. Bump on any change to either. 3: notifiers skip their fence, so every waiter
 /// must issue the heavy half (`membarrier`) before it re-checks (see [`crate::wait`]).
-pub const ABI_VERSION: u32 = 3;
+/// 4: a role table sized by the segment kind, after a one-line header; role entries
+/// carry the copy lease of [`crate::lease`]; the header records the message format's
+/// version ([`WIRE_VERSION`]).
+pub const ABI_VERSION: u32 = 4;
+
+/// Version of the message format that channels carry in their records (tags, array
+/// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
+/// `shmplane` crate's `frame` module). Stored in every segment header; a segment of
+/// another version is refused as incompatible.
+pub const WIRE_VERSION: u32 = 1;
 
 /// A value on its own 128-byte line.
 #[repr(C, align(128))]
@@ -47,21 +56,44 @@ pub struct EventCount {
     pub waiters: AtomicU32,
 }
 
-/// One endpoint role's ownership record (see [`crate::liveness`]).
+/// Copies of one role that may use it, one after another (see [`crate::lease`]):
+/// processes that inherited or were passed a handle of the endpoint and used it.
+pub const MAX_COPIES: usize = 8;
+
+/// One copy of an endpoint that has used its role (see [`crate::lease`]).
 #[repr(C)]
 #[derive(Debug, Default)]
-pub struct RoleEntry {
-    /// [`crate::liveness::RoleState`] as `u32`: 0 vacant, 1 attached, 2 closed.
+pub struct CopyEntry {
+    /// Process key ([`crate::liveness::key_of`]: pid and start time) of the process
+    /// whose copy owns this entry; 0 = free. Set by compare-and-swap from 0 (or from a
+    /// dead process's key), cleared when the copy closes.
+    pub owner: AtomicU64,
+    /// The copy's number within its process (diagnostics only).
+    pub copy: AtomicU32,
+    /// What the copy is doing ([`crate::lease`]): 0 idle, 1 inside an operation on the
+    /// role, 2 waiting for its turn (it wants the lease). Written only by the owning
+    /// copy (plain stores: the hot path); read by copies taking the lease.
     pub state: AtomicU32,
-    /// Process id of the process that last used the endpoint (0 = none).
-    pub owner_pid: AtomicU32,
-    /// Start time of `owner_pid` in clock ticks since boot (`/proc/PID/stat` field 22),
-    /// so a recycled pid is not mistaken for the owner.
-    pub owner_start: AtomicU64,
 }
 
-/// Number of role entries in every segment header.
-pub const MAX_ROLES: usize = 4;
+/// One endpoint role's record (see [`crate::liveness`] and [`crate::lease`]): its
+/// state, which copy may operate on it, and which copies exist.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct RoleEntry {
+    /// [`crate::liveness`] state: 0 vacant, 1 attached, 2 closed, 3 closing.
+    pub state: AtomicU32,
+    _pad: AtomicU32,
+    /// The copy that may operate on the role: `acquisition count << 4 | copy index`
+    /// (index into `copies`); 0 = none since the role was attached or released.
+    /// The count makes every acquisition's value unique.
+    pub lease: AtomicU64,
+    /// The copies that have used the role.
+    pub copies: [CopyEntry; MAX_COPIES],
+}
+
+/// Largest role table: enough for a mailbox of 1023 producers.
+pub const MAX_ROLES: usize = 1024;
 
 /// Byte offset (in the segment file) of the byte-range lock of the initialising
 /// creator. Locks may lie beyond end of file; they never touch the mapping.
@@ -69,9 +101,11 @@ pub const INIT_LOCK_BYTE: u64 = 1 << 40;
 /// Byte offset of role `i`'s lock: `ROLE_LOCK_BYTE + i`.
 pub const ROLE_LOCK_BYTE: u64 = INIT_LOCK_BYTE + 16;
 
-/// Segment header, at offset 0 of every segment. Written by the creator before it
-/// stores `init_state = READY` (Release); read by openers only after an Acquire load of
-/// `init_state` sees `READY`, and then validated field by field (untrusted input).
+/// Segment header: the first line of every segment, followed by the role table
+/// (`role_count` [`RoleEntry`]s at [`ROLE_TABLE_OFFSET`]) and then the kind's own
+/// layout at [`control_offset`]. Written by the creator before it stores `init_state =
+/// READY` (Release); read by openers only after an Acquire load of `init_state` sees
+/// `READY`, and then validated field by field (untrusted input).
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct SegmentHeader {
@@ -83,17 +117,35 @@ pub struct SegmentHeader {
     pub layout_hash: AtomicU64,
     /// Total segment length in bytes; must equal the file size.
     pub total_len: AtomicU64,
-    /// Kind-specific parameter 0 (ring: data capacity in bytes, a power of two).
+    /// Kind-specific parameter 0 (see [`crate::kind`]).
     pub param0: AtomicU64,
-    /// Kind-specific parameter 1 (channel: 0; slot: fingerprint of the value's type).
+    /// Kind-specific parameter 1 (see [`crate::kind`]).
     pub param1: AtomicU64,
     /// Process id of the creator.
     pub creator_pid: AtomicU32,
     /// `INIT_BUSY` (0) while the creator writes the header, `INIT_READY` when usable.
     pub init_state: AtomicU32,
-    _reserved: [AtomicU64; 9],
-    /// Role ownership table: index = role number of the segment kind.
-    pub roles: [RoleEntry; MAX_ROLES],
+    /// [`WIRE_VERSION`] of the creating library.
+    pub wire_version: AtomicU32,
+    /// Number of entries in the role table (as the kind's spec computes it).
+    pub role_count: AtomicU32,
+    _reserved: [AtomicU64; 8],
+}
+
+/// Byte offset of the role table: right after the one-line header.
+pub const ROLE_TABLE_OFFSET: usize = size_of::<SegmentHeader>();
+/// Size of one role entry in bytes.
+pub const ROLE_ENTRY_SIZE: usize = size_of::<RoleEntry>();
+
+/// Byte offset of role `role`'s entry.
+pub const fn role_offset(role: usize) -> usize {
+    ROLE_TABLE_OFFSET + role * ROLE_ENTRY_SIZE
+}
+
+/// Byte offset of a kind's control block in a segment with `role_count` roles: right
+/// after the role table, on a 128-byte line.
+pub const fn control_offset(role_count: usize) -> usize {
+    role_offset(role_count)
 }
 
 /// `init_state` while the creator is still writing the header.
@@ -116,8 +168,22 @@ pub struct RingControl {
     pub data_ready: Padded<EventCount>,
     /// Producer sleeps here waiting for space; consumer notifies after each release.
     pub space_ready: Padded<EventCount>,
-    /// Non-zero once the consumer found a corrupt record (the reason code).
-    pub poisoned: Padded<AtomicU32>,
+    /// Poisoning and the producer's cut mark: written rarely, read by the consumer
+    /// while it waits part-way through a message.
+    pub status: Padded<RingStatus>,
+}
+
+/// The rarely-written words of a ring (see [`RingControl::status`]).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RingStatus {
+    /// Non-zero once a side found the ring corrupt (the reason code).
+    pub poisoned: AtomicU32,
+    _pad: AtomicU32,
+    /// `position + 1` where the producer abandoned a message that spans several
+    /// records (0: never): a consumer part-way through a message that finds nothing
+    /// more at this position knows the rest will not come (see `crate::ring`).
+    pub cut: AtomicU64,
 }
 
 /// Writer lock of a latest-value slot: who writes now, and how far writes completed.
@@ -143,8 +209,10 @@ pub struct SlotControl {
     pub updated: Padded<EventCount>,
 }
 
+/// Roles of a slot segment: one, the handles (which hold a shared lock on its byte).
+pub const SLOT_ROLES: usize = 1;
 /// Byte offset of the slot control block in a slot segment.
-pub const SLOT_CONTROL_OFFSET: usize = size_of::<SegmentHeader>();
+pub const SLOT_CONTROL_OFFSET: usize = control_offset(SLOT_ROLES);
 /// Byte offset of a slot's data block: the latch sequence (`AtomicU64`: readers read
 /// copy `seq & 1`; each write adds 2), then the two copies of the value's words.
 ///
@@ -200,8 +268,10 @@ pub const RECORD_HEADER: usize = 8;
 /// Alignment of every record, in bytes.
 pub const RECORD_ALIGN: usize = 8;
 
+/// Roles of a channel segment: 0 producer (sender), 1 consumer (receiver).
+pub const CHANNEL_ROLES: usize = 2;
 /// Byte offset of the ring control block in a channel segment.
-pub const RING_CONTROL_OFFSET: usize = size_of::<SegmentHeader>();
+pub const RING_CONTROL_OFFSET: usize = control_offset(CHANNEL_ROLES);
 /// Byte offset of the ring's data area in a channel segment.
 pub const RING_DATA_OFFSET: usize =
     (RING_CONTROL_OFFSET + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
@@ -226,13 +296,17 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 
 /// FNV-1a over the layout constants: any change to a shared layout changes this.
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 17] = [
+    let parts: [u64; 22] = [
         ABI_VERSION as u64,
+        WIRE_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
-        std::mem::offset_of!(SegmentHeader, roles) as u64,
+        std::mem::offset_of!(SegmentHeader, role_count) as u64,
         size_of::<RoleEntry>() as u64,
-        MAX_ROLES as u64,
+        std::mem::offset_of!(RoleEntry, lease) as u64,
+        std::mem::offset_of!(RoleEntry, copies) as u64,
+        size_of::<CopyEntry>() as u64,
+        MAX_COPIES as u64,
         size_of::<RingControl>() as u64,
         std::mem::offset_of!(RingControl, head) as u64,
         std::mem::offset_of!(RingControl, data_ready) as u64,
@@ -242,6 +316,7 @@ pub const LAYOUT_HASH: u64 = {
         INIT_LOCK_BYTE,
         ROLE_LOCK_BYTE,
         size_of::<SlotControl>() as u64,
+        SLOT_CONTROL_OFFSET as u64,
         SLOT_PACKED_WORDS as u64,
         SLOT_LINE as u64,
     ];
@@ -265,25 +340,32 @@ pub const LAYOUT_HASH: u64 = {
 const _: () = {
     use std::mem::offset_of;
     assert!(size_of::<EventCount>() == 8);
-    assert!(size_of::<RoleEntry>() == 16);
+    assert!(size_of::<CopyEntry>() == 16);
+    assert!(offset_of!(RoleEntry, lease) == 8);
+    assert!(offset_of!(RoleEntry, copies) == 16);
+    assert!(size_of::<RoleEntry>() == 2 * LINE);
     assert!(offset_of!(SegmentHeader, magic) == 0);
     assert!(offset_of!(SegmentHeader, version_kind) == 8);
     assert!(offset_of!(SegmentHeader, init_state) == 52);
-    assert!(offset_of!(SegmentHeader, roles) == 128);
-    assert!(size_of::<SegmentHeader>() == 256);
+    assert!(offset_of!(SegmentHeader, wire_version) == 56);
+    assert!(offset_of!(SegmentHeader, role_count) == 60);
+    assert!(size_of::<SegmentHeader>() == LINE);
+    assert!(ROLE_TABLE_OFFSET % LINE == 0 && ROLE_ENTRY_SIZE % LINE == 0);
     assert!(offset_of!(RingControl, tail) == 0);
     assert!(offset_of!(RingControl, head) == LINE);
     assert!(offset_of!(RingControl, data_ready) == 2 * LINE);
     assert!(offset_of!(RingControl, space_ready) == 3 * LINE);
-    assert!(offset_of!(RingControl, poisoned) == 4 * LINE);
+    assert!(offset_of!(RingControl, status) == 4 * LINE);
+    assert!(offset_of!(RingStatus, cut) == 8);
     assert!(size_of::<RingControl>() == 5 * LINE);
-    assert!(RING_CONTROL_OFFSET % LINE == 0);
+    assert!(RING_CONTROL_OFFSET == 640);
     assert!(RING_DATA_OFFSET == DATA_ALIGN);
     assert!(check_ring_capacity(MIN_RING_CAPACITY as u64));
     assert!(size_of::<SlotWriter>() == 16);
     assert!(offset_of!(SlotControl, writer) == 0);
     assert!(offset_of!(SlotControl, updated) == LINE);
     assert!(size_of::<SlotControl>() == 2 * LINE);
+    assert!(SLOT_CONTROL_OFFSET == 384);
     assert!(slot_segment_len(8) - SLOT_DATA_OFFSET == LINE);
     assert!(slot_copy1_offset(24) + 24 == SLOT_DATA_OFFSET + 8 + 48);
     assert!(slot_copy0_offset(32) % SLOT_LINE == 0 && slot_copy1_offset(32) % SLOT_LINE == 0);

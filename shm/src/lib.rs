@@ -3,11 +3,16 @@
 //! The shared-memory core of shmplane: every `unsafe` block and every atomic of the
 //! project lives in this crate. The safe public API is the `shmplane` crate.
 //!
+//! - [`buf`]: write-only destinations of received bytes.
 //! - [`sync`]: the atomics shim (std or loom under `cfg(shmplane_loom)`).
 //! - [`layout`]: `#[repr(C)]` descriptors of every shared layout, with const asserts.
 //! - [`region`]: named `/dev/shm` files, shared mappings, heap regions.
+//! - [`kind`]: one spec per segment kind: roles, parameters, size, validation.
 //! - [`header`]: writing and validating segment headers (untrusted input).
-//! - [`segment`]: create/open/close a segment, role claims, stale-segment removal.
+//! - [`segment`]: create/open/close a segment and claim its roles.
+//! - [`gc`]: stale segments and their removal.
+//! - [`lease`]: which copy of an endpoint (fork, pickled handle) may operate now.
+//! - [`process`]: fork detection and asymmetric fences (`membarrier`).
 //! - [`wait`]: spin → yield → shared-futex wait protocol.
 //! - [`ring`]: the SPSC variable-size record ring.
 //! - [`seqlock`]: the crash-safe seqlock latch of latest-value slots.
@@ -15,10 +20,17 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod buf;
 pub mod error;
+#[cfg(not(shmplane_loom))]
+pub mod gc;
 pub mod header;
+pub mod kind;
 pub mod layout;
+pub mod lease;
 pub mod liveness;
+#[cfg(not(shmplane_loom))]
+pub mod process;
 #[cfg(not(shmplane_loom))]
 pub mod region;
 pub mod ring;

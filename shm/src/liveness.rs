@@ -4,22 +4,22 @@
 //! of the segment file (see [`crate::region::ShmFile`]). The kernel drops the lock when
 //! the last descriptor of that open file description closes, so a crashed process
 //! releases its roles without running any code. Because descriptors (and with them the
-//! lock) are shared by `fork` and by descriptor passing, the [`RoleEntry`] also records
-//! the pid and start time of the process that last used the endpoint; a peer is dead if
-//! its lock is free, or if that process is gone.
+//! lock) are shared by `fork` and by descriptor passing, the role's process is the one
+//! whose copy holds the role's lease ([`crate::lease`]: the copy that used it last),
+//! named by its process key (pid and start time, so a reused pid is not mistaken for
+//! it); a peer is dead if its lock is free, or if that process is gone.
 //!
 //! Role states, stored in `RoleEntry::state`:
 //!
 //! ```text
 //! VACANT --claim--> ATTACHED --close (last holder)--> CLOSED --claim--> ATTACHED ...
-//!                      |  \--close (others still hold it)--> ATTACHED (owner pid 0)
+//!                      |  \--close (others still hold it)--> ATTACHED (lease released)
 //!                      \--process dies--> ATTACHED with lock free  = dead
 //! ```
 //!
 //! `CLOSING` is the transient state of a close in progress; seen with the lock free it
 //! counts as closed (the owner died while closing, which is a clean close too).
 
-use crate::error::{Error, Result};
 use crate::layout::RoleEntry;
 use crate::sync::Ordering;
 
@@ -60,10 +60,57 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
-/// This process's id and start time, cached.
+/// Bits of a [process key](key_of) that hold the start time.
+const KEY_START_BITS: u32 = 42;
+const KEY_START_MASK: u64 = (1 << KEY_START_BITS) - 1;
+
+/// A number that names one process for as long as the machine runs, across pid reuse:
+/// the pid in the high 22 bits (Linux's `PID_MAX_LIMIT` is 2^22) and the low 42 bits of
+/// its start time in clock ticks since boot (`/proc/PID/stat` field 22; 2^42 ticks at
+/// 100 Hz is 1394 years). Never 0 for a real process (pid 0 is not one).
+pub const fn key_of(pid: u32, start: u64) -> u64 {
+    ((pid as u64) << KEY_START_BITS) | (start & KEY_START_MASK)
+}
+
+/// The pid named by process key `key`.
+pub const fn key_pid(key: u64) -> u32 {
+    (key >> KEY_START_BITS) as u32
+}
+
+/// True if the process named by `key` still runs (exists, is not a zombie, and has the
+/// start time the key records). A key whose start time could not be read (0) names any
+/// process with that pid.
+pub fn key_alive(key: u64) -> bool {
+    let start = key & KEY_START_MASK;
+    match process_start_time(key_pid(key)) {
+        Some(t) => start == 0 || t & KEY_START_MASK == start,
+        None => false,
+    }
+}
+
+/// This process's id and start time.
 pub fn current_process() -> (u32, u64) {
     let pid = std::process::id();
     (pid, process_start_time(pid).unwrap_or(0))
+}
+
+/// This process's key ([`key_of`]), cached until the next fork.
+#[cfg(not(shmplane_loom))]
+pub fn current_key() -> u64 {
+    use std::cell::Cell;
+    thread_local!(static CACHED: Cell<(u64, u64)> = const { Cell::new((u64::MAX, 0)) });
+    crate::process::install_fork_hook();
+    let generation = crate::process::fork_generation();
+    CACHED.with(|c| {
+        let (cached_gen, key) = c.get();
+        if cached_gen == generation {
+            return key;
+        }
+        let (pid, start) = current_process();
+        let key = key_of(pid, start);
+        c.set((generation, key));
+        key
+    })
 }
 
 /// True if process `pid` exists, is not a zombie, and started at `start` (0: any).
@@ -74,49 +121,63 @@ pub fn process_alive(pid: u32, start: u64) -> bool {
     }
 }
 
-/// Record the calling process as the role's owner and mark it attached. The caller
-/// holds the role lock.
-pub fn register_owner(entry: &RoleEntry, pid: u32, start: u64) {
-    entry.owner_start.store(start, Ordering::Relaxed);
-    entry.owner_pid.store(pid, Ordering::Relaxed);
-    // ORDERING: Release, partner of `peer_state`'s Acquire: owner fields first.
+/// Mark a role attached (its claimer holds the role lock).
+pub fn mark_attached(entry: &RoleEntry) {
+    // ORDERING: Release, partner of `classify`'s Acquire.
     entry.state.store(ATTACHED, Ordering::Release);
 }
 
+/// The role's state word ([`VACANT`], [`ATTACHED`], [`CLOSED`], [`CLOSING`]).
+pub fn state(entry: &RoleEntry) -> u32 {
+    // ORDERING: Acquire, partner of the Release stores of `mark_attached` and close:
+    // a peer's records published before its close are visible after seeing CLOSED.
+    entry.state.load(Ordering::Acquire)
+}
+
+/// Store the role's state word (close; see [`crate::segment`]).
+pub fn set_state(entry: &RoleEntry, state: u32) {
+    // ORDERING: Release, partner of `state`'s Acquire.
+    entry.state.store(state, Ordering::Release);
+}
+
+/// Move the role's state from `from` to `to` if it is `from` (close).
+pub fn swap_state(entry: &RoleEntry, from: u32, to: u32) {
+    // ORDERING: AcqRel, as the plain stores it stands in for.
+    let _ = entry.state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed);
+}
+
 /// Classify a peer role from its entry and whether another description holds its lock.
-pub fn classify(entry: &RoleEntry, lock_held: bool) -> PeerState {
-    // ORDERING: Acquire, partner of register_owner's / close's Release stores.
-    let state = entry.state.load(Ordering::Acquire);
-    let pid = entry.owner_pid.load(Ordering::Relaxed);
-    let start = entry.owner_start.load(Ordering::Relaxed);
+///
+/// A role lives while a copy of it can still be used: its lock is held, and some copy
+/// that used it ([`crate::lease`]) is in a live process (or none has used it yet: a
+/// handle that was passed on and not used). Like a `multiprocessing` connection, the
+/// death of one copy's process does not end a role that another live copy holds; the
+/// pid reported is the lease holder's (the copy that used it last).
+pub fn classify(entry: &RoleEntry, lock_held: bool, alive: impl Fn(u64) -> bool) -> PeerState {
+    let state = state(entry);
+    let holder = crate::lease::holder(entry);
+    let pid = holder.map_or(0, key_pid);
     match state {
         VACANT => PeerState::Vacant,
         CLOSED => PeerState::Closed,
         CLOSING if !lock_held => PeerState::Closed,
         _ if !lock_held => PeerState::Dead(pid),
-        // Lock held: by the owner, or by a copy of its descriptor in another process.
-        _ if pid != 0 && !process_alive(pid, start) => PeerState::Dead(pid),
-        _ => PeerState::Alive(pid),
+        _ => {
+            if holder.is_some_and(&alive) {
+                return PeerState::Alive(pid);
+            }
+            let mut copies = crate::lease::copy_keys(entry).peekable();
+            if copies.peek().is_none() {
+                // Lock held by a descriptor no copy has used yet (passed on).
+                return PeerState::Alive(pid);
+            }
+            match copies.find(|&k| alive(k)) {
+                Some(k) => PeerState::Alive(key_pid(k)),
+                None => PeerState::Dead(pid),
+            }
+        }
     }
 }
-
-/// Check that `entry` still names us as owner (a handle passed to another process moves
-/// the role there).
-///
-/// # Errors
-/// [`Error::RoleTaken`] with the new owner's pid.
-#[inline]
-pub fn check_owner(entry: &RoleEntry, pid: u32, role: &'static str, path: &str) -> Result<()> {
-    let owner = entry.owner_pid.load(Ordering::Relaxed);
-    if owner == pid {
-        Ok(())
-    } else {
-        Err(Error::RoleTaken { role, path: path.to_owned(), pid: owner })
-    }
-}
-
-#[cfg(not(shmplane_loom))]
-pub use crate::sync::fork_generation;
 
 /// A writer id for [`crate::seqlock`]: `pid << 32 | tid`, unique per thread and never 0.
 /// Cached per thread (two syscalls otherwise: ~40% of an 8-byte slot write) and
@@ -126,8 +187,8 @@ pub use crate::sync::fork_generation;
 pub fn writer_id() -> u64 {
     use std::cell::Cell;
     thread_local!(static CACHED: Cell<(u64, u64)> = const { Cell::new((u64::MAX, 0)) });
-    crate::sync::install_fork_hook();
-    let generation = crate::sync::fork_generation();
+    crate::process::install_fork_hook();
+    let generation = crate::process::fork_generation();
     CACHED.with(|c| {
         let (cached_gen, id) = c.get();
         if cached_gen == generation {

@@ -32,6 +32,7 @@
 //! position before trusting it. A hostile peer can make you receive wrong bytes, never
 //! make this code touch memory outside the data area.
 
+use crate::buf::OutBuf;
 use crate::layout::{RingControl, RECORD_ALIGN, RECORD_HEADER};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::Park;
@@ -43,9 +44,9 @@ pub const PADDING_TAG: u32 = 0x7FFF_FFFF;
 /// Largest user tag.
 pub const MAX_TAG: u32 = PADDING_TAG - 1;
 
-/// `ctl.poisoned` reason: the consumer read a malformed record header.
+/// `ctl.status.poisoned` reason: the consumer read a malformed record header.
 pub const POISON_BAD_RECORD: u32 = 1;
-/// `ctl.poisoned` reason: the producer read an impossible consumer position.
+/// `ctl.status.poisoned` reason: the producer read an impossible consumer position.
 pub const POISON_BAD_HEAD: u32 = 2;
 
 /// Errors of the ring algorithm itself.
@@ -75,7 +76,16 @@ pub enum RingError {
 ///
 /// Implemented over a mapped segment (production), over heap memory (tests) and over
 /// loom atomics (models). Offsets are relative to the start of the data area.
-pub trait RingStore {
+///
+/// # Safety
+/// The ring trusts these answers to stay inside memory it may touch. An implementer
+/// guarantees, for the life of the store:
+/// - `capacity()` is a power of two, at least 16, and never changes;
+/// - `header(offset)`, for every 8-aligned `offset < capacity()`, returns an atomic
+///   inside the data area (it may panic for other offsets);
+/// - `write`/`read` copy exactly the given range of the data area and nothing else;
+/// - `control()` is this ring's control block, shared by its producer and consumer.
+pub unsafe trait RingStore {
     /// Sleep/wake implementation for the ring's event counts.
     type Park: Park;
     /// The control block.
@@ -90,12 +100,13 @@ pub trait RingStore {
     /// `offset + src.len() <= capacity`, and no other thread of this process accesses
     /// that range concurrently (the ring protocol gives the producer exclusive use).
     unsafe fn write(&self, offset: usize, src: &[u8]);
-    /// Copy from the data area at `offset` into `dst`.
+    /// Copy `len` bytes from the data area at `offset` to `dst`.
     ///
     /// # Safety
-    /// `offset + dst.len() <= capacity`, and the range holds a record this consumer has
-    /// acquired and not yet released.
-    unsafe fn read(&self, offset: usize, dst: &mut [u8]);
+    /// `offset + len <= capacity`, the range holds a record this consumer has acquired
+    /// and not yet released, and `dst` is valid for writes of `len` bytes (possibly
+    /// uninitialised: it is only written) and does not overlap the data area.
+    unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize);
     /// The futex implementation.
     fn park(&self) -> &Self::Park;
     /// Hint that the line at `offset` will soon be read (`write = false`) or written.
@@ -109,7 +120,12 @@ pub trait RingStore {
 const PREFETCH_AHEAD: u64 = 512;
 
 /// A [`RingStore`] whose data area is plain bytes, so records can be lent as slices.
-pub trait ByteRingStore: RingStore {
+///
+/// # Safety
+/// `data_ptr()` points to byte 0 of the data area that `header`, `read` and `write`
+/// address, valid for reads and writes of `capacity()` bytes for the life of the store
+/// (the ring forms slices over it: [`Producer::payload_mut`], [`Consumer::payload`]).
+pub unsafe trait ByteRingStore: RingStore {
     /// Pointer to byte 0 of the data area, valid for `capacity()` bytes.
     fn data_ptr(&self) -> *mut u8;
 }
@@ -167,36 +183,51 @@ impl<S: RingStore> Producer<S> {
     /// # Errors
     /// [`RingError::Corrupt`] if the stored positions are impossible.
     pub fn attach(store: S) -> Result<Self, RingError> {
-        let cap = store.capacity() as u64;
-        let ctl = store.control();
-        // ORDERING: Acquire, partners of the previous owners' Release stores.
-        let mut tail = ctl.tail.value.load(Ordering::Acquire);
-        let head = ctl.head.value.load(Ordering::Acquire);
-        if tail % RECORD_ALIGN as u64 != 0 || head % RECORD_ALIGN as u64 != 0 {
-            return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
-        }
-        // A producer that died between publishing a header and storing `tail` left one
-        // committed record at `tail`: step over it so it is not overwritten. The
-        // consumer may already have consumed it (the header store is the publish), so
-        // `head` may be past the stored `tail`: compare only after stepping over.
-        let word = store.header((tail & (cap - 1)) as usize).load(Ordering::Acquire);
-        if word != 0 {
-            let len = (word & 0xFFFF_FFFF) as usize;
-            let size = record_size(len) as u64;
-            if word & COMMITTED == 0 || size > cap - (tail & (cap - 1)) {
-                return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
-            }
-            tail += size;
-        }
-        if head > tail || tail - head > cap {
-            return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
-        }
-        Ok(Producer { store, tail, cached_head: head, mask: cap - 1 })
+        let mask = store.capacity() as u64 - 1;
+        let (tail, head) = stored_producer_position(&store)?;
+        Ok(Producer { store, tail, cached_head: head, mask })
+    }
+
+    /// Drop the private positions and resume from the shared ones, as [`attach`]
+    /// does: after another copy of this producer (in another process) may have
+    /// published records (see [`crate::lease`]).
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the stored positions are impossible.
+    ///
+    /// [`attach`]: Producer::attach
+    pub fn resync(&mut self) -> Result<(), RingError> {
+        let (tail, head) = stored_producer_position(&self.store)?;
+        self.tail = tail;
+        self.cached_head = head;
+        Ok(())
     }
 
     /// The storage.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Mark the current position as a cut: the message in progress (spanning several
+    /// records) was abandoned here and nothing more of it will come. A consumer
+    /// part-way through it that finds no record at this position ([`Consumer::at_cut`])
+    /// reports it truncated; a record published here later (the next message) tells it
+    /// the same. Positions only grow, so an old cut never matches a later position.
+    pub fn cut(&mut self) {
+        // ORDERING: Release, partner of `at_cut`'s Acquire: the records committed
+        // before the cut are visible to a consumer that sees it.
+        self.store.control().status.value.cut.store(self.tail + 1, Ordering::Release);
+    }
+
+    /// Bytes free for records now (the consumer position is re-read): what a run of
+    /// records may take without waiting, less the padding a wrap may cost.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the consumer position is impossible.
+    pub fn free_bytes(&mut self) -> Result<u64, RingError> {
+        self.refresh_head(0)?;
+        // The zero-ahead slot is never free.
+        Ok((self.capacity() - (self.tail - self.cached_head)).saturating_sub(RECORD_HEADER as u64))
     }
 
     /// Largest payload in bytes that this ring accepts.
@@ -225,7 +256,7 @@ impl<S: RingStore> Producer<S> {
         // consumer finished reading the space before it published the new head.
         let head = self.store.control().head.value.load(Ordering::Acquire);
         if head < self.cached_head || head > self.tail || head % RECORD_ALIGN as u64 != 0 {
-            self.store.control().poisoned.value.store(POISON_BAD_HEAD, Ordering::Relaxed);
+            self.store.control().status.value.poisoned.store(POISON_BAD_HEAD, Ordering::Relaxed);
             return Err(RingError::Corrupt { what: "consumer position", position: self.tail, value: head });
         }
         self.cached_head = head;
@@ -327,6 +358,65 @@ impl<S: RingStore> Producer<S> {
     }
 }
 
+/// The producer position and consumer position stored in the control block, checked.
+/// A producer that died between publishing a header and storing `tail` left one
+/// committed record at `tail`: step over it so it is not overwritten. The consumer may
+/// already have consumed it (the header store is the publish), so `head` may be past
+/// the stored `tail`: compare only after stepping over.
+fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingError> {
+    let cap = store.capacity() as u64;
+    let ctl = store.control();
+    // ORDERING: Acquire, partners of the previous owners' Release stores.
+    let mut tail = ctl.tail.value.load(Ordering::Acquire);
+    let head = ctl.head.value.load(Ordering::Acquire);
+    if tail % RECORD_ALIGN as u64 != 0 || head % RECORD_ALIGN as u64 != 0 {
+        return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
+    }
+    // ORDERING: Acquire, partner of `publish`'s Release header store.
+    let word = store.header((tail & (cap - 1)) as usize).load(Ordering::Acquire);
+    if word != 0 {
+        let len = (word & 0xFFFF_FFFF) as usize;
+        let size = record_size(len) as u64;
+        if word & COMMITTED == 0 || size > cap - (tail & (cap - 1)) {
+            return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
+        }
+        tail += size;
+    }
+    if head > tail || tail - head > cap {
+        return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
+    }
+    Ok((tail, head))
+}
+
+/// The reason code a side stored when it found the ring corrupt (0: not poisoned).
+pub fn poisoned<S: RingStore>(store: &S) -> u32 {
+    // ORDERING: Relaxed: a flag checked once per wait slice; what it reports is the
+    // storer's own finding, not data it publishes.
+    store.control().status.value.poisoned.load(Ordering::Relaxed)
+}
+
+/// True if a record (or a padding record) is published at the consumer position stored
+/// in the control block: a read-only look that needs no role (a copy waiting for the
+/// lease, `poll`).
+pub fn data_ready<S: RingStore>(store: &S) -> bool {
+    // ORDERING: Acquire, partner of the consumer's Release in `advance`.
+    let head = store.control().head.value.load(Ordering::Acquire);
+    // ORDERING: Acquire, partner of `publish`'s Release header store.
+    store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0
+}
+
+/// True if `len` payload bytes might fit after the producer position stored in the
+/// control block (ignoring padding at the wrap): a read-only look for a copy waiting
+/// for the lease. May say yes when a claim would still wait.
+pub fn space_ready<S: RingStore>(store: &S, len: usize) -> bool {
+    let ctl = store.control();
+    // ORDERING: Acquire, partners of the Release stores of `publish` and `advance`.
+    let tail = ctl.tail.value.load(Ordering::Acquire);
+    let head = ctl.head.value.load(Ordering::Acquire);
+    let need = record_size(len.min(max_payload(store.capacity()))) as u64 + RECORD_HEADER as u64;
+    tail.wrapping_sub(head) + need <= store.capacity() as u64
+}
+
 /// A record the consumer is looking at: valid until [`Consumer::release`].
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a record stays in the ring until Consumer::release"]
@@ -356,6 +446,15 @@ impl Record {
     }
 }
 
+fn stored_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
+    // ORDERING: Acquire, partner of the previous consumer's Release in `advance`.
+    let head = store.control().head.value.load(Ordering::Acquire);
+    if head % RECORD_ALIGN as u64 != 0 {
+        return Err(RingError::Corrupt { what: "stored consumer position", position: head, value: head });
+    }
+    Ok(head)
+}
+
 /// The consuming side of a ring. Exactly one may exist per ring.
 #[derive(Debug)]
 pub struct Consumer<S: RingStore> {
@@ -370,18 +469,32 @@ impl<S: RingStore> Consumer<S> {
     /// # Errors
     /// [`RingError::Corrupt`] if the stored position is misaligned.
     pub fn attach(store: S) -> Result<Self, RingError> {
-        let cap = store.capacity() as u64;
-        // ORDERING: Acquire, partner of the previous consumer's Release in `release`.
-        let head = store.control().head.value.load(Ordering::Acquire);
-        if head % RECORD_ALIGN as u64 != 0 {
-            return Err(RingError::Corrupt { what: "stored consumer position", position: head, value: head });
-        }
-        Ok(Consumer { store, head, mask: cap - 1 })
+        let mask = store.capacity() as u64 - 1;
+        let head = stored_consumer_position(&store)?;
+        Ok(Consumer { store, head, mask })
+    }
+
+    /// Drop the private position and resume from the shared one: after another copy of
+    /// this consumer (in another process) may have received records.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the stored position is misaligned.
+    pub fn resync(&mut self) -> Result<(), RingError> {
+        self.head = stored_consumer_position(&self.store)?;
+        Ok(())
     }
 
     /// The storage.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// True if the producer cut the stream at this consumer's position (see
+    /// [`Producer::cut`]): one load of a line that is written rarely.
+    #[inline]
+    pub fn at_cut(&self) -> bool {
+        // ORDERING: Acquire, partner of `cut`'s Release.
+        self.store.control().status.value.cut.load(Ordering::Acquire) == self.head + 1
     }
 
     /// The next record, if one is published. Skips padding records.
@@ -423,7 +536,7 @@ impl<S: RingStore> Consumer<S> {
             let tag = ((word >> 32) & u64::from(PADDING_TAG)) as u32;
             let size = record_size(len);
             if word & COMMITTED == 0 || size > self.store.capacity() - offset {
-                self.store.control().poisoned.value.store(POISON_BAD_RECORD, Ordering::Relaxed);
+                self.store.control().status.value.poisoned.store(POISON_BAD_RECORD, Ordering::Relaxed);
                 return Err(RingError::Corrupt { what: "record header", position: self.head, value: word });
             }
             if tag == PADDING_TAG {
@@ -441,10 +554,22 @@ impl<S: RingStore> Consumer<S> {
     /// If the range exceeds the record.
     #[inline]
     pub fn read(&self, record: &Record, at: usize, dst: &mut [u8]) {
-        assert!(at.checked_add(dst.len()).is_some_and(|end| end <= record.len), "read past the record");
+        self.read_to(record, at, &mut dst.into());
+    }
+
+    /// [`Consumer::read`] into a write-only destination (possibly uninitialised memory).
+    ///
+    /// # Panics
+    /// If the range exceeds the record.
+    #[inline]
+    pub fn read_to(&self, record: &Record, at: usize, dst: &mut OutBuf<'_>) {
+        let len = dst.len();
+        assert!(at.checked_add(len).is_some_and(|end| end <= record.len), "read past the record");
         // SAFETY: `record` was validated by try_peek to lie inside the data area, and the
-        // producer does not reuse it before `release` moves the head past it.
-        unsafe { self.store.read(record.payload_offset() + at, dst) };
+        // producer does not reuse it before `release` moves the head past it; `dst` is
+        // valid for `len` writes (OutBuf's contract) and is the caller's memory, not the
+        // ring's.
+        unsafe { self.store.read(record.payload_offset() + at, dst.as_mut_ptr(), len) };
     }
 
     /// Give the record's space back to the producer and wake it if it sleeps.
@@ -472,9 +597,13 @@ impl<S: ByteRingStore> Producer<S> {
     /// The claim's payload as a writable slice (zero-copy send).
     #[inline]
     pub fn payload_mut(&mut self, claim: &Claim) -> &mut [u8] {
-        // SAFETY: the claim lies inside the data area in space owned by the producer
-        // until commit; `&mut self` makes the slice unique in this process. A peer
-        // process does not touch unpublished space unless it is broken or hostile.
+        // SAFETY: the claim lies inside the data area (try_claim keeps records
+        // contiguous; ByteRingStore's contract) in space owned by the producer until
+        // commit: the consumer reads only published records, and every other copy of
+        // the producer is kept out by the role lease (`crate::lease`) while the claim
+        // is open. `&mut self` makes the slice unique in this process. Only a process
+        // that breaks the protocol (the segment is mode 0600: the same user's) could
+        // write these bytes meanwhile.
         unsafe { std::slice::from_raw_parts_mut(self.store.data_ptr().add(claim.payload_offset()), claim.len) }
     }
 }
@@ -483,8 +612,14 @@ impl<S: ByteRingStore> Consumer<S> {
     /// The record's payload as a slice (zero-copy receive).
     #[inline]
     pub fn payload(&self, record: &Record) -> &[u8] {
-        // SAFETY: validated by try_peek to lie inside the data area; the producer does
-        // not reuse the space before release (which needs `&mut self`).
+        // SAFETY: validated by try_peek to lie inside the data area (ByteRingStore's
+        // contract). A reference over shared memory is sound while nothing writes the
+        // bytes: a producer never claims space past the consumer's position, so it does
+        // not reuse a record before `release` (which needs `&mut self`, ending this
+        // borrow), and other consumer copies are kept out by the role lease. A process
+        // that writes a published record anyway breaks the protocol (the segment is
+        // mode 0600: the same user's), as with any shared-memory API; decoders of
+        // untrusted bytes copy them out with `read` and validate them instead.
         unsafe { std::slice::from_raw_parts(self.store.data_ptr().add(record.payload_offset()), record.len) }
     }
 }

@@ -1,12 +1,20 @@
-//! A segment: a region holding a validated [`SegmentHeader`] and one kind's layout,
-//! plus the role operations of [`crate::liveness`] on it.
+//! A segment's life: create, open (validating it), claim and close its roles.
+//!
+//! A segment is a region holding a validated [`SegmentHeader`], a role table sized by
+//! the kind's [`crate::kind::KindSpec`], and the kind's own layout. Named segments live
+//! at `/dev/shm/shmplane.<name>`, created exclusively with mode 0600 and their memory
+//! reserved up front (`posix_fallocate`: a full `/dev/shm` fails at create, never as
+//! SIGBUS later), as iceoryx2 does. Deciding which segments are stale and removing them
+//! is [`crate::gc`].
 
 use crate::error::{Error, Result};
+use crate::gc::{finished, held_after_grace, stale};
 use crate::header::{has_magic, is_ready, validate, write_header, HeaderInfo, SegmentKind};
-use crate::layout::{SegmentHeader, INIT_LOCK_BYTE, ROLE_LOCK_BYTE};
-use crate::liveness::{self, PeerState, ATTACHED, CLOSED, CLOSING};
+use crate::kind::Params;
+use crate::layout::{control_offset, role_offset, RoleEntry, SegmentHeader, INIT_LOCK_BYTE, ROLE_LOCK_BYTE};
+use crate::lease::{CopyId, Lease};
+use crate::liveness::{self, key_alive, PeerState, ATTACHED, CLOSED, CLOSING};
 use crate::region::{Region, ShmFile};
-use crate::sync::Ordering;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -14,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const INIT_WAIT: Duration = Duration::from_secs(2);
 
 /// A mapped, validated segment. Each `Segment` has its own open file description, so
-/// it is one lock owner: one endpoint.
+/// it is one lock owner: one endpoint (and its copies, which share the description).
 #[derive(Debug)]
 pub struct Segment {
     region: Region,
@@ -28,20 +36,36 @@ enum Attach {
     Failed(Error),
 }
 
+/// The header fields of a new segment of `kind` with `params`, as its spec computes
+/// them.
+fn new_info(kind: SegmentKind, params: Params) -> Result<HeaderInfo> {
+    let spec = kind.spec();
+    let total_len = (spec.segment_len)(params).map_err(Error::InvalidArgument)?;
+    Ok(HeaderInfo {
+        kind,
+        total_len: total_len as u64,
+        param0: params.p0,
+        param1: params.p1,
+        role_count: (spec.role_count)(params),
+        creator_pid: std::process::id(),
+    })
+}
+
 impl Segment {
-    /// Create named segment `name` of `total_len` bytes (zero-filled), write its header
-    /// and publish it. If a *stale* segment of that name exists (creator died while
-    /// initialising, an owner died without closing, or all roles closed), it is removed
-    /// and replaced.
+    /// Create named segment `name` of `kind` with `params` (zero-filled), write its
+    /// header and publish it. If a *stale* segment of that name exists (creator died
+    /// while initialising, an owner died without closing, or all roles closed), it is
+    /// removed and replaced.
     ///
     /// # Errors
-    /// [`Error::AlreadyExists`] (a live segment or one waiting for a peer),
-    /// [`Error::Corrupt`] (a non-shmplane file has the name), [`Error::NoSpace`],
-    /// [`Error::InvalidName`], [`Error::Os`].
-    pub fn create(name: &str, kind: SegmentKind, total_len: usize, param0: u64, param1: u64) -> Result<Segment> {
+    /// [`Error::InvalidArgument`] (parameters the kind refuses), [`Error::AlreadyExists`]
+    /// (a live segment or one waiting for a peer), [`Error::Corrupt`] (a non-shmplane
+    /// file has the name), [`Error::NoSpace`], [`Error::InvalidName`], [`Error::Os`].
+    pub fn create(name: &str, kind: SegmentKind, params: Params) -> Result<Segment> {
+        let info = new_info(kind, params)?;
         for _ in 0..8 {
-            match ShmFile::create(name, total_len as u64) {
-                Ok(file) => return Self::init(file, Some(name), kind, total_len, param0, param1),
+            match ShmFile::create(name, info.total_len) {
+                Ok(file) => return Self::init(file, Some(name), info),
                 Err(Error::AlreadyExists { .. }) => match stale(name) {
                     Ok(Some(old)) => old.unlink_if_same(name),
                     Ok(None) => {
@@ -56,23 +80,11 @@ impl Segment {
         Err(Error::AlreadyExists { name: name.to_owned(), path: crate::region::shm_path(name) })
     }
 
-    fn init(
-        file: ShmFile,
-        name: Option<&str>,
-        kind: SegmentKind,
-        total_len: usize,
-        param0: u64,
-        param1: u64,
-    ) -> Result<Segment> {
+    fn init(file: ShmFile, name: Option<&str>, info: HeaderInfo) -> Result<Segment> {
         file.try_lock(INIT_LOCK_BYTE)?;
-        let region = Region::map(&file, total_len)?;
-        let segment = Segment {
-            region,
-            info: HeaderInfo { kind, total_len: total_len as u64, param0, param1, creator_pid: std::process::id() },
-            file: Some(file),
-            name: name.map(str::to_owned),
-        };
-        write_header(segment.header(), kind, total_len as u64, param0, param1);
+        let region = Region::map(&file, info.total_len as usize)?;
+        let segment = Segment { region, info, file: Some(file), name: name.map(str::to_owned) };
+        write_header(segment.header(), &segment.info);
         if let Some(f) = &segment.file {
             f.unlock(INIT_LOCK_BYTE);
         }
@@ -81,17 +93,34 @@ impl Segment {
 
     /// A segment on the heap (no file, no name, no locks): for tests and valgrind.
     ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for parameters the kind refuses.
+    pub fn heap(kind: SegmentKind, params: Params) -> Result<Segment> {
+        let info = new_info(kind, params)?;
+        let segment =
+            Segment { region: Region::heap(info.total_len as usize), file: None, name: None, info };
+        write_header(segment.header(), &segment.info);
+        Ok(segment)
+    }
+
+    /// A heap segment with exactly these header fields and length, *not* checked against
+    /// the kind's rules: for tests of the algorithms at sizes real segments never have
+    /// (rings of 64 bytes).
+    ///
     /// # Panics
-    /// If `total_len` is smaller than a header.
-    pub fn heap(kind: SegmentKind, total_len: usize, param0: u64, param1: u64) -> Segment {
-        assert!(total_len >= size_of::<SegmentHeader>());
-        let segment = Segment {
-            region: Region::heap(total_len),
-            file: None,
-            name: None,
-            info: HeaderInfo { kind, total_len: total_len as u64, param0, param1, creator_pid: std::process::id() },
+    /// If `total_len` cannot hold the header and `role_count` role entries.
+    pub fn heap_sized(kind: SegmentKind, params: Params, role_count: usize, total_len: usize) -> Segment {
+        assert!(total_len >= control_offset(role_count), "a {total_len}-byte segment of {role_count} roles");
+        let info = HeaderInfo {
+            kind,
+            total_len: total_len as u64,
+            param0: params.p0,
+            param1: params.p1,
+            role_count,
+            creator_pid: std::process::id(),
         };
-        write_header(segment.header(), kind, total_len as u64, param0, param1);
+        let segment = Segment { region: Region::heap(total_len), file: None, name: None, info };
+        write_header(segment.header(), &segment.info);
         segment
     }
 
@@ -170,7 +199,8 @@ impl Segment {
                 },
             }));
         }
-        let info = validate(header, size, kind, file.path()).map_err(fail)?;
+        // Validation checks the role table and the kind's layout against the file size.
+        let info = validate(header, size, Some(kind), file.path()).map_err(fail)?;
         Ok(Segment { region, file: Some(file), name: name.map(str::to_owned), info })
     }
 
@@ -195,6 +225,24 @@ impl Segment {
         // SAFETY: every segment starts with a header; offset 0 is page-aligned; the
         // region is at least a header long (checked at create/attach).
         unsafe { self.region.at(0) }
+    }
+
+    /// Role `role`'s entry in the role table.
+    ///
+    /// # Panics
+    /// If `role` is not below the segment's role count.
+    #[inline]
+    pub fn role(&self, role: usize) -> &RoleEntry {
+        assert!(role < self.info.role_count, "role {role} of a {}-role segment", self.info.role_count);
+        // SAFETY: the validated role table lies inside the region (validation checked
+        // the total length the kind's spec computes, which includes the table); entries
+        // are 128-aligned atomics-only structs.
+        unsafe { self.region.at(role_offset(role)) }
+    }
+
+    /// Byte offset of the kind's control block (after the role table).
+    pub fn control_offset(&self) -> usize {
+        control_offset(self.info.role_count)
     }
 
     /// The mapped region.
@@ -222,27 +270,28 @@ impl Segment {
         self.file.as_ref().map(|f| f.as_file().as_raw_fd())
     }
 
-    fn role_name(&self, role: usize) -> &'static str {
-        self.info.kind.roles()[role]
+    /// Name of role `role`.
+    pub fn role_name(&self, role: usize) -> &'static str {
+        self.info.kind.spec().role_name(role)
     }
 
-    /// Claim role `role` for this segment's open file description and register the
-    /// calling process as its owner.
+    /// Claim role `role` for this segment's open file description (its copies share
+    /// it) and mark it attached.
     ///
     /// # Errors
     /// [`Error::RoleTaken`] if another description holds it; [`Error::Os`].
-    pub fn claim_role(&self, role: usize, me: (u32, u64)) -> Result<()> {
-        let entry = &self.header().roles[role];
+    pub fn claim_role(&self, role: usize) -> Result<()> {
+        let entry = self.role(role);
         if let Some(f) = &self.file {
             if !f.try_lock(ROLE_LOCK_BYTE + role as u64)? {
                 return Err(Error::RoleTaken {
                     role: self.role_name(role),
                     path: self.path().to_owned(),
-                    pid: entry.owner_pid.load(Ordering::Relaxed),
+                    pid: crate::lease::holder(entry).map_or(0, liveness::key_pid),
                 });
             }
         }
-        liveness::register_owner(entry, me.0, me.1);
+        liveness::mark_attached(entry);
         Ok(())
     }
 
@@ -272,10 +321,7 @@ impl Segment {
         drop(region);
         drop(file);
         if let (Ok(probe), Some(name)) = (probe, name) {
-            let Some(region) = map_header(&probe) else { return };
-            // SAFETY: header at offset 0 of a region a header long.
-            let header: &SegmentHeader = unsafe { region.at(0) };
-            if finished(&probe, header, info.kind) {
+            if finished(&probe, info.kind) {
                 probe.unlink_if_same(&name);
             }
         }
@@ -290,188 +336,74 @@ impl Segment {
             Some(f) => f.is_locked_by_other(ROLE_LOCK_BYTE + role as u64)?,
             None => true,
         };
-        Ok(liveness::classify(&self.header().roles[role], held))
+        Ok(liveness::classify(self.role(role), held, key_alive))
     }
 
-    /// Close this endpoint's hold on `role`: unmap and close the descriptor, then mark
-    /// the role closed if no other process still holds it, and unlink the name if the
-    /// segment is finished (see [`stale`]). Best effort; never fails.
-    pub fn close_role(self, role: usize, me: u32) {
+    /// The pid of a live copy of role `role` that is inside an operation now (for a
+    /// sender: part-way through a message), if any (see [`crate::lease::active_copy`]).
+    pub fn role_active(&self, role: usize) -> Option<u32> {
+        crate::lease::active_copy(self.role(role), key_alive)
+    }
+
+    /// Close this copy's hold on `role`: give up its lease and copy entry, unmap and
+    /// close the descriptor, then mark the role closed if no other process still holds
+    /// it, and unlink the name if the segment is finished (see [`crate::gc`]). Best
+    /// effort; never fails. `me` is the caller's current identity (a fork child's
+    /// inherited handle that never used the role releases nothing of the parent's).
+    pub fn close_role(self, role: usize, lease: &mut Lease, me: CopyId) {
+        let entry = self.role(role);
+        // Ours to close if we hold the lease, or if nobody does (the copies that used it
+        // closed, never existed, or died).
+        let owner = lease.may_close(entry, me, key_alive);
+        lease.release(entry, me);
         let Segment { region, file, name, info } = self;
         let Some(file) = file else {
-            // SAFETY: header at offset 0 of a region at least a header long.
-            let header: &SegmentHeader = unsafe { region.at(0) };
-            header.roles[role].state.store(CLOSED, Ordering::Release);
+            // SAFETY: the role table lies inside the region (validated at creation).
+            let entry: &RoleEntry = unsafe { region.at(role_offset(role)) };
+            liveness::set_state(entry, CLOSED);
             return;
         };
         let probe = file.reopen();
-        // SAFETY: as above.
-        let header: &SegmentHeader = unsafe { region.at(0) };
-        let entry = &header.roles[role];
-        // Ours to close if we own it, or if nobody does (the process that last used a
-        // shared descriptor closed and gave it up, or never registered).
-        let owner_pid = entry.owner_pid.load(Ordering::Relaxed);
-        let owner = owner_pid == me || owner_pid == 0;
         if owner {
-            // ORDERING: Release, partner of classify's Acquire.
-            entry.state.store(CLOSING, Ordering::Release);
+            // SAFETY: as above.
+            let entry: &RoleEntry = unsafe { region.at(role_offset(role)) };
+            liveness::set_state(entry, CLOSING);
         }
         // The lock lives as long as any reference to the description: fd and mapping.
         drop(region);
         drop(file);
         let Ok(probe) = probe else { return };
-        let Some(region) = map_header(&probe) else { return };
-        // SAFETY: as above.
-        let header: &SegmentHeader = unsafe { region.at(0) };
-        let entry = &header.roles[role];
-        // Only the owner needs to know (and waits up to FORK_GRACE to find out): a
-        // handle passed to a child that registered there closes at once.
+        let Some(region) = map_roles(&probe, role + 1) else { return };
+        // SAFETY: map_roles mapped the header and at least `role + 1` role entries.
+        let entry: &RoleEntry = unsafe { region.at(role_offset(role)) };
+        // Only the owner needs to know (and waits up to the fork grace to find out): a
+        // handle passed to a child that used it there closes at once.
         if owner {
             if held_after_grace(&probe, ROLE_LOCK_BYTE + role as u64) {
                 // Another process shares the description (fork, passed descriptor):
-                // the role lives on; it registers itself on first use.
-                let _ = entry.state.compare_exchange(CLOSING, ATTACHED, Ordering::AcqRel, Ordering::Relaxed);
-                let _ = entry.owner_pid.compare_exchange(owner_pid, 0, Ordering::AcqRel, Ordering::Relaxed);
+                // the role lives on; a copy there takes the lease on first use.
+                liveness::swap_state(entry, CLOSING, ATTACHED);
             } else {
-                entry.state.store(CLOSED, Ordering::Release);
+                liveness::set_state(entry, CLOSED);
             }
         }
+        drop(region);
         if let Some(name) = name {
-            if finished(&probe, header, info.kind) {
+            if finished(&probe, info.kind) {
                 probe.unlink_if_same(&name);
             }
         }
     }
 }
 
-/// Map the header of `file` for a close-time probe, or `None` if the file is now
-/// shorter than a header (truncated by someone else: reading it would be SIGBUS). A
-/// truncation between this check and the read is still possible (memfd seals would
-/// close that window; `shm_open` names cannot be sealed).
-fn map_header(file: &ShmFile) -> Option<Region> {
-    let header_len = size_of::<SegmentHeader>();
-    if file.size().ok()? < header_len as u64 {
+/// Map the header and the first `roles` role entries of `file` for a close-time or `gc`
+/// probe, or `None` if the file is now shorter than that (truncated by someone else:
+/// reading it would be SIGBUS). A truncation between this check and the read is still
+/// possible (memfd seals would close that window; `shm_open` names cannot be sealed).
+pub(crate) fn map_roles(file: &ShmFile, roles: usize) -> Option<Region> {
+    let len = control_offset(roles);
+    if file.size().ok()? < len as u64 {
         return None;
     }
-    Region::map(file, header_len).ok()
-}
-
-/// True if no process holds any lock on the segment and it will never be used again:
-/// creator died while initialising, an owner died without closing, or every role closed.
-/// A segment with a never-claimed role (waiting for its peer) is not finished.
-fn finished(file: &ShmFile, header: &SegmentHeader, kind: SegmentKind) -> bool {
-    let locked = |byte| file.is_locked_by_other(byte).unwrap_or(true);
-    if locked(INIT_LOCK_BYTE) {
-        return false;
-    }
-    let roles = kind.roles().len();
-    let ready = is_ready(header);
-    for r in 0..roles {
-        let byte = ROLE_LOCK_BYTE + r as u64;
-        // A closed role's lock still seen held is, in practice, a child forked by
-        // another thread that has not exec'd yet: give it a moment (see held_after_grace).
-        let closed = ready && matches!(header.roles[r].state.load(Ordering::Acquire), CLOSED | CLOSING);
-        if if closed { held_after_grace(file, byte) } else { locked(byte) } {
-            return false;
-        }
-    }
-    if !ready || kind == SegmentKind::Slot {
-        // A slot has no role states: unused once no handle holds its shared lock.
-        return true;
-    }
-    let states: Vec<u32> = (0..roles).map(|r| header.roles[r].state.load(Ordering::Acquire)).collect();
-    states.iter().any(|&s| s == ATTACHED || s == CLOSING) || states.iter().all(|&s| s == CLOSED)
-}
-
-/// How long a lock seen held on a role that was just closed may take to go away.
-const FORK_GRACE: Duration = Duration::from_millis(20);
-
-/// True if another open file description still holds `byte` after [`FORK_GRACE`].
-///
-/// While another thread of this process spawns a subprocess, the child holds copies of
-/// all our descriptors until it execs (`O_CLOEXEC` closes them only then), so for a
-/// moment it seems to hold every lock we hold. That must not count as "another process
-/// shares this endpoint" when closing it.
-fn held_after_grace(file: &ShmFile, byte: u64) -> bool {
-    let deadline = Instant::now() + FORK_GRACE;
-    loop {
-        match file.is_locked_by_other(byte) {
-            Ok(false) => return false,
-            Ok(true) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-            _ => return true,
-        }
-    }
-}
-
-/// If segment `name` is stale (see [`finished`]), its open file, to unlink by identity.
-///
-/// # Errors
-/// [`Error::NotFound`] if it vanished; [`Error::Corrupt`] if a non-shmplane file has
-/// the name; [`Error::Os`].
-pub fn stale(name: &str) -> Result<Option<ShmFile>> {
-    let file = ShmFile::open(name)?;
-    if file.is_locked_by_other(INIT_LOCK_BYTE)? {
-        return Ok(None);
-    }
-    let size = file.size()?;
-    let header_len = size_of::<SegmentHeader>() as u64;
-    if size < header_len {
-        // Either a creator between `shm_open` and taking the init lock (microseconds),
-        // or one that died there. Only a file older than that window is stale.
-        let young = file
-            .as_file()
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age < Duration::from_secs(1));
-        return Ok((!young).then_some(file));
-    }
-    let region = Region::map(&file, header_len as usize)?;
-    // SAFETY: header at offset 0, region is a header long.
-    let header: &SegmentHeader = unsafe { region.at(0) };
-    // A creator that died before its first header store left zeros (write_header
-    // stores the magic first); anything else without the magic is not ours.
-    if !has_magic(header) && (is_ready(header) || !header_is_zero(header)) {
-        return Err(Error::Corrupt {
-            path: file.path().to_owned(),
-            what: "a file that is not a shmplane segment has this name; remove it".into(),
-        });
-    }
-    let kind_raw = (header.version_kind.load(Ordering::Relaxed) >> 32) as u32;
-    let kind = match kind_raw {
-        1 => SegmentKind::Channel,
-        2 => SegmentKind::Slot,
-        _ if !is_ready(header) => SegmentKind::Channel,
-        _ => {
-            return Err(Error::Corrupt { path: file.path().to_owned(), what: format!("unknown segment kind {kind_raw}") })
-        }
-    };
-    let done = finished(&file, header, kind);
-    drop(region);
-    Ok(done.then_some(file))
-}
-
-/// True if the header's fields all read zero.
-fn header_is_zero(h: &SegmentHeader) -> bool {
-    [&h.magic, &h.version_kind, &h.layout_hash, &h.total_len, &h.param0, &h.param1]
-        .iter()
-        .all(|w| w.load(Ordering::Relaxed) == 0)
-        && h.creator_pid.load(Ordering::Relaxed) == 0
-        && h.init_state.load(Ordering::Relaxed) == 0
-}
-
-/// Remove every stale segment of this user (see [`stale`]). Returns the names removed.
-pub fn gc() -> Vec<String> {
-    let mut removed = Vec::new();
-    let Ok(dir) = std::fs::read_dir(crate::region::SHM_DIR) else { return removed };
-    for entry in dir.flatten() {
-        let file_name = entry.file_name();
-        let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix(crate::region::PREFIX)) else { continue };
-        if let Ok(Some(file)) = stale(name) {
-            file.unlink_if_same(name);
-            removed.push(name.to_owned());
-        }
-    }
-    removed
+    Region::map(file, len).ok()
 }

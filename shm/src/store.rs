@@ -1,7 +1,7 @@
 //! [`RingStore`] over a [`Segment`]: the production (and heap-test) ring storage.
 
 use crate::header::SegmentKind;
-use crate::layout::{ring_segment_len, RingControl, RING_CONTROL_OFFSET, RING_DATA_OFFSET};
+use crate::layout::{RingControl, DATA_ALIGN};
 use crate::ring::{ByteRingStore, RingStore};
 use crate::segment::Segment;
 use crate::sync::AtomicU64;
@@ -12,6 +12,8 @@ use crate::wait::SharedFutex;
 pub struct SegmentRing {
     segment: Segment,
     capacity: usize,
+    control: usize,
+    data: usize,
 }
 
 impl SegmentRing {
@@ -23,8 +25,10 @@ impl SegmentRing {
         let info = segment.info();
         assert_eq!(info.kind, SegmentKind::Channel);
         let capacity = info.param0 as usize;
-        assert!(ring_segment_len(capacity) <= segment.region().len());
-        SegmentRing { segment, capacity }
+        let control = segment.control_offset();
+        let data = (control + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
+        assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
+        SegmentRing { segment, capacity, control, data }
     }
 
     /// The segment.
@@ -38,19 +42,22 @@ impl SegmentRing {
     }
 
     fn data(&self) -> *mut u8 {
-        // SAFETY: RING_DATA_OFFSET + capacity <= region length (checked in new).
-        unsafe { self.segment.region().as_ptr().add(RING_DATA_OFFSET) }
+        // SAFETY: data + capacity <= region length (checked in new).
+        unsafe { self.segment.region().as_ptr().add(self.data) }
     }
 }
 
-impl RingStore for SegmentRing {
+// SAFETY: `new` checked that the data area (`capacity` bytes, a power of two, from the
+// page-aligned data offset) and the control block lie inside the mapping, which lives as
+// long as the store; `header` asserts its offset; `read`/`write` copy the given range.
+unsafe impl RingStore for SegmentRing {
     type Park = SharedFutex;
 
     #[inline]
     fn control(&self) -> &RingControl {
-        // SAFETY: RingControl is atomics-only, at its fixed 128-aligned offset, inside
+        // SAFETY: RingControl is atomics-only, at the 128-aligned control offset, inside
         // the region (new checked the segment length).
-        unsafe { self.segment.region().at(RING_CONTROL_OFFSET) }
+        unsafe { self.segment.region().at(self.control) }
     }
 
     #[inline]
@@ -74,10 +81,11 @@ impl RingStore for SegmentRing {
     }
 
     #[inline]
-    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
-        debug_assert!(offset + dst.len() <= self.capacity);
-        // SAFETY: caller guarantees the range is in bounds and holds an acquired record.
-        unsafe { std::ptr::copy_nonoverlapping(self.data().add(offset), dst.as_mut_ptr(), dst.len()) };
+    unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize) {
+        debug_assert!(offset + len <= self.capacity);
+        // SAFETY: caller guarantees the range is in bounds and holds an acquired record,
+        // and that `dst` is valid for `len` writes outside the ring.
+        unsafe { std::ptr::copy_nonoverlapping(self.data().add(offset), dst, len) };
     }
 
     #[inline]
@@ -113,7 +121,9 @@ fn prefetch_line(p: *const u8, write: bool) {
     let _ = (p, write);
 }
 
-impl ByteRingStore for SegmentRing {
+// SAFETY: `data_ptr` is byte 0 of the data area `header`/`read`/`write` address,
+// valid for `capacity` bytes while the mapping lives (as long as the store).
+unsafe impl ByteRingStore for SegmentRing {
     #[inline]
     fn data_ptr(&self) -> *mut u8 {
         self.data()

@@ -1,12 +1,29 @@
-//! The one place that names atomics, fences and spin hints.
+//! The one place that names the atomics, fences and spin hints that shared-memory
+//! algorithms use (the loom shim, as tokio's `src/loom/` and crossbeam's `primitive`).
 //!
-//! Under `cfg(shmplane_loom)` every item is loom's model, so the ring, the wait protocol
-//! and the liveness words can be model-checked over heap-allocated layouts
-//! (`loom-tests`). Everything else in the workspace imports from here; `clippy.toml`
-//! forbids naming `std::sync::atomic` types directly.
+//! Under `cfg(shmplane_loom)` every item is loom's model, so the ring, the wait
+//! protocol, the role leases and the seqlock can be model-checked over heap-allocated
+//! layouts (`loom-tests`). Everything else in the workspace imports from here (or from
+//! methods of `shm` types); `ci/lint-sync.sh` rejects atomics and `Ordering` named
+//! anywhere else, except the process-local flags of [`crate::process`].
 //!
 //! The name is `shmplane_loom`, not `loom`: the plain name would flip every dependency
 //! that also checks `cfg(loom)`.
+//!
+//! # Store→load ordering on a hot path (Dekker)
+//! Two protocols need "my store, then your store is visible to my load, or mine to
+//! yours" between a hot side and a rare side: the eventcount (publish data, then look
+//! for sleepers / announce a sleeper, then re-check the data) and the role lease (mark
+//! myself active, then check I still hold the lease / take the lease, then look for
+//! active copies). [`load_after_store_u32`]/[`load_after_store_u64`] are the hot
+//! side's load and [`heavy_fence`] the rare side's fence:
+//!
+//! - with `membarrier(2)` (see [`crate::process`]) the hot side pays a compiler fence
+//!   and a plain load, the rare side an IPI to every CPU running a shmplane process;
+//! - without it (old kernels, seccomp, `SHMPLANE_NO_MEMBARRIER`) and under loom the hot
+//!   side's load is an `AcqRel` read-modify-write of the same word that the rare side
+//!   modifies with an RMW: RMWs of one word are totally ordered and the later one reads
+//!   the earlier, which gives the same guarantee, and is the form loom checks.
 
 #[cfg(not(shmplane_loom))]
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -33,186 +50,39 @@ pub fn yield_now() {
     loom::thread::yield_now();
 }
 
-#[cfg(not(shmplane_loom))]
-#[allow(clippy::disallowed_types)]
-static FORK_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Install (once per process) the `pthread_atfork` child handler behind
-/// [`fork_generation`]. Call before the first [`fork_generation`] that matters (every
-/// endpoint does, when it is created).
-#[cfg(not(shmplane_loom))]
-pub fn install_fork_hook() {
-    static HOOK: std::sync::Once = std::sync::Once::new();
-    extern "C" fn after_fork_in_child() {
-        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+/// The hot side's load of `word` after its own earlier stores (see the module docs):
+/// ordered after them against a [`heavy_fence`] (or an RMW of `word`) on the rare side.
+#[inline(always)]
+pub fn load_after_store_u32(word: &AtomicU32) -> u32 {
+    #[cfg(not(shmplane_loom))]
+    if crate::process::light_fence_ok() {
+        // ORDERING: light half of an asymmetric fence, partner of `heavy_fence`.
+        crate::process::light_fence();
+        return word.load(Ordering::Relaxed);
     }
-    HOOK.call_once(|| {
-        // SAFETY: the handler only does an atomic add, which is async-signal-safe.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
-    // Register for asymmetric fences now, not on the first send: registering can
-    // take an RCU grace period in a multi-threaded process.
-    asymmetric::light_fence_ok();
+    // ORDERING: AcqRel RMW, partner of the rare side's RMW of the same word.
+    word.fetch_add(0, Ordering::AcqRel)
 }
 
-/// Number of `fork`s this process has gone through as the child (0 in the original
-/// process), counted once [`install_fork_hook`] ran. Endpoints compare it with the value
-/// they saw last to notice that they now live in a forked child and must re-register as
-/// owner before first use. One relaxed load: it is on every operation's path.
-#[cfg(not(shmplane_loom))]
+/// [`load_after_store_u32`] for a 64-bit word.
+#[inline(always)]
+pub fn load_after_store_u64(word: &AtomicU64) -> u64 {
+    #[cfg(not(shmplane_loom))]
+    if crate::process::light_fence_ok() {
+        // ORDERING: light half of an asymmetric fence, partner of `heavy_fence`.
+        crate::process::light_fence();
+        return word.load(Ordering::Relaxed);
+    }
+    // ORDERING: AcqRel RMW, partner of the rare side's RMW of the same word.
+    word.fetch_add(0, Ordering::AcqRel)
+}
+
+/// The rare side's fence, after its RMW of the word the hot side loads with
+/// [`load_after_store_u32`]/[`load_after_store_u64`] and before its own loads. A
+/// `membarrier` where available (15 µs on the VM it was measured on); nothing under
+/// loom, whose models check the RMW form.
 #[inline]
-pub fn fork_generation() -> u64 {
-    // ORDERING: Relaxed: written in this process by the fork handler, which runs in the
-    // thread that called fork, before fork returns in the child.
-    FORK_GENERATION.load(Ordering::Relaxed)
+pub fn heavy_fence() {
+    #[cfg(not(shmplane_loom))]
+    crate::process::heavy_fence();
 }
-
-/// Asymmetric fences through Linux `membarrier(2)` (the scheme of liburcu and of Folly's
-/// `asymmetricLightBarrier`/`asymmetricHeavyBarrier`; Desnoyers et al., "User-Level
-/// Implementations of Read-Copy Update", IEEE TPDS 2012).
-///
-/// A hot path that needs store→load ordering against a rare path (a notifier checking
-/// for sleepers after every publish, against a thread about to sleep) pays only a
-/// compiler fence ([`light_fence_ok`] said yes), and the rare path calls
-/// [`heavy_fence`]: `MEMBARRIER_CMD_GLOBAL_EXPEDITED` makes every CPU that is running a
-/// thread of *any registered process on the machine* (every shmplane process) execute
-/// a full barrier before the call returns, and a thread that is not running passed one
-/// when it was switched out. The pair then orders like two `SeqCst` fences. The cost is
-/// on the heavy side: an IPI to each such CPU (15 µs per call on this VM, and a short
-/// interruption of the threads there).
-///
-/// A process registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, Linux >= 4.16) when
-/// its first endpoint is made ([`crate::sync::install_fork_hook`]), and again in every
-/// forked child. If that fails (old kernel, seccomp, valgrind), its notifiers keep a
-/// full fence. `SHMPLANE_NO_MEMBARRIER` (read at first use) turns membarrier off in
-/// both roles: notifiers keep the full fence, and waiters skip the heavy fence and cap
-/// every sleep at 1 ms instead, in case a peer process still uses the light fence.
-#[cfg(not(shmplane_loom))]
-mod asymmetric {
-    use std::sync::atomic::{AtomicU8, Ordering};
-
-    const UNKNOWN: u8 = 0;
-    const LIGHT: u8 = 1;
-    const FULL: u8 = 2;
-    /// Whether this process's notifiers may use the light fence.
-    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    /// Set once `SHMPLANE_NO_MEMBARRIER` was seen (read again by the fork handler,
-    /// which must not call `getenv`).
-    static DISABLED: AtomicU8 = AtomicU8::new(0);
-    /// Set once the fork handler is installed (or being installed by another thread).
-    static HOOKED: AtomicU8 = AtomicU8::new(0);
-    /// Set once heavy fences proved impossible in this process (or were disabled).
-    static HEAVY_FAILED: AtomicU8 = AtomicU8::new(0);
-
-    thread_local! {
-        /// A heavy fence of this thread failed for a reason that may pass: cap the
-        /// next sleep only.
-        static CAP_NEXT_SLEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    }
-
-    /// `membarrier(cmd)`: `Ok` or the errno.
-    fn membarrier(cmd: libc::c_int) -> Result<(), i32> {
-        // SAFETY: membarrier(cmd, flags = 0, cpu_id = 0) takes integers only and
-        // touches no memory of ours.
-        if unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-        }
-    }
-
-    /// (Re-)register this process; async-signal-safe (one syscall, atomic loads and
-    /// stores).
-    fn register() -> bool {
-        // ORDERING (all three flags here and below): Relaxed; process-local flags that
-        // order nothing else. A stale `UNKNOWN` costs one more registration syscall, a
-        // stale `FULL` one full fence.
-        let ok = DISABLED.load(Ordering::Relaxed) == 0
-            && membarrier(libc::MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED as libc::c_int).is_ok();
-        STATE.store(if ok { LIGHT } else { FULL }, Ordering::Relaxed);
-        ok
-    }
-
-    extern "C" fn after_fork_in_child() {
-        // Registration lives in the mm; do not rely on fork copying it.
-        register();
-    }
-
-    /// First use in this process: read the environment, install the fork handler
-    /// (without blocking: a thread that forks meanwhile must not leave its child stuck
-    /// on a half-run `Once`), register.
-    #[cold]
-    #[inline(never)]
-    fn first_use() -> bool {
-        if std::env::var_os("SHMPLANE_NO_MEMBARRIER").is_some() {
-            // ORDERING: Relaxed, see `register`.
-            DISABLED.store(1, Ordering::Relaxed);
-            HEAVY_FAILED.store(1, Ordering::Relaxed);
-        }
-        // ORDERING: Relaxed, see `register`: only decides who calls pthread_atfork.
-        if HOOKED.swap(1, Ordering::Relaxed) == 0 {
-            // SAFETY: the handler only makes a syscall and loads/stores atomics, all
-            // async-signal-safe.
-            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-        }
-        register()
-    }
-
-    /// True if this process is registered, so [`light_fence`] may stand in for a full
-    /// fence opposite [`heavy_fence`].
-    #[inline]
-    pub fn light_fence_ok() -> bool {
-        // ORDERING: Relaxed, see `register`.
-        match STATE.load(Ordering::Relaxed) {
-            LIGHT => true,
-            FULL => false,
-            _ => first_use(),
-        }
-    }
-
-    /// The light half: keeps the compiler from moving the following loads above the
-    /// preceding stores; the CPU's reordering is undone by [`heavy_fence`]'s IPI.
-    #[inline(always)]
-    pub fn light_fence() {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-    }
-
-    /// The heavy half: a full barrier here and on every running thread of every
-    /// registered process. If the kernel refuses, or membarrier is disabled, a full
-    /// fence here only, and sleepers must bound their sleeps ([`sleep_cap_needed`]).
-    pub fn heavy_fence() {
-        if heavy_fence_works() {
-            // ORDERING: the HEAVY_FAILED store below is Relaxed, see `register`.
-            match membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
-                Ok(()) => return,
-                // Not supported, not allowed (seccomp), not permitted: for good.
-                Err(libc::ENOSYS | libc::EINVAL | libc::EPERM) => HEAVY_FAILED.store(1, Ordering::Relaxed),
-                Err(_) => CAP_NEXT_SLEEP.with(|c| c.set(true)),
-            }
-        }
-        // ORDERING: SeqCst fence, partner only of a peer's full-fence (RMW) notify;
-        // it is not ordered against a light fence, hence the sleep cap.
-        std::sync::atomic::fence(Ordering::SeqCst);
-    }
-
-    /// True if heavy fences work in this process (membarrier available, not disabled).
-    pub fn heavy_fence_works() -> bool {
-        // ORDERING: Relaxed, see `register`.
-        if STATE.load(Ordering::Relaxed) == UNKNOWN {
-            first_use();
-        }
-        // ORDERING: Relaxed, see `register`.
-        HEAVY_FAILED.load(Ordering::Relaxed) == 0
-    }
-
-    /// True if this thread's next sleep must be short: heavy fences fail in this
-    /// process, or the last one of this thread did. Consumes the one-off flag.
-    #[inline]
-    pub fn sleep_cap_needed() -> bool {
-        // ORDERING: Relaxed, see `register`.
-        HEAVY_FAILED.load(Ordering::Relaxed) != 0 || CAP_NEXT_SLEEP.with(|c| c.replace(false))
-    }
-}
-
-#[cfg(not(shmplane_loom))]
-pub use asymmetric::{heavy_fence, heavy_fence_works, light_fence, light_fence_ok, sleep_cap_needed};

@@ -1,19 +1,23 @@
 //! The SPSC ring and the wait protocol over heap memory, in one process (also run under
 //! valgrind memcheck by `ci/valgrind.sh`).
 //!
-//! Every ring test runs over two storage backends:
+//! Every ring test runs over three storage backends (one conformance suite):
 //! - `segment_ring`: the production [`SegmentRing`] over a heap [`Segment`]
-//!   (`Segment::heap`), shared by both ends through an `Arc` (a heap segment is one
-//!   allocation and cannot be reopened, so the two ends share one `SegmentRing`);
+//!   (`Segment::heap_sized`), shared by both ends through an `Arc` (a heap segment is
+//!   one allocation and cannot be reopened, so the two ends share one `SegmentRing`);
 //! - `heap_ring`: a test-only store (a [`RingControl`] plus a zeroed, 4096-aligned
-//!   heap data area) with [`SharedFutex`] as its `Park`.
+//!   heap data area) with [`SharedFutex`] as its `Park`;
+//! - `shm_ring`: the same layout in a real `/dev/shm` file mapped shared
+//!   ([`ShmFile`] + [`Region::map`], as segments are), removed when the store drops.
 //!
 //! `SHMPLANE_TEST_SMALL=1` shrinks the long streams (100 000 → 2 000 messages) for
 //! valgrind.
 
 
 use shmplane_shm::header::SegmentKind;
-use shmplane_shm::layout::{ring_segment_len, EventCount, RingControl};
+use shmplane_shm::kind::Params;
+use shmplane_shm::layout::{ring_segment_len, EventCount, RingControl, CHANNEL_ROLES, DATA_ALIGN};
+use shmplane_shm::region::{Region, ShmFile};
 use shmplane_shm::ring::{
     max_payload, ByteRingStore, Consumer, Producer, RingError, RingStore, MAX_TAG, PADDING_TAG, POISON_BAD_HEAD,
     POISON_BAD_RECORD,
@@ -44,12 +48,14 @@ struct SegStore(Arc<SegmentRing>);
 
 impl Backend for SegStore {
     fn new(capacity: usize) -> Self {
-        let segment = Segment::heap(SegmentKind::Channel, ring_segment_len(capacity), capacity as u64, 0);
+        let params = Params { p0: capacity as u64, p1: 0 };
+        let segment = Segment::heap_sized(SegmentKind::Channel, params, CHANNEL_ROLES, ring_segment_len(capacity));
         SegStore(Arc::new(SegmentRing::new(segment)))
     }
 }
 
-impl RingStore for SegStore {
+// SAFETY: forwards to SegmentRing, which upholds the contract.
+unsafe impl RingStore for SegStore {
     type Park = SharedFutex;
     fn control(&self) -> &RingControl {
         self.0.control()
@@ -64,9 +70,9 @@ impl RingStore for SegStore {
         // SAFETY: the caller upholds the same contract, forwarded unchanged.
         unsafe { self.0.write(offset, src) }
     }
-    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
+    unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize) {
         // SAFETY: the caller upholds the same contract, forwarded unchanged.
-        unsafe { self.0.read(offset, dst) }
+        unsafe { self.0.read(offset, dst, len) }
     }
     fn park(&self) -> &SharedFutex {
         self.0.park()
@@ -76,7 +82,8 @@ impl RingStore for SegStore {
     }
 }
 
-impl ByteRingStore for SegStore {
+// SAFETY: forwards to SegmentRing, which upholds the contract.
+unsafe impl ByteRingStore for SegStore {
     fn data_ptr(&self) -> *mut u8 {
         self.0.data_ptr()
     }
@@ -122,7 +129,9 @@ impl Backend for HeapStore {
     }
 }
 
-impl RingStore for HeapStore {
+// SAFETY: `capacity` is the allocation's size (a power of two >= 16, asserted in
+// `new`); `header` asserts its offset; `read`/`write` assert their ranges.
+unsafe impl RingStore for HeapStore {
     type Park = SharedFutex;
     fn control(&self) -> &RingControl {
         &self.0.control
@@ -141,19 +150,99 @@ impl RingStore for HeapStore {
         // SAFETY: in bounds (asserted); the ring protocol gives the producer exclusive use.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.0.data.as_ptr().add(offset), src.len()) };
     }
-    unsafe fn read(&self, offset: usize, dst: &mut [u8]) {
-        assert!(offset + dst.len() <= self.capacity());
-        // SAFETY: in bounds (asserted); the range holds a record the consumer acquired.
-        unsafe { std::ptr::copy_nonoverlapping(self.0.data.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+    unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize) {
+        assert!(offset + len <= self.capacity());
+        // SAFETY: in bounds (asserted); the range holds a record the consumer acquired;
+        // `dst` is valid for `len` writes (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(self.0.data.as_ptr().add(offset), dst, len) };
     }
     fn park(&self) -> &SharedFutex {
         &SharedFutex
     }
 }
 
-impl ByteRingStore for HeapStore {
+// SAFETY: the data area is the allocation `header`/`read`/`write` address.
+unsafe impl ByteRingStore for HeapStore {
     fn data_ptr(&self) -> *mut u8 {
         self.0.data.as_ptr()
+    }
+}
+
+/// The "/dev/shm" backend: a control block at offset 0 and the data area at 4096 of a
+/// real shared-memory file mapped shared, as a segment's are.
+struct ShmRing {
+    region: Region,
+    file: ShmFile,
+    name: String,
+    capacity: usize,
+}
+
+impl Drop for ShmRing {
+    fn drop(&mut self) {
+        self.file.unlink_if_same(&self.name);
+    }
+}
+
+#[derive(Clone)]
+struct ShmStore(Arc<ShmRing>);
+
+impl Backend for ShmStore {
+    fn new(capacity: usize) -> Self {
+        use std::sync::atomic::{AtomicU32 as Counter, Ordering as O};
+        static N: Counter = Counter::new(0);
+        assert!(capacity.is_power_of_two() && capacity >= 16);
+        let name = format!("ring-conformance-{}-{}", std::process::id(), N.fetch_add(1, O::Relaxed));
+        let len = DATA_ALIGN + capacity;
+        let file = ShmFile::create(&name, len as u64).expect("create a /dev/shm file");
+        let region = Region::map(&file, len).expect("map it");
+        ShmStore(Arc::new(ShmRing { region, file, name, capacity }))
+    }
+}
+
+impl ShmStore {
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the mapping is DATA_ALIGN + capacity bytes long.
+        unsafe { self.0.region.as_ptr().add(DATA_ALIGN) }
+    }
+}
+
+// SAFETY: the mapping holds the control block (atomics only, at offset 0) and
+// `capacity` data bytes at DATA_ALIGN; `header` asserts its offset; `read`/`write`
+// assert their ranges.
+unsafe impl RingStore for ShmStore {
+    type Park = SharedFutex;
+    fn control(&self) -> &RingControl {
+        // SAFETY: RingControl is atomics-only; offset 0 is page-aligned; it fits below
+        // DATA_ALIGN.
+        unsafe { self.0.region.at(0) }
+    }
+    fn capacity(&self) -> usize {
+        self.0.capacity
+    }
+    fn header(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset < self.capacity() && offset % 8 == 0, "header offset {offset} out of range");
+        // SAFETY: in bounds and 8-aligned; the word is only ever accessed atomically.
+        unsafe { &*(self.data().add(offset) as *const AtomicU64) }
+    }
+    unsafe fn write(&self, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= self.capacity());
+        // SAFETY: in bounds (asserted); the ring protocol gives the producer exclusive use.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data().add(offset), src.len()) };
+    }
+    unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize) {
+        assert!(offset + len <= self.capacity());
+        // SAFETY: in bounds (asserted); a record the consumer acquired; `dst` is valid.
+        unsafe { std::ptr::copy_nonoverlapping(self.data().add(offset), dst, len) };
+    }
+    fn park(&self) -> &SharedFutex {
+        &SharedFutex
+    }
+}
+
+// SAFETY: `data` is the data area `header`/`read`/`write` address.
+unsafe impl ByteRingStore for ShmStore {
+    fn data_ptr(&self) -> *mut u8 {
+        self.data()
     }
 }
 
@@ -165,6 +254,9 @@ macro_rules! for_each_backend {
         }
         mod heap_ring {
             $( #[test] fn $name() { super::$name::<super::HeapStore>(); } )*
+        }
+        mod shm_ring {
+            $( #[test] fn $name() { super::$name::<super::ShmStore>(); } )*
         }
     };
 }
@@ -240,7 +332,7 @@ fn head<S: RingStore>(s: &S) -> u64 {
 }
 
 fn poisoned<S: RingStore>(s: &S) -> u32 {
-    s.control().poisoned.value.load(Ordering::Relaxed)
+    shmplane_shm::ring::poisoned(s)
 }
 
 fn ring<B: Backend>(capacity: usize) -> (Producer<B>, Consumer<B>) {
@@ -978,7 +1070,7 @@ fn eventcount_pingpong_sleeping_never_loses_a_wake() {
     }
     assert_eq!(sides[0].count.load(Ordering::Relaxed), rounds);
     assert_eq!(sides[1].count.load(Ordering::Relaxed), rounds);
-    if !shmplane_shm::sync::heavy_fence_works() {
+    if !shmplane_shm::process::heavy_fence_works() {
         // Notifiers use the full fence then, and sleeps are capped at 1 ms: a lost wake
         // could not hang here, only the RMW form (checked by loom) was exercised.
         eprintln!("membarrier unavailable or disabled: exercised the full-fence fallback");

@@ -1,11 +1,17 @@
-//! The seqlock latch (`shmplane_shm::seqlock`) over heap memory, with real threads:
-//! readers of whole values and of sub-ranges never see a mix of two writes, element
+//! The seqlock latch (`shmplane_shm::seqlock`) with real threads, over two stores (one
+//! conformance suite): a heap struct (`heap_slot`) and the production `SegmentSlot` over
+//! a real `/dev/shm` segment (`shm_slot`). Readers
+//! of whole values and of sub-ranges never see a mix of two writes, element
 //! updates by several writers are never lost, and a writer stopped mid-write (its
 //! lock never released) is replaced and its torn copy repaired. Also run under
 //! valgrind memcheck by `ci/valgrind.sh` (`SHMPLANE_TEST_SMALL=1`: fewer rounds).
 #![cfg(not(shmplane_loom))]
 
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::kind::Params;
 use shmplane_shm::layout::SlotControl;
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::SegmentSlot;
 use shmplane_shm::seqlock::{read, read_words, update, version, write, write_until, CrashPoint, SlotStore};
 use shmplane_shm::sync::AtomicU64;
 use shmplane_shm::wait::SharedFutex;
@@ -20,8 +26,87 @@ struct HeapSlot {
     copies: [[AtomicU64; WORDS]; 2],
 }
 
+/// A slot store that both test threads can hold.
+trait Backend: SlotStore + Clone + Send + 'static {
+    fn new() -> Self;
+}
+
 #[derive(Clone, Default)]
 struct Store(Arc<HeapSlot>);
+
+impl Backend for Store {
+    fn new() -> Self {
+        Store::default()
+    }
+}
+
+/// The production store over a real `/dev/shm` slot segment of `WORDS` words, removed
+/// when the last clone drops.
+#[derive(Clone)]
+struct ShmStore(Arc<ShmSlot>);
+
+struct ShmSlot(Option<SegmentSlot>);
+
+impl Drop for ShmSlot {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.take() {
+            s.into_segment().close_shared();
+        }
+    }
+}
+
+impl Backend for ShmStore {
+    fn new() -> Self {
+        use std::sync::atomic::{AtomicU32 as Counter, Ordering as O};
+        static N: Counter = Counter::new(0);
+        let name = format!("slot-conformance-{}-{}", std::process::id(), N.fetch_add(1, O::Relaxed));
+        let seg = Segment::create(&name, SegmentKind::Slot, Params { p0: (WORDS * 8) as u64, p1: 0 }).expect("create");
+        seg.hold_shared().expect("hold");
+        ShmStore(Arc::new(ShmSlot(Some(SegmentSlot::new(seg)))))
+    }
+}
+
+impl ShmStore {
+    fn slot(&self) -> &SegmentSlot {
+        self.0 .0.as_ref().expect("open")
+    }
+}
+
+impl SlotStore for ShmStore {
+    type Park = SharedFutex;
+    fn control(&self) -> &SlotControl {
+        self.slot().control()
+    }
+    fn seq(&self) -> &AtomicU64 {
+        self.slot().seq()
+    }
+    fn words(&self) -> usize {
+        self.slot().words()
+    }
+    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
+        self.slot().word(copy, i)
+    }
+    fn park(&self) -> &SharedFutex {
+        &SharedFutex
+    }
+}
+
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod heap_slot {
+            $( #[test] fn $name() { super::$name::<super::Store>(); } )*
+        }
+        mod shm_slot {
+            $( #[test] fn $name() { super::$name::<super::ShmStore>(); } )*
+        }
+    };
+}
+
+for_each_backend!(
+    whole_and_partial_reads_never_torn_under_a_writer,
+    element_updates_from_three_writers_are_not_lost,
+    a_writer_stopped_mid_write_is_replaced_and_repaired,
+);
 
 impl SlotStore for Store {
     type Park = SharedFutex;
@@ -50,9 +135,8 @@ fn rounds() -> u64 {
     }
 }
 
-#[test]
-fn whole_and_partial_reads_never_torn_under_a_writer() {
-    let store = Store::default();
+fn whole_and_partial_reads_never_torn_under_a_writer<B: Backend>() {
+    let store = B::new();
     let n = rounds();
     let w = store.clone();
     let writer = std::thread::spawn(move || {
@@ -75,9 +159,8 @@ fn whole_and_partial_reads_never_torn_under_a_writer() {
     assert_eq!(version(&store), n);
 }
 
-#[test]
-fn element_updates_from_three_writers_are_not_lost() {
-    let store = Store::default();
+fn element_updates_from_three_writers_are_not_lost<B: Backend>() {
+    let store = B::new();
     let n = rounds() / 4;
     let writers: Vec<_> = (0..3u64)
         .map(|k| {
@@ -98,10 +181,9 @@ fn element_updates_from_three_writers_are_not_lost() {
     assert_eq!(all, [n, 0, n, 0, n, 0, 0, 0]);
 }
 
-#[test]
-fn a_writer_stopped_mid_write_is_replaced_and_repaired() {
+fn a_writer_stopped_mid_write_is_replaced_and_repaired<B: Backend>() {
     for crash in [CrashPoint::InCopy0(3), CrashPoint::InCopy1(3), CrashPoint::InCopy0(0), CrashPoint::InCopy1(7)] {
-        let store = Store::default();
+        let store = B::new();
         write(&store, &[1; WORDS], 7, |_| true);
         assert!(write_until(&store, &[2; WORDS], 7, |_| true, Some(crash)).is_none());
         let mut all = [0u64; WORDS];

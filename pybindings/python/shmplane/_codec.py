@@ -1,8 +1,13 @@
-"""How Python objects travel through a channel (called by the native module).
+"""How Python objects become messages and back (called by the native module).
+
+The message format itself (tags, array descriptors, multipart payloads, chunking) is
+implemented once, in Rust (``shmplane::frame``; ``docs/wire-format.md``); this module
+only says what a Python object is made of and allocates what a received one needs.
 
 - ``bytes``-like objects go as raw bytes (handled natively for ``bytes``).
-- C-contiguous numpy arrays of plain dtypes go as ``[meta, data]``: the data is copied
-  once into the ring and once out into a fresh array; nothing is pickled.
+- C- or Fortran-contiguous numpy arrays of plain dtypes go as an array message
+  (descriptor ``dtype.str``, shape, order, and the data): copied once into the ring and
+  once out into a fresh array of the same dtype, shape and order; nothing is pickled.
 - Anything else is pickled with protocol 5; its out-of-band buffers (PEP 574) are
   copied straight into the ring. Unpickling runs arbitrary code: only receive objects
   from peers you trust, exactly as with ``multiprocessing``.
@@ -14,43 +19,55 @@ import pickle
 import sys
 from typing import Any
 
-from ._shmplane import MAX_PARTS, TAG_BYTES, TAG_NDARRAY, TAG_PICKLE
+from ._shmplane import MAX_PARTS, TAG_ARRAY, TAG_BYTES, TAG_PICKLE
 
 __all__ = ["encode", "alloc_array", "alloc_buffer", "unpickle"]
 
+#: A message's encoding: its tag, the buffers to copy in order, and for an array
+#: ``(dtype.str, shape, order)``.
+Encoded = tuple[int, list[Any], "tuple[str, list[int], str] | None"]
 
-def _plain_ndarray(np: Any, obj: Any) -> bool:
-    dt = obj.dtype
-    return bool(obj.flags.c_contiguous) and not dt.hasobject and dt.fields is None and dt.subdtype is None
+
+def _plain_dtype(dt: Any) -> bool:
+    return not dt.hasobject and dt.fields is None and dt.subdtype is None
 
 
-def encode(obj: Any) -> tuple[int, list[Any]]:
-    """Return ``(tag, parts)``: the record tag and the buffers to copy, in order."""
+def encode(obj: Any, max_parts: int = MAX_PARTS) -> Encoded:
+    """Return ``(tag, buffers, array description)`` for ``obj``. A pickle with more
+    than ``max_parts`` parts (its stream and out-of-band buffers: more than the
+    channel's first record can describe) is pickled in-band instead."""
     np = sys.modules.get("numpy")
-    if np is not None and type(obj) is np.ndarray and _plain_ndarray(np, obj):
-        meta = f"{obj.dtype.str}|{','.join(map(str, obj.shape))}".encode()
-        return TAG_NDARRAY, [meta, obj.reshape(-1).view(np.uint8)]
+    if np is not None and type(obj) is np.ndarray and _plain_dtype(obj.dtype):
+        flags = obj.flags
+        order = "C" if flags.c_contiguous else "F" if flags.f_contiguous else None
+        if order is not None:
+            flat = obj.reshape(-1, order=order).view(np.uint8)
+            return TAG_ARRAY, [flat], (obj.dtype.str, list(obj.shape), order)
     if isinstance(obj, (bytes, bytearray)):
-        return TAG_BYTES, [obj]
+        return TAG_BYTES, [obj], None
     if isinstance(obj, memoryview) and obj.c_contiguous:
-        return TAG_BYTES, [obj]
+        return TAG_BYTES, [obj], None
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    if len(buffers) >= MAX_PARTS:
-        # More out-of-band buffers than a record may list: pickle them in-band instead.
-        return TAG_PICKLE, [pickle.dumps(obj, protocol=5)]
-    return TAG_PICKLE, [data, *(b.raw() for b in buffers)]
+    if len(buffers) + 1 > min(max_parts, MAX_PARTS):
+        # More out-of-band buffers than a message may list: pickle them in-band instead.
+        return TAG_PICKLE, [pickle.dumps(obj, protocol=5)], None
+    try:
+        raws = [b.raw() for b in buffers]
+    except BufferError:
+        # A non-contiguous out-of-band buffer cannot be copied as one part.
+        return TAG_PICKLE, [pickle.dumps(obj, protocol=5)], None
+    return TAG_PICKLE, [data, *raws], None
 
 
-def alloc_array(meta: bytes) -> tuple[Any, Any]:
-    """An uninitialised array for an ndarray record's ``meta``, and a flat ``uint8`` view
-    of it to copy into (0-d arrays and dtypes like datetime64 export no usable buffer)."""
+def alloc_array(descr: str, shape: list[int], order: str) -> tuple[Any, Any]:
+    """An uninitialised array of dtype ``descr``, ``shape`` and ``order`` ('C'/'F'), and a
+    flat ``uint8`` view of its memory to copy into (0-d arrays and dtypes like
+    datetime64 export no usable buffer of their own)."""
     import numpy as np
 
-    dtype, _, shape = meta.decode("ascii").rpartition("|")
-    dims = tuple(int(d) for d in shape.split(",") if d)
-    arr = np.empty(dims, dtype=np.dtype(dtype))
-    return arr, arr.reshape(-1).view(np.uint8)
+    arr = np.empty(tuple(shape), dtype=np.dtype(descr), order=order)  # type: ignore[call-overload]
+    return arr, arr.reshape(-1, order=order).view(np.uint8)  # type: ignore[call-overload]
 
 
 def alloc_buffer(nbytes: int) -> Any:

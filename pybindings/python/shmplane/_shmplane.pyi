@@ -6,9 +6,10 @@ from typing_extensions import Buffer, Self, disjoint_base
 
 DEFAULT_CAPACITY: int
 TAG_BYTES: int
-TAG_NDARRAY: int
+TAG_ARRAY: int
 TAG_PICKLE: int
 MAX_PARTS: int
+WIRE_VERSION: int
 
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
 def gc() -> list[str]: ...

@@ -13,7 +13,7 @@
 //!   waiters -= 1; loop
 //! ```
 //!
-//! Why no wake is lost: the light/heavy pair (see [`crate::sync::heavy_fence`]) orders
+//! Why no wake is lost: the light/heavy pair (see [`crate::sync`] and [`crate::process`]) orders
 //! like two `SeqCst` fences around a Dekker pattern, so either the waiter's `ready()`
 //! re-check sees the data, or the notifier sees `waiters != 0`. In the second case the
 //! notifier's bump comes after the waiter read `e` (the waiter's Acquire load cannot
@@ -108,17 +108,10 @@ impl EventCount {
     /// re-check sees the data, or this sees the waiter).
     #[inline(always)]
     fn has_waiters(&self) -> bool {
-        #[cfg(not(shmplane_loom))]
-        if crate::sync::light_fence_ok() {
-            // ORDERING: light half of an asymmetric fence, partner of `heavy_fence` in
-            // `prepare_wait`; the Relaxed load is ordered after our publish by the pair.
-            crate::sync::light_fence();
-            return self.waiters.load(Ordering::Relaxed) != 0;
-        }
-        // ORDERING: AcqRel RMW, partner of the AcqRel `waiters` RMW in `prepare_wait`:
-        // one of the two reads the other (this is also the form loom checks: it stands
-        // for the light/heavy fence pair, which loom cannot model).
-        self.waiters.fetch_add(0, Ordering::AcqRel) != 0
+        // ORDERING: the hot side of the Dekker pair of `crate::sync` (light fence, or
+        // an AcqRel RMW of `waiters`), partner of `prepare_wait`'s RMW of `waiters`
+        // and heavy fence.
+        crate::sync::load_after_store_u32(&self.waiters) != 0
     }
 
     /// Announce a sleeper. Returns the epoch to pass to [`EventCount::sleep`]. The
@@ -133,7 +126,6 @@ impl EventCount {
         let epoch = self.prepare_wait_unfenced();
         // ORDERING: heavy half of the asymmetric fence, partner of `has_waiters`' light
         // fence: the caller's re-check comes after every notifier's earlier publish.
-        #[cfg(not(shmplane_loom))]
         crate::sync::heavy_fence();
         epoch
     }
@@ -157,7 +149,7 @@ impl EventCount {
     #[inline]
     pub fn sleep<P: Park>(&self, park: &P, epoch: u32, timeout: Option<Duration>) {
         #[cfg(not(shmplane_loom))]
-        let timeout = if crate::sync::sleep_cap_needed() {
+        let timeout = if crate::process::sleep_cap_needed() {
             Some(timeout.map_or(UNFENCED_NAP, |t| t.min(UNFENCED_NAP)))
         } else {
             timeout

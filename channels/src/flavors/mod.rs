@@ -1,0 +1,5 @@
+//! One module per primitive behind the public types (as crossbeam-channel's
+//! `flavors/`), sharing the message format ([`crate::frame`]), the wait loop
+//! ([`crate::wait`]) and the role handling ([`crate::endpoint`]).
+
+pub mod spsc;

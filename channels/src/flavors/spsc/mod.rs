@@ -1,0 +1,85 @@
+//! SPSC channel: one shared-memory record ring (Agrona's `OneToOneRingBuffer` with
+//! rtrb's cached indices: `shmplane_shm::ring`), one sender and one receiver, each of
+//! which may have copies in several processes (serialised by the role lease:
+//! `shmplane_shm::lease`). Messages of any size travel in the format of
+//! [`crate::frame`].
+
+mod receiver;
+mod sender;
+
+pub use receiver::{Incoming, Message, Receiver};
+pub use sender::{Loan, Sender};
+
+use crate::endpoint::generated_name;
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::kind::Params;
+use shmplane_shm::layout::{check_ring_capacity, MAX_RING_CAPACITY, MIN_RING_CAPACITY};
+use shmplane_shm::segment::Segment;
+
+/// Ring capacity of a channel made without one, in bytes (1 MiB): with messages of any
+/// size streaming through, a small ring costs nothing in throughput (an 8 MB array
+/// crosses a 1 MiB ring as well as a 16 MiB one) and dozens of channels fit Docker's
+/// default 64 MB `/dev/shm`. Each channel commits its ring plus one 4 KiB page.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+fn check_capacity(capacity_bytes: usize) -> Result<()> {
+    if check_ring_capacity(capacity_bytes as u64) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "capacity {capacity_bytes} bytes must be a power of two between {MIN_RING_CAPACITY} and {MAX_RING_CAPACITY}"
+        )))
+    }
+}
+
+pub(super) fn create_segment(name: &str, capacity_bytes: usize) -> Result<Segment> {
+    check_capacity(capacity_bytes)?;
+    Segment::create(name, SegmentKind::Channel, Params { p0: capacity_bytes as u64, p1: 0 })
+}
+
+/// Create a channel with a generated name and `capacity_bytes` of ring space (a power
+/// of two, 4 KiB ..= 2 GiB; [`DEFAULT_CAPACITY`] is a good start). Both ends start in
+/// this process; pass one to another process (by name with [`Receiver::open`], or by
+/// descriptor with `from_fd`).
+///
+/// Messages of any size fit: one larger than a record streams through the ring in
+/// chunks. The segment (`capacity_bytes` + 4 KiB) is removed when both ends are closed.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (capacity), [`Error::NoSpace`] (`/dev/shm` full),
+/// [`Error::Os`].
+///
+/// # Examples
+/// ```
+/// let (mut tx, mut rx) = shmplane::channel(4096)?;
+/// tx.send(&[1, 2, 3])?;
+/// assert_eq!(rx.recv()?, [1, 2, 3]);
+/// let big = vec![7u8; 100_000];         // 24x the ring: streams through in chunks
+/// let t = std::thread::spawn(move || { tx.send(&big).map(|_| big) });
+/// assert_eq!(rx.recv()?, t.join().unwrap()?);
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub fn channel(capacity_bytes: usize) -> Result<(Sender, Receiver)> {
+    channel_named(&generated_name(), capacity_bytes)
+}
+
+/// [`channel`] with a chosen name (`[A-Za-z0-9._-]`, up to 200 bytes): the segment is
+/// `/dev/shm/shmplane.<name>`. A stale segment of that name left by a crash is replaced.
+///
+/// # Errors
+/// As [`channel`], plus [`Error::InvalidName`] and [`Error::AlreadyExists`].
+///
+/// # Examples
+/// ```
+/// let (mut tx, mut rx) = shmplane::channel_named("doc-example-pair", 4096)?;
+/// tx.send(b"x")?;
+/// assert_eq!(rx.try_recv()?, b"x");
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub fn channel_named(name: &str, capacity_bytes: usize) -> Result<(Sender, Receiver)> {
+    let sender = Sender::create(name, capacity_bytes)?;
+    let segment = sender.segment().expect("new sender is open").reopen()?;
+    let receiver = Receiver::attach(segment, true)?;
+    Ok((sender, receiver))
+}

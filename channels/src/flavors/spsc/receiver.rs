@@ -1,0 +1,784 @@
+//! The consuming end of an SPSC channel.
+//!
+//! A receive is one *operation* under the role lease (`shmplane_shm::lease`): this copy
+//! enters, takes one whole message (its first record, then its continuations as they
+//! arrive), and leaves; a copy in another process that receives next takes the lease
+//! over and resumes at the shared position. Receiving is two steps so that a caller
+//! can allocate its own destinations from what the first record announces:
+//! [`Receiver::begin`] returns an [`Incoming`] message with its validated
+//! [`Head`](crate::frame::Head), and [`Incoming::read_into`] copies it out.
+
+use super::create_segment;
+use crate::endpoint::{check_peer, ring_error, Role, CONSUMER, PRODUCER};
+use crate::frame::{self, parse_head, Array, Frame, Head, HeadError, Kind, OutBuf, Scatter, MAX_PREFIX, TAG_BYTES, TAG_CONTINUATION};
+use crate::wait::{wait_for, Wait};
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::liveness::{self, CLOSED};
+use shmplane_shm::ring::{self, Consumer, Record, RingStore};
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::SegmentRing;
+use shmplane_shm::wait::{WaitPolicy, SLICE};
+use std::fmt;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Every this many empty non-blocking receives, look at the clock; at most every
+/// [`SLICE`], check the sender's liveness (a syscall).
+const EMPTY_POLLS_PER_CLOCK_READ: u32 = 16;
+
+/// The consuming end of a channel. At most one `Receiver` per channel across all
+/// processes, but it may have copies (fork, a descriptor passed to a child): they take
+/// turns, each receive whole, and none gets a message another already got.
+pub struct Receiver {
+    inner: Option<Inner>,
+    policy: WaitPolicy,
+    /// Empty non-blocking receives since the last clock read.
+    empty_polls: u32,
+    /// When the last full liveness check of a non-blocking receive ran.
+    last_check: Option<Instant>,
+}
+
+struct Inner {
+    consumer: Consumer<SegmentRing>,
+    role: Role,
+}
+
+impl Inner {
+    fn segment(&self) -> &Segment {
+        self.consumer.store().segment()
+    }
+
+    #[inline(always)]
+    fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
+        if !self.role.try_enter(self.consumer.store().segment()) {
+            self.enter_slow(wait)?;
+        }
+        Ok(Op { inner: self })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_slow(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        self.role.acquire(self.consumer.store().segment(), wait, Error::Empty)?;
+        // Another copy may have received since this one last did: resume at the shared
+        // position, never at a cached one.
+        if let Err(e) = self.consumer.resync() {
+            self.role.exit(self.consumer.store().segment());
+            return Err(ring_error(e, self.consumer.store().segment()));
+        }
+        Ok(())
+    }
+}
+
+/// An operation in progress (see the module docs); leaves it on drop.
+struct Op<'a> {
+    inner: &'a mut Inner,
+}
+
+impl Drop for Op<'_> {
+    fn drop(&mut self) {
+        self.inner.role.exit(self.inner.consumer.store().segment());
+    }
+}
+
+fn seg_err(e: ring::RingError, c: &Consumer<SegmentRing>) -> Error {
+    ring_error(e, c.store().segment())
+}
+
+impl Op<'_> {
+    fn consumer(&mut self) -> &mut Consumer<SegmentRing> {
+        &mut self.inner.consumer
+    }
+
+    /// The record at the head, waiting per `wait`; the sender's last records are
+    /// drained before its close or death is reported.
+    #[inline(always)]
+    fn next_record(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<Record> {
+        match self.inner.consumer.try_peek() {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) if !wait.blocks() => self.empty(polls),
+            Ok(None) => self.wait_for_record(policy, wait),
+            Err(e) => Err(seg_err(e, &self.inner.consumer)),
+        }
+    }
+
+    /// Slow half of a non-blocking `next_record`: the ring is empty. Tells an empty
+    /// ring from a closed or dead sender.
+    #[cold]
+    #[inline(never)]
+    fn empty(&mut self, polls: &mut EmptyPolls) -> Result<Record> {
+        let consumer = &mut self.inner.consumer;
+        // Cheap disconnect check: one atomic load of the peer's state word; a full
+        // liveness check (dead sender) at most every SLICE.
+        let closed = liveness::state(consumer.store().segment().role(PRODUCER)) == CLOSED;
+        let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
+        polls.count += 1;
+        if verdict.is_none() && polls.count >= EMPTY_POLLS_PER_CLOCK_READ {
+            polls.count = 0;
+            let now = Instant::now();
+            if polls.last_check.is_none_or(|t| now.duration_since(t) >= SLICE) {
+                polls.last_check = Some(now);
+                verdict = check_peer(consumer.store().segment(), PRODUCER, ring::poisoned(consumer.store())).err();
+            }
+        }
+        if let Some(e) = verdict {
+            // The sender's last records happen-before its close or death.
+            if let Some(r) = consumer.try_peek().map_err(|e| seg_err(e, consumer))? {
+                return Ok(r);
+            }
+            return Err(e);
+        }
+        Err(Error::Empty)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait_for_record(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Record> {
+        wait_for(
+            &mut self.inner.consumer,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            policy,
+            wait,
+            |c| c.try_peek().map_err(|e| seg_err(e, c)),
+            |c| match check_peer(c.store().segment(), PRODUCER, ring::poisoned(c.store())) {
+                // The peer's last records happen-before its close: drain them first.
+                Err(e @ (Error::Disconnected { .. } | Error::PeerDead { .. })) => {
+                    match c.try_peek().map_err(|e| seg_err(e, c))? {
+                        Some(_) => Ok(()),
+                        None => Err(e),
+                    }
+                }
+                other => other,
+            },
+        )
+    }
+
+    /// The next record of the message in progress, which has `received` of `total`
+    /// bytes so far: [`Error::Truncated`] if the sender cut the stream here, or if no
+    /// live copy of the sender is sending any more (the one that was died, or the role
+    /// closed) and nothing more is queued. No deadline: a live sender that began a
+    /// message finishes it or cuts it; the hook still ends the wait.
+    fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize) -> Result<Record> {
+        let consumer = &mut self.inner.consumer;
+        match consumer.try_peek() {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(e) => return Err(seg_err(e, consumer)),
+        }
+        let mut rest = wait.rest();
+        wait_for(
+            consumer,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            policy,
+            &mut rest,
+            |c| match c.try_peek() {
+                Ok(None) if c.at_cut() => Err(Error::Truncated { received, total }),
+                other => other.map_err(|e| seg_err(e, c)),
+            },
+            |c| {
+                // The sender holds its operation from the first record to the last:
+                // seen not sending (read first), its records are all visible below.
+                let sending = c.store().segment().role_active(PRODUCER);
+                let peer = check_peer(c.store().segment(), PRODUCER, ring::poisoned(c.store()));
+                let queued = c.try_peek().map_err(|e| seg_err(e, c))?.is_some();
+                match peer {
+                    _ if queued => Ok(()),
+                    Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => Err(Error::Truncated { received, total }),
+                    Err(e) => Err(e),
+                    Ok(()) if sending.is_none() => Err(Error::Truncated { received, total }),
+                    Ok(()) => Ok(()),
+                }
+            },
+        )
+    }
+
+    /// The first record of the next message and its validated head. Skips the
+    /// continuations of a message that began before this receiver (its predecessor
+    /// died or gave up part-way). A malformed first record is consumed and reported.
+    fn next_message(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<(Record, Head)> {
+        loop {
+            let record = self.next_record(policy, wait, polls)?;
+            let (tag, len) = (record.tag(), record.len());
+            if tag == TAG_BYTES {
+                return Ok((record, Head::bytes(len)));
+            }
+            if tag == TAG_CONTINUATION {
+                self.consumer().release(record);
+                continue;
+            }
+            // Untrusted bytes: copied out before they are parsed.
+            let mut prefix = vec![0; len.min(MAX_PREFIX)];
+            self.inner.consumer.read(&record, 0, &mut prefix);
+            match parse_head(tag, len, &prefix) {
+                Ok(head) => return Ok((record, head)),
+                Err(HeadError::Orphan) => self.consumer().release(record),
+                Err(HeadError::Corrupt(what)) => {
+                    self.consumer().release(record);
+                    return Err(Error::Corrupt {
+                        path: self.inner.segment().path().to_owned(),
+                        what: format!("received message: {what}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The non-blocking receive's bookkeeping for noticing a dead sender cheaply.
+#[derive(Debug, Default)]
+struct EmptyPolls {
+    count: u32,
+    last_check: Option<Instant>,
+}
+
+impl Receiver {
+    /// Create channel `name` with `capacity_bytes` of ring space and attach as receiver.
+    ///
+    /// # Errors
+    /// As [`crate::Sender::create`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut rx = shmplane::Receiver::create("doc-receiver-create", 1 << 16)?;
+    /// let mut tx = shmplane::Sender::open("doc-receiver-create")?;
+    /// tx.send(b"hello")?;
+    /// assert_eq!(rx.recv()?, b"hello");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn create(name: &str, capacity_bytes: usize) -> Result<Receiver> {
+        Receiver::attach(create_segment(name, capacity_bytes)?, true)
+    }
+
+    /// Open existing channel `name` as its receiver.
+    ///
+    /// # Errors
+    /// As [`crate::Sender::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut tx = shmplane::Sender::create("doc-receiver-open", 4096)?;
+    /// tx.send(b"queued before the receiver attached")?;
+    /// let mut rx = shmplane::Receiver::open("doc-receiver-open")?;
+    /// assert_eq!(rx.recv()?, b"queued before the receiver attached");
+    /// assert!(matches!(shmplane::Receiver::open("doc-receiver-open"), Err(shmplane::Error::RoleTaken { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn open(name: &str) -> Result<Receiver> {
+        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, true)
+    }
+
+    /// Adopt a descriptor of a channel segment: a copy of the receiver that holds it
+    /// (see [`crate::Sender::from_fd`]).
+    ///
+    /// # Errors
+    /// As [`crate::Sender::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::os::fd::BorrowedFd;
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// // SAFETY (doc example): the descriptor is open for the duration of the borrow.
+    /// let fd = unsafe { BorrowedFd::borrow_raw(rx.fd().unwrap()) }.try_clone_to_owned().unwrap();
+    /// let mut copy = shmplane::Receiver::from_fd(fd, rx.name().map(str::to_owned))?;
+    /// tx.send(b"a")?;
+    /// tx.send(b"b")?;
+    /// assert_eq!(copy.recv()?, b"a");
+    /// assert_eq!(rx.recv()?, b"b");        // never "a" again
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Receiver> {
+        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false)
+    }
+
+    /// `fresh`: opened by name (see `Sender::attach`).
+    pub(super) fn attach(segment: Segment, fresh: bool) -> Result<Receiver> {
+        segment.claim_role(CONSUMER)?;
+        let path = segment.path().to_owned();
+        let store = SegmentRing::new(segment);
+        if fresh {
+            store.control().data_ready.value.reset_waiters();
+        }
+        let consumer = Consumer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
+        let mut role = Role::new(CONSUMER);
+        if fresh {
+            role.register(consumer.store().segment());
+        }
+        Ok(Receiver {
+            inner: Some(Inner { consumer, role }),
+            policy: WaitPolicy::default(),
+            empty_polls: 0,
+            last_check: None,
+        })
+    }
+
+    fn segment(&self) -> Option<&Segment> {
+        self.inner.as_ref().map(Inner::segment)
+    }
+
+    /// Begin receiving the next message: wait per `wait` for its first record, skip
+    /// what is left of a message a predecessor abandoned, and validate what the first
+    /// record announces. The message is then this receiver's (other copies wait) until
+    /// the [`Incoming`] is read or dropped; dropping it unread consumes it.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] (non-blocking, nothing there), [`Error::Timeout`], the hook's
+    /// error, [`Error::Disconnected`] (the sender closed and everything was received),
+    /// [`Error::PeerDead`] (the sender died and everything was received),
+    /// [`Error::Corrupt`] (a malformed record or message; it is consumed),
+    /// [`Error::TooManyCopies`], [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplane::{frame::Kind, Wait};
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"abc")?;
+    /// let incoming = rx.begin(Wait::forever())?;
+    /// assert_eq!((incoming.head().kind(), incoming.head().part_len(0)), (Kind::Bytes, 3));
+    /// let mut buf = [0u8; 3];                     // allocated from the head
+    /// incoming.read_into(vec![buf.as_mut_slice().into()], Wait::forever())?;
+    /// assert_eq!(&buf, b"abc");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn begin(&mut self, mut wait: Wait<'_>) -> Result<Incoming<'_>> {
+        self.begin_inner(&mut wait, true)
+    }
+
+    #[inline(always)]
+    fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
+        let Receiver { inner, policy, empty_polls, last_check } = self;
+        let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
+        let mut op = inner.enter(wait)?;
+        let mut polls = EmptyPolls { count: *empty_polls, last_check: *last_check };
+        let next = op.next_message(*policy, wait, &mut polls);
+        (*empty_polls, *last_check) = (polls.count, polls.last_check);
+        let (record, head) = next?;
+        Ok(Incoming { op, first: Some(record), head, policy: *policy, consume })
+    }
+
+    /// Receive the next message as a [`Frame`] (bytes, an array, or a pickle's stream
+    /// and buffers), waiting per `wait` for it to begin.
+    ///
+    /// # Errors
+    /// As [`Receiver::begin`], plus [`Error::Truncated`] (the sender abandoned the
+    /// message part-way; the next one is intact) and [`Error::TooLarge`] (it cannot be
+    /// allocated).
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplane::{Frame, Wait};
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"raw")?;
+    /// assert_eq!(rx.recv_frame(Wait::forever())?, Frame::Bytes(b"raw".to_vec()));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<Frame> {
+        let incoming = self.begin_inner(&mut wait, true)?;
+        let head = incoming.head().clone();
+        let mut bufs = (0..head.part_count()).map(|i| alloc(head.part_len(i))).collect::<Result<Vec<_>>>()?;
+        incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut wait.rest())?;
+        Ok(match head.kind() {
+            Kind::Bytes => Frame::Bytes(bufs.pop().expect("one part")),
+            Kind::Array => Frame::Array(Array {
+                meta: head.array().expect("array head").clone(),
+                data: bufs.pop().expect("one part"),
+            }),
+            Kind::Pickle => {
+                let stream = bufs.remove(0);
+                Frame::Pickle { stream, buffers: bufs }
+            }
+        })
+    }
+
+    /// Receive the next message's logical payload (for bytes, the bytes; for arrays and
+    /// pickles their encoding: use [`Receiver::recv_frame`] to decode them), waiting
+    /// per `wait`.
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_frame`].
+    pub fn recv_with(&mut self, mut wait: Wait<'_>) -> Result<Vec<u8>> {
+        let incoming = self.begin_inner(&mut wait, true)?;
+        let mut buf = alloc(incoming.head().total())?;
+        incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut wait.rest())?;
+        Ok(buf)
+    }
+
+    /// Receive one message (any size), waiting per the wait policy while the ring is
+    /// empty (see [`Receiver::recv_with`]).
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_frame`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"x")?;
+    /// drop(tx);
+    /// assert_eq!(rx.recv()?, b"x");
+    /// assert!(matches!(rx.recv(), Err(shmplane::Error::Disconnected { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.recv_with(Wait::forever())
+    }
+
+    /// Receive without waiting for a message to begin: one atomic load when empty.
+    ///
+    /// # Errors
+    /// [`Error::Empty`]; otherwise as [`Receiver::recv`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(matches!(rx.try_recv(), Err(shmplane::Error::Empty)));
+    /// tx.send(b"x")?;
+    /// assert_eq!(rx.try_recv()?, b"x");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Vec<u8>> {
+        self.recv_with(Wait::no_wait())
+    }
+
+    /// Receive, waiting at most `timeout` for a message to begin.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Receiver::recv`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (_tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(matches!(rx.recv_timeout(Duration::from_millis(5)), Err(shmplane::Error::Timeout)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_with(Wait::timeout(timeout))
+    }
+
+    fn peek_inner(&mut self, mut wait: Wait<'_>) -> Result<Message<'_>> {
+        let mut incoming = self.begin_inner(&mut wait, false)?;
+        if incoming.head.is_chunked() {
+            return Err(Error::InvalidArgument(format!(
+                "the next message ({} bytes) spans several records and cannot be viewed in place; receive it with recv",
+                incoming.head.total()
+            )));
+        }
+        let record = incoming.first.take();
+        incoming.consume = true;
+        Ok(Message { incoming, record })
+    }
+
+    /// Look at the next message in place (zero-copy), waiting at most `timeout`
+    /// (`None`: forever). Its ring space is released when the [`Message`] drops. Only
+    /// a message that travelled as one record can be viewed (every message up to 1 MiB
+    /// that fits the ring).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a chunked message (it stays queued);
+    /// [`Error::Timeout`]; otherwise as [`Receiver::begin`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"in place")?;
+    /// {
+    ///     let msg = rx.peek(None)?;        // a view into shared memory
+    ///     assert_eq!(&*msg, b"in place");
+    /// }                                    // released here
+    /// assert!(matches!(rx.try_recv(), Err(shmplane::Error::Empty)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Message<'_>> {
+        self.peek_inner(Wait::optional(timeout))
+    }
+
+    /// [`Receiver::peek`] without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Empty`]; otherwise as [`Receiver::peek`].
+    pub fn try_peek(&mut self) -> Result<Message<'_>> {
+        self.peek_inner(Wait::no_wait())
+    }
+
+    /// Wait until a message is ready, at most `timeout` (`None`: forever; zero: check
+    /// once), like `multiprocessing.Connection.poll`. `Ok(false)` on timeout. The
+    /// message stays queued.
+    ///
+    /// # Errors
+    /// As [`Receiver::begin`] ([`Error::Disconnected`] once the sender closed and
+    /// everything was received).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// assert!(!rx.poll(Some(Duration::ZERO))?);
+    /// tx.send(b"x")?;
+    /// assert!(rx.poll(None)?);
+    /// assert_eq!(rx.recv()?, b"x"); // poll does not consume
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if timeout == Some(Duration::ZERO) { Wait::no_wait() } else { Wait::optional(timeout) };
+        self.poll_with(wait)
+    }
+
+    /// [`Receiver::poll`] with a [`Wait`].
+    ///
+    /// # Errors
+    /// As [`Receiver::poll`].
+    pub fn poll_with(&mut self, mut wait: Wait<'_>) -> Result<bool> {
+        match self.begin_inner(&mut wait, false) {
+            Ok(_still_queued) => Ok(true),
+            Err(Error::Timeout | Error::Empty) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// Set how blocking operations wait.
+    ///
+    /// # Examples
+    /// ```
+    /// let (_tx, mut rx) = shmplane::channel(8192)?;
+    /// rx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!(rx.capacity(), 8192);
+    /// assert!(rx.name().is_some() && rx.path().is_some() && rx.fd().is_some());
+    /// rx.close();
+    /// assert!(rx.is_closed() && rx.name().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Ring capacity in bytes, or 0 once closed.
+    pub fn capacity(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.consumer.store().capacity())
+    }
+
+    /// The channel's name (`None` once closed).
+    pub fn name(&self) -> Option<&str> {
+        self.segment().and_then(Segment::name)
+    }
+
+    /// The segment file's path (`None` once closed).
+    pub fn path(&self) -> Option<&str> {
+        self.segment().map(Segment::path)
+    }
+
+    /// The descriptor holding this end's role (to pass to a child), `None` once closed.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.segment().and_then(Segment::fd)
+    }
+
+    /// True once [`Receiver::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Close this end: the sender gets [`Error::Disconnected`] when it next waits.
+    /// Idempotent; also done on drop.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// rx.close();
+    /// assert!(matches!(rx.recv(), Err(shmplane::Error::Closed)));
+    /// // The sender learns it when it next waits for room.
+    /// while tx.try_send(&[0; 1000]).is_ok() {}
+    /// assert!(matches!(tx.send(&[0; 1000]), Err(shmplane::Error::Disconnected { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        if let Some(Inner { consumer, mut role }) = self.inner.take() {
+            role.close(consumer.into_store().into_segment());
+        }
+    }
+}
+
+/// A buffer of `len` bytes, or [`Error::TooLarge`] if it cannot be allocated.
+fn alloc(len: usize) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::TooLarge { len, max: isize::MAX as usize })?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Some(i) => f
+                .debug_struct("Receiver")
+                .field("path", &i.segment().path())
+                .field("capacity", &i.consumer.store().capacity())
+                .field("policy", &self.policy)
+                .finish(),
+            None => f.write_str("Receiver(closed)"),
+        }
+    }
+}
+
+enum Target<'d> {
+    Parts(Vec<OutBuf<'d>>),
+    Whole(OutBuf<'d>),
+}
+
+/// A message whose first record has arrived (see [`Receiver::begin`]): read it with
+/// [`Incoming::read_into`]. Until then other copies of the receiver wait; dropping it
+/// unread consumes it.
+pub struct Incoming<'a> {
+    op: Op<'a>,
+    first: Option<Record>,
+    head: Head,
+    policy: WaitPolicy,
+    /// Drop consumes the message (else it stays queued: `poll`).
+    consume: bool,
+}
+
+impl Incoming<'_> {
+    /// What the message announces: kind, size, parts, array description.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// Copy the message into `dests`, one per part of [`Incoming::head`] and each
+    /// exactly as long (`slice.into()` for a Rust slice), waiting for the records that follow its first as they arrive
+    /// (no deadline: a live sender finishes or cuts a message it began; the hook of
+    /// `wait` still ends the wait).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (wrong destinations: the message is consumed),
+    /// [`Error::Truncated`] (the sender abandoned the message, or closed or died part-way;
+    /// the next message is intact), the hook's error (the rest of the message is
+    /// skipped by the next receive), [`Error::Corrupt`].
+    pub fn read_into(self, dests: Vec<OutBuf<'_>>, mut wait: Wait<'_>) -> Result<()> {
+        self.copy_out(Target::Parts(dests), &mut wait)
+    }
+
+    /// Copy the whole logical payload into `dst` (exactly [`Head::total`] bytes): what
+    /// `recv_bytes` returns whatever was sent.
+    ///
+    /// # Errors
+    /// As [`Incoming::read_into`].
+    pub fn read_payload_into(self, dst: OutBuf<'_>, mut wait: Wait<'_>) -> Result<()> {
+        self.copy_out(Target::Whole(dst), &mut wait)
+    }
+
+    fn copy_out(mut self, target: Target<'_>, wait: &mut Wait<'_>) -> Result<()> {
+        let head = &self.head;
+        let mut scatter = match target {
+            Target::Parts(dests) => Scatter::new(head, dests).map_err(Error::InvalidArgument)?,
+            Target::Whole(dst) => Scatter::whole(head, dst).map_err(Error::InvalidArgument)?,
+        };
+        let total = head.total();
+        let skip = head.skip();
+        let record = self.first.take().expect("first record");
+        let consumer = self.op.consumer();
+        let first_len = record.len() - skip;
+        scatter.scatter_with(0, first_len, |at, dst| consumer.read_to(&record, skip + at, dst));
+        consumer.release(record);
+        let mut received = first_len;
+        let h = frame::chunk_header_len();
+        while received < total {
+            let record = self.op.wait_for_chunk(self.policy, wait, received, total)?;
+            if record.tag() != TAG_CONTINUATION {
+                // The next message: this one was abandoned. Leave it queued.
+                return Err(Error::Truncated { received, total });
+            }
+            let consumer = self.op.consumer();
+            let mut word = [0u8; 8];
+            let offset = if record.len() >= h {
+                consumer.read(&record, 0, &mut word);
+                frame::continuation_offset(&word).ok()
+            } else {
+                None
+            };
+            let n = record.len().saturating_sub(h);
+            if offset != Some(received) || n > total - received {
+                consumer.release(record);
+                let path = self.op.inner.segment().path().to_owned();
+                return Err(Error::Corrupt {
+                    path,
+                    what: format!("received message: a record of {n} bytes at offset {offset:?} where byte {received} of {total} was due"),
+                });
+            }
+            scatter.scatter_with(received, n, |at, dst| consumer.read_to(&record, h + at, dst));
+            consumer.release(record);
+            received += n;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Incoming<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.first.take() {
+            if self.consume {
+                // Unread: the message is consumed (any continuations are skipped by
+                // the next receive).
+                self.op.consumer().release(record);
+            }
+        }
+    }
+}
+
+/// A received message still in the ring (zero-copy). Derefs to its logical payload
+/// (for bytes, the bytes); its space is released when it drops. Until then other
+/// copies of the receiver wait.
+pub struct Message<'a> {
+    incoming: Incoming<'a>,
+    record: Option<Record>,
+}
+
+impl Message<'_> {
+    /// What the message carries.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send_array_of(&[2], &[1.5f64, 2.5])?;
+    /// let msg = rx.peek(None)?;
+    /// assert_eq!(msg.head().kind(), shmplane::frame::Kind::Array);
+    /// assert_eq!(msg.part(0), bytemuck::cast_slice::<f64, u8>(&[1.5, 2.5]));   // the data, in place
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn head(&self) -> &Head {
+        &self.incoming.head
+    }
+
+    /// Part `i` of the message in place (see [`Head::part_count`]).
+    ///
+    /// # Panics
+    /// If `i >= head().part_count()`.
+    pub fn part(&self, i: usize) -> &[u8] {
+        let (offset, len) = self.incoming.head.part(i);
+        &self[offset..offset + len]
+    }
+}
+
+impl std::ops::Deref for Message<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.incoming.op.inner.consumer.payload(self.record.as_ref().expect("unreleased"))
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.record.take() {
+            self.incoming.op.consumer().release(r);
+        }
+    }
+}

@@ -1,0 +1,674 @@
+//! The producing end of an SPSC channel.
+//!
+//! A send is one *operation* under the role lease (`shmplane_shm::lease`): this copy
+//! enters (two plain stores when it already holds the lease), writes the whole message
+//! — one record, or a first record and its continuations as the receiver drains them —
+//! and leaves. A copy in another process that sends next takes the lease over, re-reads
+//! the shared positions, and appends after the last record this one published.
+
+use super::create_segment;
+use crate::endpoint::{check_peer, ring_error, Role, CONSUMER, PRODUCER};
+use crate::frame::{self, chunk_header, chunk_header_len, ArrayMeta, Element, Outgoing, CHUNKED, TAG_BYTES, TAG_CONTINUATION};
+use crate::wait::{wait_for, Wait};
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::ring::{self, Claim, Producer, RingStore};
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::SegmentRing;
+use shmplane_shm::wait::WaitPolicy;
+use std::fmt;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Duration;
+
+/// The producing end of a channel. At most one `Sender` per channel across all
+/// processes ([`Error::RoleTaken`] otherwise), but it may have copies (fork, a
+/// descriptor passed to a child): they take turns, each send whole.
+pub struct Sender {
+    inner: Option<Inner>,
+    policy: WaitPolicy,
+}
+
+struct Inner {
+    producer: Producer<SegmentRing>,
+    role: Role,
+}
+
+impl Inner {
+    fn segment(&self) -> &Segment {
+        self.producer.store().segment()
+    }
+
+    /// Enter an operation (see the module docs).
+    #[inline(always)]
+    fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
+        if !self.role.try_enter(self.producer.store().segment()) {
+            self.enter_slow(wait)?;
+        }
+        Ok(Op { inner: self })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enter_slow(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        self.role.acquire(self.producer.store().segment(), wait, Error::Full)?;
+        // Another copy may have published since this one last did: the shared tail is
+        // the truth (`Producer::resync` also steps over a record a copy that died
+        // between publishing and storing the tail left behind).
+        if let Err(e) = self.producer.resync() {
+            self.role.exit(self.producer.store().segment());
+            return Err(ring_error(e, self.producer.store().segment()));
+        }
+        Ok(())
+    }
+}
+
+/// An operation in progress: this copy holds the lease and is marked active until
+/// the `Op` drops.
+struct Op<'a> {
+    inner: &'a mut Inner,
+}
+
+impl Drop for Op<'_> {
+    fn drop(&mut self) {
+        self.inner.role.exit(self.inner.producer.store().segment());
+    }
+}
+
+impl Op<'_> {
+    fn producer(&mut self) -> &mut Producer<SegmentRing> {
+        &mut self.inner.producer
+    }
+
+    /// Room for a record of `len` payload bytes, waiting per `wait`.
+    #[inline(always)]
+    fn claim(&mut self, len: usize, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Claim> {
+        match self.inner.producer.try_claim(len) {
+            Ok(Some(claim)) => Ok(claim),
+            Ok(None) if !wait.blocks() => Err(Error::Full),
+            Ok(None) => self.wait_for_room(len, policy, wait),
+            Err(e) => Err(ring_error(e, self.inner.segment())),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&mut self, len: usize, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Claim> {
+        wait_for(
+            &mut self.inner.producer,
+            |p| (&p.store().control().space_ready.value, p.store().park()),
+            policy,
+            wait,
+            |p| p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())),
+            |p| check_peer(p.store().segment(), CONSUMER, ring::poisoned(p.store())),
+        )
+    }
+
+    /// Claim, fill and publish one record.
+    #[inline(always)]
+    fn put(
+        &mut self,
+        len: usize,
+        tag: u32,
+        policy: WaitPolicy,
+        wait: &mut Wait<'_>,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
+        let claim = self.claim(len, policy, wait)?;
+        fill(self.inner.producer.payload_mut(&claim));
+        self.inner.producer.commit(claim, len, tag);
+        Ok(())
+    }
+
+    /// Send `msg`: one record, or a chunked run (see [`crate::frame`]).
+    fn send(&mut self, msg: &Outgoing<'_>, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<()> {
+        let capacity = self.inner.producer.store().capacity();
+        let total = msg.total();
+        let plan = frame::plan(msg, capacity)
+            .map_err(|_| Error::TooLarge { len: msg.prefix(), max: frame::max_record(capacity) })?;
+        let Some((first, chunk)) = plan else {
+            return self.put(total, msg.kind().tag(), policy, wait, |dst| msg.gather(0, dst));
+        };
+        let h = chunk_header_len();
+        if !wait.blocks() {
+            // Non-blocking: only if every record fits now (a message larger than the
+            // ring never does: only a blocking send, as the receiver drains, sends it).
+            let records = 1 + (total - first).div_ceil(chunk);
+            let need = total + records * (h + 16) + first.max(chunk) + 16;
+            let free = self.inner.producer.free_bytes().map_err(|e| ring_error(e, self.inner.segment()))?;
+            if (need as u64) > free {
+                return Err(Error::Full);
+            }
+        }
+        self.put(h + first, msg.kind().tag() | CHUNKED, policy, wait, |dst| {
+            chunk_header(total, dst);
+            msg.gather(0, &mut dst[h..]);
+        })?;
+        // Begun: the rest follows as the receiver drains (a non-blocking first record
+        // does not make the rest non-blocking); the deadline still applies.
+        let sent = if wait.blocks() {
+            self.send_rest(msg, first, chunk, policy, wait)
+        } else {
+            self.send_rest(msg, first, chunk, policy, &mut wait.rest())
+        };
+        if sent.is_err() {
+            // Nothing more of this message will come: tell a receiver part-way through
+            // it (it reports it truncated; the next message is intact).
+            self.producer().cut();
+        }
+        sent
+    }
+
+    /// The continuation records of `msg` from logical byte `first` on.
+    fn send_rest(
+        &mut self,
+        msg: &Outgoing<'_>,
+        first: usize,
+        chunk: usize,
+        policy: WaitPolicy,
+        wait: &mut Wait<'_>,
+    ) -> Result<()> {
+        let h = chunk_header_len();
+        let total = msg.total();
+        let mut off = first;
+        while off < total {
+            let n = chunk.min(total - off);
+            self.put(h + n, TAG_CONTINUATION, policy, wait, |dst| {
+                chunk_header(off, dst);
+                msg.gather(off, &mut dst[h..]);
+            })?;
+            off += n;
+        }
+        Ok(())
+    }
+}
+
+impl Sender {
+    /// Create channel `name` with `capacity_bytes` of ring space and attach as its sender.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`], [`Error::InvalidArgument`], [`Error::AlreadyExists`],
+    /// [`Error::NoSpace`], [`Error::Os`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut tx = shmplane::Sender::create("doc-example-create", 4096)?;
+    /// let mut rx = shmplane::Receiver::open("doc-example-create")?;
+    /// tx.send(b"hi")?;
+    /// assert_eq!(rx.recv()?, b"hi");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn create(name: &str, capacity_bytes: usize) -> Result<Sender> {
+        Sender::attach(create_segment(name, capacity_bytes)?, true)
+    }
+
+    /// Open existing channel `name` as its sender.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Corrupt`], [`Error::Incompatible`],
+    /// [`Error::WrongKind`], [`Error::RoleTaken`], [`Error::Os`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut rx = shmplane::Receiver::create("doc-sender-open", 4096)?;
+    /// let mut tx = shmplane::Sender::open("doc-sender-open")?;
+    /// tx.send(b"x")?;
+    /// assert_eq!(rx.recv()?, b"x");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn open(name: &str) -> Result<Sender> {
+        Sender::attach(Segment::open(name, SegmentKind::Channel)?, true)
+    }
+
+    /// Adopt a descriptor of a channel segment whose open file description holds (or
+    /// may take) the sender role: how a handle moves into a child process. The new
+    /// handle is a *copy*: it and the handle it came from take turns (see the module
+    /// docs), so the parent may keep its own, as with `multiprocessing.Pipe`.
+    ///
+    /// # Errors
+    /// As [`Sender::open`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::os::fd::BorrowedFd;
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// // What a child process does with a descriptor it inherited (same open file description).
+    /// // SAFETY (doc example): the descriptor is open for the duration of the borrow.
+    /// let fd = unsafe { BorrowedFd::borrow_raw(tx.fd().unwrap()) }.try_clone_to_owned().unwrap();
+    /// let mut copy = shmplane::Sender::from_fd(fd, tx.name().map(str::to_owned))?;
+    /// tx.send(b"from the original")?;
+    /// copy.send(b"from the copy")?;          // appends, never overwrites
+    /// assert_eq!(rx.recv()?, b"from the original");
+    /// assert_eq!(rx.recv()?, b"from the copy");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Sender> {
+        Sender::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false)
+    }
+
+    /// `fresh`: this segment was opened by name (a new open file description), so no
+    /// other copy of this role lives: sleepers counted on its event count died.
+    fn attach(segment: Segment, fresh: bool) -> Result<Sender> {
+        segment.claim_role(PRODUCER)?;
+        let path = segment.path().to_owned();
+        let store = SegmentRing::new(segment);
+        if fresh {
+            store.control().space_ready.value.reset_waiters();
+        }
+        let producer = Producer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
+        let mut role = Role::new(PRODUCER);
+        if fresh {
+            role.register(producer.store().segment());
+        }
+        Ok(Sender { inner: Some(Inner { producer, role }), policy: WaitPolicy::default() })
+    }
+
+    #[inline(always)]
+    fn inner(&mut self) -> Result<&mut Inner> {
+        // `let else`, not `ok_or(Error::Closed)`: that builds and drops an Error (which
+        // has drop glue) on every send: measured 10% of the per-message instructions.
+        let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
+        Ok(inner)
+    }
+
+    pub(super) fn segment(&self) -> Option<&Segment> {
+        self.inner.as_ref().map(Inner::segment)
+    }
+
+    /// Send `msg` (any size), waiting per `wait` for room. The general form of every
+    /// send: [`Outgoing::bytes`], [`Outgoing::array`] or [`Outgoing::pickle`].
+    ///
+    /// A message larger than one record (above 1 MiB, or above the ring's largest
+    /// record) streams through the ring in chunks as the receiver drains them; the
+    /// deadline applies to the whole message. A non-blocking `wait` sends it only if
+    /// all of it fits now (never, for a message larger than the ring: [`Error::Full`]).
+    /// If the send fails part-way (deadline, the hook's error, the receiver
+    /// gone), the receiver gets [`Error::Truncated`] for it and the next message is
+    /// intact.
+    ///
+    /// # Errors
+    /// [`Error::Full`] (non-blocking, no room), [`Error::Timeout`], the hook's error,
+    /// [`Error::Disconnected`] (the receiver closed), [`Error::PeerDead`] (the
+    /// receiver died), [`Error::TooLarge`] (a message header larger than a record of
+    /// this ring: thousands of pickle buffers in a tiny ring), [`Error::Corrupt`],
+    /// [`Error::TooManyCopies`], [`Error::Closed`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplane::{frame::Outgoing, Wait};
+    /// let (mut tx, mut rx) = shmplane::channel(1 << 16)?;
+    /// tx.send_message(&Outgoing::pickle(b"stream", &[b"buffer"]).unwrap(), Wait::forever())?;
+    /// let shmplane::Frame::Pickle { stream, buffers } = rx.recv_frame(Wait::forever())? else { panic!() };
+    /// assert_eq!((&stream[..], &buffers[0][..]), (&b"stream"[..], &b"buffer"[..]));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn send_message(&mut self, msg: &Outgoing<'_>, mut wait: Wait<'_>) -> Result<()> {
+        let policy = self.policy;
+        let mut op = self.inner()?.enter(&mut wait)?;
+        op.send(msg, policy, &mut wait)
+    }
+
+    /// Send bytes (any length), waiting per `wait` (see [`Sender::send_message`]).
+    ///
+    /// # Errors
+    /// As [`Sender::send_message`].
+    #[inline]
+    pub fn send_with(&mut self, data: &[u8], mut wait: Wait<'_>) -> Result<()> {
+        let policy = self.policy;
+        let mut op = self.inner()?.enter(&mut wait)?;
+        if data.len() <= frame::CHUNK_THRESHOLD {
+            // The common case, without building an `Outgoing`.
+            let claim = match op.producer().try_claim(data.len()) {
+                Ok(Some(claim)) => Some(claim),
+                Ok(None) => None,
+                Err(ring::RingError::TooLarge { .. }) => None,
+                Err(e) => return Err(ring_error(e, op.inner.segment())),
+            };
+            if let Some(claim) = claim {
+                op.producer().payload_mut(&claim).copy_from_slice(data);
+                op.producer().commit(claim, data.len(), TAG_BYTES);
+                return Ok(());
+            }
+        }
+        op.send(&Outgoing::bytes(data), policy, &mut wait)
+    }
+
+    /// Send bytes (any length), waiting as long as it takes for room.
+    ///
+    /// # Errors
+    /// As [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"hello")?;
+    /// assert_eq!(rx.recv()?, b"hello");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    #[inline]
+    pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        self.send_with(data, Wait::forever())
+    }
+
+    /// Send bytes, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// tx.send(&[0; 4000])?;
+    /// let r = tx.send_timeout(&[0; 4000], Duration::from_millis(5));
+    /// assert!(matches!(r, Err(shmplane::Error::Timeout)));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn send_timeout(&mut self, data: &[u8], timeout: Duration) -> Result<()> {
+        self.send_with(data, Wait::timeout(timeout))
+    }
+
+    /// Send bytes if there is room now (for all of it: see [`Sender::send_message`]).
+    ///
+    /// # Errors
+    /// [`Error::Full`]; otherwise as [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.try_send(&[1; 4000])?;
+    /// assert!(matches!(tx.try_send(&[2; 100]), Err(shmplane::Error::Full)));
+    /// rx.recv()?;
+    /// tx.try_send(&[2; 100])?;
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn try_send(&mut self, data: &[u8]) -> Result<()> {
+        self.send_with(data, Wait::no_wait())
+    }
+
+    /// Send an n-dimensional array: `data` laid out as `meta` says (a numpy `dtype.str`
+    /// descriptor, a shape, C or Fortran order). A Python receiver gets it as an
+    /// `ndarray` of that dtype, shape and order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `data` is not the size `meta` implies; otherwise as
+    /// [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplane::frame::{ArrayMeta, Order};
+    /// let (mut tx, mut rx) = shmplane::channel(1 << 16)?;
+    /// let meta = ArrayMeta::new("<i2", &[2, 2], Order::F).unwrap();
+    /// tx.send_array(&meta, &[1, 0, 2, 0, 3, 0, 4, 0])?;
+    /// let shmplane::Frame::Array(a) = rx.recv_frame(shmplane::Wait::forever())? else { panic!() };
+    /// assert_eq!((a.meta.order, a.to_vec::<i16>().unwrap()), (Order::F, vec![1, 2, 3, 4]));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn send_array(&mut self, meta: &ArrayMeta, data: &[u8]) -> Result<()> {
+        let msg = Outgoing::array(meta, data).map_err(Error::InvalidArgument)?;
+        self.send_message(&msg, Wait::forever())
+    }
+
+    /// Send a C-order array of `T` (`f64` is numpy's `float64`, and so on) of `shape`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `shape` does not match `data.len()`; otherwise as
+    /// [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(1 << 16)?;
+    /// let xyz: Vec<f64> = (0..3000).map(f64::from).collect();
+    /// tx.send_array_of(&[1000, 3], &xyz)?;          // np.ndarray (1000, 3) float64 in Python
+    /// let shmplane::Frame::Array(a) = rx.recv_frame(shmplane::Wait::forever())? else { panic!() };
+    /// assert_eq!((a.meta.shape.as_slice(), a.to_vec::<f64>().unwrap()), (&[1000, 3][..], xyz));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn send_array_of<T: Element>(&mut self, shape: &[usize], data: &[T]) -> Result<()> {
+        let meta = ArrayMeta::new(T::DESCR, shape, frame::Order::C).map_err(Error::InvalidArgument)?;
+        self.send_array(&meta, bytemuck::cast_slice(data))
+    }
+
+    fn claim_loan(&mut self, len: usize, mut wait: Wait<'_>) -> Result<Loan<'_>> {
+        let policy = self.policy;
+        let mut op = self.inner()?.enter(&mut wait)?;
+        let max = op.producer().max_payload();
+        if len > max {
+            return Err(Error::TooLarge { len, max });
+        }
+        let claim = op.claim(len, policy, &mut wait)?;
+        Ok(Loan { op, claim: Some(claim) })
+    }
+
+    /// Lend `len` bytes of ring space to write one message in place (zero-copy),
+    /// waiting at most `timeout` (`None`: forever) for room. Publish with
+    /// [`Loan::commit`]; dropping the loan aborts it. A loan is one record, so at most
+    /// [`Sender::max_message_len`] bytes; the receiver gets it as bytes.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (more than one record holds), [`Error::Timeout`]; otherwise
+    /// as [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.loan(4, None)?;
+    /// loan.as_mut_slice().copy_from_slice(b"abcd");
+    /// loan.commit();
+    /// assert_eq!(&*rx.peek(None)?, b"abcd");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn loan(&mut self, len: usize, timeout: Option<Duration>) -> Result<Loan<'_>> {
+        self.claim_loan(len, Wait::optional(timeout))
+    }
+
+    /// [`Sender::loan`] without waiting.
+    ///
+    /// # Errors
+    /// [`Error::Full`]; otherwise as [`Sender::loan`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let mut loan = tx.try_loan(100)?;          // reserve the most we might write
+    /// loan.as_mut_slice()[..3].copy_from_slice(b"abc");
+    /// loan.commit_len(3)?;                        // publish what we wrote
+    /// assert_eq!(rx.recv()?, b"abc");
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn try_loan(&mut self, len: usize) -> Result<Loan<'_>> {
+        self.claim_loan(len, Wait::no_wait())
+    }
+
+    /// Wait until a one-record message of `len` bytes fits, at most `timeout` (`None`:
+    /// forever; zero: check once). `Ok(false)` on timeout. Nothing is reserved: a
+    /// following [`Sender::try_send`] of at most `len` bytes from this copy then
+    /// succeeds.
+    ///
+    /// # Errors
+    /// As [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// assert!(tx.poll_space(4000, Some(Duration::ZERO))?);
+    /// tx.send(&[0; 4000])?;
+    /// assert!(!tx.poll_space(4000, Some(Duration::from_millis(5)))?);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn poll_space(&mut self, len: usize, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if timeout == Some(Duration::ZERO) { Wait::no_wait() } else { Wait::optional(timeout) };
+        self.poll_space_with(len, wait)
+    }
+
+    /// [`Sender::poll_space`] with a [`Wait`].
+    ///
+    /// # Errors
+    /// As [`Sender::send_message`], but not [`Error::Timeout`] or [`Error::Full`].
+    pub fn poll_space_with(&mut self, len: usize, mut wait: Wait<'_>) -> Result<bool> {
+        let policy = self.policy;
+        let result = match self.inner()?.enter(&mut wait) {
+            Ok(mut op) => {
+                let len = len.min(op.producer().max_payload());
+                op.claim(len, policy, &mut wait).map(drop)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(Error::Timeout | Error::Full) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// Set how blocking operations wait.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(8192)?;
+    /// assert!(matches!(tx.wait_policy(), shmplane::WaitPolicy::Adaptive { .. }));
+    /// tx.set_wait_policy(shmplane::WaitPolicy::Block);
+    /// assert_eq!(tx.wait_policy(), shmplane::WaitPolicy::Block);
+    /// assert_eq!((tx.capacity(), tx.max_message_len()?), (8192, 8176));
+    /// assert!(tx.name().is_some() && tx.path().unwrap().starts_with("/dev/shm/shmplane."));
+    /// tx.close();
+    /// assert!(tx.is_closed() && tx.name().is_none() && tx.fd().is_none());
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Largest message in bytes that travels as one record (`capacity - 16`): the
+    /// largest [`Sender::loan`]. Larger messages are sent in chunks.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn max_message_len(&self) -> Result<usize> {
+        self.inner.as_ref().map(|i| i.producer.max_payload()).ok_or(Error::Closed)
+    }
+
+    /// Ring capacity in bytes, or 0 once closed.
+    pub fn capacity(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.producer.store().capacity())
+    }
+
+    /// The channel's name (`None` once closed).
+    pub fn name(&self) -> Option<&str> {
+        self.segment().and_then(Segment::name)
+    }
+
+    /// The segment file's path (`None` once closed).
+    pub fn path(&self) -> Option<&str> {
+        self.segment().map(Segment::path)
+    }
+
+    /// The descriptor holding this end's role (to pass to a child), `None` once closed.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.segment().and_then(Segment::fd)
+    }
+
+    /// True once [`Sender::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Close this end: the receiver gets [`Error::Disconnected`] after draining. If this
+    /// handle has copies in other processes (fork, descriptor passing), the role stays
+    /// with them. Idempotent; also done on drop.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// tx.send(b"last")?;
+    /// tx.close();
+    /// assert_eq!(rx.recv()?, b"last");
+    /// assert!(matches!(rx.recv(), Err(shmplane::Error::Disconnected { .. })));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        if let Some(Inner { producer, mut role }) = self.inner.take() {
+            role.close(producer.into_store().into_segment());
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Some(i) => f
+                .debug_struct("Sender")
+                .field("path", &i.segment().path())
+                .field("capacity", &i.producer.store().capacity())
+                .field("policy", &self.policy)
+                .finish(),
+            None => f.write_str("Sender(closed)"),
+        }
+    }
+}
+
+/// Space in the ring lent by [`Sender::loan`]: write the message, then [`Loan::commit`].
+/// Dropping it without committing publishes nothing. While it lives, this copy is
+/// inside an operation: other copies of the sender wait.
+pub struct Loan<'a> {
+    op: Op<'a>,
+    claim: Option<Claim>,
+}
+
+impl Loan<'_> {
+    /// The lent bytes (their previous contents are unspecified).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let claim = self.claim.as_ref().expect("uncommitted");
+        self.op.inner.producer.payload_mut(claim)
+    }
+
+    /// Length of the loan in bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, _rx) = shmplane::channel(4096)?;
+    /// let loan = tx.loan(16, None)?;
+    /// assert_eq!((loan.len(), loan.is_empty()), (16, false));
+    /// drop(loan); // aborted: nothing published
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.claim.as_ref().map_or(0, Claim::len)
+    }
+
+    /// True for a zero-length loan.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Publish the whole loan.
+    pub fn commit(mut self) {
+        let claim = self.claim.take().expect("uncommitted");
+        let len = claim.len();
+        self.op.inner.producer.commit(claim, len, TAG_BYTES);
+    }
+
+    /// Publish only the first `len` bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `len` exceeds the loan.
+    pub fn commit_len(mut self, len: usize) -> Result<()> {
+        if len > self.len() {
+            return Err(Error::InvalidArgument(format!("commit of {len} bytes exceeds the {}-byte loan", self.len())));
+        }
+        let claim = self.claim.take().expect("uncommitted");
+        self.op.inner.producer.commit(claim, len, TAG_BYTES);
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Stale segments and their removal.
+//!
+//! A segment is *finished* when no process holds any of its locks and it will never be
+//! used again: its creator died while initialising it, an owner died without closing
+//! it, or every role closed. A segment with a never-claimed role (waiting for its peer)
+//! is not finished. `create` replaces a finished segment of the same name, and [`gc`]
+//! removes every finished segment of this user. Removal compares the file's identity
+//! (device and inode) with the name's just before unlinking, so a new segment created
+//! under the name meanwhile is never removed (iceoryx2 cleans up dead nodes' resources
+//! the same way).
+
+use crate::error::{Error, Result};
+use crate::header::{has_magic, is_ready, is_zero, raw_kind, SegmentKind};
+use crate::layout::{SegmentHeader, INIT_LOCK_BYTE, MAX_ROLES, ROLE_LOCK_BYTE};
+use crate::liveness::{self, ATTACHED, CLOSED, CLOSING};
+use crate::region::{Region, ShmFile};
+use crate::segment::map_roles;
+use std::time::{Duration, Instant};
+
+/// How long a lock seen held on a role that was just closed may take to go away.
+const FORK_GRACE: Duration = Duration::from_millis(20);
+
+/// True if another open file description still holds `byte` after [`FORK_GRACE`].
+///
+/// While another thread of this process spawns a subprocess, the child holds copies of
+/// all our descriptors until it execs (`O_CLOEXEC` closes them only then), so for a
+/// moment it seems to hold every lock we hold. That must not count as "another process
+/// shares this endpoint" when closing it.
+pub(crate) fn held_after_grace(file: &ShmFile, byte: u64) -> bool {
+    let deadline = Instant::now() + FORK_GRACE;
+    loop {
+        match file.is_locked_by_other(byte) {
+            Ok(false) => return false,
+            Ok(true) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            _ => return true,
+        }
+    }
+}
+
+/// True if no process holds any lock on the segment in `file` and it will never be
+/// used again (see the module docs). Reads the header and role table only after
+/// checking the file is long enough for them (untrusted input).
+pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
+    let locked = |byte| file.is_locked_by_other(byte).unwrap_or(true);
+    if locked(INIT_LOCK_BYTE) {
+        return false;
+    }
+    let Some(header_region) = map_roles(file, 0) else { return false };
+    // SAFETY: map_roles(0) mapped at least a header at offset 0 (page-aligned).
+    let header: &SegmentHeader = unsafe { header_region.at(0) };
+    let ready = is_ready(header);
+    // A ready header's role count is validated against the kind; a half-written one
+    // has only the roles its kind always has.
+    let roles = if ready {
+        // ORDERING: Relaxed, after `is_ready`'s Acquire.
+        (header.role_count.load(crate::sync::Ordering::Relaxed) as usize).min(MAX_ROLES)
+    } else {
+        (kind.spec().role_count)(Default::default())
+    };
+    drop(header_region);
+    let Some(region) = map_roles(file, roles) else { return false };
+    for r in 0..roles {
+        // SAFETY: map_roles mapped the header and `roles` role entries.
+        let entry = unsafe { region.at(crate::layout::role_offset(r)) };
+        let byte = ROLE_LOCK_BYTE + r as u64;
+        // A closed role's lock still seen held is, in practice, a child forked by
+        // another thread that has not exec'd yet: give it a moment (see held_after_grace).
+        let closed = ready && matches!(liveness::state(entry), CLOSED | CLOSING);
+        if if closed { held_after_grace(file, byte) } else { locked(byte) } {
+            return false;
+        }
+    }
+    if !ready || kind == SegmentKind::Slot {
+        // A slot has no role states: unused once no handle holds its shared lock.
+        return true;
+    }
+    let states: Vec<u32> = (0..roles)
+        .map(|r| {
+            // SAFETY: as above.
+            let entry = unsafe { region.at(crate::layout::role_offset(r)) };
+            liveness::state(entry)
+        })
+        .collect();
+    states.iter().any(|&s| s == ATTACHED || s == CLOSING) || states.iter().all(|&s| s == CLOSED)
+}
+
+/// If segment `name` is stale (see [`finished`]), its open file, to unlink by identity.
+///
+/// # Errors
+/// [`Error::NotFound`] if it vanished; [`Error::Corrupt`] if a non-shmplane file has
+/// the name; [`Error::Os`].
+pub fn stale(name: &str) -> Result<Option<ShmFile>> {
+    let file = ShmFile::open(name)?;
+    if file.is_locked_by_other(INIT_LOCK_BYTE)? {
+        return Ok(None);
+    }
+    let size = file.size()?;
+    let header_len = size_of::<SegmentHeader>() as u64;
+    if size < header_len {
+        // Either a creator between `shm_open` and taking the init lock (microseconds),
+        // or one that died there. Only a file older than that window is stale.
+        let young = file
+            .as_file()
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < Duration::from_secs(1));
+        return Ok((!young).then_some(file));
+    }
+    let region = Region::map(&file, header_len as usize)?;
+    // SAFETY: header at offset 0, region is a header long.
+    let header: &SegmentHeader = unsafe { region.at(0) };
+    // A creator that died before its first header store left zeros (write_header
+    // stores the magic first); anything else without the magic is not ours.
+    if !has_magic(header) && (is_ready(header) || !is_zero(header)) {
+        return Err(Error::Corrupt {
+            path: file.path().to_owned(),
+            what: "a file that is not a shmplane segment has this name; remove it".into(),
+        });
+    }
+    let kind_raw = raw_kind(header);
+    let kind = match SegmentKind::from_u32(kind_raw) {
+        Some(k) => k,
+        None if !is_ready(header) => SegmentKind::Channel,
+        None => {
+            return Err(Error::Corrupt { path: file.path().to_owned(), what: format!("unknown segment kind {kind_raw}") })
+        }
+    };
+    drop(region);
+    Ok(finished(&file, kind).then_some(file))
+}
+
+/// Remove every stale segment of this user (see [`stale`]). Returns the names removed.
+pub fn gc() -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(dir) = std::fs::read_dir(crate::region::SHM_DIR) else { return removed };
+    for entry in dir.flatten() {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix(crate::region::PREFIX)) else { continue };
+        if let Ok(Some(file)) = stale(name) {
+            file.unlink_if_same(name);
+            removed.push(name.to_owned());
+        }
+    }
+    removed
+}
