@@ -49,11 +49,13 @@ def _payloads(cap: int) -> list[object]:
 
 
 @pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("cap", [1 << 23, 1 << 16], ids=["8MiB-ring", "64KiB-ring"])
 @pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_chunked_roundtrips_across_processes(method: str) -> None:
-    cap = 1 << 23  # 8 MiB ring: the 8 MB array is one chunked run, wrapping the ring
+def test_chunked_roundtrips_across_processes(method: str, cap: int) -> None:
+    # 8 MiB ring: the 8 MB array is one chunked run, wrapping the ring; 64 KiB ring:
+    # every large message is many times the ring.
     tx, rx_child = shmplane.channel(capacity=cap)
-    tx_child, rx = shmplane.channel(capacity=1 << 24)
+    tx_child, rx = shmplane.channel(capacity=cap)
     p = mp.get_context(method).Process(target=_echo_all, args=(rx_child, tx_child), daemon=True)
     p.start()
     rx_child.close()
@@ -81,3 +83,31 @@ def test_chunked_recv_bytes_is_the_logical_payload() -> None:
         t.start()
         assert rx.recv_bytes(timeout=20) == data
         t.join(20)
+
+
+def _recv_and_check(rx: shmplane.Receiver, n: int) -> list[bool]:
+    with rx:
+        return [bool(np.array_equal(rx.recv(timeout=30), np.arange(3_000_000.0) + i)) for i in range(n)]
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_24mb_arrays_through_a_1mib_channel(method: str) -> None:
+    """Any size fits any ring: 24 MB arrays stream through the default 1 MiB ring as
+    the receiver drains them, intact."""
+    from shm_helpers import get_report, report
+
+    tx, rx = shmplane.channel()
+    assert tx.capacity == shmplane.DEFAULT_CAPACITY == 1 << 20
+    ctx = mp.get_context(method)
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=report, args=(w, _recv_and_check, rx, 3), daemon=True)
+    p.start()
+    w.close()
+    rx.close()
+    with tx:
+        for i in range(3):
+            tx.send(np.arange(3_000_000.0) + i, timeout=30)
+    assert get_report(r) == [True, True, True]
+    p.join(20)
+    assert p.exitcode == 0
