@@ -111,10 +111,12 @@ pub(crate) fn ring_error(e: RingError, segment: &Segment) -> Error {
 /// [`Error::Disconnected`]; vacant or alive → keep waiting. Also reports a poisoned ring.
 pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Result<()> {
     if poisoned != 0 {
-        return Err(Error::Corrupt {
-            path: segment.path().to_owned(),
-            what: format!("the ring was poisoned (reason {poisoned}) after a malformed record"),
-        });
+        let why = match poisoned {
+            shmplane_shm::ring::POISON_BAD_RECORD => "the receiver read a malformed record header",
+            shmplane_shm::ring::POISON_BAD_HEAD => "the sender read an impossible receiver position",
+            _ => "a peer found it corrupt",
+        };
+        return Err(Error::Corrupt { path: segment.path().to_owned(), what: format!("the ring was poisoned: {why}") });
     }
     let role = segment.role_name(peer);
     match segment.peer_state(peer)? {

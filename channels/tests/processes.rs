@@ -360,6 +360,19 @@ fn child_entry() {
             check(0, &rx.recv_timeout(WATCHDOG).unwrap(), 1000);
             rx.close();
         }
+        // A copy of a sender by inherited descriptor ARG ("fd:n:try"), sending n numbered
+        // messages as sender 2 (spawned with SHMPLANE_NO_MEMBARRIER=1 by the test).
+        "send_copy" => {
+            let mut parts = arg.split(':');
+            let fd: i32 = parts.next().unwrap().parse().unwrap();
+            let n: u64 = parts.next().unwrap().parse().unwrap();
+            let try_mode = parts.next() == Some("try");
+            // SAFETY: the test left this descriptor open (without CLOEXEC) for us.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            let mut tx = Sender::from_fd(fd, None).unwrap();
+            send_numbered(&mut tx, 2, n, try_mode);
+            say("DONE");
+        }
         other => panic!("unknown child role {other:?}"),
     }
 }
@@ -367,6 +380,77 @@ fn child_entry() {
 // ---------------------------------------------------------------------------------------
 // Streams
 // ---------------------------------------------------------------------------------------
+
+/// Send `n` messages `[who, i (8 bytes)]` padded to 24..64 bytes, with `send` or by
+/// spinning on `try_send`.
+fn send_numbered(tx: &mut Sender, who: u8, n: u64, try_mode: bool) {
+    for i in 0..n {
+        let mut m = vec![who; 24 + (i as usize % 40)];
+        m[1..9].copy_from_slice(&i.to_le_bytes());
+        loop {
+            match if try_mode { tx.try_send(&m) } else { tx.send_timeout(&m, WATCHDOG) } {
+                Ok(()) => break,
+                Err(Error::Full) => std::hint::spin_loop(),
+                Err(e) => panic!("sender {who}, message {i}: {e}"),
+            }
+        }
+    }
+}
+
+/// Copies of one sender in two processes, one registered for membarrier (light fences
+/// on its hot path) and one started with `SHMPLANE_NO_MEMBARRIER=1` (full fences),
+/// sending at once: every message arrives whole and once, each sender's in order. A
+/// process that does not register must still issue real membarriers when it takes the
+/// lease (a plain fence broke mutual exclusion here: found by review).
+#[test]
+fn sender_copies_in_processes_with_and_without_membarrier() {
+    for try_mode in [true, false] {
+        let name = Name::new(if try_mode { "mixfence-try" } else { "mixfence" });
+        let (tx, mut rx) = channel_named(&name, 1 << 16).unwrap();
+        let n = 20_000;
+        let peer = {
+            let _g = FORK_LOCK.write().unwrap_or_else(|e| e.into_inner());
+            // A descriptor of the same open file description, inheritable.
+            // SAFETY: dup of our own open descriptor.
+            let fd = unsafe { libc::dup(tx.fd().unwrap()) };
+            assert!(fd >= 0);
+            let mode = if try_mode { "try" } else { "send" };
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
+                .env(ROLE_ENV, "send_copy")
+                .env(NAME_ENV, &*name)
+                .env(ARG_ENV, format!("{fd}:{n}:{mode}"))
+                .env("SHMPLANE_NO_MEMBARRIER", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            let child = cmd.spawn().expect("spawn child");
+            // SAFETY: our dup; the child has its own now.
+            unsafe { libc::close(fd) };
+            child
+        };
+        let mut tx = tx;
+        let sender = thread::spawn(move || {
+            send_numbered(&mut tx, 1, n, false);
+            tx
+        });
+        let mut next = [0u64; 3];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while next[1] < n || next[2] < n {
+            assert!(Instant::now() < deadline, "stalled at {next:?}");
+            let m = rx.recv_timeout(WATCHDOG).unwrap();
+            let (who, i) = (m[0] as usize, u64::from_le_bytes(m[1..9].try_into().unwrap()));
+            assert!(who == 1 || who == 2, "corrupt message {m:?}");
+            assert!(m.len() == 24 + (i as usize % 40) && m[9..].iter().all(|&b| b == who as u8), "corrupt message {i} of {who}");
+            assert_eq!(i, next[who], "sender {who}: out of order or lost");
+            next[who] += 1;
+        }
+        let mut child = peer;
+        assert!(child.wait().unwrap().success());
+        close_sender(sender.join().unwrap());
+        close_receiver(rx);
+    }
+}
 
 /// 10 000 messages from a child sender, checked byte by byte, then Disconnected; no
 /// segment left behind.

@@ -1,9 +1,10 @@
 """The main job: a master process streams real datasets to a worker process.
 
 The master spawns a worker and sends it (a) a 1,000,000-element float64 ndarray
-(8 MB) many times and (b) a Python list of 1,000,000 floats; the worker turns each
-into a usable object (an ndarray / a list) and acknowledges it over a second
-channel. The same transfers then run over the peers in the same run:
+(8 MB) many times, (a2) a 3,000,000-element one (24 MB, 24 times shmplane's default
+1 MiB ring, which every shmplane channel here uses) and (b) a Python list of 1,000,000
+floats; the worker turns each into a usable object (an ndarray / a list) and
+acknowledges it over a second channel. The same transfers then run over the peers in the same run:
 pickle-5 with out-of-band buffers over ``multiprocessing.Pipe``, ``Pipe.send``,
 ``multiprocessing.Queue``, ``multiprocessing.shared_memory`` + copy, and the floor
 (one ``np.copyto`` of the payload in one process). Then a one-way stream of
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -35,10 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "python
 import peers  # noqa: E402  (benches/python/peers.py: the peer transports)
 
 _CTX = multiprocessing.get_context("spawn")
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(12, (n - 1).bit_length())
 
 
 def _shmplane_worker(rx: shmplane.Receiver, acks: shmplane.Sender, policy: str) -> None:
@@ -60,8 +56,8 @@ class ShmplanePeer(peers.Peer):
     policy = "adaptive"
 
     def open(self, sample: Any) -> None:
-        nbytes = sample.nbytes if isinstance(sample, np.ndarray) else len(pickle.dumps(sample, protocol=5))
-        self._tx, rx = shmplane.channel(capacity=_next_pow2(2 * nbytes + (1 << 20)), policy=self.policy)
+        # The default 1 MiB ring: messages of any size stream through it in chunks.
+        self._tx, rx = shmplane.channel(policy=self.policy)
         ack_tx, self._acks = shmplane.channel(capacity=1 << 16, policy=self.policy)
         self._proc = _CTX.Process(target=_shmplane_worker, args=(rx, ack_tx, self.policy), daemon=True)
         self._proc.start()
@@ -213,25 +209,33 @@ def main(argv: list[str] | None = None) -> None:
 
     transports: dict[str, type[peers.Peer]] = {"shmplane": ShmplanePeer, "shmplane_spin": ShmplaneSpinPeer, **peers.PEERS}
     array = peers.make_array_payload(args.elements)
+    big = peers.make_array_payload(3 * args.elements)
     payloads = (
-        (f"(a) float64 ndarray of {args.elements:,} elements ({array.nbytes / 1e6:.0f} MB)", array),
-        (f"(b) Python list of {args.elements:,} floats", peers.make_list_payload(args.elements)),
+        (f"(a) float64 ndarray of {args.elements:,} elements ({array.nbytes / 1e6:.0f} MB)", array, None),
+        (
+            f"(a2) float64 ndarray of {3 * args.elements:,} elements ({big.nbytes / 1e6:.0f} MB, "
+            f"{big.nbytes / shmplane.DEFAULT_CAPACITY:.0f}x the 1 MiB ring)",
+            big,
+            ("shmplane", "shmplane_spin", "floor_copyto", "pickle5_pipe"),
+        ),
+        (f"(b) Python list of {args.elements:,} floats", peers.make_list_payload(args.elements), None),
     )
-    for label, payload in payloads:
+    for label, payload, only in payloads:
         print(f"{label}: {args.reps} timed transfers after {args.warmup} warm-up, master -> worker -> ack", flush=True)
         rows = []
         for name, cls in transports.items():
+            if only is not None and name not in only:
+                continue
             t0 = time.perf_counter()
             durations = peers.measure(cls(), payload, reps=args.reps, warmup=args.warmup)
             rows.append((name, peers.summarize(durations)))
             print(f"  measured {name:<20} in {time.perf_counter() - t0:5.1f} s", flush=True)
         print(peers.format_table(rows))
         p50 = {name: s["p50"] for name, s in rows}
+        others = [("pickle5_pipe", "pickle-5 over a Pipe"), ("pipe_send", "Pipe.send"), ("queue_put", "Queue.put")]
+        faster = "".join(f"{p50[k] / p50['shmplane']:.1f}x faster than {what}, " for k, what in others if k in p50)
         print(
-            f"  shmplane p50 is {p50['shmplane'] / p50['floor_copyto']:.2f}x the copy floor, "
-            f"{p50['pickle5_pipe'] / p50['shmplane']:.1f}x faster than pickle-5 over a Pipe, "
-            f"{p50['pipe_send'] / p50['shmplane']:.1f}x faster than Pipe.send, "
-            f"{p50['queue_put'] / p50['shmplane']:.1f}x faster than Queue.put; "
+            f"  shmplane p50 is {p50['shmplane'] / p50['floor_copyto']:.2f}x the copy floor, {faster}"
             f"with the spin policy {p50['shmplane_spin'] / p50['floor_copyto']:.2f}x the floor\n",
             flush=True,
         )

@@ -123,7 +123,7 @@ def _interrupted_then_more(tx: shmplane.Sender, ready: Any) -> str:
         try:
             tx.send(np.arange(float(BIG)))  # the receiver does not read yet: blocks
         except KeyboardInterrupt:
-            pass
+            ready.send("interrupted")
         else:
             return "not interrupted"
         tx.send(b"next", timeout=30)
@@ -145,6 +145,10 @@ def test_ctrl_c_mid_send_then_more_sends(method: str, procs: Any) -> None:
         assert r.poll(20) and r.recv() == "sending"
         time.sleep(0.3)  # well into the send: the ring is full, the sender waits
         os.kill(p.pid, signal.SIGINT)
+        # Receive only once the child has stopped: a receiver draining at once could
+        # let the send finish before its next signal check (Python then raises the
+        # KeyboardInterrupt after a send that completed, as it does after any call).
+        assert r.poll(20) and r.recv() == "interrupted"
         with pytest.raises(shmplane.TruncatedMessageError):
             rx.recv(timeout=30)
         assert rx.recv(timeout=30) == b"next"

@@ -65,8 +65,11 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
         let byte = ROLE_LOCK_BYTE + r as u64;
         // A closed role's lock still seen held is, in practice, a child forked by
         // another thread that has not exec'd yet: give it a moment (see held_after_grace).
+        // So is a slot's, whose handles all share the lock of one open file description:
+        // a duplicate of its descriptor on its way to another process (multiprocessing's
+        // resource sharer closes its copy just after sending it) holds it a moment longer.
         let closed = ready && matches!(liveness::state(entry), CLOSED | CLOSING);
-        if if closed { held_after_grace(file, byte) } else { locked(byte) } {
+        if if closed || kind == SegmentKind::Slot { held_after_grace(file, byte) } else { locked(byte) } {
             return false;
         }
     }

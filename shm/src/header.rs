@@ -104,23 +104,23 @@ pub fn validate(h: &SegmentHeader, file_len: u64, expected: Option<SegmentKind>,
     if version != ABI_VERSION {
         return incompatible(format!("it has ABI version {version}, this library speaks ABI version {ABI_VERSION}"));
     }
-    let hash = h.layout_hash.load(Ordering::Relaxed);
-    if hash != LAYOUT_HASH {
-        return incompatible(format!("layout hash {hash:#x}, this build has {LAYOUT_HASH:#x}"));
-    }
     let raw_kind = (version_kind >> 32) as u32;
     let Some(kind) = SegmentKind::from_u32(raw_kind) else {
         return corrupt(format!("unknown segment kind {raw_kind}"));
     };
-    if let Some(expected) = expected.filter(|&e| e != kind) {
-        return Err(Error::WrongKind { path: path.to_owned(), expected: expected.name(), found: kind.name().into() });
-    }
     let spec = kind.spec();
     let wire = h.wire_version.load(Ordering::Relaxed);
     if spec.carries_messages && wire != WIRE_VERSION {
         return incompatible(format!(
             "its messages use wire format version {wire}, this library speaks version {WIRE_VERSION}"
         ));
+    }
+    let hash = h.layout_hash.load(Ordering::Relaxed);
+    if hash != LAYOUT_HASH {
+        return incompatible(format!("layout hash {hash:#x}, this build has {LAYOUT_HASH:#x}"));
+    }
+    if let Some(expected) = expected.filter(|&e| e != kind) {
+        return Err(Error::WrongKind { path: path.to_owned(), expected: expected.name(), found: kind.name().into() });
     }
     let total_len = h.total_len.load(Ordering::Relaxed);
     if total_len != file_len {

@@ -86,7 +86,9 @@ pub struct RoleEntry {
     _pad: AtomicU32,
     /// The copy that may operate on the role: `acquisition count << 4 | copy index`
     /// (index into `copies`); 0 = none since the role was attached or released.
-    /// The count makes every acquisition's value unique.
+    /// The count makes the values of successive acquisitions differ (it starts again
+    /// after a release to 0, which is harmless: only the owner of a copy entry writes
+    /// values with its index).
     pub lease: AtomicU64,
     /// The copies that have used the role.
     pub copies: [CopyEntry; MAX_COPIES],
@@ -151,7 +153,7 @@ pub const fn control_offset(role_count: usize) -> usize {
 /// `init_state` while the creator is still writing the header.
 pub const INIT_BUSY: u32 = 0;
 /// `init_state` once the segment is fully initialised.
-pub const INIT_READY: u32 = 0x5245_4459; // "READ"
+pub const INIT_READY: u32 = 0x5245_4459; // "REDY" read as a big-endian number
 
 /// Control block of an SPSC record ring. Producer- and consumer-written words sit on
 /// separate lines so that neither side's stores invalidate the other's hot line.
@@ -294,11 +296,12 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
     RING_DATA_OFFSET + capacity
 }
 
-/// FNV-1a over the layout constants: any change to a shared layout changes this.
+/// FNV-1a over the layout constants: any change to a shared layout changes this. (The
+/// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
+/// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 22] = [
+    let parts: [u64; 21] = [
         ABI_VERSION as u64,
-        WIRE_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
         std::mem::offset_of!(SegmentHeader, role_count) as u64,

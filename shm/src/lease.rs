@@ -222,7 +222,14 @@ impl Lease {
                 // ORDERING: heavy half of the Dekker pair, partner of `try_enter`'s
                 // light half: a copy entering after this sees our lease, or we see its
                 // ACTIVE state below.
-                heavy_fence();
+                if !heavy_fence() {
+                    // Membarrier refused to this process while a peer may rely on it:
+                    // a peer's ACTIVE store may still sit in its store buffer. Stores
+                    // drain within microseconds (and on any interrupt or context
+                    // switch): wait well past that before looking (x86-TSO reasoning,
+                    // not the language model's; documented in crate::process).
+                    grace_period();
+                }
             }
             for (i, other) in entry.copies.iter().enumerate() {
                 if i != self.index && state_of(other) == ACTIVE {
@@ -278,6 +285,12 @@ impl Lease {
     pub fn index(&self) -> Option<usize> {
         (self.index < MAX_COPIES).then_some(self.index)
     }
+}
+
+/// What a lease taker waits when it could not issue the heavy fence.
+fn grace_period() {
+    #[cfg(not(shmplane_loom))]
+    std::thread::sleep(std::time::Duration::from_millis(1));
 }
 
 /// Take a free copy entry for `me`, or one whose process died.

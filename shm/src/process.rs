@@ -57,10 +57,14 @@ pub fn fork_generation() -> u64 {
 ///
 /// A process registers (`MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED`, Linux >= 4.16) when
 /// its first endpoint is made ([`install_fork_hook`]), and again in every
-/// forked child. If that fails (old kernel, seccomp, valgrind), its notifiers keep a
-/// full fence. `SHMPLANE_NO_MEMBARRIER` (read at first use) turns membarrier off in
-/// both roles: notifiers keep the full fence, and waiters skip the heavy fence and cap
-/// every sleep at 1 ms instead, in case a peer process still uses the light fence.
+/// forked child. If that fails (old kernel, seccomp, valgrind), its hot paths keep a
+/// full fence (an RMW). `SHMPLANE_NO_MEMBARRIER` (read at first use) keeps a process
+/// from registering, so its hot paths keep the full fence too (and its CPUs receive no
+/// IPIs); its heavy fences are still real membarriers, because peers that registered
+/// rely on them (a process that used a plain fence there broke the lease's mutual
+/// exclusion against a registered peer: found by review). Only where membarrier is
+/// refused to this process (seccomp) do its heavy fences fall short; the callers make
+/// up for it: waiters cap every sleep at 1 ms, lease takers wait a grace period.
 mod asymmetric {
     use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -74,8 +78,13 @@ mod asymmetric {
     static DISABLED: AtomicU8 = AtomicU8::new(0);
     /// Set once the fork handler is installed (or being installed by another thread).
     static HOOKED: AtomicU8 = AtomicU8::new(0);
-    /// Set once heavy fences proved impossible in this process (or were disabled).
+    /// How this process's heavy fences fare: 0 untried or working; [`NO_KERNEL`] the
+    /// kernel has no membarrier (so no process can use the light fence: a full fence is
+    /// enough); [`REFUSED`] membarrier is refused to this process only (seccomp) while
+    /// peers may rely on it: the caller must make up for it (see [`heavy_fence`]).
     static HEAVY_FAILED: AtomicU8 = AtomicU8::new(0);
+    const NO_KERNEL: u8 = 1;
+    const REFUSED: u8 = 2;
 
     thread_local! {
         /// A heavy fence of this thread failed for a reason that may pass: cap the
@@ -118,9 +127,10 @@ mod asymmetric {
     #[inline(never)]
     fn first_use() -> bool {
         if std::env::var_os("SHMPLANE_NO_MEMBARRIER").is_some() {
+            // Not registering: this process's hot paths keep full fences. Its heavy
+            // fences still IPI the processes that did register, which rely on them.
             // ORDERING: Relaxed, see `register`.
             DISABLED.store(1, Ordering::Relaxed);
-            HEAVY_FAILED.store(1, Ordering::Relaxed);
         }
         // ORDERING: Relaxed, see `register`: only decides who calls pthread_atfork.
         if HOOKED.swap(1, Ordering::Relaxed) == 0 {
@@ -151,24 +161,42 @@ mod asymmetric {
     }
 
     /// The heavy half: a full barrier here and on every running thread of every
-    /// registered process. If the kernel refuses, or membarrier is disabled, a full
-    /// fence here only, and sleepers must bound their sleeps ([`sleep_cap_needed`]).
-    pub fn heavy_fence() {
-        if heavy_fence_works() {
-            // ORDERING: the HEAVY_FAILED store below is Relaxed, see `register`.
-            match membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
-                Ok(()) => return,
-                // Not supported, not allowed (seccomp), not permitted: for good.
-                Err(libc::ENOSYS | libc::EINVAL | libc::EPERM) => HEAVY_FAILED.store(1, Ordering::Relaxed),
-                Err(_) => CAP_NEXT_SLEEP.with(|c| c.set(true)),
-            }
-        }
-        // ORDERING: SeqCst fence, partner only of a peer's full-fence (RMW) notify;
-        // it is not ordered against a light fence, hence the sleep cap.
+    /// registered process (`MEMBARRIER_CMD_GLOBAL_EXPEDITED`, which needs no
+    /// registration of the caller: a process that does not register itself, as with
+    /// `SHMPLANE_NO_MEMBARRIER`, still orders against peers that did). Returns `false`
+    /// if it could not be issued while peers might rely on it (membarrier refused to
+    /// this process only, or failed for a reason that may pass): the caller must make
+    /// up for it (sleep caps for a waiter, a grace period for a lease taker). A kernel
+    /// without membarrier is `true`: then no process has the light fence.
+    pub fn heavy_fence() -> bool {
+        // ORDERING: Relaxed loads and stores of HEAVY_FAILED, see `register`.
+        let ok = match HEAVY_FAILED.load(Ordering::Relaxed) {
+            NO_KERNEL => true,
+            REFUSED => false,
+            _ => match membarrier(libc::MEMBARRIER_CMD_GLOBAL_EXPEDITED as libc::c_int) {
+                Ok(()) => return true,
+                Err(libc::ENOSYS) => {
+                    HEAVY_FAILED.store(NO_KERNEL, Ordering::Relaxed);
+                    true
+                }
+                // Not allowed here (seccomp) or not enabled: for good.
+                Err(libc::EINVAL | libc::EPERM) => {
+                    HEAVY_FAILED.store(REFUSED, Ordering::Relaxed);
+                    false
+                }
+                Err(_) => {
+                    CAP_NEXT_SLEEP.with(|c| c.set(true));
+                    false
+                }
+            },
+        };
+        // ORDERING: SeqCst fence, partner only of a peer's full-fence (RMW) hot path;
+        // it is not ordered against a peer's light fence (hence the return value).
         std::sync::atomic::fence(Ordering::SeqCst);
+        ok
     }
 
-    /// True if heavy fences work in this process (membarrier available, not disabled).
+    /// True if heavy fences work in this process (membarrier available and allowed).
     pub fn heavy_fence_works() -> bool {
         // ORDERING: Relaxed, see `register`.
         if STATE.load(Ordering::Relaxed) == UNKNOWN {
@@ -178,12 +206,12 @@ mod asymmetric {
         HEAVY_FAILED.load(Ordering::Relaxed) == 0
     }
 
-    /// True if this thread's next sleep must be short: heavy fences fail in this
-    /// process, or the last one of this thread did. Consumes the one-off flag.
+    /// True if this thread's next sleep must be short: membarrier is refused to this
+    /// process, or the last heavy fence of this thread failed. Consumes the one-off flag.
     #[inline]
     pub fn sleep_cap_needed() -> bool {
         // ORDERING: Relaxed, see `register`.
-        HEAVY_FAILED.load(Ordering::Relaxed) != 0 || CAP_NEXT_SLEEP.with(|c| c.replace(false))
+        HEAVY_FAILED.load(Ordering::Relaxed) == REFUSED || CAP_NEXT_SLEEP.with(|c| c.replace(false))
     }
 }
 

@@ -27,7 +27,8 @@
 //!
 //! # Untrusted memory
 //! The consumer validates every header it reads (committed bit, length within the
-//! contiguous space left before the end of the data area, alignment) and poisons the
+//! contiguous space left before the end of the data area; alignment holds by
+//! construction: positions only advance by whole 8-byte-aligned records) and poisons the
 //! ring with [`RingError::Corrupt`] otherwise; the producer validates the consumer's
 //! position before trusting it. A hostile peer can make you receive wrong bytes, never
 //! make this code touch memory outside the data area.

@@ -80,9 +80,14 @@ pub fn load_after_store_u64(word: &AtomicU64) -> u64 {
 /// The rare side's fence, after its RMW of the word the hot side loads with
 /// [`load_after_store_u32`]/[`load_after_store_u64`] and before its own loads. A
 /// `membarrier` where available (15 µs on the VM it was measured on); nothing under
-/// loom, whose models check the RMW form.
+/// loom, whose models check the RMW form. `false`: it could not be issued while a peer
+/// might use the light fence (membarrier refused to this process): the caller must
+/// make up for it (see [`crate::process`]).
 #[inline]
-pub fn heavy_fence() {
+#[must_use = "a failed heavy fence must be made up for"]
+pub fn heavy_fence() -> bool {
     #[cfg(not(shmplane_loom))]
-    crate::process::heavy_fence();
+    return crate::process::heavy_fence();
+    #[cfg(shmplane_loom)]
+    true
 }

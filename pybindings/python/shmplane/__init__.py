@@ -13,9 +13,11 @@ Latest values, as ``multiprocessing.sharedctypes`` with reads that are never tor
     params = RawArray("d", 16)           # params[:] is one consistent snapshot
     params.wait_for_update(params.version, timeout=1.0)
 
+Messages of any size fit any channel (large ones stream through in chunks).
 Endpoints are context managers, pickle into ``multiprocessing`` children (fork, spawn,
-forkserver), and wait with the GIL released (Ctrl-C works). Errors derive from
-:class:`ShmplaneError`. See README.md for the design and the measured figures.
+forkserver) as copies that take turns, like ``multiprocessing.Pipe`` connections, and
+wait with the GIL released (Ctrl-C works). Errors derive from :class:`ShmplaneError`.
+See README.md and docs/ for the design, the wire format and the measured figures.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ def channel(
 
     Args:
         capacity: ring size in bytes, a power of two from 4096 to 2**31 (default
-            16 MiB). The largest message is ``capacity - 16`` bytes; a multipart
-            (ndarray / pickle) message needs a further 64-byte header and alignment.
+            1 MiB, ``DEFAULT_CAPACITY``). Messages of any size fit: one larger than
+            ``capacity - 16`` bytes (or than 1 MiB) streams through in chunks while the
+            receiver drains them. The segment in ``/dev/shm`` takes ``capacity`` bytes
+            plus one 4 KiB page, committed at creation.
         name: segment name (``[A-Za-z0-9._-]``, at most 200 bytes) so that unrelated
             processes can attach with ``Receiver.open(name)`` / ``Sender.open(name)``;
             ``None`` generates one. The segment lives at ``/dev/shm/shmplane.<name>``

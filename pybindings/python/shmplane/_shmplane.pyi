@@ -17,10 +17,15 @@ def gc() -> list[str]: ...
 class Sender:
     """The sending end of a channel (one per channel across all processes).
 
-    ``send`` copies the message into the ring once: bytes-like objects as bytes,
-    C-contiguous numpy arrays as raw data plus dtype/shape, anything else as pickle
-    protocol 5 with out-of-band buffers. Blocks (GIL released, Ctrl-C works) while the
-    ring is full.
+    ``send`` copies the message into the ring once: bytes-like objects as bytes, C- or
+    Fortran-contiguous numpy arrays as their data plus dtype, shape and order, anything
+    else as pickle protocol 5 with out-of-band buffers. Messages of any size: one larger
+    than a record streams through the ring in chunks as the receiver drains them.
+    Blocks (GIL released, Ctrl-C works) while the ring is full.
+
+    A Sender passed to another process (pickled, or inherited by ``fork``) is a copy,
+    as with ``multiprocessing.Pipe``: the parent may keep its own; copies used one after
+    another append, and copies used at once take turns, each message whole.
     """
 
     @staticmethod
@@ -37,12 +42,18 @@ class Sender:
     @staticmethod
     def _from_fd(fd: int, name: str | None = None) -> Sender: ...
     def send(self, obj: Any, timeout: float | None = None) -> None:
-        """Send ``obj``, waiting at most ``timeout`` seconds (None: forever) for room.
+        """Send ``obj`` (any size), waiting at most ``timeout`` seconds (None: forever)
+        for room; the timeout covers the whole message. If the send stops part-way
+        (timeout, Ctrl-C, the receiver gone), the receiver gets TruncatedMessageError
+        for it and the next message is intact.
 
-        Raises Timeout, MessageTooLargeError, PeerDeadError / DisconnectedError (the
-        receiver died / closed while we waited), RoleTakenError, ClosedError."""
+        Raises Timeout, KeyboardInterrupt, PeerDeadError / DisconnectedError (the
+        receiver died / closed while we waited), RoleTakenError (too many processes use
+        copies of this sender), ValueError (negative or non-finite timeout),
+        CorruptSegmentError, ClosedError; and whatever pickling ``obj`` raises."""
     def try_send(self, obj: Any) -> None:
-        """Send without waiting. Raises Full if there is no room now."""
+        """Send without waiting. Raises Full if the whole message does not fit now
+        (always, for a message larger than the ring: only ``send`` streams those)."""
     def send_bytes(self, buf: Buffer, timeout: float | None = None) -> None:
         """Send the bytes of a C-contiguous buffer; the receiver gets ``bytes``."""
     def poll_space(self, nbytes: int = 0, timeout: float | None = 0.0) -> bool:
@@ -60,7 +71,8 @@ class Sender:
         """Ring capacity in bytes (0 once closed)."""
     @property
     def max_message_size(self) -> int:
-        """Largest raw payload in bytes (capacity - 16)."""
+        """Largest payload in bytes that travels as one record (capacity - 16); larger
+        messages go in chunks."""
     @property
     def closed(self) -> bool: ...
     @property
@@ -75,9 +87,10 @@ class Sender:
 class Receiver:
     """The receiving end of a channel (one per channel across all processes).
 
-    ``recv`` returns what was sent: ``bytes``, an ndarray of the same dtype and shape,
-    or the unpickled object. Blocks (GIL released, Ctrl-C works) while empty.
-    Iterating yields messages until the sender closes.
+    ``recv`` returns what was sent: ``bytes``, an ndarray of the same dtype, shape and
+    order, or the unpickled object. Blocks (GIL released, Ctrl-C works) while empty.
+    Iterating yields messages until the sender closes. Copies (pickled to a child,
+    inherited by ``fork``) take turns: every message reaches exactly one copy.
     """
 
     @staticmethod
@@ -89,14 +102,20 @@ class Receiver:
     @staticmethod
     def _from_fd(fd: int, name: str | None = None) -> Receiver: ...
     def recv(self, timeout: float | None = None) -> Any:
-        """Receive the next message, waiting at most ``timeout`` seconds (None: forever).
+        """Receive the next message, waiting at most ``timeout`` seconds (None: forever)
+        for it to begin; a message that began is received to its end.
 
-        Raises Timeout, DisconnectedError (sender closed, all received), PeerDeadError
-        (sender died, all received), CorruptSegmentError, RoleTakenError, ClosedError."""
+        Raises Timeout, KeyboardInterrupt, DisconnectedError (sender closed, all
+        received), PeerDeadError (sender died, all received), TruncatedMessageError (the
+        sender stopped part-way through this message: it is dropped, the next one is
+        intact), MessageTooLargeError (it cannot be allocated here: dropped),
+        CorruptSegmentError, RoleTakenError, ClosedError; and whatever unpickling
+        raises (the message is consumed)."""
     def try_recv(self) -> Any:
         """Receive without waiting. Raises Empty if nothing is there."""
     def recv_bytes(self, timeout: float | None = None) -> bytes:
-        """Receive the next record's raw payload as bytes, whatever was sent."""
+        """Receive the next message's payload as bytes, whatever was sent (an array's
+        or pickle's encoding: docs/wire-format.md). Raises as ``recv``."""
     def poll(self, timeout: float | None = 0.0) -> bool:
         """True if a message is ready, waiting at most ``timeout`` seconds."""
     def close(self) -> None:

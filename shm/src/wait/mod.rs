@@ -126,7 +126,8 @@ impl EventCount {
         let epoch = self.prepare_wait_unfenced();
         // ORDERING: heavy half of the asymmetric fence, partner of `has_waiters`' light
         // fence: the caller's re-check comes after every notifier's earlier publish.
-        crate::sync::heavy_fence();
+        // If it could not be issued, `sleep` caps the sleep (a wake may be lost).
+        let _ = crate::sync::heavy_fence();
         epoch
     }
 

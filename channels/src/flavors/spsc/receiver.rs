@@ -706,7 +706,7 @@ impl Incoming<'_> {
                 None
             };
             let n = record.len().saturating_sub(h);
-            if offset != Some(received) || n > total - received {
+            if offset != Some(received) || n == 0 || n > total - received {
                 consumer.release(record);
                 let path = self.op.inner.segment().path().to_owned();
                 return Err(Error::Corrupt {
