@@ -5,10 +5,10 @@
 use crate::wait::{sleep_until, Wait};
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::lease::{self, Acquired, CopyId, Lease, TooManyCopies};
-use shmplane_shm::liveness::{current_key, key_alive, PeerState};
+use shmplane_shm::liveness::{current_key, PeerState};
 use shmplane_shm::process::{fork_generation, install_fork_hook, next_copy_number};
 use shmplane_shm::ring::RingError;
-use shmplane_shm::segment::Segment;
+use shmplane_shm::segment::{CopyClaims, Segment};
 
 /// Role numbers of a channel segment.
 pub(crate) const PRODUCER: usize = 0;
@@ -21,13 +21,15 @@ pub(crate) struct Role {
     index: usize,
     copy: u32,
     lease: Lease,
+    /// This copy's own descriptor holding the claim on its copy entry.
+    claims: CopyClaims,
 }
 
 impl Role {
     /// A new handle of role `index` (a new copy).
     pub(crate) fn new(index: usize) -> Role {
         install_fork_hook();
-        Role { index, copy: next_copy_number(), lease: Lease::new() }
+        Role { index, copy: next_copy_number(), lease: Lease::new(), claims: CopyClaims::default() }
     }
 
     /// This handle's identity in the current process.
@@ -60,8 +62,12 @@ impl Role {
     pub(crate) fn acquire(&mut self, segment: &Segment, wait: &mut Wait<'_>, would_block: Error) -> Result<()> {
         let me = self.me();
         let entry = segment.role(self.index);
+        segment.open_claims(&mut self.claims)?;
         let mut would_block = Some(would_block);
-        let mut attempt = || match self.lease.try_acquire(entry, me, key_alive) {
+        let lease = &mut self.lease;
+        let patient = wait.blocks();
+        let mut copies = segment.copies(self.index, &mut self.claims);
+        let mut attempt = || match lease.try_acquire(entry, me, patient, &mut copies) {
             Ok(Acquired::Entered) => Ok(Some(())),
             Ok(Acquired::Busy { .. }) => Ok(None),
             Err(TooManyCopies) => Err(Error::TooManyCopies {
@@ -70,16 +76,26 @@ impl Role {
                 pids: lease::copy_pids(entry),
             }),
         };
-        let result = if wait.blocks() {
-            sleep_until(wait, attempt)
-        } else {
-            attempt().and_then(|entered| entered.ok_or_else(|| would_block.take().expect("once")))
-        };
-        if result.is_err() {
-            // No longer waiting for a turn: other copies must not wait for this one.
-            self.lease.cancel(entry);
+        // Whatever ends the wait without entering (an error, a timeout, a panic in the
+        // hook), the copy stops waiting for its turn: others must not wait for it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if wait.blocks() {
+                sleep_until(wait, &mut attempt)
+            } else {
+                attempt().and_then(|entered| entered.ok_or_else(|| would_block.take().expect("once")))
+            }
+        }));
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.lease.cancel(entry);
+                Err(e)
+            }
+            Err(panic) => {
+                self.lease.cancel(entry);
+                std::panic::resume_unwind(panic)
+            }
         }
-        result
     }
 
     /// Take the lease right away, without waiting, so that the role names this process
@@ -95,7 +111,7 @@ impl Role {
     /// segment's role (see `Segment::close_role`).
     pub(crate) fn close(&mut self, segment: Segment) {
         let me = self.me();
-        segment.close_role(self.index, &mut self.lease, me);
+        segment.close_role(self.index, &mut self.lease, &mut self.claims, me);
     }
 }
 

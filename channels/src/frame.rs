@@ -272,7 +272,7 @@ impl ArrayMeta {
 fn itemsize(descr: &str) -> Result<usize, String> {
     let bad = || format!("dtype {descr:?} is not a plain numpy dtype descriptor (like \"<f8\" or \"|u1\")");
     let b = descr.as_bytes();
-    if b.len() < 3 || b.len() > MAX_DESCR || !matches!(b[0], b'<' | b'>' | b'|' | b'=') {
+    if !descr.is_ascii() || b.len() < 3 || b.len() > MAX_DESCR || !matches!(b[0], b'<' | b'>' | b'|' | b'=') {
         return Err(bad());
     }
     let kind = b[1];
@@ -513,18 +513,34 @@ impl<'a> Outgoing<'a> {
 
 /// How a message is cut into records: `None` if it goes whole in one record of its
 /// kind's tag, else `Some((first, chunk))`: the first record carries the total and
-/// `first` payload bytes, each continuation up to `chunk`.
+/// `first` payload bytes, each continuation up to `chunk`. `position` is the producer's
+/// position: the first record is sized to end on a tile boundary (see [`chunk_size`]),
+/// so the continuations tile the ring whatever the previous messages left (no padding
+/// record at the wrap, all the ring usable).
 ///
 /// # Errors
 /// The prefix does not fit one record of this ring (a ring too small for the message's
 /// header: more out-of-band buffers than it can describe).
-pub fn plan(msg: &Outgoing<'_>, capacity: usize) -> Result<Option<(usize, usize)>, String> {
+pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64) -> Result<Option<(usize, usize)>, String> {
     let max = max_record(capacity);
     if msg.total <= max && msg.total <= CHUNK_THRESHOLD {
         return Ok(None);
     }
     let chunk = chunk_size(capacity);
-    let first = chunk.max(msg.prefix).min(msg.total);
+    let tile = chunk + RECORD_AND_CHUNK_HEADER;
+    // The first record runs up to the next tile boundary; if that is less than an
+    // eighth of a tile (or the prefix), to the boundary after, or, where that would
+    // cross the end of the ring (the record then starts at 0 after a padding record),
+    // one whole tile.
+    let offset = (position % capacity as u64) as usize;
+    let mut first = tile - offset % tile;
+    if first < tile / 8 + RECORD_AND_CHUNK_HEADER {
+        first = if offset + first < capacity { first + tile } else { tile };
+    }
+    while first - RECORD_AND_CHUNK_HEADER < msg.prefix {
+        first += tile;
+    }
+    let first = (first - RECORD_AND_CHUNK_HEADER).min(msg.total);
     if first + CHUNK_HEADER > max {
         return Err(format!(
             "the {}-byte header of this message does not fit one {max}-byte record; use a larger channel",
@@ -859,11 +875,29 @@ mod tests {
     }
 
     #[test]
+    fn chunk_records_tile_the_ring() {
+        for (cap, chunk) in [(4096, 496), (65536, 8176), (1 << 20, 131_056), (1 << 24, 1_048_560), (1 << 31, 1_048_560)] {
+            assert_eq!(chunk_size(cap), chunk, "capacity {cap}");
+            // record = 8-byte header + 8-byte chunk header + data: an exact divisor.
+            assert_eq!(cap % (chunk + 16), 0, "capacity {cap}");
+        }
+        let data = vec![0u8; 3 << 20];
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 0), Ok(Some((131_056, 131_056))));
+        assert_eq!(plan(&Outgoing::bytes(&data[..1 << 20]), 1 << 22, 0), Ok(None));
+        // From a position off the tiles, the first record ends on the next boundary (or
+        // the one after, if that leaves less than half a tile).
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 400), Ok(Some((131_072 - 400 - 16, 131_056))));
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 131_000), Ok(Some((72 + 131_072 - 16, 131_056))));
+        // In the last tile of the ring, close to its end: one tile from offset 0.
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, (1 << 20) - 72), Ok(Some((131_056, 131_056))));
+    }
+
+    #[test]
     fn itemsizes() {
         for (d, n) in [("<f8", 8), ("|u1", 1), ("|b1", 1), ("<c16", 16), ("<M8[ns]", 8), ("|S10", 10), ("<U3", 12), ("|V0", 0)] {
             assert_eq!(itemsize(d), Ok(n), "{d}");
         }
-        for d in ["f8", "<O8", "<f", "<f8[ns]", "<M8[n s]", "<x4", "", "<i0"] {
+        for d in ["f8", "<O8", "<f", "<f8[ns]", "<M8[n s]", "<x4", "", "<i0", "‹é", "<fé"] {
             assert!(itemsize(d).is_err(), "{d}");
         }
     }

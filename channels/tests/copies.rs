@@ -432,3 +432,75 @@ fn arrays_through_copies_keep_their_description() {
     let _ = Kind::Array;
 }
 
+
+/// A copy inside an operation whose process then execs another program (the thread
+/// doing the operation is gone; pid and start time stay): the copy's claim on its
+/// entry, on a close-on-exec descriptor, is released by the exec, so the other copies
+/// go on at once instead of waiting for the new program to end (found by review: a
+/// receiver copy blocked in `recv` in a process that exec'd `sleep` kept the parent's
+/// copy out until `sleep` exited).
+#[test]
+fn exec_in_the_middle_of_an_operation_releases_the_copy() {
+    let _g = serial();
+    let (mut tx, mut rx) = channel(1 << 16).unwrap();
+    let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+    let child = fork(|| {
+        // This child's copy of the receiver enters an operation in a thread (a blocking
+        // receive) and stays in it; the main thread then execs.
+        let rx_ptr = &mut rx as *mut Receiver as usize;
+        std::thread::spawn(move || {
+            // SAFETY: the main thread never touches `rx` again (it only execs).
+            let rx = unsafe { &mut *(rx_ptr as *mut Receiver) };
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        });
+        std::thread::sleep(Duration::from_millis(100)); // the thread is in recv now
+        theirs.write_all(&[1]).unwrap();
+        let sleep = std::ffi::CString::new("/bin/sleep").unwrap();
+        let secs = std::ffi::CString::new("5").unwrap();
+        let argv = [sleep.as_ptr(), secs.as_ptr(), std::ptr::null()];
+        // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
+        unsafe { libc::execv(sleep.as_ptr(), argv.as_ptr()) };
+        1
+    });
+    let mut ready = [0u8; 1];
+    ours.read_exact(&mut ready).unwrap();
+    std::thread::sleep(Duration::from_millis(200)); // the exec has happened
+    tx.send(b"for the parent's copy").unwrap();
+    let t0 = Instant::now();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(3)).unwrap(), b"for the parent's copy");
+    assert!(t0.elapsed() < Duration::from_secs(2), "waited {:?} for an exec'd copy", t0.elapsed());
+    kill(child);
+    reap(child);
+}
+
+/// A process out of descriptors cannot read `/proc`: that must not make a live copy
+/// look dead (found by review: under EMFILE a second copy's `try_send` went through
+/// while the first copy held a loan, and its message was overwritten).
+#[test]
+fn out_of_descriptors_never_makes_a_live_copy_dead() {
+    use std::os::fd::BorrowedFd;
+    let _g = serial();
+    let (mut a, mut rx) = channel(1 << 16).unwrap();
+    // SAFETY: the descriptor is open for the duration of the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(a.fd().unwrap()) }.try_clone_to_owned().unwrap();
+    let mut b = Sender::from_fd(fd, a.name().map(str::to_owned)).unwrap();
+    b.send(b"b-first").unwrap(); // b has its entry and claim descriptor now
+    let mut loan = a.loan(4, None).unwrap(); // a is inside an operation
+    loan.as_mut_slice().copy_from_slice(b"AAAA");
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain out-parameter / in-parameter structs.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
+    let tight = libc::rlimit { rlim_cur: 3, rlim_max: old.rlim_max };
+    // SAFETY: as above; restored below before anything else opens a file.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
+    assert!(std::fs::File::open("/proc/self/stat").is_err(), "the limit does not bite");
+    let r = b.try_send(b"INTRUDER");
+    // SAFETY: as above.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    assert!(matches!(r, Err(Error::Full)), "a live copy's operation was entered: {r:?}");
+    loan.commit();
+    for want in [&b"b-first"[..], b"AAAA"] {
+        assert_eq!(recv(&mut rx), want);
+    }
+    assert_empty(&mut rx);
+}

@@ -13,7 +13,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 use shmplane_shm::layout::RoleEntry;
-use shmplane_shm::lease::{Acquired, CopyId, Lease};
+use shmplane_shm::lease::{Acquired, CopyId, Copies, Lease};
 use shmplane_shm::liveness::key_of;
 use shmplane_shm::sync::{AtomicU32, Ordering};
 
@@ -30,11 +30,23 @@ fn id(n: u32) -> CopyId {
     CopyId { key: key_of(100 + n, 7), copy: n, generation: 0 }
 }
 
-fn alive(shared: &Shared) -> impl Fn(u64) -> bool + '_ {
-    move |key| {
+/// Liveness by the `dead` bits (claims always succeed: the model has no other
+/// claimants of an entry than the lease's own CAS).
+struct Model<'a>(&'a Shared);
+
+impl Copies for Model<'_> {
+    fn alive(&self, _index: usize, key: u64) -> bool {
         let pid = (key >> 42) as u32;
-        shared.dead.load(Ordering::Acquire) & (1 << (pid - 100)) == 0
+        self.0.dead.load(Ordering::Acquire) & (1 << (pid - 100)) == 0
     }
+    fn claim(&mut self, _index: usize) -> bool {
+        true
+    }
+    fn unclaim(&mut self, _index: usize) {}
+}
+
+fn alive(shared: &Shared) -> Model<'_> {
+    Model(shared)
 }
 
 /// Enter an operation as `me`: the hot path, else take the lease (yielding while
@@ -44,7 +56,7 @@ fn enter(shared: &Shared, lease: &mut Lease, me: CopyId) {
         return;
     }
     loop {
-        match lease.try_acquire(&shared.entry, me, alive(shared)).expect("a free copy entry") {
+        match lease.try_acquire(&shared.entry, me, true, &mut alive(shared)).expect("a free copy entry") {
             Acquired::Entered => return,
             Acquired::Busy { .. } => thread::yield_now(),
         }
@@ -68,7 +80,7 @@ fn operate_cached(shared: &Shared, lease: &mut Lease, me: CopyId, cache: &mut u6
     if !fast {
         if non_blocking_first {
             // A try_send-style attempt first: one try, and give up (cancel) if busy.
-            match lease.try_acquire(&shared.entry, me, alive(shared)).expect("a free copy entry") {
+            match lease.try_acquire(&shared.entry, me, true, &mut alive(shared)).expect("a free copy entry") {
                 Acquired::Entered => {}
                 Acquired::Busy { .. } => {
                     lease.cancel(&shared.entry);
@@ -199,9 +211,9 @@ fn close_while_another_copy_acquires() {
         let t = thread::spawn(move || {
             let mut lease = Lease::new();
             operate(&s2, &mut lease, id(2));
-            lease.release(&s2.entry, id(2));
+            lease.release(&s2.entry, id(2), &mut alive(&s2));
         });
-        lease.release(&s.entry, id(1));
+        lease.release(&s.entry, id(1), &mut alive(&s));
         t.join().unwrap();
         let mut again = Lease::new();
         operate(&s, &mut again, id(3));

@@ -102,6 +102,14 @@ pub const MAX_ROLES: usize = 1024;
 pub const INIT_LOCK_BYTE: u64 = 1 << 40;
 /// Byte offset of role `i`'s lock: `ROLE_LOCK_BYTE + i`.
 pub const ROLE_LOCK_BYTE: u64 = INIT_LOCK_BYTE + 16;
+/// Byte offset of the first copy claim lock (see [`copy_lock_byte`]).
+pub const COPY_LOCK_BYTE: u64 = INIT_LOCK_BYTE + 16 + MAX_ROLES as u64;
+
+/// Byte offset of the lock that the copy owning entry `index` of role `role` holds on
+/// a descriptor of its own (see [`crate::lease::Copies`]).
+pub const fn copy_lock_byte(role: usize, index: usize) -> u64 {
+    COPY_LOCK_BYTE + (role * MAX_COPIES + index) as u64
+}
 
 /// Segment header: the first line of every segment, followed by the role table
 /// (`role_count` [`RoleEntry`]s at [`ROLE_TABLE_OFFSET`]) and then the kind's own
@@ -300,7 +308,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 21] = [
+    let parts: [u64; 22] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -318,6 +326,7 @@ pub const LAYOUT_HASH: u64 = {
         RECORD_HEADER as u64,
         INIT_LOCK_BYTE,
         ROLE_LOCK_BYTE,
+        COPY_LOCK_BYTE,
         size_of::<SlotControl>() as u64,
         SLOT_CONTROL_OFFSET as u64,
         SLOT_PACKED_WORDS as u64,

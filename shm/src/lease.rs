@@ -44,9 +44,11 @@
 //! the lease now.
 //!
 //! A copy whose process died keeps its entry until another copy reclaims it; its state
-//! is ignored once its process key ([`crate::liveness::key_of`], pid plus start time)
-//! names no live process, so a copy killed mid-operation never blocks the others, and a
-//! reused pid is not mistaken for it.
+//! is ignored once the copy is gone ([`Copies::alive`]: its process key, pid plus start
+//! time, names no live process, or its claim on the entry, a byte-range lock on its own
+//! close-on-exec descriptor, was released by death or `exec`), so a copy killed or
+//! exec'd mid-operation never blocks the others, and a reused pid is not mistaken for
+//! it.
 //!
 //! Sources: Dekker's mutual exclusion; biased locking (Kawachiya, Koseki and Onodera,
 //! "Lock Reservation", OOPSLA 2002: the owner's fast path has no atomic RMW, a revoker
@@ -96,6 +98,22 @@ pub enum Acquired {
         /// Process id of the busy copy.
         pid: u32,
     },
+}
+
+/// How the lease learns whether a copy lives, and how a copy stakes its claim to an
+/// entry. Production ([`crate::segment`]) pairs the process key (pid and start time)
+/// with a byte-range lock per copy entry, held on a close-on-exec descriptor of the
+/// copy's own, so that death, `exec` and a pid reused by another process all read as
+/// gone; models and heap tests plug in their own.
+pub trait Copies {
+    /// True if the copy owning entry `index`, in the process named by `key`, lives.
+    fn alive(&self, index: usize, key: u64) -> bool;
+    /// Stake this copy's claim to entry `index` before taking it (`false`: a live copy
+    /// holds it).
+    fn claim(&mut self, index: usize) -> bool;
+    /// Give back the claim to entry `index` (the entry was not taken after all, or the
+    /// copy closes).
+    fn unclaim(&mut self, index: usize);
 }
 
 /// Every copy entry of the role is taken by a live process.
@@ -176,7 +194,10 @@ impl Lease {
 
     /// Slow path: take the lease for copy `me` (from nobody, from a copy whose process
     /// died, or from another copy, whose current operation it then waits for) and enter
-    /// an operation. `alive` tells whether a process key names a live process.
+    /// an operation. `copies` tells which copies live (and claims an entry). A caller
+    /// that will not wait (`patient = false`: a `try_` call) first looks for a busy copy
+    /// without taking anything, so that polling never moves the lease (nor pays the
+    /// heavy fence) while another copy works.
     ///
     /// # Errors
     /// [`TooManyCopies`] if `me` has no entry yet and all [`MAX_COPIES`] belong to live
@@ -185,7 +206,8 @@ impl Lease {
         &mut self,
         entry: &RoleEntry,
         me: CopyId,
-        alive: impl Fn(u64) -> bool,
+        patient: bool,
+        copies: &mut impl Copies,
     ) -> Result<Acquired, TooManyCopies> {
         if self.me != me {
             // New identity (first use, or a forked child): the entry this handle had
@@ -193,22 +215,29 @@ impl Lease {
             *self = Lease { me, index: NO_INDEX, held: 0, token: 0 };
         }
         self.token = 0;
+        if !patient {
+            if let Some(pid) = busy_copy(entry, self.index, copies) {
+                return Ok(Acquired::Busy { pid });
+            }
+        }
         if self.index == NO_INDEX {
-            self.index = allocate(entry, me, &alive)?;
+            self.index = allocate(entry, me, copies)?;
         }
         let mine = &entry.copies[self.index];
-        // ORDERING: Relaxed: only a hint to other acquirers (see the module docs).
-        mine.state.store(WAITING, Ordering::Relaxed);
+        // ORDERING: Release, partner of `state_of`'s Acquire: like IDLE, WAITING is
+        // stored after this copy's last operation, which a scanner may rely on.
+        mine.state.store(WAITING, Ordering::Release);
         loop {
             // ORDERING: Acquire, partner of the AcqRel CAS of the copy that wrote it.
             let cur = entry.lease.load(Ordering::Acquire);
             if cur != self.held || self.held == 0 {
-                let holder = entry.copies.get((cur & INDEX_MASK) as usize).filter(|_| cur != 0);
-                if let Some(h) = holder.filter(|h| !std::ptr::eq(*h, mine)) {
+                let holder = (cur & INDEX_MASK) as usize;
+                if cur != 0 && holder != self.index && holder < MAX_COPIES {
                     // A copy waiting for its turn keeps it.
+                    let h = &entry.copies[holder];
                     // ORDERING: Relaxed owner load: identifies the process to check.
                     let owner = h.owner.load(Ordering::Relaxed);
-                    if state_of(h) == WAITING && owner != 0 && alive(owner) {
+                    if state_of(h) == WAITING && owner != 0 && copies.alive(holder, owner) {
                         return Ok(Acquired::Busy { pid: key_pid(owner) });
                     }
                 }
@@ -231,14 +260,8 @@ impl Lease {
                     grace_period();
                 }
             }
-            for (i, other) in entry.copies.iter().enumerate() {
-                if i != self.index && state_of(other) == ACTIVE {
-                    // ORDERING: Relaxed: only identifies the process to check.
-                    let owner = other.owner.load(Ordering::Relaxed);
-                    if owner != 0 && alive(owner) {
-                        return Ok(Acquired::Busy { pid: key_pid(owner) });
-                    }
-                }
+            if let Some(pid) = busy_copy(entry, self.index, copies) {
+                return Ok(Acquired::Busy { pid });
             }
             // ORDERING: as in `try_enter`.
             mine.state.store(ACTIVE, Ordering::Relaxed);
@@ -246,8 +269,8 @@ impl Lease {
                 self.token = self.held;
                 return Ok(Acquired::Entered);
             }
-            // ORDERING: Relaxed: back to waiting; nothing was done.
-            mine.state.store(WAITING, Ordering::Relaxed);
+            // ORDERING: Release, as above; nothing was done meanwhile.
+            mine.state.store(WAITING, Ordering::Release);
         }
     }
 
@@ -255,17 +278,17 @@ impl Lease {
     /// no copy does, or the copy that does is in a dead process. `me` is the caller's
     /// current identity (a handle inherited by a fork child that never used it holds
     /// nothing there).
-    pub fn may_close(&self, entry: &RoleEntry, me: CopyId, alive: impl Fn(u64) -> bool) -> bool {
+    pub fn may_close(&self, entry: &RoleEntry, me: CopyId, copies: &impl Copies) -> bool {
         // ORDERING: Acquire, partner of the AcqRel CAS that wrote it.
         let cur = entry.lease.load(Ordering::Acquire);
         cur == 0
             || (self.me == me && self.index != NO_INDEX && cur == self.held)
-            || holder(entry).is_none_or(|key| !alive(key))
+            || holder(entry).is_none_or(|(index, key)| !copies.alive(index, key))
     }
 
     /// Give up the lease (if held) and this copy's entry. A handle whose identity is
     /// not `me` (inherited by a fork child) touches nothing: its entry is the parent's.
-    pub fn release(&mut self, entry: &RoleEntry, me: CopyId) {
+    pub fn release(&mut self, entry: &RoleEntry, me: CopyId, copies: &mut impl Copies) {
         if self.me == me && self.index < MAX_COPIES {
             // ORDERING: AcqRel, as every lease RMW; fails harmlessly if another copy
             // holds it.
@@ -277,6 +300,7 @@ impl Lease {
             // ORDERING: Release, partner of `allocate`'s Acquire load: a copy that
             // reuses the entry sees it cleared.
             let _ = mine.owner.compare_exchange(me.key, 0, Ordering::Release, Ordering::Relaxed);
+            copies.unclaim(self.index);
         }
         *self = Lease::new();
     }
@@ -287,34 +311,51 @@ impl Lease {
     }
 }
 
+/// The pid of a live copy other than entry `mine` that is inside an operation.
+fn busy_copy(entry: &RoleEntry, mine: usize, copies: &impl Copies) -> Option<u32> {
+    entry.copies.iter().enumerate().find_map(|(i, other)| {
+        if i == mine || state_of(other) != ACTIVE {
+            return None;
+        }
+        // ORDERING: Relaxed: only identifies the process to check.
+        let owner = other.owner.load(Ordering::Relaxed);
+        (owner != 0 && copies.alive(i, owner)).then(|| key_pid(owner))
+    })
+}
+
 /// What a lease taker waits when it could not issue the heavy fence.
 fn grace_period() {
     #[cfg(not(shmplane_loom))]
     std::thread::sleep(std::time::Duration::from_millis(1));
 }
 
-/// Take a free copy entry for `me`, or one whose process died.
-fn allocate(entry: &RoleEntry, me: CopyId, alive: &impl Fn(u64) -> bool) -> Result<usize, TooManyCopies> {
+/// Take a free copy entry for `me`, or one whose copy is gone: stake the claim first
+/// (so that a live owner's entry is never taken), then the entry.
+fn allocate(entry: &RoleEntry, me: CopyId, copies: &mut impl Copies) -> Result<usize, TooManyCopies> {
     for reclaim in [false, true] {
         for (i, c) in entry.copies.iter().enumerate() {
             // ORDERING: Acquire, partner of `release`'s Release store of 0.
             let owner = c.owner.load(Ordering::Acquire);
-            let free = owner == 0 || (reclaim && !alive(owner));
+            let free = owner == 0 || (reclaim && !copies.alive(i, owner));
+            if !free || !copies.claim(i) {
+                continue;
+            }
             // ORDERING: AcqRel: one claimer wins an entry.
-            if free && c.owner.compare_exchange(owner, me.key, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            if c.owner.compare_exchange(owner, me.key, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
                 // ORDERING: Relaxed (diagnostics) and Release (a dead owner's state is
                 // cleared; nothing to publish).
                 c.copy.store(me.copy, Ordering::Relaxed);
                 c.state.store(IDLE, Ordering::Release);
                 return Ok(i);
             }
+            copies.unclaim(i);
         }
     }
     Err(TooManyCopies)
 }
 
-/// Process key of the copy holding the lease, if any copy holds it.
-pub fn holder(entry: &RoleEntry) -> Option<u64> {
+/// Entry index and process key of the copy holding the lease, if any copy holds it.
+pub fn holder(entry: &RoleEntry) -> Option<(usize, u64)> {
     // ORDERING: Acquire, partner of the AcqRel CAS that wrote it; the owner load is
     // Relaxed: a diagnostic that a concurrent handover may make stale.
     let cur = entry.lease.load(Ordering::Acquire);
@@ -322,24 +363,25 @@ pub fn holder(entry: &RoleEntry) -> Option<u64> {
     if cur == 0 || index >= MAX_COPIES {
         return None;
     }
-    Some(entry.copies[index].owner.load(Ordering::Relaxed)).filter(|&k| k != 0)
+    Some(entry.copies[index].owner.load(Ordering::Relaxed)).filter(|&k| k != 0).map(|k| (index, k))
 }
 
-/// Process keys of the copies that have an entry (have used the role and not closed).
-pub fn copy_keys(entry: &RoleEntry) -> impl Iterator<Item = u64> + '_ {
+/// Entry indexes and process keys of the copies that have an entry (have used the role
+/// and not closed).
+pub fn copy_keys(entry: &RoleEntry) -> impl Iterator<Item = (usize, u64)> + '_ {
     // ORDERING: Relaxed: liveness reads of the owners' identities, no data.
-    entry.copies.iter().map(|c| c.owner.load(Ordering::Relaxed)).filter(|&k| k != 0)
+    entry.copies.iter().map(|c| c.owner.load(Ordering::Relaxed)).enumerate().filter(|&(_, k)| k != 0)
 }
 
 /// The process id of a copy that is inside an operation now and whose process is
 /// alive, if any: for a sender's role, the copy part-way through sending a message.
 /// Read before looking for that copy's records: a copy seen idle (Acquire, partner of
 /// `exit`'s Release) has published everything it will publish in that operation.
-pub fn active_copy(entry: &RoleEntry, alive: impl Fn(u64) -> bool) -> Option<u32> {
-    entry.copies.iter().find_map(|c| {
+pub fn active_copy(entry: &RoleEntry, copies: &impl Copies) -> Option<u32> {
+    entry.copies.iter().enumerate().find_map(|(i, c)| {
         // ORDERING: Relaxed owner load: identifies the process to check.
         let owner = c.owner.load(Ordering::Relaxed);
-        (state_of(c) == ACTIVE && owner != 0 && alive(owner)).then(|| key_pid(owner))
+        (state_of(c) == ACTIVE && owner != 0 && copies.alive(i, owner)).then(|| key_pid(owner))
     })
 }
 

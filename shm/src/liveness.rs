@@ -45,19 +45,51 @@ pub enum PeerState {
     Dead(u32),
 }
 
-/// Start time of process `pid` in clock ticks since boot, or `None` if it does not exist
-/// or is a zombie.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// What `/proc` says of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcState {
+    /// Running (not a zombie), with its start time in clock ticks since boot.
+    Running(u64),
+    /// It does not exist, or is a zombie.
+    Gone,
+    /// `/proc` could not tell (out of descriptors or memory, no `/proc`, another pid
+    /// namespace): callers must assume it lives.
+    Unknown,
+}
+
+/// What `/proc/PID/stat` says of process `pid`. Only "no such file" (or a zombie) is
+/// [`ProcState::Gone`]: any other failure is [`ProcState::Unknown`], never a death (a
+/// process out of descriptors must not take a live copy's role lease away).
+pub fn process_state(pid: u32) -> ProcState {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            return ProcState::Gone
+        }
+        Err(_) => return ProcState::Unknown,
+    };
     // Fields after the command name, which is in parentheses and may contain anything.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else { return ProcState::Unknown };
     let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
+    match fields.next() {
+        Some("Z" | "X") => return ProcState::Gone,
+        Some(_) => {}
+        None => return ProcState::Unknown,
     }
     // `rest` starts at field 3 (state); starttime is field 22.
-    fields.nth(18)?.parse().ok()
+    match fields.nth(18).and_then(|f| f.parse().ok()) {
+        Some(t) => ProcState::Running(t),
+        None => ProcState::Unknown,
+    }
+}
+
+/// Start time of process `pid` in clock ticks since boot, or `None` if it does not exist,
+/// is a zombie, or `/proc` could not tell.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    match process_state(pid) {
+        ProcState::Running(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// Bits of a [process key](key_of) that hold the start time.
@@ -77,14 +109,16 @@ pub const fn key_pid(key: u64) -> u32 {
     (key >> KEY_START_BITS) as u32
 }
 
-/// True if the process named by `key` still runs (exists, is not a zombie, and has the
-/// start time the key records). A key whose start time could not be read (0) names any
-/// process with that pid.
+/// True if the process named by `key` may still run: it exists, is not a zombie, and
+/// has the start time the key records, or `/proc` could not tell (see
+/// [`process_state`]). A key whose start time could not be read (0) names any process
+/// with that pid.
 pub fn key_alive(key: u64) -> bool {
     let start = key & KEY_START_MASK;
-    match process_start_time(key_pid(key)) {
-        Some(t) => start == 0 || t & KEY_START_MASK == start,
-        None => false,
+    match process_state(key_pid(key)) {
+        ProcState::Running(t) => start == 0 || t & KEY_START_MASK == start,
+        ProcState::Gone => false,
+        ProcState::Unknown => true,
     }
 }
 
@@ -113,11 +147,13 @@ pub fn current_key() -> u64 {
     })
 }
 
-/// True if process `pid` exists, is not a zombie, and started at `start` (0: any).
+/// True if process `pid` exists, is not a zombie, and started at `start` (0: any), or
+/// `/proc` could not tell.
 pub fn process_alive(pid: u32, start: u64) -> bool {
-    match process_start_time(pid) {
-        Some(t) => start == 0 || t == start,
-        None => false,
+    match process_state(pid) {
+        ProcState::Running(t) => start == 0 || t == start,
+        ProcState::Gone => false,
+        ProcState::Unknown => true,
     }
 }
 
@@ -153,17 +189,17 @@ pub fn swap_state(entry: &RoleEntry, from: u32, to: u32) {
 /// handle that was passed on and not used). Like a `multiprocessing` connection, the
 /// death of one copy's process does not end a role that another live copy holds; the
 /// pid reported is the lease holder's (the copy that used it last).
-pub fn classify(entry: &RoleEntry, lock_held: bool, alive: impl Fn(u64) -> bool) -> PeerState {
+pub fn classify(entry: &RoleEntry, lock_held: bool, alive: impl Fn(usize, u64) -> bool) -> PeerState {
     let state = state(entry);
     let holder = crate::lease::holder(entry);
-    let pid = holder.map_or(0, key_pid);
+    let pid = holder.map_or(0, |(_, k)| key_pid(k));
     match state {
         VACANT => PeerState::Vacant,
         CLOSED => PeerState::Closed,
         CLOSING if !lock_held => PeerState::Closed,
         _ if !lock_held => PeerState::Dead(pid),
         _ => {
-            if holder.is_some_and(&alive) {
+            if holder.is_some_and(|(i, k)| alive(i, k)) {
                 return PeerState::Alive(pid);
             }
             let mut copies = crate::lease::copy_keys(entry).peekable();
@@ -171,8 +207,8 @@ pub fn classify(entry: &RoleEntry, lock_held: bool, alive: impl Fn(u64) -> bool)
                 // Lock held by a descriptor no copy has used yet (passed on).
                 return PeerState::Alive(pid);
             }
-            match copies.find(|&k| alive(k)) {
-                Some(k) => PeerState::Alive(key_pid(k)),
+            match copies.find(|&(i, k)| alive(i, k)) {
+                Some((_, k)) => PeerState::Alive(key_pid(k)),
                 None => PeerState::Dead(pid),
             }
         }

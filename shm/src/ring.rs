@@ -189,6 +189,15 @@ impl<S: RingStore> Producer<S> {
         Ok(Producer { store, tail, cached_head: head, mask })
     }
 
+    /// Attach without reading the positions: for a copy of a producer that other copies
+    /// may be using right now (their positions move between the loads `attach` makes).
+    /// [`Producer::resync`] must run before the first claim (the role lease makes every
+    /// copy's first operation do so).
+    pub fn unsynced(store: S) -> Self {
+        let mask = store.capacity() as u64 - 1;
+        Producer { store, tail: 0, cached_head: 0, mask }
+    }
+
     /// Drop the private positions and resume from the shared ones, as [`attach`]
     /// does: after another copy of this producer (in another process) may have
     /// published records (see [`crate::lease`]).
@@ -218,6 +227,11 @@ impl<S: RingStore> Producer<S> {
         // ORDERING: Release, partner of `at_cut`'s Acquire: the records committed
         // before the cut are visible to a consumer that sees it.
         self.store.control().status.value.cut.store(self.tail + 1, Ordering::Release);
+    }
+
+    /// The producer position: bytes of records published since the ring was created.
+    pub fn position(&self) -> u64 {
+        self.tail
     }
 
     /// Bytes free for records now (the consumer position is re-read): what a run of
@@ -415,7 +429,9 @@ pub fn space_ready<S: RingStore>(store: &S, len: usize) -> bool {
     let tail = ctl.tail.value.load(Ordering::Acquire);
     let head = ctl.head.value.load(Ordering::Acquire);
     let need = record_size(len.min(max_payload(store.capacity()))) as u64 + RECORD_HEADER as u64;
-    tail.wrapping_sub(head) + need <= store.capacity() as u64
+    // A consumer position seen past the producer's (a race between the two loads)
+    // means no room now.
+    tail.checked_sub(head).is_some_and(|used| used.saturating_add(need) <= store.capacity() as u64)
 }
 
 /// A record the consumer is looking at: valid until [`Consumer::release`].
@@ -473,6 +489,13 @@ impl<S: RingStore> Consumer<S> {
         let mask = store.capacity() as u64 - 1;
         let head = stored_consumer_position(&store)?;
         Ok(Consumer { store, head, mask })
+    }
+
+    /// Attach without reading the position (see [`Producer::unsynced`]);
+    /// [`Consumer::resync`] must run before the first peek.
+    pub fn unsynced(store: S) -> Self {
+        let mask = store.capacity() as u64 - 1;
+        Consumer { store, head: 0, mask }
     }
 
     /// Drop the private position and resume from the shared one: after another copy of

@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::gc::{finished, held_after_grace, stale};
 use crate::header::{has_magic, is_ready, validate, write_header, HeaderInfo, SegmentKind};
 use crate::kind::Params;
-use crate::layout::{control_offset, role_offset, RoleEntry, SegmentHeader, INIT_LOCK_BYTE, ROLE_LOCK_BYTE};
-use crate::lease::{CopyId, Lease};
+use crate::layout::{control_offset, copy_lock_byte, role_offset, RoleEntry, SegmentHeader, INIT_LOCK_BYTE, ROLE_LOCK_BYTE};
+use crate::lease::{CopyId, Copies, Lease};
 use crate::liveness::{self, key_alive, PeerState, ATTACHED, CLOSED, CLOSING};
 use crate::region::{Region, ShmFile};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -287,7 +287,7 @@ impl Segment {
                 return Err(Error::RoleTaken {
                     role: self.role_name(role),
                     path: self.path().to_owned(),
-                    pid: crate::lease::holder(entry).map_or(0, liveness::key_pid),
+                    pid: crate::lease::holder(entry).map_or(0, |(_, k)| liveness::key_pid(k)),
                 });
             }
         }
@@ -336,13 +336,43 @@ impl Segment {
             Some(f) => f.is_locked_by_other(ROLE_LOCK_BYTE + role as u64)?,
             None => true,
         };
-        Ok(liveness::classify(self.role(role), held, key_alive))
+        Ok(liveness::classify(self.role(role), held, |index, key| self.copy_alive(role, index, key)))
+    }
+
+    /// True if the copy owning entry `index` of role `role`, in the process named by
+    /// `key`, lives: that process runs (or `/proc` cannot tell) and the copy's claim
+    /// lock on the entry is held (death, `exec` and `close` release it).
+    pub fn copy_alive(&self, role: usize, index: usize, key: u64) -> bool {
+        key_alive(key)
+            && self.file.as_ref().is_none_or(|f| f.is_locked_by_other(copy_lock_byte(role, index)).unwrap_or(true))
     }
 
     /// The pid of a live copy of role `role` that is inside an operation now (for a
     /// sender: part-way through a message), if any (see [`crate::lease::active_copy`]).
     pub fn role_active(&self, role: usize) -> Option<u32> {
-        crate::lease::active_copy(self.role(role), key_alive)
+        crate::lease::active_copy(self.role(role), &self.copies(role, &mut CopyClaims::default()))
+    }
+
+    /// Open `claims`' own descriptor if this process has none yet (first use, or a
+    /// forked child, which drops the one it inherited).
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the segment file cannot be opened again (out of descriptors).
+    pub fn open_claims(&self, claims: &mut CopyClaims) -> Result<()> {
+        let Some(shared) = &self.file else { return Ok(()) };
+        let generation = crate::process::fork_generation();
+        if claims.file.is_none() || claims.generation != generation {
+            claims.file = None;
+            claims.file = Some(shared.reopen()?);
+            claims.generation = generation;
+        }
+        Ok(())
+    }
+
+    /// The production [`Copies`] of role `role`, staking claims with `claims` (opened by
+    /// [`Segment::open_claims`]).
+    pub fn copies<'a>(&'a self, role: usize, claims: &'a mut CopyClaims) -> SegmentCopies<'a> {
+        SegmentCopies { segment: self, role, claims }
     }
 
     /// Close this copy's hold on `role`: give up its lease and copy entry, unmap and
@@ -350,12 +380,14 @@ impl Segment {
     /// it, and unlink the name if the segment is finished (see [`crate::gc`]). Best
     /// effort; never fails. `me` is the caller's current identity (a fork child's
     /// inherited handle that never used the role releases nothing of the parent's).
-    pub fn close_role(self, role: usize, lease: &mut Lease, me: CopyId) {
+    pub fn close_role(self, role: usize, lease: &mut Lease, claims: &mut CopyClaims, me: CopyId) {
         let entry = self.role(role);
         // Ours to close if we hold the lease, or if nobody does (the copies that used it
         // closed, never existed, or died).
-        let owner = lease.may_close(entry, me, key_alive);
-        lease.release(entry, me);
+        let mut copies = self.copies(role, claims);
+        let owner = lease.may_close(entry, me, &copies);
+        lease.release(entry, me, &mut copies);
+        claims.file = None;
         let Segment { region, file, name, info } = self;
         let Some(file) = file else {
             // SAFETY: the role table lies inside the region (validated at creation).
@@ -392,6 +424,47 @@ impl Segment {
             if finished(&probe, info.kind) {
                 probe.unlink_if_same(&name);
             }
+        }
+    }
+}
+
+/// One copy's own descriptor of a segment (a separate open file description,
+/// close-on-exec) on which it holds the claim locks of the copy entries it owns, so
+/// that its death or `exec` releases them (see [`crate::lease::Copies`]). A forked child
+/// does not use its parent's: it opens its own on first use (and closes the inherited
+/// one).
+#[derive(Debug, Default)]
+pub struct CopyClaims {
+    file: Option<ShmFile>,
+    generation: u64,
+}
+
+/// The production [`Copies`] of one role of a segment (see [`Segment::copies`]).
+#[derive(Debug)]
+pub struct SegmentCopies<'a> {
+    segment: &'a Segment,
+    role: usize,
+    claims: &'a mut CopyClaims,
+}
+
+impl Copies for SegmentCopies<'_> {
+    fn alive(&self, index: usize, key: u64) -> bool {
+        self.segment.copy_alive(self.role, index, key)
+    }
+
+    fn claim(&mut self, index: usize) -> bool {
+        if self.segment.file.is_none() {
+            return true;
+        }
+        // Opened by `Segment::open_claims` for this fork generation; without it (or if
+        // the lock call fails) no claim, and so no entry, is taken.
+        let current = self.claims.generation == crate::process::fork_generation();
+        self.claims.file.as_ref().filter(|_| current).is_some_and(|f| f.try_lock(copy_lock_byte(self.role, index)).unwrap_or(false))
+    }
+
+    fn unclaim(&mut self, index: usize) {
+        if let Some(f) = &self.claims.file {
+            f.unlock(copy_lock_byte(self.role, index));
         }
     }
 }

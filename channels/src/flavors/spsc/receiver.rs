@@ -50,17 +50,29 @@ impl Inner {
     }
 
     #[inline(always)]
-    fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
+    fn enter(&mut self, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<Op<'_>> {
         if !self.role.try_enter(self.consumer.store().segment()) {
-            self.enter_slow(wait)?;
+            self.enter_slow(wait, polls)?;
         }
         Ok(Op { inner: self })
     }
 
     #[cold]
     #[inline(never)]
-    fn enter_slow(&mut self, wait: &mut Wait<'_>) -> Result<()> {
-        self.role.acquire(self.consumer.store().segment(), wait, Error::Empty)?;
+    fn enter_slow(&mut self, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<()> {
+        let store = self.consumer.store();
+        // A `try_` call does not take the lease when there is nothing to take or
+        // another copy is busy (other copies keep their hot path, and nobody pays a
+        // heavy fence for a poll); it still tells an empty ring from a sender that
+        // closed or died.
+        if !wait.blocks() && !ring::data_ready(store) {
+            return Err(empty_verdict(store.segment(), store, polls));
+        }
+        match self.role.acquire(store.segment(), wait, Error::Empty) {
+            Ok(()) => {}
+            Err(Error::Empty) => return Err(empty_verdict(store.segment(), store, polls)),
+            Err(e) => return Err(e),
+        }
         // Another copy may have received since this one last did: resume at the shared
         // position, never at a cached one.
         if let Err(e) = self.consumer.resync() {
@@ -225,6 +237,27 @@ impl Op<'_> {
     }
 }
 
+/// What a non-blocking receive that could not enter reports: [`Error::Empty`], or the
+/// sender's close or death once nothing is queued (the cheap checks of `Op::empty`).
+fn empty_verdict(segment: &Segment, store: &SegmentRing, polls: &mut EmptyPolls) -> Error {
+    let closed = liveness::state(segment.role(PRODUCER)) == CLOSED;
+    let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
+    polls.count += 1;
+    if verdict.is_none() && polls.count >= EMPTY_POLLS_PER_CLOCK_READ {
+        polls.count = 0;
+        let now = Instant::now();
+        if polls.last_check.is_none_or(|t| now.duration_since(t) >= SLICE) {
+            polls.last_check = Some(now);
+            verdict = check_peer(segment, PRODUCER, ring::poisoned(store)).err();
+        }
+    }
+    match verdict {
+        // The sender's last records happen-before its close or death: take them first.
+        Some(e) if !ring::data_ready(store) => e,
+        _ => Error::Empty,
+    }
+}
+
 /// The non-blocking receive's bookkeeping for noticing a dead sender cheaply.
 #[derive(Debug, Default)]
 struct EmptyPolls {
@@ -299,7 +332,13 @@ impl Receiver {
         if fresh {
             store.control().data_ready.value.reset_waiters();
         }
-        let consumer = Consumer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
+        // A copy by descriptor resyncs on its first operation (the lease makes it):
+        // other copies may be moving the positions while this one attaches.
+        let consumer = if fresh {
+            Consumer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?
+        } else {
+            Consumer::unsynced(store)
+        };
         let mut role = Role::new(CONSUMER);
         if fresh {
             role.register(consumer.store().segment());
@@ -348,8 +387,10 @@ impl Receiver {
     fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
         let Receiver { inner, policy, empty_polls, last_check } = self;
         let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
-        let mut op = inner.enter(wait)?;
         let mut polls = EmptyPolls { count: *empty_polls, last_check: *last_check };
+        let entered = inner.enter(wait, &mut polls);
+        (*empty_polls, *last_check) = (polls.count, polls.last_check);
+        let mut op = entered?;
         let next = op.next_message(*policy, wait, &mut polls);
         (*empty_polls, *last_check) = (polls.count, polls.last_check);
         let (record, head) = next?;

@@ -50,6 +50,11 @@ impl Inner {
     #[cold]
     #[inline(never)]
     fn enter_slow(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        if !wait.blocks() && !ring::space_ready(self.producer.store(), 0) {
+            // No room for anything: a `try_` call does not move the lease (see the
+            // receiver's `enter_slow`).
+            return Err(Error::Full);
+        }
         self.role.acquire(self.producer.store().segment(), wait, Error::Full)?;
         // Another copy may have published since this one last did: the shared tail is
         // the truth (`Producer::resync` also steps over a record a copy that died
@@ -123,7 +128,7 @@ impl Op<'_> {
     fn send(&mut self, msg: &Outgoing<'_>, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<()> {
         let capacity = self.inner.producer.store().capacity();
         let total = msg.total();
-        let plan = frame::plan(msg, capacity)
+        let plan = frame::plan(msg, capacity, self.inner.producer.position())
             .map_err(|_| Error::TooLarge { len: msg.prefix(), max: frame::max_record(capacity) })?;
         let Some((first, chunk)) = plan else {
             return self.put(total, msg.kind().tag(), policy, wait, |dst| msg.gather(0, dst));
@@ -254,7 +259,13 @@ impl Sender {
         if fresh {
             store.control().space_ready.value.reset_waiters();
         }
-        let producer = Producer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?;
+        // A copy by descriptor resyncs on its first operation (the lease makes it):
+        // other copies may be moving the positions while this one attaches.
+        let producer = if fresh {
+            Producer::attach(store).map_err(|e| Error::Corrupt { path, what: e.to_string() })?
+        } else {
+            Producer::unsynced(store)
+        };
         let mut role = Role::new(PRODUCER);
         if fresh {
             role.register(producer.store().segment());
