@@ -8,6 +8,7 @@ use shmplane_shm::lease::{self, Acquired, CopyId, Lease, TooManyCopies};
 use shmplane_shm::liveness::{current_key, PeerState};
 use shmplane_shm::process::{fork_generation, install_fork_hook, next_copy_number};
 use shmplane_shm::ring::RingError;
+use shmplane_shm::layout::RoleEntry;
 use shmplane_shm::segment::{CopyClaims, Segment};
 
 /// Role numbers of a channel segment.
@@ -38,16 +39,17 @@ impl Role {
     }
 
     /// Hot path: enter an operation if this copy holds the role's lease (two plain
-    /// stores and a load of a line this copy owns; see `shmplane_shm::lease`).
+    /// stores and a load of a line this copy owns; see `shmplane_shm::lease`). `entry`
+    /// is this role's entry.
     #[inline(always)]
-    pub(crate) fn try_enter(&self, segment: &Segment) -> bool {
-        self.lease.try_enter(segment.role(self.index), fork_generation())
+    pub(crate) fn try_enter(&self, entry: &RoleEntry) -> bool {
+        self.lease.try_enter(entry, fork_generation())
     }
 
-    /// Leave the operation.
+    /// Leave the operation (`entry`: this role's entry).
     #[inline(always)]
-    pub(crate) fn exit(&self, segment: &Segment) {
-        self.lease.exit(segment.role(self.index));
+    pub(crate) fn exit(&self, entry: &RoleEntry) {
+        self.lease.exit(entry);
     }
 
     /// Slow path: take the lease (first use, after a fork, or from another copy) and
@@ -103,7 +105,7 @@ impl Role {
     /// first operation. For an endpoint opened by name: no other copy of it exists.
     pub(crate) fn register(&mut self, segment: &Segment) {
         if self.acquire(segment, &mut Wait::no_wait(), Error::Empty).is_ok() {
-            self.exit(segment);
+            self.exit(segment.role(self.index));
         }
     }
 

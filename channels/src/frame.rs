@@ -574,7 +574,8 @@ pub struct Head {
     /// Bytes of chunk header before the logical payload in the first record.
     skip: usize,
     parts: Parts,
-    array: Option<ArrayMeta>,
+    /// Boxed: the head travels by value on every receive; arrays are the rare case.
+    array: Option<Box<ArrayMeta>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -606,7 +607,7 @@ impl Head {
 
     /// The array description of an array message.
     pub fn array(&self) -> Option<&ArrayMeta> {
-        self.array.as_ref()
+        self.array.as_deref()
     }
 
     /// Number of parts the receiver gets: 1 for bytes (the bytes) and arrays (the
@@ -714,7 +715,7 @@ pub fn parse_head(tag: u32, len: usize, prefix: &[u8]) -> Result<Head, HeadError
             if nbytes != dl {
                 return corrupt(format!("array of shape {:?} and dtype {} carries {dl} bytes", meta.shape, meta.descr));
             }
-            Ok(Head { kind, total, chunked, skip, parts: Parts::One(doff, dl), array: Some(meta) })
+            Ok(Head { kind, total, chunked, skip, parts: Parts::One(doff, dl), array: Some(Box::new(meta)) })
         }
         _ => Ok(Head { kind, total, chunked, skip, parts: Parts::Many(parts), array: None }),
     }
@@ -774,7 +775,13 @@ pub fn continuation_offset(first8: &[u8]) -> Result<usize, String> {
 /// the whole logical payload). Destinations are write-only ([`OutBuf`]): the Python
 /// binding hands in fresh objects whose bytes are not initialised yet.
 pub struct Scatter<'d> {
-    targets: Vec<(usize, OutBuf<'d>)>,
+    targets: Targets<'d>,
+}
+
+/// One target inline (bytes, an array, a whole payload: no allocation per message).
+enum Targets<'d> {
+    One(usize, OutBuf<'d>),
+    Many(Vec<(usize, OutBuf<'d>)>),
 }
 
 impl<'d> Scatter<'d> {
@@ -794,7 +801,22 @@ impl<'d> Scatter<'d> {
             }
             targets.push((offset, d));
         }
-        Ok(Scatter { targets })
+        Ok(Scatter { targets: Targets::Many(targets) })
+    }
+
+    /// The destination of a one-part message (bytes, an array): part 0 of `head`.
+    ///
+    /// # Errors
+    /// `head` has more parts, or `dst` is not part 0's length.
+    pub fn one(head: &Head, dst: OutBuf<'d>) -> Result<Scatter<'d>, String> {
+        if head.part_count() != 1 {
+            return Err(format!("one destination for a message of {} parts", head.part_count()));
+        }
+        let (offset, len) = head.part(0);
+        if dst.len() != len {
+            return Err(format!("a {}-byte destination for a {len}-byte part", dst.len()));
+        }
+        Ok(Scatter { targets: Targets::One(offset, dst) })
     }
 
     /// One destination for the whole logical payload of `head`.
@@ -805,18 +827,27 @@ impl<'d> Scatter<'d> {
         if dst.len() != head.total() {
             return Err(format!("a {}-byte destination for a {}-byte message", dst.len(), head.total()));
         }
-        Ok(Scatter { targets: vec![(0, dst)] })
+        Ok(Scatter { targets: Targets::One(0, dst) })
     }
 
     /// Route logical bytes `offset..offset + len`: `fill(at, dst)` must write `dst.len()`
     /// bytes of the source, starting at byte `at` of it, into `dst`. Bytes between
     /// parts (alignment padding) are skipped.
+    #[inline]
     pub fn scatter_with(&mut self, offset: usize, len: usize, mut fill: impl FnMut(usize, &mut OutBuf<'_>)) {
         let end = offset + len;
-        for (at, dst) in &mut self.targets {
-            let (lo, hi) = ((*at).max(offset), (*at + dst.len()).min(end));
+        let mut route = |at: usize, dst: &mut OutBuf<'_>| {
+            let (lo, hi) = (at.max(offset), (at + dst.len()).min(end));
             if lo < hi {
-                fill(lo - offset, &mut dst.range(lo - *at, hi - *at));
+                fill(lo - offset, &mut dst.range(lo - at, hi - at));
+            }
+        };
+        match &mut self.targets {
+            Targets::One(at, dst) => route(*at, dst),
+            Targets::Many(targets) => {
+                for (at, dst) in targets {
+                    route(*at, dst);
+                }
             }
         }
     }

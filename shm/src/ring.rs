@@ -303,6 +303,26 @@ impl<S: RingStore> Producer<S> {
         self.try_claim_slow(len)
     }
 
+    /// The fast path of [`Producer::try_claim`] alone: a contiguous claim if the record
+    /// fits before the end of the data area and in the free space; `None` for "full, or
+    /// ask `try_claim`" (wrapping, too large, a corrupt consumer position). The claim
+    /// never passes through memory (see [`Consumer::try_peek_fast`]).
+    #[inline(always)]
+    pub fn try_claim_fast(&mut self, len: usize) -> Option<Claim> {
+        let offset = self.tail & self.mask;
+        if len > self.max_payload() {
+            return None;
+        }
+        let size = record_size(len) as u64;
+        let n = size + RECORD_HEADER as u64;
+        if size <= self.capacity() - offset
+            && (self.tail + n - self.cached_head <= self.capacity() || matches!(self.refresh_head(n), Ok(true)))
+        {
+            return Some(Claim { position: self.tail, offset: offset as usize, len });
+        }
+        None
+    }
+
     /// Slow half of `try_claim`: too large, or wrapping (padding record).
     #[cold]
     #[inline(never)]
@@ -543,6 +563,34 @@ impl<S: RingStore> Consumer<S> {
             return Ok(Some(Record { position: self.head, offset, len, tag }));
         }
         self.try_peek_slow()
+    }
+
+    /// True if a record (or padding) is published at this consumer's position: one
+    /// load, for a caller spinning before it retries [`Consumer::try_peek_fast`].
+    #[inline]
+    pub fn ready(&self) -> bool {
+        // ORDERING: Acquire, as in `try_peek`.
+        self.store.header((self.head & self.mask) as usize).load(Ordering::Acquire) != 0
+    }
+
+    /// The fast path of [`Consumer::try_peek`] alone: the next record if it is a
+    /// committed user record before the end of the data area; `None` for "empty, or
+    /// ask `try_peek`" (padding, a malformed header). Returns nothing through memory, so
+    /// the record stays in registers (merging it with `try_peek_slow`'s result put it on
+    /// the stack, and re-reading it there cost store-forwarding stalls).
+    #[inline(always)]
+    pub fn try_peek_fast(&mut self) -> Option<Record> {
+        let offset = (self.head & self.mask) as usize;
+        // ORDERING: Acquire, as in `try_peek`.
+        let word = self.store.header(offset).load(Ordering::Acquire);
+        let len = (word & 0xFFFF_FFFF) as usize;
+        let size = record_size(len);
+        let tag = ((word >> 32) as u32) & PADDING_TAG;
+        if word & COMMITTED != 0 && size <= self.store.capacity() - offset && tag != PADDING_TAG {
+            self.store.prefetch(((self.head + size as u64 + PREFETCH_AHEAD) & self.mask) as usize, false);
+            return Some(Record { position: self.head, offset, len, tag });
+        }
+        None
     }
 
     /// Slow half of `try_peek`: a padding record, or a malformed header.

@@ -1,7 +1,7 @@
 //! [`RingStore`] over a [`Segment`]: the production (and heap-test) ring storage.
 
 use crate::header::SegmentKind;
-use crate::layout::{RingControl, DATA_ALIGN};
+use crate::layout::{role_offset, RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN};
 use crate::ring::{ByteRingStore, RingStore};
 use crate::segment::Segment;
 use crate::sync::AtomicU64;
@@ -25,6 +25,7 @@ impl SegmentRing {
         let info = segment.info();
         assert_eq!(info.kind, SegmentKind::Channel);
         let capacity = info.param0 as usize;
+        assert_eq!(info.role_count, CHANNEL_ROLES, "a channel segment has {CHANNEL_ROLES} roles");
         let control = segment.control_offset();
         let data = (control + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
@@ -34,6 +35,16 @@ impl SegmentRing {
     /// The segment.
     pub fn segment(&self) -> &Segment {
         &self.segment
+    }
+
+    /// Role `R`'s entry (0 producer, 1 consumer), without a run-time bounds check: the
+    /// hot path of every operation (see [`crate::lease`]).
+    #[inline(always)]
+    pub fn role<const R: usize>(&self) -> &RoleEntry {
+        const { assert!(R < CHANNEL_ROLES) };
+        // SAFETY: `new` checked the segment has CHANNEL_ROLES roles, so entry R lies in
+        // the validated role table; RoleEntry is atomics-only and 128-aligned there.
+        unsafe { self.segment.region().at(role_offset(R)) }
     }
 
     /// Unwrap the segment (to close it).

@@ -33,10 +33,8 @@ const EMPTY_POLLS_PER_CLOCK_READ: u32 = 16;
 pub struct Receiver {
     inner: Option<Inner>,
     policy: WaitPolicy,
-    /// Empty non-blocking receives since the last clock read.
-    empty_polls: u32,
-    /// When the last full liveness check of a non-blocking receive ran.
-    last_check: Option<Instant>,
+    /// Bookkeeping of non-blocking receives that found nothing.
+    polls: EmptyPolls,
 }
 
 struct Inner {
@@ -51,7 +49,7 @@ impl Inner {
 
     #[inline(always)]
     fn enter(&mut self, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<Op<'_>> {
-        if !self.role.try_enter(self.consumer.store().segment()) {
+        if !self.role.try_enter(self.consumer.store().role::<CONSUMER>()) {
             self.enter_slow(wait, polls)?;
         }
         Ok(Op { inner: self })
@@ -76,7 +74,7 @@ impl Inner {
         // Another copy may have received since this one last did: resume at the shared
         // position, never at a cached one.
         if let Err(e) = self.consumer.resync() {
-            self.role.exit(self.consumer.store().segment());
+            self.role.exit(self.consumer.store().role::<CONSUMER>());
             return Err(ring_error(e, self.consumer.store().segment()));
         }
         Ok(())
@@ -89,8 +87,9 @@ struct Op<'a> {
 }
 
 impl Drop for Op<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        self.inner.role.exit(self.inner.consumer.store().segment());
+        self.inner.role.exit(self.inner.consumer.store().role::<CONSUMER>());
     }
 }
 
@@ -237,6 +236,37 @@ impl Op<'_> {
     }
 }
 
+/// Longest pre-spin of a zero-copy receive before it takes the general waiting path
+/// (which spins on, per the policy, with liveness checks).
+const PRE_SPIN: Duration = Duration::from_micros(20);
+
+/// Spin (at most [`PRE_SPIN`], the policy's spin time or the deadline, whichever is
+/// first; never for [`WaitPolicy::Block`] or a non-blocking `wait`) until a record is
+/// published at the consumer's position. True if one is.
+#[cold]
+#[inline(never)]
+fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &Wait<'_>) -> bool {
+    let budget = match policy {
+        _ if !wait.blocks() => return false,
+        WaitPolicy::Block => return false,
+        WaitPolicy::Spin => PRE_SPIN,
+        WaitPolicy::Adaptive { spin } => spin.min(PRE_SPIN),
+    };
+    let start = Instant::now();
+    let end = wait.deadline().map_or(start + budget, |d| d.min(start + budget));
+    loop {
+        for _ in 0..64 {
+            if consumer.ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+    }
+}
+
 /// What a non-blocking receive that could not enter reports: [`Error::Empty`], or the
 /// sender's close or death once nothing is queued (the cheap checks of `Op::empty`).
 fn empty_verdict(segment: &Segment, store: &SegmentRing, polls: &mut EmptyPolls) -> Error {
@@ -343,12 +373,7 @@ impl Receiver {
         if fresh {
             role.register(consumer.store().segment());
         }
-        Ok(Receiver {
-            inner: Some(Inner { consumer, role }),
-            policy: WaitPolicy::default(),
-            empty_polls: 0,
-            last_check: None,
-        })
+        Ok(Receiver { inner: Some(Inner { consumer, role }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
     }
 
     fn segment(&self) -> Option<&Segment> {
@@ -385,16 +410,19 @@ impl Receiver {
 
     #[inline(always)]
     fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
-        let Receiver { inner, policy, empty_polls, last_check } = self;
+        let policy = self.policy;
+        let (op, record, head) = self.take(wait)?;
+        Ok(Incoming { op, first: Some(record), head, policy, consume })
+    }
+
+    /// Enter an operation and take the first record of the next message and its head.
+    #[inline(always)]
+    fn take(&mut self, wait: &mut Wait<'_>) -> Result<(Op<'_>, Record, Head)> {
+        let Receiver { inner, policy, polls } = self;
         let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
-        let mut polls = EmptyPolls { count: *empty_polls, last_check: *last_check };
-        let entered = inner.enter(wait, &mut polls);
-        (*empty_polls, *last_check) = (polls.count, polls.last_check);
-        let mut op = entered?;
-        let next = op.next_message(*policy, wait, &mut polls);
-        (*empty_polls, *last_check) = (polls.count, polls.last_check);
-        let (record, head) = next?;
-        Ok(Incoming { op, first: Some(record), head, policy: *policy, consume })
+        let mut op = inner.enter(wait, polls)?;
+        let (record, head) = op.next_message(*policy, wait, polls)?;
+        Ok((op, record, head))
     }
 
     /// Receive the next message as a [`Frame`] (bytes, an array, or a pickle's stream
@@ -496,17 +524,51 @@ impl Receiver {
         self.recv_with(Wait::timeout(timeout))
     }
 
-    fn peek_inner(&mut self, mut wait: Wait<'_>) -> Result<Message<'_>> {
-        let mut incoming = self.begin_inner(&mut wait, false)?;
-        if incoming.head.is_chunked() {
+    #[inline(always)]
+    fn peek_inner(&mut self, wait: Wait<'_>) -> Result<Message<'_>> {
+        // Hot path: this copy holds the lease and a one-record bytes message is at the
+        // head. The record stays in registers until the Message is built in place.
+        let fast = match self.inner.as_mut() {
+            Some(inner) if inner.role.try_enter(inner.consumer.store().role::<CONSUMER>()) => {
+                let mut record = inner.consumer.try_peek_fast();
+                if record.is_none() && spin_for_record(&inner.consumer, self.policy, &wait) {
+                    // Retried here, so that a message that arrives while we spin takes
+                    // the fast path too (the general path returns through memory).
+                    record = inner.consumer.try_peek_fast();
+                }
+                match record {
+                    Some(record) if record.tag() == TAG_BYTES => Some(record),
+                    _ => {
+                        inner.role.exit(inner.consumer.store().role::<CONSUMER>());
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        match fast {
+            Some(record) => {
+                let Some(inner) = self.inner.as_mut() else { unreachable!("entered above") };
+                // Built in place: a head made first and moved in cost stalls.
+                Ok(Message { op: Op { inner }, head: Head::bytes(record.len()), record: Some(record) })
+            }
+            None => self.peek_slow(wait),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn peek_slow(&mut self, mut wait: Wait<'_>) -> Result<Message<'_>> {
+        let (op, record, head) = self.take(&mut wait)?;
+        if head.is_chunked() {
+            // Left queued (not released) for a receive that copies it.
+            drop(op);
             return Err(Error::InvalidArgument(format!(
                 "the next message ({} bytes) spans several records and cannot be viewed in place; receive it with recv",
-                incoming.head.total()
+                head.total()
             )));
         }
-        let record = incoming.first.take();
-        incoming.consume = true;
-        Ok(Message { incoming, record })
+        Ok(Message { op, record: Some(record), head })
     }
 
     /// Look at the next message in place (zero-copy), waiting at most `timeout`
@@ -529,6 +591,7 @@ impl Receiver {
     /// assert!(matches!(rx.try_recv(), Err(shmplane::Error::Empty)));
     /// # Ok::<(), shmplane::Error>(())
     /// ```
+    #[inline]
     pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Message<'_>> {
         self.peek_inner(Wait::optional(timeout))
     }
@@ -537,6 +600,7 @@ impl Receiver {
     ///
     /// # Errors
     /// [`Error::Empty`]; otherwise as [`Receiver::peek`].
+    #[inline]
     pub fn try_peek(&mut self) -> Result<Message<'_>> {
         self.peek_inner(Wait::no_wait())
     }
@@ -673,6 +737,7 @@ impl fmt::Debug for Receiver {
 
 enum Target<'d> {
     Parts(Vec<OutBuf<'d>>),
+    One(OutBuf<'d>),
     Whole(OutBuf<'d>),
 }
 
@@ -708,6 +773,15 @@ impl Incoming<'_> {
         self.copy_out(Target::Parts(dests), &mut wait)
     }
 
+    /// [`Incoming::read_into`] for a one-part message (bytes, an array): no vector of
+    /// destinations.
+    ///
+    /// # Errors
+    /// As [`Incoming::read_into`].
+    pub fn read_one(self, dst: OutBuf<'_>, mut wait: Wait<'_>) -> Result<()> {
+        self.copy_out(Target::One(dst), &mut wait)
+    }
+
     /// Copy the whole logical payload into `dst` (exactly [`Head::total`] bytes): what
     /// `recv_bytes` returns whatever was sent.
     ///
@@ -721,6 +795,7 @@ impl Incoming<'_> {
         let head = &self.head;
         let mut scatter = match target {
             Target::Parts(dests) => Scatter::new(head, dests).map_err(Error::InvalidArgument)?,
+            Target::One(dst) => Scatter::one(head, dst).map_err(Error::InvalidArgument)?,
             Target::Whole(dst) => Scatter::whole(head, dst).map_err(Error::InvalidArgument)?,
         };
         let total = head.total();
@@ -779,8 +854,9 @@ impl Drop for Incoming<'_> {
 /// (for bytes, the bytes); its space is released when it drops. Until then other
 /// copies of the receiver wait.
 pub struct Message<'a> {
-    incoming: Incoming<'a>,
+    op: Op<'a>,
     record: Option<Record>,
+    head: Head,
 }
 
 impl Message<'_> {
@@ -796,7 +872,7 @@ impl Message<'_> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn head(&self) -> &Head {
-        &self.incoming.head
+        &self.head
     }
 
     /// Part `i` of the message in place (see [`Head::part_count`]).
@@ -804,22 +880,24 @@ impl Message<'_> {
     /// # Panics
     /// If `i >= head().part_count()`.
     pub fn part(&self, i: usize) -> &[u8] {
-        let (offset, len) = self.incoming.head.part(i);
+        let (offset, len) = self.head.part(i);
         &self[offset..offset + len]
     }
 }
 
 impl std::ops::Deref for Message<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
-        self.incoming.op.inner.consumer.payload(self.record.as_ref().expect("unreleased"))
+        self.op.inner.consumer.payload(self.record.as_ref().expect("unreleased"))
     }
 }
 
 impl Drop for Message<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(r) = self.record.take() {
-            self.incoming.op.consumer().release(r);
+            self.op.consumer().release(r);
         }
     }
 }

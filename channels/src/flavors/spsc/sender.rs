@@ -41,7 +41,7 @@ impl Inner {
     /// Enter an operation (see the module docs).
     #[inline(always)]
     fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
-        if !self.role.try_enter(self.producer.store().segment()) {
+        if !self.role.try_enter(self.producer.store().role::<PRODUCER>()) {
             self.enter_slow(wait)?;
         }
         Ok(Op { inner: self })
@@ -60,7 +60,7 @@ impl Inner {
         // the truth (`Producer::resync` also steps over a record a copy that died
         // between publishing and storing the tail left behind).
         if let Err(e) = self.producer.resync() {
-            self.role.exit(self.producer.store().segment());
+            self.role.exit(self.producer.store().role::<PRODUCER>());
             return Err(ring_error(e, self.producer.store().segment()));
         }
         Ok(())
@@ -74,8 +74,9 @@ struct Op<'a> {
 }
 
 impl Drop for Op<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        self.inner.role.exit(self.inner.producer.store().segment());
+        self.inner.role.exit(self.inner.producer.store().role::<PRODUCER>());
     }
 }
 
@@ -327,19 +328,16 @@ impl Sender {
         let policy = self.policy;
         let mut op = self.inner()?.enter(&mut wait)?;
         if data.len() <= frame::CHUNK_THRESHOLD {
-            // The common case, without building an `Outgoing`.
-            let claim = match op.producer().try_claim(data.len()) {
-                Ok(Some(claim)) => Some(claim),
-                Ok(None) => None,
-                Err(ring::RingError::TooLarge { .. }) => None,
-                Err(e) => return Err(ring_error(e, op.inner.segment())),
-            };
-            if let Some(claim) = claim {
-                op.producer().payload_mut(&claim).copy_from_slice(data);
-                op.producer().commit(claim, data.len(), TAG_BYTES);
+            // The common case, without building an `Outgoing`, the claim kept in
+            // registers (moving it through memory cost store-forwarding stalls).
+            let producer = op.producer();
+            if let Some(claim) = producer.try_claim_fast(data.len()) {
+                producer.payload_mut(&claim).copy_from_slice(data);
+                producer.commit(claim, data.len(), TAG_BYTES);
                 return Ok(());
             }
         }
+        // Full, too large for one record, or an error (which the general path reports).
         op.send(&Outgoing::bytes(data), policy, &mut wait)
     }
 
