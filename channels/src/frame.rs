@@ -804,21 +804,6 @@ impl<'d> Scatter<'d> {
         Ok(Scatter { targets: Targets::Many(targets) })
     }
 
-    /// The destination of a one-part message (bytes, an array): part 0 of `head`.
-    ///
-    /// # Errors
-    /// `head` has more parts, or `dst` is not part 0's length.
-    pub fn one(head: &Head, dst: OutBuf<'d>) -> Result<Scatter<'d>, String> {
-        if head.part_count() != 1 {
-            return Err(format!("one destination for a message of {} parts", head.part_count()));
-        }
-        let (offset, len) = head.part(0);
-        if dst.len() != len {
-            return Err(format!("a {}-byte destination for a {len}-byte part", dst.len()));
-        }
-        Ok(Scatter { targets: Targets::One(offset, dst) })
-    }
-
     /// One destination for the whole logical payload of `head`.
     ///
     /// # Errors

@@ -242,10 +242,10 @@ const PRE_SPIN: Duration = Duration::from_micros(20);
 
 /// Spin (at most [`PRE_SPIN`], the policy's spin time or the deadline, whichever is
 /// first; never for [`WaitPolicy::Block`] or a non-blocking `wait`) until a record is
-/// published at the consumer's position. True if one is.
+/// published at the consumer's position. True if one is; `spun` gets the time spent.
 #[cold]
 #[inline(never)]
-fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &Wait<'_>) -> bool {
+fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &Wait<'_>, spun: &mut Duration) -> bool {
     let budget = match policy {
         _ if !wait.blocks() => return false,
         WaitPolicy::Block => return false,
@@ -257,11 +257,14 @@ fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &
     loop {
         for _ in 0..64 {
             if consumer.ready() {
+                *spun = start.elapsed();
                 return true;
             }
             std::hint::spin_loop();
         }
-        if Instant::now() >= end {
+        let now = Instant::now();
+        if now >= end {
+            *spun = now - start;
             return false;
         }
     }
@@ -411,17 +414,18 @@ impl Receiver {
     #[inline(always)]
     fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
         let policy = self.policy;
-        let (op, record, head) = self.take(wait)?;
+        let (op, record, head) = self.take(policy, wait)?;
         Ok(Incoming { op, first: Some(record), head, policy, consume })
     }
 
-    /// Enter an operation and take the first record of the next message and its head.
+    /// Enter an operation and take the first record of the next message and its head,
+    /// waiting per `policy` (the receiver's, or what is left of it after a pre-spin).
     #[inline(always)]
-    fn take(&mut self, wait: &mut Wait<'_>) -> Result<(Op<'_>, Record, Head)> {
-        let Receiver { inner, policy, polls } = self;
+    fn take(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<(Op<'_>, Record, Head)> {
+        let Receiver { inner, polls, .. } = self;
         let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
         let mut op = inner.enter(wait, polls)?;
-        let (record, head) = op.next_message(*policy, wait, polls)?;
+        let (record, head) = op.next_message(policy, wait, polls)?;
         Ok((op, record, head))
     }
 
@@ -528,10 +532,11 @@ impl Receiver {
     fn peek_inner(&mut self, wait: Wait<'_>) -> Result<Message<'_>> {
         // Hot path: this copy holds the lease and a one-record bytes message is at the
         // head. The record stays in registers until the Message is built in place.
+        let mut spun = Duration::ZERO;
         let fast = match self.inner.as_mut() {
             Some(inner) if inner.role.try_enter(inner.consumer.store().role::<CONSUMER>()) => {
                 let mut record = inner.consumer.try_peek_fast();
-                if record.is_none() && spin_for_record(&inner.consumer, self.policy, &wait) {
+                if record.is_none() && spin_for_record(&inner.consumer, self.policy, &wait, &mut spun) {
                     // Retried here, so that a message that arrives while we spin takes
                     // the fast path too (the general path returns through memory).
                     record = inner.consumer.try_peek_fast();
@@ -552,14 +557,21 @@ impl Receiver {
                 // Built in place: a head made first and moved in cost stalls.
                 Ok(Message { op: Op { inner }, head: Head::bytes(record.len()), record: Some(record) })
             }
-            None => self.peek_slow(wait),
+            None => self.peek_slow(wait, spun),
         }
     }
 
+    /// The general path of a zero-copy receive; `spun`: how long the pre-spin already
+    /// busy-polled (taken off an adaptive policy's spin, so the policy's "spin, then
+    /// yield" holds).
     #[cold]
     #[inline(never)]
-    fn peek_slow(&mut self, mut wait: Wait<'_>) -> Result<Message<'_>> {
-        let (op, record, head) = self.take(&mut wait)?;
+    fn peek_slow(&mut self, mut wait: Wait<'_>, spun: Duration) -> Result<Message<'_>> {
+        let policy = match self.policy {
+            WaitPolicy::Adaptive { spin } => WaitPolicy::Adaptive { spin: spin.saturating_sub(spun) },
+            other => other,
+        };
+        let (op, record, head) = self.take(policy, &mut wait)?;
         if head.is_chunked() {
             // Left queued (not released) for a receive that copies it.
             drop(op);
@@ -737,7 +749,6 @@ impl fmt::Debug for Receiver {
 
 enum Target<'d> {
     Parts(Vec<OutBuf<'d>>),
-    One(OutBuf<'d>),
     Whole(OutBuf<'d>),
 }
 
@@ -773,15 +784,6 @@ impl Incoming<'_> {
         self.copy_out(Target::Parts(dests), &mut wait)
     }
 
-    /// [`Incoming::read_into`] for a one-part message (bytes, an array): no vector of
-    /// destinations.
-    ///
-    /// # Errors
-    /// As [`Incoming::read_into`].
-    pub fn read_one(self, dst: OutBuf<'_>, mut wait: Wait<'_>) -> Result<()> {
-        self.copy_out(Target::One(dst), &mut wait)
-    }
-
     /// Copy the whole logical payload into `dst` (exactly [`Head::total`] bytes): what
     /// `recv_bytes` returns whatever was sent.
     ///
@@ -795,7 +797,6 @@ impl Incoming<'_> {
         let head = &self.head;
         let mut scatter = match target {
             Target::Parts(dests) => Scatter::new(head, dests).map_err(Error::InvalidArgument)?,
-            Target::One(dst) => Scatter::one(head, dst).map_err(Error::InvalidArgument)?,
             Target::Whole(dst) => Scatter::whole(head, dst).map_err(Error::InvalidArgument)?,
         };
         let total = head.total();

@@ -1,0 +1,112 @@
+//! The blocking zero-copy receive (`Receiver::peek`): its short pre-spin before the
+//! general waiting path, under every wait policy and deadline, and with each kind of
+//! message arriving while it spins. Threads in one process; every wait has a deadline
+//! and every test a watchdog, so a bug fails instead of hanging.
+use shmplane::frame::Kind;
+use shmplane::{Error, WaitPolicy};
+use std::os::fd::BorrowedFd;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Run `f` on another thread; its result, or a panic after [`WATCHDOG`].
+fn with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("did not return within {WATCHDOG:?}"))
+}
+
+const POLICIES: [WaitPolicy; 4] = [
+    WaitPolicy::Spin,
+    WaitPolicy::Block,
+    WaitPolicy::Adaptive { spin: Duration::ZERO },
+    WaitPolicy::Adaptive { spin: Duration::from_micros(5) },
+];
+
+#[test]
+fn timeouts_shorter_than_the_spin_time_out_under_every_policy() {
+    with_watchdog(|| {
+        let (_tx, mut rx) = shmplane::channel(4096).unwrap();
+        for policy in POLICIES {
+            rx.set_wait_policy(policy);
+            for timeout in [Duration::ZERO, Duration::from_micros(3), Duration::from_millis(2)] {
+                let start = Instant::now();
+                assert!(matches!(rx.peek(Some(timeout)), Err(Error::Timeout)), "{policy:?} {timeout:?}");
+                assert!(start.elapsed() >= timeout);
+            }
+            assert!(matches!(rx.try_peek(), Err(Error::Empty)));
+        }
+    });
+}
+
+#[test]
+fn every_kind_of_message_arriving_during_the_spin_is_received_whole() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
+        for policy in POLICIES {
+            rx.set_wait_policy(policy);
+            // Bytes, an array (not the fast path's kind), a chunked message (cannot be
+            // viewed in place: stays queued), and bytes after a wrap (padding record).
+            let sender = thread::spawn(move || {
+                for round in 0..50usize {
+                    thread::sleep(Duration::from_micros(1 + (round % 7) as u64 * 3));
+                    match round % 4 {
+                        0 => tx.send(&[round as u8; 100]).unwrap(),
+                        1 => tx.send_array_of(&[2], &[round as f64, 1.0]).unwrap(),
+                        2 => tx.send(&vec![round as u8; 3000]).unwrap(),
+                        _ => tx.send(&vec![round as u8; 9000]).unwrap(),
+                    }
+                }
+                tx
+            });
+            for round in 0..50usize {
+                match round % 4 {
+                    0 | 2 => {
+                        let msg = rx.peek(Some(WATCHDOG)).unwrap();
+                        assert_eq!(msg.head().kind(), Kind::Bytes);
+                        assert!(msg.iter().all(|&b| b == round as u8));
+                        assert_eq!(msg.len(), if round % 4 == 0 { 100 } else { 3000 });
+                    }
+                    1 => {
+                        let msg = rx.peek(Some(WATCHDOG)).unwrap();
+                        assert_eq!(msg.head().kind(), Kind::Array);
+                        assert_eq!(msg.part(0), bytemuck::cast_slice::<f64, u8>(&[round as f64, 1.0]));
+                    }
+                    _ => {
+                        // 9000 bytes through a 4 KiB ring: chunked, so peek refuses it
+                        // and leaves it for recv.
+                        match rx.peek(Some(WATCHDOG)) {
+                            Err(Error::InvalidArgument(_)) => {}
+                            Ok(_) => panic!("a chunked message viewed in place"),
+                            Err(e) => panic!("{e:?}"),
+                        }
+                        assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), vec![round as u8; 9000]);
+                    }
+                }
+            }
+            tx = sender.join().unwrap();
+            assert!(matches!(rx.try_peek(), Err(Error::Empty)));
+        }
+    });
+}
+
+#[test]
+fn a_copy_of_the_receiver_proceeds_after_a_fast_path_miss() {
+    // A miss of the fast path (an array at the head) leaves the role lease: another
+    // copy, opened by descriptor, can receive at once.
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
+        tx.send_array_of(&[1], &[7.0f64]).unwrap();
+        drop(rx.peek(Some(Duration::ZERO)).unwrap());
+        tx.send(b"next").unwrap();
+        // SAFETY: the descriptor is open for the life of `rx`; we duplicate it at once.
+        let fd = unsafe { BorrowedFd::borrow_raw(rx.fd().unwrap()) }.try_clone_to_owned().unwrap();
+        let mut copy = shmplane::Receiver::from_fd(fd, None).unwrap();
+        assert_eq!(copy.recv_timeout(Duration::from_secs(5)).unwrap(), b"next");
+        drop(rx);
+    });
+}
