@@ -108,6 +108,20 @@ impl<'a> Wait<'a> {
         Wait { deadline: None, block: true, hook }
     }
 
+    /// A check for a loop that makes progress without waiting (skipping records):
+    /// [`Error::Empty`] for a non-blocking call, [`Error::Timeout`] past the deadline,
+    /// else the hook's verdict. Keeps endless input (a broken peer's records laid
+    /// around the ring) from holding a call past its deadline or Ctrl-C.
+    pub(crate) fn check_progress(&mut self) -> Result<()> {
+        if !self.block {
+            return Err(Error::Empty);
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout);
+        }
+        self.run_hook()
+    }
+
     /// Run the hook, if any.
     pub(crate) fn run_hook(&mut self) -> Result<()> {
         match &mut self.hook {

@@ -393,6 +393,11 @@ impl<S: RingStore> Producer<S> {
     }
 }
 
+/// The largest position a valid ring can hold: 2^62 bytes (146 years at 1 TB/s). A
+/// stored position beyond it is corrupt; the bound keeps `position + record size`
+/// from overflowing (found by `fuzz/fuzz_targets/ring.rs`).
+pub const MAX_POSITION: u64 = 1 << 62;
+
 /// The producer position and consumer position stored in the control block, checked.
 /// A producer that died between publishing a header and storing `tail` left one
 /// committed record at `tail`: step over it so it is not overwritten. The consumer may
@@ -404,7 +409,7 @@ fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingE
     // ORDERING: Acquire, partners of the previous owners' Release stores.
     let mut tail = ctl.tail.value.load(Ordering::Acquire);
     let head = ctl.head.value.load(Ordering::Acquire);
-    if tail % RECORD_ALIGN as u64 != 0 || head % RECORD_ALIGN as u64 != 0 {
+    if tail % RECORD_ALIGN as u64 != 0 || head % RECORD_ALIGN as u64 != 0 || tail > MAX_POSITION || head > MAX_POSITION {
         return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
     }
     // ORDERING: Acquire, partner of `publish`'s Release header store.
@@ -486,7 +491,7 @@ impl Record {
 fn stored_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
     // ORDERING: Acquire, partner of the previous consumer's Release in `advance`.
     let head = store.control().head.value.load(Ordering::Acquire);
-    if head % RECORD_ALIGN as u64 != 0 {
+    if head % RECORD_ALIGN as u64 != 0 || head > MAX_POSITION {
         return Err(RingError::Corrupt { what: "stored consumer position", position: head, value: head });
     }
     Ok(head)
@@ -607,7 +612,13 @@ impl<S: RingStore> Consumer<S> {
             let len = (word & 0xFFFF_FFFF) as usize;
             let tag = ((word >> 32) & u64::from(PADDING_TAG)) as u32;
             let size = record_size(len);
-            if word & COMMITTED == 0 || size > self.store.capacity() - offset {
+            // A padding record fills the rest of the data area from a non-zero offset
+            // (the producer pads only where a record would not fit before the end), so
+            // at most one is skipped per call: padding records laid around the ring by
+            // a broken peer would otherwise keep this loop going forever (found by
+            // `fuzz/fuzz_targets/ring.rs`).
+            let bad_padding = tag == PADDING_TAG && (offset == 0 || size != self.store.capacity() - offset);
+            if word & COMMITTED == 0 || size > self.store.capacity() - offset || bad_padding {
                 self.store.control().status.value.poisoned.store(POISON_BAD_RECORD, Ordering::Relaxed);
                 return Err(RingError::Corrupt { what: "record header", position: self.head, value: word });
             }

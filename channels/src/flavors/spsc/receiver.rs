@@ -208,12 +208,20 @@ impl Op<'_> {
     /// continuations of a message that began before this receiver (its predecessor
     /// died or gave up part-way). A malformed first record is consumed and reported.
     fn next_message(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<(Record, Head)> {
+        let mut skipped = 0u32;
         loop {
+            if skipped >= SKIPS_PER_CHECK {
+                // Still skipping: give the deadline and the hook a say (a broken
+                // peer's continuations laid around the ring would never end).
+                skipped = 0;
+                wait.check_progress()?;
+            }
             let record = self.next_record(policy, wait, polls)?;
             let (tag, len) = (record.tag(), record.len());
             if tag == TAG_BYTES {
                 return Ok((record, Head::bytes(len)));
             }
+            skipped += 1;
             if tag == TAG_CONTINUATION {
                 self.consumer().release(record);
                 continue;
@@ -235,6 +243,10 @@ impl Op<'_> {
         }
     }
 }
+
+/// Records a receive skips (continuations of a message it never began) between checks
+/// of its deadline and hook; a non-blocking receive reports `Empty` after this many.
+const SKIPS_PER_CHECK: u32 = 64;
 
 /// Longest pre-spin of a zero-copy receive before it takes the general waiting path
 /// (which spins on, per the policy, with liveness checks).

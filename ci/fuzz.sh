@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# cargo-fuzz over every decoder of memory another process writes (fuzz/fuzz_targets):
+# the message-format parsers (frame), the ring's record decoder and position checks
+# (ring), segment header validation (header). Each target first replays its committed
+# seeds (fuzz/seeds/<target>: real records and headers, and every crash found so far),
+# then fuzzes for FUZZ_SECONDS (default 30). With a nightly toolchain it runs under
+# AddressSanitizer; with stable only (a fresh CI machine) coverage-guided without a
+# sanitizer (`-s none`), overflow checks and assertions still on.
+# Usage: ci/fuzz.sh [target...]     Longer: FUZZ_SECONDS=600 ci/fuzz.sh ring
+# FUZZ_TOOLCHAIN=stable forces the stable, sanitizer-free build (what CI gets).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+if [ "${FUZZ_TOOLCHAIN:-}" != stable ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  run=(cargo +nightly fuzz run); build=(cargo +nightly fuzz build)
+else
+  run=(cargo fuzz run -s none); build=(cargo fuzz build -s none)
+fi
+seconds=${FUZZ_SECONDS:-30}
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(frame ring header)
+cd fuzz
+"${build[@]}"
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  # The writable corpus first (libFuzzer adds to the first directory), then the seeds.
+  "${run[@]}" "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 2>&1 | grep -E '^(stat::number_of_executed_units|stat::peak_rss|#[0-9]+ +DONE)|panicked|ERROR|SUMMARY|Test unit written' || true
+  # cargo fuzz exits non-zero on a crash; pipefail would hide it behind grep, so check.
+  if ls "artifacts/$t"/crash-* "artifacts/$t"/oom-* "artifacts/$t"/timeout-* >/dev/null 2>&1; then
+    echo "fuzz $t: FOUND A FAILURE (fuzz/artifacts/$t); reproduce: cd fuzz && ${run[*]} $t artifacts/$t/<file>"
+    exit 1
+  fi
+  echo "fuzz $t: ok (${seconds} s)"
+done
