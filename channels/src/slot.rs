@@ -11,7 +11,7 @@ use shmplane_shm::seqlock::{self, SlotStore};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentSlot;
 use crate::wait::{wait_for, Wait};
-use shmplane_shm::wait::WaitPolicy;
+use shmplane_shm::wait::{WaitHistory, WaitPolicy};
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -323,6 +323,9 @@ pub struct ByteSlot {
     store: Option<SegmentSlot>,
     len: usize,
     policy: WaitPolicy,
+    /// What recent `wait_for_update`s were like (adaptive spinning); a thread that
+    /// finds it in use by another waits without it.
+    history: std::sync::Mutex<WaitHistory>,
 }
 
 impl ByteSlot {
@@ -368,7 +371,7 @@ impl ByteSlot {
     fn attach(seg: Segment) -> Result<ByteSlot> {
         seg.hold_shared()?;
         let len = seg.info().param0 as usize;
-        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: WaitPolicy::default() })
+        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: WaitPolicy::default(), history: Default::default() })
     }
 
     fn store(&self) -> Result<&SegmentSlot> {
@@ -584,10 +587,13 @@ impl ByteSlot {
         if !wait.blocks() {
             return Err(Error::Empty);
         }
+        let mut mine = self.history.try_lock().ok();
+        let mut scratch = WaitHistory::default();
         wait_for(
             &mut store,
             |s| (&s.control().updated.value, s.park()),
             self.policy,
+            mine.as_deref_mut().unwrap_or(&mut scratch),
             &mut wait,
             |s| {
                 let v = seqlock::version(*s);

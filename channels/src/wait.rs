@@ -12,7 +12,7 @@
 
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::layout::EventCount;
-use shmplane_shm::wait::{wait_until, Park, WaitError, WaitPolicy, SLICE};
+use shmplane_shm::wait::{wait_until_learning, Park, WaitError, WaitHistory, WaitPolicy, SLICE};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -131,9 +131,10 @@ impl<'a> Wait<'a> {
     }
 }
 
-/// Wait until `poll` returns `Some`, following `policy`, sleeping on the event count
-/// that `event` picks out of `ctx`; every slice run `check` (the endpoint's liveness
-/// check), then the caller's hook. The caller handles [`Wait::no_wait`] itself.
+/// Wait until `poll` returns `Some`, following `policy` as the endpoint's `history`
+/// tunes it (adaptive spinning), sleeping on the event count that `event` picks out of
+/// `ctx`; every slice run `check` (the endpoint's liveness check), then the caller's
+/// hook. The caller handles [`Wait::no_wait`] itself.
 ///
 /// # Errors
 /// [`Error::Timeout`] once the deadline passed; the first error of `poll`, `check` or
@@ -142,12 +143,13 @@ pub(crate) fn wait_for<C, T, P: Park>(
     ctx: &mut C,
     event: impl Fn(&C) -> (&EventCount, &P),
     policy: WaitPolicy,
+    history: &mut WaitHistory,
     wait: &mut Wait<'_>,
     poll: impl FnMut(&mut C) -> Result<Option<T>>,
     mut check: impl FnMut(&mut C) -> Result<()>,
 ) -> Result<T> {
     let deadline = wait.deadline;
-    wait_until(ctx, event, policy, deadline, poll, |c| {
+    wait_until_learning(ctx, event, policy, history, deadline, poll, |c| {
         check(c)?;
         wait.run_hook()
     })

@@ -373,6 +373,24 @@ fn child_entry() {
             send_numbered(&mut tx, 2, n, try_mode);
             say("DONE");
         }
+        // Echo every message of channel NAME.req back on NAME.rep until the requester
+        // closes, waiting with no deadline under the policy ARG (block, adaptive).
+        "echo_untimed" => {
+            let mut rx = Receiver::open(&format!("{name}.req")).unwrap();
+            let mut tx = Sender::open(&format!("{name}.rep")).unwrap();
+            let policy = if arg == "block" { WaitPolicy::Block } else { WaitPolicy::default() };
+            rx.set_wait_policy(policy);
+            tx.set_wait_policy(policy);
+            say("READY");
+            loop {
+                match rx.recv() {
+                    Ok(m) => tx.send(&m).unwrap(),
+                    Err(Error::Disconnected { .. }) => break,
+                    Err(e) => panic!("echo: {e}"),
+                }
+            }
+            tx.close();
+        }
         other => panic!("unknown child role {other:?}"),
     }
 }
@@ -1022,4 +1040,69 @@ fn clean_close_races_with_concurrent_spawn() {
         wrong.len(),
         wrong.first()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Wake-ups
+// ---------------------------------------------------------------------------------------
+
+/// Every wake-up happens: request/reply with untimed waits on both sides, under two
+/// CPU hogs, pacing that alternates back-to-back rounds (waits end while spinning) with
+/// pauses (waits end in the futex, which moves the waiters into the sleeping regime
+/// and back). A lost wake-up hangs a round, which the watchdog turns into a failure;
+/// nothing here is timed.
+fn every_wakeup_happens(policy: &'static str) {
+    let name = format!("wakeups-{policy}-{}", std::process::id());
+    let (mut tx, rx_req) = channel_named(&format!("{name}.req"), 4096).unwrap();
+    let (tx_rep, mut rx) = channel_named(&format!("{name}.rep"), 4096).unwrap();
+    drop((rx_req, tx_rep)); // the child opens these ends
+    let mut child = Peer::spawn("echo_untimed", &name, policy);
+    child.expect_line("READY");
+    let stop = std::sync::Arc::new(RwLock::new(false));
+    let hogs: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut x = 0u64;
+                while !*stop.read().unwrap() {
+                    for _ in 0..100_000 {
+                        x = splitmix(x);
+                    }
+                }
+                x
+            })
+        })
+        .collect();
+    if policy == "block" {
+        tx.set_wait_policy(WaitPolicy::Block);
+        rx.set_wait_policy(WaitPolicy::Block);
+    }
+    let rounds = with_watchdog(Duration::from_secs(90), move || {
+        for i in 0..3000u64 {
+            if i % 3 == 0 {
+                thread::sleep(Duration::from_micros(200));
+            }
+            tx.send(&i.to_le_bytes()).unwrap();
+            let back = rx.recv().unwrap();
+            assert_eq!(back, i.to_le_bytes(), "round {i}");
+        }
+        close_sender(tx);
+        rx
+    });
+    *stop.write().unwrap() = true;
+    for h in hogs {
+        h.join().unwrap();
+    }
+    child.assert_success();
+    close_receiver(rounds);
+}
+
+#[test]
+fn every_wakeup_happens_under_load_adaptive() {
+    every_wakeup_happens("adaptive");
+}
+
+#[test]
+fn every_wakeup_happens_under_load_block() {
+    every_wakeup_happens("block");
 }

@@ -99,8 +99,8 @@ fn producer_blocked_on_full_ring_woken_by_release() {
         }
         drop(t.join().unwrap());
         let ctl = consumer.store().control();
-        assert_eq!(ctl.space_ready.value.waiters.load(Ordering::Relaxed), 0);
-        assert_eq!(ctl.data_ready.value.waiters.load(Ordering::Relaxed), 0);
+        assert_eq!(ctl.space_ready.value.sleepers(), 0);
+        assert_eq!(ctl.data_ready.value.sleepers(), 0);
     });
 }
 

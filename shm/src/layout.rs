@@ -52,7 +52,10 @@ pub struct Padded<T> {
 pub struct EventCount {
     /// Futex word. Incremented (wrapping) by the notifier when `waiters != 0`.
     pub epoch: AtomicU32,
-    /// Number of threads, in any process, between `prepare_wait` and `finish_wait`.
+    /// Low 28 bits: number of threads, in any process, between `prepare_wait` and
+    /// `finish_wait`. Bit 30 `FENCED`: the waiting side is in its sleeping regime and
+    /// notifiers fence before deciding; bit 29 `FENCED_READY`: that regime is in force
+    /// (see `crate::wait`).
     pub waiters: AtomicU32,
 }
 

@@ -690,8 +690,8 @@ fn stream<B: Backend>(
     assert_eq!(tail(p.store()), head(c.store()));
     assert!(bytes > 0);
     // Nobody is left announced as a sleeper.
-    assert_eq!(c.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
-    assert_eq!(c.store().control().space_ready.value.waiters.load(Ordering::Relaxed), 0);
+    assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
+    assert_eq!(c.store().control().space_ready.value.sleepers(), 0);
 }
 
 fn stream_two_threads_block<B: Backend>() {
@@ -971,7 +971,7 @@ fn eventcount_notify_wakes_sleeper() {
     };
     // Wait until it announced itself, then give it time to enter futex_wait.
     let t0 = Instant::now();
-    while ev.waiters.load(Ordering::Acquire) == 0 {
+    while ev.sleepers() == 0 {
         assert!(t0.elapsed() < Duration::from_secs(5), "sleeper never announced itself");
         thread::yield_now();
     }
@@ -985,7 +985,7 @@ fn eventcount_notify_wakes_sleeper() {
     let latency = notified.elapsed();
     assert!(latency < Duration::from_secs(5), "sleeper woke {latency:?} after notify");
     assert!(sleeps >= 1, "the sleeper really slept");
-    assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+    assert_eq!(ev.sleepers(), 0);
 }
 
 /// `notify` with nobody announced bumps nothing (and so makes no syscall).
@@ -997,7 +997,7 @@ fn eventcount_notify_without_waiters_is_silent() {
     }
     assert_eq!(ev.epoch.load(Ordering::Relaxed), 0);
     let e = ev.prepare_wait();
-    assert_eq!(ev.waiters.load(Ordering::Relaxed), 1);
+    assert_eq!(ev.sleepers(), 1);
     ev.notify(&SharedFutex);
     assert_eq!(ev.epoch.load(Ordering::Relaxed), e.wrapping_add(1));
     // The epoch moved: a sleep on the old value returns at once.
@@ -1005,10 +1005,10 @@ fn eventcount_notify_without_waiters_is_silent() {
     ev.sleep(&SharedFutex, e, Some(Duration::from_secs(10)));
     assert!(t.elapsed() < Duration::from_secs(5));
     ev.finish_wait();
-    assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+    assert_eq!(ev.sleepers(), 0);
     ev.prepare_wait();
     ev.reset_waiters();
-    assert_eq!(ev.waiters.load(Ordering::Relaxed), 0);
+    assert_eq!(ev.sleepers(), 0);
     // The epoch wraps.
     ev.epoch.store(u32::MAX, Ordering::Relaxed);
     ev.prepare_wait();
@@ -1108,7 +1108,7 @@ fn wait_until_times_out_on_empty_ring() {
         assert!(matches!(got, Err(WaitError::TimedOut)), "{policy:?}: {got:?}");
         assert!(waited >= Duration::from_millis(120), "{policy:?} timed out early: {waited:?}");
         assert!(waited < Duration::from_secs(5), "{policy:?} timed out late: {waited:?}");
-        assert_eq!(c.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
+        assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
     }
 }
 
@@ -1139,7 +1139,7 @@ fn wait_until_per_slice_error_ends_wait() {
         assert_eq!(checks, 3);
         // Slices are 50 ms: three checks take about 100 ms, far less than the deadline.
         assert!(start.elapsed() < Duration::from_secs(5), "{policy:?}: {:?}", start.elapsed());
-        assert_eq!(c.store().control().data_ready.value.waiters.load(Ordering::Relaxed), 0);
+        assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Wait protocol: busy-poll → yield → shared futex, with no syscall when nobody sleeps.
+//! Wait protocol: busy-poll → shared futex, with no syscall when nobody sleeps.
 //!
 //! Each direction of a structure has an [`EventCount`] (epoch + waiters). The protocol
 //! is an eventcount (Vyukov; the shared-futex form follows shadow's `vasi-sync`):
@@ -6,47 +6,51 @@
 //! ```text
 //! waiter                                   notifier (after publishing its data)
 //!   e = epoch.load(Acquire)                  light fence (compiler fence)
-//!   waiters.fetch_add(1, AcqRel)             if waiters.load(Relaxed) != 0:
-//!   heavy fence (membarrier)                     epoch.fetch_add(1, Release)
-//!   if ready(): waiters -= 1; done               futex_wake(epoch, all)
-//!   futex_wait(epoch, e, slice)
-//!   waiters -= 1; loop
+//!   waiters.fetch_add(1, AcqRel)             w = waiters.load(Relaxed)
+//!   fence: heavy (membarrier) the first      if w has FENCED:
+//!     time, then SeqCst while FENCED             fence(SeqCst); w = waiters.load()
+//!   if ready(): waiters -= 1; done           if w counts sleepers:
+//!   futex_wait(epoch, e, slice)                  epoch.fetch_add(1, Release)
+//!   waiters -= 1; loop                           futex_wake(epoch, all)
 //! ```
 //!
-//! Why no wake is lost: the light/heavy pair (see [`crate::sync`] and [`crate::process`]) orders
-//! like two `SeqCst` fences around a Dekker pattern, so either the waiter's `ready()`
-//! re-check sees the data, or the notifier sees `waiters != 0`. In the second case the
-//! notifier's bump comes after the waiter read `e` (the waiter's Acquire load cannot
-//! read a bump whose notifier read the later announcement), so `futex_wait(epoch, e)`
-//! returns at once or is woken.
+//! Why no wake is lost: the waiter's announcement and the notifier's publish form a
+//! Dekker pattern, so each side needs store→load ordering. The notifier is on every
+//! publish and must stay cheap: a full fence there drains the store buffer, which holds
+//! stores to the very line the consumer polls, and measured 30-40 % of a 64-byte send
+//! across processes. So the ordering is asymmetric (see [`crate::sync`] and
+//! [`crate::process`]): the notifier issues a compiler fence, and the waiter a
+//! `membarrier(2)` (an IPI to every CPU running a shmplane process: 15 µs on this VM),
+//! which orders like two `SeqCst` fences. In the second case of Dekker the notifier's
+//! bump comes after the waiter read `e`, so `futex_wait(epoch, e)` returns at once or is
+//! woken.
 //!
-//! The notifier's side is on every publish, so it must be cheap: a full fence there
-//! drains the store buffer, which holds stores to the very line the consumer polls,
-//! and measured 30-40 % of a 64-byte send across processes. The waiter's side runs only
-//! on the way to sleep. In a process where `membarrier` is unavailable the notifier
-//! uses an AcqRel RMW of `waiters` instead (both RMWs are then totally ordered, and the
-//! later one reads the earlier); loom checks that RMW form, which stands for the fence
-//! pair (`loom-tests/tests/wait.rs`), since loom does not model `membarrier`. A waiter
-//! whose heavy fence fails (or with `SHMPLANE_NO_MEMBARRIER` set) sleeps at most 1 ms
-//! at a time.
-//!
-//! The heavy fence is not free either (an IPI to every CPU running a shmplane process:
-//! 15 µs per call on this VM), so [`wait_until`] announces its first sleep without it
-//! and caps that sleep at 100 µs: most waits that reach the futex end within it, and
-//! the rare wake lost to a notifier's undrained store buffer costs at most that long
-//! (plus the kernel's timer slack, 50 µs by default). Later sleeps are fenced.
+//! A consumer fed one message per millisecond sleeps once per message, and a
+//! membarrier per sleep would cost it more CPU than the sleep itself. So the first
+//! sleeper sets [`FENCED`] in `waiters` before its heavy fence: from then on notifiers
+//! see it and issue a real fence before deciding (cheap at that pace), and later
+//! sleepers need only a `SeqCst` fence of their own (see [`EventCount::prepare_wait`]).
+//! A waiter whose waits keep ending without sleeping clears it again
+//! ([`EventCount::relax`], from [`WaitHistory`]), giving a streaming producer its light
+//! fence back. In a process where `membarrier` is unavailable the notifier uses an
+//! AcqRel RMW of `waiters` instead (both RMWs are then totally ordered, and the later
+//! one reads the earlier); loom checks that RMW form, which stands for the fence pair,
+//! and the FENCED form with real fences (`loom-tests/tests/wait.rs`), since loom does
+//! not model `membarrier`. A waiter whose heavy fence fails (membarrier refused to its
+//! process) sleeps at most 1 ms at a time.
 //!
 //! Policies trade latency for CPU: [`WaitPolicy::Spin`] never sleeps, [`WaitPolicy::Block`]
-//! sleeps at once, [`WaitPolicy::Adaptive`] (default) spins a few µs, yields a few times,
-//! then sleeps. Every policy wakes at least every [`SLICE`] to run the caller's
-//! per-slice check (peer liveness), so a dead peer is noticed within one slice.
+//! sleeps at once, [`WaitPolicy::Adaptive`] (default) spins up to its spin time, as
+//! long as its [`WaitHistory`] says recent messages came within it, then sleeps. Every
+//! policy wakes at least every [`SLICE`] to run the caller's per-slice check (peer
+//! liveness), so a dead peer is noticed within one slice.
 
 mod futex;
 
 pub use futex::{Park, SharedFutex};
 
 use crate::layout::EventCount;
-use crate::sync::{spin_hint, yield_now, Ordering};
+use crate::sync::{spin_hint, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest single sleep. Also the period of the caller's per-slice check (liveness),
@@ -58,9 +62,10 @@ pub const SLICE: Duration = Duration::from_millis(50);
 pub enum WaitPolicy {
     /// Busy-poll until ready: lowest latency, burns a core while waiting.
     Spin,
-    /// Busy-poll for `spin`, then yield a few times, then sleep on the futex.
+    /// Busy-poll for up to `spin` (less while recent waits outlasted it, see
+    /// [`WaitHistory`]), then sleep on the futex.
     Adaptive {
-        /// How long to busy-poll before yielding.
+        /// How long to busy-poll before sleeping, at most.
         spin: Duration,
     },
     /// Sleep on the futex at once: least CPU, a futex wake (~5-20 µs) of latency.
@@ -75,28 +80,44 @@ impl Default for WaitPolicy {
 
 /// Default busy-poll time of [`WaitPolicy::Adaptive`].
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
-/// Number of `sched_yield` calls of [`WaitPolicy::Adaptive`] between spinning and sleeping.
-const YIELDS: u32 = 8;
 
 /// Longest sleep of a waiter whose heavy fence failed: with it, a notifier's light
 /// fence is not ordered against the waiter's announcement, so a wake can be lost; the
 /// waiter then notices the data after at most this long.
 const UNFENCED_NAP: Duration = Duration::from_millis(1);
 
-/// Longest first sleep of [`wait_until`], which announces itself without the heavy
-/// fence: a `membarrier` IPIs the peer's CPU and cost 15 µs per call on this VM (and
-/// ~6 % of an 8 MB transfer, whose waits are mostly shorter than this). A wake lost in
-/// the race the fence closes (the notifier's publish still in its store buffer) costs
-/// at most this long; later sleeps of the same wait are fenced.
-const FIRST_NAP: Duration = Duration::from_micros(100);
 
 impl EventCount {
     /// Wake every sleeper, if there is one. Call after publishing the data a waiter
-    /// polls for. When nobody sleeps this costs a compiler fence and one load of a line
-    /// only sleepers write (or, in a process without `membarrier`, a full fence).
+    /// polls for. When nobody sleeps and the waiting side is not in its sleeping
+    /// regime this costs a compiler fence and one load of a line only waiters write
+    /// (or, in a process without `membarrier`, a full fence); in the sleeping regime
+    /// ([`FENCED`]) a full fence and a second load; a syscall only for sleepers.
     #[inline]
     pub fn notify<P: Park>(&self, park: &P) {
-        if self.has_waiters() {
+        let waiters = self.has_waiters();
+        if waiters != 0 {
+            self.notify_seen(park, waiters);
+        }
+    }
+
+    /// Slow half of [`EventCount::notify`]: `waiters` is what its hot-path load of
+    /// `waiters` (after the light fence) read. Public for the loom models, which model
+    /// that load as a plain `Relaxed` one to check the [`FENCED`] regime.
+    #[cold]
+    #[inline(never)]
+    pub fn notify_seen<P: Park>(&self, park: &P, waiters: u32) {
+        let waiters = if waiters & FENCED != 0 {
+            // ORDERING: SeqCst fence, partner of the SeqCst fence that `prepare_wait`
+            // issues after announcing itself while FENCED is in force (Dekker: either
+            // that waiter's re-check sees our publish, or this load sees the waiter).
+            crate::sync::fence(Ordering::SeqCst);
+            // ORDERING: Relaxed: ordered by the fence above.
+            self.waiters.load(Ordering::Relaxed)
+        } else {
+            waiters
+        };
+        if waiters & COUNT_MASK != 0 {
             // ORDERING: Release so the woken thread's Acquire epoch load sees the data.
             self.epoch.fetch_add(1, Ordering::Release);
             park.unpark_all(&self.epoch);
@@ -107,40 +128,63 @@ impl EventCount {
     /// with the fence in [`EventCount::prepare_wait`] (Dekker: either the waiter's
     /// re-check sees the data, or this sees the waiter).
     #[inline(always)]
-    fn has_waiters(&self) -> bool {
+    fn has_waiters(&self) -> u32 {
         // ORDERING: the hot side of the Dekker pair of `crate::sync` (light fence, or
         // an AcqRel RMW of `waiters`), partner of `prepare_wait`'s RMW of `waiters`
         // and heavy fence.
-        crate::sync::load_after_store_u32(&self.waiters) != 0
+        crate::sync::load_after_store_u32(&self.waiters)
     }
 
     /// Announce a sleeper. Returns the epoch to pass to [`EventCount::sleep`]. The
     /// caller must re-check its condition after this and call
     /// [`EventCount::finish_wait`] exactly once afterwards.
     ///
-    /// Costs a `membarrier(2)` system call (an IPI to each CPU running a shmplane
-    /// process: 15 µs on this VM) so that notifiers can skip their fence; it runs only
-    /// on the way to sleep.
+    /// The announcement must be ordered against every notifier's publish (a Dekker
+    /// pair) while notifiers pay only a compiler fence on their hot path. The first
+    /// sleeper of a sleeping regime pays for that with a `membarrier(2)` (an IPI to
+    /// each CPU running a shmplane process: 15 µs on this VM) and leaves [`FENCED`]
+    /// set, which makes notifiers use a real fence from then on; later sleepers then
+    /// need only a fence of their own, until [`EventCount::relax`] ends the regime.
+    /// This is asymmetric Dekker synchronization with the bias revoked by the sleeper
+    /// (Dice, Lev and Moir, "Scalable and Fast Asymmetric Dekker Synchronization",
+    /// 2010; the membarrier form of liburcu).
     #[inline]
     pub fn prepare_wait(&self) -> u32 {
-        let epoch = self.prepare_wait_unfenced();
+        // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        // ORDERING: AcqRel RMW, partner of the notifier's AcqRel RMW in the full-fence
+        // form; reads FENCED_READY set by an earlier sleeper after its heavy fence.
+        let prev = self.waiters.fetch_add(1, Ordering::AcqRel);
+        if prev & FENCED_READY != 0 {
+            // ORDERING: SeqCst fence, partner of `notify_seen`'s SeqCst fence: every
+            // notifier now sees FENCED (set before an earlier sleeper's heavy fence
+            // completed, which happens-before our read of FENCED_READY) and fences.
+            crate::sync::fence(Ordering::SeqCst);
+            return epoch;
+        }
+        // ORDERING: AcqRel RMW: FENCED must be visible to notifiers that run after the
+        // heavy fence below.
+        self.waiters.fetch_or(FENCED, Ordering::AcqRel);
         // ORDERING: heavy half of the asymmetric fence, partner of `has_waiters`' light
-        // fence: the caller's re-check comes after every notifier's earlier publish.
-        // If it could not be issued, `sleep` caps the sleep (a wake may be lost).
-        let _ = crate::sync::heavy_fence();
+        // fence: our re-check comes after every notifier's earlier publish, and every
+        // later notifier sees FENCED. If it could not be issued, `sleep` caps the
+        // sleep (a wake may be lost) and FENCED_READY stays clear.
+        if crate::sync::heavy_fence() {
+            // ORDERING: Release RMW, read by later sleepers' AcqRel `fetch_add`.
+            self.waiters.fetch_or(FENCED_READY, Ordering::AcqRel);
+        }
         epoch
     }
 
-    /// [`EventCount::prepare_wait`] without the heavy fence: a notifier whose publish
-    /// is still in its store buffer may miss this sleeper, so the caller must bound the
-    /// sleep that follows (as [`wait_until`] does with its first, short sleep).
+    /// [`EventCount::prepare_wait`] without any fence: a notifier may miss this
+    /// sleeper, so the caller must bound the sleep that follows (a wait whose deadline
+    /// passed, which only polls once more).
     #[inline]
     pub fn prepare_wait_unfenced(&self) -> u32 {
         // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
         let epoch = self.epoch.load(Ordering::Acquire);
         // ORDERING: AcqRel, partner of notify's AcqRel RMW in the full-fence form. A
-        // light-fence notifier is ordered against it only by `prepare_wait`'s heavy
-        // fence; without that, nothing orders the two (hence the bounded sleep).
+        // light-fence notifier is not ordered against it (hence the bounded sleep).
         self.waiters.fetch_add(1, Ordering::AcqRel);
         epoch
     }
@@ -165,10 +209,109 @@ impl EventCount {
         self.waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// End the sleeping regime (clear [`FENCED`]) if nobody sleeps: called by a waiter
+    /// whose waits keep ending without sleeping, so that notifiers go back to the
+    /// light fence. A sleeper that announces itself meanwhile makes this a no-op
+    /// (the RMWs of `waiters` are totally ordered), and one that comes after sees
+    /// FENCED_READY clear and issues the heavy fence again.
+    pub fn relax(&self) {
+        // ORDERING: Relaxed load: a hint only; the CAS decides.
+        if self.waiters.load(Ordering::Relaxed) == FENCED | FENCED_READY {
+            // ORDERING: Relaxed CAS: orders nothing but the RMW order of `waiters`.
+            let _ = self.waiters.compare_exchange(FENCED | FENCED_READY, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// How many threads sleep (or are about to) on this event count.
+    pub fn sleepers(&self) -> u32 {
+        // ORDERING: Relaxed: a report for tests and diagnostics.
+        self.waiters.load(Ordering::Relaxed) & COUNT_MASK
+    }
+
+    /// True while the waiting side is in its sleeping regime (notifiers fence).
+    pub fn is_fenced(&self) -> bool {
+        // ORDERING: Relaxed: a report for tests and diagnostics.
+        self.waiters.load(Ordering::Relaxed) & FENCED != 0
+    }
+
     /// Reset the sleeper count: called by a new owner of the only role that waits here,
     /// so that a sleeper that died mid-wait does not cost every notify a syscall.
     pub fn reset_waiters(&self) {
         self.waiters.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Bits of [`EventCount::waiters`] that count sleepers.
+pub const COUNT_MASK: u32 = (1 << 28) - 1;
+/// Bit of [`EventCount::waiters`]: the waiting side is in its sleeping regime, and
+/// notifiers issue a full fence before deciding whether to wake (see
+/// [`EventCount::prepare_wait`]).
+pub const FENCED: u32 = 1 << 30;
+/// Bit of [`EventCount::waiters`]: [`FENCED`] is in force (the sleeper that set it
+/// completed its heavy fence), so a sleeper needs only a fence of its own.
+pub const FENCED_READY: u32 = 1 << 29;
+
+/// Waits in a row that end without sleeping before a waiter ends the sleeping regime
+/// ([`EventCount::relax`]): notifiers then drop their full fence, which costs a
+/// streaming producer a store-buffer drain per message.
+const RELAX_AFTER: u32 = 64;
+
+/// What one endpoint handle remembers of its recent waits (private to the handle), so
+/// that [`WaitPolicy::Adaptive`] spins when messages come within its spin window and
+/// goes straight to sleep when they do not, as glibc's adaptive mutex tunes its spin
+/// count from past acquisitions and Linux busy-poll budgets do.
+///
+/// After a wait that slept, the next one spins half as long, unless the whole wait
+/// lasted no longer than the policy's spin (then spinning would have caught it: full
+/// spin again). A wait that ended while spinning restores the full spin. So at one
+/// message per millisecond an adaptive consumer stops spinning after a few messages,
+/// and a burst brings the spin back at its first short wait.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WaitHistory {
+    /// Learned spin, ns; `None`: the policy's full spin.
+    spin_ns: Option<u32>,
+    /// Waits in a row that ended without sleeping.
+    awake: u32,
+    /// When the per-slice check (peer liveness: about ten syscalls) is due again. A
+    /// consumer fed once per millisecond sleeps once per message; checking before each
+    /// sleep cost it more CPU than the sleep. `None`: before the first sleep.
+    next_check: Option<Instant>,
+}
+
+impl WaitHistory {
+    /// How long an adaptive wait with `full` spin should busy-poll now.
+    pub fn spin(&self, full: Duration) -> Duration {
+        self.spin_ns.map_or(full, |ns| Duration::from_nanos(u64::from(ns)).min(full))
+    }
+
+    /// The spin an adaptive `policy` should use now (`policy` itself otherwise).
+    pub fn policy(&self, policy: WaitPolicy) -> WaitPolicy {
+        match policy {
+            WaitPolicy::Adaptive { spin } => WaitPolicy::Adaptive { spin: self.spin(spin) },
+            other => other,
+        }
+    }
+
+    /// A wait ended without sleeping.
+    fn awake(&mut self, ev: &EventCount) {
+        self.spin_ns = None;
+        self.awake = self.awake.saturating_add(1);
+        if self.awake == RELAX_AFTER {
+            ev.relax();
+        }
+    }
+
+    /// A wait slept, and lasted `waited` in all; `full` is the policy's spin.
+    fn slept(&mut self, waited: Duration, full: Option<Duration>) {
+        self.awake = 0;
+        let Some(full) = full else { return };
+        if waited <= full {
+            self.spin_ns = None;
+        } else {
+            let half = self.spin(full).as_nanos() / 2;
+            // Below half a µs a spin catches nothing a futex wake would not.
+            self.spin_ns = Some(if half < 500 { 0 } else { u32::try_from(half).unwrap_or(u32::MAX) });
+        }
     }
 }
 
@@ -267,7 +410,8 @@ pub enum WaitError<E> {
 /// `ctx` is the state the closures work on (a ring producer or consumer); it is passed
 /// to each closure in turn so they can borrow it mutably. `poll` runs on every spin and
 /// after every wake; `every_slice` at most every [`SLICE`] (peer liveness). `deadline =
-/// None` waits forever.
+/// None` waits forever. Without a [`WaitHistory`] an adaptive policy spins its full
+/// time on every wait (see [`wait_until_learning`]).
 ///
 /// # Errors
 /// [`WaitError::TimedOut`] once `deadline` passed (after one last poll);
@@ -276,6 +420,31 @@ pub fn wait_until<C, T, E, P: Park>(
     ctx: &mut C,
     event: impl Fn(&C) -> (&EventCount, &P),
     policy: WaitPolicy,
+    deadline: Option<Instant>,
+    poll: impl FnMut(&mut C) -> Result<Option<T>, E>,
+    every_slice: impl FnMut(&mut C) -> Result<(), E>,
+) -> Result<T, WaitError<E>> {
+    wait_until_learning(ctx, event, policy, &mut WaitHistory::default(), deadline, poll, every_slice)
+}
+
+/// [`wait_until`] for an endpoint that keeps a [`WaitHistory`]: an adaptive policy
+/// spins as long as the history says, and the outcome of this wait goes into it.
+///
+/// Phases: busy-poll (forever for [`WaitPolicy::Spin`], the learned spin for
+/// [`WaitPolicy::Adaptive`], not at all for [`WaitPolicy::Block`]), then sleep on the
+/// futex in slices. There is no `sched_yield` phase: with other runnable threads on the
+/// CPU a yield hands them the CPU for up to a scheduler slice (milliseconds) while this
+/// waiter is not registered as a sleeper, so a message arriving then waits for the
+/// slice to end; a futex sleeper is woken at once, with the scheduler's wake-up
+/// preference.
+///
+/// # Errors
+/// As [`wait_until`].
+pub fn wait_until_learning<C, T, E, P: Park>(
+    ctx: &mut C,
+    event: impl Fn(&C) -> (&EventCount, &P),
+    policy: WaitPolicy,
+    history: &mut WaitHistory,
     deadline: Option<Instant>,
     mut poll: impl FnMut(&mut C) -> Result<Option<T>, E>,
     mut every_slice: impl FnMut(&mut C) -> Result<(), E>,
@@ -289,17 +458,19 @@ pub fn wait_until<C, T, E, P: Park>(
         if !slipped {
             slip::record_short_wait();
         }
+        history.awake(event(ctx).0);
         return Ok(v);
     }
     // The clock is first read after 64 polls (a vDSO `clock_gettime` costs ~20 ns, as
     // much as the rest of a short wait): `spin` and the first slice count from there.
     let mut start: Option<Instant> = None;
     let mut next_check = None;
-    let spin_for = match policy {
+    let full_spin = match policy {
         WaitPolicy::Spin => None,
         WaitPolicy::Adaptive { spin } => Some(spin),
         WaitPolicy::Block => Some(Duration::ZERO),
     };
+    let spin_for = full_spin.map(|s| history.spin(s));
     // Phase 1: busy-poll (forever for Spin).
     let mut spins: u32 = 0;
     loop {
@@ -307,6 +478,7 @@ pub fn wait_until<C, T, E, P: Park>(
             if !slipped && spins < slip::short_polls() {
                 slip::record_short_wait();
             }
+            history.awake(event(ctx).0);
             return Ok(v);
         }
         spins = spins.wrapping_add(1);
@@ -329,22 +501,31 @@ pub fn wait_until<C, T, E, P: Park>(
         }
         spin_hint();
     }
-    // Phase 2: yield a few times (Adaptive only).
-    if matches!(policy, WaitPolicy::Adaptive { .. }) {
-        for _ in 0..YIELDS {
-            yield_now();
-            if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
-                return Ok(v);
-            }
-        }
-    }
-    // Phase 3: sleep on the futex in slices; check the peer before the first sleep.
-    let mut next_check = Instant::now();
-    let mut fenced = false;
+    let started = start.unwrap_or_else(Instant::now);
+    let result = sleep_phase(ctx, &event, deadline, &mut history.next_check, &mut poll, &mut every_slice);
+    history.slept(started.elapsed(), full_spin);
+    result
+}
+
+/// Phase 2 of [`wait_until_learning`]: sleep on the futex in slices, running
+/// `every_slice` when `due` says (before the first sleep of a handle, then every
+/// [`SLICE`] across its waits) and at the deadline.
+fn sleep_phase<C, T, E, P: Park>(
+    ctx: &mut C,
+    event: &impl Fn(&C) -> (&EventCount, &P),
+    deadline: Option<Instant>,
+    due: &mut Option<Instant>,
+    poll: &mut impl FnMut(&mut C) -> Result<Option<T>, E>,
+    every_slice: &mut impl FnMut(&mut C) -> Result<(), E>,
+) -> Result<T, WaitError<E>> {
+    let mut next_check = due.unwrap_or_else(Instant::now);
     loop {
-        // A wait whose deadline passed only polls once more: no heavy fence for that.
-        let fence = fenced && deadline.is_none_or(|d| Instant::now() < d);
-        let epoch = if fence { event(ctx).0.prepare_wait() } else { event(ctx).0.prepare_wait_unfenced() };
+        // A wait whose deadline passed only polls once more: no fence for that.
+        let epoch = if deadline.is_some_and(|d| Instant::now() >= d) {
+            event(ctx).0.prepare_wait_unfenced()
+        } else {
+            event(ctx).0.prepare_wait()
+        };
         let ready = poll(ctx);
         let now = Instant::now();
         let outcome = match ready {
@@ -355,6 +536,7 @@ pub fn wait_until<C, T, E, P: Park>(
             }
             Ok(None) if now >= next_check => {
                 next_check = now + SLICE;
+                *due = Some(next_check);
                 every_slice(ctx).err().map(|e| Err(WaitError::Failed(e)))
             }
             Ok(None) => None,
@@ -367,17 +549,67 @@ pub fn wait_until<C, T, E, P: Park>(
         if let Some(d) = deadline {
             nap = nap.min(d.saturating_duration_since(now));
         }
-        if !fenced {
-            nap = nap.min(FIRST_NAP);
-        }
         let (ev, park) = event(ctx);
         ev.sleep(park, epoch, Some(nap));
         ev.finish_wait();
-        // Woken, most likely because the data is there: look before announcing again,
-        // which costs a heavy fence (an IPI to the peer's CPU, several µs on a VM).
+        // Woken, most likely because the data is there: look before announcing again.
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
             return Ok(v);
         }
-        fenced = true;
+    }
+}
+
+#[cfg(all(test, not(shmplane_loom)))]
+mod tests {
+    use super::*;
+
+    const FULL: Duration = Duration::from_micros(20);
+
+    #[test]
+    fn adaptive_spin_halves_after_long_waits_and_comes_back() {
+        let ev = EventCount::default();
+        let mut h = WaitHistory::default();
+        assert_eq!(h.spin(FULL), FULL);
+        // One message per millisecond: every wait sleeps and lasts ~1 ms.
+        let mut spins = vec![];
+        for _ in 0..8 {
+            h.slept(Duration::from_millis(1), Some(FULL));
+            spins.push(h.spin(FULL).as_nanos());
+        }
+        assert_eq!(spins, [10_000, 5_000, 2_500, 1_250, 625, 0, 0, 0]);
+        // A wait that slept but would have been caught by the full spin restores it.
+        h.slept(Duration::from_micros(12), Some(FULL));
+        assert_eq!(h.spin(FULL), FULL);
+        h.slept(Duration::from_millis(1), Some(FULL));
+        // So does a wait that ended while spinning.
+        h.awake(&ev);
+        assert_eq!(h.spin(FULL), FULL);
+        assert_eq!(h.policy(WaitPolicy::Block), WaitPolicy::Block);
+    }
+
+    #[test]
+    fn sleeping_regime_ends_after_a_run_of_awake_waits() {
+        let ev = EventCount::default();
+        let mut h = WaitHistory::default();
+        let _ = ev.prepare_wait();
+        ev.finish_wait();
+        assert!(ev.is_fenced(), "a sleeper leaves notifiers fencing");
+        assert_eq!(ev.sleepers(), 0);
+        h.slept(Duration::from_millis(1), Some(FULL));
+        for _ in 0..RELAX_AFTER - 1 {
+            h.awake(&ev);
+        }
+        assert!(ev.is_fenced());
+        h.awake(&ev);
+        assert!(!ev.is_fenced(), "relaxed after {RELAX_AFTER} waits that did not sleep");
+        // Not while somebody sleeps.
+        let _ = ev.prepare_wait();
+        ev.finish_wait();
+        let _ = ev.prepare_wait();
+        ev.relax();
+        assert!(ev.is_fenced());
+        ev.finish_wait();
+        ev.relax();
+        assert!(!ev.is_fenced());
     }
 }

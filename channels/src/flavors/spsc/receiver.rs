@@ -18,7 +18,7 @@ use shmplane_shm::liveness::{self, CLOSED};
 use shmplane_shm::ring::{self, Consumer, Record, RingStore};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentRing;
-use shmplane_shm::wait::{WaitPolicy, SLICE};
+use shmplane_shm::wait::{WaitHistory, WaitPolicy, SLICE};
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -40,6 +40,8 @@ pub struct Receiver {
 struct Inner {
     consumer: Consumer<SegmentRing>,
     role: Role,
+    /// What this handle's recent waits for messages were like (adaptive spinning).
+    history: WaitHistory,
 }
 
 impl Inner {
@@ -150,6 +152,7 @@ impl Op<'_> {
             &mut self.inner.consumer,
             |c| (&c.store().control().data_ready.value, c.store().park()),
             policy,
+            &mut self.inner.history,
             wait,
             |c| c.try_peek().map_err(|e| seg_err(e, c)),
             |c| match check_peer(c.store().segment(), PRODUCER, ring::poisoned(c.store())) {
@@ -171,7 +174,7 @@ impl Op<'_> {
     /// closed) and nothing more is queued. No deadline: a live sender that began a
     /// message finishes it or cuts it; the hook still ends the wait.
     fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize) -> Result<Record> {
-        let consumer = &mut self.inner.consumer;
+        let Inner { consumer, history, .. } = &mut *self.inner;
         match consumer.try_peek() {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
@@ -182,6 +185,7 @@ impl Op<'_> {
             consumer,
             |c| (&c.store().control().data_ready.value, c.store().park()),
             policy,
+            history,
             &mut rest,
             |c| match c.try_peek() {
                 Ok(None) if c.at_cut() => Err(Error::Truncated { received, total }),
@@ -388,7 +392,7 @@ impl Receiver {
         if fresh {
             role.register(consumer.store().segment());
         }
-        Ok(Receiver { inner: Some(Inner { consumer, role }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
+        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default() }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
     }
 
     fn segment(&self) -> Option<&Segment> {
@@ -548,7 +552,8 @@ impl Receiver {
         let fast = match self.inner.as_mut() {
             Some(inner) if inner.role.try_enter(inner.consumer.store().role::<CONSUMER>()) => {
                 let mut record = inner.consumer.try_peek_fast();
-                if record.is_none() && spin_for_record(&inner.consumer, self.policy, &wait, &mut spun) {
+                let policy = inner.history.policy(self.policy);
+                if record.is_none() && spin_for_record(&inner.consumer, policy, &wait, &mut spun) {
                     // Retried here, so that a message that arrives while we spin takes
                     // the fast path too (the general path returns through memory).
                     record = inner.consumer.try_peek_fast();
@@ -725,7 +730,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn close(&mut self) {
-        if let Some(Inner { consumer, mut role }) = self.inner.take() {
+        if let Some(Inner { consumer, mut role, .. }) = self.inner.take() {
             role.close(consumer.into_store().into_segment());
         }
     }

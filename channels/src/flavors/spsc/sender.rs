@@ -15,7 +15,7 @@ use shmplane_shm::header::SegmentKind;
 use shmplane_shm::ring::{self, Claim, Producer, RingStore};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentRing;
-use shmplane_shm::wait::WaitPolicy;
+use shmplane_shm::wait::{WaitHistory, WaitPolicy};
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
@@ -31,6 +31,8 @@ pub struct Sender {
 struct Inner {
     producer: Producer<SegmentRing>,
     role: Role,
+    /// What this handle's recent waits for room were like (adaptive spinning).
+    history: WaitHistory,
 }
 
 impl Inner {
@@ -103,6 +105,7 @@ impl Op<'_> {
             &mut self.inner.producer,
             |p| (&p.store().control().space_ready.value, p.store().park()),
             policy,
+            &mut self.inner.history,
             wait,
             |p| p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())),
             |p| check_peer(p.store().segment(), CONSUMER, ring::poisoned(p.store())),
@@ -271,7 +274,7 @@ impl Sender {
         if fresh {
             role.register(producer.store().segment());
         }
-        Ok(Sender { inner: Some(Inner { producer, role }), policy: WaitPolicy::default() })
+        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default() }), policy: WaitPolicy::default() })
     }
 
     #[inline(always)]
@@ -601,7 +604,7 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn close(&mut self) {
-        if let Some(Inner { producer, mut role }) = self.inner.take() {
+        if let Some(Inner { producer, mut role, .. }) = self.inner.take() {
             role.close(producer.into_store().into_segment());
         }
     }
