@@ -111,9 +111,10 @@ impl Role {
 
     /// Close this copy's hold: release the lease and its copy entry, then close the
     /// segment's role (see `Segment::close_role`).
-    pub(crate) fn close(&mut self, segment: Segment) {
+    /// Close this handle's hold on the role; `wake`: see `Segment::close_role`.
+    pub(crate) fn close(&mut self, segment: Segment, wake: Option<usize>) {
         let me = self.me();
-        segment.close_role(self.index, &mut self.lease, &mut self.claims, me);
+        segment.close_role(self.index, &mut self.lease, &mut self.claims, me, wake);
     }
 }
 

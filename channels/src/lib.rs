@@ -44,7 +44,7 @@ pub use bytemuck::{Pod, Zeroable};
 pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};
 pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};
-pub use shmplane_shm::wait::WaitPolicy;
+pub use shmplane_shm::wait::{suspected_lost_wakes, WaitPolicy};
 pub use slot::{ByteSlot, Slot};
 pub use wait::Wait;
 

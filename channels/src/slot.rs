@@ -587,18 +587,22 @@ impl ByteSlot {
         if !wait.blocks() {
             return Err(Error::Empty);
         }
-        let mut mine = self.history.try_lock().ok();
+        let mut mine = match self.history.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
         let mut scratch = WaitHistory::default();
         wait_for(
             &mut store,
             |s| (&s.control().updated.value, s.park()),
-            self.policy,
-            mine.as_deref_mut().unwrap_or(&mut scratch),
+            (self.policy, mine.as_deref_mut().unwrap_or(&mut scratch)),
             &mut wait,
             |s| {
                 let v = seqlock::version(*s);
                 Ok((v != since).then_some(v))
             },
+            |_| false,
             |_| Ok(()),
         )
     }

@@ -3,10 +3,12 @@
 //!
 //! Every blocking call (send waiting for room, receive waiting for a message or its
 //! next chunk, a copy waiting for another copy's operation to end, a slot waiting for
-//! an update) goes through [`wait_for`] or [`sleep_until`]: busy-poll, then yield, then
-//! sleep on the shared futex (`shmplane_shm::wait`), and at most every
-//! [`SLICE`](shmplane_shm::wait::SLICE) (50 ms) run the endpoint's own check (is the
-//! peer alive? is the ring poisoned?) and then the caller's [`Wait::with_hook`] hook.
+//! an update) goes through [`wait_for`] or [`sleep_until`]: busy-poll (as long as the
+//! endpoint's `WaitHistory` says it pays), then sleep on the shared futex
+//! (`shmplane_shm::wait`), and at most every [`SLICE`](shmplane_shm::wait::SLICE)
+//! (50 ms) run the endpoint's own check (is the peer alive? is the ring poisoned?) and
+//! then the caller's [`Wait::with_hook`] hook. A peer's close wakes its sleeping peer,
+//! which sees it at once (a one-load look before every sleep).
 //! The Python binding's hook re-takes the GIL and checks for signals, so Ctrl-C ends
 //! any wait within one slice; returning an error from a hook ends the wait with it.
 
@@ -134,7 +136,10 @@ impl<'a> Wait<'a> {
 /// Wait until `poll` returns `Some`, following `policy` as the endpoint's `history`
 /// tunes it (adaptive spinning), sleeping on the event count that `event` picks out of
 /// `ctx`; every slice run `check` (the endpoint's liveness check), then the caller's
-/// hook. The caller handles [`Wait::no_wait`] itself.
+/// hook. `closed` is a cheap look (one load) at whether the peer closed: when `poll`
+/// finds nothing and `closed` says yes, `check` runs at once instead of at the next
+/// slice, so a close (which wakes sleepers) is reported without delay. The caller
+/// handles [`Wait::no_wait`] itself.
 ///
 /// # Errors
 /// [`Error::Timeout`] once the deadline passed; the first error of `poll`, `check` or
@@ -142,13 +147,20 @@ impl<'a> Wait<'a> {
 pub(crate) fn wait_for<C, T, P: Park>(
     ctx: &mut C,
     event: impl Fn(&C) -> (&EventCount, &P),
-    policy: WaitPolicy,
-    history: &mut WaitHistory,
+    (policy, history): (WaitPolicy, &mut WaitHistory),
     wait: &mut Wait<'_>,
-    poll: impl FnMut(&mut C) -> Result<Option<T>>,
-    mut check: impl FnMut(&mut C) -> Result<()>,
+    mut poll: impl FnMut(&mut C) -> Result<Option<T>>,
+    closed: impl Fn(&C) -> bool,
+    check: impl Fn(&mut C) -> Result<()>,
 ) -> Result<T> {
     let deadline = wait.deadline;
+    let poll = |c: &mut C| match poll(c)? {
+        None if closed(c) => {
+            check(c)?;
+            poll(c)
+        }
+        ready => Ok(ready),
+    };
     wait_until_learning(ctx, event, policy, history, deadline, poll, |c| {
         check(c)?;
         wait.run_hook()

@@ -390,6 +390,7 @@ fn child_entry() {
                 }
             }
             tx.close();
+            say(&format!("RESULT {}", shmplane::suspected_lost_wakes()));
         }
         other => panic!("unknown child role {other:?}"),
     }
@@ -1049,8 +1050,10 @@ fn clean_close_races_with_concurrent_spawn() {
 /// Every wake-up happens: request/reply with untimed waits on both sides, under two
 /// CPU hogs, pacing that alternates back-to-back rounds (waits end while spinning) with
 /// pauses (waits end in the futex, which moves the waiters into the sleeping regime
-/// and back). A lost wake-up hangs a round, which the watchdog turns into a failure;
-/// nothing here is timed.
+/// and back). Every sleep is bounded by a 50 ms slice, so a lost wake-up costs a slice
+/// rather than hanging; both processes count sleeps that ran out while the data was
+/// there and nobody had notified (`suspected_lost_wakes`), which must stay 0. The
+/// watchdog catches a hang; nothing here is timed.
 fn every_wakeup_happens(policy: &'static str) {
     let name = format!("wakeups-{policy}-{}", std::process::id());
     let (mut tx, rx_req) = channel_named(&format!("{name}.req"), 4096).unwrap();
@@ -1077,6 +1080,7 @@ fn every_wakeup_happens(policy: &'static str) {
         tx.set_wait_policy(WaitPolicy::Block);
         rx.set_wait_policy(WaitPolicy::Block);
     }
+    let lost_before = shmplane::suspected_lost_wakes();
     let rounds = with_watchdog(Duration::from_secs(90), move || {
         for i in 0..3000u64 {
             if i % 3 == 0 {
@@ -1093,8 +1097,12 @@ fn every_wakeup_happens(policy: &'static str) {
     for h in hogs {
         h.join().unwrap();
     }
+    assert_eq!(child.expect_line("RESULT"), "0", "the echo child missed wake-ups");
     child.assert_success();
     close_receiver(rounds);
+    // Other tests of this binary run in parallel and may add to the count, but none
+    // should ever lose a wake either.
+    assert_eq!(shmplane::suspected_lost_wakes() - lost_before, 0, "the requester missed wake-ups");
 }
 
 #[test]

@@ -158,9 +158,16 @@ macro_rules! endpoint_pymethods {
                 Ok(())
             }
 
-            /// The descriptor holding this end's role.
-            fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+            /// The descriptor of the segment that holds this end's role (what pickling
+            /// duplicates into a child). Not for waiting: use ``fileno()``.
+            fn _segment_fd(&self, py: Python<'_>) -> PyResult<i32> {
                 self.lock(py)?.fd().ok_or_else(|| to_py(py, Error::Closed))
+            }
+
+            /// The descriptor of this end's write end of the peer's doorbell (pickling
+            /// duplicates it with the segment's), or None.
+            fn _doorbell_fd(&self, py: Python<'_>) -> PyResult<Option<i32>> {
+                Ok(self.lock(py)?.doorbell_fd())
             }
 
             /// The channel's name.
@@ -274,6 +281,29 @@ impl PySender {
 }
 
 endpoint_pymethods!(PySender, "sender", "Sender", {
+    /// A descriptor that ``select``, ``selectors``, ``multiprocessing.connection.wait``
+    /// and asyncio's ``add_reader`` can wait on for room: readable once a small
+    /// message fits again, or the receiver closed or died (see ``Receiver.fileno``;
+    /// the FIFO is ``/dev/shm/shmplane.<name>@tx``). Each call re-arms it.
+    ///
+    /// Raises:
+    ///     As ``Receiver.fileno``.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+        self.lock(py)?.readiness_fd(1).map_err(|e| to_py(py, e))
+    }
+
+    /// ``fileno()`` armed for room for a message of ``nbytes`` (one record at most).
+    fn _space_fd(&self, py: Python<'_>, nbytes: usize) -> PyResult<i32> {
+        self.lock(py)?.readiness_fd(nbytes).map_err(|e| to_py(py, e))
+    }
+
+    /// ``await tx.send_async(obj, timeout=None)``: send without blocking the event loop
+    /// (see ``shmplane._aio``).
+    #[pyo3(signature = (obj, timeout=None))]
+    fn send_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmplane._aio")?.call_method1("send_async", (slf, obj, timeout))
+    }
+
     /// Create channel `name` (capacity in bytes, a power of two) and attach as sender.
     #[staticmethod]
     #[pyo3(signature = (name, capacity=DEFAULT_CAPACITY as i64))]
@@ -292,10 +322,11 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
 
     /// Adopt descriptor `fd` (ownership passes to the Sender). Used by unpickling.
     #[staticmethod]
-    #[pyo3(signature = (fd, name=None))]
-    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (fd, name=None, doorbell_fd=None))]
+    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>, doorbell_fd: Option<i32>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
-        let s = py.detach(|| Sender::from_fd(fd, name)).py_err(py)?;
+        let doorbell = doorbell_fd.map(owned_fd).transpose()?;
+        let s = py.detach(|| Sender::from_fds(fd, doorbell, name)).py_err(py)?;
         tracked(py, PySender { inner: Mutex::new(s) })
     }
 
@@ -499,10 +530,11 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
 
     /// Adopt descriptor `fd` (ownership passes to the Receiver). Used by unpickling.
     #[staticmethod]
-    #[pyo3(signature = (fd, name=None))]
-    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (fd, name=None, doorbell_fd=None))]
+    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>, doorbell_fd: Option<i32>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
-        let r = py.detach(|| Receiver::from_fd(fd, name)).py_err(py)?;
+        let doorbell = doorbell_fd.map(owned_fd).transpose()?;
+        let r = py.detach(|| Receiver::from_fds(fd, doorbell, name)).py_err(py)?;
         tracked(py, PyReceiver { inner: Mutex::new(r) })
     }
 
@@ -537,6 +569,36 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
         slf
+    }
+
+    /// A descriptor that ``select``, ``selectors``, ``multiprocessing.connection.wait``
+    /// and asyncio's ``add_reader`` can wait on: readable iff ``try_recv`` would not
+    /// raise ``Empty`` (a message is queued, or the sender closed or died). Each call
+    /// re-arms it (``select`` and ``connection.wait`` call it before every wait), and so
+    /// does every receive that empties the channel. The descriptor (the read end of the
+    /// channel's doorbell FIFO, ``/dev/shm/shmplane.<name>@rx``) belongs to this handle:
+    /// do not close it. Senders write to it only while a handle waits this way.
+    ///
+    /// Raises:
+    ///     ClosedError: this end is closed.
+    ///     InvalidArgumentError: the channel's name is gone (nothing to find the
+    ///         doorbell by), or another thread is using this end.
+    ///     NotFoundError, CorruptSegmentError: the doorbell is missing or not a
+    ///         private FIFO.
+    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+        self.lock(py)?.readiness_fd().map_err(|e| to_py(py, e))
+    }
+
+    /// ``await rx.recv_async(timeout=None)``: receive without blocking the event loop
+    /// (see ``shmplane._aio``).
+    #[pyo3(signature = (timeout=None))]
+    fn recv_async<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmplane._aio")?.call_method1("recv_async", (slf, timeout))
+    }
+
+    /// ``async for obj in rx``: receive until the sender closes.
+    fn __aiter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmplane._aio")?.call_method1("AsyncReceive", (slf,))
     }
 
     /// Iterate over received objects until the sender closes.

@@ -140,7 +140,16 @@ pub fn gc() -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(crate::region::SHM_DIR) else { return removed };
     for entry in dir.flatten() {
         let file_name = entry.file_name();
-        let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix(crate::region::PREFIX)) else { continue };
+        let Some(full) = file_name.to_str() else { continue };
+        // A doorbell whose segment is gone (its remover died in between).
+        if let Some(segment) = crate::bell::segment_of(full) {
+            if !std::path::Path::new(&crate::region::shm_path(segment)).exists() {
+                let _ = std::fs::remove_file(entry.path());
+                removed.push(full.strip_prefix(crate::region::PREFIX).unwrap_or(full).to_owned());
+            }
+            continue;
+        }
+        let Some(name) = full.strip_prefix(crate::region::PREFIX) else { continue };
         if let Ok(Some(file)) = stale(name) {
             file.unlink_if_same(name);
             removed.push(name.to_owned());

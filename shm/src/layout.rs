@@ -28,8 +28,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// must issue the heavy half (`membarrier`) before it re-checks (see [`crate::wait`]).
 /// 4: a role table sized by the segment kind, after a one-line header; role entries
 /// carry the copy lease of [`crate::lease`]; the header records the message format's
-/// version ([`WIRE_VERSION`]).
-pub const ABI_VERSION: u32 = 4;
+/// version ([`WIRE_VERSION`]). 5: `EventCount::waiters` carries the sleeping regime
+/// and the doorbell bits, and notifiers ring channel doorbells ([`crate::bell`]).
+pub const ABI_VERSION: u32 = 5;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the

@@ -3,6 +3,7 @@
 //! The shared-memory core of shmplane: every `unsafe` block and every atomic of the
 //! project lives in this crate. The safe public API is the `shmplane` crate.
 //!
+//! - [`bell`]: doorbells (named FIFOs) for waits through select/poll/epoll/asyncio.
 //! - [`buf`]: write-only destinations of received bytes.
 //! - [`sync`]: the atomics shim (std or loom under `cfg(shmplane_loom)`).
 //! - [`layout`]: `#[repr(C)]` descriptors of every shared layout, with const asserts.
@@ -13,13 +14,15 @@
 //! - [`gc`]: stale segments and their removal.
 //! - [`lease`]: which copy of an endpoint (fork, pickled handle) may operate now.
 //! - [`process`]: fork detection and asymmetric fences (`membarrier`).
-//! - [`wait`]: spin → yield → shared-futex wait protocol.
+//! - [`wait`]: spin → shared-futex wait protocol, with doorbells for OS-level waiters.
 //! - [`ring`]: the SPSC variable-size record ring.
 //! - [`seqlock`]: the crash-safe seqlock latch of latest-value slots.
 //! - [`liveness`]: endpoint ownership and dead-peer detection.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+#[cfg(not(shmplane_loom))]
+pub mod bell;
 pub mod buf;
 pub mod error;
 #[cfg(not(shmplane_loom))]

@@ -176,6 +176,9 @@ pub struct Producer<S: RingStore> {
     /// Last consumer position we read; `tail - cached_head <= capacity`.
     cached_head: u64,
     mask: u64,
+    /// Publishes in a row that found the consumer's sleeping regime with nobody asleep
+    /// (see `EventCount::notify_counted`).
+    fenced_idle: u32,
 }
 
 impl<S: RingStore> Producer<S> {
@@ -186,7 +189,7 @@ impl<S: RingStore> Producer<S> {
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
         let (tail, head) = stored_producer_position(&store)?;
-        Ok(Producer { store, tail, cached_head: head, mask })
+        Ok(Producer { store, tail, cached_head: head, mask, fenced_idle: 0 })
     }
 
     /// Attach without reading the positions: for a copy of a producer that other copies
@@ -195,7 +198,7 @@ impl<S: RingStore> Producer<S> {
     /// copy's first operation do so).
     pub fn unsynced(store: S) -> Self {
         let mask = store.capacity() as u64 - 1;
-        Producer { store, tail: 0, cached_head: 0, mask }
+        Producer { store, tail: 0, cached_head: 0, mask, fenced_idle: 0 }
     }
 
     /// Drop the private positions and resume from the shared ones, as [`attach`]
@@ -389,7 +392,7 @@ impl<S: RingStore> Producer<S> {
         self.store.prefetch(((next + PREFETCH_AHEAD) & self.mask) as usize, true);
         // ORDERING: Release, partner of `attach`'s Acquire (a restarted producer).
         ctl.tail.value.store(next, Ordering::Release);
-        ctl.data_ready.value.notify(self.store.park());
+        ctl.data_ready.value.notify_counted(self.store.park(), &mut self.fenced_idle);
     }
 }
 
@@ -503,6 +506,8 @@ pub struct Consumer<S: RingStore> {
     store: S,
     head: u64,
     mask: u64,
+    /// Releases in a row that found the producer's sleeping regime with nobody asleep.
+    fenced_idle: u32,
 }
 
 impl<S: RingStore> Consumer<S> {
@@ -513,14 +518,14 @@ impl<S: RingStore> Consumer<S> {
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
         let head = stored_consumer_position(&store)?;
-        Ok(Consumer { store, head, mask })
+        Ok(Consumer { store, head, mask, fenced_idle: 0 })
     }
 
     /// Attach without reading the position (see [`Producer::unsynced`]);
     /// [`Consumer::resync`] must run before the first peek.
     pub fn unsynced(store: S) -> Self {
         let mask = store.capacity() as u64 - 1;
-        Consumer { store, head: 0, mask }
+        Consumer { store, head: 0, mask, fenced_idle: 0 }
     }
 
     /// Drop the private position and resume from the shared one: after another copy of
@@ -672,7 +677,7 @@ impl<S: RingStore> Consumer<S> {
         // ORDERING: Release, partner of the producer's Acquire in `refresh_head`: our
         // reads of the record happen-before the producer overwrites it.
         ctl.head.value.store(self.head, Ordering::Release);
-        ctl.space_ready.value.notify(self.store.park());
+        ctl.space_ready.value.notify_counted(self.store.park(), &mut self.fenced_idle);
     }
 }
 

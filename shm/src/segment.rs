@@ -11,10 +11,11 @@ use crate::error::{Error, Result};
 use crate::gc::{finished, held_after_grace, stale};
 use crate::header::{has_magic, is_ready, validate, write_header, HeaderInfo, SegmentKind};
 use crate::kind::Params;
-use crate::layout::{control_offset, copy_lock_byte, role_offset, RoleEntry, SegmentHeader, INIT_LOCK_BYTE, ROLE_LOCK_BYTE};
+use crate::layout::{control_offset, copy_lock_byte, role_offset, EventCount, RoleEntry, SegmentHeader, INIT_LOCK_BYTE, ROLE_LOCK_BYTE};
 use crate::lease::{CopyId, Copies, Lease};
 use crate::liveness::{self, key_alive, PeerState, ATTACHED, CLOSED, CLOSING};
 use crate::region::{Region, ShmFile};
+use crate::wait::SharedFutex;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,17 @@ impl Segment {
         let info = new_info(kind, params)?;
         for _ in 0..8 {
             match ShmFile::create(name, info.total_len) {
-                Ok(file) => return Self::init(file, Some(name), info),
+                Ok(file) => {
+                    // Doorbells before the header: an opener that sees the segment
+                    // ready finds them (the name is ours: we created it exclusively).
+                    if kind == SegmentKind::Channel {
+                        if let Err(e) = crate::bell::create(name) {
+                            file.unlink_if_same(name);
+                            return Err(e);
+                        }
+                    }
+                    return Self::init(file, Some(name), info);
+                }
                 Err(Error::AlreadyExists { .. }) => match stale(name) {
                     Ok(Some(old)) => old.unlink_if_same(name),
                     Ok(None) => {
@@ -380,7 +391,10 @@ impl Segment {
     /// it, and unlink the name if the segment is finished (see [`crate::gc`]). Best
     /// effort; never fails. `me` is the caller's current identity (a fork child's
     /// inherited handle that never used the role releases nothing of the parent's).
-    pub fn close_role(self, role: usize, lease: &mut Lease, claims: &mut CopyClaims, me: CopyId) {
+    /// `wake`: the byte offset of the [`EventCount`] the peer sleeps on, woken once the
+    /// role reads closed, so that a waiting peer reports the close at once instead of
+    /// at its next liveness check.
+    pub fn close_role(self, role: usize, lease: &mut Lease, claims: &mut CopyClaims, me: CopyId, wake: Option<usize>) {
         let entry = self.role(role);
         // Ours to close if we hold the lease, or if nobody does (the copies that used it
         // closed, never existed, or died).
@@ -393,6 +407,12 @@ impl Segment {
             // SAFETY: the role table lies inside the region (validated at creation).
             let entry: &RoleEntry = unsafe { region.at(role_offset(role)) };
             liveness::set_state(entry, CLOSED);
+            if let Some(off) = wake.filter(|off| off + size_of::<EventCount>() <= region.len()) {
+                // SAFETY: in bounds (checked), 8-aligned control word of the kind's
+                // layout, atomics only.
+                let ev: &EventCount = unsafe { region.at(off) };
+                ev.wake_all(&SharedFutex);
+            }
             return;
         };
         let probe = file.reopen();
@@ -417,6 +437,9 @@ impl Segment {
                 liveness::swap_state(entry, CLOSING, ATTACHED);
             } else {
                 liveness::set_state(entry, CLOSED);
+                if let Some(off) = wake {
+                    wake_peer(&probe, off);
+                }
             }
         }
         drop(region);
@@ -466,6 +489,20 @@ impl Copies for SegmentCopies<'_> {
         if let Some(f) = &self.claims.file {
             f.unlock(copy_lock_byte(self.role, index));
         }
+    }
+}
+
+/// Wake every sleeper on the [`EventCount`] at byte `off` of `file` (a close-time probe:
+/// the segment may have been truncated meanwhile, so the size is checked first).
+fn wake_peer(file: &ShmFile, off: usize) {
+    let end = off + size_of::<EventCount>();
+    if off % 8 != 0 || file.size().map_or(true, |len| len < end as u64) {
+        return;
+    }
+    if let Ok(region) = Region::map(file, end) {
+        // SAFETY: in bounds of the mapping (checked), 8-aligned, atomics only.
+        let ev: &EventCount = unsafe { region.at(off) };
+        ev.wake_all(&SharedFutex);
     }
 }
 

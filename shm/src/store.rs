@@ -5,7 +5,9 @@ use crate::layout::{role_offset, RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALI
 use crate::ring::{ByteRingStore, RingStore};
 use crate::segment::Segment;
 use crate::sync::AtomicU64;
-use crate::wait::SharedFutex;
+use crate::bell::Ringer;
+use crate::sync::AtomicU32;
+use crate::wait::{Park, SharedFutex};
 
 /// A channel segment seen as ring storage.
 #[derive(Debug)]
@@ -14,6 +16,32 @@ pub struct SegmentRing {
     capacity: usize,
     control: usize,
     data: usize,
+    park: RingPark,
+}
+
+/// The shared futex, plus this handle's write end of the peer's doorbell (if the
+/// channel has doorbells; see [`crate::bell`]).
+#[derive(Debug, Default)]
+pub struct RingPark {
+    ringer: Option<Ringer>,
+}
+
+impl Park for RingPark {
+    #[inline]
+    fn park(&self, word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+        SharedFutex.park(word, expected, timeout);
+    }
+
+    #[inline]
+    fn unpark_all(&self, word: &AtomicU32) {
+        SharedFutex.unpark_all(word);
+    }
+
+    fn ring(&self) {
+        if let Some(r) = &self.ringer {
+            r.ring();
+        }
+    }
 }
 
 impl SegmentRing {
@@ -29,7 +57,17 @@ impl SegmentRing {
         let control = segment.control_offset();
         let data = (control + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
-        SegmentRing { segment, capacity, control, data }
+        SegmentRing { segment, capacity, control, data, park: RingPark::default() }
+    }
+
+    /// The descriptor of this handle's write end of the peer's doorbell, if any.
+    pub fn ringer_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.park.ringer.as_ref().map(Ringer::fd)
+    }
+
+    /// Ring `ringer` (the peer's doorbell) when a waiter armed it.
+    pub fn set_ringer(&mut self, ringer: Option<Ringer>) {
+        self.park.ringer = ringer;
     }
 
     /// The segment.
@@ -62,7 +100,7 @@ impl SegmentRing {
 // page-aligned data offset) and the control block lie inside the mapping, which lives as
 // long as the store; `header` asserts its offset; `read`/`write` copy the given range.
 unsafe impl RingStore for SegmentRing {
-    type Park = SharedFutex;
+    type Park = RingPark;
 
     #[inline]
     fn control(&self) -> &RingControl {
@@ -100,8 +138,8 @@ unsafe impl RingStore for SegmentRing {
     }
 
     #[inline]
-    fn park(&self) -> &SharedFutex {
-        &SharedFutex
+    fn park(&self) -> &RingPark {
+        &self.park
     }
 
     #[inline]

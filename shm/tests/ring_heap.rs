@@ -56,7 +56,7 @@ impl Backend for SegStore {
 
 // SAFETY: forwards to SegmentRing, which upholds the contract.
 unsafe impl RingStore for SegStore {
-    type Park = SharedFutex;
+    type Park = shmplane_shm::store::RingPark;
     fn control(&self) -> &RingControl {
         self.0.control()
     }
@@ -74,7 +74,7 @@ unsafe impl RingStore for SegStore {
         // SAFETY: the caller upholds the same contract, forwarded unchanged.
         unsafe { self.0.read(offset, dst, len) }
     }
-    fn park(&self) -> &SharedFutex {
+    fn park(&self) -> &shmplane_shm::store::RingPark {
         self.0.park()
     }
     fn prefetch(&self, offset: usize, write: bool) {

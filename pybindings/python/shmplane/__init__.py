@@ -16,7 +16,10 @@ Latest values, as ``multiprocessing.sharedctypes`` with reads that are never tor
 Messages of any size fit any channel (large ones stream through in chunks).
 Endpoints are context managers, pickle into ``multiprocessing`` children (fork, spawn,
 forkserver) as copies that take turns, like ``multiprocessing.Pipe`` connections, and
-wait with the GIL released (Ctrl-C works). Errors derive from :class:`ShmplaneError`.
+wait with the GIL released (Ctrl-C works). ``fileno()`` is a readiness descriptor for
+``select``/``selectors``/asyncio; ``shmplane.wait([...])`` waits on many endpoints (and
+sockets, connections) at once; ``await rx.recv_async()``, ``await tx.send_async(obj)``
+and ``async for obj in rx`` serve asyncio programs. Errors derive from :class:`ShmplaneError`.
 See README.md and docs/ for the design, the wire format and the measured figures.
 """
 
@@ -25,11 +28,12 @@ from __future__ import annotations
 from . import _handles  # noqa: F401  (pickling support for endpoints)
 from . import errors
 from ._shmplane import DEFAULT_CAPACITY, ByteSlot, Receiver, Sender, _channel
+from ._aio import wait
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
 from .sharedctypes import RawArray, RawValue
 
-__all__ = ["channel", "gc", "Sender", "Receiver", "RawValue", "RawArray", "ByteSlot", "DEFAULT_CAPACITY", *errors.__all__]
+__all__ = ["channel", "gc", "wait", "Sender", "Receiver", "RawValue", "RawArray", "ByteSlot", "DEFAULT_CAPACITY", *errors.__all__]
 
 
 def channel(

@@ -39,10 +39,11 @@ def track(endpoint: Sender | Receiver) -> None:
     util.register_after_fork(endpoint, track)
 
 
-def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str) -> Sender | Receiver:
+def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str, doorbell: Any = None) -> Sender | Receiver:
     fd = dupfd.detach()
+    bell = None if doorbell is None else doorbell.detach()
     cls = Sender if kind == "sender" else Receiver
-    endpoint = cls._from_fd(fd, name)
+    endpoint = cls._from_fd(fd, name, bell)
     if policy.startswith("adaptive(spin_us="):
         endpoint.set_policy("adaptive", float(policy[len("adaptive(spin_us=") : -1]))
     else:
@@ -52,7 +53,16 @@ def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str) -> Sender | R
 
 def reduce_endpoint(endpoint: Sender | Receiver, kind: str) -> tuple[Any, tuple[Any, ...]]:
     """``__reduce__`` of Sender/Receiver."""
-    return _rebuild, (kind, DupFd(endpoint.fileno()), endpoint.name, endpoint.policy)
+    bell = endpoint._doorbell_fd()
+    # The doorbell's write end travels too: while the copy is in flight the FIFO must
+    # keep a writer, or a waiter on the other end would read the peer as closed.
+    return _rebuild, (
+        kind,
+        DupFd(endpoint._segment_fd()),
+        endpoint.name,
+        endpoint.policy,
+        None if bell is None else DupFd(bell),
+    )
 
 
 def _rebuild_slot(dupfd: Any, name: str | None) -> Any:

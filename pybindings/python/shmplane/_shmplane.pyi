@@ -1,5 +1,6 @@
 """Type stubs of the native module ``shmplane._shmplane``."""
 
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, final
 
 from typing_extensions import Buffer, Self, disjoint_base
@@ -40,7 +41,7 @@ class Sender:
         Raises NotFoundError, CorruptSegmentError, IncompatibleSegmentError,
         WrongKindError, RoleTakenError (a live sender exists)."""
     @staticmethod
-    def _from_fd(fd: int, name: str | None = None) -> Sender: ...
+    def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None) -> Sender: ...
     def send(self, obj: Any, timeout: float | None = None) -> None:
         """Send ``obj`` (any size), waiting at most ``timeout`` seconds (None: forever)
         for room; the timeout covers the whole message. If the send stops part-way
@@ -61,7 +62,20 @@ class Sender:
     def close(self) -> None:
         """Close this end (idempotent). The receiver gets DisconnectedError after draining."""
     def fileno(self) -> int:
-        """The descriptor that holds this end's role."""
+        """A descriptor for ``select``/``selectors``/``multiprocessing.connection.wait``
+        and asyncio's ``add_reader``: readable once a small message fits again, or the
+        receiver closed or died (the read end of ``/dev/shm/shmplane.<name>@tx``).
+        Each call re-arms it. Do not close it.
+
+        Raises ClosedError, InvalidArgumentError (the channel's name is gone, or another
+        thread uses this end), NotFoundError / CorruptSegmentError (no private doorbell)."""
+    def _space_fd(self, nbytes: int) -> int: ...
+    def _segment_fd(self) -> int: ...
+    def _doorbell_fd(self) -> int | None: ...
+    def send_async(self, obj: Any, timeout: float | None = None) -> Coroutine[Any, Any, None]:
+        """``await tx.send_async(obj)``: send without blocking the event loop (waits on
+        ``fileno()`` with ``add_reader``; no helper thread). A message larger than the
+        ring goes from the loop's default executor. Raises as ``send``; Timeout."""
     @property
     def name(self) -> str | None: ...
     @property
@@ -100,7 +114,7 @@ class Receiver:
     def open(name: str) -> Receiver:
         """Attach to existing channel ``name`` as its receiver. Raises as Sender.open."""
     @staticmethod
-    def _from_fd(fd: int, name: str | None = None) -> Receiver: ...
+    def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None) -> Receiver: ...
     def recv(self, timeout: float | None = None) -> Any:
         """Receive the next message, waiting at most ``timeout`` seconds (None: forever)
         for it to begin; a message that began is received to its end.
@@ -120,7 +134,24 @@ class Receiver:
         """True if a message is ready, waiting at most ``timeout`` seconds."""
     def close(self) -> None:
         """Close this end (idempotent)."""
-    def fileno(self) -> int: ...
+    def fileno(self) -> int:
+        """A descriptor for ``select``/``selectors``/``multiprocessing.connection.wait``
+        and asyncio's ``add_reader``: readable iff ``try_recv`` would not raise Empty (a
+        message is queued, or the sender closed or died). Each call re-arms it, and so
+        does every receive that empties the channel. It is the read end of the
+        channel's doorbell FIFO (``/dev/shm/shmplane.<name>@rx``), which senders write
+        to only while a handle waits this way. Do not close it.
+
+        Raises ClosedError, InvalidArgumentError (the channel's name is gone, or another
+        thread uses this end), NotFoundError / CorruptSegmentError (no private doorbell)."""
+    def _segment_fd(self) -> int: ...
+    def _doorbell_fd(self) -> int | None: ...
+    def recv_async(self, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+        """``await rx.recv_async(timeout=None)``: receive without blocking the event loop
+        (waits on ``fileno()`` with ``add_reader``; no helper thread). Cancelling it
+        loses nothing: the message stays in the channel. Raises as ``recv``; Timeout."""
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for obj in rx``: objects until the sender closes."""
     @property
     def name(self) -> str | None: ...
     @property

@@ -164,6 +164,8 @@ impl ShmFile {
                 let cname = shm_name(name);
                 // SAFETY: cname is a valid C string.
                 unsafe { libc::shm_unlink(cname.as_ptr()) };
+                // A channel's doorbells go with its name.
+                crate::bell::remove(name);
             }
             _ => {}
         }

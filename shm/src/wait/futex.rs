@@ -15,6 +15,9 @@ pub trait Park {
     fn park(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>);
     /// Wake every thread parked on `word`, in any process.
     fn unpark_all(&self, word: &AtomicU32);
+    /// Ring the waiter's doorbell (an OS-level waiter armed it, see [`crate::bell`]).
+    /// Nothing by default: stores without doorbells (heap rings, loom models).
+    fn ring(&self) {}
 }
 
 /// `futex(2)` `FUTEX_WAIT`/`FUTEX_WAKE` without `FUTEX_PRIVATE_FLAG`, through the

@@ -15,6 +15,7 @@ use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::kind::Params;
 use shmplane_shm::layout::{check_ring_capacity, MAX_RING_CAPACITY, MIN_RING_CAPACITY};
+use shmplane_shm::bell::{Bell, Ringer, Side};
 use shmplane_shm::segment::Segment;
 
 /// Ring capacity of a channel made without one, in bytes (1 MiB): with messages of any
@@ -30,6 +31,57 @@ fn check_capacity(capacity_bytes: usize) -> Result<()> {
         Err(Error::InvalidArgument(format!(
             "capacity {capacity_bytes} bytes must be a power of two between {MIN_RING_CAPACITY} and {MAX_RING_CAPACITY}"
         )))
+    }
+}
+
+/// The name `segment`'s doorbells go by: its own, or for a copy made from a
+/// descriptor without a name, the name the descriptor was opened by.
+fn doorbell_name(segment: &Segment) -> Option<String> {
+    if let Some(name) = segment.name() {
+        return Some(name.to_owned());
+    }
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", segment.fd()?)).ok()?;
+    let name = link.to_str()?.strip_prefix("/dev/shm/shmplane.")?;
+    (!name.ends_with(" (deleted)")).then(|| name.to_owned())
+}
+
+/// This handle's write end of the peer's doorbell on `side` (`None`: the channel's name
+/// is gone, so no peer can wait through the OS either).
+fn open_ringer(segment: &Segment, side: Side) -> Option<Ringer> {
+    Ringer::open(&doorbell_name(segment)?, side).ok()
+}
+
+/// The waiting side's end of its doorbell (see `shmplane_shm::bell`), opened the first
+/// time the handle is waited on through the OS.
+#[derive(Debug)]
+struct Doorbell {
+    bell: Bell,
+    name: String,
+    side: Side,
+}
+
+impl Doorbell {
+    fn open(segment: &Segment, side: Side) -> Result<Doorbell> {
+        let name = doorbell_name(segment).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} has no name left to find its doorbell by; waiting through select/asyncio needs a named channel",
+                segment.path()
+            ))
+        })?;
+        Ok(Doorbell { bell: Bell::open(&name, side)?, name, side })
+    }
+
+    /// Make the descriptor's state exact: drain it, arm the doorbell on `event` (the
+    /// caller's re-check follows inside `ready`), and ring it ourselves if `ready()`
+    /// already holds. Returns `true` if the doorbell has no writer left (every handle
+    /// of the peer closed or died): the caller should check the peer now.
+    fn arm(&self, event: &shmplane_shm::layout::EventCount, ready: impl FnOnce() -> bool) -> bool {
+        let peer_gone = self.bell.drain();
+        event.arm_doorbell();
+        if ready() {
+            self.bell.ring_own(&self.name, self.side);
+        }
+        peer_gone
     }
 }
 
@@ -80,6 +132,6 @@ pub fn channel(capacity_bytes: usize) -> Result<(Sender, Receiver)> {
 pub fn channel_named(name: &str, capacity_bytes: usize) -> Result<(Sender, Receiver)> {
     let sender = Sender::create(name, capacity_bytes)?;
     let segment = sender.segment().expect("new sender is open").reopen()?;
-    let receiver = Receiver::attach(segment, true)?;
+    let receiver = Receiver::attach(segment, true, None)?;
     Ok((sender, receiver))
 }

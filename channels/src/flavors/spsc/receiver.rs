@@ -8,7 +8,8 @@
 //! [`Receiver::begin`] returns an [`Incoming`] message with its validated
 //! [`Head`](crate::frame::Head), and [`Incoming::read_into`] copies it out.
 
-use super::create_segment;
+use super::{create_segment, open_ringer, Doorbell};
+use shmplane_shm::bell::{Ringer, Side};
 use crate::endpoint::{check_peer, ring_error, Role, CONSUMER, PRODUCER};
 use crate::frame::{self, parse_head, Array, Frame, Head, HeadError, Kind, OutBuf, Scatter, MAX_PREFIX, TAG_BYTES, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
@@ -17,6 +18,7 @@ use shmplane_shm::header::SegmentKind;
 use shmplane_shm::liveness::{self, CLOSED};
 use shmplane_shm::ring::{self, Consumer, Record, RingStore};
 use shmplane_shm::segment::Segment;
+use shmplane_shm::layout::RingControl;
 use shmplane_shm::store::SegmentRing;
 use shmplane_shm::wait::{WaitHistory, WaitPolicy, SLICE};
 use std::fmt;
@@ -42,11 +44,34 @@ struct Inner {
     role: Role,
     /// What this handle's recent waits for messages were like (adaptive spinning).
     history: WaitHistory,
+    /// The doorbell, once this handle was waited on through the OS (`readiness_fd`).
+    doorbell: Option<Doorbell>,
 }
 
 impl Inner {
     fn segment(&self) -> &Segment {
         self.consumer.store().segment()
+    }
+
+    /// Arm the doorbell: its descriptor becomes readable at the next message, or now
+    /// if one is queued or the sender closed. `true` if no sender handle holds the
+    /// doorbell any more (closed or died: worth a liveness check now).
+    fn arm(&self) -> bool {
+        let Some(d) = &self.doorbell else { return false };
+        let store = self.consumer.store();
+        d.arm(&store.control().data_ready.value, || {
+            ring::data_ready(store) || liveness::state(store.segment().role(PRODUCER)) == CLOSED
+        })
+    }
+
+    /// After an operation of a handle waited on through the OS: re-arm if it emptied
+    /// the ring (so the descriptor does not stay readable for a message now taken).
+    #[cold]
+    #[inline(never)]
+    fn rearm_if_empty(&self) {
+        if !ring::data_ready(self.consumer.store()) {
+            let _ = self.arm();
+        }
     }
 
     #[inline(always)]
@@ -66,11 +91,14 @@ impl Inner {
         // heavy fence for a poll); it still tells an empty ring from a sender that
         // closed or died.
         if !wait.blocks() && !ring::data_ready(store) {
-            return Err(empty_verdict(store.segment(), store, polls));
+            // Waited on through the OS: re-arm, and if the doorbell lost its last
+            // writer (the sender closed or died), check the sender now.
+            let peer_gone = self.doorbell.is_some() && self.arm();
+            return Err(empty_verdict(store.segment(), store, polls, peer_gone));
         }
         match self.role.acquire(store.segment(), wait, Error::Empty) {
             Ok(()) => {}
-            Err(Error::Empty) => return Err(empty_verdict(store.segment(), store, polls)),
+            Err(Error::Empty) => return Err(empty_verdict(store.segment(), store, polls, false)),
             Err(e) => return Err(e),
         }
         // Another copy may have received since this one last did: resume at the shared
@@ -92,6 +120,9 @@ impl Drop for Op<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         self.inner.role.exit(self.inner.consumer.store().role::<CONSUMER>());
+        if self.inner.doorbell.is_some() {
+            self.inner.rearm_if_empty();
+        }
     }
 }
 
@@ -121,12 +152,16 @@ impl Op<'_> {
     #[cold]
     #[inline(never)]
     fn empty(&mut self, polls: &mut EmptyPolls) -> Result<Record> {
-        let consumer = &mut self.inner.consumer;
         // Cheap disconnect check: one atomic load of the peer's state word; a full
         // liveness check (dead sender) at most every SLICE.
-        let closed = liveness::state(consumer.store().segment().role(PRODUCER)) == CLOSED;
+        let closed = liveness::state(self.inner.segment().role(PRODUCER)) == CLOSED;
         let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
         polls.count += 1;
+        // Waited on through the OS and the doorbell lost its last writer: check now.
+        if verdict.is_none() && self.inner.doorbell.is_some() && self.inner.arm() {
+            verdict = check_peer(self.inner.consumer.store().segment(), PRODUCER, ring::poisoned(self.inner.consumer.store())).err();
+        }
+        let consumer = &mut self.inner.consumer;
         if verdict.is_none() && polls.count >= EMPTY_POLLS_PER_CLOCK_READ {
             polls.count = 0;
             let now = Instant::now();
@@ -151,10 +186,10 @@ impl Op<'_> {
         wait_for(
             &mut self.inner.consumer,
             |c| (&c.store().control().data_ready.value, c.store().park()),
-            policy,
-            &mut self.inner.history,
+            (policy, &mut self.inner.history),
             wait,
             |c| c.try_peek().map_err(|e| seg_err(e, c)),
+            |c| liveness::state(c.store().segment().role(PRODUCER)) == CLOSED,
             |c| match check_peer(c.store().segment(), PRODUCER, ring::poisoned(c.store())) {
                 // The peer's last records happen-before its close: drain them first.
                 Err(e @ (Error::Disconnected { .. } | Error::PeerDead { .. })) => {
@@ -184,13 +219,13 @@ impl Op<'_> {
         wait_for(
             consumer,
             |c| (&c.store().control().data_ready.value, c.store().park()),
-            policy,
-            history,
+            (policy, history),
             &mut rest,
             |c| match c.try_peek() {
                 Ok(None) if c.at_cut() => Err(Error::Truncated { received, total }),
                 other => other.map_err(|e| seg_err(e, c)),
             },
+            |c| liveness::state(c.store().segment().role(PRODUCER)) == CLOSED,
             |c| {
                 // The sender holds its operation from the first record to the last:
                 // seen not sending (read first), its records are all visible below.
@@ -288,10 +323,13 @@ fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &
 
 /// What a non-blocking receive that could not enter reports: [`Error::Empty`], or the
 /// sender's close or death once nothing is queued (the cheap checks of `Op::empty`).
-fn empty_verdict(segment: &Segment, store: &SegmentRing, polls: &mut EmptyPolls) -> Error {
+fn empty_verdict(segment: &Segment, store: &SegmentRing, polls: &mut EmptyPolls, check_now: bool) -> Error {
     let closed = liveness::state(segment.role(PRODUCER)) == CLOSED;
     let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
     polls.count += 1;
+    if verdict.is_none() && check_now {
+        verdict = check_peer(segment, PRODUCER, ring::poisoned(store)).err();
+    }
     if verdict.is_none() && polls.count >= EMPTY_POLLS_PER_CLOCK_READ {
         polls.count = 0;
         let now = Instant::now();
@@ -329,7 +367,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Receiver> {
-        Receiver::attach(create_segment(name, capacity_bytes)?, true)
+        Receiver::attach(create_segment(name, capacity_bytes)?, true, None)
     }
 
     /// Open existing channel `name` as its receiver.
@@ -347,7 +385,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<Receiver> {
-        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, true)
+        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, true, None)
     }
 
     /// Adopt a descriptor of a channel segment: a copy of the receiver that holds it
@@ -370,14 +408,35 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Receiver> {
-        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false)
+        Receiver::from_fds(fd, None, name)
+    }
+
+    /// [`Receiver::from_fd`] with the write end of the peer's doorbell that came with the
+    /// descriptor ([`Receiver::doorbell_fd`] of the original; `None`: open it by name). Handing
+    /// it over keeps the doorbell's writer count from dropping to zero while the
+    /// endpoint is in flight, which an OS-level waiter would read as this end's close.
+    ///
+    /// # Errors
+    /// As [`Receiver::from_fd`], and [`Error::Corrupt`] if `doorbell` is not a FIFO of
+    /// this user.
+    pub fn from_fds(fd: OwnedFd, doorbell: Option<OwnedFd>, name: Option<String>) -> Result<Receiver> {
+        let ringer = doorbell.map(Ringer::from_fd).transpose()?;
+        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false, ringer)
+    }
+
+    /// The descriptor of this handle's write end of the peer's doorbell (to pass to a
+    /// child along with [`Receiver::fd`]), `None` once closed or when the channel has none.
+    pub fn doorbell_fd(&self) -> Option<RawFd> {
+        self.inner.as_ref().and_then(|i| i.consumer.store().ringer_fd())
     }
 
     /// `fresh`: opened by name (see `Sender::attach`).
-    pub(super) fn attach(segment: Segment, fresh: bool) -> Result<Receiver> {
+    pub(super) fn attach(segment: Segment, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
         segment.claim_role(CONSUMER)?;
         let path = segment.path().to_owned();
-        let store = SegmentRing::new(segment);
+        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Space));
+        let mut store = SegmentRing::new(segment);
+        store.set_ringer(ringer);
         if fresh {
             store.control().data_ready.value.reset_waiters();
         }
@@ -392,7 +451,7 @@ impl Receiver {
         if fresh {
             role.register(consumer.store().segment());
         }
-        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default() }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
+        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
     }
 
     fn segment(&self) -> Option<&Segment> {
@@ -579,8 +638,8 @@ impl Receiver {
     }
 
     /// The general path of a zero-copy receive; `spun`: how long the pre-spin already
-    /// busy-polled (taken off an adaptive policy's spin, so the policy's "spin, then
-    /// yield" holds).
+    /// busy-polled (taken off an adaptive policy's spin, so the policy's spin time
+    /// holds overall).
     #[cold]
     #[inline(never)]
     fn peek_slow(&mut self, mut wait: Wait<'_>, spun: Duration) -> Result<Message<'_>> {
@@ -669,6 +728,44 @@ impl Receiver {
         }
     }
 
+    /// A descriptor that `select`, `poll`, `epoll` and asyncio's `add_reader` can wait
+    /// on: readable iff a non-blocking receive would not report [`Error::Empty`] (a
+    /// message is queued, or the sender closed or died). Call it again before each
+    /// wait, or receive until `Empty`, to keep it exact: both re-arm it. The
+    /// descriptor belongs to this handle (do not close it) and stays the same for its
+    /// life.
+    ///
+    /// It is the read end of the channel's doorbell, a FIFO beside the segment
+    /// (`/dev/shm/shmplane.<name>@rx`, see `shmplane_shm::bell`); senders write one byte
+    /// to it only while a handle waits this way, so the send path makes no syscall
+    /// otherwise. The sender's close or death shows as end-of-file (`POLLHUP`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::InvalidArgument`] (the channel's name is gone);
+    /// [`Error::NotFound`], [`Error::Corrupt`] (the doorbell is missing or not a
+    /// private FIFO), [`Error::Os`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// let fd = rx.readiness_fd()?;
+    /// let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0); // nothing yet
+    /// tx.send(b"x")?;
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
+    /// assert_eq!(rx.try_recv()?, b"x");
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0); // re-armed by the receive
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn readiness_fd(&mut self) -> Result<RawFd> {
+        let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
+        if inner.doorbell.is_none() {
+            inner.doorbell = Some(Doorbell::open(inner.segment(), Side::Data)?);
+        }
+        inner.arm();
+        Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
+    }
+
     /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
     pub fn wait_policy(&self) -> WaitPolicy {
         self.policy
@@ -731,7 +828,9 @@ impl Receiver {
     /// ```
     pub fn close(&mut self) {
         if let Some(Inner { consumer, mut role, .. }) = self.inner.take() {
-            role.close(consumer.into_store().into_segment());
+            // Wake the peer if it sleeps: it then sees the close at once.
+            let wake = consumer.store().segment().control_offset() + std::mem::offset_of!(RingControl, space_ready);
+            role.close(consumer.into_store().into_segment(), Some(wake));
         }
     }
 }

@@ -6,7 +6,7 @@
 //! and leaves. A copy in another process that sends next takes the lease over, re-reads
 //! the shared positions, and appends after the last record this one published.
 
-use super::create_segment;
+use super::{create_segment, open_ringer, Doorbell};
 use crate::endpoint::{check_peer, ring_error, Role, CONSUMER, PRODUCER};
 use crate::frame::{self, chunk_header, chunk_header_len, ArrayMeta, Element, Outgoing, CHUNKED, TAG_BYTES, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
@@ -14,7 +14,10 @@ use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::ring::{self, Claim, Producer, RingStore};
 use shmplane_shm::segment::Segment;
+use shmplane_shm::layout::RingControl;
 use shmplane_shm::store::SegmentRing;
+use shmplane_shm::bell::{Ringer, Side};
+use shmplane_shm::liveness::{self, CLOSED};
 use shmplane_shm::wait::{WaitHistory, WaitPolicy};
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
@@ -33,6 +36,34 @@ struct Inner {
     role: Role,
     /// What this handle's recent waits for room were like (adaptive spinning).
     history: WaitHistory,
+    /// The doorbell, once this handle was waited on through the OS (`readiness_fd`),
+    /// and the message size its readiness is for.
+    doorbell: Option<(Doorbell, usize)>,
+}
+
+impl Inner {
+    /// Arm the doorbell: its descriptor becomes readable when the receiver frees
+    /// room, or now if a message of the armed size fits or the receiver is gone.
+    fn arm(&self) {
+        if let Some((d, len)) = &self.doorbell {
+            let store = self.producer.store();
+            let _ = d.arm(&store.control().space_ready.value, || {
+                ring::space_ready(store, *len) || liveness::state(store.segment().role(CONSUMER)) == CLOSED
+            });
+        }
+    }
+
+    /// After an operation of a handle waited on through the OS: re-arm if the ring has
+    /// no room for the armed size any more.
+    #[cold]
+    #[inline(never)]
+    fn rearm_if_full(&self) {
+        if let Some((_, len)) = &self.doorbell {
+            if !ring::space_ready(self.producer.store(), *len) {
+                self.arm();
+            }
+        }
+    }
 }
 
 impl Inner {
@@ -79,6 +110,9 @@ impl Drop for Op<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         self.inner.role.exit(self.inner.producer.store().role::<PRODUCER>());
+        if self.inner.doorbell.is_some() {
+            self.inner.rearm_if_full();
+        }
     }
 }
 
@@ -104,10 +138,10 @@ impl Op<'_> {
         wait_for(
             &mut self.inner.producer,
             |p| (&p.store().control().space_ready.value, p.store().park()),
-            policy,
-            &mut self.inner.history,
+            (policy, &mut self.inner.history),
             wait,
             |p| p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())),
+            |p| liveness::state(p.store().segment().role(CONSUMER)) == CLOSED,
             |p| check_peer(p.store().segment(), CONSUMER, ring::poisoned(p.store())),
         )
     }
@@ -207,7 +241,7 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Sender> {
-        Sender::attach(create_segment(name, capacity_bytes)?, true)
+        Sender::attach(create_segment(name, capacity_bytes)?, true, None)
     }
 
     /// Open existing channel `name` as its sender.
@@ -225,7 +259,7 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<Sender> {
-        Sender::attach(Segment::open(name, SegmentKind::Channel)?, true)
+        Sender::attach(Segment::open(name, SegmentKind::Channel)?, true, None)
     }
 
     /// Adopt a descriptor of a channel segment whose open file description holds (or
@@ -251,15 +285,36 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Sender> {
-        Sender::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false)
+        Sender::from_fds(fd, None, name)
+    }
+
+    /// [`Sender::from_fd`] with the write end of the peer's doorbell that came with the
+    /// descriptor ([`Sender::doorbell_fd`] of the original; `None`: open it by name). Handing
+    /// it over keeps the doorbell's writer count from dropping to zero while the
+    /// endpoint is in flight, which an OS-level waiter would read as this end's close.
+    ///
+    /// # Errors
+    /// As [`Sender::from_fd`], and [`Error::Corrupt`] if `doorbell` is not a FIFO of
+    /// this user.
+    pub fn from_fds(fd: OwnedFd, doorbell: Option<OwnedFd>, name: Option<String>) -> Result<Sender> {
+        let ringer = doorbell.map(Ringer::from_fd).transpose()?;
+        Sender::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false, ringer)
+    }
+
+    /// The descriptor of this handle's write end of the peer's doorbell (to pass to a
+    /// child along with [`Sender::fd`]), `None` once closed or when the channel has none.
+    pub fn doorbell_fd(&self) -> Option<RawFd> {
+        self.inner.as_ref().and_then(|i| i.producer.store().ringer_fd())
     }
 
     /// `fresh`: this segment was opened by name (a new open file description), so no
     /// other copy of this role lives: sleepers counted on its event count died.
-    fn attach(segment: Segment, fresh: bool) -> Result<Sender> {
+    fn attach(segment: Segment, fresh: bool, ringer: Option<Ringer>) -> Result<Sender> {
         segment.claim_role(PRODUCER)?;
         let path = segment.path().to_owned();
-        let store = SegmentRing::new(segment);
+        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Data));
+        let mut store = SegmentRing::new(segment);
+        store.set_ringer(ringer);
         if fresh {
             store.control().space_ready.value.reset_waiters();
         }
@@ -274,7 +329,7 @@ impl Sender {
         if fresh {
             role.register(producer.store().segment());
         }
-        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default() }), policy: WaitPolicy::default() })
+        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None }), policy: WaitPolicy::default() })
     }
 
     #[inline(always)]
@@ -491,6 +546,40 @@ impl Sender {
         self.claim_loan(len, Wait::no_wait())
     }
 
+    /// A descriptor that `select`, `poll`, `epoll` and asyncio's `add_reader` can wait
+    /// on for room: readable once a message of `len` bytes (at most one record) would
+    /// fit (as [`ring::space_ready`] judges: a message that must wrap around the ring
+    /// end may still find no room), or the receiver closed or died. Call it again
+    /// before each wait (or after a send that found no room) to keep it exact. The descriptor belongs to this
+    /// handle and stays the same for its life. See [`crate::Receiver::readiness_fd`].
+    ///
+    /// # Errors
+    /// As [`crate::Receiver::readiness_fd`].
+    ///
+    /// # Examples
+    /// ```
+    /// let (mut tx, mut rx) = shmplane::channel(4096)?;
+    /// while tx.try_send(&[0; 1000]).is_ok() {}          // fill the ring
+    /// let fd = tx.readiness_fd(1000)?;
+    /// let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0); // no room
+    /// rx.recv()?;
+    /// rx.recv()?;
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
+    /// tx.try_send(&[0; 1000])?;
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn readiness_fd(&mut self, len: usize) -> Result<RawFd> {
+        let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
+        let len = len.min(inner.producer.max_payload());
+        match &mut inner.doorbell {
+            Some((_, armed)) => *armed = len,
+            None => inner.doorbell = Some((Doorbell::open(inner.segment(), Side::Space)?, len)),
+        }
+        inner.arm();
+        Ok(inner.doorbell.as_ref().map(|(d, _)| d.bell.fd()).expect("opened above"))
+    }
+
     /// Wait until a one-record message of `len` bytes fits, at most `timeout` (`None`:
     /// forever; zero: check once). `Ok(false)` on timeout. Nothing is reserved: a
     /// following [`Sender::try_send`] of at most `len` bytes from this copy then
@@ -605,7 +694,9 @@ impl Sender {
     /// ```
     pub fn close(&mut self) {
         if let Some(Inner { producer, mut role, .. }) = self.inner.take() {
-            role.close(producer.into_store().into_segment());
+            // Wake the peer if it sleeps: it then sees the close at once.
+            let wake = producer.store().segment().control_offset() + std::mem::offset_of!(RingControl, data_ready);
+            role.close(producer.into_store().into_segment(), Some(wake));
         }
     }
 }

@@ -1,0 +1,354 @@
+"""Readiness that the OS can wait on: ``fileno()`` with ``select``/``selectors``/
+``multiprocessing.connection.wait``, ``shmplane.wait`` over mixed objects, and asyncio
+(``recv_async``, ``send_async``, ``async for``), with real processes.
+
+The contract: a receiver's descriptor is readable iff ``try_recv`` would not raise
+``Empty`` (a message, or the sender closed or died); a sender's once a small message
+fits again (or the receiver is gone)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import multiprocessing as mp
+import os
+import select
+import selectors
+import signal
+import socket
+import time
+from typing import Any
+
+import pytest
+
+import shmplane
+from shm_helpers import get_report
+
+WATCHDOG = 60
+METHODS = ["fork", "spawn", "forkserver"]
+
+
+def readable(obj: Any, timeout: float = 0.0) -> bool:
+    return bool(select.select([obj], [], [], timeout)[0])
+
+
+# ------------------------------------------------------------------ children
+
+
+def _send_later(tx: shmplane.Sender, items: list[Any], delay: float) -> int:
+    with tx:
+        for item in items:
+            time.sleep(delay)
+            tx.send(item, timeout=20)
+    return len(items)
+
+
+def _send_then_sleep(tx: shmplane.Sender, item: Any) -> None:
+    tx.send(item, timeout=20)
+    time.sleep(60)  # killed by the test
+
+
+def _drain_after(rx: shmplane.Receiver, n: int, delay: float) -> int:
+    with rx:
+        time.sleep(delay)
+        for _ in range(n):
+            rx.recv(timeout=20)
+    return n
+
+
+def _echo(rx: shmplane.Receiver, tx: shmplane.Sender) -> int:
+    n = 0
+    with rx, tx:
+        for obj in rx:
+            tx.send(obj, timeout=20)
+            n += 1
+    return n
+
+
+def _select_recv(rx: shmplane.Receiver, n: int) -> list[Any]:
+    """In a child: wait for each message with select on the handed-over receiver."""
+    got = []
+    with rx:
+        while len(got) < n:
+            if select.select([rx], [], [], 20)[0]:
+                got.append(rx.try_recv())
+            else:
+                raise TimeoutError("select never reported the message")
+    return got
+
+
+# ------------------------------------------------------------------ select / wait
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", METHODS)
+def test_readiness_in_a_child_that_got_the_receiver(method: str, procs: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    rx.fileno()  # armed in the parent first: the child's copy must still work
+    with tx:
+        p, conn = procs.start_reporting(_select_recv, rx, 3, method=method)
+        rx.close()
+        for i in range(3):
+            time.sleep(0.02)
+            tx.send(i, timeout=5)
+        assert get_report(conn) == [0, 1, 2]
+        procs.join(p)
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", METHODS)
+def test_readable_iff_try_recv_would_not_raise_empty(method: str, procs: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with rx:
+        assert not readable(rx)
+        p, conn = procs.start_reporting(_send_later, tx, [b"a", b"b"], 0.05, method=method)
+        tx.close()
+        got = []
+        while len(got) < 2:
+            assert readable(rx, 10), "a message was sent but the descriptor never became readable"
+            got.append(rx.try_recv())
+            if len(got) == 1:
+                # Taken: not readable again until the next message (or the close).
+                with pytest.raises(shmplane.Empty):
+                    rx.try_recv()
+        assert got == [b"a", b"b"]
+        assert get_report(conn) == 2
+        procs.join(p)
+        # The sender closed: receiving raises, so the descriptor is readable for good.
+        assert readable(rx, 10)
+        with pytest.raises(shmplane.DisconnectedError):
+            rx.try_recv()
+        assert readable(rx, 0)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_sender_that_never_came_is_not_ready(shm_name: str) -> None:
+    with shmplane.Receiver.create(shm_name, 4096) as rx:
+        assert not readable(rx, 0.05)
+        with pytest.raises(shmplane.Empty):
+            rx.try_recv()
+        shmplane.Sender.open(shm_name).close()  # lets the segment go with the receiver
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_killed_sender_makes_the_receiver_readable(procs: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with rx:
+        p = procs.start(_send_then_sleep, tx, b"last", method="spawn")
+        tx.close()
+        assert readable(rx, 10)
+        assert rx.try_recv() == b"last"
+        assert not readable(rx, 0.05)  # the sender lives and sends nothing
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+        # No code of the sender ran at its death: the kernel closed its doorbell end.
+        assert readable(rx, 10)
+        with pytest.raises(shmplane.PeerDeadError):
+            rx.try_recv()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_connection_wait_mixes_endpoints_pipes_and_sockets(procs: Any) -> None:
+    tx1, rx1 = shmplane.channel(1 << 16)
+    tx2, rx2 = shmplane.channel(1 << 16)
+    a, b = mp.Pipe()
+    s1, s2 = socket.socketpair()
+    with rx1, rx2, tx2, s1, s2:
+        objs = [rx1, rx2, a, s1]
+        assert shmplane.wait(objs, 0.05) == []
+        p, conn = procs.start_reporting(_send_later, tx1, [b"x"], 0.05, method="spawn")
+        tx1.close()
+        assert shmplane.wait(objs, 10) == [rx1]
+        assert rx1.recv(timeout=1) == b"x"
+        b.send("pipe")
+        s2.send(b"sock")
+        tx2.send(b"y")
+        deadline = time.monotonic() + 10
+        ready: set[int] = set()
+        while len(ready) < 4 and time.monotonic() < deadline:
+            ready |= {id(o) for o in mp.connection.wait(objs, 1)}
+        # rx1 too: its sender closed, so receiving raises (DisconnectedError).
+        assert ready == {id(rx1), id(rx2), id(a), id(s1)}
+        with pytest.raises(shmplane.DisconnectedError):
+            rx1.try_recv()
+        assert get_report(conn) == 1
+        procs.join(p)
+    a.close()
+    b.close()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_selector_registered_once_stays_exact() -> None:
+    """A selector registered once (asyncio's pattern): the receives re-arm it."""
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx, selectors.DefaultSelector() as sel:
+        sel.register(rx, selectors.EVENT_READ)
+        assert sel.select(0) == []
+        for round_ in range(50):
+            tx.send(round_)
+            assert [k.fileobj for k, _ in sel.select(5)] == [rx]
+            assert rx.try_recv() == round_
+            assert sel.select(0) == [], f"stale readiness after round {round_}"
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_sender_descriptor_waits_for_room(procs: Any) -> None:
+    tx, rx = shmplane.channel(4096)
+    with tx:
+        n = 0
+        for size in (500, 1):  # full to the last byte: not even a small message fits
+            while True:
+                try:
+                    tx.try_send(b"z" * size)
+                    n += 1
+                except shmplane.Full:
+                    break
+        assert not readable(tx, 0.05)
+        p, conn = procs.start_reporting(_drain_after, rx, n, 0.1, method="spawn")
+        rx.close()
+        assert readable(tx, 10)
+        tx.send(b"fits now", timeout=5)
+        assert get_report(conn) == n
+        procs.join(p)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_no_descriptor_or_file_leaks_over_many_channels() -> None:
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def ours() -> list[str]:
+        return [f for f in os.listdir("/dev/shm") if f.startswith(f"shmplane.anon-{os.getpid()}-")]
+
+    before_fds, before_files = fds(), ours()
+    for i in range(10_000):
+        tx, rx = shmplane.channel(4096)
+        if i % 2:
+            rx.fileno()
+            tx.fileno()
+        tx.close()
+        rx.close()
+    assert fds() == before_fds
+    assert ours() == before_files
+
+
+# ------------------------------------------------------------------ asyncio
+
+
+def _loop_factories() -> list[Any]:
+    factories: list[Any] = [asyncio.new_event_loop]
+    if importlib.util.find_spec("uvloop") is not None:
+        import uvloop
+
+        factories.append(uvloop.new_event_loop)
+    return factories
+
+
+def run(coro: Any, factory: Any) -> Any:
+    loop = factory()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+@pytest.fixture(params=_loop_factories(), ids=lambda f: f.__module__.split(".")[0])
+def loop_factory(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_async_ping_pong_with_a_process(loop_factory: Any, procs: Any) -> None:
+    req_tx, req_rx = shmplane.channel(1 << 16)
+    rep_tx, rep_rx = shmplane.channel(1 << 16)
+    p, conn = procs.start_reporting(_echo, req_rx, rep_tx, method="spawn")
+    req_rx.close()
+    rep_tx.close()
+
+    async def main() -> list[Any]:
+        got = []
+        for i in range(200):
+            await req_tx.send_async(i, timeout=10)
+            got.append(await rep_rx.recv_async(timeout=10))
+        req_tx.close()
+        return got
+
+    with rep_rx:
+        assert run(main(), loop_factory) == list(range(200))
+    assert get_report(conn) == 200
+    procs.join(p)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_async_for_until_the_sender_closes(loop_factory: Any, procs: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    items = [b"a", {"b": 2}, 3.0]
+    p, conn = procs.start_reporting(_send_later, tx, items, 0.01, method="spawn")
+    tx.close()
+
+    async def main() -> list[Any]:
+        return [obj async for obj in rx]
+
+    with rx:
+        assert run(main(), loop_factory) == items
+    assert get_report(conn) == 3
+    procs.join(p)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_cancelled_receive_loses_nothing(loop_factory: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+
+    async def main() -> Any:
+        task = asyncio.ensure_future(rx.recv_async())
+        await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        tx.send(b"kept")
+        return await rx.recv_async(timeout=5)
+
+    with tx, rx:
+        assert run(main(), loop_factory) == b"kept"
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_async_timeouts(loop_factory: Any) -> None:
+    tx, rx = shmplane.channel(4096)
+
+    async def main() -> None:
+        with pytest.raises(shmplane.Timeout):
+            await rx.recv_async(timeout=0.05)
+        while True:
+            try:
+                tx.try_send(b"f" * 1000)
+            except shmplane.Full:
+                break
+        with pytest.raises(shmplane.Timeout):
+            await tx.send_async(b"g" * 1000, timeout=0.05)
+        with pytest.raises(ValueError):
+            await rx.recv_async(timeout=-1)
+
+    with tx, rx:
+        run(main(), loop_factory)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_async_send_larger_than_the_ring(loop_factory: Any) -> None:
+    np = pytest.importorskip("numpy")
+    tx, rx = shmplane.channel(4096)
+    big = np.arange(100_000, dtype=np.float64)  # 800 kB through a 4 KiB ring
+
+    async def main() -> None:
+        await tx.send_async(big, timeout=20)
+        tx.close()
+
+    with rx:
+        async def both() -> Any:
+            send = asyncio.ensure_future(main())
+            got = await rx.recv_async(timeout=20)
+            await send
+            return got
+
+        got = run(both(), loop_factory)
+    assert (got == big).all()

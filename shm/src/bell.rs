@@ -1,0 +1,225 @@
+//! Doorbells: readiness that the OS can wait on (`select`, `poll`, `epoll`, asyncio).
+//!
+//! Each direction of a channel has a named FIFO beside its segment:
+//! `/dev/shm/shmplane.<name>@rx` (the receiver waits there for messages) and
+//! `...@tx` (the sender waits there for room). `@` cannot occur in a segment name, so
+//! no segment collides with a doorbell. A FIFO, unlike an `eventfd`, can be opened by
+//! name by an unrelated process, and its writer count is kept by the kernel:
+//!
+//! - the *waiter* holds the read end ([`Bell`]), created lazily when its handle is
+//!   first waited on through the OS; that descriptor is what `fileno()` returns;
+//! - every handle of the *peer* holds a write end ([`Ringer`], opened `O_RDWR` so that
+//!   it never blocks or fails for want of a reader) from the moment it attaches, and
+//!   writes one byte when the waiter armed the doorbell (the `DOORBELL` bit of the
+//!   direction's event count, see [`crate::wait`]). No syscall on the publish path
+//!   while nobody waits through the OS;
+//! - when the last process holding a peer handle closes it or dies, the kernel drops
+//!   the last writer and the read end reports end-of-file (`POLLHUP`, readable): the
+//!   waiter learns of the peer's close or death without any code of the peer running.
+//!   A FIFO that never had a writer reports nothing, so a channel whose peer has not
+//!   come yet simply is not ready.
+//!
+//! The waiter keeps the descriptor's state exact: before handing it out (and after
+//! each receive that empties the ring) it drains the FIFO, arms the doorbell, and
+//! re-checks the ring; if a message is already there it rings its own doorbell
+//! through a short-lived write end ([`ring_own`]). So the descriptor is readable iff a
+//! non-blocking receive would not report "empty" (a message is queued, or the peer
+//! is gone).
+//!
+//! Sources: `fifo(7)`, `pipe(7)` (`POLLHUP` after the last writer closes, not before
+//! the first), the eventcount of [`crate::wait`] extended with an fd waiter (as Linux's
+//! `io_uring` `IORING_SQ_NEED_WAKEUP` flag asks the producer for a syscall only when
+//! the consumer sleeps).
+
+use crate::error::{Error, Result};
+use crate::region::{PREFIX, SHM_DIR};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+
+/// Which way a doorbell rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Messages for the receiver (`@rx`): the sender rings it.
+    Data,
+    /// Room for the sender (`@tx`): the receiver rings it.
+    Space,
+}
+
+impl Side {
+    fn suffix(self) -> &'static str {
+        match self {
+            Side::Data => "@rx",
+            Side::Space => "@tx",
+        }
+    }
+}
+
+/// The FIFO path of channel `name`'s doorbell on `side`.
+pub fn path(name: &str, side: Side) -> String {
+    format!("{SHM_DIR}/{PREFIX}{name}{}", side.suffix())
+}
+
+/// The segment name a doorbell file name (without the directory) belongs to, if it is one.
+pub fn segment_of(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix(PREFIX)?;
+    rest.strip_suffix(Side::Data.suffix()).or_else(|| rest.strip_suffix(Side::Space.suffix()))
+}
+
+fn os_err(op: &'static str, path: &str, source: io::Error) -> Error {
+    Error::Os { op, path: path.to_owned(), source }
+}
+
+/// Make both doorbells of new channel `name` (mode 0600), replacing any left by an
+/// earlier channel of that name (the caller just created the segment exclusively, so
+/// the name is its).
+///
+/// # Errors
+/// [`Error::Os`] from `mkfifo`; [`Error::NoSpace`] is not possible (a FIFO takes no
+/// space in `/dev/shm`).
+pub fn create(name: &str) -> Result<()> {
+    for side in [Side::Data, Side::Space] {
+        let p = path(name, side);
+        let _ = std::fs::remove_file(&p);
+        let c = std::ffi::CString::new(p.clone()).expect("validated name has no NUL");
+        // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(os_err("mkfifo", &p, io::Error::last_os_error()));
+        }
+        // The umask may have narrowed 0600, never widened it; make it exact.
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| os_err("chmod", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Remove both doorbells of channel `name` (best effort: called when its segment's
+/// name is removed).
+pub fn remove(name: &str) {
+    for side in [Side::Data, Side::Space] {
+        let _ = std::fs::remove_file(path(name, side));
+    }
+}
+
+/// Open doorbell `p` non-blocking, and check it is a FIFO of this user that nobody
+/// else may open (the segment is checked the same way).
+fn open(p: &str, write: bool) -> Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(p)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { name: p.to_owned(), path: p.to_owned() },
+            _ => os_err("open", p, e),
+        })?;
+    let meta = file.metadata().map_err(|e| os_err("fstat", p, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_fifo() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(Error::Corrupt {
+            path: p.to_owned(),
+            what: format!(
+                "the doorbell is not a FIFO of uid {me} with mode 0600 (type fifo={}, uid {}, mode {:o})",
+                meta.file_type().is_fifo(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        });
+    }
+    Ok(file)
+}
+
+/// The read end of a doorbell, held by the waiting side (see the module docs).
+#[derive(Debug)]
+pub struct Bell {
+    file: File,
+}
+
+impl Bell {
+    /// Open channel `name`'s doorbell on `side` for waiting.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (no doorbell: the channel's name was removed),
+    /// [`Error::Corrupt`] (not a private FIFO), [`Error::Os`].
+    pub fn open(name: &str, side: Side) -> Result<Bell> {
+        Ok(Bell { file: open(&path(name, side), false)? })
+    }
+
+    /// The descriptor to wait on: readable when rung, or once no peer holds a write
+    /// end any more (after one did).
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Read every pending ring. Returns `true` if the FIFO reports end-of-file (no
+    /// writer left: the peer closed or died).
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 64];
+        loop {
+            match (&self.file).read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false, // EAGAIN: drained, writers remain
+            }
+        }
+    }
+
+    /// Ring this doorbell from the waiting side (a message was already queued when it
+    /// armed): through a short-lived write end, so that this side never counts as a
+    /// writer (which would hide the peer's close from the read end).
+    pub fn ring_own(&self, name: &str, side: Side) {
+        if let Ok(w) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path(name, side))
+        {
+            let _ = (&w).write(&[1]);
+        }
+    }
+}
+
+/// A write end of the peer's doorbell, held by every handle from attach to close.
+#[derive(Debug)]
+pub struct Ringer {
+    file: File,
+}
+
+impl Ringer {
+    /// Open channel `name`'s doorbell on `side` for ringing (`O_RDWR`: never blocks,
+    /// never fails for want of a reader, never raises `SIGPIPE`).
+    ///
+    /// # Errors
+    /// As [`Bell::open`].
+    pub fn open(name: &str, side: Side) -> Result<Ringer> {
+        Ok(Ringer { file: open(&path(name, side), true)? })
+    }
+
+    /// Adopt a write end handed over with an endpoint (a child's copy inherits the
+    /// parent's, so that the FIFO never loses its last writer while the endpoint is
+    /// in flight, which would read as the peer's close).
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if `fd` is not a private FIFO of this user.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Ringer> {
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| os_err("fstat", "doorbell descriptor", e))?;
+        // SAFETY: geteuid has no preconditions.
+        if !meta.file_type().is_fifo() || meta.uid() != unsafe { libc::geteuid() } {
+            return Err(Error::Corrupt { path: "doorbell descriptor".into(), what: "not a FIFO of this user".into() });
+        }
+        Ok(Ringer { file })
+    }
+
+    /// The write end's descriptor (to hand over with the endpoint).
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Ring once (a full FIFO is rung already).
+    pub fn ring(&self) {
+        let _ = (&self.file).write(&[1]);
+    }
+}
