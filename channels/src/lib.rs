@@ -17,6 +17,8 @@
 //!   crash-safe seqlock latch (the `multiprocessing.RawValue` replacement).
 //! - [`Wait`] and [`WaitPolicy`]: how long blocking calls wait, a hook they run every
 //!   wait slice, and whether they spin, adapt (default) or block on a futex.
+//! - [`WaitSet`]: wait on many endpoints at once (spin, then `poll(2)` on their
+//!   doorbells); [`Receiver::readiness_fd`] for your own event loop.
 //! - [`frame`]: the message format (`docs/wire-format.md`), shared with Python.
 //! - [`Error`]: every failure, each with what went wrong and what to do.
 //! - [`gc`]: remove segments left behind by crashed processes.
@@ -39,6 +41,7 @@ mod flavors;
 pub mod frame;
 mod slot;
 mod wait;
+mod waitset;
 
 pub use bytemuck::{Pod, Zeroable};
 pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};
@@ -47,6 +50,7 @@ pub use shmplane_shm::error::{Error, Result};
 pub use shmplane_shm::wait::{suspected_lost_wakes, WaitPolicy};
 pub use slot::{ByteSlot, Slot};
 pub use wait::Wait;
+pub use waitset::{Armed, WaitSet, Waitable};
 
 /// Largest payload of one record in a channel of `capacity_bytes` bytes (the largest
 /// loan): the capacity minus 16 bytes (record header and the zero-ahead slot). Larger

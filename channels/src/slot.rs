@@ -322,7 +322,8 @@ impl<T: Pod> fmt::Debug for Slot<T> {
 pub struct ByteSlot {
     store: Option<SegmentSlot>,
     len: usize,
-    policy: WaitPolicy,
+    /// How `wait_for_update` waits (a handle shared between threads may change it).
+    policy: std::sync::Mutex<WaitPolicy>,
     /// What recent `wait_for_update`s were like (adaptive spinning); a thread that
     /// finds it in use by another waits without it.
     history: std::sync::Mutex<WaitHistory>,
@@ -371,7 +372,7 @@ impl ByteSlot {
     fn attach(seg: Segment) -> Result<ByteSlot> {
         seg.hold_shared()?;
         let len = seg.info().param0 as usize;
-        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: WaitPolicy::default(), history: Default::default() })
+        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: Default::default(), history: Default::default() })
     }
 
     fn store(&self) -> Result<&SegmentSlot> {
@@ -596,7 +597,7 @@ impl ByteSlot {
         wait_for(
             &mut store,
             |s| (&s.control().updated.value, s.park()),
-            (self.policy, mine.as_deref_mut().unwrap_or(&mut scratch)),
+            (self.wait_policy(), mine.as_deref_mut().unwrap_or(&mut scratch)),
             &mut wait,
             |s| {
                 let v = seqlock::version(*s);
@@ -607,9 +608,15 @@ impl ByteSlot {
         )
     }
 
-    /// Set how `wait_for_update` waits.
-    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
-        self.policy = policy;
+    /// Set how `wait_for_update` waits (any thread, any time; a wait in progress keeps
+    /// the policy it started with).
+    pub fn set_wait_policy(&self, policy: WaitPolicy) {
+        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
+
+    /// How `wait_for_update` waits (default: [`WaitPolicy::Adaptive`]).
+    pub fn wait_policy(&self) -> WaitPolicy {
+        *self.policy.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The slot's name (`None` once closed).

@@ -1114,3 +1114,24 @@ fn every_wakeup_happens_under_load_adaptive() {
 fn every_wakeup_happens_under_load_block() {
     every_wakeup_happens("block");
 }
+
+/// `WaitSet` over two channels from a child: a message makes its channel ready; the
+/// child's SIGKILL (no code of it runs) makes it ready again, for `PeerDead`.
+#[test]
+fn waitset_sees_messages_and_a_killed_sender() {
+    let name = format!("waitset-{}", std::process::id());
+    let (tx, mut rx) = channel_named(&name, 4096).unwrap();
+    close_sender(tx); // the child opens the sender by name
+    let (_tx2, mut rx2) = shmplane::channel(4096).unwrap();
+    let mut child = Peer::spawn("send_then_hang", &name, "1");
+    child.expect_line("READY");
+    let mut set = shmplane::WaitSet::new();
+    let t = Some(WATCHDOG);
+    assert_eq!(set.wait(&mut [&mut rx2, &mut rx], t).unwrap(), [1]);
+    check(0, &rx.try_recv().unwrap(), 100);
+    assert!(set.wait(&mut [&mut rx2, &mut rx], Some(Duration::from_millis(30))).unwrap().is_empty());
+    child.kill();
+    assert_eq!(set.wait(&mut [&mut rx2, &mut rx], t).unwrap(), [1]);
+    assert!(matches!(rx.try_recv(), Err(Error::PeerDead { .. })), "the killed sender reads as dead");
+    close_receiver(rx);
+}

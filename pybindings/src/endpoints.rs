@@ -46,7 +46,7 @@ pub(crate) fn parse_policy(policy: &str, spin_us: f64) -> PyResult<WaitPolicy> {
     }
 }
 
-fn policy_name(p: WaitPolicy) -> String {
+pub(crate) fn policy_name(p: WaitPolicy) -> String {
     match p {
         WaitPolicy::Spin => "spin".into(),
         WaitPolicy::Block => "block".into(),

@@ -269,6 +269,21 @@ impl PyByteSlot {
         })
     }
 
+    /// How ``wait_for_update`` waits: 'spin', 'block' or 'adaptive(spin_us=N)'.
+    #[getter]
+    fn policy(&self, py: Python<'_>) -> String {
+        crate::endpoints::policy_name(self.with(py, ByteSlot::wait_policy))
+    }
+
+    /// Set how ``wait_for_update`` waits ('spin', 'adaptive' or 'block'; spin_us for
+    /// adaptive), as for channels.
+    #[pyo3(signature = (policy, spin_us=20.0))]
+    fn set_policy(&self, py: Python<'_>, policy: &str, spin_us: f64) -> PyResult<()> {
+        let p = crate::endpoints::parse_policy(policy, spin_us)?;
+        self.with(py, |s| s.set_wait_policy(p));
+        Ok(())
+    }
+
     /// Value length in bytes.
     fn __len__(&self, py: Python<'_>) -> usize {
         self.with(py, ByteSlot::len)

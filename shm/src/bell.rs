@@ -167,6 +167,15 @@ impl Bell {
         }
     }
 
+    /// True if no write end is open any more (after one was): the peer's handles all
+    /// closed or died. Reads nothing (a zero-timeout `poll` for `POLLHUP`).
+    pub fn writers_gone(&self) -> bool {
+        let mut p = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, written only for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & libc::POLLHUP != 0
+    }
+
     /// Ring this doorbell from the waiting side (a message was already queued when it
     /// armed): through a short-lived write end, so that this side never counts as a
     /// writer (which would hide the peer's close from the read end).
@@ -221,5 +230,36 @@ impl Ringer {
     /// Ring once (a full FIFO is rung already).
     pub fn ring(&self) {
         let _ = (&self.file).write(&[1]);
+    }
+}
+
+/// `poll(2)` for readability on `fds`, at most `timeout` (`None`: no limit), retried on
+/// `EINTR` with what is left. Returns which descriptors are readable (or hung up);
+/// all `false` on timeout.
+///
+/// # Errors
+/// [`Error::Os`] from `poll`.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<std::time::Duration>) -> Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up: a 0.5 ms wait must not become a busy poll.
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            }
+        };
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs that poll may
+        // write `revents` into for the duration of the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n >= 0 {
+            return Ok(pfds.iter().map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(os_err("poll", "doorbells", e));
+        }
     }
 }

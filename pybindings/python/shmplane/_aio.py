@@ -131,6 +131,13 @@ class AsyncReceive:
 
     async def __anext__(self) -> Any:
         try:
+            # A message is usually there in a stream: no second coroutine for it.
+            return self._rx.try_recv()
+        except Empty:
+            pass
+        except DisconnectedError:
+            raise StopAsyncIteration from None
+        try:
             return await recv_async(self._rx)
         except DisconnectedError:
             raise StopAsyncIteration from None

@@ -278,6 +278,21 @@ class _SlotHandle:
         return self._slot.wait_for_update(since, timeout)
 
     @property
+    def policy(self) -> str:
+        """How ``wait_for_update`` waits: 'spin', 'block' or 'adaptive(spin_us=N)'."""
+        return self._slot.policy
+
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """Set how ``wait_for_update`` waits, as for channels: ``"adaptive"`` (default:
+        spin up to ``spin_us`` µs while updates come that fast, then sleep on a futex),
+        ``"spin"`` (burns a core), ``"block"`` (sleep at once).
+
+        Raises:
+            ValueError: unknown policy or spin_us out of 0..=1e9.
+        """
+        self._slot.set_policy(policy, spin_us)
+
+    @property
     def name(self) -> str | None:
         """Name to ``attach`` by from an unrelated process."""
         return self._slot.name

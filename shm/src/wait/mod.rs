@@ -370,6 +370,20 @@ impl WaitHistory {
         }
     }
 
+    /// Learn from a wait that did not go through this module (a wait on many
+    /// endpoints): it lasted `waited` in all and `slept` or not.
+    pub fn record(&mut self, waited: Duration, policy: WaitPolicy, slept: bool) {
+        let full = match policy {
+            WaitPolicy::Adaptive { spin } => spin,
+            _ => return,
+        };
+        if slept {
+            self.slept(waited, Some(full));
+        } else {
+            self.spin_ns = None;
+        }
+    }
+
     /// A wait ended without sleeping.
     fn awake(&mut self, ev: &EventCount) {
         self.spin_ns = None;

@@ -766,6 +766,30 @@ impl Receiver {
         Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
     }
 
+    /// Ready for [`crate::WaitSet`]: a record is queued or the sender closed (one or
+    /// two loads); a closed handle counts as ready (its calls fail at once).
+    pub(crate) fn ready_or_gone(&self) -> bool {
+        let Some(inner) = &self.inner else { return true };
+        let store = inner.consumer.store();
+        ring::data_ready(store) || liveness::state(store.segment().role(PRODUCER)) == CLOSED
+    }
+
+    /// Arm for [`crate::WaitSet`]: the descriptor, or ready if the doorbell lost its
+    /// last writer and the sender is closed or dead.
+    pub(crate) fn arm_for_set(&mut self) -> Result<crate::waitset::Armed> {
+        let fd = self.readiness_fd()?;
+        let Some(inner) = &self.inner else { return Err(Error::Closed) };
+        let no_writer = inner.doorbell.as_ref().is_some_and(|d| d.bell.writers_gone());
+        if !no_writer {
+            return Ok(crate::waitset::Armed::Fd(fd));
+        }
+        let store = inner.consumer.store();
+        Ok(match check_peer(store.segment(), PRODUCER, ring::poisoned(store)) {
+            Err(_) => crate::waitset::Armed::Ready,
+            Ok(()) => crate::waitset::Armed::Poll,
+        })
+    }
+
     /// How blocking operations wait (default: [`WaitPolicy::Adaptive`]).
     pub fn wait_policy(&self) -> WaitPolicy {
         self.policy

@@ -580,6 +580,29 @@ impl Sender {
         Ok(inner.doorbell.as_ref().map(|(d, _)| d.bell.fd()).expect("opened above"))
     }
 
+    /// Ready for [`crate::WaitSet`]: room for a small message, or the receiver closed;
+    /// a closed handle counts as ready (its calls fail at once).
+    pub(crate) fn room_or_gone(&self) -> bool {
+        let Some(inner) = &self.inner else { return true };
+        let store = inner.producer.store();
+        ring::space_ready(store, 1) || liveness::state(store.segment().role(CONSUMER)) == CLOSED
+    }
+
+    /// Arm for [`crate::WaitSet`] (see `Receiver::arm_for_set`).
+    pub(crate) fn arm_for_set(&mut self) -> Result<crate::waitset::Armed> {
+        let fd = self.readiness_fd(1)?;
+        let Some(inner) = &self.inner else { return Err(Error::Closed) };
+        let no_writer = inner.doorbell.as_ref().is_some_and(|(d, _)| d.bell.writers_gone());
+        if !no_writer {
+            return Ok(crate::waitset::Armed::Fd(fd));
+        }
+        let store = inner.producer.store();
+        Ok(match check_peer(store.segment(), CONSUMER, ring::poisoned(store)) {
+            Err(_) => crate::waitset::Armed::Ready,
+            Ok(()) => crate::waitset::Armed::Poll,
+        })
+    }
+
     /// Wait until a one-record message of `len` bytes fits, at most `timeout` (`None`:
     /// forever; zero: check once). `Ok(false)` on timeout. Nothing is reserved: a
     /// following [`Sender::try_send`] of at most `len` bytes from this copy then
