@@ -10,7 +10,7 @@
 
 use crate::{Receiver, Sender};
 use shmplane_shm::error::Result;
-use shmplane_shm::wait::{WaitHistory, WaitPolicy};
+use shmplane_shm::wait::{WaitHistory, WaitPolicy, SLICE};
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,11 @@ pub enum Armed {
 pub trait Waitable {
     /// Ready now (one or two loads, no syscall).
     fn ready_now(&mut self) -> bool;
+    /// The full liveness check of the peer: `true` if it is gone (closed or dead)
+    /// and nothing is left to take. Run once per [`SLICE`]: a peer whose doorbell
+    /// write end lives on in another process (a `fork` child that inherited the
+    /// handle and never used it) dies without an end-of-file.
+    fn peer_gone(&mut self) -> bool;
     /// Arm the doorbell (see [`Receiver::readiness_fd`]).
     ///
     /// # Errors
@@ -43,6 +48,10 @@ impl Waitable for Receiver {
         self.ready_or_gone()
     }
 
+    fn peer_gone(&mut self) -> bool {
+        self.check_sender().is_err()
+    }
+
     fn arm(&mut self) -> Result<Armed> {
         self.arm_for_set()
     }
@@ -51,6 +60,10 @@ impl Waitable for Receiver {
 impl Waitable for Sender {
     fn ready_now(&mut self) -> bool {
         self.room_or_gone()
+    }
+
+    fn peer_gone(&mut self) -> bool {
+        self.check_receiver().is_err()
     }
 
     fn arm(&mut self) -> Result<Armed> {
@@ -151,15 +164,21 @@ impl WaitSet {
                     Armed::Poll => nap = Some(POLL_NAP),
                 }
             }
-            let mut left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if let Some(n) = nap {
-                left = Some(left.map_or(n, |l| l.min(n)));
-            }
-            shmplane_shm::bell::poll_readable(&fds, left)?;
+            let nap = nap.unwrap_or(SLICE);
+            let left = deadline.map_or(nap, |d| d.saturating_duration_since(Instant::now()).min(nap));
+            let hits = shmplane_shm::bell::poll_readable(&fds, Some(left))?;
             let now = ready(endpoints);
             if !now.is_empty() {
                 self.history.record(start.elapsed(), self.policy, true);
                 return Ok(now);
+            }
+            if !hits.iter().any(|&h| h) {
+                // A slice without a ring: look at the peers (see `Waitable::peer_gone`).
+                let gone: Vec<usize> =
+                    endpoints.iter_mut().enumerate().filter_map(|(i, e)| e.peer_gone().then_some(i)).collect();
+                if !gone.is_empty() {
+                    return Ok(gone);
+                }
             }
             // Rung for something another copy took, or woken by a peer that went away
             // (arming again tells): wait again.

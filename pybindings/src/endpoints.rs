@@ -292,6 +292,12 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         self.lock(py)?.readiness_fd(1).map_err(|e| to_py(py, e))
     }
 
+    /// The full liveness check of the receiver: raises PeerDeadError / DisconnectedError
+    /// if it is gone (used by the asyncio layer once per wait slice).
+    fn _check_peer(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py)?.check_receiver().map_err(|e| to_py(py, e))
+    }
+
     /// ``fileno()`` armed for room for a message of ``nbytes`` (one record at most).
     fn _space_fd(&self, py: Python<'_>, nbytes: usize) -> PyResult<i32> {
         self.lock(py)?.readiness_fd(nbytes).map_err(|e| to_py(py, e))
@@ -587,6 +593,12 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     ///         private FIFO.
     fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
         self.lock(py)?.readiness_fd().map_err(|e| to_py(py, e))
+    }
+
+    /// The full liveness check of the sender: raises PeerDeadError / DisconnectedError
+    /// if it is gone and nothing is queued (the asyncio layer, once per wait slice).
+    fn _check_peer(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py)?.check_sender().map_err(|e| to_py(py, e))
     }
 
     /// ``await rx.recv_async(timeout=None)``: receive without blocking the event loop

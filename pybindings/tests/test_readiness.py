@@ -352,3 +352,117 @@ def test_async_send_larger_than_the_ring(loop_factory: Any) -> None:
 
         got = run(both(), loop_factory)
     assert (got == big).all()
+
+
+# ------------------------------------------------------------------ from review
+
+
+def _forked_child_recv_async(rx: shmplane.Receiver) -> str:
+    async def main() -> str:
+        try:
+            while True:
+                await rx.recv_async(timeout=20)
+        except shmplane.PeerDeadError:
+            return "PeerDeadError"
+
+    return asyncio.run(main())
+
+
+def _send_and_die(tx: shmplane.Sender) -> None:
+    tx.send(b"last", timeout=5)
+    os._exit(0)  # no close: a death, as far as the channel can tell
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_fork_child_sees_its_parents_sender_die(procs: Any) -> None:
+    """A fork child inherits the sender's doorbell write end with the handle; the
+    sender dying elsewhere then shows no end-of-file there, and the asyncio layer's
+    per-slice liveness check must still report it."""
+    tx, rx = shmplane.channel(1 << 16)
+    with rx:
+        p, conn = procs.start_reporting(_forked_child_recv_async, rx, method="fork")
+        killer = procs.start(_send_and_die, tx, method="fork")
+        tx.close()
+        procs.join(killer)
+        assert get_report(conn) == "PeerDeadError"
+        procs.join(p)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_two_coroutines_awaiting_one_receiver_both_get_a_message(loop_factory: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+
+    async def main() -> list[Any]:
+        a = asyncio.ensure_future(rx.recv_async(timeout=10))
+        b = asyncio.ensure_future(rx.recv_async(timeout=10))
+        await asyncio.sleep(0.02)
+        tx.send(b"1")
+        tx.send(b"2")
+        return sorted(await asyncio.gather(a, b))
+
+    with tx, rx:
+        assert run(main(), loop_factory) == [b"1", b"2"]
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_sender_descriptor_before_any_receiver(shm_name: str) -> None:
+    """Ringing its own doorbell while the receiver's role is vacant must not leave
+    the FIFO reporting end-of-file (readable for good) once the ring is full."""
+    with shmplane.Sender.create(shm_name, 4096) as tx:
+        assert readable(tx, 0)  # room: ready
+        while True:
+            try:
+                tx.try_send(b"q" * 100)
+            except shmplane.Full:
+                break
+        for size in (1,):
+            while True:
+                try:
+                    tx.try_send(b"q" * size)
+                except shmplane.Full:
+                    break
+        assert not readable(tx, 0.05)
+        rx = shmplane.Receiver.open(shm_name)
+        rx.recv(timeout=5)
+        assert readable(tx, 5)
+        rx.close()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_close_during_recv_async_raises_closed(loop_factory: Any) -> None:
+    tx, rx = shmplane.channel(1 << 16)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(rx.recv_async())
+        await asyncio.sleep(0.02)
+        rx.close()
+        with pytest.raises(shmplane.ClosedError):
+            await task
+
+    with tx:
+        run(main(), loop_factory)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_cancel_after_the_ring_loses_nothing(loop_factory: Any) -> None:
+    """Cancelled after the message arrived and the reader callback may have run, but
+    before the coroutine resumed: the message is returned or stays queued."""
+    tx, rx = shmplane.channel(1 << 16)
+
+    async def main() -> Any:
+        got = []
+        for i in range(50):
+            task = asyncio.ensure_future(rx.recv_async(timeout=10))
+            await asyncio.sleep(0.001 * (i % 3))
+            tx.send(i)
+            for _ in range(i % 4):
+                await asyncio.sleep(0)
+            task.cancel()
+            try:
+                got.append(await task)
+            except asyncio.CancelledError:
+                got.append(await rx.recv_async(timeout=5))
+        return got
+
+    with tx, rx:
+        assert run(main(), loop_factory) == list(range(50))

@@ -177,16 +177,20 @@ impl Bell {
     }
 
     /// Ring this doorbell from the waiting side (a message was already queued when it
-    /// armed): through a short-lived write end, so that this side never counts as a
-    /// writer (which would hide the peer's close from the read end).
-    pub fn ring_own(&self, name: &str, side: Side) {
-        if let Ok(w) = std::fs::OpenOptions::new()
+    /// armed), through a new write end of this very FIFO (`/proc/self/fd/<fd>`: the
+    /// name may have been removed or reused). Returns that write end: the caller
+    /// closes it at once if a peer handle holds a write end (so this side never counts
+    /// as a writer, which would hide the peer's close), or keeps it while the peer's
+    /// role is vacant (closing the only write end ever opened would make the FIFO
+    /// report end-of-file for a peer that never came).
+    pub fn ring_own(&self) -> Option<File> {
+        let w = std::fs::OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(path(name, side))
-        {
-            let _ = (&w).write(&[1]);
-        }
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+            .ok()?;
+        let _ = (&w).write(&[1]);
+        Some(w)
     }
 }
 

@@ -6,50 +6,76 @@ of the channel's doorbell FIFO, re-armed by that very call) with the event loop'
 ``add_reader``, then tries again. Peers write to the doorbell only while a handle waits
 this way, so the send path of a channel nobody awaits makes no system call.
 
+- Any number of coroutines may await one endpoint: one reader callback per descriptor
+  wakes them all, and each tries its call again.
+- Every wait is cut into slices of ``SLICE`` seconds: at the end of a slice without a
+  ring the peer's liveness is checked (``PeerDeadError``/``DisconnectedError``), so a
+  peer whose doorbell write end lives on elsewhere (a ``fork`` child that inherited its
+  handle) is still seen to die, and a handle closed meanwhile raises ``ClosedError``.
+- A descriptor that keeps reporting ready while the call still cannot proceed (another
+  copy of the endpoint holds it for a message in progress) is retried after a short,
+  growing sleep instead of in a busy loop.
+
 Cancelling an awaiting coroutine loses nothing: a message is either returned, or it
 stays in the channel (the receive happens in one non-blocking call after the wait).
 
 Limits: a message larger than the ring is sent from a thread of the loop's default
-executor (``try_send`` cannot stream it without blocking), and such a send, once
-started, completes even if the awaiting coroutine is cancelled. A receive that finds
-the first part of a chunked message takes the rest in the same call, blocking the loop
-while the sender streams it (the sender is mid-message then, so this is short unless
-the sender stalls).
+executor (``try_send`` cannot stream it without blocking); such a send, once started,
+completes even if the awaiting coroutine is cancelled, and while it runs the endpoint
+is busy (other calls on it from the loop raise ``InvalidArgumentError``). A receive that
+finds the first part of a chunked message takes the rest in the same call, blocking
+the loop while the sender streams it (the sender is mid-message then, so this is short
+unless the sender stalls).
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing.connection
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from .errors import DisconnectedError, Empty, Full, Timeout
 
+#: Seconds between liveness checks of the peer while a coroutine waits.
+SLICE = 0.05
 
-async def _readable(fd: int, deadline: float | None) -> None:
-    """Wait until ``fd`` is readable, or raise ``Timeout`` at ``deadline`` (loop time)."""
+# One reader callback per (loop, descriptor); every coroutine waiting there has a future.
+_waiters: dict[tuple[int, int], set[asyncio.Future[bool]]] = {}
+
+
+async def _readable(fd: int, deadline: float | None) -> bool:
+    """Wait until ``fd`` is readable (``True``), or the slice or ``deadline`` (loop time)
+    ends (``False``)."""
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future[None] = loop.create_future()
+    key = (id(loop), fd)
+    futs = _waiters.get(key)
+    if futs is None:
+        futs = _waiters[key] = set()
 
-    def ready() -> None:
+        def ready() -> None:
+            for f in list(_waiters.get(key, ())):
+                if not f.done():
+                    f.set_result(True)
+
+        loop.add_reader(fd, ready)
+    fut: asyncio.Future[bool] = loop.create_future()
+    futs.add(fut)
+    wait = SLICE if deadline is None else max(0.0, min(SLICE, deadline - loop.time()))
+    def slice_over() -> None:
         if not fut.done():
-            fut.set_result(None)
+            fut.set_result(False)
 
-    loop.add_reader(fd, ready)
+    timer = loop.call_later(wait, slice_over)
     try:
-        if deadline is None:
-            await fut
-        else:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise Timeout("timed out")
-            try:
-                await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
-                raise Timeout("timed out") from None
+        return await fut
     finally:
-        loop.remove_reader(fd)
+        timer.cancel()
+        futs.discard(fut)
+        if not futs:
+            del _waiters[key]
+            loop.remove_reader(fd)
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -58,6 +84,20 @@ def _deadline(timeout: float | None) -> float | None:
     if not timeout >= 0:  # also NaN
         raise ValueError(f"timeout must be None or a finite number of seconds >= 0, got {timeout}")
     return asyncio.get_running_loop().time() + timeout
+
+
+async def _wait_turn(endpoint: Any, fd: int, deadline: float | None, misses: int) -> int:
+    """One wait of a retry loop; returns the new count of rings that did not help."""
+    if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        raise Timeout("timed out")
+    if misses >= 2:
+        # Rung, yet the call could not proceed, twice: another copy of this endpoint
+        # holds it (a message in progress). Back off instead of spinning.
+        await asyncio.sleep(min(0.0005 * 2 ** (misses - 2), SLICE))
+    if await _readable(fd, deadline):
+        return misses + 1
+    endpoint._check_peer()  # a slice without a ring: is the peer still there?
+    return 0
 
 
 async def recv_async(rx: Any, timeout: float | None = None) -> Any:
@@ -69,16 +109,19 @@ async def recv_async(rx: Any, timeout: float | None = None) -> Any:
 
     Raises:
         Timeout: nothing arrived within ``timeout``.
-        DisconnectedError, PeerDeadError, TruncatedMessageError, ...: as ``recv``.
+        DisconnectedError, PeerDeadError, TruncatedMessageError, ClosedError, ...: as
+        ``recv`` (a dead or closed sender is seen within one ``SLICE``).
+        ValueError: a negative or NaN timeout.
     """
     deadline = _deadline(timeout)
+    misses = 0
     while True:
         try:
             return rx.try_recv()
         except Empty:
             pass
-        # Arms the doorbell; readable at once if a message came meanwhile.
-        await _readable(rx.fileno(), deadline)
+        # fileno() arms the doorbell: readable at once if a message came meanwhile.
+        misses = await _wait_turn(rx, rx.fileno(), deadline, misses)
 
 
 async def send_async(tx: Any, obj: Any, timeout: float | None = None) -> None:
@@ -91,9 +134,12 @@ async def send_async(tx: Any, obj: Any, timeout: float | None = None) -> None:
 
     Raises:
         Timeout: no room within ``timeout``.
-        DisconnectedError, PeerDeadError, ...: as ``send``.
+        DisconnectedError, PeerDeadError, ClosedError, ...: as ``send``.
+        ValueError: a negative or NaN timeout.
     """
     deadline = _deadline(timeout)
+    misses = 0
+    need = _size_hint(obj, tx.max_message_size)
     while True:
         try:
             tx.try_send(obj)
@@ -107,7 +153,7 @@ async def send_async(tx: Any, obj: Any, timeout: float | None = None) -> None:
             left = None if deadline is None else max(0.0, deadline - loop.time())
             await loop.run_in_executor(None, tx.send, obj, left)
             return
-        await _readable(tx._space_fd(_size_hint(obj, tx.max_message_size)), deadline)
+        misses = await _wait_turn(tx, tx._space_fd(need), deadline, misses)
 
 
 def _size_hint(obj: Any, most: int) -> int:
@@ -150,10 +196,30 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     (a ``Receiver`` is ready when ``try_recv`` would not raise ``Empty``: a message,
     or its sender closed or died; a ``Sender`` when a small message fits again, or its
     receiver is gone), ``multiprocessing`` connections, sockets, or anything with a
-    ``fileno()``, mixed.
+    ``fileno()``, mixed. Waits in slices of ``SLICE`` seconds, checking the peers of
+    shmplane endpoints between them (a peer that dies is reported within one slice
+    even where its doorbell shows no end-of-file).
 
     Args:
         object_list: the objects to wait on.
         timeout: seconds (``None``: no limit); returns ``[]`` on timeout.
     """
-    return multiprocessing.connection.wait(object_list, timeout)
+    objs = list(object_list)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = SLICE if deadline is None else max(0.0, min(SLICE, deadline - time.monotonic()))
+        ready = multiprocessing.connection.wait(objs, left)
+        if ready:
+            return ready
+        gone = []
+        for o in objs:
+            check = getattr(o, "_check_peer", None)
+            if check is not None:
+                try:
+                    check()
+                except Exception:  # gone (or closed): receiving/sending raises now
+                    gone.append(o)
+        if gone:
+            return gone
+        if deadline is not None and time.monotonic() >= deadline:
+            return []

@@ -161,11 +161,12 @@ impl ShmFile {
         let Ok(mine) = self.file.metadata() else { return };
         match std::fs::metadata(shm_path(name)) {
             Ok(theirs) if theirs.ino() == mine.ino() && theirs.dev() == mine.dev() => {
+                // A channel's doorbells go with its name, first: once the name is
+                // free a new channel may take it and make its own.
+                crate::bell::remove(name);
                 let cname = shm_name(name);
                 // SAFETY: cname is a valid C string.
                 unsafe { libc::shm_unlink(cname.as_ptr()) };
-                // A channel's doorbells go with its name.
-                crate::bell::remove(name);
             }
             _ => {}
         }

@@ -243,9 +243,10 @@ impl EventCount {
     }
 
     /// Sleep until the epoch moves away from `epoch`, a wake, or `timeout`. At most
-    /// 1 ms when this process cannot issue heavy fences (see the module docs).
+    /// 1 ms when this process cannot issue heavy fences (see the module docs). Returns
+    /// the timeout it slept with.
     #[inline]
-    pub fn sleep<P: Park>(&self, park: &P, epoch: u32, timeout: Option<Duration>) {
+    pub fn sleep<P: Park>(&self, park: &P, epoch: u32, timeout: Option<Duration>) -> Option<Duration> {
         #[cfg(not(shmplane_loom))]
         let timeout = if crate::process::sleep_cap_needed() {
             Some(timeout.map_or(UNFENCED_NAP, |t| t.min(UNFENCED_NAP)))
@@ -253,6 +254,7 @@ impl EventCount {
             timeout
         };
         park.park(&self.epoch, epoch, timeout);
+        timeout
     }
 
     /// Withdraw the announcement of [`EventCount::prepare_wait`].
@@ -671,12 +673,12 @@ fn sleep_phase<C, T, E, P: Park>(
             nap = nap.min(d.saturating_duration_since(now));
         }
         let (ev, park) = event(ctx);
-        ev.sleep(park, epoch, Some(nap));
+        let slept = ev.sleep(park, epoch, Some(nap)).unwrap_or(nap);
         ev.finish_wait();
         // Woken, most likely because the data is there: look before announcing again.
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
             #[cfg(not(shmplane_loom))]
-            if now.elapsed() >= nap && event(ctx).0.epoch_is(epoch) {
+            if now.elapsed() >= slept && event(ctx).0.epoch_is(epoch) {
                 lost::suspect();
             }
             return Ok(v);

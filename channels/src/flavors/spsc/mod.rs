@@ -16,6 +16,7 @@ use shmplane_shm::header::SegmentKind;
 use shmplane_shm::kind::Params;
 use shmplane_shm::layout::{check_ring_capacity, MAX_RING_CAPACITY, MIN_RING_CAPACITY};
 use shmplane_shm::bell::{Bell, Ringer, Side};
+use shmplane_shm::liveness;
 use shmplane_shm::segment::Segment;
 
 /// Ring capacity of a channel made without one, in bytes (1 MiB): with messages of any
@@ -56,8 +57,9 @@ fn open_ringer(segment: &Segment, side: Side) -> Option<Ringer> {
 #[derive(Debug)]
 struct Doorbell {
     bell: Bell,
-    name: String,
-    side: Side,
+    /// A write end kept after ringing our own doorbell while the peer's role was
+    /// vacant (see `Bell::ring_own`); dropped once the peer is attached.
+    placeholder: Option<std::fs::File>,
 }
 
 impl Doorbell {
@@ -68,18 +70,27 @@ impl Doorbell {
                 segment.path()
             ))
         })?;
-        Ok(Doorbell { bell: Bell::open(&name, side)?, name, side })
+        Ok(Doorbell { bell: Bell::open(&name, side)?, placeholder: None })
     }
 
     /// Make the descriptor's state exact: drain it, arm the doorbell on `event` (the
     /// caller's re-check follows inside `ready`), and ring it ourselves if `ready()`
-    /// already holds. Returns `true` if the doorbell has no writer left (every handle
-    /// of the peer closed or died): the caller should check the peer now.
-    fn arm(&self, event: &shmplane_shm::layout::EventCount, ready: impl FnOnce() -> bool) -> bool {
+    /// already holds. `peer` is the peer role's state word. Returns `true` if the
+    /// doorbell has no writer left (every handle of the peer closed or died): the
+    /// caller should check the peer now.
+    fn arm(&mut self, event: &shmplane_shm::layout::EventCount, peer: u32, ready: impl FnOnce() -> bool) -> bool {
+        // A peer handle opens its write end before it claims its role: once the role
+        // reads attached (or later), ours is not needed to keep end-of-file away.
+        if peer != liveness::VACANT {
+            self.placeholder = None;
+        }
         let peer_gone = self.bell.drain();
         event.arm_doorbell();
         if ready() {
-            self.bell.ring_own(&self.name, self.side);
+            let w = self.bell.ring_own();
+            if peer == liveness::VACANT && self.placeholder.is_none() {
+                self.placeholder = w;
+            }
         }
         peer_gone
     }

@@ -56,10 +56,11 @@ impl Inner {
     /// Arm the doorbell: its descriptor becomes readable at the next message, or now
     /// if one is queued or the sender closed. `true` if no sender handle holds the
     /// doorbell any more (closed or died: worth a liveness check now).
-    fn arm(&self) -> bool {
-        let Some(d) = &self.doorbell else { return false };
+    fn arm(&mut self) -> bool {
+        let Some(d) = &mut self.doorbell else { return false };
         let store = self.consumer.store();
-        d.arm(&store.control().data_ready.value, || {
+        let peer = liveness::state(store.segment().role(PRODUCER));
+        d.arm(&store.control().data_ready.value, peer, || {
             ring::data_ready(store) || liveness::state(store.segment().role(PRODUCER)) == CLOSED
         })
     }
@@ -68,7 +69,7 @@ impl Inner {
     /// the ring (so the descriptor does not stay readable for a message now taken).
     #[cold]
     #[inline(never)]
-    fn rearm_if_empty(&self) {
+    fn rearm_if_empty(&mut self) {
         if !ring::data_ready(self.consumer.store()) {
             let _ = self.arm();
         }
@@ -94,6 +95,7 @@ impl Inner {
             // Waited on through the OS: re-arm, and if the doorbell lost its last
             // writer (the sender closed or died), check the sender now.
             let peer_gone = self.doorbell.is_some() && self.arm();
+            let store = self.consumer.store();
             return Err(empty_verdict(store.segment(), store, polls, peer_gone));
         }
         match self.role.acquire(store.segment(), wait, Error::Empty) {
@@ -432,9 +434,11 @@ impl Receiver {
 
     /// `fresh`: opened by name (see `Sender::attach`).
     pub(super) fn attach(segment: Segment, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
+        // The doorbell's write end first: a waiting sender drops its placeholder once it
+        // sees this role attached (see `Doorbell::arm`).
+        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Space));
         segment.claim_role(CONSUMER)?;
         let path = segment.path().to_owned();
-        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Space));
         let mut store = SegmentRing::new(segment);
         store.set_ringer(ringer);
         if fresh {
@@ -766,6 +770,23 @@ impl Receiver {
         Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
     }
 
+    /// The full liveness check of the sender (its role's OFD lock and pid, a few
+    /// syscalls), for waits that happen outside this crate (an event loop): `Ok` while
+    /// a message is queued or the sender lives.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] (closed), [`Error::PeerDead`] (died), both only once
+    /// nothing is queued; [`Error::Corrupt`] (poisoned ring); [`Error::Closed`].
+    pub fn check_sender(&self) -> Result<()> {
+        let Some(inner) = &self.inner else { return Err(Error::Closed) };
+        let store = inner.consumer.store();
+        if ring::data_ready(store) {
+            return Ok(());
+        }
+        check_peer(store.segment(), PRODUCER, ring::poisoned(store))?;
+        Ok(())
+    }
+
     /// Ready for [`crate::WaitSet`]: a record is queued or the sender closed (one or
     /// two loads); a closed handle counts as ready (its calls fail at once).
     pub(crate) fn ready_or_gone(&self) -> bool {
@@ -779,7 +800,7 @@ impl Receiver {
     pub(crate) fn arm_for_set(&mut self) -> Result<crate::waitset::Armed> {
         let fd = self.readiness_fd()?;
         let Some(inner) = &self.inner else { return Err(Error::Closed) };
-        let no_writer = inner.doorbell.as_ref().is_some_and(|d| d.bell.writers_gone());
+        let no_writer = inner.doorbell.as_ref().is_some_and(|d| d.placeholder.is_none() && d.bell.writers_gone());
         if !no_writer {
             return Ok(crate::waitset::Armed::Fd(fd));
         }

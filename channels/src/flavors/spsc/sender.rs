@@ -44,10 +44,11 @@ struct Inner {
 impl Inner {
     /// Arm the doorbell: its descriptor becomes readable when the receiver frees
     /// room, or now if a message of the armed size fits or the receiver is gone.
-    fn arm(&self) {
-        if let Some((d, len)) = &self.doorbell {
+    fn arm(&mut self) {
+        if let Some((d, len)) = &mut self.doorbell {
             let store = self.producer.store();
-            let _ = d.arm(&store.control().space_ready.value, || {
+            let peer = liveness::state(store.segment().role(CONSUMER));
+            let _ = d.arm(&store.control().space_ready.value, peer, || {
                 ring::space_ready(store, *len) || liveness::state(store.segment().role(CONSUMER)) == CLOSED
             });
         }
@@ -57,7 +58,7 @@ impl Inner {
     /// no room for the armed size any more.
     #[cold]
     #[inline(never)]
-    fn rearm_if_full(&self) {
+    fn rearm_if_full(&mut self) {
         if let Some((_, len)) = &self.doorbell {
             if !ring::space_ready(self.producer.store(), *len) {
                 self.arm();
@@ -310,9 +311,11 @@ impl Sender {
     /// `fresh`: this segment was opened by name (a new open file description), so no
     /// other copy of this role lives: sleepers counted on its event count died.
     fn attach(segment: Segment, fresh: bool, ringer: Option<Ringer>) -> Result<Sender> {
+        // The doorbell's write end first: a waiting receiver drops its placeholder once
+        // it sees this role attached (see `Doorbell::arm`).
+        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Data));
         segment.claim_role(PRODUCER)?;
         let path = segment.path().to_owned();
-        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Data));
         let mut store = SegmentRing::new(segment);
         store.set_ringer(ringer);
         if fresh {
@@ -580,6 +583,17 @@ impl Sender {
         Ok(inner.doorbell.as_ref().map(|(d, _)| d.bell.fd()).expect("opened above"))
     }
 
+    /// The full liveness check of the receiver (see `Receiver::check_sender`).
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] (closed), [`Error::PeerDead`] (died), [`Error::Corrupt`]
+    /// (poisoned ring), [`Error::Closed`].
+    pub fn check_receiver(&self) -> Result<()> {
+        let Some(inner) = &self.inner else { return Err(Error::Closed) };
+        let store = inner.producer.store();
+        check_peer(store.segment(), CONSUMER, ring::poisoned(store))
+    }
+
     /// Ready for [`crate::WaitSet`]: room for a small message, or the receiver closed;
     /// a closed handle counts as ready (its calls fail at once).
     pub(crate) fn room_or_gone(&self) -> bool {
@@ -592,7 +606,7 @@ impl Sender {
     pub(crate) fn arm_for_set(&mut self) -> Result<crate::waitset::Armed> {
         let fd = self.readiness_fd(1)?;
         let Some(inner) = &self.inner else { return Err(Error::Closed) };
-        let no_writer = inner.doorbell.as_ref().is_some_and(|(d, _)| d.bell.writers_gone());
+        let no_writer = inner.doorbell.as_ref().is_some_and(|(d, _)| d.placeholder.is_none() && d.bell.writers_gone());
         if !no_writer {
             return Ok(crate::waitset::Armed::Fd(fd));
         }
