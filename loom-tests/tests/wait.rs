@@ -213,3 +213,74 @@ fn control_light_notifier_without_fenced_regime_deadlocks() {
         notifier.join().unwrap();
     });
 }
+
+/// A doorbell modelled as a flag its "reader" sleeps on (the FIFO of `shm/src/bell.rs`):
+/// `ring` sets the flag and wakes the sleeper.
+#[derive(Default)]
+struct DoorbellModel {
+    rung: AtomicU32,
+    futex: FutexModel,
+}
+
+impl Park for DoorbellModel {
+    fn park(&self, word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+        self.futex.park(word, expected, timeout);
+    }
+    fn unpark_all(&self, word: &AtomicU32) {
+        self.futex.unpark_all(word);
+    }
+    fn ring(&self) {
+        self.rung.store(1, Ordering::SeqCst);
+        self.futex.unpark_all(&self.rung);
+    }
+}
+
+/// An OS-level waiter (the doorbell's reader, as `select` on `fileno()`): arm, re-check
+/// (ringing its own doorbell if the data is there), then sleep until the doorbell
+/// rings. The notifier publishes then notifies. In both regimes (fresh, and FENCED in
+/// force with a plain `Relaxed` notifier load) the doorbell must ring: a lost ring is
+/// a loom deadlock.
+fn doorbell_model(preset_fenced: bool) {
+    loom::model(move || {
+        let ev = EventCount::default();
+        if preset_fenced {
+            ev.waiters.store(FENCED | FENCED_READY, Ordering::Relaxed);
+        }
+        let shared = Arc::new((ev, AtomicU32::new(0), DoorbellModel::default()));
+        let notifier = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let (ev, data, bell) = &*shared;
+                data.store(1, Ordering::Release);
+                if preset_fenced {
+                    let seen = ev.waiters.load(Ordering::Relaxed);
+                    if seen != 0 {
+                        ev.notify_seen(bell, seen);
+                    }
+                } else {
+                    ev.notify(bell);
+                }
+            })
+        };
+        let (ev, data, bell) = &*shared;
+        ev.arm_doorbell();
+        if data.load(Ordering::Acquire) == 1 {
+            bell.ring(); // the waiter's own ring (`Bell::ring_own`)
+        }
+        while bell.rung.load(Ordering::SeqCst) == 0 {
+            bell.futex.park(&bell.rung, 0, None);
+        }
+        assert_eq!(data.load(Ordering::Acquire), 1, "rung before the data was visible");
+        notifier.join().unwrap();
+    });
+}
+
+#[test]
+fn doorbell_rings_for_a_publish() {
+    doorbell_model(false);
+}
+
+#[test]
+fn doorbell_rings_for_a_publish_in_the_fenced_regime() {
+    doorbell_model(true);
+}
