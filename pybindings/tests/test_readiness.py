@@ -109,6 +109,7 @@ def test_readable_iff_try_recv_would_not_raise_empty(method: str, procs: Any) ->
             got.append(rx.try_recv())
             if len(got) == 1:
                 # Taken: not readable again until the next message (or the close).
+                assert not readable(rx), "still readable after the only message was taken"
                 with pytest.raises(shmplane.Empty):
                     rx.try_recv()
         assert got == [b"a", b"b"]
