@@ -11,6 +11,7 @@ use shmplane_shm::seqlock::{self, SlotStore};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentSlot;
 use crate::wait::{wait_for, Wait};
+use shmplane_shm::bell::SlotBell;
 use shmplane_shm::wait::{WaitHistory, WaitPolicy};
 use std::fmt;
 use std::marker::PhantomData;
@@ -327,6 +328,9 @@ pub struct ByteSlot {
     /// What recent `wait_for_update`s were like (adaptive spinning); a thread that
     /// finds it in use by another waits without it.
     history: std::sync::Mutex<WaitHistory>,
+    /// This handle's doorbell, once it was waited on through the OS (`update_fd`), and
+    /// the fork generation that made it (a fork child makes its own).
+    bell: std::sync::Mutex<Option<(u64, SlotBell)>>,
 }
 
 impl ByteSlot {
@@ -372,7 +376,7 @@ impl ByteSlot {
     fn attach(seg: Segment) -> Result<ByteSlot> {
         seg.hold_shared()?;
         let len = seg.info().param0 as usize;
-        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: Default::default(), history: Default::default() })
+        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: Default::default(), history: Default::default(), bell: Default::default() })
     }
 
     fn store(&self) -> Result<&SegmentSlot> {
@@ -632,8 +636,62 @@ impl ByteSlot {
     /// Close this handle; the segment is removed with the last one. Idempotent.
     pub fn close(&mut self) {
         if let Some(s) = self.store.take() {
+            let bell = self.bell.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some((generation, b)) = bell {
+                // A forked parent's doorbell is the parent's to remove.
+                if generation == shmplane_shm::process::fork_generation() {
+                    b.close(&s.control().bells.value);
+                }
+            }
             s.into_segment().close_shared();
         }
+    }
+
+    /// A descriptor that `select`, `poll`, `epoll` and asyncio's `add_reader` can wait
+    /// on for the version to move away from `since`: readable at once if it already
+    /// has, else at the next write. Call it again before each wait (it re-arms). It is
+    /// the read end of this handle's own doorbell FIFO
+    /// (`/dev/shm/shmplane.<name>@w<pid>.<n>`, removed at close), entered in the slot's
+    /// table so that writers ring it; `None` when all
+    /// [`SLOT_BELLS`](shmplane_shm::layout::SLOT_BELLS) entries are taken by other
+    /// readers (wait with [`ByteSlot::wait_for_update`] or poll then).
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::InvalidArgument`] (the slot has no name);
+    /// [`Error::Os`] (the FIFO could not be made).
+    ///
+    /// # Examples
+    /// ```
+    /// let slot = shmplane::ByteSlot::create("doc-byteslot-fd", &[0u8; 8], 1)?;
+    /// let v = slot.version()?;
+    /// let fd = slot.update_fd(v)?.expect("a free doorbell entry");
+    /// let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0);
+    /// slot.write(&[1u8; 8])?;
+    /// assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn update_fd(&self, since: u64) -> Result<Option<std::os::fd::RawFd>> {
+        let store = self.store()?;
+        let mut bell = self.bell.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = shmplane_shm::process::fork_generation();
+        if bell.as_ref().is_some_and(|(g, _)| *g != generation) {
+            *bell = None; // the parent's (inherited by fork): close our descriptor only
+        }
+        if bell.is_none() {
+            let name = store
+                .segment()
+                .name()
+                .ok_or_else(|| Error::InvalidArgument("waiting through the OS needs a named slot".into()))?;
+            *bell = SlotBell::create(name, &store.control().bells.value)?.map(|b| (generation, b));
+        }
+        let Some((_, b)) = bell.as_ref() else { return Ok(None) };
+        b.drain();
+        store.control().updated.value.arm_doorbell();
+        if seqlock::version(store) != since {
+            b.ring();
+        }
+        Ok(Some(b.fd()))
     }
 }
 

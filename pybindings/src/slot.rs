@@ -269,6 +269,13 @@ impl PyByteSlot {
         })
     }
 
+    /// A descriptor readable once the version differs from ``since`` (re-armed by each
+    /// call), or None when the slot's doorbell table is full (see
+    /// ``shmplane._aio.slot_update``).
+    fn _update_fd(&self, py: Python<'_>, since: u64) -> PyResult<Option<i32>> {
+        self.with(py, |s| s.update_fd(since)).map_err(|e| to_py(py, e))
+    }
+
     /// How ``wait_for_update`` waits: 'spin', 'block' or 'adaptive(spin_us=N)'.
     #[getter]
     fn policy(&self, py: Python<'_>) -> String {

@@ -467,3 +467,115 @@ def test_cancel_after_the_ring_loses_nothing(loop_factory: Any) -> None:
 
     with tx, rx:
         assert run(main(), loop_factory) == list(range(50))
+
+
+# ------------------------------------------------------------------ slots
+
+
+def _write_values(name: str, n: int, delay: float) -> int:
+    v = shmplane.RawValue.attach(name, "q")
+    with v:
+        for i in range(1, n + 1):
+            time.sleep(delay)
+            v.value = i
+    return n
+
+
+def _arm_and_hang(name: str) -> None:
+    v = shmplane.RawValue.attach(name, "q")
+    v._slot._update_fd(v.version)  # a doorbell entry and FIFO of this process
+    time.sleep(60)  # killed by the test
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_slot_wait_for_update_async_with_a_writer_process(loop_factory: Any, make_name: Any, procs: Any) -> None:
+    name = make_name("slot")
+    v = shmplane.RawValue("q", 0, name=name)
+    p, conn = procs.start_reporting(_write_values, name, 20, 0.005, method="spawn")
+
+    async def main() -> int:
+        since = v.version
+        while v.value < 20:
+            since = await v.wait_for_update_async(since, timeout=10)
+        return int(v.value)
+
+    with v:
+        assert run(main(), loop_factory) == 20
+        assert get_report(conn) == 20
+        procs.join(p)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_slot_two_handles_awaiting_both_wake(loop_factory: Any, make_name: Any) -> None:
+    name = make_name("slot2")
+    a = shmplane.RawValue("q", 0, name=name)
+    b = shmplane.RawValue.attach(name, "q")
+
+    async def main() -> list[int]:
+        sa, sb = a.version, b.version
+        ta = asyncio.ensure_future(a.wait_for_update_async(sa, timeout=10))
+        tb = asyncio.ensure_future(b.wait_for_update_async(sb, timeout=10))
+        await asyncio.sleep(0.02)
+        a.value = 7
+        await asyncio.gather(ta, tb)
+        return [int(a.value), int(b.value)]
+
+    with a, b:
+        assert run(main(), loop_factory) == [7, 7]
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_slot_dead_reader_entry_is_freed_by_the_next_write(make_name: Any, procs: Any) -> None:
+    name = make_name("slot3")
+    with shmplane.RawValue("q", 0, name=name) as v:
+        p = procs.start(_arm_and_hang, name, method="spawn")
+        deadline = time.monotonic() + 20
+        mine = f"shmplane.{name}@w{p.pid}."
+        while not any(f.startswith(mine) for f in os.listdir("/dev/shm")):
+            assert time.monotonic() < deadline, "the child never armed its doorbell"
+            time.sleep(0.01)
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+        since = v.version
+        v._slot._update_fd(since)  # arm: the next write rings every entry
+        v.value = 1
+        assert not any(f.startswith(mine) for f in os.listdir("/dev/shm")), "the dead reader's doorbell was not removed"
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_slot_more_async_readers_than_doorbells(loop_factory: Any, make_name: Any) -> None:
+    name = make_name("slot4")
+    first = shmplane.RawValue("q", 0, name=name)
+    others = [shmplane.RawValue.attach(name, "q") for _ in range(20)]  # 16 doorbells
+
+    async def main() -> list[int]:
+        tasks = [asyncio.ensure_future(h.wait_for_update_async(h.version, timeout=10)) for h in others]
+        await asyncio.sleep(0.05)
+        first.value = 5
+        await asyncio.gather(*tasks)
+        return [int(h.value) for h in others]
+
+    try:
+        assert run(main(), loop_factory) == [5] * 20
+    finally:
+        for h in others:
+            h.close()
+        first.close()
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"shmplane.{name}")]
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_slot_close_during_wait_raises_closed(loop_factory: Any, make_name: Any) -> None:
+    name = make_name("slot5")
+    keep = shmplane.RawValue("q", 0, name=name)
+    v = shmplane.RawValue.attach(name, "q")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(v.wait_for_update_async(v.version))
+        await asyncio.sleep(0.02)
+        v.close()
+        with pytest.raises(shmplane.ClosedError):
+            await task
+
+    with keep:
+        run(main(), loop_factory)

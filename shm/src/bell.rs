@@ -64,7 +64,9 @@ pub fn path(name: &str, side: Side) -> String {
 /// The segment name a doorbell file name (without the directory) belongs to, if it is one.
 pub fn segment_of(file_name: &str) -> Option<&str> {
     let rest = file_name.strip_prefix(PREFIX)?;
-    rest.strip_suffix(Side::Data.suffix()).or_else(|| rest.strip_suffix(Side::Space.suffix()))
+    rest.strip_suffix(Side::Data.suffix())
+        .or_else(|| rest.strip_suffix(Side::Space.suffix()))
+        .or_else(|| rest.rsplit_once("@w").map(|(segment, _)| segment))
 }
 
 fn os_err(op: &'static str, path: &str, source: io::Error) -> Error {
@@ -264,6 +266,115 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<std::time::Duration>) -> Res
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(os_err("poll", "doorbells", e));
+        }
+    }
+}
+
+/// A slot reader's own doorbell: a FIFO `shmplane.<name>@w<pid>.<serial>` that writers
+/// ring when the slot's `updated` event count has its doorbell armed. Slots have any
+/// number of writers and readers, so each reader waiting through the OS has its own
+/// FIFO, named in the slot's table of [`crate::layout::SLOT_BELLS`] entries; a writer
+/// rings every named one. The reader holds its FIFO `O_RDWR` (so it never reads
+/// end-of-file and can ring itself); a writer that finds no reader on a FIFO (the
+/// reader died: `ENXIO`) frees the entry and removes the file.
+#[derive(Debug)]
+pub struct SlotBell {
+    file: File,
+    path: String,
+    index: usize,
+    id: u64,
+}
+
+fn slot_bell_path(name: &str, id: u64) -> String {
+    format!("{SHM_DIR}/{PREFIX}{name}@w{}.{}", id >> 32, id & 0xffff_ffff)
+}
+
+impl SlotBell {
+    /// Make this reader's doorbell for slot `name` and enter it in `table`. `None` if
+    /// the table is full (wait without a descriptor then).
+    ///
+    /// # Errors
+    /// [`Error::Os`] from `mkfifo` or `open`.
+    pub fn create(name: &str, table: &[crate::sync::AtomicU64]) -> Result<Option<SlotBell>> {
+        use crate::sync::Ordering;
+        static SERIAL: std::sync::OnceLock<std::sync::Mutex<u32>> = std::sync::OnceLock::new();
+        let serial = {
+            let mut s = SERIAL.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *s = s.wrapping_add(1).max(1);
+            *s
+        };
+        let id = (u64::from(std::process::id()) << 32) | u64::from(serial);
+        let path = slot_bell_path(name, id);
+        let _ = std::fs::remove_file(&path);
+        let c = std::ffi::CString::new(path.clone()).expect("validated name has no NUL");
+        // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
+        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+            return Err(os_err("mkfifo", &path, io::Error::last_os_error()));
+        }
+        let file = open(&path, true)?;
+        for (index, entry) in table.iter().enumerate() {
+            // ORDERING: AcqRel CAS, partner of the writers' Acquire loads in
+            // `ring_slot_readers`: the FIFO exists before its entry is seen.
+            if entry.compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return Ok(Some(SlotBell { file, path, index, id }));
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        Ok(None)
+    }
+
+    /// The descriptor to wait on.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Read every pending ring.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.file).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// Ring it ourselves (the value changed before we armed).
+    pub fn ring(&self) {
+        let _ = (&self.file).write(&[1]);
+    }
+
+    /// Leave the table and remove the FIFO.
+    pub fn close(self, table: &[crate::sync::AtomicU64]) {
+        use crate::sync::Ordering;
+        // ORDERING: Relaxed CAS: only frees the entry.
+        let _ = table[self.index].compare_exchange(self.id, 0, Ordering::Relaxed, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Ring every reader doorbell named in slot `name`'s `table` (a writer's side); free
+/// the entries of readers that are gone.
+pub fn ring_slot_readers(name: &str, table: &[crate::sync::AtomicU64]) {
+    use crate::sync::Ordering;
+    for entry in table {
+        // ORDERING: Acquire, partner of `SlotBell::create`'s CAS.
+        let id = entry.load(Ordering::Acquire);
+        if id == 0 {
+            continue;
+        }
+        let path = slot_bell_path(name, id);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(w) => {
+                let _ = (&w).write(&[1]);
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO | libc::ENOENT)) => {
+                // No reader holds it (died) or it is gone: free the entry.
+                // ORDERING: Relaxed CAS: only frees the entry.
+                if entry.compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            Err(_) => {}
         }
     }
 }

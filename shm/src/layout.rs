@@ -221,7 +221,14 @@ pub struct SlotControl {
     pub writer: Padded<SlotWriter>,
     /// Readers blocked in `wait_for_update` sleep here; writers notify after each write.
     pub updated: Padded<EventCount>,
+    /// Readers waiting through the OS (asyncio): each entry `pid << 32 | serial` names
+    /// a reader's doorbell FIFO `shmplane.<name>@w<pid>.<serial>` (0: free), rung by
+    /// a writer when `updated` has its doorbell armed (see `crate::bell`).
+    pub bells: Padded<[AtomicU64; SLOT_BELLS]>,
 }
+
+/// Readers of one slot that can wait through the OS at the same time.
+pub const SLOT_BELLS: usize = 16;
 
 /// Roles of a slot segment: one, the handles (which hold a shared lock on its byte).
 pub const SLOT_ROLES: usize = 1;
@@ -380,7 +387,8 @@ const _: () = {
     assert!(size_of::<SlotWriter>() == 16);
     assert!(offset_of!(SlotControl, writer) == 0);
     assert!(offset_of!(SlotControl, updated) == LINE);
-    assert!(size_of::<SlotControl>() == 2 * LINE);
+    assert!(offset_of!(SlotControl, bells) == 2 * LINE);
+    assert!(size_of::<SlotControl>() == 3 * LINE);
     assert!(SLOT_CONTROL_OFFSET == 384);
     assert!(slot_segment_len(8) - SLOT_DATA_OFFSET == LINE);
     assert!(slot_copy1_offset(24) + 24 == SLOT_DATA_OFFSET + 8 + 48);

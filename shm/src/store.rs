@@ -212,8 +212,28 @@ impl SegmentSlot {
     }
 }
 
+/// A slot's futex, plus its reader doorbells: a writer's notify that finds the
+/// doorbell armed rings every reader FIFO named in the slot's table.
+impl Park for SegmentSlot {
+    #[inline]
+    fn park(&self, word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+        SharedFutex.park(word, expected, timeout);
+    }
+
+    #[inline]
+    fn unpark_all(&self, word: &AtomicU32) {
+        SharedFutex.unpark_all(word);
+    }
+
+    fn ring(&self) {
+        if let Some(name) = self.segment.name() {
+            crate::bell::ring_slot_readers(name, &crate::seqlock::SlotStore::control(self).bells.value);
+        }
+    }
+}
+
 impl crate::seqlock::SlotStore for SegmentSlot {
-    type Park = SharedFutex;
+    type Park = SegmentSlot;
 
     #[inline]
     fn control(&self) -> &crate::layout::SlotControl {
@@ -244,7 +264,7 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     }
 
     #[inline]
-    fn park(&self) -> &SharedFutex {
-        &SharedFutex
+    fn park(&self) -> &SegmentSlot {
+        self
     }
 }

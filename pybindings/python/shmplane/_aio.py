@@ -1,4 +1,5 @@
-"""asyncio for channels: ``recv_async``, ``send_async``, ``async for`` and ``wait``.
+"""asyncio for channels and slots: ``recv_async``, ``send_async``, ``async for``,
+``wait``, and a slot's ``wait_for_update_async``.
 
 No helper thread per endpoint: a coroutine tries the non-blocking call, and when it
 would block it waits on the endpoint's readiness descriptor (``fileno()``: the read end
@@ -164,6 +165,37 @@ def _size_hint(obj: Any, most: int) -> int:
     except TypeError:
         return most  # a pickle: its size is unknown until it is encoded
     return min(most, n + 1024)  # the message head: dtype, shape, order
+
+
+async def slot_update(slot: Any, since: int, timeout: float | None = None) -> int:
+    """Wait until ``slot.version != since`` without blocking the event loop; return the
+    new version.
+
+    Args:
+        slot: a ``shmplane.ByteSlot`` (what ``RawValue``/``RawArray`` wrap).
+        since: the version last seen.
+        timeout: seconds (``None``: no limit).
+
+    Raises:
+        Timeout: nothing was written within ``timeout``.
+        ClosedError: the handle was closed.
+        ValueError: a negative or NaN timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = _deadline(timeout)
+    while True:
+        v: int = slot.version
+        if v != since:
+            return v
+        if deadline is not None and loop.time() >= deadline:
+            raise Timeout("timed out")
+        # Arms this handle's doorbell: readable at once if a write came meanwhile.
+        fd = slot._update_fd(since)
+        if fd is None:
+            # Every doorbell entry of the slot is taken by other readers: poll.
+            await asyncio.sleep(0.001)
+            continue
+        await _readable(fd, deadline)
 
 
 class AsyncReceive:

@@ -277,6 +277,19 @@ class _SlotHandle:
         """
         return self._slot.wait_for_update(since, timeout)
 
+    async def wait_for_update_async(self, since: int, timeout: float | None = None) -> int:
+        """``await``-able ``wait_for_update``: waits on this handle's doorbell FIFO
+        (``/dev/shm/shmplane.<name>@w<pid>.<n>``, rung by writers only while a reader
+        waits this way) with the event loop's ``add_reader``; no helper thread.
+
+        Raises:
+            shmplane.Timeout: nothing was written within ``timeout``.
+            shmplane.ClosedError: the handle was closed.
+        """
+        from ._aio import slot_update
+
+        return await slot_update(self._slot, since, timeout)
+
     @property
     def policy(self) -> str:
         """How ``wait_for_update`` waits: 'spin', 'block' or 'adaptive(spin_us=N)'."""
