@@ -579,3 +579,26 @@ def test_slot_close_during_wait_raises_closed(loop_factory: Any, make_name: Any)
 
     with keep:
         run(main(), loop_factory)
+
+
+def _arm_then_exit(name: str) -> None:
+    v = shmplane.RawValue.attach(name, "q")
+    v._slot._update_fd(v.version)
+    os._exit(0)  # no close: its doorbell entry and FIFO stay behind
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_slot_table_full_of_dead_readers_is_reclaimed(make_name: Any, procs: Any) -> None:
+    name = make_name("slot6")
+    with shmplane.RawValue("q", 0, name=name) as v:
+        for _ in range(16):
+            procs.join(procs.start(_arm_then_exit, name, method="fork"))
+        v._slot._update_fd(v.version)  # arm once and let a write ring them all...
+        v.value = 1
+        for _ in range(16):  # ...and once more with every one of them dead and rung
+            procs.join(procs.start(_arm_then_exit, name, method="fork"))
+        v.value = 2  # DOORBELL was cleared by the first write: these are not rung
+        other = shmplane.RawValue.attach(name, "q")
+        with other:
+            assert other._slot._update_fd(other.version) is not None, "no doorbell entry for a live reader"
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"shmplane.{name}")]

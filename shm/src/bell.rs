@@ -96,11 +96,19 @@ pub fn create(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Remove both doorbells of channel `name` (best effort: called when its segment's
-/// name is removed).
+/// Remove the doorbells of segment `name` (best effort: called when its name is
+/// removed): a channel's two, and the reader doorbells a slot's crashed readers left.
 pub fn remove(name: &str) {
     for side in [Side::Data, Side::Space] {
         let _ = std::fs::remove_file(path(name, side));
+    }
+    let readers = format!("{PREFIX}{name}@w");
+    if let Ok(dir) = std::fs::read_dir(SHM_DIR) {
+        for entry in dir.flatten() {
+            if entry.file_name().to_str().is_some_and(|f| f.starts_with(&readers)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -303,20 +311,37 @@ impl SlotBell {
             *s = s.wrapping_add(1).max(1);
             *s
         };
-        let id = (u64::from(std::process::id()) << 32) | u64::from(serial);
-        let path = slot_bell_path(name, id);
-        let _ = std::fs::remove_file(&path);
-        let c = std::ffi::CString::new(path.clone()).expect("validated name has no NUL");
-        // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(os_err("mkfifo", &path, io::Error::last_os_error()));
+        // Never replace a file that exists (another process's live FIFO, with a
+        // reused pid in another namespace): take the next serial instead.
+        let mut made = None;
+        for bump in 0..16u32 {
+            let id = (u64::from(std::process::id()) << 32) | u64::from(serial.wrapping_add(bump).max(1));
+            let path = slot_bell_path(name, id);
+            let c = std::ffi::CString::new(path.clone()).expect("validated name has no NUL");
+            // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 {
+                made = Some((id, path));
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(os_err("mkfifo", &path, e));
+            }
         }
+        let Some((id, path)) = made else { return Ok(None) };
         let file = open(&path, true)?;
-        for (index, entry) in table.iter().enumerate() {
-            // ORDERING: AcqRel CAS, partner of the writers' Acquire loads in
-            // `ring_slot_readers`: the FIFO exists before its entry is seen.
-            if entry.compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                return Ok(Some(SlotBell { file, path, index, id }));
+        for attempt in 0..2 {
+            for (index, entry) in table.iter().enumerate() {
+                // ORDERING: AcqRel CAS, partner of the writers' Acquire loads in
+                // `ring_slot_readers`: the FIFO exists before its entry is seen.
+                if entry.compare_exchange(0, id, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                    return Ok(Some(SlotBell { file, path, index, id }));
+                }
+            }
+            if attempt == 0 {
+                // Full: free the entries of readers that died (a spurious ring for the
+                // live ones), then look again.
+                ring_slot_readers(name, table);
             }
         }
         let _ = std::fs::remove_file(&path);
@@ -330,7 +355,7 @@ impl SlotBell {
 
     /// Read every pending ring.
     pub fn drain(&self) {
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 4096];
         while matches!((&self.file).read(&mut buf), Ok(n) if n > 0) {}
     }
 
@@ -367,12 +392,17 @@ pub fn ring_slot_readers(name: &str, table: &[crate::sync::AtomicU64]) {
             Ok(w) => {
                 let _ = (&w).write(&[1]);
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO | libc::ENOENT)) => {
-                // No reader holds it (died) or it is gone: free the entry.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                // No reader holds it: its reader died. Free the entry, remove the file.
                 // ORDERING: Relaxed CAS: only frees the entry.
                 if entry.compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
                     let _ = std::fs::remove_file(&path);
                 }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // Gone already (removed by `gc`): free the entry only.
+                // ORDERING: Relaxed CAS: only frees the entry.
+                let _ = entry.compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
             }
             Err(_) => {}
         }
