@@ -114,11 +114,98 @@ pub const fn key_pid(key: u64) -> u32 {
 /// [`process_state`]). A key whose start time could not be read (0) names any process
 /// with that pid.
 pub fn key_alive(key: u64) -> bool {
+    #[cfg(not(shmplane_loom))]
+    if let Some(alive) = proc_cache::alive(key) {
+        return alive;
+    }
     let start = key & KEY_START_MASK;
     match process_state(key_pid(key)) {
         ProcState::Running(t) => start == 0 || t & KEY_START_MASK == start,
         ProcState::Gone => false,
         ProcState::Unknown => true,
+    }
+}
+
+/// Open `/proc/PID/stat` files of the peers this process checks, so that a liveness
+/// check is one `pread` instead of open, `statx`, read and close (a waiter checks its
+/// peer once per 50 ms slice; on a VM those syscalls were most of an idle consumer's
+/// CPU beyond its wake-ups). An open `/proc/PID` file stays bound to the process it
+/// was opened for: once that process is reaped, reading it fails with `ESRCH`, even
+/// if the pid has been reused since, so the cache cannot mistake a new process for
+/// the old one (the start time is checked once, when the file is opened).
+#[cfg(not(shmplane_loom))]
+mod proc_cache {
+    use super::{key_pid, KEY_START_MASK};
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Mutex;
+
+    const ENTRIES: usize = 16;
+    /// (key, its stat file, fork generation that opened it).
+    static CACHE: Mutex<Vec<(u64, File, u64)>> = Mutex::new(Vec::new());
+
+    /// `Some(alive)` from a cached file, `None` to take the uncached path (not cached
+    /// yet and could not be, the key has no start time, or the cache is busy: a fork
+    /// may have left its lock held in this child).
+    pub fn alive(key: u64) -> Option<bool> {
+        if key & KEY_START_MASK == 0 {
+            return None;
+        }
+        let mut cache = CACHE.try_lock().ok()?;
+        let generation = crate::process::fork_generation();
+        cache.retain(|(_, _, g)| *g == generation);
+        if let Some(i) = cache.iter().position(|(k, _, _)| *k == key) {
+            return match read_state(&cache[i].1) {
+                Some(alive) => {
+                    if !alive {
+                        cache.swap_remove(i);
+                    }
+                    Some(alive)
+                }
+                None => {
+                    cache.swap_remove(i);
+                    None
+                }
+            };
+        }
+        let file = File::open(format!("/proc/{}/stat", key_pid(key))).ok()?;
+        // Bind the file to the process the key names: same start time, now.
+        let mut buf = [0u8; 1024];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        let start = parse_start(&buf[..n])?;
+        if start & KEY_START_MASK != key & KEY_START_MASK {
+            return Some(false);
+        }
+        if cache.len() >= ENTRIES {
+            cache.remove(0);
+        }
+        cache.push((key, file, generation));
+        Some(true)
+    }
+
+    /// `Some(false)` if the process is gone (`ESRCH`) or a zombie, `Some(true)` if it
+    /// runs, `None` if the read failed otherwise.
+    fn read_state(file: &File) -> Option<bool> {
+        let mut buf = [0u8; 1024];
+        match file.read_at(&mut buf, 0) {
+            Ok(n) => {
+                let text = std::str::from_utf8(&buf[..n]).ok()?;
+                let rest = text.rfind(')').and_then(|i| text.get(i + 2..))?;
+                Some(!matches!(rest.split_ascii_whitespace().next(), Some("Z" | "X")))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Some(false),
+            Err(_) => None,
+        }
+    }
+
+    fn parse_start(buf: &[u8]) -> Option<u64> {
+        let text = std::str::from_utf8(buf).ok()?;
+        let rest = text.rfind(')').and_then(|i| text.get(i + 2..))?;
+        let mut fields = rest.split_ascii_whitespace();
+        if matches!(fields.next(), Some("Z" | "X")) {
+            return None;
+        }
+        fields.nth(18)?.parse().ok()
     }
 }
 
