@@ -132,7 +132,10 @@ pub fn key_alive(key: u64) -> bool {
 /// CPU beyond its wake-ups). An open `/proc/PID` file stays bound to the process it
 /// was opened for: once that process is reaped, reading it fails with `ESRCH`, even
 /// if the pid has been reused since, so the cache cannot mistake a new process for
-/// the old one (the start time is checked once, when the file is opened).
+/// the old one (the start time is checked once, when the file is opened). At most 16
+/// descriptors stay open this way (close-on-exec; dropped in a fork child at its first
+/// check). A program that closes every descriptor behind the library's back
+/// (`closefrom`, a hand-rolled daemonize) must not use endpoints opened before it.
 #[cfg(not(shmplane_loom))]
 mod proc_cache {
     use super::{key_pid, KEY_START_MASK};
