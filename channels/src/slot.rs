@@ -666,6 +666,7 @@ impl ByteSlot {
     /// let v = slot.version()?;
     /// let fd = slot.update_fd(v)?.expect("a free doorbell entry");
     /// let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// // SAFETY (doc example): `p` is one valid pollfd for the duration of each call.
     /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0);
     /// slot.write(&[1u8; 8])?;
     /// assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);

@@ -754,6 +754,7 @@ impl Receiver {
     /// let (mut tx, mut rx) = shmplane::channel(4096)?;
     /// let fd = rx.readiness_fd()?;
     /// let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// // SAFETY (doc example): `p` is one valid pollfd for the duration of each call.
     /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0); // nothing yet
     /// tx.send(b"x")?;
     /// assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);

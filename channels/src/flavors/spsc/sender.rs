@@ -565,6 +565,7 @@ impl Sender {
     /// while tx.try_send(&[0; 1000]).is_ok() {}          // fill the ring
     /// let fd = tx.readiness_fd(1000)?;
     /// let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    /// // SAFETY (doc example): `p` is one valid pollfd for the duration of each call.
     /// assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0); // no room
     /// rx.recv()?;
     /// rx.recv()?;
