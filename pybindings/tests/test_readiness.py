@@ -611,3 +611,23 @@ def test_slot_table_full_of_dead_readers_is_reclaimed(make_name: Any, procs: Any
         with other:
             assert other._slot._update_fd(other.version) is not None, "no doorbell entry for a live reader"
     assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"shmplane.{name}")]
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_extreme_timeouts() -> None:
+    tx, rx = shmplane.channel(4096)
+    with tx, rx:
+        for bad in (float("nan"), -1.0):
+            with pytest.raises(ValueError):
+                shmplane.wait([rx], bad)
+        tx.send(b"x")
+        assert shmplane.wait([rx], float("inf")) == [rx]
+        assert shmplane.wait([rx], 1e300) == [rx]
+
+        async def main() -> None:
+            assert await rx.recv_async(timeout=1e300) == b"x"
+            for bad in (float("nan"), -1.0):
+                with pytest.raises(ValueError):
+                    await rx.recv_async(timeout=bad)
+
+        asyncio.run(main())

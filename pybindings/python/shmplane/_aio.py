@@ -234,9 +234,14 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
 
     Args:
         object_list: the objects to wait on.
-        timeout: seconds (``None``: no limit); returns ``[]`` on timeout.
+        timeout: seconds (``None`` or ``inf``: no limit); returns ``[]`` on timeout.
+
+    Raises:
+        ValueError: a negative or NaN timeout.
     """
     objs = list(object_list)
+    if timeout is not None and not timeout >= 0:  # also NaN
+        raise ValueError(f"timeout must be None or a finite number of seconds >= 0, got {timeout}")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = SLICE if deadline is None else max(0.0, min(SLICE, deadline - time.monotonic()))
