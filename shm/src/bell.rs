@@ -84,14 +84,38 @@ pub fn create(name: &str) -> Result<()> {
     for side in [Side::Data, Side::Space] {
         let p = path(name, side);
         let _ = std::fs::remove_file(&p);
-        let c = std::ffi::CString::new(p.clone()).expect("validated name has no NUL");
-        // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
-        if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-            return Err(os_err("mkfifo", &p, io::Error::last_os_error()));
-        }
-        // The umask may have narrowed 0600, never widened it; make it exact.
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| os_err("chmod", &p, e))?;
+        make_fifo(&p).map_err(|(op, e)| os_err(op, &p, e))?;
+    }
+    Ok(())
+}
+
+/// `mkfifo(path, 0600)`, then exactly 0600 whatever the umask (which may narrow it).
+/// Fails with `EEXIST` if anything is at `path`.
+fn make_fifo(path: &str) -> std::result::Result<(), (&'static str, io::Error)> {
+    let c = std::ffi::CString::new(path).expect("validated name has no NUL");
+    // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(("mkfifo", io::Error::last_os_error()));
+    }
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(|e| ("chmod", e))
+}
+
+/// Check that `file` (found at `p`) is a FIFO of this user that nobody else may open
+/// (the segment is checked the same way).
+fn check_private_fifo(file: &File, p: &str) -> Result<()> {
+    let meta = file.metadata().map_err(|e| os_err("fstat", p, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_fifo() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(Error::Corrupt {
+            path: p.to_owned(),
+            what: format!(
+                "the doorbell is not a FIFO of uid {me} with mode 0600 (type fifo={}, uid {}, mode {:o})",
+                meta.file_type().is_fifo(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        });
     }
     Ok(())
 }
@@ -124,20 +148,7 @@ fn open(p: &str, write: bool) -> Result<File> {
             io::ErrorKind::NotFound => Error::NotFound { name: p.to_owned(), path: p.to_owned() },
             _ => os_err("open", p, e),
         })?;
-    let meta = file.metadata().map_err(|e| os_err("fstat", p, e))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !meta.file_type().is_fifo() || meta.uid() != me || meta.mode() & 0o077 != 0 {
-        return Err(Error::Corrupt {
-            path: p.to_owned(),
-            what: format!(
-                "the doorbell is not a FIFO of uid {me} with mode 0600 (type fifo={}, uid {}, mode {:o})",
-                meta.file_type().is_fifo(),
-                meta.uid(),
-                meta.mode() & 0o7777
-            ),
-        });
-    }
+    check_private_fifo(&file, p)?;
     Ok(file)
 }
 
@@ -225,14 +236,10 @@ impl Ringer {
     /// in flight, which would read as the peer's close).
     ///
     /// # Errors
-    /// [`Error::Corrupt`] if `fd` is not a private FIFO of this user.
+    /// [`Error::Corrupt`] if `fd` is not a FIFO of this user with mode 0600.
     pub fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Ringer> {
         let file = File::from(fd);
-        let meta = file.metadata().map_err(|e| os_err("fstat", "doorbell descriptor", e))?;
-        // SAFETY: geteuid has no preconditions.
-        if !meta.file_type().is_fifo() || meta.uid() != unsafe { libc::geteuid() } {
-            return Err(Error::Corrupt { path: "doorbell descriptor".into(), what: "not a FIFO of this user".into() });
-        }
+        check_private_fifo(&file, "doorbell descriptor")?;
         Ok(Ringer { file })
     }
 
@@ -317,15 +324,13 @@ impl SlotBell {
         for bump in 0..16u32 {
             let id = (u64::from(std::process::id()) << 32) | u64::from(serial.wrapping_add(bump).max(1));
             let path = slot_bell_path(name, id);
-            let c = std::ffi::CString::new(path.clone()).expect("validated name has no NUL");
-            // SAFETY: `c` is a valid NUL-terminated path; mkfifo reads it only.
-            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } == 0 {
-                made = Some((id, path));
-                break;
-            }
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(os_err("mkfifo", &path, e));
+            match make_fifo(&path) {
+                Ok(()) => {
+                    made = Some((id, path));
+                    break;
+                }
+                Err((_, e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err((op, e)) => return Err(os_err(op, &path, e)),
             }
         }
         let Some((id, path)) = made else { return Ok(None) };
