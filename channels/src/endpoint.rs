@@ -5,7 +5,8 @@
 use crate::wait::{sleep_until, Wait};
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::lease::{self, Acquired, CopyId, Lease, TooManyCopies};
-use shmplane_shm::liveness::{current_key, PeerState};
+use shmplane_shm::liveness::{self, current_key, PeerState};
+use shmplane_shm::store::SegmentRing;
 use shmplane_shm::process::{fork_generation, install_fork_hook, next_copy_number};
 use shmplane_shm::ring::RingError;
 use shmplane_shm::layout::RoleEntry;
@@ -143,6 +144,26 @@ pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Resul
         PeerState::Closed => Err(Error::Disconnected { role }),
         PeerState::Dead(pid) => Err(Error::PeerDead { role, pid }),
     }
+}
+
+/// State word of ring role `r` (0 producer, 1 consumer) of `store` (a channel, or a
+/// mailbox lane).
+#[inline]
+pub(crate) fn role_state(store: &SegmentRing, r: usize) -> u32 {
+    liveness::state(store.segment().role(store.role_index(r)))
+}
+
+/// [`check_peer`] of ring role `peer` of `store`. A mailbox lane's consumer role is
+/// taken when the mailbox's consumer first reads the lane: until then the mailbox's
+/// consumer (role 0) answers for it.
+pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
+    let segment = store.segment();
+    let index = store.role_index(peer);
+    check_peer(segment, index, shmplane_shm::ring::poisoned(store))?;
+    if store.lane_index().is_some() && peer == CONSUMER && liveness::state(segment.role(index)) == liveness::VACANT {
+        check_peer(segment, 0, 0)?;
+    }
+    Ok(())
 }
 
 /// A unique segment name for channels created without one:

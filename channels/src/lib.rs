@@ -13,6 +13,9 @@
 //!   [`Receiver::peek`] → read in place → drop the [`Message`] to release it.
 //! - Copies of an endpoint (a descriptor passed to a child, a fork) take turns: each
 //!   message whole, nothing lost or repeated (`shmplane_shm::lease`).
+//! - [`Mailbox`]: many producers, one consumer (MPSC): any process joins by name with
+//!   [`Sender::open`]; [`Mailbox::pending`] is the one-load "is there a message?"
+//!   check; one SPSC lane per producer, so a producer's death strands nothing else.
 //! - [`Slot`]: a latest value any process writes and any number read, through a
 //!   crash-safe seqlock latch (the `multiprocessing.RawValue` replacement).
 //! - [`Wait`] and [`WaitPolicy`]: how long blocking calls wait, a hook they run every
@@ -44,9 +47,11 @@ mod wait;
 mod waitset;
 
 pub use bytemuck::{Pod, Zeroable};
+pub use flavors::mailbox::{Mailbox, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS};
 pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};
 pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};
+pub use shmplane_shm::store::PendingProbe;
 pub use shmplane_shm::wait::{suspected_lost_wakes, WaitPolicy};
 pub use slot::{ByteSlot, Slot};
 pub use wait::Wait;

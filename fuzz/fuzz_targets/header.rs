@@ -16,5 +16,5 @@ fuzz_target!(|data: &[u8]| {
     // size from a slice at least that long.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), (&mut header as *mut SegmentHeader).cast::<u8>(), size) };
     let file_len = u64::from_le_bytes(data[size..size + 8].try_into().unwrap());
-    let _ = validate(&header, file_len, None, "fuzz");
+    let _ = validate(&header, file_len, &[], "fuzz");
 });

@@ -54,7 +54,7 @@ pub(crate) fn policy_name(p: WaitPolicy) -> String {
     }
 }
 
-fn lock<'a, T>(py: Python<'_>, m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
+pub(crate) fn lock<'a, T>(py: Python<'_>, m: &'a Mutex<T>, what: &str) -> PyResult<MutexGuard<'a, T>> {
     match m.try_lock() {
         Ok(g) => Ok(g),
         Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
@@ -85,7 +85,7 @@ pub(crate) fn tracked<T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>>(py: 
 }
 
 /// Take ownership of descriptor `fd`.
-fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
+pub(crate) fn owned_fd(fd: i32) -> PyResult<OwnedFd> {
     if fd < 0 {
         return Err(PyValueError::new_err(format!("invalid descriptor {fd}")));
     }
@@ -326,14 +326,20 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         tracked(py, PySender { inner: Mutex::new(s) })
     }
 
-    /// Adopt descriptor `fd` (ownership passes to the Sender). Used by unpickling.
+    /// Adopt descriptor `fd` (ownership passes to the Sender). Used by unpickling;
+    /// `lane`: the mailbox lane of a mailbox's sender.
     #[staticmethod]
-    #[pyo3(signature = (fd, name=None, doorbell_fd=None))]
-    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>, doorbell_fd: Option<i32>) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (fd, name=None, doorbell_fd=None, lane=None))]
+    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>, doorbell_fd: Option<i32>, lane: Option<usize>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
         let doorbell = doorbell_fd.map(owned_fd).transpose()?;
-        let s = py.detach(|| Sender::from_fds(fd, doorbell, name)).py_err(py)?;
+        let s = py.detach(|| Sender::from_fds_lane(fd, doorbell, name, lane)).py_err(py)?;
         tracked(py, PySender { inner: Mutex::new(s) })
+    }
+
+    /// The mailbox lane this sender writes (None: a channel's sender).
+    fn _lane(&self, py: Python<'_>) -> PyResult<Option<usize>> {
+        Ok(self.lock(py)?.lane())
     }
 
     /// Send `obj`: bytes-like, numpy array, or any picklable object.
@@ -428,7 +434,7 @@ fn too_large(py: Python<'_>, total: usize, e: PyErr) -> PyErr {
 
 /// Allocate the destinations of `incoming` (with the GIL), copy it (without the GIL if
 /// it is large or spans several records), and build the Python object.
-fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyResult<Py<PyAny>> {
+pub(crate) fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyResult<Py<PyAny>> {
     let head = incoming.head();
     let total = head.total();
     let big = head.is_chunked() || total >= GIL_RELEASE_BYTES;

@@ -8,6 +8,7 @@
 
 mod endpoints;
 mod error;
+mod mailbox;
 mod slot;
 mod wait;
 
@@ -45,12 +46,16 @@ fn _channel<'py>(
 fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PySender>()?;
     m.add_class::<endpoints::PyReceiver>()?;
+    m.add_class::<mailbox::PyMailbox>()?;
+    mailbox::add_pending(&m.py().get_type::<mailbox::PyMailbox>())?;
     m.add_class::<slot::PyByteSlot>()?;
     m.add_class::<slot::PySlotView>()?;
     m.add_class::<slot::PyField>()?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;
+    m.add("DEFAULT_LANE_CAPACITY", mailbox::DEFAULT_LANE_CAPACITY)?;
+    m.add("DEFAULT_MAX_SENDERS", mailbox::DEFAULT_MAX_SENDERS)?;
     m.add("TAG_BYTES", shmplane::frame::TAG_BYTES)?;
     m.add("TAG_ARRAY", shmplane::frame::TAG_ARRAY)?;
     m.add("TAG_PICKLE", shmplane::frame::TAG_PICKLE)?;

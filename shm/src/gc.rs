@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use crate::header::{has_magic, is_ready, is_zero, raw_kind, SegmentKind};
 use crate::layout::{SegmentHeader, INIT_LOCK_BYTE, MAX_ROLES, ROLE_LOCK_BYTE};
-use crate::liveness::{self, ATTACHED, CLOSED, CLOSING};
+use crate::liveness::{self, ATTACHED, CLOSED, CLOSING, VACANT};
 use crate::region::{Region, ShmFile};
 use crate::segment::map_roles;
 use std::time::{Duration, Instant};
@@ -84,6 +84,11 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
             liveness::state(entry)
         })
         .collect();
+    if kind == SegmentKind::Mailbox {
+        // No lock is held: the consumer came and went (closed or died), and no
+        // producer holds a lane (lanes that were never used stay vacant).
+        return states[0] != VACANT;
+    }
     states.iter().any(|&s| s == ATTACHED || s == CLOSING) || states.iter().all(|&s| s == CLOSED)
 }
 

@@ -84,14 +84,15 @@ pub fn is_zero(h: &SegmentHeader) -> bool {
             .all(|w| w.load(Ordering::Relaxed) == 0)
 }
 
-/// Validate a published header against the file it came from. `expected = None`
-/// accepts any known kind (inspection, `gc`).
+/// Validate a published header against the file it came from. `expected`: the kinds
+/// the caller accepts (`WrongKind` names the first); empty accepts any known kind
+/// (inspection, `gc`, the fuzzer).
 ///
 /// # Errors
 /// [`Error::Corrupt`] (bad magic, sizes, parameters, role count),
 /// [`Error::Incompatible`] (other ABI version, layout or message-format version),
 /// [`Error::WrongKind`].
-pub fn validate(h: &SegmentHeader, file_len: u64, expected: Option<SegmentKind>, path: &str) -> Result<HeaderInfo> {
+pub fn validate(h: &SegmentHeader, file_len: u64, expected: &[SegmentKind], path: &str) -> Result<HeaderInfo> {
     let corrupt = |what: String| Err(Error::Corrupt { path: path.to_owned(), what });
     let incompatible = |what: String| Err(Error::Incompatible { path: path.to_owned(), what });
     if !has_magic(h) {
@@ -119,8 +120,8 @@ pub fn validate(h: &SegmentHeader, file_len: u64, expected: Option<SegmentKind>,
     if hash != LAYOUT_HASH {
         return incompatible(format!("layout hash {hash:#x}, this build has {LAYOUT_HASH:#x}"));
     }
-    if let Some(expected) = expected.filter(|&e| e != kind) {
-        return Err(Error::WrongKind { path: path.to_owned(), expected: expected.name(), found: kind.name().into() });
+    if !expected.is_empty() && !expected.contains(&kind) {
+        return Err(Error::WrongKind { path: path.to_owned(), expected: expected[0].name(), found: kind.name().into() });
     }
     let total_len = h.total_len.load(Ordering::Relaxed);
     if total_len != file_len {

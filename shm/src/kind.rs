@@ -7,8 +7,8 @@
 //! (see [`crate::layout::control_offset`]).
 
 use crate::layout::{
-    check_ring_capacity, ring_segment_len, slot_segment_len, CHANNEL_ROLES, MAX_RING_CAPACITY, MAX_SLOT_BYTES,
-    MIN_RING_CAPACITY, SLOT_ROLES,
+    check_ring_capacity, mailbox_segment_len, ring_segment_len, slot_segment_len, CHANNEL_ROLES, MAX_MAILBOX_LANES,
+    MAX_RING_CAPACITY, MAX_SLOT_BYTES, MIN_RING_CAPACITY, SLOT_ROLES,
 };
 
 /// What a segment holds.
@@ -19,14 +19,20 @@ pub enum SegmentKind {
     Channel = 1,
     /// Latest-value slot (seqlock latch). One role, shared by every handle.
     Slot = 2,
+    /// Mailbox (MPSC): one SPSC ring per producer handle ("lane"). Roles: 0 the
+    /// consumer (receiver), then per lane `i` a producer (`1 + 2i`) and the consumer's
+    /// hold on that lane (`2 + 2i`).
+    Mailbox = 3,
 }
 
 /// The two kind-specific words of a segment header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Params {
-    /// Parameter 0 (channel: ring capacity in bytes; slot: value size in bytes).
+    /// Parameter 0 (channel: ring capacity in bytes; slot: value size in bytes;
+    /// mailbox: each lane's ring capacity in bytes).
     pub p0: u64,
-    /// Parameter 1 (channel: 0; slot: fingerprint of the value's type).
+    /// Parameter 1 (channel: 0; slot: fingerprint of the value's type; mailbox: number
+    /// of lanes, the most producer handles at once).
     pub p1: u64,
 }
 
@@ -37,9 +43,8 @@ pub struct KindSpec {
     pub kind: SegmentKind,
     /// Human-readable name ("channel", "slot").
     pub name: &'static str,
-    /// Role names by role number; a table longer than this repeats the last name (the
-    /// producers of a mailbox).
-    pub role_names: &'static [&'static str],
+    /// Name of a role by its number.
+    pub role_name: fn(usize) -> &'static str,
     /// Number of roles in the segment's role table for these parameters.
     pub role_count: fn(Params) -> usize,
     /// Total segment length in bytes for these parameters, or why they are invalid
@@ -50,17 +55,11 @@ pub struct KindSpec {
     pub carries_messages: bool,
 }
 
-impl KindSpec {
-    /// Name of role `role`.
-    pub fn role_name(&self, role: usize) -> &'static str {
-        self.role_names[role.min(self.role_names.len() - 1)]
-    }
-}
 
 const CHANNEL: KindSpec = KindSpec {
     kind: SegmentKind::Channel,
     name: "channel",
-    role_names: &["sender", "receiver"],
+    role_name: |r| if r == 0 { "sender" } else { "receiver" },
     role_count: |_| CHANNEL_ROLES,
     segment_len: |p| {
         if !check_ring_capacity(p.p0) {
@@ -80,7 +79,7 @@ const CHANNEL: KindSpec = KindSpec {
 const SLOT: KindSpec = KindSpec {
     kind: SegmentKind::Slot,
     name: "slot",
-    role_names: &["handle"],
+    role_name: |_| "handle",
     role_count: |_| SLOT_ROLES,
     segment_len: |p| {
         if p.p0 > MAX_SLOT_BYTES as u64 {
@@ -91,12 +90,37 @@ const SLOT: KindSpec = KindSpec {
     carries_messages: false,
 };
 
+const MAILBOX: KindSpec = KindSpec {
+    kind: SegmentKind::Mailbox,
+    name: "mailbox",
+    role_name: |r| if r % 2 == 1 { "sender" } else { "receiver" },
+    role_count: |p| 1 + 2 * (p.p1 as usize).min(MAX_MAILBOX_LANES),
+    segment_len: |p| {
+        if !check_ring_capacity(p.p0) {
+            return Err(format!(
+                "lane capacity {} is not a power of two in {MIN_RING_CAPACITY}..={MAX_RING_CAPACITY}",
+                p.p0
+            ));
+        }
+        if p.p1 == 0 || p.p1 > MAX_MAILBOX_LANES as u64 {
+            return Err(format!("a mailbox of {} lanes: it must have 1..={MAX_MAILBOX_LANES}", p.p1));
+        }
+        let len = (p.p0 as u128 + crate::layout::DATA_ALIGN as u128) * p.p1 as u128;
+        if len > (1u128 << 40) {
+            return Err(format!("{} lanes of {} bytes exceed 1 TiB", p.p1, p.p0));
+        }
+        Ok(mailbox_segment_len(p.p0 as usize, p.p1 as usize))
+    },
+    carries_messages: true,
+};
+
 impl SegmentKind {
     /// This kind's spec.
     pub fn spec(self) -> &'static KindSpec {
         match self {
             SegmentKind::Channel => &CHANNEL,
             SegmentKind::Slot => &SLOT,
+            SegmentKind::Mailbox => &MAILBOX,
         }
     }
 
@@ -107,6 +131,6 @@ impl SegmentKind {
 
     /// The kind stored as `raw` in a header, if it is one.
     pub fn from_u32(raw: u32) -> Option<SegmentKind> {
-        [SegmentKind::Channel, SegmentKind::Slot].into_iter().find(|k| *k as u32 == raw)
+        [SegmentKind::Channel, SegmentKind::Slot, SegmentKind::Mailbox].into_iter().find(|k| *k as u32 == raw)
     }
 }

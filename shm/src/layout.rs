@@ -297,6 +297,50 @@ pub const RING_CONTROL_OFFSET: usize = control_offset(CHANNEL_ROLES);
 pub const RING_DATA_OFFSET: usize =
     (RING_CONTROL_OFFSET + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
 
+/// Most producer lanes of a mailbox: its role table (the consumer, then a producer
+/// and a consumer role per lane) holds at most [`MAX_ROLES`] entries.
+pub const MAX_MAILBOX_LANES: usize = (MAX_ROLES - 1) / 2;
+/// Words of a mailbox's pending summary (one bit per lane).
+pub const MAILBOX_PENDING_WORDS: usize = MAX_MAILBOX_LANES.div_ceil(64);
+
+/// Control block of a mailbox (many producers, one consumer; see
+/// `shmplane::Mailbox`): one SPSC ring ("lane") per producer handle, after this block,
+/// and a summary of which lanes may hold messages, so that the consumer's empty check
+/// is one load and its wait is one futex that every producer notifies.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct MailboxControl {
+    /// Bit `i % 64` of word `i / 64`: lane `i` may hold a message. Set by the lane's
+    /// producer after it publishes (if clear), cleared by the consumer when it finds
+    /// the lane empty (then it looks again: see `shmplane_shm::store::notify_lane`).
+    pub pending: Padded<[AtomicU64; MAILBOX_PENDING_WORDS]>,
+    /// The consumer sleeps here; every lane's producer notifies after each publish.
+    pub data_ready: Padded<EventCount>,
+    /// Producer handles that claimed a lane since creation (0: nobody has sent yet, so
+    /// an empty mailbox is not disconnected).
+    pub joins: Padded<AtomicU64>,
+}
+
+/// Byte offset of the mailbox control block in a mailbox with `lanes` lanes.
+pub const fn mailbox_control_offset(lanes: usize) -> usize {
+    control_offset(1 + 2 * lanes)
+}
+
+/// Byte offset of lane 0 (its ring control block; its data follows one page later).
+pub const fn mailbox_lanes_offset(lanes: usize) -> usize {
+    (mailbox_control_offset(lanes) + size_of::<MailboxControl>()).next_multiple_of(DATA_ALIGN)
+}
+
+/// Bytes from one lane to the next: a page for its ring control block, then its data.
+pub const fn mailbox_lane_stride(capacity: usize) -> usize {
+    DATA_ALIGN + capacity
+}
+
+/// Total segment length in bytes of a mailbox of `lanes` lanes of `capacity` bytes.
+pub const fn mailbox_segment_len(capacity: usize, lanes: usize) -> usize {
+    mailbox_lanes_offset(lanes) + lanes * mailbox_lane_stride(capacity)
+}
+
 /// Smallest ring data capacity in bytes.
 pub const MIN_RING_CAPACITY: usize = 4096;
 /// Largest ring data capacity in bytes (record lengths are `u32`).
@@ -319,7 +363,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 22] = [
+    let parts: [u64; 25] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -342,6 +386,9 @@ pub const LAYOUT_HASH: u64 = {
         SLOT_CONTROL_OFFSET as u64,
         SLOT_PACKED_WORDS as u64,
         SLOT_LINE as u64,
+        size_of::<MailboxControl>() as u64,
+        std::mem::offset_of!(MailboxControl, data_ready) as u64,
+        MAX_MAILBOX_LANES as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -395,4 +442,9 @@ const _: () = {
     assert!(slot_copy0_offset(32) % SLOT_LINE == 0 && slot_copy1_offset(32) % SLOT_LINE == 0);
     assert!(slot_copy1_offset(128) == slot_copy0_offset(128) + 128);
     assert!(SLOT_DATA_OFFSET % LINE == 0);
+    assert!(offset_of!(MailboxControl, data_ready) == LINE);
+    assert!(offset_of!(MailboxControl, joins) == 2 * LINE);
+    assert!(size_of::<MailboxControl>() == 3 * LINE);
+    assert!(size_of::<RingControl>() <= DATA_ALIGN);
+    assert!(1 + 2 * MAX_MAILBOX_LANES <= MAX_ROLES);
 };

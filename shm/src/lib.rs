@@ -18,6 +18,7 @@
 //! - [`ring`]: the SPSC variable-size record ring.
 //! - [`seqlock`]: the crash-safe seqlock latch of latest-value slots.
 //! - [`liveness`]: endpoint ownership and dead-peer detection.
+//! - [`mailbox`]: the pending summary over a mailbox's lanes.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
@@ -32,6 +33,7 @@ pub mod kind;
 pub mod layout;
 pub mod lease;
 pub mod liveness;
+pub mod mailbox;
 #[cfg(not(shmplane_loom))]
 pub mod process;
 #[cfg(not(shmplane_loom))]

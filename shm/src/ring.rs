@@ -34,7 +34,7 @@
 //! make this code touch memory outside the data area.
 
 use crate::buf::OutBuf;
-use crate::layout::{RingControl, RECORD_ALIGN, RECORD_HEADER};
+use crate::layout::{EventCount, RingControl, RECORD_ALIGN, RECORD_HEADER};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::Park;
 
@@ -110,6 +110,19 @@ pub unsafe trait RingStore {
     unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize);
     /// The futex implementation.
     fn park(&self) -> &Self::Park;
+    /// The event count the consumer sleeps on while it waits for a record: this ring's
+    /// own (`control().data_ready`), or one several rings share (a mailbox's lanes).
+    #[inline]
+    fn data_event(&self) -> &EventCount {
+        &self.control().data_ready.value
+    }
+    /// Tell a waiting consumer that a record was published: notify
+    /// [`RingStore::data_event`] (`streak`: the producer's count for
+    /// `EventCount::notify_counted`). A mailbox lane also marks itself pending first.
+    #[inline]
+    fn notify_data(&self, streak: &mut u32) {
+        self.data_event().notify_counted(self.park(), streak);
+    }
     /// Hint that the line at `offset` will soon be read (`write = false`) or written.
     /// Streaming across cores is bound by cache-line transfers; prefetching a few
     /// lines ahead overlaps them. Default: nothing.
@@ -392,7 +405,7 @@ impl<S: RingStore> Producer<S> {
         self.store.prefetch(((next + PREFETCH_AHEAD) & self.mask) as usize, true);
         // ORDERING: Release, partner of `attach`'s Acquire (a restarted producer).
         ctl.tail.value.store(next, Ordering::Release);
-        ctl.data_ready.value.notify_counted(self.store.park(), &mut self.fenced_idle);
+        self.store.notify_data(&mut self.fenced_idle);
     }
 }
 

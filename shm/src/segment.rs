@@ -69,7 +69,7 @@ impl Segment {
                 Ok(file) => {
                     // Doorbells before the header: an opener that sees the segment
                     // ready finds them (the name is ours: we created it exclusively).
-                    if kind == SegmentKind::Channel {
+                    if matches!(kind, SegmentKind::Channel | SegmentKind::Mailbox) {
                         if let Err(e) = crate::bell::create(name) {
                             file.unlink_if_same(name);
                             return Err(e);
@@ -142,10 +142,18 @@ impl Segment {
     /// [`Error::NotFound`], [`Error::Corrupt`] (garbage, truncated, creator died while
     /// initialising), [`Error::Incompatible`], [`Error::WrongKind`], [`Error::Os`].
     pub fn open(name: &str, kind: SegmentKind) -> Result<Segment> {
+        Segment::open_any(name, &[kind])
+    }
+
+    /// [`Segment::open`] accepting any of `kinds` (check [`Segment::info`]'s kind).
+    ///
+    /// # Errors
+    /// As [`Segment::open`]; [`Error::WrongKind`] names `kinds[0]` as expected.
+    pub fn open_any(name: &str, kinds: &[SegmentKind]) -> Result<Segment> {
         let deadline = Instant::now() + INIT_WAIT;
         loop {
             let file = ShmFile::open(name)?;
-            match Self::attach(file, Some(name), kind) {
+            match Self::attach(file, Some(name), kinds) {
                 Ok(s) => return Ok(s),
                 Err(Attach::Failed(e)) => return Err(e),
                 Err(Attach::Busy) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
@@ -164,12 +172,20 @@ impl Segment {
     /// # Errors
     /// As [`Segment::open`].
     pub fn from_fd(fd: OwnedFd, name: Option<String>, kind: SegmentKind) -> Result<Segment> {
+        Segment::from_fd_any(fd, name, &[kind])
+    }
+
+    /// [`Segment::from_fd`] accepting any of `kinds`.
+    ///
+    /// # Errors
+    /// As [`Segment::open_any`].
+    pub fn from_fd_any(fd: OwnedFd, name: Option<String>, kinds: &[SegmentKind]) -> Result<Segment> {
         let path = match &name {
             Some(n) => crate::region::shm_path(n),
             None => format!("<descriptor {}>", fd.as_raw_fd()),
         };
         let file = ShmFile::from_fd(fd, path);
-        match Self::attach(file, name.as_deref(), kind) {
+        match Self::attach(file, name.as_deref(), kinds) {
             Ok(s) => Ok(s),
             Err(Attach::Failed(e)) => Err(e),
             Err(Attach::Busy) => Err(Error::Corrupt {
@@ -179,7 +195,7 @@ impl Segment {
         }
     }
 
-    fn attach(file: ShmFile, name: Option<&str>, kind: SegmentKind) -> Result<Segment, Attach> {
+    fn attach(file: ShmFile, name: Option<&str>, kinds: &[SegmentKind]) -> Result<Segment, Attach> {
         let fail = Attach::Failed;
         let size = file.size().map_err(fail)?;
         let busy = file.is_locked_by_other(INIT_LOCK_BYTE).map_err(fail)?;
@@ -211,7 +227,7 @@ impl Segment {
             }));
         }
         // Validation checks the role table and the kind's layout against the file size.
-        let info = validate(header, size, Some(kind), file.path()).map_err(fail)?;
+        let info = validate(header, size, kinds, file.path()).map_err(fail)?;
         Ok(Segment { region, file: Some(file), name: name.map(str::to_owned), info })
     }
 
@@ -223,12 +239,18 @@ impl Segment {
     pub fn reopen(&self) -> Result<Segment> {
         match &self.file {
             None => Err(Error::InvalidArgument("a heap segment cannot be reopened".into())),
-            Some(f) => match Self::attach(f.reopen()?, self.name.as_deref(), self.info.kind) {
+            Some(f) => match Self::attach(f.reopen()?, self.name.as_deref(), &[self.info.kind]) {
                 Ok(s) => Ok(s),
                 Err(Attach::Failed(e)) => Err(e),
                 Err(Attach::Busy) => unreachable!("an attached segment is initialised"),
             },
         }
+    }
+
+    /// Keep only the mapping: its descriptor closes (a mapping outlives it). For a
+    /// second, read-only look at a segment that holds no role.
+    pub fn into_region(self) -> Region {
+        self.region
     }
 
     /// The header.
@@ -283,7 +305,7 @@ impl Segment {
 
     /// Name of role `role`.
     pub fn role_name(&self, role: usize) -> &'static str {
-        self.info.kind.spec().role_name(role)
+        (self.info.kind.spec().role_name)(role)
     }
 
     /// Claim role `role` for this segment's open file description (its copies share

@@ -1,7 +1,10 @@
 //! [`RingStore`] over a [`Segment`]: the production (and heap-test) ring storage.
 
 use crate::header::SegmentKind;
-use crate::layout::{role_offset, RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN};
+use crate::layout::{
+    mailbox_control_offset, mailbox_lane_stride, mailbox_lanes_offset, role_offset, EventCount, MailboxControl,
+    RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN, MAX_MAILBOX_LANES,
+};
 use crate::ring::{ByteRingStore, RingStore};
 use crate::segment::Segment;
 use crate::sync::AtomicU64;
@@ -9,14 +12,26 @@ use crate::bell::Ringer;
 use crate::sync::AtomicU32;
 use crate::wait::{Park, SharedFutex};
 
-/// A channel segment seen as ring storage.
+/// A channel segment, or one lane of a mailbox segment, seen as ring storage.
 #[derive(Debug)]
 pub struct SegmentRing {
     segment: Segment,
     capacity: usize,
     control: usize,
     data: usize,
+    /// Role table index of this ring's producer role (its consumer role follows).
+    role_base: usize,
+    /// Set for a mailbox lane.
+    lane: Option<Lane>,
     park: RingPark,
+}
+
+/// Where a mailbox lane reports: its pending bit and the mailbox's event count.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    index: usize,
+    /// Byte offset of the `MailboxControl`.
+    mailbox: usize,
 }
 
 /// The shared futex, plus this handle's write end of the peer's doorbell (if the
@@ -57,7 +72,54 @@ impl SegmentRing {
         let control = segment.control_offset();
         let data = (control + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
-        SegmentRing { segment, capacity, control, data, park: RingPark::default() }
+        SegmentRing { segment, capacity, control, data, role_base: 0, lane: None, park: RingPark::default() }
+    }
+
+    /// Wrap lane `lane` of a mailbox segment (header already validated).
+    ///
+    /// # Panics
+    /// If the segment is not a validated mailbox segment or has no lane `lane`.
+    pub fn lane(segment: Segment, lane: usize) -> SegmentRing {
+        let info = segment.info();
+        assert_eq!(info.kind, SegmentKind::Mailbox);
+        let (capacity, lanes) = (info.param0 as usize, info.param1 as usize);
+        assert!(lane < lanes && lanes <= MAX_MAILBOX_LANES && info.role_count == 1 + 2 * lanes, "no lane {lane}");
+        let control = mailbox_lanes_offset(lanes) + lane * mailbox_lane_stride(capacity);
+        let data = control + DATA_ALIGN;
+        assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
+        let lane = Some(Lane { index: lane, mailbox: mailbox_control_offset(lanes) });
+        SegmentRing { segment, capacity, control, data, role_base: 1 + 2 * (lane.unwrap().index), lane, park: RingPark::default() }
+    }
+
+    /// The mailbox lane this ring is, if it is one.
+    pub fn lane_index(&self) -> Option<usize> {
+        self.lane.map(|l| l.index)
+    }
+
+    /// Role table index of this ring's role `r` (0 producer, 1 consumer).
+    #[inline]
+    pub fn role_index(&self, r: usize) -> usize {
+        self.role_base + r
+    }
+
+    /// Byte offset of this ring's control block in the segment.
+    pub fn control_offset(&self) -> usize {
+        self.control
+    }
+
+    /// Byte offset of [`RingStore::data_event`] in the segment.
+    pub fn data_event_offset(&self) -> usize {
+        match self.lane {
+            Some(l) => l.mailbox + std::mem::offset_of!(MailboxControl, data_ready),
+            None => self.control + std::mem::offset_of!(RingControl, data_ready),
+        }
+    }
+
+    /// The mailbox control block, for a lane.
+    pub fn mailbox(&self) -> Option<&MailboxControl> {
+        // SAFETY: `lane` checked the segment is a validated mailbox, whose control
+        // block (atomics only, 128-aligned) lies at this offset inside the region.
+        self.lane.map(|l| unsafe { self.segment.region().at::<MailboxControl>(l.mailbox) })
     }
 
     /// The descriptor of this handle's write end of the peer's doorbell, if any.
@@ -80,9 +142,11 @@ impl SegmentRing {
     #[inline(always)]
     pub fn role<const R: usize>(&self) -> &RoleEntry {
         const { assert!(R < CHANNEL_ROLES) };
-        // SAFETY: `new` checked the segment has CHANNEL_ROLES roles, so entry R lies in
-        // the validated role table; RoleEntry is atomics-only and 128-aligned there.
-        unsafe { self.segment.region().at(role_offset(R)) }
+        // SAFETY: `new` checked the segment has CHANNEL_ROLES roles, and `lane` that
+        // it has 1 + 2 * lanes with `role_base = 1 + 2 * lane`, so entry
+        // `role_base + R` lies in the validated role table; RoleEntry is atomics-only
+        // and 128-aligned there.
+        unsafe { self.segment.region().at(role_offset(self.role_base + R)) }
     }
 
     /// Unwrap the segment (to close it).
@@ -140,6 +204,25 @@ unsafe impl RingStore for SegmentRing {
     #[inline]
     fn park(&self) -> &RingPark {
         &self.park
+    }
+
+    #[inline]
+    fn data_event(&self) -> &EventCount {
+        match self.mailbox() {
+            Some(m) => &m.data_ready.value,
+            None => &self.control().data_ready.value,
+        }
+    }
+
+    #[inline]
+    fn notify_data(&self, streak: &mut u32) {
+        match (self.lane, self.mailbox()) {
+            (Some(l), Some(m)) => {
+                crate::mailbox::mark_pending(m, l.index);
+                m.data_ready.value.notify_counted(&self.park, streak);
+            }
+            _ => self.control().data_ready.value.notify_counted(&self.park, streak),
+        }
     }
 
     #[inline]
@@ -266,5 +349,61 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     #[inline]
     fn park(&self) -> &SegmentSlot {
         self
+    }
+}
+
+/// The control block of a mailbox segment (`None` for another kind).
+pub fn mailbox_control(segment: &Segment) -> Option<&MailboxControl> {
+    let info = segment.info();
+    if info.kind != SegmentKind::Mailbox {
+        return None;
+    }
+    let off = mailbox_control_offset(info.param1 as usize);
+    assert!(off + size_of::<MailboxControl>() <= segment.region().len());
+    // SAFETY: a validated mailbox segment (its length was checked against its
+    // parameters) has its control block, atomics only and 128-aligned, at this offset;
+    // asserted in bounds above.
+    Some(unsafe { segment.region().at::<MailboxControl>(off) })
+}
+
+/// A mailbox's pending summary in a mapping of its own (no descriptor, no role): lets
+/// any thread ask "is a message waiting?" with one load per 64 lanes, without the
+/// consumer's handle, for as long as the probe lives.
+#[derive(Debug)]
+pub struct PendingProbe {
+    region: crate::region::Region,
+    offset: usize,
+    words: usize,
+}
+
+impl PendingProbe {
+    /// Map `segment` (a mailbox) again for probing.
+    ///
+    /// # Errors
+    /// [`crate::Error::WrongKind`] for another kind; [`crate::Error::InvalidArgument`]
+    /// for a heap segment; [`crate::Error::Os`].
+    pub fn new(segment: &Segment) -> crate::Result<PendingProbe> {
+        let info = segment.info();
+        if info.kind != SegmentKind::Mailbox {
+            return Err(crate::Error::WrongKind {
+                path: segment.path().to_owned(),
+                expected: "mailbox",
+                found: info.kind.name().into(),
+            });
+        }
+        let lanes = info.param1 as usize;
+        let offset = mailbox_control_offset(lanes);
+        let region = segment.reopen()?.into_region();
+        assert!(offset + size_of::<MailboxControl>() <= region.len());
+        Ok(PendingProbe { region, offset, words: lanes.div_ceil(64) })
+    }
+
+    /// True if any lane may hold a message (see `shmplane::Mailbox::pending`).
+    #[inline]
+    pub fn any(&self) -> bool {
+        // SAFETY: `new` checked (asserted) the control block lies inside the mapping,
+        // at the 128-aligned offset of a validated mailbox; atomics only.
+        let m: &MailboxControl = unsafe { self.region.at(self.offset) };
+        (0..self.words).any(|w| crate::mailbox::pending_word(m, w) != 0)
     }
 }

@@ -3,3 +3,4 @@
 //! ([`crate::wait`]) and the role handling ([`crate::endpoint`]).
 
 pub mod spsc;
+pub mod mailbox;

@@ -27,13 +27,28 @@ from __future__ import annotations
 
 from . import _handles  # noqa: F401  (pickling support for endpoints)
 from . import errors
-from ._shmplane import DEFAULT_CAPACITY, ByteSlot, Receiver, Sender, _channel
+from ._shmplane import DEFAULT_CAPACITY, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS, ByteSlot, Mailbox, Receiver, Sender, _channel
 from ._aio import wait
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
 from .sharedctypes import RawArray, RawValue
 
-__all__ = ["channel", "gc", "wait", "Sender", "Receiver", "RawValue", "RawArray", "ByteSlot", "DEFAULT_CAPACITY", *errors.__all__]
+__all__ = [
+    "channel",
+    "mailbox",
+    "gc",
+    "wait",
+    "Sender",
+    "Receiver",
+    "Mailbox",
+    "RawValue",
+    "RawArray",
+    "ByteSlot",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_LANE_CAPACITY",
+    "DEFAULT_MAX_SENDERS",
+    *errors.__all__,
+]
 
 
 def channel(
@@ -70,6 +85,45 @@ def channel(
     tx.set_policy(policy, spin_us)
     rx.set_policy(policy, spin_us)
     return tx, rx
+
+
+def mailbox(
+    capacity: int = DEFAULT_LANE_CAPACITY,
+    name: str | None = None,
+    max_senders: int = DEFAULT_MAX_SENDERS,
+    *,
+    policy: str = "adaptive",
+    spin_us: float = 20.0,
+) -> Mailbox:
+    """Create a mailbox (many senders, one receiver) and return its receiving end.
+
+    Any process may drop messages in: ``mb.sender()`` makes a sender here (picklable
+    into ``multiprocessing`` children), and ``shmplane.Sender.open(name)`` joins from an
+    unrelated process. Each sender writes a lane (an SPSC ring) of its own, so senders
+    never wait for each other, each one's messages arrive in the order it sent them,
+    and a sender that crashes, even mid-message, strands only its own lane.
+    ``mb.pending()`` answers "is there a message?" with one memory load (the
+    ``check_pause()`` loop); ``recv``/``try_recv``/``poll``/iteration, ``fileno()``,
+    ``recv_async`` and ``async for`` work as on a ``Receiver``.
+
+    Args:
+        capacity: each lane's ring size in bytes, a power of two from 4096 to 2**31
+            (default 64 KiB). Messages of any size fit (larger ones stream through).
+        name: segment name (``[A-Za-z0-9._-]``, at most 200 bytes) for
+            ``Sender.open(name)``; ``None`` generates one. The segment is
+            ``/dev/shm/shmplane.<name>``: ``max_senders`` x (``capacity`` + 4 KiB) bytes
+            (4.3 MB by default), removed when the receiver and every sender closed.
+        max_senders: most senders at once, 1 to 511 (default 64); a sender that
+            closes frees its lane for the next.
+        policy, spin_us: how blocked receives wait (see ``channel``).
+
+    Raises:
+        InvalidArgumentError: capacity or max_senders out of range.
+        InvalidNameError, AlreadyExistsError, NoSpaceError: as ``channel``.
+    """
+    mb = Mailbox.create(name, capacity, max_senders) if name is not None else Mailbox._new(capacity, max_senders)
+    mb.set_policy(policy, spin_us)
+    return mb
 
 
 def gc() -> list[str]:

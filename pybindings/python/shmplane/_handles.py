@@ -17,7 +17,7 @@ from typing import Any
 
 from ._shmplane import Receiver, Sender
 
-__all__ = ["reduce_endpoint", "track"]
+__all__ = ["reduce_endpoint", "reduce_mailbox", "track"]
 
 
 def _close_if_alive(ref: "weakref.ref[Sender | Receiver]") -> None:
@@ -39,15 +39,22 @@ def track(endpoint: Sender | Receiver) -> None:
     util.register_after_fork(endpoint, track)
 
 
-def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str, doorbell: Any = None) -> Sender | Receiver:
-    fd = dupfd.detach()
-    bell = None if doorbell is None else doorbell.detach()
-    cls = Sender if kind == "sender" else Receiver
-    endpoint = cls._from_fd(fd, name, bell)
+def _set_policy(endpoint: Any, policy: str) -> None:
     if policy.startswith("adaptive(spin_us="):
         endpoint.set_policy("adaptive", float(policy[len("adaptive(spin_us=") : -1]))
     else:
         endpoint.set_policy(policy)
+
+
+def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str, doorbell: Any = None, lane: int | None = None) -> Sender | Receiver:
+    fd = dupfd.detach()
+    bell = None if doorbell is None else doorbell.detach()
+    endpoint: Sender | Receiver
+    if kind == "sender":
+        endpoint = Sender._from_fd(fd, name, bell, lane)
+    else:
+        endpoint = Receiver._from_fd(fd, name, bell)
+    _set_policy(endpoint, policy)
     return endpoint
 
 
@@ -56,13 +63,31 @@ def reduce_endpoint(endpoint: Sender | Receiver, kind: str) -> tuple[Any, tuple[
     bell = endpoint._doorbell_fd()
     # The doorbell's write end travels too: while the copy is in flight the FIFO must
     # keep a writer, or a waiter on the other end would read the peer as closed.
+    # A mailbox's sender carries its lane: the copy writes the same one.
+    lane = endpoint._lane() if isinstance(endpoint, Sender) else None
     return _rebuild, (
         kind,
         DupFd(endpoint._segment_fd()),
         endpoint.name,
         endpoint.policy,
         None if bell is None else DupFd(bell),
+        lane,
     )
+
+
+def _rebuild_mailbox(dupfd: Any, name: str | None, policy: str, lanes: list[tuple[int, Any]]) -> Any:
+    from ._shmplane import Mailbox
+
+    mb = Mailbox._from_fd(dupfd.detach(), name, [(lane, d.detach()) for lane, d in lanes])
+    _set_policy(mb, policy)
+    return mb
+
+
+def reduce_mailbox(mb: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``__reduce__`` of Mailbox: its segment descriptor and every lane's (the copy
+    takes turns with the original on each lane, as a Receiver's copies do)."""
+    fd, lanes = mb._fds()
+    return _rebuild_mailbox, (DupFd(fd), mb.name, mb.policy, [(lane, DupFd(f)) for lane, f in lanes])
 
 
 def _rebuild_slot(dupfd: Any, name: str | None) -> Any:

@@ -55,15 +55,15 @@ fn open_ringer(segment: &Segment, side: Side) -> Option<Ringer> {
 /// The waiting side's end of its doorbell (see `shmplane_shm::bell`), opened the first
 /// time the handle is waited on through the OS.
 #[derive(Debug)]
-struct Doorbell {
-    bell: Bell,
+pub(crate) struct Doorbell {
+    pub(crate) bell: Bell,
     /// A write end kept after ringing our own doorbell while the peer's role was
     /// vacant (see `Bell::ring_own`); dropped once the peer is attached.
     placeholder: Option<std::fs::File>,
 }
 
 impl Doorbell {
-    fn open(segment: &Segment, side: Side) -> Result<Doorbell> {
+    pub(crate) fn open(segment: &Segment, side: Side) -> Result<Doorbell> {
         let name = doorbell_name(segment).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{} has no name left to find its doorbell by; waiting through select/asyncio needs a named channel",
@@ -78,7 +78,7 @@ impl Doorbell {
     /// already holds. `peer` is the peer role's state word. Returns `true` if the
     /// doorbell has no writer left (every handle of the peer closed or died): the
     /// caller should check the peer now.
-    fn arm(&mut self, event: &shmplane_shm::layout::EventCount, peer: u32, ready: impl FnOnce() -> bool) -> bool {
+    pub(crate) fn arm(&mut self, event: &shmplane_shm::layout::EventCount, peer: u32, ready: impl FnOnce() -> bool) -> bool {
         // A peer handle opens its write end before it claims its role: once the role
         // reads attached (or later), ours is not needed to keep end-of-file away.
         if peer != liveness::VACANT {
@@ -143,6 +143,6 @@ pub fn channel(capacity_bytes: usize) -> Result<(Sender, Receiver)> {
 pub fn channel_named(name: &str, capacity_bytes: usize) -> Result<(Sender, Receiver)> {
     let sender = Sender::create(name, capacity_bytes)?;
     let segment = sender.segment().expect("new sender is open").reopen()?;
-    let receiver = Receiver::attach(segment, true, None)?;
+    let receiver = Receiver::attach(segment, None, true, None)?;
     Ok((sender, receiver))
 }

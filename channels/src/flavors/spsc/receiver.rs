@@ -10,12 +10,12 @@
 
 use super::{create_segment, open_ringer, Doorbell};
 use shmplane_shm::bell::{Ringer, Side};
-use crate::endpoint::{check_peer, ring_error, Role, CONSUMER, PRODUCER};
+use crate::endpoint::{check_ring_peer, ring_error, role_state, Role, CONSUMER, PRODUCER};
 use crate::frame::{self, parse_head, Array, Frame, Head, HeadError, Kind, OutBuf, Scatter, MAX_PREFIX, TAG_BYTES, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
-use shmplane_shm::liveness::{self, CLOSED};
+use shmplane_shm::liveness::CLOSED;
 use shmplane_shm::ring::{self, Consumer, Record, RingStore};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::layout::RingControl;
@@ -59,9 +59,9 @@ impl Inner {
     fn arm(&mut self) -> bool {
         let Some(d) = &mut self.doorbell else { return false };
         let store = self.consumer.store();
-        let peer = liveness::state(store.segment().role(PRODUCER));
+        let peer = role_state(store, PRODUCER);
         d.arm(&store.control().data_ready.value, peer, || {
-            ring::data_ready(store) || liveness::state(store.segment().role(PRODUCER)) == CLOSED
+            ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
         })
     }
 
@@ -96,11 +96,11 @@ impl Inner {
             // writer (the sender closed or died), check the sender now.
             let peer_gone = self.doorbell.is_some() && self.arm();
             let store = self.consumer.store();
-            return Err(empty_verdict(store.segment(), store, polls, peer_gone));
+            return Err(empty_verdict(store, polls, peer_gone));
         }
         match self.role.acquire(store.segment(), wait, Error::Empty) {
             Ok(()) => {}
-            Err(Error::Empty) => return Err(empty_verdict(store.segment(), store, polls, false)),
+            Err(Error::Empty) => return Err(empty_verdict(store, polls, false)),
             Err(e) => return Err(e),
         }
         // Another copy may have received since this one last did: resume at the shared
@@ -156,12 +156,12 @@ impl Op<'_> {
     fn empty(&mut self, polls: &mut EmptyPolls) -> Result<Record> {
         // Cheap disconnect check: one atomic load of the peer's state word; a full
         // liveness check (dead sender) at most every SLICE.
-        let closed = liveness::state(self.inner.segment().role(PRODUCER)) == CLOSED;
+        let closed = role_state(self.inner.consumer.store(), PRODUCER) == CLOSED;
         let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
         polls.count += 1;
         // Waited on through the OS and the doorbell lost its last writer: check now.
         if verdict.is_none() && self.inner.doorbell.is_some() && self.inner.arm() {
-            verdict = check_peer(self.inner.consumer.store().segment(), PRODUCER, ring::poisoned(self.inner.consumer.store())).err();
+            verdict = check_ring_peer(self.inner.consumer.store(), PRODUCER).err();
         }
         let consumer = &mut self.inner.consumer;
         if verdict.is_none() && polls.count >= EMPTY_POLLS_PER_CLOCK_READ {
@@ -169,7 +169,7 @@ impl Op<'_> {
             let now = Instant::now();
             if polls.last_check.is_none_or(|t| now.duration_since(t) >= SLICE) {
                 polls.last_check = Some(now);
-                verdict = check_peer(consumer.store().segment(), PRODUCER, ring::poisoned(consumer.store())).err();
+                verdict = check_ring_peer(consumer.store(), PRODUCER).err();
             }
         }
         if let Some(e) = verdict {
@@ -187,12 +187,12 @@ impl Op<'_> {
     fn wait_for_record(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Record> {
         wait_for(
             &mut self.inner.consumer,
-            |c| (&c.store().control().data_ready.value, c.store().park()),
+            |c| (c.store().data_event(), c.store().park()),
             (policy, &mut self.inner.history),
             wait,
             |c| c.try_peek().map_err(|e| seg_err(e, c)),
-            |c| liveness::state(c.store().segment().role(PRODUCER)) == CLOSED,
-            |c| match check_peer(c.store().segment(), PRODUCER, ring::poisoned(c.store())) {
+            |c| role_state(c.store(), PRODUCER) == CLOSED,
+            |c| match check_ring_peer(c.store(), PRODUCER) {
                 // The peer's last records happen-before its close: drain them first.
                 Err(e @ (Error::Disconnected { .. } | Error::PeerDead { .. })) => {
                     match c.try_peek().map_err(|e| seg_err(e, c))? {
@@ -220,19 +220,19 @@ impl Op<'_> {
         let mut rest = wait.rest();
         wait_for(
             consumer,
-            |c| (&c.store().control().data_ready.value, c.store().park()),
+            |c| (c.store().data_event(), c.store().park()),
             (policy, history),
             &mut rest,
             |c| match c.try_peek() {
                 Ok(None) if c.at_cut() => Err(Error::Truncated { received, total }),
                 other => other.map_err(|e| seg_err(e, c)),
             },
-            |c| liveness::state(c.store().segment().role(PRODUCER)) == CLOSED,
+            |c| role_state(c.store(), PRODUCER) == CLOSED,
             |c| {
                 // The sender holds its operation from the first record to the last:
                 // seen not sending (read first), its records are all visible below.
-                let sending = c.store().segment().role_active(PRODUCER);
-                let peer = check_peer(c.store().segment(), PRODUCER, ring::poisoned(c.store()));
+                let sending = c.store().segment().role_active(c.store().role_index(PRODUCER));
+                let peer = check_ring_peer(c.store(), PRODUCER);
                 let queued = c.try_peek().map_err(|e| seg_err(e, c))?.is_some();
                 match peer {
                     _ if queued => Ok(()),
@@ -325,19 +325,19 @@ fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &
 
 /// What a non-blocking receive that could not enter reports: [`Error::Empty`], or the
 /// sender's close or death once nothing is queued (the cheap checks of `Op::empty`).
-fn empty_verdict(segment: &Segment, store: &SegmentRing, polls: &mut EmptyPolls, check_now: bool) -> Error {
-    let closed = liveness::state(segment.role(PRODUCER)) == CLOSED;
+fn empty_verdict(store: &SegmentRing, polls: &mut EmptyPolls, check_now: bool) -> Error {
+    let closed = role_state(store, PRODUCER) == CLOSED;
     let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
     polls.count += 1;
     if verdict.is_none() && check_now {
-        verdict = check_peer(segment, PRODUCER, ring::poisoned(store)).err();
+        verdict = check_ring_peer(store, PRODUCER).err();
     }
     if verdict.is_none() && polls.count >= EMPTY_POLLS_PER_CLOCK_READ {
         polls.count = 0;
         let now = Instant::now();
         if polls.last_check.is_none_or(|t| now.duration_since(t) >= SLICE) {
             polls.last_check = Some(now);
-            verdict = check_peer(segment, PRODUCER, ring::poisoned(store)).err();
+            verdict = check_ring_peer(store, PRODUCER).err();
         }
     }
     match verdict {
@@ -369,7 +369,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Receiver> {
-        Receiver::attach(create_segment(name, capacity_bytes)?, true, None)
+        Receiver::attach(create_segment(name, capacity_bytes)?, None, true, None)
     }
 
     /// Open existing channel `name` as its receiver.
@@ -387,7 +387,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<Receiver> {
-        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, true, None)
+        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, None, true, None)
     }
 
     /// Adopt a descriptor of a channel segment: a copy of the receiver that holds it
@@ -423,7 +423,7 @@ impl Receiver {
     /// this user.
     pub fn from_fds(fd: OwnedFd, doorbell: Option<OwnedFd>, name: Option<String>) -> Result<Receiver> {
         let ringer = doorbell.map(Ringer::from_fd).transpose()?;
-        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false, ringer)
+        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, None, false, ringer)
     }
 
     /// The descriptor of this handle's write end of the peer's doorbell (to pass to a
@@ -433,15 +433,21 @@ impl Receiver {
     }
 
     /// `fresh`: opened by name (see `Sender::attach`).
-    pub(super) fn attach(segment: Segment, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
+    /// `lane`: the mailbox lane to consume (`None`: a channel).
+    pub(crate) fn attach(segment: Segment, lane: Option<usize>, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
         // The doorbell's write end first: a waiting sender drops its placeholder once it
-        // sees this role attached (see `Doorbell::arm`).
-        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Space));
-        segment.claim_role(CONSUMER)?;
+        // sees this role attached (see `Doorbell::arm`). A mailbox lane's sender has
+        // no doorbell (its waits for room use the futex only).
+        let ringer = if lane.is_some() { None } else { ringer.or_else(|| open_ringer(&segment, Side::Space)) };
+        let index = lane.map_or(CONSUMER, |l| 1 + 2 * l + CONSUMER);
+        segment.claim_role(index)?;
         let path = segment.path().to_owned();
-        let mut store = SegmentRing::new(segment);
+        let mut store = match lane {
+            Some(l) => SegmentRing::lane(segment, l),
+            None => SegmentRing::new(segment),
+        };
         store.set_ringer(ringer);
-        if fresh {
+        if fresh && lane.is_none() {
             store.control().data_ready.value.reset_waiters();
         }
         // A copy by descriptor resyncs on its first operation (the lease makes it):
@@ -451,7 +457,7 @@ impl Receiver {
         } else {
             Consumer::unsynced(store)
         };
-        let mut role = Role::new(CONSUMER);
+        let mut role = Role::new(index);
         if fresh {
             role.register(consumer.store().segment());
         }
@@ -460,6 +466,11 @@ impl Receiver {
 
     fn segment(&self) -> Option<&Segment> {
         self.inner.as_ref().map(Inner::segment)
+    }
+
+    /// The ring (`None` once closed).
+    pub(crate) fn store(&self) -> Option<&SegmentRing> {
+        self.inner.as_ref().map(|i| i.consumer.store())
     }
 
     /// Begin receiving the next message: wait per `wait` for its first record, skip
@@ -784,7 +795,7 @@ impl Receiver {
         if ring::data_ready(store) {
             return Ok(());
         }
-        check_peer(store.segment(), PRODUCER, ring::poisoned(store))?;
+        check_ring_peer(store, PRODUCER)?;
         Ok(())
     }
 
@@ -793,7 +804,7 @@ impl Receiver {
     pub(crate) fn ready_or_gone(&self) -> bool {
         let Some(inner) = &self.inner else { return true };
         let store = inner.consumer.store();
-        ring::data_ready(store) || liveness::state(store.segment().role(PRODUCER)) == CLOSED
+        ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
     }
 
     /// Arm for [`crate::WaitSet`]: the descriptor, or ready if the doorbell lost its
@@ -806,7 +817,7 @@ impl Receiver {
             return Ok(crate::waitset::Armed::Fd(fd));
         }
         let store = inner.consumer.store();
-        Ok(match check_peer(store.segment(), PRODUCER, ring::poisoned(store)) {
+        Ok(match check_ring_peer(store, PRODUCER) {
             Err(_) => crate::waitset::Armed::Ready,
             Ok(()) => crate::waitset::Armed::Poll,
         })
@@ -875,7 +886,7 @@ impl Receiver {
     pub fn close(&mut self) {
         if let Some(Inner { consumer, mut role, .. }) = self.inner.take() {
             // Wake the peer if it sleeps: it then sees the close at once.
-            let wake = consumer.store().segment().control_offset() + std::mem::offset_of!(RingControl, space_ready);
+            let wake = consumer.store().control_offset() + std::mem::offset_of!(RingControl, space_ready);
             role.close(consumer.into_store().into_segment(), Some(wake));
         }
     }

@@ -7,17 +7,17 @@
 //! the shared positions, and appends after the last record this one published.
 
 use super::{create_segment, open_ringer, Doorbell};
-use crate::endpoint::{check_peer, ring_error, Role, CONSUMER, PRODUCER};
+use crate::endpoint::{check_ring_peer, ring_error, role_state, Role, CONSUMER, PRODUCER};
 use crate::frame::{self, chunk_header, chunk_header_len, ArrayMeta, Element, Outgoing, CHUNKED, TAG_BYTES, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::ring::{self, Claim, Producer, RingStore};
 use shmplane_shm::segment::Segment;
-use shmplane_shm::layout::RingControl;
+
 use shmplane_shm::store::SegmentRing;
 use shmplane_shm::bell::{Ringer, Side};
-use shmplane_shm::liveness::{self, CLOSED};
+use shmplane_shm::liveness::CLOSED;
 use shmplane_shm::wait::{WaitHistory, WaitPolicy};
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
@@ -47,9 +47,9 @@ impl Inner {
     fn arm(&mut self) {
         if let Some((d, len)) = &mut self.doorbell {
             let store = self.producer.store();
-            let peer = liveness::state(store.segment().role(CONSUMER));
+            let peer = role_state(store, CONSUMER);
             let _ = d.arm(&store.control().space_ready.value, peer, || {
-                ring::space_ready(store, *len) || liveness::state(store.segment().role(CONSUMER)) == CLOSED
+                ring::space_ready(store, *len) || role_state(store, CONSUMER) == CLOSED
             });
         }
     }
@@ -142,8 +142,8 @@ impl Op<'_> {
             (policy, &mut self.inner.history),
             wait,
             |p| p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())),
-            |p| liveness::state(p.store().segment().role(CONSUMER)) == CLOSED,
-            |p| check_peer(p.store().segment(), CONSUMER, ring::poisoned(p.store())),
+            |p| role_state(p.store(), CONSUMER) == CLOSED,
+            |p| check_ring_peer(p.store(), CONSUMER),
         )
     }
 
@@ -242,7 +242,7 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Sender> {
-        Sender::attach(create_segment(name, capacity_bytes)?, true, None)
+        Sender::attach(create_segment(name, capacity_bytes)?, None, true, None)
     }
 
     /// Open existing channel `name` as its sender.
@@ -260,7 +260,28 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<Sender> {
-        Sender::attach(Segment::open(name, SegmentKind::Channel)?, true, None)
+        let segment = Segment::open_any(name, &[SegmentKind::Channel, SegmentKind::Mailbox])?;
+        match segment.info().kind {
+            SegmentKind::Mailbox => Sender::join(segment),
+            _ => Sender::attach(segment, None, true, None),
+        }
+    }
+
+    /// Become a new producer of a mailbox: claim the first free lane (its producer
+    /// role's lock) on `segment`, a description of our own.
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] if every lane has a producer; [`Error::Os`], [`Error::Corrupt`].
+    pub(crate) fn join(segment: Segment) -> Result<Sender> {
+        let lanes = segment.info().param1 as usize;
+        for lane in 0..lanes {
+            match segment.claim_role(1 + 2 * lane) {
+                Ok(()) => return Sender::attach(segment, Some(lane), true, None),
+                Err(Error::RoleTaken { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::RoleTaken { role: "sender (all of the mailbox's producer lanes)", path: segment.path().to_owned(), pid: 0 })
     }
 
     /// Adopt a descriptor of a channel segment whose open file description holds (or
@@ -298,8 +319,28 @@ impl Sender {
     /// As [`Sender::from_fd`], and [`Error::Corrupt`] if `doorbell` is not a FIFO of
     /// this user.
     pub fn from_fds(fd: OwnedFd, doorbell: Option<OwnedFd>, name: Option<String>) -> Result<Sender> {
+        Sender::from_fds_lane(fd, doorbell, name, None)
+    }
+
+    /// [`Sender::from_fds`] for a channel (`lane: None`) or for the producer of lane
+    /// `lane` of a mailbox ([`Sender::lane`] of the original).
+    ///
+    /// # Errors
+    /// As [`Sender::from_fds`]; [`Error::WrongKind`] if `lane` does not match the
+    /// segment's kind, [`Error::InvalidArgument`] for a lane the mailbox lacks.
+    pub fn from_fds_lane(fd: OwnedFd, doorbell: Option<OwnedFd>, name: Option<String>, lane: Option<usize>) -> Result<Sender> {
         let ringer = doorbell.map(Ringer::from_fd).transpose()?;
-        Sender::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, false, ringer)
+        let kind = if lane.is_some() { SegmentKind::Mailbox } else { SegmentKind::Channel };
+        let segment = Segment::from_fd(fd, name, kind)?;
+        if let Some(l) = lane.filter(|&l| l as u64 >= segment.info().param1) {
+            return Err(Error::InvalidArgument(format!("{} has no lane {l}", segment.path())));
+        }
+        Sender::attach(segment, lane, false, ringer)
+    }
+
+    /// The mailbox lane this producer writes (`None`: a channel's sender, or closed).
+    pub fn lane(&self) -> Option<usize> {
+        self.inner.as_ref().and_then(|i| i.producer.store().lane_index())
     }
 
     /// The descriptor of this handle's write end of the peer's doorbell (to pass to a
@@ -310,13 +351,22 @@ impl Sender {
 
     /// `fresh`: this segment was opened by name (a new open file description), so no
     /// other copy of this role lives: sleepers counted on its event count died.
-    fn attach(segment: Segment, fresh: bool, ringer: Option<Ringer>) -> Result<Sender> {
+    /// `lane`: the mailbox lane to produce into (`None`: a channel).
+    fn attach(segment: Segment, lane: Option<usize>, fresh: bool, ringer: Option<Ringer>) -> Result<Sender> {
         // The doorbell's write end first: a waiting receiver drops its placeholder once
-        // it sees this role attached (see `Doorbell::arm`).
+        // it sees this role attached (see `Doorbell::arm`). A mailbox's lanes share
+        // the mailbox's doorbell.
         let ringer = ringer.or_else(|| open_ringer(&segment, Side::Data));
-        segment.claim_role(PRODUCER)?;
+        let index = lane.map_or(PRODUCER, |l| 1 + 2 * l + PRODUCER);
+        segment.claim_role(index)?;
         let path = segment.path().to_owned();
-        let mut store = SegmentRing::new(segment);
+        let mut store = match lane {
+            Some(l) => SegmentRing::lane(segment, l),
+            None => SegmentRing::new(segment),
+        };
+        if let Some(m) = store.mailbox() {
+            shmplane_shm::mailbox::note_join(m);
+        }
         store.set_ringer(ringer);
         if fresh {
             store.control().space_ready.value.reset_waiters();
@@ -328,7 +378,7 @@ impl Sender {
         } else {
             Producer::unsynced(store)
         };
-        let mut role = Role::new(PRODUCER);
+        let mut role = Role::new(index);
         if fresh {
             role.register(producer.store().segment());
         }
@@ -557,7 +607,8 @@ impl Sender {
     /// handle and stays the same for its life. See [`crate::Receiver::readiness_fd`].
     ///
     /// # Errors
-    /// As [`crate::Receiver::readiness_fd`].
+    /// As [`crate::Receiver::readiness_fd`]; [`Error::InvalidArgument`] for a
+    /// mailbox's sender (its lane has no doorbell for room).
     ///
     /// # Examples
     /// ```
@@ -575,6 +626,11 @@ impl Sender {
     /// ```
     pub fn readiness_fd(&mut self, len: usize) -> Result<RawFd> {
         let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
+        if inner.producer.store().lane_index().is_some() {
+            return Err(Error::InvalidArgument(
+                "a mailbox sender has no readiness descriptor (its waits for room use the futex); use a blocking send in a thread".into(),
+            ));
+        }
         let len = len.min(inner.producer.max_payload());
         match &mut inner.doorbell {
             Some((_, armed)) => *armed = len,
@@ -592,7 +648,7 @@ impl Sender {
     pub fn check_receiver(&self) -> Result<()> {
         let Some(inner) = &self.inner else { return Err(Error::Closed) };
         let store = inner.producer.store();
-        check_peer(store.segment(), CONSUMER, ring::poisoned(store))
+        check_ring_peer(store, CONSUMER)
     }
 
     /// Ready for [`crate::WaitSet`]: room for a small message, or the receiver closed;
@@ -600,7 +656,7 @@ impl Sender {
     pub(crate) fn room_or_gone(&self) -> bool {
         let Some(inner) = &self.inner else { return true };
         let store = inner.producer.store();
-        ring::space_ready(store, 1) || liveness::state(store.segment().role(CONSUMER)) == CLOSED
+        ring::space_ready(store, 1) || role_state(store, CONSUMER) == CLOSED
     }
 
     /// Arm for [`crate::WaitSet`] (see `Receiver::arm_for_set`).
@@ -612,7 +668,7 @@ impl Sender {
             return Ok(crate::waitset::Armed::Fd(fd));
         }
         let store = inner.producer.store();
-        Ok(match check_peer(store.segment(), CONSUMER, ring::poisoned(store)) {
+        Ok(match check_ring_peer(store, CONSUMER) {
             Err(_) => crate::waitset::Armed::Ready,
             Ok(()) => crate::waitset::Armed::Poll,
         })
@@ -733,7 +789,7 @@ impl Sender {
     pub fn close(&mut self) {
         if let Some(Inner { producer, mut role, .. }) = self.inner.take() {
             // Wake the peer if it sleeps: it then sees the close at once.
-            let wake = producer.store().segment().control_offset() + std::mem::offset_of!(RingControl, data_ready);
+            let wake = producer.store().data_event_offset();
             role.close(producer.into_store().into_segment(), Some(wake));
         }
     }

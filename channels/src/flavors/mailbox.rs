@@ -1,0 +1,645 @@
+//! Mailbox: many producers, one consumer (MPSC), for messages of any size.
+//!
+//! One segment holds a summary word per 64 lanes and `max_senders` lanes, each an SPSC
+//! ring of the channel's design (`shmplane_shm::ring`). Every producer handle
+//! ([`Mailbox::sender`], or [`Sender::open`] from any process) claims a free lane for
+//! its life, so producers never contend with each other, never CAS on a shared tail,
+//! and keep their order (per-producer FIFO). A producer that dies, even part-way
+//! through a record or a chunked message, strands only its own lane: its committed
+//! messages are delivered, a message it left half-written reports
+//! [`Error::Truncated`] once, and a new producer may take the lane over. Agrona's
+//! `ManyToOneRingBuffer` instead CAS-claims one shared tail, so a producer that dies
+//! between its claim and its commit blocks the consumer until `unblock()` pads the
+//! claim after a timeout; with lanes there is no claim to unblock and nothing to time
+//! out (see `docs/design.md`, "Mailbox").
+//!
+//! After publishing, a producer sets its lane's bit in the pending summary if it reads
+//! clear (`shmplane_shm::mailbox`), then notifies the mailbox's one event count, which
+//! the consumer sleeps on. So [`Mailbox::pending`], the `check_pause()` question "is
+//! there a message?", is one load of a line that stays in the consumer's cache while
+//! nothing arrives.
+
+use super::spsc::{Doorbell, Incoming, Receiver, Sender};
+use crate::endpoint::{generated_name, Role};
+use crate::frame::Frame;
+use crate::wait::{wait_for, Wait};
+use shmplane_shm::bell::Side;
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::kind::Params;
+use shmplane_shm::layout::{check_ring_capacity, MailboxControl, MAX_MAILBOX_LANES, MAX_RING_CAPACITY, MIN_RING_CAPACITY};
+use shmplane_shm::liveness::{self, PeerState, ATTACHED, CLOSING, VACANT};
+use shmplane_shm::mailbox::{clear_pending, joins, pending_word};
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::{mailbox_control, PendingProbe};
+use shmplane_shm::wait::{SharedFutex, WaitHistory, WaitPolicy, SLICE};
+use std::fmt;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Ring capacity of each lane of a mailbox made without one, in bytes (64 KiB): a
+/// default mailbox of [`DEFAULT_MAX_SENDERS`] lanes is a 4.3 MB segment. Larger
+/// messages stream through a lane in chunks.
+pub const DEFAULT_LANE_CAPACITY: usize = 1 << 16;
+
+/// Producer handles a mailbox made without a limit can have at once.
+pub const DEFAULT_MAX_SENDERS: usize = 64;
+
+/// Role 0 of a mailbox segment: the consumer.
+const CONSUMER_ROLE: usize = 0;
+
+/// The consuming end of a mailbox: receives what any of its producers sent, each
+/// producer's messages in the order it sent them, taking turns between producers
+/// (round robin over the lanes that hold messages).
+///
+/// # Examples
+/// ```
+/// let mut mb = shmplane::Mailbox::new(1 << 12, 4)?;
+/// let mut a = mb.sender()?;
+/// let mut b = mb.sender()?;                  // another producer, another lane
+/// assert!(!mb.pending());                    // one load: the check_pause() case
+/// a.send(b"pause")?;
+/// b.send(b"status?")?;
+/// assert!(mb.pending());
+/// let mut got = vec![mb.recv()?, mb.recv()?];
+/// got.sort();
+/// assert_eq!(got, [b"pause".to_vec(), b"status?".to_vec()]);
+/// drop((a, b));
+/// assert!(matches!(mb.recv(), Err(shmplane::Error::Disconnected { .. })));
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub struct Mailbox {
+    inner: Option<Inner>,
+    policy: WaitPolicy,
+}
+
+struct Inner {
+    /// Holds the consumer role (0); the lanes' receivers have segments of their own.
+    segment: Segment,
+    role: Role,
+    /// Receivers of the lanes read so far (each claims its lane's consumer role).
+    lanes: Vec<Option<Receiver>>,
+    /// Where the next scan of the pending summary starts (round robin).
+    next: usize,
+    /// The lane of the last `begin`, for `settle`.
+    last: Option<usize>,
+    history: WaitHistory,
+    doorbell: Option<Doorbell>,
+    /// Non-blocking receives that found nothing since the last full liveness check.
+    empty_polls: u32,
+    last_check: Option<Instant>,
+}
+
+fn check_params(lane_capacity: usize, max_senders: usize) -> Result<()> {
+    if !check_ring_capacity(lane_capacity as u64) {
+        return Err(Error::InvalidArgument(format!(
+            "lane capacity {lane_capacity} bytes must be a power of two between {MIN_RING_CAPACITY} and {MAX_RING_CAPACITY}"
+        )));
+    }
+    if max_senders == 0 || max_senders > MAX_MAILBOX_LANES {
+        return Err(Error::InvalidArgument(format!("max_senders {max_senders} must be in 1..={MAX_MAILBOX_LANES}")));
+    }
+    Ok(())
+}
+
+impl Inner {
+    fn control(&self) -> &MailboxControl {
+        mailbox_control(&self.segment).expect("a validated mailbox segment")
+    }
+
+    fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// True if any lane's pending bit is set: one load per 64 lanes.
+    #[inline]
+    fn any_pending(&self) -> bool {
+        let m = self.control();
+        (0..self.lane_count().div_ceil(64)).any(|w| pending_word(m, w) != 0)
+    }
+
+    /// The next lane (from `next`, round robin) whose pending bit is set.
+    fn next_pending(&self) -> Option<usize> {
+        let m = self.control();
+        let n = self.lane_count();
+        let words = n.div_ceil(64);
+        let start = self.next % n;
+        // Two passes over the words: from `start` to the end, then from 0.
+        for pass in 0..2 {
+            for w in 0..words {
+                let mut bits = pending_word(m, w);
+                if bits == 0 {
+                    continue;
+                }
+                if pass == 0 {
+                    // Only lanes at or after `start`.
+                    if (w + 1) * 64 <= start {
+                        continue;
+                    }
+                    if w * 64 < start {
+                        bits &= !0u64 << (start - w * 64);
+                    }
+                }
+                if bits != 0 {
+                    let lane = w * 64 + bits.trailing_zeros() as usize;
+                    if lane < n {
+                        return Some(lane);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The receiver of lane `lane`, attaching to it on first use.
+    fn lane(&mut self, lane: usize) -> Result<&mut Receiver> {
+        if self.lanes[lane].is_none() {
+            let segment = self.segment.reopen()?;
+            let mut rx = Receiver::attach(segment, Some(lane), true, None)?;
+            rx.set_wait_policy(WaitPolicy::Block);
+            self.lanes[lane] = Some(rx);
+        }
+        Ok(self.lanes[lane].as_mut().expect("attached above"))
+    }
+
+    /// A lane with a message at its head (round robin), skipping what abandoned
+    /// messages left and clearing the bits of lanes found empty; `None` if none.
+    fn find_ready(&mut self) -> Result<Option<usize>> {
+        while let Some(lane) = self.next_pending() {
+            match self.lane(lane)?.poll_with(Wait::no_wait()) {
+                Ok(true) => {
+                    self.next = lane + 1;
+                    return Ok(Some(lane));
+                }
+                Ok(false) | Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => {
+                    let store = self.lanes[lane].as_ref().and_then(Receiver::store).expect("open lane");
+                    let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
+                    let again = clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
+                    if again {
+                        // Published while we looked: take it next time round.
+                        self.next = lane;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a producer may still send: `Ok` while one is attached and alive, or
+    /// while none has joined yet; [`Error::Disconnected`] once every producer that
+    /// joined closed or died. `full`: also check attached producers for death (a lock
+    /// query per lane); otherwise only their state words (one load each).
+    fn producers_verdict(&self, full: bool) -> Result<()> {
+        if joins(self.control()) == 0 {
+            return Ok(());
+        }
+        for lane in 0..self.lane_count() {
+            let role = 1 + 2 * lane;
+            match liveness::state(self.segment.role(role)) {
+                ATTACHED | CLOSING if !full => return Ok(()),
+                ATTACHED | CLOSING => match self.segment.peer_state(role)? {
+                    PeerState::Alive(_) | PeerState::Vacant => return Ok(()),
+                    PeerState::Closed | PeerState::Dead(_) => {}
+                },
+                _ => {}
+            }
+        }
+        Err(Error::Disconnected { role: "sender" })
+    }
+
+    /// What a receive that found every lane empty reports without waiting:
+    /// [`Error::Empty`], or [`Error::Disconnected`] once no producer is left (state
+    /// words each time, a full liveness check at most every slice).
+    fn empty_verdict(&mut self) -> Error {
+        self.empty_polls += 1;
+        let mut full = false;
+        if self.empty_polls >= 16 {
+            self.empty_polls = 0;
+            let now = Instant::now();
+            if self.last_check.is_none_or(|t| now.duration_since(t) >= SLICE) {
+                self.last_check = Some(now);
+                full = true;
+            }
+        }
+        match self.producers_verdict(full) {
+            // Re-check: a producer's last message happens-before its close.
+            Err(e) if !self.any_pending() => e,
+            Err(_) => Error::Empty,
+            Ok(()) => Error::Empty,
+        }
+    }
+
+    /// After a receive from `lane`: if it left the lane empty, clear the lane's pending
+    /// bit now, so that [`Mailbox::pending`] says `false` once everything was taken
+    /// (`while mb.pending(): mb.recv()` must not block). A load of the lane's next
+    /// header, plus a clearing RMW only when the lane ran empty.
+    fn settle(&mut self, lane: usize) {
+        let Some(store) = self.lanes[lane].as_ref().and_then(Receiver::store) else { return };
+        if !shmplane_shm::ring::data_ready(store) {
+            let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
+            clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
+        }
+    }
+
+    /// Wait per `wait` until a lane has a message; its index.
+    fn ready_lane(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<usize> {
+        loop {
+            if let Some(lane) = self.find_ready()? {
+                return Ok(lane);
+            }
+            if !wait.blocks() {
+                return Err(self.empty_verdict());
+            }
+            let mut history = std::mem::take(&mut self.history);
+            let waited = wait_for(
+                self,
+                |s| (&s.control().data_ready.value, &SharedFutex),
+                (policy, &mut history),
+                wait,
+                |s| Ok(s.any_pending().then_some(())),
+                |_| false,
+                |s| match s.producers_verdict(true) {
+                    Err(e) if !s.any_pending() => Err(e),
+                    _ => Ok(()),
+                },
+            );
+            self.history = history;
+            waited?;
+        }
+    }
+
+    /// Arm the doorbell: readable at the next message, or now if one is pending.
+    fn arm(&mut self) {
+        let peer = if joins(self.control()) == 0 { VACANT } else { ATTACHED };
+        let ready = self.any_pending();
+        if let Some(d) = &mut self.doorbell {
+            let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
+            let _ = d.arm(&m.data_ready.value, peer, || ready || (0..m.pending.value.len()).any(|w| pending_word(m, w) != 0));
+        }
+    }
+}
+
+impl Mailbox {
+    /// Create a mailbox with a generated name, `max_senders` lanes of `lane_capacity`
+    /// bytes each ([`DEFAULT_LANE_CAPACITY`], [`DEFAULT_MAX_SENDERS`] are good starts),
+    /// and become its consumer.
+    ///
+    /// The segment is `max_senders` × (`lane_capacity` + 4 KiB) plus about
+    /// (`max_senders` + 1) × 256 bytes of role table; each lane's pages are touched
+    /// only once a producer uses it. Messages of any size fit.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (capacity not a power of two in 4 KiB..=2 GiB,
+    /// `max_senders` not in 1..=511), [`Error::NoSpace`], [`Error::Os`].
+    pub fn new(lane_capacity: usize, max_senders: usize) -> Result<Mailbox> {
+        Mailbox::create(&generated_name(), lane_capacity, max_senders)
+    }
+
+    /// [`Mailbox::new`] with a chosen name (`[A-Za-z0-9._-]`, up to 200 bytes), so that
+    /// unrelated processes can send with [`Sender::open`]. A stale segment of that name
+    /// left by a crash is replaced.
+    ///
+    /// # Errors
+    /// As [`Mailbox::new`], plus [`Error::InvalidName`] and [`Error::AlreadyExists`].
+    pub fn create(name: &str, lane_capacity: usize, max_senders: usize) -> Result<Mailbox> {
+        check_params(lane_capacity, max_senders)?;
+        let params = Params { p0: lane_capacity as u64, p1: max_senders as u64 };
+        let segment = Segment::create(name, SegmentKind::Mailbox, params)?;
+        Mailbox::attach(segment, true)
+    }
+
+    /// Become the consumer of existing mailbox `name` (its previous consumer closed or
+    /// died); messages its producers queued meanwhile are delivered.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::WrongKind`], [`Error::RoleTaken`] (a live
+    /// consumer has it), [`Error::Corrupt`], [`Error::Incompatible`], [`Error::Os`].
+    pub fn open(name: &str) -> Result<Mailbox> {
+        Mailbox::attach(Segment::open(name, SegmentKind::Mailbox)?, true)
+    }
+
+    /// Adopt a descriptor of a mailbox segment whose description holds the consumer
+    /// role: how the consuming end moves to a child process. Lanes the original had
+    /// open come along in `lanes` (`(lane, descriptor)` from [`Mailbox::lane_fds`]);
+    /// the copy opens the others itself when it first reads them.
+    ///
+    /// # Errors
+    /// As [`Mailbox::open`].
+    pub fn from_fds(fd: OwnedFd, name: Option<String>, lanes: Vec<(usize, OwnedFd)>) -> Result<Mailbox> {
+        let mut mb = Mailbox::attach(Segment::from_fd(fd, name.clone(), SegmentKind::Mailbox)?, false)?;
+        let inner = mb.inner.as_mut().expect("attached");
+        for (lane, fd) in lanes {
+            if lane >= inner.lanes.len() {
+                return Err(Error::InvalidArgument(format!("{} has no lane {lane}", inner.segment.path())));
+            }
+            let segment = Segment::from_fd(fd, name.clone(), SegmentKind::Mailbox)?;
+            let mut rx = Receiver::attach(segment, Some(lane), false, None)?;
+            rx.set_wait_policy(WaitPolicy::Block);
+            inner.lanes[lane] = Some(rx);
+        }
+        Ok(mb)
+    }
+
+    fn attach(segment: Segment, fresh: bool) -> Result<Mailbox> {
+        segment.claim_role(CONSUMER_ROLE)?;
+        let control = mailbox_control(&segment).expect("a validated mailbox segment");
+        if fresh {
+            control.data_ready.value.reset_waiters();
+        }
+        let lanes = segment.info().param1 as usize;
+        let mut role = Role::new(CONSUMER_ROLE);
+        if fresh {
+            role.register(&segment);
+        }
+        let inner = Inner {
+            segment,
+            role,
+            lanes: (0..lanes).map(|_| None).collect(),
+            next: 0,
+            last: None,
+            history: WaitHistory::default(),
+            doorbell: None,
+            empty_polls: 0,
+            last_check: None,
+        };
+        Ok(Mailbox { inner: Some(inner), policy: WaitPolicy::default() })
+    }
+
+    fn inner(&mut self) -> Result<&mut Inner> {
+        self.inner.as_mut().ok_or(Error::Closed)
+    }
+
+    /// A new producer handle: claims a free lane of this mailbox (a new open file
+    /// description of the segment). Pass it to another thread, or to a child process
+    /// by descriptor ([`Sender::fd`], [`Sender::lane`], [`Sender::from_fds_lane`]).
+    ///
+    /// # Errors
+    /// [`Error::RoleTaken`] (all `max_senders` lanes have producers), [`Error::Closed`],
+    /// [`Error::Os`].
+    pub fn sender(&self) -> Result<Sender> {
+        let inner = self.inner.as_ref().ok_or(Error::Closed)?;
+        Sender::join(inner.segment.reopen()?)
+    }
+
+    /// True if a message is waiting: one load per 64 lanes (the `check_pause()`
+    /// question), no syscall. A `false` is exact: nothing any producer committed
+    /// before the call is waiting. A `true` is exact once receives have taken what
+    /// they found, except after a message whose producer died or gave up part-way
+    /// (its lane reads pending until a receive looks at it: [`Mailbox::pending_exact`]).
+    #[inline]
+    pub fn pending(&self) -> bool {
+        self.inner.as_ref().is_some_and(Inner::any_pending)
+    }
+
+    /// A [`PendingProbe`]: [`Mailbox::pending`] for any thread, without this handle
+    /// (it maps the segment once more; it keeps no descriptor and no role).
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Os`].
+    pub fn probe(&self) -> Result<PendingProbe> {
+        let inner = self.inner.as_ref().ok_or(Error::Closed)?;
+        PendingProbe::new(&inner.segment)
+    }
+
+    /// [`Mailbox::pending`], made exact: lanes whose bit is set but that turn out empty
+    /// have their bits cleared. Costs a look at each flagged lane.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] (a malformed lane), [`Error::Os`].
+    pub fn pending_exact(&mut self) -> Result<bool> {
+        let Some(inner) = self.inner.as_mut() else { return Ok(false) };
+        if !inner.any_pending() {
+            return Ok(false);
+        }
+        Ok(inner.find_ready()?.is_some())
+    }
+
+    /// Begin receiving the next message from any producer, waiting per `wait`; see
+    /// [`Receiver::begin`].
+    ///
+    /// # Errors
+    /// [`Error::Empty`], [`Error::Timeout`], the hook's error, [`Error::Disconnected`]
+    /// (every producer that joined closed or died, and everything was received; a
+    /// mailbox no producer has joined yet is only empty), [`Error::Corrupt`],
+    /// [`Error::Closed`].
+    pub fn begin(&mut self, mut wait: Wait<'_>) -> Result<Incoming<'_>> {
+        let policy = self.policy;
+        let inner = self.inner()?;
+        let lane = inner.ready_lane(policy, &mut wait)?;
+        inner.last = Some(lane);
+        inner.lanes[lane].as_mut().expect("ready lane is open").begin(wait)
+    }
+
+    /// After the [`Incoming`] of [`Mailbox::begin`] was read or dropped: clear the
+    /// pending bit of its lane if that left it empty, so that [`Mailbox::pending`]
+    /// reads `false` once everything was taken ([`Mailbox::recv`] and the other
+    /// receives do this themselves).
+    pub fn settle(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            if let Some(lane) = inner.last.take() {
+                inner.settle(lane);
+            }
+        }
+    }
+
+    /// Receive the next message as a [`Frame`], waiting per `wait` for it to begin.
+    ///
+    /// # Errors
+    /// As [`Mailbox::begin`], plus [`Error::Truncated`] (its producer died or gave up
+    /// part-way; that producer's next message is intact).
+    pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<Frame> {
+        let policy = self.policy;
+        let inner = self.inner()?;
+        let lane = inner.ready_lane(policy, &mut wait)?;
+        let got = inner.lanes[lane].as_mut().expect("ready lane is open").recv_frame(wait);
+        inner.settle(lane);
+        got
+    }
+
+    /// Receive the next message's payload, waiting per `wait`.
+    ///
+    /// # Errors
+    /// As [`Mailbox::recv_frame`].
+    pub fn recv_with(&mut self, mut wait: Wait<'_>) -> Result<Vec<u8>> {
+        let policy = self.policy;
+        let inner = self.inner()?;
+        let lane = inner.ready_lane(policy, &mut wait)?;
+        let got = inner.lanes[lane].as_mut().expect("ready lane is open").recv_with(wait);
+        inner.settle(lane);
+        got
+    }
+
+    /// Receive one message, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// As [`Mailbox::recv_frame`].
+    pub fn recv(&mut self) -> Result<Vec<u8>> {
+        self.recv_with(Wait::forever())
+    }
+
+    /// Receive without waiting: one load per 64 lanes when empty.
+    ///
+    /// # Errors
+    /// [`Error::Empty`]; otherwise as [`Mailbox::recv`].
+    pub fn try_recv(&mut self) -> Result<Vec<u8>> {
+        self.recv_with(Wait::no_wait())
+    }
+
+    /// Receive, waiting at most `timeout` for a message to begin.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; otherwise as [`Mailbox::recv`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_with(Wait::timeout(timeout))
+    }
+
+    /// Wait until a message is ready, at most `timeout` (`None`: forever; zero: check
+    /// once). `Ok(false)` on timeout; the message stays queued.
+    ///
+    /// # Errors
+    /// As [`Mailbox::begin`].
+    pub fn poll(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if timeout == Some(Duration::ZERO) { Wait::no_wait() } else { Wait::optional(timeout) };
+        self.poll_with(wait)
+    }
+
+    /// [`Mailbox::poll`] with a [`Wait`].
+    ///
+    /// # Errors
+    /// As [`Mailbox::poll`].
+    pub fn poll_with(&mut self, mut wait: Wait<'_>) -> Result<bool> {
+        let policy = self.policy;
+        match self.inner()?.ready_lane(policy, &mut wait) {
+            Ok(_) => Ok(true),
+            Err(Error::Timeout | Error::Empty) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A descriptor for `select`/`poll`/`epoll`/asyncio: readable iff a message is
+    /// pending, or every producer that had joined closed or died (end-of-file). The
+    /// read end of the mailbox's doorbell FIFO `/dev/shm/shmplane.<name>@rx`, which
+    /// producers write only while this handle waits through it. Call it again (or
+    /// receive until `Empty`) before each wait to re-arm it.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::InvalidArgument`] (no name); [`Error::NotFound`],
+    /// [`Error::Corrupt`] (the doorbell is missing or not a private FIFO), [`Error::Os`].
+    pub fn readiness_fd(&mut self) -> Result<RawFd> {
+        let inner = self.inner()?;
+        if inner.doorbell.is_none() {
+            inner.doorbell = Some(Doorbell::open(&inner.segment, Side::Data)?);
+        }
+        inner.arm();
+        Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
+    }
+
+    /// The full liveness check of the producers, for waits outside this crate:
+    /// `Ok` while a message is pending, a producer lives, or none has joined yet.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`]; [`Error::Closed`]; [`Error::Os`].
+    pub fn check_senders(&self) -> Result<()> {
+        let inner = self.inner.as_ref().ok_or(Error::Closed)?;
+        if inner.any_pending() {
+            return Ok(());
+        }
+        inner.producers_verdict(true)
+    }
+
+    /// Producer handles attached now (their lanes' roles read attached; a producer
+    /// that died unnoticed still counts until a receive or `check_senders` finds out).
+    pub fn senders(&self) -> usize {
+        self.inner.as_ref().map_or(0, |inner| {
+            (0..inner.lane_count())
+                .filter(|l| matches!(liveness::state(inner.segment.role(1 + 2 * l)), ATTACHED | CLOSING))
+                .count()
+        })
+    }
+
+    /// Descriptors of the lanes this handle has open, to pass along with
+    /// [`Mailbox::fd`] to [`Mailbox::from_fds`] in a child; opens every other lane
+    /// first (so that the two copies never claim a lane separately). `(lane, fd)`.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Os`].
+    pub fn lane_fds(&mut self) -> Result<Vec<(usize, RawFd)>> {
+        let inner = self.inner()?;
+        for lane in 0..inner.lane_count() {
+            inner.lane(lane)?;
+        }
+        Ok(inner.lanes.iter().enumerate().filter_map(|(i, l)| Some((i, l.as_ref()?.fd()?))).collect())
+    }
+
+    /// How blocking receives wait (default: [`WaitPolicy::Adaptive`]).
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// Set how blocking receives wait.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+    }
+
+    /// Each lane's ring capacity in bytes (0 once closed).
+    pub fn lane_capacity(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.segment.info().param0 as usize)
+    }
+
+    /// The most producer handles at once (0 once closed).
+    pub fn max_senders(&self) -> usize {
+        self.inner.as_ref().map_or(0, Inner::lane_count)
+    }
+
+    /// The mailbox's name (`None` once closed).
+    pub fn name(&self) -> Option<&str> {
+        self.inner.as_ref().and_then(|i| i.segment.name())
+    }
+
+    /// The segment file's path (`None` once closed).
+    pub fn path(&self) -> Option<&str> {
+        self.inner.as_ref().map(|i| i.segment.path())
+    }
+
+    /// The descriptor holding the consumer role (to pass to a child), `None` once closed.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.inner.as_ref().and_then(|i| i.segment.fd())
+    }
+
+    /// True once [`Mailbox::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Close the consuming end: producers get [`Error::Disconnected`] when they next
+    /// wait for room. The segment is removed once the last producer closes too.
+    /// Idempotent; also done on drop.
+    pub fn close(&mut self) {
+        if let Some(Inner { segment, mut role, lanes, .. }) = self.inner.take() {
+            drop(lanes);
+            role.close(segment, None);
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Some(i) => f
+                .debug_struct("Mailbox")
+                .field("path", &i.segment.path())
+                .field("lane_capacity", &i.segment.info().param0)
+                .field("max_senders", &i.lane_count())
+                .field("policy", &self.policy)
+                .finish(),
+            None => f.write_str("Mailbox(closed)"),
+        }
+    }
+}
