@@ -198,6 +198,11 @@ pub struct RingStatus {
     /// records (0: never): a consumer part-way through a message that finds nothing
     /// more at this position knows the rest will not come (see `crate::ring`).
     pub cut: AtomicU64,
+    /// The consumer position at which the producer, asleep waiting for room, wants to
+    /// be woken (once half the ring, or its record, is free): a consumer wakes it only
+    /// when its position reaches this, not at every record it frees (see
+    /// `crate::ring`). 0: at once.
+    pub wake_at: AtomicU64,
 }
 
 /// Writer lock of a latest-value slot: who writes now, and how far writes completed.
@@ -363,7 +368,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 25] = [
+    let parts: [u64; 26] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -388,6 +393,7 @@ pub const LAYOUT_HASH: u64 = {
         SLOT_LINE as u64,
         size_of::<MailboxControl>() as u64,
         std::mem::offset_of!(MailboxControl, data_ready) as u64,
+        std::mem::offset_of!(RingStatus, wake_at) as u64,
         MAX_MAILBOX_LANES as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -427,6 +433,7 @@ const _: () = {
     assert!(offset_of!(RingControl, space_ready) == 3 * LINE);
     assert!(offset_of!(RingControl, status) == 4 * LINE);
     assert!(offset_of!(RingStatus, cut) == 8);
+    assert!(offset_of!(RingStatus, wake_at) == 16);
     assert!(size_of::<RingControl>() == 5 * LINE);
     assert!(RING_CONTROL_OFFSET == 640);
     assert!(RING_DATA_OFFSET == DATA_ALIGN);

@@ -192,6 +192,8 @@ pub struct Producer<S: RingStore> {
     /// Publishes in a row that found the consumer's sleeping regime with nobody asleep
     /// (see `EventCount::notify_counted`).
     fenced_idle: u32,
+    /// What this producer last stored as `RingStatus::wake_at`.
+    wake_at: u64,
 }
 
 impl<S: RingStore> Producer<S> {
@@ -202,7 +204,7 @@ impl<S: RingStore> Producer<S> {
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
         let (tail, head) = stored_producer_position(&store)?;
-        Ok(Producer { store, tail, cached_head: head, mask, fenced_idle: 0 })
+        Ok(Producer { store, tail, cached_head: head, mask, fenced_idle: 0, wake_at: 0 })
     }
 
     /// Attach without reading the positions: for a copy of a producer that other copies
@@ -211,7 +213,7 @@ impl<S: RingStore> Producer<S> {
     /// copy's first operation do so).
     pub fn unsynced(store: S) -> Self {
         let mask = store.capacity() as u64 - 1;
-        Producer { store, tail: 0, cached_head: 0, mask, fenced_idle: 0 }
+        Producer { store, tail: 0, cached_head: 0, mask, fenced_idle: 0, wake_at: 0 }
     }
 
     /// Drop the private positions and resume from the shared ones, as [`attach`]
@@ -243,6 +245,34 @@ impl<S: RingStore> Producer<S> {
         // ORDERING: Release, partner of `at_cut`'s Acquire: the records committed
         // before the cut are visible to a consumer that sees it.
         self.store.control().status.value.cut.store(self.tail + 1, Ordering::Release);
+    }
+
+    /// Before sleeping until a record of `len` payload bytes fits: ask the consumer to
+    /// wake this producer only once that record and half the ring are free, so that
+    /// a producer faster than its consumer wakes once per half ring, not once per
+    /// record the consumer frees (a futex wake each: with several producers sharing
+    /// the consumer's cores, those wakes were the consumer's main cost). `len: None`
+    /// asks to be woken at every free (a doorbell waiter).
+    pub fn set_wake_at(&mut self, len: Option<usize>) {
+        let at = len.map_or(0, |len| {
+            let cap = self.capacity();
+            let want = (record_size(len.min(self.max_payload())) as u64 + RECORD_HEADER as u64).max(cap / 2);
+            (self.tail + want).saturating_sub(cap)
+        });
+        self.wake_at = at;
+        // ORDERING: Relaxed; published to the consumer by the AcqRel announcement
+        // (`EventCount::prepare_wait`) that follows before this producer sleeps.
+        self.store.control().status.value.wake_at.store(at, Ordering::Relaxed);
+    }
+
+    /// True once the consumer position reached what [`Producer::set_wake_at`] asked
+    /// for: a waiting producer polls this before it tries to claim, so that spinning
+    /// producers, too, wait for half a ring (the time the consumer then has to itself
+    /// is worth more than the record each would squeeze in).
+    #[inline]
+    pub fn wake_due(&self) -> bool {
+        // ORDERING: Acquire, partner of the consumer's Release in `advance`.
+        self.store.control().head.value.load(Ordering::Acquire) >= self.wake_at
     }
 
     /// The producer position: bytes of records published since the ring was created.
@@ -459,6 +489,18 @@ pub fn data_ready<S: RingStore>(store: &S) -> bool {
     let head = store.control().head.value.load(Ordering::Acquire);
     // ORDERING: Acquire, partner of `publish`'s Release header store.
     store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0
+}
+
+/// The tag of the record published at the consumer position stored in the control
+/// block, if one is and it is not padding: a read-only look, like [`data_ready`], for a
+/// consumer choosing among rings (a mailbox's lanes) before it enters one.
+pub fn head_tag<S: RingStore>(store: &S) -> Option<u32> {
+    // ORDERING: Acquire, partner of the consumer's Release in `advance`.
+    let head = store.control().head.value.load(Ordering::Acquire);
+    // ORDERING: Acquire, partner of `publish`'s Release header store.
+    let word = store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire);
+    let tag = ((word >> 32) as u32) & PADDING_TAG;
+    (word & COMMITTED != 0 && tag != PADDING_TAG).then_some(tag)
 }
 
 /// True if `len` payload bytes might fit after the producer position stored in the
@@ -690,7 +732,13 @@ impl<S: RingStore> Consumer<S> {
         // ORDERING: Release, partner of the producer's Acquire in `refresh_head`: our
         // reads of the record happen-before the producer overwrites it.
         ctl.head.value.store(self.head, Ordering::Release);
-        ctl.space_ready.value.notify_counted(self.store.park(), &mut self.fenced_idle);
+        let head = self.head;
+        // A producer asleep for room asked to be woken once `wake_at` is reached.
+        ctl.space_ready.value.notify_counted_when(self.store.park(), &mut self.fenced_idle, || {
+            // ORDERING: Relaxed, after `notify_seen_when`'s Acquire fence (partner of
+            // the producer's announcement, which follows its store of `wake_at`).
+            head >= ctl.status.value.wake_at.load(Ordering::Relaxed)
+        });
     }
 }
 

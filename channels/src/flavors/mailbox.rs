@@ -21,7 +21,7 @@
 
 use super::spsc::{Doorbell, Incoming, Receiver, Sender};
 use crate::endpoint::{generated_name, Role};
-use crate::frame::Frame;
+use crate::frame::{Frame, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::bell::Side;
 use shmplane_shm::error::{Error, Result};
@@ -166,7 +166,16 @@ impl Inner {
     /// messages left and clearing the bits of lanes found empty; `None` if none.
     fn find_ready(&mut self) -> Result<Option<usize>> {
         while let Some(lane) = self.next_pending() {
-            match self.lane(lane)?.poll_with(Wait::no_wait()) {
+            // Fast path: the first record of a message at the lane's head (two loads,
+            // no lease): its receiver's `begin` takes it. Anything else (nothing,
+            // padding, the rest of an abandoned message) takes the receiver's look.
+            let rx = self.lane(lane)?;
+            let first = rx.store().and_then(shmplane_shm::ring::head_tag).is_some_and(|t| t & TAG_CONTINUATION == 0);
+            if first {
+                self.next = lane + 1;
+                return Ok(Some(lane));
+            }
+            match rx.poll_with(Wait::no_wait()) {
                 Ok(true) => {
                     self.next = lane + 1;
                     return Ok(Some(lane));

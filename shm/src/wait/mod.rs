@@ -114,6 +114,34 @@ impl EventCount {
         }
     }
 
+    /// [`EventCount::notify_counted`] that wakes sleepers only if `due()` says their
+    /// wait is over (doorbells are rung regardless). For a waiter that publishes what
+    /// it waits for before announcing itself (a producer's "wake me once half the
+    /// ring is free": see `crate::ring`), so that a notifier does not pay a wake per
+    /// record for a sleeper that would only go back to sleep. `due` runs after an
+    /// Acquire fence that orders it after the sleepers' announcements.
+    #[inline]
+    pub fn notify_counted_when<P: Park>(&self, park: &P, streak: &mut u32, due: impl FnOnce() -> bool) {
+        let waiters = self.has_waiters();
+        if waiters != 0 {
+            self.notify_tracked_when(park, waiters, streak, due);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn notify_tracked_when<P: Park>(&self, park: &P, waiters: u32, streak: &mut u32, due: impl FnOnce() -> bool) {
+        if self.notify_seen_when(park, waiters, due) {
+            *streak += 1;
+            if *streak >= NOTIFIER_RELAX_AFTER {
+                *streak = 0;
+                self.relax();
+            }
+        } else {
+            *streak = 0;
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn notify_tracked<P: Park>(&self, park: &P, waiters: u32, streak: &mut u32) {
@@ -137,6 +165,13 @@ impl EventCount {
     #[cold]
     #[inline(never)]
     pub fn notify_seen<P: Park>(&self, park: &P, waiters: u32) -> bool {
+        self.notify_seen_when(park, waiters, || true)
+    }
+
+    /// [`EventCount::notify_seen`], waking sleepers only if `due()` (see
+    /// [`EventCount::notify_counted_when`]).
+    #[inline]
+    pub fn notify_seen_when<P: Park>(&self, park: &P, waiters: u32, due: impl FnOnce() -> bool) -> bool {
         let waiters = if waiters & FENCED != 0 {
             // ORDERING: SeqCst fence, partner of the SeqCst fence that `prepare_wait`
             // issues after announcing itself while FENCED is in force (Dekker: either
@@ -147,7 +182,13 @@ impl EventCount {
         } else {
             waiters
         };
-        if waiters & COUNT_MASK != 0 {
+        // ORDERING: Acquire fence, partner of the sleepers' AcqRel announcement RMW
+        // that our load of `waiters` read: what they stored before it (the state
+        // `due` reads) is visible to `due`.
+        if waiters & COUNT_MASK != 0 && {
+            crate::sync::fence(Ordering::Acquire);
+            due()
+        } {
             // ORDERING: Release so the woken thread's Acquire epoch load sees the data.
             self.epoch.fetch_add(1, Ordering::Release);
             park.unpark_all(&self.epoch);

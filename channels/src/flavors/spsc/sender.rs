@@ -46,6 +46,7 @@ impl Inner {
     /// room, or now if a message of the armed size fits or the receiver is gone.
     fn arm(&mut self) {
         if let Some((d, len)) = &mut self.doorbell {
+            self.producer.set_wake_at(None);
             let store = self.producer.store();
             let peer = role_state(store, CONSUMER);
             let _ = d.arm(&store.control().space_ready.value, peer, || {
@@ -136,12 +137,17 @@ impl Op<'_> {
     #[cold]
     #[inline(never)]
     fn wait_for_room(&mut self, len: usize, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Claim> {
+        // Asleep, wake once half the ring is free (unless a doorbell waiter of this
+        // handle wants every free: `Inner::arm`).
+        if self.inner.doorbell.is_none() {
+            self.inner.producer.set_wake_at(Some(len));
+        }
         wait_for(
             &mut self.inner.producer,
             |p| (&p.store().control().space_ready.value, p.store().park()),
             (policy, &mut self.inner.history),
             wait,
-            |p| p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())),
+            |p| if p.wake_due() { p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())) } else { Ok(None) },
             |p| role_state(p.store(), CONSUMER) == CLOSED,
             |p| check_ring_peer(p.store(), CONSUMER),
         )
