@@ -150,20 +150,21 @@ pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Resul
 /// mailbox lane).
 #[inline]
 pub(crate) fn role_state(store: &SegmentRing, r: usize) -> u32 {
-    liveness::state(store.segment().role(store.role_index(r)))
+    // A mailbox lane's consumer: the mailbox's consumer (see `check_ring_peer`).
+    let index = if store.lane_index().is_some() && r == CONSUMER { 0 } else { store.role_index(r) };
+    liveness::state(store.segment().role(index))
 }
 
-/// [`check_peer`] of ring role `peer` of `store`. A mailbox lane's consumer role is
-/// taken when the mailbox's consumer first reads the lane: until then the mailbox's
-/// consumer (role 0) answers for it.
+/// [`check_peer`] of ring role `peer` of `store`. For a mailbox lane's producer the
+/// mailbox's consumer (role 0) answers: the lane's consumer role only says which
+/// consumer last held the lane (one that closed or died may have been replaced by a
+/// new consumer that will drain the lane).
 pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
     let segment = store.segment();
-    let index = store.role_index(peer);
-    check_peer(segment, index, shmplane_shm::ring::poisoned(store))?;
-    if store.lane_index().is_some() && peer == CONSUMER && liveness::state(segment.role(index)) == liveness::VACANT {
-        check_peer(segment, 0, 0)?;
+    if store.lane_index().is_some() && peer == CONSUMER {
+        return check_peer(segment, 0, shmplane_shm::ring::poisoned(store));
     }
-    Ok(())
+    check_peer(segment, store.role_index(peer), shmplane_shm::ring::poisoned(store))
 }
 
 /// A unique segment name for channels created without one:

@@ -47,7 +47,7 @@ mod wait;
 mod waitset;
 
 pub use bytemuck::{Pod, Zeroable};
-pub use flavors::mailbox::{Mailbox, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS};
+pub use flavors::mailbox::{Joiner, Mailbox, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS};
 pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};
 pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};

@@ -181,3 +181,197 @@ fn blocked_consumer_wakes_for_any_producer() {
         drop(t.join().unwrap());
     }
 }
+
+// ----------------------------------------------------------------------------------
+// Regressions from the review of the first mailbox commit (copies of the consumer,
+// records without a pending bit, corrupt lanes, stray bits, a replaced consumer).
+// ----------------------------------------------------------------------------------
+
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::mailbox_control;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A copy of the consumer as a child process gets it (a duplicate of its descriptor).
+fn copy_of(mb: &Mailbox) -> Mailbox {
+    // SAFETY: test: a duplicate of a live descriptor, owned by the new handle.
+    let fd = unsafe { OwnedFd::from_raw_fd(libc::dup(mb.fd().unwrap())) };
+    Mailbox::from_fd(fd, mb.name().map(str::to_owned)).unwrap()
+}
+
+fn unique(tag: &str) -> String {
+    format!("mb-test-{tag}-{}", std::process::id())
+}
+
+/// A copy waiting while another copy is inside an operation on the only lane with
+/// data: its timeout holds (no spinning past it).
+#[test]
+fn copy_waiting_while_another_copy_operates_times_out() {
+    let _w = watchdog();
+    let mut mb = Mailbox::new(4096, 2).unwrap();
+    let mut tx = mb.sender().unwrap();
+    tx.send(b"one").unwrap();
+    tx.send(b"two").unwrap();
+    let mut mb2 = copy_of(&mb);
+    let incoming = mb.begin(Wait::forever()).unwrap();
+    let t = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = mb2.recv_timeout(Duration::from_millis(50));
+        (r, start.elapsed(), mb2)
+    });
+    let (r, took, mut mb2) = t.join().unwrap();
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    drop(incoming);
+    assert_eq!(mb2.recv().unwrap(), b"two");
+}
+
+/// Two copies racing for each message on a lane whose producer already closed, while
+/// another producer lives: exactly one copy gets it, the other `Empty`, never a
+/// lane's `Disconnected`.
+#[test]
+fn racing_copies_never_see_a_lane_verdict() {
+    use std::sync::{Arc, Barrier};
+    let _w = watchdog();
+    let name = unique("race");
+    let mut mb = Mailbox::create(&name, 1 << 16, 2).unwrap();
+    let _alive = Sender::open(&name).unwrap();
+    let rounds = 2000;
+    let barrier = Arc::new(Barrier::new(3));
+    let spawn = |mut m: Mailbox| {
+        let barrier = barrier.clone();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            for _ in 0..rounds {
+                barrier.wait();
+                out.push(match m.try_recv() {
+                    Ok(_) => "ok".to_string(),
+                    Err(Error::Empty) => "empty".to_string(),
+                    Err(e) => format!("{e:?}"),
+                });
+                barrier.wait();
+            }
+            out
+        })
+    };
+    let t1 = spawn(copy_of(&mb));
+    let t2 = spawn(copy_of(&mb));
+    for _ in 0..rounds {
+        let mut tx = Sender::open(&name).unwrap();
+        tx.send(b"m").unwrap();
+        tx.close();
+        barrier.wait();
+        barrier.wait();
+        while mb.try_recv().is_ok() {}
+    }
+    let (a, b) = (t1.join().unwrap(), t2.join().unwrap());
+    for (x, y) in a.iter().zip(&b) {
+        for s in [x, y] {
+            assert!(s == "ok" || s == "empty", "a copy got {s}");
+        }
+        assert!(!(x == "ok" && y == "ok"), "both copies got the message");
+    }
+}
+
+/// A copy that attached lanes the original never opened (a fork child): both copies
+/// go on receiving from every lane.
+#[test]
+fn copies_share_every_lane() {
+    let _w = watchdog();
+    let mut mb = Mailbox::new(4096, 2).unwrap();
+    let mut a = mb.sender().unwrap();
+    let mut b = mb.sender().unwrap();
+    a.send(b"a1").unwrap();
+    assert_eq!(mb.recv().unwrap(), b"a1");
+    let mut child = copy_of(&mb);
+    b.send(b"b1").unwrap();
+    b.send(b"b2").unwrap();
+    assert_eq!(child.recv_timeout(Duration::from_secs(5)).unwrap(), b"b1");
+    assert_eq!(mb.recv_timeout(Duration::from_secs(5)).unwrap(), b"b2");
+    a.send(b"a2").unwrap();
+    assert_eq!(child.recv_timeout(Duration::from_secs(5)).unwrap(), b"a2");
+}
+
+/// A record committed by a producer that died before setting its lane's pending bit
+/// is found by the next liveness check and delivered, not reported disconnected.
+#[test]
+fn record_without_its_pending_bit_is_delivered() {
+    let _w = watchdog();
+    let name = unique("nobit");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let mut tx = mb.sender().unwrap();
+    tx.send(b"committed").unwrap();
+    let seg = Segment::open(&name, SegmentKind::Mailbox).unwrap();
+    mailbox_control(&seg).unwrap().pending.value[0].fetch_and(!1, Ordering::SeqCst);
+    drop(tx);
+    let r = mb.recv_timeout(Duration::from_secs(5));
+    assert_eq!(r.unwrap(), b"committed");
+    assert!(matches!(mb.recv_timeout(Duration::from_secs(5)), Err(Error::Disconnected { .. })));
+}
+
+/// One lane with a malformed record is reported once, then skipped: other lanes'
+/// messages are delivered.
+#[test]
+fn corrupt_lane_is_quarantined() {
+    use std::io::{Seek, SeekFrom, Write};
+    let _w = watchdog();
+    let name = unique("corrupt");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let mut bad = mb.sender().unwrap();
+    let mut good = mb.sender().unwrap();
+    assert_eq!((bad.lane(), good.lane()), (Some(0), Some(1)));
+    bad.send(b"x").unwrap();
+    good.send(b"good").unwrap();
+    let data0 = shmplane_shm::layout::mailbox_lanes_offset(2) + shmplane_shm::layout::DATA_ALIGN;
+    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmplane.{name}")).unwrap();
+    f.seek(SeekFrom::Start(data0 as u64)).unwrap();
+    f.write_all(&((1u64 << 63) | 0x7fff_0000u64).to_le_bytes()).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(mb.recv_timeout(Duration::from_millis(50)).map_err(|e| format!("{e:?}")));
+    }
+    assert_eq!(got.iter().filter(|r| matches!(r, Err(e) if e.contains("Corrupt"))).count(), 1, "{got:?}");
+    assert!(got.iter().any(|r| matches!(r, Ok(m) if m == b"good")), "{got:?}");
+}
+
+/// A stray pending bit for a lane the mailbox does not have (corrupt shared memory)
+/// reads as nothing: `pending` is false and a timed receive times out.
+#[test]
+fn stray_bit_beyond_the_lanes_is_ignored() {
+    let _w = watchdog();
+    let name = unique("stray");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let _tx = mb.sender().unwrap();
+    let seg = Segment::open(&name, SegmentKind::Mailbox).unwrap();
+    mailbox_control(&seg).unwrap().pending.value[0].fetch_or(1 << 5, Ordering::SeqCst);
+    assert!(!mb.pending());
+    assert!(!mb.probe().unwrap().any());
+    let start = Instant::now();
+    assert!(matches!(mb.recv_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+/// A producer waiting for room on its lane while the consumer is replaced (closed,
+/// then a new one opens the mailbox) keeps waiting: the new consumer drains the lane.
+#[test]
+fn producer_outlives_a_replaced_consumer() {
+    let _w = watchdog();
+    let name = unique("replaced");
+    let mut mb1 = Mailbox::create(&name, 4096, 2).unwrap();
+    let mut tx = Sender::open(&name).unwrap();
+    tx.send(b"first").unwrap();
+    assert_eq!(mb1.recv().unwrap(), b"first");
+    let mut n = 0;
+    while tx.try_send(&[7u8; 500]).is_ok() {
+        n += 1;
+    }
+    mb1.close();
+    let mut mb2 = Mailbox::open(&name).unwrap();
+    let r = tx.send_with(&[7u8; 500], Wait::timeout(Duration::from_millis(200)));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    for _ in 0..n {
+        assert_eq!(mb2.try_recv().unwrap(), [7u8; 500]);
+    }
+}

@@ -14,6 +14,7 @@ use loom_tests::{block_on, payload, FutexModel, LoomStore};
 use shmplane_shm::layout::MailboxControl;
 use shmplane_shm::mailbox::{clear_pending, mark_pending, pending_word};
 use shmplane_shm::ring::{self, Consumer, Producer, RingStore};
+use shmplane_shm::sync::Ordering;
 
 struct Shared {
     mailbox: MailboxControl,
@@ -29,7 +30,8 @@ fn publish(p: &mut Producer<LoomStore>, s: &Shared, lane: usize, i: u8) {
     let claim = p.try_claim(8).unwrap().expect("room");
     p.write(&claim, 0, &payload(i, 8));
     p.commit(claim, 8, u32::from(i) + 1);
-    mark_pending(&s.mailbox, lane);
+    let ctl = p.store().control();
+    mark_pending(&s.mailbox, lane, || ctl.head.value.load(Ordering::Acquire) < ctl.tail.value.load(Ordering::Relaxed));
     s.mailbox.data_ready.value.notify(&s.park);
 }
 
@@ -67,7 +69,7 @@ fn two_producers_one_consumer_nothing_lost() {
     loom::model(|| {
         let s = shared();
         let stores = [LoomStore::new(64), LoomStore::new(64)];
-        let mut lanes: Vec<Consumer<LoomStore>> = stores.iter().map(|st| Consumer::attach(st.clone()).unwrap()).collect();
+        let lanes: Vec<Consumer<LoomStore>> = stores.iter().map(|st| Consumer::attach(st.clone()).unwrap()).collect();
         let producers: Vec<_> = stores
             .iter()
             .enumerate()
@@ -107,7 +109,7 @@ fn producer_stopping_mid_record_blocks_nobody() {
     loom::model(|| {
         let s = shared();
         let stores = [LoomStore::new(64), LoomStore::new(64)];
-        let mut lanes: Vec<Consumer<LoomStore>> = stores.iter().map(|st| Consumer::attach(st.clone()).unwrap()).collect();
+        let lanes: Vec<Consumer<LoomStore>> = stores.iter().map(|st| Consumer::attach(st.clone()).unwrap()).collect();
         let mut dying = Producer::attach(stores[0].clone()).unwrap();
         let mut live = Producer::attach(stores[1].clone()).unwrap();
         let s1 = s.clone();

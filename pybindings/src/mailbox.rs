@@ -7,7 +7,8 @@ use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking, Timeout};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use shmplane::{Error, Mailbox, PendingProbe, Wait};
+use shmplane::{Error, Joiner, Mailbox, PendingProbe, Wait};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Default lane capacity of `shmplane.mailbox()` (bytes).
@@ -20,7 +21,11 @@ pub const DEFAULT_MAX_SENDERS: usize = shmplane::DEFAULT_MAX_SENDERS;
 pub struct PyMailbox {
     inner: Mutex<Mailbox>,
     /// `pending()` without the lock: a mapping of the summary of its own.
-    probe: Option<PendingProbe>,
+    probe: PendingProbe,
+    /// `sender()` without the lock (a thread may be blocked in `recv`).
+    joiner: Mutex<Option<Joiner>>,
+    /// Set by `close`: `pending()` then says false.
+    closed: AtomicBool,
 }
 
 /// `PyMethodDef` of `Mailbox.pending` (see [`add_pending`]).
@@ -45,7 +50,10 @@ unsafe extern "C" fn pending_raw(slf: *mut pyo3::ffi::PyObject, _args: *mut pyo3
     // checks the receiver's type before calling), so the cast holds; the class is
     // frozen, so `get` needs no borrow flag.
     let mb = unsafe { pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<PyMailbox>() };
-    let any = mb.get().probe.as_ref().is_some_and(PendingProbe::any);
+    let mb = mb.get();
+    // ORDERING: Relaxed: a flag this process sets; a close racing the call may go
+    // either way.
+    let any = !mb.closed.load(Ordering::Relaxed) && mb.probe.any();
     // SAFETY: Py_True/Py_False are static objects; the caller receives a new reference.
     unsafe {
         let r = if any { pyo3::ffi::Py_True() } else { pyo3::ffi::Py_False() };
@@ -69,9 +77,10 @@ pub(crate) fn add_pending(ty: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
 }
 
 impl PyMailbox {
-    fn new(mb: Mailbox) -> PyMailbox {
-        let probe = mb.probe().ok();
-        PyMailbox { inner: Mutex::new(mb), probe }
+    fn new(py: Python<'_>, mb: Mailbox) -> PyResult<PyMailbox> {
+        let probe = mb.probe().py_err(py)?;
+        let joiner = mb.joiner().py_err(py)?;
+        Ok(PyMailbox { inner: Mutex::new(mb), probe, joiner: Mutex::new(Some(joiner)), closed: AtomicBool::new(false) })
     }
 
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Mailbox>> {
@@ -108,7 +117,7 @@ impl PyMailbox {
     fn create<'py>(py: Python<'py>, name: &str, capacity: i64, max_senders: usize) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
         let mb = py.detach(|| Mailbox::create(name, capacity, max_senders)).py_err(py)?;
-        tracked(py, PyMailbox::new(mb))
+        tracked(py, PyMailbox::new(py, mb)?)
     }
 
     /// A mailbox with a generated name (`shmplane.mailbox(name=None)`).
@@ -116,30 +125,31 @@ impl PyMailbox {
     fn _new<'py>(py: Python<'py>, capacity: i64, max_senders: usize) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
         let mb = py.detach(|| Mailbox::new(capacity, max_senders)).py_err(py)?;
-        tracked(py, PyMailbox::new(mb))
+        tracked(py, PyMailbox::new(py, mb)?)
     }
 
     /// Become the consumer of existing mailbox `name` (its previous one is gone).
     #[staticmethod]
     fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let mb = py.detach(|| Mailbox::open(name)).py_err(py)?;
-        tracked(py, PyMailbox::new(mb))
+        tracked(py, PyMailbox::new(py, mb)?)
     }
 
-    /// Adopt descriptors (ownership passes to the Mailbox). Used by unpickling.
+    /// Adopt descriptor `fd` (ownership passes to the Mailbox). Used by unpickling.
     #[staticmethod]
-    #[pyo3(signature = (fd, name=None, lanes=Vec::new()))]
-    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>, lanes: Vec<(usize, i32)>) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (fd, name=None))]
+    fn _from_fd<'py>(py: Python<'py>, fd: i32, name: Option<String>) -> PyResult<Bound<'py, Self>> {
         let fd = owned_fd(fd)?;
-        let lanes = lanes.into_iter().map(|(l, fd)| Ok((l, owned_fd(fd)?))).collect::<PyResult<Vec<_>>>()?;
-        let mb = py.detach(|| Mailbox::from_fds(fd, name, lanes)).py_err(py)?;
-        tracked(py, PyMailbox::new(mb))
+        let mb = py.detach(|| Mailbox::from_fd(fd, name)).py_err(py)?;
+        tracked(py, PyMailbox::new(py, mb)?)
     }
 
-    /// A new producer handle of this mailbox (a Sender on a lane of its own).
+    /// A new producer handle of this mailbox (a Sender on a lane of its own). Works
+    /// while another thread is blocked in a receive.
     fn sender<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PySender>> {
-        let guard = self.lock(py)?;
-        let s = py.detach(|| guard.sender()).py_err(py)?;
+        let guard = lock(py, &self.joiner, "Mailbox")?;
+        let joiner = guard.as_ref().ok_or_else(|| to_py(py, Error::Closed))?;
+        let s = py.detach(|| joiner.sender()).py_err(py)?;
         tracked(py, PySender::wrap(s))
     }
 
@@ -208,18 +218,19 @@ impl PyMailbox {
 
     /// Close the receiving end (idempotent).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
+        // ORDERING: Relaxed: see `pending_raw`.
+        self.closed.store(true, Ordering::Relaxed);
+        lock(py, &self.joiner, "Mailbox")?.take();
         let mut guard = self.lock(py)?;
         let mb = &mut *guard;
         py.detach(|| mb.close());
         Ok(())
     }
 
-    /// The segment descriptor (what pickling duplicates), and each open lane's.
-    fn _fds(&self, py: Python<'_>) -> PyResult<(i32, Vec<(usize, i32)>)> {
-        let mut guard = self.lock(py)?;
-        let fd = guard.fd().ok_or_else(|| to_py(py, Error::Closed))?;
-        let lanes = guard.lane_fds().py_err(py)?;
-        Ok((fd, lanes))
+    /// The segment descriptor (what pickling duplicates: its description holds the
+    /// consumer's roles).
+    fn _segment_fd(&self, py: Python<'_>) -> PyResult<i32> {
+        self.lock(py)?.fd().ok_or_else(|| to_py(py, Error::Closed))
     }
 
     #[getter]

@@ -317,7 +317,7 @@ pub const MAILBOX_PENDING_WORDS: usize = MAX_MAILBOX_LANES.div_ceil(64);
 pub struct MailboxControl {
     /// Bit `i % 64` of word `i / 64`: lane `i` may hold a message. Set by the lane's
     /// producer after it publishes (if clear), cleared by the consumer when it finds
-    /// the lane empty (then it looks again: see `shmplane_shm::store::notify_lane`).
+    /// the lane empty (then it looks again: see `crate::mailbox`).
     pub pending: Padded<[AtomicU64; MAILBOX_PENDING_WORDS]>,
     /// The consumer sleeps here; every lane's producer notifies after each publish.
     pub data_ready: Padded<EventCount>,

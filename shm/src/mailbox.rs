@@ -13,21 +13,24 @@ use crate::layout::MailboxControl;
 use crate::sync::{fence, Ordering};
 
 /// A lane's producer, after publishing: set the lane's pending bit unless it reads
-/// set. Dekker pair with [`clear_pending`]: the producer's publish, a full fence, its
-/// load of the bit; the consumer's clearing RMW, its re-check of the lane. Either the
-/// consumer's re-check sees the record, or this load sees the bit cleared and sets it
-/// again. (Agrona's and Aeron's counters work the same way: a summary the consumer
-/// reads in one load, written only when it changes.)
+/// set, or unless `unconsumed()` says the consumer already took everything published
+/// (so that a consumer that took the record before this ran does not find a stale bit:
+/// `pending` would read true over an empty mailbox). Dekker pair with
+/// [`clear_pending`]: the producer's publish, a full fence, its load of the bit; the
+/// consumer's clearing RMW and fence, its re-check of the lane. Either the consumer's
+/// re-check sees the record, or this load sees the bit cleared (and the record not
+/// consumed) and sets it again. The line stays shared while the consumer keeps up:
+/// the RMW runs only when the bit changes.
 #[inline]
-pub fn mark_pending(m: &MailboxControl, lane: usize) {
+pub fn mark_pending(m: &MailboxControl, lane: usize, unconsumed: impl FnOnce() -> bool) {
     let word = &m.pending.value[lane / 64];
     let bit = 1u64 << (lane % 64);
-    // ORDERING: SeqCst fence, partner of the SeqCst RMW in `clear_pending`: orders our
-    // publish (the Release header store) before the load of the bit.
+    // ORDERING: SeqCst fence, partner of the SeqCst RMW and fence in `clear_pending`:
+    // orders our publish (the Release header store) before the load of the bit.
     fence(Ordering::SeqCst);
     // ORDERING: Relaxed after the fence (see above).
-    if word.load(Ordering::Relaxed) & bit == 0 {
-        // ORDERING: Release, partner of the consumer's Acquire load in `pending_words`
+    if word.load(Ordering::Relaxed) & bit == 0 && unconsumed() {
+        // ORDERING: Release, partner of the consumer's Acquire load in `pending_word`
         // (the record is published before the bit that announces it).
         word.fetch_or(bit, Ordering::Release);
     }
@@ -62,12 +65,13 @@ pub fn pending_word(m: &MailboxControl, word: usize) -> u64 {
 
 /// Record that a producer handle claimed a lane (the mailbox has had a producer).
 pub fn note_join(m: &MailboxControl) {
-    // ORDERING: Relaxed: a counter read for "has anyone ever sent", with no data behind it.
-    m.joins.value.fetch_add(1, Ordering::Relaxed);
+    // ORDERING: Release, partner of `joins`' Acquire: a consumer that counts this join
+    // also sees the lane's producer role marked attached (stored before it).
+    m.joins.value.fetch_add(1, Ordering::Release);
 }
 
 /// Producer handles that claimed a lane since creation.
 pub fn joins(m: &MailboxControl) -> u64 {
-    // ORDERING: Relaxed (see `note_join`).
-    m.joins.value.load(Ordering::Relaxed)
+    // ORDERING: Acquire, partner of `note_join`'s Release.
+    m.joins.value.load(Ordering::Acquire)
 }

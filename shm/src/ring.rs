@@ -491,18 +491,6 @@ pub fn data_ready<S: RingStore>(store: &S) -> bool {
     store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0
 }
 
-/// The tag of the record published at the consumer position stored in the control
-/// block, if one is and it is not padding: a read-only look, like [`data_ready`], for a
-/// consumer choosing among rings (a mailbox's lanes) before it enters one.
-pub fn head_tag<S: RingStore>(store: &S) -> Option<u32> {
-    // ORDERING: Acquire, partner of the consumer's Release in `advance`.
-    let head = store.control().head.value.load(Ordering::Acquire);
-    // ORDERING: Acquire, partner of `publish`'s Release header store.
-    let word = store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire);
-    let tag = ((word >> 32) as u32) & PADDING_TAG;
-    (word & COMMITTED != 0 && tag != PADDING_TAG).then_some(tag)
-}
-
 /// True if `len` payload bytes might fit after the producer position stored in the
 /// control block (ignoring padding at the wrap): a read-only look for a copy waiting
 /// for the lease. May say yes when a claim would still wait.

@@ -247,6 +247,22 @@ impl Segment {
         }
     }
 
+    /// The same segment through a duplicate of this descriptor: the same open file
+    /// description (so the same lock owner: the roles this one holds are held by the
+    /// copy too), a mapping of its own.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a heap segment; [`Error::Os`].
+    pub fn share(&self) -> Result<Segment> {
+        let Some(f) = &self.file else {
+            return Err(Error::InvalidArgument("a heap segment cannot be shared".into()));
+        };
+        let fd = f.as_file().try_clone().map_err(|e| Error::Os { op: "dup a segment descriptor", path: f.path().to_owned(), source: e })?;
+        let file = ShmFile::from_fd(fd.into(), f.path().to_owned());
+        let region = Region::map(&file, self.info.total_len as usize)?;
+        Ok(Segment { region, file: Some(file), name: self.name.clone(), info: self.info })
+    }
+
     /// Keep only the mapping: its descriptor closes (a mapping outlives it). For a
     /// second, read-only look at a segment that holds no role.
     pub fn into_region(self) -> Region {
@@ -284,6 +300,11 @@ impl Segment {
     }
 
     /// Validated header contents.
+    pub fn info_ref(&self) -> &HeaderInfo {
+        &self.info
+    }
+
+    /// The validated header fields, as a copy.
     pub fn info(&self) -> HeaderInfo {
         self.info
     }

@@ -218,7 +218,12 @@ unsafe impl RingStore for SegmentRing {
     fn notify_data(&self, streak: &mut u32) {
         match (self.lane, self.mailbox()) {
             (Some(l), Some(m)) => {
-                crate::mailbox::mark_pending(m, l.index);
+                let ctl = self.control();
+                crate::mailbox::mark_pending(m, l.index, || {
+                    // ORDERING: Acquire, partner of the consumer's Release in `advance`;
+                    // the tail is our own store.
+                    ctl.head.value.load(crate::sync::Ordering::Acquire) < ctl.tail.value.load(crate::sync::Ordering::Relaxed)
+                });
                 m.data_ready.value.notify_counted(&self.park, streak);
             }
             _ => self.control().data_ready.value.notify_counted(&self.park, streak),
@@ -353,8 +358,9 @@ impl crate::seqlock::SlotStore for SegmentSlot {
 }
 
 /// The control block of a mailbox segment (`None` for another kind).
+#[inline]
 pub fn mailbox_control(segment: &Segment) -> Option<&MailboxControl> {
-    let info = segment.info();
+    let info = segment.info_ref();
     if info.kind != SegmentKind::Mailbox {
         return None;
     }
@@ -374,6 +380,9 @@ pub struct PendingProbe {
     region: crate::region::Region,
     offset: usize,
     words: usize,
+    /// The bits of the last word that name lanes (a stray bit beyond them, in shared
+    /// memory that is untrusted, must not read as a message).
+    last_mask: u64,
 }
 
 impl PendingProbe {
@@ -395,7 +404,9 @@ impl PendingProbe {
         let offset = mailbox_control_offset(lanes);
         let region = segment.reopen()?.into_region();
         assert!(offset + size_of::<MailboxControl>() <= region.len());
-        Ok(PendingProbe { region, offset, words: lanes.div_ceil(64) })
+        let rest = lanes % 64;
+        let last_mask = if rest == 0 { !0 } else { (1u64 << rest) - 1 };
+        Ok(PendingProbe { region, offset, words: lanes.div_ceil(64), last_mask })
     }
 
     /// True if any lane may hold a message (see `shmplane::Mailbox::pending`).
@@ -404,6 +415,7 @@ impl PendingProbe {
         // SAFETY: `new` checked (asserted) the control block lies inside the mapping,
         // at the 128-aligned offset of a validated mailbox; atomics only.
         let m: &MailboxControl = unsafe { self.region.at(self.offset) };
-        (0..self.words).any(|w| crate::mailbox::pending_word(m, w) != 0)
+        let last = self.words - 1;
+        (0..last).any(|w| crate::mailbox::pending_word(m, w) != 0) || crate::mailbox::pending_word(m, last) & self.last_mask != 0
     }
 }

@@ -21,7 +21,7 @@
 
 use super::spsc::{Doorbell, Incoming, Receiver, Sender};
 use crate::endpoint::{generated_name, Role};
-use crate::frame::{Frame, TAG_CONTINUATION};
+use crate::frame::Frame;
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::bell::Side;
 use shmplane_shm::error::{Error, Result};
@@ -31,7 +31,7 @@ use shmplane_shm::layout::{check_ring_capacity, MailboxControl, MAX_MAILBOX_LANE
 use shmplane_shm::liveness::{self, PeerState, ATTACHED, CLOSING, VACANT};
 use shmplane_shm::mailbox::{clear_pending, joins, pending_word};
 use shmplane_shm::segment::Segment;
-use shmplane_shm::store::{mailbox_control, PendingProbe};
+use shmplane_shm::store::{mailbox_control, PendingProbe, SegmentRing};
 use shmplane_shm::wait::{SharedFutex, WaitHistory, WaitPolicy, SLICE};
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
@@ -85,6 +85,9 @@ struct Inner {
     last: Option<usize>,
     history: WaitHistory,
     doorbell: Option<Doorbell>,
+    /// Lanes found corrupt: reported once, then skipped (one broken producer must not
+    /// starve the others).
+    quarantined: Vec<bool>,
     /// Non-blocking receives that found nothing since the last full liveness check.
     empty_polls: u32,
     last_check: Option<Instant>,
@@ -111,110 +114,156 @@ impl Inner {
         self.lanes.len()
     }
 
+    /// Pending word `w`, without the bits of lanes this mailbox does not have (shared
+    /// memory is untrusted: a stray bit must not read as a message forever).
+    #[inline]
+    fn word(&self, w: usize) -> u64 {
+        let n = self.lane_count();
+        let valid = if (w + 1) * 64 <= n { !0 } else { (1u64 << (n - w * 64)) - 1 };
+        pending_word(self.control(), w) & valid
+    }
+
     /// True if any lane's pending bit is set: one load per 64 lanes.
     #[inline]
     fn any_pending(&self) -> bool {
-        let m = self.control();
-        (0..self.lane_count().div_ceil(64)).any(|w| pending_word(m, w) != 0)
+        (0..self.lane_count().div_ceil(64)).any(|w| self.word(w) != 0)
     }
 
-    /// The next lane (from `next`, round robin) whose pending bit is set.
-    fn next_pending(&self) -> Option<usize> {
-        let m = self.control();
+    /// The first lane at or after `from` (wrapping once) whose pending bit is set and
+    /// that is not quarantined.
+    fn pending_from(&self, from: usize) -> Option<usize> {
         let n = self.lane_count();
         let words = n.div_ceil(64);
-        let start = self.next % n;
-        // Two passes over the words: from `start` to the end, then from 0.
-        for pass in 0..2 {
-            for w in 0..words {
-                let mut bits = pending_word(m, w);
-                if bits == 0 {
-                    continue;
+        let from = if from >= n { 0 } else { from };
+        // Words from `from`'s (its lower bits masked), then around to it again.
+        for k in 0..=words {
+            let w = if from / 64 + k >= words { from / 64 + k - words } else { from / 64 + k };
+            let mut bits = self.word(w);
+            if k == 0 {
+                bits &= !0u64 << (from % 64);
+            } else if k == words {
+                bits &= !(!0u64 << (from % 64));
+            }
+            while bits != 0 {
+                let lane = w * 64 + bits.trailing_zeros() as usize;
+                if !self.quarantined[lane] {
+                    return Some(lane);
                 }
-                if pass == 0 {
-                    // Only lanes at or after `start`.
-                    if (w + 1) * 64 <= start {
-                        continue;
-                    }
-                    if w * 64 < start {
-                        bits &= !0u64 << (start - w * 64);
-                    }
-                }
-                if bits != 0 {
-                    let lane = w * 64 + bits.trailing_zeros() as usize;
-                    if lane < n {
-                        return Some(lane);
-                    }
-                }
+                bits &= bits - 1;
             }
         }
         None
     }
 
-    /// The receiver of lane `lane`, attaching to it on first use.
+    /// The receiver of lane `lane`, attaching to it on first use through a duplicate
+    /// of the consumer's descriptor (whose description holds every lane's consumer
+    /// role: see `Mailbox::attach`).
     fn lane(&mut self, lane: usize) -> Result<&mut Receiver> {
         if self.lanes[lane].is_none() {
-            let segment = self.segment.reopen()?;
-            let mut rx = Receiver::attach(segment, Some(lane), true, None)?;
+            let mut rx = Receiver::attach(self.segment.share()?, Some(lane), false, None)?;
             rx.set_wait_policy(WaitPolicy::Block);
             self.lanes[lane] = Some(rx);
         }
         Ok(self.lanes[lane].as_mut().expect("attached above"))
     }
 
-    /// A lane with a message at its head (round robin), skipping what abandoned
-    /// messages left and clearing the bits of lanes found empty; `None` if none.
+    /// One pass over the lanes whose bits are set, round robin from `next`: the first
+    /// whose receiver begins a message (staged: it stays this handle's until taken)
+    /// is returned. A lane with nothing to begin (empty, its producer gone, another
+    /// copy of this consumer busy with it) has its bit cleared and looked at again;
+    /// a corrupt lane is reported once and then skipped.
     fn find_ready(&mut self) -> Result<Option<usize>> {
-        while let Some(lane) = self.next_pending() {
-            // Fast path: the first record of a message at the lane's head (two loads,
-            // no lease): its receiver's `begin` takes it. Anything else (nothing,
-            // padding, the rest of an abandoned message) takes the receiver's look.
-            let rx = self.lane(lane)?;
-            let first = rx.store().and_then(shmplane_shm::ring::head_tag).is_some_and(|t| t & TAG_CONTINUATION == 0);
-            if first {
-                self.next = lane + 1;
-                return Ok(Some(lane));
-            }
-            match rx.poll_with(Wait::no_wait()) {
+        let n = self.lane_count();
+        let mut from = if self.next >= n { 0 } else { self.next };
+        for _ in 0..n {
+            let Some(lane) = self.pending_from(from) else { return Ok(None) };
+            let staged = self.lane(lane).and_then(Receiver::stage);
+            match staged {
                 Ok(true) => {
                     self.next = lane + 1;
                     return Ok(Some(lane));
                 }
-                Ok(false) | Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => {
+                Ok(false) => {
                     let store = self.lanes[lane].as_ref().and_then(Receiver::store).expect("open lane");
                     let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
-                    let again = clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
-                    if again {
-                        // Published while we looked: take it next time round.
-                        self.next = lane;
-                    }
+                    // The bit comes back if the lane holds something after all (a copy
+                    // of this consumer is in the middle of it): a later look takes it.
+                    clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
+                }
+                Err(e @ (Error::Corrupt { .. } | Error::Incompatible { .. })) => {
+                    self.quarantined[lane] = true;
+                    self.next = lane + 1;
+                    return Err(e);
                 }
                 Err(e) => return Err(e),
             }
+            if lane + 1 >= from + n {
+                break;
+            }
+            from = lane + 1;
         }
         Ok(None)
+    }
+
+    /// After a receive from `lane`: if it left the lane empty, clear the lane's pending
+    /// bit now, so that [`Mailbox::pending`] says `false` once everything was taken
+    /// (`while mb.pending(): mb.recv()` must not block). A load of the lane's next
+    /// header, plus a clearing RMW only when the lane ran empty.
+    fn settle(&mut self, lane: usize) {
+        let Some(store) = self.lanes[lane].as_ref().and_then(Receiver::store) else { return };
+        if !shmplane_shm::ring::data_ready(store) {
+            let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
+            clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
+        }
     }
 
     /// Whether a producer may still send: `Ok` while one is attached and alive, or
     /// while none has joined yet; [`Error::Disconnected`] once every producer that
     /// joined closed or died. `full`: also check attached producers for death (a lock
-    /// query per lane); otherwise only their state words (one load each).
+    /// query per lane) and look into the lanes of producers that are gone for a record
+    /// whose bit they died before setting; otherwise only their state words (one load
+    /// each).
     fn producers_verdict(&self, full: bool) -> Result<()> {
         if joins(self.control()) == 0 {
             return Ok(());
         }
+        let mut alive = false;
         for lane in 0..self.lane_count() {
             let role = 1 + 2 * lane;
-            match liveness::state(self.segment.role(role)) {
+            let gone = match liveness::state(self.segment.role(role)) {
                 ATTACHED | CLOSING if !full => return Ok(()),
                 ATTACHED | CLOSING => match self.segment.peer_state(role)? {
-                    PeerState::Alive(_) | PeerState::Vacant => return Ok(()),
-                    PeerState::Closed | PeerState::Dead(_) => {}
+                    PeerState::Alive(_) | PeerState::Vacant => {
+                        alive = true;
+                        false
+                    }
+                    PeerState::Closed | PeerState::Dead(_) => true,
                 },
-                _ => {}
+                VACANT => false,
+                _ => true,
+            };
+            if gone && full {
+                self.recover_orphan_bit(lane);
             }
         }
-        Err(Error::Disconnected { role: "sender" })
+        if alive {
+            Ok(())
+        } else {
+            Err(Error::Disconnected { role: "sender" })
+        }
+    }
+
+    /// A producer that died between committing a record and setting its lane's bit
+    /// left a message nobody would look for: set the bit if the lane holds one.
+    fn recover_orphan_bit(&self, lane: usize) {
+        let has_data = match &self.lanes[lane] {
+            Some(rx) => rx.store().is_some_and(shmplane_shm::ring::data_ready),
+            // Not attached yet: look through a temporary view of the lane.
+            None => self.segment.share().is_ok_and(|seg| shmplane_shm::ring::data_ready(&SegmentRing::lane(seg, lane))),
+        };
+        if has_data {
+            shmplane_shm::mailbox::mark_pending(self.control(), lane, || true);
+        }
     }
 
     /// What a receive that found every lane empty reports without waiting:
@@ -234,57 +283,50 @@ impl Inner {
         match self.producers_verdict(full) {
             // Re-check: a producer's last message happens-before its close.
             Err(e) if !self.any_pending() => e,
-            Err(_) => Error::Empty,
-            Ok(()) => Error::Empty,
+            _ => Error::Empty,
         }
     }
 
-    /// After a receive from `lane`: if it left the lane empty, clear the lane's pending
-    /// bit now, so that [`Mailbox::pending`] says `false` once everything was taken
-    /// (`while mb.pending(): mb.recv()` must not block). A load of the lane's next
-    /// header, plus a clearing RMW only when the lane ran empty.
-    fn settle(&mut self, lane: usize) {
-        let Some(store) = self.lanes[lane].as_ref().and_then(Receiver::store) else { return };
-        if !shmplane_shm::ring::data_ready(store) {
-            let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
-            clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
-        }
-    }
-
-    /// Wait per `wait` until a lane has a message; its index.
+    /// Wait per `wait` until a lane has a message begun (staged) for this handle; its
+    /// index.
     fn ready_lane(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<usize> {
-        loop {
-            if let Some(lane) = self.find_ready()? {
-                return Ok(lane);
-            }
-            if !wait.blocks() {
-                return Err(self.empty_verdict());
-            }
-            let mut history = std::mem::take(&mut self.history);
-            let waited = wait_for(
-                self,
-                |s| (&s.control().data_ready.value, &SharedFutex),
-                (policy, &mut history),
-                wait,
-                |s| Ok(s.any_pending().then_some(())),
-                |_| false,
-                |s| match s.producers_verdict(true) {
-                    Err(e) if !s.any_pending() => Err(e),
-                    _ => Ok(()),
-                },
-            );
-            self.history = history;
-            waited?;
+        if let Some(lane) = self.find_ready()? {
+            return Ok(lane);
         }
+        if !wait.blocks() {
+            return Err(self.empty_verdict());
+        }
+        let mut history = std::mem::take(&mut self.history);
+        let got = wait_for(
+            self,
+            |s| (&s.control().data_ready.value, &SharedFutex),
+            (policy, &mut history),
+            wait,
+            Inner::find_ready,
+            |_| false,
+            |s| match s.producers_verdict(true) {
+                Err(e) if !s.any_pending() => Err(e),
+                _ => Ok(()),
+            },
+        );
+        self.history = history;
+        got
     }
 
     /// Arm the doorbell: readable at the next message, or now if one is pending.
     fn arm(&mut self) {
         let peer = if joins(self.control()) == 0 { VACANT } else { ATTACHED };
         let ready = self.any_pending();
+        let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
+        let n = self.lanes.len();
         if let Some(d) = &mut self.doorbell {
-            let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
-            let _ = d.arm(&m.data_ready.value, peer, || ready || (0..m.pending.value.len()).any(|w| pending_word(m, w) != 0));
+            let _ = d.arm(&m.data_ready.value, peer, || {
+                ready
+                    || (0..n.div_ceil(64)).any(|w| {
+                        let valid = if (w + 1) * 64 <= n { !0 } else { (1u64 << (n - w * 64)) - 1 };
+                        pending_word(m, w) & valid != 0
+                    })
+            });
         }
     }
 }
@@ -329,29 +371,25 @@ impl Mailbox {
     }
 
     /// Adopt a descriptor of a mailbox segment whose description holds the consumer
-    /// role: how the consuming end moves to a child process. Lanes the original had
-    /// open come along in `lanes` (`(lane, descriptor)` from [`Mailbox::lane_fds`]);
-    /// the copy opens the others itself when it first reads them.
+    /// role (a duplicate of [`Mailbox::fd`]): how the consuming end moves to a child
+    /// process. The copy and the original take turns on each lane (every message
+    /// reaches exactly one of them), as copies of a [`Receiver`] do.
     ///
     /// # Errors
     /// As [`Mailbox::open`].
-    pub fn from_fds(fd: OwnedFd, name: Option<String>, lanes: Vec<(usize, OwnedFd)>) -> Result<Mailbox> {
-        let mut mb = Mailbox::attach(Segment::from_fd(fd, name.clone(), SegmentKind::Mailbox)?, false)?;
-        let inner = mb.inner.as_mut().expect("attached");
-        for (lane, fd) in lanes {
-            if lane >= inner.lanes.len() {
-                return Err(Error::InvalidArgument(format!("{} has no lane {lane}", inner.segment.path())));
-            }
-            let segment = Segment::from_fd(fd, name.clone(), SegmentKind::Mailbox)?;
-            let mut rx = Receiver::attach(segment, Some(lane), false, None)?;
-            rx.set_wait_policy(WaitPolicy::Block);
-            inner.lanes[lane] = Some(rx);
-        }
-        Ok(mb)
+    pub fn from_fd(fd: OwnedFd, name: Option<String>) -> Result<Mailbox> {
+        Mailbox::attach(Segment::from_fd(fd, name, SegmentKind::Mailbox)?, false)
     }
 
     fn attach(segment: Segment, fresh: bool) -> Result<Mailbox> {
         segment.claim_role(CONSUMER_ROLE)?;
+        // Every lane's consumer role on this one description (OFD locks are per byte):
+        // the lanes' receivers use duplicates of it, so copies of this consumer (a
+        // fork child, a pickled handle) share them, and a producer waiting on a lane
+        // sees this consumer's death on the lane's role too.
+        for lane in 0..segment.info().param1 as usize {
+            segment.claim_role(1 + 2 * lane + 1)?;
+        }
         let control = mailbox_control(&segment).expect("a validated mailbox segment");
         if fresh {
             control.data_ready.value.reset_waiters();
@@ -369,6 +407,7 @@ impl Mailbox {
             last: None,
             history: WaitHistory::default(),
             doorbell: None,
+            quarantined: vec![false; lanes],
             empty_polls: 0,
             last_check: None,
         };
@@ -411,6 +450,16 @@ impl Mailbox {
         PendingProbe::new(&inner.segment)
     }
 
+    /// A [`Joiner`]: makes producers of this mailbox without this handle (so that a
+    /// thread blocked in a receive does not stop another from adding producers).
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Os`].
+    pub fn joiner(&self) -> Result<Joiner> {
+        let inner = self.inner.as_ref().ok_or(Error::Closed)?;
+        Ok(Joiner { segment: inner.segment.reopen()? })
+    }
+
     /// [`Mailbox::pending`], made exact: lanes whose bit is set but that turn out empty
     /// have their bits cleared. Costs a look at each flagged lane.
     ///
@@ -421,7 +470,13 @@ impl Mailbox {
         if !inner.any_pending() {
             return Ok(false);
         }
-        Ok(inner.find_ready()?.is_some())
+        match inner.find_ready()? {
+            Some(lane) => {
+                inner.lanes[lane].as_mut().expect("ready lane is open").unstage();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Begin receiving the next message from any producer, waiting per `wait`; see
@@ -437,7 +492,7 @@ impl Mailbox {
         let inner = self.inner()?;
         let lane = inner.ready_lane(policy, &mut wait)?;
         inner.last = Some(lane);
-        inner.lanes[lane].as_mut().expect("ready lane is open").begin(wait)
+        Ok(inner.lanes[lane].as_mut().expect("ready lane is open").take_staged())
     }
 
     /// After the [`Incoming`] of [`Mailbox::begin`] was read or dropped: clear the
@@ -461,7 +516,7 @@ impl Mailbox {
         let policy = self.policy;
         let inner = self.inner()?;
         let lane = inner.ready_lane(policy, &mut wait)?;
-        let got = inner.lanes[lane].as_mut().expect("ready lane is open").recv_frame(wait);
+        let got = inner.lanes[lane].as_mut().expect("ready lane is open").recv_staged_frame(wait);
         inner.settle(lane);
         got
     }
@@ -474,7 +529,7 @@ impl Mailbox {
         let policy = self.policy;
         let inner = self.inner()?;
         let lane = inner.ready_lane(policy, &mut wait)?;
-        let got = inner.lanes[lane].as_mut().expect("ready lane is open").recv_with(wait);
+        let got = inner.lanes[lane].as_mut().expect("ready lane is open").recv_staged(wait);
         inner.settle(lane);
         got
     }
@@ -519,8 +574,13 @@ impl Mailbox {
     /// As [`Mailbox::poll`].
     pub fn poll_with(&mut self, mut wait: Wait<'_>) -> Result<bool> {
         let policy = self.policy;
-        match self.inner()?.ready_lane(policy, &mut wait) {
-            Ok(_) => Ok(true),
+        let inner = self.inner()?;
+        match inner.ready_lane(policy, &mut wait) {
+            Ok(lane) => {
+                // Leave it queued (and to any copy of this consumer).
+                inner.lanes[lane].as_mut().expect("ready lane is open").unstage();
+                Ok(true)
+            }
             Err(Error::Timeout | Error::Empty) => Ok(false),
             Err(e) => Err(e),
         }
@@ -565,20 +625,6 @@ impl Mailbox {
                 .filter(|l| matches!(liveness::state(inner.segment.role(1 + 2 * l)), ATTACHED | CLOSING))
                 .count()
         })
-    }
-
-    /// Descriptors of the lanes this handle has open, to pass along with
-    /// [`Mailbox::fd`] to [`Mailbox::from_fds`] in a child; opens every other lane
-    /// first (so that the two copies never claim a lane separately). `(lane, fd)`.
-    ///
-    /// # Errors
-    /// [`Error::Closed`], [`Error::Os`].
-    pub fn lane_fds(&mut self) -> Result<Vec<(usize, RawFd)>> {
-        let inner = self.inner()?;
-        for lane in 0..inner.lane_count() {
-            inner.lane(lane)?;
-        }
-        Ok(inner.lanes.iter().enumerate().filter_map(|(i, l)| Some((i, l.as_ref()?.fd()?))).collect())
     }
 
     /// How blocking receives wait (default: [`WaitPolicy::Adaptive`]).
@@ -629,6 +675,23 @@ impl Mailbox {
             drop(lanes);
             role.close(segment, None);
         }
+    }
+}
+
+/// Makes producers of one mailbox ([`Mailbox::joiner`]): holds a descriptor of the
+/// segment (no role).
+#[derive(Debug)]
+pub struct Joiner {
+    segment: Segment,
+}
+
+impl Joiner {
+    /// A new producer handle on a free lane (as [`Mailbox::sender`]).
+    ///
+    /// # Errors
+    /// As [`Mailbox::sender`].
+    pub fn sender(&self) -> Result<Sender> {
+        Sender::join(self.segment.reopen()?)
     }
 }
 

@@ -75,19 +75,19 @@ def reduce_endpoint(endpoint: Sender | Receiver, kind: str) -> tuple[Any, tuple[
     )
 
 
-def _rebuild_mailbox(dupfd: Any, name: str | None, policy: str, lanes: list[tuple[int, Any]]) -> Any:
+def _rebuild_mailbox(dupfd: Any, name: str | None, policy: str) -> Any:
     from ._shmplane import Mailbox
 
-    mb = Mailbox._from_fd(dupfd.detach(), name, [(lane, d.detach()) for lane, d in lanes])
+    mb = Mailbox._from_fd(dupfd.detach(), name)
     _set_policy(mb, policy)
     return mb
 
 
 def reduce_mailbox(mb: Any) -> tuple[Any, tuple[Any, ...]]:
-    """``__reduce__`` of Mailbox: its segment descriptor and every lane's (the copy
-    takes turns with the original on each lane, as a Receiver's copies do)."""
-    fd, lanes = mb._fds()
-    return _rebuild_mailbox, (DupFd(fd), mb.name, mb.policy, [(lane, DupFd(f)) for lane, f in lanes])
+    """``__reduce__`` of Mailbox: a duplicate of its segment descriptor, whose open file
+    description holds the receiver's roles (every lane's), so the copy takes turns
+    with the original on each lane, as a Receiver's copies do."""
+    return _rebuild_mailbox, (DupFd(mb._segment_fd()), mb.name, mb.policy)
 
 
 def _rebuild_slot(dupfd: Any, name: str | None) -> Any:

@@ -6,6 +6,8 @@ from typing import Any, final
 from typing_extensions import Buffer, Self, disjoint_base
 
 DEFAULT_CAPACITY: int
+DEFAULT_LANE_CAPACITY: int
+DEFAULT_MAX_SENDERS: int
 TAG_BYTES: int
 TAG_ARRAY: int
 TAG_PICKLE: int
@@ -36,12 +38,15 @@ class Sender:
         Raises InvalidNameError, InvalidArgumentError, AlreadyExistsError, NoSpaceError."""
     @staticmethod
     def open(name: str) -> Sender:
-        """Attach to existing channel ``name`` as its sender.
+        """Attach to existing channel ``name`` as its sender, or join mailbox ``name``
+        as a new sender (a lane of its own; see ``shmplane.mailbox``).
 
         Raises NotFoundError, CorruptSegmentError, IncompatibleSegmentError,
-        WrongKindError, RoleTakenError (a live sender exists)."""
+        WrongKindError, RoleTakenError (a live sender exists; for a mailbox, all of its
+        ``max_senders`` lanes have senders)."""
     @staticmethod
-    def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None) -> Sender: ...
+    def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None, lane: int | None = None) -> Sender: ...
+    def _lane(self) -> int | None: ...
     def send(self, obj: Any, timeout: float | None = None) -> None:
         """Send ``obj`` (any size), waiting at most ``timeout`` seconds (None: forever)
         for room; the timeout covers the whole message. If the send stops part-way
@@ -243,3 +248,109 @@ class _Field:
     def __set__(self, obj: Any, value: Any, /) -> None: ...
     @property
     def fallback(self) -> property: ...
+
+@final
+class Mailbox:
+    """The receiving end of a mailbox: many senders, one receiver (MPSC). See
+    ``shmplane.mailbox``.
+
+    Every sender (``mb.sender()``, ``Sender.open(name)``) writes a lane of its own (an
+    SPSC ring of ``capacity`` bytes), so senders never wait for each other and each
+    one's messages arrive in the order it sent them; the receiver takes turns over
+    the lanes that hold messages. A sender that dies, even part-way through a
+    message, strands nothing: its committed messages arrive, the one it was writing
+    raises TruncatedMessageError once, and the next sender takes its lane over.
+    ``recv`` returns what was sent (bytes, ndarrays, objects; any size) and blocks with
+    the GIL released (Ctrl-C works). Pickles into ``multiprocessing`` children (the
+    copy takes turns with the original, as a Receiver's copies do). Segment:
+    ``/dev/shm/shmplane.<name>``, ``max_senders`` x (``capacity`` + 4 KiB) bytes, removed
+    when the receiver and every sender closed. Lanes: Agrona ``ManyToOneRingBuffer``'s
+    problem (a dead producer's claim blocks the consumer until ``unblock()``) avoided
+    by giving each producer its own ``OneToOneRingBuffer``; see docs/design.md.
+    """
+
+    @staticmethod
+    def create(name: str, capacity: int = ..., max_senders: int = ...) -> Mailbox:
+        """Create mailbox ``name`` and become its receiver (see ``shmplane.mailbox``).
+
+        Raises InvalidNameError, InvalidArgumentError, AlreadyExistsError, NoSpaceError."""
+    @staticmethod
+    def open(name: str) -> Mailbox:
+        """Become the receiver of existing mailbox ``name`` (its previous receiver
+        closed or died); what senders queued meanwhile is delivered.
+
+        Raises NotFoundError, WrongKindError, RoleTakenError (a live receiver has it),
+        CorruptSegmentError, IncompatibleSegmentError."""
+    @staticmethod
+    def _new(capacity: int, max_senders: int) -> Mailbox: ...
+    @staticmethod
+    def _from_fd(fd: int, name: str | None = None) -> Mailbox: ...
+    def _segment_fd(self) -> int: ...
+    def sender(self) -> Sender:
+        """A new sender of this mailbox, on a free lane (picklable into children).
+        Works while another thread is blocked in ``recv``.
+
+        Raises RoleTakenError (all ``max_senders`` lanes have senders), ClosedError."""
+    def pending(self) -> bool:
+        """True if a message is waiting: one memory load, no lock, no syscall (the
+        ``check_pause()`` question; as cheap as ``queue.SimpleQueue().empty()``).
+        False is exact: nothing a sender committed before the call is waiting. True
+        may, rarely, name a message a receive took a moment before, or one whose
+        sender died part-way: follow it with ``try_recv``, which raises Empty then.
+        False once closed."""
+    def recv(self, timeout: float | None = None) -> Any:
+        """Receive the next message from any sender, waiting at most ``timeout``
+        seconds (None: forever) for one to begin.
+
+        Raises Timeout, KeyboardInterrupt, DisconnectedError (every sender that joined
+        closed or died, and all was received; a mailbox no sender has joined is only
+        empty), TruncatedMessageError (that sender stopped part-way through this
+        message: it is dropped, its next one is intact), MessageTooLargeError,
+        CorruptSegmentError, ClosedError; and whatever unpickling raises."""
+    def try_recv(self) -> Any:
+        """Receive without waiting. Raises Empty if nothing is there."""
+    def recv_bytes(self, timeout: float | None = None) -> bytes:
+        """Receive the next message's payload as bytes, whatever was sent."""
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """True if a message is ready, waiting at most ``timeout`` seconds."""
+    def close(self) -> None:
+        """Close the receiving end (idempotent); senders get DisconnectedError when they
+        next wait for room."""
+    def fileno(self) -> int:
+        """A descriptor for ``select``/``selectors``/``multiprocessing.connection.wait``
+        and asyncio: readable iff a message is pending, or every sender that joined has
+        closed or died (end-of-file). The read end of the mailbox's doorbell FIFO
+        (``/dev/shm/shmplane.<name>@rx``), written by senders only while a handle waits
+        this way. Each call re-arms it, as does every receive. Do not close it.
+
+        Raises ClosedError, InvalidArgumentError (no name), NotFoundError /
+        CorruptSegmentError (no private doorbell)."""
+    def _check_peer(self) -> None: ...
+    def recv_async(self, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+        """``await mb.recv_async(timeout=None)``: receive without blocking the event
+        loop. Raises as ``recv``; Timeout."""
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for obj in mb``: objects until every sender closed."""
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Any: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def capacity(self) -> int:
+        """Each lane's ring capacity in bytes (0 once closed)."""
+    @property
+    def max_senders(self) -> int:
+        """Most senders at once (lanes)."""
+    @property
+    def senders(self) -> int:
+        """Senders attached now (one that died unnoticed counts until a receive finds out)."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def policy(self) -> str: ...
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...

@@ -46,6 +46,9 @@ struct Inner {
     history: WaitHistory,
     /// The doorbell, once this handle was waited on through the OS (`readiness_fd`).
     doorbell: Option<Doorbell>,
+    /// A message begun by [`Receiver::stage`] (its operation still entered), for
+    /// [`Receiver::take_staged`].
+    staged: Option<(Record, Head)>,
 }
 
 impl Inner {
@@ -461,7 +464,7 @@ impl Receiver {
         if fresh {
             role.register(consumer.store().segment());
         }
-        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
+        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None, staged: None }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
     }
 
     fn segment(&self) -> Option<&Segment> {
@@ -471,6 +474,80 @@ impl Receiver {
     /// The ring (`None` once closed).
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
         self.inner.as_ref().map(|i| i.consumer.store())
+    }
+
+    /// Begin the next message without waiting and keep it for [`Receiver::take_staged`]
+    /// (the operation stays entered, so no other copy can take it meanwhile): `true`
+    /// if one was begun; `false` if there is none now, another copy is busy, or the
+    /// sender is gone and everything was received. For a consumer choosing among
+    /// rings (a mailbox's lanes), whose choice must not fail afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`], [`Error::TooManyCopies`], [`Error::Closed`].
+    pub(crate) fn stage(&mut self) -> Result<bool> {
+        let policy = self.policy;
+        let Receiver { inner, polls, .. } = self;
+        let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
+        if inner.staged.is_some() {
+            return Ok(true);
+        }
+        let mut wait = Wait::no_wait();
+        let mut op = match inner.enter(&mut wait, polls) {
+            Ok(op) => op,
+            Err(Error::Empty | Error::Disconnected { .. } | Error::PeerDead { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        match op.next_message(policy, &mut wait, polls) {
+            Ok(staged) => {
+                // Keep the operation entered: `take_staged` (or `unstage`) leaves it.
+                std::mem::forget(op);
+                inner.staged = Some(staged);
+                Ok(true)
+            }
+            Err(Error::Empty | Error::Disconnected { .. } | Error::PeerDead { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Leave the operation [`Receiver::stage`] entered without taking the message (it
+    /// stays queued).
+    pub(crate) fn unstage(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            if inner.staged.take().is_some() {
+                inner.role.exit(inner.consumer.store().role::<CONSUMER>());
+            }
+        }
+    }
+
+    /// The message [`Receiver::stage`] began.
+    ///
+    /// # Panics
+    /// If none is staged.
+    pub(crate) fn take_staged(&mut self) -> Incoming<'_> {
+        let policy = self.policy;
+        let inner = self.inner.as_mut().expect("staged on an open receiver");
+        let (record, head) = inner.staged.take().expect("a staged message");
+        Incoming { op: Op { inner }, first: Some(record), head, policy, consume: true }
+    }
+
+    /// Receive the staged message's payload (see [`Receiver::recv_with`]).
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_with`] once begun.
+    pub(crate) fn recv_staged(&mut self, mut wait: Wait<'_>) -> Result<Vec<u8>> {
+        let incoming = self.take_staged();
+        let mut buf = alloc(incoming.head().total())?;
+        incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut wait.rest())?;
+        Ok(buf)
+    }
+
+    /// Receive the staged message as a [`Frame`] (see [`Receiver::recv_frame`]).
+    ///
+    /// # Errors
+    /// As [`Receiver::recv_frame`] once begun.
+    pub(crate) fn recv_staged_frame(&mut self, mut wait: Wait<'_>) -> Result<Frame> {
+        let incoming = self.take_staged();
+        frame_of(incoming, &mut wait)
     }
 
     /// Begin receiving the next message: wait per `wait` for its first record, skip
@@ -537,20 +614,7 @@ impl Receiver {
     /// ```
     pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<Frame> {
         let incoming = self.begin_inner(&mut wait, true)?;
-        let head = incoming.head().clone();
-        let mut bufs = (0..head.part_count()).map(|i| alloc(head.part_len(i))).collect::<Result<Vec<_>>>()?;
-        incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut wait.rest())?;
-        Ok(match head.kind() {
-            Kind::Bytes => Frame::Bytes(bufs.pop().expect("one part")),
-            Kind::Array => Frame::Array(Array {
-                meta: head.array().expect("array head").clone(),
-                data: bufs.pop().expect("one part"),
-            }),
-            Kind::Pickle => {
-                let stream = bufs.remove(0);
-                Frame::Pickle { stream, buffers: bufs }
-            }
-        })
+        frame_of(incoming, &mut wait)
     }
 
     /// Receive the next message's logical payload (for bytes, the bytes; for arrays and
@@ -884,12 +948,34 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn close(&mut self) {
-        if let Some(Inner { consumer, mut role, .. }) = self.inner.take() {
+        if let Some(Inner { consumer, mut role, staged, .. }) = self.inner.take() {
+            if staged.is_some() {
+                // Staged but never taken: leave the operation; the message stays queued.
+                role.exit(consumer.store().role::<CONSUMER>());
+            }
             // Wake the peer if it sleeps: it then sees the close at once.
             let wake = consumer.store().control_offset() + std::mem::offset_of!(RingControl, space_ready);
             role.close(consumer.into_store().into_segment(), Some(wake));
         }
     }
+}
+
+/// Copy out a begun message as a [`Frame`].
+fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Frame> {
+    let head = incoming.head().clone();
+    let mut bufs = (0..head.part_count()).map(|i| alloc(head.part_len(i))).collect::<Result<Vec<_>>>()?;
+    incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut wait.rest())?;
+    Ok(match head.kind() {
+        Kind::Bytes => Frame::Bytes(bufs.pop().expect("one part")),
+        Kind::Array => Frame::Array(Array {
+            meta: head.array().expect("array head").clone(),
+            data: bufs.pop().expect("one part"),
+        }),
+        Kind::Pickle => {
+            let stream = bufs.remove(0);
+            Frame::Pickle { stream, buffers: bufs }
+        }
+    })
 }
 
 /// A buffer of `len` bytes, or [`Error::TooLarge`] if it cannot be allocated.

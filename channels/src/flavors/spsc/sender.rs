@@ -370,10 +370,16 @@ impl Sender {
             Some(l) => SegmentRing::lane(segment, l),
             None => SegmentRing::new(segment),
         };
+        store.set_ringer(ringer);
         if let Some(m) = store.mailbox() {
             shmplane_shm::mailbox::note_join(m);
+            // Taking a lane over from a producer that died between committing a record
+            // and marking the lane pending: mark it now, or nobody would look.
+            if ring::data_ready(&store) {
+                shmplane_shm::mailbox::mark_pending(m, lane.unwrap_or(0), || true);
+                store.data_event().notify(store.park());
+            }
         }
-        store.set_ringer(ringer);
         if fresh {
             store.control().space_ready.value.reset_waiters();
         }
