@@ -12,7 +12,12 @@ pickle-5 with out-of-band buffers over ``multiprocessing.Pipe``, ``Pipe.send``,
 the master publishes a 16-double parameter vector over and over; a worker follows
 it as it changes (blocking in ``wait_for_update``, or polling) and acks the value it
 saw; the master times publish -> ack and the worker counts torn (mixed) reads, beside
-``multiprocessing.sharedctypes.RawArray``.
+``multiprocessing.sharedctypes.RawArray``. Then mailboxes: (e) a worker loop that
+checks its mailbox every iteration (``mb.pending()``) and obeys pause / resume /
+terminate sent by the master and by an unrelated process (examples/check_pause), with
+the cost of that check beside ``multiprocessing``'s; (f) four producer processes into
+one mailbox, beside ``multiprocessing.Queue``, faster-fifo and pyzmq PUSH/PULL
+(benches/python/mailbox_bench.py).
 
 Run:  python examples/dataset_transfer/main.py [--reps N] [--quick]
 Prints per-transfer p50/p99/p99.9 in microseconds and the ratios.
@@ -32,7 +37,10 @@ import numpy as np
 import shmplane
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "check_pause"))
 import peers  # noqa: E402  (benches/python/peers.py: the peer transports)
+import mailbox_bench  # noqa: E402  (benches/python/mailbox_bench.py: N producers -> 1 consumer)
+import check_pause  # noqa: E402  (examples/check_pause/check_pause.py)
 
 _CTX = multiprocessing.get_context("spawn")
 
@@ -254,6 +262,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  (not installed, skipped: {', '.join(missing)})")
     print()
     latest_values(200 if args.quick else 5000)
+    print()
+    # (e) the check_pause loop over a mailbox, (f) many producers -> one consumer.
+    check_pause.command_demo(0.05 if args.quick else 0.3)
+    check_pause.check_costs(200_000 if args.quick else 2_000_000)
+    print(f"\n(f) mailbox: 4 producer processes -> 1 consumer, 64-byte messages, beside the peers", flush=True)
+    mailbox_args = ["--producers", "4", "--workloads", "mpsc", "--no-latency"]
+    mailbox_args += ["--quick"] if args.quick else ["--rounds", "3", "--messages", "200000", "--budget-s", "2"]
+    mailbox_bench.main(mailbox_args)
 
 
 if __name__ == "__main__":

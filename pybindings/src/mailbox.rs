@@ -8,7 +8,6 @@ use crate::wait::{blocking, Timeout};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shmplane::{Error, Joiner, Mailbox, PendingProbe, Wait};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Default lane capacity of `shmplane.mailbox()` (bytes).
@@ -24,8 +23,6 @@ pub struct PyMailbox {
     probe: PendingProbe,
     /// `sender()` without the lock (a thread may be blocked in `recv`).
     joiner: Mutex<Option<Joiner>>,
-    /// Set by `close`: `pending()` then says false.
-    closed: AtomicBool,
 }
 
 /// `PyMethodDef` of `Mailbox.pending` (see [`add_pending`]).
@@ -50,10 +47,7 @@ unsafe extern "C" fn pending_raw(slf: *mut pyo3::ffi::PyObject, _args: *mut pyo3
     // checks the receiver's type before calling), so the cast holds; the class is
     // frozen, so `get` needs no borrow flag.
     let mb = unsafe { pyo3::Borrowed::from_ptr(py, slf).cast_unchecked::<PyMailbox>() };
-    let mb = mb.get();
-    // ORDERING: Relaxed: a flag this process sets; a close racing the call may go
-    // either way.
-    let any = !mb.closed.load(Ordering::Relaxed) && mb.probe.any();
+    let any = mb.get().probe.any();
     // SAFETY: Py_True/Py_False are static objects; the caller receives a new reference.
     unsafe {
         let r = if any { pyo3::ffi::Py_True() } else { pyo3::ffi::Py_False() };
@@ -80,7 +74,7 @@ impl PyMailbox {
     fn new(py: Python<'_>, mb: Mailbox) -> PyResult<PyMailbox> {
         let probe = mb.probe().py_err(py)?;
         let joiner = mb.joiner().py_err(py)?;
-        Ok(PyMailbox { inner: Mutex::new(mb), probe, joiner: Mutex::new(Some(joiner)), closed: AtomicBool::new(false) })
+        Ok(PyMailbox { inner: Mutex::new(mb), probe, joiner: Mutex::new(Some(joiner)) })
     }
 
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Mailbox>> {
@@ -218,8 +212,7 @@ impl PyMailbox {
 
     /// Close the receiving end (idempotent).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        // ORDERING: Relaxed: see `pending_raw`.
-        self.closed.store(true, Ordering::Relaxed);
+        self.probe.close();
         lock(py, &self.joiner, "Mailbox")?.take();
         let mut guard = self.lock(py)?;
         let mb = &mut *guard;

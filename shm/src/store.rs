@@ -87,8 +87,9 @@ impl SegmentRing {
         let control = mailbox_lanes_offset(lanes) + lane * mailbox_lane_stride(capacity);
         let data = control + DATA_ALIGN;
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
+        let role_base = 1 + 2 * lane;
         let lane = Some(Lane { index: lane, mailbox: mailbox_control_offset(lanes) });
-        SegmentRing { segment, capacity, control, data, role_base: 1 + 2 * (lane.unwrap().index), lane, park: RingPark::default() }
+        SegmentRing { segment, capacity, control, data, role_base, lane, park: RingPark::default() }
     }
 
     /// The mailbox lane this ring is, if it is one.
@@ -383,6 +384,8 @@ pub struct PendingProbe {
     /// The bits of the last word that name lanes (a stray bit beyond them, in shared
     /// memory that is untrusted, must not read as a message).
     last_mask: u64,
+    /// Non-zero once [`PendingProbe::close`] ran: [`PendingProbe::any`] says false.
+    closed: AtomicU32,
 }
 
 impl PendingProbe {
@@ -406,12 +409,24 @@ impl PendingProbe {
         assert!(offset + size_of::<MailboxControl>() <= region.len());
         let rest = lanes % 64;
         let last_mask = if rest == 0 { !0 } else { (1u64 << rest) - 1 };
-        Ok(PendingProbe { region, offset, words: lanes.div_ceil(64), last_mask })
+        Ok(PendingProbe { region, offset, words: lanes.div_ceil(64), last_mask, closed: AtomicU32::new(0) })
+    }
+
+    /// From now on, [`PendingProbe::any`] says false (the mailbox handle it probes for
+    /// was closed).
+    pub fn close(&self) {
+        // ORDERING: Relaxed: a flag of this process's handle; a probe racing the close
+        // may answer either way.
+        self.closed.store(1, crate::sync::Ordering::Relaxed);
     }
 
     /// True if any lane may hold a message (see `shmplane::Mailbox::pending`).
     #[inline]
     pub fn any(&self) -> bool {
+        // ORDERING: Relaxed (see `close`).
+        if self.closed.load(crate::sync::Ordering::Relaxed) != 0 {
+            return false;
+        }
         // SAFETY: `new` checked (asserted) the control block lies inside the mapping,
         // at the 128-aligned offset of a validated mailbox; atomics only.
         let m: &MailboxControl = unsafe { self.region.at(self.offset) };

@@ -45,6 +45,10 @@ pub const DEFAULT_LANE_CAPACITY: usize = 1 << 16;
 /// Producer handles a mailbox made without a limit can have at once.
 pub const DEFAULT_MAX_SENDERS: usize = 64;
 
+/// Messages the consumer takes from one lane in a row while others wait (fairness
+/// against the cache locality of staying on a lane).
+const BURST: u32 = 16;
+
 /// Role 0 of a mailbox segment: the consumer.
 const CONSUMER_ROLE: usize = 0;
 
@@ -81,6 +85,8 @@ struct Inner {
     lanes: Vec<Option<Receiver>>,
     /// Where the next scan of the pending summary starts (round robin).
     next: usize,
+    /// Messages taken in a row from lane `next`.
+    burst: u32,
     /// The lane of the last `begin`, for `settle`.
     last: Option<usize>,
     history: WaitHistory,
@@ -180,7 +186,17 @@ impl Inner {
             let staged = self.lane(lane).and_then(Receiver::stage);
             match staged {
                 Ok(true) => {
-                    self.next = lane + 1;
+                    // Round robin in bursts: stay on a lane for up to BURST messages
+                    // in a row (its lines stay in this core's cache), then move on.
+                    if lane == self.next && self.burst < BURST {
+                        self.burst += 1;
+                    } else if lane == self.next {
+                        self.next = lane + 1;
+                        self.burst = 0;
+                    } else {
+                        self.next = lane;
+                        self.burst = 1;
+                    }
                     return Ok(Some(lane));
                 }
                 Ok(false) => {
@@ -404,6 +420,7 @@ impl Mailbox {
             role,
             lanes: (0..lanes).map(|_| None).collect(),
             next: 0,
+            burst: 0,
             last: None,
             history: WaitHistory::default(),
             doorbell: None,
@@ -414,8 +431,12 @@ impl Mailbox {
         Ok(Mailbox { inner: Some(inner), policy: WaitPolicy::default() })
     }
 
+    #[inline(always)]
     fn inner(&mut self) -> Result<&mut Inner> {
-        self.inner.as_mut().ok_or(Error::Closed)
+        // `let else`, not `ok_or(Error::Closed)`, which builds and drops an Error on
+        // every call (see `Sender::inner`).
+        let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
+        Ok(inner)
     }
 
     /// A new producer handle: claims a free lane of this mailbox (a new open file
