@@ -1,4 +1,4 @@
-"""shmplane: lock-free shared-memory channels and latest-value slots between processes.
+"""shmplane: lock-free shared-memory channels, mailboxes and latest-value slots between processes.
 
 Change one import and move datasets between processes at memory-bus speed::
 
@@ -6,6 +6,12 @@ Change one import and move datasets between processes at memory-bus speed::
     tx, rx = shmplane.channel()          # like multiprocessing.Pipe(duplex=False)
     tx.send(numpy_array)                 # one copy into shared memory, no pickling
     arr = rx.recv(timeout=5.0)           # one copy out: same dtype and shape
+
+Many senders, one receiver, with a "is there a message?" check as cheap as a flag::
+
+    mb = shmplane.mailbox(name="worker")  # any process: shmplane.Sender.open("worker")
+    if mb.pending():                     # one memory load
+        cmd = mb.try_recv()
 
 Latest values, as ``multiprocessing.sharedctypes`` with reads that are never torn::
 
