@@ -569,6 +569,15 @@ fn open_missing_is_not_found() {
     assert!(matches!(Receiver::open(""), Err(Error::InvalidName { .. })));
 }
 
+/// Write `data` to `path` with mode 0600, as shmplane's own segments have (a file that
+/// lets other users in is refused before its contents are looked at).
+fn write_private(path: &str, data: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
+    f.write_all(data).unwrap();
+}
+
 fn random_bytes(len: usize) -> Vec<u8> {
     use std::io::Read;
     let mut v = vec![0u8; len];
@@ -579,12 +588,12 @@ fn random_bytes(len: usize) -> Vec<u8> {
 #[test]
 fn garbage_file_is_corrupt() {
     let name = Name::new("garbage");
-    std::fs::write(name.path(), random_bytes(64 << 10)).unwrap();
+    write_private(&name.path(), &random_bytes(64 << 10));
     for result in [Sender::open(&name).map(|_| ()), Receiver::open(&name).map(|_| ())] {
         assert!(matches!(result, Err(Error::Corrupt { .. })), "garbage opened: {result:?}");
     }
     // Smaller than a header.
-    std::fs::write(name.path(), random_bytes(100)).unwrap();
+    write_private(&name.path(), &random_bytes(100));
     assert!(matches!(Receiver::open(&name), Err(Error::Corrupt { .. })));
     assert!(name.exists(), "opening must never remove a file");
 }
@@ -597,7 +606,7 @@ fn garbage_file_is_corrupt() {
 fn create_over_garbage_file_is_corrupt() {
     let name = Name::new("garbage-create");
     let junk = random_bytes(64 << 10);
-    std::fs::write(name.path(), &junk).unwrap();
+    write_private(&name.path(), &junk);
     let result = Sender::create(&name, 4096);
     let survived = std::fs::read(name.path()).map(|b| b == junk).unwrap_or(false);
     assert!(matches!(result, Err(Error::Corrupt { .. })), "create over garbage: {result:?}");

@@ -7,7 +7,7 @@
 //! the crate's wait loop, which checks for signals every slice (`crate::wait`).
 
 use crate::error::{exception, to_py, IntoPyResult};
-use crate::wait::{blocking, Timeout, GIL_RELEASE_BYTES};
+use crate::wait::{blocking, blocking_checked, lock_for_close, CloseFlag, Timeout, GIL_RELEASE_BYTES};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -129,7 +129,7 @@ fn max_parts(max_record: usize) -> usize {
 
 /// Send `msg`: with the GIL and no wait if it goes as one small record and there is
 /// room, else without the GIL in the crate's wait loop (signals checked every slice).
-fn send_message(py: Python<'_>, tx: &mut Sender, msg: &Outgoing<'_>, timeout: &Timeout) -> PyResult<()> {
+fn send_message(py: Python<'_>, tx: &mut Sender, msg: &Outgoing<'_>, timeout: &Timeout, closing: &CloseFlag) -> PyResult<()> {
     let one_record = msg.total() <= tx.max_message_len().py_err(py)? && msg.total() <= frame::CHUNK_THRESHOLD;
     if one_record && msg.total() < GIL_RELEASE_BYTES {
         match tx.send_message(msg, Wait::no_wait()) {
@@ -138,7 +138,7 @@ fn send_message(py: Python<'_>, tx: &mut Sender, msg: &Outgoing<'_>, timeout: &T
             Err(e) => return Err(to_py(py, e)),
         }
     }
-    blocking(py, timeout, |wait| tx.send_message(msg, wait))
+    blocking_checked(py, timeout, |py| closing.check(py), |wait| tx.send_message(msg, wait))
 }
 
 /// The `#[pymethods]` block of an endpoint class: its own methods, then the ones
@@ -151,8 +151,10 @@ macro_rules! endpoint_pymethods {
             $($own)*
 
             /// Close this end (idempotent).
+            /// Close this end (idempotent). A call of another thread blocked on this
+            /// end ends with ClosedError within one wait slice (50 ms).
             fn close(&self, py: Python<'_>) -> PyResult<()> {
-                let mut guard = self.lock(py)?;
+                let mut guard = lock_for_close(py, &self.inner, &self.closing);
                 let endpoint = &mut *guard;
                 py.detach(|| endpoint.close());
                 Ok(())
@@ -246,6 +248,7 @@ type Encoded<'py> = (u32, Vec<Bound<'py, PyAny>>, Option<(String, Vec<usize>, St
 #[pyclass(module = "shmplane._shmplane", name = "Sender", frozen, weakref)]
 pub struct PySender {
     inner: Mutex<Sender>,
+    closing: CloseFlag,
 }
 
 impl PySender {
@@ -257,7 +260,7 @@ impl PySender {
         let timeout = Timeout::new(timeout, block)?;
         if let Ok(b) = obj.cast_exact::<PyBytes>() {
             let mut guard = self.lock(py)?;
-            return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), &timeout);
+            return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), &timeout, &self.closing);
         }
         let max_parts = self.lock(py)?.max_message_len().map_or(0, max_parts);
         let encoded = codec_fn!(py, "encode")?.call1((obj, max_parts))?;
@@ -276,7 +279,7 @@ impl PySender {
             _ => return Err(PyTypeError::new_err("shmplane._codec.encode returned an unknown encoding")),
         };
         let mut guard = self.lock(py)?;
-        send_message(py, &mut guard, &msg, &timeout)
+        send_message(py, &mut guard, &msg, &timeout, &self.closing)
     }
 }
 
@@ -316,14 +319,14 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     fn create<'py>(py: Python<'py>, name: &str, capacity: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
         let s = py.detach(|| Sender::create(name, capacity)).py_err(py)?;
-        tracked(py, PySender { inner: Mutex::new(s) })
+        tracked(py, PySender { inner: Mutex::new(s), closing: CloseFlag::default() })
     }
 
     /// Open existing channel `name` as its sender.
     #[staticmethod]
     fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let s = py.detach(|| Sender::open(name)).py_err(py)?;
-        tracked(py, PySender { inner: Mutex::new(s) })
+        tracked(py, PySender { inner: Mutex::new(s), closing: CloseFlag::default() })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Sender). Used by unpickling;
@@ -334,7 +337,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         let fd = owned_fd(fd)?;
         let doorbell = doorbell_fd.map(owned_fd).transpose()?;
         let s = py.detach(|| Sender::from_fds_lane(fd, doorbell, name, lane)).py_err(py)?;
-        tracked(py, PySender { inner: Mutex::new(s) })
+        tracked(py, PySender { inner: Mutex::new(s), closing: CloseFlag::default() })
     }
 
     /// The mailbox lane this sender writes (None: a channel's sender).
@@ -359,7 +362,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         let timeout = Timeout::new(timeout, true)?;
         let held = buffers(std::slice::from_ref(buf))?;
         let mut guard = self.lock(py)?;
-        send_message(py, &mut guard, &Outgoing::bytes(bytes_of(&held[0])), &timeout)
+        send_message(py, &mut guard, &Outgoing::bytes(bytes_of(&held[0])), &timeout, &self.closing)
     }
 
     /// Wait until a message of `nbytes` fits (timeout in seconds; None = forever).
@@ -371,7 +374,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         if timeout.is_zero() {
             return tx.poll_space_with(nbytes, Wait::no_wait()).py_err(py);
         }
-        blocking(py, &timeout, |wait| tx.poll_space_with(nbytes, wait))
+        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| tx.poll_space_with(nbytes, wait))
     }
 
     /// Largest message payload in bytes that travels as one record.
@@ -385,6 +388,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
 #[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen, weakref)]
 pub struct PyReceiver {
     inner: Mutex<Receiver>,
+    closing: CloseFlag,
 }
 
 /// A new `bytes` of `len` uninitialised bytes and a destination over its buffer. It
@@ -516,7 +520,7 @@ impl PyReceiver {
             }
             // Wait for one to begin without the GIL, then take it as above (another
             // copy of this receiver may take it first: then wait again).
-            if !blocking(py, &timeout, |wait| rx.poll_with(wait))? {
+            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))? {
                 return Err(to_py(py, Error::Timeout));
             }
         }
@@ -530,14 +534,14 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn create<'py>(py: Python<'py>, name: &str, capacity: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
         let r = py.detach(|| Receiver::create(name, capacity)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(r) })
+        tracked(py, PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() })
     }
 
     /// Open existing channel `name` as its receiver.
     #[staticmethod]
     fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let r = py.detach(|| Receiver::open(name)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(r) })
+        tracked(py, PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() })
     }
 
     /// Adopt descriptor `fd` (ownership passes to the Receiver). Used by unpickling.
@@ -547,7 +551,7 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         let fd = owned_fd(fd)?;
         let doorbell = doorbell_fd.map(owned_fd).transpose()?;
         let r = py.detach(|| Receiver::from_fds(fd, doorbell, name)).py_err(py)?;
-        tracked(py, PyReceiver { inner: Mutex::new(r) })
+        tracked(py, PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() })
     }
 
     /// Receive the next object, waiting at most `timeout` seconds (None: forever).
@@ -576,7 +580,7 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         if timeout.is_zero() {
             return rx.poll_with(Wait::no_wait()).py_err(py);
         }
-        blocking(py, &timeout, |wait| rx.poll_with(wait))
+        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -631,12 +635,12 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
 
 impl PySender {
     pub(crate) fn wrap(s: Sender) -> Self {
-        PySender { inner: Mutex::new(s) }
+        PySender { inner: Mutex::new(s), closing: CloseFlag::default() }
     }
 }
 
 impl PyReceiver {
     pub(crate) fn wrap(r: Receiver) -> Self {
-        PyReceiver { inner: Mutex::new(r) }
+        PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() }
     }
 }

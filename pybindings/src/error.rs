@@ -41,6 +41,19 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Closed => exc!(py, "ClosedError"),
         Error::Truncated { .. } => exc!(py, "TruncatedMessageError"),
         Error::NoSpace { .. } => exc!(py, "NoSpaceError"),
+        Error::NotOurs { .. } => {
+            return match exc!(py, "PermissionDeniedError") {
+                Ok(cls) => PyErr::from_type(cls.clone(), (libc_eacces(), msg)),
+                Err(e) => e,
+            };
+        }
+        Error::Os { source, .. } if matches!(source.kind(), std::io::ErrorKind::PermissionDenied) => {
+            let errno = source.raw_os_error().unwrap_or(0);
+            return match exc!(py, "PermissionDeniedError") {
+                Ok(cls) => PyErr::from_type(cls.clone(), (errno, msg)),
+                Err(e) => e,
+            };
+        }
         Error::Os { source, .. } => {
             let errno = source.raw_os_error().unwrap_or(0);
             return match exc!(py, "ShmplaneOSError") {
@@ -78,4 +91,9 @@ impl<T> IntoPyResult<T> for Result<T, Error> {
     fn py_err(self, py: Python<'_>) -> PyResult<T> {
         self.map_err(|e| to_py(py, e))
     }
+}
+
+/// `EACCES` (13 on Linux), the errno a refused segment carries.
+const fn libc_eacces() -> i32 {
+    13
 }

@@ -4,7 +4,7 @@
 
 use crate::endpoints::{capacity_arg, lock, owned_fd, parse_policy, policy_name, receive, tracked, PySender};
 use crate::error::{to_py, IntoPyResult};
-use crate::wait::{blocking, Timeout};
+use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shmplane::{Error, Joiner, Mailbox, PendingProbe, Wait};
@@ -23,6 +23,7 @@ pub struct PyMailbox {
     probe: PendingProbe,
     /// `sender()` without the lock (a thread may be blocked in `recv`).
     joiner: Mutex<Option<Joiner>>,
+    closing: CloseFlag,
 }
 
 /// `PyMethodDef` of `Mailbox.pending` (see [`add_pending`]).
@@ -74,7 +75,7 @@ impl PyMailbox {
     fn new(py: Python<'_>, mb: Mailbox) -> PyResult<PyMailbox> {
         let probe = mb.probe().py_err(py)?;
         let joiner = mb.joiner().py_err(py)?;
-        Ok(PyMailbox { inner: Mutex::new(mb), probe, joiner: Mutex::new(Some(joiner)) })
+        Ok(PyMailbox { inner: Mutex::new(mb), probe, joiner: Mutex::new(Some(joiner)), closing: CloseFlag::default() })
     }
 
     fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Mailbox>> {
@@ -96,7 +97,7 @@ impl PyMailbox {
                 mb.settle();
                 return got;
             }
-            if !blocking(py, &timeout, |wait| mb.poll_with(wait))? {
+            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))? {
                 return Err(to_py(py, Error::Timeout));
             }
         }
@@ -173,7 +174,7 @@ impl PyMailbox {
         if timeout.is_zero() {
             return mb.poll_with(Wait::no_wait()).py_err(py);
         }
-        blocking(py, &timeout, |wait| mb.poll_with(wait))
+        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -210,11 +211,12 @@ impl PyMailbox {
         slf.py().import("shmplane._aio")?.call_method1("AsyncReceive", (slf,))
     }
 
-    /// Close the receiving end (idempotent).
+    /// Close the receiving end (idempotent); a receive of another thread blocked on it
+    /// ends with ClosedError within one wait slice.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.probe.close();
         lock(py, &self.joiner, "Mailbox")?.take();
-        let mut guard = self.lock(py)?;
+        let mut guard = lock_for_close(py, &self.inner, &self.closing);
         let mb = &mut *guard;
         py.detach(|| mb.close());
         Ok(())

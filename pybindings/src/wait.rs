@@ -19,18 +19,20 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    /// Parse `timeout` (seconds). A timeout too large to be a point in time (years)
-    /// waits forever.
+    /// Parse `timeout` (seconds; `None` or `inf`: no timeout). A timeout too large to be
+    /// a point in time (years) waits forever.
     ///
     /// # Errors
-    /// `ValueError` for a negative or non-finite timeout.
+    /// `ValueError` for a negative or NaN timeout, or `-inf`.
     pub fn new(timeout: Option<f64>, block: bool) -> PyResult<Timeout> {
         let deadline = match timeout {
             None => None,
+            // inf: no timeout, as for None.
+            Some(t) if t == f64::INFINITY => None,
             Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d)),
             Some(t) => {
                 return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "timeout must be None or a finite number of seconds >= 0, got {t}"
+                    "timeout must be None, inf or a number of seconds >= 0, got {t}"
                 )))
             }
         };
@@ -101,4 +103,50 @@ pub fn blocking<T: Send>(
     f: impl for<'w> FnOnce(Wait<'w>) -> Result<T, Error> + Send,
 ) -> PyResult<T> {
     blocking_checked(py, timeout, |_| Ok(()), f)
+}
+
+/// A close requested from another thread while this endpoint's lock is held by a call
+/// that blocks: the call's per-slice hook sees it and ends with `ClosedError`, so the
+/// close can take the lock (as closing a socket ends a `recv` blocked on it).
+#[derive(Debug, Default)]
+pub struct CloseFlag(std::sync::Mutex<bool>);
+
+impl CloseFlag {
+    /// Ask blocked calls to end.
+    pub fn request(&self) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+    }
+
+    /// `ClosedError` once a close was requested (a blocking call's per-slice check).
+    ///
+    /// # Errors
+    /// `ClosedError`.
+    pub fn check(&self, py: Python<'_>) -> PyResult<()> {
+        if *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Err(crate::error::to_py(py, Error::Closed))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Lock `m` for a close: at once if free; else ask the holder (a call blocked in a
+/// wait) to end through `flag`, and wait for it without the GIL.
+pub fn lock_for_close<'a, T: Send>(py: Python<'_>, m: &'a std::sync::Mutex<T>, flag: &CloseFlag) -> std::sync::MutexGuard<'a, T> {
+    match m.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            flag.request();
+            // The holder sees the flag at its next wait slice and lets go; a guard
+            // cannot leave `detach` (it is not Send), so look again every millisecond.
+            loop {
+                match m.try_lock() {
+                    Ok(g) => return g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => py.detach(|| std::thread::sleep(Duration::from_millis(1))),
+                }
+            }
+        }
+    }
 }

@@ -68,6 +68,10 @@ def _record_child_pids() -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # Files the tests plant in /dev/shm (garbage, truncated, zero-length segments) get
+    # mode 0600 like the ones shmplane makes, so that opening them reaches the checks a
+    # test is about: shmplane refuses any file that lets other users in.
+    os.umask(0o077)
     _SEGMENTS_BEFORE.clear()
     _SEGMENTS_BEFORE.update(list_segments())
     _record_child_pids()

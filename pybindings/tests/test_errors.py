@@ -140,7 +140,16 @@ def test_valid_capacities(capacity: int) -> None:
         assert len(rx.recv(timeout=5)) == capacity - 16
 
 
-@pytest.mark.parametrize("timeout", [-1.0, -0.001, float("nan"), float("inf")])
+def test_infinite_timeout_means_no_timeout() -> None:
+    tx, rx = shmplane.channel(capacity=4096)
+    with tx, rx:
+        tx.send(b"x", timeout=float("inf"))
+        assert rx.poll(float("inf"))
+        assert rx.recv(timeout=float("inf")) == b"x"
+        assert tx.poll_space(1, float("inf"))
+
+
+@pytest.mark.parametrize("timeout", [-1.0, -0.001, float("nan"), float("-inf")])
 def test_invalid_timeouts(timeout: float) -> None:
     tx, rx = shmplane.channel(capacity=4096)
     with tx, rx:
@@ -839,3 +848,90 @@ def test_ctrl_c_interrupts_blocked_call(method: str, side: str, policy: str, pro
     assert elapsed < 2.0, f"Ctrl-C took {elapsed:.2f} s"
     tx.close()
     rx.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("end", ["receiver", "sender", "mailbox"])
+def test_close_from_another_thread_ends_a_blocked_call(end: str) -> None:
+    import threading
+    import time
+
+    tx, rx = shmplane.channel(capacity=4096)
+    mb = shmplane.mailbox(4096)
+    if end == "sender":
+        while True:
+            try:
+                tx.try_send(bytes(1000))
+            except shmplane.Full:
+                break
+    target = {"receiver": rx, "sender": tx, "mailbox": mb}[end]
+    blocked = threading.Event()
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        blocked.set()
+        try:
+            if end == "sender":
+                tx.send(bytes(1000), timeout=20)
+            else:
+                target.recv(timeout=20)  # type: ignore[union-attr]
+        except BaseException as e:  # noqa: BLE001 - the outcome is what we check
+            outcome.append(e)
+
+    t = threading.Thread(target=call)
+    t.start()
+    blocked.wait(5)
+    while not outcome and t.is_alive():
+        target.close()  # refused by nobody: it waits for the blocked call to end
+        t.join(0.5)
+    t.join(10)
+    assert not t.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], shmplane.ClosedError), outcome
+    for o in (tx, rx, mb):
+        o.close()
+
+
+def test_empty_names_are_refused() -> None:
+    for make in (
+        lambda: shmplane.channel(4096, name=""),
+        lambda: shmplane.mailbox(4096, name=""),
+        lambda: shmplane.RawValue("d", 1.0, name=""),
+        lambda: shmplane.RawArray("d", 4, name=""),
+        lambda: shmplane.Sender.open(""),
+    ):
+        with pytest.raises(shmplane.InvalidNameError):
+            make()
+
+
+def test_a_segment_others_may_write_is_refused(shm_name: str) -> None:
+    tx, rx = shmplane.channel(4096, name=shm_name)
+    path = tx.path
+    assert path is not None
+    os.chmod(path, 0o666)  # as a squatter's planted segment would be
+    try:
+        with pytest.raises(shmplane.PermissionDeniedError) as info:
+            shmplane.Receiver.open(shm_name)
+        assert isinstance(info.value, PermissionError) and "mode 666" in str(info.value)
+    finally:
+        os.chmod(path, 0o600)
+        tx.close()
+        rx.close()
+
+
+def test_a_segment_of_another_user_is_refused(shm_name: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a segment to another user")  # CI runs as root
+    tx, rx = shmplane.channel(4096, name=shm_name)
+    path = tx.path
+    assert path is not None
+    os.chown(path, 65534, -1)  # nobody: a squatter's segment
+    try:
+        with pytest.raises(shmplane.PermissionDeniedError) as info:
+            shmplane.Sender.open(shm_name)
+        assert "owned by uid 65534" in str(info.value)
+        with pytest.raises(shmplane.PermissionDeniedError):
+            shmplane.channel(4096, name=shm_name)  # create never reuses a planted file
+    finally:
+        os.chown(path, 0, -1)
+        tx.close()
+        rx.close()

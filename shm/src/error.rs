@@ -136,6 +136,15 @@ pub enum Error {
         /// Bytes requested.
         bytes: u64,
     },
+    /// The segment belongs to another user, or others may write it: opening it would
+    /// trust data a stranger can forge (or read) (see `ShmFile::open`).
+    #[error("{path} is not this user's private segment ({why}); refusing to use it. Only segments created by this user with mode 0600 are opened")]
+    NotOurs {
+        /// The segment file.
+        path: String,
+        /// What is wrong: its owner or its mode.
+        why: String,
+    },
     /// Any other operating-system error.
     #[error("{op} {path}: {source}")]
     Os {

@@ -32,6 +32,7 @@ unless the sender stalls).
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing.connection
 import time
 from collections.abc import Iterable
@@ -80,10 +81,10 @@ async def _readable(fd: int, deadline: float | None) -> bool:
 
 
 def _deadline(timeout: float | None) -> float | None:
-    if timeout is None:
+    if timeout is None or timeout == math.inf:
         return None
     if not timeout >= 0:  # also NaN
-        raise ValueError(f"timeout must be None or a finite number of seconds >= 0, got {timeout}")
+        raise ValueError(f"timeout must be None, inf or a number of seconds >= 0, got {timeout}")
     return asyncio.get_running_loop().time() + timeout
 
 
@@ -242,7 +243,7 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     """
     objs = list(object_list)
     if timeout is not None and not timeout >= 0:  # also NaN
-        raise ValueError(f"timeout must be None or a finite number of seconds >= 0, got {timeout}")
+        raise ValueError(f"timeout must be None, inf or a number of seconds >= 0, got {timeout}")
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = SLICE if deadline is None else max(0.0, min(SLICE, deadline - time.monotonic()))

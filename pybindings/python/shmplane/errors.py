@@ -30,6 +30,7 @@ __all__ = [
     "TruncatedMessageError",
     "NoSpaceError",
     "ShmplaneOSError",
+    "PermissionDeniedError",
 ]
 
 
@@ -110,3 +111,10 @@ class NoSpaceError(ShmplaneError, MemoryError):
 
 class ShmplaneOSError(ShmplaneError, OSError):
     """Any other operating-system error (``errno`` is set)."""
+
+
+class PermissionDeniedError(ShmplaneOSError, PermissionError):
+    """A segment this process must not trust: another user owns it, or its mode lets
+    other users in (shmplane creates every segment 0600, so such a file was planted or
+    changed: another local user could read what you send or forge what you receive).
+    Also the operating system's own refusals (``EACCES``, ``EPERM``)."""

@@ -349,7 +349,7 @@ class RawValue(_SlotView, _SlotHandle):
     def __new__(cls, typecode_or_type: Any, *args: Any, name: str | None = None) -> RawValue:
         type_ = _resolve(typecode_or_type)
         initial = type_(*args)
-        slot = ByteSlot.create(name or _new_name("value"), bytes(initial), _fingerprint("value:" + _describe(type_)))
+        slot = ByteSlot.create(_new_name("value") if name is None else name, bytes(initial), _fingerprint("value:" + _describe(type_)))
         return cls._wrap(slot, type_)  # type: ignore[return-value]
 
     @classmethod
@@ -438,7 +438,7 @@ class RawArray(_SlotView, _SlotHandle):
             initial = (elem * size_or_initializer)()
         else:
             initial = (elem * len(size_or_initializer))(*size_or_initializer)
-        slot = ByteSlot.create(name or _new_name("array"), bytes(initial), _fingerprint("array:" + _describe(elem)))
+        slot = ByteSlot.create(_new_name("array") if name is None else name, bytes(initial), _fingerprint("array:" + _describe(elem)))
         return cls._wrap(slot, type(initial))
 
     @classmethod

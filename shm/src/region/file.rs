@@ -114,10 +114,12 @@ impl ShmFile {
         }
     }
 
-    /// Open existing segment `name` read-write.
+    /// Open existing segment `name` read-write: only a segment of this user with no
+    /// group or other permission bits ([`ShmFile::check_ours`]).
     ///
     /// # Errors
-    /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::Os`].
+    /// [`Error::InvalidName`], [`Error::NotFound`], [`Error::NotOurs`], [`Error::Os`]
+    /// (`EACCES` for a file this user may not open at all).
     pub fn open(name: &str) -> Result<ShmFile> {
         validate_name(name)?;
         let path = shm_path(name);
@@ -132,7 +134,29 @@ impl ShmFile {
             });
         }
         // SAFETY: fresh fd from shm_open, owned by nobody else.
-        Ok(ShmFile { file: unsafe { File::from_raw_fd(fd) }, path })
+        let file = ShmFile { file: unsafe { File::from_raw_fd(fd) }, path };
+        file.check_ours()?;
+        Ok(file)
+    }
+
+    /// Refuse a segment another user owns, or one whose mode lets group or others in
+    /// (shmplane creates every segment 0600): another local user who creates a name
+    /// first (name squatting) must not receive our data or feed us forged records.
+    ///
+    /// # Errors
+    /// [`Error::NotOurs`]; [`Error::Os`] if `fstat` fails.
+    pub fn check_ours(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(|source| Error::Os { op: "fstat", path: self.path.clone(), source })?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(Error::NotOurs { path: self.path.clone(), why: format!("owned by uid {}, this process runs as uid {me}", meta.uid()) });
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(Error::NotOurs { path: self.path.clone(), why: format!("mode {:o} lets other users in", meta.mode() & 0o777) });
+        }
+        Ok(())
     }
 
     /// Adopt a descriptor of a segment file (received from a parent process).
