@@ -214,3 +214,27 @@ fn offsets_near_usize_max_are_errors_not_panics() {
     assert!(matches!(slot.read_at(usize::MAX, &mut one), Err(Error::InvalidArgument(_))));
     assert!(matches!(slot.read_word(2), Err(Error::InvalidArgument(_))));
 }
+
+/// A writer lock held by an id that names a live process with another start time (a
+/// dead writer whose pid was reused, or a forged owner word: here pid 1) is taken over:
+/// the write completes instead of spinning for as long as that process lives.
+#[test]
+fn writer_lock_of_a_reused_pid_is_taken_over() {
+    use std::io::{Seek, SeekFrom, Write};
+    let _s = serial();
+    let n = name("reused");
+    let slot = Slot::<u64>::create(&n, 7).unwrap();
+    // writer.owner: the first word of the slot control block.
+    let owner = (1u64 << 42) | (0xABCDE << 22) | 1;
+    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmplane.{n}")).unwrap();
+    f.seek(SeekFrom::Start(shmplane_shm::layout::SLOT_CONTROL_OFFSET as u64)).unwrap();
+    f.write_all(&owner.to_le_bytes()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = slot.write(&8);
+        let _ = tx.send((r.is_ok(), slot.read().ok()));
+    });
+    let (ok, value) = rx.recv_timeout(Duration::from_secs(20)).expect("the write spun on a stale writer lock");
+    assert!(ok);
+    assert_eq!(value, Some(8));
+}

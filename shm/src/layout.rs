@@ -30,7 +30,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// carry the copy lease of [`crate::lease`]; the header records the message format's
 /// version ([`WIRE_VERSION`]). 5: `EventCount::waiters` carries the sleeping regime
 /// and the doorbell bits, and notifiers ring channel doorbells ([`crate::bell`]).
-pub const ABI_VERSION: u32 = 5;
+/// 6: mailboxes (kind 3); `RingStatus::wake_at` (a producer asleep for room is woken
+/// once its record and half the ring are free); slot writer ids carry the low bits of
+/// the writer's start time.
+pub const ABI_VERSION: u32 = 6;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -209,7 +212,8 @@ pub struct RingStatus {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct SlotWriter {
-    /// 0 when free, else `pid << 32 | thread number` of the holder (see `crate::seqlock`).
+    /// 0 when free, else the holder's `liveness::writer_id` (pid, low bits of its start
+    /// time, thread id; see `crate::seqlock`).
     pub owner: AtomicU64,
     /// Latch sequence at which the last write completed. `!= seq` after a writer died
     /// mid-write: the next writer repairs the torn copy first.

@@ -24,8 +24,9 @@
 //! # Crash safety
 //! A writer killed at any point leaves the copy readers use intact (it only ever writes
 //! the other one), so readers go on reading the last complete value and never spin on
-//! a dead writer. Writers serialize on `writer.owner` (`pid << 32 | thread number`); a
-//! holder whose process is gone is replaced by compare-and-swap, and the new holder
+//! a dead writer. Writers serialize on `writer.owner` (pid, low bits of its start time,
+//! thread id: `liveness::writer_id`); a holder whose process is gone (or whose pid a
+//! later process reused) is replaced by compare-and-swap, and the new holder
 //! repairs a torn copy before writing (`done != seq` says a write did not finish).
 
 use crate::layout::SlotControl;
