@@ -48,6 +48,8 @@ mod waitset;
 
 pub use bytemuck::{Pod, Zeroable};
 pub use flavors::mailbox::{Joiner, Mailbox, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS};
+/// Most senders (lanes) a mailbox can have at once: 511.
+pub use shmplane_shm::layout::MAX_MAILBOX_LANES as MAX_SENDERS;
 pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};
 pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};

@@ -71,6 +71,15 @@ pub(crate) fn add_pending(ty: &Bound<'_, pyo3::types::PyType>) -> PyResult<()> {
     ty.setattr("pending", descr)
 }
 
+/// A `max_senders` argument: out-of-range values are an `InvalidArgumentError` (the
+/// library's own check), not an `OverflowError` from the integer conversion.
+fn senders_arg(py: Python<'_>, max_senders: i64) -> PyResult<usize> {
+    usize::try_from(max_senders).map_err(|_| {
+        to_py(py, Error::InvalidArgument(format!("max_senders {max_senders} must be in 1..={}", shmplane::MAX_SENDERS)))
+    })
+}
+
+
 impl PyMailbox {
     fn new(py: Python<'_>, mb: Mailbox) -> PyResult<PyMailbox> {
         let probe = mb.probe().py_err(py)?;
@@ -108,17 +117,19 @@ impl PyMailbox {
 impl PyMailbox {
     /// Create mailbox `name` and become its consumer.
     #[staticmethod]
-    #[pyo3(signature = (name, capacity=DEFAULT_LANE_CAPACITY as i64, max_senders=DEFAULT_MAX_SENDERS))]
-    fn create<'py>(py: Python<'py>, name: &str, capacity: i64, max_senders: usize) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (name, capacity=DEFAULT_LANE_CAPACITY as i64, max_senders=DEFAULT_MAX_SENDERS as i64))]
+    fn create<'py>(py: Python<'py>, name: &str, capacity: i64, max_senders: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
+        let max_senders = senders_arg(py, max_senders)?;
         let mb = py.detach(|| Mailbox::create(name, capacity, max_senders)).py_err(py)?;
         tracked(py, PyMailbox::new(py, mb)?)
     }
 
     /// A mailbox with a generated name (`shmplane.mailbox(name=None)`).
     #[staticmethod]
-    fn _new<'py>(py: Python<'py>, capacity: i64, max_senders: usize) -> PyResult<Bound<'py, Self>> {
+    fn _new<'py>(py: Python<'py>, capacity: i64, max_senders: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
+        let max_senders = senders_arg(py, max_senders)?;
         let mb = py.detach(|| Mailbox::new(capacity, max_senders)).py_err(py)?;
         tracked(py, PyMailbox::new(py, mb)?)
     }

@@ -363,3 +363,9 @@ def test_check_pause_example_runs() -> None:
     for cmd, who in [("pause", "master"), ("resume", "outsider"), ("pause", "outsider"), ("terminate", "master")]:
         assert f"{cmd:<10} from {who}" in out.stdout, out.stdout
     assert "shmplane mb.pending()" in out.stdout
+
+
+@pytest.mark.parametrize("max_senders", [-1, 0, 512, 2**40])
+def test_out_of_range_max_senders_is_invalid_argument(max_senders: int) -> None:
+    with pytest.raises(shmplane.InvalidArgumentError):
+        shmplane.mailbox(4096, max_senders=max_senders)
