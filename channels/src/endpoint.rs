@@ -110,6 +110,13 @@ impl Role {
         }
     }
 
+    /// Release this copy's lease and copy entry and close the descriptor, leaving the
+    /// role's state to the handle that holds its lock (see `Segment::release_role`).
+    pub(crate) fn release(&mut self, segment: Segment) {
+        let me = self.me();
+        segment.release_role(self.index, &mut self.lease, &mut self.claims, me);
+    }
+
     /// Close this copy's hold: release the lease and its copy entry, then close the
     /// segment's role (see `Segment::close_role`).
     /// Close this handle's hold on the role; `wake`: see `Segment::close_role`.
@@ -130,6 +137,17 @@ pub(crate) fn ring_error(e: RingError, segment: &Segment) -> Error {
 /// Per-slice check of the peer role: dead → [`Error::PeerDead`], closed →
 /// [`Error::Disconnected`]; vacant or alive → keep waiting. Also reports a poisoned ring.
 pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Result<()> {
+    check_poison(segment, poisoned)?;
+    let role = segment.role_name(peer);
+    match segment.peer_state(peer)? {
+        PeerState::Vacant | PeerState::Alive(_) => Ok(()),
+        PeerState::Closed => Err(Error::Disconnected { role }),
+        PeerState::Dead(pid) => Err(Error::PeerDead { role, pid }),
+    }
+}
+
+/// [`Error::Corrupt`] if a side stored a poison reason code (non-zero `poisoned`).
+fn check_poison(segment: &Segment, poisoned: u32) -> Result<()> {
     if poisoned != 0 {
         let why = match poisoned {
             shmplane_shm::ring::POISON_BAD_RECORD => "the receiver read a malformed record header",
@@ -138,12 +156,7 @@ pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Resul
         };
         return Err(Error::Corrupt { path: segment.path().to_owned(), what: format!("the ring was poisoned: {why}") });
     }
-    let role = segment.role_name(peer);
-    match segment.peer_state(peer)? {
-        PeerState::Vacant | PeerState::Alive(_) => Ok(()),
-        PeerState::Closed => Err(Error::Disconnected { role }),
-        PeerState::Dead(pid) => Err(Error::PeerDead { role, pid }),
-    }
+    Ok(())
 }
 
 /// State word of ring role `r` (0 producer, 1 consumer) of `store` (a channel, or a
@@ -162,7 +175,15 @@ pub(crate) fn role_state(store: &SegmentRing, r: usize) -> u32 {
 pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
     let segment = store.segment();
     if store.lane_index().is_some() && peer == CONSUMER {
-        return check_peer(segment, 0, shmplane_shm::ring::poisoned(store));
+        check_poison(segment, shmplane_shm::ring::poisoned(store))?;
+        // The consumer's copies share role 0 through one description without taking
+        // its lease: its lock alone says whether a consumer lives.
+        let role = segment.role_name(0);
+        return match segment.peer_state_by_lock(0)? {
+            PeerState::Vacant | PeerState::Alive(_) => Ok(()),
+            PeerState::Closed => Err(Error::Disconnected { role }),
+            PeerState::Dead(pid) => Err(Error::PeerDead { role, pid }),
+        };
     }
     check_peer(segment, store.role_index(peer), shmplane_shm::ring::poisoned(store))
 }

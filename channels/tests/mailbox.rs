@@ -5,6 +5,15 @@
 use shmplane::{Error, Mailbox, Sender, Wait};
 use std::time::Duration;
 
+/// One test forks (its child holds copies of every descriptor of this process for a
+/// while), so that another test's close would see its own role still held and leave
+/// its segment behind: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn watchdog() -> impl Drop {
     struct Guard(std::sync::mpsc::Sender<()>);
     impl Drop for Guard {
@@ -24,6 +33,7 @@ fn watchdog() -> impl Drop {
 
 #[test]
 fn per_producer_fifo_across_threads() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 8).unwrap();
     let producers: Vec<_> = (0..4u8)
@@ -55,6 +65,7 @@ fn per_producer_fifo_across_threads() {
 
 #[test]
 fn empty_mailbox_is_empty_not_disconnected() {
+    let _serial = serial();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     assert!(!mb.pending());
     assert!(matches!(mb.try_recv(), Err(Error::Empty)));
@@ -63,6 +74,7 @@ fn empty_mailbox_is_empty_not_disconnected() {
 
 #[test]
 fn pending_is_exact_after_draining() {
+    let _serial = serial();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     let mut tx = mb.sender().unwrap();
     tx.send(b"x").unwrap();
@@ -76,6 +88,7 @@ fn pending_is_exact_after_draining() {
 
 #[test]
 fn open_by_name_and_lane_limit() {
+    let _serial = serial();
     let name = format!("mb-test-limit-{}", std::process::id());
     let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
     let mut a = Sender::open(&name).unwrap();
@@ -93,6 +106,7 @@ fn open_by_name_and_lane_limit() {
 
 #[test]
 fn messages_larger_than_a_lane_stream_through() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 4).unwrap();
     let mut tx = mb.sender().unwrap();
@@ -118,6 +132,7 @@ fn messages_larger_than_a_lane_stream_through() {
 
 #[test]
 fn producer_cut_mid_message_truncates_once() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     let mut tx = mb.sender().unwrap();
@@ -135,6 +150,7 @@ fn producer_cut_mid_message_truncates_once() {
 
 #[test]
 fn consumer_close_disconnects_waiting_producer() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     let mut tx = mb.sender().unwrap();
@@ -152,6 +168,7 @@ fn consumer_close_disconnects_waiting_producer() {
 
 #[test]
 fn consumer_close_before_lane_attach_disconnects_producer() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     let mut tx = mb.sender().unwrap();
@@ -167,6 +184,7 @@ fn consumer_close_before_lane_attach_disconnects_producer() {
 
 #[test]
 fn blocked_consumer_wakes_for_any_producer() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 8).unwrap();
     mb.set_wait_policy(shmplane::WaitPolicy::Block);
@@ -209,6 +227,7 @@ fn unique(tag: &str) -> String {
 /// data: its timeout holds (no spinning past it).
 #[test]
 fn copy_waiting_while_another_copy_operates_times_out() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     let mut tx = mb.sender().unwrap();
@@ -233,6 +252,7 @@ fn copy_waiting_while_another_copy_operates_times_out() {
 /// lane's `Disconnected`.
 #[test]
 fn racing_copies_never_see_a_lane_verdict() {
+    let _serial = serial();
     use std::sync::{Arc, Barrier};
     let _w = watchdog();
     let name = unique("race");
@@ -279,6 +299,7 @@ fn racing_copies_never_see_a_lane_verdict() {
 /// go on receiving from every lane.
 #[test]
 fn copies_share_every_lane() {
+    let _serial = serial();
     let _w = watchdog();
     let mut mb = Mailbox::new(4096, 2).unwrap();
     let mut a = mb.sender().unwrap();
@@ -298,6 +319,7 @@ fn copies_share_every_lane() {
 /// is found by the next liveness check and delivered, not reported disconnected.
 #[test]
 fn record_without_its_pending_bit_is_delivered() {
+    let _serial = serial();
     let _w = watchdog();
     let name = unique("nobit");
     let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
@@ -315,6 +337,7 @@ fn record_without_its_pending_bit_is_delivered() {
 /// messages are delivered.
 #[test]
 fn corrupt_lane_is_quarantined() {
+    let _serial = serial();
     use std::io::{Seek, SeekFrom, Write};
     let _w = watchdog();
     let name = unique("corrupt");
@@ -340,6 +363,7 @@ fn corrupt_lane_is_quarantined() {
 /// reads as nothing: `pending` is false and a timed receive times out.
 #[test]
 fn stray_bit_beyond_the_lanes_is_ignored() {
+    let _serial = serial();
     let _w = watchdog();
     let name = unique("stray");
     let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
@@ -357,6 +381,7 @@ fn stray_bit_beyond_the_lanes_is_ignored() {
 /// then a new one opens the mailbox) keeps waiting: the new consumer drains the lane.
 #[test]
 fn producer_outlives_a_replaced_consumer() {
+    let _serial = serial();
     let _w = watchdog();
     let name = unique("replaced");
     let mut mb1 = Mailbox::create(&name, 4096, 2).unwrap();
@@ -373,5 +398,90 @@ fn producer_outlives_a_replaced_consumer() {
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
     for _ in 0..n {
         assert_eq!(mb2.try_recv().unwrap(), [7u8; 500]);
+    }
+}
+
+/// Write header word `word` at byte `pos` of lane `lane`'s data area.
+fn poke_header(name: &str, lanes: usize, cap: usize, lane: usize, pos: usize, word: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let data = shmplane_shm::layout::mailbox_lanes_offset(lanes)
+        + lane * shmplane_shm::layout::mailbox_lane_stride(cap)
+        + shmplane_shm::layout::DATA_ALIGN
+        + pos;
+    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmplane.{name}")).unwrap();
+    f.seek(SeekFrom::Start(data as u64)).unwrap();
+    f.write_all(&word.to_le_bytes()).unwrap();
+}
+
+/// A bad message (a sound record with an unknown tag) is reported once and consumed;
+/// the lane goes on: the producer's next message arrives, and once it closes the
+/// mailbox reports Disconnected (found in review: the lane was quarantined for good).
+#[test]
+fn bad_message_does_not_strand_its_lane() {
+    let _serial = serial();
+    let _w = watchdog();
+    let name = unique("badmsg");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let mut tx = mb.sender().unwrap();
+    tx.send(b"bad!").unwrap();
+    tx.send(b"after").unwrap();
+    poke_header(&name, 2, 4096, 0, 0, (1u64 << 63) | (0x55u64 << 32) | 4);
+    assert!(matches!(mb.recv_timeout(Duration::from_secs(5)), Err(Error::Corrupt { .. })));
+    assert_eq!(mb.recv_timeout(Duration::from_secs(5)).unwrap(), b"after");
+    assert!(!mb.pending());
+    drop(tx);
+    assert!(matches!(mb.recv_timeout(Duration::from_secs(5)), Err(Error::Disconnected { .. })));
+}
+
+/// The process that created the consumer dies without closing while a forked copy of
+/// it goes on consuming: producers must see a live consumer (found in review: role 0's
+/// lease still named the dead creator, so they got PeerDead).
+#[test]
+fn consumer_copy_outliving_its_creator_is_alive() {
+    let _serial = serial();
+    let _w = watchdog();
+    let name = unique("copylives");
+    let mut pipe = [0i32; 2];
+    // SAFETY: test: a pipe for the child to say it made the mailbox.
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    // SAFETY: test; the child runs straight-line code and _exits (no destructors).
+    let c = unsafe { libc::fork() };
+    if c == 0 {
+        let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+        // SAFETY: as above.
+        let g = unsafe { libc::fork() };
+        if g == 0 {
+            // The copy that lives on (same description): drain until quiet.
+            std::thread::sleep(Duration::from_millis(500));
+            while mb.recv_timeout(Duration::from_millis(500)).is_ok() {}
+            mb.close();
+            // SAFETY: leave without running the test harness's destructors.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: tell the parent, then die without closing anything.
+        unsafe {
+            libc::write(pipe[1], b"r".as_ptr().cast(), 1);
+            libc::_exit(0)
+        };
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: test: read the child's byte, reap the child.
+    unsafe {
+        libc::read(pipe[0], b.as_mut_ptr().cast(), 1);
+        libc::waitpid(c, std::ptr::null_mut(), 0);
+    }
+    let mut tx = Sender::open(&name).unwrap();
+    assert!(tx.check_receiver().is_ok());
+    while tx.try_send(&[0u8; 500]).is_ok() {}
+    // The grandchild drains the lane: the blocking send goes through.
+    let r = tx.send_with(&[0u8; 500], Wait::timeout(Duration::from_secs(10)));
+    assert!(r.is_ok(), "{r:?}");
+    tx.close();
+    // The grandchild stops after 500 ms of quiet and closes: the segment goes.
+    let path = format!("/dev/shm/shmplane.{name}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::path::Path::new(&path).exists() {
+        assert!(Instant::now() < deadline, "the consumer copy never closed");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -22,7 +22,7 @@ use crate::sync::{fence, Ordering};
 /// consumed) and sets it again. The line stays shared while the consumer keeps up:
 /// the RMW runs only when the bit changes.
 #[inline]
-pub fn mark_pending(m: &MailboxControl, lane: usize, unconsumed: impl FnOnce() -> bool) {
+pub fn mark_pending(m: &MailboxControl, lane: usize, unconsumed: impl Fn() -> bool) {
     let word = &m.pending.value[lane / 64];
     let bit = 1u64 << (lane % 64);
     // ORDERING: SeqCst fence, partner of the SeqCst RMW and fence in `clear_pending`:
@@ -30,9 +30,18 @@ pub fn mark_pending(m: &MailboxControl, lane: usize, unconsumed: impl FnOnce() -
     fence(Ordering::SeqCst);
     // ORDERING: Relaxed after the fence (see above).
     if word.load(Ordering::Relaxed) & bit == 0 && unconsumed() {
-        // ORDERING: Release, partner of the consumer's Acquire load in `pending_word`
-        // (the record is published before the bit that announces it).
-        word.fetch_or(bit, Ordering::Release);
+        // ORDERING: AcqRel, partner of the consumer's Acquire load in `pending_word`
+        // (the record is published before the bit that announces it) and of its
+        // clearing RMW (ordered before our re-check below).
+        word.fetch_or(bit, Ordering::AcqRel);
+        // The consumer may have taken everything and cleared the bit between our check
+        // and our RMW: then the bit we set names nothing; take it back. Only this
+        // producer appends to the lane (inside its operation), so nothing can arrive
+        // in between.
+        if !unconsumed() {
+            // ORDERING: AcqRel, as above.
+            word.fetch_and(!bit, Ordering::AcqRel);
+        }
     }
 }
 

@@ -393,6 +393,40 @@ impl Segment {
         Ok(liveness::classify(self.role(role), held, |index, key| self.copy_alive(role, index, key)))
     }
 
+    /// State of role `role` judged by its lock alone (not by the copies recorded in its
+    /// entry): for a role whose users do not take its lease (a mailbox's consumer
+    /// role, which its copies share through one description), a live holder of the
+    /// lock is a live peer. Closed if the state says so, dead if attached and unheld.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the lock query fails.
+    pub fn peer_state_by_lock(&self, role: usize) -> Result<PeerState> {
+        let held = match &self.file {
+            Some(f) => f.is_locked_by_other(ROLE_LOCK_BYTE + role as u64)?,
+            None => true,
+        };
+        let entry = self.role(role);
+        let pid = crate::lease::holder(entry).map_or(0, |(_, k)| liveness::key_pid(k));
+        Ok(match liveness::state(entry) {
+            liveness::VACANT => PeerState::Vacant,
+            liveness::CLOSED => PeerState::Closed,
+            _ if held => PeerState::Alive(pid),
+            liveness::CLOSING => PeerState::Closed,
+            _ => PeerState::Dead(pid),
+        })
+    }
+
+    /// Release this copy's lease and copy entry of role `role` and close the
+    /// descriptor, leaving the role's state alone: for a role whose lock another
+    /// handle of this process holds on the same description (a mailbox lane's
+    /// consumer role, held by the mailbox's consumer handle), which decides.
+    pub fn release_role(self, role: usize, lease: &mut Lease, claims: &mut CopyClaims, me: CopyId) {
+        let entry = self.role(role);
+        let mut copies = self.copies(role, claims);
+        lease.release(entry, me, &mut copies);
+        claims.file = None;
+    }
+
     /// True if the copy owning entry `index` of role `role`, in the process named by
     /// `key`, lives: that process runs (or `/proc` cannot tell) and the copy's claim
     /// lock on the entry is held (death, `exec` and `close` release it).

@@ -434,3 +434,21 @@ impl PendingProbe {
         (0..last).any(|w| crate::mailbox::pending_word(m, w) != 0) || crate::mailbox::pending_word(m, last) & self.last_mask != 0
     }
 }
+
+/// Wake every producer of mailbox `segment` asleep waiting for room on its lane (each
+/// lane's `space_ready`): after the consumer closed, so that they see it at once.
+pub fn wake_mailbox_producers(segment: &Segment) {
+    let info = segment.info_ref();
+    if info.kind != SegmentKind::Mailbox {
+        return;
+    }
+    let (capacity, lanes) = (info.param0 as usize, info.param1 as usize);
+    for lane in 0..lanes {
+        let off = mailbox_lanes_offset(lanes) + lane * mailbox_lane_stride(capacity) + std::mem::offset_of!(RingControl, space_ready);
+        assert!(off + size_of::<EventCount>() <= segment.region().len());
+        // SAFETY: a validated mailbox segment holds every lane's RingControl (atomics
+        // only, 128-aligned) at this offset; asserted in bounds above.
+        let ev: &EventCount = unsafe { segment.region().at(off) };
+        ev.wake_all(&SharedFutex);
+    }
+}

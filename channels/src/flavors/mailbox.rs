@@ -129,10 +129,17 @@ impl Inner {
         pending_word(self.control(), w) & valid
     }
 
-    /// True if any lane's pending bit is set: one load per 64 lanes.
+    /// True if any lane's pending bit is set: one load per 64 lanes (a quarantined
+    /// lane's bit does not count).
     #[inline]
     fn any_pending(&self) -> bool {
-        (0..self.lane_count().div_ceil(64)).any(|w| self.word(w) != 0)
+        (0..self.lane_count().div_ceil(64)).any(|w| self.word(w) & !self.quarantine_mask(w) != 0)
+    }
+
+    /// The quarantined lanes of word `w`, as bits.
+    #[inline]
+    fn quarantine_mask(&self, w: usize) -> u64 {
+        self.quarantined.iter().skip(w * 64).take(64).enumerate().fold(0, |m, (i, &q)| m | (u64::from(q) << i))
     }
 
     /// The first lane at or after `from` (wrapping once) whose pending bit is set and
@@ -206,12 +213,21 @@ impl Inner {
                     // of this consumer is in the middle of it): a later look takes it.
                     clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
                 }
-                Err(e @ (Error::Corrupt { .. } | Error::Incompatible { .. })) => {
-                    self.quarantined[lane] = true;
+                Err(e) => {
+                    // Reported once; the next look starts after this lane, so one bad
+                    // lane does not starve the others. A lane whose ring is poisoned
+                    // (its records cannot be trusted any more) is skipped from now on
+                    // and its bit cleared; a bad message (already consumed) is not.
                     self.next = lane + 1;
+                    self.burst = 0;
+                    let poisoned = self.lanes[lane].as_ref().and_then(Receiver::store).is_some_and(|st| shmplane_shm::ring::poisoned(st) != 0);
+                    if poisoned {
+                        self.quarantined[lane] = true;
+                        let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
+                        clear_pending(m, lane, || false);
+                    }
                     return Err(e);
                 }
-                Err(e) => return Err(e),
             }
             if lane + 1 >= from + n {
                 break;
@@ -694,7 +710,13 @@ impl Mailbox {
     pub fn close(&mut self) {
         if let Some(Inner { segment, mut role, lanes, .. }) = self.inner.take() {
             drop(lanes);
+            // A look at the segment that outlives our description, to wake producers
+            // asleep for room once role 0 reads closed (they then report it at once).
+            let probe = segment.reopen().ok();
             role.close(segment, None);
+            if let Some(probe) = probe {
+                shmplane_shm::store::wake_mailbox_producers(&probe);
+            }
         }
     }
 }

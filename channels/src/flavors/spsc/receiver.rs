@@ -953,6 +953,12 @@ impl Receiver {
                 // Staged but never taken: leave the operation; the message stays queued.
                 role.exit(consumer.store().role::<CONSUMER>());
             }
+            if consumer.store().lane_index().is_some() {
+                // A mailbox lane: the mailbox's consumer handle holds the lane's role
+                // on the same description and decides its state (see `Mailbox::close`).
+                role.release(consumer.into_store().into_segment());
+                return;
+            }
             // Wake the peer if it sleeps: it then sees the close at once.
             let wake = consumer.store().control_offset() + std::mem::offset_of!(RingControl, space_ready);
             role.close(consumer.into_store().into_segment(), Some(wake));

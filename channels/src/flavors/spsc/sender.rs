@@ -137,11 +137,10 @@ impl Op<'_> {
     #[cold]
     #[inline(never)]
     fn wait_for_room(&mut self, len: usize, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Claim> {
-        // Asleep, wake once half the ring is free (unless a doorbell waiter of this
-        // handle wants every free: `Inner::arm`).
-        if self.inner.doorbell.is_none() {
-            self.inner.producer.set_wake_at(Some(len));
-        }
+        // Asleep, wake once half the ring is free. A handle waited on through the OS wants every free (its doorbell), and so
+        // does this wait then: a stale half-ring mark another copy left must not delay it.
+        let mark = if self.inner.doorbell.is_none() { Some(len) } else { None };
+        self.inner.producer.set_wake_at(mark);
         wait_for(
             &mut self.inner.producer,
             |p| (&p.store().control().space_ready.value, p.store().park()),
