@@ -94,6 +94,8 @@ struct Inner {
     /// Lanes found corrupt: reported once, then skipped (one broken producer must not
     /// starve the others).
     quarantined: Vec<bool>,
+    /// `quarantined` as bits, one word per 64 lanes (masks the pending words).
+    quarantine_bits: Vec<u64>,
     /// Non-blocking receives that found nothing since the last full liveness check.
     empty_polls: u32,
     last_check: Option<Instant>,
@@ -139,7 +141,7 @@ impl Inner {
     /// The quarantined lanes of word `w`, as bits.
     #[inline]
     fn quarantine_mask(&self, w: usize) -> u64 {
-        self.quarantined.iter().skip(w * 64).take(64).enumerate().fold(0, |m, (i, &q)| m | (u64::from(q) << i))
+        self.quarantine_bits[w]
     }
 
     /// The first lane at or after `from` (wrapping once) whose pending bit is set and
@@ -223,6 +225,7 @@ impl Inner {
                     let poisoned = self.lanes[lane].as_ref().and_then(Receiver::store).is_some_and(|st| shmplane_shm::ring::poisoned(st) != 0);
                     if poisoned {
                         self.quarantined[lane] = true;
+                        self.quarantine_bits[lane / 64] |= 1 << (lane % 64);
                         let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
                         clear_pending(m, lane, || false);
                     }
@@ -441,6 +444,7 @@ impl Mailbox {
             history: WaitHistory::default(),
             doorbell: None,
             quarantined: vec![false; lanes],
+            quarantine_bits: vec![0; lanes.div_ceil(64)],
             empty_polls: 0,
             last_check: None,
         };
