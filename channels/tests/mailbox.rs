@@ -447,10 +447,15 @@ fn consumer_copy_outliving_its_creator_is_alive() {
     // SAFETY: test; the child runs straight-line code and _exits (no destructors).
     let c = unsafe { libc::fork() };
     if c == 0 {
+        // SAFETY: alarm is async-signal-safe: a watchdog for the child and the
+        // grandchild it forks (alarms are not inherited: the grandchild sets its own).
+        unsafe { libc::alarm(60) };
         let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
         // SAFETY: as above.
         let g = unsafe { libc::fork() };
         if g == 0 {
+            // SAFETY: as above.
+            unsafe { libc::alarm(60) };
             // The copy that lives on (same description): drain until quiet.
             std::thread::sleep(Duration::from_millis(500));
             while mb.recv_timeout(Duration::from_millis(500)).is_ok() {}

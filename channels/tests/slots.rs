@@ -20,13 +20,17 @@ fn name(tag: &str) -> String {
     format!("slot-test-{tag}-{}", std::process::id())
 }
 
-/// Fork a child that runs `f` then `_exit(0)`s.
+/// Fork a child that runs `f` then `_exit(0)`s. A watchdog (SIGALRM after 60 s) kills
+/// it if the test that should reap it fails first: an orphan writer looping forever
+/// would otherwise hold cargo's stdout and hang CI.
 fn fork(f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the test thread forks; the child only runs `f` (slot operations on
     // segments it opens itself) and then _exit, running no destructors of the parent.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
+        // SAFETY: alarm is async-signal-safe; SIGALRM's default action ends the child.
+        unsafe { libc::alarm(60) };
         f();
         // SAFETY: leave the child without unwinding into the test harness.
         unsafe { libc::_exit(0) };
