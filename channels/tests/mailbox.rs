@@ -490,3 +490,36 @@ fn consumer_copy_outliving_its_creator_is_alive() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A mailbox sender's readiness descriptor: not readable while its lane is full,
+/// readable once the consumer frees room; its lane doorbell goes with the segment.
+#[test]
+fn sender_readiness_on_its_lane() {
+    let _serial = serial();
+    let _w = watchdog();
+    let name = unique("txready");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let _other = mb.sender().unwrap();
+    let mut tx = mb.sender().unwrap();
+    assert_eq!(tx.lane(), Some(1));
+    while tx.try_send(&[0u8; 500]).is_ok() {}
+    let fd = tx.readiness_fd(500).unwrap();
+    let poll = |ms: i32| {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, ms) == 1 }
+    };
+    assert!(!poll(0), "readable while the lane is full");
+    assert!(std::path::Path::new(&format!("/dev/shm/shmplane.{name}@tx1")).exists());
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        mb.recv().unwrap();
+        mb.recv().unwrap();
+        mb
+    });
+    assert!(poll(10_000), "not woken when the consumer freed room");
+    tx.try_send(&[0u8; 500]).unwrap();
+    let mb = t.join().unwrap();
+    drop((tx, _other, mb));
+    assert!(!std::path::Path::new(&format!("/dev/shm/shmplane.{name}@tx1")).exists(), "lane doorbell left behind");
+}

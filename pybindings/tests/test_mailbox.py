@@ -369,3 +369,17 @@ def test_check_pause_example_runs() -> None:
 def test_out_of_range_max_senders_is_invalid_argument(max_senders: int) -> None:
     with pytest.raises(shmplane.InvalidArgumentError):
         shmplane.mailbox(4096, max_senders=max_senders)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_sender_fileno_waits_for_room_on_its_lane(shm_name: str) -> None:
+    with shmplane.mailbox(4096, name=shm_name) as mb, mb.sender() as tx:
+        while True:  # full even for the smallest message (what fileno() waits for)
+            try:
+                tx.try_send(b"x")
+            except shmplane.Full:
+                break
+        assert not select.select([tx], [], [], 0)[0]
+        threading.Timer(0.05, lambda: [mb.recv(timeout=5) for _ in range(2)]).start()
+        assert select.select([tx], [], [], 10)[0] == [tx]
+        tx.try_send(b"y")

@@ -41,17 +41,22 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 /// Which way a doorbell rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
-    /// Messages for the receiver (`@rx`): the sender rings it.
+    /// Messages for the receiver (`@rx`): the sender rings it. A mailbox's lanes
+    /// share the mailbox's.
     Data,
     /// Room for the sender (`@tx`): the receiver rings it.
     Space,
+    /// Room for the sender of mailbox lane `i` (`@tx<i>`): the consumer rings it. Made
+    /// by the lane's sender when it first waits through the OS ([`ensure`]).
+    LaneSpace(usize),
 }
 
 impl Side {
-    fn suffix(self) -> &'static str {
+    fn suffix(self) -> String {
         match self {
-            Side::Data => "@rx",
-            Side::Space => "@tx",
+            Side::Data => "@rx".into(),
+            Side::Space => "@tx".into(),
+            Side::LaneSpace(i) => format!("@tx{i}"),
         }
     }
 }
@@ -64,9 +69,28 @@ pub fn path(name: &str, side: Side) -> String {
 /// The segment name a doorbell file name (without the directory) belongs to, if it is one.
 pub fn segment_of(file_name: &str) -> Option<&str> {
     let rest = file_name.strip_prefix(PREFIX)?;
-    rest.strip_suffix(Side::Data.suffix())
-        .or_else(|| rest.strip_suffix(Side::Space.suffix()))
+    rest.strip_suffix("@rx")
+        .or_else(|| rest.strip_suffix("@tx"))
+        .or_else(|| {
+            let (segment, lane) = rest.rsplit_once("@tx")?;
+            (!lane.is_empty() && lane.bytes().all(|b| b.is_ascii_digit())).then_some(segment)
+        })
         .or_else(|| rest.rsplit_once("@w").map(|(segment, _)| segment))
+}
+
+/// Make doorbell `side` of segment `name` if it does not exist yet (a mailbox lane's,
+/// made by the lane's sender when it first waits through the OS). An existing one is
+/// left (and checked when opened).
+///
+/// # Errors
+/// [`Error::Os`] from `mkfifo` (other than `EEXIST`).
+pub fn ensure(name: &str, side: Side) -> Result<()> {
+    let p = path(name, side);
+    match make_fifo(&p) {
+        Ok(()) => Ok(()),
+        Err((_, e)) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err((op, e)) => Err(os_err(op, &p, e)),
+    }
 }
 
 fn os_err(op: &'static str, path: &str, source: io::Error) -> Error {
@@ -121,15 +145,17 @@ fn check_private_fifo(file: &File, p: &str) -> Result<()> {
 }
 
 /// Remove the doorbells of segment `name` (best effort: called when its name is
-/// removed): a channel's two, and the reader doorbells a slot's crashed readers left.
+/// removed): a channel's two, a mailbox's lane doorbells, and the reader doorbells a
+/// slot's crashed readers left.
 pub fn remove(name: &str) {
     for side in [Side::Data, Side::Space] {
         let _ = std::fs::remove_file(path(name, side));
     }
-    let readers = format!("{PREFIX}{name}@w");
+    // A slot's reader doorbells, a mailbox's lane doorbells.
+    let own = format!("{PREFIX}{name}@");
     if let Ok(dir) = std::fs::read_dir(SHM_DIR) {
         for entry in dir.flatten() {
-            if entry.file_name().to_str().is_some_and(|f| f.starts_with(&readers)) {
+            if entry.file_name().to_str().is_some_and(|f| f.starts_with(&own) && segment_of(f) == Some(name)) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
@@ -195,6 +221,17 @@ impl Bell {
         // SAFETY: one valid pollfd, written only for the duration of the call.
         let n = unsafe { libc::poll(&mut p, 1, 0) };
         n > 0 && p.revents & libc::POLLHUP != 0
+    }
+
+    /// A write end of this very FIFO that the waiting side keeps (a mailbox lane's
+    /// sender): its own rings then never leave the FIFO without a writer, which would
+    /// read as the peer's close while the peer has not opened its write end yet.
+    pub fn own_writer(&self) -> Option<File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+            .ok()
     }
 
     /// Ring this doorbell from the waiting side (a message was already queued when it

@@ -35,10 +35,13 @@ struct Lane {
 }
 
 /// The shared futex, plus this handle's write end of the peer's doorbell (if the
-/// channel has doorbells; see [`crate::bell`]).
+/// channel has doorbells; see [`crate::bell`]), or the path of one to open at the
+/// first ring (a mailbox lane's, made by its sender when it first waits through the
+/// OS).
 #[derive(Debug, Default)]
 pub struct RingPark {
     ringer: Option<Ringer>,
+    lazy: Option<(String, crate::bell::Side, std::sync::OnceLock<Option<Ringer>>)>,
 }
 
 impl Park for RingPark {
@@ -55,6 +58,11 @@ impl Park for RingPark {
     fn ring(&self) {
         if let Some(r) = &self.ringer {
             r.ring();
+        } else if let Some((name, side, cell)) = &self.lazy {
+            // Rung only after the waiter armed, so its FIFO exists by now.
+            if let Some(r) = cell.get_or_init(|| Ringer::open(name, *side).ok()) {
+                r.ring();
+            }
         }
     }
 }
@@ -131,6 +139,12 @@ impl SegmentRing {
     /// Ring `ringer` (the peer's doorbell) when a waiter armed it.
     pub fn set_ringer(&mut self, ringer: Option<Ringer>) {
         self.park.ringer = ringer;
+    }
+
+    /// Ring doorbell `side` of segment `name`, opened at the first ring, when a waiter
+    /// armed it (a mailbox lane's consumer ringing the lane's sender).
+    pub fn set_lazy_ringer(&mut self, name: String, side: crate::bell::Side) {
+        self.park.lazy = Some((name, side, std::sync::OnceLock::new()));
     }
 
     /// The segment.

@@ -148,10 +148,9 @@ async def send_async(tx: Any, obj: Any, timeout: float | None = None) -> None:
             return
         except Full:
             pass
-        if tx.poll_space(tx.max_message_size, 0.0) or tx._lane() is not None:
+        if tx.poll_space(tx.max_message_size, 0.0):
             # The ring is free and the message still does not fit: it must stream
-            # through in chunks, which only a blocking send can do. A mailbox's
-            # sender has no doorbell for room: its wait runs in a thread too.
+            # through in chunks, which only a blocking send can do.
             loop = asyncio.get_running_loop()
             left = None if deadline is None else max(0.0, deadline - loop.time())
             await loop.run_in_executor(None, tx.send, obj, left)

@@ -37,7 +37,7 @@ fn check_capacity(capacity_bytes: usize) -> Result<()> {
 
 /// The name `segment`'s doorbells go by: its own, or for a copy made from a
 /// descriptor without a name, the name the descriptor was opened by.
-fn doorbell_name(segment: &Segment) -> Option<String> {
+pub(crate) fn doorbell_name(segment: &Segment) -> Option<String> {
     if let Some(name) = segment.name() {
         return Some(name.to_owned());
     }
@@ -60,6 +60,10 @@ pub(crate) struct Doorbell {
     /// A write end kept after ringing our own doorbell while the peer's role was
     /// vacant (see `Bell::ring_own`); dropped once the peer is attached.
     placeholder: Option<std::fs::File>,
+    /// A write end kept for the doorbell's life (a mailbox lane's sender: the
+    /// consumer opens its write end only at its first ring, so our own rings must not
+    /// leave the FIFO without a writer, which would read as the consumer's close).
+    _pinned: Option<std::fs::File>,
 }
 
 impl Doorbell {
@@ -70,7 +74,13 @@ impl Doorbell {
                 segment.path()
             ))
         })?;
-        Ok(Doorbell { bell: Bell::open(&name, side)?, placeholder: None })
+        let pinned_side = matches!(side, Side::LaneSpace(_));
+        if pinned_side {
+            shmplane_shm::bell::ensure(&name, side)?;
+        }
+        let bell = Bell::open(&name, side)?;
+        let pinned = if pinned_side { bell.own_writer() } else { None };
+        Ok(Doorbell { bell, placeholder: None, _pinned: pinned })
     }
 
     /// Make the descriptor's state exact: drain it, arm the doorbell on `event` (the

@@ -439,8 +439,8 @@ impl Receiver {
     /// `lane`: the mailbox lane to consume (`None`: a channel).
     pub(crate) fn attach(segment: Segment, lane: Option<usize>, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
         // The doorbell's write end first: a waiting sender drops its placeholder once it
-        // sees this role attached (see `Doorbell::arm`). A mailbox lane's sender has
-        // no doorbell (its waits for room use the futex only).
+        // sees this role attached (see `Doorbell::arm`). A mailbox lane's is opened at
+        // the first ring (below).
         let ringer = if lane.is_some() { None } else { ringer.or_else(|| open_ringer(&segment, Side::Space)) };
         let index = lane.map_or(CONSUMER, |l| 1 + 2 * l + CONSUMER);
         segment.claim_role(index)?;
@@ -450,6 +450,13 @@ impl Receiver {
             None => SegmentRing::new(segment),
         };
         store.set_ringer(ringer);
+        if let Some(l) = lane {
+            // The lane's sender makes its doorbell when it first waits through the OS;
+            // we ring it (opening it then) when it armed.
+            if let Some(name) = super::doorbell_name(store.segment()) {
+                store.set_lazy_ringer(name, Side::LaneSpace(l));
+            }
+        }
         if fresh && lane.is_none() {
             store.control().data_ready.value.reset_waiters();
         }

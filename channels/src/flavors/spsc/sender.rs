@@ -618,8 +618,10 @@ impl Sender {
     /// handle and stays the same for its life. See [`crate::Receiver::readiness_fd`].
     ///
     /// # Errors
-    /// As [`crate::Receiver::readiness_fd`]; [`Error::InvalidArgument`] for a
-    /// mailbox's sender (its lane has no doorbell for room).
+    /// As [`crate::Receiver::readiness_fd`]. A mailbox's sender waits on its lane's
+    /// doorbell (`/dev/shm/shmplane.<name>@tx<lane>`, made here at first use); the
+    /// consumer's close or death does not show on it (the sender keeps a write end):
+    /// check with [`Sender::check_receiver`] while waiting, as asyncio does.
     ///
     /// # Examples
     /// ```
@@ -637,15 +639,12 @@ impl Sender {
     /// ```
     pub fn readiness_fd(&mut self, len: usize) -> Result<RawFd> {
         let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
-        if inner.producer.store().lane_index().is_some() {
-            return Err(Error::InvalidArgument(
-                "a mailbox sender has no readiness descriptor (its waits for room use the futex); use a blocking send in a thread".into(),
-            ));
-        }
         let len = len.min(inner.producer.max_payload());
+        // A mailbox lane's sender waits on its lane's own doorbell (`@tx<lane>`).
+        let side = inner.producer.store().lane_index().map_or(Side::Space, Side::LaneSpace);
         match &mut inner.doorbell {
             Some((_, armed)) => *armed = len,
-            None => inner.doorbell = Some((Doorbell::open(inner.segment(), Side::Space)?, len)),
+            None => inner.doorbell = Some((Doorbell::open(inner.segment(), side)?, len)),
         }
         inner.arm();
         Ok(inner.doorbell.as_ref().map(|(d, _)| d.bell.fd()).expect("opened above"))
