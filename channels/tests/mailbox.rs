@@ -523,3 +523,24 @@ fn sender_readiness_on_its_lane() {
     drop((tx, _other, mb));
     assert!(!std::path::Path::new(&format!("/dev/shm/shmplane.{name}@tx1")).exists(), "lane doorbell left behind");
 }
+
+/// The consumer's close rings a sender waiting for room through its lane doorbell.
+#[test]
+fn consumer_close_rings_a_sender_waiting_through_its_doorbell() {
+    let _serial = serial();
+    let _w = watchdog();
+    let name = unique("closering");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let mut tx = mb.sender().unwrap();
+    tx.send(b"x").unwrap();
+    assert_eq!(mb.recv().unwrap(), b"x");
+    while tx.try_send(&[0u8; 500]).is_ok() {}
+    let fd = tx.readiness_fd(500).unwrap();
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of each call.
+    assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0);
+    mb.close();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "the close did not ring");
+    assert!(matches!(tx.check_receiver(), Err(Error::Disconnected { .. })));
+}

@@ -287,7 +287,9 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     /// A descriptor that ``select``, ``selectors``, ``multiprocessing.connection.wait``
     /// and asyncio's ``add_reader`` can wait on for room: readable once a small
     /// message fits again, or the receiver closed or died (see ``Receiver.fileno``;
-    /// the FIFO is ``/dev/shm/shmplane.<name>@tx``). Each call re-arms it.
+    /// the FIFO is ``/dev/shm/shmplane.<name>@tx``, or ``@tx<lane>`` for a mailbox's
+    /// sender, where the receiver's death does not show: ``_check_peer`` does). Each
+    /// call re-arms it.
     ///
     /// Raises:
     ///     As ``Receiver.fileno``.

@@ -70,6 +70,10 @@ impl Segment {
                     // Doorbells before the header: an opener that sees the segment
                     // ready finds them (the name is ours: we created it exclusively).
                     if matches!(kind, SegmentKind::Channel | SegmentKind::Mailbox) {
+                        if kind == SegmentKind::Mailbox {
+                            // Lane doorbells an earlier mailbox of this name left.
+                            crate::bell::remove(name);
+                        }
                         if let Err(e) = crate::bell::create(name) {
                             file.unlink_if_same(name);
                             return Err(e);

@@ -41,7 +41,7 @@ struct Lane {
 #[derive(Debug, Default)]
 pub struct RingPark {
     ringer: Option<Ringer>,
-    lazy: Option<(String, crate::bell::Side, std::sync::OnceLock<Option<Ringer>>)>,
+    lazy: Option<(String, crate::bell::Side, std::sync::OnceLock<Ringer>)>,
 }
 
 impl Park for RingPark {
@@ -59,9 +59,16 @@ impl Park for RingPark {
         if let Some(r) = &self.ringer {
             r.ring();
         } else if let Some((name, side, cell)) = &self.lazy {
-            // Rung only after the waiter armed, so its FIFO exists by now.
-            if let Some(r) = cell.get_or_init(|| Ringer::open(name, *side).ok()) {
-                r.ring();
+            // Rung only after the waiter armed, so its FIFO exists by now. Only a
+            // successful open is kept: a failed one (out of descriptors) is retried at
+            // the next ring rather than losing every later wake.
+            match cell.get() {
+                Some(r) => r.ring(),
+                None => {
+                    if let Ok(r) = Ringer::open(name, *side) {
+                        cell.get_or_init(|| r).ring();
+                    }
+                }
             }
         }
     }
@@ -450,8 +457,16 @@ impl PendingProbe {
 }
 
 /// Wake every producer of mailbox `segment` asleep waiting for room on its lane (each
-/// lane's `space_ready`): after the consumer closed, so that they see it at once.
+/// lane's `space_ready`), and ring each lane doorbell a sender made (a sender waiting
+/// through the OS): after the consumer closed, so that they see it at once.
 pub fn wake_mailbox_producers(segment: &Segment) {
+    if let Some(name) = segment.name() {
+        for lane in 0..segment.info_ref().param1 as usize {
+            if let Ok(r) = Ringer::open(name, crate::bell::Side::LaneSpace(lane)) {
+                r.ring();
+            }
+        }
+    }
     let info = segment.info_ref();
     if info.kind != SegmentKind::Mailbox {
         return;

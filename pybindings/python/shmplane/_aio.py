@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import DisconnectedError, Empty, Full, Timeout
+from .errors import CorruptSegmentError, DisconnectedError, Empty, Full, NotFoundError, ShmplaneOSError, Timeout
 
 #: Seconds between liveness checks of the peer while a coroutine waits.
 SLICE = 0.05
@@ -155,7 +155,16 @@ async def send_async(tx: Any, obj: Any, timeout: float | None = None) -> None:
             left = None if deadline is None else max(0.0, deadline - loop.time())
             await loop.run_in_executor(None, tx.send, obj, left)
             return
-        misses = await _wait_turn(tx, tx._space_fd(need), deadline, misses)
+        try:
+            fd = tx._space_fd(need)
+        except (CorruptSegmentError, NotFoundError, ShmplaneOSError):
+            # No usable doorbell (a mailbox lane's FIFO that another user planted, or
+            # out of descriptors): wait in a thread instead.
+            loop = asyncio.get_running_loop()
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await loop.run_in_executor(None, tx.send, obj, left)
+            return
+        misses = await _wait_turn(tx, fd, deadline, misses)
 
 
 def _size_hint(obj: Any, most: int) -> int:

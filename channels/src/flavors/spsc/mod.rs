@@ -79,7 +79,11 @@ impl Doorbell {
             shmplane_shm::bell::ensure(&name, side)?;
         }
         let bell = Bell::open(&name, side)?;
-        let pinned = if pinned_side { bell.own_writer() } else { None };
+        let pinned = if pinned_side {
+            Some(bell.own_writer().ok_or_else(|| Error::InvalidArgument(format!("cannot open a write end of the doorbell of {}", segment.path())))?)
+        } else {
+            None
+        };
         Ok(Doorbell { bell, placeholder: None, _pinned: pinned })
     }
 

@@ -620,8 +620,9 @@ impl Sender {
     /// # Errors
     /// As [`crate::Receiver::readiness_fd`]. A mailbox's sender waits on its lane's
     /// doorbell (`/dev/shm/shmplane.<name>@tx<lane>`, made here at first use); the
-    /// consumer's close or death does not show on it (the sender keeps a write end):
-    /// check with [`Sender::check_receiver`] while waiting, as asyncio does.
+    /// consumer's close rings it, but its death does not show there (the sender keeps
+    /// a write end): check with [`Sender::check_receiver`] while waiting, as asyncio,
+    /// `shmplane.wait` and [`crate::WaitSet`] do every slice.
     ///
     /// # Examples
     /// ```
