@@ -257,6 +257,12 @@ fn concurrent_receiver_copies_split_the_stream() {
 }
 
 /// A small splitmix generator for kill times.
+/// Kill points per role: `SHMPLANE_KILL_ROUNDS` (the fault matrix, `ci/faults.sh`,
+/// sets 200), else `default` (the bounded sample every test run takes).
+fn kill_rounds(default: u64) -> u64 {
+    std::env::var("SHMPLANE_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn splitmix(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *x;
@@ -275,7 +281,7 @@ fn splitmix(x: &mut u64) -> u64 {
 fn sender_killed_mid_message_truncates_only_that_message() {
     let _g = serial();
     let mut seed = 0x5EED_u64;
-    for round in 0..12u64 {
+    for round in 0..kill_rounds(12) {
         let (mut tx, rx) = channel(1 << 14).unwrap();
         let big = message(7, round, 3 << 20);
         let child = fork(|| {
@@ -340,7 +346,7 @@ fn sender_killed_mid_message_truncates_only_that_message() {
 fn receiver_killed_mid_message_leaves_its_successor_the_next_message() {
     let _g = serial();
     let mut seed = 0xD1E_u64;
-    for round in 0..8 {
+    for round in 0..kill_rounds(8) {
         let (mut tx, mut rx) = channel(1 << 14).unwrap();
         let big = message(5, round, 2 << 20);
         let (mut ours, mut theirs) = UnixStream::pair().unwrap();

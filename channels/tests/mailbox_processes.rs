@@ -92,6 +92,12 @@ impl Drop for Peer {
     }
 }
 
+/// Kill points per role: `SHMPLANE_KILL_ROUNDS` (the fault matrix, `ci/faults.sh`,
+/// sets 200), else `default` (the bounded sample every test run takes).
+fn kill_rounds(default: u64) -> u64 {
+    std::env::var("SHMPLANE_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn unique(test: &str) -> String {
     format!("mbp-{test}-{}", std::process::id())
 }
@@ -212,8 +218,9 @@ fn producer_killed_mid_stream_strands_nothing() {
     steady.expect_line("READY");
     let mut steady_next = 0u64;
     let mut victims = 0;
-    for round in 0..6u64 {
-        let who = round as u8;
+    let rounds = kill_rounds(6);
+    for round in 0..rounds {
+        let who = 10 + (round % 200) as u8; // 9 is the steady producer
         let mut victim = Peer::spawn("streamer", &name, &who.to_string());
         victim.expect_line("READY");
         let mut next = 0u64;
@@ -250,7 +257,7 @@ fn producer_killed_mid_stream_strands_nothing() {
         }
         assert!(truncated <= 1, "round {round}: {truncated} truncations");
     }
-    assert_eq!(victims, 6);
+    assert_eq!(victims, rounds);
     // The steady producer's messages all arrive, in order.
     let deadline = Instant::now() + WATCHDOG;
     while steady_next < 3000 {
@@ -271,7 +278,13 @@ fn producer_killed_mid_stream_strands_nothing() {
 #[test]
 fn consumer_killed_then_replaced() {
     let _serial = serial();
-    let name = unique("consumer");
+    for round in 0..kill_rounds(1) {
+        consumer_killed_then_replaced_round(round);
+    }
+}
+
+fn consumer_killed_then_replaced_round(round: u64) {
+    let name = unique(&format!("consumer{round}"));
     let mut consumer = Peer::spawn("consumer", &name, "1");
     consumer.expect_line("READY");
     let mut tx = Sender::open(&name).unwrap();

@@ -46,6 +46,12 @@ fn kill_and_reap(pid: libc::pid_t) {
     }
 }
 
+/// Kill points per role: `SHMPLANE_KILL_ROUNDS` (the fault matrix, `ci/faults.sh`,
+/// sets 200), else `default` (the bounded sample every test run takes).
+fn kill_rounds(default: u64) -> u64 {
+    std::env::var("SHMPLANE_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn check(v: &Value) -> u64 {
     assert!(v.iter().all(|&w| w == v[0]), "torn value: {v:?}");
     v[0]
@@ -80,7 +86,7 @@ fn writer_killed_mid_stream_leaves_last_complete_value() {
     let _serial = serial();
     let n = name("kill");
     let slot = Slot::<Value>::create(&n, [0; WORDS]).unwrap();
-    for round in 0..20 {
+    for round in 0..kill_rounds(20) {
         let writer = fork(|| {
             let s = Slot::<Value>::open(&n).unwrap();
             for i in 1.. {
@@ -105,6 +111,7 @@ fn writer_killed_mid_stream_leaves_last_complete_value() {
 
 #[test]
 fn type_and_size_are_checked_on_open() {
+    let _serial = serial();
     let n = name("type");
     let _slot = Slot::<f64>::create(&n, 1.0).unwrap();
     assert!(matches!(Slot::<u64>::open(&n), Err(Error::WrongKind { .. })));
@@ -184,6 +191,7 @@ fn element_writes_from_two_processes_lose_nothing() {
 
 #[test]
 fn unaligned_and_strided_writes_keep_the_bytes_around_them() {
+    let _serial = serial();
     let n = name("strided");
     let slot = shmplane::ByteSlot::create(&n, &[1u8; 21], 9).unwrap();
     slot.write_at(7, &[2, 3]).unwrap();
@@ -204,6 +212,7 @@ fn unaligned_and_strided_writes_keep_the_bytes_around_them() {
 
 #[test]
 fn offsets_near_usize_max_are_errors_not_panics() {
+    let _serial = serial();
     let n = name("overflow");
     let slot = shmplane::ByteSlot::create(&n, &[0u8; 16], 3).unwrap();
     for r in [
@@ -225,7 +234,7 @@ fn offsets_near_usize_max_are_errors_not_panics() {
 #[test]
 fn writer_lock_of_a_reused_pid_is_taken_over() {
     use std::io::{Seek, SeekFrom, Write};
-    let _s = serial();
+    let _serial = serial();
     let n = name("reused");
     let slot = Slot::<u64>::create(&n, 7).unwrap();
     // writer.owner: the first word of the slot control block.
@@ -234,11 +243,13 @@ fn writer_lock_of_a_reused_pid_is_taken_over() {
     f.seek(SeekFrom::Start(shmplane_shm::layout::SLOT_CONTROL_OFFSET as u64)).unwrap();
     f.write_all(&owner.to_le_bytes()).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let t = std::thread::spawn(move || {
         let r = slot.write(&8);
         let _ = tx.send((r.is_ok(), slot.read().ok()));
+        drop(slot); // closed before the test ends: the segment goes with it
     });
     let (ok, value) = rx.recv_timeout(Duration::from_secs(20)).expect("the write spun on a stale writer lock");
+    t.join().unwrap();
     assert!(ok);
     assert_eq!(value, Some(8));
 }
