@@ -332,14 +332,12 @@ def test_closing_while_another_thread_waits_is_safe() -> None:
     t = threading.Thread(target=wait)
     t.start()
     time.sleep(0.1)
-    t0 = time.monotonic()
     a.close()
-    closed_in = time.monotonic() - t0
+    # The waiter ends with ClosedError (as the docs promise), not with its own 5 s
+    # Timeout: close() does not wait for the waiter's timeout.
     t.join(10)
-    # The waiter re-enters its wait every 50 ms slice; it must not starve close()
-    # until its own 5 s timeout.
-    assert not t.is_alive() and closed_in < 2.0, closed_in
-    assert len(errors) == 1 and isinstance(errors[0], shmplane.ShmplaneError), errors
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], shmplane.ClosedError), errors
 
 
 class Bits(ctypes.Structure):
