@@ -85,6 +85,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, TypedDict
 
 import shmplane
+from wakeup import _child, _expect, _stop  # the same child plumbing as the wake-up bench
 
 _CTX = multiprocessing.get_context("spawn")
 
@@ -97,7 +98,6 @@ START_TIMEOUT_S = 60.0
 JOIN_TIMEOUT_S = 5.0
 """Longest the parent waits for a producer to exit before terminating it."""
 
-_SIGNAL_GRACE_S = 2.0  # how long a terminated child gets before it is killed
 
 MSG_SIZE = 64
 _MSG = struct.Struct(f"=q{MSG_SIZE - 8}x")  # the stamp, then zero padding to 64 bytes
@@ -358,18 +358,6 @@ class ProdSpec:
     spin_us: float = 20.0
 
 
-def _child(ctrl: Connection, target: Callable[..., object], *args: object) -> None:
-    """Run ``target(ctrl, *args)``; report an exception to the parent, then exit 1."""
-    try:
-        target(ctrl, *args)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            ctrl.send(("error", traceback.format_exc()))
-        raise
-    finally:
-        ctrl.close()
-
-
 def _cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -605,35 +593,6 @@ def _check_shm_leak(path: str | None) -> None:
         print(f"  warning: leaked segment {path}; removing it", file=sys.stderr)
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def _expect(proc: BaseProcess, conn: Connection, tag: str, timeout: float) -> Any:
-    """Wait for ``(tag, payload)`` from a child; raise on timeout, error or death."""
-    if not conn.poll(timeout):
-        raise TimeoutError(f"{proc.name}: nothing within {timeout:.0f} s (killed)")
-    try:
-        got, payload = conn.recv()
-    except EOFError:
-        proc.join(JOIN_TIMEOUT_S)
-        raise RuntimeError(f"{proc.name} died (exit code {proc.exitcode})") from None
-    if got == "error":
-        # The child printed the whole traceback to its stderr already.
-        raise RuntimeError(f"{proc.name}: {payload.strip().splitlines()[-1]}")
-    if got != tag:
-        raise RuntimeError(f"{proc.name}: expected {tag!r}, got {got!r}")
-    return payload
-
-
-def _stop(proc: BaseProcess, timeout: float = JOIN_TIMEOUT_S) -> None:
-    proc.join(timeout)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(_SIGNAL_GRACE_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(_SIGNAL_GRACE_S)
-    with contextlib.suppress(ValueError):
-        proc.close()
 
 
 def _start_child(
