@@ -12,6 +12,46 @@ use shmplane_shm::ring::RingError;
 use shmplane_shm::layout::RoleEntry;
 use shmplane_shm::segment::{CopyClaims, Segment};
 
+/// Which ring of which kind of segment an endpoint handle works on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// A channel's ring.
+    Channel,
+    /// Lane `i` of a mailbox.
+    Lane(usize),
+    /// A broadcast's ring, as its publisher.
+    Publisher,
+    /// A broadcast's ring, as subscriber `i`.
+    Subscriber(usize),
+}
+
+impl Place {
+    /// From a mailbox lane or `None` (a channel).
+    pub(crate) fn of_lane(lane: Option<usize>) -> Place {
+        lane.map_or(Place::Channel, Place::Lane)
+    }
+
+    /// The role table index of ring role `r` (0 producer, 1 consumer) here.
+    pub(crate) fn role(self, r: usize) -> usize {
+        match self {
+            Place::Channel => r,
+            Place::Lane(l) => 1 + 2 * l + r,
+            Place::Publisher => 0,
+            Place::Subscriber(i) => 1 + i,
+        }
+    }
+
+    /// The ring over `segment` here.
+    pub(crate) fn store(self, segment: Segment) -> SegmentRing {
+        match self {
+            Place::Channel => SegmentRing::new(segment),
+            Place::Lane(l) => SegmentRing::lane(segment, l),
+            Place::Publisher => SegmentRing::broadcast(segment, None),
+            Place::Subscriber(i) => SegmentRing::broadcast(segment, Some(i)),
+        }
+    }
+}
+
 /// Role numbers of a channel segment.
 pub(crate) const PRODUCER: usize = 0;
 pub(crate) const CONSUMER: usize = 1;
@@ -130,6 +170,7 @@ impl Role {
 pub(crate) fn ring_error(e: RingError, segment: &Segment) -> Error {
     match e {
         RingError::TooLarge { len, max } => Error::TooLarge { len, max },
+        RingError::Lagged { missed } => Error::Lagged { missed },
         RingError::Corrupt { .. } => Error::Corrupt { path: segment.path().to_owned(), what: e.to_string() },
     }
 }
@@ -163,6 +204,10 @@ fn check_poison(segment: &Segment, poisoned: u32) -> Result<()> {
 /// mailbox lane).
 #[inline]
 pub(crate) fn role_state(store: &SegmentRing, r: usize) -> u32 {
+    // A broadcast's publisher has no one consumer: its subscribers come and go.
+    if r == CONSUMER && store.is_publisher() {
+        return liveness::ATTACHED;
+    }
     // A mailbox lane's consumer: the mailbox's consumer (see `check_ring_peer`).
     let index = if store.lane_index().is_some() && r == CONSUMER { 0 } else { store.role_index(r) };
     liveness::state(store.segment().role(index))
@@ -174,6 +219,12 @@ pub(crate) fn role_state(store: &SegmentRing, r: usize) -> u32 {
 /// new consumer that will drain the lane).
 pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
     let segment = store.segment();
+    if peer == CONSUMER && store.is_publisher() {
+        // Subscribers that closed or died stop gating the publisher; none is an error.
+        check_poison(segment, shmplane_shm::ring::poisoned(store))?;
+        store.prune_subscribers(true);
+        return Ok(());
+    }
     if store.lane_index().is_some() && peer == CONSUMER {
         check_poison(segment, shmplane_shm::ring::poisoned(store))?;
         // The consumer's copies share role 0 through one description without taking

@@ -55,6 +55,8 @@ pub const TAG_PICKLE: u32 = 3;
 pub const CHUNKED: u32 = 0x100;
 /// Tag of the second and later records of a chunked message.
 pub const TAG_CONTINUATION: u32 = 0x200;
+// The ring counts the messages of lossy broadcasts by this tag.
+const _: () = assert!(TAG_CONTINUATION == shmplane_shm::ring::CONTINUATION_TAG);
 
 /// Logical payloads above this many bytes are chunked even if one record could hold
 /// them (pipelining: the receiver copies out while the sender copies in).

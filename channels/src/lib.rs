@@ -47,7 +47,9 @@ mod wait;
 mod waitset;
 
 pub use bytemuck::{Pod, Zeroable};
+pub use flavors::broadcast::{Publisher, Subscriber, DEFAULT_MAX_SUBSCRIBERS};
 pub use flavors::mailbox::{Joiner, Mailbox, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS};
+pub use shmplane_shm::layout::MAX_SUBSCRIBERS;
 /// Most senders (lanes) a mailbox can have at once: 511.
 pub use shmplane_shm::layout::MAX_MAILBOX_LANES as MAX_SENDERS;
 pub use flavors::spsc::{channel, channel_named, Incoming, Loan, Message, Receiver, Sender, DEFAULT_CAPACITY};

@@ -49,6 +49,9 @@ pub enum Side {
     /// Room for the sender of mailbox lane `i` (`@tx<i>`): the consumer rings it. Made
     /// by the lane's sender when it first waits through the OS ([`ensure`]).
     LaneSpace(usize),
+    /// Messages for subscriber `i` of a broadcast (`@sub<i>`): the publisher rings it.
+    /// Made by the subscriber when it first waits through the OS ([`ensure`]).
+    Subscriber(usize),
 }
 
 impl Side {
@@ -57,6 +60,7 @@ impl Side {
             Side::Data => "@rx".into(),
             Side::Space => "@tx".into(),
             Side::LaneSpace(i) => format!("@tx{i}"),
+            Side::Subscriber(i) => format!("@sub{i}"),
         }
     }
 }
@@ -74,6 +78,10 @@ pub fn segment_of(file_name: &str) -> Option<&str> {
         .or_else(|| {
             let (segment, lane) = rest.rsplit_once("@tx")?;
             (!lane.is_empty() && lane.bytes().all(|b| b.is_ascii_digit())).then_some(segment)
+        })
+        .or_else(|| {
+            let (segment, sub) = rest.rsplit_once("@sub")?;
+            (!sub.is_empty() && sub.bytes().all(|b| b.is_ascii_digit())).then_some(segment)
         })
         .or_else(|| rest.rsplit_once("@w").map(|(segment, _)| segment))
 }

@@ -110,6 +110,14 @@ pub enum Error {
         /// Bytes announced.
         total: usize,
     },
+    /// A subscriber of a lossy broadcast fell a lap behind: the publisher overwrote
+    /// `missed` messages before this subscriber read them. It continues from the
+    /// oldest message still held (the semantics of tokio's `broadcast` channel).
+    #[error("fell behind a lossy broadcast: {missed} messages were overwritten before they were read; receiving continues from the oldest message held")]
+    Lagged {
+        /// Messages lost to this subscriber.
+        missed: u64,
+    },
     /// This endpoint was closed.
     #[error("this endpoint is closed")]
     Closed,

@@ -84,9 +84,10 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
             liveness::state(entry)
         })
         .collect();
-    if kind == SegmentKind::Mailbox {
-        // No lock is held: the consumer came and went (closed or died), and no
-        // producer holds a lane (lanes that were never used stay vacant).
+    if matches!(kind, SegmentKind::Mailbox | SegmentKind::Broadcast) {
+        // No lock is held: the consumer (publisher) came and went (closed or died),
+        // and no producer holds a lane (no subscriber a role; those never used stay
+        // vacant).
         return states[0] != VACANT;
     }
     states.iter().any(|&s| s == ATTACHED || s == CLOSING) || states.iter().all(|&s| s == CLOSED)

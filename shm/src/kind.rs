@@ -7,7 +7,7 @@
 //! (see [`crate::layout::control_offset`]).
 
 use crate::layout::{
-    check_ring_capacity, mailbox_segment_len, ring_segment_len, slot_segment_len, CHANNEL_ROLES, MAX_MAILBOX_LANES,
+    broadcast_segment_len, check_ring_capacity, mailbox_segment_len, BROADCAST_LOSSY, MAX_SUBSCRIBERS, ring_segment_len, slot_segment_len, CHANNEL_ROLES, MAX_MAILBOX_LANES,
     MAX_RING_CAPACITY, MAX_SLOT_BYTES, MIN_RING_CAPACITY, SLOT_ROLES,
 };
 
@@ -23,6 +23,9 @@ pub enum SegmentKind {
     /// consumer (receiver), then per lane `i` a producer (`1 + 2i`) and the consumer's
     /// hold on that lane (`2 + 2i`).
     Mailbox = 3,
+    /// Broadcast (SPMC): one record ring, a cursor line per subscriber. Roles: 0 the
+    /// publisher, `1 + i` subscriber `i`.
+    Broadcast = 4,
 }
 
 /// The two kind-specific words of a segment header.
@@ -114,6 +117,27 @@ const MAILBOX: KindSpec = KindSpec {
     carries_messages: true,
 };
 
+const BROADCAST: KindSpec = KindSpec {
+    kind: SegmentKind::Broadcast,
+    name: "broadcast",
+    role_name: |r| if r == 0 { "publisher" } else { "subscriber" },
+    role_count: |p| 1 + ((p.p1 & 0xFFFF_FFFF) as usize).min(MAX_SUBSCRIBERS),
+    segment_len: |p| {
+        if !check_ring_capacity(p.p0) {
+            return Err(format!(
+                "ring capacity {} is not a power of two in {MIN_RING_CAPACITY}..={MAX_RING_CAPACITY}",
+                p.p0
+            ));
+        }
+        let subs = p.p1 & 0xFFFF_FFFF;
+        if subs == 0 || subs > MAX_SUBSCRIBERS as u64 || p.p1 & !(0xFFFF_FFFF | BROADCAST_LOSSY) != 0 {
+            return Err(format!("broadcast parameter {:#x}: 1..={MAX_SUBSCRIBERS} subscribers and the lossy flag", p.p1));
+        }
+        Ok(broadcast_segment_len(p.p0 as usize, subs as usize))
+    },
+    carries_messages: true,
+};
+
 impl SegmentKind {
     /// This kind's spec.
     pub fn spec(self) -> &'static KindSpec {
@@ -121,6 +145,7 @@ impl SegmentKind {
             SegmentKind::Channel => &CHANNEL,
             SegmentKind::Slot => &SLOT,
             SegmentKind::Mailbox => &MAILBOX,
+            SegmentKind::Broadcast => &BROADCAST,
         }
     }
 
@@ -131,6 +156,6 @@ impl SegmentKind {
 
     /// The kind stored as `raw` in a header, if it is one.
     pub fn from_u32(raw: u32) -> Option<SegmentKind> {
-        [SegmentKind::Channel, SegmentKind::Slot, SegmentKind::Mailbox].into_iter().find(|k| *k as u32 == raw)
+        [SegmentKind::Channel, SegmentKind::Slot, SegmentKind::Mailbox, SegmentKind::Broadcast].into_iter().find(|k| *k as u32 == raw)
     }
 }

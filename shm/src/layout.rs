@@ -33,7 +33,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// 6: mailboxes (kind 3); `RingStatus::wake_at` (a producer asleep for room is woken
 /// once its record and half the ring are free); slot writer ids carry the low bits of
 /// the writer's start time.
-pub const ABI_VERSION: u32 = 6;
+/// 7: broadcast (kind 4): subscriber cursor lines and the lossy oldest-record seqlock.
+pub const ABI_VERSION: u32 = 7;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -350,6 +351,84 @@ pub const fn mailbox_segment_len(capacity: usize, lanes: usize) -> usize {
     mailbox_lanes_offset(lanes) + lanes * mailbox_lane_stride(capacity)
 }
 
+/// Most subscribers of a broadcast (its role table holds the publisher and one role
+/// per subscriber, at most [`MAX_ROLES`]).
+pub const MAX_SUBSCRIBERS: usize = 512;
+/// Flag in a broadcast's parameter 1 (above the subscriber count): lossy (the
+/// publisher never waits; a subscriber that falls a lap behind skips ahead).
+pub const BROADCAST_LOSSY: u64 = 1 << 32;
+
+/// Control block of a broadcast (one publisher, many subscribers; see
+/// `shmplane::Publisher`): one record ring that every subscriber reads with a cursor of
+/// its own (a line each, after this block), in the manner of the LMAX Disruptor's
+/// gating sequences.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct BroadcastControl {
+    /// One past the highest subscriber index that ever joined: the publisher scans
+    /// cursor lines `0..slots`. Only grows (`fetch_max` by joiners).
+    pub slots: Padded<AtomicU64>,
+    /// Join tickets handed out (`fetch_add`): a subscriber's ticket marks its cursor
+    /// line active, so that removing a dead subscriber (compare-and-swap of its
+    /// ticket) never removes the next subscriber of the same line.
+    pub joins: Padded<AtomicU64>,
+    /// Lossy: how far the publisher reclaimed (see [`OldestRecord`]).
+    pub oldest: Padded<OldestRecord>,
+    /// Lossy: the publisher's position and its count of messages begun, after each
+    /// record (the same seqlock): where a joiner starts, with an exact count.
+    pub newest: Padded<OldestRecord>,
+}
+
+/// The oldest record a lossy broadcast still holds, as a seqlock over two words (the
+/// publisher alone writes it): records before `position` may be overwritten, and
+/// `seq` messages began before it since creation.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct OldestRecord {
+    /// Seqlock version: odd while the publisher updates the pair.
+    pub version: AtomicU64,
+    /// Ring position of the oldest record still held (a record boundary).
+    pub position: AtomicU64,
+    /// Messages that began before `position` since creation.
+    pub seq: AtomicU64,
+}
+
+/// One subscriber's cursor line in a broadcast.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SubscriberCursor {
+    /// The subscriber's ring position: bytes of records it released.
+    pub position: AtomicU64,
+    /// Lossy: messages that began before `position` (to count what a lag skipped).
+    pub seq: AtomicU64,
+    /// The subscriber's join ticket while its cursor gates the publisher; 0: not.
+    pub active: AtomicU64,
+    /// Non-zero while the subscriber waits through the OS: the publisher rings its
+    /// doorbell (`@sub<i>`) when the ring's data event has its doorbell armed.
+    pub bell: AtomicU64,
+}
+
+/// Byte offset of the broadcast control block in a broadcast of `subs` subscribers.
+pub const fn broadcast_control_offset(subs: usize) -> usize {
+    control_offset(1 + subs)
+}
+
+/// Byte offset of subscriber `i`'s cursor line.
+pub const fn broadcast_cursor_offset(subs: usize, i: usize) -> usize {
+    broadcast_control_offset(subs) + size_of::<BroadcastControl>() + i * LINE
+}
+
+/// Byte offset of a broadcast's ring control block (its data follows one page later).
+pub const fn broadcast_ring_offset(subs: usize) -> usize {
+    broadcast_cursor_offset(subs, subs).next_multiple_of(DATA_ALIGN)
+}
+
+/// Total segment length in bytes of a broadcast of `subs` subscribers and a ring of
+/// `capacity` bytes.
+pub const fn broadcast_segment_len(capacity: usize, subs: usize) -> usize {
+    broadcast_ring_offset(subs) + DATA_ALIGN + capacity
+}
+
 /// Smallest ring data capacity in bytes.
 pub const MIN_RING_CAPACITY: usize = 4096;
 /// Largest ring data capacity in bytes (record lengths are `u32`).
@@ -372,7 +451,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 26] = [
+    let parts: [u64; 31] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -399,6 +478,11 @@ pub const LAYOUT_HASH: u64 = {
         std::mem::offset_of!(MailboxControl, data_ready) as u64,
         std::mem::offset_of!(RingStatus, wake_at) as u64,
         MAX_MAILBOX_LANES as u64,
+        size_of::<BroadcastControl>() as u64,
+        std::mem::offset_of!(BroadcastControl, oldest) as u64,
+        size_of::<SubscriberCursor>() as u64,
+        MAX_SUBSCRIBERS as u64,
+        BROADCAST_LOSSY,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -458,4 +542,9 @@ const _: () = {
     assert!(size_of::<MailboxControl>() == 3 * LINE);
     assert!(size_of::<RingControl>() <= DATA_ALIGN);
     assert!(2 * MAX_MAILBOX_LANES < MAX_ROLES);
+    assert!(size_of::<BroadcastControl>() == 4 * LINE);
+    assert!(offset_of!(BroadcastControl, oldest) == 2 * LINE);
+    assert!(size_of::<SubscriberCursor>() == 32 && size_of::<SubscriberCursor>() <= LINE);
+    assert!(MAX_SUBSCRIBERS < MAX_ROLES);
+    assert!(broadcast_ring_offset(1) % DATA_ALIGN == 0);
 };

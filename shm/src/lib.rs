@@ -24,6 +24,7 @@
 
 #[cfg(not(shmplane_loom))]
 pub mod bell;
+pub mod broadcast;
 pub mod buf;
 pub mod error;
 #[cfg(not(shmplane_loom))]

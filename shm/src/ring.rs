@@ -44,6 +44,9 @@ const COMMITTED: u64 = 1 << 63;
 pub const PADDING_TAG: u32 = 0x7FFF_FFFF;
 /// Largest user tag.
 pub const MAX_TAG: u32 = PADDING_TAG - 1;
+/// Tag of a record that continues a chunked message (the message format's
+/// `TAG_CONTINUATION`): lossy broadcasts count the records that begin messages.
+pub const CONTINUATION_TAG: u32 = 0x200;
 
 /// `ctl.status.poisoned` reason: the consumer read a malformed record header.
 pub const POISON_BAD_RECORD: u32 = 1;
@@ -60,6 +63,14 @@ pub enum RingError {
         len: usize,
         /// Largest payload this ring accepts, in bytes.
         max: usize,
+    },
+    /// A lossy broadcast's subscriber fell a lap behind: the publisher overwrote
+    /// records it had not read. It now reads from the oldest record still held.
+    #[error("fell behind the publisher: {missed} messages were overwritten before they were read")]
+    Lagged {
+        /// Messages that began before the oldest record held and after this
+        /// subscriber's position.
+        missed: u64,
     },
     /// Shared state that no correct peer could have written.
     #[error("ring is corrupt: {what} (position {position}, value {value:#x})")]
@@ -123,6 +134,51 @@ pub unsafe trait RingStore {
     fn notify_data(&self, streak: &mut u32) {
         self.data_event().notify_counted(self.park(), streak);
     }
+    /// The word this consumer stores its position in: the ring's own
+    /// (`control().head`), or a broadcast subscriber's cursor.
+    #[inline]
+    fn head_word(&self) -> &AtomicU64 {
+        &self.control().head.value
+    }
+    /// The consumer's new position `head`, after it released a record tagged `tag`.
+    #[inline]
+    fn store_head(&self, head: u64, _tag: u32) {
+        // ORDERING: Release, partner of the producer's Acquire in
+        // `consumers_position`: our reads of the record happen-before it is reused.
+        self.head_word().store(head, Ordering::Release);
+    }
+    /// The producer's view of how far the consumers released (it may reuse space
+    /// below this), given its own position `tail` and the bytes `need` it wants free:
+    /// the consumer's position, or a broadcast's slowest subscriber's (a lossy one:
+    /// as far as the publisher reclaims). `floor`: the producer's previous answer.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] from a lossy publisher's walk over its records.
+    #[inline]
+    fn consumers_position(&self, _floor: u64, _tail: u64, _need: u64) -> Result<u64, RingError> {
+        // ORDERING: Acquire, partner of the consumer's Release in `store_head`.
+        Ok(self.head_word().load(Ordering::Acquire))
+    }
+    /// The producer published a record tagged `tag`; its position is now `tail`.
+    #[inline]
+    fn published(&self, _tail: u64, _tag: u32) {}
+    /// A lossy consumer, having read bytes of the record at `position`: true if they
+    /// may have been overwritten meanwhile.
+    #[inline]
+    fn overrun(&self, _position: u64) -> bool {
+        false
+    }
+    /// A lossy consumer that was overrun skips to the oldest record held: returns its
+    /// new position and the messages it missed. Never called for other stores.
+    fn skip_to_oldest(&self) -> (u64, u64) {
+        unreachable!("only a lossy broadcast's subscriber is overrun")
+    }
+    /// True for a lossy broadcast's publisher: it never waits for room (it reclaims
+    /// the oldest records instead).
+    #[inline]
+    fn lossy(&self) -> bool {
+        false
+    }
     /// Hint that the line at `offset` will soon be read (`write = false`) or written.
     /// Streaming across cores is bound by cache-line transfers; prefetching a few
     /// lines ahead overlaps them. Default: nothing.
@@ -144,8 +200,9 @@ pub unsafe trait ByteRingStore: RingStore {
     fn data_ptr(&self) -> *mut u8;
 }
 
+/// Bytes a record of `len` payload bytes takes in the ring (header and padding to 8).
 #[inline]
-const fn record_size(len: usize) -> usize {
+pub const fn record_size(len: usize) -> usize {
     (RECORD_HEADER + len).next_multiple_of(RECORD_ALIGN)
 }
 
@@ -271,8 +328,8 @@ impl<S: RingStore> Producer<S> {
     /// is worth more than the record each would squeeze in).
     #[inline]
     pub fn wake_due(&self) -> bool {
-        // ORDERING: Acquire, partner of the consumer's Release in `advance`.
-        self.store.control().head.value.load(Ordering::Acquire) >= self.wake_at
+        self.store.lossy()
+            || self.store.consumers_position(self.cached_head, self.tail, 0).is_ok_and(|h| h >= self.wake_at)
     }
 
     /// The producer position: bytes of records published since the ring was created.
@@ -313,9 +370,9 @@ impl<S: RingStore> Producer<S> {
     #[cold]
     #[inline(never)]
     fn refresh_head(&mut self, n: u64) -> Result<bool, RingError> {
-        // ORDERING: Acquire, partner of the consumer's Release store in `advance`: the
-        // consumer finished reading the space before it published the new head.
-        let head = self.store.control().head.value.load(Ordering::Acquire);
+        // The consumer finished reading the space before it published the new head
+        // (`RingStore::store_head`, `consumers_position`).
+        let head = self.store.consumers_position(self.cached_head, self.tail, n)?;
         if head < self.cached_head || head > self.tail || head % RECORD_ALIGN as u64 != 0 {
             self.store.control().status.value.poisoned.store(POISON_BAD_HEAD, Ordering::Relaxed);
             return Err(RingError::Corrupt { what: "consumer position", position: self.tail, value: head });
@@ -435,6 +492,7 @@ impl<S: RingStore> Producer<S> {
         self.store.prefetch(((next + PREFETCH_AHEAD) & self.mask) as usize, true);
         // ORDERING: Release, partner of `attach`'s Acquire (a restarted producer).
         ctl.tail.value.store(next, Ordering::Release);
+        self.store.published(next, tag);
         self.store.notify_data(&mut self.fenced_idle);
     }
 }
@@ -454,7 +512,7 @@ fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingE
     let ctl = store.control();
     // ORDERING: Acquire, partners of the previous owners' Release stores.
     let mut tail = ctl.tail.value.load(Ordering::Acquire);
-    let head = ctl.head.value.load(Ordering::Acquire);
+    let head = store.consumers_position(0, tail.min(MAX_POSITION), 0)?;
     if tail % RECORD_ALIGN as u64 != 0 || head % RECORD_ALIGN as u64 != 0 || tail > MAX_POSITION || head > MAX_POSITION {
         return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
     }
@@ -468,6 +526,7 @@ fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingE
         }
         tail += size;
     }
+    // A broadcast's slowest subscriber is at most the position read before stepping.
     if head > tail || tail - head > cap {
         return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
     }
@@ -485,8 +544,8 @@ pub fn poisoned<S: RingStore>(store: &S) -> u32 {
 /// in the control block: a read-only look that needs no role (a copy waiting for the
 /// lease, `poll`).
 pub fn data_ready<S: RingStore>(store: &S) -> bool {
-    // ORDERING: Acquire, partner of the consumer's Release in `advance`.
-    let head = store.control().head.value.load(Ordering::Acquire);
+    // ORDERING: Acquire, partner of the consumer's Release in `store_head`.
+    let head = store.head_word().load(Ordering::Acquire);
     // ORDERING: Acquire, partner of `publish`'s Release header store.
     store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0
 }
@@ -495,10 +554,14 @@ pub fn data_ready<S: RingStore>(store: &S) -> bool {
 /// control block (ignoring padding at the wrap): a read-only look for a copy waiting
 /// for the lease. May say yes when a claim would still wait.
 pub fn space_ready<S: RingStore>(store: &S, len: usize) -> bool {
+    if store.lossy() {
+        return true;
+    }
     let ctl = store.control();
-    // ORDERING: Acquire, partners of the Release stores of `publish` and `advance`.
+    // ORDERING: Acquire, partner of the Release store of `publish`; then the
+    // consumers' Release stores (`store_head`).
     let tail = ctl.tail.value.load(Ordering::Acquire);
-    let head = ctl.head.value.load(Ordering::Acquire);
+    let Ok(head) = store.consumers_position(0, tail, 0) else { return false };
     let need = record_size(len.min(max_payload(store.capacity()))) as u64 + RECORD_HEADER as u64;
     // A consumer position seen past the producer's (a race between the two loads)
     // means no room now.
@@ -535,8 +598,8 @@ impl Record {
 }
 
 fn stored_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
-    // ORDERING: Acquire, partner of the previous consumer's Release in `advance`.
-    let head = store.control().head.value.load(Ordering::Acquire);
+    // ORDERING: Acquire, partner of the previous consumer's Release in `store_head`.
+    let head = store.head_word().load(Ordering::Acquire);
     if head % RECORD_ALIGN as u64 != 0 || head > MAX_POSITION {
         return Err(RingError::Corrupt { what: "stored consumer position", position: head, value: head });
     }
@@ -605,7 +668,7 @@ impl<S: RingStore> Consumer<S> {
         // `publish`: the payload and the next zero-ahead slot are visible after it.
         let word = self.store.header(offset).load(Ordering::Acquire);
         if word == 0 {
-            return Ok(None);
+            return self.nothing_at_head();
         }
         let len = (word & 0xFFFF_FFFF) as usize;
         let size = record_size(len);
@@ -655,7 +718,7 @@ impl<S: RingStore> Consumer<S> {
             // ORDERING: Acquire, as in `try_peek`.
             let word = self.store.header(offset).load(Ordering::Acquire);
             if word == 0 {
-                return Ok(None);
+                return self.nothing_at_head();
             }
             let len = (word & 0xFFFF_FFFF) as usize;
             let tag = ((word >> 32) & u64::from(PADDING_TAG)) as u32;
@@ -667,11 +730,15 @@ impl<S: RingStore> Consumer<S> {
             // `fuzz/fuzz_targets/ring.rs`).
             let bad_padding = tag == PADDING_TAG && (offset == 0 || size != self.store.capacity() - offset);
             if word & COMMITTED == 0 || size > self.store.capacity() - offset || bad_padding {
+                if self.store.overrun(self.head) {
+                    // A lossy publisher lapped us: these are bytes of a later record.
+                    return Err(self.lag());
+                }
                 self.store.control().status.value.poisoned.store(POISON_BAD_RECORD, Ordering::Relaxed);
                 return Err(RingError::Corrupt { what: "record header", position: self.head, value: word });
             }
             if tag == PADDING_TAG {
-                self.advance(size);
+                self.advance(size, PADDING_TAG);
                 continue;
             }
             self.store.prefetch(((self.head + size as u64 + PREFETCH_AHEAD) & self.mask) as usize, false);
@@ -710,16 +777,60 @@ impl<S: RingStore> Consumer<S> {
     #[inline]
     pub fn release(&mut self, record: Record) {
         assert_eq!(record.position, self.head, "release out of order");
-        self.advance(record_size(record.len));
+        self.advance(record_size(record.len), record.tag);
+    }
+
+    /// After reading bytes of `record` out: [`RingError::Lagged`] if a lossy
+    /// publisher may have overwritten them meanwhile (the copy must be discarded; this
+    /// consumer then continues from the oldest record held, and `record` is void).
+    /// Always `Ok` for other rings.
+    ///
+    /// # Errors
+    /// [`RingError::Lagged`].
+    #[inline]
+    pub fn check_read(&mut self, record: &Record) -> Result<(), RingError> {
+        if self.store.overrun(record.position) {
+            return Err(self.lag());
+        }
+        Ok(())
+    }
+
+    /// [`Consumer::check_read`], then [`Consumer::release`] if the bytes were intact.
+    ///
+    /// # Errors
+    /// [`RingError::Lagged`] (the record is not released: this consumer moved on).
+    #[inline]
+    pub fn release_read(&mut self, record: Record) -> Result<(), RingError> {
+        self.check_read(&record)?;
+        self.release(record);
+        Ok(())
+    }
+
+    /// Nothing published at the head: empty, or (lossy broadcast) lapped onto the
+    /// zero-ahead slot of a later lap.
+    #[inline]
+    fn nothing_at_head(&mut self) -> Result<Option<Record>, RingError> {
+        if self.store.overrun(self.head) {
+            return Err(self.lag());
+        }
+        Ok(None)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lag(&mut self) -> RingError {
+        let (head, missed) = self.store.skip_to_oldest();
+        self.head = head;
+        RingError::Lagged { missed }
     }
 
     #[inline]
-    fn advance(&mut self, size: usize) {
+    fn advance(&mut self, size: usize, tag: u32) {
         self.head += size as u64;
         let ctl = self.store.control();
-        // ORDERING: Release, partner of the producer's Acquire in `refresh_head`: our
-        // reads of the record happen-before the producer overwrites it.
-        ctl.head.value.store(self.head, Ordering::Release);
+        // Our reads of the record happen-before the producer overwrites it (the
+        // Release store of `store_head`).
+        self.store.store_head(self.head, tag);
         let head = self.head;
         // A producer asleep for room asked to be woken once `wake_at` is reached.
         ctl.space_ready.value.notify_counted_when(self.store.park(), &mut self.fenced_idle, || {

@@ -69,9 +69,10 @@ impl Segment {
                 Ok(file) => {
                     // Doorbells before the header: an opener that sees the segment
                     // ready finds them (the name is ours: we created it exclusively).
-                    if matches!(kind, SegmentKind::Channel | SegmentKind::Mailbox) {
-                        if kind == SegmentKind::Mailbox {
-                            // Lane doorbells an earlier mailbox of this name left.
+                    if matches!(kind, SegmentKind::Channel | SegmentKind::Mailbox | SegmentKind::Broadcast) {
+                        if kind != SegmentKind::Channel {
+                            // Lane or subscriber doorbells an earlier segment of this
+                            // name left.
                             crate::bell::remove(name);
                         }
                         if let Err(e) = crate::bell::create(name) {

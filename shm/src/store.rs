@@ -2,10 +2,11 @@
 
 use crate::header::SegmentKind;
 use crate::layout::{
-    mailbox_control_offset, mailbox_lane_stride, mailbox_lanes_offset, role_offset, EventCount, MailboxControl,
+    broadcast_control_offset, broadcast_cursor_offset, broadcast_ring_offset, BroadcastControl, SubscriberCursor,
+    BROADCAST_LOSSY, MAX_SUBSCRIBERS, mailbox_control_offset, mailbox_lane_stride, mailbox_lanes_offset, role_offset, EventCount, MailboxControl,
     RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN, MAX_MAILBOX_LANES,
 };
-use crate::ring::{ByteRingStore, RingStore};
+use crate::ring::{ByteRingStore, RingError, RingStore};
 use crate::segment::Segment;
 use crate::sync::AtomicU64;
 use crate::bell::Ringer;
@@ -19,11 +20,28 @@ pub struct SegmentRing {
     capacity: usize,
     control: usize,
     data: usize,
-    /// Role table index of this ring's producer role (its consumer role follows).
-    role_base: usize,
+    /// Role table indexes of this ring's producer and consumer roles (a broadcast's
+    /// publisher store: its own role twice).
+    roles: [usize; 2],
+    /// Byte offset of the word holding this consumer's position.
+    head: usize,
     /// Set for a mailbox lane.
     lane: Option<Lane>,
+    /// Set for a broadcast's publisher or subscriber.
+    bcast: Option<Bcast>,
     park: RingPark,
+}
+
+/// Where a broadcast's cursors are, and which one is this handle's.
+#[derive(Debug, Clone, Copy)]
+struct Bcast {
+    /// Byte offset of the `BroadcastControl`.
+    control: usize,
+    /// The most subscribers (cursor lines).
+    max: usize,
+    /// This subscriber's index (`None`: the publisher).
+    sub: Option<usize>,
+    lossy: bool,
 }
 
 /// Where a mailbox lane reports: its pending bit and the mailbox's event count.
@@ -42,6 +60,49 @@ struct Lane {
 pub struct RingPark {
     ringer: Option<Ringer>,
     lazy: Option<(String, crate::bell::Side, std::sync::OnceLock<Ringer>)>,
+    /// A broadcast publisher's: the subscribers' doorbells, rung when armed.
+    subscribers: Option<SubscriberBells>,
+}
+
+/// A broadcast publisher's view of its subscribers' doorbells (`@sub<i>`): the
+/// subscriber arms its cursor line's `bell` before the data event's doorbell bit; the
+/// publisher's ring takes every armed line's flag and rings its FIFO (opened at the
+/// first ring and kept).
+#[derive(Debug)]
+struct SubscriberBells {
+    name: String,
+    /// Address of the segment mapping (owned by the `SegmentRing` holding this park).
+    base: usize,
+    control: usize,
+    max: usize,
+    ringers: std::sync::Mutex<Vec<Option<Ringer>>>,
+}
+
+impl SubscriberBells {
+    fn ring(&self) {
+        // SAFETY: `base` is the mapping of the validated broadcast segment owned by the
+        // SegmentRing that owns this park (it outlives it); the control block and the
+        // `max` cursor lines lie inside it (checked by `SegmentRing::broadcast`).
+        let bc: &BroadcastControl = unsafe { &*((self.base + self.control) as *const BroadcastControl) };
+        let slots = crate::broadcast::slots(bc, self.max);
+        let mut ringers = self.ringers.lock().unwrap_or_else(|e| e.into_inner());
+        for i in 0..slots {
+            // SAFETY: as above; line `i < max` lies inside the mapping.
+            let line: &SubscriberCursor = unsafe { &*((self.base + self.control + size_of::<BroadcastControl>() + i * crate::layout::LINE) as *const SubscriberCursor) };
+            if !crate::broadcast::take_bell(line) {
+                continue;
+            }
+            if ringers.len() <= i {
+                ringers.resize_with(i + 1, || None);
+            }
+            if ringers[i].is_none() {
+                ringers[i] = Ringer::open(&self.name, crate::bell::Side::Subscriber(i)).ok();
+            }
+            if let Some(r) = &ringers[i] {
+                r.ring();
+            }
+        }
+    }
 }
 
 impl Park for RingPark {
@@ -56,6 +117,9 @@ impl Park for RingPark {
     }
 
     fn ring(&self) {
+        if let Some(s) = &self.subscribers {
+            s.ring();
+        }
         if let Some(r) = &self.ringer {
             r.ring();
         } else if let Some((name, side, cell)) = &self.lazy {
@@ -87,7 +151,179 @@ impl SegmentRing {
         let control = segment.control_offset();
         let data = (control + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
-        SegmentRing { segment, capacity, control, data, role_base: 0, lane: None, park: RingPark::default() }
+        let head = control + std::mem::offset_of!(RingControl, head);
+        SegmentRing { segment, capacity, control, data, roles: [0, 1], head, lane: None, bcast: None, park: RingPark::default() }
+    }
+
+    /// Wrap a broadcast segment (header already validated) as its publisher
+    /// (`sub: None`) or as subscriber `sub`.
+    ///
+    /// # Panics
+    /// If the segment is not a validated broadcast segment or has no subscriber `sub`.
+    pub fn broadcast(segment: Segment, sub: Option<usize>) -> SegmentRing {
+        let info = segment.info();
+        assert_eq!(info.kind, SegmentKind::Broadcast);
+        let capacity = info.param0 as usize;
+        let max = (info.param1 & 0xFFFF_FFFF) as usize;
+        let lossy = info.param1 & BROADCAST_LOSSY != 0;
+        assert!(max <= MAX_SUBSCRIBERS && info.role_count == 1 + max && sub.is_none_or(|s| s < max), "no subscriber {sub:?}");
+        let control = broadcast_ring_offset(max);
+        let data = control + DATA_ALIGN;
+        assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
+        let bc = broadcast_control_offset(max);
+        let (roles, head) = match sub {
+            Some(i) => ([0, 1 + i], broadcast_cursor_offset(max, i) + std::mem::offset_of!(SubscriberCursor, position)),
+            None => ([0, 0], control + std::mem::offset_of!(RingControl, head)),
+        };
+        let mut park = RingPark::default();
+        if sub.is_none() {
+            if let Some(name) = segment.name() {
+                park.subscribers = Some(SubscriberBells {
+                    name: name.to_owned(),
+                    base: segment.region().as_ptr() as usize,
+                    control: bc,
+                    max,
+                    ringers: std::sync::Mutex::new(Vec::new()),
+                });
+            }
+        }
+        let bcast = Some(Bcast { control: bc, max, sub, lossy });
+        SegmentRing { segment, capacity, control, data, roles, head, lane: None, bcast, park }
+    }
+
+    /// The broadcast subscriber this ring is, if it is one.
+    pub fn subscriber_index(&self) -> Option<usize> {
+        self.bcast.and_then(|b| b.sub)
+    }
+
+    /// True for a broadcast's publisher.
+    pub fn is_publisher(&self) -> bool {
+        self.bcast.is_some_and(|b| b.sub.is_none())
+    }
+
+    /// True for a lossy broadcast (publisher or subscriber).
+    pub fn is_lossy(&self) -> bool {
+        self.bcast.is_some_and(|b| b.lossy)
+    }
+
+    /// The broadcast control block, for a publisher or subscriber.
+    pub fn broadcast_control(&self) -> Option<&BroadcastControl> {
+        // SAFETY: `broadcast` checked the segment is a validated broadcast, whose
+        // control block (atomics only, 128-aligned) lies at this offset in the region.
+        self.bcast.map(|b| unsafe { self.segment.region().at::<BroadcastControl>(b.control) })
+    }
+
+    /// Cursor line `i` of a broadcast.
+    ///
+    /// # Panics
+    /// If this is not a broadcast ring or `i` is out of range.
+    pub fn cursor(&self, i: usize) -> &SubscriberCursor {
+        let b = self.bcast.expect("a broadcast ring");
+        assert!(i < b.max, "no cursor line {i}");
+        // SAFETY: `broadcast` checked the segment holds `max` cursor lines (atomics
+        // only, 128-aligned) after the control block, inside the region.
+        unsafe { self.segment.region().at::<SubscriberCursor>(b.control + size_of::<BroadcastControl>() + i * crate::layout::LINE) }
+    }
+
+    /// The most subscribers of a broadcast (0 for other rings).
+    pub fn max_subscribers(&self) -> usize {
+        self.bcast.map_or(0, |b| b.max)
+    }
+
+    /// A broadcast subscriber joins: activates its cursor (lossless) or takes the
+    /// publisher's newest position and message count (lossy), and stores its start
+    /// position (see `crate::broadcast`).
+    ///
+    /// # Panics
+    /// If this is not a subscriber's ring.
+    pub fn join_subscriber(&self) -> u64 {
+        let b = self.bcast.expect("a broadcast ring");
+        let i = b.sub.expect("a subscriber");
+        let bc = self.broadcast_control().expect("a broadcast ring");
+        let line = self.cursor(i);
+        if b.lossy {
+            crate::broadcast::join_lossy(bc, line)
+        } else {
+            crate::broadcast::join_lossless(bc, line, i, &self.control().tail.value)
+        }
+    }
+
+    /// A subscriber waiting through the OS: ask the publisher to ring `@sub<i>`
+    /// (before the data event's doorbell bit is armed).
+    pub fn arm_subscriber_bell(&self) {
+        if let Some(i) = self.subscriber_index() {
+            crate::broadcast::arm_bell(self.cursor(i));
+        }
+    }
+
+    /// The publisher: stop waiting for subscribers whose roles closed, or (with
+    /// `dead`) whose processes died. Returns how many it dropped.
+    pub fn prune_subscribers(&self, dead: bool) -> usize {
+        let Some(b) = self.bcast.filter(|b| b.sub.is_none()) else { return 0 };
+        let bc = self.broadcast_control().expect("a broadcast ring");
+        let mut dropped = 0;
+        for i in 0..crate::broadcast::slots(bc, b.max) {
+            let line = self.cursor(i);
+            let ticket = crate::broadcast::ticket(line);
+            if ticket == 0 {
+                continue;
+            }
+            let gone = match crate::liveness::state(self.segment.role(1 + i)) {
+                crate::liveness::CLOSED => true,
+                _ if dead => matches!(self.segment.peer_state(1 + i), Ok(crate::liveness::PeerState::Dead(_) | crate::liveness::PeerState::Vacant)),
+                _ => false,
+            };
+            if gone && crate::broadcast::deactivate(line, ticket) {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// The publisher: ring the doorbell of every subscriber waiting through the OS.
+    pub fn ring_subscribers(&self) {
+        if let Some(s) = &self.park.subscribers {
+            s.ring();
+        }
+    }
+
+    /// The publisher: subscribers whose cursors gate it now.
+    pub fn active_subscribers(&self) -> usize {
+        let Some(b) = self.bcast else { return 0 };
+        let bc = self.broadcast_control().expect("a broadcast ring");
+        (0..crate::broadcast::slots(bc, b.max)).filter(|&i| crate::broadcast::ticket(self.cursor(i)) != 0).count()
+    }
+
+    /// A lossy publisher reclaims space: moves the oldest record held forward to the
+    /// first record boundary at or after `tail + max(need, capacity / 8) - capacity`,
+    /// counting the messages it passes.
+    fn reclaim(&self, bc: &BroadcastControl, tail: u64, need: u64) -> Result<u64, RingError> {
+        let cap = self.capacity as u64;
+        let (mut pos, mut seq) = crate::broadcast::read_pair(&bc.oldest.value);
+        let target = (tail + need.max(cap / 8)).saturating_sub(cap).min(tail);
+        if pos > tail || tail - pos > cap || pos % crate::layout::RECORD_ALIGN as u64 != 0 {
+            return Err(RingError::Corrupt { what: "oldest record of a lossy broadcast", position: tail, value: pos });
+        }
+        if pos >= target {
+            return Ok(pos);
+        }
+        while pos < target {
+            let offset = (pos & (cap - 1)) as usize;
+            // ORDERING: Relaxed: the publisher reads a header it wrote itself.
+            let word = self.header(offset).load(crate::sync::Ordering::Relaxed);
+            let len = (word & 0xFFFF_FFFF) as usize;
+            let size = crate::ring::record_size(len) as u64;
+            let tag = ((word >> 32) as u32) & crate::ring::PADDING_TAG;
+            if word >> 63 == 0 || size > cap - offset as u64 || pos + size > tail {
+                return Err(RingError::Corrupt { what: "record header behind a lossy broadcast's publisher", position: pos, value: word });
+            }
+            if crate::broadcast::starts_message(tag) {
+                seq += 1;
+            }
+            pos += size;
+        }
+        crate::broadcast::write_pair(&bc.oldest.value, pos, seq);
+        Ok(pos)
     }
 
     /// Wrap lane `lane` of a mailbox segment (header already validated).
@@ -102,9 +338,10 @@ impl SegmentRing {
         let control = mailbox_lanes_offset(lanes) + lane * mailbox_lane_stride(capacity);
         let data = control + DATA_ALIGN;
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
-        let role_base = 1 + 2 * lane;
+        let roles = [1 + 2 * lane, 2 + 2 * lane];
         let lane = Some(Lane { index: lane, mailbox: mailbox_control_offset(lanes) });
-        SegmentRing { segment, capacity, control, data, role_base, lane, park: RingPark::default() }
+        let head = control + std::mem::offset_of!(RingControl, head);
+        SegmentRing { segment, capacity, control, data, roles, head, lane, bcast: None, park: RingPark::default() }
     }
 
     /// The mailbox lane this ring is, if it is one.
@@ -115,7 +352,7 @@ impl SegmentRing {
     /// Role table index of this ring's role `r` (0 producer, 1 consumer).
     #[inline]
     pub fn role_index(&self, r: usize) -> usize {
-        self.role_base + r
+        self.roles[r]
     }
 
     /// Byte offset of this ring's control block in the segment.
@@ -164,16 +401,26 @@ impl SegmentRing {
     #[inline(always)]
     pub fn role<const R: usize>(&self) -> &RoleEntry {
         const { assert!(R < CHANNEL_ROLES) };
-        // SAFETY: `new` checked the segment has CHANNEL_ROLES roles, and `lane` that
-        // it has 1 + 2 * lanes with `role_base = 1 + 2 * lane`, so entry
-        // `role_base + R` lies in the validated role table; RoleEntry is atomics-only
-        // and 128-aligned there.
-        unsafe { self.segment.region().at(role_offset(self.role_base + R)) }
+        // SAFETY: `new` checked the segment has CHANNEL_ROLES roles, `lane` that it has
+        // 1 + 2 * lanes with `roles = [1 + 2 * lane, 2 + 2 * lane]`, and `broadcast`
+        // that it has 1 + max with `roles[1] = 1 + sub`, `sub < max`; so entry
+        // `roles[R]` lies in the validated role table; RoleEntry is atomics-only and
+        // 128-aligned there.
+        unsafe { self.segment.region().at(role_offset(self.roles[R])) }
     }
 
     /// Unwrap the segment (to close it).
     pub fn into_segment(self) -> Segment {
         self.segment
+    }
+
+    /// A subscriber's own cursor line (its `head` word is the line's first).
+    #[inline]
+    fn head_cursor(&self) -> &SubscriberCursor {
+        // SAFETY: for a subscriber, `head` is the offset of its cursor line (position
+        // is the line's first field), 128-aligned inside the region (checked by
+        // `broadcast`); atomics only.
+        unsafe { self.segment.region().at(self.head) }
     }
 
     fn data(&self) -> *mut u8 {
@@ -250,6 +497,73 @@ unsafe impl RingStore for SegmentRing {
             }
             _ => self.control().data_ready.value.notify_counted(&self.park, streak),
         }
+    }
+
+    #[inline]
+    fn head_word(&self) -> &AtomicU64 {
+        // SAFETY: `head` is the 8-aligned offset of this consumer's position word
+        // (the ring's `head`, or a broadcast cursor line's `position`), inside the
+        // region (checked by the constructors); atomics only.
+        unsafe { self.segment.region().at(self.head) }
+    }
+
+    #[inline]
+    fn store_head(&self, head: u64, tag: u32) {
+        match self.bcast {
+            Some(b) if b.sub.is_some() => {
+                crate::broadcast::store_position(self.head_cursor(), head, crate::broadcast::starts_message(tag), b.lossy);
+            }
+            // ORDERING: Release, partner of the producer's Acquire in
+            // `consumers_position`.
+            _ => self.head_word().store(head, crate::sync::Ordering::Release),
+        }
+    }
+
+    #[inline]
+    fn consumers_position(&self, floor: u64, tail: u64, need: u64) -> Result<u64, RingError> {
+        match self.bcast {
+            Some(b) if b.sub.is_none() => {
+                let bc = self.broadcast_control().expect("a broadcast ring");
+                if b.lossy {
+                    if need == 0 {
+                        return Ok(crate::broadcast::oldest_position(&bc.oldest.value));
+                    }
+                    return self.reclaim(bc, tail, need);
+                }
+                Ok(crate::broadcast::slowest(bc, b.max, |i| self.cursor(i), floor, tail))
+            }
+            // ORDERING: Acquire, partner of the consumer's Release in `store_head`.
+            _ => Ok(self.head_word().load(crate::sync::Ordering::Acquire)),
+        }
+    }
+
+    #[inline]
+    fn published(&self, tail: u64, tag: u32) {
+        if let Some(b) = self.bcast.filter(|b| b.lossy) {
+            let bc = self.broadcast_control().expect("a broadcast ring");
+            let _ = b;
+            let (_, seq) = crate::broadcast::read_pair(&bc.newest.value);
+            let seq = seq + u64::from(crate::broadcast::starts_message(tag));
+            crate::broadcast::write_pair(&bc.newest.value, tail, seq);
+        }
+    }
+
+    #[inline]
+    fn overrun(&self, position: u64) -> bool {
+        match self.bcast {
+            Some(b) if b.lossy => crate::broadcast::overrun(&self.broadcast_control().expect("a broadcast ring").oldest.value, position),
+            _ => false,
+        }
+    }
+
+    fn skip_to_oldest(&self) -> (u64, u64) {
+        let bc = self.broadcast_control().expect("a broadcast ring");
+        crate::broadcast::skip_to_oldest(&bc.oldest.value, self.head_cursor())
+    }
+
+    #[inline]
+    fn lossy(&self) -> bool {
+        self.bcast.is_some_and(|b| b.lossy && b.sub.is_none())
     }
 
     #[inline]

@@ -175,7 +175,7 @@ impl Inner {
     /// role: see `Mailbox::attach`).
     fn lane(&mut self, lane: usize) -> Result<&mut Receiver> {
         if self.lanes[lane].is_none() {
-            let mut rx = Receiver::attach(self.segment.share()?, Some(lane), false, None)?;
+            let mut rx = Receiver::attach(self.segment.share()?, crate::endpoint::Place::Lane(lane), false, None)?;
             rx.set_wait_policy(WaitPolicy::Block);
             self.lanes[lane] = Some(rx);
         }

@@ -4,3 +4,4 @@
 
 pub mod spsc;
 pub mod mailbox;
+pub mod broadcast;

@@ -74,7 +74,7 @@ impl Doorbell {
                 segment.path()
             ))
         })?;
-        let pinned_side = matches!(side, Side::LaneSpace(_));
+        let pinned_side = matches!(side, Side::LaneSpace(_) | Side::Subscriber(_));
         if pinned_side {
             shmplane_shm::bell::ensure(&name, side)?;
         }
@@ -157,6 +157,6 @@ pub fn channel(capacity_bytes: usize) -> Result<(Sender, Receiver)> {
 pub fn channel_named(name: &str, capacity_bytes: usize) -> Result<(Sender, Receiver)> {
     let sender = Sender::create(name, capacity_bytes)?;
     let segment = sender.segment().expect("new sender is open").reopen()?;
-    let receiver = Receiver::attach(segment, None, true, None)?;
+    let receiver = Receiver::attach(segment, crate::endpoint::Place::Channel, true, None)?;
     Ok((sender, receiver))
 }

@@ -10,7 +10,7 @@
 
 use super::{create_segment, open_ringer, Doorbell};
 use shmplane_shm::bell::{Ringer, Side};
-use crate::endpoint::{check_ring_peer, ring_error, role_state, Role, CONSUMER, PRODUCER};
+use crate::endpoint::{check_ring_peer, ring_error, role_state, Place, Role, CONSUMER, PRODUCER};
 use crate::frame::{self, parse_head, Array, Frame, Head, HeadError, Kind, OutBuf, Scatter, MAX_PREFIX, TAG_BYTES, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::error::{Error, Result};
@@ -62,6 +62,7 @@ impl Inner {
     fn arm(&mut self) -> bool {
         let Some(d) = &mut self.doorbell else { return false };
         let store = self.consumer.store();
+        store.arm_subscriber_bell();
         let peer = role_state(store, PRODUCER);
         d.arm(&store.control().data_ready.value, peer, || {
             ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
@@ -270,9 +271,12 @@ impl Op<'_> {
                 self.consumer().release(record);
                 continue;
             }
-            // Untrusted bytes: copied out before they are parsed.
+            // Untrusted bytes: copied out before they are parsed (and, from a lossy
+            // broadcast, checked intact: a lapped subscriber may have read a later
+            // record's bytes).
             let mut prefix = vec![0; len.min(MAX_PREFIX)];
             self.inner.consumer.read(&record, 0, &mut prefix);
+            self.inner.consumer.check_read(&record).map_err(|e| seg_err(e, &self.inner.consumer))?;
             match parse_head(tag, len, &prefix) {
                 Ok(head) => return Ok((record, head)),
                 Err(HeadError::Orphan) => self.consumer().release(record),
@@ -286,6 +290,15 @@ impl Op<'_> {
             }
         }
     }
+}
+
+/// Zero-copy views of a lossy broadcast are refused: its publisher may overwrite the
+/// bytes while the view is held.
+#[cold]
+fn lossy_peek() -> Error {
+    Error::InvalidArgument(
+        "a lossy broadcast's messages cannot be viewed in place (the publisher may overwrite them meanwhile); receive them with recv".into(),
+    )
 }
 
 /// Records a receive skips (continuations of a message it never began) between checks
@@ -372,7 +385,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Receiver> {
-        Receiver::attach(create_segment(name, capacity_bytes)?, None, true, None)
+        Receiver::attach(create_segment(name, capacity_bytes)?, Place::Channel, true, None)
     }
 
     /// Open existing channel `name` as its receiver.
@@ -390,7 +403,7 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<Receiver> {
-        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, None, true, None)
+        Receiver::attach(Segment::open(name, SegmentKind::Channel)?, Place::Channel, true, None)
     }
 
     /// Adopt a descriptor of a channel segment: a copy of the receiver that holds it
@@ -426,7 +439,7 @@ impl Receiver {
     /// this user.
     pub fn from_fds(fd: OwnedFd, doorbell: Option<OwnedFd>, name: Option<String>) -> Result<Receiver> {
         let ringer = doorbell.map(Ringer::from_fd).transpose()?;
-        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, None, false, ringer)
+        Receiver::attach(Segment::from_fd(fd, name, SegmentKind::Channel)?, Place::Channel, false, ringer)
     }
 
     /// The descriptor of this handle's write end of the peer's doorbell (to pass to a
@@ -437,18 +450,19 @@ impl Receiver {
 
     /// `fresh`: opened by name (see `Sender::attach`).
     /// `lane`: the mailbox lane to consume (`None`: a channel).
-    pub(crate) fn attach(segment: Segment, lane: Option<usize>, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
+    pub(crate) fn attach(segment: Segment, place: Place, fresh: bool, ringer: Option<Ringer>) -> Result<Receiver> {
         // The doorbell's write end first: a waiting sender drops its placeholder once it
         // sees this role attached (see `Doorbell::arm`). A mailbox lane's is opened at
         // the first ring (below).
+        let lane = match place {
+            Place::Lane(l) => Some(l),
+            _ => None,
+        };
         let ringer = if lane.is_some() { None } else { ringer.or_else(|| open_ringer(&segment, Side::Space)) };
-        let index = lane.map_or(CONSUMER, |l| 1 + 2 * l + CONSUMER);
+        let index = place.role(CONSUMER);
         segment.claim_role(index)?;
         let path = segment.path().to_owned();
-        let mut store = match lane {
-            Some(l) => SegmentRing::lane(segment, l),
-            None => SegmentRing::new(segment),
-        };
+        let mut store = place.store(segment);
         store.set_ringer(ringer);
         if let Some(l) = lane {
             // The lane's sender makes its doorbell when it first waits through the OS;
@@ -457,8 +471,13 @@ impl Receiver {
                 store.set_lazy_ringer(name, Side::LaneSpace(l));
             }
         }
-        if fresh && lane.is_none() {
+        if fresh && place == Place::Channel {
             store.control().data_ready.value.reset_waiters();
+        }
+        if fresh && matches!(place, Place::Subscriber(_)) {
+            // A new subscriber: its cursor starts at the publisher's position (the
+            // join protocol of `shmplane_shm::broadcast`).
+            store.join_subscriber();
         }
         // A copy by descriptor resyncs on its first operation (the lease makes it):
         // other copies may be moving the positions while this one attaches.
@@ -691,6 +710,9 @@ impl Receiver {
 
     #[inline(always)]
     fn peek_inner(&mut self, wait: Wait<'_>) -> Result<Message<'_>> {
+        if self.inner.as_ref().is_some_and(|i| i.consumer.store().is_lossy()) {
+            return Err(lossy_peek());
+        }
         // Hot path: this copy holds the lease and a one-record bytes message is at the
         // head. The record stays in registers until the Message is built in place.
         let mut spun = Duration::ZERO;
@@ -847,7 +869,9 @@ impl Receiver {
     pub fn readiness_fd(&mut self) -> Result<RawFd> {
         let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
         if inner.doorbell.is_none() {
-            inner.doorbell = Some(Doorbell::open(inner.segment(), Side::Data)?);
+            // A broadcast's subscriber waits on a doorbell of its own (`@sub<i>`).
+            let side = inner.consumer.store().subscriber_index().map_or(Side::Data, Side::Subscriber);
+            inner.doorbell = Some(Doorbell::open(inner.segment(), side)?);
         }
         inner.arm();
         Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
@@ -1077,13 +1101,22 @@ impl Incoming<'_> {
         let consumer = self.op.consumer();
         let first_len = record.len() - skip;
         scatter.scatter_with(0, first_len, |at, dst| consumer.read_to(&record, skip + at, dst));
-        consumer.release(record);
+        consumer.release_read(record).map_err(|e| seg_err(e, consumer))?;
         let mut received = first_len;
         let h = frame::chunk_header_len();
+        // A lossy broadcast's subscriber lapped part-way: this message (counted as
+        // received when its first record was released) is lost too.
+        let lost_too = |e| match e {
+            Error::Lagged { missed } => Error::Lagged { missed: missed + 1 },
+            e => e,
+        };
         while received < total {
-            let record = self.op.wait_for_chunk(self.policy, wait, received, total)?;
+            let record = self.op.wait_for_chunk(self.policy, wait, received, total).map_err(lost_too)?;
             if record.tag() != TAG_CONTINUATION {
-                // The next message: this one was abandoned. Leave it queued.
+                // The next message: this one was abandoned. Leave it queued. (Or, on a
+                // lossy broadcast, the publisher lapped us: a later record's header.)
+                let consumer = self.op.consumer();
+                consumer.check_read(&record).map_err(|e| lost_too(seg_err(e, consumer)))?;
                 return Err(Error::Truncated { received, total });
             }
             let consumer = self.op.consumer();
@@ -1096,6 +1129,7 @@ impl Incoming<'_> {
             };
             let n = record.len().saturating_sub(h);
             if offset != Some(received) || n == 0 || n > total - received {
+                consumer.check_read(&record).map_err(|e| lost_too(seg_err(e, consumer)))?;
                 consumer.release(record);
                 let path = self.op.inner.segment().path().to_owned();
                 return Err(Error::Corrupt {
@@ -1104,7 +1138,7 @@ impl Incoming<'_> {
                 });
             }
             scatter.scatter_with(received, n, |at, dst| consumer.read_to(&record, h + at, dst));
-            consumer.release(record);
+            consumer.release_read(record).map_err(|e| lost_too(seg_err(e, consumer)))?;
             received += n;
         }
         Ok(())

@@ -7,7 +7,7 @@
 //! the shared positions, and appends after the last record this one published.
 
 use super::{create_segment, open_ringer, Doorbell};
-use crate::endpoint::{check_ring_peer, ring_error, role_state, Role, CONSUMER, PRODUCER};
+use crate::endpoint::{check_ring_peer, ring_error, role_state, Place, Role, CONSUMER, PRODUCER};
 use crate::frame::{self, chunk_header, chunk_header_len, ArrayMeta, Element, Outgoing, CHUNKED, TAG_BYTES, TAG_CONTINUATION};
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::error::{Error, Result};
@@ -146,7 +146,13 @@ impl Op<'_> {
             |p| (&p.store().control().space_ready.value, p.store().park()),
             (policy, &mut self.inner.history),
             wait,
-            |p| if p.wake_due() { p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())) } else { Ok(None) },
+            |p| {
+                // A broadcast's subscribers that closed stop holding the publisher back.
+                if p.store().is_publisher() {
+                    p.store().prune_subscribers(false);
+                }
+                if p.wake_due() { p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())) } else { Ok(None) }
+            },
             |p| role_state(p.store(), CONSUMER) == CLOSED,
             |p| check_ring_peer(p.store(), CONSUMER),
         )
@@ -247,7 +253,7 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn create(name: &str, capacity_bytes: usize) -> Result<Sender> {
-        Sender::attach(create_segment(name, capacity_bytes)?, None, true, None)
+        Sender::attach(create_segment(name, capacity_bytes)?, Place::Channel, true, None)
     }
 
     /// Open existing channel `name` as its sender.
@@ -268,7 +274,7 @@ impl Sender {
         let segment = Segment::open_any(name, &[SegmentKind::Channel, SegmentKind::Mailbox])?;
         match segment.info().kind {
             SegmentKind::Mailbox => Sender::join(segment),
-            _ => Sender::attach(segment, None, true, None),
+            _ => Sender::attach(segment, Place::Channel, true, None),
         }
     }
 
@@ -281,7 +287,7 @@ impl Sender {
         let lanes = segment.info().param1 as usize;
         for lane in 0..lanes {
             match segment.claim_role(1 + 2 * lane) {
-                Ok(()) => return Sender::attach(segment, Some(lane), true, None),
+                Ok(()) => return Sender::attach(segment, Place::Lane(lane), true, None),
                 Err(Error::RoleTaken { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -340,7 +346,7 @@ impl Sender {
         if let Some(l) = lane.filter(|&l| l as u64 >= segment.info().param1) {
             return Err(Error::InvalidArgument(format!("{} has no lane {l}", segment.path())));
         }
-        Sender::attach(segment, lane, false, ringer)
+        Sender::attach(segment, Place::of_lane(lane), false, ringer)
     }
 
     /// The mailbox lane this producer writes (`None`: a channel's sender, or closed).
@@ -357,18 +363,19 @@ impl Sender {
     /// `fresh`: this segment was opened by name (a new open file description), so no
     /// other copy of this role lives: sleepers counted on its event count died.
     /// `lane`: the mailbox lane to produce into (`None`: a channel).
-    fn attach(segment: Segment, lane: Option<usize>, fresh: bool, ringer: Option<Ringer>) -> Result<Sender> {
+    pub(crate) fn attach(segment: Segment, place: Place, fresh: bool, ringer: Option<Ringer>) -> Result<Sender> {
         // The doorbell's write end first: a waiting receiver drops its placeholder once
         // it sees this role attached (see `Doorbell::arm`). A mailbox's lanes share
-        // the mailbox's doorbell.
-        let ringer = ringer.or_else(|| open_ringer(&segment, Side::Data));
-        let index = lane.map_or(PRODUCER, |l| 1 + 2 * l + PRODUCER);
+        // the mailbox's doorbell; a broadcast's publisher rings each subscriber's.
+        let ringer = if place == Place::Publisher { None } else { ringer.or_else(|| open_ringer(&segment, Side::Data)) };
+        let lane = match place {
+            Place::Lane(l) => Some(l),
+            _ => None,
+        };
+        let index = place.role(PRODUCER);
         segment.claim_role(index)?;
         let path = segment.path().to_owned();
-        let mut store = match lane {
-            Some(l) => SegmentRing::lane(segment, l),
-            None => SegmentRing::new(segment),
-        };
+        let mut store = place.store(segment);
         store.set_ringer(ringer);
         if let Some(m) = store.mailbox() {
             shmplane_shm::mailbox::note_join(m);
@@ -404,8 +411,13 @@ impl Sender {
         Ok(inner)
     }
 
-    pub(super) fn segment(&self) -> Option<&Segment> {
+    pub(crate) fn segment(&self) -> Option<&Segment> {
         self.inner.as_ref().map(Inner::segment)
+    }
+
+    /// The ring (`None` once closed).
+    pub(crate) fn store(&self) -> Option<&SegmentRing> {
+        self.inner.as_ref().map(|i| i.producer.store())
     }
 
     /// Send `msg` (any size), waiting per `wait` for room. The general form of every
@@ -799,7 +811,9 @@ impl Sender {
     /// ```
     pub fn close(&mut self) {
         if let Some(Inner { producer, mut role, .. }) = self.inner.take() {
-            // Wake the peer if it sleeps: it then sees the close at once.
+            // Wake the peer if it sleeps: it then sees the close at once (a broadcast's
+            // subscribers waiting through the OS: their doorbells).
+            producer.store().ring_subscribers();
             let wake = producer.store().data_event_offset();
             role.close(producer.into_store().into_segment(), Some(wake));
         }
