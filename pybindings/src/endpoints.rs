@@ -245,14 +245,14 @@ macro_rules! endpoint_pymethods {
 type Encoded<'py> = (u32, Vec<Bound<'py, PyAny>>, Option<(String, Vec<usize>, String)>);
 
 /// The sending end of a channel. See `shmplane.channel`.
-#[pyclass(module = "shmplane._shmplane", name = "Sender", frozen, weakref)]
+#[pyclass(module = "shmplane._shmplane", name = "Sender", frozen, weakref, subclass)]
 pub struct PySender {
-    inner: Mutex<Sender>,
-    closing: CloseFlag,
+    pub(crate) inner: Mutex<Sender>,
+    pub(crate) closing: CloseFlag,
 }
 
 impl PySender {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Sender>> {
+    pub(crate) fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Sender>> {
         lock(py, &self.inner, "Sender")
     }
 
@@ -387,10 +387,10 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
 });
 
 /// The receiving end of a channel. See `shmplane.channel`.
-#[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen, weakref)]
+#[pyclass(module = "shmplane._shmplane", name = "Receiver", frozen, weakref, subclass)]
 pub struct PyReceiver {
-    inner: Mutex<Receiver>,
-    closing: CloseFlag,
+    pub(crate) inner: Mutex<Receiver>,
+    pub(crate) closing: CloseFlag,
 }
 
 /// A new `bytes` of `len` uninitialised bytes and a destination over its buffer. It
@@ -505,7 +505,7 @@ pub(crate) fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyRe
 }
 
 impl PyReceiver {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Receiver>> {
+    pub(crate) fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Receiver>> {
         lock(py, &self.inner, "Receiver")
     }
 

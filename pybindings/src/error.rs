@@ -41,6 +41,12 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Closed => exc!(py, "ClosedError"),
         Error::Truncated { .. } => exc!(py, "TruncatedMessageError"),
         Error::NoSpace { .. } => exc!(py, "NoSpaceError"),
+        Error::Lagged { missed } => {
+            return match exc!(py, "LaggedError") {
+                Ok(cls) => PyErr::from_type(cls.clone(), (msg, *missed)),
+                Err(e) => e,
+            };
+        }
         Error::NotOurs { .. } => {
             return match exc!(py, "PermissionDeniedError") {
                 Ok(cls) => PyErr::from_type(cls.clone(), (libc_eacces(), msg)),

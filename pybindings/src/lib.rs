@@ -6,6 +6,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![allow(missing_docs)] // pyo3 methods are documented in the .pyi stubs
 
+mod broadcast;
 mod endpoints;
 mod error;
 mod mailbox;
@@ -46,6 +47,8 @@ fn _channel<'py>(
 fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PySender>()?;
     m.add_class::<endpoints::PyReceiver>()?;
+    m.add_class::<broadcast::PyPublisher>()?;
+    m.add_class::<broadcast::PySubscriber>()?;
     m.add_class::<mailbox::PyMailbox>()?;
     mailbox::add_pending(&m.py().get_type::<mailbox::PyMailbox>())?;
     m.add_class::<slot::PyByteSlot>()?;
@@ -56,6 +59,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;
     m.add("DEFAULT_LANE_CAPACITY", mailbox::DEFAULT_LANE_CAPACITY)?;
     m.add("DEFAULT_MAX_SENDERS", mailbox::DEFAULT_MAX_SENDERS)?;
+    m.add("DEFAULT_MAX_SUBSCRIBERS", shmplane::DEFAULT_MAX_SUBSCRIBERS)?;
     m.add("TAG_BYTES", shmplane::frame::TAG_BYTES)?;
     m.add("TAG_ARRAY", shmplane::frame::TAG_ARRAY)?;
     m.add("TAG_PICKLE", shmplane::frame::TAG_PICKLE)?;

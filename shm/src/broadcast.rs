@@ -188,7 +188,15 @@ pub fn skip_to_oldest(r: &OldestRecord, c: &SubscriberCursor) -> (u64, u64) {
 
 /// A subscriber joins a lossy broadcast on cursor line `c`: it starts at the
 /// publisher's newest position with its message count. Returns the position.
-pub fn join_lossy(bc: &BroadcastControl, c: &SubscriberCursor) -> u64 {
+pub fn join_lossy(bc: &BroadcastControl, c: &SubscriberCursor, index: usize) -> u64 {
+    // The line counts as a subscriber (`Publisher::subscribers`) and its doorbell is
+    // rung (`slots`); its position holds nothing back.
+    // ORDERING: SeqCst, as in `join_lossless`.
+    bc.slots.value.fetch_max(index as u64 + 1, Ordering::SeqCst);
+    // ORDERING: Relaxed: a unique number.
+    let ticket = bc.joins.value.fetch_add(1, Ordering::Relaxed).wrapping_add(1).max(1);
+    // ORDERING: SeqCst, as in `join_lossless`.
+    c.active.swap(ticket, Ordering::SeqCst);
     let (position, seq) = read_pair(&bc.newest.value);
     // ORDERING: Relaxed: our own line (the role lease orders copies' accesses).
     c.seq.store(seq, Ordering::Relaxed);

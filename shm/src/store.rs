@@ -242,7 +242,7 @@ impl SegmentRing {
         let bc = self.broadcast_control().expect("a broadcast ring");
         let line = self.cursor(i);
         if b.lossy {
-            crate::broadcast::join_lossy(bc, line)
+            crate::broadcast::join_lossy(bc, line, i)
         } else {
             crate::broadcast::join_lossless(bc, line, i, &self.control().tail.value)
         }
@@ -287,9 +287,10 @@ impl SegmentRing {
         }
     }
 
-    /// The publisher: subscribers whose cursors gate it now.
+    /// The publisher: subscribers now (those that closed or died are dropped first).
     pub fn active_subscribers(&self) -> usize {
         let Some(b) = self.bcast else { return 0 };
+        self.prune_subscribers(true);
         let bc = self.broadcast_control().expect("a broadcast ring");
         (0..crate::broadcast::slots(bc, b.max)).filter(|&i| crate::broadcast::ticket(self.cursor(i)) != 0).count()
     }

@@ -33,7 +33,7 @@ use shmplane_shm::layout::{check_ring_capacity, BROADCAST_LOSSY, MAX_RING_CAPACI
 use shmplane_shm::segment::Segment;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
 /// Subscribers a broadcast made without a limit can have at once.
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 64;
@@ -139,21 +139,20 @@ impl Publisher {
         Subscriber::join(segment)
     }
 
-    /// Subscribers whose positions hold the publisher back now (lossless), or that
-    /// joined and did not leave (lossy); dead ones count until the publisher's next
-    /// liveness check. 0 once closed.
+    /// Subscribers now: those that joined and neither closed nor died (this drops
+    /// those that did: one liveness check each). 0 once closed.
     pub fn subscribers(&self) -> usize {
-        self.tx.store().map_or(0, |s| s.active_subscribers())
+        self.tx.subscribers().unwrap_or(0)
     }
 
     /// The most subscribers at once (0 once closed).
     pub fn max_subscribers(&self) -> usize {
-        self.tx.store().map_or(0, |s| s.max_subscribers())
+        self.tx.max_subscribers().unwrap_or(0)
     }
 
     /// True for a lossy broadcast.
     pub fn is_lossy(&self) -> bool {
-        self.tx.store().is_some_and(|s| s.is_lossy())
+        self.tx.is_lossy()
     }
 
     /// The publisher as a plain [`Sender`].
@@ -206,23 +205,17 @@ impl Subscriber {
 
     /// This subscriber's slot (`None` once closed).
     pub fn index(&self) -> Option<usize> {
-        self.rx.store().and_then(|s| s.subscriber_index())
+        self.rx.subscriber_index()
     }
 
     /// True for a lossy broadcast.
     pub fn is_lossy(&self) -> bool {
-        self.rx.store().is_some_and(|s| s.is_lossy())
+        self.rx.is_lossy()
     }
 
     /// The subscriber as a plain [`Receiver`].
     pub fn into_receiver(self) -> Receiver {
         self.rx
-    }
-
-    /// The descriptor of this handle's segment (to pass to a child with
-    /// [`Subscriber::index`]).
-    pub fn fd(&self) -> Option<RawFd> {
-        self.rx.fd()
     }
 }
 

@@ -33,7 +33,19 @@ from __future__ import annotations
 
 from . import _handles  # noqa: F401  (pickling support for endpoints)
 from . import errors
-from ._shmplane import DEFAULT_CAPACITY, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS, ByteSlot, Mailbox, Receiver, Sender, _channel
+from ._shmplane import (
+    DEFAULT_CAPACITY,
+    DEFAULT_LANE_CAPACITY,
+    DEFAULT_MAX_SENDERS,
+    DEFAULT_MAX_SUBSCRIBERS,
+    ByteSlot,
+    Mailbox,
+    Publisher,
+    Receiver,
+    Sender,
+    Subscriber,
+    _channel,
+)
 from ._aio import wait
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -42,17 +54,21 @@ from .sharedctypes import RawArray, RawValue
 __all__ = [
     "channel",
     "mailbox",
+    "broadcast",
     "gc",
     "wait",
     "Sender",
     "Receiver",
     "Mailbox",
+    "Publisher",
+    "Subscriber",
     "RawValue",
     "RawArray",
     "ByteSlot",
     "DEFAULT_CAPACITY",
     "DEFAULT_LANE_CAPACITY",
     "DEFAULT_MAX_SENDERS",
+    "DEFAULT_MAX_SUBSCRIBERS",
     *errors.__all__,
 ]
 
@@ -130,6 +146,51 @@ def mailbox(
     mb = Mailbox.create(name, capacity, max_senders) if name is not None else Mailbox._new(capacity, max_senders)
     mb.set_policy(policy, spin_us)
     return mb
+
+
+def broadcast(
+    capacity: int = DEFAULT_CAPACITY,
+    name: str | None = None,
+    lossy: bool = False,
+    max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS,
+    *,
+    policy: str = "adaptive",
+    spin_us: float = 20.0,
+) -> Publisher:
+    """Create a broadcast (one publisher, many subscribers) and return its publisher.
+
+    Subscribers join with ``pub.subscribe()`` here, ``shmplane.Subscriber.open(name)``
+    from any process, or a pickled subscriber passed to a child; each receives every
+    message published after it joined, in order. The publisher writes each message
+    once (any size: bytes, ndarrays, picklable objects); subscribers copy it out in
+    parallel. ``Publisher.create(name, ...)`` is the same with a chosen name.
+
+    Args:
+        capacity: ring size in bytes, a power of two from 4096 to 2**31 (default
+            1 MiB). Larger messages stream through in chunks.
+        name: segment name (``[A-Za-z0-9._-]``, at most 200 bytes); ``None`` generates
+            one. The segment (``capacity`` + 8 KiB + 128 bytes per subscriber slot) is
+            removed once the publisher and every subscriber closed.
+        lossy: ``False`` (default): the publisher waits, under its policy and timeout,
+            for the slowest live subscriber (one that closes or dies stops holding it
+            back). ``True``: the publisher never waits; a subscriber that fell a lap
+            behind gets ``LaggedError`` (with ``.missed``, the number of messages it
+            lost) and continues from the oldest message still held (the semantics of
+            tokio's broadcast channel; the algorithm is Aeron's broadcast buffer).
+        max_subscribers: subscriber slots, 1 to 512 (default 64); a subscriber that
+            closes frees its slot.
+        policy, spin_us: how blocked sends wait (see ``channel``).
+
+    Raises:
+        InvalidArgumentError: capacity or max_subscribers out of range.
+        InvalidNameError, AlreadyExistsError, NoSpaceError: as ``channel``.
+    """
+    if name is None:
+        pub = Publisher._new(capacity, lossy, max_subscribers)
+    else:
+        pub = Publisher.create(name, capacity, lossy, max_subscribers)
+    pub.set_policy(policy, spin_us)
+    return pub
 
 
 def gc() -> list[str]:

@@ -50,7 +50,16 @@ def _rebuild(kind: str, dupfd: Any, name: str | None, policy: str, doorbell: Any
     fd = dupfd.detach()
     bell = None if doorbell is None else doorbell.detach()
     endpoint: Sender | Receiver
-    if kind == "sender":
+    if kind == "publisher":
+        from ._shmplane import Publisher
+
+        endpoint = Publisher._from_fd(fd, name)
+    elif kind == "subscriber":
+        from ._shmplane import Subscriber
+
+        assert lane is not None
+        endpoint = Subscriber._from_fd(fd, lane, name, bell)
+    elif kind == "sender":
         endpoint = Sender._from_fd(fd, name, bell, lane)
     else:
         endpoint = Receiver._from_fd(fd, name, bell)
@@ -64,7 +73,13 @@ def reduce_endpoint(endpoint: Sender | Receiver, kind: str) -> tuple[Any, tuple[
     # The doorbell's write end travels too: while the copy is in flight the FIFO must
     # keep a writer, or a waiter on the other end would read the peer as closed.
     # A mailbox's sender carries its lane: the copy writes the same one.
-    lane = endpoint._lane() if isinstance(endpoint, Sender) else None
+    # A subscriber carries its slot (the copy shares its position).
+    if kind == "publisher":
+        lane = None
+    elif kind == "subscriber":
+        lane = getattr(endpoint, "index")
+    else:
+        lane = endpoint._lane() if isinstance(endpoint, Sender) else None
     return _rebuild, (
         kind,
         DupFd(endpoint._segment_fd()),

@@ -8,6 +8,7 @@ from typing_extensions import Buffer, Self, disjoint_base
 DEFAULT_CAPACITY: int
 DEFAULT_LANE_CAPACITY: int
 DEFAULT_MAX_SENDERS: int
+DEFAULT_MAX_SUBSCRIBERS: int
 TAG_BYTES: int
 TAG_ARRAY: int
 TAG_PICKLE: int
@@ -16,7 +17,7 @@ WIRE_VERSION: int
 
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
 def gc() -> list[str]: ...
-@final
+@disjoint_base
 class Sender:
     """The sending end of a channel (one per channel across all processes).
 
@@ -105,7 +106,7 @@ class Sender:
     def __exit__(self, *args: object) -> bool: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
 
-@final
+@disjoint_base
 class Receiver:
     """The receiving end of a channel (one per channel across all processes).
 
@@ -178,6 +179,78 @@ class Receiver:
     def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
+
+@final
+class Publisher(Sender):
+    """The publishing end of a broadcast (one publisher, many subscribers; see
+    ``shmplane.broadcast``). Every ``Sender`` method works: ``send``/``try_send``/
+    ``send_async``, ``fileno()`` (room for a message), pickling into children (copies
+    take turns, each message whole). A message is written once, whatever the number of
+    subscribers.
+
+    Lossless (default): ``send`` waits, under the wait policy and ``timeout``, while
+    the slowest live subscriber holds the ring (Disruptor gating sequences); a
+    subscriber that closes stops holding it at once, one that dies within 50 ms of
+    the publisher's next wait. With no subscriber, messages are dropped (as PUB/SUB).
+    Lossy: ``send`` never waits (Aeron's broadcast buffer); laggards get
+    ``LaggedError``.
+    """
+
+    @staticmethod
+    def create(name: str, capacity: int = ..., lossy: bool = False, max_subscribers: int = ...) -> Publisher:
+        """Create broadcast ``name``: a ring of ``capacity`` bytes (a power of two,
+        4096 to 2**31; default 1 MiB) and ``max_subscribers`` slots (1 to 512, default
+        64). The segment is ``capacity`` + 8 KiB + 128 bytes per slot.
+
+        Raises InvalidArgumentError, InvalidNameError, AlreadyExistsError, NoSpaceError."""
+    @staticmethod
+    def _new(capacity: int = ..., lossy: bool = False, max_subscribers: int = ...) -> Publisher: ...
+    @staticmethod
+    def open(name: str) -> Publisher:
+        """Become the publisher of existing broadcast ``name`` (its publisher closed or
+        died); subscribers keep their positions. Raises NotFoundError, WrongKindError,
+        RoleTakenError (a live publisher has it), CorruptSegmentError,
+        IncompatibleSegmentError."""
+    @staticmethod
+    def _from_fd(fd: int, name: str | None = None) -> Publisher: ...  # type: ignore[override]
+    def subscribe(self) -> Subscriber:
+        """A new subscriber in this process: it receives what is published from now on.
+        Raises RoleTakenError (every slot taken), ClosedError."""
+    @property
+    def subscribers(self) -> int:
+        """Subscribers now: those that joined and neither closed nor died (one
+        liveness check each)."""
+    @property
+    def max_subscribers(self) -> int: ...
+    @property
+    def lossy(self) -> bool: ...
+
+@final
+class Subscriber(Receiver):
+    """A subscribing end of a broadcast: receives every message published after it
+    joined, in order. Every ``Receiver`` method works (``recv``, ``try_recv``,
+    ``poll``, iteration, ``fileno()``: its own doorbell ``@sub<i>``, ``recv_async``,
+    ``async for``). Pickled into a child, the copy shares this subscriber's position
+    (they take turns, each message reaches one of them); a child that wants every
+    message itself opens its own with ``Subscriber.open(name)``.
+
+    From a lossy broadcast, ``recv`` raises ``LaggedError`` (``.missed``: messages
+    lost) when the publisher overwrote messages this subscriber had not read; the next
+    ``recv`` returns the oldest message still held.
+    """
+
+    @staticmethod
+    def open(name: str) -> Subscriber:
+        """Join broadcast ``name`` in its first free slot. Raises NotFoundError,
+        WrongKindError, RoleTakenError (every slot taken), CorruptSegmentError,
+        IncompatibleSegmentError."""
+    @staticmethod
+    def _from_fd(fd: int, index: int, name: str | None = None, doorbell_fd: int | None = None) -> Subscriber: ...  # type: ignore[override]
+    @property
+    def index(self) -> int | None:
+        """This subscriber's slot (None once closed)."""
+    @property
+    def lossy(self) -> bool: ...
 
 @final
 class ByteSlot:

@@ -28,6 +28,7 @@ __all__ = [
     "RoleTakenError",
     "ClosedError",
     "TruncatedMessageError",
+    "LaggedError",
     "NoSpaceError",
     "ShmplaneOSError",
     "PermissionDeniedError",
@@ -103,6 +104,20 @@ class ClosedError(ShmplaneError, ValueError):
 class TruncatedMessageError(ShmplaneError):
     """The sender abandoned a large (chunked) message part-way: it was interrupted, or
     died. The partial message was dropped; the next message is intact."""
+
+
+class LaggedError(ShmplaneError):
+    """A subscriber of a lossy broadcast fell a lap behind: the publisher overwrote
+    ``missed`` messages before this subscriber read them. Receiving continues from the
+    oldest message still held (the semantics of tokio's ``broadcast`` channel)."""
+
+    def __init__(self, message: str = "", missed: int = 0) -> None:
+        super().__init__(message)
+        #: Messages lost to this subscriber.
+        self.missed = missed
+
+    def __reduce__(self) -> tuple[type, tuple[str, int]]:
+        return (type(self), (str(self), self.missed))
 
 
 class NoSpaceError(ShmplaneError, MemoryError):

@@ -497,6 +497,17 @@ impl Receiver {
         self.inner.as_ref().map(Inner::segment)
     }
 
+    /// For a broadcast's subscriber: its slot (`None` for other receivers and once
+    /// closed).
+    pub fn subscriber_index(&self) -> Option<usize> {
+        self.store().and_then(SegmentRing::subscriber_index)
+    }
+
+    /// True for a lossy broadcast's subscriber.
+    pub fn is_lossy(&self) -> bool {
+        self.store().is_some_and(SegmentRing::is_lossy)
+    }
+
     /// The ring (`None` once closed).
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
         self.inner.as_ref().map(|i| i.consumer.store())

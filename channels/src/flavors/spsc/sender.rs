@@ -349,6 +349,22 @@ impl Sender {
         Sender::attach(segment, Place::of_lane(lane), false, ringer)
     }
 
+    /// For a broadcast's publisher: its subscribers now (see
+    /// [`crate::Publisher::subscribers`]); `None` for other senders and once closed.
+    pub fn subscribers(&self) -> Option<usize> {
+        self.store().filter(|s| s.is_publisher()).map(SegmentRing::active_subscribers)
+    }
+
+    /// For a broadcast's publisher: the most subscribers at once; `None` otherwise.
+    pub fn max_subscribers(&self) -> Option<usize> {
+        self.store().filter(|s| s.is_publisher()).map(SegmentRing::max_subscribers)
+    }
+
+    /// True for a lossy broadcast's publisher.
+    pub fn is_lossy(&self) -> bool {
+        self.store().is_some_and(SegmentRing::is_lossy)
+    }
+
     /// The mailbox lane this producer writes (`None`: a channel's sender, or closed).
     pub fn lane(&self) -> Option<usize> {
         self.inner.as_ref().and_then(|i| i.producer.store().lane_index())
