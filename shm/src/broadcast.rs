@@ -24,7 +24,8 @@
 //!
 //! Modelled in `loom-tests/tests/broadcast.rs`.
 
-use crate::layout::{BroadcastControl, OldestRecord, SubscriberCursor};
+use crate::layout::{BroadcastControl, OldestRecord, SubscriberCursor, RECORD_ALIGN};
+use crate::ring::{RingError, RingStore};
 use crate::sync::{fence, AtomicU64, Ordering};
 
 /// True if a record tagged `tag` begins a message (not padding, not a continuation of
@@ -112,53 +113,56 @@ pub fn store_position(c: &SubscriberCursor, position: u64, began: bool, lossy: b
     c.position.store(position, Ordering::Release);
 }
 
-/// Read a seqlock pair `(position, seq)` written by [`write_pair`].
+/// Read a pair `(position, seq)` written by [`write_pair`] (see
+/// [`OldestRecord`]): never waits for a writer that died part-way.
 pub fn read_pair(r: &OldestRecord) -> (u64, u64) {
     loop {
-        // ORDERING: Acquire, partner of the writer's final Release store of `version`.
+        // ORDERING: Acquire, partner of the writer's Release store of `version`: the
+        // copy it names was written before.
         let v1 = r.version.load(Ordering::Acquire);
-        if v1 % 2 == 0 {
-            // ORDERING: Relaxed, ordered by the fence below (the seqlock reader).
-            let position = r.position.load(Ordering::Relaxed);
-            let seq = r.seq.load(Ordering::Relaxed);
-            // ORDERING: Acquire fence, partner of the writer's Release fence after
-            // it made the version odd: if we read a value it stored after that, we
-            // see the odd (or a later) version.
-            fence(Ordering::Acquire);
-            // ORDERING: Relaxed after the fence.
-            if r.version.load(Ordering::Relaxed) == v1 {
-                return (position, seq);
-            }
+        let k = (v1 & 1) as usize;
+        // ORDERING: Relaxed, checked by the fence and re-load below (the latch reader).
+        let position = r.position[k].load(Ordering::Relaxed);
+        let seq = r.seq[k].load(Ordering::Relaxed);
+        // ORDERING: Acquire fence, partner of the writer's Release fence before it
+        // rewrites a copy: if we read a value of a later rewrite of copy `k`, we see
+        // the version bumps that came before it.
+        fence(Ordering::Acquire);
+        // ORDERING: Relaxed after the fence.
+        if r.version.load(Ordering::Relaxed) == v1 {
+            return (position, seq);
         }
         crate::sync::spin_hint();
     }
 }
 
-/// The publisher's update of a seqlock pair (it alone writes the pair). Ends with a
-/// Release fence: stores that follow (the ring bytes a lossy publisher overwrites)
-/// are ordered after the new position (see [`overrun`]).
+/// The publisher's update of a pair (it alone writes it): fill the copy the version
+/// does not name, then bump the version. Ends with a Release fence: stores that follow
+/// (the ring bytes a lossy publisher overwrites) are ordered after the new position
+/// (see [`overrun`]).
 pub fn write_pair(r: &OldestRecord, position: u64, seq: u64) {
     // ORDERING: Relaxed: the publisher's own word.
     let v = r.version.load(Ordering::Relaxed);
-    // ORDERING: Relaxed then Release fence: the odd version is ordered before the
-    // stores of the pair (partner of the reader's Acquire fence).
-    r.version.store(v.wrapping_add(1) | 1, Ordering::Relaxed);
+    let k = (v.wrapping_add(1) & 1) as usize;
+    // ORDERING: Release fence, partner of the reader's Acquire fence: the version
+    // bumps before this happen-before a reader that sees the rewrite below.
     fence(Ordering::Release);
-    // ORDERING: Relaxed, ordered by the fence above and the Release store below.
-    r.seq.store(seq, Ordering::Relaxed);
-    r.position.store(position, Ordering::Relaxed);
-    // ORDERING: Release, partner of the reader's first Acquire load.
-    r.version.store((v | 1).wrapping_add(1), Ordering::Release);
+    // ORDERING: Relaxed, published by the Release store of the version below.
+    r.seq[k].store(seq, Ordering::Relaxed);
+    r.position[k].store(position, Ordering::Relaxed);
+    // ORDERING: Release, partner of the reader's Acquire load of the version.
+    r.version.store(v.wrapping_add(1), Ordering::Release);
     // ORDERING: Release fence, partner of the Acquire fence in `overrun`: the stores
     // after this (overwriting ring bytes) are ordered after the new position.
     fence(Ordering::Release);
 }
 
-/// The oldest position a lossy broadcast holds (its publisher's own view).
+/// The current position of a pair (the publisher's own view of `oldest`).
 #[inline]
 pub fn oldest_position(r: &OldestRecord) -> u64 {
-    // ORDERING: Relaxed: the publisher reads its own store.
-    r.position.load(Ordering::Relaxed)
+    // ORDERING: Relaxed: the publisher reads its own stores.
+    let v = r.version.load(Ordering::Relaxed);
+    r.position[(v & 1) as usize].load(Ordering::Relaxed)
 }
 
 /// A lossy subscriber, after copying out bytes of the record at `position`: true if
@@ -167,23 +171,30 @@ pub fn oldest_position(r: &OldestRecord) -> u64 {
 #[inline]
 pub fn overrun(r: &OldestRecord, position: u64) -> bool {
     // ORDERING: Acquire fence, partner of `write_pair`'s final Release fence: if we
-    // read any byte the publisher wrote after moving the oldest position, we see
-    // that position (or a later one) below.
+    // read any byte the publisher wrote after moving the oldest position, we see that
+    // version bump (or a later one) and the pair it names.
     fence(Ordering::Acquire);
-    // ORDERING: Relaxed after the fence.
-    r.position.load(Ordering::Relaxed) > position
+    // A consistent pair, not the copy the version names read alone: that copy may be
+    // under rewrite for a later update (whose ring bytes are not overwritten yet), and
+    // a lag must be one `skip_to_oldest` can act on (found by the loom model).
+    read_pair(r).0 > position
 }
 
-/// A lagging lossy subscriber skips to the oldest record held: stores it as its
-/// position and returns `(position, messages missed)`.
-pub fn skip_to_oldest(r: &OldestRecord, c: &SubscriberCursor) -> (u64, u64) {
+/// A lagging lossy subscriber at `head` skips to the oldest record held: stores it as
+/// its position and returns `(position, messages missed)`, or `None` if the pair is
+/// impossible (misaligned, behind `head`, beyond any position: shared memory is
+/// untrusted), leaving the cursor as it was.
+pub fn skip_to_oldest(r: &OldestRecord, c: &SubscriberCursor, head: u64) -> Option<(u64, u64)> {
     let (position, seq) = read_pair(r);
+    if position % RECORD_ALIGN as u64 != 0 || position < head || position > crate::ring::MAX_POSITION {
+        return None;
+    }
     // ORDERING: Relaxed: our own word (see `store_position`).
     let mine = c.seq.load(Ordering::Relaxed);
     c.seq.store(seq, Ordering::Relaxed);
     // ORDERING: Release, as in `store_position`.
     c.position.store(position, Ordering::Release);
-    (position, seq.saturating_sub(mine))
+    Some((position, seq.wrapping_sub(mine).min(1 << 62)))
 }
 
 /// A subscriber joins a lossy broadcast on cursor line `c`: it starts at the
@@ -224,4 +235,41 @@ pub fn arm_bell(c: &SubscriberCursor) {
 pub fn take_bell(c: &SubscriberCursor) -> bool {
     // ORDERING: Relaxed load, then AcqRel swap only if armed (see `arm_bell`).
     c.bell.load(Ordering::Relaxed) != 0 && c.bell.swap(0, Ordering::AcqRel) != 0
+}
+
+/// A lossy publisher reclaims space in `store` (its ring): moves the oldest record
+/// held (`oldest`) forward to the first record boundary at or after
+/// `tail + max(need, capacity / 8) - capacity`, counting the messages it passes, and
+/// returns it. Reclaiming an eighth of the ring at a time keeps the seqlock writes (and
+/// the subscribers' cache misses on them) rare.
+///
+/// # Errors
+/// [`RingError::Corrupt`] if the stored oldest position or a header on the way is
+/// impossible (shared memory is untrusted).
+pub fn reclaim<S: RingStore>(store: &S, oldest: &OldestRecord, tail: u64, need: u64) -> Result<u64, RingError> {
+    let cap = store.capacity() as u64;
+    let (mut pos, mut seq) = read_pair(oldest);
+    let target = (tail + need.max(cap / 8)).saturating_sub(cap).min(tail);
+    if pos > tail || tail - pos > cap || pos % RECORD_ALIGN as u64 != 0 {
+        return Err(RingError::Corrupt { what: "oldest record of a lossy broadcast", position: tail, value: pos });
+    }
+    if pos >= target {
+        return Ok(pos);
+    }
+    while pos < target {
+        let offset = pos & (cap - 1);
+        // ORDERING: Relaxed: the publisher reads a header it wrote itself.
+        let word = store.header(offset as usize).load(Ordering::Relaxed);
+        let size = crate::ring::record_size((word & 0xFFFF_FFFF) as usize) as u64;
+        let tag = ((word >> 32) as u32) & crate::ring::PADDING_TAG;
+        if word >> 63 == 0 || size > cap - offset || pos + size > tail {
+            return Err(RingError::Corrupt { what: "record header behind a lossy broadcast's publisher", position: pos, value: word });
+        }
+        if starts_message(tag) {
+            seq = seq.wrapping_add(1);
+        }
+        pos += size;
+    }
+    write_pair(oldest, pos, seq);
+    Ok(pos)
 }

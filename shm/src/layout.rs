@@ -379,18 +379,23 @@ pub struct BroadcastControl {
     pub newest: Padded<OldestRecord>,
 }
 
-/// The oldest record a lossy broadcast still holds, as a seqlock over two words (the
-/// publisher alone writes it): records before `position` may be overwritten, and
-/// `seq` messages began before it since creation.
+/// A pair of words a lossy broadcast's publisher alone writes, readable consistently
+/// by subscribers: the oldest record it still holds (`BroadcastControl::oldest`:
+/// records before its position may be overwritten; `seq` messages began before it),
+/// or its newest position and message count (`BroadcastControl::newest`). Two copies
+/// and a version (a latch, as the slots' double buffer): the writer fills the copy the
+/// version does not name, then bumps the version; a reader takes the named copy and
+/// re-checks the version. A writer that dies part-way leaves the version naming the
+/// intact copy, so readers never wait for it (see `crate::broadcast::read_pair`).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct OldestRecord {
-    /// Seqlock version: odd while the publisher updates the pair.
+    /// Updates so far; copy `version & 1` is current.
     pub version: AtomicU64,
-    /// Ring position of the oldest record still held (a record boundary).
-    pub position: AtomicU64,
-    /// Messages that began before `position` since creation.
-    pub seq: AtomicU64,
+    /// Ring position of each copy (a record boundary).
+    pub position: [AtomicU64; 2],
+    /// Messages begun before `position`, since creation, of each copy.
+    pub seq: [AtomicU64; 2],
 }
 
 /// One subscriber's cursor line in a broadcast.

@@ -168,9 +168,10 @@ pub unsafe trait RingStore {
     fn overrun(&self, _position: u64) -> bool {
         false
     }
-    /// A lossy consumer that was overrun skips to the oldest record held: returns its
-    /// new position and the messages it missed. Never called for other stores.
-    fn skip_to_oldest(&self) -> (u64, u64) {
+    /// A lossy consumer at `head` that was overrun skips to the oldest record held:
+    /// returns its new position and the messages it missed, or `None` if what the
+    /// publisher stored is impossible. Never called for other stores.
+    fn skip_to_oldest(&self, _head: u64) -> Option<(u64, u64)> {
         unreachable!("only a lossy broadcast's subscriber is overrun")
     }
     /// True for a lossy broadcast's publisher: it never waits for room (it reclaims
@@ -343,6 +344,10 @@ impl<S: RingStore> Producer<S> {
     /// # Errors
     /// [`RingError::Corrupt`] if the consumer position is impossible.
     pub fn free_bytes(&mut self) -> Result<u64, RingError> {
+        if self.store.lossy() {
+            // Never waits: all of it, reclaimed as claims need it.
+            return Ok(self.capacity() - 2 * RECORD_HEADER as u64);
+        }
         self.refresh_head(0)?;
         // The zero-ahead slot is never free.
         Ok((self.capacity() - (self.tail - self.cached_head)).saturating_sub(RECORD_HEADER as u64))
@@ -525,6 +530,8 @@ fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingE
             return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
         }
         tail += size;
+        // What `publish` would have done next (a lossy broadcast counts the message).
+        store.published(tail, ((word >> 32) as u32) & PADDING_TAG);
     }
     // A broadcast's slowest subscriber is at most the position read before stepping.
     if head > tail || tail - head > cap {
@@ -546,8 +553,9 @@ pub fn poisoned<S: RingStore>(store: &S) -> u32 {
 pub fn data_ready<S: RingStore>(store: &S) -> bool {
     // ORDERING: Acquire, partner of the consumer's Release in `store_head`.
     let head = store.head_word().load(Ordering::Acquire);
-    // ORDERING: Acquire, partner of `publish`'s Release header store.
-    store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0
+    // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
+    // broadcast's subscriber that was lapped has a lag to report.)
+    store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0 || store.overrun(head)
 }
 
 /// True if `len` payload bytes might fit after the producer position stored in the
@@ -612,6 +620,9 @@ pub struct Consumer<S: RingStore> {
     store: S,
     head: u64,
     mask: u64,
+    /// A lossy broadcast's lag found while skipping a record unread (or an impossible
+    /// oldest position), reported by the next peek.
+    pending: Option<RingError>,
     /// Releases in a row that found the producer's sleeping regime with nobody asleep.
     fenced_idle: u32,
 }
@@ -624,14 +635,14 @@ impl<S: RingStore> Consumer<S> {
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
         let head = stored_consumer_position(&store)?;
-        Ok(Consumer { store, head, mask, fenced_idle: 0 })
+        Ok(Consumer { store, head, mask, pending: None, fenced_idle: 0 })
     }
 
     /// Attach without reading the position (see [`Producer::unsynced`]);
     /// [`Consumer::resync`] must run before the first peek.
     pub fn unsynced(store: S) -> Self {
         let mask = store.capacity() as u64 - 1;
-        Consumer { store, head: 0, mask, fenced_idle: 0 }
+        Consumer { store, head: 0, mask, pending: None, fenced_idle: 0 }
     }
 
     /// Drop the private position and resume from the shared one: after another copy of
@@ -663,6 +674,9 @@ impl<S: RingStore> Consumer<S> {
     /// [`RingError::Corrupt`] (and the ring is poisoned) on a malformed header.
     #[inline(always)]
     pub fn try_peek(&mut self) -> Result<Option<Record>, RingError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
         let offset = (self.head & self.mask) as usize;
         // ORDERING: Acquire, partner of the producer's Release header store in
         // `publish`: the payload and the next zero-ahead slot are visible after it.
@@ -696,6 +710,9 @@ impl<S: RingStore> Consumer<S> {
     /// the stack, and re-reading it there cost store-forwarding stalls).
     #[inline(always)]
     pub fn try_peek_fast(&mut self) -> Option<Record> {
+        if self.pending.is_some() {
+            return None;
+        }
         let offset = (self.head & self.mask) as usize;
         // ORDERING: Acquire, as in `try_peek`.
         let word = self.store.header(offset).load(Ordering::Acquire);
@@ -732,12 +749,16 @@ impl<S: RingStore> Consumer<S> {
             if word & COMMITTED == 0 || size > self.store.capacity() - offset || bad_padding {
                 if self.store.overrun(self.head) {
                     // A lossy publisher lapped us: these are bytes of a later record.
-                    return Err(self.lag());
+                    return self.lapped();
                 }
                 self.store.control().status.value.poisoned.store(POISON_BAD_RECORD, Ordering::Relaxed);
                 return Err(RingError::Corrupt { what: "record header", position: self.head, value: word });
             }
             if tag == PADDING_TAG {
+                if self.store.overrun(self.head) {
+                    // Lapped: the "padding" may be bytes of a later record.
+                    return self.lapped();
+                }
                 self.advance(size, PADDING_TAG);
                 continue;
             }
@@ -777,6 +798,16 @@ impl<S: RingStore> Consumer<S> {
     #[inline]
     pub fn release(&mut self, record: Record) {
         assert_eq!(record.position, self.head, "release out of order");
+        if self.store.overrun(record.position) {
+            // A lossy broadcast's record skipped unread (a continuation, an orphan, a
+            // message dropped unread) whose header we can no longer trust: skip to the
+            // oldest record instead, and report the lag at the next peek.
+            match self.lag() {
+                RingError::Lagged { missed: 0 } => {}
+                e => self.pending = Some(e),
+            }
+            return;
+        }
         self.advance(record_size(record.len), record.tag);
     }
 
@@ -801,8 +832,11 @@ impl<S: RingStore> Consumer<S> {
     /// [`RingError::Lagged`] (the record is not released: this consumer moved on).
     #[inline]
     pub fn release_read(&mut self, record: Record) -> Result<(), RingError> {
+        assert_eq!(record.position, self.head, "release out of order");
         self.check_read(&record)?;
-        self.release(record);
+        // Checked intact: released without a second look (which could count a record
+        // already delivered as missed).
+        self.advance(record_size(record.len), record.tag);
         Ok(())
     }
 
@@ -811,17 +845,33 @@ impl<S: RingStore> Consumer<S> {
     #[inline]
     fn nothing_at_head(&mut self) -> Result<Option<Record>, RingError> {
         if self.store.overrun(self.head) {
-            return Err(self.lag());
+            return self.lapped();
         }
         Ok(None)
+    }
+
+    /// Lapped at the head (a lossy broadcast): skip to the oldest record held. If no
+    /// message began in between (the publisher reclaimed only the padding at our
+    /// position), nothing was lost: look there instead of reporting a lag.
+    #[cold]
+    #[inline(never)]
+    fn lapped(&mut self) -> Result<Option<Record>, RingError> {
+        match self.lag() {
+            RingError::Lagged { missed: 0 } => self.try_peek_slow(),
+            e => Err(e),
+        }
     }
 
     #[cold]
     #[inline(never)]
     fn lag(&mut self) -> RingError {
-        let (head, missed) = self.store.skip_to_oldest();
-        self.head = head;
-        RingError::Lagged { missed }
+        match self.store.skip_to_oldest(self.head) {
+            Some((head, missed)) => {
+                self.head = head;
+                RingError::Lagged { missed }
+            }
+            None => RingError::Corrupt { what: "oldest record of a lossy broadcast", position: self.head, value: 0 },
+        }
     }
 
     #[inline]

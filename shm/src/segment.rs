@@ -518,7 +518,11 @@ impl Segment {
                 // the role lives on; a copy there takes the lease on first use.
                 liveness::swap_state(entry, CLOSING, ATTACHED);
             } else {
-                liveness::set_state(entry, CLOSED);
+                // Only from CLOSING: a new holder that claimed the role since we let go
+                // of its lock marked it attached, and must not be taken for closed (a
+                // broadcast's publisher would drop its cursor and overwrite what it
+                // has not read: found by a join/leave stress test).
+                liveness::swap_state(entry, CLOSING, CLOSED);
                 if let Some(off) = wake {
                     wake_peer(&probe, off);
                 }

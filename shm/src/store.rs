@@ -175,20 +175,23 @@ impl SegmentRing {
             Some(i) => ([0, 1 + i], broadcast_cursor_offset(max, i) + std::mem::offset_of!(SubscriberCursor, position)),
             None => ([0, 0], control + std::mem::offset_of!(RingControl, head)),
         };
-        let mut park = RingPark::default();
-        if sub.is_none() {
-            if let Some(name) = segment.name() {
-                park.subscribers = Some(SubscriberBells {
-                    name: name.to_owned(),
-                    base: segment.region().as_ptr() as usize,
-                    control: bc,
-                    max,
-                    ringers: std::sync::Mutex::new(Vec::new()),
-                });
-            }
-        }
+        let park = RingPark::default();
         let bcast = Some(Bcast { control: bc, max, sub, lossy });
         SegmentRing { segment, capacity, control, data, roles, head, lane: None, bcast, park }
+    }
+
+    /// A broadcast's publisher: ring the subscribers' doorbells, found by segment name
+    /// `name` (its own, or the one its descriptor was opened by).
+    pub fn set_subscriber_bells(&mut self, name: String) {
+        if let Some(b) = self.bcast.filter(|b| b.sub.is_none()) {
+            self.park.subscribers = Some(SubscriberBells {
+                name,
+                base: self.segment.region().as_ptr() as usize,
+                control: b.control,
+                max: b.max,
+                ringers: std::sync::Mutex::new(Vec::new()),
+            });
+        }
     }
 
     /// The broadcast subscriber this ring is, if it is one.
@@ -268,9 +271,12 @@ impl SegmentRing {
             if ticket == 0 {
                 continue;
             }
+            // By the role's lock alone: a subscriber that just took over the slot of a
+            // dead one holds the lock before it activates, while the role's lease may
+            // still name the dead one's copies (found by review).
             let gone = match crate::liveness::state(self.segment.role(1 + i)) {
                 crate::liveness::CLOSED => true,
-                _ if dead => matches!(self.segment.peer_state(1 + i), Ok(crate::liveness::PeerState::Dead(_) | crate::liveness::PeerState::Vacant)),
+                _ if dead => matches!(self.segment.peer_state_by_lock(1 + i), Ok(crate::liveness::PeerState::Dead(_) | crate::liveness::PeerState::Closed)),
                 _ => false,
             };
             if gone && crate::broadcast::deactivate(line, ticket) {
@@ -295,37 +301,6 @@ impl SegmentRing {
         (0..crate::broadcast::slots(bc, b.max)).filter(|&i| crate::broadcast::ticket(self.cursor(i)) != 0).count()
     }
 
-    /// A lossy publisher reclaims space: moves the oldest record held forward to the
-    /// first record boundary at or after `tail + max(need, capacity / 8) - capacity`,
-    /// counting the messages it passes.
-    fn reclaim(&self, bc: &BroadcastControl, tail: u64, need: u64) -> Result<u64, RingError> {
-        let cap = self.capacity as u64;
-        let (mut pos, mut seq) = crate::broadcast::read_pair(&bc.oldest.value);
-        let target = (tail + need.max(cap / 8)).saturating_sub(cap).min(tail);
-        if pos > tail || tail - pos > cap || pos % crate::layout::RECORD_ALIGN as u64 != 0 {
-            return Err(RingError::Corrupt { what: "oldest record of a lossy broadcast", position: tail, value: pos });
-        }
-        if pos >= target {
-            return Ok(pos);
-        }
-        while pos < target {
-            let offset = (pos & (cap - 1)) as usize;
-            // ORDERING: Relaxed: the publisher reads a header it wrote itself.
-            let word = self.header(offset).load(crate::sync::Ordering::Relaxed);
-            let len = (word & 0xFFFF_FFFF) as usize;
-            let size = crate::ring::record_size(len) as u64;
-            let tag = ((word >> 32) as u32) & crate::ring::PADDING_TAG;
-            if word >> 63 == 0 || size > cap - offset as u64 || pos + size > tail {
-                return Err(RingError::Corrupt { what: "record header behind a lossy broadcast's publisher", position: pos, value: word });
-            }
-            if crate::broadcast::starts_message(tag) {
-                seq += 1;
-            }
-            pos += size;
-        }
-        crate::broadcast::write_pair(&bc.oldest.value, pos, seq);
-        Ok(pos)
-    }
 
     /// Wrap lane `lane` of a mailbox segment (header already validated).
     ///
@@ -466,6 +441,15 @@ unsafe impl RingStore for SegmentRing {
     #[inline]
     unsafe fn read(&self, offset: usize, dst: *mut u8, len: usize) {
         debug_assert!(offset + len <= self.capacity);
+        if self.bcast.is_some_and(|b| b.lossy && b.sub.is_some()) {
+            // A lossy publisher may be overwriting these bytes while we copy them (the
+            // copy is then discarded: `Consumer::check_read`): volatile loads, so that
+            // the racing read is not a data race the compiler may exploit (as
+            // crossbeam's seqlock reads).
+            // SAFETY: as below; `volatile_copy` reads only `offset..offset + len`.
+            unsafe { volatile_copy(self.data().add(offset), dst, len) };
+            return;
+        }
         // SAFETY: caller guarantees the range is in bounds and holds an acquired record,
         // and that `dst` is valid for `len` writes outside the ring.
         unsafe { std::ptr::copy_nonoverlapping(self.data().add(offset), dst, len) };
@@ -529,7 +513,7 @@ unsafe impl RingStore for SegmentRing {
                     if need == 0 {
                         return Ok(crate::broadcast::oldest_position(&bc.oldest.value));
                     }
-                    return self.reclaim(bc, tail, need);
+                    return crate::broadcast::reclaim(self, &bc.oldest.value, tail, need);
                 }
                 Ok(crate::broadcast::slowest(bc, b.max, |i| self.cursor(i), floor, tail))
             }
@@ -540,11 +524,10 @@ unsafe impl RingStore for SegmentRing {
 
     #[inline]
     fn published(&self, tail: u64, tag: u32) {
-        if let Some(b) = self.bcast.filter(|b| b.lossy) {
+        if self.bcast.is_some_and(|b| b.lossy && b.sub.is_none()) {
             let bc = self.broadcast_control().expect("a broadcast ring");
-            let _ = b;
             let (_, seq) = crate::broadcast::read_pair(&bc.newest.value);
-            let seq = seq + u64::from(crate::broadcast::starts_message(tag));
+            let seq = seq.wrapping_add(u64::from(crate::broadcast::starts_message(tag)));
             crate::broadcast::write_pair(&bc.newest.value, tail, seq);
         }
     }
@@ -557,9 +540,9 @@ unsafe impl RingStore for SegmentRing {
         }
     }
 
-    fn skip_to_oldest(&self) -> (u64, u64) {
+    fn skip_to_oldest(&self, head: u64) -> Option<(u64, u64)> {
         let bc = self.broadcast_control().expect("a broadcast ring");
-        crate::broadcast::skip_to_oldest(&bc.oldest.value, self.head_cursor())
+        crate::broadcast::skip_to_oldest(&bc.oldest.value, self.head_cursor(), head)
     }
 
     #[inline]
@@ -571,6 +554,31 @@ unsafe impl RingStore for SegmentRing {
     fn prefetch(&self, offset: usize, write: bool) {
         let p = self.data().wrapping_add(offset.min(self.capacity - 1));
         prefetch_line(p, write);
+    }
+}
+
+/// Copy `len` bytes from `src` (shared memory another process may be writing) to
+/// `dst` with volatile loads: bytes up to an 8-byte boundary, then words, then bytes.
+///
+/// # Safety
+/// `src` valid for reads and `dst` for writes of `len` bytes; they do not overlap.
+unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    let head = src.align_offset(8).min(len);
+    let words = (len - head) / 8;
+    // SAFETY: every access is within `0..len` of `src`/`dst` (the caller's contract);
+    // the word loads are 8-aligned (after `head` bytes); the stores are unaligned.
+    unsafe {
+        for i in 0..head {
+            dst.add(i).write(std::ptr::read_volatile(src.add(i)));
+        }
+        for w in 0..words {
+            let at = head + 8 * w;
+            let word = std::ptr::read_volatile(src.add(at).cast::<u64>());
+            dst.add(at).cast::<u64>().write_unaligned(word);
+        }
+        for i in head + 8 * words..len {
+            dst.add(i).write(std::ptr::read_volatile(src.add(i)));
+        }
     }
 }
 

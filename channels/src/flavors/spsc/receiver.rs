@@ -64,9 +64,14 @@ impl Inner {
         let store = self.consumer.store();
         store.arm_subscriber_bell();
         let peer = role_state(store, PRODUCER);
-        d.arm(&store.control().data_ready.value, peer, || {
-            ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
-        })
+        // A subscriber's doorbell keeps a write end of its own (the publisher opens
+        // one only at its first ring), so the publisher's death does not show as
+        // end-of-file: check it at each arming instead (a lock test).
+        let dead = store.subscriber_index().is_some() && matches!(check_ring_peer(store, PRODUCER), Err(Error::PeerDead { .. }));
+        let gone = d.arm(&store.control().data_ready.value, peer, || {
+            dead || ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
+        });
+        gone || dead
     }
 
     /// After an operation of a handle waited on through the OS: re-arm if it emptied
@@ -1118,7 +1123,7 @@ impl Incoming<'_> {
         // A lossy broadcast's subscriber lapped part-way: this message (counted as
         // received when its first record was released) is lost too.
         let lost_too = |e| match e {
-            Error::Lagged { missed } => Error::Lagged { missed: missed + 1 },
+            Error::Lagged { missed } => Error::Lagged { missed: missed.saturating_add(1) },
             e => e,
         };
         while received < total {

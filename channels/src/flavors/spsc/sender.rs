@@ -39,6 +39,8 @@ struct Inner {
     /// The doorbell, once this handle was waited on through the OS (`readiness_fd`),
     /// and the message size its readiness is for.
     doorbell: Option<(Doorbell, usize)>,
+    /// A broadcast publisher's last look for dead subscribers from a non-blocking call.
+    dead_check: Option<std::time::Instant>,
 }
 
 impl Inner {
@@ -69,6 +71,31 @@ impl Inner {
 }
 
 impl Inner {
+    /// A broadcast publisher about to report `Full`: drop the subscribers that closed
+    /// (one load each), and at most every wait slice those that died (a lock test
+    /// each), so that a publisher sending only without waiting is not held back by
+    /// them for ever. True if it dropped any (look for room again).
+    #[cold]
+    #[inline(never)]
+    fn drop_gone_subscribers(&mut self) -> bool {
+        let store = self.producer.store();
+        if !store.is_publisher() {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let dead = self.dead_check.is_none_or(|t| now.duration_since(t) >= shmplane_shm::wait::SLICE);
+        if dead {
+            self.dead_check = Some(now);
+        }
+        store.prune_subscribers(dead) > 0
+    }
+
+    /// [`Inner::drop_gone_subscribers`], then: is there room for anything now?
+    #[cold]
+    fn room_after_pruning(&mut self) -> bool {
+        self.drop_gone_subscribers() && ring::space_ready(self.producer.store(), 0)
+    }
+
     fn segment(&self) -> &Segment {
         self.producer.store().segment()
     }
@@ -85,7 +112,7 @@ impl Inner {
     #[cold]
     #[inline(never)]
     fn enter_slow(&mut self, wait: &mut Wait<'_>) -> Result<()> {
-        if !wait.blocks() && !ring::space_ready(self.producer.store(), 0) {
+        if !wait.blocks() && !ring::space_ready(self.producer.store(), 0) && !self.room_after_pruning() {
             // No room for anything: a `try_` call does not move the lease (see the
             // receiver's `enter_slow`).
             return Err(Error::Full);
@@ -128,7 +155,14 @@ impl Op<'_> {
     fn claim(&mut self, len: usize, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Claim> {
         match self.inner.producer.try_claim(len) {
             Ok(Some(claim)) => Ok(claim),
-            Ok(None) if !wait.blocks() => Err(Error::Full),
+            Ok(None) if !wait.blocks() => {
+                if self.inner.drop_gone_subscribers() {
+                    if let Ok(Some(claim)) = self.inner.producer.try_claim(len) {
+                        return Ok(claim);
+                    }
+                }
+                Err(Error::Full)
+            }
             Ok(None) => self.wait_for_room(len, policy, wait),
             Err(e) => Err(ring_error(e, self.inner.segment())),
         }
@@ -189,7 +223,10 @@ impl Op<'_> {
             // ring never does: only a blocking send, as the receiver drains, sends it).
             let records = 1 + (total - first).div_ceil(chunk);
             let need = total + records * (h + 16) + first.max(chunk) + 16;
-            let free = self.inner.producer.free_bytes().map_err(|e| ring_error(e, self.inner.segment()))?;
+            let mut free = self.inner.producer.free_bytes().map_err(|e| ring_error(e, self.inner.segment()))?;
+            if (need as u64) > free && self.inner.drop_gone_subscribers() {
+                free = self.inner.producer.free_bytes().map_err(|e| ring_error(e, self.inner.segment()))?;
+            }
             if (need as u64) > free {
                 return Err(Error::Full);
             }
@@ -393,6 +430,11 @@ impl Sender {
         let path = segment.path().to_owned();
         let mut store = place.store(segment);
         store.set_ringer(ringer);
+        if place == Place::Publisher {
+            if let Some(name) = super::doorbell_name(store.segment()) {
+                store.set_subscriber_bells(name);
+            }
+        }
         if let Some(m) = store.mailbox() {
             shmplane_shm::mailbox::note_join(m);
             // Taking a lane over from a producer that died between committing a record
@@ -416,7 +458,7 @@ impl Sender {
         if fresh {
             role.register(producer.store().segment());
         }
-        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None }), policy: WaitPolicy::default() })
+        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None, dead_check: None }), policy: WaitPolicy::default() })
     }
 
     #[inline(always)]
