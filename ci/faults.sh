@@ -10,7 +10,10 @@
 #   slot writer       slots.rs    writer_killed_mid_stream_leaves_last_complete_value
 #   mailbox producer  mailbox_processes.rs  producer_killed_mid_stream_strands_nothing
 #   mailbox consumer  mailbox_processes.rs  consumer_killed_then_replaced
-# Not yet: broadcast and RPC (they do not exist yet).
+#   broadcast publisher   broadcast_processes.rs  publisher_killed_mid_stream_and_replaced
+#   broadcast subscriber  broadcast_processes.rs  subscribers_killed_mid_stream_do_not_hold_the_publisher
+#                         (lossless and lossy; reading and idle subscribers)
+# Not yet: RPC (it does not exist yet).
 # Usage: ci/faults.sh            SHMPLANE_KILL_ROUNDS=20 ci/faults.sh (quicker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +28,5 @@ run() {
 run copies sender_killed_mid_message_truncates_only_that_message receiver_killed_mid_message_leaves_its_successor_the_next_message
 run slots writer_killed_mid_stream_leaves_last_complete_value
 run mailbox_processes producer_killed_mid_stream_strands_nothing consumer_killed_then_replaced
+run broadcast_processes publisher_killed_mid_stream_and_replaced subscribers_killed_mid_stream_do_not_hold_the_publisher
 echo "fault matrix: passed"

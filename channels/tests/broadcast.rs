@@ -305,3 +305,32 @@ fn wait_forever_is_ended_by_close_from_another_thread_for_a_subscriber() {
     publisher.send(b"wake").unwrap();
     assert_eq!(t.join().unwrap().unwrap(), b"wake");
 }
+
+/// A subscriber that never reads leaves while the publisher is part-way through chunked
+/// messages (waiting for it): the publisher goes on and the live subscriber gets every
+/// message whole.
+#[test]
+fn a_subscriber_leaving_mid_message_releases_the_publisher() {
+    let _s = serial();
+    let _w = watchdog();
+    for round in 0..5 {
+        let mut publisher = Publisher::new(1 << 14, false).unwrap();
+        let mut live = publisher.subscribe().unwrap();
+        let mut idle = publisher.subscribe().unwrap();
+        let reader = std::thread::spawn(move || {
+            for i in 0..10u64 {
+                let m = live.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|e| panic!("round {round} msg {i}: {e:?}"));
+                assert_eq!(number_of(&m), i);
+            }
+        });
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            idle.close();
+        });
+        for i in 0..10u64 {
+            publisher.send_timeout(&message(i, 20_000), Duration::from_secs(20)).unwrap();
+        }
+        reader.join().unwrap();
+        closer.join().unwrap();
+    }
+}
