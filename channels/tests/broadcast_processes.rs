@@ -67,18 +67,6 @@ impl Peer {
         }
     }
 
-    fn wait_success(&mut self) {
-        let deadline = Instant::now() + WATCHDOG;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "child failed: {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "child {} did not exit", self.child.id());
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
     fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
