@@ -3,5 +3,5 @@
 # Usage: ci/demo.sh [demo args, e.g. --reps 100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ci/setup.sh pyzmq faster-fifo
+ci/setup.sh pyzmq faster-fifo iceoryx2
 exec .venv/bin/python examples/dataset_transfer/main.py "$@"

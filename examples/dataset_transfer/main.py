@@ -17,7 +17,10 @@ checks its mailbox every iteration (``mb.pending()``) and obeys pause / resume /
 terminate sent by the master and by an unrelated process (examples/check_pause), with
 the cost of that check beside ``multiprocessing``'s; (f) four producer processes into
 one mailbox, beside ``multiprocessing.Queue``, faster-fifo and pyzmq PUSH/PULL
-(benches/python/mailbox_bench.py).
+(benches/python/mailbox_bench.py). Finally (g) broadcast: one publisher to four
+subscriber processes, 64-byte messages and an 8 MB dataset, beside pyzmq PUB/SUB,
+a ``multiprocessing.Queue`` per subscriber, faster-fifo and iceoryx2
+(benches/python/broadcast_bench.py).
 
 Run:  python examples/dataset_transfer/main.py [--reps N] [--quick]
 Prints per-transfer p50/p99/p99.9 in microseconds and the ratios.
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "python
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "check_pause"))
 import peers  # noqa: E402  (benches/python/peers.py: the peer transports)
 import mailbox_bench  # noqa: E402  (benches/python/mailbox_bench.py: N producers -> 1 consumer)
+import broadcast_bench  # noqa: E402  (benches/python/broadcast_bench.py: 1 publisher -> N subscribers)
 import check_pause  # noqa: E402  (examples/check_pause/check_pause.py)
 
 _CTX = multiprocessing.get_context("spawn")
@@ -270,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     mailbox_args = ["--producers", "4", "--workloads", "mpsc", "--no-latency"]
     mailbox_args += ["--quick"] if args.quick else ["--rounds", "3", "--messages", "200000", "--budget-s", "2"]
     mailbox_bench.main(mailbox_args)
+    print(f"\n(g) broadcast: 1 publisher -> 4 subscriber processes, beside the peers", flush=True)
+    broadcast_args = ["--subscribers", "4", "--no-latency"]
+    broadcast_args += ["--quick"] if args.quick else ["--rounds", "3", "--messages", "200000", "--budget-s", "2", "--array-reps", "15"]
+    broadcast_bench.main(broadcast_args)
 
 
 if __name__ == "__main__":

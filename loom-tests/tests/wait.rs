@@ -284,3 +284,48 @@ fn doorbell_rings_for_a_publish() {
 fn doorbell_rings_for_a_publish_in_the_fenced_regime() {
     doorbell_model(true);
 }
+
+/// Two waiters (a broadcast's subscribers) on one event count, a notifier publishing
+/// twice: after a wake, notifiers skip the syscall while every counted sleeper
+/// announced before it (`ARMED` clear). Neither waiter may miss the second value (a
+/// wake skipped wrongly is a loom deadlock).
+#[test]
+fn two_waiters_never_miss_a_skipped_wake() {
+    loom::model(|| {
+        let shared = Arc::new((EventCount::default(), AtomicU32::new(0), FutexModel::default()));
+        let notifier = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let (ev, data, futex) = &*shared;
+                for v in 1..=2 {
+                    data.store(v, Ordering::Release);
+                    ev.notify(futex);
+                }
+            })
+        };
+        let waiter = |shared: Arc<(EventCount, AtomicU32, FutexModel)>| {
+            let (ev, data, futex) = &*shared;
+            loop {
+                if data.load(Ordering::Acquire) == 2 {
+                    break;
+                }
+                let epoch = ev.prepare_wait();
+                if data.load(Ordering::Acquire) == 2 {
+                    ev.finish_wait();
+                    break;
+                }
+                ev.sleep(futex, epoch, None);
+                ev.finish_wait();
+            }
+        };
+        let other = {
+            let shared = shared.clone();
+            thread::spawn(move || waiter(shared))
+        };
+        waiter(shared.clone());
+        other.join().unwrap();
+        notifier.join().unwrap();
+        let (ev, _, _) = &*shared;
+        assert_eq!(ev.waiters.load(Ordering::Relaxed) & (COUNT_MASK | shmplane_shm::wait::ARMED), 0);
+    });
+}

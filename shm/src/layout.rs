@@ -33,7 +33,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// 6: mailboxes (kind 3); `RingStatus::wake_at` (a producer asleep for room is woken
 /// once its record and half the ring are free); slot writer ids carry the low bits of
 /// the writer's start time.
-/// 7: broadcast (kind 4): subscriber cursor lines and the lossy oldest-record seqlock.
+/// 7: broadcast (kind 4): subscriber cursor lines and the lossy oldest/newest pairs;
+/// `EventCount::waiters` bit 28 `ARMED` (notifiers skip the wake syscall while every
+/// counted sleeper was already woken).
 pub const ABI_VERSION: u32 = 7;
 
 /// Version of the message format that channels carry in their records (tags, array
@@ -58,7 +60,8 @@ pub struct EventCount {
     /// Futex word. Incremented (wrapping) by the notifier when `waiters != 0`.
     pub epoch: AtomicU32,
     /// Low 28 bits: number of threads, in any process, between `prepare_wait` and
-    /// `finish_wait`. Bit 30 `FENCED`: the waiting side is in its sleeping regime and
+    /// `finish_wait`. Bit 28 `ARMED`: a sleeper announced itself since the last wake.
+    /// Bit 30 `FENCED`: the waiting side is in its sleeping regime and
     /// notifiers fence before deciding; bit 29 `FENCED_READY`: that regime is in force
     /// (see `crate::wait`).
     pub waiters: AtomicU32,

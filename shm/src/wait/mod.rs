@@ -185,10 +185,19 @@ impl EventCount {
         // ORDERING: Acquire fence, partner of the sleepers' AcqRel announcement RMW
         // that our load of `waiters` read: what they stored before it (the state
         // `due` reads) is visible to `due`.
-        if waiters & COUNT_MASK != 0 && {
+        // ARMED clear: every counted sleeper announced before the last wake's bump (it
+        // read an older epoch, so it is awake or will not sleep): no syscall. With
+        // several consumers (a broadcast's subscribers), woken ones stay counted until
+        // they run; each publish would otherwise pay a wake that wakes nobody.
+        if waiters & COUNT_MASK != 0 && waiters & ARMED != 0 && {
             crate::sync::fence(Ordering::Acquire);
             due()
         } {
+            // ORDERING: AcqRel RMW, before the bump: a sleeper announcing after it
+            // sets ARMED again (RMWs of `waiters` are totally ordered); one announcing
+            // before it read an epoch older than the bump (its epoch load precedes its
+            // announcement, which this RMW reads).
+            self.waiters.fetch_and(!ARMED, Ordering::AcqRel);
             // ORDERING: Release so the woken thread's Acquire epoch load sees the data.
             self.epoch.fetch_add(1, Ordering::Release);
             park.unpark_all(&self.epoch);
@@ -263,11 +272,27 @@ impl EventCount {
     pub fn prepare_wait(&self) -> u32 {
         // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
         let epoch = self.epoch.load(Ordering::Acquire);
-        // ORDERING: AcqRel RMW, partner of the notifier's AcqRel RMW in the full-fence
-        // form; reads FENCED_READY set by an earlier sleeper after its heavy fence.
-        let prev = self.waiters.fetch_add(1, Ordering::AcqRel);
+        // The AcqRel announcement (partner of the notifier's AcqRel RMW in the
+        // full-fence form; reads FENCED_READY set by an earlier sleeper after its
+        // heavy fence).
+        let prev = self.announce();
         self.enter_fenced(prev);
         epoch
+    }
+
+    /// Count a sleeper and set [`ARMED`], in one RMW (a notifier that sees the count
+    /// must see the bit). Returns `waiters` before it.
+    #[inline]
+    fn announce(&self) -> u32 {
+        // ORDERING: Relaxed first guess; the AcqRel CAS below is the announcement.
+        let mut w = self.waiters.load(Ordering::Relaxed);
+        loop {
+            // ORDERING: AcqRel, see `prepare_wait`; Relaxed on failure (retried).
+            match self.waiters.compare_exchange_weak(w, w.wrapping_add(1) | ARMED, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(prev) => return prev,
+                Err(now) => w = now,
+            }
+        }
     }
 
     /// [`EventCount::prepare_wait`] without any fence: a notifier may miss this
@@ -277,9 +302,9 @@ impl EventCount {
     pub fn prepare_wait_unfenced(&self) -> u32 {
         // ORDERING: Acquire, partner of notify's Release bump: read before announcing.
         let epoch = self.epoch.load(Ordering::Acquire);
-        // ORDERING: AcqRel, partner of notify's AcqRel RMW in the full-fence form. A
-        // light-fence notifier is not ordered against it (hence the bounded sleep).
-        self.waiters.fetch_add(1, Ordering::AcqRel);
+        // The announcement (see `prepare_wait`). A light-fence notifier is not
+        // ordered against it (hence the bounded sleep).
+        self.announce();
         epoch
     }
 
@@ -301,8 +326,22 @@ impl EventCount {
     /// Withdraw the announcement of [`EventCount::prepare_wait`].
     #[inline]
     pub fn finish_wait(&self) {
+        // The last sleeper out also clears ARMED (one RMW: a sleeper announcing
+        // meanwhile either came first, and the count stays, or sets it again), so
+        // that an idle count of 0 leaves notifiers on their hot path.
         // ORDERING: Relaxed: the count only decides whether notify issues a syscall.
-        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        let mut w = self.waiters.load(Ordering::Relaxed);
+        loop {
+            let mut new = w.wrapping_sub(1);
+            if new & COUNT_MASK == 0 {
+                new &= !ARMED;
+            }
+            // ORDERING: Relaxed, as above.
+            match self.waiters.compare_exchange_weak(w, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => w = now,
+            }
+        }
     }
 
     /// End the sleeping regime (clear [`FENCED`]) if nobody sleeps: called by a waiter
@@ -313,7 +352,7 @@ impl EventCount {
     pub fn relax(&self) {
         // ORDERING: Relaxed load: a hint only; the CAS decides.
         let w = self.waiters.load(Ordering::Relaxed);
-        if w != 0 && w & !(FENCED | FENCED_READY) == 0 {
+        if w != 0 && w & !(FENCED | FENCED_READY | ARMED) == 0 {
             // ORDERING: Relaxed CAS: orders nothing but the RMW order of `waiters`.
             let _ = self.waiters.compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
@@ -364,6 +403,11 @@ pub const FENCED: u32 = 1 << 30;
 /// Bit of [`EventCount::waiters`]: a waiter armed its doorbell ([`crate::bell`]); the
 /// next notifier clears it and rings.
 pub const DOORBELL: u32 = 1 << 31;
+/// Bit of [`EventCount::waiters`]: a sleeper announced itself since the last wake
+/// (set with the count by [`EventCount::prepare_wait`], cleared by the notifier that
+/// wakes, and by the last sleeper out): while it is clear, every counted sleeper is
+/// already awake or about to see a newer epoch, and notifiers skip the syscall.
+pub const ARMED: u32 = 1 << 28;
 /// Bit of [`EventCount::waiters`]: [`FENCED`] is in force (the sleeper that set it
 /// completed its heavy fence), so a sleeper needs only a fence of its own.
 pub const FENCED_READY: u32 = 1 << 29;
