@@ -1,4 +1,4 @@
-"""shmplane: lock-free shared-memory channels, mailboxes and latest-value slots between processes.
+"""shmplane: lock-free shared-memory channels, mailboxes, broadcasts and latest-value slots between processes.
 
 Change one import and move datasets between processes at memory-bus speed::
 
@@ -12,6 +12,12 @@ Many senders, one receiver, with a "is there a message?" check as cheap as a fla
     mb = shmplane.mailbox(name="worker")  # any process: shmplane.Sender.open("worker")
     if mb.pending():                     # one memory load
         cmd = mb.try_recv()
+
+One publisher, many subscribers; each message written once::
+
+    pub = shmplane.broadcast(name="frames")  # any process: shmplane.Subscriber.open("frames")
+    sub = pub.subscribe()
+    pub.send(numpy_array)                # every subscriber gets it (lossy=True: never waits)
 
 Latest values, as ``multiprocessing.sharedctypes`` with reads that are never torn::
 
