@@ -17,7 +17,7 @@ else
   run=(cargo fuzz run -s none); build=(cargo fuzz build -s none)
 fi
 seconds=${FUZZ_SECONDS:-30}
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(frame ring header)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(frame ring header broadcast)
 cd fuzz
 "${build[@]}"
 for t in "${targets[@]}"; do
@@ -26,7 +26,9 @@ for t in "${targets[@]}"; do
   "${run[@]}" "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 2>&1 | grep -E '^(stat::number_of_executed_units|stat::peak_rss|#[0-9]+ +DONE)|panicked|ERROR|SUMMARY|Test unit written' || true
   # cargo fuzz exits non-zero on a crash; pipefail would hide it behind grep, so check.
-  if ls "artifacts/$t"/crash-* "artifacts/$t"/oom-* "artifacts/$t"/timeout-* >/dev/null 2>&1; then
+  # (Any one kind of artifact: `ls` of three globs fails unless all three match.)
+  if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/oom-*" >/dev/null \
+     || compgen -G "artifacts/$t/timeout-*" >/dev/null; then
     echo "fuzz $t: FOUND A FAILURE (fuzz/artifacts/$t); reproduce: cd fuzz && ${run[*]} $t artifacts/$t/<file>"
     exit 1
   fi

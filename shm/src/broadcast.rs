@@ -249,7 +249,7 @@ pub fn take_bell(c: &SubscriberCursor) -> bool {
 pub fn reclaim<S: RingStore>(store: &S, oldest: &OldestRecord, tail: u64, need: u64) -> Result<u64, RingError> {
     let cap = store.capacity() as u64;
     let (mut pos, mut seq) = read_pair(oldest);
-    let target = (tail + need.max(cap / 8)).saturating_sub(cap).min(tail);
+    let target = tail.saturating_add(need.max(cap / 8)).saturating_sub(cap).min(tail);
     if pos > tail || tail - pos > cap || pos % RECORD_ALIGN as u64 != 0 {
         return Err(RingError::Corrupt { what: "oldest record of a lossy broadcast", position: tail, value: pos });
     }
