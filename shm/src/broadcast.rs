@@ -273,3 +273,37 @@ pub fn reclaim<S: RingStore>(store: &S, oldest: &OldestRecord, tail: u64, need: 
     write_pair(oldest, pos, seq);
     Ok(pos)
 }
+
+/// A lossy publisher resuming at `tail` (attaching, or a copy taking the lease over):
+/// bring the `newest` pair up to `tail`, counting the messages of the records between
+/// (a publisher that died between storing its position and updating the pair left it
+/// behind, and joiners would start one record early with a count one short).
+///
+/// # Errors
+/// [`RingError::Corrupt`] if the pair or a header on the way is impossible.
+pub fn resync_newest<S: RingStore>(store: &S, newest: &OldestRecord, tail: u64) -> Result<(), RingError> {
+    let cap = store.capacity() as u64;
+    let (mut pos, mut seq) = read_pair(newest);
+    if pos == tail {
+        return Ok(());
+    }
+    if pos > tail || tail - pos > cap || pos % RECORD_ALIGN as u64 != 0 {
+        return Err(RingError::Corrupt { what: "newest record of a lossy broadcast", position: tail, value: pos });
+    }
+    while pos < tail {
+        let offset = pos & (cap - 1);
+        // ORDERING: Relaxed: headers this role's publishers wrote (the lease orders them).
+        let word = store.header(offset as usize).load(Ordering::Relaxed);
+        let size = crate::ring::record_size((word & 0xFFFF_FFFF) as usize) as u64;
+        let tag = ((word >> 32) as u32) & crate::ring::PADDING_TAG;
+        if word >> 63 == 0 || size > cap - offset || pos + size > tail {
+            return Err(RingError::Corrupt { what: "record header before a lossy broadcast's publisher", position: pos, value: word });
+        }
+        if starts_message(tag) {
+            seq = seq.wrapping_add(1);
+        }
+        pos += size;
+    }
+    write_pair(newest, pos, seq);
+    Ok(())
+}

@@ -162,6 +162,15 @@ pub unsafe trait RingStore {
     /// The producer published a record tagged `tag`; its position is now `tail`.
     #[inline]
     fn published(&self, _tail: u64, _tag: u32) {}
+    /// A producer resumes at `tail` (attach or resync): bring what `published` keeps
+    /// up to date (a lossy broadcast's newest pair).
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if what it keeps is impossible.
+    #[inline]
+    fn resumed(&self, _tail: u64) -> Result<(), RingError> {
+        Ok(())
+    }
     /// A lossy consumer, having read bytes of the record at `position`: true if they
     /// may have been overwritten meanwhile.
     #[inline]
@@ -530,13 +539,12 @@ fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingE
             return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
         }
         tail += size;
-        // What `publish` would have done next (a lossy broadcast counts the message).
-        store.published(tail, ((word >> 32) as u32) & PADDING_TAG);
     }
     // A broadcast's slowest subscriber is at most the position read before stepping.
     if head > tail || tail - head > cap {
         return Err(RingError::Corrupt { what: "stored producer position", position: tail, value: head });
     }
+    store.resumed(tail)?;
     Ok((tail, head))
 }
 
@@ -623,6 +631,11 @@ pub struct Consumer<S: RingStore> {
     /// A lossy broadcast's lag found while skipping a record unread (or an impossible
     /// oldest position), reported by the next peek.
     pending: Option<RingError>,
+    /// Set by the caller while it is part-way through a message of several records:
+    /// a lap that skipped no message start then still lost the rest of this one.
+    mid_message: bool,
+    /// Laps followed in a row without a record (bounds a hostile oldest position).
+    laps: u8,
     /// Releases in a row that found the producer's sleeping regime with nobody asleep.
     fenced_idle: u32,
 }
@@ -635,14 +648,14 @@ impl<S: RingStore> Consumer<S> {
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
         let head = stored_consumer_position(&store)?;
-        Ok(Consumer { store, head, mask, pending: None, fenced_idle: 0 })
+        Ok(Consumer { store, head, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0 })
     }
 
     /// Attach without reading the position (see [`Producer::unsynced`]);
     /// [`Consumer::resync`] must run before the first peek.
     pub fn unsynced(store: S) -> Self {
         let mask = store.capacity() as u64 - 1;
-        Consumer { store, head: 0, mask, pending: None, fenced_idle: 0 }
+        Consumer { store, head: 0, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0 }
     }
 
     /// Drop the private position and resume from the shared one: after another copy of
@@ -857,9 +870,29 @@ impl<S: RingStore> Consumer<S> {
     #[inline(never)]
     fn lapped(&mut self) -> Result<Option<Record>, RingError> {
         match self.lag() {
-            RingError::Lagged { missed: 0 } => self.try_peek_slow(),
+            // Only padding (or the continuations of a message this consumer is not
+            // reading) was passed: nothing lost, look at the oldest record. Part-way
+            // through a message, its rest was lost: the caller reports that.
+            RingError::Lagged { missed: 0 } if !self.mid_message && self.laps < 8 => {
+                self.laps += 1;
+                let r = self.try_peek_slow();
+                self.laps = 0;
+                r
+            }
+            RingError::Lagged { missed: 0 } if !self.mid_message => {
+                Err(RingError::Corrupt { what: "oldest record of a lossy broadcast (moving under us)", position: self.head, value: 0 })
+            }
             e => Err(e),
         }
+    }
+
+    /// Tell the consumer it is part-way through a message of several records (`true`)
+    /// or between messages: a lossy broadcast's lap that passes no message start is
+    /// then reported (`Lagged { missed: 0 }`: the caller counts the message it was
+    /// reading), not followed silently.
+    #[inline]
+    pub fn set_mid_message(&mut self, on: bool) {
+        self.mid_message = on;
     }
 
     #[cold]

@@ -532,6 +532,15 @@ unsafe impl RingStore for SegmentRing {
         }
     }
 
+    fn resumed(&self, tail: u64) -> Result<(), RingError> {
+        match self.bcast {
+            Some(b) if b.lossy && b.sub.is_none() => {
+                crate::broadcast::resync_newest(self, &self.broadcast_control().expect("a broadcast ring").newest.value, tail)
+            }
+            _ => Ok(()),
+        }
+    }
+
     #[inline]
     fn overrun(&self, position: u64) -> bool {
         match self.bcast {

@@ -1120,6 +1120,9 @@ impl Incoming<'_> {
         consumer.release_read(record).map_err(|e| seg_err(e, consumer))?;
         let mut received = first_len;
         let h = frame::chunk_header_len();
+        // Part-way through: a lossy broadcast's lap that passes only the rest of this
+        // message must be reported (`Drop` of `Incoming` clears the flag).
+        self.op.consumer().set_mid_message(received < total);
         // A lossy broadcast's subscriber lapped part-way: this message (counted as
         // received when its first record was released) is lost too.
         let lost_too = |e| match e {
@@ -1163,6 +1166,7 @@ impl Incoming<'_> {
 
 impl Drop for Incoming<'_> {
     fn drop(&mut self) {
+        self.op.consumer().set_mid_message(false);
         if let Some(record) = self.first.take() {
             if self.consume {
                 // Unread: the message is consumed (any continuations are skipped by
