@@ -186,7 +186,7 @@ fn every_slot_taken_is_a_clear_error() {
     let publisher = Publisher::create_with(&n, 4096, 2, false).unwrap();
     let _a = Subscriber::open(&n).unwrap();
     let mut b = Subscriber::open(&n).unwrap();
-    assert!(matches!(Subscriber::open(&n), Err(Error::RoleTaken { .. })));
+    assert!(matches!(Subscriber::open(&n), Err(Error::AllTaken { count: 2, .. })));
     b.close();
     let c = Subscriber::open(&n).unwrap();
     assert_eq!(c.index(), Some(1));
@@ -253,8 +253,9 @@ fn lossy_subscribers_racing_the_publisher_get_intact_messages_and_exact_gaps() {
         })
         .collect();
     for i in 0..N {
-        // Sizes from one record to several chunks of the ring.
-        let len = if i % 997 == 0 { 40_000 } else { 8 + (i as usize % 300) };
+        // Sizes up to most of a record (larger ones stream in chunks, which a lossy
+        // ring this small refuses: see `lossy_chunked_messages_...`).
+        let len = if i % 997 == 0 { 12_000 } else { 8 + (i as usize % 300) };
         publisher.send(&message(i, len)).unwrap();
     }
     for r in readers {
@@ -333,4 +334,61 @@ fn a_subscriber_leaving_mid_message_releases_the_publisher() {
         reader.join().unwrap();
         closer.join().unwrap();
     }
+}
+
+#[test]
+fn a_lossy_publisher_refuses_messages_longer_than_half_its_ring() {
+    let _s = serial();
+    let _w = watchdog();
+    let mut publisher = Publisher::new(1 << 14, true).unwrap();
+    let _sub = publisher.subscribe().unwrap();
+    publisher.send(&[1u8; 16368]).unwrap(); // one record: fine
+    assert!(matches!(publisher.send(&[1u8; 20000]), Err(Error::TooLarge { len: 20000, max: 8192 })));
+}
+
+#[test]
+fn poll_keeps_a_lag_for_the_next_receive() {
+    let _s = serial();
+    let _w = watchdog();
+    let mut publisher = Publisher::new(4096, true).unwrap();
+    let mut sub = publisher.subscribe().unwrap();
+    for i in 0..1000u64 {
+        publisher.send(&message(i, 64)).unwrap();
+    }
+    assert!(sub.poll(Some(Duration::ZERO)).unwrap());
+    assert!(matches!(sub.try_recv(), Err(Error::Lagged { .. })));
+    assert!(sub.try_recv().is_ok());
+}
+
+/// Chunked messages (over 1 MiB, in a ring of 4 MiB) reach a lossy subscriber whole or
+/// as a lag, never damaged, also when it falls behind part-way through one.
+#[test]
+fn lossy_chunked_messages_arrive_whole_or_as_a_lag() {
+    let _s = serial();
+    let _w = watchdog();
+    let mut publisher = Publisher::new(1 << 22, true).unwrap();
+    let mut sub = publisher.subscribe().unwrap();
+    const N: u64 = 40;
+    let reader = std::thread::spawn(move || {
+        let (mut next, mut got) = (0u64, 0u64);
+        while next < N {
+            match sub.recv_timeout(Duration::from_secs(20)) {
+                Ok(m) => {
+                    assert_eq!(number_of(&m), next);
+                    next += 1;
+                    got += 1;
+                    std::thread::sleep(Duration::from_millis(2)); // fall behind
+                }
+                Err(Error::Lagged { missed }) => next += missed,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    });
+    for i in 0..N {
+        publisher.send(&message(i, 1_500_000)).unwrap();
+    }
+    let got = reader.join().unwrap();
+    assert!(got > 0);
+    assert!(matches!(publisher.send(&message(N, 2_100_000)), Err(Error::TooLarge { .. })));
 }

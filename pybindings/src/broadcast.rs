@@ -20,6 +20,17 @@ fn track<T: pyo3::PyClass>(obj: Bound<'_, T>) -> PyResult<Bound<'_, T>> {
     Ok(obj)
 }
 
+/// `max_subscribers` from Python: out-of-range values are an InvalidArgumentError (not
+/// an OverflowError from the conversion).
+fn subscribers_arg(py: Python<'_>, n: i64) -> PyResult<usize> {
+    usize::try_from(n).ok().filter(|&n| (1..=shmplane::MAX_SUBSCRIBERS).contains(&n)).ok_or_else(|| {
+        crate::error::to_py(
+            py,
+            shmplane::Error::InvalidArgument(format!("max_subscribers {n} must be between 1 and {}", shmplane::MAX_SUBSCRIBERS)),
+        )
+    })
+}
+
 fn publisher(py: Python<'_>, p: Publisher) -> PyResult<Bound<'_, PyPublisher>> {
     let init = PyClassInitializer::from(PySender::wrap(p.into_sender())).add_subclass(PyPublisher);
     track(Bound::new(py, init)?)
@@ -34,18 +45,20 @@ pub(crate) fn subscriber(py: Python<'_>, s: Subscriber) -> PyResult<Bound<'_, Py
 impl PyPublisher {
     /// Create broadcast `name` and attach as its publisher.
     #[staticmethod]
-    #[pyo3(signature = (name, capacity=shmplane::DEFAULT_CAPACITY as i64, lossy=false, max_subscribers=shmplane::DEFAULT_MAX_SUBSCRIBERS))]
-    fn create<'py>(py: Python<'py>, name: &str, capacity: i64, lossy: bool, max_subscribers: usize) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (name, capacity=shmplane::DEFAULT_CAPACITY as i64, lossy=false, max_subscribers=shmplane::DEFAULT_MAX_SUBSCRIBERS as i64))]
+    fn create<'py>(py: Python<'py>, name: &str, capacity: i64, lossy: bool, max_subscribers: i64) -> PyResult<Bound<'py, Self>> {
         let capacity = capacity_arg(py, capacity)?;
+        let max_subscribers = subscribers_arg(py, max_subscribers)?;
         let p = py.detach(|| Publisher::create_with(name, capacity, max_subscribers, lossy)).py_err(py)?;
         publisher(py, p)
     }
 
     /// A broadcast with a generated name (``shmplane.broadcast``).
     #[staticmethod]
-    #[pyo3(signature = (capacity=shmplane::DEFAULT_CAPACITY as i64, lossy=false, max_subscribers=shmplane::DEFAULT_MAX_SUBSCRIBERS))]
-    fn _new(py: Python<'_>, capacity: i64, lossy: bool, max_subscribers: usize) -> PyResult<Bound<'_, Self>> {
+    #[pyo3(signature = (capacity=shmplane::DEFAULT_CAPACITY as i64, lossy=false, max_subscribers=shmplane::DEFAULT_MAX_SUBSCRIBERS as i64))]
+    fn _new(py: Python<'_>, capacity: i64, lossy: bool, max_subscribers: i64) -> PyResult<Bound<'_, Self>> {
         let capacity = capacity_arg(py, capacity)?;
+        let max_subscribers = subscribers_arg(py, max_subscribers)?;
         let name = format!("anon-{}-{:x}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
         let p = py.detach(|| Publisher::create_with(&name, capacity, max_subscribers, lossy)).py_err(py)?;
         publisher(py, p)
@@ -106,7 +119,7 @@ impl PyPublisher {
                 "<shmplane.Publisher name={:?} capacity={} lossy={} subscribers={}/{}>",
                 e.name().unwrap_or(""),
                 e.capacity(),
-                e.is_lossy(),
+                if e.is_lossy() { "True" } else { "False" },
                 e.subscribers().unwrap_or(0),
                 e.max_subscribers().unwrap_or(0)
             ),
@@ -122,6 +135,19 @@ impl PySubscriber {
     fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
         let s = py.detach(|| Subscriber::open(name)).py_err(py)?;
         subscriber(py, s)
+    }
+
+    /// Refused: a broadcast is created by its publisher (``Publisher.create``); this
+    /// would otherwise be ``Receiver.create`` and make a channel.
+    #[staticmethod]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn create(py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> PyResult<()> {
+        Err(crate::error::to_py(
+            py,
+            shmplane::Error::InvalidArgument(
+                "a broadcast is created by its publisher: shmplane.Publisher.create(name, ...) or shmplane.broadcast(...), then Subscriber.open(name)".into(),
+            ),
+        ))
     }
 
     /// Adopt descriptor `fd` holding subscriber slot `index` (unpickling).
@@ -157,7 +183,7 @@ impl PySubscriber {
                 "<shmplane.Subscriber name={:?} index={} lossy={}>",
                 e.name().unwrap_or(""),
                 e.subscriber_index().unwrap_or(0),
-                e.is_lossy()
+                if e.is_lossy() { "True" } else { "False" }
             ),
             Err(_) => "<shmplane.Subscriber busy>".into(),
         }

@@ -37,7 +37,7 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
         Error::Timeout => exc!(py, "Timeout"),
         Error::PeerDead { .. } => exc!(py, "PeerDeadError"),
         Error::Disconnected { .. } => exc!(py, "DisconnectedError"),
-        Error::RoleTaken { .. } | Error::TooManyCopies { .. } => exc!(py, "RoleTakenError"),
+        Error::RoleTaken { .. } | Error::TooManyCopies { .. } | Error::AllTaken { .. } => exc!(py, "RoleTakenError"),
         Error::Closed => exc!(py, "ClosedError"),
         Error::Truncated { .. } => exc!(py, "TruncatedMessageError"),
         Error::NoSpace { .. } => exc!(py, "NoSpaceError"),

@@ -305,9 +305,39 @@ def test_slots_limits_and_bad_arguments(shm_name: str) -> None:
 def test_repr_and_lossy_peek_refused(shm_name: str) -> None:
     pub = shmplane.broadcast(4096, name=shm_name, lossy=True)
     sub = pub.subscribe()
-    assert "Publisher" in repr(pub) and "lossy=true" in repr(pub) and "subscribers=1/64" in repr(pub)
+    assert "Publisher" in repr(pub) and "lossy=True" in repr(pub) and "subscribers=1/64" in repr(pub)
     assert "Subscriber" in repr(sub) and "index=0" in repr(sub)
     assert isinstance(pub, shmplane.Sender) and isinstance(sub, shmplane.Receiver)
     pub.close()
     sub.close()
     assert repr(pub) == "<shmplane.Publisher closed>"
+
+
+def test_review_edges(shm_name: str) -> None:
+    """What a second review found: lossy size limit, poll keeping a lag, refused
+    Subscriber.create, range errors, the all-slots-taken message, Python-style repr."""
+    pub = shmplane.broadcast(1 << 14, name=shm_name, lossy=True, max_subscribers=1)
+    sub = pub.subscribe()
+    assert "lossy=True" in repr(pub)
+    pub.send(b"x" * 16_000)  # one record: fine
+    with pytest.raises(shmplane.MessageTooLargeError):
+        pub.send(b"x" * 20_000)  # would stream in chunks longer than half the ring
+    for i in range(2000):
+        pub.send(i)
+    assert sub.poll()  # a lag to report counts as ready...
+    with pytest.raises(shmplane.LaggedError) as info:
+        sub.try_recv()  # ...and the next receive reports it
+    assert "missed=" in repr(info.value)
+    sub.try_recv()
+    with pytest.raises(shmplane.RoleTakenError, match="all 1 subscriber slots"):
+        pub.subscribe()
+    with pytest.raises(shmplane.InvalidArgumentError):
+        shmplane.Subscriber.create(shm_name + "-x")
+    for bad in (-1, 0, 513):
+        with pytest.raises(shmplane.InvalidArgumentError):
+            shmplane.broadcast(4096, max_subscribers=bad)
+    pub.close()
+    with pytest.raises(shmplane.DisconnectedError, match="publisher"):
+        while True:
+            sub.recv(timeout=5)
+    sub.close()

@@ -91,6 +91,17 @@ pub enum Error {
         /// Role of the peer.
         role: &'static str,
     },
+    /// Every slot of a role that many handles share is taken (a broadcast's
+    /// subscribers, a mailbox's senders).
+    #[error("all {count} {role} slots of {path} are taken; close one, or create the segment with more")]
+    AllTaken {
+        /// The role ("subscriber", "sender").
+        role: &'static str,
+        /// The segment file.
+        path: String,
+        /// How many slots it has.
+        count: usize,
+    },
     /// Another live endpoint holds this role.
     #[error("the {role} role of {path} is already taken by pid {pid}; only one {role} may be attached at a time")]
     RoleTaken {

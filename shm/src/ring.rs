@@ -886,6 +886,12 @@ impl<S: RingStore> Consumer<S> {
         }
     }
 
+    /// Report `e` (a lossy broadcast's lag that a look without receiving found) at the
+    /// next peek instead.
+    pub fn defer(&mut self, e: RingError) {
+        self.pending = Some(e);
+    }
+
     /// Tell the consumer it is part-way through a message of several records (`true`)
     /// or between messages: a lossy broadcast's lap that passes no message start is
     /// then reported (`Lagged { missed: 0 }`: the caller counts the message it was

@@ -78,7 +78,11 @@ fn check_params(capacity_bytes: usize, max_subscribers: usize) -> Result<()> {
 impl Publisher {
     /// Create a broadcast with a generated name, a ring of `capacity_bytes` (a power
     /// of two, 4 KiB ..= 2 GiB) and room for [`DEFAULT_MAX_SUBSCRIBERS`] subscribers.
-    /// The segment is `capacity_bytes` + 8 KiB + 128 bytes per subscriber.
+    /// The segment is `capacity_bytes` + 4 KiB + 384 bytes per subscriber slot + 1 KiB,
+    /// in whole pages. A lossy broadcast takes messages of one record
+    /// ([`Sender::max_message_len`]) or of at most `capacity_bytes / 2`, whichever is
+    /// larger ([`Error::TooLarge`] beyond: streaming through in chunks, they would be
+    /// overwritten before subscribers read them).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`], [`Error::NoSpace`], [`Error::Os`].
@@ -166,7 +170,7 @@ impl Subscriber {
     /// it receives every message published from now on.
     ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::WrongKind`], [`Error::RoleTaken`] (every
+    /// [`Error::NotFound`], [`Error::WrongKind`], [`Error::AllTaken`] (every
     /// subscriber slot is taken), [`Error::Corrupt`], [`Error::Incompatible`],
     /// [`Error::Os`].
     pub fn open(name: &str) -> Result<Subscriber> {
@@ -182,7 +186,7 @@ impl Subscriber {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::RoleTaken { role: "subscriber (every subscriber slot of the broadcast)", path: segment.path().to_owned(), pid: 0 })
+        Err(Error::AllTaken { role: "subscriber", path: segment.path().to_owned(), count: max })
     }
 
     /// Adopt a descriptor of a broadcast segment whose description holds subscriber

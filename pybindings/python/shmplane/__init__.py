@@ -175,14 +175,18 @@ def broadcast(
         capacity: ring size in bytes, a power of two from 4096 to 2**31 (default
             1 MiB). Larger messages stream through in chunks.
         name: segment name (``[A-Za-z0-9._-]``, at most 200 bytes); ``None`` generates
-            one. The segment (``capacity`` + 8 KiB + 128 bytes per subscriber slot) is
-            removed once the publisher and every subscriber closed.
+            one. The segment (``capacity`` + 4 KiB + 384 bytes per subscriber slot +
+            1 KiB, in whole pages) is removed once the publisher and every subscriber
+            closed.
         lossy: ``False`` (default): the publisher waits, under its policy and timeout,
             for the slowest live subscriber (one that closes or dies stops holding it
             back). ``True``: the publisher never waits; a subscriber that fell a lap
             behind gets ``LaggedError`` (with ``.missed``, the number of messages it
             lost) and continues from the oldest message still held (the semantics of
             tokio's broadcast channel; the algorithm is Aeron's broadcast buffer).
+            A lossy broadcast takes messages of one record (``max_message_size``) or
+            up to ``capacity / 2`` bytes, whichever is larger (``MessageTooLargeError``
+            beyond: they would be overwritten as they stream).
         max_subscribers: subscriber slots, 1 to 512 (default 64); a subscriber that
             closes frees its slot.
         policy, spin_us: how blocked sends wait (see ``channel``).

@@ -200,7 +200,11 @@ class Publisher(Sender):
     def create(name: str, capacity: int = ..., lossy: bool = False, max_subscribers: int = ...) -> Publisher:
         """Create broadcast ``name``: a ring of ``capacity`` bytes (a power of two,
         4096 to 2**31; default 1 MiB) and ``max_subscribers`` slots (1 to 512, default
-        64). The segment is ``capacity`` + 8 KiB + 128 bytes per slot.
+        64). The segment is ``capacity`` + 4 KiB + 384 bytes per slot + 1 KiB, in whole
+        pages (``capacity`` + 36 KiB for 64 slots). A lossy broadcast takes messages of
+        one record (``max_message_size``) or of at most ``capacity / 2`` bytes, whichever
+        is larger (a longer one, streaming through in chunks, would be overwritten
+        before subscribers read it: MessageTooLargeError, not lost).
 
         Raises InvalidArgumentError, InvalidNameError, AlreadyExistsError, NoSpaceError."""
     @staticmethod
@@ -232,7 +236,13 @@ class Subscriber(Receiver):
     ``poll``, iteration, ``fileno()``: its own doorbell ``@sub<i>``, ``recv_async``,
     ``async for``). Pickled into a child, the copy shares this subscriber's position
     (they take turns, each message reaches one of them); a child that wants every
-    message itself opens its own with ``Subscriber.open(name)``.
+    message itself opens its own with ``Subscriber.open(name)``. A ``fork`` child
+    inherits a copy of every subscriber, as of every endpoint: the slot then lives (and
+    holds a lossless publisher back) until the child exits or closes its copy; close
+    the copies you do not use, or use ``spawn``.
+
+    ``poll()`` is True when a message is ready or a lag is to be reported; the next
+    ``recv`` raises the ``LaggedError``.
 
     From a lossy broadcast, ``recv`` raises ``LaggedError`` (``.missed``: messages
     lost) when the publisher overwrote messages this subscriber had not read; the next
@@ -244,6 +254,10 @@ class Subscriber(Receiver):
         """Join broadcast ``name`` in its first free slot. Raises NotFoundError,
         WrongKindError, RoleTakenError (every slot taken), CorruptSegmentError,
         IncompatibleSegmentError."""
+    @staticmethod
+    def create(*args: Any, **kwargs: Any) -> Subscriber:  # type: ignore[override]
+        """Refused (InvalidArgumentError): a broadcast is created by its publisher
+        (``Publisher.create`` or ``shmplane.broadcast``)."""
     @staticmethod
     def _from_fd(fd: int, index: int, name: str | None = None, doorbell_fd: int | None = None) -> Subscriber: ...  # type: ignore[override]
     @property

@@ -119,6 +119,9 @@ class LaggedError(ShmplaneError):
     def __reduce__(self) -> tuple[type, tuple[str, int]]:
         return (type(self), (str(self), self.missed))
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r}, missed={self.missed})"
+
 
 class NoSpaceError(ShmplaneError, MemoryError):
     """``/dev/shm`` has no room for the segment: free space or use a smaller capacity."""

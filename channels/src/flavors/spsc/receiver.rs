@@ -165,8 +165,9 @@ impl Op<'_> {
     fn empty(&mut self, polls: &mut EmptyPolls) -> Result<Record> {
         // Cheap disconnect check: one atomic load of the peer's state word; a full
         // liveness check (dead sender) at most every SLICE.
-        let closed = role_state(self.inner.consumer.store(), PRODUCER) == CLOSED;
-        let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
+        let store = self.inner.consumer.store();
+        let closed = role_state(store, PRODUCER) == CLOSED;
+        let mut verdict = closed.then(|| Error::Disconnected { role: store.segment().role_name(store.role_index(PRODUCER)) });
         polls.count += 1;
         // Waited on through the OS and the doorbell lost its last writer: check now.
         if verdict.is_none() && self.inner.doorbell.is_some() && self.inner.arm() {
@@ -348,7 +349,7 @@ fn spin_for_record(consumer: &Consumer<SegmentRing>, policy: WaitPolicy, wait: &
 /// sender's close or death once nothing is queued (the cheap checks of `Op::empty`).
 fn empty_verdict(store: &SegmentRing, polls: &mut EmptyPolls, check_now: bool) -> Error {
     let closed = role_state(store, PRODUCER) == CLOSED;
-    let mut verdict = closed.then_some(Error::Disconnected { role: "sender" });
+    let mut verdict = closed.then(|| Error::Disconnected { role: store.segment().role_name(store.role_index(PRODUCER)) });
     polls.count += 1;
     if verdict.is_none() && check_now {
         verdict = check_ring_peer(store, PRODUCER).err();
@@ -845,11 +846,17 @@ impl Receiver {
     /// # Errors
     /// As [`Receiver::poll`].
     pub fn poll_with(&mut self, mut wait: Wait<'_>) -> Result<bool> {
-        match self.begin_inner(&mut wait, false) {
-            Ok(_still_queued) => Ok(true),
-            Err(Error::Timeout | Error::Empty) => Ok(false),
-            Err(e) => Err(e),
+        let lagged = match self.begin_inner(&mut wait, false) {
+            Ok(_still_queued) => return Ok(true),
+            Err(Error::Timeout | Error::Empty) => return Ok(false),
+            Err(Error::Lagged { missed }) => missed,
+            Err(e) => return Err(e),
+        };
+        // A lossy broadcast's lag is news for the next receive, which reports it.
+        if let Some(inner) = self.inner.as_mut() {
+            inner.consumer.defer(shmplane_shm::ring::RingError::Lagged { missed: lagged });
         }
+        Ok(true)
     }
 
     /// A descriptor that `select`, `poll`, `epoll` and asyncio's `add_reader` can wait

@@ -50,6 +50,11 @@ impl Inner {
         if let Some((d, len)) = &mut self.doorbell {
             self.producer.set_wake_at(None);
             let store = self.producer.store();
+            // A broadcast's subscribers that died do not ring: drop them at each
+            // arming (a lock test each), so that a waiter that re-arms sees the room.
+            if store.is_publisher() {
+                store.prune_subscribers(true);
+            }
             let peer = role_state(store, CONSUMER);
             let _ = d.arm(&store.control().space_ready.value, peer, || {
                 ring::space_ready(store, *len) || role_state(store, CONSUMER) == CLOSED
@@ -217,6 +222,12 @@ impl Op<'_> {
         let Some((first, chunk)) = plan else {
             return self.put(total, msg.kind().tag(), policy, wait, |dst| msg.gather(0, dst));
         };
+        if self.inner.producer.store().is_lossy() && total > capacity / 2 {
+            // A lossy publisher never waits: a message streaming through in chunks
+            // longer than half its ring would be overwritten before subscribers read
+            // it. Refused, not lost.
+            return Err(Error::TooLarge { len: total, max: capacity / 2 });
+        }
         let h = chunk_header_len();
         if !wait.blocks() {
             // Non-blocking: only if every record fits now (a message larger than the
@@ -319,7 +330,7 @@ impl Sender {
     /// role's lock) on `segment`, a description of our own.
     ///
     /// # Errors
-    /// [`Error::RoleTaken`] if every lane has a producer; [`Error::Os`], [`Error::Corrupt`].
+    /// [`Error::AllTaken`] if every lane has a producer; [`Error::Os`], [`Error::Corrupt`].
     pub(crate) fn join(segment: Segment) -> Result<Sender> {
         let lanes = segment.info().param1 as usize;
         for lane in 0..lanes {
@@ -329,7 +340,7 @@ impl Sender {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::RoleTaken { role: "sender (all of the mailbox's producer lanes)", path: segment.path().to_owned(), pid: 0 })
+        Err(Error::AllTaken { role: "sender", path: segment.path().to_owned(), count: lanes })
     }
 
     /// Adopt a descriptor of a channel segment whose open file description holds (or
