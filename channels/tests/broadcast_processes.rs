@@ -230,7 +230,9 @@ fn subscribers_killed_mid_stream_do_not_hold_the_publisher() {
     let _serial = serial();
     for lossy in [false, true] {
         let name = unique(if lossy { "subkill-lossy" } else { "subkill" });
-        let mut tx = Publisher::create_with(&name, 1 << 14, 8, lossy).unwrap();
+        // Lossy: a ring where the 20,000-byte messages are one record (a lossy
+        // publisher refuses chunked ones longer than half its ring).
+        let mut tx = Publisher::create_with(&name, if lossy { 1 << 16 } else { 1 << 14 }, 8, lossy).unwrap();
         let mut rx = tx.subscribe().unwrap();
         let reader = thread::spawn(move || {
             let mut next = 0u64;
