@@ -93,7 +93,7 @@ fn open_by_name_and_lane_limit() {
     let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
     let mut a = Sender::open(&name).unwrap();
     let _b = Sender::open(&name).unwrap();
-    assert!(matches!(Sender::open(&name), Err(Error::RoleTaken { .. })));
+    assert!(matches!(Sender::open(&name), Err(Error::AllTaken { role: "sender", .. })));
     assert!(matches!(shmplane::Receiver::open(&name), Err(Error::WrongKind { .. })));
     a.send(b"hello").unwrap();
     assert_eq!(mb.recv().unwrap(), b"hello");
