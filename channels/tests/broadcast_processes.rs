@@ -271,13 +271,12 @@ fn subscribers_killed_mid_stream_do_not_hold_the_publisher() {
             }
             killer.join().unwrap();
         }
-        // After the last kill: the publisher goes on (the dead are dropped).
-        let started = Instant::now();
+        // After the last kill: the publisher goes on (the dead are dropped; held back
+        // for good, a send would time out).
         for _ in 0..200 {
             tx.send_timeout(&message(1, seq), WATCHDOG).unwrap();
             seq += 1;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "held back by a dead subscriber");
         assert_eq!(tx.subscribers(), 1, "lossy={lossy}: only the live subscriber is left");
         tx.send_timeout(b"end", WATCHDOG).unwrap();
         let got = reader.join().unwrap();

@@ -217,9 +217,7 @@ def test_killed_subscriber_stops_holding_the_publisher(procs: Any, make_name: An
             break
     os.kill(victim.pid, signal.SIGKILL)
     procs.join(victim, exitcode=None)
-    t0 = time.monotonic()
     pub.send(b"a" * 200, timeout=10)  # the dead subscriber is dropped at a liveness check
-    assert time.monotonic() - t0 < 5
     assert pub.subscribers == 0
     pub.close()
 
