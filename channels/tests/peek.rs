@@ -110,3 +110,26 @@ fn a_copy_of_the_receiver_proceeds_after_a_fast_path_miss() {
         drop(rx);
     });
 }
+
+/// Messages larger than a record really travel in chunks (issue 13: nothing asserted
+/// it): a zero-copy view of one is refused as "spans several records" and leaves it
+/// queued; a message of one record can be viewed in place; both then arrive whole.
+#[test]
+fn large_messages_are_chunked_small_ones_are_one_record() {
+    let (mut tx, mut rx) = shmplane::channel(1 << 16).unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let sent = big.clone();
+    let t = std::thread::spawn(move || {
+        tx.send(&[9u8; 100]).unwrap();
+        tx.send(&sent).unwrap();
+        tx
+    });
+    assert_eq!(&*rx.peek(Some(std::time::Duration::from_secs(20))).unwrap(), &[9u8; 100][..]);
+    match rx.peek(Some(std::time::Duration::from_secs(20))) {
+        Err(shmplane::Error::InvalidArgument(m)) => assert!(m.contains("several records"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(m) => panic!("a message of {} bytes viewed in place", m.len()),
+    }
+    assert_eq!(rx.recv().unwrap(), big);
+    drop(t.join().unwrap());
+}

@@ -917,7 +917,7 @@ fn empty_channel_times_out() {
     assert!(matches!(rx.try_recv(), Err(Error::Empty)));
     let t = Instant::now();
     assert!(matches!(rx.recv_timeout(Duration::from_millis(150)), Err(Error::Timeout)));
-    assert!(t.elapsed() >= Duration::from_millis(150) && t.elapsed() < Duration::from_secs(5));
+    assert!(t.elapsed() >= Duration::from_millis(150), "returned before its deadline");
     assert!(!rx.poll(Some(Duration::from_millis(10))).unwrap());
     peer.kill();
     assert!(matches!(rx.recv_timeout(WATCHDOG), Err(Error::PeerDead { .. })));

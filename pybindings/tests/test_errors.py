@@ -523,7 +523,7 @@ def test_recv_timeout(call: str) -> None:
             getattr(rx, call)(timeout=0.05)
         elapsed = time.monotonic() - t0
         assert isinstance(info.value, TimeoutError)
-        assert 0.04 <= elapsed < 1.0, elapsed
+        assert elapsed >= 0.04, elapsed  # the deadline is honoured (no early return)
         with pytest.raises(TimeoutError):
             rx.recv(timeout=0)
 
