@@ -58,7 +58,6 @@ import struct
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -68,6 +67,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mailbox_bench import _have, _median, _ratio, _selected, format_table, percentiles  # noqa: E402
+from wakeup import _child, _expect, _stop  # noqa: E402  (the child plumbing of the other benches)
 
 CTX = multiprocessing.get_context("spawn")
 START_TIMEOUT_S = 60.0
@@ -205,42 +205,6 @@ def make_subscriber(spec: Spec, index: int) -> tuple[Callable[[], Any], Callable
 
 
 # ------------------------------------------------------------------- children
-
-
-def _child(conn: Connection, target: Callable[..., Any], *args: Any) -> None:
-    try:
-        target(conn, *args)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            conn.send(("error", traceback.format_exc()))
-        raise
-    finally:
-        conn.close()
-
-
-def _expect(proc: Any, conn: Connection, tag: str, timeout: float) -> Any:
-    if not conn.poll(timeout):
-        raise TimeoutError(f"{proc.name}: nothing within {timeout:.0f} s")
-    try:
-        got, payload = conn.recv()
-    except EOFError:
-        proc.join(5)
-        raise RuntimeError(f"{proc.name} died (exit code {proc.exitcode})") from None
-    if got == "error":
-        raise RuntimeError(f"{proc.name}: {payload.strip().splitlines()[-1]}")
-    if got != tag:
-        raise RuntimeError(f"{proc.name}: expected {tag!r}, got {got!r}")
-    return payload
-
-
-def _stop(proc: Any) -> None:
-    proc.join(10)
-    if proc.is_alive():
-        proc.terminate()
-        proc.join(2)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(2)
 
 
 def _fan_subscriber(conn: Connection, spec: Spec, index: int, go: Any, with_lat: bool) -> None:

@@ -240,7 +240,7 @@ pub fn take_bell(c: &SubscriberCursor) -> bool {
 /// A lossy publisher reclaims space in `store` (its ring): moves the oldest record
 /// held (`oldest`) forward to the first record boundary at or after
 /// `tail + max(need, capacity / 8) - capacity`, counting the messages it passes, and
-/// returns it. Reclaiming an eighth of the ring at a time keeps the seqlock writes (and
+/// returns it. Reclaiming an eighth of the ring at a time keeps the pair's writes (and
 /// the subscribers' cache misses on them) rare.
 ///
 /// # Errors
@@ -248,30 +248,8 @@ pub fn take_bell(c: &SubscriberCursor) -> bool {
 /// impossible (shared memory is untrusted).
 pub fn reclaim<S: RingStore>(store: &S, oldest: &OldestRecord, tail: u64, need: u64) -> Result<u64, RingError> {
     let cap = store.capacity() as u64;
-    let (mut pos, mut seq) = read_pair(oldest);
     let target = tail.saturating_add(need.max(cap / 8)).saturating_sub(cap).min(tail);
-    if pos > tail || tail - pos > cap || pos % RECORD_ALIGN as u64 != 0 {
-        return Err(RingError::Corrupt { what: "oldest record of a lossy broadcast", position: tail, value: pos });
-    }
-    if pos >= target {
-        return Ok(pos);
-    }
-    while pos < target {
-        let offset = pos & (cap - 1);
-        // ORDERING: Relaxed: the publisher reads a header it wrote itself.
-        let word = store.header(offset as usize).load(Ordering::Relaxed);
-        let size = crate::ring::record_size((word & 0xFFFF_FFFF) as usize) as u64;
-        let tag = ((word >> 32) as u32) & crate::ring::PADDING_TAG;
-        if word >> 63 == 0 || size > cap - offset || pos + size > tail {
-            return Err(RingError::Corrupt { what: "record header behind a lossy broadcast's publisher", position: pos, value: word });
-        }
-        if starts_message(tag) {
-            seq = seq.wrapping_add(1);
-        }
-        pos += size;
-    }
-    write_pair(oldest, pos, seq);
-    Ok(pos)
+    advance_pair(store, oldest, tail, target, "oldest record of a lossy broadcast")
 }
 
 /// A lossy publisher resuming at `tail` (attaching, or a copy taking the lease over):
@@ -282,28 +260,41 @@ pub fn reclaim<S: RingStore>(store: &S, oldest: &OldestRecord, tail: u64, need: 
 /// # Errors
 /// [`RingError::Corrupt`] if the pair or a header on the way is impossible.
 pub fn resync_newest<S: RingStore>(store: &S, newest: &OldestRecord, tail: u64) -> Result<(), RingError> {
+    advance_pair(store, newest, tail, tail, "newest record of a lossy broadcast").map(drop)
+}
+
+/// Move `pair` (a position at most `tail` and its message count) forward over the
+/// records the publisher wrote, to the first record boundary at or after `target`
+/// (at most `tail`), counting the messages they begin; store it if it moved and return
+/// the new position.
+///
+/// # Errors
+/// [`RingError::Corrupt`] (`what` names the pair) if the stored position or a header
+/// on the way is impossible (shared memory is untrusted).
+fn advance_pair<S: RingStore>(store: &S, pair: &OldestRecord, tail: u64, target: u64, what: &'static str) -> Result<u64, RingError> {
     let cap = store.capacity() as u64;
-    let (mut pos, mut seq) = read_pair(newest);
-    if pos == tail {
-        return Ok(());
-    }
+    let (mut pos, mut seq) = read_pair(pair);
     if pos > tail || tail - pos > cap || pos % RECORD_ALIGN as u64 != 0 {
-        return Err(RingError::Corrupt { what: "newest record of a lossy broadcast", position: tail, value: pos });
+        return Err(RingError::Corrupt { what, position: tail, value: pos });
     }
-    while pos < tail {
+    if pos >= target {
+        return Ok(pos);
+    }
+    while pos < target {
         let offset = pos & (cap - 1);
-        // ORDERING: Relaxed: headers this role's publishers wrote (the lease orders them).
+        // ORDERING: Relaxed: headers this role's publishers wrote (the role lease orders
+        // its copies' accesses).
         let word = store.header(offset as usize).load(Ordering::Relaxed);
         let size = crate::ring::record_size((word & 0xFFFF_FFFF) as usize) as u64;
         let tag = ((word >> 32) as u32) & crate::ring::PADDING_TAG;
         if word >> 63 == 0 || size > cap - offset || pos + size > tail {
-            return Err(RingError::Corrupt { what: "record header before a lossy broadcast's publisher", position: pos, value: word });
+            return Err(RingError::Corrupt { what: "record header a lossy broadcast's publisher wrote", position: pos, value: word });
         }
         if starts_message(tag) {
             seq = seq.wrapping_add(1);
         }
         pos += size;
     }
-    write_pair(newest, pos, seq);
-    Ok(())
+    write_pair(pair, pos, seq);
+    Ok(pos)
 }

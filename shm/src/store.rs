@@ -80,9 +80,12 @@ struct SubscriberBells {
 
 impl SubscriberBells {
     fn ring(&self) {
-        // SAFETY: `base` is the mapping of the validated broadcast segment owned by the
-        // SegmentRing that owns this park (it outlives it); the control block and the
-        // `max` cursor lines lie inside it (checked by `SegmentRing::broadcast`).
+        // SAFETY: `base` is the mapping of the validated broadcast segment held by the
+        // SegmentRing whose park this is; `ring` runs only through that ring's `&self`
+        // (its `segment` field keeps the mapping for as long), and nothing reads through
+        // `base` when they drop. The control block and the `max` cursor lines lie inside
+        // the mapping (checked by `SegmentRing::broadcast`, whose offsets
+        // `set_subscriber_bells` copies).
         let bc: &BroadcastControl = unsafe { &*((self.base + self.control) as *const BroadcastControl) };
         let slots = crate::broadcast::slots(bc, self.max);
         let mut ringers = self.ringers.lock().unwrap_or_else(|e| e.into_inner());

@@ -58,16 +58,17 @@ impl Inner {
 
     /// Arm the doorbell: its descriptor becomes readable at the next message, or now
     /// if one is queued or the sender closed. `true` if no sender handle holds the
-    /// doorbell any more (closed or died: worth a liveness check now).
-    fn arm(&mut self) -> bool {
+    /// doorbell any more (closed or died: worth a liveness check now). `check`: a
+    /// subscriber also tests the publisher's lock (a syscall: not after every receive).
+    fn arm(&mut self, check: bool) -> bool {
         let Some(d) = &mut self.doorbell else { return false };
         let store = self.consumer.store();
         store.arm_subscriber_bell();
         let peer = role_state(store, PRODUCER);
         // A subscriber's doorbell keeps a write end of its own (the publisher opens
         // one only at its first ring), so the publisher's death does not show as
-        // end-of-file: check it at each arming instead (a lock test).
-        let dead = store.subscriber_index().is_some() && matches!(check_ring_peer(store, PRODUCER), Err(Error::PeerDead { .. }));
+        // end-of-file: check it when armed for a wait instead (a lock test).
+        let dead = check && store.subscriber_index().is_some() && matches!(check_ring_peer(store, PRODUCER), Err(Error::PeerDead { .. }));
         let gone = d.arm(&store.control().data_ready.value, peer, || {
             dead || ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
         });
@@ -80,7 +81,7 @@ impl Inner {
     #[inline(never)]
     fn rearm_if_empty(&mut self) {
         if !ring::data_ready(self.consumer.store()) {
-            let _ = self.arm();
+            let _ = self.arm(false);
         }
     }
 
@@ -103,7 +104,7 @@ impl Inner {
         if !wait.blocks() && !ring::data_ready(store) {
             // Waited on through the OS: re-arm, and if the doorbell lost its last
             // writer (the sender closed or died), check the sender now.
-            let peer_gone = self.doorbell.is_some() && self.arm();
+            let peer_gone = self.doorbell.is_some() && self.arm(true);
             let store = self.consumer.store();
             return Err(empty_verdict(store, polls, peer_gone));
         }
@@ -170,7 +171,7 @@ impl Op<'_> {
         let mut verdict = closed.then(|| Error::Disconnected { role: store.segment().role_name(store.role_index(PRODUCER)) });
         polls.count += 1;
         // Waited on through the OS and the doorbell lost its last writer: check now.
-        if verdict.is_none() && self.inner.doorbell.is_some() && self.inner.arm() {
+        if verdict.is_none() && self.inner.doorbell.is_some() && self.inner.arm(true) {
             verdict = check_ring_peer(self.inner.consumer.store(), PRODUCER).err();
         }
         let consumer = &mut self.inner.consumer;
@@ -896,7 +897,7 @@ impl Receiver {
             let side = inner.consumer.store().subscriber_index().map_or(Side::Data, Side::Subscriber);
             inner.doorbell = Some(Doorbell::open(inner.segment(), side)?);
         }
-        inner.arm();
+        inner.arm(true);
         Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
     }
 
