@@ -55,6 +55,12 @@ pub const TAG_PICKLE: u32 = 3;
 pub const CHUNKED: u32 = 0x100;
 /// Tag of the second and later records of a chunked message.
 pub const TAG_CONTINUATION: u32 = 0x200;
+/// Flag on the first record of a message that carries an envelope: [`ENVELOPE_LEN`]
+/// bytes after the chunk header (if any) and before the logical payload, opaque to the
+/// message format (RPC puts its call header there: see [`crate::rpc`]).
+pub const ENVELOPED: u32 = 0x400;
+/// Bytes of an envelope.
+pub const ENVELOPE_LEN: usize = 16;
 // The ring counts the messages of lossy broadcasts by this tag.
 const _: () = assert!(TAG_CONTINUATION == shmplane_shm::ring::CONTINUATION_TAG);
 
@@ -386,7 +392,7 @@ pub enum Frame {
 // ------------------------------------------------------------------ sending side
 
 /// A piece of a logical payload.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Src<'a> {
     Slice(&'a [u8]),
     Owned(Vec<u8>),
@@ -394,19 +400,21 @@ enum Src<'a> {
 }
 
 /// A message to send: its kind and its logical payload as pieces laid end to end, to
-/// copy from in any slices (see [`Outgoing::gather`]).
-#[derive(Debug)]
+/// copy from in any slices (see [`Outgoing::gather`]). Cloning copies only the
+/// multipart header (the data is borrowed).
+#[derive(Clone, Debug)]
 pub struct Outgoing<'a> {
     kind: Kind,
     pieces: Vec<(usize, Src<'a>)>,
     total: usize,
     prefix: usize,
+    envelope: Option<[u8; ENVELOPE_LEN]>,
 }
 
 impl<'a> Outgoing<'a> {
     /// A bytes message.
     pub fn bytes(data: &'a [u8]) -> Outgoing<'a> {
-        Outgoing { kind: Kind::Bytes, total: data.len(), pieces: vec![(0, Src::Slice(data))], prefix: 0 }
+        Outgoing { kind: Kind::Bytes, total: data.len(), pieces: vec![(0, Src::Slice(data))], prefix: 0, envelope: None }
     }
 
     /// An array message of `data` described by `meta`.
@@ -433,6 +441,13 @@ impl<'a> Outgoing<'a> {
     pub fn pickle(stream: &'a [u8], buffers: &[&'a [u8]]) -> Result<Outgoing<'a>, String> {
         let parts = std::iter::once(stream).chain(buffers.iter().copied()).map(Src::Slice).collect();
         Outgoing::multipart(Kind::Pickle, parts, 0)
+    }
+
+    /// A message of `kind` whose logical payload is `payload` as laid out by another
+    /// `Outgoing` (its first `prefix` bytes the prefix): what an RPC server saved of a
+    /// reply, to send again.
+    pub(crate) fn logical(kind: Kind, payload: &'a [u8], prefix: usize) -> Outgoing<'a> {
+        Outgoing { kind, total: payload.len(), pieces: vec![(0, Src::Slice(payload))], prefix, envelope: None }
     }
 
     /// A multipart payload whose first `prefix_parts` parts belong to the prefix.
@@ -467,12 +482,47 @@ impl<'a> Outgoing<'a> {
             pieces.push((start, p));
             at = start.checked_add(len).ok_or_else(overflow)?;
         }
-        Ok(Outgoing { kind, pieces, total: at, prefix })
+        Ok(Outgoing { kind, pieces, total: at, prefix, envelope: None })
     }
 
     /// The message's kind.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// This message with `envelope` in front of its logical payload (first record,
+    /// flag [`ENVELOPED`]): the receiver finds it in [`Head::envelope`].
+    #[must_use]
+    pub fn with_envelope(mut self, envelope: [u8; ENVELOPE_LEN]) -> Outgoing<'a> {
+        self.envelope = Some(envelope);
+        self
+    }
+
+    /// The envelope, if the message has one.
+    pub fn envelope(&self) -> Option<&[u8; ENVELOPE_LEN]> {
+        self.envelope.as_ref()
+    }
+
+    /// Bytes of envelope in the first record (0 or [`ENVELOPE_LEN`]).
+    pub fn envelope_len(&self) -> usize {
+        if self.envelope.is_some() { ENVELOPE_LEN } else { 0 }
+    }
+
+    /// The tag of the message's first record if it goes whole in one record (its
+    /// kind's tag, with [`ENVELOPED`] if it has an envelope).
+    pub fn tag(&self) -> u32 {
+        self.kind.tag() | if self.envelope.is_some() { ENVELOPED } else { 0 }
+    }
+
+    /// Write the envelope (if any) at the start of `dst`; returns the bytes written.
+    pub fn put_envelope(&self, dst: &mut [u8]) -> usize {
+        match &self.envelope {
+            Some(e) => {
+                dst[..ENVELOPE_LEN].copy_from_slice(e);
+                ENVELOPE_LEN
+            }
+            None => 0,
+        }
     }
 
     /// Length of the logical payload in bytes.
@@ -514,8 +564,8 @@ impl<'a> Outgoing<'a> {
 }
 
 /// How a message is cut into records: `None` if it goes whole in one record of its
-/// kind's tag, else `Some((first, chunk))`: the first record carries the total and
-/// `first` payload bytes, each continuation up to `chunk`. `position` is the producer's
+/// kind's tag, else `Some((first, chunk))`: the first record carries the total, the
+/// envelope (if any) and `first` payload bytes, each continuation up to `chunk`. `position` is the producer's
 /// position: the first record is sized to end on a tile boundary (see [`chunk_size`]),
 /// so the continuations tile the ring whatever the previous messages left (no padding
 /// record at the wrap, all the ring usable).
@@ -525,7 +575,8 @@ impl<'a> Outgoing<'a> {
 /// header: more out-of-band buffers than it can describe).
 pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64) -> Result<Option<(usize, usize)>, String> {
     let max = max_record(capacity);
-    if msg.total <= max && msg.total <= CHUNK_THRESHOLD {
+    let env = msg.envelope_len();
+    if msg.total + env <= max && msg.total <= CHUNK_THRESHOLD {
         return Ok(None);
     }
     let chunk = chunk_size(capacity);
@@ -539,11 +590,11 @@ pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64) -> Result<Option
     if first < tile / 8 + RECORD_AND_CHUNK_HEADER {
         first = if offset + first < capacity { first + tile } else { tile };
     }
-    while first - RECORD_AND_CHUNK_HEADER < msg.prefix {
+    while first - RECORD_AND_CHUNK_HEADER - env < msg.prefix {
         first += tile;
     }
-    let first = (first - RECORD_AND_CHUNK_HEADER).min(msg.total);
-    if first + CHUNK_HEADER > max {
+    let first = (first - RECORD_AND_CHUNK_HEADER - env).min(msg.total);
+    if first + CHUNK_HEADER + env > max {
         return Err(format!(
             "the {}-byte header of this message does not fit one {max}-byte record; use a larger channel",
             msg.prefix
@@ -578,6 +629,7 @@ pub struct Head {
     parts: Parts,
     /// Boxed: the head travels by value on every receive; arrays are the rare case.
     array: Option<Box<ArrayMeta>>,
+    envelope: Option<[u8; ENVELOPE_LEN]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -589,7 +641,14 @@ enum Parts {
 impl Head {
     /// The head of a one-record bytes message of `len` bytes (nothing to parse).
     pub(crate) fn bytes(len: usize) -> Head {
-        Head { kind: Kind::Bytes, total: len, chunked: false, skip: 0, parts: Parts::One(0, len), array: None }
+        Head { kind: Kind::Bytes, total: len, chunked: false, skip: 0, parts: Parts::One(0, len), array: None, envelope: None }
+    }
+
+    /// The head of a one-record bytes message of `len` bytes (envelope included) with
+    /// `envelope` in front.
+    pub(crate) fn enveloped_bytes(len: usize, envelope: [u8; ENVELOPE_LEN]) -> Head {
+        let total = len - ENVELOPE_LEN;
+        Head { kind: Kind::Bytes, total, chunked: false, skip: ENVELOPE_LEN, parts: Parts::One(0, total), array: None, envelope: Some(envelope) }
     }
 
     /// The message's kind.
@@ -605,6 +664,11 @@ impl Head {
     /// True if the message spans several records.
     pub fn is_chunked(&self) -> bool {
         self.chunked
+    }
+
+    /// The envelope the sender put in front of the payload ([`Outgoing::with_envelope`]).
+    pub fn envelope(&self) -> Option<&[u8; ENVELOPE_LEN]> {
+        self.envelope.as_ref()
     }
 
     /// The array description of an array message.
@@ -638,7 +702,8 @@ impl Head {
         }
     }
 
-    /// Bytes of chunk header in the first record before the logical payload.
+    /// Bytes of chunk header and envelope in the first record before the logical
+    /// payload.
     pub(crate) fn skip(&self) -> usize {
         self.skip
     }
@@ -665,7 +730,7 @@ impl fmt::Display for HeadError {
 /// Most bytes of a first record that [`parse_head`] needs to see: the chunk header,
 /// the largest multipart header and an array descriptor.
 pub const MAX_PREFIX: usize =
-    CHUNK_HEADER + (8 + 8 * MAX_PARTS).next_multiple_of(PART_ALIGN) + (8 + 8 * MAX_NDIM + MAX_DESCR);
+    CHUNK_HEADER + ENVELOPE_LEN + (8 + 8 * MAX_PARTS).next_multiple_of(PART_ALIGN) + (8 + 8 * MAX_NDIM + MAX_DESCR);
 
 /// Parse the first record of a message: its `tag`, its payload length `len`, and
 /// `prefix`, the record's first `min(len, MAX_PREFIX)` payload bytes (copied out of
@@ -680,28 +745,35 @@ pub fn parse_head(tag: u32, len: usize, prefix: &[u8]) -> Result<Head, HeadError
         return Err(HeadError::Orphan);
     }
     let chunked = tag & CHUNKED != 0;
-    let Some(kind) = Kind::from_tag(tag & !CHUNKED) else {
+    let enveloped = tag & ENVELOPED != 0;
+    let Some(kind) = Kind::from_tag(tag & !(CHUNKED | ENVELOPED)) else {
         return corrupt(format!("unknown record tag {tag:#x}"));
     };
     if prefix.len() != len.min(MAX_PREFIX) {
         return corrupt(format!("first record of {len} bytes came with {} bytes of prefix", prefix.len()));
     }
-    let (total, skip) = if chunked {
-        let Some(head) = prefix.get(..CHUNK_HEADER) else {
-            return corrupt("chunked message without its length".into());
-        };
-        let total = u64::from_le_bytes(head.try_into().expect("8 bytes"));
-        match usize::try_from(total).ok().filter(|&t| t >= len - CHUNK_HEADER && t <= isize::MAX as usize) {
-            Some(t) => (t, CHUNK_HEADER),
+    let head_len = if chunked { CHUNK_HEADER } else { 0 } + if enveloped { ENVELOPE_LEN } else { 0 };
+    if len < head_len {
+        return corrupt(format!("first record of {len} bytes is shorter than its {head_len}-byte header"));
+    }
+    let total = if chunked {
+        let total = u64::from_le_bytes(prefix[..CHUNK_HEADER].try_into().expect("8 bytes"));
+        match usize::try_from(total).ok().filter(|&t| t >= len - head_len && t <= isize::MAX as usize) {
+            Some(t) => t,
             None => return corrupt(format!("chunked message claims {total} bytes in a first record of {len}")),
         }
     } else {
-        (len, 0)
+        len - head_len
     };
+    let envelope = enveloped.then(|| {
+        let at = head_len - ENVELOPE_LEN;
+        <[u8; ENVELOPE_LEN]>::try_from(&prefix[at..head_len]).expect("16 bytes")
+    });
+    let skip = head_len;
     let data = &prefix[skip..];
     let first_len = len - skip;
     if !kind.multipart() {
-        return Ok(Head { kind, total, chunked, skip, parts: Parts::One(0, total), array: None });
+        return Ok(Head { kind, total, chunked, skip, parts: Parts::One(0, total), array: None, envelope });
     }
     let parts = parse_multipart(data, first_len, total).map_err(HeadError::Corrupt)?;
     match kind {
@@ -717,9 +789,9 @@ pub fn parse_head(tag: u32, len: usize, prefix: &[u8]) -> Result<Head, HeadError
             if nbytes != dl {
                 return corrupt(format!("array of shape {:?} and dtype {} carries {dl} bytes", meta.shape, meta.descr));
             }
-            Ok(Head { kind, total, chunked, skip, parts: Parts::One(doff, dl), array: Some(Box::new(meta)) })
+            Ok(Head { kind, total, chunked, skip, parts: Parts::One(doff, dl), array: Some(Box::new(meta)), envelope })
         }
-        _ => Ok(Head { kind, total, chunked, skip, parts: Parts::Many(parts), array: None }),
+        _ => Ok(Head { kind, total, chunked, skip, parts: Parts::Many(parts), array: None, envelope }),
     }
 }
 

@@ -16,6 +16,8 @@
 //! - [`Mailbox`]: many producers, one consumer (MPSC): any process joins by name with
 //!   [`Sender::open`]; [`Mailbox::pending`] is the one-load "is there a message?"
 //!   check; one SPSC lane per producer, so a producer's death strands nothing else.
+//! - [`RpcServer`] / [`RpcClient`]: request/response between processes, replies of
+//!   any size in one message, each call run at most once however often it is retried.
 //! - [`Slot`]: a latest value any process writes and any number read, through a
 //!   crash-safe seqlock latch (the `multiprocessing.RawValue` replacement).
 //! - [`Wait`] and [`WaitPolicy`]: how long blocking calls wait, a hook they run every
@@ -49,6 +51,14 @@ mod waitset;
 pub use bytemuck::{Pod, Zeroable};
 pub use flavors::broadcast::{Publisher, Subscriber, DEFAULT_MAX_SUBSCRIBERS};
 pub use flavors::mailbox::{Joiner, Mailbox, DEFAULT_LANE_CAPACITY, DEFAULT_MAX_SENDERS};
+pub use flavors::rpc::{CallId, RpcClient, RpcReplyLoan, RpcServer};
+/// RPC's wire details and limits: the call envelope, its flags, default capacities.
+pub mod rpc {
+    pub use crate::flavors::rpc::{
+        decode_error, flags, reply_name, Envelope, DEFAULT_MAX_CLIENTS, DEFAULT_REPLY_CAPACITY, DEFAULT_REQUEST_CAPACITY, MAX_SERVER_NAME,
+        SAVED_REPLY_LIMIT,
+    };
+}
 pub use shmplane_shm::layout::MAX_SUBSCRIBERS;
 /// Most senders (lanes) a mailbox can have at once: 511.
 pub use shmplane_shm::layout::MAX_MAILBOX_LANES as MAX_SENDERS;

@@ -100,6 +100,16 @@ impl<'a> Wait<'a> {
         self.deadline
     }
 
+    /// The same deadline and hook, for a call made on the way (the wait goes on after
+    /// it).
+    pub(crate) fn reborrow(&mut self) -> Wait<'_> {
+        let hook: Option<&mut dyn FnMut() -> Result<()>> = match &mut self.hook {
+            Some(h) => Some(&mut **h),
+            None => None,
+        };
+        Wait { deadline: self.deadline, block: self.block, hook }
+    }
+
     /// The same hook, waiting forever: what the rest of a message that has begun waits
     /// with (a sender's chunks after a non-blocking first record, a receiver's chunks).
     pub(crate) fn rest(&mut self) -> Wait<'_> {

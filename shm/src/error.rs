@@ -129,6 +129,17 @@ pub enum Error {
         /// Messages lost to this subscriber.
         missed: u64,
     },
+    /// An RPC server's handler failed on this call (or the server could not answer
+    /// it); the server goes on serving.
+    #[error("the server's handler raised {kind}: {message}")]
+    Remote {
+        /// The error's type name (a Python exception's class name).
+        kind: String,
+        /// Its message.
+        message: String,
+        /// Its formatted traceback (empty if the server had none).
+        traceback: String,
+    },
     /// This endpoint was closed.
     #[error("this endpoint is closed")]
     Closed,

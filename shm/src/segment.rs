@@ -398,6 +398,28 @@ impl Segment {
         Ok(liveness::classify(self.role(role), held, |index, key| self.copy_alive(role, index, key)))
     }
 
+    /// Unlink segment `name` if it is a `kind` segment whose role `role` closed or
+    /// whose holder died (judged by its lock, as [`Segment::peer_state_by_lock`]), so
+    /// that a new holder of that role can create the name afresh while the old
+    /// segment's other users still hold it (an RPC server replacing a dead one: its
+    /// clients are still attached). Unlinked by identity: a segment that replaced it
+    /// meanwhile stays. True if unlinked.
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn unlink_if_role_gone(name: &str, kind: SegmentKind, role: usize) -> Result<bool> {
+        let segment = Segment::open(name, kind)?;
+        match segment.peer_state_by_lock(role)? {
+            PeerState::Dead(_) | PeerState::Closed => {
+                if let Some(f) = &segment.file {
+                    f.unlink_if_same(name);
+                }
+                Ok(true)
+            }
+            PeerState::Alive(_) | PeerState::Vacant => Ok(false),
+        }
+    }
+
     /// State of role `role` judged by its lock alone (not by the copies recorded in its
     /// entry): for a role whose users do not take its lease (a mailbox's consumer
     /// role, which its copies share through one description), a live holder of the

@@ -96,6 +96,8 @@ struct Inner {
     quarantined: Vec<bool>,
     /// `quarantined` as bits, one word per 64 lanes (masks the pending words).
     quarantine_bits: Vec<u64>,
+    /// Never report `Disconnected`: producers come and go (an RPC server's clients).
+    persistent: bool,
     /// Non-blocking receives that found nothing since the last full liveness check.
     empty_polls: u32,
     last_check: Option<Instant>,
@@ -259,7 +261,7 @@ impl Inner {
     /// whose bit they died before setting; otherwise only their state words (one load
     /// each).
     fn producers_verdict(&self, full: bool) -> Result<()> {
-        if joins(self.control()) == 0 {
+        if joins(self.control()) == 0 || (self.persistent && !full) {
             return Ok(());
         }
         let mut alive = false;
@@ -281,7 +283,7 @@ impl Inner {
                 self.recover_orphan_bit(lane);
             }
         }
-        if alive {
+        if alive || self.persistent {
             Ok(())
         } else {
             Err(Error::Disconnected { role: "sender" })
@@ -445,6 +447,7 @@ impl Mailbox {
             doorbell: None,
             quarantined: vec![false; lanes],
             quarantine_bits: vec![0; lanes.div_ceil(64)],
+            persistent: false,
             empty_polls: 0,
             last_check: None,
         };
@@ -534,6 +537,44 @@ impl Mailbox {
         let lane = inner.ready_lane(policy, &mut wait)?;
         inner.last = Some(lane);
         Ok(inner.lanes[lane].as_mut().expect("ready lane is open").take_staged())
+    }
+
+    /// Wait per `wait` until a lane has a message begun for this handle (staged: it
+    /// stays queued and this handle's until [`Mailbox::take_staged`]); its lane.
+    pub(crate) fn stage_next(&mut self, wait: &mut Wait<'_>) -> Result<usize> {
+        let policy = self.policy;
+        let inner = self.inner()?;
+        let lane = inner.ready_lane(policy, wait)?;
+        inner.last = Some(lane);
+        Ok(lane)
+    }
+
+    /// The head of the message staged on `lane`.
+    pub(crate) fn staged_head(&self, lane: usize) -> Option<&crate::frame::Head> {
+        self.inner.as_ref()?.lanes.get(lane)?.as_ref()?.staged_head()
+    }
+
+    /// The message staged on `lane` by [`Mailbox::stage_next`].
+    ///
+    /// # Panics
+    /// If none is.
+    pub(crate) fn take_staged(&mut self, lane: usize) -> Incoming<'_> {
+        let inner = self.inner.as_mut().expect("staged on an open mailbox");
+        inner.lanes[lane].as_mut().expect("ready lane is open").take_staged()
+    }
+
+    /// The lane (producer slot, `0..max_senders`) of the message the last
+    /// [`Mailbox::begin`] returned, until [`Mailbox::settle`].
+    pub fn last_lane(&self) -> Option<usize> {
+        self.inner.as_ref().and_then(|i| i.last)
+    }
+
+    /// Keep waiting when every producer has gone instead of reporting
+    /// [`Error::Disconnected`] (a server whose clients come and go).
+    pub fn set_persistent(&mut self, persistent: bool) {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.persistent = persistent;
+        }
     }
 
     /// After the [`Incoming`] of [`Mailbox::begin`] was read or dropped: clear the

@@ -5,3 +5,4 @@
 pub mod spsc;
 pub mod mailbox;
 pub mod broadcast;
+pub mod rpc;

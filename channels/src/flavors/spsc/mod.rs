@@ -8,6 +8,7 @@ mod receiver;
 mod sender;
 
 pub use receiver::{Incoming, Message, Receiver};
+pub(crate) use receiver::{frame_of, payload_of};
 pub use sender::{Loan, Sender};
 
 use crate::endpoint::generated_name;

@@ -273,6 +273,13 @@ impl Op<'_> {
             if tag == TAG_BYTES {
                 return Ok((record, Head::bytes(len)));
             }
+            if tag == TAG_BYTES | frame::ENVELOPED && len >= frame::ENVELOPE_LEN {
+                // An RPC call or reply of bytes in one record: only the envelope to read.
+                let mut envelope = [0u8; frame::ENVELOPE_LEN];
+                self.inner.consumer.read(&record, 0, &mut envelope);
+                self.inner.consumer.check_read(&record).map_err(|e| seg_err(e, &self.inner.consumer))?;
+                return Ok((record, Head::enveloped_bytes(len, envelope)));
+            }
             skipped += 1;
             if tag == TAG_CONTINUATION {
                 self.consumer().release(record);
@@ -551,6 +558,21 @@ impl Receiver {
             Err(Error::Empty | Error::Disconnected { .. } | Error::PeerDead { .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The envelope of the next message (see [`crate::frame::Outgoing::with_envelope`]),
+    /// waiting per `wait` for one to begin; the message stays queued.
+    ///
+    /// # Errors
+    /// As [`Receiver::begin`].
+    pub(crate) fn next_envelope(&mut self, wait: &mut Wait<'_>) -> Result<Option<[u8; frame::ENVELOPE_LEN]>> {
+        let incoming = self.begin_inner(wait, false)?;
+        Ok(incoming.head().envelope().copied())
+    }
+
+    /// The message [`Receiver::stage`] began, if one is staged.
+    pub(crate) fn staged_head(&self) -> Option<&Head> {
+        self.inner.as_ref().and_then(|i| i.staged.as_ref()).map(|(_, h)| h)
     }
 
     /// Leave the operation [`Receiver::stage`] entered without taking the message (it
@@ -1022,7 +1044,7 @@ impl Receiver {
 }
 
 /// Copy out a begun message as a [`Frame`].
-fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Frame> {
+pub(crate) fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Frame> {
     let head = incoming.head().clone();
     let mut bufs = (0..head.part_count()).map(|i| alloc(head.part_len(i))).collect::<Result<Vec<_>>>()?;
     incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut wait.rest())?;
@@ -1037,6 +1059,13 @@ fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Frame> {
             Frame::Pickle { stream, buffers: bufs }
         }
     })
+}
+
+/// The whole logical payload of `incoming` (what `recv_bytes` returns).
+pub(crate) fn payload_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Vec<u8>> {
+    let mut buf = alloc(incoming.head().total())?;
+    incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut wait.rest())?;
+    Ok(buf)
 }
 
 /// A buffer of `len` bytes, or [`Error::TooLarge`] if it cannot be allocated.
@@ -1224,7 +1253,7 @@ impl std::ops::Deref for Message<'_> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        self.op.inner.consumer.payload(self.record.as_ref().expect("unreleased"))
+        &self.op.inner.consumer.payload(self.record.as_ref().expect("unreleased"))[self.head.skip()..]
     }
 }
 

@@ -220,7 +220,11 @@ impl Op<'_> {
         let plan = frame::plan(msg, capacity, self.inner.producer.position())
             .map_err(|_| Error::TooLarge { len: msg.prefix(), max: frame::max_record(capacity) })?;
         let Some((first, chunk)) = plan else {
-            return self.put(total, msg.kind().tag(), policy, wait, |dst| msg.gather(0, dst));
+            let env = msg.envelope_len();
+            return self.put(env + total, msg.tag(), policy, wait, |dst| {
+                msg.put_envelope(dst);
+                msg.gather(0, &mut dst[env..]);
+            });
         };
         if self.inner.producer.store().is_lossy() && total > capacity / 2 {
             // A lossy publisher never waits: a message streaming through in chunks
@@ -242,9 +246,11 @@ impl Op<'_> {
                 return Err(Error::Full);
             }
         }
-        self.put(h + first, msg.kind().tag() | CHUNKED, policy, wait, |dst| {
+        let env = msg.envelope_len();
+        self.put(h + env + first, msg.tag() | CHUNKED, policy, wait, |dst| {
             chunk_header(total, dst);
-            msg.gather(0, &mut dst[h..]);
+            msg.put_envelope(&mut dst[h..]);
+            msg.gather(0, &mut dst[h + env..]);
         })?;
         // Begun: the rest follows as the receiver drains (a non-blocking first record
         // does not make the rest non-blocking); the deadline still applies.
@@ -640,15 +646,29 @@ impl Sender {
         self.send_array(&meta, bytemuck::cast_slice(data))
     }
 
-    fn claim_loan(&mut self, len: usize, mut wait: Wait<'_>) -> Result<Loan<'_>> {
+    fn claim_loan(&mut self, len: usize, wait: Wait<'_>) -> Result<Loan<'_>> {
+        self.claim_loan_enveloped(len, None, wait)
+    }
+
+    /// A loan of `len` bytes whose record starts with `envelope` (see
+    /// [`Outgoing::with_envelope`]): what an RPC client and server lend for a request or
+    /// a reply written in place.
+    pub(crate) fn claim_loan_enveloped(&mut self, len: usize, envelope: Option<[u8; frame::ENVELOPE_LEN]>, mut wait: Wait<'_>) -> Result<Loan<'_>> {
         let policy = self.policy;
         let mut op = self.inner()?.enter(&mut wait)?;
-        let max = op.producer().max_payload();
+        let env = if envelope.is_some() { frame::ENVELOPE_LEN } else { 0 };
+        let max = op.producer().max_payload().saturating_sub(env);
         if len > max {
             return Err(Error::TooLarge { len, max });
         }
-        let claim = op.claim(len, policy, &mut wait)?;
-        Ok(Loan { op, claim: Some(claim) })
+        let claim = op.claim(env + len, policy, &mut wait)?;
+        let mut loan = Loan { op, claim: Some(claim), env: 0, tag: TAG_BYTES };
+        if let Some(e) = envelope {
+            loan.as_mut_slice()[..env].copy_from_slice(&e);
+            loan.env = env;
+            loan.tag = TAG_BYTES | frame::ENVELOPED;
+        }
+        Ok(loan)
     }
 
     /// Lend `len` bytes of ring space to write one message in place (zero-copy),
@@ -915,13 +935,17 @@ impl fmt::Debug for Sender {
 pub struct Loan<'a> {
     op: Op<'a>,
     claim: Option<Claim>,
+    /// Bytes of envelope at the start of the claim (not lent).
+    env: usize,
+    /// The record's tag at commit.
+    tag: u32,
 }
 
 impl Loan<'_> {
     /// The lent bytes (their previous contents are unspecified).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let claim = self.claim.as_ref().expect("uncommitted");
-        self.op.inner.producer.payload_mut(claim)
+        &mut self.op.inner.producer.payload_mut(claim)[self.env..]
     }
 
     /// Length of the loan in bytes.
@@ -935,7 +959,7 @@ impl Loan<'_> {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.claim.as_ref().map_or(0, Claim::len)
+        self.claim.as_ref().map_or(0, |c| c.len() - self.env)
     }
 
     /// True for a zero-length loan.
@@ -947,7 +971,7 @@ impl Loan<'_> {
     pub fn commit(mut self) {
         let claim = self.claim.take().expect("uncommitted");
         let len = claim.len();
-        self.op.inner.producer.commit(claim, len, TAG_BYTES);
+        self.op.inner.producer.commit(claim, len, self.tag);
     }
 
     /// Publish only the first `len` bytes.
@@ -959,7 +983,7 @@ impl Loan<'_> {
             return Err(Error::InvalidArgument(format!("commit of {len} bytes exceeds the {}-byte loan", self.len())));
         }
         let claim = self.claim.take().expect("uncommitted");
-        self.op.inner.producer.commit(claim, len, TAG_BYTES);
+        self.op.inner.producer.commit(claim, self.env + len, self.tag);
         Ok(())
     }
 }

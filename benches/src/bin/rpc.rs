@@ -1,0 +1,176 @@
+//! RPC round trips across two processes, beside the floors measured in the same run:
+//! one cache line moving with ownership (`floor/cacheline_pingpong`), one line per
+//! direction (`floor/two_line_pingpong`), and a hand-made request/reply over two
+//! shmplane channels (spin). Then `RpcClient::call` to a forked `RpcServer` echoing
+//! each request, with the spin, adaptive (default) and block policies, for 48- and
+//! 64-byte calls, and the reply of an 8 MB payload.
+//!
+//! `target/release/rpc [calls=100000] [rounds=3]`. Each call is timed on its own;
+//! prints p50/p99/p99.9 in ns (medians over rounds) and the ratios to the floors.
+use shmplane::{RpcClient, RpcServer, WaitPolicy};
+use shmplane_benches::{fork_child, reap, Child};
+use shmplane_shm::region::{Region, ShmFile};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn percentiles(mut v: Vec<u64>) -> [f64; 3] {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] as f64;
+    [at(0.5), at(0.99), at(0.999)]
+}
+
+fn median3(rounds: &[[f64; 3]]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for (i, o) in out.iter_mut().enumerate() {
+        let mut col: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
+        col.sort_by(f64::total_cmp);
+        *o = col[col.len() / 2];
+    }
+    out
+}
+
+/// Time `calls` round trips of `f`, each on its own.
+fn timed(calls: usize, mut f: impl FnMut()) -> [f64; 3] {
+    for _ in 0..calls / 10 {
+        f();
+    }
+    let mut v = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        f();
+        v.push(t.elapsed().as_nanos() as u64);
+    }
+    percentiles(v)
+}
+
+/// The floors: one line (`lines = 1`) or one line per direction (`lines = 2`).
+fn floor(lines: usize, calls: usize) -> [f64; 3] {
+    let n = format!("bench-rpc-floor{lines}-{}", std::process::id());
+    let file = ShmFile::create(&n, 4096).expect("create");
+    let region = Region::map(&file, 4096).expect("map");
+    // SAFETY: offsets 128 and 1024 are 8-aligned, inside the 4 KiB region, on different
+    // 128-byte line pairs; AtomicU64 only.
+    let (ping, pong): (&AtomicU64, &AtomicU64) = unsafe { (region.at(128), region.at(if lines == 1 { 128 } else { 1024 })) };
+    let child = fork_child(|| {
+        // One line: the child answers odd values with the next even one; two lines:
+        // it echoes each value on its own line.
+        let mut expect = 1u64;
+        loop {
+            while ping.load(Ordering::Acquire) != expect {
+                std::hint::spin_loop();
+            }
+            if lines == 1 {
+                pong.store(expect + 1, Ordering::Release);
+                expect += 2;
+            } else {
+                pong.store(expect, Ordering::Release);
+                expect += 1;
+            }
+        }
+    });
+    let mut next = 1u64;
+    let r = timed(calls, || {
+        ping.store(next, Ordering::Release);
+        let want = if lines == 1 { next + 1 } else { next };
+        while pong.load(Ordering::Acquire) != want {
+            std::hint::spin_loop();
+        }
+        next = if lines == 1 { next + 2 } else { next + 1 };
+    });
+    reap(child);
+    file.unlink_if_same(&n);
+    r
+}
+
+fn two_channels(calls: usize) -> [f64; 3] {
+    let mut child = Child::spawn(&format!("bench-rpc-2ch-{}", std::process::id()), 1 << 16, Child::echo);
+    let msg = [7u8; 64];
+    timed(calls, || {
+        child.tx.send(&msg).expect("send");
+        drop(child.rx.peek(None).expect("pong"));
+    })
+}
+
+fn server(name: &str, policy: WaitPolicy) -> libc::pid_t {
+    let name = name.to_owned();
+    fork_child(move || {
+        let mut s = RpcServer::create(&name, 4).expect("server");
+        s.set_wait_policy(policy);
+        loop {
+            let (call, req) = s.recv().expect("recv");
+            s.reply(call, &req).expect("reply");
+        }
+    })
+}
+
+fn rpc(policy: WaitPolicy, size: usize, calls: usize) -> [f64; 3] {
+    let name = format!("bench-rpc-{}-{size}", std::process::id());
+    let pid = server(&name, policy);
+    let mut client = RpcClient::connect(&name, Some(Duration::from_secs(10))).expect("connect");
+    client.set_wait_policy(policy);
+    let msg = vec![7u8; size];
+    let r = timed(calls, || {
+        let reply = client.call(&msg).expect("call");
+        assert_eq!(reply.len(), size);
+    });
+    drop(client);
+    reap(pid);
+    let _ = std::fs::remove_file(format!("/dev/shm/shmplane.{name}"));
+    r
+}
+
+fn big_reply(rounds: usize) -> f64 {
+    let name = format!("bench-rpc-big-{}", std::process::id());
+    let payload = vec![3u8; 8 << 20];
+    let n2 = name.clone();
+    let pid = fork_child(move || {
+        let mut s = RpcServer::create(&n2, 4).expect("server");
+        loop {
+            let (call, _) = s.recv().expect("recv");
+            s.reply(call, &payload).expect("reply");
+        }
+    });
+    let mut client = RpcClient::connect(&name, Some(Duration::from_secs(10))).expect("connect");
+    let mut times = Vec::new();
+    for _ in 0..rounds.max(5) * 4 {
+        let t = Instant::now();
+        let r = client.call(b"get").expect("call");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(r.len(), 8 << 20);
+    }
+    drop(client);
+    reap(pid);
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let calls: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+    println!("rpc: {calls} calls per round, {rounds} rounds, {} CPUs; ns p50/p99/p99.9", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let run = |f: &dyn Fn() -> [f64; 3]| median3(&(0..rounds).map(|_| f()).collect::<Vec<_>>());
+    let one = run(&|| floor(1, calls));
+    let two = run(&|| floor(2, calls));
+    let chans = run(&|| two_channels(calls));
+    let show = |label: &str, r: [f64; 3]| {
+        println!(
+            "{label:<34} {:>7.0} {:>7.0} {:>8.0}   p50 x{:.2} one-line, x{:.2} two-line",
+            r[0], r[1], r[2], r[0] / one[0], r[0] / two[0]
+        );
+    };
+    show("floor/cacheline_pingpong", one);
+    show("floor/two_line_pingpong", two);
+    show("two channels by hand, 64 B, spin", chans);
+    for (label, policy, size) in [
+        ("RpcClient::call 48 B, spin", WaitPolicy::Spin, 48),
+        ("RpcClient::call 64 B, spin", WaitPolicy::Spin, 64),
+        ("RpcClient::call 64 B, adaptive", WaitPolicy::default(), 64),
+        ("RpcClient::call 64 B, block", WaitPolicy::Block, 64),
+    ] {
+        let n = if policy == WaitPolicy::Block { calls / 4 } else { calls };
+        show(label, run(&|| rpc(policy, size, n)));
+    }
+    let ms = big_reply(rounds);
+    println!("8 MB reply (call \"get\" -> 8 MB bytes): {ms:.2} ms median");
+}

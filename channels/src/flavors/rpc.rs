@@ -1,0 +1,994 @@
+//! RPC: request/response between processes, replies of any size in one go, at most
+//! once.
+//!
+//! A server is a [`Mailbox`] (requests: one lane per client, so a client that dies
+//! strands only its lane) plus, per client, a reply channel that the client creates
+//! (`<server>.reply-<client id>`) and the server opens as its sender at the first
+//! reply. Every request and reply carries a 16-byte envelope in its first record
+//! ([`crate::frame::ENVELOPED`]): the call's sequence number, the client's id and flags. So a
+//! call is one message each way, of any size and any kind (bytes, arrays, pickles),
+//! written once: an 8 MB array or a list of a million floats is one reply.
+//!
+//! # At most once
+//! The server keeps, per client lane, the client's id, the sequence number of the last
+//! call it admitted, whether that call is answered, and a copy of its final reply when
+//! it is at most [`SAVED_REPLY_LIMIT`] bytes. A request whose number is not newer than
+//! the last one admitted is never handed to the application again:
+//! - a retry of a call still running is dropped: the reply comes when it is done;
+//! - a retry of a call already answered is dropped too: its reply is in the client's
+//!   reply channel (an SPSC ring that loses nothing while the client lives), unless the
+//!   client says it lost the reply part-way ([`flags::RESEND`], after an interrupted
+//!   receive): then the saved copy is sent again, or, for a reply too large to have
+//!   been kept, an error saying the call ran and its reply is lost;
+//! - an older number is a stale duplicate and is dropped.
+//!
+//! A client discards replies whose number is not the current call's, so a late reply
+//! to a call that timed out is never taken for the answer to a later call. This is the
+//! design of Birrell and Nelson's RPC ("Implementing Remote Procedure Calls", 1984:
+//! call identifiers, the server's table of the last call per client, and an implicit
+//! acknowledgement by the client's next call), which also makes retries safe where
+//! the Homa transport recorded RPCs executed twice.
+//!
+//! # Failures
+//! A client waiting for a reply checks the server's lock every wait slice (about 50 ms):
+//! a server that died or closed ends the wait with [`Error::PeerDead`] or
+//! [`Error::Disconnected`] naming the "server". A server replying to a client that died
+//! or closed drops the reply ([`RpcServer::reply`] returns `false`), and the client's
+//! lane goes to the next client that connects.
+
+use super::mailbox::Mailbox;
+use super::spsc::{Incoming, Loan, Receiver, Sender};
+use crate::frame::{Frame, Kind, Outgoing, ENVELOPE_LEN};
+use crate::wait::Wait;
+use shmplane_shm::error::{Error, Result};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::segment::Segment;
+use shmplane_shm::wait::WaitPolicy;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant};
+
+/// Clients a server made without a limit serves at once.
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
+/// Ring capacity of each client's request lane made without one, in bytes (64 KiB).
+/// Larger requests stream through it in chunks.
+pub const DEFAULT_REQUEST_CAPACITY: usize = 1 << 16;
+/// Ring capacity of each client's reply channel made without one, in bytes (64 KiB).
+/// Larger replies stream through it in chunks.
+pub const DEFAULT_REPLY_CAPACITY: usize = 1 << 16;
+/// Final replies of at most this many bytes are kept by the server until the client's
+/// next call, to be sent again to a client that lost one part-way (64 KiB).
+pub const SAVED_REPLY_LIMIT: usize = 1 << 16;
+/// Longest server name: the reply channels' names add 15 bytes to it.
+pub const MAX_SERVER_NAME: usize = 200 - 15;
+
+/// Flags of an [`Envelope`].
+pub mod flags {
+    /// Reply: more parts of this call's reply follow (a stream).
+    pub const MORE: u32 = 1;
+    /// Reply: the call failed; the payload is the error (`kind\0message\0traceback`,
+    /// UTF-8).
+    pub const ERROR: u32 = 2;
+    /// Request: a retry of a call whose reply this client lost part-way: send it again.
+    pub const RESEND: u32 = 4;
+}
+
+/// The 16 bytes in front of every request and reply: which call of which client, and
+/// flags (little-endian: `seq u64, client u32, flags u32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The call's sequence number (1, 2, ... per client).
+    pub seq: u64,
+    /// The client's id (random per client, so that a new client on a lane is told
+    /// apart from the one before it).
+    pub client: u32,
+    /// [`flags`].
+    pub flags: u32,
+}
+
+impl Envelope {
+    /// The wire form.
+    pub fn encode(&self) -> [u8; ENVELOPE_LEN] {
+        let mut b = [0u8; ENVELOPE_LEN];
+        b[..8].copy_from_slice(&self.seq.to_le_bytes());
+        b[8..12].copy_from_slice(&self.client.to_le_bytes());
+        b[12..].copy_from_slice(&self.flags.to_le_bytes());
+        b
+    }
+
+    /// From the wire form (any 16 bytes decode: the server and the client check the
+    /// numbers against their own state).
+    pub fn decode(b: &[u8; ENVELOPE_LEN]) -> Envelope {
+        Envelope {
+            seq: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
+            client: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+            flags: u32::from_le_bytes(b[12..].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// The name of the reply channel of client `client` of server `server`.
+pub fn reply_name(server: &str, client: u32) -> String {
+    format!("{server}.reply-{client:08x}")
+}
+
+/// An error reply's payload: `kind\0message\0traceback`.
+fn encode_error(kind: &str, message: &str, traceback: &str) -> Vec<u8> {
+    let clean = |s: &str| s.replace('\0', " ");
+    format!("{}\0{}\0{}", clean(kind), clean(message), clean(traceback)).into_bytes()
+}
+
+/// [`Error::Remote`] from an error reply's payload (untrusted: any bytes decode).
+pub fn decode_error(payload: &[u8]) -> Error {
+    let text = String::from_utf8_lossy(payload);
+    let mut it = text.splitn(3, '\0');
+    let kind = it.next().unwrap_or_default().to_owned();
+    let message = it.next().unwrap_or_default().to_owned();
+    let traceback = it.next().unwrap_or_default().to_owned();
+    Error::Remote { kind: if kind.is_empty() { "Error".into() } else { kind }, message, traceback }
+}
+
+/// The bytes of a frame received whole as bytes.
+fn into_bytes(frame: Frame) -> Vec<u8> {
+    match frame {
+        Frame::Bytes(b) => b,
+        Frame::Array(a) => a.data,
+        Frame::Pickle { stream, .. } => stream,
+    }
+}
+
+/// A fresh client id: std's random hasher keys, the pid, the time and a counter mixed.
+fn client_id() -> u32 {
+    thread_local!(static COUNTER: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    let n = COUNTER.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(n);
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let v = h.finish();
+    ((v >> 32) as u32 ^ v as u32).max(1)
+}
+
+/// Errors of the server's end named as the server's.
+fn as_server(e: Error) -> Error {
+    match e {
+        Error::PeerDead { pid, .. } => Error::PeerDead { role: "server", pid },
+        Error::Disconnected { .. } => Error::Disconnected { role: "server" },
+        e => e,
+    }
+}
+
+// ------------------------------------------------------------------------- client
+
+/// One client of an [`RpcServer`]: calls it, one call at a time, and receives each
+/// call's reply (or stream of replies). Any number of clients, in any processes, up to
+/// the server's `max_clients`.
+///
+/// # Examples
+/// ```
+/// let mut server = shmplane::RpcServer::create("doc-rpc-client", 4)?;
+/// let mut client = shmplane::RpcClient::connect("doc-rpc-client", None)?;
+/// let t = std::thread::spawn(move || -> shmplane::Result<()> {
+///     let (call, request) = server.recv()?;
+///     server.reply(call, &[request.as_slice(), b"!"].concat())?;
+///     Ok(())
+/// });
+/// assert_eq!(client.call(b"ping")?, b"ping!");
+/// t.join().unwrap()?;
+/// # Ok::<(), shmplane::Error>(())
+/// ```
+pub struct RpcClient {
+    server: String,
+    requests: Sender,
+    replies: Receiver,
+    id: u32,
+    /// The current (last begun) call's number.
+    seq: u64,
+    /// The current call's final reply has not been received whole: a retry may repeat it.
+    unanswered: bool,
+    /// A reply part of the current call began to arrive: a retry asks for it again.
+    began: bool,
+    /// The process that connected: a fork child that inherited this client connects as
+    /// a client of its own at its first call (sequence numbers are this process's).
+    pid: u32,
+}
+
+impl RpcClient {
+    /// Connect to server `name`, waiting at most `timeout` (`None`: forever) for it to
+    /// be created, with reply capacity [`DEFAULT_REPLY_CAPACITY`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (no server by then), [`Error::WrongKind`] (`name` is not an
+    /// RPC server's), [`Error::AllTaken`] (the server has `max_clients` clients),
+    /// [`Error::InvalidName`], [`Error::NoSpace`], [`Error::Os`].
+    pub fn connect(name: &str, timeout: Option<Duration>) -> Result<RpcClient> {
+        RpcClient::connect_with(name, DEFAULT_REPLY_CAPACITY, Wait::optional(timeout))
+    }
+
+    /// [`RpcClient::connect`] with a reply channel of `reply_capacity` bytes (a power
+    /// of two, at least 4096) and a [`Wait`] (its hook runs while the server is
+    /// awaited).
+    ///
+    /// # Errors
+    /// As [`RpcClient::connect`], [`Error::InvalidArgument`], the hook's error.
+    pub fn connect_with(name: &str, reply_capacity: usize, mut wait: Wait<'_>) -> Result<RpcClient> {
+        if name.len() > MAX_SERVER_NAME {
+            return Err(Error::InvalidName { name: name.to_owned(), reason: "an RPC server's name is at most 185 bytes" });
+        }
+        let mut next_check = Instant::now() + shmplane_shm::wait::SLICE;
+        let requests = loop {
+            match Sender::open(name) {
+                Ok(tx) if tx.lane().is_some() => break tx,
+                Ok(tx) => {
+                    return Err(Error::WrongKind {
+                        path: tx.path().unwrap_or_default().to_owned(),
+                        expected: "RPC server (mailbox)",
+                        found: "channel".into(),
+                    })
+                }
+                Err(Error::NotFound { .. }) if wait.blocks() && wait.deadline().is_none_or(|d| Instant::now() < d) => {
+                    std::thread::sleep(Duration::from_millis(2));
+                    if Instant::now() >= next_check {
+                        next_check = Instant::now() + shmplane_shm::wait::SLICE;
+                        if let Some(h) = wait.hook.as_mut() {
+                            h()?;
+                        }
+                    }
+                }
+                Err(Error::WrongKind { path, found, .. }) => {
+                    return Err(Error::WrongKind { path, expected: "RPC server (mailbox)", found })
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let (id, replies) = loop {
+            let id = client_id();
+            match Receiver::create(&reply_name(name, id), reply_capacity) {
+                Ok(rx) => break (id, rx),
+                Err(Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(RpcClient { server: name.to_owned(), requests, replies, id, seq: 0, unanswered: false, began: false, pid: std::process::id() })
+    }
+
+    /// Call the server with `request` (bytes) and wait for its reply, as long as it
+    /// takes (a dead server ends the wait within a slice).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (the handler failed), [`Error::PeerDead`] / [`Error::Disconnected`]
+    /// (role "server": it died or closed), [`Error::Closed`], [`Error::Corrupt`].
+    pub fn call(&mut self, request: &[u8]) -> Result<Vec<u8>> {
+        self.call_bytes(request, false, Wait::forever()).map(into_bytes)
+    }
+
+    /// [`RpcClient::call`], waiting at most `timeout` in all. After
+    /// [`Error::Timeout`], [`RpcClient::retry`] repeats the call safely.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call`], [`Error::Timeout`].
+    pub fn call_timeout(&mut self, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
+        self.call_bytes(request, false, Wait::timeout(timeout)).map(into_bytes)
+    }
+
+    /// Repeat the last call if it got no reply (timed out, interrupted), else make a new
+    /// one: the server runs a call at most once (see the module's documentation).
+    ///
+    /// # Errors
+    /// As [`RpcClient::call_timeout`].
+    pub fn retry(&mut self, request: &[u8], timeout: Option<Duration>) -> Result<Vec<u8>> {
+        self.call_bytes(request, true, Wait::optional(timeout)).map(into_bytes)
+    }
+
+    /// Call with any message (bytes, an array, a pickle; see [`Outgoing`]) and
+    /// receive the reply as a [`Frame`]; `retry` repeats the last call if it was not
+    /// answered. A streamed reply's first part is returned (see
+    /// [`RpcClient::next_part`]).
+    ///
+    /// # Errors
+    /// As [`RpcClient::call_timeout`], [`Error::Truncated`] (the server gave up on its
+    /// reply part-way).
+    pub fn call_with(&mut self, request: Outgoing<'_>, retry: bool, mut wait: Wait<'_>) -> Result<Frame> {
+        self.send_request(request, retry, &mut wait)?;
+        self.recv_part(&mut wait, false)
+    }
+
+    fn call_bytes(&mut self, request: &[u8], retry: bool, mut wait: Wait<'_>) -> Result<Frame> {
+        self.send_request(Outgoing::bytes(request), retry, &mut wait)?;
+        self.recv_part(&mut wait, true)
+    }
+
+    /// The next part of a streamed reply, `None` after the last.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call_with`].
+    pub fn next_part(&mut self, mut wait: Wait<'_>) -> Result<Option<Frame>> {
+        if !self.unanswered {
+            return Ok(None);
+        }
+        self.recv_part(&mut wait, false).map(Some)
+    }
+
+    /// The next reply part of the current call, whole as bytes (its logical payload)
+    /// or as a [`Frame`].
+    fn recv_part(&mut self, wait: &mut Wait<'_>, bytes: bool) -> Result<Frame> {
+        let (env, incoming) = self.begin_reply(wait)?;
+        let error = env.flags & flags::ERROR != 0;
+        let got = if bytes || error {
+            crate::flavors::spsc::payload_of(incoming, wait).map(Frame::Bytes)
+        } else {
+            crate::flavors::spsc::frame_of(incoming, wait)
+        };
+        self.end_reply(env, got.is_ok());
+        let frame = got?;
+        if error {
+            return Err(decode_error(&into_bytes(frame)));
+        }
+        Ok(frame)
+    }
+
+    /// Send the request of a call (a new one, or with `retry` the last one again if it
+    /// is unanswered); its number. Then receive the reply with
+    /// [`RpcClient::begin_reply`].
+    ///
+    /// # Errors
+    /// [`Error::Timeout`], the hook's error, [`Error::PeerDead`] / [`Error::Disconnected`]
+    /// (the server), [`Error::Closed`].
+    pub fn send_request(&mut self, request: Outgoing<'_>, retry: bool, wait: &mut Wait<'_>) -> Result<u64> {
+        self.own(wait)?;
+        let env = self.next_envelope(retry);
+        self.requests.send_message(&request.with_envelope(env.encode()), wait.reborrow()).map_err(as_server)?;
+        Ok(env.seq)
+    }
+
+    /// In a fork child that inherited this client: connect as a client of its own
+    /// (another slot, another reply channel), leaving the parent's untouched; two
+    /// processes numbering calls on one slot would take each other's calls for retries.
+    fn own(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        if self.pid == std::process::id() || self.requests.is_closed() {
+            return Ok(());
+        }
+        let capacity = self.replies.capacity();
+        let fresh = RpcClient::connect_with(&self.server, capacity, wait.reborrow())?;
+        let policy = self.wait_policy();
+        drop(std::mem::replace(self, fresh));
+        self.set_wait_policy(policy);
+        Ok(())
+    }
+
+    fn next_envelope(&mut self, retry: bool) -> Envelope {
+        let mut flags = 0;
+        if retry && self.unanswered {
+            if self.began {
+                flags |= flags::RESEND;
+            }
+        } else {
+            self.seq += 1;
+            self.began = false;
+        }
+        self.unanswered = true;
+        Envelope { seq: self.seq, client: self.id, flags }
+    }
+
+    /// Lend `len` bytes of the request lane for a one-record bytes request written in
+    /// place (zero-copy); [`RpcRequestLoan::commit`] sends it, then receive the reply
+    /// with [`RpcClient::begin_reply`] or [`RpcClient::next_part`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (more than one record of the lane), [`Error::Timeout`], the
+    /// hook's error, [`Error::Closed`].
+    pub fn loan_request(&mut self, len: usize, mut wait: Wait<'_>) -> Result<Loan<'_>> {
+        self.own(&mut wait)?;
+        let env = self.next_envelope(false);
+        self.requests.claim_loan_enveloped(len, Some(env.encode()), wait).map_err(as_server)
+    }
+
+    /// Wait per `wait` for the next reply part of the current call (replies to earlier
+    /// calls are discarded) and begin receiving it; then call [`RpcClient::end_reply`]
+    /// with whether it was read whole. Read it with the [`Incoming`]'s methods;
+    /// [`Envelope::flags`] says whether it is an error ([`flags::ERROR`]) or whether
+    /// more parts follow ([`flags::MORE`]).
+    ///
+    /// # Errors
+    /// [`Error::Empty`] (`Wait::no_wait()`, nothing yet), [`Error::Timeout`], the
+    /// hook's error, [`Error::PeerDead`] / [`Error::Disconnected`] (the server died or
+    /// closed), [`Error::Corrupt`], [`Error::Closed`], [`Error::InvalidArgument`] (no
+    /// call is waiting for a reply).
+    pub fn begin_reply(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Incoming<'_>)> {
+        self.wait_reply(wait)?;
+        let incoming = self.replies.begin(Wait::no_wait()).map_err(as_server)?;
+        let env = Envelope::decode(incoming.head().envelope().expect("checked by wait_reply"));
+        self.began = true;
+        if env.flags & flags::MORE == 0 {
+            self.unanswered = false;
+        }
+        Ok((env, incoming))
+    }
+
+    /// Wait per `wait` until the next reply part of the current call is at the head of
+    /// the reply channel (discarding replies to earlier calls), without taking it.
+    ///
+    /// # Errors
+    /// As [`RpcClient::begin_reply`].
+    pub fn wait_reply(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        if !self.unanswered {
+            return Err(Error::InvalidArgument("no call is waiting for a reply: call first".into()));
+        }
+        let (seq, id) = (self.seq, self.id);
+        let requests = &self.requests;
+        let mut user = wait.hook.take();
+        // Every slice: the caller's hook, then the server's lock (a server that died
+        // before it opened our reply channel does not show there).
+        let mut hook = || -> Result<()> {
+            if let Some(h) = user.as_mut() {
+                h()?;
+            }
+            requests.check_receiver()
+        };
+        let mut w = Wait { deadline: wait.deadline, block: wait.block, hook: Some(&mut hook) };
+        let got = loop {
+            let env = match self.replies.next_envelope(&mut w) {
+                Ok(Some(e)) => Envelope::decode(&e),
+                Ok(None) => Envelope { seq: 0, client: 0, flags: 0 },
+                Err(e) => break Err(as_server(e)),
+            };
+            if env.seq == seq && env.client == id {
+                break Ok(());
+            }
+            // A late reply to an earlier call, or not a reply: consumed and dropped.
+            if let Ok(stale) = self.replies.begin(Wait::no_wait()) {
+                drop(stale);
+            }
+        };
+        wait.hook = user;
+        got
+    }
+
+    /// Largest request in bytes that travels as one record (zero-copy loans; larger
+    /// requests are chunked).
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn max_request_len(&self) -> Result<usize> {
+        Ok(self.requests.max_message_len()?.saturating_sub(ENVELOPE_LEN))
+    }
+
+    /// After [`RpcClient::begin_reply`]: `whole` if the part was read completely. A part
+    /// that was not (interrupted, truncated) leaves the call unanswered: a retry asks the
+    /// server to send the reply again.
+    pub fn end_reply(&mut self, env: Envelope, whole: bool) {
+        if !whole && env.seq == self.seq {
+            self.unanswered = true;
+        }
+    }
+
+    /// True while the current call expects more reply parts (or its reply was not
+    /// received): what a stream iterates on.
+    pub fn awaiting_reply(&self) -> bool {
+        self.unanswered
+    }
+
+    /// The current call's sequence number (0 before the first call).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// This client's id (in every envelope it sends).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The request lane (the client's slot on the server, `0..max_clients`).
+    pub fn slot(&self) -> Option<usize> {
+        self.requests.lane()
+    }
+
+    /// The server's name.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The full liveness check of the server.
+    ///
+    /// # Errors
+    /// [`Error::PeerDead`] / [`Error::Disconnected`] (role "server"), [`Error::Closed`].
+    pub fn check_server(&self) -> Result<()> {
+        self.requests.check_receiver().map_err(as_server)
+    }
+
+    /// True if the server is alive and serving (as iceoryx2's `is_connected`).
+    pub fn is_connected(&self) -> bool {
+        self.check_server().is_ok()
+    }
+
+    /// How calls wait for their replies (and for room for their requests).
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.requests.set_wait_policy(policy);
+        self.replies.set_wait_policy(policy);
+    }
+
+    /// The wait policy.
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.replies.wait_policy()
+    }
+
+    /// A descriptor readable when a reply may be waiting (the reply channel's, see
+    /// [`Receiver::readiness_fd`]).
+    ///
+    /// # Errors
+    /// As [`Receiver::readiness_fd`].
+    pub fn readiness_fd(&mut self) -> Result<std::os::fd::RawFd> {
+        self.replies.readiness_fd()
+    }
+
+    /// Close both ends (idempotent): the server sees the lane free, and the reply
+    /// channel (this client's alone) is removed unless a copy of this client in another
+    /// process (a fork) still holds it.
+    pub fn close(&mut self) {
+        if self.replies.is_closed() {
+            return;
+        }
+        self.requests.close();
+        self.replies.close();
+        let name = reply_name(&self.server, self.id);
+        if Segment::unlink_if_role_gone(&name, SegmentKind::Channel, 1).unwrap_or(false) {
+            shmplane_shm::bell::remove(&name);
+        }
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.requests.is_closed()
+    }
+}
+
+impl Drop for RpcClient {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("server", &self.server)
+            .field("slot", &self.slot())
+            .field("id", &format_args!("{:08x}", self.id))
+            .field("seq", &self.seq)
+            .finish()
+    }
+}
+
+// ------------------------------------------------------------------------- server
+
+/// Which call of which client a request is: what [`RpcServer::reply`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CallId {
+    /// The client's slot (its request lane).
+    pub slot: usize,
+    /// The client's id.
+    pub client: u32,
+    /// The call's sequence number.
+    pub seq: u64,
+}
+
+/// A final reply kept for a client that may lose it part-way.
+struct Saved {
+    kind: Kind,
+    payload: Vec<u8>,
+    prefix: usize,
+    flags: u32,
+}
+
+/// The server's table entry of one client lane.
+struct ClientState {
+    id: u32,
+    replies: Option<Sender>,
+    /// The last call admitted.
+    seq: u64,
+    /// Its final reply was sent.
+    done: bool,
+    saved: Option<Saved>,
+    /// The client is gone (its reply channel closed or never existed): drop replies.
+    gone: bool,
+}
+
+/// What to do with a request.
+enum Admit {
+    Call(CallId),
+    Drop,
+    Resend,
+}
+
+/// The serving end: receives every client's calls (each client's in order, taking
+/// turns between clients), replies to each, and runs each call at most once however
+/// often a client retries it. One server per name.
+///
+/// # Examples
+/// See [`RpcClient`].
+pub struct RpcServer {
+    mailbox: Mailbox,
+    name: String,
+    clients: Vec<Option<ClientState>>,
+    policy: WaitPolicy,
+    /// Requests dropped as duplicates (retries, stale): for tests and statistics.
+    dropped: u64,
+}
+
+impl RpcServer {
+    /// Create server `name` for up to `max_clients` clients at once, with request lanes
+    /// of [`DEFAULT_REQUEST_CAPACITY`]. A server of that name that died is replaced;
+    /// its clients get [`Error::PeerDead`] and must connect again.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] (a live server has the name), [`Error::InvalidName`],
+    /// [`Error::InvalidArgument`], [`Error::NoSpace`], [`Error::Os`].
+    pub fn create(name: &str, max_clients: usize) -> Result<RpcServer> {
+        RpcServer::create_with(name, DEFAULT_REQUEST_CAPACITY, max_clients)
+    }
+
+    /// [`RpcServer::create`] with request lanes of `request_capacity` bytes (a power of
+    /// two, at least 4096): a server of `n` clients commits `n × (request_capacity +
+    /// 4 KiB)` and each client's reply channel its `reply_capacity + 4 KiB`.
+    ///
+    /// # Errors
+    /// As [`RpcServer::create`].
+    pub fn create_with(name: &str, request_capacity: usize, max_clients: usize) -> Result<RpcServer> {
+        if name.len() > MAX_SERVER_NAME {
+            return Err(Error::InvalidName { name: name.to_owned(), reason: "an RPC server's name is at most 185 bytes" });
+        }
+        let mut mailbox = match Mailbox::create(name, request_capacity, max_clients) {
+            // A dead server's mailbox is kept alive by its clients' lanes: replaced if
+            // its consumer role (the server) closed or died.
+            Err(Error::AlreadyExists { .. })
+                if Segment::unlink_if_role_gone(name, SegmentKind::Mailbox, 0).unwrap_or(false) =>
+            {
+                Mailbox::create(name, request_capacity, max_clients)?
+            }
+            other => other?,
+        };
+        mailbox.set_persistent(true);
+        let clients = (0..max_clients).map(|_| None).collect();
+        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), dropped: 0 })
+    }
+
+    /// The next call, waiting as long as it takes: its id and its request as bytes.
+    ///
+    /// # Errors
+    /// As [`RpcServer::begin`].
+    pub fn recv(&mut self) -> Result<(CallId, Vec<u8>)> {
+        let mut wait = Wait::forever();
+        let (call, incoming) = self.begin(&mut wait)?;
+        let bytes = crate::flavors::spsc::payload_of(incoming, &mut wait)?;
+        Ok((call, bytes))
+    }
+
+    /// The next call, waiting per `wait`, as a [`Frame`].
+    ///
+    /// # Errors
+    /// As [`RpcServer::begin`], [`Error::Truncated`] (the client gave up part-way: the
+    /// call is dropped).
+    pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Frame)> {
+        let (call, incoming) = self.begin(&mut wait)?;
+        let frame = crate::flavors::spsc::frame_of(incoming, &mut wait)?;
+        Ok((call, frame))
+    }
+
+    /// Wait per `wait` until a request may be waiting (`Ok(false)` at the deadline);
+    /// it stays queued (it may turn out a duplicate that [`RpcServer::begin`] drops).
+    ///
+    /// # Errors
+    /// The hook's error, [`Error::Corrupt`], [`Error::Closed`].
+    pub fn poll(&mut self, wait: Wait<'_>) -> Result<bool> {
+        self.mailbox.settle();
+        self.mailbox.poll_with(wait)
+    }
+
+    /// Wait per `wait` for the next call to run and begin receiving its request (read
+    /// it with the [`Incoming`]'s methods, in place or copied). Retries and stale
+    /// duplicates are dealt with here and never returned.
+    ///
+    /// # Errors
+    /// [`Error::Empty`], [`Error::Timeout`], the hook's error, [`Error::Corrupt`] (a
+    /// client's lane is corrupt: reported once, then skipped), [`Error::Closed`].
+    pub fn begin(&mut self, wait: &mut Wait<'_>) -> Result<(CallId, Incoming<'_>)> {
+        loop {
+            self.mailbox.settle();
+            let lane = self.mailbox.stage_next(wait)?;
+            let env = self.mailbox.staged_head(lane).and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
+            match self.admit(lane, env) {
+                Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane))),
+                Admit::Drop => {
+                    self.dropped += 1;
+                    drop(self.mailbox.take_staged(lane));
+                }
+                Admit::Resend => {
+                    self.dropped += 1;
+                    drop(self.mailbox.take_staged(lane));
+                    self.resend(lane);
+                }
+            }
+        }
+    }
+
+    /// Decide what a request (`env`, from lane `lane`) is: a new call, a duplicate, or
+    /// a retry asking for a lost reply.
+    fn admit(&mut self, lane: usize, env: Option<Envelope>) -> Admit {
+        let Some(env) = env else {
+            // Not from an RpcClient (a plain sender of the mailbox): nothing to answer.
+            return Admit::Drop;
+        };
+        let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
+        if slot.as_ref().is_none_or(|c| c.id != env.client) {
+            // A new client on this lane (the one before it closed or died).
+            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, gone: false });
+        }
+        let state = slot.as_mut().expect("set above");
+        if env.seq > state.seq {
+            // A new call acknowledges the last one's reply: its copy goes.
+            state.seq = env.seq;
+            state.done = false;
+            state.saved = None;
+            return Admit::Call(CallId { slot: lane, client: env.client, seq: env.seq });
+        }
+        if env.seq == state.seq && state.done && env.flags & flags::RESEND != 0 {
+            return Admit::Resend;
+        }
+        // A retry of a call running (its reply comes when done) or answered (its reply
+        // is in the client's reply channel), or a stale duplicate.
+        Admit::Drop
+    }
+
+    /// Send the saved final reply of lane `lane`'s last call again, or an error saying
+    /// it ran and its reply is lost. Best effort: a client that is gone is dropped.
+    fn resend(&mut self, lane: usize) {
+        let name = self.name.clone();
+        let Some(state) = self.clients[lane].as_mut() else { return };
+        let env = Envelope { seq: state.seq, client: state.id, flags: 0 };
+        let lost;
+        let saved = state.saved.take();
+        let (msg, flags) = match &saved {
+            Some(s) => (Outgoing::logical(s.kind, &s.payload, s.prefix), s.flags),
+            None => {
+                lost = encode_error(
+                    "ReplyLost",
+                    &format!("call {} ran, but its reply was lost part-way and was too large to keep (more than {SAVED_REPLY_LIMIT} bytes); it is not run again", state.seq),
+                    "",
+                );
+                (Outgoing::bytes(&lost), flags::ERROR)
+            }
+        };
+        let env = Envelope { flags, ..env };
+        if let Some(tx) = reply_sender(&name, state) {
+            if tx.send_message(&msg.with_envelope(env.encode()), Wait::timeout(Duration::from_secs(1))).is_err() {
+                state.replies = None;
+                state.gone = true;
+            }
+        }
+        state.saved = saved;
+    }
+
+    /// The client state of `call` if the call is the one its lane is running.
+    fn running(&mut self, call: CallId) -> Result<&mut ClientState> {
+        match self.clients.get_mut(call.slot).and_then(Option::as_mut) {
+            Some(s) if s.id == call.client && s.seq == call.seq && !s.done => Ok(s),
+            Some(s) if s.id == call.client && s.seq == call.seq => {
+                Err(Error::InvalidArgument(format!("call {} of client {:08x} was already answered", call.seq, call.client)))
+            }
+            _ => Err(Error::InvalidArgument(format!("call {} of client {:08x} is not running here", call.seq, call.client))),
+        }
+    }
+
+    /// Reply to `call` with bytes (its final reply), waiting as long as the client
+    /// takes to make room. `false` if the client is gone (closed, died, replaced): the
+    /// reply is dropped.
+    ///
+    /// # Errors
+    /// As [`RpcServer::reply_with`].
+    pub fn reply(&mut self, call: CallId, reply: &[u8]) -> Result<bool> {
+        self.reply_with(call, Outgoing::bytes(reply), true, Wait::forever())
+    }
+
+    /// Reply to `call` with any message; `last = false` sends one part of a stream
+    /// (more follow; the call stays running). Waits per `wait` for room in the
+    /// client's reply channel. `false` if the client is gone: the reply is dropped.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (the call was answered already, or is not running:
+    /// unknown, or its client replaced), [`Error::Timeout`] (the client did not make
+    /// room; the call stays unanswered), the hook's error, [`Error::Closed`].
+    pub fn reply_with(&mut self, call: CallId, reply: Outgoing<'_>, last: bool, mut wait: Wait<'_>) -> Result<bool> {
+        let flags = if last { 0 } else { flags::MORE };
+        self.send_reply(call, reply, flags, &mut wait)
+    }
+
+    /// Reply to `call` with an error (final): the client's call fails with
+    /// [`Error::Remote`] carrying `kind`, `message` and `traceback`.
+    ///
+    /// # Errors
+    /// As [`RpcServer::reply_with`].
+    pub fn reply_error(&mut self, call: CallId, kind: &str, message: &str, traceback: &str) -> Result<bool> {
+        let payload = encode_error(kind, message, traceback);
+        self.send_reply(call, Outgoing::bytes(&payload), flags::ERROR, &mut Wait::forever())
+    }
+
+    fn send_reply(&mut self, call: CallId, reply: Outgoing<'_>, flags: u32, wait: &mut Wait<'_>) -> Result<bool> {
+        let name = self.name.clone();
+        let state = self.running(call)?;
+        let last = flags & flags::MORE == 0;
+        let env = Envelope { seq: call.seq, client: call.client, flags };
+        let saved = (last && reply.total() <= SAVED_REPLY_LIMIT).then(|| {
+            let mut payload = vec![0u8; reply.total()];
+            reply.gather(0, &mut payload);
+            Saved { kind: reply.kind(), payload, prefix: reply.prefix(), flags }
+        });
+        let Some(tx) = reply_sender(&name, state) else {
+            state.done |= last;
+            return Ok(false);
+        };
+        match tx.send_message(&reply.with_envelope(env.encode()), wait.reborrow()) {
+            Ok(()) => {
+                if last {
+                    state.done = true;
+                    state.saved = saved;
+                }
+                Ok(true)
+            }
+            Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => {
+                state.replies = None;
+                state.gone = true;
+                state.done |= last;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lend `len` bytes of `call`'s client's reply channel for its final reply, written
+    /// in place (zero-copy, one record); committing it answers the call. `Ok(None)` if
+    /// the client is gone.
+    ///
+    /// # Errors
+    /// As [`RpcServer::reply_with`], [`Error::TooLarge`] (more than one record).
+    pub fn loan_reply(&mut self, call: CallId, len: usize, wait: Wait<'_>) -> Result<Option<RpcReplyLoan<'_>>> {
+        let name = self.name.clone();
+        let state = self.running(call)?;
+        if reply_sender(&name, state).is_none() {
+            state.done = true;
+            return Ok(None);
+        }
+        let env = Envelope { seq: call.seq, client: call.client, flags: 0 };
+        let ClientState { replies, done, saved, .. } = state;
+        let tx = replies.as_mut().expect("opened above");
+        let loan = tx.claim_loan_enveloped(len, Some(env.encode()), wait)?;
+        *saved = None;
+        Ok(Some(RpcReplyLoan { loan, done }))
+    }
+
+    /// Requests dropped as retries of running or answered calls, or stale duplicates,
+    /// since creation.
+    pub fn duplicates(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Clients connected now (request lanes held by live clients).
+    pub fn clients(&self) -> usize {
+        self.mailbox.senders()
+    }
+
+    /// Most clients at once.
+    pub fn max_clients(&self) -> usize {
+        self.mailbox.max_senders()
+    }
+
+    /// How the server waits for calls.
+    pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
+        self.policy = policy;
+        self.mailbox.set_wait_policy(policy);
+        for s in self.clients.iter_mut().flatten() {
+            if let Some(tx) = s.replies.as_mut() {
+                tx.set_wait_policy(policy);
+            }
+        }
+    }
+
+    /// The wait policy.
+    pub fn wait_policy(&self) -> WaitPolicy {
+        self.policy
+    }
+
+    /// A descriptor readable when a call may be waiting (see
+    /// [`Mailbox::readiness_fd`]).
+    ///
+    /// # Errors
+    /// As [`Mailbox::readiness_fd`].
+    pub fn readiness_fd(&mut self) -> Result<std::os::fd::RawFd> {
+        self.mailbox.readiness_fd()
+    }
+
+    /// True if a call may be waiting (one load per 64 clients; see
+    /// [`Mailbox::pending`]).
+    pub fn pending(&self) -> bool {
+        self.mailbox.pending()
+    }
+
+    /// Close (idempotent): clients waiting for replies get [`Error::Disconnected`].
+    pub fn close(&mut self) {
+        for s in self.clients.iter_mut() {
+            if let Some(mut st) = s.take() {
+                if let Some(tx) = st.replies.as_mut() {
+                    tx.close();
+                }
+            }
+        }
+        self.mailbox.close();
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+}
+
+/// The reply sender of `state`'s client, opened at first use; `None` if the client is
+/// gone.
+fn reply_sender<'s>(server: &str, state: &'s mut ClientState) -> Option<&'s mut Sender> {
+    if state.gone {
+        return None;
+    }
+    if state.replies.is_none() {
+        match Sender::open(&reply_name(server, state.id)) {
+            Ok(tx) if tx.lane().is_none() && tx.subscribers().is_none() => state.replies = Some(tx),
+            // Gone, not a channel, or another process already answers it (a forged id).
+            _ => {
+                state.gone = true;
+                return None;
+            }
+        }
+    }
+    state.replies.as_mut()
+}
+
+impl fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcServer").field("name", &self.name).field("clients", &self.clients()).field("max_clients", &self.max_clients()).finish()
+    }
+}
+
+/// A final reply written in place ([`RpcServer::loan_reply`]); [`RpcReplyLoan::commit`]
+/// answers the call, dropping it sends nothing (the call stays unanswered).
+pub struct RpcReplyLoan<'a> {
+    loan: Loan<'a>,
+    done: &'a mut bool,
+}
+
+impl RpcReplyLoan<'_> {
+    /// The lent bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.loan.as_mut_slice()
+    }
+
+    /// Publish the whole loan as the call's reply.
+    pub fn commit(self) {
+        *self.done = true;
+        self.loan.commit();
+    }
+
+    /// Publish its first `len` bytes as the call's reply.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `len` exceeds the loan.
+    pub fn commit_len(self, len: usize) -> Result<()> {
+        self.loan.commit_len(len)?;
+        *self.done = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! RPC: calls of every kind and size, streams, errors, at-most-once under retries and
+//! late replies, zero-copy loans, and failures with real processes (a server killed
+//! with SIGKILL and replaced, a client killed and its slot reused).
+//!
+//! Children are this test binary run again (`child_entry`, `SHMPLANE_TEST_CHILD`); each
+//! exits after 60 s and every wait in the parent has a deadline, so a bug fails
+//! instead of hanging.
+
+use shmplane::frame::{ArrayMeta, Order, Outgoing};
+use shmplane::rpc::{flags, Envelope};
+use shmplane::{Error, Frame, RpcClient, RpcServer, Wait};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const ROLE_ENV: &str = "SHMPLANE_TEST_CHILD";
+const NAME_ENV: &str = "SHMPLANE_TEST_NAME";
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn unique(tag: &str) -> String {
+    format!("rpc-test-{tag}-{}-{:x}", std::process::id(), Instant::now().elapsed().as_nanos() ^ rand_ish())
+}
+
+fn rand_ish() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() & 0xFFFF_FFFF
+}
+
+/// Serve `calls` calls in a thread, replying with `f(request)`.
+fn serve_n(mut server: RpcServer, calls: usize, f: fn(&[u8]) -> Vec<u8>) -> thread::JoinHandle<RpcServer> {
+    thread::spawn(move || {
+        for _ in 0..calls {
+            let (call, req) = server.recv().unwrap();
+            assert!(server.reply(call, &f(&req)).unwrap());
+        }
+        server
+    })
+}
+
+#[test]
+fn calls_and_replies_of_any_size() {
+    let name = unique("sizes");
+    let server = RpcServer::create_with(&name, 4096, 4).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = serve_n(server, 4, |r| r.iter().rev().copied().collect());
+    assert_eq!(client.call(b"abc").unwrap(), b"cba");
+    assert_eq!(client.call(b"").unwrap(), b"");
+    // Larger than both rings (4 KiB lanes, 64 KiB reply channel): chunked each way.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let got = client.call(&big).unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got.iter().rev().eq(big.iter()));
+    assert_eq!(client.call(&[7; 4070]).unwrap(), vec![7; 4070]);
+    t.join().unwrap();
+}
+
+#[test]
+fn arrays_and_frames_travel_with_their_envelope() {
+    let name = unique("frames");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let (call, frame) = server.recv_frame(Wait::forever()).unwrap();
+        let Frame::Array(a) = frame else { panic!("not an array: {frame:?}") };
+        let v: Vec<f64> = a.to_vec().unwrap();
+        let doubled: Vec<f64> = v.iter().map(|x| x * 2.0).collect();
+        let meta = ArrayMeta::new("<f8", &[doubled.len()], Order::C).unwrap();
+        server.reply_with(call, Outgoing::array(&meta, bytemuck::cast_slice(&doubled)).unwrap(), true, Wait::forever()).unwrap();
+        server
+    });
+    let data: Vec<f64> = (0..1_000_000).map(f64::from).collect();
+    let meta = ArrayMeta::new("<f8", &[data.len()], Order::C).unwrap();
+    let reply = client.call_with(Outgoing::array(&meta, bytemuck::cast_slice(&data)).unwrap(), false, Wait::timeout(WATCHDOG)).unwrap();
+    let Frame::Array(a) = reply else { panic!("not an array") };
+    let v: Vec<f64> = a.to_vec().unwrap();
+    assert_eq!(v.len(), data.len());
+    assert!(v.iter().zip(&data).all(|(a, b)| *a == b * 2.0));
+    t.join().unwrap();
+}
+
+#[test]
+fn streams_and_errors() {
+    let name = unique("stream");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let (call, _) = server.recv().unwrap();
+        for i in 0..5u8 {
+            server.reply_with(call, Outgoing::bytes(&[i]), false, Wait::forever()).unwrap();
+        }
+        server.reply_with(call, Outgoing::bytes(b"end"), true, Wait::forever()).unwrap();
+        assert!(server.reply(call, b"again").is_err(), "a second final reply is refused");
+        let (call, _) = server.recv().unwrap();
+        server.reply_error(call, "ValueError", "bad input", "Traceback: ...").unwrap();
+        let (call, req) = server.recv().unwrap();
+        server.reply(call, &req).unwrap();
+        server
+    });
+    let first = client.call_with(Outgoing::bytes(b"go"), false, Wait::timeout(WATCHDOG)).unwrap();
+    let mut parts = vec![first];
+    while let Some(p) = client.next_part(Wait::timeout(WATCHDOG)).unwrap() {
+        parts.push(p);
+    }
+    let want: Vec<Frame> = (0..5u8).map(|i| Frame::Bytes(vec![i])).chain([Frame::Bytes(b"end".to_vec())]).collect();
+    assert_eq!(parts, want);
+    match client.call(b"boom") {
+        Err(Error::Remote { kind, message, traceback }) => {
+            assert_eq!((kind.as_str(), message.as_str(), traceback.as_str()), ("ValueError", "bad input", "Traceback: ..."));
+        }
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+    // The server keeps serving after an error.
+    assert_eq!(client.call(b"still here").unwrap(), b"still here");
+    t.join().unwrap();
+}
+
+#[test]
+fn many_clients_each_get_their_own_replies() {
+    let name = unique("many");
+    let server = RpcServer::create_with(&name, 4096, 8).unwrap();
+    let clients = 6;
+    let per = 500;
+    let t = serve_n(server, clients * per, |r| r.to_vec());
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let name = name.clone();
+            thread::spawn(move || {
+                let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+                for i in 0..per {
+                    let msg = format!("client {c} call {i}").repeat(1 + i % 50);
+                    assert_eq!(client.call(msg.as_bytes()).unwrap(), msg.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let server = t.join().unwrap();
+    assert_eq!(server.duplicates(), 0);
+}
+
+#[test]
+fn a_retry_never_runs_a_call_twice() {
+    let name = unique("retry");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    // 1. A retry of a call still running: the server sees the call once; the reply
+    //    answers the retry.
+    assert!(matches!(client.call_timeout(b"slow", Duration::from_millis(20)), Err(Error::Timeout)));
+    let (call, req) = server.recv().unwrap();
+    assert_eq!(req, b"slow");
+    let retried = thread::scope(|s| {
+        let h = s.spawn(|| client.retry(b"slow", Some(WATCHDOG)));
+        // The retry arrives and is dropped as a duplicate of the running call.
+        let deadline = Instant::now() + WATCHDOG;
+        while server.duplicates() == 0 {
+            match server.begin(&mut Wait::timeout(Duration::from_millis(10))) {
+                Err(Error::Timeout) => {}
+                other => panic!("a retry reached the application: {:?}", other.map(|(c, _)| c)),
+            }
+            assert!(Instant::now() < deadline, "the retry never arrived");
+        }
+        server.reply(call, b"slow done").unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!(retried.unwrap(), b"slow done");
+    // 2. A retry of a call answered after the client gave up: the saved reply (in the
+    //    client's channel) answers it, and the server does not run it again.
+    assert!(matches!(client.call_timeout(b"late", Duration::from_millis(20)), Err(Error::Timeout)));
+    let (call, _) = server.recv().unwrap();
+    server.reply(call, b"late done").unwrap();
+    assert_eq!(client.retry(b"late", Some(WATCHDOG)).unwrap(), b"late done");
+    assert!(matches!(server.begin(&mut Wait::timeout(Duration::from_millis(50))), Err(Error::Timeout)));
+    assert_eq!(server.duplicates(), 2);
+    // 3. A late reply to a call that timed out is never the answer to the next call.
+    assert!(matches!(client.call_timeout(b"first", Duration::from_millis(20)), Err(Error::Timeout)));
+    let (c1, _) = server.recv().unwrap();
+    server.reply(c1, b"reply to first").unwrap();
+    let t = thread::spawn(move || {
+        let (c2, req) = server.recv().unwrap();
+        assert_eq!(req, b"second");
+        // The client's first call is answered already: a reply to it again is refused.
+        assert!(server.reply(c1, b"again").is_err());
+        server.reply(c2, b"reply to second").unwrap();
+        server
+    });
+    assert_eq!(client.call(b"second").unwrap(), b"reply to second");
+    t.join().unwrap();
+}
+
+#[test]
+fn a_reply_lost_part_way_is_sent_again_not_recomputed() {
+    let name = unique("resend");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let mut runs = 0;
+    let mut w = Wait::timeout(WATCHDOG);
+    client.send_request(Outgoing::bytes(b"compute"), false, &mut w).unwrap();
+    let (call, _) = server.recv().unwrap();
+    runs += 1;
+    server.reply(call, b"result").unwrap();
+    // The client begins the reply and loses it (as an interrupted receive would).
+    let (env, incoming) = client.begin_reply(&mut w).unwrap();
+    assert_eq!(env.flags, 0);
+    drop(incoming);
+    client.end_reply(env, false);
+    let t = thread::spawn(move || {
+        // The retry (flag RESEND) is answered from the saved copy, never run again.
+        while server.duplicates() == 0 {
+            if let Ok((c, _)) = server.begin(&mut Wait::timeout(Duration::from_millis(10))) {
+                panic!("retry reached the application: {c:?}");
+            }
+        }
+        server
+    });
+    assert_eq!(client.retry(b"compute", Some(WATCHDOG)).unwrap(), b"result");
+    t.join().unwrap();
+    assert_eq!(runs, 1);
+}
+
+#[test]
+fn reply_of_a_large_lost_reply_is_an_error_not_a_rerun() {
+    let name = unique("lost");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let mut w = Wait::timeout(WATCHDOG);
+    client.send_request(Outgoing::bytes(b"big"), false, &mut w).unwrap();
+    let (call, _) = server.recv().unwrap();
+    let t = thread::spawn(move || {
+        // Blocks until the client's next receive skips the rest of the chunks.
+        server.reply(call, &vec![1u8; 1 << 20]).unwrap();
+        while server.duplicates() == 0 {
+            let _ = server.begin(&mut Wait::timeout(Duration::from_millis(10))).map(|(c, _)| panic!("rerun: {c:?}"));
+        }
+        server
+    });
+    let (env, incoming) = client.begin_reply(&mut w).unwrap();
+    drop(incoming); // the rest of its chunks are skipped by the next receive
+    client.end_reply(env, false);
+    match client.retry(b"big", Some(WATCHDOG)) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "ReplyLost"),
+        other => panic!("expected ReplyLost, got {:?}", other.map(|v| v.len())),
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn zero_copy_request_and_reply_loans() {
+    let name = unique("loan");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let mut loan = client.loan_request(8, Wait::forever()).unwrap();
+    loan.as_mut_slice().copy_from_slice(&42u64.to_le_bytes());
+    loan.commit();
+    let mut w = Wait::timeout(WATCHDOG);
+    let (call, incoming) = server.begin(&mut w).unwrap();
+    let mut buf = [0u8; 8];
+    incoming.read_into(vec![buf.as_mut_slice().into()], Wait::forever()).unwrap();
+    let mut reply = server.loan_reply(call, 8, Wait::forever()).unwrap().unwrap();
+    reply.as_mut_slice().copy_from_slice(&(u64::from_le_bytes(buf) + 1).to_le_bytes());
+    reply.commit();
+    let (env, incoming) = client.begin_reply(&mut w).unwrap();
+    assert_eq!(env, Envelope { seq: 1, client: client_id_of(&env), flags: 0 });
+    let mut out = [0u8; 8];
+    incoming.read_into(vec![out.as_mut_slice().into()], Wait::forever()).unwrap();
+    assert_eq!(u64::from_le_bytes(out), 43);
+    assert_eq!(env.flags & flags::MORE, 0);
+}
+
+fn client_id_of(env: &Envelope) -> u32 {
+    env.client
+}
+
+#[test]
+fn closing_the_server_fails_waiting_calls() {
+    let name = unique("close");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let _ = server.recv().unwrap();
+        server.close();
+    });
+    match client.call_timeout(b"x", WATCHDOG) {
+        Err(Error::Disconnected { role: "server" }) => {}
+        other => panic!("expected the server's close, got {other:?}"),
+    }
+    t.join().unwrap();
+    assert!(!client.is_connected());
+}
+
+#[test]
+fn connect_waits_for_a_starting_server_and_refuses_wrong_kinds() {
+    let name = unique("connect");
+    assert!(matches!(RpcClient::connect(&name, Some(Duration::from_millis(30))), Err(Error::NotFound { .. })));
+    let n2 = name.clone();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        let server = RpcServer::create(&n2, 2).unwrap();
+        serve_n(server, 1, |r| r.to_vec()).join().unwrap()
+    });
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    assert_eq!(client.call(b"hi").unwrap(), b"hi");
+    t.join().unwrap();
+    let _rx = shmplane::Receiver::create(&format!("{name}-chan"), 4096).unwrap();
+    assert!(matches!(RpcClient::connect(&format!("{name}-chan"), None), Err(Error::WrongKind { .. })));
+    // A second server of a live name is refused.
+    let _s = RpcServer::create(&format!("{name}-b"), 1).unwrap();
+    assert!(matches!(RpcServer::create(&format!("{name}-b"), 1), Err(Error::AlreadyExists { .. })));
+}
+
+// ------------------------------------------------------------------ real processes
+
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    fn spawn(role: &str, name: &str) -> Peer {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
+            .env(ROLE_ENV, role)
+            .env(NAME_ENV, name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("@@") {
+                    if tx.send(line[at + 2..].to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Peer { child, lines }
+    }
+
+    fn expect(&mut self, what: &str) {
+        match self.lines.recv_timeout(WATCHDOG) {
+            Ok(line) if line.starts_with(what) => {}
+            other => panic!("child {} said {other:?}, expected {what:?}", self.child.id()),
+        }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn say(what: &str) {
+    println!("@@{what}");
+}
+
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE_ENV) else { return };
+    let name = std::env::var(NAME_ENV).unwrap();
+    thread::spawn(|| {
+        thread::sleep(Duration::from_secs(60));
+        std::process::exit(3);
+    });
+    match role.as_str() {
+        // Serve echo; a call "hang" is never answered (the parent kills us).
+        "server" => {
+            let mut server = RpcServer::create(&name, 2).unwrap();
+            say("READY");
+            loop {
+                let (call, req) = server.recv().unwrap();
+                if req == b"hang" {
+                    say("HANGING");
+                    continue;
+                }
+                server.reply(call, &req).unwrap();
+            }
+        }
+        // Connect, call once, then wait forever in a call the server holds.
+        "client" => {
+            let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+            assert_eq!(client.call(b"hello").unwrap(), b"hello");
+            say("READY");
+            let _ = client.call(b"held");
+            thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+#[test]
+fn a_killed_server_fails_calls_and_a_new_one_serves() {
+    let _g = serial();
+    let name = unique("kill-server");
+    let mut server = Peer::spawn("server", &name);
+    server.expect("READY");
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    assert_eq!(client.call(b"one").unwrap(), b"one");
+    // A call in progress when the server dies.
+    let t = thread::spawn(move || {
+        let r = client.call_timeout(b"hang", WATCHDOG);
+        (client, r)
+    });
+    server.expect("HANGING");
+    let killed = Instant::now();
+    server.kill();
+    let (mut client, r) = t.join().unwrap();
+    assert!(matches!(r, Err(Error::PeerDead { role: "server", .. })), "{r:?}");
+    assert!(killed.elapsed() < WATCHDOG);
+    // A new call of the stale client fails the same way (its server is gone).
+    assert!(matches!(client.call_timeout(b"two", WATCHDOG), Err(Error::PeerDead { role: "server", .. })));
+    // A new server under the name serves clients that reconnect.
+    let mut server2 = Peer::spawn("server", &name);
+    server2.expect("READY");
+    let mut fresh = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    assert_eq!(fresh.call(b"three").unwrap(), b"three");
+    assert!(matches!(client.call_timeout(b"stale", WATCHDOG), Err(Error::PeerDead { role: "server", .. })));
+}
+
+#[test]
+fn a_killed_client_frees_its_slot() {
+    let _g = serial();
+    let name = unique("kill-client");
+    let mut server = RpcServer::create(&name, 1).unwrap();
+    for round in 0..3 {
+        let mut child = Peer::spawn("client", &name);
+        let (call, req) = server.recv_frame(Wait::timeout(WATCHDOG)).unwrap();
+        assert_eq!(req, Frame::Bytes(b"hello".to_vec()));
+        server.reply(call, b"hello").unwrap();
+        child.expect("READY");
+        let (held, _) = server.recv_frame(Wait::timeout(WATCHDOG)).unwrap();
+        child.kill();
+        // The reply to the dead client is dropped or lands in its orphaned channel.
+        let _ = server.reply(held, b"too late");
+        // Its slot (the server's only one) is free for the next client.
+        let deadline = Instant::now() + WATCHDOG;
+        let mut client = loop {
+            match RpcClient::connect(&name, Some(WATCHDOG)) {
+                Ok(c) => break c,
+                Err(Error::AllTaken { .. }) | Err(Error::RoleTaken { .. }) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        };
+        let t = thread::spawn(move || client.call(b"next").map(|r| (client, r)));
+        let (call, req) = server.recv_frame(Wait::timeout(WATCHDOG)).unwrap();
+        assert_eq!(req, Frame::Bytes(b"next".to_vec()));
+        server.reply(call, b"served").unwrap();
+        let (client, r) = t.join().unwrap().unwrap();
+        assert_eq!(r, b"served");
+        drop(client);
+    }
+}
