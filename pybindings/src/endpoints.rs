@@ -154,7 +154,7 @@ macro_rules! endpoint_pymethods {
             /// Close this end (idempotent). A call of another thread blocked on this
             /// end ends with ClosedError within one wait slice (50 ms).
             fn close(&self, py: Python<'_>) -> PyResult<()> {
-                let mut guard = lock_for_close(py, &self.inner, &self.closing);
+                let Some(mut guard) = lock_for_close(py, &self.inner, &self.closing) else { return Ok(()) };
                 let endpoint = &mut *guard;
                 py.detach(|| endpoint.close());
                 Ok(())
@@ -262,25 +262,41 @@ impl PySender {
             let mut guard = self.lock(py)?;
             return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), &timeout, &self.closing);
         }
-        let max_parts = self.lock(py)?.max_message_len().map_or(0, max_parts);
-        let encoded = codec_fn!(py, "encode")?.call1((obj, max_parts))?;
-        let (tag, objs, meta): Encoded<'_> = encoded.extract()?;
-        let held = buffers(&objs)?;
-        let parts: Vec<&[u8]> = held.iter().map(bytes_of).collect();
-        let bad = |what: String| to_py(py, Error::InvalidArgument(what));
-        let msg = match (tag, &parts[..], meta) {
-            (TAG_BYTES, [data], None) => Outgoing::bytes(data),
-            (TAG_ARRAY, [data], Some((descr, shape, order))) => {
-                let order = if order == "F" { Order::F } else { Order::C };
-                let meta = ArrayMeta::new(&descr, &shape, order).map_err(bad)?;
-                Outgoing::array(&meta, data).map_err(bad)?
-            }
-            (TAG_PICKLE, [stream, buffers @ ..], None) => Outgoing::pickle(stream, buffers).map_err(bad)?,
-            _ => return Err(PyTypeError::new_err("shmplane._codec.encode returned an unknown encoding")),
-        };
-        let mut guard = self.lock(py)?;
-        send_message(py, &mut guard, &msg, &timeout, &self.closing)
+        let max_record = self.lock(py)?.max_message_len().unwrap_or(0);
+        with_outgoing(py, obj, max_record, |msg| {
+            let mut guard = self.lock(py)?;
+            send_message(py, &mut guard, &msg, &timeout, &self.closing)
+        })
     }
+}
+
+/// Encode `obj` (bytes fast, else through `shmplane._codec.encode`: an ndarray, a
+/// bytes-like object, or a pickle-5 stream with its out-of-band buffers) and hand the
+/// message to `f` while its buffers are held. `max_record`: the largest record of the
+/// ring it goes to (bounds how many out-of-band buffers one message may describe).
+///
+/// # Errors
+/// The codec's errors (unpicklable objects), an invalid array description, `f`'s.
+pub(crate) fn with_outgoing<R>(py: Python<'_>, obj: &Bound<'_, PyAny>, max_record: usize, f: impl FnOnce(Outgoing<'_>) -> PyResult<R>) -> PyResult<R> {
+    if let Ok(b) = obj.cast_exact::<PyBytes>() {
+        return f(Outgoing::bytes(b.as_bytes()));
+    }
+    let encoded = codec_fn!(py, "encode")?.call1((obj, max_parts(max_record)))?;
+    let (tag, objs, meta): Encoded<'_> = encoded.extract()?;
+    let held = buffers(&objs)?;
+    let parts: Vec<&[u8]> = held.iter().map(bytes_of).collect();
+    let bad = |what: String| to_py(py, Error::InvalidArgument(what));
+    let msg = match (tag, &parts[..], meta) {
+        (TAG_BYTES, [data], None) => Outgoing::bytes(data),
+        (TAG_ARRAY, [data], Some((descr, shape, order))) => {
+            let order = if order == "F" { Order::F } else { Order::C };
+            let meta = ArrayMeta::new(&descr, &shape, order).map_err(bad)?;
+            Outgoing::array(&meta, data).map_err(bad)?
+        }
+        (TAG_PICKLE, [stream, buffers @ ..], None) => Outgoing::pickle(stream, buffers).map_err(bad)?,
+        _ => return Err(PyTypeError::new_err("shmplane._codec.encode returned an unknown encoding")),
+    };
+    f(msg)
 }
 
 endpoint_pymethods!(PySender, "sender", "Sender", {

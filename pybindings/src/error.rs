@@ -47,6 +47,12 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
                 Err(e) => e,
             };
         }
+        Error::Remote { kind, message, traceback } => {
+            return match exc!(py, "RemoteError") {
+                Ok(cls) => PyErr::from_type(cls.clone(), (msg, kind.clone(), message.clone(), traceback.clone())),
+                Err(e) => e,
+            };
+        }
         Error::NotOurs { .. } => {
             return match exc!(py, "PermissionDeniedError") {
                 Ok(cls) => PyErr::from_type(cls.clone(), (libc_eacces(), msg)),

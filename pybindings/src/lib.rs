@@ -10,6 +10,7 @@ mod broadcast;
 mod endpoints;
 mod error;
 mod mailbox;
+mod rpc;
 mod slot;
 mod wait;
 
@@ -51,6 +52,9 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<broadcast::PySubscriber>()?;
     m.add_class::<mailbox::PyMailbox>()?;
     mailbox::add_pending(&m.py().get_type::<mailbox::PyMailbox>())?;
+    m.add_class::<rpc::PyRpcServer>()?;
+    m.add_class::<rpc::PyRpcClient>()?;
+    m.add_class::<rpc::PyRequest>()?;
     m.add_class::<slot::PyByteSlot>()?;
     m.add_class::<slot::PySlotView>()?;
     m.add_class::<slot::PyField>()?;
@@ -60,6 +64,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_LANE_CAPACITY", mailbox::DEFAULT_LANE_CAPACITY)?;
     m.add("DEFAULT_MAX_SENDERS", mailbox::DEFAULT_MAX_SENDERS)?;
     m.add("DEFAULT_MAX_SUBSCRIBERS", shmplane::DEFAULT_MAX_SUBSCRIBERS)?;
+    m.add("DEFAULT_MAX_CLIENTS", shmplane::rpc::DEFAULT_MAX_CLIENTS)?;
     m.add("TAG_BYTES", shmplane::frame::TAG_BYTES)?;
     m.add("TAG_ARRAY", shmplane::frame::TAG_ARRAY)?;
     m.add("TAG_PICKLE", shmplane::frame::TAG_PICKLE)?;

@@ -227,7 +227,7 @@ impl PyMailbox {
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.probe.close();
         lock(py, &self.joiner, "Mailbox")?.take();
-        let mut guard = lock_for_close(py, &self.inner, &self.closing);
+        let Some(mut guard) = lock_for_close(py, &self.inner, &self.closing) else { return Ok(()) };
         let mb = &mut *guard;
         py.detach(|| mb.close());
         Ok(())

@@ -117,6 +117,11 @@ impl CloseFlag {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
     }
 
+    /// True once a close was requested.
+    pub fn is_requested(&self) -> bool {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// `ClosedError` once a close was requested (a blocking call's per-slice check).
     ///
     /// # Errors
@@ -131,20 +136,29 @@ impl CloseFlag {
 }
 
 /// Lock `m` for a close: at once if free; else ask the holder (a call blocked in a
-/// wait) to end through `flag`, and wait for it without the GIL.
-pub fn lock_for_close<'a, T: Send>(py: Python<'_>, m: &'a std::sync::Mutex<T>, flag: &CloseFlag) -> std::sync::MutexGuard<'a, T> {
+/// wait) to end through `flag`, and wait for it without the GIL. `None` in a fork child
+/// whose lock stays taken for a second: the holder was a thread of the parent that does
+/// not exist here and will never let go (the child's copy is then left to the process's
+/// exit, which releases its locks with its descriptors).
+pub fn lock_for_close<'a, T: Send>(py: Python<'_>, m: &'a std::sync::Mutex<T>, flag: &CloseFlag) -> Option<std::sync::MutexGuard<'a, T>> {
     match m.try_lock() {
-        Ok(g) => g,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
         Err(std::sync::TryLockError::WouldBlock) => {
             flag.request();
             // The holder sees the flag at its next wait slice and lets go; a guard
             // cannot leave `detach` (it is not Send), so look again every millisecond.
+            let start = Instant::now();
             loop {
                 match m.try_lock() {
-                    Ok(g) => return g,
-                    Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-                    Err(std::sync::TryLockError::WouldBlock) => py.detach(|| std::thread::sleep(Duration::from_millis(1))),
+                    Ok(g) => return Some(g),
+                    Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        if shmplane::process::fork_generation() > 0 && start.elapsed() > Duration::from_secs(1) {
+                            return None;
+                        }
+                        py.detach(|| std::thread::sleep(Duration::from_millis(1)));
+                    }
                 }
             }
         }

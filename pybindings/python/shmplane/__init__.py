@@ -19,6 +19,13 @@ One publisher, many subscribers; each message written once::
     sub = pub.subscribe()
     pub.send(numpy_array)                # every subscriber gets it (lossy=True: never waits)
 
+Request/response, one message each way, each call run at most once::
+
+    server = shmplane.RpcServer.create("worker")   # for request in server: request.reply(f(request.value))
+    client = shmplane.RpcClient.connect("worker")  # any process
+    result = client.call(numpy_array, timeout=5.0)
+    proxy = shmplane.rpc.connect("instrument")     # method proxies: shmplane.rpc.serve(obj, name)
+
 Latest values, as ``multiprocessing.sharedctypes`` with reads that are never torn::
 
     from shmplane import RawArray, RawValue
@@ -48,10 +55,14 @@ from ._shmplane import (
     Mailbox,
     Publisher,
     Receiver,
+    Request,
+    RpcClient,
+    RpcServer,
     Sender,
     Subscriber,
     _channel,
 )
+from . import rpc
 from ._aio import wait
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
@@ -68,6 +79,10 @@ __all__ = [
     "Mailbox",
     "Publisher",
     "Subscriber",
+    "RpcServer",
+    "RpcClient",
+    "Request",
+    "rpc",
     "RawValue",
     "RawArray",
     "ByteSlot",

@@ -270,3 +270,60 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
             return gone
         if deadline is not None and time.monotonic() >= deadline:
             return []
+
+
+async def call_async(client: Any, obj: Any, timeout: float | None = None, retry: bool = False) -> Any:
+    """Call an RPC server without blocking the event loop: the request is sent at once
+    (a large one from a thread of the loop's default executor), then the reply is
+    awaited on the client's readiness descriptor.
+
+    Raises:
+        As ``RpcClient.call``; ``Timeout`` after ``timeout`` seconds (the call may then
+        be retried with ``retry=True``: it runs at most once).
+    """
+    deadline = _deadline(timeout)
+    try:
+        client._send_call(obj, 0.0, retry)  # all of it now, or Full and nothing sent
+    except Full:
+        # No room now: send from a thread (it waits there for room; retry: the same call).
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, client._send_call, obj, timeout, True)
+    misses = 0
+    parts: list[Any] = []
+    while True:
+        try:
+            got = client._next_part(0.0)
+        except Empty:
+            misses = await _wait_turn(client, client.fileno(), deadline, misses)
+            continue
+        if got is None:
+            return parts if len(parts) != 1 else parts[0]
+        part, more = got
+        parts.append(part)
+        if not more:
+            return part if len(parts) == 1 else parts
+
+
+async def serve_async(server: Any, handler: Any) -> None:
+    """Serve calls from the event loop: ``handler(value)`` (a function or a coroutine
+    function) is awaited for each request in turn; its result is the reply, an
+    exception it raises goes to the client as ``RemoteError``. Returns when the server
+    is closed."""
+    import inspect
+    import traceback
+
+    from .errors import ClosedError
+
+    while True:
+        try:
+            request = await recv_async(server)
+        except ClosedError:
+            return
+        try:
+            result = handler(request.value)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as e:  # noqa: BLE001  (sent to the client)
+            request.reply_error(type(e).__name__, str(e), "".join(traceback.format_exception(e)))
+            continue
+        request.reply(result)

@@ -1,7 +1,7 @@
 """Type stubs of the native module ``shmplane._shmplane``."""
 
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any, final
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, NoReturn, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
@@ -445,3 +445,194 @@ class Mailbox:
     def __enter__(self) -> Self: ...
     def __exit__(self, *args: object) -> bool: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
+
+DEFAULT_MAX_CLIENTS: int
+
+@final
+class RpcServer:
+    """The serving end of a request/response endpoint: any number of ``RpcClient``s
+    (up to ``max_clients`` at once, in any processes) call it; each call is one message
+    each way, of any kind and size (bytes, ndarrays, any picklable object; an 8 MB
+    array or a list of a million floats is one reply), and runs at most once however
+    often a client retries it.
+
+    Layout: a mailbox of one request lane per client (``capacity`` bytes each; larger
+    requests stream through in chunks) at ``/dev/shm/shmplane.<name>``, plus a reply
+    channel per client that the client creates (``<name>.reply-<id>``, 64 KiB by
+    default). Every request and reply carries a 16-byte envelope (call number, client
+    id, flags). The server keeps, per client, the last call's number and state and a
+    copy of its final reply if it is at most 64 KiB (until the client's next call): a
+    retry of a running call waits for its reply, a retry of an answered one gets it
+    from the client's channel or from that copy; an older number is dropped (Birrell &
+    Nelson, "Implementing Remote Procedure Calls", 1984). One server per name; a server
+    that died is replaced by the next ``create`` (its clients get PeerDeadError).
+    ``recv``/iteration/``serve`` block with the GIL released (Ctrl-C works). Not
+    picklable. While one thread serves, the others may read ``name`` and
+    ``max_clients`` and call ``close``; the other properties raise
+    InvalidArgumentError ("in use by another thread") then.
+    """
+
+    @staticmethod
+    def create(name: str, max_clients: int = ..., capacity: int = ...) -> RpcServer:
+        """Create server ``name`` (``[A-Za-z0-9._-]``, at most 185 bytes) for up to
+        ``max_clients`` clients at once (default 64, at most 511), each with a request
+        lane of ``capacity`` bytes (a power of two >= 4096; default 64 KiB). Commits
+        ``max_clients`` x (``capacity`` + 4 KiB) bytes (4.3 MB by default).
+
+        Raises AlreadyExistsError (a live server has the name), InvalidNameError,
+        InvalidArgumentError, NoSpaceError."""
+    def recv(self, timeout: float | None = None) -> Request:
+        """The next call (``request.value`` is the request object), waiting at most
+        ``timeout`` seconds (None: forever). Retries and stale duplicates never come
+        out here. A request its client abandoned part-way (it died, or was interrupted)
+        is answered with an error and skipped.
+
+        Raises Timeout, KeyboardInterrupt, ClosedError, CorruptSegmentError (a client's
+        lane is corrupt: reported once, then skipped)."""
+    def try_recv(self) -> Request:
+        """The next call without waiting. Raises Empty if none is waiting."""
+    def __iter__(self) -> RpcServer: ...
+    def __next__(self) -> Request:
+        """The next call, waiting forever; iteration ends when the server is closed
+        (from another thread)."""
+    def serve(self, handler: Callable[[Any], Any]) -> None:
+        """Serve calls until the server is closed: ``handler(request.value)``'s return
+        value is the reply; an ``Exception`` it raises is sent to the client as
+        RemoteError (its type name, message and traceback) and serving goes on.
+        KeyboardInterrupt, SystemExit and other BaseExceptions propagate."""
+    def serve_async(self, handler: Callable[[Any], Any]) -> Coroutine[Any, Any, None]:
+        """``await server.serve_async(handler)``: ``serve`` from an event loop;
+        ``handler`` may be a coroutine function. Returns when the server is closed."""
+    def recv_async(self, timeout: float | None = None) -> Coroutine[Any, Any, Request]:
+        """``await server.recv_async()``: the next call without blocking the loop."""
+    def __aiter__(self) -> AsyncIterator[Request]: ...
+    def fileno(self) -> int:
+        """Readiness descriptor: readable when a call may be waiting (the mailbox's
+        doorbell ``/dev/shm/shmplane.<name>@rx``; see ``Mailbox.fileno``)."""
+    def _check_peer(self) -> None: ...
+    def pending(self) -> bool:
+        """True if a call may be waiting (one load per 64 clients)."""
+    def close(self) -> None:
+        """Close (idempotent): calls waiting for a reply raise DisconnectedError; a
+        ``recv`` or ``serve`` of another thread ends within one wait slice (50 ms)."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def clients(self) -> int:
+        """Clients connected now."""
+    @property
+    def max_clients(self) -> int: ...
+    @property
+    def duplicates(self) -> int:
+        """Requests dropped as retries of running or answered calls, or stale
+        duplicates, since creation."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def policy(self) -> str: ...
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """How ``recv`` waits (``"spin"``, ``"adaptive"``, ``"block"``), and replies for
+        room."""
+    def __enter__(self) -> RpcServer: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __reduce__(self) -> NoReturn: ...
+
+@final
+class Request:
+    """One call received by an ``RpcServer``: answer it with ``reply`` (once, or as a
+    stream of ``reply(..., last=False)`` parts then a final one) or ``reply_error``."""
+
+    @property
+    def value(self) -> Any:
+        """The request object."""
+    @property
+    def client(self) -> int:
+        """The calling client's id (random, 32 bits)."""
+    @property
+    def seq(self) -> int:
+        """The call's number (1, 2, ... per client)."""
+    @property
+    def slot(self) -> int:
+        """The client's slot on the server (``0..max_clients``)."""
+    @property
+    def answered(self) -> bool:
+        """True once the final reply was sent."""
+    def reply(self, obj: Any, last: bool = True, timeout: float | None = None) -> bool:
+        """Send ``obj`` (bytes, ndarray, any picklable object, any size: one message)
+        as the reply; ``last=False`` sends one part of a stream (more follow). Waits at
+        most ``timeout`` seconds for room in the client's reply channel. False if the
+        client is gone (closed, died, replaced): the reply is dropped.
+
+        Raises InvalidArgumentError (already answered, or not running: its client was
+        replaced), Timeout (the client does not read; the call stays unanswered),
+        KeyboardInterrupt, ClosedError; and whatever pickling raises."""
+    def reply_error(self, kind: str, message: str, traceback: str = "") -> bool:
+        """Answer with an error: the client's call raises RemoteError with these.
+        Raises as ``reply``."""
+
+@final
+class RpcClient:
+    """A client of an ``RpcServer``: one call at a time (a thread each, or one client
+    per thread). Pickles into children as a new client of the same server (its own
+    slot and reply channel), and a ``fork`` child that inherited a client becomes one
+    at its first call. A context manager; ``close()`` frees the slot."""
+
+    @staticmethod
+    def connect(name: str, timeout: float | None = None, reply_capacity: int = ...) -> RpcClient:
+        """Connect to server ``name``, waiting at most ``timeout`` seconds (None:
+        forever) for it to be created; the reply channel has ``reply_capacity`` bytes
+        (a power of two >= 4096; default 64 KiB; larger replies stream through it).
+
+        Raises NotFoundError (no server by then), RoleTakenError (``max_clients``
+        clients are connected), WrongKindError (not an RPC server), InvalidNameError,
+        NoSpaceError, ValueError (a negative or NaN timeout), KeyboardInterrupt."""
+    def call(self, obj: Any, timeout: float | None = None, retry: bool = False) -> Any:
+        """Send ``obj`` (any size and kind) and return the reply, waiting at most
+        ``timeout`` seconds in all (None: forever; a dead server ends the wait within
+        50 ms). ``retry=True`` repeats the last call if it got no reply (it timed out or
+        was interrupted): the server runs it at most once, and answers with its reply;
+        otherwise it is a new call. A reply to an earlier call is never returned. A
+        streamed reply comes back as a list of its parts.
+
+        Raises RemoteError (the handler raised; the server goes on), Timeout,
+        KeyboardInterrupt (both: retry safely with ``retry=True``), PeerDeadError /
+        DisconnectedError (the server died or closed; connect again to a new one),
+        ClosedError, TruncatedMessageError (the server gave up part-way through its
+        reply), and whatever pickling raises."""
+    def stream(self, obj: Any, timeout: float | None = None) -> Iterator[Any]:
+        """Call with ``obj`` and iterate over the reply's parts (``Request.reply(...,
+        last=False)``), the final one included. An abandoned iteration is discarded by
+        the next call. Raises as ``call`` (``timeout`` bounds each part)."""
+    def call_async(self, obj: Any, timeout: float | None = None, retry: bool = False) -> Coroutine[Any, Any, Any]:
+        """``await client.call_async(obj)``: ``call`` without blocking the event loop
+        (waits on ``fileno()``). Raises as ``call``."""
+    def _send_call(self, obj: Any, timeout: float | None = None, retry: bool = False) -> None: ...
+    def _next_part(self, timeout: float | None = None) -> tuple[Any, bool] | None: ...
+    def fileno(self) -> int:
+        """Readiness descriptor: readable when a reply may be waiting (the reply
+        channel's doorbell; see ``Receiver.fileno``)."""
+    def _check_peer(self) -> None: ...
+    def is_connected(self) -> bool:
+        """True if the server is alive and serving (as iceoryx2's ``is_connected``)."""
+    def close(self) -> None:
+        """Close (idempotent): frees the slot and removes the reply channel. A call of
+        another thread blocked on it ends with ClosedError within one wait slice."""
+    @property
+    def name(self) -> str:
+        """The server's name."""
+    @property
+    def id(self) -> int: ...
+    @property
+    def slot(self) -> int | None: ...
+    @property
+    def seq(self) -> int:
+        """The last call's number."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def policy(self) -> str: ...
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """How calls wait for replies: ``"spin"``, ``"adaptive"`` (default), ``"block"``."""
+    def __enter__(self) -> RpcClient: ...
+    def __exit__(self, *args: object) -> bool: ...
+    def __reduce__(self) -> tuple[Any, tuple[str]]: ...

@@ -29,6 +29,7 @@ __all__ = [
     "ClosedError",
     "TruncatedMessageError",
     "LaggedError",
+    "RemoteError",
     "NoSpaceError",
     "ShmplaneOSError",
     "PermissionDeniedError",
@@ -121,6 +122,35 @@ class LaggedError(ShmplaneError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r}, missed={self.missed})"
+
+
+class RemoteError(ShmplaneError):
+    """An RPC server's handler raised while serving this call (or the server could not
+    answer it: ``kind`` ``"ReplyLost"``). The server goes on serving.
+
+    Attributes:
+        kind: the exception's type name on the server (``"ValueError"``).
+        message: its message (``str(exc)``).
+        traceback: the server's formatted traceback (``""`` if none).
+    """
+
+    def __init__(self, text: str = "", kind: str = "", message: str = "", traceback: str = "") -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        return (type(self), (str(self), self.kind, self.message, self.traceback))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kind={self.kind!r}, message={self.message!r})"
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.traceback:
+            return f"{text}\n\nServer traceback:\n{self.traceback.rstrip()}"
+        return text
 
 
 class NoSpaceError(ShmplaneError, MemoryError):
