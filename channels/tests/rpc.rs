@@ -200,19 +200,16 @@ fn a_retry_never_runs_a_call_twice() {
 fn a_reply_lost_part_way_is_sent_again_not_recomputed() {
     let name = unique("resend");
     let mut server = RpcServer::create(&name, 2).unwrap();
-    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
-    let mut runs = 0;
+    // A 4 KiB reply channel: a 10 kB reply travels in chunks, and is kept for a resend.
+    let mut client = RpcClient::connect_with(&name, 4096, Wait::timeout(WATCHDOG)).unwrap();
+    let reply: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
     let mut w = Wait::timeout(WATCHDOG);
     client.send_request(Outgoing::bytes(b"compute"), false, &mut w).unwrap();
     let (call, _) = server.recv().unwrap();
-    runs += 1;
-    server.reply(call, b"result").unwrap();
-    // The client begins the reply and loses it (as an interrupted receive would).
-    let (env, incoming) = client.begin_reply(&mut w).unwrap();
-    assert_eq!(env.flags, 0);
-    drop(incoming);
-    client.end_reply(env, false);
+    let want = reply.clone();
     let t = thread::spawn(move || {
+        // Blocks until the client's next receive skips the rest of the chunks.
+        server.reply(call, &want).unwrap();
         // The retry (flag RESEND) is answered from the saved copy, never run again.
         while server.duplicates() == 0 {
             if let Ok((c, _)) = server.begin(&mut Wait::timeout(Duration::from_millis(10))) {
@@ -221,9 +218,33 @@ fn a_reply_lost_part_way_is_sent_again_not_recomputed() {
         }
         server
     });
-    assert_eq!(client.retry(b"compute", Some(WATCHDOG)).unwrap(), b"result");
+    // The client begins the reply and loses it (as an interrupted receive would).
+    let (env, incoming) = client.begin_reply(&mut w).unwrap();
+    assert_eq!(env.flags, 0);
+    drop(incoming);
+    client.end_reply(env, false);
+    assert_eq!(client.retry(b"compute", Some(WATCHDOG)).unwrap(), reply);
+    let mut server = t.join().unwrap();
+    // A one-record reply is not kept (it is taken whole or not at all): a client that
+    // drops one unread is told it is lost, and the call is still not run again.
+    client.send_request(Outgoing::bytes(b"small"), false, &mut w).unwrap();
+    let (call, _) = server.recv().unwrap();
+    server.reply(call, b"tiny").unwrap();
+    let (env, incoming) = client.begin_reply(&mut w).unwrap();
+    drop(incoming);
+    client.end_reply(env, false);
+    let t = thread::spawn(move || {
+        while server.duplicates() == 1 {
+            if let Ok((c, _)) = server.begin(&mut Wait::timeout(Duration::from_millis(10))) {
+                panic!("retry reached the application: {c:?}");
+            }
+        }
+    });
+    match client.retry(b"small", Some(WATCHDOG)) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "ReplyLost"),
+        other => panic!("expected ReplyLost, got {other:?}"),
+    }
     t.join().unwrap();
-    assert_eq!(runs, 1);
 }
 
 #[test]

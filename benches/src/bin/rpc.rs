@@ -1,11 +1,13 @@
 //! RPC round trips across two processes, beside the floors measured in the same run:
 //! one cache line moving with ownership (`floor/cacheline_pingpong`), one line per
-//! direction (`floor/two_line_pingpong`), and a hand-made request/reply over two
-//! shmplane channels (spin). Then `RpcClient::call` to a forked `RpcServer` echoing
+//! direction (`floor/two_line_pingpong`), a hand-made request/reply over two
+//! shmplane channels (spin), and two processes that sleep and wake each other on a
+//! futex (`floor/futex_pingpong`, the floor of the block policy). Then `RpcClient::call` to a forked `RpcServer` echoing
 //! each request, with the spin, adaptive (default) and block policies, for 48- and
 //! 64-byte calls, and the reply of an 8 MB payload.
 //!
-//! `target/release/rpc [calls=100000] [rounds=3]`. Each call is timed on its own;
+//! `target/release/rpc [calls=100000] [rounds=3]`; `target/release/rpc floors [calls]`
+//! prints only the floors, as JSON (for `benches/python/rpc_bench.py`). Each call is timed on its own;
 //! prints p50/p99/p99.9 in ns (medians over rounds) and the ratios to the floors.
 use shmplane::{RpcClient, RpcServer, WaitPolicy};
 use shmplane_benches::{fork_child, reap, Child};
@@ -82,6 +84,53 @@ fn floor(lines: usize, calls: usize) -> [f64; 3] {
     r
 }
 
+/// The floor of a round trip between two processes that sleep: each waits on a word
+/// with `FUTEX_WAIT` and is woken by the other's store and `FUTEX_WAKE` (what the block
+/// policy costs at least).
+fn futex_floor(calls: usize) -> [f64; 3] {
+    use std::sync::atomic::AtomicU32;
+    fn wait(word: &AtomicU32, val: u32) {
+        // SAFETY: a futex wait on a 4-aligned word of a shared mapping, no timeout.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, val, std::ptr::null::<libc::timespec>()) };
+    }
+    fn wake(word: &AtomicU32) {
+        // SAFETY: a futex wake of a 4-aligned word of a shared mapping.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1) };
+    }
+    let n = format!("bench-rpc-futex-{}", std::process::id());
+    let file = ShmFile::create(&n, 4096).expect("create");
+    let region = Region::map(&file, 4096).expect("map");
+    // SAFETY: offsets 128 and 1024 are 4-aligned, inside the 4 KiB region; AtomicU32 only.
+    let (ping, pong): (&AtomicU32, &AtomicU32) = unsafe { (region.at(128), region.at(1024)) };
+    let child = fork_child(|| {
+        let mut expect = 1u32;
+        loop {
+            // ORDERING: Acquire, partner of the parent's Release store of `ping`.
+            while ping.load(Ordering::Acquire) != expect {
+                wait(ping, expect - 1);
+            }
+            // ORDERING: Release, partner of the parent's Acquire load of `pong`.
+            pong.store(expect, Ordering::Release);
+            wake(pong);
+            expect += 1;
+        }
+    });
+    let mut next = 1u32;
+    let r = timed(calls, || {
+        // ORDERING: Release, partner of the child's Acquire load.
+        ping.store(next, Ordering::Release);
+        wake(ping);
+        // ORDERING: Acquire, partner of the child's Release store.
+        while pong.load(Ordering::Acquire) != next {
+            wait(pong, next - 1);
+        }
+        next += 1;
+    });
+    reap(child);
+    file.unlink_if_same(&n);
+    r
+}
+
 fn two_channels(calls: usize) -> [f64; 3] {
     let mut child = Child::spawn(&format!("bench-rpc-2ch-{}", std::process::id()), 1 << 16, Child::echo);
     let msg = [7u8; 64];
@@ -144,7 +193,57 @@ fn big_reply(rounds: usize) -> f64 {
     times[times.len() / 2]
 }
 
+/// The CPU cost of one call with no second core in the way: client and server in this
+/// thread, a call, its receipt, its reply and the reply's receipt, back to back; beside
+/// the same through two channels.
+fn cpu_cost(calls: usize) {
+    use shmplane::{frame::Outgoing, Wait};
+    let name = format!("bench-rpc-cpu-{}", std::process::id());
+    let mut server = RpcServer::create(&name, 4).expect("server");
+    let mut client = RpcClient::connect(&name, None).expect("connect");
+    let msg = [7u8; 64];
+    let t = Instant::now();
+    for _ in 0..calls {
+        client.send_request(Outgoing::bytes(&msg), false, &mut Wait::no_wait()).expect("send");
+        let (call, req) = server.recv().expect("recv");
+        server.reply(call, &req).expect("reply");
+        let (env, incoming) = client.begin_reply(&mut Wait::no_wait()).expect("reply");
+        let mut buf = [0u8; 64];
+        incoming.read_into(vec![buf.as_mut_slice().into()], Wait::no_wait()).expect("read");
+        client.end_reply(env, true);
+    }
+    let rpc = t.elapsed().as_nanos() as f64 / calls as f64;
+    let (mut tx, mut rx) = shmplane::channel(1 << 16).expect("channel");
+    let (mut tx2, mut rx2) = shmplane::channel(1 << 16).expect("channel");
+    let t = Instant::now();
+    for _ in 0..calls {
+        tx.send(&msg).expect("send");
+        let req = rx.recv().expect("recv");
+        tx2.send(&req).expect("send");
+        drop(rx2.peek(None).expect("peek"));
+    }
+    let two = t.elapsed().as_nanos() as f64 / calls as f64;
+    println!("one thread, no waiting: RPC call {rpc:.0} ns of CPU, two channels {two:.0} ns");
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("cpu") {
+        cpu_cost(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000));
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("floors") {
+        // For benches/python/rpc_bench.py: the floors as one JSON line (ns, p50/p99/p99.9).
+        let calls: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(50_000);
+        let fmt = |r: [f64; 3]| format!("[{:.0}, {:.0}, {:.0}]", r[0], r[1], r[2]);
+        println!(
+            "{{\"cacheline_pingpong\": {}, \"two_line_pingpong\": {}, \"futex_pingpong\": {}, \"two_channels_rust\": {}}}",
+            fmt(floor(1, calls)),
+            fmt(floor(2, calls)),
+            fmt(futex_floor(calls / 4)),
+            fmt(two_channels(calls))
+        );
+        return;
+    }
     let mut args = std::env::args().skip(1);
     let calls: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
@@ -153,15 +252,17 @@ fn main() {
     let one = run(&|| floor(1, calls));
     let two = run(&|| floor(2, calls));
     let chans = run(&|| two_channels(calls));
+    let futex = run(&|| futex_floor(calls / 4));
     let show = |label: &str, r: [f64; 3]| {
         println!(
-            "{label:<34} {:>7.0} {:>7.0} {:>8.0}   p50 x{:.2} one-line, x{:.2} two-line",
-            r[0], r[1], r[2], r[0] / one[0], r[0] / two[0]
+            "{label:<36} {:>7.0} {:>7.0} {:>8.0}   p50 x{:.2} one-line, x{:.2} two-line, x{:.2} two channels, x{:.2} futex",
+            r[0], r[1], r[2], r[0] / one[0], r[0] / two[0], r[0] / chans[0], r[0] / futex[0]
         );
     };
     show("floor/cacheline_pingpong", one);
     show("floor/two_line_pingpong", two);
     show("two channels by hand, 64 B, spin", chans);
+    show("floor/futex_pingpong (sleep, wake)", futex);
     for (label, policy, size) in [
         ("RpcClient::call 48 B, spin", WaitPolicy::Spin, 48),
         ("RpcClient::call 64 B, spin", WaitPolicy::Spin, 64),

@@ -12,7 +12,7 @@
 //! # At most once
 //! The server keeps, per client lane, the client's id, the sequence number of the last
 //! call it admitted, whether that call is answered, and a copy of its final reply when
-//! it is at most [`SAVED_REPLY_LIMIT`] bytes. A request whose number is not newer than
+//! it spans several records and is at most [`SAVED_REPLY_LIMIT`] bytes. A request whose number is not newer than
 //! the last one admitted is never handed to the application again:
 //! - a retry of a call still running is dropped: the reply comes when it is done;
 //! - a retry of a call already answered is dropped too: its reply is in the client's
@@ -38,10 +38,11 @@
 
 use super::mailbox::Mailbox;
 use super::spsc::{Incoming, Loan, Receiver, Sender};
-use crate::frame::{Frame, Kind, Outgoing, ENVELOPE_LEN};
+use crate::frame::{self, Frame, Kind, Outgoing, ENVELOPE_LEN};
 use crate::wait::Wait;
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
+use shmplane_shm::process::{fork_generation, install_fork_hook};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::wait::WaitPolicy;
 use std::fmt;
@@ -56,8 +57,9 @@ pub const DEFAULT_REQUEST_CAPACITY: usize = 1 << 16;
 /// Ring capacity of each client's reply channel made without one, in bytes (64 KiB).
 /// Larger replies stream through it in chunks.
 pub const DEFAULT_REPLY_CAPACITY: usize = 1 << 16;
-/// Final replies of at most this many bytes are kept by the server until the client's
-/// next call, to be sent again to a client that lost one part-way (64 KiB).
+/// Final replies of several records and at most this many bytes are kept by the
+/// server until the client's next call, to be sent again to a client that lost one
+/// part-way (64 KiB). A one-record reply is taken whole or not at all.
 pub const SAVED_REPLY_LIMIT: usize = 1 << 16;
 /// Longest server name: the reply channels' names add 15 bytes to it.
 pub const MAX_SERVER_NAME: usize = 200 - 15;
@@ -191,9 +193,10 @@ pub struct RpcClient {
     unanswered: bool,
     /// A reply part of the current call began to arrive: a retry asks for it again.
     began: bool,
-    /// The process that connected: a fork child that inherited this client connects as
-    /// a client of its own at its first call (sequence numbers are this process's).
-    pid: u32,
+    /// The fork generation that connected (`shmplane_shm::process::fork_generation`): a
+    /// fork child that inherited this client connects as a client of its own at its
+    /// first call (sequence numbers are this process's).
+    generation: u64,
 }
 
 impl RpcClient {
@@ -218,6 +221,7 @@ impl RpcClient {
         if name.len() > MAX_SERVER_NAME {
             return Err(Error::InvalidName { name: name.to_owned(), reason: "an RPC server's name is at most 185 bytes" });
         }
+        install_fork_hook();
         let mut next_check = Instant::now() + shmplane_shm::wait::SLICE;
         let requests = loop {
             match Sender::open(name) {
@@ -252,7 +256,7 @@ impl RpcClient {
                 Err(e) => return Err(e),
             }
         };
-        Ok(RpcClient { server: name.to_owned(), requests, replies, id, seq: 0, unanswered: false, began: false, pid: std::process::id() })
+        Ok(RpcClient { server: name.to_owned(), requests, replies, id, seq: 0, unanswered: false, began: false, generation: fork_generation() })
     }
 
     /// Call the server with `request` (bytes) and wait for its reply, as long as it
@@ -348,7 +352,7 @@ impl RpcClient {
     /// (another slot, another reply channel), leaving the parent's untouched; two
     /// processes numbering calls on one slot would take each other's calls for retries.
     fn own(&mut self, wait: &mut Wait<'_>) -> Result<()> {
-        if self.pid == std::process::id() || self.requests.is_closed() {
+        if self.generation == fork_generation() || self.requests.is_closed() {
             return Ok(());
         }
         let capacity = self.replies.capacity();
@@ -399,7 +403,7 @@ impl RpcClient {
     /// call is waiting for a reply).
     pub fn begin_reply(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Incoming<'_>)> {
         self.wait_reply(wait)?;
-        let incoming = self.replies.begin(Wait::no_wait()).map_err(as_server)?;
+        let incoming = self.replies.take_staged();
         let env = Envelope::decode(incoming.head().envelope().expect("checked by wait_reply"));
         self.began = true;
         if env.flags & flags::MORE == 0 {
@@ -430,18 +434,16 @@ impl RpcClient {
         };
         let mut w = Wait { deadline: wait.deadline, block: wait.block, hook: Some(&mut hook) };
         let got = loop {
-            let env = match self.replies.next_envelope(&mut w) {
-                Ok(Some(e)) => Envelope::decode(&e),
-                Ok(None) => Envelope { seq: 0, client: 0, flags: 0 },
-                Err(e) => break Err(as_server(e)),
-            };
-            if env.seq == seq && env.client == id {
+            // Staged: begun once, taken by `begin_reply` (or dropped here if stale).
+            if let Err(e) = self.replies.stage_with(&mut w) {
+                break Err(as_server(e));
+            }
+            let env = self.replies.staged_head().and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
+            if env.is_some_and(|env| env.seq == seq && env.client == id) {
                 break Ok(());
             }
             // A late reply to an earlier call, or not a reply: consumed and dropped.
-            if let Ok(stale) = self.replies.begin(Wait::no_wait()) {
-                drop(stale);
-            }
+            drop(self.replies.take_staged());
         };
         wait.hook = user;
         got
@@ -745,7 +747,7 @@ impl RpcServer {
     /// Send the saved final reply of lane `lane`'s last call again, or an error saying
     /// it ran and its reply is lost. Best effort: a client that is gone is dropped.
     fn resend(&mut self, lane: usize) {
-        let name = self.name.clone();
+        let name = &self.name;
         let Some(state) = self.clients[lane].as_mut() else { return };
         let env = Envelope { seq: state.seq, client: state.id, flags: 0 };
         let lost;
@@ -762,24 +764,13 @@ impl RpcServer {
             }
         };
         let env = Envelope { flags, ..env };
-        if let Some(tx) = reply_sender(&name, state) {
+        if let Some(tx) = reply_sender(name, state) {
             if tx.send_message(&msg.with_envelope(env.encode()), Wait::timeout(Duration::from_secs(1))).is_err() {
                 state.replies = None;
                 state.gone = true;
             }
         }
         state.saved = saved;
-    }
-
-    /// The client state of `call` if the call is the one its lane is running.
-    fn running(&mut self, call: CallId) -> Result<&mut ClientState> {
-        match self.clients.get_mut(call.slot).and_then(Option::as_mut) {
-            Some(s) if s.id == call.client && s.seq == call.seq && !s.done => Ok(s),
-            Some(s) if s.id == call.client && s.seq == call.seq => {
-                Err(Error::InvalidArgument(format!("call {} of client {:08x} was already answered", call.seq, call.client)))
-            }
-            _ => Err(Error::InvalidArgument(format!("call {} of client {:08x} is not running here", call.seq, call.client))),
-        }
     }
 
     /// Reply to `call` with bytes (its final reply), waiting as long as the client
@@ -816,19 +807,21 @@ impl RpcServer {
     }
 
     fn send_reply(&mut self, call: CallId, reply: Outgoing<'_>, flags: u32, wait: &mut Wait<'_>) -> Result<bool> {
-        let name = self.name.clone();
-        let state = self.running(call)?;
+        let state = running(&mut self.clients, call)?;
         let last = flags & flags::MORE == 0;
         let env = Envelope { seq: call.seq, client: call.client, flags };
-        let saved = (last && reply.total() <= SAVED_REPLY_LIMIT).then(|| {
+        let Some(tx) = reply_sender(&self.name, state) else {
+            state.done |= last;
+            return Ok(false);
+        };
+        // Kept for a client that loses the reply part-way: only a reply of several
+        // records can be (one record is taken whole or not at all), and only a small one.
+        let chunked = reply.total() + ENVELOPE_LEN > tx.max_message_len().unwrap_or(0) || reply.total() > frame::CHUNK_THRESHOLD;
+        let saved = (last && chunked && reply.total() <= SAVED_REPLY_LIMIT).then(|| {
             let mut payload = vec![0u8; reply.total()];
             reply.gather(0, &mut payload);
             Saved { kind: reply.kind(), payload, prefix: reply.prefix(), flags }
         });
-        let Some(tx) = reply_sender(&name, state) else {
-            state.done |= last;
-            return Ok(false);
-        };
         match tx.send_message(&reply.with_envelope(env.encode()), wait.reborrow()) {
             Ok(()) => {
                 if last {
@@ -854,9 +847,8 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::reply_with`], [`Error::TooLarge`] (more than one record).
     pub fn loan_reply(&mut self, call: CallId, len: usize, wait: Wait<'_>) -> Result<Option<RpcReplyLoan<'_>>> {
-        let name = self.name.clone();
-        let state = self.running(call)?;
-        if reply_sender(&name, state).is_none() {
+        let state = running(&mut self.clients, call)?;
+        if reply_sender(&self.name, state).is_none() {
             state.done = true;
             return Ok(None);
         }
@@ -935,6 +927,17 @@ impl RpcServer {
     /// True once closed.
     pub fn is_closed(&self) -> bool {
         self.mailbox.is_closed()
+    }
+}
+
+/// The client state of `call` in `clients` if the call is the one its lane is running.
+fn running(clients: &mut [Option<ClientState>], call: CallId) -> Result<&mut ClientState> {
+    match clients.get_mut(call.slot).and_then(Option::as_mut) {
+        Some(s) if s.id == call.client && s.seq == call.seq && !s.done => Ok(s),
+        Some(s) if s.id == call.client && s.seq == call.seq => {
+            Err(Error::InvalidArgument(format!("call {} of client {:08x} was already answered", call.seq, call.client)))
+        }
+        _ => Err(Error::InvalidArgument(format!("call {} of client {:08x} is not running here", call.seq, call.client))),
     }
 }
 

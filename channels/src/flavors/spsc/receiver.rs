@@ -560,14 +560,26 @@ impl Receiver {
         }
     }
 
-    /// The envelope of the next message (see [`crate::frame::Outgoing::with_envelope`]),
-    /// waiting per `wait` for one to begin; the message stays queued.
+    /// Wait per `wait` for the next message and begin it, keeping it staged for
+    /// [`Receiver::take_staged`] (as [`Receiver::stage`], which does not wait): a
+    /// consumer that looks at a message's head before it decides to take it (an RPC
+    /// client discarding late replies) pays for one begin, not two.
     ///
     /// # Errors
     /// As [`Receiver::begin`].
-    pub(crate) fn next_envelope(&mut self, wait: &mut Wait<'_>) -> Result<Option<[u8; frame::ENVELOPE_LEN]>> {
-        let incoming = self.begin_inner(wait, false)?;
-        Ok(incoming.head().envelope().copied())
+    pub(crate) fn stage_with(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        let policy = self.policy;
+        let Receiver { inner, polls, .. } = self;
+        let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
+        if inner.staged.is_some() {
+            return Ok(());
+        }
+        let mut op = inner.enter(wait, polls)?;
+        let staged = op.next_message(policy, wait, polls)?;
+        // Keep the operation entered: `take_staged` (or `unstage`) leaves it.
+        std::mem::forget(op);
+        inner.staged = Some(staged);
+        Ok(())
     }
 
     /// The message [`Receiver::stage`] began, if one is staged.
