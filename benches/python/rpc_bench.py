@@ -263,14 +263,18 @@ def rr_pipe(n: int) -> list[int]:
         _stop(p)
 
 
+from multiprocessing.managers import BaseManager  # noqa: E402
+
+
+class EchoManager(BaseManager):
+    pass
+
+
+EchoManager.register("Echo", Echo)
+
+
 def rr_manager(n: int) -> list[int]:
-    from multiprocessing.managers import BaseManager
-
-    class M(BaseManager):
-        pass
-
-    M.register("Echo", Echo)
-    m = M(ctx=CTX)
+    m = EchoManager(ctx=CTX)
     m.start()
     try:
         proxy = m.Echo()  # type: ignore[attr-defined]

@@ -491,3 +491,81 @@ fn a_killed_client_frees_its_slot() {
         drop(client);
     }
 }
+
+#[test]
+fn a_request_cut_part_way_is_run_when_retried() {
+    let name = unique("cut");
+    let mut server = RpcServer::create_with(&name, 4096, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    // 200 kB through a 4 KiB lane: the send times out part-way and cuts the request.
+    let big = vec![5u8; 200_000];
+    assert!(matches!(client.call_timeout(&big, Duration::from_millis(50)), Err(Error::Timeout)));
+    let got = server.recv_frame(Wait::timeout(WATCHDOG));
+    assert!(matches!(got, Err(Error::Truncated { .. })), "{:?}", got.map(|(c, _)| c));
+    // The retry (same number) is run: the application never saw the cut request.
+    let t = thread::spawn(move || {
+        let (call, req) = server.recv().unwrap();
+        assert_eq!(req.len(), 200_000);
+        server.reply(call, b"ran once").unwrap();
+        server
+    });
+    assert_eq!(client.retry(&big, Some(WATCHDOG)).unwrap(), b"ran once");
+    t.join().unwrap();
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_hold_the_server() {
+    let name = unique("idle");
+    let mut server = RpcServer::create(&name, 4).unwrap();
+    server.set_reply_timeout(Duration::from_millis(200));
+    let mut idle = RpcClient::connect_with(&name, 4096, Wait::timeout(WATCHDOG)).unwrap();
+    let mut busy = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    // The idle client's call times out; it does not read its (large) reply.
+    assert!(matches!(idle.call_timeout(b"big please", Duration::from_millis(20)), Err(Error::Timeout)));
+    let t = thread::spawn(move || {
+        let (call, _) = server.recv().unwrap();
+        // Gives up after the reply timeout instead of waiting for the idle client.
+        assert!(matches!(server.reply(call, &vec![1u8; 100_000]), Err(Error::Timeout)));
+        let (call, req) = server.recv().unwrap();
+        server.reply(call, &req).unwrap();
+        // The idle client's retry: its reply is lost, and the call is not run again.
+        let reached = server.begin(&mut Wait::timeout(Duration::from_millis(500))).is_ok();
+        assert!(!reached, "the retry reached the application");
+        server
+    });
+    assert_eq!(busy.call_timeout(b"me too", WATCHDOG).unwrap(), b"me too");
+    // The reply was cut part-way (the client sees it truncated), or its retry is told
+    // it is lost; never a second run.
+    match idle.call_with(Outgoing::bytes(b"big please"), true, Wait::timeout(WATCHDOG)) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "ReplyLost"),
+        Err(Error::Truncated { .. }) => match idle.retry(b"big please", Some(WATCHDOG)) {
+            Err(Error::Remote { kind, .. }) => assert_eq!(kind, "ReplyLost"),
+            other => panic!("expected ReplyLost, got {:?}", other.map(|v| v.len())),
+        },
+        other => panic!("expected the reply to be reported lost, got {other:?}"),
+    }
+    t.join().unwrap();
+}
+
+#[test]
+fn a_stream_cut_part_way_cannot_be_retried_into_wrong_data() {
+    let name = unique("streamcut");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let (call, _) = server.recv().unwrap();
+        server.reply_with(call, Outgoing::bytes(b"part1"), false, Wait::forever()).unwrap();
+        server.reply_with(call, Outgoing::bytes(b"part2"), false, Wait::forever()).unwrap();
+        server.reply_with(call, Outgoing::bytes(b"final"), true, Wait::forever()).unwrap();
+        server
+    });
+    let first = client.call_with(Outgoing::bytes(b"go"), false, Wait::timeout(WATCHDOG)).unwrap();
+    assert_eq!(first, Frame::Bytes(b"part1".to_vec()));
+    // Retried part-way: refused, not answered with a middle part.
+    match client.retry(b"go", Some(WATCHDOG)) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "ReplyLost"),
+        other => panic!("expected ReplyLost, got {other:?}"),
+    }
+    let server = t.join().unwrap();
+    drop(server);
+}

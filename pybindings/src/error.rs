@@ -81,6 +81,14 @@ pub fn to_py(py: Python<'_>, e: Error) -> PyErr {
     }
 }
 
+/// Exception class `name` of `shmplane.errors`.
+///
+/// # Errors
+/// The import fails, or `name` is not a class there.
+pub fn exception_type<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    Ok(py.import("shmplane.errors")?.getattr(name)?.cast_into::<PyType>()?)
+}
+
 /// An instance of exception class `name` of `shmplane.errors` with `msg`.
 pub fn exception(py: Python<'_>, name: &str, msg: String) -> PyErr {
     match py.import("shmplane.errors").and_then(|m| m.getattr(name)) {

@@ -17,6 +17,26 @@ use std::sync::{Mutex, MutexGuard};
 /// may describe).
 const REPLY_RECORD: usize = DEFAULT_REPLY_CAPACITY - 32;
 
+/// True if `e` is an instance of `shmplane.errors.<name>`.
+fn is_error(py: Python<'_>, e: &PyErr, name: &str) -> bool {
+    crate::error::exception_type(py, name).is_ok_and(|t| e.is_instance(py, t.as_any()))
+}
+
+/// An exception's type name, message and formatted traceback (what `RemoteError`
+/// carries to the client).
+fn describe(py: Python<'_>, e: &PyErr) -> (String, String, String) {
+    let kind = e.get_type(py).name().map_or_else(|_| "Exception".to_owned(), |n| n.to_string());
+    let message = e.value(py).to_string();
+    let tb = py
+        .import("traceback")
+        .and_then(|m| m.getattr("format_exception"))
+        .and_then(|f| f.call1((e.get_type(py), e.value(py), e.traceback(py))))
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|l| l.concat())
+        .unwrap_or_default();
+    (kind, message, tb)
+}
+
 fn usize_arg(py: Python<'_>, what: &str, v: i64) -> PyResult<usize> {
     usize::try_from(v).map_err(|_| to_py(py, Error::InvalidArgument(format!("{what} {v} must be positive"))))
 }
@@ -52,15 +72,21 @@ impl PyRpcServer {
             if let Some((call, value)) = got {
                 match value {
                     Ok(v) => return Ok((call, v)),
-                    // A request cut short (its client died or gave up part-way) or one
-                    // that does not decode: the call is answered with the error, and
-                    // the server goes on.
-                    Err(e) => {
-                        let kind = e.get_type(py).name().map_or_else(|_| "Error".to_owned(), |n| n.to_string());
-                        let _ = server.reply_error(call, &kind, &e.value(py).to_string(), "");
-                        if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
-                            return Err(e);
+                    // Not read whole (its client died or gave up part-way, or a signal
+                    // interrupted the copy): forgotten, so that the client's retry runs.
+                    Err(e) if !e.is_instance_of::<PyException>(py) || is_error(py, &e, "ShmplaneError") => {
+                        server.abandon(call);
+                        if e.is_instance_of::<PyException>(py) {
+                            continue;
                         }
+                        return Err(e); // KeyboardInterrupt, SystemExit
+                    }
+                    // Read whole but it does not decode (unpickling failed): the call
+                    // is answered with that error, and the server goes on.
+                    Err(e) => {
+                        let (kind, message, tb) = describe(py, &e);
+                        let wait = Timeout::new(Some(server.reply_timeout().as_secs_f64()), true)?;
+                        let _ = blocking_checked(py, &wait, |_| Ok(()), |w| server.reply_error_with(call, &kind, &message, &tb, w));
                         continue;
                     }
                 }
@@ -75,12 +101,21 @@ impl PyRpcServer {
         Py::new(slf.py(), PyRequest { server: slf.clone().unbind(), call, value, answered: Mutex::new(false) })
     }
 
-    /// Send a reply to `call` (see `Request.reply`).
+    /// Answer `call` with an error, waiting (without the GIL) at most the reply timeout.
+    pub(crate) fn send_error(&self, py: Python<'_>, call: CallId, kind: &str, message: &str, tb: &str) -> PyResult<bool> {
+        let mut guard = self.lock(py)?;
+        let server: &mut RpcServer = &mut guard;
+        let timeout = Timeout::new(Some(server.reply_timeout().as_secs_f64()), true)?;
+        blocking_checked(py, &timeout, |py| self.closing.check(py), |w| server.reply_error_with(call, kind, message, tb, w))
+    }
+
+    /// Send a reply to `call` (see `Request.reply`); `timeout` None: the server's reply
+    /// timeout.
     pub(crate) fn send_reply(&self, py: Python<'_>, call: CallId, obj: &Bound<'_, PyAny>, last: bool, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = Timeout::new(timeout, true)?;
         with_outgoing(py, obj, REPLY_RECORD, |msg| {
             let mut guard = self.lock(py)?;
             let server: &mut RpcServer = &mut guard;
+            let timeout = Timeout::new(Some(timeout.unwrap_or_else(|| server.reply_timeout().as_secs_f64())), true)?;
             // With the GIL and no wait: a small reply and room for it (the common case).
             if msg.total() < crate::wait::GIL_RELEASE_BYTES {
                 match server.reply_with(call, msg.clone(), last, Wait::no_wait()) {
@@ -98,11 +133,15 @@ impl PyRpcServer {
 impl PyRpcServer {
     /// Create server `name` (see the stub).
     #[staticmethod]
-    #[pyo3(signature = (name, max_clients=DEFAULT_MAX_CLIENTS as i64, capacity=DEFAULT_REQUEST_CAPACITY as i64))]
-    fn create<'py>(py: Python<'py>, name: &str, max_clients: i64, capacity: i64) -> PyResult<Bound<'py, Self>> {
+    #[pyo3(signature = (name, max_clients=DEFAULT_MAX_CLIENTS as i64, capacity=DEFAULT_REQUEST_CAPACITY as i64, reply_timeout=5.0))]
+    fn create<'py>(py: Python<'py>, name: &str, max_clients: i64, capacity: i64, reply_timeout: f64) -> PyResult<Bound<'py, Self>> {
         let max_clients = usize_arg(py, "max_clients", max_clients)?;
         let capacity = crate::endpoints::capacity_arg(py, capacity)?;
-        let server = py.detach(|| RpcServer::create_with(name, capacity, max_clients)).py_err(py)?;
+        if !(reply_timeout.is_finite() && reply_timeout > 0.0) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("reply_timeout must be a positive number of seconds, got {reply_timeout}")));
+        }
+        let mut server = py.detach(|| RpcServer::create_with(name, capacity, max_clients)).py_err(py)?;
+        server.set_reply_timeout(std::time::Duration::from_secs_f64(reply_timeout.min(1e9)));
         let (name, max_clients) = (server.name().to_owned(), server.max_clients());
         tracked(py, PyRpcServer { inner: Mutex::new(server), closing: CloseFlag::default(), name, max_clients })
     }
@@ -145,26 +184,36 @@ impl PyRpcServer {
             let (call, value) = match slf.get().next_call(py, None, true) {
                 Ok(c) => c,
                 Err(_) if slf.get().closing_requested() => return Ok(()),
+                // One client's corrupt lane: reported once by the library, then skipped.
+                Err(e) if is_error(py, &e, "CorruptSegmentError") => continue,
                 Err(e) => return Err(e),
             };
-            match handler.call1((value,)) {
-                Ok(result) => {
-                    slf.get().send_reply(py, call, &result, true, None)?;
-                }
-                Err(e) if e.is_instance_of::<PyException>(py) => {
-                    let kind = e.get_type(py).name().map_or_else(|_| "Exception".to_owned(), |n| n.to_string());
-                    let message = e.value(py).to_string();
-                    let tb = py
-                        .import("traceback")
-                        .and_then(|m| m.getattr("format_exception"))
-                        .and_then(|f| f.call1((e.get_type(py), e.value(py), e.traceback(py))))
-                        .and_then(|lines| lines.extract::<Vec<String>>())
-                        .map(|l| l.concat())
-                        .unwrap_or_default();
-                    let mut guard = slf.get().lock(py)?;
-                    guard.reply_error(call, &kind, &message, &tb).py_err(py)?;
-                }
+            let result = handler.call1((value,));
+            // The reply (or its encoding) may fail too: an encoding error (an
+            // unpicklable result) is sent as the call's error; a reply that timed out
+            // was given up (the client's retry is told); serving goes on.
+            let failure = match result {
+                Ok(result) => match slf.get().send_reply(py, call, &result, true, None) {
+                    Ok(_) => None,
+                    Err(e) if is_error(py, &e, "ShmplaneError") && !slf.get().closing_requested() => None,
+                    Err(e) if e.is_instance_of::<PyException>(py) && !is_error(py, &e, "ShmplaneError") => Some(e),
+                    Err(e) if slf.get().closing_requested() => {
+                        let _ = e;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) if e.is_instance_of::<PyException>(py) => Some(e),
                 Err(e) => return Err(e),
+            };
+            if let Some(e) = failure {
+                let (kind, message, tb) = describe(py, &e);
+                match slf.get().send_error(py, call, &kind, &message, &tb) {
+                    Ok(_) => {}
+                    Err(_) if slf.get().closing_requested() => return Ok(()),
+                    Err(e) if e.is_instance_of::<PyException>(py) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -343,9 +392,7 @@ impl PyRequest {
     /// Reply with an error (see the stub).
     #[pyo3(signature = (kind, message, traceback=""))]
     fn reply_error(&self, py: Python<'_>, kind: &str, message: &str, traceback: &str) -> PyResult<bool> {
-        let server = self.server.get();
-        let mut guard = server.lock(py)?;
-        let sent = guard.reply_error(self.call, kind, message, traceback).py_err(py)?;
+        let sent = self.server.get().send_error(py, self.call, kind, message, traceback)?;
         *self.answered.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         Ok(sent)
     }

@@ -425,3 +425,67 @@ def test_bad_arguments_and_names(make_name: Any) -> None:
     with pytest.raises(shmplane.ClosedError):
         client.call("x")
     server.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("script", ["master_worker.py", "large_replies.py", "asyncio_master.py"])
+def test_examples_run(script: str) -> None:
+    import subprocess
+    import sys
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    path = os.path.join(root, "examples", "rpc", script)
+    out = subprocess.run([sys.executable, path, "--quick"], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    expected = {
+        "master_worker.py": ["set_voltage(1.5) -> 1.5", "RemoteError ValueError", "retry -> measured for 0.3 s (call #", "round trip over"],
+        "large_replies.py": ["list of 1,000,000 floats: one reply", "8.4 MB float64 array: one reply", "worker stopped"],
+        "asyncio_master.py": ["awaited calls in", "count() -> 50"],
+    }[script]
+    for line in expected:
+        assert line in out.stdout, out.stdout
+
+
+def test_an_unpicklable_result_is_sent_as_an_error_and_serving_goes_on(make_name: Any) -> None:
+    def handler(v: Any) -> Any:
+        if v == "lock":
+            return threading.Lock()  # cannot be pickled
+        return v
+
+    server, t = _thread_server(make_name("s"), handler)
+    with shmplane.RpcClient.connect(server.name, timeout=10) as client:
+        with pytest.raises(shmplane.RemoteError) as info:
+            client.call("lock", timeout=10)
+        assert "pickle" in str(info.value).lower()
+        assert client.call("fine", timeout=10) == "fine"
+    server.close()
+    t.join(5)
+    assert not t.is_alive()
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_server(make_name: Any) -> None:
+    name = make_name("s")
+    server = shmplane.RpcServer.create(name, 4, reply_timeout=0.2)
+    big = np.zeros(1 << 18)  # 2 MB: more than the idle client's reply channel holds
+
+    def handler(v: Any) -> Any:
+        if v == "big":
+            time.sleep(0.1)  # the caller has given up by then, and does not read
+            return big
+        return v
+
+    def serve() -> None:
+        server.serve(handler)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    idle = shmplane.RpcClient.connect(name, timeout=10, reply_capacity=4096)
+    with pytest.raises(shmplane.Timeout):
+        idle.call("big", timeout=0.02)
+    with shmplane.RpcClient.connect(name, timeout=10) as busy:
+        assert busy.call("still served", timeout=10) == "still served"
+    with pytest.raises((shmplane.RemoteError, shmplane.TruncatedMessageError)):
+        idle.call("big", timeout=10, retry=True)
+    idle.close()
+    server.close()
+    t.join(5)

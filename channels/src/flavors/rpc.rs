@@ -54,13 +54,19 @@ pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Ring capacity of each client's request lane made without one, in bytes (64 KiB).
 /// Larger requests stream through it in chunks.
 pub const DEFAULT_REQUEST_CAPACITY: usize = 1 << 16;
-/// Ring capacity of each client's reply channel made without one, in bytes (64 KiB).
-/// Larger replies stream through it in chunks.
-pub const DEFAULT_REPLY_CAPACITY: usize = 1 << 16;
+/// Ring capacity of each client's reply channel made without one, in bytes (256 KiB:
+/// 100 clients commit 33 MB with their request lanes). Larger replies stream through
+/// it in chunks (32 KiB each); a client that receives large replies often may ask for
+/// more (`connect_with`): the per-chunk cost falls with the chunk size.
+pub const DEFAULT_REPLY_CAPACITY: usize = 1 << 18;
 /// Final replies of several records and at most this many bytes are kept by the
 /// server until the client's next call, to be sent again to a client that lost one
 /// part-way (64 KiB). A one-record reply is taken whole or not at all.
 pub const SAVED_REPLY_LIMIT: usize = 1 << 16;
+/// How long [`RpcServer::reply`] waits for room in a client's reply channel before it
+/// gives the reply up as lost (5 s): one client that stops reading must not hold the
+/// server, and every other client, for longer.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest server name: the reply channels' names add 15 bytes to it.
 pub const MAX_SERVER_NAME: usize = 200 - 15;
 
@@ -193,6 +199,9 @@ pub struct RpcClient {
     unanswered: bool,
     /// A reply part of the current call began to arrive: a retry asks for it again.
     began: bool,
+    /// A part of a streamed reply (more to follow) of the current call arrived: a
+    /// retry cannot have the rest sent again.
+    streaming: bool,
     /// The fork generation that connected (`shmplane_shm::process::fork_generation`): a
     /// fork child that inherited this client connects as a client of its own at its
     /// first call (sequence numbers are this process's).
@@ -256,7 +265,7 @@ impl RpcClient {
                 Err(e) => return Err(e),
             }
         };
-        Ok(RpcClient { server: name.to_owned(), requests, replies, id, seq: 0, unanswered: false, began: false, generation: fork_generation() })
+        Ok(RpcClient { server: name.to_owned(), requests, replies, id, seq: 0, unanswered: false, began: false, streaming: false, generation: fork_generation() })
     }
 
     /// Call the server with `request` (bytes) and wait for its reply, as long as it
@@ -343,6 +352,15 @@ impl RpcClient {
     /// (the server), [`Error::Closed`].
     pub fn send_request(&mut self, request: Outgoing<'_>, retry: bool, wait: &mut Wait<'_>) -> Result<u64> {
         self.own(wait)?;
+        if retry && self.unanswered && self.streaming {
+            // Its parts so far were taken; the server keeps none of them to send again.
+            self.unanswered = false;
+            return Err(Error::Remote {
+                kind: "ReplyLost".into(),
+                message: format!("call {} streamed part of its reply before it was cut; a stream cannot be resumed, make a new call", self.seq),
+                traceback: String::new(),
+            });
+        }
         let env = self.next_envelope(retry);
         self.requests.send_message(&request.with_envelope(env.encode()), wait.reborrow()).map_err(as_server)?;
         Ok(env.seq)
@@ -372,6 +390,7 @@ impl RpcClient {
         } else {
             self.seq += 1;
             self.began = false;
+            self.streaming = false;
         }
         self.unanswered = true;
         Envelope { seq: self.seq, client: self.id, flags }
@@ -404,10 +423,15 @@ impl RpcClient {
     pub fn begin_reply(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Incoming<'_>)> {
         self.wait_reply(wait)?;
         let incoming = self.replies.take_staged();
-        let env = Envelope::decode(incoming.head().envelope().expect("checked by wait_reply"));
+        let Some(env) = incoming.head().envelope().map(Envelope::decode) else {
+            // wait_reply checked the staged head; kept as an error all the same.
+            return Err(Error::InvalidArgument("the staged reply lost its envelope".into()));
+        };
         self.began = true;
         if env.flags & flags::MORE == 0 {
             self.unanswered = false;
+        } else {
+            self.streaming = true;
         }
         Ok((env, incoming))
     }
@@ -594,6 +618,12 @@ struct ClientState {
     /// Its final reply was sent.
     done: bool,
     saved: Option<Saved>,
+    /// The final reply of the last call could not be delivered (the client did not make
+    /// room in time): a retry of it is told the reply is lost.
+    lost: bool,
+    /// Before the last call was admitted: (seq, done), restored if its request could not
+    /// be read whole ([`RpcServer::abandon`]), so that its retry is admitted.
+    before: (u64, bool),
     /// The client is gone (its reply channel closed or never existed): drop replies.
     gone: bool,
 }
@@ -616,6 +646,9 @@ pub struct RpcServer {
     name: String,
     clients: Vec<Option<ClientState>>,
     policy: WaitPolicy,
+    /// How long a reply waits for room in a client's reply channel
+    /// ([`RpcServer::set_reply_timeout`]).
+    reply_timeout: Duration,
     /// Requests dropped as duplicates (retries, stale): for tests and statistics.
     dropped: u64,
 }
@@ -654,7 +687,7 @@ impl RpcServer {
         };
         mailbox.set_persistent(true);
         let clients = (0..max_clients).map(|_| None).collect();
-        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), dropped: 0 })
+        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0 })
     }
 
     /// The next call, waiting as long as it takes: its id and its request as bytes.
@@ -664,8 +697,11 @@ impl RpcServer {
     pub fn recv(&mut self) -> Result<(CallId, Vec<u8>)> {
         let mut wait = Wait::forever();
         let (call, incoming) = self.begin(&mut wait)?;
-        let bytes = crate::flavors::spsc::payload_of(incoming, &mut wait)?;
-        Ok((call, bytes))
+        let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
+        if got.is_err() {
+            self.abandon(call);
+        }
+        Ok((call, got?))
     }
 
     /// The next call, waiting per `wait`, as a [`Frame`].
@@ -675,8 +711,11 @@ impl RpcServer {
     /// call is dropped).
     pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Frame)> {
         let (call, incoming) = self.begin(&mut wait)?;
-        let frame = crate::flavors::spsc::frame_of(incoming, &mut wait)?;
-        Ok((call, frame))
+        let got = crate::flavors::spsc::frame_of(incoming, &mut wait);
+        if got.is_err() {
+            self.abandon(call);
+        }
+        Ok((call, got?))
     }
 
     /// Wait per `wait` until a request may be waiting (`Ok(false)` at the deadline);
@@ -687,6 +726,16 @@ impl RpcServer {
     pub fn poll(&mut self, wait: Wait<'_>) -> Result<bool> {
         self.mailbox.settle();
         self.mailbox.poll_with(wait)
+    }
+
+    /// The request of `call` could not be read whole (its client gave up part-way, or
+    /// the read was interrupted): forget that it was admitted, so that the client's
+    /// retry of it is run (the application never saw it). [`RpcServer::recv`] and
+    /// [`RpcServer::recv_frame`] do this themselves.
+    pub fn abandon(&mut self, call: CallId) {
+        if let Ok(state) = running(&mut self.clients, call) {
+            (state.seq, state.done) = state.before;
+        }
     }
 
     /// Wait per `wait` for the next call to run and begin receiving its request (read
@@ -726,17 +775,19 @@ impl RpcServer {
         let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
         if slot.as_ref().is_none_or(|c| c.id != env.client) {
             // A new client on this lane (the one before it closed or died).
-            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, gone: false });
+            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false });
         }
         let state = slot.as_mut().expect("set above");
         if env.seq > state.seq {
             // A new call acknowledges the last one's reply: its copy goes.
+            state.before = (state.seq, state.done);
             state.seq = env.seq;
             state.done = false;
             state.saved = None;
+            state.lost = false;
             return Admit::Call(CallId { slot: lane, client: env.client, seq: env.seq });
         }
-        if env.seq == state.seq && state.done && env.flags & flags::RESEND != 0 {
+        if env.seq == state.seq && state.done && (env.flags & flags::RESEND != 0 || state.lost) {
             return Admit::Resend;
         }
         // A retry of a call running (its reply comes when done) or answered (its reply
@@ -755,17 +806,22 @@ impl RpcServer {
         let (msg, flags) = match &saved {
             Some(s) => (Outgoing::logical(s.kind, &s.payload, s.prefix), s.flags),
             None => {
-                lost = encode_error(
-                    "ReplyLost",
-                    &format!("call {} ran, but its reply was lost part-way and was too large to keep (more than {SAVED_REPLY_LIMIT} bytes); it is not run again", state.seq),
-                    "",
-                );
+                let why = if state.lost {
+                    "the server could not deliver it in time (the client's reply channel stayed full)".to_owned()
+                } else {
+                    format!("it was lost part-way and was not kept (only replies of several records up to {SAVED_REPLY_LIMIT} bytes are)")
+                };
+                lost = encode_error("ReplyLost", &format!("call {} ran, but {why}; it is not run again", state.seq), "");
                 (Outgoing::bytes(&lost), flags::ERROR)
             }
         };
         let env = Envelope { flags, ..env };
-        if let Some(tx) = reply_sender(name, state) {
-            if tx.send_message(&msg.with_envelope(env.encode()), Wait::timeout(Duration::from_secs(1))).is_err() {
+        if let Ok(Some(tx)) = reply_sender(name, state, self.policy) {
+            // Briefly: the client waits for it and drains its channel; if there is no
+            // room yet, its next retry asks again.
+            if let Err(Error::Disconnected { .. } | Error::PeerDead { .. }) =
+                tx.send_message(&msg.with_envelope(env.encode()), Wait::timeout(Duration::from_millis(100)))
+            {
                 state.replies = None;
                 state.gone = true;
             }
@@ -780,7 +836,21 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::reply_with`].
     pub fn reply(&mut self, call: CallId, reply: &[u8]) -> Result<bool> {
-        self.reply_with(call, Outgoing::bytes(reply), true, Wait::forever())
+        let wait = Wait::timeout(self.reply_timeout);
+        self.reply_with(call, Outgoing::bytes(reply), true, wait)
+    }
+
+    /// How long [`RpcServer::reply`] and [`RpcServer::reply_error`] wait for room in a
+    /// client's reply channel ([`DEFAULT_REPLY_TIMEOUT`]). A reply that times out is
+    /// given up: the call counts as answered, and the client's retry of it is told its
+    /// reply is lost (`Error::Remote` of kind `ReplyLost`); it is not run again.
+    pub fn set_reply_timeout(&mut self, timeout: Duration) {
+        self.reply_timeout = timeout;
+    }
+
+    /// The reply timeout.
+    pub fn reply_timeout(&self) -> Duration {
+        self.reply_timeout
     }
 
     /// Reply to `call` with any message; `last = false` sends one part of a stream
@@ -802,15 +872,24 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::reply_with`].
     pub fn reply_error(&mut self, call: CallId, kind: &str, message: &str, traceback: &str) -> Result<bool> {
+        let wait = Wait::timeout(self.reply_timeout);
+        self.reply_error_with(call, kind, message, traceback, wait)
+    }
+
+    /// [`RpcServer::reply_error`] waiting per `wait` for room.
+    ///
+    /// # Errors
+    /// As [`RpcServer::reply_with`].
+    pub fn reply_error_with(&mut self, call: CallId, kind: &str, message: &str, traceback: &str, mut wait: Wait<'_>) -> Result<bool> {
         let payload = encode_error(kind, message, traceback);
-        self.send_reply(call, Outgoing::bytes(&payload), flags::ERROR, &mut Wait::forever())
+        self.send_reply(call, Outgoing::bytes(&payload), flags::ERROR, &mut wait)
     }
 
     fn send_reply(&mut self, call: CallId, reply: Outgoing<'_>, flags: u32, wait: &mut Wait<'_>) -> Result<bool> {
         let state = running(&mut self.clients, call)?;
         let last = flags & flags::MORE == 0;
         let env = Envelope { seq: call.seq, client: call.client, flags };
-        let Some(tx) = reply_sender(&self.name, state) else {
+        let Some(tx) = reply_sender(&self.name, state, self.policy)? else {
             state.done |= last;
             return Ok(false);
         };
@@ -836,6 +915,17 @@ impl RpcServer {
                 state.done |= last;
                 Ok(false)
             }
+            // `Full` (a non-blocking try) sent nothing: the caller may try again.
+            Err(e @ (Error::Timeout | Error::Interrupted)) => {
+                // Not delivered (the client did not make room): given up, so that one
+                // idle client does not hold the server. A chunked reply begun is cut
+                // (its receiver reports it truncated); the call counts as answered and
+                // its retry is told the reply is lost. Never run again.
+                state.done = true;
+                state.lost = true;
+                state.saved = None;
+                Err(e)
+            }
             Err(e) => Err(e),
         }
     }
@@ -848,7 +938,7 @@ impl RpcServer {
     /// As [`RpcServer::reply_with`], [`Error::TooLarge`] (more than one record).
     pub fn loan_reply(&mut self, call: CallId, len: usize, wait: Wait<'_>) -> Result<Option<RpcReplyLoan<'_>>> {
         let state = running(&mut self.clients, call)?;
-        if reply_sender(&self.name, state).is_none() {
+        if reply_sender(&self.name, state, self.policy)?.is_none() {
             state.done = true;
             return Ok(None);
         }
@@ -941,23 +1031,41 @@ fn running(clients: &mut [Option<ClientState>], call: CallId) -> Result<&mut Cli
     }
 }
 
-/// The reply sender of `state`'s client, opened at first use; `None` if the client is
-/// gone.
-fn reply_sender<'s>(server: &str, state: &'s mut ClientState) -> Option<&'s mut Sender> {
+/// The reply sender of `state`'s client, opened at first use (waiting per `policy`);
+/// `None` if the client is gone.
+///
+/// # Errors
+/// A failure to open that does not say the client is gone (descriptors or memory
+/// exhausted): reported, and tried again at the next reply.
+fn reply_sender<'s>(server: &str, state: &'s mut ClientState, policy: WaitPolicy) -> Result<Option<&'s mut Sender>> {
     if state.gone {
-        return None;
+        return Ok(None);
     }
     if state.replies.is_none() {
         match Sender::open(&reply_name(server, state.id)) {
-            Ok(tx) if tx.lane().is_none() && tx.subscribers().is_none() => state.replies = Some(tx),
-            // Gone, not a channel, or another process already answers it (a forged id).
-            _ => {
-                state.gone = true;
-                return None;
+            Ok(mut tx) if tx.lane().is_none() && tx.subscribers().is_none() => {
+                tx.set_wait_policy(policy);
+                state.replies = Some(tx);
             }
+            // Gone, not a channel, or another process already answers it (a forged id).
+            Ok(_)
+            | Err(
+                Error::NotFound { .. }
+                | Error::Disconnected { .. }
+                | Error::PeerDead { .. }
+                | Error::RoleTaken { .. }
+                | Error::WrongKind { .. }
+                | Error::Corrupt { .. }
+                | Error::Incompatible { .. }
+                | Error::NotOurs { .. },
+            ) => {
+                state.gone = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         }
     }
-    state.replies.as_mut()
+    Ok(state.replies.as_mut())
 }
 
 impl fmt::Debug for RpcServer {

@@ -312,7 +312,7 @@ async def serve_async(server: Any, handler: Any) -> None:
     import inspect
     import traceback
 
-    from .errors import ClosedError
+    from .errors import ClosedError, ShmplaneError
 
     while True:
         try:
@@ -326,4 +326,11 @@ async def serve_async(server: Any, handler: Any) -> None:
         except Exception as e:  # noqa: BLE001  (sent to the client)
             request.reply_error(type(e).__name__, str(e), "".join(traceback.format_exception(e)))
             continue
-        request.reply(result)
+        try:
+            request.reply(result)  # waits at most the server's reply timeout for room
+        except ShmplaneError:
+            if server.closed:
+                return
+            # Given up (the client did not make room): its retry is told the reply is lost.
+        except Exception as e:  # noqa: BLE001  (an unpicklable result: sent as the error)
+            request.reply_error(type(e).__name__, str(e), "".join(traceback.format_exception(e)))

@@ -458,8 +458,8 @@ class RpcServer:
 
     Layout: a mailbox of one request lane per client (``capacity`` bytes each; larger
     requests stream through in chunks) at ``/dev/shm/shmplane.<name>``, plus a reply
-    channel per client that the client creates (``<name>.reply-<id>``, 64 KiB by
-    default). Every request and reply carries a 16-byte envelope (call number, client
+    channel per client that the client creates (``<name>.reply-<id>``, 256 KiB by
+    default: 100 clients commit 33 MB in all). Every request and reply carries a 16-byte envelope (call number, client
     id, flags). The server keeps, per client, the last call's number and state and a
     copy of its final reply if it is at most 64 KiB (until the client's next call): a
     retry of a running call waits for its reply, a retry of an answered one gets it
@@ -473,14 +473,19 @@ class RpcServer:
     """
 
     @staticmethod
-    def create(name: str, max_clients: int = ..., capacity: int = ...) -> RpcServer:
+    def create(name: str, max_clients: int = ..., capacity: int = ..., reply_timeout: float = 5.0) -> RpcServer:
         """Create server ``name`` (``[A-Za-z0-9._-]``, at most 185 bytes) for up to
         ``max_clients`` clients at once (default 64, at most 511), each with a request
         lane of ``capacity`` bytes (a power of two >= 4096; default 64 KiB). Commits
         ``max_clients`` x (``capacity`` + 4 KiB) bytes (4.3 MB by default).
+        ``reply_timeout`` (seconds): how long a reply waits for room in a client's
+        reply channel before it is given up (one client that stops reading must not
+        hold the server); the call then counts as answered and its retry raises
+        RemoteError of kind ``"ReplyLost"``; it is never run again.
 
         Raises AlreadyExistsError (a live server has the name), InvalidNameError,
-        InvalidArgumentError, NoSpaceError."""
+        InvalidArgumentError, NoSpaceError, ValueError (a reply_timeout that is not a
+        positive number)."""
     def recv(self, timeout: float | None = None) -> Request:
         """The next call (``request.value`` is the request object), waiting at most
         ``timeout`` seconds (None: forever). Retries and stale duplicates never come
@@ -497,9 +502,13 @@ class RpcServer:
         (from another thread)."""
     def serve(self, handler: Callable[[Any], Any]) -> None:
         """Serve calls until the server is closed: ``handler(request.value)``'s return
-        value is the reply; an ``Exception`` it raises is sent to the client as
-        RemoteError (its type name, message and traceback) and serving goes on.
-        KeyboardInterrupt, SystemExit and other BaseExceptions propagate."""
+        value is the reply; an ``Exception`` it raises, or one raised encoding its
+        result (an unpicklable object), is sent to the client as RemoteError (its type
+        name, message and traceback) and serving goes on, as it does past a reply given
+        up after the reply timeout and past a client's corrupt lane. KeyboardInterrupt,
+        SystemExit and other BaseExceptions propagate. Requests are handled one at a
+        time in this thread; replying from other threads while this one waits in
+        ``recv`` raises InvalidArgumentError ("in use by another thread")."""
     def serve_async(self, handler: Callable[[Any], Any]) -> Coroutine[Any, Any, None]:
         """``await server.serve_async(handler)``: ``serve`` from an event loop;
         ``handler`` may be a coroutine function. Returns when the server is closed."""
@@ -560,12 +569,14 @@ class Request:
     def reply(self, obj: Any, last: bool = True, timeout: float | None = None) -> bool:
         """Send ``obj`` (bytes, ndarray, any picklable object, any size: one message)
         as the reply; ``last=False`` sends one part of a stream (more follow). Waits at
-        most ``timeout`` seconds for room in the client's reply channel. False if the
-        client is gone (closed, died, replaced): the reply is dropped.
+        most ``timeout`` seconds (None: the server's ``reply_timeout``) for room in the
+        client's reply channel. False if the client is gone (closed or died): the reply
+        is dropped.
 
-        Raises InvalidArgumentError (already answered, or not running: its client was
-        replaced), Timeout (the client does not read; the call stays unanswered),
-        KeyboardInterrupt, ClosedError; and whatever pickling raises."""
+        Raises InvalidArgumentError (already answered, or not running here: a new
+        client took the slot), Timeout (the client did not make room: the reply is
+        given up, and the client's retry is told it is lost), KeyboardInterrupt,
+        ClosedError; and whatever pickling raises (nothing is sent then)."""
     def reply_error(self, kind: str, message: str, traceback: str = "") -> bool:
         """Answer with an error: the client's call raises RemoteError with these.
         Raises as ``reply``."""
@@ -581,7 +592,8 @@ class RpcClient:
     def connect(name: str, timeout: float | None = None, reply_capacity: int = ...) -> RpcClient:
         """Connect to server ``name``, waiting at most ``timeout`` seconds (None:
         forever) for it to be created; the reply channel has ``reply_capacity`` bytes
-        (a power of two >= 4096; default 64 KiB; larger replies stream through it).
+        (a power of two >= 4096; default 256 KiB; larger replies stream through it in
+        chunks of an eighth of it: a client of many large replies may ask for 1 MiB).
 
         Raises NotFoundError (no server by then), RoleTakenError (``max_clients``
         clients are connected), WrongKindError (not an RPC server), InvalidNameError,

@@ -60,7 +60,7 @@ def dispatch(target: Any, request: Any) -> Any:
 
 def serve(target: Any, name: str, *, max_clients: int = 64, policy: str = "adaptive", spin_us: float = 20.0) -> None:
     """Expose ``target``'s public methods as server ``name`` and serve calls until the
-    server is closed (from another thread) or Ctrl-C.
+    server is closed (from another thread) or Ctrl-C (which returns quietly).
 
     Raises:
         AlreadyExistsError: a live server has ``name``.
@@ -68,7 +68,10 @@ def serve(target: Any, name: str, *, max_clients: int = 64, policy: str = "adapt
     """
     with RpcServer.create(name, max_clients) as server:
         server.set_policy(policy, spin_us)
-        server.serve(lambda request: dispatch(target, request))
+        try:
+            server.serve(lambda request: dispatch(target, request))
+        except KeyboardInterrupt:
+            pass  # Ctrl-C: stop serving; the server closes on the way out
 
 
 async def serve_async(target: Any, name: str, *, max_clients: int = 64) -> None:

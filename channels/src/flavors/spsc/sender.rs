@@ -525,6 +525,18 @@ impl Sender {
     pub fn send_message(&mut self, msg: &Outgoing<'_>, mut wait: Wait<'_>) -> Result<()> {
         let policy = self.policy;
         let mut op = self.inner()?.enter(&mut wait)?;
+        let len = msg.envelope_len() + msg.total();
+        if len <= frame::CHUNK_THRESHOLD {
+            // One record with room now (an RPC call or reply, mostly): no plan.
+            let producer = op.producer();
+            if let Some(claim) = producer.try_claim_fast(len) {
+                let dst = producer.payload_mut(&claim);
+                let env = msg.put_envelope(dst);
+                msg.gather(0, &mut dst[env..]);
+                producer.commit(claim, len, msg.tag());
+                return Ok(());
+            }
+        }
         op.send(msg, policy, &mut wait)
     }
 
