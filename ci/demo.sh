@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci/setup.sh pyzmq faster-fifo iceoryx2
+# The Rust floors that the RPC part (h) prints beside its figures.
+cargo build --release -q -p shmplane-benches --bin rpc
 exec .venv/bin/python examples/dataset_transfer/main.py "$@"

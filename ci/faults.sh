@@ -13,7 +13,8 @@
 #   broadcast publisher   broadcast_processes.rs  publisher_killed_mid_stream_and_replaced
 #   broadcast subscriber  broadcast_processes.rs  subscribers_killed_mid_stream_do_not_hold_the_publisher
 #                         (lossless and lossy; reading and idle subscribers)
-# Not yet: RPC (it does not exist yet).
+#   RPC server        rpc.rs  servers_killed_at_random_points_fail_calls_and_are_replaced
+#   RPC client        rpc.rs  clients_killed_at_random_points_strand_nothing
 # Usage: ci/faults.sh            SHMPLANE_KILL_ROUNDS=20 ci/faults.sh (quicker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +30,5 @@ run copies sender_killed_mid_message_truncates_only_that_message receiver_killed
 run slots writer_killed_mid_stream_leaves_last_complete_value
 run mailbox_processes producer_killed_mid_stream_strands_nothing consumer_killed_then_replaced
 run broadcast_processes publisher_killed_mid_stream_and_replaced subscribers_killed_mid_stream_do_not_hold_the_publisher
+run rpc servers_killed_at_random_points_fail_calls_and_are_replaced clients_killed_at_random_points_strand_nothing
 echo "fault matrix: passed"

@@ -425,7 +425,157 @@ fn child_entry() {
             let _ = client.call(b"held");
             thread::sleep(Duration::from_secs(60));
         }
+        // Serve echo, checking every request's pattern (the fault matrix's server).
+        "checked-server" => {
+            let mut server = RpcServer::create(&name, 4).unwrap();
+            say("READY");
+            loop {
+                match server.recv_frame(Wait::forever()) {
+                    Ok((call, Frame::Bytes(req))) => {
+                        check_pattern(&req);
+                        let _ = server.reply(call, &req);
+                    }
+                    Ok((_, other)) => panic!("unexpected request {other:?}"),
+                    // A client killed part-way through its request.
+                    Err(Error::Truncated { .. }) => {}
+                    Err(e) => panic!("checked-server: {e}"),
+                }
+            }
+        }
+        // Call forever with requests of every size, checking each reply (killed by the
+        // parent at a random point).
+        "calling-client" => {
+            let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+            say("READY");
+            for i in 0u64.. {
+                let req = pattern(i, size_for(i));
+                let reply = client.call(&req).unwrap();
+                assert!(reply == req, "calling-client: a wrong reply to call {i}");
+            }
+        }
         other => panic!("unknown child role {other}"),
+    }
+}
+
+/// A request whose bytes say what they must be: seq, then a pattern of that seq.
+fn pattern(seq: u64, len: usize) -> Vec<u8> {
+    let mut v = seq.to_le_bytes().to_vec();
+    v.extend((0..len).map(|i| (seq as usize * 31 + i) as u8));
+    v
+}
+
+fn check_pattern(req: &[u8]) {
+    let seq = u64::from_le_bytes(req[..8].try_into().unwrap());
+    assert!(req == pattern(seq, req.len() - 8).as_slice(), "a corrupt request {seq}");
+}
+
+/// Small calls mostly, now and then one of several records each way.
+fn size_for(i: u64) -> usize {
+    match i % 16 {
+        0 => 300_000,
+        5 => 70_000,
+        _ => (i as usize * 37) % 2000,
+    }
+}
+
+/// Kill points per role: `SHMPLANE_KILL_ROUNDS` (the fault matrix, `ci/faults.sh`,
+/// runs 200), else `default` (the normal test run's sample).
+fn kill_rounds(default: usize) -> usize {
+    std::env::var("SHMPLANE_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A small pseudo-random delay, different per round.
+fn jitter(round: usize, max_ms: u64) -> Duration {
+    let x = (round as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    Duration::from_micros(x % (max_ms * 1000))
+}
+
+#[test]
+fn servers_killed_at_random_points_fail_calls_and_are_replaced() {
+    let _g = serial();
+    let name = unique("kill-servers");
+    let mut client: Option<RpcClient> = None;
+    let mut calls_ok = 0u64;
+    for round in 0..kill_rounds(6) {
+        let mut server = Peer::spawn("checked-server", &name);
+        server.expect("READY");
+        let mut c = client.take().unwrap_or_else(|| RpcClient::connect(&name, Some(WATCHDOG)).unwrap());
+        if round > 0 {
+            // The stale client learns its server died; a new one serves.
+            assert!(matches!(c.call_timeout(b"stale?", WATCHDOG), Err(Error::PeerDead { role: "server", .. })));
+            c = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+        }
+        let stop_at = Instant::now() + jitter(round, 40);
+        let t = thread::spawn(move || {
+            let mut ok = 0u64;
+            for i in (round as u64 * 1_000_000).. {
+                let req = pattern(i, size_for(i));
+                match c.call_timeout(&req, WATCHDOG) {
+                    Ok(reply) => {
+                        assert!(reply == req, "round {round}: a wrong reply");
+                        ok += 1;
+                    }
+                    // The kill landed during this call (or its reply, cut part-way).
+                    Err(Error::PeerDead { role: "server", .. } | Error::Truncated { .. }) => return (c, ok),
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+            unreachable!()
+        });
+        while Instant::now() < stop_at {
+            thread::sleep(Duration::from_millis(1));
+        }
+        server.kill();
+        let (c, ok) = t.join().unwrap();
+        calls_ok += ok;
+        client = Some(c);
+    }
+    assert!(calls_ok > 0);
+}
+
+#[test]
+fn clients_killed_at_random_points_strand_nothing() {
+    let _g = serial();
+    let name = unique("kill-clients");
+    // One slot: each new client takes over the slot of the one killed before it.
+    let mut server = RpcServer::create(&name, 1).unwrap();
+    server.set_reply_timeout(Duration::from_secs(2));
+    for round in 0..kill_rounds(6) {
+        let mut child = Peer::spawn("calling-client", &name);
+        // Serve it for a random while: every request intact, whatever the kill cut.
+        let until = Instant::now() + Duration::from_millis(5) + jitter(round, 40);
+        let mut served = 0;
+        let mut killed = false;
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            if !killed && Instant::now() >= until && served > 0 {
+                child.kill();
+                killed = true;
+            }
+            match server.recv_frame(Wait::timeout(Duration::from_millis(20))) {
+                Ok((call, Frame::Bytes(req))) => {
+                    check_pattern(&req);
+                    let _ = server.reply(call, &req);
+                    served += 1;
+                }
+                Ok((_, other)) => panic!("unexpected request {other:?}"),
+                Err(Error::Truncated { .. }) | Err(Error::Timeout) if killed => break,
+                Err(Error::Timeout) => {}
+                Err(e) => panic!("round {round}: {e}"),
+            }
+            assert!(Instant::now() < deadline, "round {round}: no progress");
+        }
+        // Its slot is free: a new client takes it and is served.
+        let mut fresh = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+        let t = thread::spawn(move || fresh.call(&pattern(7, 100)).map(|r| (fresh, r)));
+        let (call, req) = server.recv_frame(Wait::timeout(WATCHDOG)).unwrap();
+        let Frame::Bytes(req) = req else { panic!("not bytes") };
+        check_pattern(&req);
+        server.reply(call, &req).unwrap();
+        let (fresh, r) = t.join().unwrap().unwrap();
+        assert_eq!(r, pattern(7, 100));
+        drop(fresh);
+        let _ = child.child.wait();
     }
 }
 

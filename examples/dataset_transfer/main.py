@@ -20,7 +20,11 @@ one mailbox, beside ``multiprocessing.Queue``, faster-fifo and pyzmq PUSH/PULL
 (benches/python/mailbox_bench.py). Finally (g) broadcast: one publisher to four
 subscriber processes, 64-byte messages and an 8 MB dataset, beside pyzmq PUB/SUB,
 a ``multiprocessing.Queue`` per subscriber, faster-fifo and iceoryx2
-(benches/python/broadcast_bench.py).
+(benches/python/broadcast_bench.py). Last, (h) RPC: the master calls a worker process
+(64-byte calls with the spin and default policies, and replies of an 8 MB array and a
+list of a million floats), beside ``multiprocessing.Pipe``, a ``multiprocessing``
+manager proxy, pyzmq REQ/REP, a socketpair, iceoryx2 request-response and a
+sipyco-style asyncio RPC, with the Rust floors (benches/python/rpc_bench.py).
 
 Run:  python examples/dataset_transfer/main.py [--reps N] [--quick]
 Prints per-transfer p50/p99/p99.9 in microseconds and the ratios.
@@ -44,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "check_pause"))
 import peers  # noqa: E402  (benches/python/peers.py: the peer transports)
 import mailbox_bench  # noqa: E402  (benches/python/mailbox_bench.py: N producers -> 1 consumer)
 import broadcast_bench  # noqa: E402  (benches/python/broadcast_bench.py: 1 publisher -> N subscribers)
+import rpc_bench  # noqa: E402  (benches/python/rpc_bench.py: request/response)
 import check_pause  # noqa: E402  (examples/check_pause/check_pause.py)
 
 _CTX = multiprocessing.get_context("spawn")
@@ -278,6 +283,9 @@ def main(argv: list[str] | None = None) -> None:
     broadcast_args = ["--subscribers", "4", "--no-latency"]
     broadcast_args += ["--quick"] if args.quick else ["--rounds", "3", "--messages", "200000", "--budget-s", "2", "--array-reps", "15"]
     broadcast_bench.main(broadcast_args)
+    print(f"\n(h) RPC: the master calls a worker process, beside the peers", flush=True)
+    rpc_args = ["--quick"] if args.quick else ["--calls", "20000", "--big-reps", "7"]
+    rpc_bench.main(rpc_args)
 
 
 if __name__ == "__main__":

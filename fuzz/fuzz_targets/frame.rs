@@ -1,6 +1,7 @@
 //! The message-format decoders (`shmplane::frame`) over arbitrary bytes: a record's
 //! prefix as a peer may have written it. They must return an error, never panic or
 //! read out of bounds, and any head they accept must describe parts inside the message.
+//! Also RPC's envelope (tag flag 0x400) and its error replies (`kind\0message\0trace`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shmplane::frame::{parse_head, parse_multipart, ArrayMeta, MAX_PREFIX};
@@ -21,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = head.total();
         let _ = head.array();
+        if let Some(env) = head.envelope() {
+            let _ = shmplane::rpc::Envelope::decode(env);
+        }
     }
+    let _ = shmplane::rpc::decode_error(body);
     let _ = parse_multipart(prefix, len, claimed);
     let _ = ArrayMeta::decode(body);
 });
