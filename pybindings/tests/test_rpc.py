@@ -489,3 +489,57 @@ def test_a_client_that_stops_reading_does_not_hold_the_server(make_name: Any) ->
     idle.close()
     server.close()
     t.join(5)
+
+
+def _counting_server(name: str, ready: Any) -> None:
+    runs: dict[Any, int] = {}
+
+    def handle(v: Any) -> Any:
+        op, key = v
+        if op == "count":
+            return runs.get(key, 0)
+        runs[key] = runs.get(key, 0) + 1
+        time.sleep(0.3)  # longer than the caller's first timeout
+        return ("done", key)
+
+    with shmplane.RpcServer.create(name) as server:
+        ready.send("serving")
+        try:
+            server.serve(handle)
+        except KeyboardInterrupt:
+            pass
+
+
+def test_at_most_once_with_the_server_in_another_process(procs: Any, make_name: Any) -> None:
+    name = make_name("s")
+    p = _start_server(procs, _counting_server, name)
+    with shmplane.RpcClient.connect(name, timeout=10) as client:
+        # A retry of a call still running: answered once it is done, run once.
+        with pytest.raises(shmplane.Timeout):
+            client.call(("slow", 1), timeout=0.05)
+        assert client.call(("slow", 1), timeout=10, retry=True) == ("done", 1)
+        assert client.call(("count", 1), timeout=10) == 1
+        # A retry of a call answered after the caller gave up: its reply, not a rerun.
+        with pytest.raises(shmplane.Timeout):
+            client.call(("slow", 2), timeout=0.05)
+        time.sleep(0.5)
+        assert client.call(("slow", 2), timeout=10, retry=True) == ("done", 2)
+        assert client.call(("count", 2), timeout=10) == 1
+        # A late reply is never the answer to the next call.
+        with pytest.raises(shmplane.Timeout):
+            client.call(("slow", 3), timeout=0.05)
+        assert client.call(("count", 3), timeout=10) == 1
+    _interrupt(procs, p)
+
+
+def test_a_hundred_clients_commit_a_few_tens_of_mib(make_name: Any) -> None:
+    name = make_name("s")
+    server = shmplane.RpcServer.create(name, 100)
+    clients = [shmplane.RpcClient.connect(name, timeout=10) for _ in range(100)]
+    files = [f for f in os.listdir("/dev/shm") if f.startswith(f"shmplane.{name}")]
+    total = sum(os.stat(os.path.join("/dev/shm", f)).st_size for f in files)
+    assert len([f for f in files if ".reply-" in f and "@" not in f]) == 100
+    assert total < 40 * 2**20, f"{total / 2**20:.1f} MiB"
+    for c in clients:
+        c.close()
+    server.close()

@@ -7,7 +7,10 @@
 //! 64-byte calls, and the reply of an 8 MB payload.
 //!
 //! `target/release/rpc [calls=100000] [rounds=3]`; `target/release/rpc floors [calls]`
-//! prints only the floors, as JSON (for `benches/python/rpc_bench.py`). Each call is timed on its own;
+//! prints only the floors, as JSON (for `benches/python/rpc_bench.py`); `rpc cpu [n]`
+//! the CPU cost of a call in one thread; `rpc after-slow [calls]` round trips before and
+//! after one slow call and one timed-out call (`RPC_CLIENT_SPIN`, `RPC_SERVER_SPIN`
+//! set either side's policy to spin). Each call is timed on its own;
 //! prints p50/p99/p99.9 in ns (medians over rounds) and the ratios to the floors.
 use shmplane::{RpcClient, RpcServer, WaitPolicy};
 use shmplane_benches::{fork_child, reap, Child};
@@ -226,7 +229,51 @@ fn cpu_cost(calls: usize) {
     println!("one thread, no waiting: RPC call {rpc:.0} ns of CPU, two channels {two:.0} ns");
 }
 
+/// Round trips before and after one slow call (the server sleeps 200 ms in it), and
+/// after one that timed out: does a long wait leave the next calls slow?
+fn after_slow(calls: usize) {
+    let name = format!("bench-rpc-slow-{}", std::process::id());
+    let n2 = name.clone();
+    let pid = fork_child(move || {
+        let mut s = RpcServer::create(&n2, 4).expect("server");
+        if std::env::var("RPC_SERVER_SPIN").is_ok() {
+            s.set_wait_policy(WaitPolicy::Spin);
+        }
+        loop {
+            let (call, req) = s.recv().expect("recv");
+            if req == b"slow" {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = s.reply(call, &req);
+        }
+    });
+    let mut client = RpcClient::connect(&name, Some(Duration::from_secs(10))).expect("connect");
+    if std::env::var("RPC_CLIENT_SPIN").is_ok() {
+        client.set_wait_policy(WaitPolicy::Spin);
+    }
+    let msg = [7u8; 64];
+    let round = |label: &str, client: &mut RpcClient| {
+        let r = timed(calls, || drop(client.call(&msg).expect("call")));
+        println!("{label:<40} p50 {:>8.0} ns  p99 {:>8.0} ns", r[0], r[1]);
+    };
+    round("fresh", &mut client);
+    client.call(b"slow").expect("slow");
+    round("after one slow call (200 ms)", &mut client);
+    let _ = client.call_timeout(b"slow", Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(300));
+    round("after one call that timed out", &mut client);
+    let mut fresh = RpcClient::connect(&name, Some(Duration::from_secs(10))).expect("connect");
+    round("a new client after that", &mut fresh);
+    drop((client, fresh));
+    reap(pid);
+    let _ = std::fs::remove_file(format!("/dev/shm/shmplane.{name}"));
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("after-slow") {
+        after_slow(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(20_000));
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
         cpu_cost(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000));
         return;
