@@ -60,6 +60,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<slot::PyField>()?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;
     m.add("DEFAULT_LANE_CAPACITY", mailbox::DEFAULT_LANE_CAPACITY)?;
     m.add("DEFAULT_MAX_SENDERS", mailbox::DEFAULT_MAX_SENDERS)?;

@@ -138,3 +138,10 @@ def test_import_needs_only_the_standard_library() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split("\n")[:2] == ["ok", "[0.0, 2.5]"], r.stderr[-1500:]
+
+
+def test_version_is_the_installed_distributions() -> None:
+    import importlib.metadata
+
+    assert shmplane.__version__ == importlib.metadata.version("shmplane")
+    assert "__version__" in shmplane.__all__

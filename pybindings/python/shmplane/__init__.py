@@ -60,6 +60,7 @@ from ._shmplane import (
     RpcServer,
     Sender,
     Subscriber,
+    __version__,
     _channel,
 )
 from . import rpc
@@ -69,6 +70,7 @@ from .errors import *  # noqa: F403  (every exception class, listed in errors.__
 from .sharedctypes import RawArray, RawValue
 
 __all__ = [
+    "__version__",
     "channel",
     "mailbox",
     "broadcast",

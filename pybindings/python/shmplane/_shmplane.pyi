@@ -5,6 +5,7 @@ from typing import Any, NoReturn, final
 
 from typing_extensions import Buffer, Self, disjoint_base
 
+__version__: str
 DEFAULT_CAPACITY: int
 DEFAULT_LANE_CAPACITY: int
 DEFAULT_MAX_SENDERS: int
