@@ -89,6 +89,12 @@ pub fn gc() -> Vec<String> {
     shmplane_shm::gc::gc()
 }
 
+/// What segments exist and who holds them (the `shmplane ls` / `inspect` commands):
+/// read only, claims nothing.
+pub mod survey {
+    pub use shmplane_shm::survey::{names, survey, RoleSummary, SegmentSummary};
+}
+
 /// Fork detection for the Python bindings (not a stable API): the number of forks this
 /// process went through as the child, once the hook is installed.
 #[doc(hidden)]

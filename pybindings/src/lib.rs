@@ -22,6 +22,43 @@ fn gc(py: Python<'_>) -> Vec<String> {
     py.detach(shmplane::gc)
 }
 
+/// Every shmplane segment (or only `name`) as dicts: name, kind, size, age_s,
+/// creator_pid, params, roles (index, name, state, pid), stale, error. Read only.
+#[pyfunction]
+#[pyo3(signature = (name=None))]
+fn _survey(py: Python<'_>, name: Option<String>) -> PyResult<Vec<Py<pyo3::types::PyDict>>> {
+    use pyo3::types::PyDict;
+    let names = match name {
+        Some(n) => vec![n],
+        None => py.detach(shmplane::survey::names),
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let s = py.detach(|| shmplane::survey::survey(&n));
+        let d = PyDict::new(py);
+        d.set_item("name", &s.name)?;
+        d.set_item("kind", s.kind)?;
+        d.set_item("size", s.size)?;
+        d.set_item("age_s", s.age_s)?;
+        d.set_item("creator_pid", s.creator_pid)?;
+        d.set_item("params", (s.params.0, s.params.1))?;
+        let roles = pyo3::types::PyList::empty(py);
+        for r in &s.roles {
+            let rd = PyDict::new(py);
+            rd.set_item("index", r.index)?;
+            rd.set_item("name", r.name)?;
+            rd.set_item("state", r.state)?;
+            rd.set_item("pid", r.pid)?;
+            roles.append(rd)?;
+        }
+        d.set_item("roles", roles)?;
+        d.set_item("stale", s.stale)?;
+        d.set_item("error", s.error)?;
+        out.push(d.unbind());
+    }
+    Ok(out)
+}
+
 /// Create a channel: returns `(Sender, Receiver)`.
 #[pyfunction]
 #[pyo3(signature = (capacity=endpoints::DEFAULT_CAPACITY as i64, name=None))]
@@ -60,6 +97,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<slot::PyField>()?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add_function(wrap_pyfunction!(_survey, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;
     m.add("DEFAULT_LANE_CAPACITY", mailbox::DEFAULT_LANE_CAPACITY)?;

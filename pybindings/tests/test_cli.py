@@ -1,0 +1,66 @@
+"""The ``shmplane`` command, run as a subprocess: ls (text and JSON), inspect of each
+kind, gc --dry-run and gc, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import shmplane
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shmplane", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_ls_and_inspect_every_kind(make_name: Any) -> None:
+    chan, mb_name, pub_name, slot_name, rpc_name = (make_name(k) for k in ("chan", "mb", "pub", "slot", "rpc"))
+    tx, rx = shmplane.channel(4096, name=chan)
+    mb = shmplane.mailbox(4096, name=mb_name)
+    snd = mb.sender()
+    pub = shmplane.broadcast(4096, name=pub_name)
+    sub = pub.subscribe()
+    slot = shmplane.RawValue("d", 1.5, name=slot_name)
+    server = shmplane.RpcServer.create(rpc_name, 2)
+    client = shmplane.RpcClient.connect(rpc_name, timeout=5)
+    try:
+        out = run("ls")
+        assert out.returncode == 0, out.stderr
+        for name in (chan, mb_name, pub_name, slot_name, rpc_name):
+            assert name in out.stdout
+        segs = {s["name"]: s for s in json.loads(run("ls", "--json").stdout)}
+        assert segs[chan]["kind"] == "channel" and [r["state"] for r in segs[chan]["roles"]] == ["alive", "alive"]
+        assert segs[mb_name]["kind"] == "mailbox" and segs[pub_name]["kind"] == "broadcast"
+        assert segs[slot_name]["kind"] == "slot" and not segs[chan]["stale"]
+        assert any(n.startswith(rpc_name + ".reply-") for n in segs)
+        for name, kind in ((chan, "channel"), (mb_name, "mailbox"), (pub_name, "broadcast"), (slot_name, "slot")):
+            out = run("inspect", name)
+            assert out.returncode == 0, out.stderr
+            assert f"kind:      {kind}" in out.stdout
+        assert "ring capacity 4.0 KiB" in run("inspect", chan).stdout
+        one = json.loads(run("inspect", mb_name, "--json").stdout)
+        assert one["params"][1] == shmplane.DEFAULT_MAX_SENDERS
+    finally:
+        for h in (tx, rx, snd, mb, sub, pub, client, server):
+            h.close()
+        del slot
+
+
+def test_gc_dry_run_lists_only_stale_segments(make_name: Any) -> None:
+    name = make_name("live")
+    tx, rx = shmplane.channel(4096, name=name)
+    out = run("gc", "--dry-run")
+    assert out.returncode == 0 and f"would remove {name}" not in out.stdout
+    assert "stale segment(s)" in out.stdout
+    tx.close()
+    rx.close()
+
+
+def test_errors_and_usage() -> None:
+    out = run("inspect", "no-such-segment-here")
+    assert out.returncode == 1 and "no segment named" in out.stderr
+    out = run("frobnicate")
+    assert out.returncode == 2
+    assert run("--help").returncode == 0 and "inspect" in run("--help").stdout
