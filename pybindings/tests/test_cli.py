@@ -64,3 +64,23 @@ def test_errors_and_usage() -> None:
     out = run("frobnicate")
     assert out.returncode == 2
     assert run("--help").returncode == 0 and "inspect" in run("--help").stdout
+
+
+def test_an_end_closed_before_its_peer_came_leaves_nothing_unless_it_queued(make_name: Any) -> None:
+    import os
+
+    def files(n: str) -> list[str]:
+        return [f for f in os.listdir("/dev/shm") if f == f"shmplane.{n}" or f.startswith(f"shmplane.{n}@")]
+
+    a, b, c = make_name("a"), make_name("b"), make_name("c")
+    shmplane.Sender.create(a, 4096).close()
+    shmplane.Receiver.create(b, 4096).close()
+    assert files(a) == [] and files(b) == []  # was left forever: gc saw a peer to wait for
+    tx = shmplane.Sender.create(c, 4096)
+    tx.send(b"kept for a receiver that comes later")
+    tx.close()
+    assert f"shmplane.{c}" in files(c)  # what it queued waits for its receiver
+    rx = shmplane.Receiver.open(c)
+    assert rx.recv(timeout=5) == b"kept for a receiver that comes later"
+    rx.close()
+    assert files(c) == []

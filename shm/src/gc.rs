@@ -90,7 +90,31 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
         // vacant).
         return states[0] != VACANT;
     }
+    if kind == SegmentKind::Channel && states.len() == 2 && states.contains(&CLOSED) && states.contains(&VACANT) {
+        // One end came and went before the other ever attached: finished if it left
+        // nothing to read (a sender that queued messages and closed waits for its
+        // receiver; one that sent nothing, or a receiver alone, does not).
+        return channel_ring_empty(file);
+    }
     states.iter().any(|&s| s == ATTACHED || s == CLOSING) || states.iter().all(|&s| s == CLOSED)
+}
+
+/// True if the ring of the channel segment in `file` holds no record (its producer
+/// position equals its consumer position), reading both from the file (untrusted: used
+/// only to decide that a segment nobody holds can go).
+fn channel_ring_empty(file: &ShmFile) -> bool {
+    use crate::layout::{RingControl, RING_CONTROL_OFFSET};
+    let len = RING_CONTROL_OFFSET + size_of::<RingControl>();
+    if file.size().map_or(true, |n| n < len as u64) {
+        return false;
+    }
+    let Ok(region) = Region::map(file, len) else { return false };
+    // SAFETY: the region maps `len` bytes from offset 0, which covers the header, the
+    // channel's role table and its RingControl (8-aligned atomics only).
+    let control: &RingControl = unsafe { region.at(RING_CONTROL_OFFSET) };
+    // ORDERING: Acquire, partner of the producer's Release store of `tail` and the
+    // consumer's of `head` (nobody holds the segment now: these are final values).
+    control.tail.value.load(crate::sync::Ordering::Acquire) == control.head.value.load(crate::sync::Ordering::Acquire)
 }
 
 /// If segment `name` is stale (see [`finished`]), its open file, to unlink by identity.
