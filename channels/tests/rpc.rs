@@ -719,3 +719,44 @@ fn a_stream_cut_part_way_cannot_be_retried_into_wrong_data() {
     let server = t.join().unwrap();
     drop(server);
 }
+
+#[test]
+fn a_stream_whose_part_is_given_up_ends_with_reply_lost() {
+    let name = unique("streamlost");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    server.set_reply_timeout(Duration::from_millis(100));
+    let mut client = RpcClient::connect_with(&name, 4096, Wait::timeout(WATCHDOG)).unwrap();
+    let mut w = Wait::timeout(WATCHDOG);
+    client.send_request(Outgoing::bytes(b"stream"), false, &mut w).unwrap();
+    let (call, _) = server.recv().unwrap();
+    // The client does not read: parts fill its 4 KiB channel, then one is given up.
+    let part = vec![3u8; 1000];
+    let mut sent = 0;
+    loop {
+        match server.reply_with(call, Outgoing::bytes(&part), false, Wait::timeout(Duration::from_millis(100))) {
+            Ok(true) => sent += 1,
+            Err(Error::Timeout) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(sent >= 1);
+    // The server goes on; the client reads the parts sent, then gets ReplyLost (sent
+    // once there is room, at the server's next look for calls), never a hang.
+    let t = thread::spawn(move || {
+        let _ = server.begin(&mut Wait::timeout(Duration::from_millis(500)));
+        server
+    });
+    let mut got = 0;
+    loop {
+        match client.next_part(Wait::timeout(WATCHDOG)) {
+            Ok(Some(_)) => got += 1,
+            Err(Error::Remote { kind, .. }) => {
+                assert_eq!(kind, "ReplyLost");
+                break;
+            }
+            other => panic!("after {got} parts: {other:?}"),
+        }
+    }
+    assert_eq!(got, sent);
+    t.join().unwrap();
+}

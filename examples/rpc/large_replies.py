@@ -70,7 +70,7 @@ def main() -> None:
             print(f"(one np.copyto of 8 MB here: {(time.perf_counter() - t) * 1e3:.2f} ms)")
             try:
                 client.call("stop", timeout=10)
-            except (shmplane.DisconnectedError, shmplane.PeerDeadError):
+            except (shmplane.RemoteError, shmplane.DisconnectedError, shmplane.PeerDeadError):
                 print("worker stopped")
     finally:
         proc.join(10)

@@ -457,6 +457,12 @@ fn too_large(py: Python<'_>, total: usize, e: PyErr) -> PyErr {
 /// Allocate the destinations of `incoming` (with the GIL), copy it (without the GIL if
 /// it is large or spans several records), and build the Python object.
 pub(crate) fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyResult<Py<PyAny>> {
+    receive_within(py, incoming, raw, &Timeout::forever(), None)
+}
+
+/// [`receive`], the rest of a message that spans several records waited for at most
+/// `within`, and ended by `closing` (a close from another thread).
+pub(crate) fn receive_within(py: Python<'_>, incoming: Incoming<'_>, raw: bool, within: &Timeout, closing: Option<&CloseFlag>) -> PyResult<Py<PyAny>> {
     let head = incoming.head();
     let total = head.total();
     let big = head.is_chunked() || total >= GIL_RELEASE_BYTES;
@@ -506,7 +512,10 @@ pub(crate) fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyRe
         }
     };
     if big {
-        blocking(py, &Timeout::forever(), copy)?;
+        match closing {
+            Some(flag) => blocking_checked(py, within, |py| flag.check(py), copy)?,
+            None => blocking(py, within, copy)?,
+        }
     } else {
         // One record: nothing to wait for.
         copy(Wait::no_wait()).py_err(py)?;
@@ -532,7 +541,7 @@ impl PyReceiver {
         loop {
             // With the GIL and no waiting: the common case of a message already there.
             match rx.begin(Wait::no_wait()) {
-                Ok(incoming) => return receive(py, incoming, raw),
+                Ok(incoming) => return receive_within(py, incoming, raw, &Timeout::forever(), Some(&self.closing)),
                 Err(Error::Empty) if timeout.blocks() => {}
                 Err(e) => return Err(to_py(py, e)),
             }

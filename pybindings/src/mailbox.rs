@@ -2,7 +2,7 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{capacity_arg, lock, owned_fd, parse_policy, policy_name, receive, tracked, PySender};
+use crate::endpoints::{capacity_arg, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
@@ -98,7 +98,7 @@ impl PyMailbox {
         loop {
             // With the GIL and no waiting: the common case of a message already there.
             let got = match mb.begin(Wait::no_wait()) {
-                Ok(incoming) => Some(receive(py, incoming, raw)),
+                Ok(incoming) => Some(receive_within(py, incoming, raw, &Timeout::forever(), Some(&self.closing))),
                 Err(Error::Empty) if timeout.blocks() => None,
                 Err(e) => return Err(to_py(py, e)),
             };

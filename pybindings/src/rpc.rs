@@ -3,7 +3,7 @@
 //! (bytes, ndarrays, pickles), encoded and decoded by the channel's code; a call is one
 //! message each way.
 
-use crate::endpoints::{lock, parse_policy, policy_name, receive, tracked, with_outgoing};
+use crate::endpoints::{lock, parse_policy, policy_name, receive, receive_within, tracked, with_outgoing};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::exceptions::PyException;
@@ -63,26 +63,33 @@ impl PyRpcServer {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
         let server: &mut RpcServer = &mut guard;
+        // The rest of a request of several records: at most the reply timeout (a client
+        // stopped part-way must not hold the server), and a close ends it.
+        let within = Timeout::new(Some(server.reply_timeout().as_secs_f64()), true)?;
         loop {
             let got = match server.begin(&mut Wait::no_wait()) {
-                Ok((call, incoming)) => Some((call, receive(py, incoming, false))),
+                Ok((call, incoming)) => Some((call, receive_within(py, incoming, false, &within, Some(&self.closing)))),
                 Err(Error::Empty) if timeout.blocks() => None,
                 Err(e) => return Err(to_py(py, e)),
             };
             if let Some((call, value)) = got {
                 match value {
                     Ok(v) => return Ok((call, v)),
-                    // Not read whole (its client died or gave up part-way, or a signal
-                    // interrupted the copy): forgotten, so that the client's retry runs.
-                    Err(e) if !e.is_instance_of::<PyException>(py) || is_error(py, &e, "ShmplaneError") => {
+                    // Not read whole (its client died, gave up or stalled part-way, or a
+                    // signal or a close interrupted the copy): forgotten, so that the
+                    // client's retry runs.
+                    Err(e)
+                        if !e.is_instance_of::<PyException>(py)
+                            || ["TruncatedMessageError", "Timeout", "ClosedError"].iter().any(|n| is_error(py, &e, n)) =>
+                    {
                         server.abandon(call);
-                        if e.is_instance_of::<PyException>(py) {
+                        if e.is_instance_of::<PyException>(py) && !is_error(py, &e, "ClosedError") {
                             continue;
                         }
-                        return Err(e); // KeyboardInterrupt, SystemExit
+                        return Err(e); // KeyboardInterrupt, SystemExit, a close
                     }
-                    // Read whole but it does not decode (unpickling failed): the call
-                    // is answered with that error, and the server goes on.
+                    // Read whole but it cannot be taken (unpickling failed, too large to
+                    // allocate): the call is answered with that error; the server goes on.
                     Err(e) => {
                         let (kind, message, tb) = describe(py, &e);
                         let wait = Timeout::new(Some(server.reply_timeout().as_secs_f64()), true)?;
@@ -195,16 +202,26 @@ impl PyRpcServer {
             let failure = match result {
                 Ok(result) => match slf.get().send_reply(py, call, &result, true, None) {
                     Ok(_) => None,
-                    Err(e) if is_error(py, &e, "ShmplaneError") && !slf.get().closing_requested() => None,
-                    Err(e) if e.is_instance_of::<PyException>(py) && !is_error(py, &e, "ShmplaneError") => Some(e),
-                    Err(e) if slf.get().closing_requested() => {
-                        let _ = e;
-                        return Ok(());
+                    Err(_) if slf.get().closing_requested() => return Ok(()),
+                    // Given up after the reply timeout (the client did not make room):
+                    // its retry is told ReplyLost.
+                    Err(e) if is_error(py, &e, "Timeout") => None,
+                    // Nothing sent (an unpicklable result, a header too large for the
+                    // client's channel, ...): the call's answer is that error.
+                    Err(e) if e.is_instance_of::<PyException>(py) => Some(e),
+                    Err(e) => {
+                        // KeyboardInterrupt while replying: the call is not left running.
+                        let _ = slf.get().send_error(py, call, "Interrupted", "the server was interrupted while replying", "");
+                        return Err(e);
                     }
-                    Err(e) => return Err(e),
                 },
                 Err(e) if e.is_instance_of::<PyException>(py) => Some(e),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // KeyboardInterrupt, SystemExit in the handler: answer the call
+                    // (else it and its retries would wait for nothing), then stop.
+                    let _ = slf.get().send_error(py, call, "Interrupted", "the server stopped while running this call", "");
+                    return Err(e);
+                }
             };
             if let Some(e) = failure {
                 let (kind, message, tb) = describe(py, &e);
@@ -504,20 +521,30 @@ impl PyRpcClient {
 
     /// Send a call's request only (for `stream` and asyncio).
     #[pyo3(signature = (obj, timeout=None, retry=false))]
-    fn _send_call(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, retry: bool) -> PyResult<()> {
+    fn _send_call(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, retry: bool) -> PyResult<u64> {
         // 0: only if it all fits now (`Full` otherwise, nothing sent).
         let timeout = Timeout::new(timeout, timeout != Some(0.0))?;
         let mut guard = self.lock(py)?;
-        self.send(py, &mut guard, obj, retry, &timeout)
+        self.send(py, &mut guard, obj, retry, &timeout)?;
+        Ok(guard.seq())
     }
 
     /// The next reply part of the current call as `(obj, more)`; `Empty` if none yet
     /// and `timeout == 0`, `None` once the last part was received.
-    #[pyo3(signature = (timeout=None))]
-    fn _next_part(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(Py<PyAny>, bool)>> {
+    #[pyo3(signature = (timeout=None, seq=None))]
+    fn _next_part(&self, py: Python<'_>, timeout: Option<f64>, seq: Option<u64>) -> PyResult<Option<(Py<PyAny>, bool)>> {
         let block = timeout != Some(0.0);
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
+        if let Some(seq) = seq.filter(|&s| s != guard.seq()) {
+            return Err(to_py(
+                py,
+                Error::InvalidArgument(format!(
+                    "call {seq} was superseded by call {} on this client: a client makes one call at a time (the rest of call {seq}'s reply is discarded)",
+                    guard.seq()
+                )),
+            ));
+        }
         if !guard.awaiting_reply() {
             return Ok(None);
         }

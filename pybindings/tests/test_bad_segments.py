@@ -65,6 +65,7 @@ def test_other_abi_version() -> None:
 def test_truncated_segment() -> None:
     name = _name("trunc")
     tx = _made_by_sender(name)
+    tx.send(b"queued")  # a message for a receiver to come keeps the segment
     tx.close()  # closed, receiver never attached: the segment waits for its peer
     os.truncate(_path(name), 8192)
     try:

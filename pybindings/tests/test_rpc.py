@@ -100,7 +100,8 @@ def _serve_instrument_async(name: str, ready: Any) -> None:
 def _stop(name: str, procs: Any, p: Any) -> None:
     """End an ``_echo_server`` cleanly (so that it removes its segments)."""
     with shmplane.RpcClient.connect(name, timeout=10) as client:
-        with pytest.raises((shmplane.DisconnectedError, shmplane.PeerDeadError)):
+        # The handler's SystemExit stops serve(), which first answers the call.
+        with pytest.raises(shmplane.RemoteError, match="stopped"):
             client.call("stop", timeout=20)
     procs.join(p)
 
@@ -543,3 +544,52 @@ def test_a_hundred_clients_commit_a_few_tens_of_mib(make_name: Any) -> None:
     for c in clients:
         c.close()
     server.close()
+
+
+def test_concurrent_call_async_on_one_client_take_turns(make_name: Any) -> None:
+    server, t = _thread_server(make_name("s"), lambda v: ("reply to", v))
+
+    async def main() -> list[Any]:
+        client = shmplane.RpcClient.connect(server.name, timeout=10)
+        try:
+            return list(await asyncio.gather(*(client.call_async(i, 10) for i in range(20))))
+        finally:
+            client.close()
+
+    assert asyncio.run(main()) == [("reply to", i) for i in range(20)]
+    server.close()
+    t.join(5)
+
+
+def test_a_reply_that_cannot_be_sent_is_answered_with_the_error(make_name: Any) -> None:
+    # 700 out-of-band buffers: a header larger than one record of a 4 KiB reply channel.
+    server, t = _thread_server(make_name("s"), lambda v: [np.zeros(1) for _ in range(700)])
+    with shmplane.RpcClient.connect(server.name, timeout=10, reply_capacity=4096) as client:
+        with pytest.raises(shmplane.RemoteError) as info:
+            client.call("many buffers", timeout=10)
+        assert info.value.kind == "MessageTooLargeError"
+    server.close()
+    t.join(5)
+
+
+def test_an_abandoned_stream_iterator_raises_instead_of_taking_the_next_calls_parts(make_name: Any) -> None:
+    server = shmplane.RpcServer.create(make_name("s"))
+
+    def serve() -> None:
+        for request in server:
+            for i in range(3):
+                request.reply((request.value, i), last=False)
+            request.reply((request.value, "end"))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    with shmplane.RpcClient.connect(server.name, timeout=10) as client:
+        first = client.stream("a", timeout=10)
+        assert next(first) == ("a", 0)
+        second = client.stream("b", timeout=10)
+        assert next(second) == ("b", 0)
+        with pytest.raises(shmplane.InvalidArgumentError):
+            next(first)
+        assert list(second) == [("b", 1), ("b", 2), ("b", "end")]
+    server.close()
+    t.join(5)

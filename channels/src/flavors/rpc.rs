@@ -445,6 +445,12 @@ impl RpcClient {
         if !self.unanswered {
             return Err(Error::InvalidArgument("no call is waiting for a reply: call first".into()));
         }
+        if self.generation != fork_generation() {
+            // The parent's call: its reply is the parent's to take.
+            return Err(Error::InvalidArgument(
+                "this client was inherited from the parent process, whose call is waiting for this reply; make a call here (it connects a client of this process)".into(),
+            ));
+        }
         let (seq, id) = (self.seq, self.id);
         let requests = &self.requests;
         let mut user = wait.hook.take();
@@ -626,6 +632,9 @@ struct ClientState {
     before: (u64, bool),
     /// The client is gone (its reply channel closed or never existed): drop replies.
     gone: bool,
+    /// A reply owed to the client that found no room yet (a resend, or the final error
+    /// ending a stream whose part was given up): tried again at each `begin`.
+    owed: bool,
 }
 
 /// What to do with a request.
@@ -651,6 +660,8 @@ pub struct RpcServer {
     reply_timeout: Duration,
     /// Requests dropped as duplicates (retries, stale): for tests and statistics.
     dropped: u64,
+    /// Some client is owed a reply (`ClientState::owed`).
+    owed: bool,
 }
 
 impl RpcServer {
@@ -687,7 +698,7 @@ impl RpcServer {
         };
         mailbox.set_persistent(true);
         let clients = (0..max_clients).map(|_| None).collect();
-        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0 })
+        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0, owed: false })
     }
 
     /// The next call, waiting as long as it takes: its id and its request as bytes.
@@ -698,9 +709,7 @@ impl RpcServer {
         let mut wait = Wait::forever();
         let (call, incoming) = self.begin(&mut wait)?;
         let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
-        if got.is_err() {
-            self.abandon(call);
-        }
+        self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
 
@@ -712,9 +721,7 @@ impl RpcServer {
     pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Frame)> {
         let (call, incoming) = self.begin(&mut wait)?;
         let got = crate::flavors::spsc::frame_of(incoming, &mut wait);
-        if got.is_err() {
-            self.abandon(call);
-        }
+        self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
 
@@ -726,6 +733,20 @@ impl RpcServer {
     pub fn poll(&mut self, wait: Wait<'_>) -> Result<bool> {
         self.mailbox.settle();
         self.mailbox.poll_with(wait)
+    }
+
+    /// After reading the request of `call` failed with `e`: a request not read whole
+    /// (cut by its client, or the read interrupted) is abandoned, so that its retry
+    /// runs; one that arrived whole but cannot be taken (too large to allocate) is
+    /// answered with that error.
+    fn settle_failed_read(&mut self, call: CallId, e: Option<&Error>) {
+        match e {
+            None => {}
+            Some(Error::Truncated { .. } | Error::Interrupted | Error::Timeout) => self.abandon(call),
+            Some(e) => {
+                let _ = self.reply_error_with(call, "RequestError", &e.to_string(), "", Wait::no_wait());
+            }
+        }
     }
 
     /// The request of `call` could not be read whole (its client gave up part-way, or
@@ -748,7 +769,22 @@ impl RpcServer {
     pub fn begin(&mut self, wait: &mut Wait<'_>) -> Result<(CallId, Incoming<'_>)> {
         loop {
             self.mailbox.settle();
-            let lane = self.mailbox.stage_next(wait)?;
+            if self.owed {
+                self.pay_debts();
+            }
+            let lane = if self.owed && wait.block {
+                // A reply is still owed: look for calls in short waits, paying between.
+                let short = Instant::now() + Duration::from_millis(2);
+                let until = wait.deadline.map_or(short, |d| d.min(short));
+                let mut w = Wait { deadline: Some(until), block: true, hook: wait.hook.as_mut().map(|h| &mut **h as &mut dyn FnMut() -> Result<()>) };
+                match self.mailbox.stage_next(&mut w) {
+                    Ok(lane) => lane,
+                    Err(Error::Timeout) if wait.deadline.is_none_or(|d| Instant::now() < d) => continue,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                self.mailbox.stage_next(wait)?
+            };
             let env = self.mailbox.staged_head(lane).and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
             match self.admit(lane, env) {
                 Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane))),
@@ -775,7 +811,7 @@ impl RpcServer {
         let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
         if slot.as_ref().is_none_or(|c| c.id != env.client) {
             // A new client on this lane (the one before it closed or died).
-            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false });
+            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false, owed: false });
         }
         let state = slot.as_mut().expect("set above");
         if env.seq > state.seq {
@@ -816,22 +852,41 @@ impl RpcServer {
             }
         };
         let env = Envelope { flags, ..env };
+        state.owed = false;
         if let Ok(Some(tx)) = reply_sender(name, state, self.policy) {
-            // Briefly: the client waits for it and drains its channel; if there is no
-            // room yet, its next retry asks again.
-            if let Err(Error::Disconnected { .. } | Error::PeerDead { .. }) =
-                tx.send_message(&msg.with_envelope(env.encode()), Wait::timeout(Duration::from_millis(100)))
-            {
-                state.replies = None;
-                state.gone = true;
+            // This runs inside `begin`: an error (one record) without waiting; a kept
+            // reply (several records: it streams through as the waiting client drains
+            // its channel) for at most 100 ms. What finds no room is owed, and tried
+            // again at each `begin`.
+            let wait = if saved.is_some() { Wait::timeout(Duration::from_millis(100)) } else { Wait::no_wait() };
+            match tx.send_message(&msg.with_envelope(env.encode()), wait) {
+                Ok(()) => {}
+                Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => {
+                    state.replies = None;
+                    state.gone = true;
+                }
+                Err(_) => state.owed = true,
             }
         }
         state.saved = saved;
+        if state.owed {
+            self.owed = true;
+        }
     }
 
-    /// Reply to `call` with bytes (its final reply), waiting as long as the client
-    /// takes to make room. `false` if the client is gone (closed, died, replaced): the
-    /// reply is dropped.
+    /// Try again the replies owed to clients (see `ClientState::owed`).
+    fn pay_debts(&mut self) {
+        self.owed = false;
+        for lane in 0..self.clients.len() {
+            if self.clients[lane].as_ref().is_some_and(|c| c.owed && !c.gone) {
+                self.resend(lane);
+            }
+        }
+    }
+
+    /// Reply to `call` with bytes (its final reply), waiting at most the reply timeout
+    /// ([`RpcServer::set_reply_timeout`]) for room. `false` if the client is gone
+    /// (closed or died): the reply is dropped.
     ///
     /// # Errors
     /// As [`RpcServer::reply_with`].
@@ -859,8 +914,13 @@ impl RpcServer {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (the call was answered already, or is not running:
-    /// unknown, or its client replaced), [`Error::Timeout`] (the client did not make
-    /// room; the call stays unanswered), the hook's error, [`Error::Closed`].
+    /// unknown, or its client replaced), [`Error::Timeout`] or the hook's error (the
+    /// client did not make room: the reply is given up, the call counts as answered and
+    /// its retry is told `ReplyLost`; a stream's client is sent that error when there is
+    /// room), [`Error::Full`] (a non-blocking `wait`: nothing sent, the call still
+    /// runs), [`Error::TooLarge`] (its header does not fit one record of the client's
+    /// reply channel: nothing sent, the call still runs: answer it with
+    /// [`RpcServer::reply_error`]), [`Error::Closed`].
     pub fn reply_with(&mut self, call: CallId, reply: Outgoing<'_>, last: bool, mut wait: Wait<'_>) -> Result<bool> {
         let flags = if last { 0 } else { flags::MORE };
         self.send_reply(call, reply, flags, &mut wait)
@@ -920,10 +980,16 @@ impl RpcServer {
                 // Not delivered (the client did not make room): given up, so that one
                 // idle client does not hold the server. A chunked reply begun is cut
                 // (its receiver reports it truncated); the call counts as answered and
-                // its retry is told the reply is lost. Never run again.
+                // its retry is told the reply is lost. Never run again. A stream cut
+                // this way still owes its client an end: the error `ReplyLost`, sent
+                // once there is room (else the client would wait for parts forever).
                 state.done = true;
                 state.lost = true;
                 state.saved = None;
+                if !last {
+                    state.owed = true;
+                    self.owed = true;
+                }
                 Err(e)
             }
             Err(e) => Err(e),
@@ -935,7 +1001,10 @@ impl RpcServer {
     /// the client is gone.
     ///
     /// # Errors
-    /// As [`RpcServer::reply_with`], [`Error::TooLarge`] (more than one record).
+    /// [`Error::Timeout`] / the hook's error (no room: the call still runs; reply
+    /// otherwise), [`Error::Disconnected`] / [`Error::PeerDead`] (the client closed or
+    /// died while the server waited for room), [`Error::TooLarge`] (more than one
+    /// record), [`Error::InvalidArgument`] (not running), [`Error::Closed`].
     pub fn loan_reply(&mut self, call: CallId, len: usize, wait: Wait<'_>) -> Result<Option<RpcReplyLoan<'_>>> {
         let state = running(&mut self.clients, call)?;
         if reply_sender(&self.name, state, self.policy)?.is_none() {

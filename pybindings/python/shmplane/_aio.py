@@ -35,6 +35,7 @@ import asyncio
 import math
 import multiprocessing.connection
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -272,36 +273,47 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
             return []
 
 
+# One call at a time per client: coroutines of one event loop that share a client (an
+# ``rpc.Proxy``'s methods do) take turns; the call number checks the rest.
+_call_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def call_async(client: Any, obj: Any, timeout: float | None = None, retry: bool = False) -> Any:
     """Call an RPC server without blocking the event loop: the request is sent at once
     (a large one from a thread of the loop's default executor), then the reply is
-    awaited on the client's readiness descriptor.
+    awaited on the client's readiness descriptor. Coroutines sharing one client take
+    turns (a client makes one call at a time).
 
     Raises:
         As ``RpcClient.call``; ``Timeout`` after ``timeout`` seconds (the call may then
         be retried with ``retry=True``: it runs at most once).
     """
+    lock = _call_locks.get(client)
+    if lock is None:
+        lock = _call_locks[client] = asyncio.Lock()
     deadline = _deadline(timeout)
-    try:
-        client._send_call(obj, 0.0, retry)  # all of it now, or Full and nothing sent
-    except Full:
-        # No room now: send from a thread (it waits there for room; retry: the same call).
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, client._send_call, obj, timeout, True)
-    misses = 0
-    parts: list[Any] = []
-    while True:
+    async with lock:
         try:
-            got = client._next_part(0.0)
-        except Empty:
-            misses = await _wait_turn(client, client.fileno(), deadline, misses)
-            continue
-        if got is None:
-            return parts if len(parts) != 1 else parts[0]
-        part, more = got
-        parts.append(part)
-        if not more:
-            return part if len(parts) == 1 else parts
+            seq = client._send_call(obj, 0.0, retry)  # all of it now, or Full and nothing sent
+        except Full:
+            # No room now: send from a thread (it waits there for room; retry: the same call).
+            loop = asyncio.get_running_loop()
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            seq = await loop.run_in_executor(None, client._send_call, obj, left, True)
+        misses = 0
+        parts: list[Any] = []
+        while True:
+            try:
+                got = client._next_part(0.0, seq)
+            except Empty:
+                misses = await _wait_turn(client, client.fileno(), deadline, misses)
+                continue
+            if got is None:
+                return parts if len(parts) != 1 else parts[0]
+            part, more = got
+            parts.append(part)
+            if not more:
+                return part if len(parts) == 1 else parts
 
 
 async def serve_async(server: Any, handler: Any) -> None:
@@ -314,23 +326,34 @@ async def serve_async(server: Any, handler: Any) -> None:
 
     from .errors import ClosedError, ShmplaneError
 
+    def answer_error(request: Any, e: BaseException) -> None:
+        try:
+            request.reply_error(type(e).__name__, str(e), "".join(traceback.format_exception(e)))
+        except ShmplaneError:
+            pass  # given up after the reply timeout, or closed: nothing more to do
+
     while True:
         try:
             request = await recv_async(server)
         except ClosedError:
             return
+        except CorruptSegmentError:
+            continue  # one client's corrupt lane: reported once, then skipped
         try:
             result = handler(request.value)
             if inspect.isawaitable(result):
                 result = await result
         except Exception as e:  # noqa: BLE001  (sent to the client)
-            request.reply_error(type(e).__name__, str(e), "".join(traceback.format_exception(e)))
+            answer_error(request, e)
             continue
+        except BaseException as e:  # cancelled, KeyboardInterrupt: answer, then stop
+            answer_error(request, e)
+            raise
         try:
-            request.reply(result)  # waits at most the server's reply timeout for room
-        except ShmplaneError:
-            if server.closed:
-                return
-            # Given up (the client did not make room): its retry is told the reply is lost.
-        except Exception as e:  # noqa: BLE001  (an unpicklable result: sent as the error)
-            request.reply_error(type(e).__name__, str(e), "".join(traceback.format_exception(e)))
+            request.reply(result)  # waits (blocking the loop) at most the reply timeout
+        except Timeout:
+            pass  # given up (the client did not make room): its retry is told ReplyLost
+        except ClosedError:
+            return
+        except Exception as e:  # noqa: BLE001  (nothing sent: an unpicklable result, ...)
+            answer_error(request, e)

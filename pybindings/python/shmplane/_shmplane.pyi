@@ -491,8 +491,10 @@ class RpcServer:
     def recv(self, timeout: float | None = None) -> Request:
         """The next call (``request.value`` is the request object), waiting at most
         ``timeout`` seconds (None: forever). Retries and stale duplicates never come
-        out here. A request its client abandoned part-way (it died, or was interrupted)
-        is answered with an error and skipped.
+        out here. A request not read whole (its client died, gave up or stalled
+        part-way: the rest is waited for at most ``reply_timeout``) is skipped, and its
+        retry runs; one that arrived whole but cannot be taken (unpicklable, too large
+        to allocate) is answered with that error.
 
         Raises Timeout, KeyboardInterrupt, ClosedError, CorruptSegmentError (a client's
         lane is corrupt: reported once, then skipped)."""
@@ -576,9 +578,13 @@ class Request:
         is dropped.
 
         Raises InvalidArgumentError (already answered, or not running here: a new
-        client took the slot), Timeout (the client did not make room: the reply is
-        given up, and the client's retry is told it is lost), KeyboardInterrupt,
-        ClosedError; and whatever pickling raises (nothing is sent then)."""
+        client took the slot, or the server was closed), Timeout (the client did not
+        make room: the reply is given up, the call counts as answered though
+        ``answered`` stays False, and the client's retry is told it is lost; a stream's
+        client is sent that error once there is room), MessageTooLargeError (its header
+        does not fit one record of the client's reply channel: nothing sent, the call
+        still runs), KeyboardInterrupt; and whatever pickling raises (nothing is sent
+        then)."""
     def reply_error(self, kind: str, message: str, traceback: str = "") -> bool:
         """Answer with an error: the client's call raises RemoteError with these.
         Raises as ``reply``."""
@@ -616,12 +622,14 @@ class RpcClient:
     def stream(self, obj: Any, timeout: float | None = None) -> Iterator[Any]:
         """Call with ``obj`` and iterate over the reply's parts (``Request.reply(...,
         last=False)``), the final one included. An abandoned iteration is discarded by
-        the next call. Raises as ``call`` (``timeout`` bounds each part)."""
+        the next call (the old iterator then raises InvalidArgumentError). Raises as
+        ``call`` (``timeout`` bounds each part)."""
     def call_async(self, obj: Any, timeout: float | None = None, retry: bool = False) -> Coroutine[Any, Any, Any]:
         """``await client.call_async(obj)``: ``call`` without blocking the event loop
-        (waits on ``fileno()``). Raises as ``call``."""
-    def _send_call(self, obj: Any, timeout: float | None = None, retry: bool = False) -> None: ...
-    def _next_part(self, timeout: float | None = None) -> tuple[Any, bool] | None: ...
+        (waits on ``fileno()``). Coroutines sharing a client (an ``rpc.Proxy``'s
+        methods) take turns: a client makes one call at a time. Raises as ``call``."""
+    def _send_call(self, obj: Any, timeout: float | None = None, retry: bool = False) -> int: ...
+    def _next_part(self, timeout: float | None = None, seq: int | None = None) -> tuple[Any, bool] | None: ...
     def fileno(self) -> int:
         """Readiness descriptor: readable when a reply may be waiting (the reply
         channel's doorbell; see ``Receiver.fileno``)."""
