@@ -23,7 +23,8 @@ fn gc(py: Python<'_>) -> Vec<String> {
 }
 
 /// Every shmplane segment (or only `name`) as dicts: name, kind, size, age_s,
-/// creator_pid, params, roles (index, name, state, pid), stale, error. Read only.
+/// creator_pid, params, roles (index, name, state, pid), stale, published_bytes,
+/// pending_bytes, error. Read only.
 #[pyfunction]
 #[pyo3(signature = (name=None))]
 fn _survey(py: Python<'_>, name: Option<String>) -> PyResult<Vec<Py<pyo3::types::PyDict>>> {
@@ -53,6 +54,8 @@ fn _survey(py: Python<'_>, name: Option<String>) -> PyResult<Vec<Py<pyo3::types:
         }
         d.set_item("roles", roles)?;
         d.set_item("stale", s.stale)?;
+        d.set_item("published_bytes", s.published_bytes)?;
+        d.set_item("pending_bytes", s.pending_bytes)?;
         d.set_item("error", s.error)?;
         out.push(d.unbind());
     }

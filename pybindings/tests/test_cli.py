@@ -84,3 +84,23 @@ def test_an_end_closed_before_its_peer_came_leaves_nothing_unless_it_queued(make
     assert rx.recv(timeout=5) == b"kept for a receiver that comes later"
     rx.close()
     assert files(c) == []
+
+
+def test_inspect_shows_pending_bytes_and_watch_the_rate(make_name: Any) -> None:
+    name = make_name("w")
+    tx, rx = shmplane.channel(1 << 16, name=name)
+    tx.send(b"x" * 1000)
+    seg = json.loads(run("inspect", name, "--json").stdout)
+    assert seg["pending_bytes"] >= 1000 and seg["published_bytes"] >= 1000
+    assert "pending:" in run("inspect", name).stdout
+    rx.recv(timeout=5)
+    assert json.loads(run("inspect", name, "--json").stdout)["pending_bytes"] == 0
+    proc = subprocess.Popen([sys.executable, "-m", "shmplane", "watch", name, "--interval", "0.2", "--count", "3"], stdout=subprocess.PIPE, text=True)
+    for _ in range(50):
+        tx.send(b"y" * 1000)
+        rx.recv(timeout=5)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out.count("/s") >= 3, out
+    tx.close()
+    rx.close()
+    assert run("watch", "no-such-segment-here").returncode == 1

@@ -40,6 +40,12 @@ pub struct SegmentSummary {
     pub roles: Vec<RoleSummary>,
     /// Stale: nobody will use it again (what `gc` removes).
     pub stale: bool,
+    /// Bytes written into its ring(s) since creation (channel, every mailbox lane,
+    /// broadcast): the difference between two surveys is the byte rate.
+    pub published_bytes: Option<u64>,
+    /// Bytes written and not yet released by the consumer (channel, mailbox lanes; a
+    /// broadcast's are per subscriber and not summed). Records and padding included.
+    pub pending_bytes: Option<u64>,
     /// Why the segment could not be read (not ours, corrupt, another ABI).
     pub error: Option<String>,
 }
@@ -76,7 +82,19 @@ pub fn survey(name: &str) -> SegmentSummary {
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .map_or(0.0, |d| d.as_secs_f64());
     let stale = matches!(crate::gc::stale(name), Ok(Some(_)));
-    let mut s = SegmentSummary { name: name.to_owned(), kind: None, size, age_s, creator_pid: 0, params: (0, 0), roles: Vec::new(), stale, error: None };
+    let mut s = SegmentSummary {
+        name: name.to_owned(),
+        kind: None,
+        size,
+        age_s,
+        creator_pid: 0,
+        params: (0, 0),
+        roles: Vec::new(),
+        stale,
+        published_bytes: None,
+        pending_bytes: None,
+        error: None,
+    };
     match Segment::open_any(name, &KINDS) {
         Ok(seg) => {
             let info = seg.info();
@@ -93,8 +111,48 @@ pub fn survey(name: &str) -> SegmentSummary {
                 };
                 s.roles.push(RoleSummary { index: r, name: seg.role_name(r), state, pid });
             }
+            (s.published_bytes, s.pending_bytes) = ring_levels(&seg);
         }
         Err(e) => s.error = Some(e.to_string()),
     }
     s
+}
+
+/// (bytes published, bytes pending) of the ring(s) of `seg`, read from their control
+/// words (untrusted: a pending count larger than the ring reads as unknown).
+fn ring_levels(seg: &Segment) -> (Option<u64>, Option<u64>) {
+    use crate::ring::RingStore;
+    use crate::store::SegmentRing;
+    let info = seg.info();
+    let level = |ring: &SegmentRing| {
+        let c = ring.control();
+        // ORDERING: Acquire, partners of the producer's and consumer's Release stores;
+        // a snapshot for display only.
+        let (tail, head) = (c.tail.value.load(crate::sync::Ordering::Acquire), c.head.value.load(crate::sync::Ordering::Acquire));
+        (tail, tail.checked_sub(head).filter(|&p| p <= info.param0))
+    };
+    match info.kind {
+        SegmentKind::Channel => match seg.share() {
+            Ok(dup) => {
+                let (tail, pending) = level(&SegmentRing::new(dup));
+                (Some(tail), pending)
+            }
+            Err(_) => (None, None),
+        },
+        SegmentKind::Mailbox => {
+            let (mut published, mut pending) = (0u64, Some(0u64));
+            for lane in 0..info.param1 as usize {
+                let Ok(dup) = seg.share() else { return (None, None) };
+                let (tail, p) = level(&SegmentRing::lane(dup, lane));
+                published = published.wrapping_add(tail);
+                pending = pending.zip(p).map(|(a, b)| a + b);
+            }
+            (Some(published), pending)
+        }
+        SegmentKind::Broadcast => match seg.share() {
+            Ok(dup) => (Some(level(&SegmentRing::broadcast(dup, None)).0), None),
+            Err(_) => (None, None),
+        },
+        SegmentKind::Slot => (None, None),
+    }
 }

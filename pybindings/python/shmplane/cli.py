@@ -6,6 +6,7 @@ remove the ones nobody will use again.
     shmplane ls [--json]            every segment: name, kind, size, creator, roles, age
     shmplane inspect NAME [--json]  one segment: header fields and every role's holder
     shmplane gc [--dry-run]         remove stale segments (all holders closed or dead)
+    shmplane watch NAME [--interval S] [--count N]   byte rate and fill, until Ctrl-C
 
 Also ``python -m shmplane ...``. Read only except ``gc``, which removes a segment only
 if no process holds any of its locks (comparing the file's identity before unlinking).
@@ -105,6 +106,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     }.get(seg["kind"] or "", f"{p0}, {p1}")
     print(f"params:    {what}")
     print(f"stale:     {'yes (shmplane gc removes it)' if seg['stale'] else 'no'}")
+    if seg["published_bytes"] is not None:
+        print(f"written:   {_size(seg['published_bytes'])} since creation (records included)")
+    if seg["pending_bytes"] is not None:
+        cap = p0 * (p1 if seg["kind"] == "mailbox" else 1)
+        fill = f" ({100 * seg['pending_bytes'] / cap:.0f}% of the ring{'s' if seg['kind'] == 'mailbox' else ''})" if cap else ""
+        print(f"pending:   {_size(seg['pending_bytes'])} not yet received{fill}")
     if seg["error"]:
         print(f"error:     {seg['error']}")
         return 1
@@ -113,6 +120,37 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for r in shown:
         pid = f" pid {r['pid']}" if r["pid"] else ""
         print(f"  {r['index']:>4}  {r['name']:<11} {r['state']}{pid}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import time
+
+    if not os.path.exists(f"/dev/shm/shmplane.{args.name}"):
+        print(f"shmplane: no segment named {args.name!r}; see shmplane ls", file=sys.stderr)
+        return 1
+    prev = _shmplane._survey(args.name)[0]
+    if prev["published_bytes"] is None:
+        print(f"shmplane: {args.name} is a {prev['kind'] or 'unreadable'} segment: nothing to watch", file=sys.stderr)
+        return 1
+    t_prev = time.monotonic()
+    n = 0
+    print(f"{'time':>8}  {'bytes/s':>12}  {'pending':>10}  roles")
+    try:
+        while args.count is None or n < args.count:
+            time.sleep(args.interval)
+            cur = _shmplane._survey(args.name)[0]
+            now = time.monotonic()
+            if cur["published_bytes"] is None:
+                print("segment gone")
+                return 0
+            rate = (cur["published_bytes"] - prev["published_bytes"]) / max(now - t_prev, 1e-9)
+            pending = "-" if cur["pending_bytes"] is None else _size(cur["pending_bytes"])
+            print(f"{time.strftime('%H:%M:%S'):>8}  {_size(int(rate)) + '/s':>12}  {pending:>10}  {_roles(cur)}", flush=True)
+            prev, t_prev = cur, now
+            n += 1
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -140,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("watch", help="a segment's byte rate and fill, refreshed until Ctrl-C")
+    p.add_argument("name")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default 1)")
+    p.add_argument("--count", type=int, default=None, help="stop after this many samples")
+    p.set_defaults(func=cmd_watch)
     p = sub.add_parser("gc", help="remove stale segments")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(func=cmd_gc)
