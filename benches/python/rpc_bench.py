@@ -62,6 +62,11 @@ ARRAY = np.random.default_rng(0).random(1 << 20)  # 8 MB
 LIST_N = 1_000_000
 
 
+def _hog() -> None:
+    while True:
+        pass
+
+
 def _have(module: str) -> bool:
     import importlib.util
 
@@ -431,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="comma-separated rr rows to run")
     ap.add_argument("--quick", action="store_true", help="2000 calls, 3 big reps")
     ap.add_argument("--json", default="", help="write the figures here")
+    ap.add_argument("--hogs", type=int, default=0, help="busy-loop processes running throughout (a loaded machine)")
     args = ap.parse_args(argv)
     if args.quick:
         args.calls, args.big_reps = 2000, 3
@@ -455,8 +461,19 @@ def main(argv: list[str] | None = None) -> None:
     else:
         notes.append("iceoryx2 not installed: iceoryx2-req-resp skipped")
     rows["asyncio-sipyco-style"] = lambda: rr_sipyco(max(n // 10, 200))
-    out: dict[str, Any] = {"calls": n, "cpus": os.cpu_count(), "rr": {}, "notes": notes}
-    print(f"rpc bench: {n} calls per row, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    out: dict[str, Any] = {"calls": n, "cpus": os.cpu_count(), "hogs": args.hogs, "rr": {}, "notes": notes}
+    print(f"rpc bench: {n} calls per row, {os.cpu_count()} CPUs, {args.hogs} CPU hogs, python {sys.version.split()[0]}")
+    hogs = [CTX.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
+    for h in hogs:
+        h.start()
+    try:
+        _run(args, n, only, rows, out, notes)
+    finally:
+        for h in hogs:
+            _stop(h)
+
+
+def _run(args: argparse.Namespace, n: int, only: list[str], rows: dict[str, Callable[[], list[int]]], out: dict[str, Any], notes: list[str]) -> None:
     if "rr" in args.workloads:
         floors = rust_floors(20000)
         if floors is None:
