@@ -442,6 +442,13 @@ fn child_entry() {
                 }
             }
         }
+        // Send one request of 100 MB (the parent stops us part-way with SIGSTOP).
+        "huge-request" => {
+            let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+            say("READY");
+            let _ = client.call_timeout(&vec![9u8; 100 << 20], WATCHDOG);
+            thread::sleep(Duration::from_secs(60));
+        }
         // Call forever with requests of every size, checking each reply (killed by the
         // parent at a random point).
         "calling-client" => {
@@ -758,5 +765,82 @@ fn a_stream_whose_part_is_given_up_ends_with_reply_lost() {
         }
     }
     assert_eq!(got, sent);
+    t.join().unwrap();
+}
+
+#[test]
+fn a_client_stopped_part_way_through_a_request_does_not_hold_the_server() {
+    let _g = serial();
+    let name = unique("stalled");
+    let mut server = RpcServer::create_with(&name, 4096, 2).unwrap();
+    server.set_reply_timeout(Duration::from_millis(300));
+    let mut child = Peer::spawn("huge-request", &name);
+    child.expect("READY");
+    // Wait for the request to begin, then stop its sender part-way.
+    while !server.pending() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(Duration::from_millis(20));
+    // SAFETY (test): a signal to our own child.
+    unsafe { libc::kill(child.child.id() as i32, libc::SIGSTOP) };
+    let t = Instant::now();
+    let got = server.recv_frame(Wait::timeout(WATCHDOG));
+    assert!(matches!(got, Err(Error::Timeout)), "{:?}", got.map(|(c, _)| c));
+    assert!(t.elapsed() < WATCHDOG);
+    // SAFETY (test): as above.
+    unsafe { libc::kill(child.child.id() as i32, libc::SIGCONT) };
+    // Other clients are served meanwhile and after.
+    let mut other = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let h = thread::spawn(move || other.call(b"me").map(|r| (other, r)));
+    loop {
+        match server.recv_frame(Wait::timeout(WATCHDOG)) {
+            Ok((call, Frame::Bytes(req))) if req == b"me" => {
+                server.reply(call, b"served").unwrap();
+                break;
+            }
+            // The stopped client's request (cut when it resumed past the deadline) or
+            // its remains: skipped.
+            Ok(_) | Err(Error::Truncated { .. }) | Err(Error::Timeout) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (_other, r) = h.join().unwrap().unwrap();
+    assert_eq!(r, b"served");
+    child.kill();
+}
+
+#[test]
+fn an_owed_error_is_dropped_when_the_client_makes_a_new_call() {
+    let name = unique("owed");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    server.set_reply_timeout(Duration::from_millis(100));
+    let mut client = RpcClient::connect_with(&name, 4096, Wait::timeout(WATCHDOG)).unwrap();
+    let mut w = Wait::timeout(WATCHDOG);
+    client.send_request(Outgoing::bytes(b"stream"), false, &mut w).unwrap();
+    let (call, _) = server.recv().unwrap();
+    let part = vec![3u8; 1300];
+    while let Ok(true) = server.reply_with(call, Outgoing::bytes(&part), false, Wait::timeout(Duration::from_millis(100))) {}
+    // The client gives the stream up and makes a new call while its channel is full.
+    client.send_request(Outgoing::bytes(b"second"), false, &mut w).unwrap();
+    let (call2, req) = server.recv().unwrap();
+    assert_eq!(req, b"second");
+    // The server looks for calls again before it replies (the owed error must not be
+    // paid as the second call's answer once the client drains its channel).
+    let t = thread::spawn(move || {
+        let _ = server.begin(&mut Wait::timeout(Duration::from_millis(200)));
+        server.reply(call2, b"second answer").unwrap();
+        server
+    });
+    let mut reply = None;
+    for _ in 0..100 {
+        match client.next_part(Wait::timeout(WATCHDOG)) {
+            Ok(Some(Frame::Bytes(b))) => {
+                reply = Some(b);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(reply.unwrap(), b"second answer");
     t.join().unwrap();
 }

@@ -63,12 +63,16 @@ impl PyRpcServer {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
         let server: &mut RpcServer = &mut guard;
-        // The rest of a request of several records: at most the reply timeout (a client
-        // stopped part-way must not hold the server), and a close ends it.
-        let within = Timeout::new(Some(server.reply_timeout().as_secs_f64()), true)?;
+        let reply_timeout = server.reply_timeout().as_secs_f64();
         loop {
             let got = match server.begin(&mut Wait::no_wait()) {
-                Ok((call, incoming)) => Some((call, receive_within(py, incoming, false, &within, Some(&self.closing)))),
+                // The rest of a request of several records: at most the reply timeout
+                // from its first record (a client stopped part-way must not hold the
+                // server; the request is bounded), and a close ends it.
+                Ok((call, incoming)) => {
+                    let within = Timeout::new(Some(reply_timeout), true)?;
+                    Some((call, receive_within(py, incoming, false, &within, Some(&self.closing))))
+                }
                 Err(Error::Empty) if timeout.blocks() => None,
                 Err(e) => return Err(to_py(py, e)),
             };
@@ -240,11 +244,14 @@ impl PyRpcServer {
         self.lock(py)?.readiness_fd().py_err(py)
     }
 
-    /// Nothing to check: clients come and go (asyncio layer, once per slice).
+    /// Clients come and go, so no peer to check (asyncio layer, once per slice): it
+    /// sends the errors owed to clients whose replies were given up.
     fn _check_peer(&self, py: Python<'_>) -> PyResult<()> {
-        if self.lock(py)?.is_closed() {
+        let mut guard = self.lock(py)?;
+        if guard.is_closed() {
             return Err(to_py(py, Error::Closed));
         }
+        guard.settle_debts();
         Ok(())
     }
 

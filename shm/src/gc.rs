@@ -90,7 +90,7 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
         // vacant).
         return states[0] != VACANT;
     }
-    if kind == SegmentKind::Channel && states.len() == 2 && states.contains(&CLOSED) && states.contains(&VACANT) {
+    if kind == SegmentKind::Channel && states.len() == 2 && states.contains(&VACANT) && !states.contains(&ATTACHED) && states != [VACANT, VACANT] {
         // One end came and went before the other ever attached: finished if it left
         // nothing to read (a sender that queued messages and closed waits for its
         // receiver; one that sent nothing, or a receiver alone, does not).

@@ -45,6 +45,7 @@ pub mod seqlock;
 pub mod segment;
 #[cfg(not(shmplane_loom))]
 pub mod store;
+#[cfg(not(shmplane_loom))]
 pub mod survey;
 pub mod sync;
 pub mod wait;

@@ -632,9 +632,11 @@ struct ClientState {
     before: (u64, bool),
     /// The client is gone (its reply channel closed or never existed): drop replies.
     gone: bool,
-    /// A reply owed to the client that found no room yet (a resend, or the final error
-    /// ending a stream whose part was given up): tried again at each `begin`.
-    owed: bool,
+    /// The call (number, since when) whose reply was given up and whose client is owed
+    /// the error saying so (else a client still waiting, as a stream's does, would wait
+    /// forever): sent without waiting at each look for calls, until it fits, the client
+    /// makes a newer call, or twice the reply timeout passed.
+    owed: Option<(u64, Instant)>,
 }
 
 /// What to do with a request.
@@ -706,9 +708,10 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::begin`].
     pub fn recv(&mut self) -> Result<(CallId, Vec<u8>)> {
-        let mut wait = Wait::forever();
-        let (call, incoming) = self.begin(&mut wait)?;
-        let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
+        let within = self.reply_timeout;
+        let (call, incoming) = self.begin(&mut Wait::forever())?;
+        // The rest of a request of several records: within the reply timeout.
+        let got = crate::flavors::spsc::payload_of(incoming, &mut Wait::timeout(within));
         self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
@@ -719,8 +722,9 @@ impl RpcServer {
     /// As [`RpcServer::begin`], [`Error::Truncated`] (the client gave up part-way: the
     /// call is dropped).
     pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Frame)> {
+        let within = self.reply_timeout;
         let (call, incoming) = self.begin(&mut wait)?;
-        let got = crate::flavors::spsc::frame_of(incoming, &mut wait);
+        let got = crate::flavors::spsc::frame_of(incoming, &mut Wait::timeout(within));
         self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
@@ -730,9 +734,26 @@ impl RpcServer {
     ///
     /// # Errors
     /// The hook's error, [`Error::Corrupt`], [`Error::Closed`].
-    pub fn poll(&mut self, wait: Wait<'_>) -> Result<bool> {
-        self.mailbox.settle();
-        self.mailbox.poll_with(wait)
+    pub fn poll(&mut self, mut wait: Wait<'_>) -> Result<bool> {
+        loop {
+            self.mailbox.settle();
+            if self.owed {
+                self.settle_debts();
+            }
+            if !(self.owed && wait.block) {
+                return self.mailbox.poll_with(wait);
+            }
+            // An error is still owed: look in short waits, paying between.
+            let short = Instant::now() + Duration::from_millis(2);
+            let until = wait.deadline.map_or(short, |d| d.min(short));
+            let w = Wait { deadline: Some(until), block: true, hook: wait.hook.as_mut().map(|h| &mut **h as &mut dyn FnMut() -> Result<()>) };
+            if self.mailbox.poll_with(w)? {
+                return Ok(true);
+            }
+            if wait.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
     }
 
     /// After reading the request of `call` failed with `e`: a request not read whole
@@ -744,7 +765,10 @@ impl RpcServer {
             None => {}
             Some(Error::Truncated { .. } | Error::Interrupted | Error::Timeout) => self.abandon(call),
             Some(e) => {
-                let _ = self.reply_error_with(call, "RequestError", &e.to_string(), "", Wait::no_wait());
+                if self.reply_error_with(call, "RequestError", &e.to_string(), "", Wait::no_wait()).is_err() {
+                    // No room for the error: forget the call instead (its retry runs).
+                    self.abandon(call);
+                }
             }
         }
     }
@@ -770,7 +794,7 @@ impl RpcServer {
         loop {
             self.mailbox.settle();
             if self.owed {
-                self.pay_debts();
+                self.settle_debts();
             }
             let lane = if self.owed && wait.block {
                 // A reply is still owed: look for calls in short waits, paying between.
@@ -787,7 +811,8 @@ impl RpcServer {
             };
             let env = self.mailbox.staged_head(lane).and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
             match self.admit(lane, env) {
-                Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane))),
+                // Bounded: the rest of a request is read within the caller's deadline.
+                Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane).bounded())),
                 Admit::Drop => {
                     self.dropped += 1;
                     drop(self.mailbox.take_staged(lane));
@@ -811,7 +836,7 @@ impl RpcServer {
         let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
         if slot.as_ref().is_none_or(|c| c.id != env.client) {
             // A new client on this lane (the one before it closed or died).
-            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false, owed: false });
+            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false, owed: None });
         }
         let state = slot.as_mut().expect("set above");
         if env.seq > state.seq {
@@ -821,6 +846,7 @@ impl RpcServer {
             state.done = false;
             state.saved = None;
             state.lost = false;
+            state.owed = None;
             return Admit::Call(CallId { slot: lane, client: env.client, seq: env.seq });
         }
         if env.seq == state.seq && state.done && (env.flags & flags::RESEND != 0 || state.lost) {
@@ -852,34 +878,50 @@ impl RpcServer {
             }
         };
         let env = Envelope { flags, ..env };
-        state.owed = false;
         if let Ok(Some(tx)) = reply_sender(name, state, self.policy) {
             // This runs inside `begin`: an error (one record) without waiting; a kept
             // reply (several records: it streams through as the waiting client drains
-            // its channel) for at most 100 ms. What finds no room is owed, and tried
-            // again at each `begin`.
+            // its channel) for at most 100 ms. What finds no room is dropped: the
+            // client's next retry asks again.
             let wait = if saved.is_some() { Wait::timeout(Duration::from_millis(100)) } else { Wait::no_wait() };
-            match tx.send_message(&msg.with_envelope(env.encode()), wait) {
-                Ok(()) => {}
-                Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => {
-                    state.replies = None;
-                    state.gone = true;
-                }
-                Err(_) => state.owed = true,
+            if let Err(Error::Disconnected { .. } | Error::PeerDead { .. }) = tx.send_message(&msg.with_envelope(env.encode()), wait) {
+                state.replies = None;
+                state.gone = true;
             }
         }
         state.saved = saved;
-        if state.owed {
-            self.owed = true;
-        }
     }
 
-    /// Try again the replies owed to clients (see `ClientState::owed`).
-    fn pay_debts(&mut self) {
+    /// Try the errors owed to clients whose replies were given up (`ClientState::owed`),
+    /// without waiting. Called at each look for calls ([`RpcServer::begin`],
+    /// [`RpcServer::poll`]); a server that waits for calls elsewhere (an event loop)
+    /// calls it now and then.
+    pub fn settle_debts(&mut self) {
         self.owed = false;
-        for lane in 0..self.clients.len() {
-            if self.clients[lane].as_ref().is_some_and(|c| c.owed && !c.gone) {
-                self.resend(lane);
+        let limit = self.reply_timeout * 2;
+        for state in self.clients.iter_mut().flatten() {
+            let Some((seq, since)) = state.owed else { continue };
+            if state.gone || state.seq != seq || since.elapsed() > limit {
+                state.owed = None;
+                continue;
+            }
+            let msg = encode_error(
+                "ReplyLost",
+                &format!("call {seq} ran, but the server could not deliver its reply in time (the client's reply channel stayed full); it is not run again"),
+                "",
+            );
+            let env = Envelope { seq, client: state.id, flags: flags::ERROR };
+            match reply_sender(&self.name, state, self.policy) {
+                Ok(Some(tx)) => match tx.send_message(&Outgoing::bytes(&msg).with_envelope(env.encode()), Wait::no_wait()) {
+                    Ok(()) => state.owed = None,
+                    Err(Error::Disconnected { .. } | Error::PeerDead { .. }) => {
+                        state.replies = None;
+                        state.gone = true;
+                        state.owed = None;
+                    }
+                    Err(_) => self.owed = true,
+                },
+                _ => state.owed = None,
             }
         }
     }
@@ -986,10 +1028,8 @@ impl RpcServer {
                 state.done = true;
                 state.lost = true;
                 state.saved = None;
-                if !last {
-                    state.owed = true;
-                    self.owed = true;
-                }
+                state.owed = Some((call.seq, Instant::now()));
+                self.owed = true;
                 Err(e)
             }
             Err(e) => Err(e),

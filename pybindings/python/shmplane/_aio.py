@@ -274,8 +274,9 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
 
 
 # One call at a time per client: coroutines of one event loop that share a client (an
-# ``rpc.Proxy``'s methods do) take turns; the call number checks the rest.
-_call_locks: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+# ``rpc.Proxy``'s methods do) take turns; the call number checks the rest. A lock per
+# (client, loop): an asyncio.Lock belongs to the loop that first waits on it.
+_call_locks: weakref.WeakKeyDictionary[Any, dict[int, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
 
 async def call_async(client: Any, obj: Any, timeout: float | None = None, retry: bool = False) -> Any:
@@ -288,16 +289,26 @@ async def call_async(client: Any, obj: Any, timeout: float | None = None, retry:
         As ``RpcClient.call``; ``Timeout`` after ``timeout`` seconds (the call may then
         be retried with ``retry=True``: it runs at most once).
     """
-    lock = _call_locks.get(client)
+    loop = asyncio.get_running_loop()
+    locks = _call_locks.setdefault(client, {})
+    lock = locks.get(id(loop))
     if lock is None:
-        lock = _call_locks[client] = asyncio.Lock()
+        for key in [k for k in locks if k != id(loop)]:
+            if not locks[key].locked():
+                del locks[key]  # a loop that is gone, most likely
+        lock = locks[id(loop)] = asyncio.Lock()
     deadline = _deadline(timeout)
-    async with lock:
+    try:
+        # The turn counts against the deadline; a call that times out waiting for it
+        # sends nothing.
+        await asyncio.wait_for(lock.acquire(), None if deadline is None else max(0.0, deadline - loop.time()))
+    except asyncio.TimeoutError:
+        raise Timeout("timed out waiting for this client's previous call to end") from None
+    try:
         try:
             seq = client._send_call(obj, 0.0, retry)  # all of it now, or Full and nothing sent
         except Full:
             # No room now: send from a thread (it waits there for room; retry: the same call).
-            loop = asyncio.get_running_loop()
             left = None if deadline is None else max(0.0, deadline - loop.time())
             seq = await loop.run_in_executor(None, client._send_call, obj, left, True)
         misses = 0
@@ -314,6 +325,8 @@ async def call_async(client: Any, obj: Any, timeout: float | None = None, retry:
             parts.append(part)
             if not more:
                 return part if len(parts) == 1 else parts
+    finally:
+        lock.release()
 
 
 async def serve_async(server: Any, handler: Any) -> None:

@@ -221,14 +221,16 @@ impl Op<'_> {
     /// live copy of the sender is sending any more (the one that was died, or the role
     /// closed) and nothing more is queued. No deadline: a live sender that began a
     /// message finishes it or cuts it; the hook still ends the wait.
-    fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize) -> Result<Record> {
+    fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize, bounded: bool) -> Result<Record> {
         let Inner { consumer, history, .. } = &mut *self.inner;
         match consumer.try_peek() {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
             Err(e) => return Err(seg_err(e, consumer)),
         }
-        let mut rest = wait.rest();
+        // Bounded (an RPC server reading a request): the caller's deadline holds for
+        // the rest too, so a client stopped part-way cannot hold it.
+        let mut rest = if bounded { wait.reborrow() } else { wait.rest() };
         wait_for(
             consumer,
             |c| (c.store().data_event(), c.store().park()),
@@ -605,7 +607,7 @@ impl Receiver {
         let policy = self.policy;
         let inner = self.inner.as_mut().expect("staged on an open receiver");
         let (record, head) = inner.staged.take().expect("a staged message");
-        Incoming { op: Op { inner }, first: Some(record), head, policy, consume: true }
+        Incoming { op: Op { inner }, first: Some(record), head, policy, consume: true, bounded: false }
     }
 
     /// Receive the staged message's payload (see [`Receiver::recv_with`]).
@@ -660,7 +662,7 @@ impl Receiver {
     fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
         let policy = self.policy;
         let (op, record, head) = self.take(policy, wait)?;
-        Ok(Incoming { op, first: Some(record), head, policy, consume })
+        Ok(Incoming { op, first: Some(record), head, policy, consume, bounded: false })
     }
 
     /// Enter an operation and take the first record of the next message and its head,
@@ -1059,7 +1061,8 @@ impl Receiver {
 pub(crate) fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Frame> {
     let head = incoming.head().clone();
     let mut bufs = (0..head.part_count()).map(|i| alloc(head.part_len(i))).collect::<Result<Vec<_>>>()?;
-    incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut wait.rest())?;
+    let mut w = if incoming.bounded { wait.reborrow() } else { wait.rest() };
+    incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut w)?;
     Ok(match head.kind() {
         Kind::Bytes => Frame::Bytes(bufs.pop().expect("one part")),
         Kind::Array => Frame::Array(Array {
@@ -1076,7 +1079,8 @@ pub(crate) fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Fr
 /// The whole logical payload of `incoming` (what `recv_bytes` returns).
 pub(crate) fn payload_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Vec<u8>> {
     let mut buf = alloc(incoming.head().total())?;
-    incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut wait.rest())?;
+    let mut w = if incoming.bounded { wait.reborrow() } else { wait.rest() };
+    incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut w)?;
     Ok(buf)
 }
 
@@ -1123,9 +1127,23 @@ pub struct Incoming<'a> {
     policy: WaitPolicy,
     /// Drop consumes the message (else it stays queued: `poll`).
     consume: bool,
+    /// The rest of the message is waited for within the caller's deadline
+    /// ([`Incoming::bounded`]).
+    bounded: bool,
 }
 
 impl Incoming<'_> {
+    /// Wait for the rest of the message (the records after its first) within the
+    /// deadline of the `Wait` it is read with, instead of as long as a live sender takes
+    /// to finish or cut it: a reader that must not be held by a sender stopped part-way
+    /// (an RPC server). The message then ends with [`Error::Timeout`], and its rest is
+    /// skipped by the next receive.
+    #[must_use]
+    pub fn bounded(mut self) -> Self {
+        self.bounded = true;
+        self
+    }
+
     /// What the message announces: kind, size, parts, array description.
     pub fn head(&self) -> &Head {
         &self.head
@@ -1179,7 +1197,7 @@ impl Incoming<'_> {
             e => e,
         };
         while received < total {
-            let record = self.op.wait_for_chunk(self.policy, wait, received, total).map_err(lost_too)?;
+            let record = self.op.wait_for_chunk(self.policy, wait, received, total, self.bounded).map_err(lost_too)?;
             if record.tag() != TAG_CONTINUATION {
                 // The next message: this one was abandoned. Leave it queued. (Or, on a
                 // lossy broadcast, the publisher lapped us: a later record's header.)
