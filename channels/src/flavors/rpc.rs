@@ -764,12 +764,10 @@ impl RpcServer {
         match e {
             None => {}
             Some(Error::Truncated { .. } | Error::Interrupted | Error::Timeout) => self.abandon(call),
-            Some(e) => {
-                if self.reply_error_with(call, "RequestError", &e.to_string(), "", Wait::no_wait()).is_err() {
-                    // No room for the error: forget the call instead (its retry runs).
-                    self.abandon(call);
-                }
-            }
+            // Answered with the error; with no room for it, forgotten instead (its
+            // retry runs).
+            Some(e) if self.reply_error_with(call, "RequestError", &e.to_string(), "", Wait::no_wait()).is_err() => self.abandon(call),
+            Some(_) => {}
         }
     }
 
