@@ -781,13 +781,13 @@ fn a_client_stopped_part_way_through_a_request_does_not_hold_the_server() {
         thread::sleep(Duration::from_millis(1));
     }
     thread::sleep(Duration::from_millis(20));
-    // SAFETY (test): a signal to our own child.
+    // SAFETY: a signal to our own child (libc::kill has no memory effects here).
     unsafe { libc::kill(child.child.id() as i32, libc::SIGSTOP) };
     let t = Instant::now();
     let got = server.recv_frame(Wait::timeout(WATCHDOG));
     assert!(matches!(got, Err(Error::Timeout)), "{:?}", got.map(|(c, _)| c));
     assert!(t.elapsed() < WATCHDOG);
-    // SAFETY (test): as above.
+    // SAFETY: as above.
     unsafe { libc::kill(child.child.id() as i32, libc::SIGCONT) };
     // Other clients are served meanwhile and after.
     let mut other = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
