@@ -839,3 +839,21 @@ fn an_owed_error_is_dropped_when_the_client_makes_a_new_call() {
     }
     t.join().unwrap();
 }
+
+#[test]
+fn a_large_request_from_a_live_client_is_served_whatever_the_reply_timeout() {
+    let name = unique("live-large");
+    let mut server = RpcServer::create_with(&name, 4096, 2).unwrap();
+    // Far shorter than the whole request takes through a 4 KiB lane: the limit is per
+    // record (inactivity), not for the whole message.
+    server.set_reply_timeout(Duration::from_millis(50));
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let (call, req) = server.recv().unwrap();
+        assert_eq!(req.len(), 16 << 20);
+        server.reply(call, b"got it").unwrap();
+        server
+    });
+    assert_eq!(client.call_timeout(&vec![1u8; 16 << 20], WATCHDOG).unwrap(), b"got it");
+    t.join().unwrap();
+}

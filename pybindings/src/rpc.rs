@@ -63,16 +63,12 @@ impl PyRpcServer {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
         let server: &mut RpcServer = &mut guard;
-        let reply_timeout = server.reply_timeout().as_secs_f64();
         loop {
             let got = match server.begin(&mut Wait::no_wait()) {
-                // The rest of a request of several records: at most the reply timeout
-                // from its first record (a client stopped part-way must not hold the
-                // server; the request is bounded), and a close ends it.
-                Ok((call, incoming)) => {
-                    let within = Timeout::new(Some(reply_timeout), true)?;
-                    Some((call, receive_within(py, incoming, false, &within, Some(&self.closing))))
-                }
+                // The rest of a request of several records: each record within the reply
+                // timeout of the one before (the request is bounded: a client stopped
+                // part-way cannot hold the server), and a close ends it.
+                Ok((call, incoming)) => Some((call, receive_within(py, incoming, false, &Timeout::forever(), Some(&self.closing)))),
                 Err(Error::Empty) if timeout.blocks() => None,
                 Err(e) => return Err(to_py(py, e)),
             };

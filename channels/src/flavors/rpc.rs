@@ -708,10 +708,11 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::begin`].
     pub fn recv(&mut self) -> Result<(CallId, Vec<u8>)> {
-        let within = self.reply_timeout;
-        let (call, incoming) = self.begin(&mut Wait::forever())?;
-        // The rest of a request of several records: within the reply timeout.
-        let got = crate::flavors::spsc::payload_of(incoming, &mut Wait::timeout(within));
+        let mut wait = Wait::forever();
+        let (call, incoming) = self.begin(&mut wait)?;
+        // The rest of a request of several records: each record within the reply
+        // timeout of the one before (the incoming is bounded).
+        let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
         self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
@@ -722,9 +723,8 @@ impl RpcServer {
     /// As [`RpcServer::begin`], [`Error::Truncated`] (the client gave up part-way: the
     /// call is dropped).
     pub fn recv_frame(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Frame)> {
-        let within = self.reply_timeout;
         let (call, incoming) = self.begin(&mut wait)?;
-        let got = crate::flavors::spsc::frame_of(incoming, &mut Wait::timeout(within));
+        let got = crate::flavors::spsc::frame_of(incoming, &mut wait);
         self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
@@ -809,8 +809,9 @@ impl RpcServer {
             };
             let env = self.mailbox.staged_head(lane).and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
             match self.admit(lane, env) {
-                // Bounded: the rest of a request is read within the caller's deadline.
-                Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane).bounded())),
+                // Bounded: each record of a request must come within the reply timeout
+                // of the one before (a client stopped part-way cannot hold the server).
+                Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane).bounded(self.reply_timeout))),
                 Admit::Drop => {
                     self.dropped += 1;
                     drop(self.mailbox.take_staged(lane));
@@ -896,7 +897,7 @@ impl RpcServer {
     /// calls it now and then.
     pub fn settle_debts(&mut self) {
         self.owed = false;
-        let limit = self.reply_timeout * 2;
+        let limit = self.reply_timeout.saturating_mul(2).min(Duration::from_secs(3600));
         for state in self.clients.iter_mut().flatten() {
             let Some((seq, since)) = state.owed else { continue };
             if state.gone || state.seq != seq || since.elapsed() > limit {

@@ -492,8 +492,8 @@ class RpcServer:
         """The next call (``request.value`` is the request object), waiting at most
         ``timeout`` seconds (None: forever). Retries and stale duplicates never come
         out here. A request not read whole (its client died, gave up or stalled
-        part-way: the rest is waited for at most ``reply_timeout``) is skipped, and its
-        retry runs; one that arrived whole but cannot be taken (unpicklable, too large
+        part-way: each record must come within ``reply_timeout`` of the one before) is
+        skipped, and its retry runs; one that arrived whole but cannot be taken (unpicklable, too large
         to allocate) is answered with that error.
 
         Raises Timeout, KeyboardInterrupt, ClosedError, CorruptSegmentError (a client's

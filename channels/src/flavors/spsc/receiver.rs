@@ -221,16 +221,20 @@ impl Op<'_> {
     /// live copy of the sender is sending any more (the one that was died, or the role
     /// closed) and nothing more is queued. No deadline: a live sender that began a
     /// message finishes it or cuts it; the hook still ends the wait.
-    fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize, bounded: bool) -> Result<Record> {
+    fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize, bounded: Option<Duration>) -> Result<Record> {
         let Inner { consumer, history, .. } = &mut *self.inner;
         match consumer.try_peek() {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
             Err(e) => return Err(seg_err(e, consumer)),
         }
-        // Bounded (an RPC server reading a request): the caller's deadline holds for
-        // the rest too, so a client stopped part-way cannot hold it.
-        let mut rest = if bounded { wait.reborrow() } else { wait.rest() };
+        // Bounded (an RPC server reading a request): each record must come within the
+        // limit of the one before (an inactivity limit: a sender stopped part-way cannot
+        // hold the reader; one that keeps sending, however large its message, can).
+        let mut rest = wait.rest();
+        if let Some(limit) = bounded {
+            rest.deadline = Instant::now().checked_add(limit);
+        }
         wait_for(
             consumer,
             |c| (c.store().data_event(), c.store().park()),
@@ -607,7 +611,7 @@ impl Receiver {
         let policy = self.policy;
         let inner = self.inner.as_mut().expect("staged on an open receiver");
         let (record, head) = inner.staged.take().expect("a staged message");
-        Incoming { op: Op { inner }, first: Some(record), head, policy, consume: true, bounded: false }
+        Incoming { op: Op { inner }, first: Some(record), head, policy, consume: true, bounded: None }
     }
 
     /// Receive the staged message's payload (see [`Receiver::recv_with`]).
@@ -662,7 +666,7 @@ impl Receiver {
     fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
         let policy = self.policy;
         let (op, record, head) = self.take(policy, wait)?;
-        Ok(Incoming { op, first: Some(record), head, policy, consume, bounded: false })
+        Ok(Incoming { op, first: Some(record), head, policy, consume, bounded: None })
     }
 
     /// Enter an operation and take the first record of the next message and its head,
@@ -1061,8 +1065,7 @@ impl Receiver {
 pub(crate) fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Frame> {
     let head = incoming.head().clone();
     let mut bufs = (0..head.part_count()).map(|i| alloc(head.part_len(i))).collect::<Result<Vec<_>>>()?;
-    let mut w = if incoming.bounded { wait.reborrow() } else { wait.rest() };
-    incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut w)?;
+    incoming.copy_out(Target::Parts(bufs.iter_mut().map(|b| b.as_mut_slice().into()).collect()), &mut wait.rest())?;
     Ok(match head.kind() {
         Kind::Bytes => Frame::Bytes(bufs.pop().expect("one part")),
         Kind::Array => Frame::Array(Array {
@@ -1079,8 +1082,7 @@ pub(crate) fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Fr
 /// The whole logical payload of `incoming` (what `recv_bytes` returns).
 pub(crate) fn payload_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Vec<u8>> {
     let mut buf = alloc(incoming.head().total())?;
-    let mut w = if incoming.bounded { wait.reborrow() } else { wait.rest() };
-    incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut w)?;
+    incoming.copy_out(Target::Whole(buf.as_mut_slice().into()), &mut wait.rest())?;
     Ok(buf)
 }
 
@@ -1127,20 +1129,21 @@ pub struct Incoming<'a> {
     policy: WaitPolicy,
     /// Drop consumes the message (else it stays queued: `poll`).
     consume: bool,
-    /// The rest of the message is waited for within the caller's deadline
+    /// Each record after the first must come within this long of the one before
     /// ([`Incoming::bounded`]).
-    bounded: bool,
+    bounded: Option<Duration>,
 }
 
 impl Incoming<'_> {
-    /// Wait for the rest of the message (the records after its first) within the
-    /// deadline of the `Wait` it is read with, instead of as long as a live sender takes
-    /// to finish or cut it: a reader that must not be held by a sender stopped part-way
-    /// (an RPC server). The message then ends with [`Error::Timeout`], and its rest is
-    /// skipped by the next receive.
+    /// Wait at most `limit` for each record of the message after the one before
+    /// (an inactivity limit), instead of as long as a live sender takes to finish or
+    /// cut it: a reader that must not be held by a sender stopped part-way (an RPC
+    /// server), while one that keeps sending finishes however large its message. A
+    /// message whose sender stalls ends with [`Error::Timeout`], and its rest is skipped
+    /// by the next receive.
     #[must_use]
-    pub fn bounded(mut self) -> Self {
-        self.bounded = true;
+    pub fn bounded(mut self, limit: Duration) -> Self {
+        self.bounded = Some(limit);
         self
     }
 
