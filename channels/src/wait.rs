@@ -110,6 +110,20 @@ impl<'a> Wait<'a> {
         Wait { deadline: self.deadline, block: self.block, hook }
     }
 
+    /// The same hook, waiting at most `len` from now (and never past the deadline): a
+    /// caller that must do something now and then while it waits (an RPC server paying
+    /// owed replies).
+    pub(crate) fn slice(&mut self, len: Duration) -> Wait<'_> {
+        let end = Instant::now() + len;
+        let deadline = Some(self.deadline.map_or(end, |d| d.min(end)));
+        Wait { deadline, ..self.reborrow() }
+    }
+
+    /// Whether the deadline has passed (never without one).
+    pub(crate) fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     /// The same hook, waiting forever: what the rest of a message that has begun waits
     /// with (a sender's chunks after a non-blocking first record, a receiver's chunks).
     pub(crate) fn rest(&mut self) -> Wait<'_> {

@@ -67,6 +67,9 @@ pub const SAVED_REPLY_LIMIT: usize = 1 << 16;
 /// gives the reply up as lost (5 s): one client that stops reading must not hold the
 /// server, and every other client, for longer.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// While an error is owed to a client (its reply was given up), a server looks for
+/// calls in waits this short and tries to send it between them.
+const DEBT_SLICE: Duration = Duration::from_millis(2);
 /// Longest server name: the reply channels' names add 15 bytes to it.
 pub const MAX_SERVER_NAME: usize = 200 - 15;
 
@@ -744,13 +747,10 @@ impl RpcServer {
                 return self.mailbox.poll_with(wait);
             }
             // An error is still owed: look in short waits, paying between.
-            let short = Instant::now() + Duration::from_millis(2);
-            let until = wait.deadline.map_or(short, |d| d.min(short));
-            let w = Wait { deadline: Some(until), block: true, hook: wait.hook.as_mut().map(|h| &mut **h as &mut dyn FnMut() -> Result<()>) };
-            if self.mailbox.poll_with(w)? {
+            if self.mailbox.poll_with(wait.slice(DEBT_SLICE))? {
                 return Ok(true);
             }
-            if wait.deadline.is_some_and(|d| Instant::now() >= d) {
+            if wait.expired() {
                 return Ok(false);
             }
         }
@@ -796,12 +796,9 @@ impl RpcServer {
             }
             let lane = if self.owed && wait.block {
                 // A reply is still owed: look for calls in short waits, paying between.
-                let short = Instant::now() + Duration::from_millis(2);
-                let until = wait.deadline.map_or(short, |d| d.min(short));
-                let mut w = Wait { deadline: Some(until), block: true, hook: wait.hook.as_mut().map(|h| &mut **h as &mut dyn FnMut() -> Result<()>) };
-                match self.mailbox.stage_next(&mut w) {
+                match self.mailbox.stage_next(&mut wait.slice(DEBT_SLICE)) {
                     Ok(lane) => lane,
-                    Err(Error::Timeout) if wait.deadline.is_none_or(|d| Instant::now() < d) => continue,
+                    Err(Error::Timeout) if !wait.expired() => continue,
                     Err(e) => return Err(e),
                 }
             } else {
