@@ -820,11 +820,16 @@ pub fn parse_multipart(prefix: &[u8], first_len: usize, total: usize) -> Result<
     for i in 0..nparts {
         let len = u64::from_le_bytes(word(8 + 8 * i, 8)?.try_into().expect("8 bytes"));
         let len = usize::try_from(len).map_err(|_| format!("part {i} length {len} overflows"))?;
-        let start = at.next_multiple_of(PART_ALIGN);
-        let Some(end) = start.checked_add(len).filter(|&e| e <= total) else {
+        // `at` may sit near usize::MAX when a peer claims such a total: round checked.
+        let Some(end) = at
+            .checked_next_multiple_of(PART_ALIGN)
+            .and_then(|start| start.checked_add(len))
+            .filter(|&e| e <= total)
+        else {
+            let start = at.saturating_add(PART_ALIGN - 1) / PART_ALIGN * PART_ALIGN;
             return Err(format!("part {i} ({len} bytes at {start}) exceeds the {total}-byte payload"));
         };
-        parts.push((start, len));
+        parts.push((end - len, len));
         at = end;
     }
     if at != total {
@@ -1031,6 +1036,18 @@ mod tests {
             let _ = parse_multipart(&buf, buf.len(), (next() as usize) % 1000);
             let _ = continuation_offset(&buf);
         }
+    }
+
+    #[test]
+    fn multipart_totals_near_usize_max_are_refused_not_overflowed() {
+        // Found by cargo-fuzz: a part ending one byte below usize::MAX made the next
+        // part's aligned start overflow (a panic in a decoder of shared memory).
+        let mut buf = vec![0u8; 8 + 16];
+        buf[0..4].copy_from_slice(&2u32.to_le_bytes());
+        buf[8..16].copy_from_slice(&((usize::MAX - 24usize.next_multiple_of(PART_ALIGN) - 1) as u64).to_le_bytes());
+        buf[16..24].copy_from_slice(&1u64.to_le_bytes());
+        let err = parse_multipart(&buf, buf.len(), usize::MAX).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
     }
 
     #[test]
