@@ -568,15 +568,20 @@ impl<'a> Outgoing<'a> {
 /// envelope (if any) and `first` payload bytes, each continuation up to `chunk`. `position` is the producer's
 /// position: the first record is sized to end on a tile boundary (see [`chunk_size`]),
 /// so the continuations tile the ring whatever the previous messages left (no padding
-/// record at the wrap, all the ring usable).
+/// record at the wrap, all the ring usable). `whole`: the receiver views messages in
+/// place (the ring's `whole` word): exactly the messages up to [`max_whole`] go whole,
+/// also those over [`CHUNK_THRESHOLD`] (chunking overlaps the two copies of a large
+/// message, but a chunked message cannot be viewed whole), and larger ones are chunked
+/// even under the threshold (received by copy, they pin no ring space).
 ///
 /// # Errors
 /// The prefix does not fit one record of this ring (a ring too small for the message's
 /// header: more out-of-band buffers than it can describe).
-pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64) -> Result<Option<(usize, usize)>, String> {
+pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64, whole: bool) -> Result<Option<(usize, usize)>, String> {
     let max = max_record(capacity);
     let env = msg.envelope_len();
-    if msg.total + env <= max && msg.total <= CHUNK_THRESHOLD {
+    let one = if whole { msg.total + env <= max_whole(capacity) } else { msg.total + env <= max && msg.total <= CHUNK_THRESHOLD };
+    if one {
         return Ok(None);
     }
     let chunk = chunk_size(capacity);
@@ -601,6 +606,15 @@ pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64) -> Result<Option
         ));
     }
     Ok(Some((first, chunk)))
+}
+
+/// Largest message (payload and envelope, in bytes) sent whole to a receiver that
+/// views messages in place: a quarter of the ring. A receiver that keeps the previous
+/// view while it receives the next (`x = rx.recv(copy=False)` in a loop) then always
+/// finds room: the view held, the padding a wrap may leave (less than one record) and
+/// the next message take at most three quarters of the ring.
+pub const fn max_whole(capacity: usize) -> usize {
+    capacity / 4
 }
 
 /// Write the chunk header of a first record (the total) or a continuation (its
@@ -694,7 +708,7 @@ impl Head {
     }
 
     /// (logical offset, length) of part `i`.
-    pub(crate) fn part(&self, i: usize) -> (usize, usize) {
+    pub fn part(&self, i: usize) -> (usize, usize) {
         match &self.parts {
             Parts::One(o, l) if i == 0 => (*o, *l),
             Parts::One(..) => panic!("part {i} of a one-part message"),
@@ -977,14 +991,23 @@ mod tests {
             assert_eq!(cap % (chunk + 16), 0, "capacity {cap}");
         }
         let data = vec![0u8; 3 << 20];
-        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 0), Ok(Some((131_056, 131_056))));
-        assert_eq!(plan(&Outgoing::bytes(&data[..1 << 20]), 1 << 22, 0), Ok(None));
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 0, false), Ok(Some((131_056, 131_056))));
+        assert_eq!(plan(&Outgoing::bytes(&data[..1 << 20]), 1 << 22, 0, false), Ok(None));
+        // A receiver that views in place: whole if it fits one record, else chunked.
+        assert_eq!(plan(&Outgoing::bytes(&data[..(1 << 20) + 8]), 1 << 22, 0, false).map(|p| p.is_some()), Ok(true));
+        assert_eq!(plan(&Outgoing::bytes(&data[..(1 << 20) + 8]), 1 << 23, 0, true), Ok(None));
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 0, true).map(|p| p.is_some()), Ok(true));
+        // Whole only up to a quarter of the ring, chunked above even under 1 MiB.
+        assert_eq!(plan(&Outgoing::bytes(&data[..1 << 20]), 1 << 22, 0, true), Ok(None));
+        assert_eq!(plan(&Outgoing::bytes(&data[..20_000]), 1 << 16, 0, true).map(|p| p.is_some()), Ok(true));
+        assert_eq!(plan(&Outgoing::bytes(&data[..20_000]), 1 << 16, 0, false), Ok(None));
+        assert_eq!(plan(&Outgoing::bytes(&data[..(1 << 20) + 8]), 1 << 22, 0, true).map(|p| p.is_some()), Ok(true));
         // From a position off the tiles, the first record ends on the next boundary (or
         // the one after, if that leaves less than half a tile).
-        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 400), Ok(Some((131_072 - 400 - 16, 131_056))));
-        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 131_000), Ok(Some((72 + 131_072 - 16, 131_056))));
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 400, false), Ok(Some((131_072 - 400 - 16, 131_056))));
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, 131_000, false), Ok(Some((72 + 131_072 - 16, 131_056))));
         // In the last tile of the ring, close to its end: one tile from offset 0.
-        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, (1 << 20) - 72), Ok(Some((131_056, 131_056))));
+        assert_eq!(plan(&Outgoing::bytes(&data), 1 << 20, (1 << 20) - 72, false), Ok(Some((131_056, 131_056))));
     }
 
     #[test]

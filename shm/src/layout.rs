@@ -36,7 +36,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// 7: broadcast (kind 4): subscriber cursor lines and the lossy oldest/newest pairs;
 /// `EventCount::waiters` bit 28 `ARMED` (notifiers skip the wake syscall while every
 /// counted sleeper was already woken).
-pub const ABI_VERSION: u32 = 7;
+/// 8: `RingStatus::whole` (a consumer that views messages in place asks the producer
+/// for one record per message); consumers hold records and release them out of order.
+pub const ABI_VERSION: u32 = 8;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -200,7 +202,11 @@ pub struct RingControl {
 pub struct RingStatus {
     /// Non-zero once a side found the ring corrupt (the reason code).
     pub poisoned: AtomicU32,
-    _pad: AtomicU32,
+    /// Non-zero once the consumer asked to view messages in place (zero-copy receive):
+    /// the producer then sends every message that fits one record as one record,
+    /// instead of streaming those over [`CHUNK_THRESHOLD`](../../shmplane/frame) bytes
+    /// in chunks (a chunked message cannot be viewed whole). A hint: read Relaxed.
+    pub whole: AtomicU32,
     /// `position + 1` where the producer abandoned a message that spans several
     /// records (0: never): a consumer part-way through a message that finds nothing
     /// more at this position knows the rest will not come (see `crate::ring`).

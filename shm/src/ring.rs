@@ -37,6 +37,7 @@ use crate::buf::OutBuf;
 use crate::layout::{EventCount, RingControl, RECORD_ALIGN, RECORD_HEADER};
 use crate::sync::{AtomicU64, Ordering};
 use crate::wait::Park;
+use std::collections::VecDeque;
 
 /// Header bit that marks a published record.
 const COMMITTED: u64 = 1 << 63;
@@ -323,7 +324,10 @@ impl<S: RingStore> Producer<S> {
     pub fn set_wake_at(&mut self, len: Option<usize>) {
         let at = len.map_or(0, |len| {
             let cap = self.capacity();
-            let want = (record_size(len.min(self.max_payload())) as u64 + RECORD_HEADER as u64).max(cap / 2);
+            // A consumer that views messages in place may hold more than half the ring
+            // for as long as it likes: then wake for the record alone.
+            let batch = if whole_wanted(&self.store) { 0 } else { cap / 2 };
+            let want = (record_size(len.min(self.max_payload())) as u64 + RECORD_HEADER as u64).max(batch);
             (self.tail + want).saturating_sub(cap)
         });
         self.wake_at = at;
@@ -338,7 +342,11 @@ impl<S: RingStore> Producer<S> {
     /// is worth more than the record each would squeeze in).
     #[inline]
     pub fn wake_due(&self) -> bool {
+        // A consumer that views in place holds records as long as it likes: a mark set
+        // before it asked (half the ring) must not keep this producer from a record
+        // that fits.
         self.store.lossy()
+            || whole_wanted(&self.store)
             || self.store.consumers_position(self.cached_head, self.tail, 0).is_ok_and(|h| h >= self.wake_at)
     }
 
@@ -373,6 +381,34 @@ impl<S: RingStore> Producer<S> {
 
     /// True if `n` bytes from `tail` are free, re-reading the consumer position if needed.
     #[inline]
+    /// Before claiming a record of `len` payload bytes: if the ring is empty (every
+    /// record released) and the record fits before this producer's offset, pad to the
+    /// end so that it starts at offset 0, in memory the previous records warmed (a
+    /// record of several MiB rotating through a ring four times its size wrote cold
+    /// memory every time). The record must fit before the offset: the padding counts
+    /// as used until the consumer skips it, and a consumer asleep would not. Not for a
+    /// lossy ring (it never waits for readers). True if it padded.
+    ///
+    /// # Errors
+    /// [`RingError::Corrupt`] if the consumer position read is impossible.
+    pub fn rewind_if_empty(&mut self, len: usize) -> Result<bool, RingError> {
+        let offset = self.tail & self.mask;
+        if offset == 0 || self.store.lossy() || len > self.max_payload() || (record_size(len) + RECORD_HEADER) as u64 > offset {
+            return Ok(false);
+        }
+        let contiguous = self.capacity() - offset;
+        // Empty: everything up to our position released (then the padding, and the
+        // zero-ahead slot after it, fit: `offset >= 8`).
+        if self.cached_head != self.tail {
+            self.refresh_head(contiguous + RECORD_HEADER as u64)?;
+        }
+        if self.cached_head != self.tail {
+            return Ok(false);
+        }
+        self.publish(contiguous, PADDING_TAG, contiguous as usize - RECORD_HEADER);
+        Ok(true)
+    }
+
     fn has_space(&mut self, n: u64) -> Result<bool, RingError> {
         if self.tail + n - self.cached_head <= self.capacity() {
             return Ok(true);
@@ -566,6 +602,20 @@ pub fn data_ready<S: RingStore>(store: &S) -> bool {
     store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0 || store.overrun(head)
 }
 
+/// Ask the producer to send every message that fits one record as one record (the
+/// consumer views messages in place: see `RingStatus::whole`).
+pub fn want_whole<S: RingStore>(store: &S) {
+    // ORDERING: Relaxed: a hint, set once and never cleared; partner of the Relaxed
+    // load in `whole_wanted` (a message sent before it shows is merely chunked).
+    store.control().status.value.whole.store(1, Ordering::Relaxed);
+}
+
+/// True once the consumer asked for whole records ([`want_whole`]).
+pub fn whole_wanted<S: RingStore>(store: &S) -> bool {
+    // ORDERING: Relaxed, partner of `want_whole`'s Relaxed store (a hint).
+    store.control().status.value.whole.load(Ordering::Relaxed) != 0
+}
+
 /// True if `len` payload bytes might fit after the producer position stored in the
 /// control block (ignoring padding at the wrap): a read-only look for a copy waiting
 /// for the lease. May say yes when a claim would still wait.
@@ -638,6 +688,44 @@ pub struct Consumer<S: RingStore> {
     laps: u8,
     /// Releases in a row that found the producer's sleeping regime with nobody asleep.
     fenced_idle: u32,
+    /// Records passed since the oldest unreleased hold, in ring order (empty unless
+    /// this consumer holds records: see [`Consumer::hold`]).
+    held: VecDeque<Span>,
+    /// Entries of `held` not yet released.
+    holding: usize,
+}
+
+/// A range of the ring the consumer passed while holding records: released (in order
+/// or out of order) once every record before it is.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u64,
+    end: u64,
+    tag: u32,
+    released: bool,
+}
+
+/// A record the consumer moved past without releasing it (a zero-copy view that
+/// outlives the receive): its bytes stay untouched by the producer until
+/// [`Consumer::release_hold`]. Records are released in any order; the shared position
+/// advances over every record before the oldest one still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a held record stays in the ring until Consumer::release_hold"]
+pub struct Hold {
+    position: u64,
+    end: u64,
+}
+
+impl Hold {
+    /// Position of the record in the ring (total bytes before it).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Bytes of ring the record takes (header and padding included).
+    pub fn size(&self) -> u64 {
+        self.end - self.position
+    }
 }
 
 impl<S: RingStore> Consumer<S> {
@@ -648,14 +736,14 @@ impl<S: RingStore> Consumer<S> {
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
         let head = stored_consumer_position(&store)?;
-        Ok(Consumer { store, head, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0 })
+        Ok(Consumer { store, head, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0, held: VecDeque::new(), holding: 0 })
     }
 
     /// Attach without reading the position (see [`Producer::unsynced`]);
     /// [`Consumer::resync`] must run before the first peek.
     pub fn unsynced(store: S) -> Self {
         let mask = store.capacity() as u64 - 1;
-        Consumer { store, head: 0, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0 }
+        Consumer { store, head: 0, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0, held: VecDeque::new(), holding: 0 }
     }
 
     /// Drop the private position and resume from the shared one: after another copy of
@@ -664,8 +752,88 @@ impl<S: RingStore> Consumer<S> {
     /// # Errors
     /// [`RingError::Corrupt`] if the stored position is misaligned.
     pub fn resync(&mut self) -> Result<(), RingError> {
+        // Holds name positions of the copy that last operated; the shared position is
+        // the truth now (a holding copy keeps its role lease, so another copy resyncs
+        // only after every hold was released, or in a fork child: `forget_holds`).
+        self.forget_holds();
         self.head = stored_consumer_position(&self.store)?;
         Ok(())
+    }
+
+    /// Move past `record` without releasing it: its bytes stay valid (the producer does
+    /// not reuse them) until [`Consumer::release_hold`], while this consumer goes on
+    /// to the next records. Records released meanwhile in order are given back only
+    /// once the holds before them are. Not for a lossy broadcast (its publisher does
+    /// not wait for subscribers).
+    ///
+    /// # Panics
+    /// If `record` is not the record at the head.
+    pub fn hold(&mut self, record: Record) -> Hold {
+        assert_eq!(record.position, self.head, "hold out of order");
+        let end = self.head + record_size(record.len) as u64;
+        self.held.push_back(Span { start: self.head, end, tag: record.tag, released: false });
+        self.holding += 1;
+        self.head = end;
+        Hold { position: record.position, end }
+    }
+
+    /// Release a held record (in any order), giving the producer the space of every
+    /// record before the oldest hold still held, and waking it if it sleeps. False if
+    /// `hold` is unknown (already released, or forgotten by a resync or
+    /// [`Consumer::forget_holds`]).
+    pub fn release_hold(&mut self, hold: Hold) -> bool {
+        let Ok(i) = self.held.binary_search_by_key(&hold.position, |s| s.start) else { return false };
+        let span = &mut self.held[i];
+        if span.released || span.end != hold.end {
+            return false;
+        }
+        span.released = true;
+        self.holding -= 1;
+        let mut last = None;
+        while let Some(&s) = self.held.front().filter(|s| s.released) {
+            last = Some(s);
+            self.held.pop_front();
+        }
+        if let Some(s) = last {
+            self.give_back(s.end, s.tag);
+        }
+        true
+    }
+
+    /// Ask the producer for whole records ([`want_whole`]); from then on every
+    /// give-back wakes a sleeping producer (its half-ring mark may lie behind held
+    /// records).
+    pub fn want_whole(&mut self) {
+        want_whole(&self.store);
+    }
+
+    /// Records held and not released yet.
+    pub fn holds(&self) -> usize {
+        self.holding
+    }
+
+    /// Release every hold at once (the views they back are gone: a process exiting
+    /// with views alive), giving the producer everything up to this consumer's position.
+    pub fn release_all_holds(&mut self) {
+        if let Some(&last) = self.held.back() {
+            self.held.clear();
+            self.holding = 0;
+            self.give_back(last.end, last.tag);
+        }
+    }
+
+    /// Drop every hold without releasing anything (a fork child's inherited copy of
+    /// a holding consumer: the holds belong to the parent).
+    pub fn forget_holds(&mut self) {
+        self.held.clear();
+        self.holding = 0;
+    }
+
+    /// True if a record (or padding, or a lossy broadcast's lag) is at this consumer's
+    /// own position: [`data_ready`] for the consumer itself, whose position runs ahead
+    /// of the shared one while it holds records.
+    pub fn has_data(&self) -> bool {
+        self.ready() || self.store.overrun(self.head)
     }
 
     /// The storage.
@@ -915,17 +1083,40 @@ impl<S: RingStore> Consumer<S> {
 
     #[inline]
     fn advance(&mut self, size: usize, tag: u32) {
+        let start = self.head;
         self.head += size as u64;
+        if !self.held.is_empty() {
+            self.pass_held(start, tag);
+            return;
+        }
+        self.give_back(self.head, tag);
+    }
+
+    /// A record released in order behind a hold: given back with it.
+    #[cold]
+    #[inline(never)]
+    fn pass_held(&mut self, start: u64, tag: u32) {
+        match self.held.back_mut() {
+            Some(last) if last.released && last.end == start => last.end = self.head,
+            _ => self.held.push_back(Span { start, end: self.head, tag, released: true }),
+        }
+    }
+
+    /// Store `head` as the shared position and wake the producer if it waits for it.
+    #[inline]
+    fn give_back(&mut self, head: u64, tag: u32) {
         let ctl = self.store.control();
-        // Our reads of the record happen-before the producer overwrites it (the
-        // Release store of `store_head`).
-        self.store.store_head(self.head, tag);
-        let head = self.head;
-        // A producer asleep for room asked to be woken once `wake_at` is reached.
-        ctl.space_ready.value.notify_counted_when(self.store.park(), &mut self.fenced_idle, || {
+        // Our reads of the records below `head` happen-before the producer overwrites
+        // them (the Release store of `store_head`).
+        self.store.store_head(head, tag);
+        // A producer asleep for room asked to be woken once `wake_at` is reached (at
+        // every give-back once the consumer views in place: a mark set before it asked
+        // may lie behind records it holds for as long as it likes).
+        let store = &self.store;
+        ctl.space_ready.value.notify_counted_when(store.park(), &mut self.fenced_idle, || {
             // ORDERING: Relaxed, after `notify_seen_when`'s Acquire fence (partner of
             // the producer's announcement, which follows its store of `wake_at`).
-            head >= ctl.status.value.wake_at.load(Ordering::Relaxed)
+            head >= ctl.status.value.wake_at.load(Ordering::Relaxed) || whole_wanted(store)
         });
     }
 }
@@ -946,6 +1137,13 @@ impl<S: ByteRingStore> Producer<S> {
 }
 
 impl<S: ByteRingStore> Consumer<S> {
+    /// Address of the record's payload: for a view that outlives the borrow of the
+    /// consumer ([`Consumer::hold`] keeps the bytes; the caller keeps the mapping).
+    #[inline]
+    pub fn payload_addr(&self, record: &Record) -> *const u8 {
+        self.store.data_ptr().wrapping_add(record.payload_offset()).cast_const()
+    }
+
     /// The record's payload as a slice (zero-copy receive).
     #[inline]
     pub fn payload(&self, record: &Record) -> &[u8] {

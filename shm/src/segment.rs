@@ -15,6 +15,7 @@ use crate::layout::{control_offset, copy_lock_byte, role_offset, EventCount, Rol
 use crate::lease::{CopyId, Copies, Lease};
 use crate::liveness::{self, key_alive, PeerState, ATTACHED, CLOSED, CLOSING};
 use crate::region::{Region, ShmFile};
+use std::sync::Arc;
 use crate::wait::SharedFutex;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -26,7 +27,9 @@ pub const INIT_WAIT: Duration = Duration::from_secs(2);
 /// it is one lock owner: one endpoint (and its copies, which share the description).
 #[derive(Debug)]
 pub struct Segment {
-    region: Region,
+    /// Shared with zero-copy views of received messages, which keep the mapping (not
+    /// the segment's role) alive past the handle's close.
+    region: Arc<Region>,
     file: Option<ShmFile>,
     name: Option<String>,
     info: HeaderInfo,
@@ -99,7 +102,7 @@ impl Segment {
     fn init(file: ShmFile, name: Option<&str>, info: HeaderInfo) -> Result<Segment> {
         file.try_lock(INIT_LOCK_BYTE)?;
         let region = Region::map(&file, info.total_len as usize)?;
-        let segment = Segment { region, info, file: Some(file), name: name.map(str::to_owned) };
+        let segment = Segment { region: Arc::new(region), info, file: Some(file), name: name.map(str::to_owned) };
         write_header(segment.header(), &segment.info);
         if let Some(f) = &segment.file {
             f.unlock(INIT_LOCK_BYTE);
@@ -114,7 +117,7 @@ impl Segment {
     pub fn heap(kind: SegmentKind, params: Params) -> Result<Segment> {
         let info = new_info(kind, params)?;
         let segment =
-            Segment { region: Region::heap(info.total_len as usize), file: None, name: None, info };
+            Segment { region: Arc::new(Region::heap(info.total_len as usize)), file: None, name: None, info };
         write_header(segment.header(), &segment.info);
         Ok(segment)
     }
@@ -135,7 +138,7 @@ impl Segment {
             role_count,
             creator_pid: std::process::id(),
         };
-        let segment = Segment { region: Region::heap(total_len), file: None, name: None, info };
+        let segment = Segment { region: Arc::new(Region::heap(total_len)), file: None, name: None, info };
         write_header(segment.header(), &segment.info);
         segment
     }
@@ -233,7 +236,7 @@ impl Segment {
         }
         // Validation checks the role table and the kind's layout against the file size.
         let info = validate(header, size, kinds, file.path()).map_err(fail)?;
-        Ok(Segment { region, file: Some(file), name: name.map(str::to_owned), info })
+        Ok(Segment { region: Arc::new(region), file: Some(file), name: name.map(str::to_owned), info })
     }
 
     /// Open the same segment again: a new open file description (so a separate lock
@@ -265,13 +268,34 @@ impl Segment {
         let fd = f.as_file().try_clone().map_err(|e| Error::Os { op: "dup a segment descriptor", path: f.path().to_owned(), source: e })?;
         let file = ShmFile::from_fd(fd.into(), f.path().to_owned());
         let region = Region::map(&file, self.info.total_len as usize)?;
-        Ok(Segment { region, file: Some(file), name: self.name.clone(), info: self.info })
+        Ok(Segment { region: Arc::new(region), file: Some(file), name: self.name.clone(), info: self.info })
     }
 
     /// Keep only the mapping: its descriptor closes (a mapping outlives it). For a
     /// second, read-only look at a segment that holds no role.
-    pub fn into_region(self) -> Region {
+    pub fn into_region(self) -> Arc<Region> {
         self.region
+    }
+
+    /// A reference that keeps this handle's mapping alive. (A mapping keeps the
+    /// segment's open file description, and with it this handle's role locks: see
+    /// [`Segment::view_mapping`] for views that outlive the handle.)
+    pub fn mapping(&self) -> Arc<Region> {
+        Arc::clone(&self.region)
+    }
+
+    /// A second, read-only mapping of the whole segment through a new open file
+    /// description that holds no locks: for zero-copy views of received messages, which
+    /// may outlive the handle (its close then completes and its role is seen closed,
+    /// whatever views remain), and which the memory protection keeps read-only. A heap
+    /// segment (tests) returns its own region.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the file cannot be opened again or mapped.
+    pub fn view_mapping(&self) -> Result<Arc<Region>> {
+        let Some(file) = &self.file else { return Ok(self.mapping()) };
+        let again = file.reopen_read_only()?;
+        Ok(Arc::new(Region::map_read_only(&again, self.info.total_len as usize)?))
     }
 
     /// The header.

@@ -339,6 +339,12 @@ impl SegmentRing {
         self.control
     }
 
+    /// Wakes whoever waits on this ring's data event, from any thread, without keeping
+    /// the mapping alive (see [`DataWaker`]).
+    pub fn data_waker(&self) -> DataWaker {
+        DataWaker { region: std::sync::Arc::downgrade(&self.segment.mapping()), offset: self.data_event_offset() }
+    }
+
     /// Byte offset of [`RingStore::data_event`] in the segment.
     pub fn data_event_offset(&self) -> usize {
         match self.lane {
@@ -734,7 +740,7 @@ pub fn mailbox_control(segment: &Segment) -> Option<&MailboxControl> {
 /// consumer's handle, for as long as the probe lives.
 #[derive(Debug)]
 pub struct PendingProbe {
-    region: crate::region::Region,
+    region: std::sync::Arc<crate::region::Region>,
     offset: usize,
     words: usize,
     /// The bits of the last word that name lanes (a stray bit beyond them, in shared
@@ -813,6 +819,30 @@ pub fn wake_mailbox_producers(segment: &Segment) {
         // SAFETY: a validated mailbox segment holds every lane's RingControl (atomics
         // only, 128-aligned) at this offset; asserted in bounds above.
         let ev: &EventCount = unsafe { segment.region().at(off) };
+        ev.wake_all(&SharedFutex);
+    }
+}
+
+/// Wakes the waiters of a ring's data event (a receiver waiting for a message) from any
+/// thread: a view of a message released by another thread while the receiver waits.
+/// Holds the mapping weakly: it never keeps a closed segment mapped (nor its file
+/// description, which holds the role locks).
+#[derive(Debug, Clone)]
+pub struct DataWaker {
+    region: std::sync::Weak<crate::region::Region>,
+    offset: usize,
+}
+
+impl DataWaker {
+    /// Wake every waiter (they re-check and sleep again if nothing changed for them).
+    pub fn wake(&self) {
+        let Some(region) = self.region.upgrade() else { return };
+        if self.offset + std::mem::size_of::<crate::layout::EventCount>() > region.len() {
+            return;
+        }
+        // SAFETY: in bounds (checked), the 8-aligned offset of an EventCount in the
+        // kind's layout (`data_event_offset`); atomics only.
+        let ev: &crate::layout::EventCount = unsafe { region.at(self.offset) };
         ev.wake_all(&SharedFutex);
     }
 }

@@ -17,6 +17,8 @@
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::kind::Params;
 use shmplane_shm::layout::{ring_segment_len, EventCount, RingControl, CHANNEL_ROLES, DATA_ALIGN};
+
+const RECORD_HEADER_BYTES: usize = shmplane_shm::layout::RECORD_HEADER;
 use shmplane_shm::region::{Region, ShmFile};
 use shmplane_shm::ring::{
     max_payload, ByteRingStore, Consumer, Producer, RingError, RingStore, MAX_TAG, PADDING_TAG, POISON_BAD_HEAD,
@@ -283,6 +285,8 @@ for_each_backend!(
     wait_until_woken_by_commit_block,
     wait_until_woken_by_commit_adaptive,
     wait_until_producer_woken_by_release,
+    stream_two_threads_with_holds,
+    rewind_if_empty_starts_large_records_at_offset_zero,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -692,6 +696,108 @@ fn stream<B: Backend>(
     // Nobody is left announced as a sleeper.
     assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
     assert_eq!(c.store().control().space_ready.value.sleepers(), 0);
+}
+
+/// A producer thread streams while the consumer holds up to 5 records (zero-copy views
+/// kept past their receive), released in random order and none older than 8 records,
+/// and receives the rest by copy behind them: a held record's bytes never change, and
+/// everything arrives once, in order.
+fn stream_two_threads_with_holds<B: Backend>() {
+    use shmplane_shm::ring::Hold;
+    let n = stream_count();
+    let (mut p, mut c) = ring::<B>(1 << 14);
+    let watchdog = Instant::now() + Duration::from_secs(120);
+    let len_of = |seq: u64| (splitmix(seq) >> 8) as usize % 600;
+    let producer = thread::spawn(move || {
+        for seq in 0..n {
+            let len = len_of(seq);
+            let claim = wait_until(
+                &mut p,
+                |p| (&p.store().control().space_ready.value, p.store().park()),
+                WaitPolicy::Adaptive { spin: Duration::from_micros(5) },
+                Some(watchdog),
+                |p| p.try_claim(len),
+                |_| Ok(()),
+            )
+            .unwrap_or_else(|e| panic!("producer, message {seq}: {e:?}"));
+            p.write(&claim, 0, &pattern(seq, len));
+            p.commit(claim, len, tag_for(seq));
+        }
+    });
+    let mut held: Vec<(u64, Hold, usize)> = Vec::new();
+    let check = |c: &Consumer<B>, seq: u64, hold: &Hold, offset: usize| {
+        let len = len_of(seq);
+        let mut buf = vec![0u8; len];
+        // SAFETY: `offset` is the held record's payload offset in the data area, `len`
+        // its payload length; the producer does not write held space.
+        unsafe { c.store().read(offset, buf.as_mut_ptr(), len) };
+        assert!(buf == pattern(seq, len), "held message {seq} changed (hold {hold:?})");
+    };
+    let mut rng = 0x1234_5678u64;
+    for seq in 0..n {
+        let r = wait_until(
+            &mut c,
+            |c| (&c.store().control().data_ready.value, c.store().park()),
+            WaitPolicy::Adaptive { spin: Duration::from_micros(5) },
+            Some(watchdog),
+            |c| c.try_peek(),
+            |_| Ok(()),
+        )
+        .unwrap_or_else(|e| panic!("consumer, message {seq}: {e:?}"));
+        assert_eq!(r.len(), len_of(seq), "length of message {seq}");
+        rng = splitmix(rng);
+        if rng % 3 == 0 && held.len() < 5 {
+            let offset = r.payload_offset();
+            let hold = c.hold(r);
+            check(&c, seq, &hold, offset);
+            held.push((seq, hold, offset));
+        } else {
+            let mut buf = vec![0u8; r.len()];
+            c.read(&r, 0, &mut buf);
+            assert!(buf == pattern(seq, len_of(seq)), "content of message {seq}");
+            c.release(r);
+        }
+        while let Some(i) = held.iter().position(|(s, ..)| seq - s >= 8).or_else(|| (rng % 5 == 0 && !held.is_empty()).then(|| (rng >> 8) as usize % held.len())) {
+            let (s, hold, offset) = held.swap_remove(i);
+            check(&c, s, &hold, offset);
+            assert!(c.release_hold(hold));
+            assert!(!c.release_hold(hold), "released twice");
+            rng = splitmix(rng);
+        }
+        assert_eq!(c.holds(), held.len());
+    }
+    for (s, hold, offset) in held.drain(..) {
+        check(&c, s, &hold, offset);
+        assert!(c.release_hold(hold));
+    }
+    producer.join().expect("producer thread");
+    assert!(c.try_peek().unwrap().is_none(), "nothing after the last message");
+    assert_eq!(tail(c.store()), head(c.store()), "every record given back");
+}
+
+/// `Producer::rewind_if_empty`: only on an empty ring, only for a record that fits
+/// before the producer's offset; the consumer skips the padding and reads the record
+/// at offset 0.
+fn rewind_if_empty_starts_large_records_at_offset_zero<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 0, 1000));
+    // Not empty: no rewind.
+    assert!(!p.rewind_if_empty(900).unwrap());
+    assert!(try_recv(&mut c, 0, 1000));
+    // Empty, but the record does not fit before the offset (1008): no rewind.
+    assert!(!p.rewind_if_empty(1200).unwrap());
+    // Empty and it fits before: padded to the end, the record lands at 0.
+    assert!(p.rewind_if_empty(900).unwrap());
+    let claim = p.try_claim(900).unwrap().expect("room after the rewind");
+    assert_eq!(claim.payload_offset(), RECORD_HEADER_BYTES);
+    p.write(&claim, 0, &pattern(1, 900));
+    p.commit(claim, 900, tag_for(1));
+    assert!(try_recv(&mut c, 1, 900));
+    assert_eq!(tail(p.store()), head(c.store()));
+    assert_eq!(tail(p.store()), 4096 + 912);
+    // At offset 0 already: nothing to do.
+    assert!(try_send(&mut p, 2, 4096 - 912 - 8 - 16));
+    assert!(try_recv(&mut c, 2, 4096 - 912 - 8 - 16));
 }
 
 fn stream_two_threads_block<B: Backend>() {

@@ -179,6 +179,19 @@ impl ShmFile {
         Ok(ShmFile { file, path: self.path.clone() })
     }
 
+    /// A new open file description of the same file, read-only (holding no locks).
+    ///
+    /// # Errors
+    /// [`Error::Os`].
+    pub fn reopen_read_only(&self) -> Result<ShmFile> {
+        let proc = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&proc)
+            .map_err(|source| Error::Os { op: "reopen read-only", path: self.path.clone(), source })?;
+        Ok(ShmFile { file, path: self.path.clone() })
+    }
+
     /// Remove segment `name`'s name if it still refers to the same file as `self`
     /// (a new segment of the same name created meanwhile is left alone).
     pub fn unlink_if_same(&self, name: &str) {

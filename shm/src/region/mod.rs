@@ -64,6 +64,21 @@ impl Region {
         Ok(Region { ptr, len, backing: Backing::Mapped(map) })
     }
 
+    /// Map the first `len` bytes of `file` shared and read-only (populated): a second
+    /// look at a segment, for zero-copy views of received messages.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if `mmap` fails.
+    pub fn map_read_only(file: &ShmFile, len: usize) -> Result<Region> {
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_raw_read_only(file.as_file())
+            .map_err(|source| Error::Os { op: "mmap (read-only)", path: file.path().to_owned(), source })?;
+        let ptr = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");
+        Ok(Region { ptr, len, backing: Backing::Mapped(map) })
+    }
+
     /// First byte of the region ([`REGION_ALIGN`]-aligned).
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()

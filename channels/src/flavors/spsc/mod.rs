@@ -7,7 +7,7 @@
 mod receiver;
 mod sender;
 
-pub use receiver::{Incoming, Message, Receiver};
+pub use receiver::{Held, HoldToken, Incoming, Message, Receiver, Releaser, Viewed};
 pub(crate) use receiver::{frame_of, payload_of};
 pub use sender::{Loan, Sender};
 

@@ -16,10 +16,13 @@ use crate::wait::{wait_for, Wait};
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::liveness::CLOSED;
-use shmplane_shm::ring::{self, Consumer, Record, RingStore};
+use shmplane_shm::process::fork_generation;
+use shmplane_shm::region::Region;
+use shmplane_shm::ring::{self, Consumer, Hold, Record, RingStore};
+use std::sync::{Arc, Mutex};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::layout::RingControl;
-use shmplane_shm::store::SegmentRing;
+use shmplane_shm::store::{DataWaker, SegmentRing};
 use shmplane_shm::wait::{WaitHistory, WaitPolicy, SLICE};
 use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
@@ -37,6 +40,8 @@ pub struct Receiver {
     policy: WaitPolicy,
     /// Bookkeeping of non-blocking receives that found nothing.
     polls: EmptyPolls,
+    /// After a close while records were held: where their releases go.
+    closed_holding: Option<Arc<ReleaseQueue>>,
 }
 
 struct Inner {
@@ -49,11 +54,198 @@ struct Inner {
     /// A message begun by [`Receiver::stage`] (its operation still entered), for
     /// [`Receiver::take_staged`].
     staged: Option<(Record, Head)>,
+    /// The fork generation in which this copy took its holds ([`Receiver::begin_view`]):
+    /// a fork child's inherited holds are the parent's, and void in the child.
+    hold_generation: u64,
+    /// The ring's `whole` word was set (this handle asked for whole records).
+    asked_whole: bool,
+    /// The read-only mapping views point into (`Segment::view_mapping`: it holds no
+    /// locks, so views outliving the handle do not keep its role).
+    views: Option<Arc<Region>>,
+    /// Holds released from other threads while this handle was busy ([`Releaser`]).
+    released: Arc<ReleaseQueue>,
+}
+
+/// Tokens of held messages released by a [`Releaser`] (another thread, while the
+/// receiver was busy), applied by the receiver as soon as it looks: at its next
+/// operation, at each poll of a wait, when it arms its descriptor. Also where a
+/// receiver closed while records were held finishes closing (`zombie`), at the last
+/// release.
+struct ReleaseQueue {
+    tokens: Mutex<Vec<HoldToken>>,
+    /// A receiver closed while its copy held records: it stays inside its operation
+    /// (other copies of the receiver must not resume at the shared position, behind the
+    /// holds: they would receive those messages again, and the sender overwrite the
+    /// views) until the last hold is released, then closes.
+    zombie: Mutex<Option<Inner>>,
+    /// Wakes the receiver waiting for a message, so that it applies the queue now.
+    waker: Option<DataWaker>,
+}
+
+impl fmt::Debug for ReleaseQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReleaseQueue").field("queued", &self.lock().len()).finish_non_exhaustive()
+    }
+}
+
+impl ReleaseQueue {
+    fn new(waker: Option<DataWaker>) -> Arc<ReleaseQueue> {
+        Arc::new(ReleaseQueue { tokens: Mutex::default(), zombie: Mutex::default(), waker })
+    }
+
+    /// This queue's identity in the tokens of its receiver's holds.
+    fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// Release the queued holds (those of this process) from `consumer`.
+    #[cold]
+    #[inline(never)]
+    fn apply(&self, consumer: &mut Consumer<SegmentRing>, generation: u64) {
+        if generation != fork_generation() {
+            // A fork child's inherited holds are void; its tokens likewise (and a lock
+            // another thread held at the fork would never be released here).
+            return;
+        }
+        let tokens = std::mem::take(&mut *self.lock());
+        for t in tokens {
+            if t.generation == generation {
+                consumer.release_hold(t.hold);
+            }
+        }
+    }
+
+    /// True if tokens are queued (an uncontended lock: only while holding).
+    #[inline]
+    fn pending(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HoldToken>> {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queue `token`; finish a deferred close if that was the last hold, else wake the
+    /// receiver.
+    fn push(&self, token: HoldToken) {
+        if token.generation != fork_generation() {
+            return;
+        }
+        self.lock().push(token);
+        if !self.reap() {
+            if let Some(w) = &self.waker {
+                w.wake();
+            }
+        }
+    }
+
+    /// Apply the queue to a receiver closed while holding; close it once nothing is
+    /// held. True if there was one.
+    fn reap(&self) -> bool {
+        let mut zombie = self.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(inner) = zombie.as_mut() else { return false };
+        let generation = inner.hold_generation;
+        self.apply(&mut inner.consumer, generation);
+        let here = generation == fork_generation();
+        if inner.consumer.holds() == 0 || !here {
+            if let Some(inner) = zombie.take() {
+                drop(zombie);
+                close_inner(inner, here);
+            }
+        }
+        true
+    }
+}
+
+impl Drop for ReleaseQueue {
+    fn drop(&mut self) {
+        // Holds never released (their views leaked): close the receiver anyway.
+        if let Some(inner) = self.zombie.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let here = inner.hold_generation == fork_generation();
+            close_inner(inner, here);
+        }
+    }
+}
+
+/// Releases held messages of a [`Receiver`] from any thread, without the receiver
+/// (which may be busy in another thread, waiting for a message): see
+/// [`Receiver::releaser`].
+#[derive(Debug, Clone)]
+pub struct Releaser {
+    queue: Arc<ReleaseQueue>,
+}
+
+impl Releaser {
+    /// Queue `token` for release and wake the receiver: a receive waiting in another
+    /// thread gives the space back at its next poll; an idle receiver at its next
+    /// operation; a receiver closed while holding finishes closing at its last hold.
+    pub fn release(&self, token: HoldToken) {
+        if token.receiver == self.queue.id() {
+            self.queue.push(token);
+        }
+    }
+}
+
+/// Close `inner` for good (see [`Receiver::close`]); `entered`: it is inside an
+/// operation (a staged message, or holds, in this process), which it leaves first.
+fn close_inner(inner: Inner, entered: bool) {
+    let Inner { consumer, mut role, staged, .. } = inner;
+    if entered || staged.is_some() {
+        // A staged message stays queued; held records are not given back (nobody
+        // receives after a close; a copy elsewhere resumes behind them).
+        role.exit(consumer.store().role::<CONSUMER>());
+    }
+    if consumer.store().lane_index().is_some() {
+        // A mailbox lane: the mailbox's consumer handle holds the lane's role on the
+        // same description and decides its state (see `Mailbox::close`).
+        role.release(consumer.into_store().into_segment());
+        return;
+    }
+    // Wake the peer if it sleeps: it then sees the close at once.
+    let wake = consumer.store().control_offset() + std::mem::offset_of!(RingControl, space_ready);
+    role.close(consumer.into_store().into_segment(), Some(wake));
 }
 
 impl Inner {
     fn segment(&self) -> &Segment {
         self.consumer.store().segment()
+    }
+
+    /// True if this copy holds records (zero-copy views) in this process: it then
+    /// stays inside its operation between receives (other copies wait), so its cached
+    /// position stays the truth. A fork child drops the holds it inherited.
+    #[inline]
+    fn holding(&mut self) -> bool {
+        if self.consumer.holds() == 0 {
+            return false;
+        }
+        if self.hold_generation == fork_generation() {
+            return true;
+        }
+        self.consumer.forget_holds();
+        false
+    }
+
+    /// Leave the operation, unless records are held (the operation then lasts until
+    /// the last is released: [`Receiver::release`]).
+    #[inline(always)]
+    fn leave(&mut self) {
+        if self.consumer.holds() > 0 && self.released.pending() {
+            // Released by another thread during this operation.
+            self.released.apply(&mut self.consumer, self.hold_generation);
+        }
+        if self.consumer.holds() == 0 {
+            self.role.exit(self.consumer.store().role::<CONSUMER>());
+        }
+    }
+
+    /// A record is queued at this handle's position: the shared position's, or while
+    /// it holds records (the shared position then lags behind its own), its own.
+    fn data_ready(&self) -> bool {
+        if self.consumer.holds() > 0 && self.hold_generation == fork_generation() {
+            return self.consumer.has_data();
+        }
+        ring::data_ready(self.consumer.store())
     }
 
     /// Arm the doorbell: its descriptor becomes readable at the next message, or now
@@ -69,8 +261,11 @@ impl Inner {
         // one only at its first ring), so the publisher's death does not show as
         // end-of-file: check it when armed for a wait instead (a lock test).
         let dead = check && store.subscriber_index().is_some() && matches!(check_ring_peer(store, PRODUCER), Err(Error::PeerDead { .. }));
+        let holding = self.consumer.holds() > 0 && self.hold_generation == fork_generation();
+        let consumer = &self.consumer;
         let gone = d.arm(&store.control().data_ready.value, peer, || {
-            dead || ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
+            let queued = if holding { consumer.has_data() } else { ring::data_ready(store) };
+            dead || queued || role_state(store, PRODUCER) == CLOSED
         });
         gone || dead
     }
@@ -80,13 +275,21 @@ impl Inner {
     #[cold]
     #[inline(never)]
     fn rearm_if_empty(&mut self) {
-        if !ring::data_ready(self.consumer.store()) {
+        if !self.data_ready() {
             let _ = self.arm(false);
         }
     }
 
     #[inline(always)]
     fn enter(&mut self, wait: &mut Wait<'_>, polls: &mut EmptyPolls) -> Result<Op<'_>> {
+        if self.consumer.holds() > 0 && self.holding() {
+            if self.released.pending() {
+                self.released.apply(&mut self.consumer, self.hold_generation);
+            }
+            // Still inside the operation of the first hold (see `holding`), even if
+            // the releases just applied were the last.
+            return Ok(Op { inner: self });
+        }
         if !self.role.try_enter(self.consumer.store().role::<CONSUMER>()) {
             self.enter_slow(wait, polls)?;
         }
@@ -131,7 +334,7 @@ struct Op<'a> {
 impl Drop for Op<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        self.inner.role.exit(self.inner.consumer.store().role::<CONSUMER>());
+        self.inner.leave();
         if self.inner.doorbell.is_some() {
             self.inner.rearm_if_empty();
         }
@@ -196,12 +399,21 @@ impl Op<'_> {
     #[cold]
     #[inline(never)]
     fn wait_for_record(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<Record> {
+        let Inner { consumer, history, released, hold_generation, .. } = &mut *self.inner;
+        let generation = *hold_generation;
         wait_for(
-            &mut self.inner.consumer,
+            consumer,
             |c| (c.store().data_event(), c.store().park()),
-            (policy, &mut self.inner.history),
+            (policy, history),
             wait,
-            |c| c.try_peek().map_err(|e| seg_err(e, c)),
+            |c| {
+                // Views released by other threads while this one waits (their
+                // `Releaser` woke us): the sender may be waiting for their space.
+                if c.holds() > 0 && released.pending() {
+                    released.apply(c, generation);
+                }
+                c.try_peek().map_err(|e| seg_err(e, c))
+            },
             |c| role_state(c.store(), PRODUCER) == CLOSED,
             |c| match check_ring_peer(c.store(), PRODUCER) {
                 // The peer's last records happen-before its close: drain them first.
@@ -222,7 +434,8 @@ impl Op<'_> {
     /// closed) and nothing more is queued. No deadline: a live sender that began a
     /// message finishes it or cuts it; the hook still ends the wait.
     fn wait_for_chunk(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>, received: usize, total: usize, bounded: Option<Duration>) -> Result<Record> {
-        let Inner { consumer, history, .. } = &mut *self.inner;
+        let Inner { consumer, history, released, hold_generation, .. } = &mut *self.inner;
+        let generation = *hold_generation;
         match consumer.try_peek() {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
@@ -240,9 +453,15 @@ impl Op<'_> {
             |c| (c.store().data_event(), c.store().park()),
             (policy, history),
             &mut rest,
-            |c| match c.try_peek() {
-                Ok(None) if c.at_cut() => Err(Error::Truncated { received, total }),
-                other => other.map_err(|e| seg_err(e, c)),
+            |c| {
+                // Views released by other threads meanwhile (see `wait_for_record`).
+                if c.holds() > 0 && released.pending() {
+                    released.apply(c, generation);
+                }
+                match c.try_peek() {
+                    Ok(None) if c.at_cut() => Err(Error::Truncated { received, total }),
+                    other => other.map_err(|e| seg_err(e, c)),
+                }
             },
             |c| role_state(c.store(), PRODUCER) == CLOSED,
             |c| {
@@ -294,10 +513,22 @@ impl Op<'_> {
             // Untrusted bytes: copied out before they are parsed (and, from a lossy
             // broadcast, checked intact: a lapped subscriber may have read a later
             // record's bytes).
-            let mut prefix = vec![0; len.min(MAX_PREFIX)];
+            // First the short prefix that almost every head fits in (an array's
+            // description, a pickle of up to ~100 buffers); only a head it cuts short
+            // reads the longest one (reading 33 KB of a large message just written, cold
+            // in this core's caches, was most of a zero-copy receive's time). A head that
+            // parses from fewer bytes parses the same from more.
+            let mut prefix = vec![0; len.min(SHORT_PREFIX)];
             self.inner.consumer.read(&record, 0, &mut prefix);
             self.inner.consumer.check_read(&record).map_err(|e| seg_err(e, &self.inner.consumer))?;
-            match parse_head(tag, len, &prefix) {
+            let mut parsed = parse_head(tag, len, &prefix);
+            if parsed.is_err() && len > SHORT_PREFIX {
+                prefix.resize(len.min(MAX_PREFIX), 0);
+                self.inner.consumer.read(&record, 0, &mut prefix);
+                self.inner.consumer.check_read(&record).map_err(|e| seg_err(e, &self.inner.consumer))?;
+                parsed = parse_head(tag, len, &prefix);
+            }
+            match parsed {
                 Ok(head) => return Ok((record, head)),
                 Err(HeadError::Orphan) => self.consumer().release(record),
                 Err(HeadError::Corrupt(what)) => {
@@ -320,6 +551,10 @@ fn lossy_peek() -> Error {
         "a lossy broadcast's messages cannot be viewed in place (the publisher may overwrite them meanwhile); receive them with recv".into(),
     )
 }
+
+/// Bytes of a first record read before its head is parsed; [`MAX_PREFIX`] if the head
+/// needs more.
+const SHORT_PREFIX: usize = 1024;
 
 /// Records a receive skips (continuations of a message it never began) between checks
 /// of its deadline and hook; a non-blocking receive reports `Empty` after this many.
@@ -510,7 +745,8 @@ impl Receiver {
         if fresh {
             role.register(consumer.store().segment());
         }
-        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None, staged: None }), policy: WaitPolicy::default(), polls: EmptyPolls::default() })
+        let released = ReleaseQueue::new(Some(consumer.store().data_waker()));
+        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None, staged: None, hold_generation: 0, asked_whole: false, views: None, released }), policy: WaitPolicy::default(), polls: EmptyPolls::default(), closed_holding: None })
     }
 
     fn segment(&self) -> Option<&Segment> {
@@ -598,7 +834,7 @@ impl Receiver {
     pub(crate) fn unstage(&mut self) {
         if let Some(inner) = self.inner.as_mut() {
             if inner.staged.take().is_some() {
-                inner.role.exit(inner.consumer.store().role::<CONSUMER>());
+                inner.leave();
             }
         }
     }
@@ -660,6 +896,16 @@ impl Receiver {
     /// ```
     pub fn begin(&mut self, mut wait: Wait<'_>) -> Result<Incoming<'_>> {
         self.begin_inner(&mut wait, true)
+    }
+
+    /// [`Receiver::begin`], except that dropping the returned message unread leaves it
+    /// queued, for a caller that may refuse it once it saw its head (Python's
+    /// `recv_into`, whose destination must match).
+    ///
+    /// # Errors
+    /// As [`Receiver::begin`].
+    pub fn begin_kept(&mut self, mut wait: Wait<'_>) -> Result<Incoming<'_>> {
+        self.begin_inner(&mut wait, false)
     }
 
     #[inline(always)]
@@ -775,7 +1021,7 @@ impl Receiver {
         // head. The record stays in registers until the Message is built in place.
         let mut spun = Duration::ZERO;
         let fast = match self.inner.as_mut() {
-            Some(inner) if inner.role.try_enter(inner.consumer.store().role::<CONSUMER>()) => {
+            Some(inner) if inner.consumer.holds() == 0 && inner.role.try_enter(inner.consumer.store().role::<CONSUMER>()) => {
                 let mut record = inner.consumer.try_peek_fast();
                 let policy = inner.history.policy(self.policy);
                 if record.is_none() && spin_for_record(&inner.consumer, policy, &wait, &mut spun) {
@@ -848,6 +1094,143 @@ impl Receiver {
     #[inline]
     pub fn peek(&mut self, timeout: Option<Duration>) -> Result<Message<'_>> {
         self.peek_inner(Wait::optional(timeout))
+    }
+
+    /// Begin receiving the next message to view it in place past this call (zero-copy;
+    /// what Python's `recv(copy=False)` returns): a message of one record is *held*
+    /// ([`Viewed::Held`]): its bytes stay in the ring, untouched by the sender, until
+    /// [`Receiver::release`] of its token, in any order, while this receiver goes on to
+    /// the next messages. A message that spans several records cannot be viewed whole
+    /// ([`Viewed::Chunked`]: copy it out). The first call asks the sender to send every
+    /// message up to [`frame::max_whole`] (a quarter of the ring) as one record and
+    /// larger ones in chunks (a message sent before the sender saw the request follows
+    /// the usual rule: whole up to 1 MiB if it fits one record).
+    ///
+    /// Held records hold ring space: every record after the oldest one still held,
+    /// whether held or not. A sender waits (per its own wait and deadline) for that
+    /// space; a chunked message larger than the space left cannot complete until holds
+    /// are released. While any is held this handle stays inside its operation, so other
+    /// copies of the receiver (another process's) wait; [`Receiver::close`] then
+    /// completes at the last release. The bytes lie in a second, read-only mapping of
+    /// the segment ([`Held::mapping`]), which holds no locks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on a lossy broadcast (its publisher would overwrite
+    /// the bytes); otherwise as [`Receiver::begin`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplane::{Viewed, Wait};
+    /// let (mut tx, mut rx) = shmplane::channel(1 << 16)?;
+    /// tx.send(b"first")?;
+    /// tx.send(b"second")?;
+    /// let Viewed::Held(a) = rx.begin_view(Wait::forever())? else { unreachable!() };
+    /// let Viewed::Held(b) = rx.begin_view(Wait::forever())? else { unreachable!() };
+    /// assert_eq!((a.len(), b.len()), (5, 6));
+    /// assert!(rx.release(b.token()));     // out of order: the space frees once `a` goes
+    /// assert!(rx.release(a.token()));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn begin_view(&mut self, mut wait: Wait<'_>) -> Result<Viewed<'_>> {
+        let policy = self.policy;
+        if let Some(inner) = self.inner.as_mut() {
+            if inner.consumer.store().is_lossy() {
+                return Err(lossy_peek());
+            }
+            if inner.views.is_none() {
+                inner.views = Some(inner.segment().view_mapping()?);
+            }
+            if !inner.asked_whole {
+                inner.consumer.want_whole();
+                inner.asked_whole = true;
+            }
+        }
+        let (op, record, head) = self.take(policy, &mut wait)?;
+        if head.is_chunked() {
+            return Ok(Viewed::Chunked(Incoming { op, first: Some(record), head, policy, consume: true, bounded: None }));
+        }
+        let skip = head.skip();
+        let inner = &mut *op.inner;
+        let mapping = inner.views.clone().expect("mapped above");
+        // The same byte in the read-only mapping of the segment.
+        let offset = inner.consumer.payload_addr(&record) as usize - inner.segment().region().as_ptr() as usize;
+        let addr = mapping.as_ptr() as usize + offset + skip;
+        let len = record.len() - skip;
+        let hold = inner.consumer.hold(record);
+        inner.hold_generation = fork_generation();
+        let receiver = inner.released.id();
+        // Leaving the operation is deferred to the last release (`Inner::leave`).
+        drop(op);
+        Ok(Viewed::Held(Held { head, token: HoldToken { hold, generation: fork_generation(), receiver }, addr, len, mapping }))
+    }
+
+    /// Give back the ring space of a held message ([`Receiver::begin_view`]), in any
+    /// order. False if the token is not one of this handle's holds (released already,
+    /// another receiver's, or taken in another process before a fork): nothing happens.
+    /// After a close while records were held, the close completes at the last release.
+    pub fn release(&mut self, token: HoldToken) -> bool {
+        let Some(inner) = self.inner.as_mut() else {
+            if let Some(queue) = self.closed_holding.as_ref().filter(|q| q.id() == token.receiver) {
+                queue.push(token);
+                return true;
+            }
+            return false;
+        };
+        if token.generation != fork_generation() || token.receiver != inner.released.id() || !inner.holding() {
+            return false;
+        }
+        if inner.released.pending() {
+            inner.released.apply(&mut inner.consumer, inner.hold_generation);
+        }
+        let released = inner.consumer.release_hold(token.hold);
+        if inner.consumer.holds() == 0 && inner.staged.is_none() {
+            inner.leave();
+            if inner.doorbell.is_some() {
+                inner.rearm_if_empty();
+            }
+        }
+        released
+    }
+
+    /// Close, first giving back every message held by views (which must no longer be
+    /// read: the sender may overwrite them), so that the close completes now: for a
+    /// process that exits with views alive (its peers then see a clean close, not a
+    /// death). A receiver that already closed while holding completes its close too.
+    pub fn close_releasing_views(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            if inner.holding() {
+                inner.consumer.release_all_holds();
+            }
+        }
+        if let Some(queue) = self.closed_holding.take() {
+            let zombie = queue.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            if let Some(mut inner) = zombie {
+                let here = inner.hold_generation == fork_generation();
+                if here {
+                    inner.consumer.release_all_holds();
+                }
+                close_inner(inner, here);
+            }
+        }
+        self.close();
+    }
+
+    /// A handle that releases this receiver's held messages from any thread, also
+    /// while the receiver is busy in another (a view dropped by a worker thread while
+    /// the receiving thread waits for the next message). `None` once closed.
+    pub fn releaser(&self) -> Option<Releaser> {
+        self.inner.as_ref().map(|i| Releaser { queue: Arc::clone(&i.released) })
+    }
+
+    /// Messages held and not released ([`Receiver::begin_view`]) in this process.
+    pub fn holds(&self) -> usize {
+        match &self.inner {
+            Some(i) if i.hold_generation == fork_generation() => i.consumer.holds(),
+            Some(_) => 0,
+            None => self.closed_holding.as_ref().map_or(0, |q| {
+                q.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map_or(0, |z| z.consumer.holds())
+            }),
+        }
     }
 
     /// [`Receiver::peek`] without waiting.
@@ -932,6 +1315,11 @@ impl Receiver {
     /// ```
     pub fn readiness_fd(&mut self) -> Result<RawFd> {
         let Some(inner) = self.inner.as_mut() else { return Err(Error::Closed) };
+        if inner.consumer.holds() > 0 && inner.released.pending() {
+            // Views released by other threads: their space goes back before this handle
+            // waits through the OS (a sender may be waiting for it).
+            inner.released.apply(&mut inner.consumer, inner.hold_generation);
+        }
         if inner.doorbell.is_none() {
             // A broadcast's subscriber waits on a doorbell of its own (`@sub<i>`).
             let side = inner.consumer.store().subscriber_index().map_or(Side::Data, Side::Subscriber);
@@ -950,11 +1338,10 @@ impl Receiver {
     /// nothing is queued; [`Error::Corrupt`] (poisoned ring); [`Error::Closed`].
     pub fn check_sender(&self) -> Result<()> {
         let Some(inner) = &self.inner else { return Err(Error::Closed) };
-        let store = inner.consumer.store();
-        if ring::data_ready(store) {
+        if inner.data_ready() {
             return Ok(());
         }
-        check_ring_peer(store, PRODUCER)?;
+        check_ring_peer(inner.consumer.store(), PRODUCER)?;
         Ok(())
     }
 
@@ -962,8 +1349,7 @@ impl Receiver {
     /// two loads); a closed handle counts as ready (its calls fail at once).
     pub(crate) fn ready_or_gone(&self) -> bool {
         let Some(inner) = &self.inner else { return true };
-        let store = inner.consumer.store();
-        ring::data_ready(store) || role_state(store, PRODUCER) == CLOSED
+        inner.data_ready() || role_state(inner.consumer.store(), PRODUCER) == CLOSED
     }
 
     /// Arm for [`crate::WaitSet`]: the descriptor, or ready if the doorbell lost its
@@ -1043,21 +1429,22 @@ impl Receiver {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn close(&mut self) {
-        if let Some(Inner { consumer, mut role, staged, .. }) = self.inner.take() {
-            if staged.is_some() {
-                // Staged but never taken: leave the operation; the message stays queued.
-                role.exit(consumer.store().role::<CONSUMER>());
-            }
-            if consumer.store().lane_index().is_some() {
-                // A mailbox lane: the mailbox's consumer handle holds the lane's role
-                // on the same description and decides its state (see `Mailbox::close`).
-                role.release(consumer.into_store().into_segment());
+        let Some(mut inner) = self.inner.take() else { return };
+        if inner.holding() {
+            let queue = Arc::clone(&inner.released);
+            queue.apply(&mut inner.consumer, inner.hold_generation);
+            if inner.consumer.holds() > 0 {
+                // Records are held (views alive): finish closing at the last release.
+                // The zombie must not own its queue (a cycle: never dropped).
+                inner.released = ReleaseQueue::new(None);
+                *queue.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inner);
+                self.closed_holding = Some(queue);
                 return;
             }
-            // Wake the peer if it sleeps: it then sees the close at once.
-            let wake = consumer.store().control_offset() + std::mem::offset_of!(RingControl, space_ready);
-            role.close(consumer.into_store().into_segment(), Some(wake));
+            close_inner(inner, true);
+            return;
         }
+        close_inner(inner, false);
     }
 }
 
@@ -1244,6 +1631,84 @@ impl Drop for Incoming<'_> {
                 self.op.consumer().release(record);
             }
         }
+    }
+}
+
+/// What [`Receiver::begin_view`] found.
+pub enum Viewed<'a> {
+    /// A message of one record, held in the ring.
+    Held(Held),
+    /// A message of several records: copy it out.
+    Chunked(Incoming<'a>),
+}
+
+/// Identifies a held message to [`Receiver::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldToken {
+    hold: Hold,
+    generation: u64,
+    /// The receiver's release queue (its identity: a token of another receiver, at the
+    /// same positions, must not release this one's holds).
+    receiver: usize,
+}
+
+/// A message held in the ring past its receive ([`Receiver::begin_view`]): where its
+/// logical payload lies, and the mapping that keeps those bytes addressable however
+/// long the view lives (past the receiver's close, even). Dropping it does not release
+/// the message: give its token to [`Receiver::release`] (or a [`Releaser`]).
+#[must_use = "a held message stays in the ring until Receiver::release of its token"]
+pub struct Held {
+    head: Head,
+    token: HoldToken,
+    addr: usize,
+    len: usize,
+    mapping: Arc<Region>,
+}
+
+impl Held {
+    /// What the message carries; [`Head::part`] offsets are relative to [`Held::addr`].
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    /// The token that releases it.
+    pub fn token(&self) -> HoldToken {
+        self.token
+    }
+
+    /// Address of the logical payload's first byte (8-aligned) in this process.
+    /// Reading `len()` bytes from it is sound while the hold is not released and the
+    /// mapping is kept: the producer does not reuse held space.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// Length of the logical payload in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty payload.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The mapping the bytes live in (the receiver's read-only second mapping of the
+    /// segment, through an open file description that holds no locks): keep it as long
+    /// as anything points into them.
+    pub fn mapping(&self) -> &Arc<Region> {
+        &self.mapping
+    }
+
+    /// The parts: head, token, address, length, and the mapping as an opaque owner.
+    pub fn into_parts(self) -> (Head, HoldToken, usize, usize, Arc<dyn std::any::Any + Send + Sync>) {
+        (self.head, self.token, self.addr, self.len, self.mapping)
+    }
+}
+
+impl fmt::Debug for Held {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Held").field("kind", &self.head.kind()).field("len", &self.len).field("token", &self.token).finish()
     }
 }
 

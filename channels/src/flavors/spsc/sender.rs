@@ -217,10 +217,21 @@ impl Op<'_> {
     fn send(&mut self, msg: &Outgoing<'_>, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<()> {
         let capacity = self.inner.producer.store().capacity();
         let total = msg.total();
-        let plan = frame::plan(msg, capacity, self.inner.producer.position())
+        // The receiver's hint (a message sent before it shows is chunked and received
+        // by copy).
+        // (Only worth a look when the answer could differ: a message up to both limits
+        // goes whole either way.)
+        let large = total + msg.envelope_len() > frame::max_whole(capacity) || total > frame::CHUNK_THRESHOLD;
+        let whole = large && ring::whole_wanted(self.inner.producer.store());
+        let plan = frame::plan(msg, capacity, self.inner.producer.position(), whole)
             .map_err(|_| Error::TooLarge { len: msg.prefix(), max: frame::max_record(capacity) })?;
         let Some((first, chunk)) = plan else {
             let env = msg.envelope_len();
+            if total > frame::CHUNK_THRESHOLD {
+                // A large record sent whole (to a receiver that views in place): start it
+                // in warm memory if the ring is empty.
+                self.inner.producer.rewind_if_empty(env + total).map_err(|e| ring_error(e, self.inner.segment()))?;
+            }
             return self.put(env + total, msg.tag(), policy, wait, |dst| {
                 msg.put_envelope(dst);
                 msg.gather(0, &mut dst[env..]);

@@ -1,0 +1,261 @@
+//! Zero-copy views that outlive the receive (`Receiver::begin_view` / `release`): held
+//! records stay untouched by the sender while the receiver goes on, are released in
+//! any order, and give their space back only once every record before them is. Threads
+//! in one process, a watchdog on each test so that a bug fails instead of hanging.
+use shmplane::{Error, Held, Receiver, Viewed, Wait};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn with_watchdog<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("did not return within {WATCHDOG:?}"))
+}
+
+/// The held message's bytes.
+fn bytes(h: &Held) -> &[u8] {
+    // SAFETY: the hold is not released while `h` is borrowed here (each test releases
+    // a token only after its last look), so the sender does not reuse the bytes, and
+    // `h.mapping()` keeps them mapped; `addr` and `len` lie inside the ring's data area.
+    unsafe { std::slice::from_raw_parts(h.addr() as *const u8, h.len()) }
+}
+
+fn held(rx: &mut Receiver, wait: Wait<'_>) -> Held {
+    match rx.begin_view(wait).unwrap() {
+        Viewed::Held(h) => h,
+        Viewed::Chunked(i) => panic!("a chunked message of {} bytes", i.head().total()),
+    }
+}
+
+#[test]
+fn held_records_are_released_out_of_order_and_free_space_in_order() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
+        // Three records of 1312 bytes fill 3936 of the 4096.
+        let msgs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i + 1; 1300]).collect();
+        for m in &msgs {
+            tx.send(m).unwrap();
+        }
+        let views: Vec<Held> = (0..3).map(|_| held(&mut rx, Wait::forever())).collect();
+        assert_eq!(rx.holds(), 3);
+        for (v, m) in views.iter().zip(&msgs) {
+            assert_eq!(bytes(v), &m[..]);
+        }
+        // The ring (4 KiB) is full of held records.
+        assert!(matches!(tx.try_send(&[9; 1000]), Err(Error::Full)));
+        // Releasing the newest and the middle one frees nothing: the oldest is held.
+        assert!(rx.release(views[2].token()));
+        assert!(rx.release(views[1].token()));
+        assert!(!rx.release(views[1].token()), "released twice");
+        assert!(matches!(tx.try_send(&[9; 1000]), Err(Error::Full)));
+        assert_eq!(bytes(&views[0]), &msgs[0][..]);
+        // The oldest: all three records' space comes back.
+        assert!(rx.release(views[0].token()));
+        assert_eq!(rx.holds(), 0);
+        // (Two: the third would need the 160 bytes of padding at the wrap too.)
+        for i in 0..2u8 {
+            tx.try_send(&[10 + i; 1300]).unwrap();
+        }
+        for i in 0..2u8 {
+            assert_eq!(rx.try_recv().unwrap(), vec![10 + i; 1300]);
+        }
+    });
+}
+
+#[test]
+fn copies_received_behind_a_hold_keep_their_space_until_it_goes() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
+        tx.send(&[1; 1300]).unwrap();
+        tx.send(&[2; 1300]).unwrap();
+        let first = held(&mut rx, Wait::forever());
+        // Received by copy behind the hold: its space is not the sender's yet.
+        assert_eq!(rx.try_recv().unwrap(), vec![2; 1300]);
+        tx.send(&[3; 1300]).unwrap();
+        assert!(matches!(tx.try_send(&[4; 1300]), Err(Error::Full)));
+        assert_eq!(bytes(&first), &[1; 1300][..]);
+        assert!(rx.release(first.token()));
+        tx.try_send(&[4; 1300]).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), vec![3; 1300]);
+        assert_eq!(rx.try_recv().unwrap(), vec![4; 1300]);
+        assert!(matches!(rx.try_recv(), Err(Error::Empty)));
+    });
+}
+
+#[test]
+fn a_sender_streaming_past_random_holds_never_touches_held_bytes() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(1 << 14).unwrap();
+        const N: u32 = 20_000;
+        let sender = thread::spawn(move || {
+            for i in 0..N {
+                let len = 8 + (i as usize * 37) % 900;
+                let mut m = vec![(i % 251) as u8; len];
+                m[..4].copy_from_slice(&i.to_le_bytes());
+                tx.send_timeout(&m, Duration::from_secs(20)).unwrap();
+            }
+        });
+        let mut live: Vec<(u32, Held)> = Vec::new();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let check = |i: u32, h: &Held| {
+            let b = bytes(h);
+            assert_eq!(b.len(), 8 + (i as usize * 37) % 900);
+            assert_eq!(u32::from_le_bytes(b[..4].try_into().unwrap()), i, "a held record was overwritten");
+            assert!(b[4..].iter().all(|&x| x == (i % 251) as u8), "a held record was overwritten");
+        };
+        for i in 0..N {
+            let h = held(&mut rx, Wait::timeout(Duration::from_secs(20)));
+            check(i, &h);
+            live.push((i, h));
+            // Keep up to 6 held, released at random, none more than 6 messages old (the
+            // oldest hold pins the ring behind it: 7 of the largest take 6.5 of 16 KiB).
+            while live.len() > (next() % 7) as usize || live.iter().any(|(j, _)| i - j >= 6) {
+                let k = live.iter().position(|(j, _)| i - j >= 6).unwrap_or((next() as usize) % live.len());
+                let (j, h) = live.swap_remove(k);
+                check(j, &h);
+                assert!(rx.release(h.token()));
+            }
+        }
+        for (j, h) in live.drain(..) {
+            check(j, &h);
+            assert!(rx.release(h.token()));
+        }
+        sender.join().unwrap();
+        assert!(matches!(rx.try_recv(), Err(Error::Disconnected { .. })));
+    });
+}
+
+#[test]
+fn a_viewing_receiver_gets_large_messages_whole() {
+    with_watchdog(|| {
+        // 16 MiB: messages up to a quarter of the ring go whole.
+        let (mut tx, mut rx) = shmplane::channel(1 << 24).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        // Sent before the receiver asked for whole records: chunked, copied out.
+        tx.send(&big).unwrap();
+        match rx.begin_view(Wait::forever()).unwrap() {
+            Viewed::Chunked(incoming) => {
+                let mut out = vec![0u8; big.len()];
+                incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
+                assert_eq!(out, big);
+            }
+            Viewed::Held(_) => panic!("a 3 MB message sent before the request came whole"),
+        }
+        // Now the sender sends it as one record.
+        tx.send(&big).unwrap();
+        let h = held(&mut rx, Wait::forever());
+        assert_eq!(bytes(&h), &big[..]);
+        assert!(rx.release(h.token()));
+        // Over a quarter of the ring: chunked even now.
+        let bigger = vec![7u8; (1 << 22) + 8];
+        let sender = thread::spawn(move || {
+            tx.send(&bigger).unwrap();
+            tx
+        });
+        match rx.begin_view(Wait::forever()).unwrap() {
+            Viewed::Chunked(incoming) => assert_eq!(incoming.head().total(), (1 << 22) + 8),
+            Viewed::Held(_) => panic!("a message over a quarter of the ring came whole"),
+        }
+        drop(sender.join().unwrap());
+    });
+}
+
+#[test]
+fn a_close_while_holding_completes_at_the_last_release_and_another_copy_never_repeats() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(1 << 16).unwrap();
+        let mut copy = Receiver::from_fd(rustix_dup(&rx), rx.name().map(str::to_owned)).unwrap();
+        for m in [&b"m0"[..], b"m1", b"m2"] {
+            tx.send(m).unwrap();
+        }
+        let h = held(&mut rx, Wait::forever());
+        assert_eq!(rx.try_recv().unwrap(), b"m1"); // by copy, behind the hold
+        rx.close();
+        // The view reads on; the copy must not resume behind the hold (m0, m1 again).
+        assert_eq!(bytes(&h), b"m0");
+        assert!(matches!(copy.recv_timeout(Duration::from_millis(100)), Err(Error::Timeout)));
+        assert_eq!(rx.holds(), 1);
+        // A token of another receiver at the same position releases nothing.
+        let (mut tx2, mut rx2) = shmplane::channel(1 << 16).unwrap();
+        tx2.send(b"m0").unwrap();
+        let other = held(&mut rx2, Wait::forever());
+        assert!(!rx.release(other.token()));
+        assert!(!rx2.release(h.token()));
+        assert!(rx2.release(other.token()));
+        // The last release finishes the close: the copy takes over after m1.
+        assert!(rx.release(h.token()));
+        assert_eq!(rx.holds(), 0);
+        assert_eq!(copy.recv_timeout(Duration::from_secs(5)).unwrap(), b"m2");
+        drop(tx);
+        assert!(matches!(copy.recv_timeout(Duration::from_secs(5)), Err(Error::Disconnected { .. })));
+    });
+}
+
+#[test]
+fn another_copy_waits_while_records_are_held() {
+    with_watchdog(|| {
+        // Two copies of one receiver (as a descriptor passed to another process
+        // makes): the second must not take the lease, re-read the held messages or
+        // release them while the first holds them.
+        let (mut tx, mut rx) = shmplane::channel(1 << 16).unwrap();
+        let fd = rustix_dup(&rx);
+        let mut copy = Receiver::from_fd(fd, rx.name().map(str::to_owned)).unwrap();
+        tx.send(b"one").unwrap();
+        tx.send(b"two").unwrap();
+        let one = held(&mut rx, Wait::forever());
+        assert!(matches!(copy.recv_timeout(Duration::from_millis(100)), Err(Error::Timeout)));
+        // The holder goes on receiving.
+        assert_eq!(rx.try_recv().unwrap(), b"two");
+        tx.send(b"three").unwrap();
+        assert!(rx.release(one.token()));
+        // Released: the copy takes over at the shared position (nothing repeated).
+        assert_eq!(copy.recv_timeout(Duration::from_secs(5)).unwrap(), b"three");
+    });
+}
+
+fn rustix_dup(rx: &Receiver) -> std::os::fd::OwnedFd {
+    use std::os::fd::BorrowedFd;
+    // SAFETY: `rx.fd()` is the receiver's open segment descriptor, valid while `rx` lives.
+    let fd = unsafe { BorrowedFd::borrow_raw(rx.fd().unwrap()) };
+    fd.try_clone_to_owned().unwrap()
+}
+
+#[test]
+fn a_view_released_by_another_thread_frees_a_sender_while_the_receiver_waits() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
+        for i in 0..3u8 {
+            tx.send(&[i; 1300]).unwrap();
+        }
+        let views: Vec<Held> = (0..3).map(|_| held(&mut rx, Wait::forever())).collect();
+        // The sender waits for room that only the views' release gives.
+        let sender = thread::spawn(move || tx.send_timeout(&[7; 1300], Duration::from_secs(20)));
+        let releaser = rx.releaser().unwrap();
+        let tokens: Vec<_> = views.iter().map(Held::token).collect();
+        let worker = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            for t in tokens {
+                releaser.release(t);
+            }
+        });
+        // Waiting for the next message (which needs that room): the queued releases
+        // are applied within a wait slice.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), vec![7; 1300]);
+        worker.join().unwrap();
+        sender.join().unwrap().unwrap();
+        // A release queued after that receive is applied at the next operation.
+        assert!(matches!(rx.try_recv(), Err(Error::Disconnected { .. })));
+        assert_eq!(rx.holds(), 0);
+    });
+}
