@@ -529,6 +529,61 @@ pub(crate) fn receive_within(py: Python<'_>, incoming: Incoming<'_>, raw: bool, 
     }
 }
 
+/// Copy `incoming` into the caller's `out` (see `Receiver.recv_into`), after checking
+/// that it fits; on a mismatch the message stays queued and nothing is written.
+fn receive_into(py: Python<'_>, incoming: Incoming<'_>, out: &Bound<'_, PyAny>, closing: &CloseFlag) -> PyResult<usize> {
+    let head = incoming.head();
+    let refuse = |what: String| to_py(py, Error::InvalidArgument(format!("{what}; the message stays queued (receive it with recv)")));
+    let buf = PyUntypedBuffer::get(out)?;
+    if buf.readonly() {
+        return Err(refuse("the destination is read-only".into()));
+    }
+    let len = match head.kind() {
+        Kind::Pickle => return Err(refuse("the next message is a pickled object, which has no buffer to receive into".into())),
+        Kind::Bytes => {
+            let len = head.part_len(0);
+            if !buf.is_c_contiguous() || buf.len_bytes() < len {
+                return Err(refuse(format!(
+                    "the next message is {len} bytes; the destination is {} bytes{}",
+                    buf.len_bytes(),
+                    if buf.is_c_contiguous() { "" } else { " and not contiguous" }
+                )));
+            }
+            len
+        }
+        Kind::Array => {
+            let meta = head.array().expect("an array head has its description");
+            let dtype: String = out.getattr("dtype").and_then(|d| d.getattr("str")).and_then(|s| s.extract()).map_err(|_| {
+                refuse(format!("the next message is an array ({} {:?}); the destination is not an ndarray", meta.descr, meta.shape))
+            })?;
+            let shape: Vec<usize> = out.getattr("shape")?.extract()?;
+            let contiguous = if meta.order == Order::F { buf.is_fortran_contiguous() } else { buf.is_c_contiguous() };
+            if dtype != meta.descr || shape != meta.shape || !contiguous {
+                let order = if meta.order == Order::F { "F" } else { "C" };
+                return Err(refuse(format!(
+                    "the next message is a {order}-ordered array of dtype {} and shape {:?}; the destination is {dtype} {shape:?}{}",
+                    meta.descr,
+                    meta.shape,
+                    if contiguous { "" } else { " and not contiguous in that order" }
+                )));
+            }
+            head.part_len(0)
+        }
+    };
+    let big = head.is_chunked() || len >= GIL_RELEASE_BYTES;
+    // SAFETY: the buffer is writable and contiguous with at least `len` bytes (checked
+    // above), and stays exported (held in `buf`) until the copy is done.
+    let dst = unsafe { OutBuf::from_raw(buf.buf_ptr().cast(), len) };
+    let copy = move |wait: Wait<'_>| incoming.read_into(vec![dst], wait);
+    let result = if big {
+        blocking_checked(py, &Timeout::forever(), |py| closing.check(py), copy)
+    } else {
+        copy(Wait::no_wait()).py_err(py)
+    };
+    buf.release(py);
+    result.map(|()| len)
+}
+
 impl PyReceiver {
     pub(crate) fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Receiver>> {
         lock(py, &self.inner, "Receiver")
@@ -581,15 +636,64 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         tracked(py, PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() })
     }
 
-    /// Receive the next object, waiting at most `timeout` seconds (None: forever).
-    #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.recv_obj(py, timeout, true, false)
+    /// Receive the next message into `out` (a writable buffer or ndarray), waiting at
+    /// most `timeout` seconds; returns the bytes written (see the stubs).
+    #[pyo3(signature = (out, timeout=None))]
+    fn recv_into(&self, py: Python<'_>, out: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
+        let timeout = Timeout::new(timeout, true)?;
+        let mut guard = self.lock(py)?;
+        let rx: &mut Receiver = &mut guard;
+        loop {
+            match rx.begin_kept(Wait::no_wait()) {
+                Ok(incoming) => return receive_into(py, incoming, out, &self.closing),
+                Err(Error::Empty) if timeout.blocks() => {}
+                Err(e) => return Err(to_py(py, e)),
+            }
+            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))? {
+                return Err(to_py(py, Error::Timeout));
+            }
+        }
+    }
+
+    /// Receive the next object, waiting at most `timeout` seconds (None: forever);
+    /// `copy=False`: a view of it in shared memory (see the stubs).
+    #[pyo3(signature = (timeout=None, copy=true))]
+    fn recv(slf: &Bound<'_, Self>, timeout: Option<f64>, copy: bool) -> PyResult<Py<PyAny>> {
+        if !copy {
+            return crate::lease::recv_view(slf.py(), slf, timeout, true);
+        }
+        slf.get().recv_obj(slf.py(), timeout, true, false)
     }
 
     /// Receive without waiting; raises `shmplane.Empty` if nothing is there.
-    fn try_recv(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.recv_obj(py, None, false, false)
+    #[pyo3(signature = (copy=true))]
+    fn try_recv(slf: &Bound<'_, Self>, copy: bool) -> PyResult<Py<PyAny>> {
+        if !copy {
+            return crate::lease::recv_view(slf.py(), slf, None, false);
+        }
+        slf.get().recv_obj(slf.py(), None, false, false)
+    }
+
+    /// Receive the next message as a `Lease` viewing it in shared memory, waiting at
+    /// most `timeout` seconds (see the stubs).
+    #[pyo3(signature = (timeout=None))]
+    fn lease(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<crate::lease::PyLease>> {
+        crate::lease::lease_next(slf.py(), slf, timeout, true)
+    }
+
+    /// Close at process exit (`shmplane._handles`): views still alive die with the
+    /// process, so their messages are given back first and the close completes now.
+    fn _close_at_exit(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(mut guard) = lock_for_close(py, &self.inner, &self.closing) else { return Ok(()) };
+        let rx = &mut *guard;
+        py.detach(|| rx.close_releasing_views());
+        Ok(())
+    }
+
+    /// Messages held by live views (`recv(copy=False)`, leases) and not released yet.
+    #[getter]
+    fn held(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.holds())
     }
 
     /// Receive the next message's logical payload as bytes, whatever was sent.

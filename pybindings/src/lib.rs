@@ -9,6 +9,7 @@
 mod broadcast;
 mod endpoints;
 mod error;
+mod lease;
 mod mailbox;
 mod rpc;
 mod slot;
@@ -88,6 +89,7 @@ fn _channel<'py>(
 fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PySender>()?;
     m.add_class::<endpoints::PyReceiver>()?;
+    m.add_class::<lease::PyLease>()?;
     m.add_class::<broadcast::PyPublisher>()?;
     m.add_class::<broadcast::PySubscriber>()?;
     m.add_class::<mailbox::PyMailbox>()?;

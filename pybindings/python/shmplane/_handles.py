@@ -23,7 +23,10 @@ __all__ = ["reduce_endpoint", "reduce_mailbox", "track"]
 def _close_if_alive(ref: "weakref.ref[Sender | Receiver]") -> None:
     endpoint = ref()
     if endpoint is not None:
-        endpoint.close()
+        at_exit = getattr(endpoint, "_close_at_exit", None)
+        # A receiver's views die with the process: their messages are given back so
+        # that the close completes (a peer sees a clean close, not a death).
+        (at_exit or endpoint.close)()
 
 
 def track(endpoint: Sender | Receiver) -> None:

@@ -108,6 +108,40 @@ class Sender:
     def __exit__(self, *args: object) -> bool: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
 
+@final
+class Lease:
+    """A received message held in the channel's shared memory (zero-copy): see
+    ``Receiver.recv(copy=False)`` and ``Receiver.lease()``. Exports the message's data
+    through the buffer protocol (read-only bytes, 8-byte aligned); every view made from
+    it keeps it alive. Its ring space is released when the lease and every view of it
+    are gone, at the end of a ``with`` block (or, if views made inside are still alive,
+    when the last goes), or by ``release()``. A release from another thread while the
+    receiver waits in ``recv`` takes effect at once (the receiver is woken)."""
+
+    @property
+    def value(self) -> Any:
+        """The message viewing shared memory: a read-only memoryview (bytes), ndarray
+        (arrays) or the unpickled object (out-of-band buffers as views); a new view at
+        each access. Raises BufferError once released. A message received by copy
+        (``in_place`` false) returns that copy, also after release."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the message's data (an array's elements; a pickle's stream and
+        buffers)."""
+    @property
+    def in_place(self) -> bool:
+        """True if viewed in shared memory; False if it was received by copy (it
+        spanned several records: larger than a quarter of the ring, or larger than
+        1 MiB and sent before the sender saw the receiver ask for whole messages)."""
+    @property
+    def released(self) -> bool:
+        """True once the ring space was given back."""
+    def release(self) -> None:
+        """Give the ring space back now (idempotent). Raises BufferError while views of
+        the message are alive (drop them first: the sender would overwrite them)."""
+    def __enter__(self) -> Lease: ...
+    def __exit__(self, *args: object) -> bool: ...
+
 @disjoint_base
 class Receiver:
     """The receiving end of a channel (one per channel across all processes).
@@ -126,18 +160,54 @@ class Receiver:
         """Attach to existing channel ``name`` as its receiver. Raises as Sender.open."""
     @staticmethod
     def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None) -> Receiver: ...
-    def recv(self, timeout: float | None = None) -> Any:
+    def recv(self, timeout: float | None = None, copy: bool = True) -> Any:
         """Receive the next message, waiting at most ``timeout`` seconds (None: forever)
         for it to begin; a message that began is received to its end.
+
+        ``copy=False``: zero-copy. The result views the message in a read-only mapping
+        of the channel's shared memory: a ``memoryview`` (bytes), an ndarray (arrays),
+        the unpickled object with its pickle-5 out-of-band buffers (ndarrays) as views.
+        The message's ring space stays taken while any view of it lives (slices,
+        ``np.asarray`` of it, views passed to other threads: anything whose base chain
+        reaches it) and is released when the last goes, in any order; the receiver goes
+        on receiving meanwhile. Holding views holds ring space (every record after the
+        oldest view alive): a sender waits for it (its own ``timeout`` ends that wait),
+        and while views live other copies of this receiver (another process's) wait.
+        For explicit release use ``lease()``. The first ``copy=False`` receive asks the
+        sender to send every message up to a quarter of the ring as one record and
+        larger ones in chunks, which are received by copy (a writable array:
+        ``flags.writeable`` tells). ``close()`` with views alive completes when the
+        last goes; views stay readable after it. A fork child may read inherited views,
+        but the parent may release them meanwhile. Not on a lossy broadcast
+        (InvalidArgumentError: its publisher overwrites without waiting).
 
         Raises Timeout, KeyboardInterrupt, DisconnectedError (sender closed, all
         received), PeerDeadError (sender died, all received), TruncatedMessageError (the
         sender stopped part-way through this message: it is dropped, the next one is
         intact), MessageTooLargeError (it cannot be allocated here: dropped),
-        CorruptSegmentError, RoleTakenError, ClosedError; and whatever unpickling
-        raises (the message is consumed)."""
-    def try_recv(self) -> Any:
-        """Receive without waiting. Raises Empty if nothing is there."""
+        CorruptSegmentError, RoleTakenError, ClosedError, InvalidArgumentError
+        (``copy=False`` on a lossy broadcast); and whatever unpickling raises (the
+        message is consumed)."""
+    def try_recv(self, copy: bool = True) -> Any:
+        """Receive without waiting (``copy``: as ``recv``). Raises Empty if nothing is
+        there."""
+    def recv_into(self, out: Buffer, timeout: float | None = None) -> int:
+        """Receive the next message into ``out`` (one copy, no allocation), waiting at
+        most ``timeout`` seconds for it to begin; returns the bytes written. For an
+        array message ``out`` must be a writable ndarray of the same ``dtype.str``,
+        shape and order (C or Fortran contiguous); for bytes, any writable C-contiguous
+        buffer at least as long (a ``bytearray``, a ``memoryview``, an ndarray). On a
+        mismatch, or for a pickled object, nothing is written and the message stays
+        queued (InvalidArgumentError). Raises as ``recv`` otherwise."""
+    def _close_at_exit(self) -> None: ...
+    def lease(self, timeout: float | None = None) -> Lease:
+        """Receive the next message as a ``Lease`` (zero-copy, as ``recv(copy=False)``)
+        whose ring space can be released explicitly: ``with rx.lease() as m:
+        use(m.value)``. Raises as ``recv``."""
+    @property
+    def held(self) -> int:
+        """Messages held in the ring by live views (``recv(copy=False)``, leases) and
+        not released yet."""
     def recv_bytes(self, timeout: float | None = None) -> bytes:
         """Receive the next message's payload as bytes, whatever was sent (an array's
         or pickle's encoding: docs/wire-format.md). Raises as ``recv``."""

@@ -1,0 +1,248 @@
+"""Zero-copy receive (``recv(copy=False)``) side by side with its peers, in one run.
+
+For each array size (1, 8, 64 MB of float64) a sender process and this receiver:
+
+- ``view``: the message is queued and whole (``poll()`` said so); the time of
+  ``rx.recv(copy=False)`` alone, which returns a read-only ndarray viewing the ring.
+- ``send+view``: from the sender's clock before ``tx.send(arr)`` (one copy into the
+  ring) to the receiver holding the view (``perf_counter`` is CLOCK_MONOTONIC, one clock
+  for both processes); the sender's own stamp travels in the array.
+- ``send+recv (copy)``: the same with ``rx.recv()`` (an owned copy).
+- ``shared_memory+view``: ``multiprocessing.shared_memory``: ``np.copyto`` into the
+  block, a byte down a ``Pipe`` to say so, ``np.ndarray(buffer=shm.buf)`` on the other
+  side (what users hand-build).
+- ``iceoryx2``: its publish-subscribe of a ``Slice[c_double]``: the sender loans a
+  sample, ``np.copyto`` into it and sends; the receiver views the sample's payload
+  (``np.frombuffer``), the same zero-copy receive (skipped if ``iceoryx2`` is missing;
+  ``ci/bench-view.sh`` installs it).
+- ``np.copyto``: one copy of the array in one process (the floor of any send that
+  copies once).
+
+Each message is acknowledged before the next (no queueing). Reports p50/p99/p99.9 in
+µs and ratios to ``np.copyto`` (same size, same run). Usage:
+``python benches/python/view_bench.py [--sizes 1,8,64] [--rounds N] [--hogs N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+from multiprocessing import shared_memory
+from typing import Any
+
+import numpy as np
+
+import shmplane
+
+
+def pct(xs: list[float]) -> tuple[float, float, float]:
+    a = np.array(xs) * 1e6
+    return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(np.percentile(a, 99.9))
+
+
+def _sender(tx: Any, ack: Any, n: int, rounds: int) -> None:
+    arr = np.random.default_rng(0).random(n)
+    for i in range(rounds):
+        arr[0] = i
+        arr[1] = time.perf_counter()
+        tx.send(arr, timeout=60)
+        ack.recv()
+    tx.close()
+
+
+def _shm_sender(name: str, conn: Any, n: int, rounds: int) -> None:
+    shm = shared_memory.SharedMemory(name=name)
+    dst: np.ndarray = np.ndarray((n,), dtype=np.float64, buffer=shm.buf)
+    arr = np.random.default_rng(0).random(n)
+    for i in range(rounds):
+        arr[0] = i
+        arr[1] = time.perf_counter()
+        np.copyto(dst, arr)
+        conn.send_bytes(b"1")
+        conn.recv_bytes()
+    del dst
+    shm.close()
+
+
+def run_channel(n: int, rounds: int, copy: bool) -> tuple[list[float], list[float]]:
+    """(recv-only times, end-to-end times) in seconds."""
+    # Four times the message: a viewing receiver gets messages up to a quarter whole.
+    cap = 1 << max(16, int(n * 8 * 4 + (1 << 20)).bit_length())
+    tx, rx = shmplane.channel(cap)
+    rx.set_policy("spin")
+    if not copy:
+        # Ask for whole messages before the first one is sent.
+        tx.send(b"hello", timeout=10)
+        _ = rx.recv(timeout=10, copy=False)
+        del _
+    ack_r, ack_w = mp.Pipe(duplex=False)
+    p = mp.get_context("fork").Process(target=_sender, args=(tx, ack_r, n, rounds))
+    p.start()
+    tx.close()
+    only, e2e = [], []
+    for i in range(rounds):
+        while not rx.poll(None):
+            pass
+        t0 = time.perf_counter()
+        v = rx.recv(timeout=60, copy=copy)
+        t1 = time.perf_counter()
+        assert v[0] == i
+        if not copy:
+            assert not v.flags.writeable, "expected a view"
+        only.append(t1 - t0)
+        e2e.append(t1 - v[1])
+        del v
+        ack_w.send(1)
+    p.join(60)
+    rx.close()
+    return only, e2e
+
+
+def run_shm(n: int, rounds: int) -> list[float]:
+    shm = shared_memory.SharedMemory(create=True, size=n * 8)
+    a, b = mp.Pipe()
+    p = mp.get_context("fork").Process(target=_shm_sender, args=(shm.name, b, n, rounds))
+    p.start()
+    out = []
+    for i in range(rounds):
+        a.recv_bytes()
+        v: np.ndarray = np.ndarray((n,), dtype=np.float64, buffer=shm.buf)
+        t1 = time.perf_counter()
+        assert v[0] == i
+        out.append(t1 - v[1])
+        del v
+        a.send_bytes(b"1")
+    p.join(60)
+    shm.close()
+    shm.unlink()
+    return out
+
+
+def _iox_service(name: str) -> Any:
+    import ctypes
+
+    import iceoryx2 as iox2
+
+    iox2.set_log_level(iox2.LogLevel.Error)
+    node = iox2.NodeBuilder.new().create(iox2.ServiceType.Ipc)
+    svc = node.service_builder(iox2.ServiceName.new(name)).publish_subscribe(iox2.Slice[ctypes.c_double]).open_or_create()
+    return node, svc
+
+
+def _iox_sender(name: str, conn: Any, n: int, rounds: int) -> None:
+    import ctypes
+
+    node, svc = _iox_service(name)
+    pub = svc.publisher_builder().initial_max_slice_len(n).create()
+    conn.send_bytes(b"1")
+    arr = np.random.default_rng(0).random(n)
+    for i in range(rounds):
+        conn.recv_bytes()
+        arr[0] = i
+        arr[1] = time.perf_counter()
+        sample = pub.loan_slice_uninit(n)
+        dst = np.frombuffer((ctypes.c_double * n).from_address(sample.payload().as_ptr()), dtype=np.float64)
+        np.copyto(dst, arr)
+        del dst
+        sample.assume_init().send()
+    pub.delete()
+    del svc, node
+
+
+def run_iox(n: int, rounds: int) -> tuple[list[float], list[float]] | None:
+    try:
+        import iceoryx2  # noqa: F401
+    except ImportError:
+        return None
+    name = f"shmplane-view-bench-{os.getpid()}-{n}"
+    node, svc = _iox_service(name)
+    sub = svc.subscriber_builder().create()
+    a, b = mp.Pipe()
+    p = mp.get_context("fork").Process(target=_iox_sender, args=(name, b, n, rounds))
+    p.start()
+    a.recv_bytes()  # the publisher exists
+    only, e2e = [], []
+    for i in range(rounds):
+        a.send_bytes(b"1")
+        deadline = time.monotonic() + 60
+        while True:
+            t0 = time.perf_counter()
+            sample = sub.receive()
+            if sample is not None:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("iceoryx2 receive timed out")
+        v = np.frombuffer(sample.payload().as_memory_view(), dtype=np.float64)
+        t1 = time.perf_counter()
+        assert v[0] == i
+        only.append(t1 - t0)
+        e2e.append(t1 - v[1])
+        del v
+        sample.delete()
+    p.join(60)
+    sub.delete()
+    del svc, node
+    return only, e2e
+
+
+def run_copyto(n: int, rounds: int) -> list[float]:
+    src = np.random.default_rng(0).random(n)
+    dst = np.empty_like(src)
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def hog() -> None:
+    x = 0
+    while True:
+        x += 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1,8,64", help="MB, comma-separated")
+    ap.add_argument("--rounds", type=int, default=0, help="messages per row (default by size)")
+    ap.add_argument("--hogs", type=int, default=0, help="CPU-hog processes running meanwhile")
+    args = ap.parse_args()
+    hogs = [mp.get_context("fork").Process(target=hog, daemon=True) for _ in range(args.hogs)]
+    for h in hogs:
+        h.start()
+    print(f"# view_bench: {os.cpu_count()} CPUs, {args.hogs} hogs; times in µs (p50 / p99 / p99.9)")
+    try:
+        for mb in [int(s) for s in args.sizes.split(",")]:
+            n = mb * 1_000_000 // 8
+            rounds = args.rounds or max(20, 400 // mb)
+            floor = pct(run_copyto(n, rounds))
+            view_only, view_e2e = run_channel(n, rounds, copy=False)
+            copy_only, copy_e2e = run_channel(n, rounds, copy=True)
+            shm = run_shm(n, rounds)
+            iox = run_iox(n, rounds)
+            rows = [
+                ("np.copyto (floor)", floor),
+                ("shmplane view: recv(copy=False) alone", pct(view_only)),
+                ("shmplane send+view", pct(view_e2e)),
+                ("shmplane send+recv (copy)", pct(copy_e2e)),
+                ("shmplane recv (copy) alone", pct(copy_only)),
+                ("shared_memory copyto+Pipe+view", pct(shm)),
+            ]
+            if iox is not None:
+                rows += [
+                    ("iceoryx2 view: receive+frombuffer alone", pct(iox[0])),
+                    ("iceoryx2 loan+copyto+send+view", pct(iox[1])),
+                ]
+            print(f"\n{mb} MB ({rounds} messages)")
+            for label, (p50, p99, p999) in rows:
+                print(f"  {label:40s} {p50:10.1f} {p99:10.1f} {p999:10.1f}   {p50 / floor[0]:6.2f}x copyto")
+    finally:
+        for h in hogs:
+            h.kill()
+
+
+if __name__ == "__main__":
+    main()
