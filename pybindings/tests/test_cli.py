@@ -104,3 +104,20 @@ def test_inspect_shows_pending_bytes_and_watch_the_rate(make_name: Any) -> None:
     tx.close()
     rx.close()
     assert run("watch", "no-such-segment-here").returncode == 1
+
+
+def test_ls_reports_an_empty_segment_file_at_once(make_name: Any) -> None:
+    # A creator between shm_open and its first write (or one that died there) leaves an
+    # empty file: ls reports it as being initialised without waiting for it (opening
+    # waits 2 s for a creator; a survey of many such files must not).
+    import os
+
+    name = make_name("empty")
+    path = f"/dev/shm/shmplane.{name}"
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    os.close(fd)
+    try:
+        segs = {s["name"]: s for s in json.loads(run("ls", "--json").stdout)}
+        assert "has not finished initialising" in (segs[name]["error"] or "")
+    finally:
+        os.unlink(path)

@@ -158,7 +158,17 @@ impl Segment {
     /// # Errors
     /// As [`Segment::open`]; [`Error::WrongKind`] names `kinds[0]` as expected.
     pub fn open_any(name: &str, kinds: &[SegmentKind]) -> Result<Segment> {
-        let deadline = Instant::now() + INIT_WAIT;
+        Segment::open_any_within(name, kinds, INIT_WAIT)
+    }
+
+    /// [`Segment::open_any`] waiting at most `within` (zero: not at all) for a creator
+    /// that is still initialising: a survey of many segments (`shmplane ls`) must not
+    /// wait 2 s at each one a creator left empty.
+    ///
+    /// # Errors
+    /// As [`Segment::open`].
+    pub fn open_any_within(name: &str, kinds: &[SegmentKind], within: Duration) -> Result<Segment> {
+        let deadline = Instant::now() + within;
         loop {
             let file = ShmFile::open(name)?;
             match Self::attach(file, Some(name), kinds) {
@@ -168,7 +178,11 @@ impl Segment {
                 Err(Attach::Busy) => {
                     return Err(Error::Corrupt {
                         path: crate::region::shm_path(name),
-                        what: format!("its creator did not finish initialising it within {INIT_WAIT:?}"),
+                        what: if within.is_zero() {
+                            "its creator has not finished initialising it (or died before it did)".into()
+                        } else {
+                            format!("its creator did not finish initialising it within {within:?}")
+                        },
                     })
                 }
             }

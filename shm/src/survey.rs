@@ -95,7 +95,9 @@ pub fn survey(name: &str) -> SegmentSummary {
         pending_bytes: None,
         error: None,
     };
-    match Segment::open_any(name, &KINDS) {
+    // No waiting for a creator still initialising (or one that died leaving an empty
+    // file): reported as such at once.
+    match Segment::open_any_within(name, &KINDS, std::time::Duration::ZERO) {
         Ok(seg) => {
             let info = seg.info();
             s.kind = Some(info.kind.name());
