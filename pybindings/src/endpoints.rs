@@ -463,6 +463,22 @@ pub(crate) fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyRe
 /// [`receive`], the rest of a message that spans several records waited for at most
 /// `within`, and ended by `closing` (a close from another thread).
 pub(crate) fn receive_within(py: Python<'_>, incoming: Incoming<'_>, raw: bool, within: &Timeout, closing: Option<&CloseFlag>) -> PyResult<Py<PyAny>> {
+    receive_classified(py, incoming, raw, within, closing).map_err(|(e, _)| e)
+}
+
+/// [`receive_within`], telling whether an error came while the message was being read
+/// (`false`: it was not read whole: truncated, timed out, interrupted by a signal
+/// handler's exception or a close) or after it was taken (`true`: it could not be
+/// allocated or decoded). An RPC server abandons the first (the client's retry runs)
+/// and answers the second.
+pub(crate) fn receive_classified(
+    py: Python<'_>,
+    incoming: Incoming<'_>,
+    raw: bool,
+    within: &Timeout,
+    closing: Option<&CloseFlag>,
+) -> Result<Py<PyAny>, (PyErr, bool)> {
+    let taken = |e: PyErr| (e, true);
     let head = incoming.head();
     let total = head.total();
     let big = head.is_chunked() || total >= GIL_RELEASE_BYTES;
@@ -470,34 +486,34 @@ pub(crate) fn receive_within(py: Python<'_>, incoming: Incoming<'_>, raw: bool, 
     let mut dests = Vec::with_capacity(head.part_count());
     let mut unpickle = None;
     let result: Bound<'_, PyAny> = if raw {
-        let (obj, dst) = uninit_bytes(py, total).map_err(|e| too_large(py, total, e))?;
+        let (obj, dst) = uninit_bytes(py, total).map_err(|e| taken(too_large(py, total, e)))?;
         dests.push(dst);
         obj
     } else {
         match head.kind() {
             Kind::Bytes => {
-                let (obj, dst) = uninit_bytes(py, head.part_len(0)).map_err(|e| too_large(py, total, e))?;
+                let (obj, dst) = uninit_bytes(py, head.part_len(0)).map_err(|e| taken(too_large(py, total, e)))?;
                 dests.push(dst);
                 obj
             }
             Kind::Array => {
                 let meta = head.array().expect("an array head has its description");
                 let order = if meta.order == Order::F { "F" } else { "C" };
-                let alloc = codec_fn!(py, "alloc_array")?.call1((meta.descr.as_str(), meta.shape.clone(), order));
+                let alloc = codec_fn!(py, "alloc_array").map_err(taken)?.call1((meta.descr.as_str(), meta.shape.clone(), order));
                 let (arr, flat): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
-                    alloc.map_err(|e| too_large(py, total, e))?.extract()?;
-                dests.push(export(py, &flat, head.part_len(0), &mut exports)?);
+                    alloc.map_err(|e| taken(too_large(py, total, e)))?.extract().map_err(taken)?;
+                dests.push(export(py, &flat, head.part_len(0), &mut exports).map_err(taken)?);
                 arr
             }
             Kind::Pickle => {
-                let (stream, dst) = uninit_bytes(py, head.part_len(0)).map_err(|e| too_large(py, total, e))?;
+                let (stream, dst) = uninit_bytes(py, head.part_len(0)).map_err(|e| taken(too_large(py, total, e)))?;
                 dests.push(dst);
                 let bufs = PyList::empty(py);
                 for i in 1..head.part_count() {
                     let len = head.part_len(i);
-                    let b = codec_fn!(py, "alloc_buffer")?.call1((len,)).map_err(|e| too_large(py, total, e))?;
-                    dests.push(export(py, &b, len, &mut exports)?);
-                    bufs.append(b)?;
+                    let b = codec_fn!(py, "alloc_buffer").map_err(taken)?.call1((len,)).map_err(|e| taken(too_large(py, total, e)))?;
+                    dests.push(export(py, &b, len, &mut exports).map_err(taken)?);
+                    bufs.append(b).map_err(taken)?;
                 }
                 unpickle = Some(bufs);
                 stream
@@ -511,21 +527,22 @@ pub(crate) fn receive_within(py: Python<'_>, incoming: Incoming<'_>, raw: bool, 
             incoming.read_into(dests, wait)
         }
     };
+    let read = |e: PyErr| (e, false);
     if big {
         match closing {
-            Some(flag) => blocking_checked(py, within, |py| flag.check(py), copy)?,
-            None => blocking(py, within, copy)?,
+            Some(flag) => blocking_checked(py, within, |py| flag.check(py), copy).map_err(read)?,
+            None => blocking(py, within, copy).map_err(read)?,
         }
     } else {
         // One record: nothing to wait for.
-        copy(Wait::no_wait()).py_err(py)?;
+        copy(Wait::no_wait()).py_err(py).map_err(read)?;
     }
     for buf in exports {
         buf.release(py);
     }
     match unpickle {
         None => Ok(result.unbind()),
-        Some(bufs) => Ok(codec_fn!(py, "unpickle")?.call1((result, bufs))?.unbind()),
+        Some(bufs) => Ok(codec_fn!(py, "unpickle").map_err(taken)?.call1((result, bufs)).map_err(taken)?.unbind()),
     }
 }
 

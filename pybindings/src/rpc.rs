@@ -3,7 +3,7 @@
 //! (bytes, ndarrays, pickles), encoded and decoded by the channel's code; a call is one
 //! message each way.
 
-use crate::endpoints::{lock, parse_policy, policy_name, receive, receive_within, tracked, with_outgoing};
+use crate::endpoints::{lock, parse_policy, policy_name, receive, receive_classified, tracked, with_outgoing};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::exceptions::PyException;
@@ -68,7 +68,7 @@ impl PyRpcServer {
                 // The rest of a request of several records: each record within the reply
                 // timeout of the one before (the request is bounded: a client stopped
                 // part-way cannot hold the server), and a close ends it.
-                Ok((call, incoming)) => Some((call, receive_within(py, incoming, false, &Timeout::forever(), Some(&self.closing)))),
+                Ok((call, incoming)) => Some((call, receive_classified(py, incoming, false, &Timeout::forever(), Some(&self.closing)))),
                 Err(Error::Empty) if timeout.blocks() => None,
                 Err(e) => return Err(to_py(py, e)),
             };
@@ -76,21 +76,25 @@ impl PyRpcServer {
                 match value {
                     Ok(v) => return Ok((call, v)),
                     // Not read whole (its client died, gave up or stalled part-way, or a
-                    // signal or a close interrupted the copy): forgotten, so that the
-                    // client's retry runs.
-                    Err(e)
-                        if !e.is_instance_of::<PyException>(py)
-                            || ["TruncatedMessageError", "Timeout", "ClosedError"].iter().any(|n| is_error(py, &e, n)) =>
-                    {
+                    // signal handler's exception or a close interrupted the copy):
+                    // forgotten, so that the client's retry runs. The client's doing
+                    // (truncated, stalled) is skipped; anything else is the caller's.
+                    Err((e, false)) => {
                         server.abandon(call);
-                        if e.is_instance_of::<PyException>(py) && !is_error(py, &e, "ClosedError") {
+                        if ["TruncatedMessageError", "Timeout"].iter().any(|n| is_error(py, &e, n)) {
                             continue;
                         }
-                        return Err(e); // KeyboardInterrupt, SystemExit, a close
+                        return Err(e); // KeyboardInterrupt, a handler's exception, a close
                     }
-                    // Read whole but it cannot be taken (unpickling failed, too large to
+                    // Interrupted while being decoded (KeyboardInterrupt in an
+                    // unpickler): not run, so forgotten (the retry runs); the caller's.
+                    Err((e, true)) if !e.is_instance_of::<PyException>(py) => {
+                        server.abandon(call);
+                        return Err(e);
+                    }
+                    // Taken but it cannot be used (unpickling failed, too large to
                     // allocate): the call is answered with that error; the server goes on.
-                    Err(e) => {
+                    Err((e, true)) => {
                         let (kind, message, tb) = describe(py, &e);
                         let wait = Timeout::new(Some(server.reply_timeout().as_secs_f64()), true)?;
                         let _ = blocking_checked(py, &wait, |_| Ok(()), |w| server.reply_error_with(call, &kind, &message, &tb, w));

@@ -561,6 +561,39 @@ def test_concurrent_call_async_on_one_client_take_turns(make_name: Any) -> None:
     t.join(5)
 
 
+def test_call_async_timeout_zero_with_a_free_client_and_cancel_during_a_large_send(make_name: Any) -> None:
+    server, t = _thread_server(make_name("s"), lambda v: len(v) if isinstance(v, bytes) else v)
+
+    async def main() -> tuple[Any, Any]:
+        client = shmplane.RpcClient.connect(server.name, timeout=10)
+        try:
+            # A free client: its turn is taken at once, even with no time to wait for it
+            # (the reply itself may then still time out).
+            try:
+                first = await client.call_async("ping", 0)
+            except shmplane.Timeout as e:
+                assert "previous call" not in str(e)
+                first = "timed out waiting for the reply"
+            # Cancelled while a large request is sent from a thread: the next call waits
+            # for that thread to let go of the client, then works.
+            task = asyncio.ensure_future(client.call_async(b"x" * (4 << 20), 10))
+            await asyncio.sleep(0.001)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            return first, await client.call_async("after", 10)
+        finally:
+            client.close()
+
+    first, after = asyncio.run(main())
+    assert first in ("ping", "timed out waiting for the reply")
+    assert after == "after"
+    server.close()
+    t.join(5)
+
+
 def test_a_reply_that_cannot_be_sent_is_answered_with_the_error(make_name: Any) -> None:
     # 700 out-of-band buffers: a header larger than one record of a 4 KiB reply channel.
     server, t = _thread_server(make_name("s"), lambda v: [np.zeros(1) for _ in range(700)])

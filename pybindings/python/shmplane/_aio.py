@@ -298,19 +298,31 @@ async def call_async(client: Any, obj: Any, timeout: float | None = None, retry:
                 del locks[key]  # a loop that is gone, most likely
         lock = locks[id(loop)] = asyncio.Lock()
     deadline = _deadline(timeout)
-    try:
-        # The turn counts against the deadline; a call that times out waiting for it
-        # sends nothing.
-        await asyncio.wait_for(lock.acquire(), None if deadline is None else max(0.0, deadline - loop.time()))
-    except asyncio.TimeoutError:
-        raise Timeout("timed out waiting for this client's previous call to end") from None
+    if not lock.locked():
+        await lock.acquire()  # free: taken at once (wait_for with no time left would refuse it)
+    else:
+        try:
+            # The turn counts against the deadline; a call that times out waiting for it
+            # sends nothing.
+            await asyncio.wait_for(lock.acquire(), None if deadline is None else max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise Timeout("timed out waiting for this client's previous call to end") from None
+    release = True
     try:
         try:
             seq = client._send_call(obj, 0.0, retry)  # all of it now, or Full and nothing sent
         except Full:
             # No room now: send from a thread (it waits there for room; retry: the same call).
             left = None if deadline is None else max(0.0, deadline - loop.time())
-            seq = await loop.run_in_executor(None, client._send_call, obj, left, True)
+            sending = loop.run_in_executor(None, client._send_call, obj, left, True)
+            try:
+                seq = await asyncio.shield(sending)
+            except asyncio.CancelledError:
+                # The thread still holds the client, sending: the turn passes on only
+                # when it is done (the next call would find the client busy).
+                release = False
+                sending.add_done_callback(lambda _: lock.release())
+                raise
         misses = 0
         parts: list[Any] = []
         while True:
@@ -326,7 +338,8 @@ async def call_async(client: Any, obj: Any, timeout: float | None = None, retry:
             if not more:
                 return part if len(parts) == 1 else parts
     finally:
-        lock.release()
+        if release:
+            lock.release()
 
 
 async def serve_async(server: Any, handler: Any) -> None:
