@@ -608,6 +608,15 @@ pub fn plan(msg: &Outgoing<'_>, capacity: usize, position: u64, whole: bool) -> 
     Ok(Some((first, chunk)))
 }
 
+/// Bytes of a ring of `capacity` that a message of `total` payload bytes sent in chunks
+/// occupies if none of it is given back before its end (its receiver holds an earlier
+/// record, so the space of the chunks it copies out is not given back either): the
+/// data, a record and chunk header and alignment per chunk, and padding at a wrap.
+pub fn chunked_footprint(total: usize, capacity: usize) -> usize {
+    let chunk = chunk_size(capacity).max(1);
+    total.saturating_add((total / chunk + 2).saturating_mul(RECORD_AND_CHUNK_HEADER + 8)).saturating_add(chunk)
+}
+
 /// Largest message (payload and envelope, in bytes) sent whole to a receiver that
 /// views messages in place: a quarter of the ring. A receiver that keeps the previous
 /// view while it receives the next (`x = rx.recv(copy=False)` in a loop) then always

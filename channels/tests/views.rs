@@ -28,33 +28,34 @@ fn bytes(h: &Held) -> &[u8] {
 fn held(rx: &mut Receiver, wait: Wait<'_>) -> Held {
     match rx.begin_view(wait).unwrap() {
         Viewed::Held(h) => h,
-        Viewed::Chunked(i) => panic!("a chunked message of {} bytes", i.head().total()),
+        Viewed::Copy(i) => panic!("a chunked message of {} bytes", i.head().total()),
     }
 }
 
 #[test]
 fn held_records_are_released_out_of_order_and_free_space_in_order() {
     with_watchdog(|| {
-        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
-        // Three records of 1312 bytes fill 3936 of the 4096.
-        let msgs: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i + 1; 1300]).collect();
+        // Six records of 1312 bytes fill 7872 of the 8192 (each under a quarter).
+        let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
+        let msgs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i + 1; 1300]).collect();
         for m in &msgs {
             tx.send(m).unwrap();
         }
-        let views: Vec<Held> = (0..3).map(|_| held(&mut rx, Wait::forever())).collect();
-        assert_eq!(rx.holds(), 3);
+        let views: Vec<Held> = (0..6).map(|_| held(&mut rx, Wait::forever())).collect();
+        assert_eq!(rx.holds(), 6);
         for (v, m) in views.iter().zip(&msgs) {
             assert_eq!(bytes(v), &m[..]);
         }
-        // The ring (4 KiB) is full of held records.
+        // The ring is full of held records.
         assert!(matches!(tx.try_send(&[9; 1000]), Err(Error::Full)));
-        // Releasing the newest and the middle one frees nothing: the oldest is held.
-        assert!(rx.release(views[2].token()));
-        assert!(rx.release(views[1].token()));
+        // Releasing all but the oldest, in any order, frees nothing.
+        for i in [5, 3, 1, 4, 2] {
+            assert!(rx.release(views[i].token()));
+        }
         assert!(!rx.release(views[1].token()), "released twice");
         assert!(matches!(tx.try_send(&[9; 1000]), Err(Error::Full)));
         assert_eq!(bytes(&views[0]), &msgs[0][..]);
-        // The oldest: all three records' space comes back.
+        // The oldest: all six records' space comes back.
         assert!(rx.release(views[0].token()));
         assert_eq!(rx.holds(), 0);
         // (Two: the third would need the 160 bytes of padding at the wrap too.)
@@ -70,18 +71,23 @@ fn held_records_are_released_out_of_order_and_free_space_in_order() {
 #[test]
 fn copies_received_behind_a_hold_keep_their_space_until_it_goes() {
     with_watchdog(|| {
-        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
+        let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
         tx.send(&[1; 1300]).unwrap();
         tx.send(&[2; 1300]).unwrap();
         let first = held(&mut rx, Wait::forever());
         // Received by copy behind the hold: its space is not the sender's yet.
         assert_eq!(rx.try_recv().unwrap(), vec![2; 1300]);
-        tx.send(&[3; 1300]).unwrap();
+        for _ in 0..4 {
+            tx.send(&[3; 1300]).unwrap();
+        }
+        // 7872 of 8192 bytes sent; with the second record's space back it would fit.
         assert!(matches!(tx.try_send(&[4; 1300]), Err(Error::Full)));
         assert_eq!(bytes(&first), &[1; 1300][..]);
         assert!(rx.release(first.token()));
         tx.try_send(&[4; 1300]).unwrap();
-        assert_eq!(rx.try_recv().unwrap(), vec![3; 1300]);
+        for _ in 0..4 {
+            assert_eq!(rx.try_recv().unwrap(), vec![3; 1300]);
+        }
         assert_eq!(rx.try_recv().unwrap(), vec![4; 1300]);
         assert!(matches!(rx.try_recv(), Err(Error::Empty)));
     });
@@ -145,7 +151,7 @@ fn a_viewing_receiver_gets_large_messages_whole() {
         // Sent before the receiver asked for whole records: chunked, copied out.
         tx.send(&big).unwrap();
         match rx.begin_view(Wait::forever()).unwrap() {
-            Viewed::Chunked(incoming) => {
+            Viewed::Copy(incoming) => {
                 let mut out = vec![0u8; big.len()];
                 incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
                 assert_eq!(out, big);
@@ -164,7 +170,7 @@ fn a_viewing_receiver_gets_large_messages_whole() {
             tx
         });
         match rx.begin_view(Wait::forever()).unwrap() {
-            Viewed::Chunked(incoming) => assert_eq!(incoming.head().total(), (1 << 22) + 8),
+            Viewed::Copy(incoming) => assert_eq!(incoming.head().total(), (1 << 22) + 8),
             Viewed::Held(_) => panic!("a message over a quarter of the ring came whole"),
         }
         drop(sender.join().unwrap());
@@ -234,11 +240,11 @@ fn rustix_dup(rx: &Receiver) -> std::os::fd::OwnedFd {
 #[test]
 fn a_view_released_by_another_thread_frees_a_sender_while_the_receiver_waits() {
     with_watchdog(|| {
-        let (mut tx, mut rx) = shmplane::channel(4096).unwrap();
-        for i in 0..3u8 {
+        let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
+        for i in 0..6u8 {
             tx.send(&[i; 1300]).unwrap();
         }
-        let views: Vec<Held> = (0..3).map(|_| held(&mut rx, Wait::forever())).collect();
+        let views: Vec<Held> = (0..6).map(|_| held(&mut rx, Wait::forever())).collect();
         // The sender waits for room that only the views' release gives.
         let sender = thread::spawn(move || tx.send_timeout(&[7; 1300], Duration::from_secs(20)));
         let releaser = rx.releaser().unwrap();
@@ -257,5 +263,43 @@ fn a_view_released_by_another_thread_frees_a_sender_while_the_receiver_waits() {
         // A release queued after that receive is applied at the next operation.
         assert!(matches!(rx.try_recv(), Err(Error::Disconnected { .. })));
         assert_eq!(rx.holds(), 0);
+    });
+}
+
+#[test]
+fn records_over_a_quarter_are_not_held_and_chunks_that_cannot_pass_a_hold_are_refused() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(1 << 20).unwrap();
+        // Sent before the receiver asked for whole records: one 600 KB record (under
+        // 1 MiB), over a quarter of the ring: not held (holding it could leave no room
+        // for the next), copied.
+        tx.send(&vec![1u8; 600_000]).unwrap();
+        match rx.begin_view(Wait::forever()).unwrap() {
+            Viewed::Copy(incoming) => {
+                assert!(!incoming.head().is_chunked());
+                let mut out = vec![0u8; 600_000];
+                incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
+                assert!(out.iter().all(|&b| b == 1));
+            }
+            Viewed::Held(_) => panic!("held a record over a quarter of the ring"),
+        }
+        assert_eq!(rx.holds(), 0);
+        // A view of 200 KB, then a 900 KB message in chunks: it cannot fit beside the
+        // view, so it is refused at once and stays queued.
+        tx.send(&vec![2u8; 200_000]).unwrap();
+        let h = held(&mut rx, Wait::forever());
+        let sender = thread::spawn(move || {
+            tx.send_timeout(&vec![3u8; 900_000], Duration::from_secs(20)).unwrap();
+            tx
+        });
+        let start = std::time::Instant::now();
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Err(Error::InvalidArgument(what)) => assert!(what.contains("release them"), "{what}"),
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(rx.release(h.token()));
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), vec![3u8; 900_000]);
+        drop(sender.join().unwrap());
     });
 }

@@ -575,16 +575,20 @@ fn receive_into(py: Python<'_>, incoming: Incoming<'_>, out: &Bound<'_, PyAny>, 
             })?;
             let shape: Vec<usize> = out.getattr("shape")?.extract()?;
             let contiguous = if meta.order == Order::F { buf.is_fortran_contiguous() } else { buf.is_c_contiguous() };
-            if dtype != meta.descr || shape != meta.shape || !contiguous {
+            // The exported buffer's own size decides what may be written (the `dtype`
+            // and `shape` attributes are only what the object says of itself).
+            let len = head.part_len(0);
+            if dtype != meta.descr || shape != meta.shape || !contiguous || buf.len_bytes() != len {
                 let order = if meta.order == Order::F { "F" } else { "C" };
                 return Err(refuse(format!(
-                    "the next message is a {order}-ordered array of dtype {} and shape {:?}; the destination is {dtype} {shape:?}{}",
+                    "the next message is a {order}-ordered array of dtype {} and shape {:?} ({len} bytes); the destination is {dtype} {shape:?} ({} bytes){}",
                     meta.descr,
                     meta.shape,
+                    buf.len_bytes(),
                     if contiguous { "" } else { " and not contiguous in that order" }
                 )));
             }
-            head.part_len(0)
+            len
         }
     };
     let big = head.is_chunked() || len >= GIL_RELEASE_BYTES;

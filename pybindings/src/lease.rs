@@ -16,7 +16,7 @@ use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PySlice, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 use shmplane::frame::{Kind, Order};
 use shmplane::frame::Head;
 use shmplane::{Error, Held, HoldToken, Releaser};
@@ -106,35 +106,116 @@ impl PyLease {
         if me.state().released {
             return Err(PyBufferError::new_err("this lease was released: its message is gone"));
         }
-        let mv = py.import("builtins")?.getattr("memoryview")?.call1((slf,))?;
-        let part = |i: usize| -> PyResult<Bound<'py, PyAny>> {
+        // Every view is based on a part owner (a `_ViewPart`): it counts as a view of
+        // the lease for as long as it lives, and nothing else can end that (a memoryview
+        // base could be `release()`d under an array that still points into the ring).
+        let part = |i: usize| -> PyResult<Bound<'py, PyViewPart>> {
             let (o, l) = held.head.part(i);
-            mv.get_item(PySlice::new(py, o as isize, (o + l) as isize, 1))
+            me.state().exports += 1;
+            Bound::new(py, PyViewPart { lease: slf.clone().unbind(), addr: held.addr + o, len: l })
         };
+        let memoryview = |obj: &Bound<'py, PyViewPart>| py.import("builtins")?.getattr("memoryview")?.call1((obj,));
         match held.head.kind() {
-            Kind::Bytes => Ok(mv),
+            Kind::Bytes => memoryview(&part(0)?),
             Kind::Array => {
                 let meta = held.head.array().expect("an array head has its description");
-                let (offset, len) = held.head.part(0);
-                array_over(py, &mv, held.addr + offset, len, meta)
+                let owner = part(0)?;
+                let (addr, len) = (owner.get().addr, owner.get().len);
+                array_over(py, owner.as_any(), addr, len, meta)
             }
             Kind::Pickle => {
                 static UNPICKLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
                 let bufs = PyList::empty(py);
                 for i in 1..held.head.part_count() {
+                    // Passed as they are: an unpickled array keeps its owner as its base.
                     bufs.append(part(i)?)?;
                 }
-                codec(py, "unpickle", &UNPICKLE)?.call1((part(0)?, bufs))
+                codec(py, "unpickle", &UNPICKLE)?.call1((memoryview(&part(0)?)?, bufs))
             }
         }
     }
 }
 
-/// A read-only ndarray of `meta` over the `len` bytes at `addr`, whose base is `mv` (a
-/// memoryview of the lease: an export, so the lease cannot be released under it). One
-/// call of numpy's C API instead of memoryview slicing, `np.frombuffer` and `reshape`
-/// in Python (each touching cold memory right after a large message was written).
-fn array_over<'py>(py: Python<'py>, mv: &Bound<'py, PyAny>, addr: usize, len: usize, meta: &shmplane::frame::ArrayMeta) -> PyResult<Bound<'py, PyAny>> {
+/// One part of a held message, the base of the views built on it: it counts as a
+/// view of its lease while it lives (see `PyLease::build`). Exports its bytes read-only
+/// through the buffer protocol, without a release hook, so that numpy (`frombuffer`,
+/// pickle-5 reconstruction) keeps it as an array's base as it is, not a memoryview of
+/// it that could be released under the array.
+#[pyclass(module = "shmplane._shmplane", name = "_ViewPart", frozen)]
+pub struct PyViewPart {
+    lease: Py<PyLease>,
+    addr: usize,
+    len: usize,
+}
+
+impl Drop for PyViewPart {
+    fn drop(&mut self) {
+        let lease = self.lease.get();
+        let last = {
+            let mut st = lease.state();
+            st.exports = st.exports.saturating_sub(1);
+            st.exports == 0 && st.release_when_unviewed
+        };
+        if last {
+            lease.give_back();
+        }
+    }
+}
+
+#[pymethods]
+impl PyViewPart {
+    /// Read-only buffer over the part's bytes in the ring.
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("a NULL view"));
+        }
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("a received message is read-only"));
+        }
+        let (addr, len) = (slf.get().addr, slf.get().len);
+        // SAFETY: `view` is a non-NULL Py_buffer the caller owns for this call. The part
+        // lies in held ring memory of the lease's mapping, which stays mapped and
+        // unwritten while this part lives: it counts as a view of the lease, which is
+        // neither released (`release()` refuses while views live) nor deallocated (this
+        // part holds it); every export holds this part in `obj`.
+        unsafe { fill_read_only(view, flags, slf.into_any().into_ptr(), addr, len) };
+        Ok(())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<shmplane._ViewPart nbytes={}>", self.len)
+    }
+}
+
+/// Fill `view` as a read-only, one-dimensional byte buffer over `len` bytes at `addr`,
+/// owned by `obj` (a new reference, stolen).
+///
+/// # Safety
+/// `view` is a valid, non-NULL Py_buffer; `addr..addr + len` stays readable for as long
+/// as `obj` lives.
+unsafe fn fill_read_only(view: *mut ffi::Py_buffer, flags: c_int, obj: *mut ffi::PyObject, addr: usize, len: usize) {
+    // SAFETY: as the caller promises; shape and strides point into the view itself
+    // (valid as long as it is), as CPython's `PyBuffer_FillInfo` does.
+    unsafe {
+        (*view).obj = obj;
+        (*view).buf = addr as *mut c_void;
+        (*view).len = len as ffi::Py_ssize_t;
+        (*view).readonly = 1;
+        (*view).itemsize = 1;
+        (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT { c"B".as_ptr().cast_mut() } else { std::ptr::null_mut() };
+        (*view).ndim = 1;
+        (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND { &raw mut (*view).len } else { std::ptr::null_mut() };
+        (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES { &raw mut (*view).itemsize } else { std::ptr::null_mut() };
+        (*view).suboffsets = std::ptr::null_mut();
+        (*view).internal = std::ptr::null_mut();
+    }
+}
+
+/// A read-only ndarray of `meta` over the `len` bytes at `addr`, whose base is `owner`
+/// (the part's `_ViewPart`, which keeps the hold). One call of numpy's C API instead of
+/// `np.frombuffer` and `reshape` in Python (each touching cold memory right after a
+/// large message was written).
+fn array_over<'py>(py: Python<'py>, owner: &Bound<'py, PyAny>, addr: usize, len: usize, meta: &shmplane::frame::ArrayMeta) -> PyResult<Bound<'py, PyAny>> {
     use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PyArrayObject, PyArray_Descr, NPY_ARRAY_F_CONTIGUOUS, PY_ARRAY_API};
     static DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let dtype = DTYPE.import(py, "numpy", "dtype")?.call1((meta.descr.as_str(),))?;
@@ -149,9 +230,9 @@ fn array_over<'py>(py: Python<'py>, mv: &Bound<'py, PyAny>, addr: usize, len: us
     // `numpy.dtype` above imported it). `PyArray_NewFromDescr` steals the
     // reference to the descriptor (`into_ptr`) and builds a read-only (no
     // NPY_ARRAY_WRITEABLE in `flags`) array of `dims` (copied) over `addr`: `len` bytes
-    // (checked above) of held ring memory that stays valid while the lease is not
-    // released, which `mv` (an export of the lease) guarantees; `SetBaseObject` steals
-    // the reference to `mv` and makes it the array's base, so the array keeps it.
+    // (checked above) of held ring memory that stays valid while `owner` lives (it
+    // counts as a view of the lease); `SetBaseObject` steals the reference to `owner`
+    // and makes it the array's base, so the array keeps it.
     unsafe {
         let ty = get_type_object(py, NpyTypes::PyArray_Type);
         let raw = PY_ARRAY_API.PyArray_NewFromDescr(
@@ -166,7 +247,7 @@ fn array_over<'py>(py: Python<'py>, mv: &Bound<'py, PyAny>, addr: usize, len: us
             std::ptr::null_mut(),
         );
         let arr = Bound::from_owned_ptr_or_err(py, raw)?;
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, arr.as_ptr().cast::<PyArrayObject>(), mv.clone().into_ptr()) != 0 {
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, arr.as_ptr().cast::<PyArrayObject>(), owner.clone().into_ptr()) != 0 {
             return Err(PyErr::fetch(py));
         }
         Ok(arr)
@@ -210,7 +291,7 @@ pub(crate) fn lease_next(py: Python<'_>, slf: &Bound<'_, PyReceiver>, timeout: O
                 let n = (0..h.head().part_count()).map(|i| h.head().part_len(i)).sum();
                 return make(Some(h), None, n);
             }
-            Ok(shmplane::Viewed::Chunked(incoming)) => {
+            Ok(shmplane::Viewed::Copy(incoming)) => {
                 let n = (0..incoming.head().part_count()).map(|i| incoming.head().part_len(i)).sum();
                 let copy = receive_within(py, incoming, false, &Timeout::forever(), Some(&me.closing))?;
                 return make(None, Some(copy), n);
@@ -337,24 +418,11 @@ impl PyLease {
         }
         // SAFETY: `view` is a non-NULL Py_buffer the caller owns for this call. The
         // bytes [addr, addr + len) lie in the ring's data area of a mapping the lease
-        // keeps until it is released (`mapping`), and stay unwritten until then:
-        // the sender does not reuse held space, and the hold is released only when the
+        // keeps until it is released (`mapping`), and stay unwritten until then: the
+        // sender does not reuse held space, and the hold is released only when the
         // lease is deallocated (after every export, each of which holds a reference to
-        // it in `obj`) or by `release`, which refuses while exports are alive. The
-        // shape and strides point into the view itself (valid as long as it is).
-        unsafe {
-            (*view).obj = slf.clone().into_any().into_ptr();
-            (*view).buf = held.addr as *mut c_void;
-            (*view).len = held.len as ffi::Py_ssize_t;
-            (*view).readonly = 1;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT { c"B".as_ptr().cast_mut() } else { std::ptr::null_mut() };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND { &raw mut (*view).len } else { std::ptr::null_mut() };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES { &raw mut (*view).itemsize } else { std::ptr::null_mut() };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-        }
+        // it in `obj`) or by `release`, which refuses while exports are alive.
+        unsafe { fill_read_only(view, flags, slf.clone().into_any().into_ptr(), held.addr, held.len) };
         Ok(())
     }
 

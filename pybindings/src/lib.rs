@@ -90,6 +90,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PySender>()?;
     m.add_class::<endpoints::PyReceiver>()?;
     m.add_class::<lease::PyLease>()?;
+    m.add_class::<lease::PyViewPart>()?;
     m.add_class::<broadcast::PyPublisher>()?;
     m.add_class::<broadcast::PySubscriber>()?;
     m.add_class::<mailbox::PyMailbox>()?;

@@ -309,3 +309,57 @@ def test_recv_into_checks_before_writing_and_keeps_a_refused_message() -> None:
         np.testing.assert_array_equal(bout, big)
         with pytest.raises(shmplane.Timeout):
             rx.recv_into(bout, timeout=0.01)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_no_base_in_a_views_chain_can_be_released_under_it() -> None:
+    tx, rx = shmplane.channel(1 << 18)
+    with tx, rx:
+        ro = np.arange(10.0)
+        ro.flags.writeable = False
+        for sent in (np.arange(1000.0), {"x": np.arange(1000.0)}, {"r": ro}):
+            tx.send(sent, timeout=5)
+            got = rx.recv(timeout=5, copy=False)
+            arr = got if isinstance(got, np.ndarray) else next(iter(got.values()))
+            b: Any = arr
+            while b is not None:
+                assert not isinstance(b, memoryview), "a releasable memoryview under a live array"
+                b = getattr(b, "base", None)
+            lease_views = rx.held
+            assert lease_views == 1
+            del got, b
+            gc.collect()
+            assert rx.held == 1  # `arr` alone keeps it
+            np.testing.assert_array_equal(arr, np.asarray(sent if isinstance(sent, np.ndarray) else next(iter(sent.values()))))
+            del arr
+            assert _held(rx) == 0
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_recv_into_trusts_the_buffer_not_the_objects_attributes() -> None:
+    class Fake(bytearray):
+        dtype = np.dtype("<f8")
+        shape = (100_000,)
+
+    tx, rx = shmplane.channel(1 << 21)
+    with tx, rx:
+        tx.send(np.zeros(100_000), timeout=5)
+        with pytest.raises(shmplane.InvalidArgumentError, match="800000 bytes"):
+            rx.recv_into(Fake(8), timeout=5)
+        assert rx.recv(timeout=5).shape == (100_000,)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_chunked_message_that_cannot_pass_held_views_is_refused_and_stays_queued() -> None:
+    tx, rx = shmplane.channel(1 << 20)
+    with tx, rx:
+        tx.send(b"v" * 200_000, timeout=5)
+        view = rx.recv(timeout=5, copy=False)
+        big = b"c" * 900_000  # chunked (over a quarter), and it cannot fit beside the view
+        t = threading.Thread(target=lambda: tx.send(big, timeout=10))
+        t.start()
+        with pytest.raises(shmplane.InvalidArgumentError, match="release them"):
+            rx.recv(timeout=5)
+        del view
+        assert rx.recv(timeout=10) == big
+        t.join(10)

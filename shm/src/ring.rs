@@ -379,8 +379,6 @@ impl<S: RingStore> Producer<S> {
         self.mask + 1
     }
 
-    /// True if `n` bytes from `tail` are free, re-reading the consumer position if needed.
-    #[inline]
     /// Before claiming a record of `len` payload bytes: if the ring is empty (every
     /// record released) and the record fits before this producer's offset, pad to the
     /// end so that it starts at offset 0, in memory the previous records warmed (a
@@ -409,6 +407,8 @@ impl<S: RingStore> Producer<S> {
         Ok(true)
     }
 
+    /// True if `n` bytes from `tail` are free, re-reading the consumer position if needed.
+    #[inline]
     fn has_space(&mut self, n: u64) -> Result<bool, RingError> {
         if self.tail + n - self.cached_head <= self.capacity() {
             return Ok(true);
@@ -805,6 +805,13 @@ impl<S: RingStore> Consumer<S> {
     /// records).
     pub fn want_whole(&mut self) {
         want_whole(&self.store);
+    }
+
+    /// Bytes of ring this consumer keeps from the producer because of its holds: from
+    /// the oldest record still held to its own position (records received behind a
+    /// hold included). 0 without holds.
+    pub fn pinned(&self) -> u64 {
+        self.held.front().map_or(0, |s| self.head - s.start)
     }
 
     /// Records held and not released yet.

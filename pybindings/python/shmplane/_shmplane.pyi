@@ -175,8 +175,10 @@ class Receiver:
         and while views live other copies of this receiver (another process's) wait.
         For explicit release use ``lease()``. The first ``copy=False`` receive asks the
         sender to send every message up to a quarter of the ring as one record and
-        larger ones in chunks, which are received by copy (a writable array:
-        ``flags.writeable`` tells). ``close()`` with views alive completes when the
+        larger ones in chunks; a message that is not one record of at most a quarter
+        of the ring is received by copy (a writable array: ``flags.writeable`` tells).
+        A chunked message that cannot fit beside the views held raises
+        InvalidArgumentError at once and stays queued (release views first). ``close()`` with views alive completes when the
         last goes; views stay readable after it. A fork child may read inherited views,
         but the parent may release them meanwhile. Not on a lossy broadcast
         (InvalidArgumentError: its publisher overwrites without waiting).

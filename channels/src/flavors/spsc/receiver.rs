@@ -72,6 +72,7 @@ struct Inner {
 /// receiver closed while records were held finishes closing (`zombie`), at the last
 /// release.
 struct ReleaseQueue {
+    id: u64,
     tokens: Mutex<Vec<HoldToken>>,
     /// A receiver closed while its copy held records: it stays inside its operation
     /// (other copies of the receiver must not resume at the shared position, behind the
@@ -90,12 +91,19 @@ impl fmt::Debug for ReleaseQueue {
 
 impl ReleaseQueue {
     fn new(waker: Option<DataWaker>) -> Arc<ReleaseQueue> {
-        Arc::new(ReleaseQueue { tokens: Mutex::default(), zombie: Mutex::default(), waker })
+        static NEXT: Mutex<u64> = Mutex::new(1);
+        let id = {
+            let mut n = NEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *n += 1;
+            *n
+        };
+        Arc::new(ReleaseQueue { id, tokens: Mutex::default(), zombie: Mutex::default(), waker })
     }
 
-    /// This queue's identity in the tokens of its receiver's holds.
-    fn id(self: &Arc<Self>) -> usize {
-        Arc::as_ptr(self) as usize
+    /// This queue's identity in the tokens of its receiver's holds (unique in the
+    /// process: an address could be reused by a later receiver's queue).
+    fn id(&self) -> u64 {
+        self.id
     }
 
     /// Release the queued holds (those of this process) from `consumer`.
@@ -142,7 +150,12 @@ impl ReleaseQueue {
     /// Apply the queue to a receiver closed while holding; close it once nothing is
     /// held. True if there was one.
     fn reap(&self) -> bool {
-        let mut zombie = self.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut zombie = match self.zombie.try_lock() {
+            Ok(z) => z,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            // Another thread reaps now (or, in a fork child, held it at the fork).
+            Err(std::sync::TryLockError::WouldBlock) => return true,
+        };
         let Some(inner) = zombie.as_mut() else { return false };
         let generation = inner.hold_generation;
         self.apply(&mut inner.consumer, generation);
@@ -513,21 +526,10 @@ impl Op<'_> {
             // Untrusted bytes: copied out before they are parsed (and, from a lossy
             // broadcast, checked intact: a lapped subscriber may have read a later
             // record's bytes).
-            // First the short prefix that almost every head fits in (an array's
-            // description, a pickle of up to ~100 buffers); only a head it cuts short
-            // reads the longest one (reading 33 KB of a large message just written, cold
-            // in this core's caches, was most of a zero-copy receive's time). A head that
-            // parses from fewer bytes parses the same from more.
-            let mut prefix = vec![0; len.min(SHORT_PREFIX)];
+            let mut prefix = vec![0; len.min(MAX_PREFIX)];
             self.inner.consumer.read(&record, 0, &mut prefix);
             self.inner.consumer.check_read(&record).map_err(|e| seg_err(e, &self.inner.consumer))?;
-            let mut parsed = parse_head(tag, len, &prefix);
-            if parsed.is_err() && len > SHORT_PREFIX {
-                prefix.resize(len.min(MAX_PREFIX), 0);
-                self.inner.consumer.read(&record, 0, &mut prefix);
-                self.inner.consumer.check_read(&record).map_err(|e| seg_err(e, &self.inner.consumer))?;
-                parsed = parse_head(tag, len, &prefix);
-            }
+            let parsed = parse_head(tag, len, &prefix);
             match parsed {
                 Ok(head) => return Ok((record, head)),
                 Err(HeadError::Orphan) => self.consumer().release(record),
@@ -551,10 +553,6 @@ fn lossy_peek() -> Error {
         "a lossy broadcast's messages cannot be viewed in place (the publisher may overwrite them meanwhile); receive them with recv".into(),
     )
 }
-
-/// Bytes of a first record read before its head is parsed; [`MAX_PREFIX`] if the head
-/// needs more.
-const SHORT_PREFIX: usize = 1024;
 
 /// Records a receive skips (continuations of a message it never began) between checks
 /// of its deadline and hook; a non-blocking receive reports `Empty` after this many.
@@ -923,6 +921,22 @@ impl Receiver {
         let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
         let mut op = inner.enter(wait, polls)?;
         let (record, head) = op.next_message(policy, wait, polls)?;
+        if head.is_chunked() && op.inner.consumer.holds() > 0 {
+            // Its chunks' space is not given back while an earlier record is held: if it
+            // cannot fit beside the held span it could never end (the sender would wait
+            // for that space, and this receive for the rest). Refused; it stays queued.
+            let capacity = op.inner.consumer.store().capacity();
+            let pinned = usize::try_from(op.inner.consumer.pinned()).unwrap_or(usize::MAX);
+            let need = frame::chunked_footprint(head.total(), capacity);
+            if need > capacity.saturating_sub(pinned) {
+                drop(record); // not released: it stays at this receiver's position
+                return Err(Error::InvalidArgument(format!(
+                    "the next message ({} bytes) travels in chunks and needs {need} bytes of the {capacity}-byte ring at once, but \
+                     zero-copy views this receiver holds keep {pinned} bytes of it; release them (drop the views) first; the message stays queued",
+                    head.total()
+                )));
+            }
+        }
         Ok((op, record, head))
     }
 
@@ -1100,11 +1114,13 @@ impl Receiver {
     /// what Python's `recv(copy=False)` returns): a message of one record is *held*
     /// ([`Viewed::Held`]): its bytes stay in the ring, untouched by the sender, until
     /// [`Receiver::release`] of its token, in any order, while this receiver goes on to
-    /// the next messages. A message that spans several records cannot be viewed whole
-    /// ([`Viewed::Chunked`]: copy it out). The first call asks the sender to send every
-    /// message up to [`frame::max_whole`] (a quarter of the ring) as one record and
-    /// larger ones in chunks (a message sent before the sender saw the request follows
-    /// the usual rule: whole up to 1 MiB if it fits one record).
+    /// the next messages. A message that spans several records cannot be viewed whole,
+    /// and one record larger than [`frame::max_whole`] (a quarter of the ring) is not
+    /// held (holding it could leave no room for the next): [`Viewed::Copy`], copy it
+    /// out. The first call asks the sender to send every message up to a quarter of the
+    /// ring as one record and larger ones in chunks (a message sent before the sender
+    /// saw the request follows the usual rule: whole up to 1 MiB if it fits one
+    /// record).
     ///
     /// Held records hold ring space: every record after the oldest one still held,
     /// whether held or not. A sender waits (per its own wait and deadline) for that
@@ -1146,8 +1162,8 @@ impl Receiver {
             }
         }
         let (op, record, head) = self.take(policy, &mut wait)?;
-        if head.is_chunked() {
-            return Ok(Viewed::Chunked(Incoming { op, first: Some(record), head, policy, consume: true, bounded: None }));
+        if head.is_chunked() || record.len() > frame::max_whole(op.inner.consumer.store().capacity()) {
+            return Ok(Viewed::Copy(Incoming { op, first: Some(record), head, policy, consume: true, bounded: None }));
         }
         let skip = head.skip();
         let inner = &mut *op.inner;
@@ -1167,7 +1183,8 @@ impl Receiver {
     /// Give back the ring space of a held message ([`Receiver::begin_view`]), in any
     /// order. False if the token is not one of this handle's holds (released already,
     /// another receiver's, or taken in another process before a fork): nothing happens.
-    /// After a close while records were held, the close completes at the last release.
+    /// After a close while records were held, true for any token of this receiver (it
+    /// is queued; the close completes at the last release).
     pub fn release(&mut self, token: HoldToken) -> bool {
         let Some(inner) = self.inner.as_mut() else {
             if let Some(queue) = self.closed_holding.as_ref().filter(|q| q.id() == token.receiver) {
@@ -1203,7 +1220,12 @@ impl Receiver {
             }
         }
         if let Some(queue) = self.closed_holding.take() {
-            let zombie = queue.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            // `try_lock`: in a fork child, a thread that vanished at the fork may hold it.
+            let zombie = match queue.zombie.try_lock() {
+                Ok(mut z) => z.take(),
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
             if let Some(mut inner) = zombie {
                 let here = inner.hold_generation == fork_generation();
                 if here {
@@ -1438,6 +1460,9 @@ impl Receiver {
                 // The zombie must not own its queue (a cycle: never dropped).
                 inner.released = ReleaseQueue::new(None);
                 *queue.zombie.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inner);
+                // The last release may have been queued between the apply above and now
+                // (it found no zombie to finish): look again.
+                queue.reap();
                 self.closed_holding = Some(queue);
                 return;
             }
@@ -1638,8 +1663,9 @@ impl Drop for Incoming<'_> {
 pub enum Viewed<'a> {
     /// A message of one record, held in the ring.
     Held(Held),
-    /// A message of several records: copy it out.
-    Chunked(Incoming<'a>),
+    /// A message that is not held: it spans several records, or it is one record
+    /// larger than a quarter of the ring. Copy it out.
+    Copy(Incoming<'a>),
 }
 
 /// Identifies a held message to [`Receiver::release`].
@@ -1649,7 +1675,7 @@ pub struct HoldToken {
     generation: u64,
     /// The receiver's release queue (its identity: a token of another receiver, at the
     /// same positions, must not release this one's holds).
-    receiver: usize,
+    receiver: u64,
 }
 
 /// A message held in the ring past its receive ([`Receiver::begin_view`]): where its
