@@ -8,6 +8,9 @@ For each array size (1, 8, 64 MB of float64) a sender process and this receiver:
   ring) to the receiver holding the view (``perf_counter`` is CLOCK_MONOTONIC, one clock
   for both processes); the sender's own stamp travels in the array.
 - ``send+recv (copy)``: the same with ``rx.recv()`` (an owned copy).
+- ``loan+copyto+commit+view``: zero-copy both ways: the sender fills a loan of ring space
+  (``with tx.loan(n) as a: np.copyto(a, arr)``), the receiver views it (iceoryx2's
+  row below does the same with its sample loans).
 - ``shared_memory+view``: ``multiprocessing.shared_memory``: ``np.copyto`` into the
   block, a byte down a ``Pipe`` to say so, ``np.ndarray(buffer=shm.buf)`` on the other
   side (what users hand-build).
@@ -42,12 +45,16 @@ def pct(xs: list[float]) -> tuple[float, float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99)), float(np.percentile(a, 99.9))
 
 
-def _sender(tx: Any, ack: Any, n: int, rounds: int) -> None:
+def _sender(tx: Any, ack: Any, n: int, rounds: int, loan: bool = False) -> None:
     arr = np.random.default_rng(0).random(n)
     for i in range(rounds):
         arr[0] = i
         arr[1] = time.perf_counter()
-        tx.send(arr, timeout=60)
+        if loan:
+            with tx.loan(n, timeout=60) as dst:
+                np.copyto(dst, arr)
+        else:
+            tx.send(arr, timeout=60)
         ack.recv()
     tx.close()
 
@@ -66,7 +73,7 @@ def _shm_sender(name: str, conn: Any, n: int, rounds: int) -> None:
     shm.close()
 
 
-def run_channel(n: int, rounds: int, copy: bool) -> tuple[list[float], list[float]]:
+def run_channel(n: int, rounds: int, copy: bool, loan: bool = False) -> tuple[list[float], list[float]]:
     """(recv-only times, end-to-end times) in seconds."""
     # Four times the message: a viewing receiver gets messages up to a quarter whole.
     cap = 1 << max(16, int(n * 8 * 4 + (1 << 20)).bit_length())
@@ -78,7 +85,7 @@ def run_channel(n: int, rounds: int, copy: bool) -> tuple[list[float], list[floa
         _ = rx.recv(timeout=10, copy=False)
         del _
     ack_r, ack_w = mp.Pipe(duplex=False)
-    p = mp.get_context("fork").Process(target=_sender, args=(tx, ack_r, n, rounds))
+    p = mp.get_context("fork").Process(target=_sender, args=(tx, ack_r, n, rounds, loan))
     p.start()
     tx.close()
     only, e2e = [], []
@@ -221,6 +228,7 @@ def main() -> None:
             floor = pct(run_copyto(n, rounds))
             view_only, view_e2e = run_channel(n, rounds, copy=False)
             copy_only, copy_e2e = run_channel(n, rounds, copy=True)
+            _, loan_e2e = run_channel(n, rounds, copy=False, loan=True)
             shm = run_shm(n, rounds)
             iox = run_iox(n, rounds)
             rows = [
@@ -228,6 +236,7 @@ def main() -> None:
                 ("shmplane view: recv(copy=False) alone", pct(view_only)),
                 ("shmplane send+view", pct(view_e2e)),
                 ("shmplane send+recv (copy)", pct(copy_e2e)),
+                ("shmplane loan+copyto+commit+view", pct(loan_e2e)),
                 ("shmplane recv (copy) alone", pct(copy_only)),
                 ("shared_memory copyto+Pipe+view", pct(shm)),
             ]

@@ -397,6 +397,8 @@ enum Src<'a> {
     Slice(&'a [u8]),
     Owned(Vec<u8>),
     Zero,
+    /// Bytes the sender writes in place (a loan): `gather` leaves them as they are.
+    Lent(usize),
 }
 
 /// A message to send: its kind and its logical payload as pieces laid end to end, to
@@ -434,6 +436,17 @@ impl<'a> Outgoing<'a> {
         Outgoing::multipart(Kind::Array, vec![Src::Owned(meta.encode()), Src::Slice(data)], 1)
     }
 
+    /// An array message whose data the sender writes in place (a loan: see
+    /// `Sender::loan_message`): its data is the last part, at [`Outgoing::prefix`]
+    /// bytes into the logical payload, and `gather` leaves it untouched.
+    ///
+    /// # Errors
+    /// A size that overflows.
+    pub fn array_lent(meta: &ArrayMeta) -> Result<Outgoing<'static>, String> {
+        let nbytes = meta.nbytes()?;
+        Outgoing::multipart(Kind::Array, vec![Src::Owned(meta.encode()), Src::Lent(nbytes)], 1)
+    }
+
     /// A pickled-object message: the pickle-5 stream and its out-of-band buffers.
     ///
     /// # Errors
@@ -459,6 +472,7 @@ impl<'a> Outgoing<'a> {
             Src::Slice(b) => b.len(),
             Src::Owned(v) => v.len(),
             Src::Zero => 0,
+            Src::Lent(n) => *n,
         };
         let mut header = Vec::with_capacity(8 + 8 * parts.len());
         header.extend_from_slice(&(parts.len() as u32).to_le_bytes());
@@ -558,6 +572,7 @@ impl<'a> Outgoing<'a> {
                 Src::Slice(b) => out.copy_from_slice(&b[lo - at..hi - at]),
                 Src::Owned(v) => out.copy_from_slice(&v[lo - at..hi - at]),
                 Src::Zero => out.fill(0),
+                Src::Lent(_) => {}
             }
         }
     }

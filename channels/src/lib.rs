@@ -62,7 +62,7 @@ pub mod rpc {
 pub use shmplane_shm::layout::MAX_SUBSCRIBERS;
 /// Most senders (lanes) a mailbox can have at once: 511.
 pub use shmplane_shm::layout::MAX_MAILBOX_LANES as MAX_SENDERS;
-pub use flavors::spsc::{channel, channel_named, Held, HoldToken, Incoming, Loan, Message, Receiver, Releaser, Sender, Viewed, DEFAULT_CAPACITY};
+pub use flavors::spsc::{channel, channel_named, Held, HoldToken, Incoming, Loan, Message, Receiver, Releaser, Sender, Viewed, DetachedLoan, DEFAULT_CAPACITY};
 pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};
 pub use shmplane_shm::store::PendingProbe;

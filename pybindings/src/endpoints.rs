@@ -300,6 +300,18 @@ pub(crate) fn with_outgoing<R>(py: Python<'_>, obj: &Bound<'_, PyAny>, max_recor
 }
 
 endpoint_pymethods!(PySender, "sender", "Sender", {
+    /// Lend ring space for one array message written in place (zero-copy send): use as
+    /// ``with tx.loan(shape, dtype) as arr:`` (see the stubs).
+    #[pyo3(signature = (shape, dtype=None, order="C", timeout=None))]
+    fn loan(slf: &Bound<'_, Self>, shape: &Bound<'_, PyAny>, dtype: Option<&Bound<'_, PyAny>>, order: &str, timeout: Option<f64>) -> PyResult<Py<crate::loan::PyLoan>> {
+        let shape: Vec<usize> = match shape.extract::<usize>() {
+            Ok(n) => vec![n],
+            Err(_) => shape.extract()?,
+        };
+        let float64 = pyo3::types::PyString::new(slf.py(), "float64").into_any();
+        crate::loan::open_loan(slf.py(), slf, shape, dtype.unwrap_or(&float64), order, timeout)
+    }
+
     /// A descriptor that ``select``, ``selectors``, ``multiprocessing.connection.wait``
     /// and asyncio's ``add_reader`` can wait on for room: readable once a small
     /// message fits again, or the receiver closed or died (see ``Receiver.fileno``;

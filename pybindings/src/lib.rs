@@ -10,6 +10,7 @@ mod broadcast;
 mod endpoints;
 mod error;
 mod lease;
+mod loan;
 mod mailbox;
 mod rpc;
 mod slot;
@@ -91,6 +92,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<endpoints::PyReceiver>()?;
     m.add_class::<lease::PyLease>()?;
     m.add_class::<lease::PyViewPart>()?;
+    m.add_class::<loan::PyLoan>()?;
     m.add_class::<broadcast::PyPublisher>()?;
     m.add_class::<broadcast::PySubscriber>()?;
     m.add_class::<mailbox::PyMailbox>()?;

@@ -363,3 +363,71 @@ def test_a_chunked_message_that_cannot_pass_held_views_is_refused_and_stays_queu
         del view
         assert rx.recv(timeout=10) == big
         t.join(10)
+
+
+def _send_loan_then_exit(tx: Any, n: int) -> None:
+    with tx.loan(n, "<i4") as arr:
+        arr[:] = np.arange(n, dtype="<i4")
+    tx.close()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_loan_commits_at_the_end_of_the_block_and_aborts_on_an_exception() -> None:
+    tx, rx = shmplane.channel(1 << 20)
+    with tx, rx:
+        with tx.loan((3, 4), "f4") as a:
+            assert a.flags.writeable and a.shape == (3, 4) and a.dtype == np.float32
+            a[:] = np.arange(12, dtype="f4").reshape(3, 4)
+        np.testing.assert_array_equal(rx.recv(timeout=5), np.arange(12, dtype="f4").reshape(3, 4))
+        with pytest.raises(RuntimeError):
+            with tx.loan(5) as a:
+                a[:] = 1.0
+                raise RuntimeError("the producer failed part-way")
+        with pytest.raises(shmplane.Empty):
+            rx.try_recv()  # aborted: nothing was sent
+        # Fortran order, explicit commit, sends refused while a loan is open.
+        loan = tx.loan((2, 3), "<i8", order="F")
+        assert loan.open and loan.nbytes == 48 and "open" in repr(loan)
+        with pytest.raises(shmplane.InvalidArgumentError, match="loan"):
+            tx.send(b"not now")
+        arr = loan.array()
+        arr[:] = [[1, 2, 3], [4, 5, 6]]
+        del arr
+        assert loan.commit() and not loan.open and not loan.commit()
+        got = rx.recv(timeout=5)
+        assert got.flags.f_contiguous
+        np.testing.assert_array_equal(got, [[1, 2, 3], [4, 5, 6]])
+        with pytest.raises(ValueError):
+            loan.array()
+        # A loan dropped without ending is aborted; the sender works on.
+        tx.loan(3)
+        gc.collect()
+        tx.send(b"after", timeout=5)
+        assert rx.recv(timeout=5) == b"after"
+        # Errors: too large for one record, object dtypes, bad order.
+        with pytest.raises(shmplane.MessageTooLargeError):
+            tx.loan(1 << 20)
+        with pytest.raises(ValueError):
+            tx.loan(3, object)
+        with pytest.raises(ValueError):
+            tx.loan(3, order="K")
+        # Zero-copy both ways: a loan received as a view.
+        with tx.loan(1000) as a:
+            a[:] = 2.5
+        v = rx.recv(timeout=5, copy=False)
+        assert not v.flags.writeable and (v == 2.5).all()
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_loan_in_a_child_process_reaches_the_parent(method: str) -> None:
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(1 << 20)
+    with rx:
+        p = mp.get_context(method).Process(target=_send_loan_then_exit, args=(tx, 1000))
+        p.start()
+        tx.close()
+        np.testing.assert_array_equal(rx.recv(timeout=20), np.arange(1000, dtype="<i4"))
+        p.join(20)
+        assert p.exitcode == 0

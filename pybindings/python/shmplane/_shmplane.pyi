@@ -19,6 +19,33 @@ WIRE_VERSION: int
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
 def gc() -> list[str]: ...
 def _survey(name: str | None = None) -> list[dict[str, Any]]: ...
+@final
+class Loan:
+    """An open loan of ring space for one array message, written in place (zero-copy
+    send): ``with tx.loan((480, 640), "u2") as frame: camera.read_into(frame)``. The
+    block's value is a writable ndarray over the ring; the message is published when the
+    block ends, abandoned (nothing sent) if it raises. While the loan is open the sender
+    refuses other sends (InvalidArgumentError) and other copies of it wait. Do not keep
+    the array past the block: after the commit its bytes belong to the receiver, then to
+    later messages (the memory stays mapped, so writing it cannot crash, but it corrupts
+    what others read)."""
+
+    def array(self) -> Any:
+        """A writable ndarray over the loaned bytes (a new array each call; contents
+        unspecified until written). Raises ValueError once the loan ended."""
+    def commit(self) -> bool:
+        """Publish the message; False if the loan had ended already."""
+    def abort(self) -> bool:
+        """Abandon the message (nothing is sent); False if the loan had ended."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes lent: the array's data."""
+    @property
+    def open(self) -> bool:
+        """True until committed or aborted."""
+    def __enter__(self) -> Any: ...
+    def __exit__(self, exc_type: object, *rest: object) -> bool: ...
+
 @disjoint_base
 class Sender:
     """The sending end of a channel (one per channel across all processes).
@@ -50,6 +77,17 @@ class Sender:
     @staticmethod
     def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None, lane: int | None = None) -> Sender: ...
     def _lane(self) -> int | None: ...
+    def loan(self, shape: int | tuple[int, ...] | list[int], dtype: Any = None, order: str = "C", timeout: float | None = None) -> Loan:
+        """Lend ring space for one array message of ``shape`` and ``dtype`` (default
+        float64; a plain dtype: no objects, fields or subarrays) in ``order`` ('C' or
+        'F'), waiting at most ``timeout`` seconds for room: ``with tx.loan(shape, dtype)
+        as arr: fill(arr)`` publishes it at the end of the block (see ``Loan``). The
+        receiver gets an ndarray as from ``send``. A loan is one record: at most
+        ``max_message_size`` bytes.
+
+        Raises MessageTooLargeError (more than one record of this channel),
+        InvalidArgumentError (a loan is open already), ValueError (dtype, order),
+        Timeout, DisconnectedError, PeerDeadError, ClosedError."""
     def send(self, obj: Any, timeout: float | None = None) -> None:
         """Send ``obj`` (any size), waiting at most ``timeout`` seconds (None: forever)
         for room; the timeout covers the whole message. If the send stops part-way

@@ -9,7 +9,7 @@ mod sender;
 
 pub use receiver::{Held, HoldToken, Incoming, Message, Receiver, Releaser, Viewed};
 pub(crate) use receiver::{frame_of, payload_of};
-pub use sender::{Loan, Sender};
+pub use sender::{DetachedLoan, Loan, Sender};
 
 use crate::endpoint::generated_name;
 use shmplane_shm::error::{Error, Result};

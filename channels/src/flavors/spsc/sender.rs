@@ -41,6 +41,10 @@ struct Inner {
     doorbell: Option<(Doorbell, usize)>,
     /// A broadcast publisher's last look for dead subscribers from a non-blocking call.
     dead_check: Option<std::time::Instant>,
+    /// The fork generation of an open detached loan ([`Sender::loan_message`]): this
+    /// copy is inside its operation until the loan is committed or aborted, and every
+    /// other send is refused meanwhile.
+    lent: Option<u64>,
 }
 
 impl Inner {
@@ -108,6 +112,9 @@ impl Inner {
     /// Enter an operation (see the module docs).
     #[inline(always)]
     fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
+        if self.lent.is_some() {
+            return Err(loan_open());
+        }
         if !self.role.try_enter(self.producer.store().role::<PRODUCER>()) {
             self.enter_slow(wait)?;
         }
@@ -132,6 +139,33 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Smallest record worth starting at offset 0 of an empty ring (see
+/// `Producer::rewind_if_empty`): below this the padding record costs more than the
+/// cold memory it avoids.
+const REWIND_MIN: usize = 64 * 1024;
+
+/// A send while a detached loan is open.
+#[cold]
+fn loan_open() -> Error {
+    Error::InvalidArgument("a loan of this sender is open: commit or abort it first (a loan is the next message)".into())
+}
+
+/// A loan kept across calls by a binding (Python's `with tx.loan(...) as arr`): the
+/// claim of one record, its message's prefix already written; the caller writes
+/// [`Sender::loaned_bytes`] in place and then [`Sender::commit_loan`] or
+/// [`Sender::abort_loan`]. Until then the sender stays inside its operation (other
+/// copies wait) and refuses other sends.
+#[derive(Debug)]
+#[must_use = "an open loan blocks the sender until committed or aborted"]
+pub struct DetachedLoan {
+    claim: Claim,
+    tag: u32,
+    /// Where the lent bytes start in the record, and the record's length.
+    lent_at: usize,
+    total: usize,
+    generation: u64,
 }
 
 /// An operation in progress: this copy holds the lease and is marked active until
@@ -227,9 +261,8 @@ impl Op<'_> {
             .map_err(|_| Error::TooLarge { len: msg.prefix(), max: frame::max_record(capacity) })?;
         let Some((first, chunk)) = plan else {
             let env = msg.envelope_len();
-            if total > frame::CHUNK_THRESHOLD {
-                // A large record sent whole (to a receiver that views in place): start it
-                // in warm memory if the ring is empty.
+            if total >= REWIND_MIN {
+                // A large record: start it in warm memory if the ring is empty.
                 self.inner.producer.rewind_if_empty(env + total).map_err(|e| ring_error(e, self.inner.segment()))?;
             }
             return self.put(env + total, msg.tag(), policy, wait, |dst| {
@@ -486,7 +519,7 @@ impl Sender {
         if fresh {
             role.register(producer.store().segment());
         }
-        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None, dead_check: None }), policy: WaitPolicy::default() })
+        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None, dead_check: None, lent: None }), policy: WaitPolicy::default() })
     }
 
     #[inline(always)]
@@ -499,6 +532,12 @@ impl Sender {
 
     pub(crate) fn segment(&self) -> Option<&Segment> {
         self.inner.as_ref().map(Inner::segment)
+    }
+
+    /// Keeps the segment mapped (not the role): for a binding whose loaned bytes may be
+    /// pointed at after the sender closed. `None` once closed.
+    pub fn mapping(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        self.inner.as_ref().map(|i| i.segment().mapping() as std::sync::Arc<dyn std::any::Any + Send + Sync>)
     }
 
     /// The ring (`None` once closed).
@@ -716,6 +755,86 @@ impl Sender {
         self.claim_loan(len, Wait::optional(timeout))
     }
 
+    /// Lend the space of message `msg`'s last part in place, for a caller that keeps the
+    /// loan across calls (the Python binding's `tx.loan(shape, dtype)`): `msg` is laid out
+    /// in one record (its prefix written now, its last part lent: see
+    /// [`Outgoing::array_lent`]), waiting per `wait` for room. The sender then refuses
+    /// other sends until [`Sender::commit_loan`] or [`Sender::abort_loan`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (the message does not fit one record of this ring: a loan is
+    /// one record), [`Error::InvalidArgument`] (a loan is open already); otherwise as
+    /// [`Sender::send_message`].
+    ///
+    /// # Examples
+    /// ```
+    /// use shmplane::frame::{ArrayMeta, Order, Outgoing};
+    /// let (mut tx, mut rx) = shmplane::channel(1 << 16)?;
+    /// let msg = Outgoing::array_lent(&ArrayMeta::new("<f8", &[3], Order::C).unwrap()).unwrap();
+    /// let loan = tx.loan_message(&msg, shmplane::Wait::forever())?;
+    /// tx.loaned_bytes(&loan).copy_from_slice(bytemuck::cast_slice(&[1.0f64, 2.0, 3.0]));
+    /// tx.commit_loan(loan)?;
+    /// let msg = rx.peek(None)?;
+    /// assert_eq!(msg.part(0), bytemuck::cast_slice::<f64, u8>(&[1.0, 2.0, 3.0]));
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn loan_message(&mut self, msg: &Outgoing<'_>, mut wait: Wait<'_>) -> Result<DetachedLoan> {
+        let policy = self.policy;
+        let mut op = self.inner()?.enter(&mut wait)?;
+        let total = msg.envelope_len() + msg.total();
+        let max = op.producer().max_payload();
+        if total > max || msg.envelope_len() > 0 {
+            return Err(Error::TooLarge { len: total, max });
+        }
+        if total >= REWIND_MIN {
+            op.inner.producer.rewind_if_empty(total).map_err(|e| ring_error(e, op.inner.segment()))?;
+        }
+        let claim = op.claim(total, policy, &mut wait)?;
+        let lent_at = msg.prefix();
+        msg.gather(0, &mut op.producer().payload_mut(&claim)[..lent_at]);
+        let generation = shmplane_shm::process::fork_generation();
+        op.inner.lent = Some(generation);
+        // Stay inside the operation until the loan ends.
+        std::mem::forget(op);
+        Ok(DetachedLoan { claim, tag: msg.tag(), lent_at, total, generation })
+    }
+
+    /// The lent bytes of `loan` (their previous contents are unspecified).
+    ///
+    /// # Panics
+    /// If the sender is closed or `loan` is not its open loan.
+    pub fn loaned_bytes(&mut self, loan: &DetachedLoan) -> &mut [u8] {
+        let inner = self.inner.as_mut().expect("an open sender");
+        assert_eq!(inner.lent, Some(loan.generation), "not this sender's open loan");
+        &mut inner.producer.payload_mut(&loan.claim)[loan.lent_at..loan.total]
+    }
+
+    /// Publish an open loan.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::InvalidArgument`] if `loan` is not this sender's open
+    /// loan in this process (a fork child's inherited loan: the parent's).
+    pub fn commit_loan(&mut self, loan: DetachedLoan) -> Result<()> {
+        let inner = self.inner()?;
+        if inner.lent != Some(loan.generation) || loan.generation != shmplane_shm::process::fork_generation() {
+            return Err(Error::InvalidArgument("not this sender's open loan (taken before a fork, or ended)".into()));
+        }
+        inner.lent = None;
+        inner.producer.commit(loan.claim, loan.total, loan.tag);
+        drop(Op { inner });
+        Ok(())
+    }
+
+    /// Abandon an open loan: nothing of it is published.
+    pub fn abort_loan(&mut self, loan: DetachedLoan) {
+        if let Some(inner) = self.inner.as_mut() {
+            if inner.lent == Some(loan.generation) && loan.generation == shmplane_shm::process::fork_generation() {
+                inner.lent = None;
+                drop(Op { inner });
+            }
+        }
+    }
+
     /// [`Sender::loan`] without waiting.
     ///
     /// # Errors
@@ -922,7 +1041,11 @@ impl Sender {
     /// # Ok::<(), shmplane::Error>(())
     /// ```
     pub fn close(&mut self) {
-        if let Some(Inner { producer, mut role, .. }) = self.inner.take() {
+        if let Some(Inner { producer, mut role, lent, .. }) = self.inner.take() {
+            if lent == Some(shmplane_shm::process::fork_generation()) {
+                // An open loan: aborted (nothing of it was published).
+                role.exit(producer.store().role::<PRODUCER>());
+            }
             // Wake the peer if it sleeps: it then sees the close at once (a broadcast's
             // subscribers waiting through the OS: their doorbells).
             producer.store().ring_subscribers();
