@@ -248,6 +248,7 @@ def rr_two_channels(n: int) -> list[int]:
         tx.close()
         rx.close()
         _stop(p)
+        shmplane.gc()  # the stopped server's ends: it was killed, not closed
 
 
 def rr_pipe(n: int) -> list[int]:

@@ -368,7 +368,7 @@ def test_a_chunked_message_that_cannot_pass_held_views_is_refused_and_stays_queu
 def _send_loan_then_exit(tx: Any, n: int) -> None:
     with tx.loan(n, "<i4") as arr:
         arr[:] = np.arange(n, dtype="<i4")
-    tx.close()
+    tx.close()  # `arr` still bound: the close must still be a clean one
 
 
 @pytest.mark.timeout(WATCHDOG)
@@ -431,3 +431,68 @@ def test_a_loan_in_a_child_process_reaches_the_parent(method: str) -> None:
         np.testing.assert_array_equal(rx.recv(timeout=20), np.arange(1000, dtype="<i4"))
         p.join(20)
         assert p.exitcode == 0
+        with pytest.raises(shmplane.DisconnectedError):
+            rx.recv(timeout=20)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_kept_loan_array_turns_read_only_and_does_not_keep_the_sender() -> None:
+    tx, rx = shmplane.channel(1 << 20)
+    name = tx.name
+    with tx.loan(3, "<i4") as a:
+        a[:] = [1, 2, 3]
+    assert not a.flags.writeable  # the loan ended: no writing under the receiver
+    np.testing.assert_array_equal(rx.recv(timeout=5), [1, 2, 3])
+    tx.close()  # `a` is alive: still a clean close
+    with pytest.raises(shmplane.DisconnectedError):
+        rx.recv(timeout=5)
+    rx.close()
+    assert not os.path.exists(f"/dev/shm/shmplane.{name}")
+    assert (a == [1, 2, 3]).all()  # still mapped
+    del a
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_loan_ended_while_another_thread_closes_the_sender_does_not_deadlock() -> None:
+    tx, rx = shmplane.channel(1 << 20)
+    with rx:
+        loan = tx.loan(1000)
+        t = threading.Thread(target=tx.close)
+        t.start()
+        time.sleep(0.005)
+        try:
+            loan.commit()
+        except shmplane.ClosedError:
+            pass
+        t.join(10)
+        assert not t.is_alive()
+        del loan
+
+
+def _child_sends_after_fork(tx: Any, conn: Any) -> None:
+    try:
+        tx.send(b"child", timeout=10)
+        conn.send("sent")
+    except Exception as e:  # pragma: no cover - reported to the parent
+        conn.send(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_fork_child_of_a_sender_with_an_open_loan_sends_after_the_parents_loan() -> None:
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(1 << 20)
+    with tx, rx:
+        loan = tx.loan(3, "<i4")
+        r, w = mp.get_context("fork").Pipe(duplex=False)
+        p = mp.get_context("fork").Process(target=_child_sends_after_fork, args=(tx, w))
+        p.start()
+        w.close()
+        time.sleep(0.1)
+        with loan as a:
+            a[:] = [7, 8, 9]
+        assert r.poll(20) and r.recv() == "sent"
+        p.join(20)
+        np.testing.assert_array_equal(rx.recv(timeout=5), [7, 8, 9])
+        assert rx.recv(timeout=5) == b"child"

@@ -233,6 +233,11 @@ pub struct Claim {
 }
 
 impl Claim {
+    /// Position of the claimed record (the producer's position while it is open).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
     /// Claimed payload length in bytes.
     pub fn len(&self) -> usize {
         self.len

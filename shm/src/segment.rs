@@ -312,6 +312,17 @@ impl Segment {
         Ok(Arc::new(Region::map_read_only(&again, self.info.total_len as usize)?))
     }
 
+    /// [`Segment::view_mapping`], read-write: for arrays a sender lends in place (a
+    /// loan), which may outlive the handle without keeping its role.
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the file cannot be opened again or mapped.
+    pub fn loan_mapping(&self) -> Result<Arc<Region>> {
+        let Some(file) = &self.file else { return Ok(self.mapping()) };
+        let again = file.reopen()?;
+        Ok(Arc::new(Region::map(&again, self.info.total_len as usize)?))
+    }
+
     /// The header.
     pub fn header(&self) -> &SegmentHeader {
         // SAFETY: every segment starts with a header; offset 0 is page-aligned; the

@@ -24,11 +24,14 @@ class Loan:
     """An open loan of ring space for one array message, written in place (zero-copy
     send): ``with tx.loan((480, 640), "u2") as frame: camera.read_into(frame)``. The
     block's value is a writable ndarray over the ring; the message is published when the
-    block ends, abandoned (nothing sent) if it raises. While the loan is open the sender
-    refuses other sends (InvalidArgumentError) and other copies of it wait. Do not keep
-    the array past the block: after the commit its bytes belong to the receiver, then to
-    later messages (the memory stays mapped, so writing it cannot crash, but it corrupts
-    what others read)."""
+    block ends, abandoned (nothing sent) if it raises, and abandoned if the Loan is
+    dropped open. While the loan is open the sender refuses other sends and
+    ``poll_space`` (InvalidArgumentError), and other handles of it, also in this
+    process, wait. When the loan ends the arrays it handed out turn read-only (views
+    made from them do not: do not keep them: the bytes then belong to the receiver, and
+    later to other messages). The arrays point into a second mapping of the channel that
+    holds no locks: keeping one never keeps the sender's role, and cannot crash. A fork
+    child's copy of an open loan is not its own (``open`` is false there)."""
 
     def array(self) -> Any:
         """A writable ndarray over the loaned bytes (a new array each call; contents
@@ -82,8 +85,10 @@ class Sender:
         float64; a plain dtype: no objects, fields or subarrays) in ``order`` ('C' or
         'F'), waiting at most ``timeout`` seconds for room: ``with tx.loan(shape, dtype)
         as arr: fill(arr)`` publishes it at the end of the block (see ``Loan``). The
-        receiver gets an ndarray as from ``send``. A loan is one record: at most
-        ``max_message_size`` bytes.
+        receiver gets an ndarray as from ``send``. A loan is one record: the data plus
+        the array's description (about 100 bytes) must fit ``max_message_size``; one
+        over half the ring may wait, even on an empty ring, until the receiver has
+        skipped the padding at the ring's end.
 
         Raises MessageTooLargeError (more than one record of this channel),
         InvalidArgumentError (a loan is open already), ValueError (dtype, order),

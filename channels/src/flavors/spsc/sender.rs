@@ -41,10 +41,15 @@ struct Inner {
     doorbell: Option<(Doorbell, usize)>,
     /// A broadcast publisher's last look for dead subscribers from a non-blocking call.
     dead_check: Option<std::time::Instant>,
-    /// The fork generation of an open detached loan ([`Sender::loan_message`]): this
-    /// copy is inside its operation until the loan is committed or aborted, and every
-    /// other send is refused meanwhile.
-    lent: Option<u64>,
+    /// An open detached loan ([`Sender::loan_message`]): its identity and fork
+    /// generation. This copy is inside its operation until the loan is committed or
+    /// aborted, and every other send is refused meanwhile (in this process: a fork
+    /// child's inherited mark is void).
+    lent: Option<(u64, u64)>,
+    /// The second, read-write mapping loaned bytes are handed out in
+    /// (`Segment::loan_mapping`: it holds no locks, so an array kept past the close does
+    /// not keep the role).
+    loans: Option<std::sync::Arc<shmplane_shm::region::Region>>,
 }
 
 impl Inner {
@@ -112,8 +117,13 @@ impl Inner {
     /// Enter an operation (see the module docs).
     #[inline(always)]
     fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
-        if self.lent.is_some() {
-            return Err(loan_open());
+        if let Some((_, generation)) = self.lent {
+            if generation == shmplane_shm::process::fork_generation() {
+                return Err(loan_open());
+            }
+            // Inherited by a fork child: the parent's loan (its copy is still inside its
+            // operation: this one waits for it like any other copy).
+            self.lent = None;
         }
         if !self.role.try_enter(self.producer.store().role::<PRODUCER>()) {
             self.enter_slow(wait)?;
@@ -165,7 +175,18 @@ pub struct DetachedLoan {
     /// Where the lent bytes start in the record, and the record's length.
     lent_at: usize,
     total: usize,
+    /// Process-wide unique identity (a loan of another sender must not pass for this
+    /// one's), and the fork generation it was taken in.
+    id: u64,
     generation: u64,
+}
+
+/// Identities of detached loans.
+fn next_loan_id() -> u64 {
+    static NEXT: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+    let mut n = NEXT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *n += 1;
+    *n
 }
 
 /// An operation in progress: this copy holds the lease and is marked active until
@@ -519,7 +540,7 @@ impl Sender {
         if fresh {
             role.register(producer.store().segment());
         }
-        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None, dead_check: None, lent: None }), policy: WaitPolicy::default() })
+        Ok(Sender { inner: Some(Inner { producer, role, history: WaitHistory::default(), doorbell: None, dead_check: None, lent: None, loans: None }), policy: WaitPolicy::default() })
     }
 
     #[inline(always)]
@@ -534,11 +555,6 @@ impl Sender {
         self.inner.as_ref().map(Inner::segment)
     }
 
-    /// Keeps the segment mapped (not the role): for a binding whose loaned bytes may be
-    /// pointed at after the sender closed. `None` once closed.
-    pub fn mapping(&self) -> Option<std::sync::Arc<dyn std::any::Any + Send + Sync>> {
-        self.inner.as_ref().map(|i| i.segment().mapping() as std::sync::Arc<dyn std::any::Any + Send + Sync>)
-    }
 
     /// The ring (`None` once closed).
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
@@ -793,10 +809,18 @@ impl Sender {
         let lent_at = msg.prefix();
         msg.gather(0, &mut op.producer().payload_mut(&claim)[..lent_at]);
         let generation = shmplane_shm::process::fork_generation();
-        op.inner.lent = Some(generation);
+        let id = next_loan_id();
+        op.inner.lent = Some((id, generation));
         // Stay inside the operation until the loan ends.
         std::mem::forget(op);
-        Ok(DetachedLoan { claim, tag: msg.tag(), lent_at, total, generation })
+        Ok(DetachedLoan { claim, tag: msg.tag(), lent_at, total, id, generation })
+    }
+
+    /// True if `loan` is this sender's open loan, in this process, at its position.
+    fn owns(inner: &Inner, loan: &DetachedLoan) -> bool {
+        inner.lent == Some((loan.id, loan.generation))
+            && loan.generation == shmplane_shm::process::fork_generation()
+            && loan.claim.position() == inner.producer.position()
     }
 
     /// The lent bytes of `loan` (their previous contents are unspecified).
@@ -805,8 +829,32 @@ impl Sender {
     /// If the sender is closed or `loan` is not its open loan.
     pub fn loaned_bytes(&mut self, loan: &DetachedLoan) -> &mut [u8] {
         let inner = self.inner.as_mut().expect("an open sender");
-        assert_eq!(inner.lent, Some(loan.generation), "not this sender's open loan");
+        assert!(Sender::owns(inner, loan), "not this sender's open loan");
         &mut inner.producer.payload_mut(&loan.claim)[loan.lent_at..loan.total]
+    }
+
+    /// Where the lent bytes of `loan` are in a second, read-write mapping of the
+    /// segment that holds no locks (made once per sender): `(mapping, address, length)`.
+    /// For a binding whose arrays over a loan may outlive the sender's close without
+    /// keeping its role (`Segment::loan_mapping`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::InvalidArgument`] if `loan` is not this sender's
+    /// open loan; [`Error::Os`] if the mapping cannot be made.
+    pub fn loaned_region(&mut self, loan: &DetachedLoan) -> Result<(std::sync::Arc<dyn std::any::Any + Send + Sync>, usize, usize)> {
+        let inner = self.inner()?;
+        if !Sender::owns(inner, loan) {
+            return Err(Error::InvalidArgument("not this sender's open loan".into()));
+        }
+        if inner.loans.is_none() {
+            inner.loans = Some(inner.segment().loan_mapping()?);
+        }
+        let base = inner.segment().region().as_ptr() as usize;
+        let bytes = &mut inner.producer.payload_mut(&loan.claim)[loan.lent_at..loan.total];
+        let (offset, len) = (bytes.as_mut_ptr() as usize - base, bytes.len());
+        let mapping = std::sync::Arc::clone(inner.loans.as_ref().expect("made above"));
+        let addr = mapping.as_ptr() as usize + offset;
+        Ok((mapping, addr, len))
     }
 
     /// Publish an open loan.
@@ -816,7 +864,7 @@ impl Sender {
     /// loan in this process (a fork child's inherited loan: the parent's).
     pub fn commit_loan(&mut self, loan: DetachedLoan) -> Result<()> {
         let inner = self.inner()?;
-        if inner.lent != Some(loan.generation) || loan.generation != shmplane_shm::process::fork_generation() {
+        if !Sender::owns(inner, &loan) {
             return Err(Error::InvalidArgument("not this sender's open loan (taken before a fork, or ended)".into()));
         }
         inner.lent = None;
@@ -825,14 +873,21 @@ impl Sender {
         Ok(())
     }
 
-    /// Abandon an open loan: nothing of it is published.
+    /// Abandon an open loan: nothing of it is published (a padding record it may have
+    /// placed to start it at the ring's beginning stays). Nothing happens for a loan
+    /// that is not this sender's open loan in this process.
     pub fn abort_loan(&mut self, loan: DetachedLoan) {
         if let Some(inner) = self.inner.as_mut() {
-            if inner.lent == Some(loan.generation) && loan.generation == shmplane_shm::process::fork_generation() {
+            if Sender::owns(inner, &loan) {
                 inner.lent = None;
                 drop(Op { inner });
             }
         }
+    }
+
+    /// True while a detached loan of this sender is open in this process.
+    pub fn loan_open(&self) -> bool {
+        self.inner.as_ref().and_then(|i| i.lent).is_some_and(|(_, g)| g == shmplane_shm::process::fork_generation())
     }
 
     /// [`Sender::loan`] without waiting.
@@ -1042,7 +1097,7 @@ impl Sender {
     /// ```
     pub fn close(&mut self) {
         if let Some(Inner { producer, mut role, lent, .. }) = self.inner.take() {
-            if lent == Some(shmplane_shm::process::fork_generation()) {
+            if lent.is_some_and(|(_, g)| g == shmplane_shm::process::fork_generation()) {
                 // An open loan: aborted (nothing of it was published).
                 role.exit(producer.store().role::<PRODUCER>());
             }
