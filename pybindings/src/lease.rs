@@ -121,7 +121,7 @@ impl PyLease {
                 let meta = held.head.array().expect("an array head has its description");
                 let owner = part(0)?;
                 let (addr, len) = (owner.get().addr, owner.get().len);
-                array_over(py, owner.as_any(), addr, len, meta)
+                array_over(py, owner.as_any(), addr, len, meta, false)
             }
             Kind::Pickle => {
                 static UNPICKLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -215,8 +215,15 @@ unsafe fn fill_read_only(view: *mut ffi::Py_buffer, flags: c_int, obj: *mut ffi:
 /// (the part's `_ViewPart`, which keeps the hold). One call of numpy's C API instead of
 /// `np.frombuffer` and `reshape` in Python (each touching cold memory right after a
 /// large message was written).
-fn array_over<'py>(py: Python<'py>, owner: &Bound<'py, PyAny>, addr: usize, len: usize, meta: &shmplane::frame::ArrayMeta) -> PyResult<Bound<'py, PyAny>> {
-    use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PyArrayObject, PyArray_Descr, NPY_ARRAY_F_CONTIGUOUS, PY_ARRAY_API};
+pub(crate) fn array_over<'py>(
+    py: Python<'py>,
+    owner: &Bound<'py, PyAny>,
+    addr: usize,
+    len: usize,
+    meta: &shmplane::frame::ArrayMeta,
+    writable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PyArrayObject, PyArray_Descr, NPY_ARRAY_F_CONTIGUOUS, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
     static DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let dtype = DTYPE.import(py, "numpy", "dtype")?.call1((meta.descr.as_str(),))?;
     let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
@@ -225,14 +232,16 @@ fn array_over<'py>(py: Python<'py>, owner: &Bound<'py, PyAny>, addr: usize, len:
         return Err(to_py(py, Error::Corrupt { path: String::new(), what: format!("an array of {} {:?} in {len} bytes", meta.descr, meta.shape) }));
     }
     let mut dims = meta.shape.iter().map(|&d| npy_intp::try_from(d)).collect::<Result<Vec<_>, _>>().map_err(|_| PyBufferError::new_err("array too large"))?;
-    let flags = if meta.order == Order::F { NPY_ARRAY_F_CONTIGUOUS } else { 0 };
+    let flags = if meta.order == Order::F { NPY_ARRAY_F_CONTIGUOUS } else { 0 } | if writable { NPY_ARRAY_WRITEABLE } else { 0 };
     // SAFETY: numpy's API table is loaded by its first use (numpy is imported: the
     // `numpy.dtype` above imported it). `PyArray_NewFromDescr` steals the
-    // reference to the descriptor (`into_ptr`) and builds a read-only (no
-    // NPY_ARRAY_WRITEABLE in `flags`) array of `dims` (copied) over `addr`: `len` bytes
-    // (checked above) of held ring memory that stays valid while `owner` lives (it
-    // counts as a view of the lease); `SetBaseObject` steals the reference to `owner`
-    // and makes it the array's base, so the array keeps it.
+    // reference to the descriptor (`into_ptr`) and builds an array of `dims` (copied)
+    // over `addr`: `len` bytes (checked above) that stay mapped while `owner` lives,
+    // read-only for a view (held ring memory: `owner` counts as a view of the lease,
+    // so the hold is not released), writable only for a loan (ring space claimed for
+    // it, which nobody else touches until it is committed: then the loan makes the
+    // array read-only). `SetBaseObject` steals the reference to `owner` and makes it
+    // the array's base, so the array keeps it.
     unsafe {
         let ty = get_type_object(py, NpyTypes::PyArray_Type);
         let raw = PY_ARRAY_API.PyArray_NewFromDescr(

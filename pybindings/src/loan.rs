@@ -18,7 +18,6 @@ use pyo3::types::PyTuple;
 use shmplane::frame::{ArrayMeta, Order, Outgoing};
 use shmplane::{DetachedLoan, Error, Wait};
 use std::any::Any;
-use std::os::raw::{c_int, c_void};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -186,7 +185,7 @@ impl PyLoan {
         if !me.is_open(py) {
             return Err(PyValueError::new_err("this loan has ended (committed, aborted, its sender closed, or taken before a fork)"));
         }
-        let arr = writable_array(py, slf.as_any(), me.addr, me.len, &me.meta)?;
+        let arr = crate::lease::array_over(py, slf.as_any(), me.addr, me.len, &me.meta, true)?;
         static WEAKREF: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let weak = WEAKREF.import(py, "weakref", "ref")?.call1((&arr,))?;
         locked(&me.arrays).push(weak.unbind());
@@ -229,45 +228,5 @@ impl PyLoan {
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.is_open(py) { "open" } else { "ended" };
         format!("<shmplane.Loan {} {:?} order={:?} nbytes={} {state}>", self.meta.descr, self.meta.shape, self.meta.order, self.len)
-    }
-}
-
-/// A writable ndarray of `meta` over the `len` bytes at `addr`, based on `owner`.
-fn writable_array<'py>(py: Python<'py>, owner: &Bound<'py, PyAny>, addr: usize, len: usize, meta: &ArrayMeta) -> PyResult<Bound<'py, PyAny>> {
-    use numpy::npyffi::{get_type_object, npy_intp, NpyTypes, PyArrayObject, PyArray_Descr, NPY_ARRAY_F_CONTIGUOUS, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
-    static DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let dtype = DTYPE.import(py, "numpy", "dtype")?.call1((meta.descr.as_str(),))?;
-    let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
-    let count = meta.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    if count.and_then(|n| n.checked_mul(itemsize)) != Some(len) {
-        return Err(PyValueError::new_err(format!("an array of {} {:?} in {len} bytes", meta.descr, meta.shape)));
-    }
-    let mut dims = meta.shape.iter().map(|&d| npy_intp::try_from(d)).collect::<Result<Vec<_>, _>>().map_err(|_| PyValueError::new_err("array too large"))?;
-    let flags = NPY_ARRAY_WRITEABLE | if meta.order == Order::F { NPY_ARRAY_F_CONTIGUOUS } else { 0 };
-    // SAFETY: numpy's API table is loaded (numpy is imported: `numpy.dtype` above).
-    // `PyArray_NewFromDescr` steals the descriptor reference (`into_ptr`) and builds a
-    // writable array of `dims` (copied) over `addr`: `len` bytes (checked above) of ring
-    // space claimed for this loan, which nobody else writes or reads until it is
-    // committed (then the array is made read-only), and which stays mapped while `owner`
-    // (the loan, which keeps its mapping) lives; `SetBaseObject` steals the reference to
-    // `owner`, so the array keeps it.
-    unsafe {
-        let ty = get_type_object(py, NpyTypes::PyArray_Type);
-        let raw = PY_ARRAY_API.PyArray_NewFromDescr(
-            py,
-            ty,
-            dtype.into_ptr().cast::<PyArray_Descr>(),
-            dims.len() as c_int,
-            dims.as_mut_ptr(),
-            std::ptr::null_mut(),
-            addr as *mut c_void,
-            flags,
-            std::ptr::null_mut(),
-        );
-        let arr = Bound::from_owned_ptr_or_err(py, raw)?;
-        if PY_ARRAY_API.PyArray_SetBaseObject(py, arr.as_ptr().cast::<PyArrayObject>(), owner.clone().into_ptr()) != 0 {
-            return Err(PyErr::fetch(py));
-        }
-        Ok(arr)
     }
 }
