@@ -303,3 +303,46 @@ fn records_over_a_quarter_are_not_held_and_chunks_that_cannot_pass_a_hold_are_re
         drop(sender.join().unwrap());
     });
 }
+
+#[test]
+fn a_releaser_wakes_a_receiver_waiting_through_its_descriptor() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
+        for i in 0..6u8 {
+            tx.send(&[i; 1300]).unwrap();
+        }
+        let views: Vec<Held> = (0..6).map(|_| held(&mut rx, Wait::forever())).collect();
+        let sender = thread::spawn(move || tx.send_timeout(&[7; 1300], Duration::from_secs(20)));
+        let fd = rx.readiness_fd().unwrap();
+        let releaser = rx.releaser().unwrap();
+        let tokens: Vec<_> = views.iter().map(Held::token).collect();
+        let worker = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            for t in tokens {
+                releaser.release(t);
+            }
+        });
+        // Waiting through the OS (as epoll or tokio's AsyncFd would): the releases ring
+        // the doorbell, the receive applies them, the sender gets its room.
+        let mut got = None;
+        for _ in 0..200 {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: `p` is one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut p, 1, 5000) };
+            assert!(n > 0, "the descriptor never became readable");
+            match rx.try_recv() {
+                Ok(m) => {
+                    got = Some(m);
+                    break;
+                }
+                Err(Error::Empty) => {
+                    let _ = rx.readiness_fd().unwrap(); // re-arm
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(got, Some(vec![7; 1300]));
+        worker.join().unwrap();
+        sender.join().unwrap().unwrap();
+    });
+}

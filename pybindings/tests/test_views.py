@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -496,3 +497,47 @@ def test_a_fork_child_of_a_sender_with_an_open_loan_sends_after_the_parents_loan
         p.join(20)
         np.testing.assert_array_equal(rx.recv(timeout=5), [7, 8, 9])
         assert rx.recv(timeout=5) == b"child"
+
+
+def _view_and_hang(name: str, ready: Any, n: int) -> None:
+    from shm_helpers import pause_forever
+
+    rx = shmplane.Receiver.open(name)
+    views = [rx.recv(timeout=20, copy=False) for _ in range(n)]
+    ready.send([int(v[0]) for v in views])
+    pause_forever()
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_receiver_killed_while_holding_views_loses_nothing(method: str, make_name: Any, procs: Any) -> None:
+    # SIGKILL a receiver that holds views of every message it took: the sender learns of
+    # the death (it does not wait for the views' space for ever), and a new receiver
+    # resumes at the oldest view: every message arrives again from there, in order
+    # (at-least-once for that window: the dead holder's views never released them).
+    import multiprocessing as mp
+
+    name = make_name("viewer")
+    tx = shmplane.Sender.create(name, 1 << 16)
+    with tx:
+        for i in range(5):
+            tx.send(np.full(1000, float(i)), timeout=5)
+        r, w = mp.get_context(method).Pipe(duplex=False)
+        p = procs.start(_view_and_hang, name, w, 3, method=method)
+        w.close()
+        assert r.poll(20) and r.recv() == [0, 1, 2]
+        os.kill(p.pid, signal.SIGKILL)
+        procs.join(p, exitcode=-signal.SIGKILL)
+        with pytest.raises(shmplane.PeerDeadError):
+            for i in range(5, 200):  # the ring fills behind the dead holder's views
+                tx.send(np.full(1000, float(i)), timeout=10)
+        rx = shmplane.Receiver.open(name)  # replaces the dead receiver
+        with rx:
+            got = []
+            while True:
+                try:
+                    got.append(int(rx.try_recv()[0]))
+                except shmplane.Empty:
+                    break
+            assert got[:5] == [0, 1, 2, 3, 4], got[:10]  # nothing lost, from the oldest view
+            assert got == sorted(got) and len(set(got)) == len(got)

@@ -81,6 +81,9 @@ struct ReleaseQueue {
     zombie: Mutex<Option<Inner>>,
     /// Wakes the receiver waiting for a message, so that it applies the queue now.
     waker: Option<DataWaker>,
+    /// The receiver's doorbell (name and side), once it waits through the OS
+    /// (`readiness_fd`): rung too, so that an epoll waiter wakes and applies the queue.
+    bell: Mutex<Option<(String, Side)>>,
 }
 
 impl fmt::Debug for ReleaseQueue {
@@ -97,7 +100,7 @@ impl ReleaseQueue {
             *n += 1;
             *n
         };
-        Arc::new(ReleaseQueue { id, tokens: Mutex::default(), zombie: Mutex::default(), waker })
+        Arc::new(ReleaseQueue { id, tokens: Mutex::default(), zombie: Mutex::default(), waker, bell: Mutex::default() })
     }
 
     /// This queue's identity in the tokens of its receiver's holds (unique in the
@@ -143,6 +146,16 @@ impl ReleaseQueue {
         if !self.reap() {
             if let Some(w) = &self.waker {
                 w.wake();
+            }
+            // A receiver waiting through the OS (epoll on `readiness_fd`): ring its
+            // doorbell (a spurious byte is harmless: its next receive re-arms it). The
+            // write end is opened and closed at once: kept, it would hide the sender's
+            // close (end-of-file) from the receiver.
+            let bell = self.bell.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            if let Some((name, side)) = bell {
+                if let Ok(r) = Ringer::open(&name, side) {
+                    r.ring();
+                }
             }
         }
     }
@@ -1346,6 +1359,9 @@ impl Receiver {
             // A broadcast's subscriber waits on a doorbell of its own (`@sub<i>`).
             let side = inner.consumer.store().subscriber_index().map_or(Side::Data, Side::Subscriber);
             inner.doorbell = Some(Doorbell::open(inner.segment(), side)?);
+            if let Some(name) = super::doorbell_name(inner.segment()) {
+                *inner.released.bell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((name, side));
+            }
         }
         inner.arm(true);
         Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
