@@ -68,8 +68,11 @@ pub const SAVED_REPLY_LIMIT: usize = 1 << 16;
 /// server, and every other client, for longer.
 pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// While an error is owed to a client (its reply was given up), a server looks for
-/// calls in waits this short and tries to send it between them.
+/// calls in short waits and tries to send it between them: 2 ms at first, growing with
+/// the debt's age to at most 100 ms (a debt the client never makes room for must not
+/// keep an idle server waking every 2 ms for as long as it is kept).
 const DEBT_SLICE: Duration = Duration::from_millis(2);
+const DEBT_SLICE_MAX: Duration = Duration::from_millis(100);
 /// Longest server name: the reply channels' names add 15 bytes to it.
 pub const MAX_SERVER_NAME: usize = 200 - 15;
 
@@ -667,6 +670,8 @@ pub struct RpcServer {
     dropped: u64,
     /// Some client is owed a reply (`ClientState::owed`).
     owed: bool,
+    /// Since when the oldest debt still owed is (sets the length of the short waits).
+    oldest_debt: Option<Instant>,
 }
 
 impl RpcServer {
@@ -703,7 +708,7 @@ impl RpcServer {
         };
         mailbox.set_persistent(true);
         let clients = (0..max_clients).map(|_| None).collect();
-        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0, owed: false })
+        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0, owed: false, oldest_debt: None })
     }
 
     /// The next call, waiting as long as it takes: its id and its request as bytes.
@@ -747,7 +752,7 @@ impl RpcServer {
                 return self.mailbox.poll_with(wait);
             }
             // An error is still owed: look in short waits, paying between.
-            if self.mailbox.poll_with(wait.slice(DEBT_SLICE))? {
+            if self.mailbox.poll_with(wait.slice(self.debt_slice()))? {
                 return Ok(true);
             }
             if wait.expired() {
@@ -796,7 +801,8 @@ impl RpcServer {
             }
             let lane = if self.owed && wait.block {
                 // A reply is still owed: look for calls in short waits, paying between.
-                match self.mailbox.stage_next(&mut wait.slice(DEBT_SLICE)) {
+                let slice = self.debt_slice();
+                match self.mailbox.stage_next(&mut wait.slice(slice)) {
                     Ok(lane) => lane,
                     Err(Error::Timeout) if !wait.expired() => continue,
                     Err(e) => return Err(e),
@@ -894,6 +900,7 @@ impl RpcServer {
     /// calls it now and then.
     pub fn settle_debts(&mut self) {
         self.owed = false;
+        self.oldest_debt = None;
         let limit = self.reply_timeout.saturating_mul(2).min(Duration::from_secs(3600));
         for state in self.clients.iter_mut().flatten() {
             let Some((seq, since)) = state.owed else { continue };
@@ -915,11 +922,20 @@ impl RpcServer {
                         state.gone = true;
                         state.owed = None;
                     }
-                    Err(_) => self.owed = true,
+                    Err(_) => {
+                        self.owed = true;
+                        self.oldest_debt = Some(self.oldest_debt.map_or(since, |t| t.min(since)));
+                    }
                 },
                 _ => state.owed = None,
             }
         }
+    }
+
+    /// The short wait between attempts to pay the debts (see [`DEBT_SLICE`]).
+    fn debt_slice(&self) -> Duration {
+        let age = self.oldest_debt.map_or(Duration::ZERO, |t| t.elapsed());
+        (age / 16).clamp(DEBT_SLICE, DEBT_SLICE_MAX)
     }
 
     /// Reply to `call` with bytes (its final reply), waiting at most the reply timeout
