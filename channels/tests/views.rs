@@ -181,7 +181,7 @@ fn a_viewing_receiver_gets_large_messages_whole() {
 fn a_close_while_holding_completes_at_the_last_release_and_another_copy_never_repeats() {
     with_watchdog(|| {
         let (mut tx, mut rx) = shmplane::channel(1 << 16).unwrap();
-        let mut copy = Receiver::from_fd(rustix_dup(&rx), rx.name().map(str::to_owned)).unwrap();
+        let mut copy = Receiver::from_fd(dup_segment_fd(&rx), rx.name().map(str::to_owned)).unwrap();
         for m in [&b"m0"[..], b"m1", b"m2"] {
             tx.send(m).unwrap();
         }
@@ -215,7 +215,7 @@ fn another_copy_waits_while_records_are_held() {
         // makes): the second must not take the lease, re-read the held messages or
         // release them while the first holds them.
         let (mut tx, mut rx) = shmplane::channel(1 << 16).unwrap();
-        let fd = rustix_dup(&rx);
+        let fd = dup_segment_fd(&rx);
         let mut copy = Receiver::from_fd(fd, rx.name().map(str::to_owned)).unwrap();
         tx.send(b"one").unwrap();
         tx.send(b"two").unwrap();
@@ -230,7 +230,30 @@ fn another_copy_waits_while_records_are_held() {
     });
 }
 
-fn rustix_dup(rx: &Receiver) -> std::os::fd::OwnedFd {
+/// An 8 KiB channel whose ring is full of six held 1300-byte messages (each under a
+/// quarter of the ring), and their views.
+fn full_of_views() -> (shmplane::Sender, Receiver, Vec<Held>) {
+    let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
+    for i in 0..6u8 {
+        tx.send(&[i; 1300]).unwrap();
+    }
+    let views = (0..6).map(|_| held(&mut rx, Wait::forever())).collect();
+    (tx, rx, views)
+}
+
+/// Release `views` from another thread (a worker), 100 ms from now.
+fn release_later(rx: &Receiver, views: &[Held]) -> thread::JoinHandle<()> {
+    let releaser = rx.releaser().unwrap();
+    let tokens: Vec<_> = views.iter().map(Held::token).collect();
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        for t in tokens {
+            releaser.release(t);
+        }
+    })
+}
+
+fn dup_segment_fd(rx: &Receiver) -> std::os::fd::OwnedFd {
     use std::os::fd::BorrowedFd;
     // SAFETY: `rx.fd()` is the receiver's open segment descriptor, valid while `rx` lives.
     let fd = unsafe { BorrowedFd::borrow_raw(rx.fd().unwrap()) };
@@ -240,21 +263,10 @@ fn rustix_dup(rx: &Receiver) -> std::os::fd::OwnedFd {
 #[test]
 fn a_view_released_by_another_thread_frees_a_sender_while_the_receiver_waits() {
     with_watchdog(|| {
-        let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
-        for i in 0..6u8 {
-            tx.send(&[i; 1300]).unwrap();
-        }
-        let views: Vec<Held> = (0..6).map(|_| held(&mut rx, Wait::forever())).collect();
+        let (mut tx, mut rx, views) = full_of_views();
         // The sender waits for room that only the views' release gives.
         let sender = thread::spawn(move || tx.send_timeout(&[7; 1300], Duration::from_secs(20)));
-        let releaser = rx.releaser().unwrap();
-        let tokens: Vec<_> = views.iter().map(Held::token).collect();
-        let worker = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(100));
-            for t in tokens {
-                releaser.release(t);
-            }
-        });
+        let worker = release_later(&rx, &views);
         // Waiting for the next message (which needs that room): the queued releases
         // are applied within a wait slice.
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), vec![7; 1300]);
@@ -307,21 +319,10 @@ fn records_over_a_quarter_are_not_held_and_chunks_that_cannot_pass_a_hold_are_re
 #[test]
 fn a_releaser_wakes_a_receiver_waiting_through_its_descriptor() {
     with_watchdog(|| {
-        let (mut tx, mut rx) = shmplane::channel(8192).unwrap();
-        for i in 0..6u8 {
-            tx.send(&[i; 1300]).unwrap();
-        }
-        let views: Vec<Held> = (0..6).map(|_| held(&mut rx, Wait::forever())).collect();
+        let (mut tx, mut rx, views) = full_of_views();
         let sender = thread::spawn(move || tx.send_timeout(&[7; 1300], Duration::from_secs(20)));
         let fd = rx.readiness_fd().unwrap();
-        let releaser = rx.releaser().unwrap();
-        let tokens: Vec<_> = views.iter().map(Held::token).collect();
-        let worker = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(100));
-            for t in tokens {
-                releaser.release(t);
-            }
-        });
+        let worker = release_later(&rx, &views);
         // Waiting through the OS (as epoll or tokio's AsyncFd would): the releases ring
         // the doorbell, the receive applies them, the sender gets its room.
         let mut got = None;

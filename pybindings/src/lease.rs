@@ -114,7 +114,7 @@ impl PyLease {
             me.state().exports += 1;
             Bound::new(py, PyViewPart { lease: slf.clone().unbind(), addr: held.addr + o, len: l })
         };
-        let memoryview = |obj: &Bound<'py, PyViewPart>| py.import("builtins")?.getattr("memoryview")?.call1((obj,));
+        let memoryview = |obj: &Bound<'py, PyViewPart>| pyo3::types::PyMemoryView::from(obj.as_any()).map(Bound::into_any);
         match held.head.kind() {
             Kind::Bytes => memoryview(&part(0)?),
             Kind::Array => {
