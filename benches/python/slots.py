@@ -4,11 +4,13 @@ Run: ``.venv/bin/python benches/python/slots.py`` (``--quick`` for a smoke run).
 
 For each subject it reports, in nanoseconds per operation:
 
-* **hot read, writer busy**: a forked writer process assigns the value in a tight loop
-  while this process reads it in batches of ``BATCH`` reads; p50/p99/p99.9 are over the
-  per-read times of the batches (the issue's "writer busy in another process");
-* **hot read, idle**: the same without the writer;
-* **write**: hot assignments, no other writer;
+* **hot read, idle**: reads in batches of ``BATCH``; p50 over the per-read times of the
+  batches;
+* **hot read, writer busy**, two patterns: a forked writer process assigns one element
+  (``elem``: ``a[0] = x``, ``v.value = x``, ``s.a = x``) or the whole value (``whole``:
+  ``a[:] = [x] * n``) in a tight loop while this process reads; p50 and p99.9. The
+  reader runs on the first allowed CPU and the writer on the second;
+* **write**: hot whole-value assignments, no other writer;
 * **cold read**: single reads after a random 0-10 ms sleep (``COLD`` samples, the
   median is the headline), timed with ``perf_counter_ns`` minus its own median cost.
 
@@ -38,6 +40,8 @@ from multiprocessing import shared_memory
 from multiprocessing import sharedctypes as std
 from typing import Any
 
+import numpy as np
+
 import shmplane
 
 BATCH = 1000
@@ -49,11 +53,14 @@ class Pair(ctypes.Structure):
 
 @dataclass
 class Subject:
-    """One thing to read: `make()` builds (obj, read, write(i)); `torn(v)` checks a read."""
+    """One thing to read: `make()` builds (obj, read, writers); `writers` maps a writer
+    pattern ("elem": one element or field assigned in a loop, "whole": the whole value
+    assigned) to `write(i)`; `torn(v)` checks a whole read."""
 
     name: str
-    make: Callable[[], tuple[Any, Callable[[], Any], Callable[[int], None]]]
+    make: Callable[[], tuple[Any, Callable[[], Any], dict[str, Callable[[int], None]]]]
     torn: Callable[[Any], bool] | None = None
+    slow: bool = False  # reads of ~100 µs or more under a writer: a tenth of the batches
 
 
 def _all_equal(v: Any) -> bool:
@@ -66,14 +73,14 @@ def subjects() -> list[Subject]:
             v = mod.RawValue("d", 1.0)
             def write(i: int) -> None:
                 v.value = float(i)
-            return v, (lambda: v.value), write
+            return v, (lambda: v.value), {"elem": write, "whole": write}
         return make
 
     def value_locked() -> Any:
         v = mp.Value("d", 1.0)
         def write(i: int) -> None:
             v.value = float(i)
-        return v, (lambda: v.value), write
+        return v, (lambda: v.value), {"elem": write, "whole": write}
 
     def array(mod: Any, n: int, how: str) -> Callable[[], Any]:
         def make() -> Any:
@@ -83,19 +90,27 @@ def subjects() -> list[Subject]:
                 read: Callable[[], Any] = lambda: a[0]
             elif how == "slice":
                 read = lambda: a[:]
+            elif how == "numpy":
+                read = lambda: np.asarray(a)
             elif how == "locked":
                 def read() -> Any:
                     with lock:
                         return a[:]
             else:
                 read = a.snapshot
-            def write(i: int) -> None:
+            def whole(i: int) -> None:
                 if how == "locked":
                     with lock:
                         a[:] = [float(i)] * n
                 else:
                     a[:] = [float(i)] * n
-            return a, read, write
+            def elem(i: int) -> None:
+                if how == "locked":
+                    with lock:
+                        a[0] = float(i)
+                else:
+                    a[0] = float(i)
+            return a, read, {"elem": elem, "whole": whole}
         return make
 
     def pair(mod: Any, fields: bool = False) -> Callable[[], Any]:
@@ -105,14 +120,17 @@ def subjects() -> list[Subject]:
                 def read() -> Any:
                     s = v.snapshot()
                     return (s.a, s.b)
-                def write(i: int) -> None:
-                    v._slot.write(bytes(Pair(i, i)))
             else:  # field by field, as stdlib code does (each field consistent, the pair not)
                 read = lambda: (v.a, v.b)
-                def write(i: int) -> None:
+            def whole(i: int) -> None:
+                if mod is shmplane:
+                    v._slot.write(bytes(Pair(i, i)))
+                else:
                     v.a = i
                     v.b = i
-            return v, read, write
+            def elem(i: int) -> None:
+                v.a = i
+            return v, read, {"elem": elem, "whole": whole}
         return make
 
     def shm_struct() -> Any:
@@ -120,7 +138,7 @@ def subjects() -> list[Subject]:
         buf = seg.buf
         def write(i: int) -> None:
             struct.pack_into("d", buf, 0, float(i))
-        return seg, (lambda: struct.unpack_from("d", buf, 0)[0]), write
+        return seg, (lambda: struct.unpack_from("d", buf, 0)[0]), {"elem": write, "whole": write}
 
     return [
         Subject("shmplane RawValue('d').value", raw_value(shmplane)),
@@ -131,23 +149,51 @@ def subjects() -> list[Subject]:
         Subject("stdlib   RawArray('d',16)[0]", array(std, 16, "elem")),
         Subject("shmplane RawArray('d',16)[:]", array(shmplane, 16, "slice"), _all_equal),
         Subject("shmplane RawArray('d',16).snapshot()", array(shmplane, 16, "snap"), _all_equal),
+        Subject("shmplane np.asarray(RawArray('d',16))", array(shmplane, 16, "numpy"), _all_equal),
         Subject("stdlib   RawArray('d',16)[:]", array(std, 16, "slice"), _all_equal),
         Subject("shmplane RawArray('d',1000)[:]", array(shmplane, 1000, "slice"), _all_equal),
         Subject("shmplane RawArray('d',1000).snapshot()", array(shmplane, 1000, "snap"), _all_equal),
         Subject("stdlib   RawArray('d',1000)[:]", array(std, 1000, "slice"), _all_equal),
-        Subject("stdlib   RawArray('d',1000)[:] (Lock)", array(std, 1000, "locked"), _all_equal),
+        Subject("stdlib   RawArray('d',1000)[:] (Lock)", array(std, 1000, "locked"), _all_equal, slow=True),
         Subject("shmplane RawValue(2-int struct)", pair(shmplane), lambda v: v[0] != v[1]),
         Subject("shmplane RawValue(2-int struct) fields", pair(shmplane, fields=True), lambda v: v[0] != v[1]),
         Subject("stdlib   RawValue(2-int struct)", pair(std), lambda v: v[0] != v[1]),
     ]
 
 
-def _writer(write: Callable[[int], None]) -> None:
+def _pin(k: int) -> None:
+    """Run on CPU `k` of the ones allowed (the reader on the first, the writer on the
+    second): otherwise the scheduler sometimes puts both on one CPU, and the same
+    subject measured 46 or 86 ns from one writer process to the next."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, {cpus[k % len(cpus)]})
+
+
+def _writer(write: Callable[[int], None], stop: Any) -> None:
+    # Stops when asked (checked every 64 writes), never killed mid-write: a writer
+    # killed holding the stdlib subject's Lock would block every later read forever.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _pin(1)
     i = 0
-    while True:
-        i += 1
-        write(i)
+    while not stop.value:
+        for _ in range(64):
+            i += 1
+            write(i)
+
+
+class _affinity:
+    """Temporarily widen this process's CPU set (children inherit it at fork)."""
+
+    def __init__(self, cpus: set[int]) -> None:
+        self.cpus = cpus
+
+    def __enter__(self) -> None:
+        self.saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, self.cpus)
+
+    def __exit__(self, *exc: object) -> None:
+        os.sched_setaffinity(0, self.saved)
 
 
 def _pcts(xs: list[float]) -> tuple[float, float, float]:
@@ -197,6 +243,8 @@ def main() -> int:
     ap.add_argument("--cold", type=int, default=200, help="cold samples per subject")
     args = ap.parse_args()
     batches = 50 if args.quick else 400
+    allowed = os.sched_getaffinity(0)
+    _pin(0)
     cold_n = 20 if args.quick else args.cold
     ctx = mp.get_context("fork")
     timer_ns = statistics.median(-time.perf_counter_ns() + time.perf_counter_ns() for _ in range(10001))
@@ -210,32 +258,43 @@ def main() -> int:
     print(f"# slots bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, batches of {BATCH} reads, "
           f"{cold_n} cold samples; perf_counter_ns costs {timer_ns:.0f} ns (subtracted from cold)")
     print(f"# floor: lambda calling a plain attribute read, {floor:.0f} ns (included in every hot figure)")
-    head = f"{'subject':40s} {'busy p50':>9s} {'p99':>7s} {'p99.9':>8s} {'idle p50':>9s} {'write':>7s} {'cold p50':>9s} {'cold p99':>9s} {'torn':>7s}"
+    head = (f"{'subject':40s} {'idle p50':>8s} {'elem p50':>8s} {'p99.9':>7s} {'whole p50':>9s} {'p99.9':>7s} "
+            f"{'write':>7s} {'cold p50':>8s} {'torn':>7s}")
     print(head)
-    results: dict[str, float] = {}
+    results: dict[tuple[str, str], float] = {}
     for s in subjects():
-        obj, read, write = s.make()
+        obj, read, writers = s.make()
         idle = statistics.median(hot(read, batches))
-        w = statistics.median(hot_write(write, max(10, batches // 10)))
+        results[(s.name, "idle")] = idle
+        w = statistics.median(hot_write(writers["whole"], max(10, batches // 10)))
         c = cold(read, cold_n, timer_ns)
-        writer = ctx.Process(target=_writer, args=(write,), daemon=True)
-        writer.start()
-        try:
-            time.sleep(0.05)
-            busy = hot(read, batches)
-            torn = torn_fraction(read, s.torn, 2000 if args.quick else 20000) if s.torn else None
-        finally:
-            writer.terminate()
-            writer.join(10)
-            if writer.is_alive():
-                writer.kill()
+        row: dict[str, tuple[float, float]] = {}
+        torn = None
+        for pattern in ("elem", "whole"):
+            stop = ctx.RawValue("b", 0)
+            with _affinity(allowed):  # the writer may move to the second CPU
+                writer = ctx.Process(target=_writer, args=(writers[pattern], stop), daemon=True)
+                writer.start()
+            try:
+                time.sleep(0.05)
+                p50, _, p999 = _pcts(hot(read, max(10, batches // 10) if s.slow else batches))
+                row[pattern] = (p50, p999)
+                results[(s.name, pattern)] = p50
+                if pattern == "whole" and s.torn:
+                    torn = torn_fraction(read, s.torn, 2000 if args.quick or s.slow else 20000)
+            finally:
+                stop.value = 1
                 writer.join(10)
-        p50, p99, p999 = _pcts(busy)
-        c50, c99, _ = _pcts(c)
-        results[s.name] = p50
+                if writer.is_alive():
+                    writer.terminate()
+                    writer.join(10)
+                if writer.is_alive():
+                    writer.kill()
+                    writer.join(10)
+        c50, _, _ = _pcts(c)
         torn_s = "-" if torn is None else f"{100 * torn:.2f}%"
-        print(f"{s.name:40s} {p50:9.0f} {p99:7.0f} {p999:8.0f} {idle:9.0f} {w:7.0f} {c50:9.0f} {c99:9.0f} {torn_s:>7s}",
-              flush=True)
+        print(f"{s.name:40s} {idle:8.0f} {row['elem'][0]:8.0f} {row['elem'][1]:7.0f} {row['whole'][0]:9.0f} "
+              f"{row['whole'][1]:7.0f} {w:7.0f} {c50:8.0f} {torn_s:>7s}", flush=True)
         if isinstance(obj, shared_memory.SharedMemory):
             obj.close()
             obj.unlink()
@@ -243,23 +302,27 @@ def main() -> int:
             obj.close()
 
     r = results
-    print("\n# ratios (writer busy, p50): shmplane / stdlib, lower is better")
+    print("\n# ratios (p50): shmplane / stdlib per writer pattern, lower is better")
+    print(f"{'':45s} {'idle':>6s} {'elem':>6s} {'whole':>6s}  target")
     pairs = [
-        ("RawValue('d').value", "shmplane RawValue('d').value", "stdlib   RawValue('d').value", "target <= 1.0"),
-        ("RawArray('d',16)[0]", "shmplane RawArray('d',16)[0]", "stdlib   RawArray('d',16)[0]", ""),
+        ("RawValue('d').value", "shmplane RawValue('d').value", "stdlib   RawValue('d').value", "<= 1.0 each"),
+        ("RawArray('d',16)[0]", "shmplane RawArray('d',16)[0]", "stdlib   RawArray('d',16)[0]", "<= 1.0 each"),
+        ("16 doubles, arr[:] list", "shmplane RawArray('d',16)[:]", "stdlib   RawArray('d',16)[:]", "<= 1.0 each"),
         ("16 doubles, consistent snapshot", "shmplane RawArray('d',16).snapshot()", "stdlib   RawArray('d',16)[:]",
-         "target <= 0.33"),
-        ("16 doubles, arr[:] list", "shmplane RawArray('d',16)[:]", "stdlib   RawArray('d',16)[:]", ""),
+         "<= 0.33 idle, whole; <= 1.0 elem"),
+        ("16 doubles, np.asarray vs arr[:]", "shmplane np.asarray(RawArray('d',16))", "stdlib   RawArray('d',16)[:]",
+         ""),
+        ("1000 doubles, arr[:] list", "shmplane RawArray('d',1000)[:]", "stdlib   RawArray('d',1000)[:]", "<= 1.0 each"),
         ("1000 doubles, snapshot vs [:] under Lock", "shmplane RawArray('d',1000).snapshot()",
-         "stdlib   RawArray('d',1000)[:] (Lock)", "target < 1.0"),
-        ("1000 doubles, arr[:] vs [:] under Lock", "shmplane RawArray('d',1000)[:]",
-         "stdlib   RawArray('d',1000)[:] (Lock)", ""),
+         "stdlib   RawArray('d',1000)[:] (Lock)", "< 1.0"),
         ("RawValue vs Value with its lock", "shmplane RawValue('d').value", "stdlib   Value('d').value (lock)", ""),
+        ("2-int struct, fields vs fields", "shmplane RawValue(2-int struct) fields", "stdlib   RawValue(2-int struct)",
+         "<= 1.0 each"),
         ("2-int struct, snapshot vs fields", "shmplane RawValue(2-int struct)", "stdlib   RawValue(2-int struct)", ""),
-        ("2-int struct, fields vs fields", "shmplane RawValue(2-int struct) fields", "stdlib   RawValue(2-int struct)", ""),
     ]
     for label, a, b, target in pairs:
-        print(f"{label:45s} {r[a] / r[b]:6.2f}  {target}")
+        ratios = " ".join(f"{r[(a, p)] / r[(b, p)]:6.2f}" for p in ("idle", "elem", "whole"))
+        print(f"{label:45s} {ratios}  {target}")
     return 0
 
 

@@ -200,7 +200,9 @@ impl<T: Pod> Slot<T> {
         Ok(self.raw.try_read_into(bytemuck::bytes_of_mut(&mut value))?.map(|_| value))
     }
 
-    /// The current version: one atomic load; it changes after every write.
+    /// The current version: one atomic load; it grows by one with every completed
+    /// write (a read may already return the value of a write still finishing, whose
+    /// version is then one more).
     ///
     /// # Errors
     /// [`Error::Closed`].
@@ -218,8 +220,10 @@ impl<T: Pod> Slot<T> {
         self.raw.version()
     }
 
-    /// Wait until the version differs from `since`, at most `timeout` (`None`: forever),
-    /// sleeping on a futex per the wait policy; returns the new version.
+    /// Wait until the version is greater than `since` (versions only grow), at most
+    /// `timeout` (`None`: forever), sleeping on a futex per the wait policy; returns the
+    /// new version. `since` may be a version returned by a read
+    /// ([`Slot::read_versioned`]): that read's value is then never reported as new.
     ///
     /// # Errors
     /// [`Error::Timeout`], [`Error::Closed`].
@@ -497,11 +501,56 @@ impl ByteSlot {
         let first = offset / 8;
         let skip = offset % 8;
         Ok(with_words((skip + dst.len()).div_ceil(8), |words| {
-            let version =
-                seqlock::read_words_or_lock(store, first, words, seqlock::READ_TRIES, writer_id, writer_alive);
+            let tries = seqlock::read_tries(words.len());
+            let version = seqlock::read_words_or_lock(store, first, words, tries, writer_id, writer_alive);
             dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
             version
         }))
+    }
+
+    /// A number of `size` bytes (1, 2, 4 or 8) at byte `offset`, naturally aligned
+    /// (`offset % size == 0`), as of some completed write: one atomic load of a
+    /// committed word, no sequence and no retry (`seqlock::read_committed_word`), so it
+    /// costs what reading a plain shared number does. Returned zero-extended in the low
+    /// bits (`u32::from_ne_bytes` of a 4-byte number's bytes, and so on). Successive
+    /// reads never go back to an older write; after [`ByteSlot::version`] reports a
+    /// write, they return it or a later one.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (a size other than 1, 2, 4, 8, a misaligned offset,
+    /// or past the value), [`Error::Closed`].
+    #[inline]
+    pub fn read_number(&self, offset: usize, size: usize) -> Result<u64> {
+        let store = self.store()?;
+        let ok = size.is_power_of_two()
+            && size <= 8
+            && offset & (size - 1) == 0
+            && offset.checked_add(size).is_some_and(|end| end <= self.len);
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "slot read: {size} bytes at {offset} are not an aligned number inside the {}-byte value",
+                self.len
+            )));
+        }
+        let w = seqlock::read_committed_word(store, offset / 8).to_ne_bytes();
+        let at = offset % 8;
+        // Fixed-size copies: the compiler turns each arm into a shift, not a memcpy.
+        Ok(match size {
+            1 => u64::from(w[at]),
+            2 => u64::from(u16::from_ne_bytes([w[at], w[at + 1]])),
+            4 => u64::from(u32::from_ne_bytes([w[at], w[at + 1], w[at + 2], w[at + 3]])),
+            _ => u64::from_ne_bytes(w),
+        })
+    }
+
+    /// Word `index` (bytes `8 * index ..`, native order) as of some completed write,
+    /// one atomic load of a committed word (see [`ByteSlot::read_number`], which
+    /// checks sizes and alignment): the bare hot path of the Python binding's element
+    /// reads. `None` if the handle is closed or `index` is past the value.
+    #[inline]
+    pub fn committed_word(&self, index: usize) -> Option<u64> {
+        let store = self.store.as_ref()?;
+        (index < store.words()).then(|| seqlock::read_committed_word(store, index))
     }
 
     /// Word `index` (bytes `8 * index ..`, native order) of the value, read
@@ -527,7 +576,8 @@ impl ByteSlot {
     #[inline]
     pub fn read_into(&self, dst: &mut [u8]) -> Result<u64> {
         self.read_with(dst, |store, words| {
-            Some(seqlock::read_words_or_lock(store, 0, words, seqlock::READ_TRIES, writer_id, writer_alive))
+            let tries = seqlock::read_tries(words.len());
+            Some(seqlock::read_words_or_lock(store, 0, words, tries, writer_id, writer_alive))
         })
         .map(|v| v.expect("read retries"))
     }
@@ -569,7 +619,7 @@ impl ByteSlot {
         Ok(seqlock::version(self.store()?))
     }
 
-    /// Wait until the version differs from `since` (see [`Slot::wait_for_update`]).
+    /// Wait until the version is greater than `since` (see [`Slot::wait_for_update`]).
     ///
     /// # Errors
     /// [`Error::Timeout`], [`Error::Closed`].
@@ -586,7 +636,7 @@ impl ByteSlot {
         let mut store = self.store()?;
         // Changed already: not a wait (and not one that `wait_until` counts as short).
         let v = seqlock::version(store);
-        if v != since {
+        if v > since {
             return Ok(v);
         }
         if !wait.blocks() {
@@ -605,7 +655,7 @@ impl ByteSlot {
             &mut wait,
             |s| {
                 let v = seqlock::version(*s);
-                Ok((v != since).then_some(v))
+                Ok((v > since).then_some(v))
             },
             |_| false,
             |_| Ok(()),

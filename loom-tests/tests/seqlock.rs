@@ -2,14 +2,18 @@
 //! torn value (every word of a value is equal, so a mix of two writes shows), with one
 //! writer and two readers, with two writers, and with a writer that dies mid-write (the
 //! next writer takes the lock over and repairs the torn copy while readers read), and
-//! element updates (`update`) by two writers that must not lose each other's word.
+//! element updates (`update`) by two writers that must not lose each other's word, and
+//! committed-word reads (`read_committed_word`, the Python binding's element reads):
+//! never a value of an unfinished write, never older than `version` says, never going
+//! back.
 #![cfg(shmplane_loom)]
 
 use loom::sync::Arc;
 use loom_tests::FutexModel;
 use shmplane_shm::layout::SlotControl;
 use shmplane_shm::seqlock::{
-    read, read_words, read_words_or_lock, try_read, update, write, write_until, CrashPoint, SlotStore,
+    read, read_committed_word, read_words, read_words_or_lock, try_read, update, version, write, write_until,
+    CrashPoint, SlotStore,
 };
 use shmplane_shm::sync::AtomicU64;
 
@@ -164,4 +168,66 @@ fn reader_falling_back_to_the_lock_sees_whole_values() {
         read_words_or_lock(&store, 0, &mut dst, 0, || 2, |_| true);
         assert_eq!(dst, value(2));
     });
+}
+
+/// Element reads of committed words while a writer writes 1 then 2: each word read is
+/// one of the values written, successive reads of a word never go back, and a word
+/// read after `version` reports write `v` is of write `v` or later (partner: the
+/// Release store of `done` after copy 1, the Acquire load in `version`).
+#[test]
+fn committed_words_follow_version_and_never_go_back() {
+    loom::model(|| {
+        let store = Store::default();
+        let w = store.clone();
+        let writer = loom::thread::spawn(move || {
+            write(&w, &value(1), 1, |_| true);
+            write(&w, &value(2), 1, |_| true);
+        });
+        let mut last = 0;
+        for _ in 0..2 {
+            let v = version(&store);
+            let word = read_committed_word(&store, 1);
+            assert!(word <= 2, "a value never written: {word}");
+            assert!(word >= v, "version {v} reported, then word {word} of an older write");
+            assert!(word >= last, "went back from {last} to {word}");
+            last = word;
+        }
+        writer.join().unwrap();
+        assert_eq!(version(&store), 2);
+        assert_eq!(read_committed_word(&store, 0), 2);
+    });
+}
+
+/// A writer killed in phase 1 (copy 0 half written) leaves committed words at the last
+/// complete value: element readers never see the unfinished write, before or after the
+/// next writer's repair; killed in phase 2, the committed word it wrote is of a
+/// finished write, and repair rolls the rest forward, never back.
+#[test]
+fn committed_words_never_show_an_unfinished_write() {
+    for crash in [CrashPoint::InCopy0(1), CrashPoint::InCopy1(1)] {
+        loom::model(move || {
+            let store = Store::default();
+            write(&store, &value(1), 7, |_| true);
+            assert!(write_until(&store, &value(2), 7, |_| true, Some(crash)).is_none());
+            let r = store.clone();
+            let reader = loom::thread::spawn(move || {
+                let mut last = 0;
+                for i in [0, 1, 0] {
+                    let word = read_committed_word(&r, i);
+                    match crash {
+                        // 2 never finished phase 1: its words are not committed.
+                        CrashPoint::InCopy0(_) => assert!(word == 1 || word == 3, "{word}"),
+                        CrashPoint::InCopy1(_) => assert!((1..=3).contains(&word), "{word}"),
+                    }
+                    if i == 0 {
+                        assert!(word >= last, "went back from {last} to {word}");
+                        last = word;
+                    }
+                }
+            });
+            write(&store, &value(3), 8, |holder| holder != 7);
+            reader.join().unwrap();
+            assert_eq!([read_committed_word(&store, 0), read_committed_word(&store, 1)], [3, 3]);
+        });
+    }
 }

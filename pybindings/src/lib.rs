@@ -9,6 +9,7 @@
 mod broadcast;
 mod endpoints;
 mod error;
+mod fastslot;
 mod lease;
 mod loan;
 mod mailbox;
@@ -103,6 +104,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<slot::PyByteSlot>()?;
     m.add_class::<slot::PySlotView>()?;
     m.add_class::<slot::PyField>()?;
+    fastslot::add(m)?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add_function(wrap_pyfunction!(_survey, m)?)?;

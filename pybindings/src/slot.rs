@@ -156,6 +156,108 @@ fn decode_scalar(py: Python<'_>, code: char, b: &[u8]) -> PyResult<Py<PyAny>> {
     }
 }
 
+/// A new reference to the number of struct-module `code` (a native numeric code:
+/// `PySlotView::new` and `PyField::new` check them) at byte `at` of word `w` (native
+/// order), made by the C API directly (null with an exception set on failure).
+#[inline]
+fn new_number(code: char, w: u64, at: usize) -> *mut pyo3::ffi::PyObject {
+    use pyo3::ffi;
+    // The number's bytes moved to the low end of a u64 (a shift, not a byte copy):
+    // `size` bytes at byte `at` of the word in memory order.
+    let low = |size: usize| -> u64 {
+        if cfg!(target_endian = "little") { w >> (8 * at) } else { w >> (8 * (8 - at - size)) }
+    };
+    // SAFETY: attached (the callers are slot functions CPython calls attached); each
+    // constructor returns a new reference or null with an exception set.
+    unsafe {
+        match code {
+            'd' => ffi::PyFloat_FromDouble(f64::from_bits(w)),
+            'l' | 'q' => ffi::PyLong_FromLongLong(w as i64),
+            'L' | 'Q' => ffi::PyLong_FromUnsignedLongLong(w),
+            'i' => ffi::PyLong_FromLongLong((low(4) as u32 as i32).into()),
+            'I' => ffi::PyLong_FromUnsignedLongLong((low(4) as u32).into()),
+            'f' => ffi::PyFloat_FromDouble(f32::from_bits(low(4) as u32).into()),
+            'h' => ffi::PyLong_FromLongLong((low(2) as u16 as i16).into()),
+            'H' => ffi::PyLong_FromUnsignedLongLong((low(2) as u16).into()),
+            'b' => ffi::PyLong_FromLongLong((low(1) as u8 as i8).into()),
+            'B' => ffi::PyLong_FromUnsignedLongLong((low(1) as u8).into()),
+            '?' => ffi::PyBool_FromLong((low(1) as u8 != 0).into()),
+            _ => {
+                ffi::PyErr_SetString(ffi::PyExc_SystemError, c"shmplane: no native decoding for this code".as_ptr());
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+/// A new list of the `n` numbers of struct-module `code` (native numeric: checked in
+/// `PySlotView::new`) at element positions `at(0..n)` of `buf`, built with the C API
+/// in one tight loop per type (a list of 1000 doubles is most of an `arr[:]`).
+fn list_of<'py>(py: Python<'py>, code: char, buf: &[u8], n: usize, at: impl Fn(usize) -> usize) -> PyResult<Bound<'py, PyList>> {
+    use pyo3::ffi;
+    // SAFETY: attached (the token); PyList_New returns a new reference or null with an
+    // exception set.
+    let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as ffi::Py_ssize_t))? }.cast_into::<PyList>()?;
+    macro_rules! fill {
+        ($t:ty, $make:expr) => {{
+            const SIZE: usize = size_of::<$t>();
+            for k in 0..n {
+                let i = at(k) * SIZE;
+                let bytes: [u8; SIZE] = buf[i..i + SIZE].try_into().expect("slice of SIZE bytes");
+                // SAFETY: attached; the constructor returns a new reference or null with
+                // an exception set.
+                let item = unsafe { $make(<$t>::from_ne_bytes(bytes)) };
+                if item.is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+                // SAFETY: `list` is a new list of `n` empty items and `k < n`;
+                // PyList_SetItem steals `item`.
+                unsafe { ffi::PyList_SetItem(list.as_ptr(), k as ffi::Py_ssize_t, item) };
+            }
+        }};
+    }
+    match code {
+        'd' => fill!(f64, ffi::PyFloat_FromDouble),
+        'f' => fill!(f32, |v: f32| ffi::PyFloat_FromDouble(v.into())),
+        'l' | 'q' => fill!(i64, ffi::PyLong_FromLongLong),
+        'L' | 'Q' => fill!(u64, ffi::PyLong_FromUnsignedLongLong),
+        'i' => fill!(i32, |v: i32| ffi::PyLong_FromLongLong(v.into())),
+        'I' => fill!(u32, |v: u32| ffi::PyLong_FromUnsignedLongLong(v.into())),
+        'h' => fill!(i16, |v: i16| ffi::PyLong_FromLongLong(v.into())),
+        'H' => fill!(u16, |v: u16| ffi::PyLong_FromUnsignedLongLong(v.into())),
+        'b' => fill!(i8, |v: i8| ffi::PyLong_FromLongLong(v.into())),
+        'B' => fill!(u8, |v: u8| ffi::PyLong_FromUnsignedLongLong(v.into())),
+        '?' => fill!(u8, |v: u8| ffi::PyBool_FromLong((v != 0).into())),
+        _ => return Err(PyValueError::new_err(format!("no native decoding for {code:?}"))),
+    }
+    Ok(list)
+}
+
+/// Decode a number of struct-module `code` from `ByteSlot::read_number`'s result (the
+/// number's bytes zero-extended in the low bits).
+#[inline]
+fn decode_number(py: Python<'_>, code: char, n: u64) -> PyResult<Py<PyAny>> {
+    macro_rules! num {
+        ($v:expr) => {
+            Ok($v.into_pyobject(py)?.into_any().unbind())
+        };
+    }
+    match code {
+        'd' => num!(f64::from_bits(n)),
+        'l' | 'q' => num!(n as i64),
+        'L' | 'Q' => num!(n),
+        'i' => num!(n as u32 as i32),
+        'I' => num!(n as u32),
+        'f' => num!(f32::from_bits(n as u32)),
+        'h' => num!(n as u16 as i16),
+        'H' => num!(n as u16),
+        'b' => num!(n as u8 as i8),
+        'B' => num!(n as u8),
+        '?' => Ok(PyBool::new(py, n != 0).to_owned().into_any().unbind()),
+        _ => Err(PyValueError::new_err(format!("no native decoding for {code:?}"))),
+    }
+}
+
 #[pymethods]
 impl PyByteSlot {
     /// Create slot `name` holding the bytes of `data`, tagged with `fingerprint`.
@@ -400,6 +502,35 @@ pub struct PySlotView {
 }
 
 impl PySlotView {
+    /// The hot path of `.value` (`i == 0`, `scalar`) and `[i]` of a numeric view (see
+    /// `fastslot`): element `i` (negative from the end), read as one committed word
+    /// (`ByteSlot::committed_word`), as a new reference (null with an exception set if
+    /// Python is out of memory). `None` for anything else, errors included: the caller
+    /// then takes the full path, which raises them.
+    #[inline]
+    pub(crate) fn fast_item(&self, py: Python<'_>, i: isize, scalar: bool) -> Option<*mut pyo3::ffi::PyObject> {
+        let code = self.code?;
+        if scalar && !self.scalar {
+            return None;
+        }
+        let at = if (i as usize) < self.len { i as usize } else { self.position(i).ok()? };
+        let byte = at * self.elem;
+        let w = self.slot.get().with(py, |s| s.committed_word(byte / 8))?;
+        Some(new_number(code, w, byte % 8))
+    }
+
+    /// The hot path of a numeric field (`PyField`) of the structure this view holds at
+    /// byte 0: `size` bytes at `offset` (naturally aligned: the caller checks), of
+    /// struct-module `code`; as `fast_item`.
+    #[inline]
+    pub(crate) fn fast_field(&self, py: Python<'_>, offset: usize, code: char, size: usize) -> Option<*mut pyo3::ffi::PyObject> {
+        if offset + size > self.elem * self.len {
+            return None;
+        }
+        let w = self.slot.get().with(py, |s| s.committed_word(offset / 8))?;
+        Some(new_number(code, w, offset % 8))
+    }
+
     /// Element index `i` (negative from the end) as a position, or IndexError.
     fn position(&self, i: isize) -> PyResult<usize> {
         let n = self.len as isize;
@@ -473,21 +604,22 @@ impl PySlotView {
 
     /// A scalar's value, read consistently (`_get_value()` for other types).
     #[getter]
-    fn value(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn value(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         let py = slf.py();
         match this.code {
             Some(code) if this.scalar => {
-                // A numeric scalar is at most 8 bytes: word 0, first `elem` bytes.
-                let word = this.slot.get().with(py, |s| s.read_word(0)).py_err(py)?;
-                decode_scalar(py, code, &word.to_ne_bytes()[..this.elem])
+                // A numeric scalar is at most 8 bytes at offset 0: one committed word,
+                // one cache line, no sequence (`ByteSlot::read_number`).
+                let n = this.slot.get().with(py, |s| s.read_number(0, this.elem)).py_err(py)?;
+                decode_number(py, code, n)
             }
             _ => Ok(slf.call_method0("_get_value")?.unbind()),
         }
     }
 
     #[setter]
-    fn set_value(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn set_value(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let this = slf.get();
         let py = slf.py();
         let mut b = [0u8; 8];
@@ -502,6 +634,72 @@ impl PySlotView {
 
     fn __len__(&self) -> usize {
         self.len
+    }
+
+    /// The buffer protocol: a read-only buffer of a private snapshot of all elements,
+    /// read consistently (one latch read, as `snapshot()`), kept until the buffer is
+    /// released. So `memoryview(arr)` and `np.asarray(arr)` are one consistent read
+    /// (no live view: the value is two copies that writers flip between). Numbers only
+    /// (struct-module format of the element, native order; a scalar has 0 dimensions).
+    ///
+    /// Raises `BufferError` for a writable request or non-numeric elements (use
+    /// `snapshot()`), and the read's errors (`ClosedError`).
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut pyo3::ffi::Py_buffer, flags: std::ffi::c_int) -> PyResult<()> {
+        use pyo3::exceptions::PyBufferError;
+        use pyo3::ffi;
+        if view.is_null() {
+            return Err(PyBufferError::new_err("a NULL view"));
+        }
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err(
+                "shmplane slots export read-only snapshots (one consistent read); write by item or slice assignment",
+            ));
+        }
+        let this = slf.get();
+        let py = slf.py();
+        let Some(code) = this.code else {
+            return Err(PyBufferError::new_err("only values and arrays of numbers export a buffer; use snapshot()"));
+        };
+        let n = this.elem * this.len;
+        let mut export = Box::new(Export {
+            data: vec![0u64; n.div_ceil(8).max(1)],
+            shape: this.len as ffi::Py_ssize_t,
+            stride: this.elem as ffi::Py_ssize_t,
+            format: [code as u8, 0],
+        });
+        let dst = export.data.as_mut_ptr() as usize;
+        // SAFETY: `export.data` holds at least `n` bytes, is ours alone until the buffer
+        // is filled below, and stays put (boxed) while the read may release the GIL.
+        unsafe { this.slot.get().read_into_raw(py, dst, n) }.py_err(py)?;
+        let (elem, scalar) = (this.elem, this.scalar);
+        let e = Box::into_raw(export);
+        // SAFETY: `view` is a non-NULL Py_buffer the caller owns for this call; every
+        // pointer stored in it points into `*e`, which lives until `__releasebuffer__`
+        // (CPython calls it once per successful export) frees it; `obj` is a new
+        // reference to the exporter, as the protocol requires.
+        unsafe {
+            (*view).obj = slf.into_any().into_ptr();
+            (*view).buf = (*e).data.as_mut_ptr().cast();
+            (*view).len = n as ffi::Py_ssize_t;
+            (*view).readonly = 1;
+            (*view).itemsize = elem as ffi::Py_ssize_t;
+            (*view).format =
+                if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT { (*e).format.as_mut_ptr().cast() } else { std::ptr::null_mut() };
+            (*view).ndim = if scalar { 0 } else { 1 };
+            let nd = !scalar && flags & ffi::PyBUF_ND == ffi::PyBUF_ND;
+            (*view).shape = if nd { &mut (*e).shape } else { std::ptr::null_mut() };
+            let strided = !scalar && flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES;
+            (*view).strides = if strided { &mut (*e).stride } else { std::ptr::null_mut() };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = e.cast();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, view: *mut pyo3::ffi::Py_buffer) {
+        // SAFETY: CPython passes back the view `__getbuffer__` filled, once; `internal`
+        // is the Box it leaked.
+        drop(unsafe { Box::from_raw((*view).internal.cast::<Export>()) });
     }
 
     /// All elements as a new 1-d numpy array in one consistent read. Numeric elements
@@ -548,7 +746,7 @@ impl PySlotView {
 
     /// Element `key` (negative from the end), or a list of the elements of slice `key`
     /// read as one consistent snapshot.
-    fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         let py = slf.py();
         let Some(code) = this.code else {
@@ -572,17 +770,13 @@ impl PySlotView {
                 &mut heap
             };
             this.slot.get().with(py, |s| s.read_at(lo * this.elem, buf)).py_err(py)?;
-            let elem = this.elem;
-            let items = (0..n).map(|k| {
-                let at = (ix.start + k as isize * ix.step) as usize - lo;
-                decode_scalar(py, code, &buf[at * elem..(at + 1) * elem]).expect("element size checked in new")
-            });
-            return Ok(PyList::new(py, items)?.into_any().unbind());
+            let at = |k: usize| (ix.start + k as isize * ix.step) as usize - lo;
+            return Ok(list_of(py, code, buf, n, at)?.into_any().unbind());
         }
         let i = this.index_of(key)?;
-        let mut out = [0u8; 8];
-        this.slot.get().with(py, |s| s.read_at(i * this.elem, &mut out[..this.elem])).py_err(py)?;
-        decode_scalar(py, code, &out[..this.elem])
+        // An element is a naturally aligned number: one committed word.
+        let n = this.slot.get().with(py, |s| s.read_number(i * this.elem, this.elem)).py_err(py)?;
+        decode_number(py, code, n)
     }
 
     fn __delitem__(&self, _key: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -639,13 +833,22 @@ impl PySlotView {
     }
 }
 
+/// What a buffer export of a `_SlotView` points into: the snapshot and its shape,
+/// stride and format, freed when the buffer is released.
+struct Export {
+    data: Vec<u64>,
+    shape: pyo3::ffi::Py_ssize_t,
+    stride: pyo3::ffi::Py_ssize_t,
+    format: [u8; 2],
+}
+
 /// A numeric field of a structure held in a slot, as a native descriptor: `obj.field`
 /// reads just the field's bytes (one consistent read) and decodes them here;
 /// assignment encodes with ctypes' semantics and writes just those bytes. `obj` is a
 /// `RawValue` of the structure (a `_SlotView`, the structure at byte 0) or a view with
 /// `_slot` and `_offset` attributes (a structure element of a `RawArray`). Values the
 /// fast path does not take go to `fallback` (the ctypes-based property).
-#[pyclass(module = "shmplane._shmplane", name = "_Field", frozen)]
+#[pyclass(module = "shmplane._shmplane", name = "_Field", subclass, frozen)]
 pub struct PyField {
     offset: usize,
     code: char,
@@ -654,6 +857,11 @@ pub struct PyField {
 }
 
 impl PyField {
+    /// Offset, struct-module code and size of this field (for `fastslot`).
+    pub(crate) fn spec(&self) -> (usize, char, usize) {
+        (self.offset, self.code, self.size)
+    }
+
     /// The slot of the structure `obj` views, and the byte offset of this field in it.
     fn target<'py>(obj: &Bound<'py, PyAny>, field: usize) -> PyResult<(Bound<'py, PyByteSlot>, usize)> {
         if let Ok(view) = obj.cast::<PySlotView>() {
@@ -678,7 +886,7 @@ impl PyField {
         Ok(PyField { offset, code, size, fallback })
     }
 
-    fn __get__<'py>(
+    pub(crate) fn __get__<'py>(
         slf: &Bound<'py, Self>,
         obj: Option<&Bound<'py, PyAny>>,
         _owner: Option<&Bound<'py, PyAny>>,
@@ -687,6 +895,12 @@ impl PyField {
         let py = slf.py();
         let this = slf.get();
         let (slot, at) = Self::target(obj, this.offset)?;
+        if at % this.size == 0 {
+            // A naturally aligned field: one committed word (`ByteSlot::read_number`).
+            let n = slot.get().with(py, |s| s.read_number(at, this.size)).py_err(py)?;
+            return decode_number(py, this.code, n);
+        }
+        // A packed structure's misaligned field may straddle two words.
         let mut out = [0u8; 8];
         slot.get().with(py, |s| s.read_at(at, &mut out[..this.size])).py_err(py)?;
         decode_scalar(py, this.code, &out[..this.size])

@@ -458,3 +458,115 @@ def test_snapshot_without_numpy_is_an_import_error() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "ImportError [1.5, 0.0]", r.stderr[-1000:]
+
+
+def test_buffer_and_numpy_give_read_only_consistent_snapshots() -> None:
+    a = shmplane.RawArray("d", [1.0, 2.0, 3.0])
+    m = memoryview(a)
+    assert (m.format, m.shape, m.readonly, m.tolist()) == ("d", (3,), True, [1.0, 2.0, 3.0])
+    a[0] = 7.0
+    assert m.tolist()[0] == 1.0, "a buffer is a snapshot taken at export, not a live view"
+    m.release()
+    x = np.asarray(a)
+    assert x.dtype == np.float64 and x.tolist() == [7.0, 2.0, 3.0] and not x.flags.writeable
+    with pytest.raises(ValueError):
+        x[0] = 1.0
+    y = np.array(a)  # a private, writable copy
+    y[0] = 5.0
+    assert a[0] == 7.0
+    assert np.asarray(a, dtype=np.float32).dtype == np.float32
+    with pytest.raises(ValueError, match="without a copy"):
+        a.__array__(copy=False)
+    with pytest.raises(ValueError):
+        np.frombuffer(a, dtype=np.float64).setflags(write=True)
+    v = shmplane.RawValue("q", 7)
+    assert memoryview(v).tolist() == 7 and int(np.asarray(v)) == 7
+    # Structures have no buffer; numpy reads them through __array__ (one snapshot).
+    s = shmplane.RawArray(Point, 2)
+    s[1].x = 4
+    with pytest.raises(BufferError, match="snapshot"):
+        memoryview(s)
+    arr = np.asarray(s)
+    assert arr.shape == (2,) and arr["x"].tolist() == [0, 4]
+    a.close()
+    with pytest.raises(shmplane.ClosedError):
+        memoryview(a)
+    for h in (v, s):
+        h.close()
+
+
+def test_writable_buffer_requests_are_refused() -> None:
+    import struct
+
+    a = shmplane.RawArray("d", 3)
+    # Both ask for a writable buffer; the refusal surfaces as their TypeError.
+    with pytest.raises((TypeError, BufferError)):
+        (ctypes.c_double * 3).from_buffer(a)
+    with pytest.raises((TypeError, BufferError)):
+        struct.pack_into("d", a, 0, 1.0)
+    assert a[:] == [0.0, 0.0, 0.0]
+    a.close()
+
+
+@pytest.mark.timeout(60)
+def test_numpy_and_buffer_reads_are_never_torn() -> None:
+    n = 64
+    a = shmplane.RawArray("q", n)
+    p = mp.get_context("fork").Process(target=_hammer, args=(a, n), daemon=True)
+    p.start()
+    try:
+        deadline = time.monotonic() + 20
+        seen: set[int] = set()
+        while len(seen) < 200 and time.monotonic() < deadline:
+            for whole in (np.asarray(a).tolist(), memoryview(a).tolist()):
+                assert len(set(whole)) == 1, f"torn: {sorted(set(whole))}"
+                seen.add(whole[0])
+        assert len(seen) >= 200, "the writer made no progress"
+    finally:
+        p.kill()
+        p.join(10)
+    a.close()
+
+
+def _count_up(a: shmplane.RawArray, n: int, rounds: int) -> None:
+    for i in range(1, rounds + 1):
+        a[:] = [i] * n
+
+
+@pytest.mark.timeout(60)
+def test_element_reads_follow_version_and_never_go_back() -> None:
+    """Element and field reads take one committed word (no sequence): each must be of
+    a finished write at least as new as `version` said before the read, and never go
+    back to an older write."""
+    n, rounds = 16, 20_000
+    a = shmplane.RawArray("q", n)
+    base = a.version
+    p = mp.get_context("fork").Process(target=_count_up, args=(a, n, rounds))
+    p.start()
+    last = [0] * n
+    reads = 0
+    while p.is_alive() or reads == 0:
+        v = a.version - base  # the writer's write number `v` (value `v`) has finished
+        for k in (0, 7, 8, n - 1, -1):
+            x = a[k]
+            assert x >= v, f"version said write {v} finished, then a[{k}] = {x}"
+            assert x >= last[k], f"a[{k}] went back from {last[k]} to {x}"
+            last[k] = x
+        reads += 1
+    p.join(30)
+    assert p.exitcode == 0
+    assert a[:] == [rounds] * n and a.version - base == rounds
+    a.close()
+
+
+def test_wait_for_update_then_element_read_sees_the_write() -> None:
+    a = shmplane.RawArray("d", 4)
+    for i in range(1, 200):
+        since = a.version
+        a[2] = float(i)
+        assert a.wait_for_update(since, timeout=1) > since
+        assert a[2] == float(i)
+    # A version from the future (a read's, or a bogus one) waits for a newer write.
+    with pytest.raises(shmplane.Timeout):
+        a.wait_for_update(a.version + 1, timeout=0.02)
+    a.close()

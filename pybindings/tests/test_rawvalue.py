@@ -10,10 +10,15 @@ import os
 import pickle
 import signal
 import time
+from typing import Any
 
 import pytest
 
 import shmplane
+
+
+class Pair(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_int64), ("b", ctypes.c_int64)]
 
 
 class Point(ctypes.Structure):
@@ -244,3 +249,40 @@ def test_reserved_field_names_and_deep_anonymous_members() -> None:
     with pytest.raises(TypeError):
         del c.deep
     c.close()
+
+
+@pytest.mark.timeout(60)
+def test_value_and_field_reads_never_go_back() -> None:
+    rounds = 20_000
+    d = shmplane.RawValue("q", 0)
+    s = shmplane.RawValue(Pair, 0, 0)
+    p = mp.get_context("fork").Process(target=_write_both, args=(d, s, rounds))
+    p.start()
+    last = [0, 0, 0]
+    while p.is_alive():
+        for k, x in enumerate((d.value, s.a, s.b)):
+            assert x >= last[k], f"read {k} went back from {last[k]} to {x}"
+            last[k] = x
+    p.join(30)
+    assert p.exitcode == 0
+    assert (d.value, s.a, s.b) == (rounds, rounds, rounds)
+    d.close()
+    s.close()
+
+
+def _write_both(d: Any, s: Any, rounds: int) -> None:
+    for i in range(1, rounds + 1):
+        d.value = i
+        s.a = i
+        s.b = i
+
+
+def test_closed_value_and_fields_raise_closed_error() -> None:
+    d = shmplane.RawValue("d", 1.0)
+    s = shmplane.RawValue(Pair, 1, 2)
+    d.close()
+    s.close()
+    with pytest.raises(shmplane.ClosedError):
+        d.value
+    with pytest.raises(shmplane.ClosedError):
+        s.a

@@ -18,8 +18,20 @@
 //!   fence(Release); seq = s+2 (copy 0)        s2 = seq (Relaxed)
 //!   fence(Release)                            accept iff s1 == s2
 //!   copy 1 words = v (Relaxed)
-//!   done = s+2; unlock; notify `updated`
+//!   done = s+2 (Release); unlock; notify `updated`
 //! ```
+//!
+//! # Committed words (element reads without the sequence)
+//! Copy 1 only ever holds *committed* values: a writer changes it after flipping readers
+//! to a complete copy 0 (phase 2), and the repair of a writer that died in phase 2 rolls
+//! it forward from copy 0, never back. So one word of copy 1 read with one atomic load
+//! ([`read_committed_word`]) is a whole word of some completed write, and successive
+//! loads of it never go back to an older write: that is all an element of at most 8
+//! naturally aligned bytes needs, and it costs one line, as a plain shared `double`
+//! does (no sequence line, no retry). [`version`] reads `done`, which the writer stores
+//! (Release) after copy 1, so a reader that sees version `v` then reads committed words
+//! of write `v` or later. An element read may return the previous value while a write
+//! is in phase 2 (a whole read then already returns the new one).
 //!
 //! # Crash safety
 //! A writer killed at any point leaves the copy readers use intact (it only ever writes
@@ -55,11 +67,29 @@ fn version_of(seq: u64) -> u64 {
     seq / 2
 }
 
-/// The current version (one Acquire load): changes after every write.
+/// The current version (one Acquire load of `done`): grows by one with every completed
+/// write. Committed words ([`read_committed_word`]) read after it are of this write or
+/// a later one.
 #[inline]
 pub fn version<S: SlotStore>(store: &S) -> u64 {
-    // ORDERING: Acquire, partner of the writer's Release fence before its seq stores.
-    version_of(store.seq().load(Ordering::Acquire))
+    // ORDERING: Acquire, partner of the Release stores of `done` in `publish` and
+    // `repair`, made after copy 1 is complete.
+    version_of(store.control().writer.value.done.load(Ordering::Acquire))
+}
+
+/// Word `i` of the value as of some completed write, with one atomic load of copy 1
+/// (see the module docs: "Committed words"). Words read by separate calls may be of
+/// different writes; one word is always whole.
+///
+/// # Panics
+/// If `i` is outside the value.
+#[inline]
+pub fn read_committed_word<S: SlotStore>(store: &S, i: usize) -> u64 {
+    assert!(i < store.words(), "slot word outside the value");
+    // ORDERING: Relaxed: one word, whole by single-copy atomicity; nothing else is
+    // read on its strength. Callers that need "this version or later" load `version`
+    // (Acquire) first.
+    store.word(1, i).load(Ordering::Relaxed)
 }
 
 /// One read attempt into `dst` (`dst.len() == store.words()`): the version read, or
@@ -119,8 +149,18 @@ pub fn read<S: SlotStore>(store: &S, dst: &mut [u64]) -> u64 {
     }
 }
 
-/// Lock-free read attempts before [`read_words_or_lock`] falls back to the writer lock.
+/// Lock-free read attempts before [`read_words_or_lock`] falls back to the writer lock,
+/// for a read of up to 128 words (one KiB); see [`read_tries`].
 pub const READ_TRIES: u32 = 16;
+
+/// Lock-free attempts for a read of `words` words: [`READ_TRIES`] up to 128 words, then
+/// fewer (down to 2 from 1024 words on), so that a large read that a fast writer keeps
+/// interrupting waits about as long as two copies before it takes the lock (Linux's
+/// `read_seqbegin_or_lock` makes one lockless pass), instead of sixteen.
+#[inline]
+pub fn read_tries(words: usize) -> u32 {
+    (READ_TRIES as usize * 128 / words.max(1)).clamp(2, READ_TRIES as usize) as u32
+}
 
 /// [`read_words`] that makes progress against any writer: after `tries` failed
 /// lock-free attempts (writers flip the latch faster than this range can be copied,
@@ -273,7 +313,9 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
         }
         store.word(1, first + i).store(w, Ordering::Relaxed);
     }
-    ctl.writer.value.done.store(s + 2, Ordering::Relaxed);
+    // ORDERING: Release, partner of the Acquire load in `version`: copy 1's words are
+    // visible to a reader that sees this version.
+    ctl.writer.value.done.store(s + 2, Ordering::Release);
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
     ctl.writer.value.owner.store(0, Ordering::Release);
     ctl.updated.value.notify(store.park());
@@ -327,13 +369,17 @@ fn repair<S: SlotStore>(store: &S) {
         // ORDERING: Release fence, as in `write` phase 2.
         fence(Ordering::Release);
         store.seq().store(s + 1, Ordering::Relaxed);
-        ctl.writer.value.done.store(s + 1, Ordering::Relaxed);
+        // ORDERING: Release, partner of the Acquire load in `version` (copy 1 was
+        // not touched; the fence above already orders copy 0).
+        ctl.writer.value.done.store(s + 1, Ordering::Release);
     } else {
         // Died in phase 2: copy 1 torn, readers on copy 0 (intact).
         for i in 0..store.words() {
             let w = store.word(0, i).load(Ordering::Relaxed);
             store.word(1, i).store(w, Ordering::Relaxed);
         }
-        ctl.writer.value.done.store(s, Ordering::Relaxed);
+        // ORDERING: Release, partner of the Acquire load in `version`: the rolled-
+        // forward copy 1 is visible to a reader that sees this version.
+        ctl.writer.value.done.store(s, Ordering::Release);
     }
 }

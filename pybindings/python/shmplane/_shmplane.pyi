@@ -412,7 +412,7 @@ class ByteSlot:
     @property
     def version(self) -> int: ...
     def wait_for_update(self, since: int, timeout: float | None = None) -> int:
-        """Block until ``version != since`` (GIL released); raises Timeout."""
+        """Block until ``version > since`` (GIL released); raises Timeout."""
     def __len__(self) -> int: ...
     @property
     def policy(self) -> str:
@@ -446,7 +446,11 @@ class _SlotView:
     def __setitem__(self, key: Any, value: Any, /) -> None: ...
     def __delitem__(self, key: Any, /) -> None: ...
 
-@final
+class _FastSlotView(_SlotView):
+    """``_SlotView`` whose ``value`` and ``[i]`` of numbers run as plain C slots (one
+    committed word of the latch, no sequence): the base of ``RawValue``/``RawArray``."""
+
+@disjoint_base
 class _Field:
     """A numeric structure field read and written natively (a descriptor)."""
 
@@ -455,6 +459,10 @@ class _Field:
     def __set__(self, obj: Any, value: Any, /) -> None: ...
     @property
     def fallback(self) -> property: ...
+
+@final
+class _FastField(_Field):
+    """``_Field`` whose reads of an aligned number run as a plain C ``__get__``."""
 
 @final
 class Mailbox:

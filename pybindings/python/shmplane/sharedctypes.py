@@ -10,8 +10,11 @@ pointers) and behave like the stdlib objects for ``.value``, fields, indexing
 
 Where the stdlib is undefined ours is better: the value lives in a seqlock latch
 (two copies, Linux ``seqcount_latch``; see ``shm/src/seqlock.rs``), so every read of
-a whole value, an element or a slice (``arr[:]``, ``snapshot()``, a struct's
-``snapshot()``) is a consistent snapshot of one write, readers do not block writers
+a whole value or a slice (``arr[:]``, ``snapshot()``, ``np.asarray(arr)``, a struct's
+``snapshot()``) is a consistent snapshot of one write; a number (``.value``,
+``arr[i]``, a numeric field) is read as one word of the copy that holds only finished
+writes, at the cost of a plain shared number (no sequence, no retry): a value of a
+finished write, never older than ``version`` said, never going back. Readers do not block writers
 (unless starved: see below) and never wait on a dead process, and a slice assignment is published as one write
 (all of it or none). Element and field writes from different processes never lose
 each other's updates. Reads above 64 KiB release the GIL.
@@ -23,9 +26,10 @@ pickling into ``multiprocessing`` children under fork and spawn.
 
 Differences from the stdlib, all deliberate:
 
-* no buffer protocol / ``ctypes.addressof``: the bytes are not one fixed array (two
-  copies), so ``memoryview(arr)`` and ``np.frombuffer(arr)`` are not offered — use
-  ``snapshot()``;
+* no live buffer / ``ctypes.addressof``: the bytes are not one fixed array (two
+  copies), so ``memoryview(arr)``, ``np.asarray(arr)`` and ``np.frombuffer(arr)`` give
+  a *read-only snapshot* (one consistent read, numbers only), not a live view; write
+  by item or slice assignment;
 * elements that are arrays (``RawArray(c_int * 2, n)``) and array fields of a
   structure read as ctypes copies, not live views (structure elements and nested
   structure fields *are* live views, as in the stdlib);
@@ -50,7 +54,7 @@ from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 from typing import Any, Self
 
-from ._shmplane import ByteSlot, _Field, _SlotView
+from ._shmplane import ByteSlot, _FastField, _FastSlotView, _SlotView
 
 __all__ = ["RawValue", "RawArray"]
 
@@ -189,7 +193,7 @@ def _field_property(owner: Any, fname: str, ftype: Any) -> property:
 
     prop = property(get, set, doc=f"field {fname!r} ({ftype.__name__}, {size} bytes at +{offset})")
     if ftype in _NATIVE and desc.size == size:  # a native-order number, not a bit field
-        return _Field(offset, _NATIVE[ftype], size, prop)  # type: ignore[return-value]
+        return _FastField(offset, _NATIVE[ftype], size, prop)  # type: ignore[return-value]
     return prop
 
 
@@ -264,11 +268,13 @@ class _SlotHandle:
 
     @property
     def version(self) -> int:
-        """Changes after every write (one atomic load)."""
+        """Grows by one with every completed write (one atomic load). Element, field and
+        ``.value`` reads made after it return that write or a later one."""
         return self._slot.version
 
     def wait_for_update(self, since: int, timeout: float | None = None) -> int:
-        """Block until ``version != since`` and return the new version.
+        """Block until ``version > since`` and return the new version (versions only
+        grow; a ``since`` from the future waits for a newer write).
 
         The GIL is released and Ctrl-C works. ``timeout`` is in seconds (None: forever).
 
@@ -322,7 +328,7 @@ class _SlotHandle:
 
 
 
-class RawValue(_SlotView, _SlotHandle):
+class RawValue(_FastSlotView, _SlotHandle):
     """A ctypes value in shared memory, like ``multiprocessing.RawValue``.
 
     ``RawValue('d', 1.5).value`` reads a consistent snapshot (natively for numeric
@@ -407,7 +413,7 @@ class RawValue(_SlotView, _SlotHandle):
 # -- RawArray
 
 
-class RawArray(_SlotView, _SlotHandle):
+class RawArray(_FastSlotView, _SlotHandle):
     """A ctypes array in shared memory, like ``multiprocessing.RawArray``.
 
     Indexing returns one element and slicing a list, each read as one consistent
@@ -480,6 +486,22 @@ class RawArray(_SlotView, _SlotHandle):
     def copy(self) -> Any:
         """A private ctypes array copy of all elements, read consistently."""
         return self._type.from_buffer_copy(self._slot.read())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> Any:
+        """``np.asarray(arr)`` / ``np.array(arr)``: all elements in one consistent read.
+
+        Arrays of numbers also export a read-only buffer of such a snapshot, which
+        numpy takes first (``np.asarray`` then returns a read-only array); this method
+        serves the rest (structures, chars) and explicit calls, with a fresh array.
+
+        Raises:
+            ValueError: ``copy=False``: the elements cannot be viewed without a copy
+                (they are two copies that writers flip between).
+        """
+        if copy is False:
+            raise ValueError("a shmplane RawArray cannot be viewed without a copy: use np.asarray(arr) or snapshot()")
+        out = self.snapshot()
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     def __iter__(self) -> Iterator[Any]:
         """Iterate over one consistent snapshot (structure elements: live views)."""
