@@ -41,8 +41,9 @@ pub use shmplane_shm::buf::OutBuf;
 use shmplane_shm::layout::WIRE_VERSION as SHM_WIRE_VERSION;
 use std::fmt;
 
-/// Version of this message format (stored in every segment header).
-pub const WIRE_VERSION: u32 = 1;
+/// Version of this message format (stored in every segment header). 2: lists and
+/// tuples of numbers ([`TAG_NUMBERS`]).
+pub const WIRE_VERSION: u32 = 2;
 const _: () = assert!(WIRE_VERSION == SHM_WIRE_VERSION);
 
 /// Tag of a message of raw bytes.
@@ -51,6 +52,9 @@ pub const TAG_BYTES: u32 = 1;
 pub const TAG_ARRAY: u32 = 2;
 /// Tag of a pickled-object message.
 pub const TAG_PICKLE: u32 = 3;
+/// Tag of a list or tuple of numbers all of one type (Python's homogeneous fast path):
+/// one part, an 8-byte header then the numbers (see [`Numbers`]).
+pub const TAG_NUMBERS: u32 = 4;
 /// Flag on the first record of a chunked message.
 pub const CHUNKED: u32 = 0x100;
 /// Tag of the second and later records of a chunked message.
@@ -95,6 +99,8 @@ pub enum Kind {
     Array,
     /// A pickle-5 stream and its out-of-band buffers (Python objects).
     Pickle,
+    /// A list or tuple of numbers of one type (see [`Numbers`]).
+    Numbers,
 }
 
 impl Kind {
@@ -104,6 +110,7 @@ impl Kind {
             Kind::Bytes => TAG_BYTES,
             Kind::Array => TAG_ARRAY,
             Kind::Pickle => TAG_PICKLE,
+            Kind::Numbers => TAG_NUMBERS,
         }
     }
 
@@ -112,21 +119,23 @@ impl Kind {
             TAG_BYTES => Some(Kind::Bytes),
             TAG_ARRAY => Some(Kind::Array),
             TAG_PICKLE => Some(Kind::Pickle),
+            TAG_NUMBERS => Some(Kind::Numbers),
             _ => None,
         }
     }
 
-    /// A lowercase name ("bytes", "array", "pickle").
+    /// A lowercase name ("bytes", "array", "pickle", "numbers").
     pub const fn name(self) -> &'static str {
         match self {
             Kind::Bytes => "bytes",
             Kind::Array => "array",
             Kind::Pickle => "pickle",
+            Kind::Numbers => "numbers",
         }
     }
 
     const fn multipart(self) -> bool {
-        !matches!(self, Kind::Bytes)
+        !matches!(self, Kind::Bytes | Kind::Numbers)
     }
 }
 
@@ -387,6 +396,113 @@ pub enum Frame {
         /// The out-of-band buffers, in order.
         buffers: Vec<Vec<u8>>,
     },
+    /// A list or tuple of numbers of one type (sent by Python).
+    Numbers(Numbers),
+}
+
+/// Bytes of the header of a numbers payload.
+pub const NUMBERS_HEADER: usize = 8;
+
+/// What a numbers message came from: a Python `list` or `tuple`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Container {
+    /// A `list`.
+    List,
+    /// A `tuple`.
+    Tuple,
+}
+
+/// The type of every number of a numbers message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumberType {
+    /// IEEE 754 binary64 (Python `float`), little-endian.
+    F64,
+    /// Two's complement 64-bit integer (a Python `int` in `i64` range), little-endian.
+    I64,
+}
+
+/// A list or tuple of numbers of one type, as Python's homogeneous fast path sends it.
+///
+/// On the wire (the message's one part):
+///
+/// ```text
+/// u8 container (0 list, 1 tuple), u8 type (b'd' f64, b'q' i64), 6 zero bytes,
+/// then the numbers, 8 bytes each, little-endian
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Numbers {
+    /// List or tuple.
+    pub container: Container,
+    /// The type of the numbers.
+    pub ty: NumberType,
+    /// The numbers' bytes (8 each, little-endian), without the header.
+    pub data: Vec<u8>,
+}
+
+impl Numbers {
+    /// The header of a payload of `container` and `ty`.
+    pub fn header(container: Container, ty: NumberType) -> [u8; NUMBERS_HEADER] {
+        let c = match container {
+            Container::List => 0,
+            Container::Tuple => 1,
+        };
+        let t = match ty {
+            NumberType::F64 => b'd',
+            NumberType::I64 => b'q',
+        };
+        [c, t, 0, 0, 0, 0, 0, 0]
+    }
+
+    /// Check a numbers payload (memory another process wrote): its container, type and
+    /// the numbers' bytes.
+    ///
+    /// # Errors
+    /// A description of what is wrong: shorter than the header, an unknown container or
+    /// type, non-zero reserved bytes, or a length that is not whole numbers.
+    pub fn parse(payload: &[u8]) -> Result<(Container, NumberType, &[u8]), String> {
+        let Some((head, data)) = payload.split_first_chunk::<NUMBERS_HEADER>() else {
+            return Err(format!("a numbers message of {} bytes is shorter than its header", payload.len()));
+        };
+        let container = match head[0] {
+            0 => Container::List,
+            1 => Container::Tuple,
+            c => return Err(format!("a numbers message with unknown container {c}")),
+        };
+        let ty = match head[1] {
+            b'd' => NumberType::F64,
+            b'q' => NumberType::I64,
+            t => return Err(format!("a numbers message with unknown type {t}")),
+        };
+        if head[2..].iter().any(|&b| b != 0) {
+            return Err("a numbers message with non-zero reserved header bytes".into());
+        }
+        if data.len() % 8 != 0 {
+            return Err(format!("a numbers message carries {} bytes, not whole 8-byte numbers", data.len()));
+        }
+        Ok((container, ty, data))
+    }
+
+    /// The numbers as `f64`.
+    ///
+    /// # Errors
+    /// They are `i64`s.
+    pub fn f64s(&self) -> Result<Vec<f64>, String> {
+        match self.ty {
+            NumberType::F64 => Ok(self.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
+            NumberType::I64 => Err("a list of ints read as floats".into()),
+        }
+    }
+
+    /// The numbers as `i64`.
+    ///
+    /// # Errors
+    /// They are `f64`s.
+    pub fn i64s(&self) -> Result<Vec<i64>, String> {
+        match self.ty {
+            NumberType::I64 => Ok(self.data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()),
+            NumberType::F64 => Err("a list of floats read as ints".into()),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ sending side
@@ -417,6 +533,15 @@ impl<'a> Outgoing<'a> {
     /// A bytes message.
     pub fn bytes(data: &'a [u8]) -> Outgoing<'a> {
         Outgoing { kind: Kind::Bytes, total: data.len(), pieces: vec![(0, Src::Slice(data))], prefix: 0, envelope: None }
+    }
+
+    /// A numbers message: `payload` is a [`Numbers`] header and the numbers.
+    ///
+    /// # Errors
+    /// A description of what is wrong with the payload ([`Numbers::parse`]).
+    pub fn numbers(payload: &'a [u8]) -> Result<Outgoing<'a>, String> {
+        Numbers::parse(payload)?;
+        Ok(Outgoing { kind: Kind::Numbers, total: payload.len(), pieces: vec![(0, Src::Slice(payload))], prefix: 0, envelope: None })
     }
 
     /// An array message of `data` described by `meta`.
@@ -958,6 +1083,30 @@ impl<'d> Scatter<'d> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_payloads_are_checked() {
+        let mut ok = Numbers::header(Container::Tuple, NumberType::I64).to_vec();
+        ok.extend_from_slice(&(-5i64).to_le_bytes());
+        let (c, t, data) = Numbers::parse(&ok).unwrap();
+        assert_eq!((c, t, data.len()), (Container::Tuple, NumberType::I64, 8));
+        assert!(Outgoing::numbers(&ok).is_ok());
+        let n = Numbers { container: c, ty: t, data: data.to_vec() };
+        assert_eq!(n.i64s().unwrap(), vec![-5]);
+        assert!(n.f64s().is_err());
+        for bad in [
+            &ok[..7],                         // shorter than the header
+            &ok[..ok.len() - 1],              // not whole numbers
+            &[2, b'd', 0, 0, 0, 0, 0, 0][..], // unknown container
+            &[0, b'x', 0, 0, 0, 0, 0, 0][..], // unknown type
+            &[0, b'd', 0, 0, 0, 0, 0, 1][..], // reserved bytes set
+        ] {
+            assert!(Numbers::parse(bad).is_err(), "{bad:?}");
+            assert!(Outgoing::numbers(bad).is_err());
+        }
+        assert_eq!(Kind::from_tag(TAG_NUMBERS), Some(Kind::Numbers));
+        assert_eq!(parse_head(TAG_NUMBERS, ok.len(), &ok).unwrap().part_len(0), ok.len());
+    }
 
     fn flat(msg: &Outgoing<'_>) -> Vec<u8> {
         let mut buf = vec![0xAA; msg.total()];

@@ -200,9 +200,10 @@ impl<T: Pod> Slot<T> {
         Ok(self.raw.try_read_into(bytemuck::bytes_of_mut(&mut value))?.map(|_| value))
     }
 
-    /// The current version: one atomic load; it grows by one with every completed
-    /// write (a read may already return the value of a write still finishing, whose
-    /// version is then one more).
+    /// The current version: one atomic load; it grows with every completed write (a
+    /// whole read may already return the value of a write still finishing, whose
+    /// version is then one more; a writer that died half-way through a write holds it
+    /// back until the next writer or `wait_for_update` repairs that write).
     ///
     /// # Errors
     /// [`Error::Closed`].
@@ -634,6 +635,8 @@ impl ByteSlot {
     /// error, [`Error::Closed`].
     pub fn wait_for_update_with(&self, since: u64, mut wait: Wait<'_>) -> Result<u64> {
         let mut store = self.store()?;
+        // A write a dead writer left half done holds `version` back: finish it first.
+        seqlock::repair_abandoned(store, writer_id, writer_alive);
         // Changed already: not a wait (and not one that `wait_until` counts as short).
         let v = seqlock::version(store);
         if v > since {
@@ -658,7 +661,11 @@ impl ByteSlot {
                 Ok((v > since).then_some(v))
             },
             |_| false,
-            |_| Ok(()),
+            |s| {
+                // Once per wait slice: a writer that died mid-write is not waited for.
+                seqlock::repair_abandoned(*s, writer_id, writer_alive);
+                Ok(())
+            },
         )
     }
 
@@ -737,9 +744,11 @@ impl ByteSlot {
             *bell = SlotBell::create(name, &store.control().bells.value)?.map(|b| (generation, b));
         }
         let Some((_, b)) = bell.as_ref() else { return Ok(None) };
+        // As `wait_for_update_with` per slice: a writer that died mid-write is not waited for.
+        seqlock::repair_abandoned(store, writer_id, writer_alive);
         b.drain();
         store.control().updated.value.arm_doorbell();
-        if seqlock::version(store) != since {
+        if seqlock::version(store) > since {
             b.ring();
         }
         Ok(Some(b.fd()))

@@ -1,10 +1,11 @@
 //! The message-format decoders (`shmplane::frame`) over arbitrary bytes: a record's
 //! prefix as a peer may have written it. They must return an error, never panic or
 //! read out of bounds, and any head they accept must describe parts inside the message.
-//! Also RPC's envelope (tag flag 0x400) and its error replies (`kind\0message\0trace`).
+//! Also RPC's envelope (tag flag 0x400) and its error replies (`kind\0message\0trace`),
+//! and the numbers payload (`Numbers::parse`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use shmplane::frame::{parse_head, parse_multipart, ArrayMeta, MAX_PREFIX};
+use shmplane::frame::{parse_head, parse_multipart, ArrayMeta, Numbers, MAX_PREFIX};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 12 {
@@ -27,6 +28,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = shmplane::rpc::decode_error(body);
+    if let Ok((_, _, numbers)) = Numbers::parse(body) {
+        assert!(numbers.len() % 8 == 0 && numbers.len() + 8 == body.len());
+    }
     let _ = parse_multipart(prefix, len, claimed);
     let _ = ArrayMeta::decode(body);
 });

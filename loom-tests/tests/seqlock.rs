@@ -12,8 +12,8 @@ use loom::sync::Arc;
 use loom_tests::FutexModel;
 use shmplane_shm::layout::SlotControl;
 use shmplane_shm::seqlock::{
-    read, read_committed_word, read_words, read_words_or_lock, try_read, update, version, write, write_until,
-    CrashPoint, SlotStore,
+    read, read_committed_word, read_words, read_words_or_lock, repair_abandoned, try_read, update, version, write,
+    write_until, CrashPoint, SlotStore,
 };
 use shmplane_shm::sync::AtomicU64;
 
@@ -230,4 +230,49 @@ fn committed_words_never_show_an_unfinished_write() {
             assert_eq!([read_committed_word(&store, 0), read_committed_word(&store, 1)], [3, 3]);
         });
     }
+}
+
+/// Message passing through two slots read as committed words: a writer sets `data`
+/// then `flag`; a reader that sees the flag's new word must see the data's (the
+/// Acquire load in `read_committed_word` pairs with the writer's Release fence before
+/// its copy-1 stores; with a Relaxed load loom finds the old data).
+#[test]
+fn committed_word_of_a_flag_publishes_earlier_writes() {
+    loom::model(|| {
+        let (data, flag) = (Store::default(), Store::default());
+        let (d, f) = (data.clone(), flag.clone());
+        let writer = loom::thread::spawn(move || {
+            write(&d, &value(1), 1, |_| true);
+            write(&f, &value(1), 1, |_| true);
+        });
+        if read_committed_word(&flag, 0) == 1 {
+            assert_eq!(read_committed_word(&data, 0), 1, "flag seen, data not");
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// A writer killed in phase 2 leaves `version` and committed words behind the whole
+/// value; `repair_abandoned` (what waiters run) finishes the write while a reader reads:
+/// the reader never sees a torn or older value, and afterwards the version and the
+/// committed words are the dead writer's value.
+#[test]
+fn waiters_repair_a_write_a_dead_writer_left_in_phase_two() {
+    loom::model(|| {
+        let store = Store::default();
+        write(&store, &value(1), 7, |_| true);
+        assert!(write_until(&store, &value(2), 7, |_| true, Some(CrashPoint::InCopy1(1))).is_none());
+        assert_eq!(version(&store), 1);
+        let r = store.clone();
+        let reader = loom::thread::spawn(move || {
+            let word = read_committed_word(&r, 1);
+            assert!(word == 1 || word == 2, "{word}");
+            check_read(&r, 2);
+        });
+        assert!(repair_abandoned(&store, || 8, |holder| holder != 7));
+        reader.join().unwrap();
+        assert_eq!(version(&store), 2);
+        assert_eq!([read_committed_word(&store, 0), read_committed_word(&store, 1)], [2, 2]);
+        assert!(!repair_abandoned(&store, || 8, |_| false), "nothing left to repair");
+    });
 }

@@ -281,11 +281,20 @@ pub(crate) fn with_outgoing<R>(py: Python<'_>, obj: &Bound<'_, PyAny>, max_recor
     if let Ok(b) = obj.cast_exact::<PyBytes>() {
         return f(Outgoing::bytes(b.as_bytes()));
     }
+    let bad = |what: String| to_py(py, Error::InvalidArgument(what));
+    let mut f = Some(f);
+    let numbers = crate::numbers::with_encoded(obj, |payload| {
+        let f = f.take().expect("called once");
+        f(Outgoing::numbers(payload).map_err(bad)?)
+    });
+    if let Some(sent) = numbers {
+        return sent;
+    }
+    let f = f.expect("not called: not a list of numbers");
     let encoded = codec_fn!(py, "encode")?.call1((obj, max_parts(max_record)))?;
     let (tag, objs, meta): Encoded<'_> = encoded.extract()?;
     let held = buffers(&objs)?;
     let parts: Vec<&[u8]> = held.iter().map(bytes_of).collect();
-    let bad = |what: String| to_py(py, Error::InvalidArgument(what));
     let msg = match (tag, &parts[..], meta) {
         (TAG_BYTES, [data], None) => Outgoing::bytes(data),
         (TAG_ARRAY, [data], Some((descr, shape, order))) => {
@@ -497,6 +506,7 @@ pub(crate) fn receive_classified(
     let mut exports = Vec::new();
     let mut dests = Vec::with_capacity(head.part_count());
     let mut unpickle = None;
+    let mut numbers: Option<(Vec<u8>, usize)> = None;
     let result: Bound<'_, PyAny> = if raw {
         let (obj, dst) = uninit_bytes(py, total).map_err(|e| taken(too_large(py, total, e)))?;
         dests.push(dst);
@@ -530,6 +540,19 @@ pub(crate) fn receive_classified(
                 unpickle = Some(bufs);
                 stream
             }
+            Kind::Numbers => {
+                // The payload lands in this thread's kept scratch buffer (no fresh pages
+                // per message); the list is built from it.
+                let len = head.part_len(0);
+                let mut v = crate::numbers::take_recv_scratch();
+                v.try_reserve_exact(len).map_err(|e| taken(too_large(py, total, PyMemoryError::new_err(e.to_string()))))?;
+                // SAFETY: `v` has capacity for `len` bytes and stays alive and unmoved
+                // (its heap block does not move while we only set its length) until the
+                // copy is done; nothing else touches its spare capacity.
+                dests.push(unsafe { OutBuf::from_raw(v.as_mut_ptr(), len) });
+                numbers = Some((v, len));
+                py.None().into_bound(py)
+            }
         }
     };
     let copy = move |wait: Wait<'_>| {
@@ -552,6 +575,13 @@ pub(crate) fn receive_classified(
     for buf in exports {
         buf.release(py);
     }
+    if let Some((mut v, len)) = numbers {
+        // SAFETY: the copy succeeded, so it wrote all `len` bytes of the reserved space.
+        unsafe { v.set_len(len) };
+        let out = crate::numbers::decode(py, &v);
+        crate::numbers::give_recv_scratch(v);
+        return Ok(out.map_err(|e| taken(too_large(py, total, e)))?.unbind());
+    }
     match unpickle {
         None => Ok(result.unbind()),
         Some(bufs) => Ok(codec_fn!(py, "unpickle").map_err(taken)?.call1((result, bufs)).map_err(taken)?.unbind()),
@@ -569,6 +599,7 @@ fn receive_into(py: Python<'_>, incoming: Incoming<'_>, out: &Bound<'_, PyAny>, 
     }
     let len = match head.kind() {
         Kind::Pickle => return Err(refuse("the next message is a pickled object, which has no buffer to receive into".into())),
+        Kind::Numbers => return Err(refuse("the next message is a list or tuple of numbers, which has no buffer to receive into".into())),
         Kind::Bytes => {
             let len = head.part_len(0);
             if !buf.is_c_contiguous() || buf.len_bytes() < len {

@@ -132,6 +132,15 @@ impl PyLease {
                 }
                 codec(py, "unpickle", &UNPICKLE)?.call1((memoryview(&part(0)?)?, bufs))
             }
+            Kind::Numbers => {
+                // Decoded straight from the ring into new objects: no view stays.
+                let (o, l) = held.head.part(0);
+                // SAFETY: the part lies in held ring memory of the lease's mapping, which
+                // stays mapped and unwritten while the lease (`slf`, borrowed here) is
+                // unreleased; the slice is dropped before this returns.
+                let payload = unsafe { std::slice::from_raw_parts((held.addr + o) as *const u8, l) };
+                crate::numbers::decode(py, payload)
+            }
         }
     }
 }

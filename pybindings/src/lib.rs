@@ -13,6 +13,7 @@ mod fastslot;
 mod lease;
 mod loan;
 mod mailbox;
+mod numbers;
 mod rpc;
 mod slot;
 mod wait;

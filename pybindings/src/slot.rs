@@ -350,13 +350,13 @@ impl PyByteSlot {
         self.run(py, data.len(), |s| s.write_strided(offset, stride, elem, data)).py_err(py)
     }
 
-    /// The current version: changes after every write.
+    /// The current version: grows with every completed write.
     #[getter]
     fn version(&self, py: Python<'_>) -> PyResult<u64> {
         self.with(py, |s| s.version()).py_err(py)
     }
 
-    /// Wait until the version differs from `since` (timeout in seconds, None: forever);
+    /// Wait until the version is greater than `since` (timeout in seconds, None: forever);
     /// returns the new version. GIL released; Ctrl-C works.
     #[pyo3(signature = (since, timeout=None))]
     fn wait_for_update(&self, py: Python<'_>, since: u64, timeout: Option<f64>) -> PyResult<u64> {
@@ -371,7 +371,7 @@ impl PyByteSlot {
         })
     }
 
-    /// A descriptor readable once the version differs from ``since`` (re-armed by each
+    /// A descriptor readable once the version is greater than ``since`` (re-armed by each
     /// call), or None when the slot's doorbell table is full (see
     /// ``shmplane._aio.slot_update``).
     fn _update_fd(&self, py: Python<'_>, since: u64) -> PyResult<Option<i32>> {

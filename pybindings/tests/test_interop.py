@@ -108,5 +108,5 @@ def test_array_orders_round_trip_in_python(shm_name: str) -> None:
 
 
 def test_wire_version_is_exported() -> None:
-    assert shmplane._shmplane.WIRE_VERSION == 1
+    assert shmplane._shmplane.WIRE_VERSION == 2
     assert os.path.exists(ROOT / "docs" / "wire-format.md")

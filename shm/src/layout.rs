@@ -38,13 +38,16 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// counted sleeper was already woken).
 /// 8: `RingStatus::whole` (a consumer that views messages in place asks the producer
 /// for one record per message); consumers hold records and release them out of order.
+/// 9: a packed slot's copy 1 on its own line; slot readers of a number load one word
+/// of copy 1 without the sequence, and `done` is stored with Release (see
+/// [`crate::seqlock`]: "Committed words").
 pub const ABI_VERSION: u32 = 9;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
 /// `shmplane` crate's `frame` module). Stored in every segment header; a segment of
 /// another version is refused as incompatible.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 /// A value on its own 128-byte line.
 #[repr(C, align(128))]

@@ -67,8 +67,8 @@ fn version_of(seq: u64) -> u64 {
     seq / 2
 }
 
-/// The current version (one Acquire load of `done`): grows by one with every completed
-/// write. Committed words ([`read_committed_word`]) read after it are of this write or
+/// The current version (one Acquire load of `done`): grows with every completed write
+/// (and with the repair of one a dead writer left in its first phase). Committed words ([`read_committed_word`]) read after it are of this write or
 /// a later one.
 #[inline]
 pub fn version<S: SlotStore>(store: &S) -> u64 {
@@ -86,10 +86,12 @@ pub fn version<S: SlotStore>(store: &S) -> u64 {
 #[inline]
 pub fn read_committed_word<S: SlotStore>(store: &S, i: usize) -> u64 {
     assert!(i < store.words(), "slot word outside the value");
-    // ORDERING: Relaxed: one word, whole by single-copy atomicity; nothing else is
-    // read on its strength. Callers that need "this version or later" load `version`
-    // (Acquire) first.
-    store.word(1, i).load(Ordering::Relaxed)
+    // ORDERING: Acquire, partner of the writer's fence(Release) before its copy-1
+    // stores: a reader that sees a word of write `w` also sees everything its writer
+    // did before `w` (a flag in one slot published after data in another; and `seq`
+    // at least as new, so a whole read after it does not go back). One word is whole
+    // by single-copy atomicity.
+    store.word(1, i).load(Ordering::Acquire)
 }
 
 /// One read attempt into `dst` (`dst.len() == store.words()`): the version read, or
@@ -320,6 +322,37 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
     ctl.writer.value.owner.store(0, Ordering::Release);
     ctl.updated.value.notify(store.park());
     Some(version_of(s + 2))
+}
+
+/// Finish a write that a dead writer left half done in its second phase (or its
+/// first): `done != seq` and the writer lock held by a holder `alive` says is gone.
+/// Until then `version` and number reads ([`read_committed_word`]) stay at the last
+/// write a writer finished while whole reads already see the dead writer's value, and
+/// only the next writer would repair it. So waiters call this on every check: it costs
+/// two loads when nothing is wrong. Takes the lock over, repairs, releases it and
+/// wakes waiters; true if it repaired. `me` as for [`write`] (called only then).
+pub fn repair_abandoned<S: SlotStore>(store: &S, me: impl FnOnce() -> u64, alive: impl Fn(u64) -> bool) -> bool {
+    let ctl = store.control();
+    // ORDERING: Relaxed: a hint; the lock below orders everything repair touches.
+    let seq = store.seq().load(Ordering::Relaxed);
+    // ORDERING: Relaxed, as above.
+    if ctl.writer.value.done.load(Ordering::Relaxed) == seq {
+        return false;
+    }
+    // ORDERING: Relaxed, as above: a live or absent holder means no repair from here.
+    let owner = ctl.writer.value.owner.load(Ordering::Relaxed);
+    if owner == 0 || alive(owner) {
+        return false;
+    }
+    lock(ctl, me(), &alive);
+    let repaired = ctl.writer.value.done.load(Ordering::Relaxed) != store.seq().load(Ordering::Relaxed);
+    repair(store);
+    // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
+    ctl.writer.value.owner.store(0, Ordering::Release);
+    if repaired {
+        ctl.updated.value.notify(store.park());
+    }
+    repaired
 }
 
 /// Take the writer lock; replace a holder that `alive` says is gone.

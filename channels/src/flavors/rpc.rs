@@ -148,6 +148,7 @@ fn into_bytes(frame: Frame) -> Vec<u8> {
         Frame::Bytes(b) => b,
         Frame::Array(a) => a.data,
         Frame::Pickle { stream, .. } => stream,
+        Frame::Numbers(n) => n.data,
     }
 }
 

@@ -179,7 +179,7 @@ def _size_hint(obj: Any, most: int) -> int:
 
 
 async def slot_update(slot: Any, since: int, timeout: float | None = None) -> int:
-    """Wait until ``slot.version != since`` without blocking the event loop; return the
+    """Wait until ``slot.version > since`` without blocking the event loop; return the
     new version.
 
     Args:
@@ -196,7 +196,7 @@ async def slot_update(slot: Any, since: int, timeout: float | None = None) -> in
     deadline = _deadline(timeout)
     while True:
         v: int = slot.version
-        if v != since:
+        if v > since:
             return v
         if deadline is not None and loop.time() >= deadline:
             raise Timeout("timed out")

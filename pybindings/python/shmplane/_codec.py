@@ -5,6 +5,9 @@ implemented once, in Rust (``shmplane::frame``; ``docs/wire-format.md``); this m
 only says what a Python object is made of and allocates what a received one needs.
 
 - ``bytes``-like objects go as raw bytes (handled natively for ``bytes``).
+- A ``list`` or ``tuple`` of 16 or more exact floats, or exact ints in ``i64`` range,
+  is handled natively before this module is asked (a numbers message: 8 bytes per
+  number, no pickle; ``pybindings/src/numbers.rs``).
 - C- or Fortran-contiguous numpy arrays of plain dtypes go as an array message
   (descriptor ``dtype.str``, shape, order, and the data): copied once into the ring and
   once out into a fresh array of the same dtype, shape and order; nothing is pickled.

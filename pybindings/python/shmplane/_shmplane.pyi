@@ -460,7 +460,6 @@ class _Field:
     @property
     def fallback(self) -> property: ...
 
-@final
 class _FastField(_Field):
     """``_Field`` whose reads of an aligned number run as a plain C ``__get__``."""
 

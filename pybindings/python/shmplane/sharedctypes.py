@@ -268,8 +268,10 @@ class _SlotHandle:
 
     @property
     def version(self) -> int:
-        """Grows by one with every completed write (one atomic load). Element, field and
-        ``.value`` reads made after it return that write or a later one."""
+        """Grows with every completed write (one atomic load). Element, field and
+        ``.value`` reads made after it return that write or a later one. A writer that
+        died half-way through a write holds it back until the next write or a
+        ``wait_for_update`` (which finishes such a write within one wait slice)."""
         return self._slot.version
 
     def wait_for_update(self, since: int, timeout: float | None = None) -> int:
@@ -491,12 +493,14 @@ class RawArray(_FastSlotView, _SlotHandle):
         """``np.asarray(arr)`` / ``np.array(arr)``: all elements in one consistent read.
 
         Arrays of numbers also export a read-only buffer of such a snapshot, which
-        numpy takes first (``np.asarray`` then returns a read-only array); this method
-        serves the rest (structures, chars) and explicit calls, with a fresh array.
+        numpy takes first (``np.asarray(arr)``, even with ``copy=False``, then returns a
+        read-only array over that private snapshot, never over shared memory); this
+        method serves the rest (structures, chars) and explicit calls, with a fresh
+        array.
 
         Raises:
-            ValueError: ``copy=False``: the elements cannot be viewed without a copy
-                (they are two copies that writers flip between).
+            ValueError: ``copy=False``: this method cannot hand out a view of the
+                shared elements (they are two copies that writers flip between).
         """
         if copy is False:
             raise ValueError("a shmplane RawArray cannot be viewed without a copy: use np.asarray(arr) or snapshot()")

@@ -11,7 +11,10 @@
 use super::{create_segment, open_ringer, Doorbell};
 use shmplane_shm::bell::{Ringer, Side};
 use crate::endpoint::{check_ring_peer, ring_error, role_state, Place, Role, CONSUMER, PRODUCER};
-use crate::frame::{self, parse_head, Array, Frame, Head, HeadError, Kind, OutBuf, Scatter, MAX_PREFIX, TAG_BYTES, TAG_CONTINUATION};
+use crate::frame::{
+    self, parse_head, Array, Frame, Head, HeadError, Kind, Numbers, OutBuf, Scatter, MAX_PREFIX, NUMBERS_HEADER, TAG_BYTES,
+    TAG_CONTINUATION,
+};
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
@@ -1503,6 +1506,12 @@ pub(crate) fn frame_of(incoming: Incoming<'_>, wait: &mut Wait<'_>) -> Result<Fr
         Kind::Pickle => {
             let stream = bufs.remove(0);
             Frame::Pickle { stream, buffers: bufs }
+        }
+        Kind::Numbers => {
+            let payload = bufs.pop().expect("one part");
+            let (container, ty, _) = Numbers::parse(&payload)
+                .map_err(|what| Error::Corrupt { path: "(a received numbers message)".into(), what })?;
+            Frame::Numbers(Numbers { container, ty, data: payload[NUMBERS_HEADER..].to_vec() })
         }
     })
 }

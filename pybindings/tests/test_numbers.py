@@ -1,0 +1,122 @@
+"""Lists and tuples of numbers (the homogeneous fast path, message tag 4): they arrive
+as the same container of equal numbers of the same types, on every primitive; anything
+that is not a list or tuple of exact floats or of exact 64-bit ints goes through pickle
+and keeps its types too."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+
+import shmplane
+
+
+class MyFloat(float):
+    pass
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal containers of equal items of the same types; floats compared bit for bit."""
+    if type(a) is not type(b) or len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, float):
+            if struct.pack("<d", x) != struct.pack("<d", y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+NAN_PAYLOAD = struct.unpack("<d", struct.pack("<Q", 0x7FF8_0000_DEAD_BEEF))[0]
+
+CASES = {
+    "floats": [float(i) / 3 for i in range(100)],
+    "special floats": [math.nan, NAN_PAYLOAD, -0.0, 0.0, math.inf, -math.inf, 5e-324] + [1.5] * 20,
+    "ints": list(range(-50, 50)),
+    "int64 edges": [-(2**63), 2**63 - 1, 0, -1] * 5,
+    "tuple of floats": tuple(float(i) for i in range(40)),
+    "tuple of ints": tuple(range(40)),
+    "short list": [1.0, 2.0],
+    "bools": [True, False] * 10,
+    "big int": [1] * 20 + [2**64],
+    "int then float": [1] * 20 + [1.0],
+    "float then int": [1.0] * 20 + [1],
+    "float subclass": [MyFloat(1.0)] * 20,
+    "nested": [[1.0]] * 20,
+    "strings": ["a"] * 20,
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_lists_round_trip_with_their_types(name: str) -> None:
+    obj = CASES[name]
+    tx, rx = shmplane.channel(1 << 20)
+    tx.send(obj)
+    assert same(rx.recv(), obj)
+    tx.send(obj)
+    assert same(rx.recv(copy=False), obj)  # no view of a list: a list all the same
+    tx.close()
+    rx.close()
+
+
+@pytest.mark.timeout(60)
+def test_large_list_crosses_in_chunks_and_recv_into_refuses_it() -> None:
+    big = [float(i) for i in range(300_000)]  # 2.4 MB: chunked on a 1 MiB ring
+    tx, rx = shmplane.channel(1 << 20)
+    p = mp.get_context("fork").Process(target=_send_twice, args=(tx, big))
+    p.start()
+    with pytest.raises(shmplane.InvalidArgumentError, match="list or tuple of numbers"):
+        rx.recv_into(np.empty(300_000), timeout=30)
+    assert rx.recv(timeout=30) == big  # the refused message stayed queued
+    assert rx.recv(timeout=30) == big
+    p.join(30)
+    assert p.exitcode == 0
+    tx.close()
+    rx.close()
+
+
+def _send_twice(tx: Any, obj: Any) -> None:
+    tx.send(obj)
+    tx.send(obj)
+    tx.close()
+
+
+@pytest.mark.timeout(60)
+def test_mailbox_broadcast_and_rpc_carry_lists() -> None:
+    floats = [float(i) for i in range(1000)]
+    ints = tuple(range(1000))
+    mb = shmplane.mailbox(1 << 20)
+    s = mb.sender()
+    s.send(floats)
+    assert same(mb.recv(timeout=5), floats)
+    s.close()
+    mb.close()
+    pub = shmplane.broadcast(1 << 20)
+    sub = pub.subscribe()
+    pub.send(ints)
+    assert same(sub.recv(timeout=5), ints)
+    sub.close()
+    pub.close()
+    name = f"numbers-rpc-{mp.current_process().pid}"
+    server = shmplane.RpcServer.create(name)
+    p = mp.get_context("fork").Process(target=_serve_one, args=(server,))
+    p.start()
+    client = shmplane.RpcClient.connect(name, timeout=10)
+    assert same(client.call(floats, timeout=10), floats)
+    client.close()
+    p.join(30)
+    server.close()
+
+
+def _serve_one(server: Any) -> None:
+    for request in server:
+        request.reply(request.value)
+        break
