@@ -111,7 +111,7 @@ unsafe impl RingStore for Store {
     fn head_word(&self) -> &AtomicU64 {
         match self.sub {
             Some(i) => &self.m.cursors[i].position,
-            None => &self.m.ctl.head.value,
+            None => &self.m.ctl.head.value.position,
         }
     }
 

@@ -127,7 +127,7 @@ fn check_position(c: &Consumer<LoomStore>, held: &[&Held]) {
     // ORDERING: Relaxed: this thread is the only writer of `head` (the Release store in
     // `store_head`, partner of the producer's Acquire in `consumers_position`), and a
     // load sees at least its own latest store.
-    let shared = c.store().control().head.value.load(Ordering::Relaxed);
+    let shared = c.store().control().head.value.position.load(Ordering::Relaxed);
     for h in held {
         assert!(
             shared <= h.hold.position(),
@@ -157,7 +157,7 @@ fn check_end(c: &mut Consumer<LoomStore>, producer: thread::JoinHandle<Producer<
     // ORDERING: Relaxed (both): after `join`, which orders the producer's stores (and
     // ours, this thread's own) before these loads.
     assert_eq!(
-        ctl.head.value.load(Ordering::Relaxed),
+        ctl.head.value.position.load(Ordering::Relaxed),
         end,
         "consumer position"
     );
@@ -291,6 +291,7 @@ fn give_back_past_a_hold_is_detected() {
         // (as `store_head`).
         ctl.head
             .value
+            .position
             .store(h2.hold.position() + h2.hold.size(), Ordering::Release);
         // ORDERING: Acquire, partner of `publish`'s Release store of `tail`: the fourth
         // record's payload and zero-ahead stores are visible once it reads the end.
@@ -299,5 +300,35 @@ fn give_back_past_a_hold_is_detected() {
         }
         check_bytes(&c, &[&h1]);
         drop(t.join().unwrap());
+    });
+}
+
+/// A holding consumer dies (is dropped without releasing) after it held record 0 and
+/// received record 1 behind the hold; a copy that takes over (`Consumer::attach`, as
+/// after the role lease passed) resumes after what the dead one delivered: record 2
+/// is the first it gets (nothing delivered twice), the space of records 0 and 1 goes
+/// back to the producer (it can write the fourth record over them), and it receives
+/// the rest while the producer runs.
+#[test]
+fn a_copy_taking_over_from_a_dead_holder_resumes_after_what_it_delivered() {
+    loom::model(|| {
+        let store = LoomStore::new(64);
+        let producer = Producer::attach(store.clone()).unwrap();
+        let mut dead = Consumer::attach(store.clone()).unwrap();
+        let t = thread::spawn(move || produce(producer));
+
+        let rec = receive(&mut dead, 0);
+        let h0 = hold(&mut dead, rec, 0);
+        let rec = receive(&mut dead, 1);
+        dead.release(rec);
+        check_held(&dead, &[&h0]);
+        drop(dead); // killed: its hold is never released
+
+        let mut next = Consumer::attach(store).unwrap();
+        for i in 2..4 {
+            let rec = receive(&mut next, i);
+            next.release(rec);
+        }
+        check_end(&mut next, t);
     });
 }

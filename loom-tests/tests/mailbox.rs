@@ -31,7 +31,7 @@ fn publish(p: &mut Producer<LoomStore>, s: &Shared, lane: usize, i: u8) {
     p.write(&claim, 0, &payload(i, 8));
     p.commit(claim, 8, u32::from(i) + 1);
     let ctl = p.store().control();
-    mark_pending(&s.mailbox, lane, || ctl.head.value.load(Ordering::Acquire) < ctl.tail.value.load(Ordering::Relaxed));
+    mark_pending(&s.mailbox, lane, || ctl.head.value.position.load(Ordering::Acquire) < ctl.tail.value.load(Ordering::Relaxed));
     s.mailbox.data_ready.value.notify(&s.park);
 }
 

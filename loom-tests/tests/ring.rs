@@ -60,7 +60,7 @@ fn publish_consume_in_order_across_padding() {
         let producer = t.join().unwrap();
         assert!(consumer.try_peek().unwrap().is_none());
         let ctl = consumer.store().control();
-        assert_eq!(ctl.head.value.load(Ordering::Relaxed), 64 + 24);
+        assert_eq!(ctl.head.value.position.load(Ordering::Relaxed), 64 + 24);
         assert_eq!(ctl.tail.value.load(Ordering::Relaxed), 64 + 24);
         assert_eq!(shmplane_shm::ring::poisoned(consumer.store()), 0);
         drop(producer);

@@ -133,13 +133,19 @@ impl PyLease {
                 codec(py, "unpickle", &UNPICKLE)?.call1((memoryview(&part(0)?)?, bufs))
             }
             Kind::Numbers => {
-                // Decoded straight from the ring into new objects: no view stays.
-                let (o, l) = held.head.part(0);
+                // Decoded straight from the ring into new objects: no view stays. The
+                // part owner counts as a view while the decode runs, so that a
+                // `release()` from a finalizer (a collection the allocations start)
+                // is refused until it is done.
+                let owner = part(0)?;
+                let (addr, len) = (owner.get().addr, owner.get().len);
                 // SAFETY: the part lies in held ring memory of the lease's mapping, which
-                // stays mapped and unwritten while the lease (`slf`, borrowed here) is
-                // unreleased; the slice is dropped before this returns.
-                let payload = unsafe { std::slice::from_raw_parts((held.addr + o) as *const u8, l) };
-                crate::numbers::decode(py, payload)
+                // stays mapped and unwritten while `owner` (a view of the lease) lives;
+                // the slice is dropped before `owner`.
+                let payload = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+                let out = crate::numbers::decode(py, payload);
+                drop(owner);
+                out
             }
         }
     }

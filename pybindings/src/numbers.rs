@@ -18,8 +18,9 @@ use std::cell::Cell;
 /// by the same code as any other object's).
 pub(crate) const MIN_LEN: usize = 16;
 
-/// Scratch buffers above this size are not kept for the next message.
-const KEEP_SCRATCH: usize = 64 << 20;
+/// Scratch buffers above this size are not kept for the next message (each thread
+/// that sends or receives lists keeps at most this much per direction).
+const KEEP_SCRATCH: usize = 16 << 20;
 
 thread_local! {
     /// The encoding buffer and the receiving buffer, kept between messages so that a
@@ -73,6 +74,9 @@ pub(crate) fn with_encoded<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> P
     // then finds no buffer and encodes into a fresh one.
     let mut buf = SEND_SCRATCH.with(Cell::take);
     buf.clear();
+    if let Err(e) = buf.try_reserve(NUMBERS_HEADER + 8 * n) {
+        return Some(Err(pyo3::exceptions::PyMemoryError::new_err(format!("a list of {n} numbers: {e}"))));
+    }
     let out = encode_into(obj, container, n, &mut buf).then(|| f(&buf));
     keep(&SEND_SCRATCH, buf);
     out
@@ -103,7 +107,7 @@ fn encode_into(obj: &Bound<'_, PyAny>, container: Container, n: usize, buf: &mut
             return false;
         }
     };
-    buf.reserve(NUMBERS_HEADER + 8 * n);
+    // Reserved by the caller (`try_reserve`: no abort when memory runs out).
     buf.extend_from_slice(&Numbers::header(container, ty));
     for i in 0..n {
         let x = item(i);

@@ -120,3 +120,42 @@ def _serve_one(server: Any) -> None:
     for request in server:
         request.reply(request.value)
         break
+
+
+def test_a_lease_of_a_list_decodes_from_the_ring_and_keeps_nothing() -> None:
+    floats = [float(i) for i in range(100)]
+    tx, rx = shmplane.channel(1 << 20)
+    tx.send(floats)
+    with rx.lease(timeout=5) as lease:
+        assert lease.value == floats and lease.value is not lease.value  # built per access
+        assert not lease.released
+    assert rx.held == 0
+    tx.send(floats)
+    lease = rx.lease(timeout=5)
+    v = lease.value
+    lease.release()  # no view of a list holds the message
+    assert v == floats and rx.held == 0
+    tx.close()
+    rx.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_list_too_large_for_memory_is_a_memory_error_not_an_abort() -> None:
+    code = (
+        "import resource, shmplane\n"
+        "tx, rx = shmplane.channel(1 << 16)\n"
+        "big = [1.5] * 20_000_000\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
+        "import os\n"
+        "rss = int(open('/proc/self/statm').read().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (rss + (64 << 20), hard))\n"
+        "try:\n"
+        "    tx.send(big, timeout=1)\n"
+        "except MemoryError:\n"
+        "    print('MemoryError')\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0 and "MemoryError" in out.stdout, (out.returncode, out.stdout, out.stderr[-500:])

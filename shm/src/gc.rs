@@ -114,7 +114,7 @@ fn channel_ring_empty(file: &ShmFile) -> bool {
     let control: &RingControl = unsafe { region.at(RING_CONTROL_OFFSET) };
     // ORDERING: Acquire, partner of the producer's Release store of `tail` and the
     // consumer's of `head` (nobody holds the segment now: these are final values).
-    control.tail.value.load(crate::sync::Ordering::Acquire) == control.head.value.load(crate::sync::Ordering::Acquire)
+    control.tail.value.load(crate::sync::Ordering::Acquire) == control.head.value.position.load(crate::sync::Ordering::Acquire)
 }
 
 /// If segment `name` is stale (see [`finished`]), its open file, to unlink by identity.

@@ -40,7 +40,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// for one record per message); consumers hold records and release them out of order.
 /// 9: a packed slot's copy 1 on its own line; slot readers of a number load one word
 /// of copy 1 without the sequence, and `done` is stored with Release (see
-/// [`crate::seqlock`]: "Committed words").
+/// [`crate::seqlock`]: "Committed words"); consumers publish a resume position while
+/// they hold records ([`ConsumerLine::resume`], [`SubscriberCursor::resume`]).
 pub const ABI_VERSION: u32 = 9;
 
 /// Version of the message format that channels carry in their records (tags, array
@@ -187,9 +188,10 @@ pub struct RingControl {
     /// Producer position: total bytes committed since creation. Written only by the
     /// producer (after each commit), read to resume after a producer restarts.
     pub tail: Padded<AtomicU64>,
-    /// Consumer position: total bytes released since creation. Written only by the
-    /// consumer; read by the producer when its cached copy says the ring is full.
-    pub head: Padded<AtomicU64>,
+    /// Consumer position (total bytes released since creation) and resume position.
+    /// Written only by the consumer; the position is read by the producer when its
+    /// cached copy says the ring is full.
+    pub head: Padded<ConsumerLine>,
     /// Consumer sleeps here waiting for data; producer notifies after each commit.
     pub data_ready: Padded<EventCount>,
     /// Producer sleeps here waiting for space; consumer notifies after each release.
@@ -197,6 +199,21 @@ pub struct RingControl {
     /// Poisoning and the producer's cut mark: written rarely, read by the consumer
     /// while it waits part-way through a message.
     pub status: Padded<RingStatus>,
+}
+
+/// The consumer's line of a ring (see [`RingControl::head`]).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ConsumerLine {
+    /// Consumer position: total bytes released since creation.
+    pub position: AtomicU64,
+    /// Where a copy of the consumer that takes over resumes if it is ahead of
+    /// `position`: the private position of a consumer that holds records (zero-copy
+    /// views), published at each record it moves past while it holds any. Records
+    /// between `position` and here were delivered (held, or received behind a hold):
+    /// a copy that takes over after the holder died skips them instead of delivering
+    /// them twice, and gives their space back (see `ring::Consumer::resync`).
+    pub resume: AtomicU64,
 }
 
 /// The rarely-written words of a ring (see [`RingControl::status`]).
@@ -428,6 +445,8 @@ pub struct SubscriberCursor {
     /// Non-zero while the subscriber waits through the OS: the publisher rings its
     /// doorbell (`@sub<i>`) when the ring's data event has its doorbell armed.
     pub bell: AtomicU64,
+    /// The subscriber's resume position, as [`ConsumerLine::resume`].
+    pub resume: AtomicU64,
 }
 
 /// Byte offset of the broadcast control block in a broadcast of `subs` subscribers.
@@ -473,7 +492,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 32] = [
+    let parts: [u64; 34] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -485,6 +504,8 @@ pub const LAYOUT_HASH: u64 = {
         MAX_COPIES as u64,
         size_of::<RingControl>() as u64,
         std::mem::offset_of!(RingControl, head) as u64,
+        std::mem::offset_of!(ConsumerLine, resume) as u64,
+        std::mem::offset_of!(SubscriberCursor, resume) as u64,
         std::mem::offset_of!(RingControl, data_ready) as u64,
         std::mem::offset_of!(RingControl, space_ready) as u64,
         RING_DATA_OFFSET as u64,
@@ -568,7 +589,8 @@ const _: () = {
     assert!(2 * MAX_MAILBOX_LANES < MAX_ROLES);
     assert!(size_of::<BroadcastControl>() == 4 * LINE);
     assert!(offset_of!(BroadcastControl, oldest) == 2 * LINE);
-    assert!(size_of::<SubscriberCursor>() == 32 && size_of::<SubscriberCursor>() <= LINE);
+    assert!(size_of::<SubscriberCursor>() == 40 && size_of::<SubscriberCursor>() <= LINE);
+    assert!(offset_of!(ConsumerLine, resume) == 8);
     assert!(MAX_SUBSCRIBERS < MAX_ROLES);
     assert!(broadcast_ring_offset(1) % DATA_ALIGN == 0);
 };

@@ -139,7 +139,13 @@ pub unsafe trait RingStore {
     /// (`control().head`), or a broadcast subscriber's cursor.
     #[inline]
     fn head_word(&self) -> &AtomicU64 {
-        &self.control().head.value
+        &self.control().head.value.position
+    }
+    /// The word this consumer publishes its resume position in while it holds records
+    /// (`ConsumerLine::resume`, or a broadcast subscriber's cursor's).
+    #[inline]
+    fn resume_word(&self) -> &AtomicU64 {
+        &self.control().head.value.resume
     }
     /// The consumer's new position `head`, after it released a record tagged `tag`.
     #[inline]
@@ -677,6 +683,34 @@ fn stored_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
     Ok(head)
 }
 
+/// Where a consumer starts that attaches or takes over from another copy: the shared
+/// position, or the resume position a copy that held records published ahead of it
+/// (`ConsumerLine::resume`). That copy is gone (a holding copy keeps its role lease
+/// until its holds are released), and it had delivered everything up to there: those
+/// records are skipped, not delivered twice, and their space is given back now. A
+/// resume position that is not 8-aligned or more than the capacity ahead (another
+/// process's bytes) is ignored.
+///
+/// # Errors
+/// [`RingError::Corrupt`] if the stored position is misaligned.
+fn adopted_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
+    let head = stored_consumer_position(store)?;
+    // ORDERING: Acquire, partner of the holder's Release in `publish_resume`: the
+    // records it moved past were read before.
+    let resume = store.resume_word().load(Ordering::Acquire);
+    // (Not checked against `tail`: the producer stores it after a record's header, so
+    // it may still lag a record the holder received. A hostile value inside the bound
+    // is no worse than a hostile `head`: the headers met there are validated.)
+    if resume <= head || resume % RECORD_ALIGN as u64 != 0 || resume - head > store.capacity() as u64 {
+        return Ok(head);
+    }
+    // A continuation's tag: a lossy subscriber counts no message start for it (holds,
+    // and so resume positions, exist only on lossless rings).
+    store.store_head(resume, CONTINUATION_TAG);
+    store.control().space_ready.value.notify(store.park());
+    Ok(resume)
+}
+
 /// The consuming side of a ring. Exactly one may exist per ring.
 #[derive(Debug)]
 pub struct Consumer<S: RingStore> {
@@ -740,7 +774,7 @@ impl<S: RingStore> Consumer<S> {
     /// [`RingError::Corrupt`] if the stored position is misaligned.
     pub fn attach(store: S) -> Result<Self, RingError> {
         let mask = store.capacity() as u64 - 1;
-        let head = stored_consumer_position(&store)?;
+        let head = adopted_consumer_position(&store)?;
         Ok(Consumer { store, head, mask, pending: None, mid_message: false, laps: 0, fenced_idle: 0, held: VecDeque::new(), holding: 0 })
     }
 
@@ -761,7 +795,7 @@ impl<S: RingStore> Consumer<S> {
         // the truth now (a holding copy keeps its role lease, so another copy resyncs
         // only after every hold was released, or in a fork child: `forget_holds`).
         self.forget_holds();
-        self.head = stored_consumer_position(&self.store)?;
+        self.head = adopted_consumer_position(&self.store)?;
         Ok(())
     }
 
@@ -779,6 +813,7 @@ impl<S: RingStore> Consumer<S> {
         self.held.push_back(Span { start: self.head, end, tag: record.tag, released: false });
         self.holding += 1;
         self.head = end;
+        self.publish_resume();
         Hold { position: record.position, end }
     }
 
@@ -1112,6 +1147,17 @@ impl<S: RingStore> Consumer<S> {
             Some(last) if last.released && last.end == start => last.end = self.head,
             _ => self.held.push_back(Span { start, end: self.head, tag, released: true }),
         }
+        self.publish_resume();
+    }
+
+    /// While holding records: publish this consumer's own position as the resume
+    /// position of a copy that takes over if this one dies (see
+    /// `adopted_consumer_position`). One store to the consumer's own line.
+    #[inline]
+    fn publish_resume(&self) {
+        // ORDERING: Release, partner of the Acquire in `adopted_consumer_position`:
+        // our reads of the records we moved past happen-before a successor skips them.
+        self.store.resume_word().store(self.head, Ordering::Release);
     }
 
     /// Store `head` as the shared position and wake the producer if it waits for it.

@@ -2,7 +2,7 @@
 
 use crate::header::SegmentKind;
 use crate::layout::{
-    broadcast_control_offset, broadcast_cursor_offset, broadcast_ring_offset, BroadcastControl, SubscriberCursor,
+    broadcast_control_offset, broadcast_cursor_offset, broadcast_ring_offset, BroadcastControl, ConsumerLine, SubscriberCursor,
     BROADCAST_LOSSY, MAX_SUBSCRIBERS, mailbox_control_offset, mailbox_lane_stride, mailbox_lanes_offset, role_offset, EventCount, MailboxControl,
     RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN, MAX_MAILBOX_LANES,
 };
@@ -25,6 +25,9 @@ pub struct SegmentRing {
     roles: [usize; 2],
     /// Byte offset of the word holding this consumer's position.
     head: usize,
+    /// Byte offset of this consumer's resume word (`ConsumerLine::resume`, or a
+    /// subscriber cursor's).
+    resume: usize,
     /// Set for a mailbox lane.
     lane: Option<Lane>,
     /// Set for a broadcast's publisher or subscriber.
@@ -155,7 +158,8 @@ impl SegmentRing {
         let data = (control + size_of::<RingControl>()).next_multiple_of(DATA_ALIGN);
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
         let head = control + std::mem::offset_of!(RingControl, head);
-        SegmentRing { segment, capacity, control, data, roles: [0, 1], head, lane: None, bcast: None, park: RingPark::default() }
+        let resume = head + std::mem::offset_of!(ConsumerLine, resume);
+        SegmentRing { segment, capacity, control, data, roles: [0, 1], head, resume, lane: None, bcast: None, park: RingPark::default() }
     }
 
     /// Wrap a broadcast segment (header already validated) as its publisher
@@ -174,13 +178,20 @@ impl SegmentRing {
         let data = control + DATA_ALIGN;
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
         let bc = broadcast_control_offset(max);
-        let (roles, head) = match sub {
-            Some(i) => ([0, 1 + i], broadcast_cursor_offset(max, i) + std::mem::offset_of!(SubscriberCursor, position)),
-            None => ([0, 0], control + std::mem::offset_of!(RingControl, head)),
+        let (roles, head, resume) = match sub {
+            Some(i) => {
+                let cursor = broadcast_cursor_offset(max, i);
+                let (position, resume) = (std::mem::offset_of!(SubscriberCursor, position), std::mem::offset_of!(SubscriberCursor, resume));
+                ([0, 1 + i], cursor + position, cursor + resume)
+            }
+            None => {
+                let head = control + std::mem::offset_of!(RingControl, head);
+                ([0, 0], head, head + std::mem::offset_of!(ConsumerLine, resume))
+            }
         };
         let park = RingPark::default();
         let bcast = Some(Bcast { control: bc, max, sub, lossy });
-        SegmentRing { segment, capacity, control, data, roles, head, lane: None, bcast, park }
+        SegmentRing { segment, capacity, control, data, roles, head, resume, lane: None, bcast, park }
     }
 
     /// A broadcast's publisher: ring the subscribers' doorbells, found by segment name
@@ -320,7 +331,8 @@ impl SegmentRing {
         let roles = [1 + 2 * lane, 2 + 2 * lane];
         let lane = Some(Lane { index: lane, mailbox: mailbox_control_offset(lanes) });
         let head = control + std::mem::offset_of!(RingControl, head);
-        SegmentRing { segment, capacity, control, data, roles, head, lane, bcast: None, park: RingPark::default() }
+        let resume = head + std::mem::offset_of!(ConsumerLine, resume);
+        SegmentRing { segment, capacity, control, data, roles, head, resume, lane, bcast: None, park: RingPark::default() }
     }
 
     /// The mailbox lane this ring is, if it is one.
@@ -485,7 +497,7 @@ unsafe impl RingStore for SegmentRing {
                 crate::mailbox::mark_pending(m, l.index, || {
                     // ORDERING: Acquire, partner of the consumer's Release in `advance`;
                     // the tail is our own store.
-                    ctl.head.value.load(crate::sync::Ordering::Acquire) < ctl.tail.value.load(crate::sync::Ordering::Relaxed)
+                    ctl.head.value.position.load(crate::sync::Ordering::Acquire) < ctl.tail.value.load(crate::sync::Ordering::Relaxed)
                 });
                 m.data_ready.value.notify_counted(&self.park, streak);
             }
@@ -499,6 +511,14 @@ unsafe impl RingStore for SegmentRing {
         // (the ring's `head`, or a broadcast cursor line's `position`), inside the
         // region (checked by the constructors); atomics only.
         unsafe { self.segment.region().at(self.head) }
+    }
+
+    #[inline]
+    fn resume_word(&self) -> &AtomicU64 {
+        // SAFETY: `resume` is the 8-aligned offset of this consumer's resume word (the
+        // ring's head line, or a broadcast cursor line), inside the region (checked by
+        // the constructors with the position word, on the same line); atomics only.
+        unsafe { self.segment.region().at(self.resume) }
     }
 
     #[inline]

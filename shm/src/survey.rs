@@ -130,7 +130,7 @@ fn ring_levels(seg: &Segment) -> (Option<u64>, Option<u64>) {
         let c = ring.control();
         // ORDERING: Acquire, partners of the producer's and consumer's Release stores;
         // a snapshot for display only.
-        let (tail, head) = (c.tail.value.load(crate::sync::Ordering::Acquire), c.head.value.load(crate::sync::Ordering::Acquire));
+        let (tail, head) = (c.tail.value.load(crate::sync::Ordering::Acquire), c.head.value.position.load(crate::sync::Ordering::Acquire));
         (tail, tail.checked_sub(head).filter(|&p| p <= info.param0))
     };
     match info.kind {

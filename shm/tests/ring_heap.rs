@@ -332,7 +332,7 @@ fn tail<S: RingStore>(s: &S) -> u64 {
 }
 
 fn head<S: RingStore>(s: &S) -> u64 {
-    s.control().head.value.load(Ordering::Acquire)
+    s.control().head.value.position.load(Ordering::Acquire)
 }
 
 fn poisoned<S: RingStore>(s: &S) -> u32 {
@@ -882,7 +882,7 @@ fn corrupt_consumer_position_poisons_producer<B: Backend>() {
     }
     let t = tail(p.store());
     // Beyond the producer's own position: no correct consumer writes that.
-    c.store().control().head.value.store(t + 8, Ordering::Release);
+    c.store().control().head.value.position.store(t + 8, Ordering::Release);
     assert!(matches!(p.try_claim(40), Err(RingError::Corrupt { .. })));
     assert_eq!(poisoned(p.store()), POISON_BAD_HEAD);
     // Misaligned.
@@ -891,7 +891,7 @@ fn corrupt_consumer_position_poisons_producer<B: Backend>() {
     while try_send(&mut p, seq, 40) {
         seq += 1;
     }
-    c.store().control().head.value.store(4, Ordering::Release);
+    c.store().control().head.value.position.store(4, Ordering::Release);
     assert!(matches!(p.try_claim(40), Err(RingError::Corrupt { .. })));
     assert_eq!(poisoned(p.store()), POISON_BAD_HEAD);
 }
@@ -945,12 +945,12 @@ fn restarted_producer_rejects_impossible_positions<B: Backend>() {
     // Misaligned tail.
     let store = B::new(256);
     store.control().tail.value.store(12, Ordering::Relaxed);
-    store.control().head.value.store(8, Ordering::Relaxed);
+    store.control().head.value.position.store(8, Ordering::Relaxed);
     assert!(matches!(Producer::attach(store), Err(RingError::Corrupt { .. })));
     // More than a capacity between head and tail.
     let store = B::new(256);
     store.control().tail.value.store(1024, Ordering::Relaxed);
-    store.control().head.value.store(512, Ordering::Relaxed);
+    store.control().head.value.position.store(512, Ordering::Relaxed);
     assert!(matches!(Producer::attach(store), Err(RingError::Corrupt { .. })));
     // Garbage at the producer position.
     let store = B::new(256);
@@ -958,7 +958,7 @@ fn restarted_producer_rejects_impossible_positions<B: Backend>() {
     assert!(matches!(Producer::attach(store), Err(RingError::Corrupt { .. })));
     // Misaligned consumer position.
     let store = B::new(256);
-    store.control().head.value.store(3, Ordering::Relaxed);
+    store.control().head.value.position.store(3, Ordering::Relaxed);
     assert!(matches!(Consumer::attach(store), Err(RingError::Corrupt { .. })));
 }
 

@@ -165,7 +165,9 @@ class Lease:
     def value(self) -> Any:
         """The message viewing shared memory: a read-only memoryview (bytes), ndarray
         (arrays) or the unpickled object (out-of-band buffers as views); a new view at
-        each access. Raises BufferError once released. A message received by copy
+        each access. A list or tuple of numbers is decoded from the ring into a new
+        list/tuple at each access and keeps no view (``nbytes`` counts its 8-byte
+        header). Raises BufferError once released. A message received by copy
         (``in_place`` false) returns that copy, also after release."""
     @property
     def nbytes(self) -> int:
@@ -209,7 +211,8 @@ class Receiver:
 
         ``copy=False``: zero-copy. The result views the message in a read-only mapping
         of the channel's shared memory: a ``memoryview`` (bytes), an ndarray (arrays),
-        the unpickled object with its pickle-5 out-of-band buffers (ndarrays) as views.
+        the unpickled object with its pickle-5 out-of-band buffers (ndarrays) as views;
+        a list or tuple of numbers is built from the ring (no view of it stays).
         The message's ring space stays taken while any view of it lives (slices,
         ``np.asarray`` of it, views passed to other threads: anything whose base chain
         reaches it) and is released when the last goes, in any order; the receiver goes
