@@ -75,10 +75,13 @@ fuzz_target!(|data: &[u8]| {
     let tail = u64::from_le_bytes(data[8..16].try_into().unwrap());
     let body = &data[16..];
 
-    // Consumer side: every record it accepts lies inside the data area.
+    // Consumer side: every record it accepts lies inside the data area, also when it
+    // starts at a resume position a dead holder (or a hostile peer) left.
     let store = heap(body);
-    store.control.head.value.store(head, Ordering::Relaxed);
+    store.control.head.value.position.store(head, Ordering::Relaxed);
     store.control.tail.value.store(tail, Ordering::Relaxed);
+    let resume = head.wrapping_add(u64::from(body.get(1).copied().unwrap_or(0)) * 8).wrapping_add(tail & 7);
+    store.control.head.value.resume.store(resume, Ordering::Relaxed);
     if let Ok(mut consumer) = Consumer::attach(store) {
         for _ in 0..64 {
             match consumer.try_peek() {
@@ -95,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
 
     // Producer side: a consumer position it reads back is validated before use.
     let store = heap(body);
-    store.control.head.value.store(head, Ordering::Relaxed);
+    store.control.head.value.position.store(head, Ordering::Relaxed);
     store.control.tail.value.store(tail, Ordering::Relaxed);
     if let Ok(mut producer) = Producer::attach(store) {
         store_head(&producer, head.wrapping_add(u64::from(body.first().copied().unwrap_or(0))));
@@ -110,5 +113,5 @@ fuzz_target!(|data: &[u8]| {
 
 /// A peer's write of the consumer position while the producer runs.
 fn store_head(producer: &Producer<Heap>, head: u64) {
-    producer.store().control.head.value.store(head, Ordering::Relaxed);
+    producer.store().control.head.value.position.store(head, Ordering::Relaxed);
 }
