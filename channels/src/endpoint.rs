@@ -240,13 +240,18 @@ pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
 }
 
 /// A unique segment name for channels created without one:
-/// `anon-<pid>-<thread counter>-<nanoseconds>`.
+/// `anon-<pid>-<thread counter>-<nanoseconds mixed with random bits>`. The counter is
+/// per thread, so two threads of one process can be at the same count in the same
+/// clock tick (a test run hit `AlreadyExists` so): std's random hasher keys (random per
+/// thread, advanced per use) tell them apart.
 pub(crate) fn generated_name() -> String {
+    use std::hash::BuildHasher;
     thread_local!(static COUNTER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
     let n = COUNTER.with(|c| {
         c.set(c.get() + 1);
         c.get()
     });
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("anon-{}-{n}-{:x}", std::process::id(), nanos as u64)
+    let random = std::collections::hash_map::RandomState::new().hash_one(n);
+    format!("anon-{}-{n}-{:x}", std::process::id(), (nanos as u64) ^ random)
 }

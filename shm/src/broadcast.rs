@@ -56,6 +56,9 @@ pub fn join_lossless(bc: &BroadcastControl, cursor: &SubscriberCursor, index: us
     // ORDERING: Acquire after the fence: sees every position stored before a scan that
     // missed the activation.
     let start = tail.load(Ordering::Acquire);
+    // ORDERING: Relaxed: our own line; a previous occupant's resume position must not
+    // move a later copy of this subscriber (read after the role lease's Acquire).
+    cursor.resume.store(start, Ordering::Relaxed);
     // ORDERING: Release, partner of the publisher's Acquire load in `slowest`.
     cursor.position.store(start, Ordering::Release);
     start
@@ -211,6 +214,8 @@ pub fn join_lossy(bc: &BroadcastControl, c: &SubscriberCursor, index: usize) -> 
     let (position, seq) = read_pair(&bc.newest.value);
     // ORDERING: Relaxed: our own line (the role lease orders copies' accesses).
     c.seq.store(seq, Ordering::Relaxed);
+    // ORDERING: Relaxed, as in `join_lossless` (a lossy subscriber never adopts one).
+    c.resume.store(position, Ordering::Relaxed);
     // ORDERING: Release, as in `store_position`.
     c.position.store(position, Ordering::Release);
     position

@@ -147,6 +147,12 @@ pub unsafe trait RingStore {
     fn resume_word(&self) -> &AtomicU64 {
         &self.control().head.value.resume
     }
+    /// False for a consumer that never holds records (a lossy broadcast's subscriber:
+    /// its publisher does not wait), and so never adopts a resume position.
+    #[inline]
+    fn holds_records(&self) -> bool {
+        true
+    }
     /// The consumer's new position `head`, after it released a record tagged `tag`.
     #[inline]
     fn store_head(&self, head: u64, _tag: u32) {
@@ -701,7 +707,11 @@ fn adopted_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> 
     // (Not checked against `tail`: the producer stores it after a record's header, so
     // it may still lag a record the holder received. A hostile value inside the bound
     // is no worse than a hostile `head`: the headers met there are validated.)
-    if resume <= head || resume % RECORD_ALIGN as u64 != 0 || resume - head > store.capacity() as u64 {
+    let plausible = resume > head
+        && resume % RECORD_ALIGN as u64 == 0
+        && resume - head <= store.capacity() as u64
+        && resume <= MAX_POSITION;
+    if !plausible || !store.holds_records() {
         return Ok(head);
     }
     // A continuation's tag: a lossy subscriber counts no message start for it (holds,
@@ -791,9 +801,11 @@ impl<S: RingStore> Consumer<S> {
     /// # Errors
     /// [`RingError::Corrupt`] if the stored position is misaligned.
     pub fn resync(&mut self) -> Result<(), RingError> {
-        // Holds name positions of the copy that last operated; the shared position is
-        // the truth now (a holding copy keeps its role lease, so another copy resyncs
-        // only after every hold was released, or in a fork child: `forget_holds`).
+        // Holds name positions of the copy that last operated; the shared position (or
+        // the resume position a copy that died holding published ahead of it) is the
+        // truth now (a holding copy keeps its role lease, so another copy resyncs only
+        // after every hold was released or its holder died, or in a fork child:
+        // `forget_holds`).
         self.forget_holds();
         self.head = adopted_consumer_position(&self.store)?;
         Ok(())

@@ -514,6 +514,11 @@ unsafe impl RingStore for SegmentRing {
     }
 
     #[inline]
+    fn holds_records(&self) -> bool {
+        !self.bcast.is_some_and(|b| b.lossy && b.sub.is_some())
+    }
+
+    #[inline]
     fn resume_word(&self) -> &AtomicU64 {
         // SAFETY: `resume` is the 8-aligned offset of this consumer's resume word (the
         // ring's head line, or a broadcast cursor line), inside the region (checked by

@@ -3,7 +3,8 @@
 //! A receive is one *operation* under the role lease (`shmplane_shm::lease`): this copy
 //! enters, takes one whole message (its first record, then its continuations as they
 //! arrive), and leaves; a copy in another process that receives next takes the lease
-//! over and resumes at the shared position. Receiving is two steps so that a caller
+//! over and resumes at the shared position (or after what a copy that died holding
+//! zero-copy views had delivered: `ring::Consumer::resync`). Receiving is two steps so that a caller
 //! can allocate its own destinations from what the first record announces:
 //! [`Receiver::begin`] returns an [`Incoming`] message with its validated
 //! [`Head`](crate::frame::Head), and [`Incoming::read_into`] copies it out.
@@ -220,8 +221,9 @@ impl Releaser {
 fn close_inner(inner: Inner, entered: bool) {
     let Inner { consumer, mut role, staged, .. } = inner;
     if entered || staged.is_some() {
-        // A staged message stays queued; held records are not given back (nobody
-        // receives after a close; a copy elsewhere resumes behind them).
+        // A staged message stays queued; held records are not given back here (nobody
+        // receives after a close); a copy elsewhere that takes over starts after them
+        // (the resume position) and gives their space back.
         role.exit(consumer.store().role::<CONSUMER>());
     }
     if consumer.store().lane_index().is_some() {
@@ -1730,7 +1732,10 @@ impl Held {
 
     /// Address of the logical payload's first byte (8-aligned) in this process.
     /// Reading `len()` bytes from it is sound while the hold is not released and the
-    /// mapping is kept: the producer does not reuse held space.
+    /// mapping is kept: the producer does not reuse held space. Dropping the
+    /// [`Receiver`] (with every [`Releaser`] of it) releases its holds: a receiver that
+    /// takes over then gives their space back at once, so keep the receiver (or a
+    /// `Releaser`) alive as long as any `Held` is read.
     pub fn addr(&self) -> usize {
         self.addr
     }
