@@ -544,3 +544,39 @@ def test_a_receiver_killed_while_holding_views_loses_nothing_and_repeats_nothing
                     break
             assert got[:2] == [3, 4], got[:10]  # nothing lost, nothing delivered twice
             assert got == sorted(got) and len(set(got)) == len(got)
+
+
+def _copy_views_and_hang(rx: Any, ready: Any, n: int) -> None:
+    from shm_helpers import pause_forever
+
+    views = [rx.recv(timeout=20, copy=False) for _ in range(n)]
+    ready.send([int(v[0]) for v in views])
+    pause_forever()
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_copy_of_a_killed_viewer_is_not_ready_for_what_it_delivered(procs: Any) -> None:
+    # Readiness of the copy left behind looks from the dead holder's resume position:
+    # the three messages it viewed are no reason to wake up, and a new one is.
+    import multiprocessing as mp
+
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx:
+        for i in range(3):
+            tx.send(np.full(10, float(i)), timeout=5)
+        r, w = mp.get_context("fork").Pipe(duplex=False)
+        p = procs.start(_copy_views_and_hang, rx, w, 3, method="fork")
+        w.close()
+        assert r.poll(20) and r.recv() == [0, 1, 2]
+        os.kill(p.pid, signal.SIGKILL)
+        procs.join(p, exitcode=-signal.SIGKILL)
+        import select
+
+        fd = rx.fileno()  # armed: readable iff a message is there (no lease taken)
+        assert select.select([fd], [], [], 0.2)[0] == [], "readable for messages the dead copy had delivered"
+        assert not rx.poll(0), "ready for messages the dead copy had delivered"
+        with pytest.raises(shmplane.Empty):
+            rx.try_recv()
+        tx.send(b"next", timeout=5)
+        assert rx.poll(5)
+        assert rx.try_recv() == b"next"

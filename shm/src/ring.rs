@@ -611,12 +611,31 @@ pub fn poisoned<S: RingStore>(store: &S) -> u32 {
 /// True if a record (or a padding record) is published at the consumer position stored
 /// in the control block: a read-only look that needs no role (a copy waiting for the
 /// lease, `poll`).
+///
+/// It looks from the resume position when a consumer that holds records published
+/// one ahead (`ConsumerLine::resume`): the records before it were delivered (to a copy
+/// that holds them, or that died holding them), so they are no reason to wake up.
 pub fn data_ready<S: RingStore>(store: &S) -> bool {
     // ORDERING: Acquire, partner of the consumer's Release in `store_head`.
     let head = store.head_word().load(Ordering::Acquire);
+    let at = resume_ahead(store, head).unwrap_or(head);
     // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
     // broadcast's subscriber that was lapped has a lag to report.)
-    store.header((head & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0 || store.overrun(head)
+    store.header((at & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0 || store.overrun(head)
+}
+
+/// The resume position a consumer that holds (or held) records published, if it is a
+/// plausible one ahead of `head`: 8-aligned, at most the capacity ahead, at most
+/// [`MAX_POSITION`], on a ring whose consumer holds records (not a lossy subscriber).
+fn resume_ahead<S: RingStore>(store: &S, head: u64) -> Option<u64> {
+    // ORDERING: Acquire, partner of the holder's Release in `publish_resume`: the
+    // records it moved past were read before.
+    let resume = store.resume_word().load(Ordering::Acquire);
+    let plausible = resume > head
+        && resume % RECORD_ALIGN as u64 == 0
+        && resume - head <= store.capacity() as u64
+        && resume <= MAX_POSITION;
+    (plausible && store.holds_records()).then_some(resume)
 }
 
 /// Ask the producer to send every message that fits one record as one record (the
@@ -701,19 +720,10 @@ fn stored_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
 /// [`RingError::Corrupt`] if the stored position is misaligned.
 fn adopted_consumer_position<S: RingStore>(store: &S) -> Result<u64, RingError> {
     let head = stored_consumer_position(store)?;
-    // ORDERING: Acquire, partner of the holder's Release in `publish_resume`: the
-    // records it moved past were read before.
-    let resume = store.resume_word().load(Ordering::Acquire);
     // (Not checked against `tail`: the producer stores it after a record's header, so
     // it may still lag a record the holder received. A hostile value inside the bound
     // is no worse than a hostile `head`: the headers met there are validated.)
-    let plausible = resume > head
-        && resume % RECORD_ALIGN as u64 == 0
-        && resume - head <= store.capacity() as u64
-        && resume <= MAX_POSITION;
-    if !plausible || !store.holds_records() {
-        return Ok(head);
-    }
+    let Some(resume) = resume_ahead(store, head) else { return Ok(head) };
     // A continuation's tag: a lossy subscriber counts no message start for it (holds,
     // and so resume positions, exist only on lossless rings).
     store.store_head(resume, CONTINUATION_TAG);
