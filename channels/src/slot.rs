@@ -533,15 +533,17 @@ impl ByteSlot {
                 self.len
             )));
         }
-        let w = seqlock::read_committed_word(store, offset / 8).to_ne_bytes();
-        let at = offset % 8;
-        // Fixed-size copies: the compiler turns each arm into a shift, not a memcpy.
-        Ok(match size {
-            1 => u64::from(w[at]),
-            2 => u64::from(u16::from_ne_bytes([w[at], w[at + 1]])),
-            4 => u64::from(u32::from_ne_bytes([w[at], w[at + 1], w[at + 2], w[at + 3]])),
-            _ => u64::from_ne_bytes(w),
-        })
+        Ok(ByteSlot::number_in_word(seqlock::read_committed_word(store, offset / 8), offset % 8, size))
+    }
+
+    /// The number of `size` bytes (1, 2, 4 or 8) at byte `at` of `word` (a word of a
+    /// value, native order; `at + size <= 8`), zero-extended in the low bits: a shift and
+    /// a mask, no byte copy. What [`ByteSlot::read_number`] returns for a word it read.
+    #[inline]
+    pub fn number_in_word(word: u64, at: usize, size: usize) -> u64 {
+        debug_assert!(matches!(size, 1 | 2 | 4 | 8) && at + size <= 8);
+        let shifted = if cfg!(target_endian = "little") { word >> (8 * at) } else { word >> (8 * (8 - at - size)) };
+        if size == 8 { shifted } else { shifted & ((1u64 << (8 * size)) - 1) }
     }
 
     /// Word `index` (bytes `8 * index ..`, native order) as of some completed write,

@@ -132,56 +132,29 @@ impl PyByteSlot {
 /// Reads above this many bytes release the GIL (the copy dwarfs the release).
 const DETACH_BYTES: usize = 1 << 16;
 
-/// Decode the native-endian scalar of struct-module `code` from `b`.
-fn decode_scalar(py: Python<'_>, code: char, b: &[u8]) -> PyResult<Py<PyAny>> {
-    macro_rules! num {
-        ($t:ty) => {{
-            let v = <$t>::from_ne_bytes(b.try_into().map_err(|_| PyValueError::new_err("size mismatch"))?);
-            Ok(v.into_pyobject(py)?.into_any().unbind())
-        }};
-    }
-    match code {
-        'b' => num!(i8),
-        'B' => num!(u8),
-        'h' => num!(i16),
-        'H' => num!(u16),
-        'i' => num!(i32),
-        'I' => num!(u32),
-        'l' | 'q' => num!(i64),
-        'L' | 'Q' => num!(u64),
-        'f' => num!(f32),
-        'd' => num!(f64),
-        '?' => Ok(pyo3::types::PyBool::new(py, b.first().is_some_and(|&x| x != 0)).to_owned().into_any().unbind()),
-        _ => Err(PyValueError::new_err(format!("no native decoding for {code:?}"))),
-    }
-}
-
 /// A new reference to the number of struct-module `code` (a native numeric code:
-/// `PySlotView::new` and `PyField::new` check them) at byte `at` of word `w` (native
-/// order), made by the C API directly (null with an exception set on failure).
+/// `PySlotView::new` and `PyField::new` check them) whose bytes are `n`, zero-extended
+/// in the low bits (`ByteSlot::read_number`, `ByteSlot::number_in_word`), made by the C
+/// API directly (null with an exception set on failure).
 #[inline]
-fn new_number(code: char, w: u64, at: usize) -> *mut pyo3::ffi::PyObject {
+fn new_number(code: char, n: u64) -> *mut pyo3::ffi::PyObject {
     use pyo3::ffi;
-    // The number's bytes moved to the low end of a u64 (a shift, not a byte copy):
-    // `size` bytes at byte `at` of the word in memory order.
-    let low = |size: usize| -> u64 {
-        if cfg!(target_endian = "little") { w >> (8 * at) } else { w >> (8 * (8 - at - size)) }
-    };
-    // SAFETY: attached (the callers are slot functions CPython calls attached); each
-    // constructor returns a new reference or null with an exception set.
+    // SAFETY: attached (every caller holds the GIL: slot functions CPython calls
+    // attached, or pyo3 methods); each constructor returns a new reference or null
+    // with an exception set.
     unsafe {
         match code {
-            'd' => ffi::PyFloat_FromDouble(f64::from_bits(w)),
-            'l' | 'q' => ffi::PyLong_FromLongLong(w as i64),
-            'L' | 'Q' => ffi::PyLong_FromUnsignedLongLong(w),
-            'i' => ffi::PyLong_FromLongLong((low(4) as u32 as i32).into()),
-            'I' => ffi::PyLong_FromUnsignedLongLong((low(4) as u32).into()),
-            'f' => ffi::PyFloat_FromDouble(f32::from_bits(low(4) as u32).into()),
-            'h' => ffi::PyLong_FromLongLong((low(2) as u16 as i16).into()),
-            'H' => ffi::PyLong_FromUnsignedLongLong((low(2) as u16).into()),
-            'b' => ffi::PyLong_FromLongLong((low(1) as u8 as i8).into()),
-            'B' => ffi::PyLong_FromUnsignedLongLong((low(1) as u8).into()),
-            '?' => ffi::PyBool_FromLong((low(1) as u8 != 0).into()),
+            'd' => ffi::PyFloat_FromDouble(f64::from_bits(n)),
+            'l' | 'q' => ffi::PyLong_FromLongLong(n as i64),
+            'L' | 'Q' => ffi::PyLong_FromUnsignedLongLong(n),
+            'i' => ffi::PyLong_FromLongLong((n as u32 as i32).into()),
+            'I' => ffi::PyLong_FromUnsignedLongLong(n),
+            'f' => ffi::PyFloat_FromDouble(f32::from_bits(n as u32).into()),
+            'h' => ffi::PyLong_FromLongLong((n as u16 as i16).into()),
+            'H' => ffi::PyLong_FromUnsignedLongLong(n),
+            'b' => ffi::PyLong_FromLongLong((n as u8 as i8).into()),
+            'B' => ffi::PyLong_FromUnsignedLongLong(n),
+            '?' => ffi::PyBool_FromLong((n != 0).into()),
             _ => {
                 ffi::PyErr_SetString(ffi::PyExc_SystemError, c"shmplane: no native decoding for this code".as_ptr());
                 std::ptr::null_mut()
@@ -233,29 +206,11 @@ fn list_of<'py>(py: Python<'py>, code: char, buf: &[u8], n: usize, at: impl Fn(u
     Ok(list)
 }
 
-/// Decode a number of struct-module `code` from `ByteSlot::read_number`'s result (the
-/// number's bytes zero-extended in the low bits).
+/// [`new_number`] as an owned object for pyo3 code.
 #[inline]
 fn decode_number(py: Python<'_>, code: char, n: u64) -> PyResult<Py<PyAny>> {
-    macro_rules! num {
-        ($v:expr) => {
-            Ok($v.into_pyobject(py)?.into_any().unbind())
-        };
-    }
-    match code {
-        'd' => num!(f64::from_bits(n)),
-        'l' | 'q' => num!(n as i64),
-        'L' | 'Q' => num!(n),
-        'i' => num!(n as u32 as i32),
-        'I' => num!(n as u32),
-        'f' => num!(f32::from_bits(n as u32)),
-        'h' => num!(n as u16 as i16),
-        'H' => num!(n as u16),
-        'b' => num!(n as u8 as i8),
-        'B' => num!(n as u8),
-        '?' => Ok(PyBool::new(py, n != 0).to_owned().into_any().unbind()),
-        _ => Err(PyValueError::new_err(format!("no native decoding for {code:?}"))),
-    }
+    // SAFETY: `new_number` returns a new reference or null with an exception set.
+    Ok(unsafe { Bound::from_owned_ptr_or_err(py, new_number(code, n)) }?.unbind())
 }
 
 #[pymethods]
@@ -507,7 +462,7 @@ impl PySlotView {
     /// (`ByteSlot::committed_word`), as a new reference (null with an exception set if
     /// Python is out of memory). `None` for anything else, errors included: the caller
     /// then takes the full path, which raises them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fast_item(&self, py: Python<'_>, i: isize, scalar: bool) -> Option<*mut pyo3::ffi::PyObject> {
         let code = self.code?;
         if scalar && !self.scalar {
@@ -516,19 +471,21 @@ impl PySlotView {
         let at = if (i as usize) < self.len { i as usize } else { self.position(i).ok()? };
         let byte = at * self.elem;
         let w = self.slot.get().with(py, |s| s.committed_word(byte / 8))?;
-        Some(new_number(code, w, byte % 8))
+        // An 8-byte number is its word (the common case: no shift or mask).
+        let n = if self.elem == 8 { w } else { ByteSlot::number_in_word(w, byte % 8, self.elem) };
+        Some(new_number(code, n))
     }
 
     /// The hot path of a numeric field (`PyField`) of the structure this view holds at
     /// byte 0: `size` bytes at `offset` (naturally aligned: the caller checks), of
     /// struct-module `code`; as `fast_item`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fast_field(&self, py: Python<'_>, offset: usize, code: char, size: usize) -> Option<*mut pyo3::ffi::PyObject> {
         if offset + size > self.elem * self.len {
             return None;
         }
         let w = self.slot.get().with(py, |s| s.committed_word(offset / 8))?;
-        Some(new_number(code, w, offset % 8))
+        Some(new_number(code, ByteSlot::number_in_word(w, offset % 8, size)))
     }
 
     /// Element index `i` (negative from the end) as a position, or IndexError.
@@ -900,10 +857,11 @@ impl PyField {
             let n = slot.get().with(py, |s| s.read_number(at, this.size)).py_err(py)?;
             return decode_number(py, this.code, n);
         }
-        // A packed structure's misaligned field may straddle two words.
+        // A packed structure's misaligned field may straddle two words: its bytes, read
+        // consistently, placed as a word's first bytes.
         let mut out = [0u8; 8];
         slot.get().with(py, |s| s.read_at(at, &mut out[..this.size])).py_err(py)?;
-        decode_scalar(py, this.code, &out[..this.size])
+        decode_number(py, this.code, ByteSlot::number_in_word(u64::from_ne_bytes(out), 0, this.size))
     }
 
     fn __set__(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
