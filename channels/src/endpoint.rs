@@ -168,6 +168,9 @@ impl Role {
 
 /// Map a ring error to the public error, naming the segment.
 pub(crate) fn ring_error(e: RingError, segment: &Segment) -> Error {
+    if segment.tripped() {
+        return segment.truncated_error();
+    }
     match e {
         RingError::TooLarge { len, max } => Error::TooLarge { len, max },
         RingError::Lagged { missed } => Error::Lagged { missed },
@@ -178,6 +181,7 @@ pub(crate) fn ring_error(e: RingError, segment: &Segment) -> Error {
 /// Per-slice check of the peer role: dead → [`Error::PeerDead`], closed →
 /// [`Error::Disconnected`]; vacant or alive → keep waiting. Also reports a poisoned ring.
 pub(crate) fn check_peer(segment: &Segment, peer: usize, poisoned: u32) -> Result<()> {
+    segment.check_intact()?;
     check_poison(segment, poisoned)?;
     let role = segment.role_name(peer);
     match segment.peer_state(peer)? {
@@ -219,6 +223,7 @@ pub(crate) fn role_state(store: &SegmentRing, r: usize) -> u32 {
 /// new consumer that will drain the lane).
 pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
     let segment = store.segment();
+    segment.check_intact()?;
     if peer == CONSUMER && store.is_publisher() {
         // Subscribers that closed or died stop gating the publisher; none is an error.
         check_poison(segment, shmplane_shm::ring::poisoned(store))?;

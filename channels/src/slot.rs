@@ -327,6 +327,8 @@ impl<T: Pod> fmt::Debug for Slot<T> {
 /// ```
 pub struct ByteSlot {
     store: Option<SegmentSlot>,
+    /// The mapping's SIGBUS-guard flag (valid while `store` is `Some`).
+    trip: shmplane_shm::region::TripFlag,
     len: usize,
     /// How `wait_for_update` waits (a handle shared between threads may change it).
     policy: std::sync::Mutex<WaitPolicy>,
@@ -381,7 +383,8 @@ impl ByteSlot {
     fn attach(seg: Segment) -> Result<ByteSlot> {
         seg.hold_shared()?;
         let len = seg.info().param0 as usize;
-        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), len, policy: Default::default(), history: Default::default(), bell: Default::default() })
+        let trip = seg.region().trip_flag();
+        Ok(ByteSlot { store: Some(SegmentSlot::new(seg)), trip, len, policy: Default::default(), history: Default::default(), bell: Default::default() })
     }
 
     fn store(&self) -> Result<&SegmentSlot> {
@@ -389,6 +392,16 @@ impl ByteSlot {
             Some(s) => Ok(s),
             None => Err(Error::Closed),
         }
+    }
+
+    /// `value`, or [`Error::Corrupt`] if the segment file was truncated under this
+    /// process (what was read is zeros, what was written reached nobody). One load.
+    #[inline(always)]
+    fn intact<T>(store: &SegmentSlot, value: T) -> Result<T> {
+        if store.segment().tripped() {
+            return Err(store.segment().truncated_error());
+        }
+        Ok(value)
     }
 
     /// Value length in bytes.
@@ -415,10 +428,11 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("value of {} bytes for a {}-byte slot", src.len(), self.len)));
         }
         let store = self.store()?;
-        Ok(with_words(store.words(), |words| {
+        let version = with_words(store.words(), |words| {
             bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
             seqlock::write(store, words, writer_id(), writer_alive)
-        }))
+        });
+        ByteSlot::intact(store, version)
     }
 
     /// Write `src` at byte `offset`, leaving the other bytes as they are, as one
@@ -472,7 +486,7 @@ impl ByteSlot {
         let store = self.store()?;
         let first = offset / 8;
         let skip = offset % 8;
-        Ok(with_words(end.div_ceil(8) - first, |words| {
+        let version = with_words(end.div_ceil(8) - first, |words| {
             seqlock::update(store, first, words, writer_id(), writer_alive, |w| {
                 let bytes = bytemuck::cast_slice_mut::<u64, u8>(w);
                 for (k, chunk) in src.chunks_exact(elem).enumerate() {
@@ -480,7 +494,8 @@ impl ByteSlot {
                     bytes[at..at + elem].copy_from_slice(chunk);
                 }
             })
-        }))
+        });
+        ByteSlot::intact(store, version)
     }
 
     /// Read bytes `offset .. offset + dst.len()` consistently (one element or a slice
@@ -501,12 +516,13 @@ impl ByteSlot {
         let store = self.store()?;
         let first = offset / 8;
         let skip = offset % 8;
-        Ok(with_words((skip + dst.len()).div_ceil(8), |words| {
+        let version = with_words((skip + dst.len()).div_ceil(8), |words| {
             let tries = seqlock::read_tries(words.len());
             let version = seqlock::read_words_or_lock(store, first, words, tries, writer_id, writer_alive);
             dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
             version
-        }))
+        });
+        ByteSlot::intact(store, version)
     }
 
     /// A number of `size` bytes (1, 2, 4 or 8) at byte `offset`, naturally aligned
@@ -533,7 +549,8 @@ impl ByteSlot {
                 self.len
             )));
         }
-        Ok(ByteSlot::number_in_word(seqlock::read_committed_word(store, offset / 8), offset % 8, size))
+        let word = seqlock::read_committed_word(store, offset / 8);
+        ByteSlot::intact(store, ByteSlot::number_in_word(word, offset % 8, size))
     }
 
     /// The number of `size` bytes (1, 2, 4 or 8) at byte `at` of `word` (a word of a
@@ -549,11 +566,17 @@ impl ByteSlot {
     /// Word `index` (bytes `8 * index ..`, native order) as of some completed write,
     /// one atomic load of a committed word (see [`ByteSlot::read_number`], which
     /// checks sizes and alignment): the bare hot path of the Python binding's element
-    /// reads. `None` if the handle is closed or `index` is past the value.
+    /// reads. `None` if the handle is closed, `index` is past the value, or the segment
+    /// file was found truncated under this process (the full path reports it).
     #[inline]
     pub fn committed_word(&self, index: usize) -> Option<u64> {
         let store = self.store.as_ref()?;
-        (index < store.words()).then(|| seqlock::read_committed_word(store, index))
+        if index >= store.words() {
+            return None;
+        }
+        let word = seqlock::read_committed_word(store, index);
+        // Read first: a read that found the file truncated trips the flag.
+        (!self.trip.get()).then_some(word)
     }
 
     /// Word `index` (bytes `8 * index ..`, native order) of the value, read
@@ -569,7 +592,7 @@ impl ByteSlot {
         }
         let mut w = [0u64; 1];
         seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id, writer_alive);
-        Ok(w[0])
+        ByteSlot::intact(store, w[0])
     }
 
     /// Read a consistent copy into `dst` (`dst.len() == len()`); returns its version.
@@ -604,13 +627,14 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("buffer of {} bytes for a {}-byte slot", dst.len(), self.len)));
         }
         let store = self.store()?;
-        Ok(with_words(store.words(), |words| {
+        let version = with_words(store.words(), |words| {
             let version = read(store, words);
             if version.is_some() {
                 dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[..self.len]);
             }
             version
-        }))
+        });
+        ByteSlot::intact(store, version)
     }
 
     /// The current version (one atomic load).
@@ -619,7 +643,8 @@ impl ByteSlot {
     /// [`Error::Closed`].
     #[inline]
     pub fn version(&self) -> Result<u64> {
-        Ok(seqlock::version(self.store()?))
+        let store = self.store()?;
+        ByteSlot::intact(store, seqlock::version(store))
     }
 
     /// Wait until the version is greater than `since` (see [`Slot::wait_for_update`]).
@@ -642,8 +667,9 @@ impl ByteSlot {
         // Changed already: not a wait (and not one that `wait_until` counts as short).
         let v = seqlock::version(store);
         if v > since {
-            return Ok(v);
+            return ByteSlot::intact(store, v);
         }
+        store.segment().check_intact()?;
         if !wait.blocks() {
             return Err(Error::Empty);
         }
@@ -664,11 +690,14 @@ impl ByteSlot {
             },
             |_| false,
             |s| {
-                // Once per wait slice: a writer that died mid-write is not waited for.
+                // Once per wait slice: a writer that died mid-write is not waited for;
+                // a segment file truncated under us ends the wait.
+                s.segment().check_intact()?;
                 seqlock::repair_abandoned(*s, writer_id, writer_alive);
                 Ok(())
             },
         )
+        .and_then(|v| ByteSlot::intact(store, v))
     }
 
     /// Set how `wait_for_update` waits (any thread, any time; a wait in progress keeps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import struct
 import time
 import traceback
@@ -40,6 +41,10 @@ def segment_is_ours(name: str, pids: Iterable[int]) -> bool:
         if digits.isdigit() and int(digits) in pids:
             return True
     try:
+        # Only regular files: a doorbell (a FIFO) that a killed process left would
+        # block the open until a writer came.
+        if not stat.S_ISREG(os.stat(seg_path(name)).st_mode):
+            return False
         with open(seg_path(name), "rb") as f:
             f.seek(CREATOR_PID_OFFSET)
             raw = f.read(4)

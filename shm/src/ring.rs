@@ -190,6 +190,13 @@ pub unsafe trait RingStore {
     fn overrun(&self, _position: u64) -> bool {
         false
     }
+    /// True once the memory under the ring was found gone (its file truncated under a
+    /// shared mapping: see `crate::region::guard`): what was read from it since is
+    /// zeros, not a peer's bytes.
+    #[inline]
+    fn tripped(&self) -> bool {
+        false
+    }
     /// A lossy consumer at `head` that was overrun skips to the oldest record held:
     /// returns its new position and the messages it missed, or `None` if what the
     /// publisher stored is impossible. Never called for other stores.
@@ -563,6 +570,10 @@ impl<S: RingStore> Producer<S> {
         self.store.notify_data(&mut self.fenced_idle);
     }
 }
+
+/// [`RingError::Corrupt`]'s `what` when the memory under the ring vanished (see
+/// [`RingStore::tripped`]).
+pub const TRUNCATED: &str = "the segment file was truncated under the ring";
 
 /// The largest position a valid ring can hold: 2^62 bytes (146 years at 1 TB/s). A
 /// stored position beyond it is corrupt; the bound keeps `position + record size`
@@ -1072,6 +1083,9 @@ impl<S: RingStore> Consumer<S> {
     pub fn check_read(&mut self, record: &Record) -> Result<(), RingError> {
         if self.store.overrun(record.position) {
             return Err(self.lag());
+        }
+        if self.store.tripped() {
+            return Err(RingError::Corrupt { what: TRUNCATED, position: record.position, value: 0 });
         }
         Ok(())
     }

@@ -264,7 +264,12 @@ impl Segment {
             Some(f) => match Self::attach(f.reopen()?, self.name.as_deref(), &[self.info.kind]) {
                 Ok(s) => Ok(s),
                 Err(Attach::Failed(e)) => Err(e),
-                Err(Attach::Busy) => unreachable!("an attached segment is initialised"),
+                // Initialised once (this handle attached): a header that reads as not
+                // yet initialised was overwritten or truncated since.
+                Err(Attach::Busy) => Err(Error::Corrupt {
+                    path: f.path().to_owned(),
+                    what: "the header of a segment in use no longer reads as initialised (truncated or overwritten)".into(),
+                }),
             },
         }
     }
@@ -321,6 +326,46 @@ impl Segment {
         let Some(file) = &self.file else { return Ok(self.mapping()) };
         let again = file.reopen()?;
         Ok(Arc::new(Region::map(&again, self.info.total_len as usize)?))
+    }
+
+    /// True once this process found the segment file truncated under its mapping (a
+    /// `SIGBUS`, caught: see [`crate::region::guard`]). One load; for the points where
+    /// an operation's result leaves it.
+    #[inline(always)]
+    pub fn tripped(&self) -> bool {
+        self.region.tripped()
+    }
+
+    /// [`Error::Corrupt`] if the segment file was truncated or shrunk under this
+    /// process: its mapping tripped, or (a per-wait-slice check, one `fstat`) the file
+    /// is now shorter than the segment. From then on nothing this handle reads or
+    /// writes is shared with its peers; the segment must be recreated.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`].
+    pub fn check_intact(&self) -> Result<()> {
+        if self.region.tripped() {
+            return Err(self.truncated_error());
+        }
+        if let Some(file) = &self.file {
+            if file.size().is_ok_and(|len| len < self.info.total_len) {
+                return Err(self.truncated_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Error::Corrupt`] for a segment file found truncated.
+    #[cold]
+    pub fn truncated_error(&self) -> Error {
+        Error::Corrupt {
+            path: self.path().to_owned(),
+            what: format!(
+                "the segment file was truncated or shrunk by another process while mapped here (it should be {} bytes); \
+                 this process no longer reads or writes it: close the handle and create the segment again",
+                self.info.total_len
+            ),
+        }
     }
 
     /// The header.

@@ -7,6 +7,7 @@ use crate::layout::{
     RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN, MAX_MAILBOX_LANES,
 };
 use crate::ring::{ByteRingStore, RingError, RingStore};
+use crate::region::TripFlag;
 use crate::segment::Segment;
 use crate::sync::AtomicU64;
 use crate::bell::Ringer;
@@ -33,6 +34,8 @@ pub struct SegmentRing {
     /// Set for a broadcast's publisher or subscriber.
     bcast: Option<Bcast>,
     park: RingPark,
+    /// The mapping's SIGBUS-guard flag (the segment owns the mapping).
+    tripped: TripFlag,
 }
 
 /// Where a broadcast's cursors are, and which one is this handle's.
@@ -159,7 +162,8 @@ impl SegmentRing {
         assert!(capacity.is_power_of_two() && data + capacity <= segment.region().len());
         let head = control + std::mem::offset_of!(RingControl, head);
         let resume = head + std::mem::offset_of!(ConsumerLine, resume);
-        SegmentRing { segment, capacity, control, data, roles: [0, 1], head, resume, lane: None, bcast: None, park: RingPark::default() }
+        let tripped = segment.region().trip_flag();
+        SegmentRing { segment, capacity, control, data, roles: [0, 1], head, resume, lane: None, bcast: None, park: RingPark::default(), tripped }
     }
 
     /// Wrap a broadcast segment (header already validated) as its publisher
@@ -191,7 +195,8 @@ impl SegmentRing {
         };
         let park = RingPark::default();
         let bcast = Some(Bcast { control: bc, max, sub, lossy });
-        SegmentRing { segment, capacity, control, data, roles, head, resume, lane: None, bcast, park }
+        let tripped = segment.region().trip_flag();
+        SegmentRing { segment, capacity, control, data, roles, head, resume, lane: None, bcast, park, tripped }
     }
 
     /// A broadcast's publisher: ring the subscribers' doorbells, found by segment name
@@ -332,7 +337,8 @@ impl SegmentRing {
         let lane = Some(Lane { index: lane, mailbox: mailbox_control_offset(lanes) });
         let head = control + std::mem::offset_of!(RingControl, head);
         let resume = head + std::mem::offset_of!(ConsumerLine, resume);
-        SegmentRing { segment, capacity, control, data, roles, head, resume, lane, bcast: None, park: RingPark::default() }
+        let tripped = segment.region().trip_flag();
+        SegmentRing { segment, capacity, control, data, roles, head, resume, lane, bcast: None, park: RingPark::default(), tripped }
     }
 
     /// The mailbox lane this ring is, if it is one.
@@ -573,6 +579,11 @@ unsafe impl RingStore for SegmentRing {
             }
             _ => Ok(()),
         }
+    }
+
+    #[inline(always)]
+    fn tripped(&self) -> bool {
+        self.tripped.get()
     }
 
     #[inline]

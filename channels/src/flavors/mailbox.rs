@@ -261,6 +261,12 @@ impl Inner {
     /// whose bit they died before setting; otherwise only their state words (one load
     /// each).
     fn producers_verdict(&self, full: bool) -> Result<()> {
+        // A segment file truncated under us: what we read since is zeros.
+        if full {
+            self.segment.check_intact()?;
+        } else if self.segment.tripped() {
+            return Err(self.segment.truncated_error());
+        }
         if joins(self.control()) == 0 || (self.persistent && !full) {
             return Ok(());
         }

@@ -424,6 +424,10 @@ impl Op<'_> {
             }
             return Err(e);
         }
+        if consumer.store().tripped() {
+            // Empty because the ring now reads zeros.
+            return Err(consumer.store().segment().truncated_error());
+        }
         Err(Error::Empty)
     }
 
@@ -630,6 +634,7 @@ fn empty_verdict(store: &SegmentRing, polls: &mut EmptyPolls, check_now: bool) -
     match verdict {
         // The sender's last records happen-before its close or death: take them first.
         Some(e) if !ring::data_ready(store) => e,
+        _ if store.tripped() => store.segment().truncated_error(),
         _ => Error::Empty,
     }
 }
@@ -939,6 +944,10 @@ impl Receiver {
         let Some(inner) = inner.as_mut() else { return Err(Error::Closed) };
         let mut op = inner.enter(wait, polls)?;
         let (record, head) = op.next_message(policy, wait, polls)?;
+        if op.inner.consumer.store().tripped() {
+            // The head came from private zero pages, not from the sender.
+            return Err(op.inner.segment().truncated_error());
+        }
         if head.is_chunked() && op.inner.consumer.holds() > 0 {
             // Its chunks' space is not given back while an earlier record is held: if it
             // cannot fit beside the held span it could never end (the sender would wait

@@ -114,6 +114,17 @@ impl Inner {
         self.producer.store().segment()
     }
 
+    /// After publishing: [`Error::Corrupt`] if the segment file was truncated under
+    /// this process meanwhile (what it wrote went to private zero pages, not to the
+    /// receiver: the send failed). One load.
+    #[inline(always)]
+    fn sent(&self) -> Result<()> {
+        if self.producer.store().tripped() {
+            return Err(self.segment().truncated_error());
+        }
+        Ok(())
+    }
+
     /// Enter an operation (see the module docs).
     #[inline(always)]
     fn enter(&mut self, wait: &mut Wait<'_>) -> Result<Op<'_>> {
@@ -265,7 +276,7 @@ impl Op<'_> {
         let claim = self.claim(len, policy, wait)?;
         fill(self.inner.producer.payload_mut(&claim));
         self.inner.producer.commit(claim, len, tag);
-        Ok(())
+        self.inner.sent()
     }
 
     /// Send `msg`: one record, or a chunked run (see [`crate::frame`]).
@@ -600,7 +611,7 @@ impl Sender {
                 let env = msg.put_envelope(dst);
                 msg.gather(0, &mut dst[env..]);
                 producer.commit(claim, len, msg.tag());
-                return Ok(());
+                return op.inner.sent();
             }
         }
         op.send(msg, policy, &mut wait)
@@ -621,7 +632,7 @@ impl Sender {
             if let Some(claim) = producer.try_claim_fast(data.len()) {
                 producer.payload_mut(&claim).copy_from_slice(data);
                 producer.commit(claim, data.len(), TAG_BYTES);
-                return Ok(());
+                return op.inner.sent();
             }
         }
         // Full, too large for one record, or an error (which the general path reports).
@@ -869,8 +880,9 @@ impl Sender {
         }
         inner.lent = None;
         inner.producer.commit(loan.claim, loan.total, loan.tag);
+        let sent = inner.sent();
         drop(Op { inner });
-        Ok(())
+        sent
     }
 
     /// Abandon an open loan: nothing of it is published (a padding record it may have
@@ -1014,7 +1026,8 @@ impl Sender {
         let result = match self.inner()?.enter(&mut wait) {
             Ok(mut op) => {
                 let len = len.min(op.producer().max_payload());
-                op.claim(len, policy, &mut wait).map(drop)
+                // Room read from zero pages (a truncated file) is no room.
+                op.claim(len, policy, &mut wait).map(drop).and_then(|()| op.inner.sent())
             }
             Err(e) => Err(e),
         };
@@ -1168,7 +1181,8 @@ impl Loan<'_> {
         self.len() == 0
     }
 
-    /// Publish the whole loan.
+    /// Publish the whole loan. (A segment file truncated under this process meanwhile
+    /// is reported by the sender's next operation; [`Loan::commit_len`] reports it.)
     pub fn commit(mut self) {
         let claim = self.claim.take().expect("uncommitted");
         let len = claim.len();
@@ -1178,13 +1192,14 @@ impl Loan<'_> {
     /// Publish only the first `len` bytes.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] if `len` exceeds the loan.
+    /// [`Error::InvalidArgument`] if `len` exceeds the loan; [`Error::Corrupt`] if the
+    /// segment file was truncated under this process (nothing reached the receiver).
     pub fn commit_len(mut self, len: usize) -> Result<()> {
         if len > self.len() {
             return Err(Error::InvalidArgument(format!("commit of {len} bytes exceeds the {}-byte loan", self.len())));
         }
         let claim = self.claim.take().expect("uncommitted");
         self.op.inner.producer.commit(claim, self.env + len, self.tag);
-        Ok(())
+        self.op.inner.sent()
     }
 }
