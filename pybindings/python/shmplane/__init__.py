@@ -164,7 +164,8 @@ def mailbox(
             (4.3 MB by default), removed when the receiver and every sender closed.
         max_senders: most senders at once, 1 to 511 (default 64); a sender that
             closes frees its lane for the next.
-        policy, spin_us: how blocked receives wait (see ``channel``).
+        policy: how blocked receives wait (see ``channel``).
+        spin_us: busy-poll time in microseconds for ``"adaptive"``.
 
     Raises:
         InvalidArgumentError: capacity or max_senders out of range.
@@ -210,7 +211,8 @@ def broadcast(
             beyond: they would be overwritten as they stream).
         max_subscribers: subscriber slots, 1 to 512 (default 64); a subscriber that
             closes frees its slot.
-        policy, spin_us: how blocked sends wait (see ``channel``).
+        policy: how blocked sends wait (see ``channel``).
+        spin_us: busy-poll time in microseconds for ``"adaptive"``.
 
     Raises:
         InvalidArgumentError: capacity or max_subscribers out of range.
