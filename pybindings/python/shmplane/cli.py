@@ -1,5 +1,7 @@
-"""The ``shmplane`` command: see what shared-memory segments exist, who holds them, and
-remove the ones nobody will use again.
+"""List, inspect, watch and remove shmplane's shared-memory segments.
+
+The ``shmplane`` command: see what segments exist, who holds them, and remove the ones
+nobody will use again.
 
 ::
 

@@ -43,7 +43,7 @@ def dispatch(target: Any, request: Any) -> Any:
     Raises:
         AttributeError: a private (``_``-prefixed) or unknown method name.
         TypeError: a malformed request.
-        Whatever the method raises.
+        Exception: whatever the method raises.
     """
     if request == _LIST:
         return _methods(target)
