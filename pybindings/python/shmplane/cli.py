@@ -3,8 +3,6 @@
 The ``shmplane`` command: see what segments exist, who holds them, and remove the ones
 nobody will use again.
 
-::
-
     shmplane ls [--json]            every segment: name, kind, size, creator, roles, age
     shmplane inspect NAME [--json]  one segment: header fields and every role's holder
     shmplane gc [--dry-run]         remove stale segments (all holders closed or dead)

@@ -1,7 +1,7 @@
-"""Exceptions raised by shmplane. All derive from :class:`ShmplaneError`.
+"""Exceptions raised by shmplane. All derive from ``ShmplaneError``.
 
 Several also derive from the built-in exception that existing code already catches
-(``Timeout`` is a :class:`TimeoutError`, ``DisconnectedError`` an :class:`EOFError`
+(``Timeout`` is a ``TimeoutError``, ``DisconnectedError`` an ``EOFError``
 like ``multiprocessing.Connection.recv`` raises, ``Full``/``Empty`` are
 ``queue.Full``/``queue.Empty``), so switching to shmplane keeps ``except`` clauses working.
 """
