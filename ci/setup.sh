@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "maturin>=1.7,<2" numpy pytest pytest-timeout mypy "$@"
-(cd pybindings && ../.venv/bin/maturin develop --release -q)
+.venv/bin/maturin develop --release -q   # pyproject.toml (the root) names pybindings/

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: lints, Rust unit/integration/doc tests, loom models, valgrind memcheck,
-# cargo-fuzz of the shared-memory decoders,
-# the Python suite (real processes), stub check, and a smoke run of the demo.
+# cargo-fuzz of the shared-memory decoders, the sdist and wheel, the Python suite (real
+# processes) against the installed wheel, stub check, mypy, the docs (strict), and a
+# smoke run of the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n=== %s ===\n' "$*"; }
@@ -15,8 +16,12 @@ SHMPLANE_NO_MEMBARRIER=1 cargo test -p shmplane-shm --test ring_heap --quiet 2>&
 step loom;             ci/loom.sh
 step valgrind;         ci/valgrind.sh
 step "fuzz (30 s per decoder)"; ci/fuzz.sh
-step pytest;           .venv/bin/python -m pytest pybindings/tests -q -p no:cacheprovider -o timeout=120
+# The Python suite runs once, against the wheel (built from the sdist) installed in a
+# fresh venv; the steps after it use .venv's editable build from ci/setup.sh.
+step "sdist, wheel, pytest against the installed wheel"
+ci/wheel.sh pybindings/tests -q -o timeout=120
 step stubtest;         .venv/bin/python -m mypy.stubtest shmplane._shmplane --ignore-missing-stub
 step mypy;             .venv/bin/python -m mypy pybindings/python/shmplane
+step docs;             ci/docs.sh
 step "demo smoke";     .venv/bin/python examples/dataset_transfer/main.py --quick > /tmp/shmplane-demo-smoke.txt && tail -5 /tmp/shmplane-demo-smoke.txt
 echo; echo "all tests passed"

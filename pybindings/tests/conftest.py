@@ -36,6 +36,7 @@ _SEGMENTS_BEFORE: set[str] = set()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _check_installed()
     if not config.pluginmanager.hasplugin("timeout"):
         # Keep the markers valid without the plugin; the suite then has no watchdog
         # beyond the join timeouts of the tests themselves.
@@ -46,6 +47,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT))
+
+
+# ------------------------------------------------------------- which shmplane
+
+#: The repository: the suite tests whichever ``shmplane`` imports, the source tree's
+#: (``maturin develop``) or an installed wheel (``ci/wheel.sh``).
+REPO = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def _shmplane_dir() -> str:
+    import shmplane
+
+    return os.path.realpath(os.path.dirname(shmplane.__file__))
+
+
+def _check_installed() -> None:
+    """With ``SHMPLANE_TEST_INSTALLED=1`` (ci/wheel.sh), refuse to test a ``shmplane``
+    imported from inside the repository: the run is meant for the installed wheel."""
+    if os.environ.get("SHMPLANE_TEST_INSTALLED") and (_shmplane_dir() + os.sep).startswith(REPO + os.sep):
+        raise pytest.UsageError(f"SHMPLANE_TEST_INSTALLED is set but shmplane comes from the source tree: {_shmplane_dir()}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    import shmplane
+
+    return f"shmplane {shmplane.__version__} from {_shmplane_dir()}"
 
 
 # ------------------------------------------------------------- session leak check

@@ -22,7 +22,7 @@
 //! The waiter keeps the descriptor's state exact: before handing it out (and after
 //! each receive that empties the ring) it drains the FIFO, arms the doorbell, and
 //! re-checks the ring; if a message is already there it rings its own doorbell
-//! through a short-lived write end ([`ring_own`]). So the descriptor is readable iff a
+//! through a short-lived write end ([`Bell::ring_own`]). So the descriptor is readable iff a
 //! non-blocking receive would not report "empty" (a message is queued, or the peer
 //! is gone).
 //!

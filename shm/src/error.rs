@@ -60,7 +60,10 @@ pub enum Error {
         /// Kind found in the header.
         found: String,
     },
-    /// A message larger than the ring can ever hold.
+    /// A message this endpoint cannot carry, or this process cannot take: messages of
+    /// any size stream through a ring, but a loan (one record), a message's header, a
+    /// lossy broadcast's message (one record or half the ring) and a received message
+    /// too large to allocate have limits.
     #[error("message of {len} bytes is larger than this channel's maximum of {max} bytes; create the channel with a larger capacity")]
     TooLarge {
         /// Message length in bytes.

@@ -117,7 +117,8 @@ fn channel_ring_empty(file: &ShmFile) -> bool {
     control.tail.value.load(crate::sync::Ordering::Acquire) == control.head.value.position.load(crate::sync::Ordering::Acquire)
 }
 
-/// If segment `name` is stale (see [`finished`]), its open file, to unlink by identity.
+/// If segment `name` is stale (no process holds any lock on it and it will never be
+/// used again: see the module docs), its open file, to unlink by identity.
 ///
 /// # Errors
 /// [`Error::NotFound`] if it vanished; [`Error::Corrupt`] if a non-shmplane file has

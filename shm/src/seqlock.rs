@@ -169,7 +169,7 @@ pub fn read_tries(words: usize) -> u32 {
 /// e.g. element updates while a large array is read), take the writer lock for one
 /// read, as Linux's `read_seqbegin_or_lock` (`include/linux/seqlock.h`) does. Writers
 /// then wait for that one copy; a reader that dies holding the lock is replaced like a
-/// dead writer. `me` (called only on that slow path) and `alive` as for [`write`].
+/// dead writer. `me` (called only on that slow path) and `alive` as for [`write()`].
 /// Returns the version read.
 ///
 /// # Panics
@@ -261,7 +261,7 @@ pub fn write_until<S: SlotStore>(
 
 /// Read-modify-write of words `first .. first + buf.len()` as one write: holding the
 /// writer lock, load their current value into `buf`, let `modify` change it, then
-/// publish it as [`write`] does (readers see all of `modify`'s changes or none; words
+/// publish it as [`write()`] does (readers see all of `modify`'s changes or none; words
 /// outside the range keep their value). Used for element and slice assignment of
 /// arrays, so that writers of different elements never lose each other's updates.
 /// `modify` runs holding the lock: it must not block or panic. Returns the new version.
@@ -330,7 +330,7 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
 /// write a writer finished while whole reads already see the dead writer's value, and
 /// only the next writer would repair it. So waiters call this on every check: it costs
 /// two loads when nothing is wrong. Takes the lock over, repairs, releases it and
-/// wakes waiters; true if it repaired. `me` as for [`write`] (called only then).
+/// wakes waiters; true if it repaired. `me` as for [`write()`] (called only then).
 pub fn repair_abandoned<S: SlotStore>(store: &S, me: impl FnOnce() -> u64, alive: impl Fn(u64) -> bool) -> bool {
     let ctl = store.control();
     // ORDERING: Relaxed: a hint; the lock below orders everything repair touches.

@@ -404,7 +404,7 @@ impl RpcClient {
     }
 
     /// Lend `len` bytes of the request lane for a one-record bytes request written in
-    /// place (zero-copy); [`RpcRequestLoan::commit`] sends it, then receive the reply
+    /// place (zero-copy); [`Loan::commit`] sends it, then receive the reply
     /// with [`RpcClient::begin_reply`] or [`RpcClient::next_part`].
     ///
     /// # Errors
@@ -951,7 +951,7 @@ impl RpcServer {
     }
 
     /// How long [`RpcServer::reply`] and [`RpcServer::reply_error`] wait for room in a
-    /// client's reply channel ([`DEFAULT_REPLY_TIMEOUT`]). A reply that times out is
+    /// client's reply channel (5 s by default). A reply that times out is
     /// given up: the call counts as answered, and the client's retry of it is told its
     /// reply is lost (`Error::Remote` of kind `ReplyLost`); it is not run again.
     pub fn set_reply_timeout(&mut self, timeout: Duration) {

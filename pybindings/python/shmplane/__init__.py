@@ -1,32 +1,32 @@
 """shmplane: lock-free shared-memory channels, mailboxes, broadcasts and latest-value slots between processes.
 
-Change one import and move datasets between processes at memory-bus speed::
+Change one import and move datasets between processes at memory-bus speed:
 
     import shmplane
     tx, rx = shmplane.channel()          # like multiprocessing.Pipe(duplex=False)
     tx.send(numpy_array)                 # one copy into shared memory, no pickling
     arr = rx.recv(timeout=5.0)           # one copy out: same dtype and shape
 
-Many senders, one receiver, with a "is there a message?" check as cheap as a flag::
+Many senders, one receiver, with a "is there a message?" check as cheap as a flag:
 
     mb = shmplane.mailbox(name="worker")  # any process: shmplane.Sender.open("worker")
     if mb.pending():                     # one memory load
         cmd = mb.try_recv()
 
-One publisher, many subscribers; each message written once::
+One publisher, many subscribers; each message written once:
 
     pub = shmplane.broadcast(name="frames")  # any process: shmplane.Subscriber.open("frames")
     sub = pub.subscribe()
     pub.send(numpy_array)                # every subscriber gets it (lossy=True: never waits)
 
-Request/response, one message each way, each call run at most once::
+Request/response, one message each way, each call run at most once:
 
     server = shmplane.RpcServer.create("worker")   # for request in server: request.reply(f(request.value))
     client = shmplane.RpcClient.connect("worker")  # any process
     result = client.call(numpy_array, timeout=5.0)
     proxy = shmplane.rpc.connect("instrument")     # method proxies: shmplane.rpc.serve(obj, name)
 
-Latest values, as ``multiprocessing.sharedctypes`` with reads that are never torn::
+Latest values, as ``multiprocessing.sharedctypes`` with reads that are never torn:
 
     from shmplane import RawArray, RawValue
     params = RawArray("d", 16)           # params[:] is one consistent snapshot
@@ -38,7 +38,7 @@ forkserver) as copies that take turns, like ``multiprocessing.Pipe`` connections
 wait with the GIL released (Ctrl-C works). ``fileno()`` is a readiness descriptor for
 ``select``/``selectors``/asyncio; ``shmplane.wait([...])`` waits on many endpoints (and
 sockets, connections) at once; ``await rx.recv_async()``, ``await tx.send_async(obj)``
-and ``async for obj in rx`` serve asyncio programs. Errors derive from :class:`ShmplaneError`.
+and ``async for obj in rx`` serve asyncio programs. Errors derive from ``ShmplaneError``.
 See README.md and docs/ for the design, the wire format and the measured figures.
 """
 
@@ -164,7 +164,8 @@ def mailbox(
             (4.3 MB by default), removed when the receiver and every sender closed.
         max_senders: most senders at once, 1 to 511 (default 64); a sender that
             closes frees its lane for the next.
-        policy, spin_us: how blocked receives wait (see ``channel``).
+        policy: how blocked receives wait (see ``channel``).
+        spin_us: busy-poll time in microseconds for ``"adaptive"``.
 
     Raises:
         InvalidArgumentError: capacity or max_senders out of range.
@@ -210,7 +211,8 @@ def broadcast(
             beyond: they would be overwritten as they stream).
         max_subscribers: subscriber slots, 1 to 512 (default 64); a subscriber that
             closes frees its slot.
-        policy, spin_us: how blocked sends wait (see ``channel``).
+        policy: how blocked sends wait (see ``channel``).
+        spin_us: busy-poll time in microseconds for ``"adaptive"``.
 
     Raises:
         InvalidArgumentError: capacity or max_subscribers out of range.

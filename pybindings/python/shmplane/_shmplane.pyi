@@ -6,18 +6,31 @@ from typing import Any, NoReturn, final
 from typing_extensions import Buffer, Self, disjoint_base
 
 __version__: str
+"""The package's version (the Rust workspace's, e.g. ``"0.1.0"``)."""
 DEFAULT_CAPACITY: int
+"""Default ring capacity of a channel or broadcast in bytes: 1 MiB."""
 DEFAULT_LANE_CAPACITY: int
+"""Default ring capacity of each mailbox lane (and RPC request lane) in bytes: 64 KiB."""
 DEFAULT_MAX_SENDERS: int
+"""Default number of lanes of a mailbox (senders at once): 64."""
 DEFAULT_MAX_SUBSCRIBERS: int
+"""Default number of subscriber slots of a broadcast: 64."""
 TAG_BYTES: int
+"""Message tag of a bytes message (docs/wire-format.md, 5.1)."""
 TAG_ARRAY: int
+"""Message tag of an array message (docs/wire-format.md, 5.1)."""
 TAG_PICKLE: int
+"""Message tag of a pickle-5 message (docs/wire-format.md, 5.1)."""
 MAX_PARTS: int
+"""Most parts of a multipart payload (an array's description and data; a pickle's
+stream and its out-of-band buffers): docs/wire-format.md, 5.4."""
 WIRE_VERSION: int
+"""Version of the message format this build reads and writes (docs/wire-format.md)."""
 
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
-def gc() -> list[str]: ...
+def gc() -> list[str]:
+    """Remove this user's stale segments (every holder closed or died); returns their
+    names."""
 def _survey(name: str | None = None) -> list[dict[str, Any]]: ...
 @final
 class Loan:
@@ -131,9 +144,11 @@ class Sender:
         ``fileno()`` with ``add_reader``; no helper thread). A message larger than the
         ring goes from the loop's default executor. Raises as ``send``; Timeout."""
     @property
-    def name(self) -> str | None: ...
+    def name(self) -> str | None:
+        """The channel's name (None once closed)."""
     @property
-    def path(self) -> str | None: ...
+    def path(self) -> str | None:
+        """The segment's file, ``/dev/shm/shmplane.<name>`` (None once closed)."""
     @property
     def capacity(self) -> int:
         """Ring capacity in bytes (0 once closed)."""
@@ -142,11 +157,15 @@ class Sender:
         """Largest payload in bytes that travels as one record (capacity - 16); larger
         messages go in chunks."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once closed."""
     @property
     def policy(self) -> str:
         """'spin', 'block' or 'adaptive(spin_us=N)'."""
-    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """Set how blocked calls wait: ``"spin"``, ``"adaptive"`` (spin ``spin_us``
+        microseconds, then sleep on a futex) or ``"block"`` (see ``shmplane.channel``).
+        Raises ValueError (unknown policy, or spin_us outside 0..=1e9)."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *args: object) -> bool: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
@@ -284,16 +303,22 @@ class Receiver:
     def __aiter__(self) -> AsyncIterator[Any]:
         """``async for obj in rx``: objects until the sender closes."""
     @property
-    def name(self) -> str | None: ...
+    def name(self) -> str | None:
+        """The channel's name (None once closed)."""
     @property
-    def path(self) -> str | None: ...
+    def path(self) -> str | None:
+        """The segment's file, ``/dev/shm/shmplane.<name>`` (None once closed)."""
     @property
-    def capacity(self) -> int: ...
+    def capacity(self) -> int:
+        """Ring capacity in bytes (0 once closed)."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once closed."""
     @property
-    def policy(self) -> str: ...
-    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def policy(self) -> str:
+        """'spin', 'block' or 'adaptive(spin_us=N)'."""
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """Set how blocked calls wait (see ``Sender.set_policy``)."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *args: object) -> bool: ...
     def __iter__(self) -> Self: ...
@@ -345,9 +370,11 @@ class Publisher(Sender):
         """Subscribers now: those that joined and neither closed nor died (one
         liveness check each)."""
     @property
-    def max_subscribers(self) -> int: ...
+    def max_subscribers(self) -> int:
+        """Subscriber slots: most subscribers at once."""
     @property
-    def lossy(self) -> bool: ...
+    def lossy(self) -> bool:
+        """True for a lossy broadcast."""
 
 @final
 class Subscriber(Receiver):
@@ -384,7 +411,8 @@ class Subscriber(Receiver):
     def index(self) -> int | None:
         """This subscriber's slot (None once closed)."""
     @property
-    def lossy(self) -> bool: ...
+    def lossy(self) -> bool:
+        """True for a lossy broadcast."""
 
 @final
 class ByteSlot:
@@ -413,21 +441,28 @@ class ByteSlot:
     def write(self, data: Buffer) -> int:
         """Replace the value (exactly ``len(self)`` bytes); returns the new version."""
     @property
-    def version(self) -> int: ...
+    def version(self) -> int:
+        """Grows with every completed write."""
     def wait_for_update(self, since: int, timeout: float | None = None) -> int:
         """Block until ``version > since`` (GIL released); raises Timeout."""
     def __len__(self) -> int: ...
     @property
     def policy(self) -> str:
         """'spin', 'block' or 'adaptive(spin_us=N)'."""
-    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """Set how ``wait_for_update`` waits, as for channels. Raises ValueError."""
     def _update_fd(self, since: int) -> int | None: ...
     @property
-    def fingerprint(self) -> int: ...
+    def fingerprint(self) -> int:
+        """The type fingerprint stored at creation (``open`` must name the same)."""
     @property
-    def name(self) -> str | None: ...
-    def fileno(self) -> int: ...
-    def close(self) -> None: ...
+    def name(self) -> str | None:
+        """The slot's name (None once closed)."""
+    def fileno(self) -> int:
+        """The descriptor of the segment this handle holds (not a readiness
+        descriptor). Raises ClosedError."""
+    def close(self) -> None:
+        """Close this handle (idempotent); the segment goes with the last handle."""
     def __reduce__(self) -> tuple[Any, ...]: ...
 
 @disjoint_base
@@ -552,9 +587,11 @@ class Mailbox:
     def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
     @property
-    def name(self) -> str | None: ...
+    def name(self) -> str | None:
+        """The mailbox's name (None once closed)."""
     @property
-    def path(self) -> str | None: ...
+    def path(self) -> str | None:
+        """The segment's file, ``/dev/shm/shmplane.<name>`` (None once closed)."""
     @property
     def capacity(self) -> int:
         """Each lane's ring capacity in bytes (0 once closed)."""
@@ -565,15 +602,19 @@ class Mailbox:
     def senders(self) -> int:
         """Senders attached now (one that died unnoticed counts until a receive finds out)."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once closed."""
     @property
-    def policy(self) -> str: ...
-    def set_policy(self, policy: str, spin_us: float = 20.0) -> None: ...
+    def policy(self) -> str:
+        """'spin', 'block' or 'adaptive(spin_us=N)'."""
+    def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
+        """Set how blocked receives wait (see ``Sender.set_policy``)."""
     def __enter__(self) -> Self: ...
     def __exit__(self, *args: object) -> bool: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
 
 DEFAULT_MAX_CLIENTS: int
+"""Default number of clients of an RPC server at once: 64."""
 
 @final
 class RpcServer:
@@ -654,20 +695,24 @@ class RpcServer:
         """Close (idempotent): calls waiting for a reply raise DisconnectedError; a
         ``recv`` or ``serve`` of another thread ends within one wait slice (50 ms)."""
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The server's name."""
     @property
     def clients(self) -> int:
         """Clients connected now."""
     @property
-    def max_clients(self) -> int: ...
+    def max_clients(self) -> int:
+        """Most clients at once (request lanes)."""
     @property
     def duplicates(self) -> int:
         """Requests dropped as retries of running or answered calls, or stale
         duplicates, since creation."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once closed."""
     @property
-    def policy(self) -> str: ...
+    def policy(self) -> str:
+        """'spin', 'block' or 'adaptive(spin_us=N)'."""
     def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
         """How ``recv`` waits (``"spin"``, ``"adaptive"``, ``"block"``), and replies for
         room."""
@@ -768,16 +813,20 @@ class RpcClient:
     def name(self) -> str:
         """The server's name."""
     @property
-    def id(self) -> int: ...
+    def id(self) -> int:
+        """This client's id (random, 32 bits; ``Request.client`` on the server)."""
     @property
-    def slot(self) -> int | None: ...
+    def slot(self) -> int | None:
+        """This client's slot on the server (None once closed)."""
     @property
     def seq(self) -> int:
         """The last call's number."""
     @property
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once closed."""
     @property
-    def policy(self) -> str: ...
+    def policy(self) -> str:
+        """'spin', 'block' or 'adaptive(spin_us=N)'."""
     def set_policy(self, policy: str, spin_us: float = 20.0) -> None:
         """How calls wait for replies: ``"spin"``, ``"adaptive"`` (default), ``"block"``."""
     def __enter__(self) -> RpcClient: ...

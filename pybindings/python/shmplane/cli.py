@@ -1,7 +1,7 @@
-"""The ``shmplane`` command: see what shared-memory segments exist, who holds them, and
-remove the ones nobody will use again.
+"""List, inspect, watch and remove shmplane's shared-memory segments.
 
-::
+The ``shmplane`` command: see what segments exist, who holds them, and remove the ones
+nobody will use again.
 
     shmplane ls [--json]            every segment: name, kind, size, creator, roles, age
     shmplane inspect NAME [--json]  one segment: header fields and every role's holder

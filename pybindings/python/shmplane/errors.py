@@ -1,7 +1,7 @@
-"""Exceptions raised by shmplane. All derive from :class:`ShmplaneError`.
+"""Exceptions raised by shmplane. All derive from ``ShmplaneError``.
 
 Several also derive from the built-in exception that existing code already catches
-(``Timeout`` is a :class:`TimeoutError`, ``DisconnectedError`` an :class:`EOFError`
+(``Timeout`` is a ``TimeoutError``, ``DisconnectedError`` an ``EOFError``
 like ``multiprocessing.Connection.recv`` raises, ``Full``/``Empty`` are
 ``queue.Full``/``queue.Empty``), so switching to shmplane keeps ``except`` clauses working.
 """
@@ -70,7 +70,12 @@ class WrongKindError(ShmplaneError, TypeError):
 
 
 class MessageTooLargeError(ShmplaneError, ValueError):
-    """The message can never fit in this channel's ring: create it with a larger capacity."""
+    """A message this endpoint cannot carry, or this process cannot take. Messages of
+    any size stream through any ring, except: a loan (``Sender.loan``) is one record,
+    at most ``max_message_size``; a lossy broadcast takes one record or half its ring,
+    whichever is larger; a message's header (its description of the parts) must fit one
+    record; and a received message this process cannot allocate is dropped with this
+    error. Create the endpoint with a larger capacity, or send the message otherwise."""
 
 
 class Full(ShmplaneError, queue.Full):
@@ -94,8 +99,11 @@ class DisconnectedError(ShmplaneError, EOFError):
 
 
 class RoleTakenError(ShmplaneError):
-    """Another live endpoint already holds this role (e.g. a second sender), or this
-    handle was passed to another process, which now owns the role."""
+    """Another live endpoint already holds this role (a second ``Sender.open`` of a
+    channel whose sender lives, a ``Mailbox.open`` or ``Publisher.open`` while the
+    receiver or publisher lives); every slot of a shared role is taken (a mailbox's
+    ``max_senders``, a broadcast's ``max_subscribers``, an RPC server's
+    ``max_clients``); or more than 8 processes use copies of one endpoint at once."""
 
 
 class ClosedError(ShmplaneError, ValueError):

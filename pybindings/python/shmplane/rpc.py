@@ -2,8 +2,6 @@
 ``multiprocessing`` managers: expose an object's public methods under a name, call them
 from any process as ``proxy.method(*args, **kwargs)``.
 
-::
-
     # worker process
     shmplane.rpc.serve(Instrument(), "instrument")          # blocks, serving calls
 
@@ -43,7 +41,7 @@ def dispatch(target: Any, request: Any) -> Any:
     Raises:
         AttributeError: a private (``_``-prefixed) or unknown method name.
         TypeError: a malformed request.
-        Whatever the method raises.
+        Exception: whatever the method raises.
     """
     if request == _LIST:
         return _methods(target)
@@ -99,6 +97,8 @@ class Method:
         self._name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the method in the server's process and return its result, waiting at
+        most the proxy's ``timeout``. Raises as ``RpcClient.call``."""
         return self._proxy._client.call((self._name, args, kwargs), timeout=self._proxy._timeout)
 
     async def call_async(self, *args: Any, **kwargs: Any) -> Any:
@@ -130,6 +130,7 @@ class Proxy:
         return sorted(self._names)
 
     def close(self) -> None:
+        """Close the client (idempotent): frees its slot on the server."""
         self._client.close()
 
     def __enter__(self) -> Proxy:

@@ -336,18 +336,7 @@ class RawValue(_FastSlotView, _SlotHandle):
     ``RawValue('d', 1.5).value`` reads a consistent snapshot (natively for numeric
     typecodes: about one cache-line read plus a float object); assigning ``.value`` or
     a structure field writes it (a field write changes only that field's bytes).
-
-    Args:
-        typecode_or_type: a ``multiprocessing``/``array`` typecode (``'d'``, ``'i'``,
-            ``'c'``, ...) or a ctypes type: a simple type, an array type, or a
-            ``Structure``/``Union`` without pointers.
-        *args: the initial value, as for the ctypes type (zero by default).
-        name: segment name to ``attach`` by (``[A-Za-z0-9._-]``); generated if None.
-
-    Raises:
-        TypeError: unknown typecode, pointer types, or values ctypes rejects.
-        shmplane.NoSpaceError: ``/dev/shm`` is full.
-        shmplane.AlreadyExistsError: ``name`` is taken by a live value.
+    ``RawValue(typecode_or_type, *args, name=None)`` creates one: see ``__new__``.
     """
 
     __slots__ = ("_type",)
@@ -355,6 +344,22 @@ class RawValue(_FastSlotView, _SlotHandle):
     _offset = 0
 
     def __new__(cls, typecode_or_type: Any, *args: Any, name: str | None = None) -> RawValue:
+        """Create a value in shared memory.
+
+        Args:
+            typecode_or_type: a ``multiprocessing``/``array`` typecode (``'d'``, ``'i'``,
+                ``'c'``, ...) or a ctypes type: a simple type, an array type, or a
+                ``Structure``/``Union`` without pointers.
+            *args: the initial value, as for the ctypes type (zero by default).
+            name: segment name to ``attach`` by (``[A-Za-z0-9._-]``); generated if None.
+
+        Raises:
+            TypeError: unknown typecode, pointer types, or values ctypes rejects.
+            shmplane.NoSpaceError: ``/dev/shm`` is full.
+            shmplane.AlreadyExistsError: ``name`` is taken by a live value.
+            shmplane.InvalidNameError: ``name`` breaks the naming rules.
+            shmplane.InvalidArgumentError: a value larger than 256 MiB.
+        """
         type_ = _resolve(typecode_or_type)
         initial = type_(*args)
         slot = ByteSlot.create(_new_name("value") if name is None else name, bytes(initial), _fingerprint("value:" + _describe(type_)))
@@ -422,25 +427,31 @@ class RawArray(_FastSlotView, _SlotHandle):
     snapshot; ``snapshot()`` returns all of it as a numpy array in one read. Element
     and slice assignment are single writes (a slice: all of it or nothing). Elements
     that are structures are live views, as in the stdlib.
-
-    Args:
-        typecode_or_type: a typecode (``'d'``, ``'i'``, ``'c'``, ...) or a ctypes type
-            without pointers.
-        size_or_initializer: the number of elements (zero-filled) or a sequence of
-            initial values.
-        name: segment name to ``attach`` by; generated if None.
-
-    Raises:
-        TypeError: unknown typecode, pointer types, or initial values ctypes rejects.
-        ValueError: a negative size.
-        shmplane.InvalidArgumentError: more than 256 MiB.
-        shmplane.NoSpaceError: ``/dev/shm`` is full.
+    ``RawArray(typecode_or_type, size_or_initializer, name=None)`` creates one: see
+    ``__new__``.
     """
 
     __slots__ = ("_type",)
     _type: Any
 
     def __new__(cls, typecode_or_type: Any, size_or_initializer: Any, *, name: str | None = None) -> RawArray:
+        """Create an array in shared memory.
+
+        Args:
+            typecode_or_type: a typecode (``'d'``, ``'i'``, ``'c'``, ...) or a ctypes type
+                without pointers.
+            size_or_initializer: the number of elements (zero-filled) or a sequence of
+                initial values.
+            name: segment name to ``attach`` by (``[A-Za-z0-9._-]``); generated if None.
+
+        Raises:
+            TypeError: unknown typecode, pointer types, or initial values ctypes rejects.
+            ValueError: a negative size.
+            shmplane.InvalidArgumentError: more than 256 MiB.
+            shmplane.NoSpaceError: ``/dev/shm`` is full.
+            shmplane.AlreadyExistsError: ``name`` is taken by a live value.
+            shmplane.InvalidNameError: ``name`` breaks the naming rules.
+        """
         elem = _resolve(typecode_or_type)
         if isinstance(size_or_initializer, int):
             initial = (elem * size_or_initializer)()
