@@ -151,8 +151,8 @@ impl Guard {
 
     /// This mapping's tripped flag, for callers that check it without going through
     /// the region (hot paths cache it). It is this mapping's only while the guard lives.
-    pub fn tripped_flag(&self) -> &'static AtomicU32 {
-        &TABLE[self.index].tripped
+    pub fn trip_flag(&self) -> TripFlag {
+        TripFlag(&TABLE[self.index].tripped)
     }
 }
 
@@ -171,6 +171,25 @@ impl Drop for Guard {
         // ORDERING: Release: the entry's last use happens-before a new registration
         // (which reads FREE under INSTALL and then writes the fields).
         e.state.store(FREE, Ordering::Release);
+    }
+}
+
+/// A mapping's tripped flag ([`Guard::trip_flag`], `Region::trip_flag`): one load.
+#[derive(Clone, Copy, Debug)]
+pub struct TripFlag(&'static AtomicU32);
+
+impl TripFlag {
+    /// A flag that never trips (heap regions).
+    pub fn never() -> TripFlag {
+        static NEVER: AtomicU32 = AtomicU32::new(0);
+        TripFlag(&NEVER)
+    }
+
+    /// True once tripped ([`Guard::tripped`]).
+    #[inline(always)]
+    pub fn get(self) -> bool {
+        // ORDERING: Relaxed (see `Guard::tripped`).
+        self.0.load(Ordering::Relaxed) != 0
     }
 }
 

@@ -2,7 +2,6 @@
 //! memory with the same interface (tests, loom-free unit tests, valgrind).
 
 mod file;
-#[cfg(not(shmplane_loom))]
 pub mod guard;
 
 pub use file::{shm_path, validate_name, ShmFile, PREFIX, SHM_DIR};
@@ -28,11 +27,7 @@ enum Backing {
     Heap(Layout),
     /// A shared file mapping and its SIGBUS guard (dropped first: unregistered before
     /// the unmap).
-    #[cfg(not(shmplane_loom))]
     Mapped(guard::Guard, #[allow(dead_code)] memmap2::MmapRaw),
-    /// Loom models map no files (no signal handler there).
-    #[cfg(shmplane_loom)]
-    Mapped((), #[allow(dead_code)] memmap2::MmapRaw),
 }
 
 // SAFETY: Region is a pointer to memory that is designed for concurrent access through
@@ -72,7 +67,6 @@ impl Region {
     }
 
     /// Register `map` of `file` with the SIGBUS guard ([`guard`]).
-    #[cfg(not(shmplane_loom))]
     fn guarded(file: &ShmFile, map: memmap2::MmapRaw, writable: bool) -> Result<Region> {
         use std::os::unix::fs::MetadataExt;
         let ptr = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");
@@ -81,12 +75,6 @@ impl Region {
         let guard = guard::Guard::register(ptr.as_ptr(), len, meta.dev(), meta.ino(), writable)
             .map_err(|what| Error::Os { op: "SIGBUS guard", path: file.path().to_owned(), source: std::io::Error::other(what) })?;
         Ok(Region { ptr, len, backing: Backing::Mapped(guard, map) })
-    }
-
-    #[cfg(shmplane_loom)]
-    fn guarded(_file: &ShmFile, map: memmap2::MmapRaw, _writable: bool) -> Result<Region> {
-        let ptr = NonNull::new(map.as_mut_ptr()).expect("mmap returned null");
-        Ok(Region { ptr, len: map.len(), backing: Backing::Mapped((), map) })
     }
 
     /// Map the first `len` bytes of `file` shared and read-only (populated): a second
@@ -120,23 +108,16 @@ impl Region {
     pub fn tripped(&self) -> bool {
         match &self.backing {
             Backing::Heap(_) => false,
-            #[cfg(not(shmplane_loom))]
             Backing::Mapped(guard, _) => guard.tripped(),
-            #[cfg(shmplane_loom)]
-            Backing::Mapped(..) => false,
         }
     }
 
     /// [`Region::tripped`] as a copyable flag for hot paths (one load). It speaks for
     /// this region only while the region lives: keep it beside an owner of the region.
     pub fn trip_flag(&self) -> TripFlag {
-        static NEVER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         match &self.backing {
-            Backing::Heap(_) => TripFlag(&NEVER),
-            #[cfg(not(shmplane_loom))]
-            Backing::Mapped(guard, _) => TripFlag(guard.tripped_flag()),
-            #[cfg(shmplane_loom)]
-            Backing::Mapped(..) => TripFlag(&NEVER),
+            Backing::Heap(_) => TripFlag::never(),
+            Backing::Mapped(guard, _) => guard.trip_flag(),
         }
     }
 
@@ -159,23 +140,7 @@ impl Region {
     }
 }
 
-/// A region's tripped flag ([`Region::trip_flag`]).
-#[derive(Clone, Copy, Debug)]
-pub struct TripFlag(&'static std::sync::atomic::AtomicU32);
-
-impl TripFlag {
-    /// [`Region::tripped`].
-    #[inline(always)]
-    pub fn get(self) -> bool {
-        // ORDERING: Relaxed (see `guard::Guard::tripped`).
-        self.0.load(std::sync::atomic::Ordering::Relaxed) != 0
-    }
-
-    /// The flag's address (a `u32`: 0, or 1 once tripped), for C callers.
-    pub fn as_ptr(self) -> *const u32 {
-        self.0.as_ptr()
-    }
-}
+pub use guard::TripFlag;
 
 impl Drop for Region {
     fn drop(&mut self) {
