@@ -62,6 +62,8 @@ pub mod rpc {
 pub use shmplane_shm::layout::MAX_SUBSCRIBERS;
 /// Most senders (lanes) a mailbox can have at once: 511.
 pub use shmplane_shm::layout::MAX_MAILBOX_LANES as MAX_SENDERS;
+/// The largest slot value in bytes (256 MiB).
+pub use shmplane_shm::layout::MAX_SLOT_BYTES;
 pub use flavors::spsc::{channel, channel_named, Held, HoldToken, Incoming, Loan, Message, Receiver, Releaser, Sender, Viewed, DetachedLoan, DEFAULT_CAPACITY};
 pub use frame::Frame;
 pub use shmplane_shm::error::{Error, Result};

@@ -120,5 +120,6 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TAG_PICKLE", shmplane::frame::TAG_PICKLE)?;
     m.add("MAX_PARTS", shmplane::frame::MAX_PARTS)?;
     m.add("WIRE_VERSION", shmplane::frame::WIRE_VERSION)?;
+    m.add("MAX_SLOT_BYTES", shmplane::MAX_SLOT_BYTES)?;
     Ok(())
 }

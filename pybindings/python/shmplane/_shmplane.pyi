@@ -26,6 +26,9 @@ MAX_PARTS: int
 stream and its out-of-band buffers): docs/wire-format.md, 5.4."""
 WIRE_VERSION: int
 """Version of the message format this build reads and writes (docs/wire-format.md)."""
+MAX_SLOT_BYTES: int
+"""The largest value a slot (``RawValue``, ``RawArray``, ``ByteSlot``) holds, in bytes
+(256 MiB)."""
 
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
 def gc() -> list[str]:

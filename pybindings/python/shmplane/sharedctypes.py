@@ -54,7 +54,8 @@ from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 from typing import Any, Self
 
-from ._shmplane import ByteSlot, _FastField, _FastSlotView, _SlotView
+from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView
+from .errors import InvalidArgumentError
 
 __all__ = ["RawValue", "RawArray"]
 
@@ -453,6 +454,14 @@ class RawArray(_FastSlotView, _SlotHandle):
             shmplane.InvalidNameError: ``name`` breaks the naming rules.
         """
         elem = _resolve(typecode_or_type)
+        n = size_or_initializer if isinstance(size_or_initializer, int) else len(size_or_initializer)
+        if n < 0:
+            raise ValueError(f"RawArray of {n} elements: the size must not be negative")
+        if n * ctypes.sizeof(elem) > MAX_SLOT_BYTES:
+            # Refused before ctypes allocates the zero-filled initial value.
+            raise InvalidArgumentError(
+                f"RawArray of {n} x {ctypes.sizeof(elem)} bytes: a slot value is at most {MAX_SLOT_BYTES} bytes"
+            )
         if isinstance(size_or_initializer, int):
             initial = (elem * size_or_initializer)()
         else:
