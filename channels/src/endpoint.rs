@@ -245,12 +245,16 @@ pub(crate) fn check_ring_peer(store: &SegmentRing, peer: usize) -> Result<()> {
 }
 
 /// A unique segment name for channels created without one:
-/// `anon-<pid>-<thread counter>-<nanoseconds mixed with random bits>`. The counter is
+/// `anon-<pid>-<thread counter>-<nanoseconds mixed with random bits>`. The first call in
+/// a process sweeps dead processes' anonymous segments. The counter is
 /// per thread, so two threads of one process can be at the same count in the same
 /// clock tick (a test run hit `AlreadyExists` so): std's random hasher keys (random per
 /// thread, advanced per use) tell them apart.
 pub(crate) fn generated_name() -> String {
     use std::hash::BuildHasher;
+    // The first anonymous create of this process removes what dead processes' anonymous
+    // segments left behind (`gc::sweep_dead_anonymous`).
+    shmplane_shm::gc::sweep_dead_anonymous_once();
     thread_local!(static COUNTER: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
     let n = COUNTER.with(|c| {
         c.set(c.get() + 1);

@@ -91,6 +91,13 @@ pub fn gc() -> Vec<String> {
     shmplane_shm::gc::gc()
 }
 
+/// Remove the anonymous segments (generated names) of processes that no longer exist
+/// and that no live process holds: what crashed processes left. Done once per process
+/// at its first anonymous create; returns the names removed.
+pub fn sweep_dead_anonymous() -> Vec<String> {
+    shmplane_shm::gc::sweep_dead_anonymous()
+}
+
 /// What segments exist and who holds them (the `shmplane ls` / `inspect` commands):
 /// read only, claims nothing.
 pub mod survey {

@@ -26,6 +26,20 @@ fn gc(py: Python<'_>) -> Vec<String> {
     py.detach(shmplane::gc)
 }
 
+/// Remove dead processes' anonymous segments, once per process (the first anonymous
+/// `RawValue`/`RawArray` calls it; channels do it in Rust).
+#[pyfunction]
+fn _sweep_dead_anonymous_once(py: Python<'_>) {
+    py.detach(shmplane_sweep_once)
+}
+
+fn shmplane_sweep_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        shmplane::sweep_dead_anonymous();
+    });
+}
+
 /// Every shmplane segment (or only `name`) as dicts: name, kind, size, age_s,
 /// creator_pid, params, roles (index, name, state, pid), stale, published_bytes,
 /// pending_bytes, error. Read only.
@@ -108,6 +122,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fastslot::add(m)?;
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add_function(wrap_pyfunction!(_sweep_dead_anonymous_once, m)?)?;
     m.add_function(wrap_pyfunction!(_survey, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;

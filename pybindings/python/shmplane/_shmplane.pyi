@@ -31,6 +31,7 @@ MAX_SLOT_BYTES: int
 (256 MiB)."""
 
 def _channel(capacity: int = ..., name: str | None = None) -> tuple[Sender, Receiver]: ...
+def _sweep_dead_anonymous_once() -> None: ...
 def gc() -> list[str]:
     """Remove this user's stale segments (every holder closed or died); returns their
     names."""

@@ -54,7 +54,7 @@ from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 from typing import Any, Self
 
-from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView
+from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView, _sweep_dead_anonymous_once
 from .errors import InvalidArgumentError
 
 __all__ = ["RawValue", "RawArray"]
@@ -132,7 +132,10 @@ def _resolve(typecode_or_type: Any) -> Any:
 
 
 def _new_name(kind: str) -> str:
-    return f"{kind}-{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}"
+    # ``anon-``: a generated name, which the first one in a process sweeps for dead
+    # processes' leftovers (as channels' names do).
+    _sweep_dead_anonymous_once()
+    return f"anon-{kind}-{os.getpid()}-{next(_counter)}-{os.urandom(4).hex()}"
 
 
 def _picklable(type_: Any) -> Any:
