@@ -121,3 +121,20 @@ def test_ls_reports_an_empty_segment_file_at_once(make_name: Any) -> None:
         assert "has not finished initialising" in (segs[name]["error"] or "")
     finally:
         os.unlink(path)
+
+
+def test_bench_runs_beside_the_installed_peers() -> None:
+    out = run("bench", "--quick", "--json")
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    ping, array = results["ping"], results["array"]
+    assert ping["shmplane"]["p50"] > 0 and ping["shmplane"]["ratio"] == 1.0
+    assert ping["multiprocessing.Pipe"]["n"] > 0 and ping["multiprocessing.Pipe"]["ratio"] > 0
+    for label in ("pyzmq PAIR ipc", "faster-fifo"):  # measured if installed, else skipped
+        assert "p50" in ping[label] or "not installed" in ping[label]["skipped"]
+    for label in ("shmplane", "shmplane, copy out", "pickle-5 over a Pipe", "shared_memory copy + view"):
+        assert array[label]["p99"] >= array[label]["p50"] > 0
+    text = run("bench", "--quick")
+    assert text.returncode == 0 and "64-byte round trip" in text.stdout and "ratio" in text.stdout
+    for sub in ("ls", "inspect", "gc", "watch", "bench"):
+        assert run(sub, "--help").returncode == 0, sub

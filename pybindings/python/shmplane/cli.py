@@ -7,6 +7,7 @@ nobody will use again.
     shmplane inspect NAME [--json]  one segment: header fields and every role's holder
     shmplane gc [--dry-run]         remove stale segments (all holders closed or dead)
     shmplane watch NAME [--interval S] [--count N]   byte rate and fill, until Ctrl-C
+    shmplane bench [--quick] [--json]   shmplane beside the installed peers, ratios
 
 Also ``python -m shmplane ...``. Read only except ``gc``, which removes a segment only
 if no process holds any of its locks (comparing the file's identity before unlinking).
@@ -168,6 +169,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    def progress(label: str) -> None:
+        if not args.json:
+            print(f"  running {label} ...", file=sys.stderr, flush=True)
+
+    results = _bench.run(quick=args.quick, progress=progress)
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+        print()
+    else:
+        print(_bench.format_table(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shmplane", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gc", help="remove stale segments")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(func=cmd_gc)
+    p = sub.add_parser("bench", help="a quick run of shmplane beside the installed peers (Pipe, pyzmq, faster-fifo, shared_memory)")
+    p.add_argument("--quick", action="store_true", help="fewer rounds (about a second)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
