@@ -110,7 +110,15 @@ impl Role {
         let lease = &mut self.lease;
         let patient = wait.blocks();
         let mut copies = segment.copies(self.index, &mut self.claims);
+        // A copy that tripped on a truncated file keeps the lease in the shared pages
+        // it can no longer write: check the file once per slice while waiting.
+        let mut checked = std::time::Instant::now();
         let mut attempt = || match lease.try_acquire(entry, me, patient, &mut copies) {
+            _ if segment.tripped() => Err(segment.truncated_error()),
+            Ok(Acquired::Busy { .. }) if checked.elapsed() >= shmplane_shm::wait::SLICE => {
+                checked = std::time::Instant::now();
+                segment.check_intact().map(|()| None)
+            }
             Ok(Acquired::Entered) => Ok(Some(())),
             Ok(Acquired::Busy { .. }) => Ok(None),
             Err(TooManyCopies) => Err(Error::TooManyCopies {

@@ -91,6 +91,15 @@ pub fn gc() -> Vec<String> {
     shmplane_shm::gc::gc()
 }
 
+/// Make shmplane's SIGBUS guard (`shmplane_shm::region::guard`: a segment file
+/// truncated under a mapping becomes `Error::Corrupt`, never SIGBUS) the signal's
+/// handler again, if another handler replaced it since; the one it replaced keeps
+/// getting the faults that are not in shmplane's mappings. Done at every mapping, wait
+/// slice and close; call it after installing a SIGBUS handler of your own.
+pub fn reinstall_sigbus_guard() {
+    shmplane_shm::region::guard::ensure_installed();
+}
+
 /// Remove the anonymous segments (generated names) of processes that no longer exist
 /// and that no live process holds: what crashed processes left. Done once per process
 /// at its first anonymous create; returns the names removed.

@@ -397,8 +397,8 @@ impl ByteSlot {
     /// `value`, or [`Error::Corrupt`] if the segment file was truncated under this
     /// process (what was read is zeros, what was written reached nobody). One load.
     #[inline(always)]
-    fn intact<T>(store: &SegmentSlot, value: T) -> Result<T> {
-        if store.segment().tripped() {
+    fn intact<T>(&self, store: &SegmentSlot, value: T) -> Result<T> {
+        if self.trip.get() {
             return Err(store.segment().truncated_error());
         }
         Ok(value)
@@ -432,7 +432,7 @@ impl ByteSlot {
             bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
             seqlock::write(store, words, writer_id(), writer_alive)
         });
-        ByteSlot::intact(store, version)
+        self.intact(store, version)
     }
 
     /// Write `src` at byte `offset`, leaving the other bytes as they are, as one
@@ -495,7 +495,7 @@ impl ByteSlot {
                 }
             })
         });
-        ByteSlot::intact(store, version)
+        self.intact(store, version)
     }
 
     /// Read bytes `offset .. offset + dst.len()` consistently (one element or a slice
@@ -522,7 +522,7 @@ impl ByteSlot {
             dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
             version
         });
-        ByteSlot::intact(store, version)
+        self.intact(store, version)
     }
 
     /// A number of `size` bytes (1, 2, 4 or 8) at byte `offset`, naturally aligned
@@ -550,7 +550,7 @@ impl ByteSlot {
             )));
         }
         let word = seqlock::read_committed_word(store, offset / 8);
-        ByteSlot::intact(store, ByteSlot::number_in_word(word, offset % 8, size))
+        self.intact(store, ByteSlot::number_in_word(word, offset % 8, size))
     }
 
     /// The number of `size` bytes (1, 2, 4 or 8) at byte `at` of `word` (a word of a
@@ -592,7 +592,7 @@ impl ByteSlot {
         }
         let mut w = [0u64; 1];
         seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id, writer_alive);
-        ByteSlot::intact(store, w[0])
+        self.intact(store, w[0])
     }
 
     /// Read a consistent copy into `dst` (`dst.len() == len()`); returns its version.
@@ -634,7 +634,7 @@ impl ByteSlot {
             }
             version
         });
-        ByteSlot::intact(store, version)
+        self.intact(store, version)
     }
 
     /// The current version (one atomic load).
@@ -644,7 +644,7 @@ impl ByteSlot {
     #[inline]
     pub fn version(&self) -> Result<u64> {
         let store = self.store()?;
-        ByteSlot::intact(store, seqlock::version(store))
+        self.intact(store, seqlock::version(store))
     }
 
     /// Wait until the version is greater than `since` (see [`Slot::wait_for_update`]).
@@ -667,12 +667,12 @@ impl ByteSlot {
         // Changed already: not a wait (and not one that `wait_until` counts as short).
         let v = seqlock::version(store);
         if v > since {
-            return ByteSlot::intact(store, v);
+            return self.intact(store, v);
+        }
+        if !wait.blocks() {
+            return self.intact(store, ()).and(Err(Error::Empty));
         }
         store.segment().check_intact()?;
-        if !wait.blocks() {
-            return Err(Error::Empty);
-        }
         let mut mine = match self.history.try_lock() {
             Ok(g) => Some(g),
             Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -697,7 +697,7 @@ impl ByteSlot {
                 Ok(())
             },
         )
-        .and_then(|v| ByteSlot::intact(store, v))
+        .and_then(|v| self.intact(store, v))
     }
 
     /// Set how `wait_for_update` waits (any thread, any time; a wait in progress keeps

@@ -42,7 +42,11 @@ impl std::ops::Deref for Name {
 
 impl Drop for Name {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(Name::path_of(&self.0));
+        // The segment and its doorbells (a cut below the role table leaves its close
+        // unable to tell that it was the last: gc's work).
+        for suffix in ["", "@rx", "@tx"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", Name::path_of(&self.0)));
+        }
     }
 }
 
@@ -100,13 +104,13 @@ fn channel_sender_operations() {
             drop(rx);
             drop(tx);
         }
-        let name = Name::new("loan");
-        let (mut tx, _rx) = channel_named(&name, 1 << 16).unwrap();
-        let mut loan = tx.loan(40_000, Some(T)).unwrap();
-        name.truncate(Cut::Zero);
-        loan.as_mut_slice().fill(3);
-        corrupt(loan.commit_len(40_000), "loan commit", Cut::Zero);
     }
+    let name = Name::new("loan");
+    let (mut tx, _rx) = channel_named(&name, 1 << 16).unwrap();
+    let mut loan = tx.loan(40_000, Some(T)).unwrap();
+    name.truncate(Cut::Zero);
+    loan.as_mut_slice().fill(3);
+    corrupt(loan.commit_len(40_000), "loan commit", Cut::Zero);
 }
 
 #[test]
@@ -225,4 +229,24 @@ fn rpc_operations() {
         drop(client);
         drop(server);
     }
+}
+
+#[test]
+fn a_copy_waiting_for_the_lease_of_a_tripped_copy_gets_corrupt() {
+    // Two copies of one sender (threads stand in for processes: each copy has its own
+    // lease entry). The first holds the lease inside an open loan when the file is cut
+    // to 0; the second, waiting for the lease, must not wait for ever.
+    let name = Name::new("lease");
+    let (tx, _rx) = channel_named(&name, 1 << 16).unwrap();
+    let fd = tx.fd().unwrap();
+    // SAFETY: `fd` is `tx`'s open descriptor, which outlives this borrow.
+    let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().unwrap();
+    let mut tx2 = Sender::from_fd(dup, Some(name.to_string())).unwrap();
+    let mut tx = tx;
+    let loan = tx.loan_message(&shmplane::frame::Outgoing::bytes(&[1; 100]), shmplane::Wait::forever()).unwrap();
+    name.truncate(Cut::Zero);
+    let t = std::time::Instant::now();
+    corrupt(tx2.send_timeout(b"x", Duration::from_secs(20)), "send of a copy waiting for the lease", Cut::Zero);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    tx.abort_loan(loan);
 }

@@ -33,6 +33,13 @@ fn _sweep_dead_anonymous_once(py: Python<'_>) {
     py.detach(shmplane_sweep_once)
 }
 
+/// Put the SIGBUS guard back on top of the signal's handlers (after `faulthandler`
+/// replaced it: see `shmplane/__init__.py`).
+#[pyfunction]
+fn _reinstall_sigbus_guard() {
+    shmplane::reinstall_sigbus_guard();
+}
+
 fn shmplane_sweep_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -123,6 +130,7 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_channel, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add_function(wrap_pyfunction!(_sweep_dead_anonymous_once, m)?)?;
+    m.add_function(wrap_pyfunction!(_reinstall_sigbus_guard, m)?)?;
     m.add_function(wrap_pyfunction!(_survey, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;

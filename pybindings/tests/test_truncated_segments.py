@@ -3,6 +3,9 @@ primitive raises ``CorruptSegmentError`` (or, for a non-blocking look at an empt
 ring, ``Empty``), never dies of SIGBUS, and the process still closes and exits
 cleanly (issue 13 part 1).
 
+``faulthandler`` is on in each child (as under pytest), enabled before shmplane; two
+cases enable it after the segment was mapped and disable it before the exit.
+
 Each operation runs in its own child process (``python -c``), once with the file cut
 to 0 bytes and once to its first page (4096 bytes: the header survives): a SIGBUS the
 guard missed kills only that child, and shows here as its exit status. Cut to a page,
@@ -23,11 +26,12 @@ import pytest
 
 CHILD = r"""
 import faulthandler, os, sys
-faulthandler.enable()          # as pytest does: our handler must chain past it
+op, cut = sys.argv[1], sys.argv[2]
+if not op.startswith("fh_"):
+    faulthandler.enable()      # as pytest does, before shmplane: ours goes on top
 import numpy as np
 import shmplane
 
-op, cut = sys.argv[1], sys.argv[2]
 tag = sys.argv[3]
 T = 0.3
 
@@ -65,6 +69,22 @@ def run():
                 with tx.loan(1000, "f8", timeout=T) as a:
                     a[:] = 1.0
             repeat(loan)
+    elif op == "fh_enabled_after":
+        # faulthandler installed over the guard after the segment was mapped.
+        tx, rx = channel()
+        tx.send(np.arange(100.0))
+        faulthandler.enable()
+        trunc(rx.path)
+        repeat(lambda: rx.recv(timeout=T))
+    elif op == "fh_disabled_at_exit":
+        # pytest's order: enable before, disable at the end; the close at exit must
+        # still find the guard.
+        faulthandler.enable()
+        tx, rx = channel()
+        tx.send(b"queued")
+        faulthandler.disable()
+        trunc(rx.path)
+        print("CORRUPT")       # nothing to raise: the exit below must not die
     elif op.startswith(("recv", "try_recv", "poll", "lease")):
         tx, rx = channel()
         tx.send(np.arange(100.0))
@@ -75,12 +95,7 @@ def run():
         elif op == "recv_into": repeat(lambda: rx.recv_into(np.empty(100), timeout=T))
         elif op == "lease": repeat(lambda: rx.lease(timeout=T).release())
         elif op == "poll": repeat(lambda: (rx.poll(T), rx.recv(timeout=T)))
-        elif op == "try_recv":
-            try:
-                repeat(lambda: rx.try_recv(), n=3)
-            except shmplane.Empty:
-                print("EMPTY")
-                return
+        elif op == "try_recv": repeat(lambda: rx.try_recv(), n=3)
     elif op.startswith("slot_"):
         arr = shmplane.RawArray("d", 1000, name=f"trunc-{tag}")
         val = shmplane.RawValue("d", 1.5, name=f"trunc-v-{tag}")
@@ -140,6 +155,7 @@ OPS = [
     "mailbox_send", "mailbox_recv", "mailbox_poll",
     "broadcast_send", "broadcast_recv",
     "rpc_call", "rpc_recv",
+    "fh_enabled_after", "fh_disabled_at_exit",
 ]  # fmt: skip
 
 
@@ -162,7 +178,7 @@ def test_operation_on_a_truncated_segment_raises_and_never_crashes(op: str, cut:
             if tag in name:
                 os.unlink(os.path.join("/dev/shm", name))
     assert p.returncode == 0, f"{op} ({cut}): exit status {p.returncode}\n{p.stdout}\n{p.stderr}"
-    expected = {"CORRUPT", "EMPTY"} if op == "try_recv" else {"CORRUPT"}
+    expected = {"CORRUPT"}
     if cut == "page" and op in SURVIVE_A_PAGE_CUT:
         expected = {"INTACT"}
     assert p.stdout.strip() in expected, f"{op} ({cut}): {p.stdout}\n{p.stderr}"
@@ -203,3 +219,26 @@ def test_a_sigbus_outside_shmplane_mappings_still_kills_the_process(mode: str) -
     assert p.returncode == -signal.SIGBUS, (p.returncode, p.stderr)
     if mode == "faulthandler":
         assert "Bus error" in p.stderr, p.stderr
+
+
+SENT = r"""
+import os, signal, sys
+got = []
+signal.signal(signal.SIGBUS, lambda s, f: got.append(s))
+import shmplane
+tx, rx = shmplane.channel(4096, name="sent-" + sys.argv[1])   # installs the guard
+os.kill(os.getpid(), signal.SIGBUS)                          # sent, not a fault
+tx.close(); rx.close()
+print("handled" if got == [signal.SIGBUS] else f"lost {got}")
+"""
+
+
+def test_a_sent_sigbus_reaches_the_handler_installed_before() -> None:
+    tag = uuid.uuid4().hex[:12]
+    try:
+        p = subprocess.run([sys.executable, "-c", SENT, tag], capture_output=True, text=True, timeout=60)
+    finally:
+        for name in os.listdir("/dev/shm"):
+            if tag in name:
+                os.unlink(os.path.join("/dev/shm", name))
+    assert p.returncode == 0 and p.stdout.strip() == "handled", (p.returncode, p.stdout, p.stderr)

@@ -337,13 +337,19 @@ impl Segment {
     }
 
     /// [`Error::Corrupt`] if the segment file was truncated or shrunk under this
-    /// process: its mapping tripped, or (a per-wait-slice check, one `fstat`) the file
-    /// is now shorter than the segment. From then on nothing this handle reads or
+    /// process: its mapping tripped, or (a per-wait-slice check, one `fstat` and one
+    /// `sigaction` read, which also puts the SIGBUS guard back on top if another
+    /// handler replaced it) the file is now shorter than the segment. From then on nothing this handle reads or
     /// writes is shared with its peers; the segment must be recreated.
     ///
     /// # Errors
     /// [`Error::Corrupt`].
     pub fn check_intact(&self) -> Result<()> {
+        if self.file.is_some() {
+            // A SIGBUS handler installed since our last mapping (faulthandler) would
+            // take our faults: ours goes back on top, once per wait slice.
+            crate::region::guard::ensure_installed();
+        }
         if self.region.tripped() {
             return Err(self.truncated_error());
         }

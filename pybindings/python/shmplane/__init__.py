@@ -44,6 +44,8 @@ See README.md and docs/ for the design, the wire format and the measured figures
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import _handles  # noqa: F401  (pickling support for endpoints)
 from . import errors
 from ._shmplane import (
@@ -70,6 +72,37 @@ from ._aio import wait
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
 from .sharedctypes import RawArray, RawValue
+
+
+def _keep_sigbus_guard_on_top() -> None:
+    """shmplane's SIGBUS guard turns a segment file truncated under a mapping into
+    ``CorruptSegmentError`` (docs: Reliability); a SIGBUS handler installed after it
+    would take those faults first and end the process. ``faulthandler`` is the one
+    that Python programs (and pytest) install and remove: after each of its
+    ``enable``/``disable`` the guard goes back on top, and faults that are not in
+    shmplane's mappings still reach ``faulthandler`` (dump, then the default action)."""
+    import faulthandler
+    import functools
+
+    from ._shmplane import _reinstall_sigbus_guard
+
+    for fname in ("enable", "disable"):
+        original = getattr(faulthandler, fname)
+        if getattr(original, "_shmplane_guarded", False):
+            continue
+
+        def wrapper(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+            try:
+                return __original(*args, **kwargs)
+            finally:
+                _reinstall_sigbus_guard()
+
+        functools.update_wrapper(wrapper, original)
+        wrapper._shmplane_guarded = True  # type: ignore[attr-defined]
+        setattr(faulthandler, fname, wrapper)
+
+
+_keep_sigbus_guard_on_top()
 
 __all__ = [
     "__version__",

@@ -27,11 +27,12 @@
 //! [`Guard`]'s drop (before the `munmap`) waits for that count to drain.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
 
 /// Registered mappings a process may hold at once (a mailbox consumer reading every
-/// lane holds about three per lane). Registering more fails with an error.
-pub const MAX_MAPPINGS: usize = 8192;
+/// lane holds about three per lane; Linux's default `vm.max_map_count` is 65,530).
+/// Registering more fails with an error. The table is `.bss`: only the entries used
+/// are ever touched.
+pub const MAX_MAPPINGS: usize = 65536;
 
 /// Entry states: free, closing (being unregistered), or `LIVE + n` with `n` handlers
 /// inside.
@@ -47,8 +48,6 @@ struct Entry {
     dev: AtomicU64,
     ino: AtomicU64,
     writable: AtomicU32,
-    /// 0, or 1 once tripped.
-    tripped: AtomicU32,
 }
 
 impl Entry {
@@ -60,7 +59,6 @@ impl Entry {
             dev: AtomicU64::new(0),
             ino: AtomicU64::new(0),
             writable: AtomicU32::new(0),
-            tripped: AtomicU32::new(0),
         }
     }
 
@@ -89,16 +87,62 @@ impl Entry {
 }
 
 static TABLE: [Entry; MAX_MAPPINGS] = [const { Entry::new() }; MAX_MAPPINGS];
+/// Each entry's tripped flag (0, or 1 once tripped), apart from the entries: read on
+/// every operation, it must not share lines with the words registration writes.
+static TRIPPED: [AtomicU32; MAX_MAPPINGS] = [const { AtomicU32::new(0) }; MAX_MAPPINGS];
 /// Entries ever used: the handler scans `TABLE[..HIGH]`.
 static HIGH: AtomicU64 = AtomicU64::new(0);
 /// Trips so far in this process (any file).
 static TRIPS: AtomicU64 = AtomicU64::new(0);
-/// The `SIGBUS` action that was installed before ours: its handler address
-/// (`SIG_DFL` is 0) and its `sa_flags`.
-static PREVIOUS_HANDLER: AtomicU64 = AtomicU64::new(0);
-static PREVIOUS_FLAGS: AtomicU64 = AtomicU64::new(0);
-/// Serialises registration's slot search and the handler's (re)installation.
-static INSTALL: Mutex<()> = Mutex::new(());
+/// The `SIGBUS` action that was installed before ours, in one word (so a handler never
+/// reads half of an update): its handler address (`SIG_DFL` is 0, `SIG_IGN` 1) shifted
+/// left by one, and whether it takes `SA_SIGINFO` arguments in bit 0.
+static PREVIOUS: AtomicU64 = AtomicU64::new(0);
+/// Serialises registration's slot search and the handler's (re)installation: a spin
+/// lock, not a `Mutex`, so that a fork child (which inherits it as it was) can reset it
+/// in its `pthread_atfork` handler.
+static INSTALL: AtomicU32 = AtomicU32::new(0);
+/// A foreign fault handed to the previous handler, which returned: its address and how
+/// many times in a row it came back. A handler that returns without curing the fault
+/// (a disabled `faulthandler` whose pointer we kept) would otherwise loop forever.
+static LAST_FOREIGN: AtomicU64 = AtomicU64::new(0);
+static FOREIGN_REPEATS: AtomicU32 = AtomicU32::new(0);
+/// Set while a sent `SIGBUS` is handed to the previous handler: one that re-raises it
+/// (`faulthandler` after its dump) then gets the default action.
+static PASSING_SENT: AtomicU32 = AtomicU32::new(0);
+
+/// Take `INSTALL` (never from the handler).
+fn lock_install() -> InstallGuard {
+    // ORDERING: Acquire, partner of `InstallGuard::drop`'s Release.
+    while INSTALL.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::thread::yield_now();
+    }
+    InstallGuard
+}
+
+struct InstallGuard;
+
+impl Drop for InstallGuard {
+    fn drop(&mut self) {
+        // ORDERING: Release, partner of `lock_install`'s Acquire.
+        INSTALL.store(0, Ordering::Release);
+    }
+}
+
+/// The fork child's handler: only the forking thread exists in the child, so a lock or
+/// handler count that another thread held at the fork is nobody's now.
+extern "C" fn after_fork_in_child() {
+    // ORDERING: Relaxed: single-threaded here (the child's only thread).
+    INSTALL.store(0, Ordering::Relaxed);
+    PASSING_SENT.store(0, Ordering::Relaxed);
+    let high = HIGH.load(Ordering::Relaxed) as usize;
+    for e in &TABLE[..high] {
+        let s = e.state.load(Ordering::Relaxed);
+        if s > LIVE && s != CLOSING {
+            e.state.store(LIVE, Ordering::Relaxed);
+        }
+    }
+}
 
 /// A registered mapping. Drop it before unmapping.
 #[derive(Debug)]
@@ -114,11 +158,13 @@ impl Guard {
     /// # Errors
     /// A message if [`MAX_MAPPINGS`] are registered, or `sigaction` fails.
     pub fn register(start: *mut u8, len: usize, dev: u64, ino: u64, writable: bool) -> Result<Guard, String> {
-        let _serial = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = lock_install();
         install()?;
         let high = HIGH.load(Ordering::Relaxed) as usize;
         let index = (0..high)
-            .find(|&i| TABLE[i].state.load(Ordering::Relaxed) == FREE)
+            // ORDERING: Acquire, partner of `Guard::drop`'s Release store of FREE: the
+            // entry's last use happens-before it is filled again.
+            .find(|&i| TABLE[i].state.load(Ordering::Acquire) == FREE)
             .or_else(|| (high < MAX_MAPPINGS).then_some(high))
             .ok_or_else(|| format!("more than {MAX_MAPPINGS} shared mappings in one process"))?;
         let e = &TABLE[index];
@@ -127,7 +173,7 @@ impl Guard {
         e.dev.store(dev, Ordering::Relaxed);
         e.ino.store(ino, Ordering::Relaxed);
         e.writable.store(u32::from(writable), Ordering::Relaxed);
-        e.tripped.store(0, Ordering::Relaxed);
+        TRIPPED[index].store(0, Ordering::Relaxed);
         // ORDERING: Release, partner of the handler's Acquire in `Entry::enter`: the
         // fields above are visible to a handler that finds the entry live.
         e.state.store(LIVE, Ordering::Release);
@@ -146,13 +192,13 @@ impl Guard {
         // ORDERING: Relaxed: set before the handler replaced the pages (SeqCst) and
         // read by the thread that faulted, or by others after the `mmap` (a system
         // call) made the zero pages theirs too; a late view only delays the report.
-        TABLE[self.index].tripped.load(Ordering::Relaxed) != 0
+        TRIPPED[self.index].load(Ordering::Relaxed) != 0
     }
 
     /// This mapping's tripped flag, for callers that check it without going through
     /// the region (hot paths cache it). It is this mapping's only while the guard lives.
     pub fn trip_flag(&self) -> TripFlag {
-        TripFlag(&TABLE[self.index].tripped)
+        TripFlag(&TRIPPED[self.index])
     }
 }
 
@@ -193,9 +239,18 @@ impl TripFlag {
     }
 }
 
-/// Trips in this process so far (every file).
+/// Files found truncated in this process so far.
 pub fn trips() -> u64 {
     TRIPS.load(Ordering::Relaxed)
+}
+
+/// Make the guard's handler the `SIGBUS` action again if another one replaced it since
+/// (Python's `faulthandler.enable()` or `disable()`, a `signal.signal(SIGBUS, ...)`):
+/// one `sigaction` read when nothing changed. Called at every mapping, in every wait
+/// slice and when a mapping is dropped.
+pub fn ensure_installed() {
+    let _serial = lock_install();
+    let _ = install();
 }
 
 /// Install [`on_sigbus`] unless it is the current `SIGBUS` action; the current one
@@ -211,8 +266,15 @@ fn install() -> Result<(), String> {
     if cur.sa_sigaction == ours {
         return Ok(());
     }
-    PREVIOUS_HANDLER.store(cur.sa_sigaction as u64, Ordering::SeqCst);
-    PREVIOUS_FLAGS.store(cur.sa_flags as u64, Ordering::SeqCst);
+    static HOOKED: AtomicU32 = AtomicU32::new(0);
+    // ORDERING: Relaxed: only decides who calls pthread_atfork (under INSTALL).
+    if HOOKED.swap(1, Ordering::Relaxed) == 0 {
+        // SAFETY: the child handler only stores atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    }
+    let siginfo = u64::from(cur.sa_flags & libc::SA_SIGINFO != 0);
+    // ORDERING: SeqCst, read by the handler (any thread): one word, never torn.
+    PREVIOUS.store(((cur.sa_sigaction as u64) << 1) | siginfo, Ordering::SeqCst);
     // SAFETY: zeroed is a valid sigaction (empty mask); fields set below.
     let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
     act.sa_sigaction = ours;
@@ -234,17 +296,32 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
     if code <= 0 {
-        // Sent (kill(2), raise(3)), not a fault: nothing to retry, and Python's
-        // faulthandler raises it again after its dump (with ours reinstated): take
-        // the default action, which ends the process as the sender meant.
-        default_action(sig, true);
+        sent(sig, info, ctx);
         return;
     }
     // BUS_ADRERR: an access to a page beyond the file's end.
     if code == libc::BUS_ADRERR && trip(addr) {
         return;
     }
-    chain(sig, info, ctx);
+    chain(sig, info, ctx, addr);
+}
+
+/// A sent `SIGBUS` (kill(2), raise(3)): nothing to retry. Handed to the previous
+/// handler, as without us; if that one raises it again (Python's `faulthandler` after
+/// its dump, with ours reinstated), the default action ends the process.
+fn sent(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let (handler, siginfo) = previous();
+    if handler == libc::SIG_IGN {
+        return;
+    }
+    // ORDERING: Relaxed: a flag of this signal's delivery (re-entry is the same thread).
+    if handler == libc::SIG_DFL || PASSING_SENT.swap(1, Ordering::Relaxed) == 1 {
+        PASSING_SENT.store(0, Ordering::Relaxed);
+        default_action(sig, true);
+        return;
+    }
+    call(handler, siginfo, sig, info, ctx);
+    PASSING_SENT.store(0, Ordering::Relaxed);
 }
 
 /// Trip every mapping of the file mapped at `addr`; false if no registered mapping
@@ -268,15 +345,19 @@ fn trip(addr: usize) -> bool {
     };
     let (dev, ino) = (TABLE[hit].dev.load(Ordering::Relaxed), TABLE[hit].ino.load(Ordering::Relaxed));
     let mut ok = true;
+    let mut newly = false;
     for e in &TABLE[..high] {
         let same = std::ptr::eq(e, &TABLE[hit]);
         if !same && !e.enter() {
             continue;
         }
-        if e.dev.load(Ordering::Relaxed) == dev && e.ino.load(Ordering::Relaxed) == ino && e.tripped.load(Ordering::Relaxed) == 0 {
-            // ORDERING: SeqCst, before the pages are replaced: a thread that sees the
-            // zero pages (after this handler's mmap) and then loads `tripped` sees it.
-            e.tripped.store(1, Ordering::SeqCst);
+        let i = (e as *const Entry as usize - TABLE.as_ptr() as usize) / size_of::<Entry>();
+        // ORDERING: SeqCst swap, before the pages are replaced: a thread that sees the
+        // zero pages (after this handler's mmap) and then loads the flag sees it; the
+        // swap lets one handler only replace a mapping (a second replacement would wipe
+        // what threads wrote to the first one's private pages meanwhile).
+        if e.dev.load(Ordering::Relaxed) == dev && e.ino.load(Ordering::Relaxed) == ino && TRIPPED[i].swap(1, Ordering::SeqCst) == 0 {
+            newly = true;
             ok &= zero_pages(e.start.load(Ordering::Relaxed) as usize, e.len.load(Ordering::Relaxed) as usize, e.writable.load(Ordering::Relaxed) != 0);
         }
         if !same {
@@ -284,7 +365,9 @@ fn trip(addr: usize) -> bool {
         }
     }
     TABLE[hit].leave();
-    TRIPS.fetch_add(1, Ordering::Relaxed);
+    if newly {
+        TRIPS.fetch_add(1, Ordering::Relaxed);
+    }
     ok
 }
 
@@ -301,16 +384,41 @@ fn zero_pages(start: usize, len: usize, writable: bool) -> bool {
     p as usize == start
 }
 
-/// Hand a fault outside our mappings to the action installed before ours.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let handler = PREVIOUS_HANDLER.load(Ordering::SeqCst) as usize;
-    let flags = PREVIOUS_FLAGS.load(Ordering::SeqCst) as libc::c_int;
+/// The previous action's handler address and whether it takes `SA_SIGINFO` arguments.
+fn previous() -> (usize, bool) {
+    // ORDERING: SeqCst, partner of `install`'s store.
+    let p = PREVIOUS.load(Ordering::SeqCst);
+    ((p >> 1) as usize, p & 1 == 1)
+}
+
+/// Hand a fault outside our mappings to the action installed before ours. A handler
+/// that returns without curing it gets the fault again; the second repeat at the same
+/// address takes the default action instead (a stale pointer to a handler that was
+/// disabled since would loop forever).
+fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void, addr: usize) {
+    let (handler, siginfo) = previous();
     if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
         // Ignoring a fault is undefined: the default action, as without us.
         default_action(sig, false);
         return;
     }
-    if flags & libc::SA_SIGINFO != 0 {
+    // ORDERING: Relaxed: a heuristic; a race between threads only moves the default
+    // action one fault earlier or later.
+    if LAST_FOREIGN.swap(addr as u64, Ordering::Relaxed) == addr as u64 {
+        if FOREIGN_REPEATS.fetch_add(1, Ordering::Relaxed) >= 1 {
+            FOREIGN_REPEATS.store(0, Ordering::Relaxed);
+            default_action(sig, false);
+            return;
+        }
+    } else {
+        FOREIGN_REPEATS.store(0, Ordering::Relaxed);
+    }
+    call(handler, siginfo, sig, info, ctx);
+}
+
+/// Call a previous handler with the signature its flags say.
+fn call(handler: usize, siginfo: bool, sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if siginfo {
         // SAFETY: the previous action was installed with SA_SIGINFO, so `handler` is a
         // function of this signature.
         let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(handler) };

@@ -144,6 +144,11 @@ pub use guard::TripFlag;
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if let Backing::Mapped(..) = self.backing {
+            // Another SIGBUS handler may have replaced the guard's since (Python's
+            // faulthandler at exit): a close that finds the file truncated must not die.
+            guard::ensure_installed();
+        }
         if let Backing::Heap(layout) = self.backing {
             // SAFETY: allocated in `heap` with this layout, freed once.
             unsafe { dealloc(self.ptr.as_ptr(), layout) };
