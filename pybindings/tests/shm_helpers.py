@@ -40,11 +40,17 @@ def segment_is_ours(name: str, pids: Iterable[int]) -> bool:
         if digits.isdigit() and int(digits) in pids:
             return True
     try:
-        with open(seg_path(name), "rb") as f:
-            f.seek(CREATOR_PID_OFFSET)
-            raw = f.read(4)
+        # O_NONBLOCK: a doorbell (``<name>@rx``, a FIFO) opens at once and reads empty;
+        # a plain open() of it would wait for a writer, possibly forever.
+        fd = os.open(seg_path(name), os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return False
+    try:
+        raw = os.pread(fd, 4, CREATOR_PID_OFFSET)
+    except OSError:  # a FIFO cannot seek
+        return False
+    finally:
+        os.close(fd)
     return len(raw) == 4 and struct.unpack("<I", raw)[0] in pids
 
 
