@@ -420,8 +420,9 @@ def big(reps: int) -> dict[str, float]:
             res["channel_list_1M"].append(time.perf_counter() - t)
             del got
     finally:
-        tx.close()
+        tx.close()  # the server's recv raises DisconnectedError: it returns, closing its ends
         rx.close()
+        q.join(10)
         _stop(q)
     return {k: statistics.median(v) * 1e3 for k, v in res.items()}
 
