@@ -44,6 +44,7 @@ class Example:
 
 
 EXAMPLES = [
+    Example("latest_values/latest_values.py", ("--quick",), ("final update 200: params = [200.0,", "torn reads: 0")),
     Example(
         "check_pause/check_pause.py",
         ("--quick",),
