@@ -46,6 +46,11 @@ class Example:
 EXAMPLES = [
     Example("latest_values/latest_values.py", ("--quick",), ("final update 200: params = [200.0,", "torn reads: 0")),
     Example(
+        "broadcast/broadcast.py",
+        ("--quick",),
+        ("publisher: 3 subscribers", "subscriber 2 (pid", "all 3 subscribers received the same dataset"),
+    ),
+    Example(
         "check_pause/check_pause.py",
         ("--quick",),
         (
