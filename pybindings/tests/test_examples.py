@@ -51,6 +51,15 @@ EXAMPLES = [
         ("publisher: 3 subscribers", "subscriber 2 (pid", "all 3 subscribers received the same dataset"),
     ),
     Example(
+        "asyncio/asyncio_consumer.py",
+        ("--quick",),
+        (
+            "consumer: received 100 readings from 2 producers",
+            "each producer's in the order sent: True",
+            "final progress [50, 50]",
+        ),
+    ),
+    Example(
         "check_pause/check_pause.py",
         ("--quick",),
         (
