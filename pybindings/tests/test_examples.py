@@ -60,6 +60,17 @@ EXAMPLES = [
         ),
     ),
     Example(
+        "by_name/run.py",
+        ("--quick",),
+        (
+            "sender-a: joined /dev/shm/shmplane.by-name-demo-",
+            "sender-b: sent 2 messages and bye",
+            "receiver: 'reading 2: 20.2 C' from sender-a",
+            "receiver: 5 messages; 2 senders said bye",
+            "removed after every process closed",
+        ),
+    ),
+    Example(
         "check_pause/check_pause.py",
         ("--quick",),
         (
@@ -99,8 +110,8 @@ EXAMPLES = [
     ),
 ]
 
-#: Scripts that an example above starts itself.
-HELPERS: set[str] = set()
+#: Scripts that an example above starts itself (by_name/run.py starts these two).
+HELPERS = {"by_name/receiver.py", "by_name/sender.py"}
 
 
 def _env() -> dict[str, str]:
