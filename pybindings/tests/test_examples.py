@@ -94,8 +94,8 @@ EXAMPLES = [
         timeout_s=240,
     ),
     Example("rpc/asyncio_master.py", ("--quick",), ("awaited calls in", "count() -> 50"), timeout_s=240),
-    # The main job's smoke run (every section, a few repetitions each). The peers that
-    # are not installed are skipped by the demo itself.
+    # The main job's smoke run (every section, a few repetitions each); --plot is added
+    # by the test. The peers that are not installed are skipped by the demo itself.
     Example(
         "dataset_transfer/main.py",
         ("--quick",),
@@ -113,6 +113,10 @@ EXAMPLES = [
 #: Scripts that an example above starts itself (by_name/run.py starts these two).
 HELPERS = {"by_name/receiver.py", "by_name/sender.py"}
 
+#: Plots the demo writes with --plot when matplotlib is installed.
+DEMO_PLOTS = ["a-ndarray-cdf.png", "a2-ndarray-large-cdf.png", "b-list-cdf.png", "d-latest-values-cdf.png",
+              "rpc-64B-round-trip-cdf.png"]
+
 
 def _env() -> dict[str, str]:
     """This environment, with the directory of the shmplane this test imported first on
@@ -123,6 +127,14 @@ def _env() -> dict[str, str]:
     if package_parent not in site.getsitepackages():
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _imports(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _ours(name: str, pid: int) -> bool:
@@ -172,8 +184,23 @@ def test_every_example_script_is_run() -> None:
 
 @pytest.mark.parametrize(
     "example",
-    [pytest.param(e, id=e.id, marks=pytest.mark.timeout(e.timeout_s + 30)) for e in EXAMPLES],
+    [pytest.param(e, id=e.id, marks=pytest.mark.timeout(e.timeout_s + 30))
+     for e in EXAMPLES if not e.script.startswith("dataset_transfer/")],
 )
 def test_example_runs(example: Example) -> None:
     _run(example)
 
+
+@pytest.mark.timeout(540)  # the demo's own timeout_s, and time to kill it
+def test_demo_runs_and_plots_when_matplotlib_is_there(tmp_path: Path) -> None:
+    (demo,) = [e for e in EXAMPLES if e.script.startswith("dataset_transfer/")]
+    done = _run(demo, "--plot", str(tmp_path))
+    if not _imports("matplotlib"):
+        assert "--plot needs matplotlib" in done.stderr
+        assert not list(tmp_path.iterdir())
+    else:
+        written = sorted(p.name for p in tmp_path.iterdir())
+        assert written == sorted(DEMO_PLOTS), written
+        for name in written:
+            assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "plots (latency CDFs):" in done.stdout
