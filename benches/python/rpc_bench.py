@@ -26,6 +26,9 @@ round trip and p99 ≤ 5 µs; adaptive p50 ≤ 1.2x spin's; block p50 ≤ max(1.
 futex round trip, that round trip + 3 µs); 8 MB reply ≤ 2x ``np.copyto``; list reply ≤
 1.1x the one-way channel transfer; ≥ 100x faster than the sipyco-style RPC.
 
+``--plot DIR`` writes the ``rr`` round trips as a latency CDF (``rpc-64B-round-trip-cdf.png``;
+needs matplotlib, see ``plots.py``).
+
 Watchdog: every wait of this process has a timeout; children are terminated, then
 killed. Peers not installed are skipped with a note. Run ``ci/bench-rpc.sh`` (installs
 the peers and builds the Rust floors), or this file with the venv's python.
@@ -54,6 +57,8 @@ import shmplane
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import plots  # noqa: E402  (benches/python/plots.py: optional CDF pictures and progress bars)
+
 ROOT = HERE.parent.parent
 CTX = multiprocessing.get_context("spawn")
 TIMEOUT = 60.0
@@ -420,8 +425,9 @@ def big(reps: int) -> dict[str, float]:
             res["channel_list_1M"].append(time.perf_counter() - t)
             del got
     finally:
-        tx.close()
+        tx.close()  # the server's recv raises DisconnectedError: it returns, closing its ends
         rx.close()
+        q.join(10)
         _stop(q)
     return {k: statistics.median(v) * 1e3 for k, v in res.items()}
 
@@ -429,7 +435,8 @@ def big(reps: int) -> dict[str, float]:
 # ------------------------------------------------------------------ main
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[Path]:
+    """Run the bench; return the plots written (``--plot``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=20000, help="timed round trips per row (default 20000)")
     ap.add_argument("--workloads", default="rr,big")
@@ -438,7 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="2000 calls, 3 big reps")
     ap.add_argument("--json", default="", help="write the figures here")
     ap.add_argument("--hogs", type=int, default=0, help="busy-loop processes running throughout (a loaded machine)")
+    ap.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write the rr latency CDF here (needs matplotlib)")
     args = ap.parse_args(argv)
+    if args.plot is not None and not plots.have_matplotlib():
+        print("note: --plot needs matplotlib (pip install matplotlib): no plot written", file=sys.stderr)
+        args.plot = None
     if args.quick:
         args.calls, args.big_reps = 2000, 3
     n = args.calls
@@ -467,24 +478,28 @@ def main(argv: list[str] | None = None) -> None:
     hogs = [CTX.Process(target=_hog, daemon=True) for _ in range(args.hogs)]
     for h in hogs:
         h.start()
+    samples: dict[str, list[int]] = {}
     try:
-        _run(args, n, only, rows, out, notes)
+        _run(args, n, only, rows, out, notes, samples)
     finally:
         for h in hogs:
             _stop(h)
+    if args.plot is None or not samples:
+        return []
+    title = f"(h) RPC: 64-byte call and reply, each round trip timed (up to {n} calls per transport)"
+    return [plots.latency_cdfs(samples, title, args.plot / "rpc-64B-round-trip-cdf.png")]
 
 
-def _run(args: argparse.Namespace, n: int, only: list[str], rows: dict[str, Callable[[], list[int]]], out: dict[str, Any], notes: list[str]) -> None:
+def _run(args: argparse.Namespace, n: int, only: list[str], rows: dict[str, Callable[[], list[int]]], out: dict[str, Any], notes: list[str], samples: dict[str, list[int]]) -> None:
     if "rr" in args.workloads:
         floors = rust_floors(20000)
         if floors is None:
             notes.append("target/release/rpc not built: no Rust floors (cargo build --release -p shmplane-benches)")
         out["floors"] = floors
-        for name, fn in rows.items():
-            if only and name not in only:
-                continue
+        for name, fn in plots.progress([r for r in rows.items() if not only or r[0] in only], desc="rr"):
             try:
-                out["rr"][name] = _pcts(fn())
+                samples[name] = fn()
+                out["rr"][name] = _pcts(samples[name])
             except Exception as e:  # noqa: BLE001  (a peer failing must not end the run)
                 notes.append(f"{name} failed: {type(e).__name__}: {e}")
         spin = out["rr"].get("shmplane-rpc-spin")

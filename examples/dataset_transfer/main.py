@@ -26,8 +26,11 @@ list of a million floats), beside ``multiprocessing.Pipe``, a ``multiprocessing`
 manager proxy, pyzmq REQ/REP, a socketpair, iceoryx2 request-response and a
 sipyco-style asyncio RPC, with the Rust floors (benches/python/rpc_bench.py).
 
-Run:  python examples/dataset_transfer/main.py [--reps N] [--quick]
-Prints per-transfer p50/p99/p99.9 in microseconds and the ratios.
+Run:  python examples/dataset_transfer/main.py [--reps N] [--quick] [--plot [DIR]]
+Prints per-transfer p50/p99/p99.9 in microseconds and the ratios. With ``--plot`` and
+matplotlib installed, also writes PNG latency CDFs of shmplane beside each peer for
+(a), (a2), (b), (d) and (h) into DIR (default benches/results/). With tqdm installed,
+a progress bar shows on a terminal while the peers are measured.
 """
 
 from __future__ import annotations
@@ -46,12 +49,25 @@ import shmplane
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches" / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "check_pause"))
 import peers  # noqa: E402  (benches/python/peers.py: the peer transports)
+import plots  # noqa: E402  (benches/python/plots.py: optional CDF pictures and progress bars)
 import mailbox_bench  # noqa: E402  (benches/python/mailbox_bench.py: N producers -> 1 consumer)
 import broadcast_bench  # noqa: E402  (benches/python/broadcast_bench.py: 1 publisher -> N subscribers)
 import rpc_bench  # noqa: E402  (benches/python/rpc_bench.py: request/response)
 import check_pause  # noqa: E402  (examples/check_pause/check_pause.py)
 
 _CTX = multiprocessing.get_context("spawn")
+DEFAULT_PLOT_DIR = Path(__file__).resolve().parents[2] / "benches" / "results"
+
+
+def say(line: str) -> None:
+    """Print a line of figures (above the progress bar, if one is showing)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(line, flush=True)
+        return
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
 
 
 def _shmplane_worker(rx: shmplane.Receiver, acks: shmplane.Sender, policy: str) -> None:
@@ -173,14 +189,15 @@ def _latest_worker(kind: str, arr: Any, ack: Any, done: Any) -> None:
     done.put((seen, torn))
 
 
-def latest_values(reps: int) -> None:
+def latest_values(reps: int, plot_dir: Path | None = None) -> list[Path]:
     """(d): publish -> seen latency of a 16-double vector, shmplane vs stdlib RawArray."""
     print(f"(d) latest values: {reps} updates of a {LATEST_WIDTH}-double vector, master publishes -> "
           "worker sees a consistent copy -> ack", flush=True)
     from multiprocessing import sharedctypes
 
     rows = []
-    for kind in ("shmplane_wait", "shmplane_poll", "stdlib_poll"):
+    series: dict[str, list[int]] = {}
+    for kind in plots.progress(("shmplane_wait", "shmplane_poll", "stdlib_poll"), desc="(d) latest values"):
         mod: Any = shmplane if kind.startswith("shmplane") else sharedctypes
         arr, ack = mod.RawArray("d", LATEST_WIDTH), mod.RawValue("d", 0.0)
         done = _CTX.Queue()
@@ -208,9 +225,14 @@ def latest_values(reps: int) -> None:
             arr.close()
             ack.close()
         rows.append((kind, peers.summarize(durations), seen, torn))
+        series[kind] = durations
     print(f"  {'transport':<16} {'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}  torn reads seen by the worker")
     for kind, s, seen, torn in rows:
         print(f"  {kind:<16} {s['p50']:8.1f} {s['p99']:8.1f} {s['p999']:9.1f}  {torn} of {seen}")
+    if plot_dir is None:
+        return []
+    title = f"(d) latest values: publish -> ack of a {LATEST_WIDTH}-double vector, {reps} updates"
+    return [plots.latency_cdfs(series, title, plot_dir / "d-latest-values-cdf.png")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,34 +242,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--elements", type=int, default=1_000_000, help="payload length (default 1,000,000)")
     parser.add_argument("--stream-messages", type=int, default=1_000_000, help="64-byte messages per stream")
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    parser.add_argument("--plot", nargs="?", type=Path, const=DEFAULT_PLOT_DIR, default=None, metavar="DIR",
+                        help=f"write latency CDF PNGs into DIR (default {DEFAULT_PLOT_DIR}); needs matplotlib")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.warmup, args.stream_messages = 5, 1, 20_000
+    plot_dir: Path | None = args.plot
+    if plot_dir is not None and not plots.have_matplotlib():
+        print("note: --plot needs matplotlib (pip install matplotlib): no plots written", file=sys.stderr)
+        plot_dir = None
+    written: list[Path] = []
 
     transports: dict[str, type[peers.Peer]] = {"shmplane": ShmplanePeer, "shmplane_spin": ShmplaneSpinPeer, **peers.PEERS}
     array = peers.make_array_payload(args.elements)
     big = peers.make_array_payload(3 * args.elements)
     payloads = (
-        (f"(a) float64 ndarray of {args.elements:,} elements ({array.nbytes / 1e6:.0f} MB)", array, None),
+        (f"(a) float64 ndarray of {args.elements:,} elements ({array.nbytes / 1e6:.0f} MB)", array, None, "a-ndarray"),
         (
             f"(a2) float64 ndarray of {3 * args.elements:,} elements ({big.nbytes / 1e6:.0f} MB, "
             f"{big.nbytes / shmplane.DEFAULT_CAPACITY:.0f}x the 1 MiB ring)",
             big,
             ("shmplane", "shmplane_spin", "floor_copyto", "pickle5_pipe"),
+            "a2-ndarray-large",
         ),
-        (f"(b) Python list of {args.elements:,} floats", peers.make_list_payload(args.elements), None),
+        (f"(b) Python list of {args.elements:,} floats", peers.make_list_payload(args.elements), None, "b-list"),
     )
-    for label, payload, only in payloads:
+    for label, payload, only, slug in payloads:
         print(f"{label}: {args.reps} timed transfers after {args.warmup} warm-up, master -> worker -> ack", flush=True)
         rows = []
-        for name, cls in transports.items():
-            if only is not None and name not in only:
-                continue
+        series: dict[str, list[int]] = {}
+        chosen = [(name, cls) for name, cls in transports.items() if only is None or name in only]
+        for name, cls in plots.progress(chosen, desc=label.split(" ", 1)[0]):
             t0 = time.perf_counter()
             durations = peers.measure(cls(), payload, reps=args.reps, warmup=args.warmup)
             rows.append((name, peers.summarize(durations)))
-            print(f"  measured {name:<20} in {time.perf_counter() - t0:5.1f} s", flush=True)
+            series[name] = durations
+            say(f"  measured {name:<20} in {time.perf_counter() - t0:5.1f} s")
         print(peers.format_table(rows))
+        if plot_dir is not None:
+            title = f"{label}\n{args.reps} transfers per transport, master -> worker -> ack"
+            written.append(plots.latency_cdfs(series, title, plot_dir / f"{slug}-cdf.png"))
         p50 = {name: s["p50"] for name, s in rows}
         others = [("pickle5_pipe", "pickle-5 over a Pipe"), ("pipe_send", "Pipe.send"), ("queue_put", "Queue.put")]
         faster = "".join(f"{p50[k] / p50['shmplane']:.1f}x faster than {what}, " for k, what in others if k in p50)
@@ -270,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         print(f"  (not installed, skipped: {', '.join(missing)})")
     print()
-    latest_values(200 if args.quick else 5000)
+    written += latest_values(200 if args.quick else 5000, plot_dir)
     print()
     # (e) the check_pause loop over a mailbox, (f) many producers -> one consumer.
     check_pause.command_demo(0.05 if args.quick else 0.3)
@@ -285,7 +319,11 @@ def main(argv: list[str] | None = None) -> None:
     broadcast_bench.main(broadcast_args)
     print(f"\n(h) RPC: the master calls a worker process, beside the peers", flush=True)
     rpc_args = ["--quick"] if args.quick else ["--calls", "20000", "--big-reps", "7"]
-    rpc_bench.main(rpc_args)
+    if plot_dir is not None:
+        rpc_args += ["--plot", str(plot_dir)]
+    written += rpc_bench.main(rpc_args)
+    if written:
+        print(f"\nplots (latency CDFs): {', '.join(str(p) for p in written)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import stat
 import struct
 import time
 import traceback
@@ -41,15 +40,17 @@ def segment_is_ours(name: str, pids: Iterable[int]) -> bool:
         if digits.isdigit() and int(digits) in pids:
             return True
     try:
-        # Only regular files: a doorbell (a FIFO) that a killed process left would
-        # block the open until a writer came.
-        if not stat.S_ISREG(os.stat(seg_path(name)).st_mode):
-            return False
-        with open(seg_path(name), "rb") as f:
-            f.seek(CREATOR_PID_OFFSET)
-            raw = f.read(4)
+        # O_NONBLOCK: a doorbell (``<name>@rx``, a FIFO) opens at once and reads empty;
+        # a plain open() of it would wait for a writer, possibly forever.
+        fd = os.open(seg_path(name), os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return False
+    try:
+        raw = os.pread(fd, 4, CREATOR_PID_OFFSET)
+    except OSError:  # a FIFO cannot seek
+        return False
+    finally:
+        os.close(fd)
     return len(raw) == 4 and struct.unpack("<I", raw)[0] in pids
 
 

@@ -354,17 +354,6 @@ def test_ctrl_c_ends_a_blocked_recv(shm_name: str) -> None:
         assert time.monotonic() - started < 5
 
 
-@pytest.mark.timeout(120)
-def test_check_pause_example_runs() -> None:
-    root = os.path.join(os.path.dirname(__file__), "..", "..")
-    script = os.path.join(root, "examples", "check_pause", "check_pause.py")
-    out = subprocess.run([sys.executable, script, "--quick"], capture_output=True, text=True, timeout=100)
-    assert out.returncode == 0, out.stderr
-    for cmd, who in [("pause", "master"), ("resume", "outsider"), ("pause", "outsider"), ("terminate", "master")]:
-        assert f"{cmd:<10} from {who}" in out.stdout, out.stdout
-    assert "shmplane mb.pending()" in out.stdout
-
-
 @pytest.mark.parametrize("max_senders", [-1, 0, 512, 2**40])
 def test_out_of_range_max_senders_is_invalid_argument(max_senders: int) -> None:
     with pytest.raises(shmplane.InvalidArgumentError):
