@@ -773,9 +773,9 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         let mut guard = self.lock(py)?;
         let rx: &mut Receiver = &mut guard;
         if timeout.is_zero() {
-            return rx.poll_with(Wait::no_wait()).py_err(py);
+            return rx.poll_with(Wait::no_wait()).or_else(crate::endpoints::ended_is_ready).py_err(py);
         }
-        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))
+        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait).or_else(crate::endpoints::ended_is_ready))
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -837,5 +837,15 @@ impl PySender {
 impl PyReceiver {
     pub(crate) fn wrap(r: Receiver) -> Self {
         PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() }
+    }
+}
+
+/// `poll` as `multiprocessing.Connection.poll`: true when the next receive would not
+/// wait, the end of the stream included (it then raises `DisconnectedError` or
+/// `PeerDeadError`), as the descriptor of `fileno()` is readable then.
+pub(crate) fn ended_is_ready(e: shmplane::Error) -> shmplane::Result<bool> {
+    match e {
+        shmplane::Error::Disconnected { .. } | shmplane::Error::PeerDead { .. } => Ok(true),
+        e => Err(e),
     }
 }

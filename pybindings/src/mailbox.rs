@@ -183,9 +183,9 @@ impl PyMailbox {
         let mut guard = self.lock(py)?;
         let mb: &mut Mailbox = &mut guard;
         if timeout.is_zero() {
-            return mb.poll_with(Wait::no_wait()).py_err(py);
+            return mb.poll_with(Wait::no_wait()).or_else(crate::endpoints::ended_is_ready).py_err(py);
         }
-        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))
+        blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait).or_else(crate::endpoints::ended_is_ready))
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {

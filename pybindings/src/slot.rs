@@ -465,7 +465,8 @@ impl PySlotView {
     #[inline(always)]
     pub(crate) fn fast_item(&self, py: Python<'_>, i: isize, scalar: bool) -> Option<*mut pyo3::ffi::PyObject> {
         let code = self.code?;
-        if scalar && !self.scalar {
+        if scalar != self.scalar {
+            // `.value` of an array, or `[i]` of a scalar (the full path raises).
             return None;
         }
         let at = if (i as usize) < self.len { i as usize } else { self.position(i).ok()? };
@@ -706,6 +707,9 @@ impl PySlotView {
     pub(crate) fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         let py = slf.py();
+        if this.scalar {
+            return Err(not_subscriptable(slf, "is not subscriptable"));
+        }
         let Some(code) = this.code else {
             return Ok(slf.call_method1("_getitem", (key,))?.unbind());
         };
@@ -745,6 +749,9 @@ impl PySlotView {
     fn __setitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let this = slf.get();
         let py = slf.py();
+        if this.scalar {
+            return Err(not_subscriptable(slf, "does not support item assignment"));
+        }
         if this.code.is_none() {
             return slf.call_method1("_setitem", (key, v)).map(drop);
         }
@@ -893,4 +900,15 @@ fn decode_size_ok(code: char, size: usize) -> bool {
         (code, size),
         ('b' | 'B' | '?', 1) | ('h' | 'H', 2) | ('i' | 'I' | 'f', 4) | ('l' | 'L' | 'q' | 'Q' | 'd', 8)
     )
+}
+
+/// `TypeError` for indexing a scalar view (a `RawValue`), worded as the stdlib's for
+/// its ctypes object: "'c_double' object is not subscriptable".
+#[cold]
+fn not_subscriptable(slf: &Bound<'_, PySlotView>, what: &str) -> PyErr {
+    let name = slf
+        .getattr("_type")
+        .and_then(|t| t.getattr("__name__"))
+        .map_or_else(|_| "RawValue".to_owned(), |n| n.to_string());
+    pyo3::exceptions::PyTypeError::new_err(format!("'{name}' object {what}"))
 }

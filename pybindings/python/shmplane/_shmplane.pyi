@@ -284,7 +284,10 @@ class Receiver:
         """Receive the next message's payload as bytes, whatever was sent (an array's
         or pickle's encoding: docs/wire-format.md). Raises as ``recv``."""
     def poll(self, timeout: float | None = 0.0) -> bool:
-        """True if a message is ready, waiting at most ``timeout`` seconds."""
+        """True if the next receive would not wait, waiting at most ``timeout`` seconds
+        for that: a message is ready, or (as ``multiprocessing.Connection.poll`` at end
+        of file) every sender closed or died and nothing is queued, so the receive
+        raises ``DisconnectedError`` or ``PeerDeadError``."""
     def close(self) -> None:
         """Close this end (idempotent). A receive of another thread blocked on this end
         ends with ClosedError within one wait slice (50 ms)."""
@@ -569,7 +572,10 @@ class Mailbox:
     def recv_bytes(self, timeout: float | None = None) -> bytes:
         """Receive the next message's payload as bytes, whatever was sent."""
     def poll(self, timeout: float | None = 0.0) -> bool:
-        """True if a message is ready, waiting at most ``timeout`` seconds."""
+        """True if the next receive would not wait, waiting at most ``timeout`` seconds
+        for that: a message is ready, or (as ``multiprocessing.Connection.poll`` at end
+        of file) every sender closed or died and nothing is queued, so the receive
+        raises ``DisconnectedError`` or ``PeerDeadError``."""
     def close(self) -> None:
         """Close the receiving end (idempotent); senders get DisconnectedError when they
         next wait for room. A receive of another thread blocked on it ends with
