@@ -66,8 +66,9 @@ impl PyPublisher {
 
     /// Become the publisher of existing broadcast `name` (its publisher closed or died).
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
-        let p = py.detach(|| Publisher::open(name)).py_err(py)?;
+    #[pyo3(signature = (name, timeout=0.0))]
+    fn open<'py>(py: Python<'py>, name: &str, timeout: Option<f64>) -> PyResult<Bound<'py, Self>> {
+        let p = crate::wait::open_waiting(py, timeout, || Publisher::open(name))?;
         publisher(py, p)
     }
 
@@ -132,8 +133,9 @@ impl PyPublisher {
 impl PySubscriber {
     /// Join broadcast `name` as a new subscriber.
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
-        let s = py.detach(|| Subscriber::open(name)).py_err(py)?;
+    #[pyo3(signature = (name, timeout=0.0))]
+    fn open<'py>(py: Python<'py>, name: &str, timeout: Option<f64>) -> PyResult<Bound<'py, Self>> {
+        let s = crate::wait::open_waiting(py, timeout, || Subscriber::open(name))?;
         subscriber(py, s)
     }
 

@@ -361,10 +361,12 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         tracked(py, PySender { inner: Mutex::new(s), closing: CloseFlag::default() })
     }
 
-    /// Open existing channel `name` as its sender.
+    /// Open existing channel `name` as its sender, waiting at most `timeout` seconds
+    /// for its creator (see the stubs).
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
-        let s = py.detach(|| Sender::open(name)).py_err(py)?;
+    #[pyo3(signature = (name, timeout=0.0))]
+    fn open<'py>(py: Python<'py>, name: &str, timeout: Option<f64>) -> PyResult<Bound<'py, Self>> {
+        let s = crate::wait::open_waiting(py, timeout, || Sender::open(name))?;
         tracked(py, PySender { inner: Mutex::new(s), closing: CloseFlag::default() })
     }
 
@@ -683,10 +685,12 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         tracked(py, PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() })
     }
 
-    /// Open existing channel `name` as its receiver.
+    /// Open existing channel `name` as its receiver, waiting at most `timeout` seconds
+    /// for its creator (see the stubs).
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
-        let r = py.detach(|| Receiver::open(name)).py_err(py)?;
+    #[pyo3(signature = (name, timeout=0.0))]
+    fn open<'py>(py: Python<'py>, name: &str, timeout: Option<f64>) -> PyResult<Bound<'py, Self>> {
+        let r = crate::wait::open_waiting(py, timeout, || Receiver::open(name))?;
         tracked(py, PyReceiver { inner: Mutex::new(r), closing: CloseFlag::default() })
     }
 

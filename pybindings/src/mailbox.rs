@@ -136,8 +136,9 @@ impl PyMailbox {
 
     /// Become the consumer of existing mailbox `name` (its previous one is gone).
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, Self>> {
-        let mb = py.detach(|| Mailbox::open(name)).py_err(py)?;
+    #[pyo3(signature = (name, timeout=0.0))]
+    fn open<'py>(py: Python<'py>, name: &str, timeout: Option<f64>) -> PyResult<Bound<'py, Self>> {
+        let mb = crate::wait::open_waiting(py, timeout, || Mailbox::open(name))?;
         tracked(py, PyMailbox::new(py, mb)?)
     }
 

@@ -230,8 +230,9 @@ impl PyByteSlot {
 
     /// Open slot `name`, checking `fingerprint`.
     #[staticmethod]
-    fn open<'py>(py: Python<'py>, name: &str, fingerprint: u64) -> PyResult<Bound<'py, Self>> {
-        let slot = py.detach(|| ByteSlot::open(name, fingerprint)).py_err(py)?;
+    #[pyo3(signature = (name, fingerprint, timeout=0.0))]
+    fn open<'py>(py: Python<'py>, name: &str, fingerprint: u64, timeout: Option<f64>) -> PyResult<Bound<'py, Self>> {
+        let slot = crate::wait::open_waiting(py, timeout, || ByteSlot::open(name, fingerprint))?;
         tracked(py, PyByteSlot::new(slot))
     }
 

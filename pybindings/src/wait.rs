@@ -164,3 +164,27 @@ pub fn lock_for_close<'a, T: Send>(py: Python<'_>, m: &'a std::sync::Mutex<T>, f
         }
     }
 }
+
+/// `open()` a segment by name, waiting at most `timeout` (seconds; `None` or `inf`:
+/// forever; 0: not at all) for a creator that has not created it yet: each
+/// [`Error::NotFound`] is retried after a pause (1 ms growing to 20 ms) without the GIL,
+/// with Ctrl-C checked between tries, as `RpcClient.connect` waits for its server.
+///
+/// # Errors
+/// `ValueError` for a bad timeout; `KeyboardInterrupt`; `open`'s last error
+/// (`NotFoundError` once the timeout passed).
+pub fn open_waiting<T: Send>(py: Python<'_>, timeout: Option<f64>, open: impl Fn() -> Result<T, Error> + Sync) -> PyResult<T> {
+    let limit = Timeout::new(timeout, true)?;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match py.detach(&open) {
+            Err(Error::NotFound { .. }) if !limit.is_zero() => {
+                let nap = limit.deadline.map_or(pause, |d| pause.min(d.saturating_duration_since(Instant::now())));
+                py.detach(|| std::thread::sleep(nap));
+                py.check_signals()?;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            other => return crate::error::IntoPyResult::py_err(other, py),
+        }
+    }
+}

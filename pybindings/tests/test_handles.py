@@ -462,3 +462,39 @@ def test_gc_removes_segment_of_killed_process(shm_name: str, procs: Any) -> None
     procs.join(p, exitcode=-signal.SIGKILL)
     assert shm_name in shmplane.gc()
     assert not os.path.exists(seg_path(shm_name))
+
+
+def test_open_waits_for_a_creator_that_comes_later(make_name: Any) -> None:
+    """``open(name, timeout=...)`` retries while the segment does not exist yet (a
+    creator starting in another process), as ``RpcClient.connect`` does; 0 (the
+    default) does not wait."""
+    import threading
+
+    name, mb_name, slot_name = make_name("late"), make_name("late-mb"), make_name("late-slot")
+    with pytest.raises(shmplane.NotFoundError):
+        shmplane.Sender.open(name)
+    with pytest.raises(ValueError):
+        shmplane.Sender.open(name, timeout=-1.0)
+    made: list[Any] = []
+
+    def create() -> None:
+        time.sleep(0.2)
+        made.append(shmplane.Receiver.create(name, 4096))
+        made.append(shmplane.mailbox(4096, name=mb_name))
+        made.append(shmplane.RawValue("d", 2.5, name=slot_name))
+
+    t = threading.Thread(target=create)
+    t.start()
+    tx = shmplane.Sender.open(name, timeout=30)
+    mtx = shmplane.Sender.open(mb_name, timeout=30)
+    v = shmplane.RawValue.attach(slot_name, "d", timeout=30)
+    t.join()
+    rx, mb, v0 = made
+    with tx, rx, mtx, mb, v, v0:
+        tx.send(b"hi")
+        assert rx.recv(timeout=5) == b"hi"
+        mtx.send(b"mb")
+        assert mb.recv(timeout=5) == b"mb"
+        assert v.value == 2.5
+    with pytest.raises(shmplane.NotFoundError):
+        shmplane.Receiver.open(make_name("never"), timeout=0.05)

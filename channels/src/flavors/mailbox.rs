@@ -292,7 +292,7 @@ impl Inner {
         if alive || self.persistent {
             Ok(())
         } else {
-            Err(Error::Disconnected { role: "sender" })
+            Err(Error::Disconnected { role: "last of the mailbox's senders" })
         }
     }
 

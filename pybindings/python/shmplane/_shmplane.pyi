@@ -88,13 +88,18 @@ class Sender:
 
         Raises InvalidNameError, InvalidArgumentError, AlreadyExistsError, NoSpaceError."""
     @staticmethod
-    def open(name: str) -> Sender:
+    def open(name: str, timeout: float | None = 0.0) -> Sender:
         """Attach to existing channel ``name`` as its sender, or join mailbox ``name``
         as a new sender (a lane of its own; see ``shmplane.mailbox``).
 
-        Raises NotFoundError, CorruptSegmentError, IncompatibleSegmentError,
-        WrongKindError, RoleTakenError (a live sender exists; for a mailbox, all of its
-        ``max_senders`` lanes have senders)."""
+        ``timeout``: seconds to wait for the segment to be created (its creator may be
+        starting in another process), retrying while it does not exist; 0 (the
+        default): not at all; None or ``inf``: forever. Ctrl-C ends the wait.
+
+        Raises NotFoundError (none by that name, after ``timeout``), CorruptSegmentError,
+        IncompatibleSegmentError, WrongKindError, RoleTakenError (a live sender exists;
+        for a mailbox, all of its ``max_senders`` lanes have senders), ValueError (a
+        negative or NaN timeout)."""
     @staticmethod
     def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None, lane: int | None = None) -> Sender: ...
     def _lane(self) -> int | None: ...
@@ -225,8 +230,10 @@ class Receiver:
     def create(name: str, capacity: int = ...) -> Receiver:
         """Create channel ``name`` as its receiver. Raises as Sender.create."""
     @staticmethod
-    def open(name: str) -> Receiver:
-        """Attach to existing channel ``name`` as its receiver. Raises as Sender.open."""
+    def open(name: str, timeout: float | None = 0.0) -> Receiver:
+        """Attach to existing channel ``name`` as its receiver, waiting at most
+        ``timeout`` seconds for it to be created, as ``Sender.open``. Raises as
+        Sender.open."""
     @staticmethod
     def _from_fd(fd: int, name: str | None = None, doorbell_fd: int | None = None) -> Receiver: ...
     def recv(self, timeout: float | None = None, copy: bool = True) -> Any:
@@ -363,11 +370,11 @@ class Publisher(Sender):
     @staticmethod
     def _new(capacity: int = ..., lossy: bool = False, max_subscribers: int = ...) -> Publisher: ...
     @staticmethod
-    def open(name: str) -> Publisher:
+    def open(name: str, timeout: float | None = 0.0) -> Publisher:
         """Become the publisher of existing broadcast ``name`` (its publisher closed or
-        died); subscribers keep their positions. Raises NotFoundError, WrongKindError,
-        RoleTakenError (a live publisher has it), CorruptSegmentError,
-        IncompatibleSegmentError."""
+        died); subscribers keep their positions. ``timeout``: as ``Sender.open``. Raises
+        NotFoundError, WrongKindError, RoleTakenError (a live publisher has it),
+        CorruptSegmentError, IncompatibleSegmentError, ValueError (a bad timeout)."""
     @staticmethod
     def _from_fd(fd: int, name: str | None = None) -> Publisher: ...  # type: ignore[override]
     def subscribe(self) -> Subscriber:
@@ -405,10 +412,11 @@ class Subscriber(Receiver):
     """
 
     @staticmethod
-    def open(name: str) -> Subscriber:
-        """Join broadcast ``name`` in its first free slot. Raises NotFoundError,
+    def open(name: str, timeout: float | None = 0.0) -> Subscriber:
+        """Join broadcast ``name`` in its first free slot, waiting at most ``timeout``
+        seconds for it to be created, as ``Sender.open``. Raises NotFoundError,
         WrongKindError, RoleTakenError (every slot taken), CorruptSegmentError,
-        IncompatibleSegmentError."""
+        IncompatibleSegmentError, ValueError (a bad timeout)."""
     @staticmethod
     def create(*args: Any, **kwargs: Any) -> Subscriber:  # type: ignore[override]
         """Refused (InvalidArgumentError): a broadcast is created by its publisher
@@ -431,8 +439,10 @@ class ByteSlot:
     def create(name: str, data: Buffer, fingerprint: int) -> ByteSlot:
         """Create slot ``name`` holding ``data``; raises AlreadyExistsError, InvalidNameError."""
     @staticmethod
-    def open(name: str, fingerprint: int) -> ByteSlot:
-        """Open slot ``name``; raises NotFoundError, WrongKindError (other type)."""
+    def open(name: str, fingerprint: int, timeout: float | None = 0.0) -> ByteSlot:
+        """Open slot ``name``, waiting at most ``timeout`` seconds for it to be created
+        (as ``Sender.open``); raises NotFoundError, WrongKindError (other type),
+        ValueError (a bad timeout)."""
     @staticmethod
     def _from_fd(fd: int, name: str | None = None) -> ByteSlot: ...
     def read(self) -> bytes:
@@ -535,12 +545,13 @@ class Mailbox:
 
         Raises InvalidNameError, InvalidArgumentError, AlreadyExistsError, NoSpaceError."""
     @staticmethod
-    def open(name: str) -> Mailbox:
+    def open(name: str, timeout: float | None = 0.0) -> Mailbox:
         """Become the receiver of existing mailbox ``name`` (its previous receiver
-        closed or died); what senders queued meanwhile is delivered.
+        closed or died); what senders queued meanwhile is delivered. ``timeout``: as
+        ``Sender.open``.
 
         Raises NotFoundError, WrongKindError, RoleTakenError (a live receiver has it),
-        CorruptSegmentError, IncompatibleSegmentError."""
+        CorruptSegmentError, IncompatibleSegmentError, ValueError (a bad timeout)."""
     @staticmethod
     def _new(capacity: int, max_senders: int) -> Mailbox: ...
     @staticmethod

@@ -370,15 +370,18 @@ class RawValue(_FastSlotView, _SlotHandle):
         return cls._wrap(slot, type_)  # type: ignore[return-value]
 
     @classmethod
-    def attach(cls, name: str, typecode_or_type: Any) -> RawValue:
-        """Attach to the value named ``name`` (``.name`` of the creator) from any process.
+    def attach(cls, name: str, typecode_or_type: Any, timeout: float | None = 0.0) -> RawValue:
+        """Attach to the value named ``name`` (``.name`` of the creator) from any process,
+        waiting at most ``timeout`` seconds for it to be created (0: not at all; None:
+        forever).
 
         Raises:
-            shmplane.NotFoundError: no such value.
+            shmplane.NotFoundError: no such value (after ``timeout``).
             shmplane.WrongKindError: it holds another type, or is not a slot.
+            ValueError: a negative or NaN timeout.
         """
         type_ = _resolve(typecode_or_type)
-        return cls._wrap(ByteSlot.open(name, _fingerprint("value:" + _describe(type_))), type_)
+        return cls._wrap(ByteSlot.open(name, _fingerprint("value:" + _describe(type_)), timeout), type_)
 
     @classmethod
     def _wrap(cls, slot: ByteSlot, type_: Any) -> Any:
@@ -473,16 +476,17 @@ class RawArray(_FastSlotView, _SlotHandle):
         return cls._wrap(slot, type(initial))
 
     @classmethod
-    def attach(cls, name: str, typecode_or_type: Any) -> RawArray:
+    def attach(cls, name: str, typecode_or_type: Any, timeout: float | None = 0.0) -> RawArray:
         """Attach to the array named ``name`` from any process; its length comes from
-        the segment.
+        the segment. ``timeout``: as ``RawValue.attach``.
 
         Raises:
-            shmplane.NotFoundError: no such array.
+            shmplane.NotFoundError: no such array (after ``timeout``).
             shmplane.WrongKindError: its elements are of another type, or not a slot.
+            ValueError: a negative or NaN timeout.
         """
         elem = _resolve(typecode_or_type)
-        slot = ByteSlot.open(name, _fingerprint("array:" + _describe(elem)))
+        slot = ByteSlot.open(name, _fingerprint("array:" + _describe(elem)), timeout)
         size = ctypes.sizeof(elem)
         if size == 0 or len(slot) % size:
             slot.close()
