@@ -27,8 +27,8 @@ use std::os::raw::{c_int, c_void};
 /// A received message viewed in place in shared memory (zero-copy). See the stubs.
 #[pyclass(module = "shmplane._shmplane", name = "Lease", frozen)]
 pub struct PyLease {
-    /// Where the receiver's releases go.
-    receiver: Py<PyReceiver>,
+    /// Where the releases go: the receiver, or a mailbox and the lane it was held on.
+    receiver: Source,
     releaser: Releaser,
     /// `None`: a message that could not be viewed in place (it spanned several
     /// records), received by copy into `copied`.
@@ -42,6 +42,12 @@ pub struct PyLease {
     nbytes: usize,
     /// Exports and release state (changed with the GIL held; a mutex for `Sync`).
     state: Mutex<State>,
+}
+
+/// The handle a lease's message was received from.
+enum Source {
+    Receiver(Py<PyReceiver>),
+    Mailbox(Py<crate::mailbox::PyMailbox>, usize),
 }
 
 #[derive(Debug, Default)]
@@ -84,15 +90,26 @@ impl PyLease {
         if let Ok(mut m) = self.mapping.try_lock() {
             m.take();
         }
-        let rx = self.receiver.get();
-        match rx.inner.try_lock() {
-            Ok(mut guard) => {
-                guard.release(held.token);
-            }
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                p.into_inner().release(held.token);
-            }
-            Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
+        match &self.receiver {
+            Source::Receiver(rx) => match rx.get().inner.try_lock() {
+                Ok(mut guard) => {
+                    guard.release(held.token);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    p.into_inner().release(held.token);
+                }
+                Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
+            },
+            Source::Mailbox(mb, lane) => match mb.get().inner.try_lock() {
+                Ok(mut guard) => {
+                    guard.release(*lane, held.token);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    p.into_inner().release(*lane, held.token);
+                }
+                // Applied at the mailbox's next receive or wait slice.
+                Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
+            },
         }
     }
 
@@ -298,7 +315,7 @@ pub(crate) fn lease_next(py: Python<'_>, slf: &Bound<'_, PyReceiver>, timeout: O
             None => (None, None),
         };
         let lease = PyLease {
-            receiver: slf.clone().unbind(),
+            receiver: Source::Receiver(slf.clone().unbind()),
             releaser: releaser.clone(),
             held,
             mapping: Mutex::new(mapping),
@@ -328,6 +345,69 @@ pub(crate) fn lease_next(py: Python<'_>, slf: &Bound<'_, PyReceiver>, timeout: O
             return Err(to_py(py, Error::Timeout));
         }
     }
+}
+
+/// [`lease_next`] of a mailbox: the next message from any producer, held in its lane
+/// (`shmplane::Mailbox::begin_view`) or received by copy.
+pub(crate) fn lease_next_mailbox(py: Python<'_>, slf: &Bound<'_, crate::mailbox::PyMailbox>, timeout: Option<f64>, block: bool) -> PyResult<Py<PyLease>> {
+    let timeout = Timeout::new(timeout, block)?;
+    let me = slf.get();
+    let mut guard = me.lock(py)?;
+    let mb: &mut shmplane::Mailbox = &mut guard;
+    loop {
+        // With the GIL and no waiting: the common case of a message already there.
+        let got = match mb.begin_view(shmplane::Wait::no_wait()) {
+            Ok((lane, shmplane::Viewed::Held(h))) => Some((lane, Ok(h), 0)),
+            Ok((lane, shmplane::Viewed::Copy(incoming))) => {
+                let n = (0..incoming.head().part_count()).map(|i| incoming.head().part_len(i)).sum();
+                Some((lane, Err(receive_within(py, incoming, false, &Timeout::forever(), Some(&me.closing))), n))
+            }
+            Err(Error::Empty) if timeout.blocks() => None,
+            Err(e) => return Err(to_py(py, e)),
+        };
+        if let Some((lane, got, n)) = got {
+            let releaser = mb.releaser(lane).ok_or_else(|| to_py(py, Error::Closed))?;
+            let lease = match got {
+                Ok(h) => {
+                    let n = (0..h.head().part_count()).map(|i| h.head().part_len(i)).sum();
+                    let (head, token, addr, len, mapping) = h.into_parts();
+                    PyLease {
+                        receiver: Source::Mailbox(slf.clone().unbind(), lane),
+                        releaser,
+                        held: Some(View { head, token, addr, len }),
+                        mapping: Mutex::new(Some(mapping)),
+                        copied: None,
+                        nbytes: n,
+                        state: Mutex::default(),
+                    }
+                }
+                Err(copy) => {
+                    mb.settle();
+                    PyLease {
+                        receiver: Source::Mailbox(slf.clone().unbind(), lane),
+                        releaser,
+                        held: None,
+                        mapping: Mutex::new(None),
+                        copied: Some(copy?),
+                        nbytes: n,
+                        state: Mutex::default(),
+                    }
+                }
+            };
+            return Py::new(py, lease);
+        }
+        // Wait for one to begin without the GIL, then take it as above.
+        if !crate::wait::blocking_checked(py, &timeout, |py| me.closing.check(py), |wait| mb.poll_with(wait))? {
+            return Err(to_py(py, Error::Timeout));
+        }
+    }
+}
+
+/// `Mailbox.recv(copy=False)`: the lease's value.
+pub(crate) fn recv_view_mailbox(py: Python<'_>, slf: &Bound<'_, crate::mailbox::PyMailbox>, timeout: Option<f64>, block: bool) -> PyResult<Py<PyAny>> {
+    let lease = lease_next_mailbox(py, slf, timeout, block)?;
+    let value = PyLease::build(lease.bind(py))?;
+    Ok(value.unbind())
 }
 
 /// `recv(copy=False)`: the lease's value (the lease lives as long as views of it).

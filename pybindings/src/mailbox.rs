@@ -18,12 +18,12 @@ pub const DEFAULT_MAX_SENDERS: usize = shmplane::DEFAULT_MAX_SENDERS;
 /// The receiving end of a mailbox. See `shmplane.mailbox`.
 #[pyclass(module = "shmplane._shmplane", name = "Mailbox", frozen, weakref)]
 pub struct PyMailbox {
-    inner: Mutex<Mailbox>,
+    pub(crate) inner: Mutex<Mailbox>,
     /// `pending()` without the lock: a mapping of the summary of its own.
     probe: PendingProbe,
     /// `sender()` without the lock (a thread may be blocked in `recv`).
     joiner: Mutex<Option<Joiner>>,
-    closing: CloseFlag,
+    pub(crate) closing: CloseFlag,
 }
 
 /// `PyMethodDef` of `Mailbox.pending` (see [`add_pending`]).
@@ -87,7 +87,7 @@ impl PyMailbox {
         Ok(PyMailbox { inner: Mutex::new(mb), probe, joiner: Mutex::new(Some(joiner)), closing: CloseFlag::default() })
     }
 
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Mailbox>> {
+    pub(crate) fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, Mailbox>> {
         lock(py, &self.inner, "Mailbox")
     }
 
@@ -160,15 +160,46 @@ impl PyMailbox {
         tracked(py, PySender::wrap(s))
     }
 
-    /// Receive the next object, waiting at most `timeout` seconds (None: forever).
-    #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
-        self.recv_obj(py, timeout, true, false)
+    /// Receive the next object, waiting at most `timeout` seconds (None: forever);
+    /// `copy=False`: a view of it in shared memory (see the stubs).
+    #[pyo3(signature = (timeout=None, copy=true))]
+    fn recv(slf: &Bound<'_, Self>, timeout: Option<f64>, copy: bool) -> PyResult<Py<PyAny>> {
+        if !copy {
+            return crate::lease::recv_view_mailbox(slf.py(), slf, timeout, true);
+        }
+        slf.get().recv_obj(slf.py(), timeout, true, false)
     }
 
     /// Receive without waiting; raises `shmplane.Empty` if nothing is there.
-    fn try_recv(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.recv_obj(py, None, false, false)
+    #[pyo3(signature = (copy=true))]
+    fn try_recv(slf: &Bound<'_, Self>, copy: bool) -> PyResult<Py<PyAny>> {
+        if !copy {
+            return crate::lease::recv_view_mailbox(slf.py(), slf, None, false);
+        }
+        slf.get().recv_obj(slf.py(), None, false, false)
+    }
+
+    /// The next message as a `Lease` viewing it in shared memory, waiting at most
+    /// `timeout` seconds (see the stubs).
+    #[pyo3(signature = (timeout=None))]
+    fn lease(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<crate::lease::PyLease>> {
+        crate::lease::lease_next_mailbox(slf.py(), slf, timeout, true)
+    }
+
+    /// Messages held by live views (`recv(copy=False)`, leases) and not released yet.
+    #[getter]
+    fn held(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.holds())
+    }
+
+    /// Close at process exit (`shmplane._handles`): views still alive die with the
+    /// process, so their messages are given back first and the close completes now.
+    fn _close_at_exit(&self, py: Python<'_>) -> PyResult<()> {
+        self.probe.close();
+        let Some(mut guard) = lock_for_close(py, &self.inner, &self.closing) else { return Ok(()) };
+        let mb = &mut *guard;
+        py.detach(|| mb.close_releasing_views());
+        Ok(())
     }
 
     /// Receive the next message's logical payload as bytes, whatever was sent.

@@ -19,7 +19,7 @@
 //! there a message?", is one load of a line that stays in the consumer's cache while
 //! nothing arrives.
 
-use super::spsc::{Doorbell, Incoming, Receiver, Sender};
+use super::spsc::{Doorbell, HoldToken, Incoming, Receiver, Releaser, Sender, Viewed};
 use crate::endpoint::{generated_name, Role};
 use crate::frame::Frame;
 use crate::wait::{wait_for, Wait};
@@ -98,6 +98,8 @@ struct Inner {
     quarantine_bits: Vec<u64>,
     /// Never report `Disconnected`: producers come and go (an RPC server's clients).
     persistent: bool,
+    /// Set at the first [`Mailbox::begin_view`]: lanes may hold records for views.
+    viewing: bool,
     /// Non-blocking receives that found nothing since the last full liveness check.
     empty_polls: u32,
     last_check: Option<Instant>,
@@ -211,11 +213,13 @@ impl Inner {
                     return Ok(Some(lane));
                 }
                 Ok(false) => {
-                    let store = self.lanes[lane].as_ref().and_then(Receiver::store).expect("open lane");
+                    let rx = self.lanes[lane].as_ref().expect("open lane");
                     let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
                     // The bit comes back if the lane holds something after all (a copy
                     // of this consumer is in the middle of it): a later look takes it.
-                    clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
+                    // (From this consumer's own position: records it holds for views
+                    // were taken.)
+                    clear_pending(m, lane, || rx.has_queued());
                 }
                 Err(e) => {
                     // Reported once; the next look starts after this lane, so one bad
@@ -247,10 +251,21 @@ impl Inner {
     /// (`while mb.pending(): mb.recv()` must not block). A load of the lane's next
     /// header, plus a clearing RMW only when the lane ran empty.
     fn settle(&mut self, lane: usize) {
-        let Some(store) = self.lanes[lane].as_ref().and_then(Receiver::store) else { return };
-        if !shmplane_shm::ring::data_ready(store) {
+        let Some(rx) = self.lanes[lane].as_ref().filter(|rx| !rx.is_closed()) else { return };
+        if !rx.has_queued() {
             let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
-            clear_pending(m, lane, || shmplane_shm::ring::data_ready(store));
+            clear_pending(m, lane, || rx.has_queued());
+        }
+    }
+
+    /// Apply the releases of views that other threads queued, on every lane that holds
+    /// some (only once this consumer viewed anything): its producer may be waiting for
+    /// that space. Each receive does this, and each wait slice.
+    fn apply_released(&mut self) {
+        if self.viewing {
+            for rx in self.lanes.iter_mut().flatten() {
+                rx.apply_released();
+            }
         }
     }
 
@@ -333,6 +348,7 @@ impl Inner {
     /// Wait per `wait` until a lane has a message begun (staged) for this handle; its
     /// index.
     fn ready_lane(&mut self, policy: WaitPolicy, wait: &mut Wait<'_>) -> Result<usize> {
+        self.apply_released();
         if let Some(lane) = self.find_ready()? {
             return Ok(lane);
         }
@@ -347,9 +363,12 @@ impl Inner {
             wait,
             Inner::find_ready,
             |_| false,
-            |s| match s.producers_verdict(true) {
-                Err(e) if !s.any_pending() => Err(e),
-                _ => Ok(()),
+            |s| {
+                s.apply_released();
+                match s.producers_verdict(true) {
+                    Err(e) if !s.any_pending() => Err(e),
+                    _ => Ok(()),
+                }
             },
         );
         self.history = history;
@@ -454,6 +473,7 @@ impl Mailbox {
             quarantined: vec![false; lanes],
             quarantine_bits: vec![0; lanes.div_ceil(64)],
             persistent: false,
+            viewing: false,
             empty_polls: 0,
             last_check: None,
         };
@@ -567,6 +587,70 @@ impl Mailbox {
     pub(crate) fn take_staged(&mut self, lane: usize) -> Incoming<'_> {
         let inner = self.inner.as_mut().expect("staged on an open mailbox");
         inner.lanes[lane].as_mut().expect("ready lane is open").take_staged()
+    }
+
+    /// Receive the next message from any producer as a zero-copy view when it can be
+    /// one (see [`Receiver::begin_view`]): held in its lane's ring until
+    /// [`Mailbox::release`] of the returned lane and token, or copied out
+    /// ([`Viewed::Copy`]: a message of several records, or one sent before the lane's
+    /// producer learned that this consumer views; [`Mailbox::settle`] after reading it,
+    /// as after [`Mailbox::begin`]). Returns the lane too. Held messages
+    /// keep their lane's space: its producer waits (its timeouts apply) once the lane is
+    /// full of them. Releases queued by other threads ([`Mailbox::releaser`]) are
+    /// applied at each receive and each wait slice (50 ms).
+    ///
+    /// # Errors
+    /// As [`Mailbox::begin`].
+    pub fn begin_view(&mut self, mut wait: Wait<'_>) -> Result<(usize, Viewed<'_>)> {
+        let policy = self.policy;
+        let inner = self.inner()?;
+        inner.viewing = true;
+        let lane = inner.ready_lane(policy, &mut wait)?;
+        inner.last = Some(lane);
+        let rx = inner.lanes[lane].as_mut().expect("ready lane is open");
+        if let Err(e) = rx.prepare_views() {
+            rx.unstage();
+            return Err(e);
+        }
+        if let Some(held) = rx.view_staged_held() {
+            // Taken: the lane's pending bit goes if nothing else is queued there.
+            inner.settle(lane);
+            return Ok((lane, Viewed::Held(held)));
+        }
+        // Copy it out, then `settle` (as after `begin`).
+        Ok((lane, Viewed::Copy(inner.lanes[lane].as_mut().expect("ready lane is open").take_staged())))
+    }
+
+    /// Give back the space of a message held by [`Mailbox::begin_view`] on `lane`;
+    /// false if `token` is not one of that lane's holds (see [`Receiver::release`]).
+    pub fn release(&mut self, lane: usize, token: HoldToken) -> bool {
+        let Some(inner) = self.inner.as_mut() else { return false };
+        let Some(rx) = inner.lanes.get_mut(lane).and_then(Option::as_mut) else { return false };
+        let released = rx.release(token);
+        inner.settle(lane);
+        released
+    }
+
+    /// Releases of `lane`'s held messages from any thread (see [`Receiver::releaser`]):
+    /// applied at the mailbox's next receive or wait slice.
+    pub fn releaser(&self, lane: usize) -> Option<Releaser> {
+        self.inner.as_ref()?.lanes.get(lane)?.as_ref()?.releaser()
+    }
+
+    /// Messages held by views and not released, over every lane.
+    pub fn holds(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.lanes.iter().flatten().map(Receiver::holds).sum())
+    }
+
+    /// [`Mailbox::close`], first giving back every message views hold (they must no
+    /// longer be read): for a process that exits with views alive.
+    pub fn close_releasing_views(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            for rx in inner.lanes.iter_mut().flatten() {
+                rx.close_releasing_views();
+            }
+        }
+        self.close();
     }
 
     /// The lane (producer slot, `0..max_senders`) of the message the last

@@ -569,17 +569,34 @@ class Mailbox:
         may, rarely, name a message a receive took a moment before, or one whose
         sender died part-way: follow it with ``try_recv``, which raises Empty then.
         False once closed."""
-    def recv(self, timeout: float | None = None) -> Any:
+    def recv(self, timeout: float | None = None, copy: bool = True) -> Any:
         """Receive the next message from any sender, waiting at most ``timeout``
         seconds (None: forever) for one to begin.
+
+        ``copy=False``: zero-copy, as ``Receiver.recv(copy=False)``: a read-only
+        ndarray, memoryview, or unpickled object whose out-of-band buffers view the
+        message in its sender's lane; the lane's space is given back when the last
+        view goes. Held views keep that lane's space: its sender waits (its timeout
+        applies) once the lane is full of them. A view dropped in another thread
+        while this one receives is given back at the mailbox's next receive or wait
+        slice (50 ms). A message of several records (larger than a quarter of the
+        lane, or sent before the lane's sender learned that views are taken) arrives
+        as a copy.
 
         Raises Timeout, KeyboardInterrupt, DisconnectedError (every sender that joined
         closed or died, and all was received; a mailbox no sender has joined is only
         empty), TruncatedMessageError (that sender stopped part-way through this
         message: it is dropped, its next one is intact), MessageTooLargeError,
         CorruptSegmentError, ClosedError; and whatever unpickling raises."""
-    def try_recv(self) -> Any:
-        """Receive without waiting. Raises Empty if nothing is there."""
+    def try_recv(self, copy: bool = True) -> Any:
+        """Receive without waiting (``copy`` as for ``recv``). Raises Empty if nothing
+        is there."""
+    def lease(self, timeout: float | None = None) -> Lease:
+        """The next message as a ``Lease`` viewing it in its sender's lane (as
+        ``Receiver.lease``), waiting at most ``timeout`` seconds. Raises as ``recv``."""
+    @property
+    def held(self) -> int:
+        """Messages held by live views (``recv(copy=False)``, leases) and not released."""
     def recv_bytes(self, timeout: float | None = None) -> bytes:
         """Receive the next message's payload as bytes, whatever was sent."""
     def poll(self, timeout: float | None = 0.0) -> bool:

@@ -180,7 +180,7 @@ impl ReleaseQueue {
         if inner.consumer.holds() == 0 || !here {
             if let Some(inner) = zombie.take() {
                 drop(zombie);
-                close_inner(inner, here);
+                close_zombie(inner, here);
             }
         }
         true
@@ -192,7 +192,7 @@ impl Drop for ReleaseQueue {
         // Holds never released (their views leaked): close the receiver anyway.
         if let Some(inner) = self.zombie.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let here = inner.hold_generation == fork_generation();
-            close_inner(inner, here);
+            close_zombie(inner, here);
         }
     }
 }
@@ -212,6 +212,20 @@ impl Releaser {
     pub fn release(&self, token: HoldToken) {
         if token.receiver == self.queue.id() {
             self.queue.push(token);
+        }
+    }
+}
+
+/// Finish the close of a receiver that was closed while holding views, at its last
+/// release. A mailbox lane's is the last of its segment's holds when the mailbox and the
+/// lane's producer closed meanwhile (each saw this one still holding the description's
+/// locks): the segment is removed here then, if nothing holds it any more (`gc`'s test).
+fn close_zombie(inner: Inner, here: bool) {
+    let lane_of = inner.consumer.store().lane_index().and(inner.segment().name().map(str::to_owned));
+    close_inner(inner, here);
+    if let Some(name) = lane_of {
+        if let Ok(Some(file)) = shmplane_shm::gc::stale(&name) {
+            file.unlink_if_same(&name);
         }
     }
 }
@@ -1176,6 +1190,14 @@ impl Receiver {
     /// ```
     pub fn begin_view(&mut self, mut wait: Wait<'_>) -> Result<Viewed<'_>> {
         let policy = self.policy;
+        self.prepare_views()?;
+        let (op, record, head) = self.take(policy, &mut wait)?;
+        Ok(Receiver::view_taken(op, record, head, policy))
+    }
+
+    /// Before the first view: refuse a lossy subscriber, map the segment read-only for
+    /// views, and ask the sender for whole records (see [`Receiver::begin_view`]).
+    pub(crate) fn prepare_views(&mut self) -> Result<()> {
         if let Some(inner) = self.inner.as_mut() {
             if inner.consumer.store().is_lossy() {
                 return Err(lossy_peek());
@@ -1188,9 +1210,41 @@ impl Receiver {
                 inner.asked_whole = true;
             }
         }
-        let (op, record, head) = self.take(policy, &mut wait)?;
-        if head.is_chunked() || record.len() > frame::max_whole(op.inner.consumer.store().capacity()) {
-            return Ok(Viewed::Copy(Incoming { op, first: Some(record), head, policy, consume: true, bounded: None }));
+        Ok(())
+    }
+
+    /// [`Receiver::begin_view`] of the message [`Receiver::stage`] began (a mailbox's
+    /// lane); [`Receiver::prepare_views`] first.
+    ///
+    /// # Panics
+    /// If none is staged.
+    pub(crate) fn view_staged(&mut self) -> Viewed<'_> {
+        let policy = self.policy;
+        let inner = self.inner.as_mut().expect("staged on an open receiver");
+        let (record, head) = inner.staged.take().expect("a staged message");
+        Receiver::view_taken(Op { inner }, record, head, policy)
+    }
+
+    /// [`Receiver::view_staged`] if the staged message can be viewed in place (one
+    /// record of at most a quarter of the ring, views prepared); else `None` and it
+    /// stays staged (for [`Receiver::take_staged`]).
+    pub(crate) fn view_staged_held(&mut self) -> Option<Held> {
+        let inner = self.inner.as_mut()?;
+        let (record, head) = inner.staged.as_ref()?;
+        if head.is_chunked() || record.len() > frame::max_whole(inner.consumer.store().capacity()) || inner.views.is_none() {
+            return None;
+        }
+        match self.view_staged() {
+            Viewed::Held(h) => Some(h),
+            Viewed::Copy(_) => unreachable!("checked viewable above"),
+        }
+    }
+
+    /// The first record of a message taken in `op`, held in place if it can be viewed
+    /// whole, else to be copied out.
+    fn view_taken(op: Op<'_>, record: Record, head: Head, policy: WaitPolicy) -> Viewed<'_> {
+        if head.is_chunked() || record.len() > frame::max_whole(op.inner.consumer.store().capacity()) || op.inner.views.is_none() {
+            return Viewed::Copy(Incoming { op, first: Some(record), head, policy, consume: true, bounded: None });
         }
         let skip = head.skip();
         let inner = &mut *op.inner;
@@ -1204,7 +1258,27 @@ impl Receiver {
         let receiver = inner.released.id();
         // Leaving the operation is deferred to the last release (`Inner::leave`).
         drop(op);
-        Ok(Viewed::Held(Held { head, token: HoldToken { hold, generation: fork_generation(), receiver }, addr, len, mapping }))
+        Viewed::Held(Held { head, token: HoldToken { hold, generation: fork_generation(), receiver }, addr, len, mapping })
+    }
+
+    /// Apply releases that other threads queued ([`Releaser`]) now: for a consumer that
+    /// serves this receiver without receiving from it (a mailbox, between looks at its
+    /// lanes), so a sender waiting for the held space gets it.
+    pub(crate) fn apply_released(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            if inner.consumer.holds() > 0 && inner.released.pending() && inner.holding() {
+                inner.released.apply(&mut inner.consumer, inner.hold_generation);
+                if inner.consumer.holds() == 0 && inner.staged.is_none() {
+                    inner.leave();
+                }
+            }
+        }
+    }
+
+    /// A message is queued at this receiver's own position (past what it holds), not
+    /// only at the shared one: what a mailbox's pending bit should say.
+    pub(crate) fn has_queued(&self) -> bool {
+        self.inner.as_ref().is_some_and(Inner::data_ready)
     }
 
     /// Give back the ring space of a held message ([`Receiver::begin_view`]), in any
@@ -1258,7 +1332,7 @@ impl Receiver {
                 if here {
                     inner.consumer.release_all_holds();
                 }
-                close_inner(inner, here);
+                close_zombie(inner, here);
             }
         }
         self.close();
