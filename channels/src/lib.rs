@@ -91,6 +91,10 @@ pub fn gc() -> Vec<String> {
     shmplane_shm::gc::gc()
 }
 
+/// Deliberate sharing of segments between local users (off by default): see
+/// [`shmplane_shm::region::set_sharing`], and its risks there.
+pub use shmplane_shm::region::{set_sharing, sharing, Sharing};
+
 /// Make shmplane's SIGBUS guard (`shmplane_shm::region::guard`: a segment file
 /// truncated under a mapping becomes `Error::Corrupt`, never SIGBUS) the signal's
 /// handler again, if another handler replaced it since; the one it replaced keeps

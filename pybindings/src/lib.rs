@@ -33,6 +33,20 @@ fn _sweep_dead_anonymous_once(py: Python<'_>) {
     py.detach(shmplane_sweep_once)
 }
 
+/// `shmplane.set_sharing` (see the stub): the process-wide sharing policy.
+#[pyfunction]
+#[pyo3(signature = (mode=0, allow_uids=Vec::new()))]
+fn _set_sharing(py: Python<'_>, mode: u32, allow_uids: Vec<u32>) -> PyResult<()> {
+    shmplane::set_sharing(mode, &allow_uids).map_err(|e| crate::error::to_py(py, e))
+}
+
+/// The sharing policy: `(mode, allow_uids)`.
+#[pyfunction]
+fn _sharing() -> (u32, Vec<u32>) {
+    let s = shmplane::sharing();
+    (s.mode, s.trusted_uids)
+}
+
 /// Put the SIGBUS guard back on top of the signal's handlers (after `faulthandler`
 /// replaced it: see `shmplane/__init__.py`).
 #[pyfunction]
@@ -131,6 +145,8 @@ fn _shmplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add_function(wrap_pyfunction!(_sweep_dead_anonymous_once, m)?)?;
     m.add_function(wrap_pyfunction!(_reinstall_sigbus_guard, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_sharing, m)?)?;
+    m.add_function(wrap_pyfunction!(_sharing, m)?)?;
     m.add_function(wrap_pyfunction!(_survey, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_CAPACITY", endpoints::DEFAULT_CAPACITY)?;

@@ -121,7 +121,8 @@ pub fn create(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `mkfifo(path, 0600)`, then exactly 0600 whatever the umask (which may narrow it).
+/// `mkfifo(path, 0600)`, then exactly 0600 (plus the sharing mode, see
+/// `region::set_sharing`) whatever the umask (which may narrow it).
 /// Fails with `EEXIST` if anything is at `path`.
 fn make_fifo(path: &str) -> std::result::Result<(), (&'static str, io::Error)> {
     let c = std::ffi::CString::new(path).expect("validated name has no NUL");
@@ -129,24 +130,19 @@ fn make_fifo(path: &str) -> std::result::Result<(), (&'static str, io::Error)> {
     if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
         return Err(("mkfifo", io::Error::last_os_error()));
     }
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(|e| ("chmod", e))
+    let mode = crate::region::create_mode();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| ("chmod", e))
 }
 
 /// Check that `file` (found at `p`) is a FIFO of this user that nobody else may open
 /// (the segment is checked the same way).
 fn check_private_fifo(file: &File, p: &str) -> Result<()> {
     let meta = file.metadata().map_err(|e| os_err("fstat", p, e))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !meta.file_type().is_fifo() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+    let why = if meta.file_type().is_fifo() { crate::region::untrusted(meta.uid(), meta.mode()) } else { Some("not a FIFO".into()) };
+    if let Some(why) = why {
         return Err(Error::Corrupt {
             path: p.to_owned(),
-            what: format!(
-                "the doorbell is not a FIFO of uid {me} with mode 0600 (type fifo={}, uid {}, mode {:o})",
-                meta.file_type().is_fifo(),
-                meta.uid(),
-                meta.mode() & 0o7777
-            ),
+            what: format!("the doorbell cannot be trusted: {why} (uid {}, mode {:o})", meta.uid(), meta.mode() & 0o7777),
         });
     }
     Ok(())

@@ -44,6 +44,7 @@ See README.md and docs/ for the design, the wire format and the measured figures
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from . import _handles  # noqa: F401  (pickling support for endpoints)
@@ -72,6 +73,40 @@ from ._aio import wait
 from ._shmplane import gc as _gc
 from .errors import *  # noqa: F403  (every exception class, listed in errors.__all__)
 from .sharedctypes import RawArray, RawValue
+
+
+def set_sharing(mode: int = 0, allow_uids: Iterable[int] = ()) -> None:
+    """Share segments with other local users on purpose, for this whole process.
+
+    By default shmplane creates every segment and doorbell with mode 0600 and opens
+    only segments of this user with no group or other permission bits, so another
+    local user cannot squat a name to receive our data or feed us forged records
+    (``PermissionDeniedError``). This relaxes both:
+
+    Args:
+        mode: permission bits for group and/or others (within ``0o066``: read and
+            write) that segments and doorbells created from now on get on top of
+            ``0o600``; segments found with group/other bits are opened only if their
+            bits are within ``mode``. ``0o060``: the file's group; ``0o066``: every
+            local user.
+        allow_uids: owners besides this process's own uid whose segments it opens.
+            The other processes need the same call with this uid.
+
+    Risks: every user let in can read everything sent through a shared segment and
+    write anything into it (records, positions, role words). shmplane validates
+    shared memory as untrusted input (a bad record is ``CorruptSegmentError``, never a
+    crash), but such a user can drop, forge or replay messages, hold roles, or
+    truncate the file. Share only with users you trust with the data and the traffic,
+    preferably through a dedicated group. ``set_sharing()`` with no arguments goes
+    back to the default.
+
+    Raises:
+        InvalidArgumentError: ``mode`` has bits outside ``0o066``.
+        OverflowError, TypeError: a uid that is not a non-negative 32-bit integer.
+    """
+    from ._shmplane import _set_sharing
+
+    _set_sharing(int(mode), [int(u) for u in allow_uids])
 
 
 def _keep_sigbus_guard_on_top() -> None:
@@ -110,6 +145,7 @@ __all__ = [
     "mailbox",
     "broadcast",
     "gc",
+    "set_sharing",
     "wait",
     "Sender",
     "Receiver",

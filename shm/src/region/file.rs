@@ -64,8 +64,76 @@ fn os_err(op: &'static str, path: &str) -> Error {
     Error::Os { op, path: path.to_owned(), source: io::Error::last_os_error() }
 }
 
+/// Deliberate sharing between users (off by default): the group/other permission
+/// bits new segments and doorbells get, and the other users whose segments this
+/// process opens. See [`set_sharing`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sharing {
+    /// Permission bits for group and others (a subset of `0o066`) on what this process
+    /// creates, on top of the owner's `0o600`.
+    pub mode: u32,
+    /// Owners besides this process's effective uid whose segments it opens.
+    pub trusted_uids: Vec<u32>,
+}
+
+static SHARING: std::sync::RwLock<Sharing> = std::sync::RwLock::new(Sharing { mode: 0, trusted_uids: Vec::new() });
+
+/// Share segments with other local users, for this whole process: segments and
+/// doorbells it creates get `0o600 | mode` (`mode` within `0o066`: read/write for
+/// group and/or others), and it opens segments owned by any uid in `trusted_uids` whose
+/// group/other bits are within `mode`. The default (`mode` 0, no uids) opens only
+/// this user's 0600 segments, so another user cannot squat a name to read our data or
+/// feed us records.
+///
+/// **Risks:** every user allowed in can read everything sent through a shared
+/// segment and write anything into it: records, positions, role words. shmplane
+/// validates shared memory as untrusted input (a bad record is `Error::Corrupt`, never
+/// a crash), but such a user can drop, forge or replay messages, hold roles, or
+/// truncate the file (`Error::Corrupt`, see `region::guard`). Group bits admit every
+/// member of the file's group, other bits every local user. Share only with users you
+/// trust with the data and the traffic, preferably through a dedicated group.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for bits outside `0o066`.
+pub fn set_sharing(mode: u32, trusted_uids: &[u32]) -> Result<()> {
+    if mode & !0o066 != 0 {
+        return Err(Error::InvalidArgument(format!(
+            "sharing mode {mode:o}: only read/write bits for group and others (within 0o066) may be added to 0600"
+        )));
+    }
+    *SHARING.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Sharing { mode, trusted_uids: trusted_uids.to_vec() };
+    Ok(())
+}
+
+/// The current [`Sharing`] policy.
+pub fn sharing() -> Sharing {
+    SHARING.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// Why a file found at `path` (owner `uid`, permission bits `mode`) may not be trusted
+/// under the sharing policy, or `None` if it may: this user's with no group/other
+/// bits, or (deliberate sharing) a trusted owner's with only the allowed bits.
+pub(crate) fn untrusted(uid: u32, mode: u32) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let policy = SHARING.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if uid != me && !policy.trusted_uids.contains(&uid) {
+        return Some(format!("owned by uid {uid}, this process runs as uid {me} (to share with it on purpose: shmplane.set_sharing)"));
+    }
+    if mode & 0o077 & !policy.mode != 0 {
+        return Some(format!("mode {:o} lets other users in (to share on purpose: shmplane.set_sharing)", mode & 0o777));
+    }
+    None
+}
+
+/// Owner and group/other bits for what this process creates: `0o600 | Sharing::mode`.
+pub(crate) fn create_mode() -> u32 {
+    0o600 | SHARING.read().unwrap_or_else(std::sync::PoisonError::into_inner).mode
+}
+
 impl ShmFile {
-    /// Create segment `name` exclusively, mode 0600, and reserve `len` bytes of memory.
+    /// Create segment `name` exclusively, mode 0600 (plus [`Sharing::mode`]), and
+    /// reserve `len` bytes of memory.
     ///
     /// # Errors
     /// [`Error::InvalidName`], [`Error::AlreadyExists`] (any file of that name, live or
@@ -100,7 +168,7 @@ impl ShmFile {
     fn reserve(&self, len: u64) -> Result<()> {
         let fd = self.file.as_raw_fd();
         // SAFETY: fd is open; fchmod takes plain integers.
-        if unsafe { libc::fchmod(fd, 0o600) } != 0 {
+        if unsafe { libc::fchmod(fd, create_mode() as libc::mode_t) } != 0 {
             return Err(os_err("fchmod", &self.path));
         }
         let off_len = libc::off_t::try_from(len)
@@ -142,21 +210,17 @@ impl ShmFile {
     /// Refuse a segment another user owns, or one whose mode lets group or others in
     /// (shmplane creates every segment 0600): another local user who creates a name
     /// first (name squatting) must not receive our data or feed us forged records.
+    /// [`set_sharing`] relaxes both, on purpose.
     ///
     /// # Errors
     /// [`Error::NotOurs`]; [`Error::Os`] if `fstat` fails.
     pub fn check_ours(&self) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let meta = self.file.metadata().map_err(|source| Error::Os { op: "fstat", path: self.path.clone(), source })?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() != me {
-            return Err(Error::NotOurs { path: self.path.clone(), why: format!("owned by uid {}, this process runs as uid {me}", meta.uid()) });
+        match untrusted(meta.uid(), meta.mode()) {
+            Some(why) => Err(Error::NotOurs { path: self.path.clone(), why }),
+            None => Ok(()),
         }
-        if meta.mode() & 0o077 != 0 {
-            return Err(Error::NotOurs { path: self.path.clone(), why: format!("mode {:o} lets other users in", meta.mode() & 0o777) });
-        }
-        Ok(())
     }
 
     /// Adopt a descriptor of a segment file (received from a parent process).

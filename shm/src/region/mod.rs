@@ -4,7 +4,8 @@
 mod file;
 pub mod guard;
 
-pub use file::{shm_path, validate_name, ShmFile, PREFIX, SHM_DIR};
+pub use file::{set_sharing, sharing, shm_path, validate_name, Sharing, ShmFile, PREFIX, SHM_DIR};
+pub(crate) use file::{create_mode, untrusted};
 
 use crate::error::{Error, Result};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
