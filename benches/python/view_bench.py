@@ -73,11 +73,17 @@ def _shm_sender(name: str, conn: Any, n: int, rounds: int) -> None:
     shm.close()
 
 
-def run_channel(n: int, rounds: int, copy: bool, loan: bool = False) -> tuple[list[float], list[float]]:
-    """(recv-only times, end-to-end times) in seconds."""
+def run_channel(n: int, rounds: int, copy: bool, loan: bool = False, mailbox: bool = False) -> tuple[list[float], list[float]]:
+    """(recv-only times, end-to-end times) in seconds; `mailbox`: through a mailbox's
+    lane instead of a channel."""
     # Four times the message: a viewing receiver gets messages up to a quarter whole.
     cap = 1 << max(16, int(n * 8 * 4 + (1 << 20)).bit_length())
-    tx, rx = shmplane.channel(cap)
+    rx: Any
+    if mailbox:
+        rx = shmplane.mailbox(cap, max_senders=2)
+        tx = rx.sender()
+    else:
+        tx, rx = shmplane.channel(cap)
     rx.set_policy("spin")
     if not copy:
         # Ask for whole messages before the first one is sent.
@@ -229,6 +235,7 @@ def main() -> None:
             view_only, view_e2e = run_channel(n, rounds, copy=False)
             copy_only, copy_e2e = run_channel(n, rounds, copy=True)
             _, loan_e2e = run_channel(n, rounds, copy=False, loan=True)
+            mb_only, mb_e2e = run_channel(n, rounds, copy=False, mailbox=True)
             shm = run_shm(n, rounds)
             iox = run_iox(n, rounds)
             rows = [
@@ -238,6 +245,8 @@ def main() -> None:
                 ("shmplane send+recv (copy)", pct(copy_e2e)),
                 ("shmplane loan+copyto+commit+view", pct(loan_e2e)),
                 ("shmplane recv (copy) alone", pct(copy_only)),
+                ("shmplane mailbox view alone", pct(mb_only)),
+                ("shmplane mailbox send+view", pct(mb_e2e)),
                 ("shared_memory copyto+Pipe+view", pct(shm)),
             ]
             if iox is not None:
