@@ -114,3 +114,68 @@ def test_exit_with_views_alive_closes_cleanly(make_name: Any) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "2"
     assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"shmplane.{name}")]
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_chunked_message_behind_held_views_is_refused_at_once_and_stays_queued() -> None:
+    """As a channel: it could never end while the views pin its lane (review finding:
+    the mailbox waited for chunks that could not come, then lost the message)."""
+    import threading
+    import time
+
+    with shmplane.mailbox(4096, max_senders=2) as mb:
+        tx = mb.sender()
+        with tx:
+            tx.send(b"w")
+            mb.recv(timeout=5)
+            tx.send(b"h" * 100)
+            view = mb.recv(timeout=5, copy=False)
+            sent: list[str] = []
+            t = threading.Thread(target=lambda: (tx.send(b"B" * 20000, timeout=30), sent.append("sent")))
+            t.start()
+            time.sleep(0.2)
+            with pytest.raises(shmplane.InvalidArgumentError, match="release them"):
+                mb.recv(timeout=1)
+            del view  # the space goes back: the message arrives whole
+            assert mb.recv(timeout=30) == b"B" * 20000
+            t.join(30)
+            assert sent == ["sent"]
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_views_dropped_in_another_thread_free_their_lane_for_an_idle_consumer() -> None:
+    """The lane's producer waits for space held by views that another thread drops
+    while the consumer waits through the OS (select on fileno): the release rings the
+    mailbox's doorbell and the next receive gives the space back (review finding:
+    nothing applied the queued releases)."""
+    import select
+    import threading
+
+    with shmplane.mailbox(1 << 14, max_senders=2) as mb:
+        tx = mb.sender()
+        with tx:
+            tx.send(b"warm")
+            assert mb.recv(timeout=5) == b"warm"
+            views = []
+            while True:
+                try:
+                    tx.send(b"x" * 1000, timeout=0.1)
+                except shmplane.Timeout:
+                    break
+                views.append(mb.recv(timeout=5, copy=False))
+            fd = mb.fileno()
+            done: list[bool] = []
+            worker = threading.Thread(target=lambda: (tx.send(b"after", timeout=20), done.append(True)))
+            worker.start()
+            threading.Thread(target=views.clear).start()  # dropped in another thread
+            got = None
+            for _ in range(100):
+                if select.select([fd], [], [], 0.5)[0]:
+                    try:
+                        got = mb.try_recv()
+                        break
+                    except shmplane.Empty:
+                        continue
+            worker.join(20)
+            assert got == b"after" and done == [True]
+            assert mb.held == 0

@@ -75,6 +75,8 @@ const CONSUMER_ROLE: usize = 0;
 pub struct Mailbox {
     inner: Option<Inner>,
     policy: WaitPolicy,
+    /// Lanes closed while views held records: their releases still go here.
+    closed_lanes: Vec<(usize, Receiver)>,
 }
 
 struct Inner {
@@ -181,6 +183,11 @@ impl Inner {
         if self.lanes[lane].is_none() {
             let mut rx = Receiver::attach(self.segment.share()?, crate::endpoint::Place::Lane(lane), false, None)?;
             rx.set_wait_policy(WaitPolicy::Block);
+            if self.doorbell.is_some() {
+                if let Some(name) = self.segment.name() {
+                    rx.set_release_bell(name.to_owned(), Side::Data);
+                }
+            }
             self.lanes[lane] = Some(rx);
         }
         Ok(self.lanes[lane].as_mut().expect("attached above"))
@@ -251,6 +258,9 @@ impl Inner {
     /// (`while mb.pending(): mb.recv()` must not block). A load of the lane's next
     /// header, plus a clearing RMW only when the lane ran empty.
     fn settle(&mut self, lane: usize) {
+        // Releases queued by other threads while this receive ran (a long copy of
+        // another lane's message): applied before the caller goes idle.
+        self.apply_released();
         let Some(rx) = self.lanes[lane].as_ref().filter(|rx| !rx.is_closed()) else { return };
         if !rx.has_queued() {
             let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
@@ -477,7 +487,7 @@ impl Mailbox {
             empty_polls: 0,
             last_check: None,
         };
-        Ok(Mailbox { inner: Some(inner), policy: WaitPolicy::default() })
+        Ok(Mailbox { inner: Some(inner), policy: WaitPolicy::default(), closed_lanes: Vec::new() })
     }
 
     #[inline(always)]
@@ -624,7 +634,9 @@ impl Mailbox {
     /// Give back the space of a message held by [`Mailbox::begin_view`] on `lane`;
     /// false if `token` is not one of that lane's holds (see [`Receiver::release`]).
     pub fn release(&mut self, lane: usize, token: HoldToken) -> bool {
-        let Some(inner) = self.inner.as_mut() else { return false };
+        let Some(inner) = self.inner.as_mut() else {
+            return self.closed_lanes.iter_mut().find(|(l, _)| *l == lane).is_some_and(|(_, rx)| rx.release(token));
+        };
         let Some(rx) = inner.lanes.get_mut(lane).and_then(Option::as_mut) else { return false };
         let released = rx.release(token);
         inner.settle(lane);
@@ -640,6 +652,7 @@ impl Mailbox {
     /// Messages held by views and not released, over every lane.
     pub fn holds(&self) -> usize {
         self.inner.as_ref().map_or(0, |i| i.lanes.iter().flatten().map(Receiver::holds).sum())
+            + self.closed_lanes.iter().map(|(_, rx)| rx.holds()).sum::<usize>()
     }
 
     /// [`Mailbox::close`], first giving back every message views hold (they must no
@@ -650,6 +663,10 @@ impl Mailbox {
                 rx.close_releasing_views();
             }
         }
+        for (_, rx) in &mut self.closed_lanes {
+            rx.close_releasing_views();
+        }
+        self.closed_lanes.clear();
         self.close();
     }
 
@@ -769,8 +786,17 @@ impl Mailbox {
     /// [`Error::Corrupt`] (the doorbell is missing or not a private FIFO), [`Error::Os`].
     pub fn readiness_fd(&mut self) -> Result<RawFd> {
         let inner = self.inner()?;
+        // Views released by other threads: their space goes back before this handle
+        // waits through the OS (as `Receiver::readiness_fd`).
+        inner.apply_released();
         if inner.doorbell.is_none() {
             inner.doorbell = Some(Doorbell::open(&inner.segment, Side::Data)?);
+            // Releases queued by other threads ring it too (as a channel's).
+            if let Some(name) = inner.segment.name() {
+                for rx in inner.lanes.iter().flatten() {
+                    rx.set_release_bell(name.to_owned(), Side::Data);
+                }
+            }
         }
         inner.arm();
         Ok(inner.doorbell.as_ref().map(|d| d.bell.fd()).expect("opened above"))
@@ -844,7 +870,14 @@ impl Mailbox {
     /// Idempotent; also done on drop.
     pub fn close(&mut self) {
         if let Some(Inner { segment, mut role, lanes, .. }) = self.inner.take() {
-            drop(lanes);
+            for (l, rx) in lanes.into_iter().enumerate() {
+                if let Some(mut rx) = rx {
+                    rx.close();
+                    if rx.holds() > 0 {
+                        self.closed_lanes.push((l, rx));
+                    }
+                }
+            }
             // A look at the segment that outlives our description, to wake producers
             // asleep for room once role 0 reads closed (they then report it at once).
             let probe = segment.reopen().ok();

@@ -230,6 +230,24 @@ fn close_zombie(inner: Inner, here: bool) {
     }
 }
 
+/// A chunked message that cannot fit beside the records this receiver holds could never
+/// end (its chunks' space is not given back while an earlier record is held): refused.
+fn refuse_behind_holds(inner: &Inner, head: &Head) -> Result<()> {
+    if head.is_chunked() && inner.consumer.holds() > 0 {
+        let capacity = inner.consumer.store().capacity();
+        let pinned = usize::try_from(inner.consumer.pinned()).unwrap_or(usize::MAX);
+        let need = frame::chunked_footprint(head.total(), capacity);
+        if need > capacity.saturating_sub(pinned) {
+            return Err(Error::InvalidArgument(format!(
+                "the next message ({} bytes) travels in chunks and needs {need} bytes of the {capacity}-byte ring at once, but \
+                 zero-copy views this receiver holds keep {pinned} bytes of it; release them (drop the views) first; the message stays queued",
+                head.total()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Close `inner` for good (see [`Receiver::close`]); `entered`: it is inside an
 /// operation (a staged message, or holds, in this process), which it leaves first.
 fn close_inner(inner: Inner, entered: bool) {
@@ -827,6 +845,8 @@ impl Receiver {
         };
         match op.next_message(policy, &mut wait, polls) {
             Ok(staged) => {
+                // (as `take`: a chunked message behind holds that cannot fit is refused)
+                refuse_behind_holds(op.inner, &staged.1)?;
                 // Keep the operation entered: `take_staged` (or `unstage`) leaves it.
                 std::mem::forget(op);
                 inner.staged = Some(staged);
@@ -962,21 +982,9 @@ impl Receiver {
             // The head came from private zero pages, not from the sender.
             return Err(op.inner.segment().truncated_error());
         }
-        if head.is_chunked() && op.inner.consumer.holds() > 0 {
-            // Its chunks' space is not given back while an earlier record is held: if it
-            // cannot fit beside the held span it could never end (the sender would wait
-            // for that space, and this receive for the rest). Refused; it stays queued.
-            let capacity = op.inner.consumer.store().capacity();
-            let pinned = usize::try_from(op.inner.consumer.pinned()).unwrap_or(usize::MAX);
-            let need = frame::chunked_footprint(head.total(), capacity);
-            if need > capacity.saturating_sub(pinned) {
-                drop(record); // not released: it stays at this receiver's position
-                return Err(Error::InvalidArgument(format!(
-                    "the next message ({} bytes) travels in chunks and needs {need} bytes of the {capacity}-byte ring at once, but \
-                     zero-copy views this receiver holds keep {pinned} bytes of it; release them (drop the views) first; the message stays queued",
-                    head.total()
-                )));
-            }
+        if let Err(e) = refuse_behind_holds(op.inner, &head) {
+            drop(record); // not released: it stays at this receiver's position
+            return Err(e);
         }
         Ok((op, record, head))
     }
@@ -1272,6 +1280,15 @@ impl Receiver {
                     inner.leave();
                 }
             }
+        }
+    }
+
+    /// Ring the doorbell of segment `name` on `side` when another thread queues a
+    /// release (a mailbox's lane: the mailbox's doorbell, which its consumer may be
+    /// waiting on through the OS).
+    pub(crate) fn set_release_bell(&self, name: String, side: Side) {
+        if let Some(inner) = &self.inner {
+            *inner.released.bell.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((name, side));
         }
     }
 
