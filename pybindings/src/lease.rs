@@ -48,6 +48,7 @@ pub struct PyLease {
 enum Source {
     Receiver(Py<PyReceiver>),
     Mailbox(Py<crate::mailbox::PyMailbox>, usize),
+    RpcReply(Py<crate::rpc::PyRpcClient>),
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +101,16 @@ impl PyLease {
                 }
                 Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
             },
+            Source::RpcReply(client) => match client.get().inner.try_lock() {
+                Ok(mut guard) => {
+                    guard.release_reply(held.token);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    p.into_inner().release_reply(held.token);
+                }
+                // Applied at the client's next receive or wait slice.
+                Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
+            },
             Source::Mailbox(mb, lane) => match mb.get().inner.try_lock() {
                 Ok(mut guard) => {
                     guard.release(*lane, held.token);
@@ -114,7 +125,7 @@ impl PyLease {
     }
 
     /// The decoded object viewing the message.
-    fn build<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn build<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let me = slf.get();
         let Some(held) = &me.held else {
@@ -344,6 +355,26 @@ pub(crate) fn lease_next(py: Python<'_>, slf: &Bound<'_, PyReceiver>, timeout: O
         if !crate::wait::blocking_checked(py, &timeout, |py| me.closing.check(py), |wait| rx.poll_with(wait))? {
             return Err(to_py(py, Error::Timeout));
         }
+    }
+}
+
+impl PyLease {
+    /// A lease of an RPC reply held in `client`'s reply channel.
+    pub(crate) fn of_rpc_reply(py: Python<'_>, client: &Bound<'_, crate::rpc::PyRpcClient>, releaser: Releaser, held: Held) -> PyResult<Py<PyLease>> {
+        let n = (0..held.head().part_count()).map(|i| held.head().part_len(i)).sum();
+        let (head, token, addr, len, mapping) = held.into_parts();
+        Py::new(
+            py,
+            PyLease {
+                receiver: Source::RpcReply(client.clone().unbind()),
+                releaser,
+                held: Some(View { head, token, addr, len }),
+                mapping: Mutex::new(Some(mapping)),
+                copied: None,
+                nbytes: n,
+                state: Mutex::default(),
+            },
+        )
     }
 }
 

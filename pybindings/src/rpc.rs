@@ -433,7 +433,7 @@ impl PyRequest {
 /// A client of an `RpcServer`. See the stub.
 #[pyclass(module = "shmplane._shmplane", name = "RpcClient", frozen, weakref)]
 pub struct PyRpcClient {
-    inner: Mutex<RpcClient>,
+    pub(crate) inner: Mutex<RpcClient>,
     closing: CloseFlag,
     server: String,
 }
@@ -492,6 +492,51 @@ impl PyRpcClient {
     }
 }
 
+impl PyRpcClient {
+    /// `reply_part` as zero-copy views (`call(copy=False)`): a reply held in the reply
+    /// channel becomes a `Lease` whose value views it; others are received by copy.
+    fn reply_part_view(slf: &Bound<'_, Self>, client: &mut RpcClient, timeout: &Timeout) -> PyResult<(Py<PyAny>, bool)> {
+        let py = slf.py();
+        let me = slf.get();
+        loop {
+            let outcome = {
+                let mut now = Wait::no_wait();
+                match client.begin_reply_view(&mut now) {
+                    Ok((env, shmplane::Viewed::Held(h))) => Some((env, Ok(h))),
+                    Ok((env, shmplane::Viewed::Copy(incoming))) => {
+                        let error = env.flags & flags::ERROR != 0;
+                        Some((env, Err(receive(py, incoming, error))))
+                    }
+                    Err(Error::Empty) if timeout.blocks() => None,
+                    Err(e) => return Err(to_py(py, e)),
+                }
+            };
+            if let Some((env, got)) = outcome {
+                let more = env.flags & flags::MORE != 0;
+                match got {
+                    Ok(held) => {
+                        client.end_reply(env, true);
+                        let releaser = client.reply_releaser().ok_or_else(|| to_py(py, Error::Closed))?;
+                        let lease = crate::lease::PyLease::of_rpc_reply(py, slf, releaser, held)?;
+                        let value = crate::lease::PyLease::build(lease.bind(py))?;
+                        return Ok((value.unbind(), more));
+                    }
+                    Err(got) => {
+                        client.end_reply(env, got.is_ok());
+                        let obj = got?;
+                        if env.flags & flags::ERROR != 0 {
+                            let payload: Vec<u8> = obj.extract(py)?;
+                            return Err(to_py(py, shmplane::rpc::decode_error(&payload)));
+                        }
+                        return Ok((obj, more));
+                    }
+                }
+            }
+            blocking_checked(py, timeout, |py| me.closing.check(py), |mut wait| client.wait_reply(&mut wait))?;
+        }
+    }
+}
+
 #[pymethods]
 impl PyRpcClient {
     /// Connect to server `name` (see the stub).
@@ -504,19 +549,22 @@ impl PyRpcClient {
         tracked(py, PyRpcClient { inner: Mutex::new(client), closing: CloseFlag::default(), server: name.to_owned() })
     }
 
-    /// Call the server (see the stub).
-    #[pyo3(signature = (obj, timeout=None, retry=false))]
-    fn call(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, retry: bool) -> PyResult<Py<PyAny>> {
+    /// Call the server (see the stub); `copy=False`: the reply as a view.
+    #[pyo3(signature = (obj, timeout=None, retry=false, copy=true))]
+    fn call(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, retry: bool, copy: bool) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
         let timeout = Timeout::new(timeout, true)?;
-        let mut guard = self.lock(py)?;
+        let mut guard = me.lock(py)?;
         let client: &mut RpcClient = &mut guard;
-        self.send(py, client, obj, retry, &timeout)?;
-        let (first, more) = self.reply_part(py, client, &timeout)?;
+        me.send(py, client, obj, retry, &timeout)?;
+        let part = |client: &mut RpcClient| if copy { me.reply_part(py, client, &timeout) } else { PyRpcClient::reply_part_view(slf, client, &timeout) };
+        let (first, more) = part(client)?;
         if more {
             // A stream answered a plain call: its parts as a list.
             let mut parts = vec![first];
             loop {
-                let (p, more) = self.reply_part(py, client, &timeout)?;
+                let (p, more) = part(client)?;
                 parts.push(p);
                 if !more {
                     return Ok(pyo3::types::PyList::new(py, parts)?.into_any().unbind());

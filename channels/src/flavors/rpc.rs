@@ -37,7 +37,7 @@
 //! lane goes to the next client that connects.
 
 use super::mailbox::Mailbox;
-use super::spsc::{Incoming, Loan, Receiver, Sender};
+use super::spsc::{HoldToken, Incoming, Loan, Receiver, Releaser, Sender, Viewed};
 use crate::frame::{self, Frame, Kind, Outgoing, ENVELOPE_LEN};
 use crate::wait::Wait;
 use shmplane_shm::error::{Error, Result};
@@ -441,6 +441,56 @@ impl RpcClient {
             self.streaming = true;
         }
         Ok((env, incoming))
+    }
+
+    /// [`RpcClient::begin_reply`] as a zero-copy view when the reply can be one (see
+    /// [`Receiver::begin_view`]): held in this client's reply channel until
+    /// [`RpcClient::release_reply`] (or its [`RpcClient::reply_releaser`]), or copied
+    /// out ([`Viewed::Copy`]: a reply of several records, one larger than a quarter of
+    /// the reply channel, or an error reply). A held reply keeps its space: the next
+    /// reply (of a later call) waits for it, within the server's reply timeout; one
+    /// that travels in chunks and cannot fit beside it is refused at once
+    /// ([`Error::InvalidArgument`], "release them first").
+    ///
+    /// # Errors
+    /// As [`RpcClient::begin_reply`].
+    pub fn begin_reply_view(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Viewed<'_>)> {
+        self.wait_reply(wait)?;
+        let Some(env) = self.replies.staged_head().and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e)) else {
+            return Err(Error::InvalidArgument("the staged reply lost its envelope".into()));
+        };
+        if env.flags & flags::ERROR == 0 {
+            self.replies.prepare_views()?;
+        }
+        self.began = true;
+        if env.flags & flags::MORE == 0 {
+            self.unanswered = false;
+        } else {
+            self.streaming = true;
+        }
+        if env.flags & flags::ERROR == 0 {
+            if let Some(held) = self.replies.view_staged_held() {
+                return Ok((env, Viewed::Held(held)));
+            }
+        }
+        Ok((env, Viewed::Copy(self.replies.take_staged())))
+    }
+
+    /// Give back the reply-channel space of a reply held by
+    /// [`RpcClient::begin_reply_view`]; false if `token` is not one of its holds.
+    pub fn release_reply(&mut self, token: HoldToken) -> bool {
+        self.replies.release(token)
+    }
+
+    /// Releases of held replies from any thread (applied at this client's next receive
+    /// or wait slice).
+    pub fn reply_releaser(&self) -> Option<Releaser> {
+        self.replies.releaser()
+    }
+
+    /// Replies held by views and not released.
+    pub fn reply_holds(&self) -> usize {
+        self.replies.holds()
     }
 
     /// Wait per `wait` until the next reply part of the current call is at the head of

@@ -817,13 +817,23 @@ class RpcClient:
         Raises NotFoundError (no server by then), RoleTakenError (``max_clients``
         clients are connected), WrongKindError (not an RPC server), InvalidNameError,
         NoSpaceError, ValueError (a negative or NaN timeout), KeyboardInterrupt."""
-    def call(self, obj: Any, timeout: float | None = None, retry: bool = False) -> Any:
+    def call(self, obj: Any, timeout: float | None = None, retry: bool = False, copy: bool = True) -> Any:
         """Send ``obj`` (any size and kind) and return the reply, waiting at most
         ``timeout`` seconds in all (None: forever; a dead server ends the wait within
         50 ms). ``retry=True`` repeats the last call if it got no reply (it timed out or
         was interrupted): the server runs it at most once, and answers with its reply;
         otherwise it is a new call. A reply to an earlier call is never returned. A
         streamed reply comes back as a list of its parts.
+
+        ``copy=False``: the reply as a zero-copy view in this client's reply channel,
+        as ``Receiver.recv(copy=False)`` (a read-only ndarray, memoryview, or unpickled
+        object whose out-of-band buffers are views); its space is given back when the
+        last view goes. A reply of several records (larger than a quarter of the reply
+        channel: ``reply_capacity`` at ``connect``) comes back as a copy. A held reply
+        keeps its space: a later call's reply waits for it (within the server's reply
+        timeout), and one that travels in chunks and cannot fit beside it raises
+        InvalidArgumentError ("release them first"): drop reply views before the next
+        call when replies are large.
 
         Raises RemoteError (the handler raised; the server goes on), Timeout,
         KeyboardInterrupt (both: retry safely with ``retry=True``), PeerDeadError /
