@@ -100,8 +100,9 @@ struct Inner {
     quarantine_bits: Vec<u64>,
     /// Never report `Disconnected`: producers come and go (an RPC server's clients).
     persistent: bool,
-    /// Set at the first [`Mailbox::begin_view`]: lanes may hold records for views.
-    viewing: bool,
+    /// Lanes that held records for views at their last look (few: the lanes being
+    /// viewed now).
+    viewing: Vec<usize>,
     /// Non-blocking receives that found nothing since the last full liveness check.
     empty_polls: u32,
     last_check: Option<Instant>,
@@ -272,10 +273,25 @@ impl Inner {
     /// some (only once this consumer viewed anything): its producer may be waiting for
     /// that space. Each receive does this, and each wait slice.
     fn apply_released(&mut self) {
-        if self.viewing {
-            for rx in self.lanes.iter_mut().flatten() {
+        if self.viewing.is_empty() {
+            return;
+        }
+        // Only the lanes that held views (a consumer of 511 lanes pays for those, not
+        // for all); a lane that holds nothing any more leaves the list.
+        let lanes = &mut self.lanes;
+        self.viewing.retain(|&lane| match lanes[lane].as_mut() {
+            Some(rx) => {
                 rx.apply_released();
+                rx.holds() > 0
             }
+            None => false,
+        });
+    }
+
+    /// Note that `lane` holds a view now ([`Inner::apply_released`] looks at it).
+    fn viewed(&mut self, lane: usize) {
+        if !self.viewing.contains(&lane) {
+            self.viewing.push(lane);
         }
     }
 
@@ -483,7 +499,7 @@ impl Mailbox {
             quarantined: vec![false; lanes],
             quarantine_bits: vec![0; lanes.div_ceil(64)],
             persistent: false,
-            viewing: false,
+            viewing: Vec::new(),
             empty_polls: 0,
             last_check: None,
         };
@@ -614,7 +630,6 @@ impl Mailbox {
     pub fn begin_view(&mut self, mut wait: Wait<'_>) -> Result<(usize, Viewed<'_>)> {
         let policy = self.policy;
         let inner = self.inner()?;
-        inner.viewing = true;
         let lane = inner.ready_lane(policy, &mut wait)?;
         inner.last = Some(lane);
         let rx = inner.lanes[lane].as_mut().expect("ready lane is open");
@@ -623,6 +638,7 @@ impl Mailbox {
             return Err(e);
         }
         if let Some(held) = rx.view_staged_held() {
+            inner.viewed(lane);
             // Taken: the lane's pending bit goes if nothing else is queued there.
             inner.settle(lane);
             return Ok((lane, Viewed::Held(held)));
