@@ -478,13 +478,9 @@ fn too_large(py: Python<'_>, total: usize, e: PyErr) -> PyErr {
 }
 
 /// Allocate the destinations of `incoming` (with the GIL), copy it (without the GIL if
-/// it is large or spans several records), and build the Python object.
-pub(crate) fn receive(py: Python<'_>, incoming: Incoming<'_>, raw: bool) -> PyResult<Py<PyAny>> {
-    receive_within(py, incoming, raw, &Timeout::forever(), None)
-}
-
-/// [`receive`], the rest of a message that spans several records waited for at most
-/// `within`, and ended by `closing` (a close from another thread).
+/// it is large or spans several records), and build the Python object; the rest of a
+/// message that spans several records is waited for at most `within`, and ended by
+/// `closing` (a close from another thread).
 pub(crate) fn receive_within(py: Python<'_>, incoming: Incoming<'_>, raw: bool, within: &Timeout, closing: Option<&CloseFlag>) -> PyResult<Py<PyAny>> {
     receive_classified(py, incoming, raw, within, closing).map_err(|(e, _)| e)
 }

@@ -3,7 +3,7 @@
 //! (bytes, ndarrays, pickles), encoded and decoded by the channel's code; a call is one
 //! message each way.
 
-use crate::endpoints::{lock, parse_policy, policy_name, receive, receive_classified, tracked, with_outgoing};
+use crate::endpoints::{lock, parse_policy, policy_name, receive_classified, receive_within, tracked, with_outgoing};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::exceptions::PyException;
@@ -472,7 +472,7 @@ impl PyRpcClient {
                 match client.begin_reply(&mut now) {
                     Ok((env, incoming)) => {
                         let error = env.flags & flags::ERROR != 0;
-                        Some((env, receive(py, incoming, error)))
+                        Some((env, receive_within(py, incoming, error, timeout, Some(&self.closing))))
                     }
                     Err(Error::Empty) if timeout.blocks() => None,
                     Err(e) => return Err(to_py(py, e)),
@@ -505,7 +505,7 @@ impl PyRpcClient {
                     Ok((env, shmplane::Viewed::Held(h))) => Some((env, Ok(h))),
                     Ok((env, shmplane::Viewed::Copy(incoming))) => {
                         let error = env.flags & flags::ERROR != 0;
-                        Some((env, Err(receive(py, incoming, error))))
+                        Some((env, Err(receive_within(py, incoming, error, timeout, Some(&me.closing)))))
                     }
                     Err(Error::Empty) if timeout.blocks() => None,
                     Err(e) => return Err(to_py(py, e)),
@@ -515,11 +515,14 @@ impl PyRpcClient {
                 let more = env.flags & flags::MORE != 0;
                 match got {
                     Ok(held) => {
-                        client.end_reply(env, true);
-                        let releaser = client.reply_releaser().ok_or_else(|| to_py(py, Error::Closed))?;
-                        let lease = crate::lease::PyLease::of_rpc_reply(py, slf, releaser, held)?;
-                        let value = crate::lease::PyLease::build(lease.bind(py))?;
-                        return Ok((value.unbind(), more));
+                        let releaser = client.reply_releaser().ok_or_else(|| to_py(py, Error::Closed));
+                        // Built first: a decode that fails (a KeyboardInterrupt in an
+                        // unpickler) leaves the call unanswered, for `retry=True`.
+                        let value = releaser
+                            .and_then(|r| crate::lease::PyLease::of_rpc_reply(py, slf, r, held))
+                            .and_then(|lease| crate::lease::PyLease::build(lease.bind(py)).map(Bound::unbind));
+                        client.end_reply(env, value.is_ok());
+                        return Ok((value?, more));
                     }
                     Err(got) => {
                         client.end_reply(env, got.is_ok());
@@ -639,6 +642,21 @@ impl PyRpcClient {
         let client = &mut *guard;
         py.detach(|| client.close());
         Ok(())
+    }
+
+    /// Close at process exit (`shmplane._handles`): reply views still alive die with
+    /// the process, so their space is given back first and the reply channel removed.
+    fn _close_at_exit(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(mut guard) = lock_for_close(py, &self.inner, &self.closing) else { return Ok(()) };
+        let client = &mut *guard;
+        py.detach(|| client.close_releasing_views());
+        Ok(())
+    }
+
+    /// Replies held by live views (`call(copy=False)`) and not released yet.
+    #[getter]
+    fn held(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.reply_holds())
     }
 
     /// The server's name.

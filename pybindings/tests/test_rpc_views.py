@@ -28,6 +28,16 @@ def _serve(name: str, ready: Any) -> None:
                 except ValueError as e:
                     request.reply_error(type(e).__name__, str(e))
                 continue
+            if isinstance(what, tuple) and what[0] == "stream":
+                for i in range(what[1]):
+                    request.reply(b"s" * what[2], last=i == what[1] - 1)
+                continue
+            if isinstance(what, tuple) and what[0] == "bytes":
+                try:
+                    request.reply(b"b" * what[1])
+                except shmplane.Timeout:
+                    pass  # the client held its reply channel full: it gets ReplyLost
+                continue
             request.reply(np.full(what, 7.0) if isinstance(what, int) else what)
 
 
@@ -59,9 +69,88 @@ def test_replies_as_views(make_name: Any, method: str) -> None:
                 client.call("boom", timeout=WATCHDOG, copy=False)
             big = client.call(300_000, timeout=WATCHDOG, copy=False)
             assert big.flags.writeable and (big == 7.0).all()
-            del views, mv, big
+            del views, mv, big, a
             assert client.call(5, timeout=WATCHDOG).tolist() == [7.0] * 5
             assert client.call("stop", timeout=WATCHDOG, copy=False) == "bye"
     finally:
         p.join(WATCHDOG)
     assert p.exitcode == 0
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_held_reply_views_never_stall_the_next_calls(make_name: Any) -> None:
+    """Review findings: a chunked reply behind held views is refused at once (it stalled
+    the server for its reply timeout and was lost); a call while views fill the reply
+    channel is refused before it is sent (it could hang for ever); the parts of a
+    streamed reply come as copies (collected as views they filled the channel)."""
+    name = make_name("rpcv-stall")
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_serve, args=(name, ready))
+    p.start()
+    try:
+        assert ready.wait(WATCHDOG)
+        with shmplane.RpcClient.connect(name, timeout=WATCHDOG) as client:  # 256 KiB replies
+            parts = client.call(("stream", 6, 60_000), timeout=WATCHDOG, copy=False)
+            assert [bytes(x) for x in parts] == [b"s" * 60_000] * 6
+            held = [client.call(("bytes", 60_000), timeout=WATCHDOG, copy=False) for _ in range(2)]
+            assert client.held == 2 and all(isinstance(v, memoryview) for v in held)
+            with pytest.raises(shmplane.InvalidArgumentError, match="release them"):
+                client.call(("bytes", 1_000_000), timeout=5, copy=False)  # chunked: refused
+            # The refused reply stays the call's: with the views dropped, a retry gets it
+            # (or, if the server gave up meanwhile, ReplyLost: it is never run twice).
+            held.clear()
+            assert client.held == 0
+            try:
+                assert client.call(("bytes", 1_000_000), timeout=WATCHDOG, retry=True) == b"b" * 1_000_000
+            except shmplane.RemoteError as e:
+                assert "ReplyLost" in str(e)
+            # Views of more than half the reply channel: the next call is refused before
+            # it is sent (its reply might not fit: the server would stall, the reply be
+            # lost).
+            with pytest.raises(shmplane.InvalidArgumentError, match="reply views this client holds"):
+                for _ in range(5):
+                    held.append(client.call(("bytes", 64_000), timeout=WATCHDOG, copy=False))
+            assert len(held) >= 2
+            held.clear()
+            assert client.call(("bytes", 10), timeout=WATCHDOG) == b"b" * 10
+            assert client.call("stop", timeout=WATCHDOG) == "bye"
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert p.exitcode == 0
+
+
+EXIT = r"""
+import sys, shmplane
+c = shmplane.RpcClient.connect(sys.argv[1], timeout=30)
+v = c.call(100, timeout=30, copy=False)
+if sys.argv[2] == "close":
+    c.close()
+# exits with the reply view alive
+"""
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("close", ["close", "noclose"])
+def test_a_client_exiting_with_reply_views_leaves_no_reply_channel(make_name: Any, close: str) -> None:
+    import glob
+    import subprocess
+    import sys
+
+    name = make_name("rpcv-exit")
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_serve, args=(name, ready))
+    p.start()
+    try:
+        assert ready.wait(WATCHDOG)
+        out = subprocess.run([sys.executable, "-c", EXIT, name, close], capture_output=True, text=True, timeout=WATCHDOG)
+        assert out.returncode == 0, out.stderr
+        assert glob.glob(f"/dev/shm/shmplane.{name}.reply*") == []
+        with shmplane.RpcClient.connect(name, timeout=WATCHDOG) as client:
+            assert client.call("stop", timeout=WATCHDOG) == "bye"
+    finally:
+        p.join(WATCHDOG)

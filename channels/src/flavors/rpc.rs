@@ -267,7 +267,10 @@ impl RpcClient {
         let (id, replies) = loop {
             let id = client_id();
             match Receiver::create(&reply_name(name, id), reply_capacity) {
-                Ok(rx) => break (id, rx),
+                Ok(mut rx) => {
+                    rx.set_unlink_when_released();
+                    break (id, rx);
+                }
                 Err(Error::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e),
             }
@@ -356,7 +359,8 @@ impl RpcClient {
     ///
     /// # Errors
     /// [`Error::Timeout`], the hook's error, [`Error::PeerDead`] / [`Error::Disconnected`]
-    /// (the server), [`Error::Closed`].
+    /// (the server), [`Error::Closed`], [`Error::InvalidArgument`] (reply views this
+    /// client holds keep more than half of its reply channel: nothing sent).
     pub fn send_request(&mut self, request: Outgoing<'_>, retry: bool, wait: &mut Wait<'_>) -> Result<u64> {
         self.own(wait)?;
         if retry && self.unanswered && self.streaming {
@@ -367,6 +371,18 @@ impl RpcClient {
                 message: format!("call {} streamed part of its reply before it was cut; a stream cannot be resumed, make a new call", self.seq),
                 traceback: String::new(),
             });
+        }
+        let pinned = self.replies.pinned_bytes();
+        let capacity = self.replies.capacity();
+        if pinned > 0 && capacity.saturating_sub(pinned) < capacity / 2 + 1024 {
+            // The reply (up to a quarter of the channel, one record: the free space may
+            // be split in two at the ring's end), or the server's error saying it could
+            // not send it, might not fit: the server would stall for its reply timeout
+            // and the reply be lost, or the call wait for ever. Refused, nothing sent.
+            return Err(Error::InvalidArgument(format!(
+                "reply views this client holds keep {pinned} bytes of its {capacity}-byte reply channel: a reply might not fit; \
+                 release them (drop the views) before the next call, or connect with a larger reply_capacity"
+            )));
         }
         let env = self.next_envelope(retry);
         self.requests.send_message(&request.with_envelope(env.encode()), wait.reborrow()).map_err(as_server)?;
@@ -447,7 +463,9 @@ impl RpcClient {
     /// [`Receiver::begin_view`]): held in this client's reply channel until
     /// [`RpcClient::release_reply`] (or its [`RpcClient::reply_releaser`]), or copied
     /// out ([`Viewed::Copy`]: a reply of several records, one larger than a quarter of
-    /// the reply channel, or an error reply). A held reply keeps its space: the next
+    /// the reply channel, an error reply, or a part of a streamed reply). A held reply
+    /// keeps its space: a call made while views keep more than half of the reply
+    /// channel is refused ([`RpcClient::send_request`]); the next
     /// reply (of a later call) waits for it, within the server's reply timeout; one
     /// that travels in chunks and cannot fit beside it is refused at once
     /// ([`Error::InvalidArgument`], "release them first").
@@ -468,7 +486,9 @@ impl RpcClient {
         } else {
             self.streaming = true;
         }
-        if env.flags & flags::ERROR == 0 {
+        // Parts of a stream come by copy: a caller collecting them all (`call`) would
+        // otherwise hold the channel full and stall the server.
+        if env.flags & (flags::ERROR | flags::MORE) == 0 && !self.streaming {
             if let Some(held) = self.replies.view_staged_held() {
                 return Ok((env, Viewed::Held(held)));
             }
@@ -617,11 +637,19 @@ impl RpcClient {
     /// channel (this client's alone) is removed unless a copy of this client in another
     /// process (a fork) still holds it.
     pub fn close(&mut self) {
-        if self.replies.is_closed() {
+        self.close_with(false);
+    }
+
+    fn close_with(&mut self, releasing_views: bool) {
+        if self.requests.is_closed() && self.replies.is_closed() {
             return;
         }
         self.requests.close();
-        self.replies.close();
+        if releasing_views {
+            self.replies.close_releasing_views();
+        } else {
+            self.replies.close();
+        }
         let name = reply_name(&self.server, self.id);
         if Segment::unlink_if_role_gone(&name, SegmentKind::Channel, 1).unwrap_or(false) {
             shmplane_shm::bell::remove(&name);
@@ -631,6 +659,12 @@ impl RpcClient {
     /// True once closed.
     pub fn is_closed(&self) -> bool {
         self.requests.is_closed()
+    }
+
+    /// [`RpcClient::close`], first giving back the replies views hold (they must no
+    /// longer be read): for a process that exits with reply views alive.
+    pub fn close_releasing_views(&mut self) {
+        self.close_with(true);
     }
 }
 

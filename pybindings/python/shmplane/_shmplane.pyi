@@ -833,13 +833,18 @@ class RpcClient:
         keeps its space: a later call's reply waits for it (within the server's reply
         timeout), and one that travels in chunks and cannot fit beside it raises
         InvalidArgumentError ("release them first"): drop reply views before the next
-        call when replies are large.
+        call when replies are large. A call made while reply views keep more than half
+        of the reply channel is refused before anything is sent
+        (InvalidArgumentError). Parts of a streamed reply come as copies.
 
         Raises RemoteError (the handler raised; the server goes on), Timeout,
         KeyboardInterrupt (both: retry safely with ``retry=True``), PeerDeadError /
         DisconnectedError (the server died or closed; connect again to a new one),
         ClosedError, TruncatedMessageError (the server gave up part-way through its
         reply), and whatever pickling raises."""
+    @property
+    def held(self) -> int:
+        """Replies held by live views (``call(copy=False)``) and not released."""
     def stream(self, obj: Any, timeout: float | None = None) -> Iterator[Any]:
         """Call with ``obj`` and iterate over the reply's parts (``Request.reply(...,
         last=False)``), the final one included. An abandoned iteration is discarded by

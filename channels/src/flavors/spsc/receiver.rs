@@ -63,6 +63,9 @@ struct Inner {
     hold_generation: u64,
     /// The ring's `whole` word was set (this handle asked for whole records).
     asked_whole: bool,
+    /// Closed while holding, its last release removes the segment once no consumer
+    /// holds it (an RPC client's own reply channel, whose server keeps the other end).
+    unlink_when_released: bool,
     /// The read-only mapping views point into (`Segment::view_mapping`: it holds no
     /// locks, so views outliving the handle do not keep its role).
     views: Option<Arc<Region>>,
@@ -221,12 +224,17 @@ impl Releaser {
 /// lane's producer closed meanwhile (each saw this one still holding the description's
 /// locks): the segment is removed here then, if nothing holds it any more (`gc`'s test).
 fn close_zombie(inner: Inner, here: bool) {
-    let lane_of = inner.consumer.store().lane_index().and(inner.segment().name().map(str::to_owned));
+    let name = inner.segment().name().map(str::to_owned);
+    let lane = inner.consumer.store().lane_index().is_some();
+    let own_reply_channel = inner.unlink_when_released;
     close_inner(inner, here);
-    if let Some(name) = lane_of {
+    let Some(name) = name else { return };
+    if lane {
         if let Ok(Some(file)) = shmplane_shm::gc::stale(&name) {
             file.unlink_if_same(&name);
         }
+    } else if own_reply_channel && Segment::unlink_if_role_gone(&name, SegmentKind::Channel, CONSUMER).unwrap_or(false) {
+        shmplane_shm::bell::remove(&name);
     }
 }
 
@@ -799,7 +807,7 @@ impl Receiver {
             role.register(consumer.store().segment());
         }
         let released = ReleaseQueue::new(Some(consumer.store().data_waker()));
-        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None, staged: None, hold_generation: 0, asked_whole: false, views: None, released }), policy: WaitPolicy::default(), polls: EmptyPolls::default(), closed_holding: None })
+        Ok(Receiver { inner: Some(Inner { consumer, role, history: WaitHistory::default(), doorbell: None, staged: None, hold_generation: 0, asked_whole: false, unlink_when_released: false, views: None, released }), policy: WaitPolicy::default(), polls: EmptyPolls::default(), closed_holding: None })
     }
 
     fn segment(&self) -> Option<&Segment> {
@@ -873,6 +881,8 @@ impl Receiver {
         }
         let mut op = inner.enter(wait, polls)?;
         let staged = op.next_message(policy, wait, polls)?;
+        // (as `take`: a chunked message behind holds that cannot fit is refused)
+        refuse_behind_holds(op.inner, &staged.1)?;
         // Keep the operation entered: `take_staged` (or `unstage`) leaves it.
         std::mem::forget(op);
         inner.staged = Some(staged);
@@ -1281,6 +1291,20 @@ impl Receiver {
                 }
             }
         }
+    }
+
+    /// Closed while views hold records, remove the segment at the last release once no
+    /// consumer holds it (what `RpcClient::close` does for its reply channel at once
+    /// when nothing is held).
+    pub(crate) fn set_unlink_when_released(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.unlink_when_released = true;
+        }
+    }
+
+    /// Bytes of the ring that records held by views keep from the sender.
+    pub(crate) fn pinned_bytes(&self) -> usize {
+        self.inner.as_ref().filter(|i| i.consumer.holds() > 0).map_or(0, |i| usize::try_from(i.consumer.pinned()).unwrap_or(usize::MAX))
     }
 
     /// Ring the doorbell of segment `name` on `side` when another thread queues a
