@@ -236,7 +236,13 @@ impl Segment {
         // SAFETY: SegmentHeader is atomics-only, offset 0 is page-aligned, size >= header.
         let header: &SegmentHeader = unsafe { region.at(0) };
         if !is_ready(header) {
-            if busy {
+            // A creator between reserving the file's memory (and making its doorbells)
+            // and taking the init lock leaves a sized file of zeros for a moment: a
+            // young all-zero file is one being initialised, not a foreign one.
+            let young = || {
+                file.as_file().metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_none_or(|age| age < Duration::from_secs(1))
+            };
+            if busy || (crate::header::is_zero(header) && young()) {
                 return Err(Attach::Busy);
             }
             return Err(fail(Error::Corrupt {
