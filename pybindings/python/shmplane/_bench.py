@@ -97,7 +97,7 @@ def _ping_pipe(n: int) -> list[float]:
 
 
 def _echo_zmq(addr: str) -> None:
-    import zmq
+    import zmq  # type: ignore[import-not-found,unused-ignore]
 
     s: Any = zmq.Context.instance().socket(zmq.PAIR)
     s.connect(addr)
@@ -110,7 +110,7 @@ def _echo_zmq(addr: str) -> None:
 
 
 def _ping_zmq(n: int) -> list[float]:
-    import zmq
+    import zmq  # type: ignore[import-not-found,unused-ignore]
 
     addr = f"ipc:///tmp/shmplane-bench-{os.getpid()}"
     s: Any = zmq.Context.instance().socket(zmq.PAIR)
