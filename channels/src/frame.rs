@@ -515,6 +515,18 @@ enum Src<'a> {
     Zero,
     /// Bytes the sender writes in place (a loan): `gather` leaves them as they are.
     Lent(usize),
+    /// Bytes made on demand, as each record is written ([`Outgoing::numbers_filled`]).
+    Fill(Filler<'a>),
+}
+
+/// `fill(offset, dst)` writes bytes `offset..offset + dst.len()` of a piece into `dst`.
+#[derive(Clone, Copy)]
+struct Filler<'a>(&'a (dyn Fn(usize, &mut [u8]) + Sync));
+
+impl fmt::Debug for Filler<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Filler")
+    }
 }
 
 /// A message to send: its kind and its logical payload as pieces laid end to end, to
@@ -542,6 +554,25 @@ impl<'a> Outgoing<'a> {
     pub fn numbers(payload: &'a [u8]) -> Result<Outgoing<'a>, String> {
         Numbers::parse(payload)?;
         Ok(Outgoing { kind: Kind::Numbers, total: payload.len(), pieces: vec![(0, Src::Slice(payload))], prefix: 0, envelope: None })
+    }
+
+    /// A numbers message of `count` numbers whose bytes are made as each record is
+    /// written: `fill(offset, dst)` writes bytes `offset..offset + dst.len()` of the
+    /// numbers (after the header; any byte range, also one that splits a number) into
+    /// `dst`, which may be the ring itself. A sender that encodes a large list straight
+    /// into the ring a chunk at a time, while the receiver decodes the chunks before it.
+    ///
+    /// # Errors
+    /// A bad header, or a size that overflows.
+    pub fn numbers_filled(
+        header: [u8; NUMBERS_HEADER],
+        count: usize,
+        fill: &'a (dyn Fn(usize, &mut [u8]) + Sync),
+    ) -> Result<Outgoing<'a>, String> {
+        Numbers::parse(&header)?;
+        let total = count.checked_mul(8).and_then(|b| b.checked_add(NUMBERS_HEADER)).ok_or_else(|| "message too large".to_owned())?;
+        let pieces = vec![(0, Src::Owned(header.to_vec())), (NUMBERS_HEADER, Src::Fill(Filler(fill)))];
+        Ok(Outgoing { kind: Kind::Numbers, total, pieces, prefix: 0, envelope: None })
     }
 
     /// An array message of `data` described by `meta`.
@@ -598,6 +629,7 @@ impl<'a> Outgoing<'a> {
             Src::Owned(v) => v.len(),
             Src::Zero => 0,
             Src::Lent(n) => *n,
+            Src::Fill(_) => unreachable!("multipart messages are not filled"),
         };
         let mut header = Vec::with_capacity(8 + 8 * parts.len());
         header.extend_from_slice(&(parts.len() as u32).to_le_bytes());
@@ -698,6 +730,7 @@ impl<'a> Outgoing<'a> {
                 Src::Owned(v) => out.copy_from_slice(&v[lo - at..hi - at]),
                 Src::Zero => out.fill(0),
                 Src::Lent(_) => {}
+                Src::Fill(f) => (f.0)(lo - at, out),
             }
         }
     }

@@ -133,3 +133,57 @@ fn large_messages_are_chunked_small_ones_are_one_record() {
     assert_eq!(rx.recv().unwrap(), big);
     drop(t.join().unwrap());
 }
+
+/// `Incoming::read_streamed` hands a chunked message's logical payload over in order,
+/// each piece once its record was read out intact, the pieces together exactly the
+/// message; a message cut part-way is `Truncated` after the pieces that did arrive, and
+/// the next message is intact; a sink's error ends the read and the rest is skipped.
+#[test]
+fn a_streamed_read_delivers_the_payload_in_order_and_reports_a_cut() {
+    with_watchdog(|| {
+        let (mut tx, mut rx) = shmplane::channel(1 << 16).unwrap();
+        let big: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+        let sent = big.clone();
+        let t = thread::spawn(move || {
+            tx.send(&[7u8; 3]).unwrap(); // shifts the first record's end
+            tx.send(&sent).unwrap();
+            tx.send(&sent).unwrap();
+            tx.send(b"after").unwrap();
+            tx
+        });
+        assert_eq!(rx.recv().unwrap(), [7u8; 3]);
+        let mut stage = Vec::new();
+        let mut got = Vec::new();
+        let mut pieces = 0;
+        let incoming = rx.begin(shmplane::Wait::forever()).unwrap();
+        assert!(incoming.head().is_chunked());
+        let mut sink = |b: &[u8]| {
+            pieces += 1;
+            got.extend_from_slice(b);
+            Ok(())
+        };
+        incoming.read_streamed(&mut stage, &mut sink, shmplane::Wait::forever()).unwrap();
+        assert_eq!(got, big);
+        assert!(pieces > 2, "{pieces} pieces");
+        // A sink's error ends the read; the rest of that message is skipped.
+        let incoming = rx.begin(shmplane::Wait::forever()).unwrap();
+        let mut fail = |_: &[u8]| Err(Error::Interrupted);
+        assert!(matches!(incoming.read_streamed(&mut stage, &mut fail, shmplane::Wait::forever()), Err(Error::Interrupted)));
+        assert_eq!(rx.recv().unwrap(), b"after");
+        let mut tx = t.join().unwrap();
+        // Cut part-way: the sender gives up (nobody reads while it sends).
+        let r = tx.send_timeout(&big, Duration::from_millis(100));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        tx.send(b"next").unwrap();
+        let incoming = rx.begin(shmplane::Wait::forever()).unwrap();
+        let mut got = Vec::new();
+        let mut sink = |b: &[u8]| {
+            got.extend_from_slice(b);
+            Ok(())
+        };
+        let r = incoming.read_streamed(&mut stage, &mut sink, shmplane::Wait::forever());
+        assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
+        assert!(!got.is_empty() && got.len() < big.len() && got[..] == big[..got.len()]);
+        assert_eq!(rx.recv().unwrap(), b"next");
+    });
+}

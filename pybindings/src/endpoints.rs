@@ -262,6 +262,21 @@ impl PySender {
             let mut guard = self.lock(py)?;
             return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), &timeout, &self.closing);
         }
+        // A large list of floats: encoded straight into the ring, with the GIL held
+        // (a consistent snapshot), if it all fits now; else encoded first, as below.
+        let streamed = crate::numbers::with_streamed(obj, |msg| {
+            let mut guard = self.lock(py)?;
+            match guard.send_message(msg, Wait::no_wait()) {
+                Ok(()) => Ok(true),
+                Err(Error::Full) => Ok(false),
+                Err(e) => Err(to_py(py, e)),
+            }
+        });
+        if let Some(sent) = streamed {
+            if sent? {
+                return Ok(());
+            }
+        }
         let max_record = self.lock(py)?.max_message_len().unwrap_or(0);
         with_outgoing(py, obj, max_record, |msg| {
             let mut guard = self.lock(py)?;
@@ -499,6 +514,10 @@ pub(crate) fn receive_classified(
 ) -> Result<Py<PyAny>, (PyErr, bool)> {
     let taken = |e: PyErr| (e, true);
     let head = incoming.head();
+    if !raw && head.kind() == Kind::Numbers && head.is_chunked() {
+        // Decoded as the records arrive, while the sender writes the rest.
+        return crate::numbers::receive_streamed(py, incoming, within, closing);
+    }
     let total = head.total();
     let big = head.is_chunked() || total >= GIL_RELEASE_BYTES;
     let mut exports = Vec::new();

@@ -10,7 +10,7 @@ use crate::error::to_py;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use shmplane::frame::{Container, NumberType, Numbers, NUMBERS_HEADER};
+use shmplane::frame::{Container, NumberType, Numbers, Outgoing, NUMBERS_HEADER};
 use shmplane::Error;
 use std::cell::Cell;
 
@@ -180,4 +180,263 @@ pub(crate) fn decode<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py
         }
     }
     Ok(out)
+}
+
+/// Lists of floats at least this large (the numbers' bytes) are encoded straight into
+/// the ring a record at a time ([`with_streamed`]), so that the receiver decodes the
+/// first records while the rest are written: a message chunked anyway
+/// (`frame::CHUNK_THRESHOLD`).
+const STREAM_MIN_BYTES: usize = shmplane::frame::CHUNK_THRESHOLD;
+
+/// The items of a list or tuple whose items are all exact floats, for a fill callback.
+struct FloatItems {
+    seq: *mut ffi::PyObject,
+    container: Container,
+    n: usize,
+}
+
+// SAFETY: a `FloatItems` is only used by the thread that made it, while it holds the
+// GIL (see `with_streamed`): `Sync` only because `Outgoing`'s fill callbacks must be.
+unsafe impl Sync for FloatItems {}
+
+impl FloatItems {
+    /// Write bytes `offset..offset + dst.len()` of the numbers (8 little-endian bytes
+    /// each) into `dst`.
+    fn fill(&self, offset: usize, dst: &mut [u8]) {
+        let value = |i: usize| {
+            assert!(i < self.n, "filled past the numbers");
+            // SAFETY: `seq` is a live list or tuple of `n` exact floats that cannot change
+            // meanwhile: the GIL has been held since they were checked (`with_streamed`),
+            // and `i < n` (asserted): the item is a borrowed reference to an exact float, for
+            // which PyFloat_AsDouble cannot fail.
+            unsafe {
+                let item = match self.container {
+                    Container::List => ffi::PyList_GetItem(self.seq, i as ffi::Py_ssize_t),
+                    Container::Tuple => ffi::PyTuple_GetItem(self.seq, i as ffi::Py_ssize_t),
+                };
+                ffi::PyFloat_AsDouble(item).to_le_bytes()
+            }
+        };
+        let mut i = offset / 8;
+        let mut out = dst;
+        // A number split at the start of this range.
+        let skip = offset % 8;
+        if skip != 0 {
+            let take = (8 - skip).min(out.len());
+            out[..take].copy_from_slice(&value(i)[skip..skip + take]);
+            out = &mut out[take..];
+            i += 1;
+        }
+        let mut words = out.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&value(i));
+            i += 1;
+        }
+        // A number split at the end of it.
+        let rest = words.into_remainder();
+        if !rest.is_empty() {
+            let k = rest.len();
+            rest.copy_from_slice(&value(i)[..k]);
+        }
+    }
+}
+
+/// If `obj` is a large list or tuple of exact floats (at least [`STREAM_MIN_BYTES`] of
+/// numbers), call `send` with a numbers message whose bytes are read from the items as
+/// each record is written, and return its result; `None` (without calling it) for
+/// anything else. `send` must not release the GIL (a non-blocking send), so that the
+/// items are the ones checked, and no other thread changes the list meanwhile: a list
+/// sent this way is one consistent snapshot, as when it is encoded first.
+pub(crate) fn with_streamed<R>(obj: &Bound<'_, PyAny>, send: impl FnOnce(&Outgoing<'_>) -> PyResult<R>) -> Option<PyResult<R>> {
+    let (container, n) = if let Ok(l) = obj.cast_exact::<PyList>() {
+        (Container::List, l.len())
+    } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
+        (Container::Tuple, t.len())
+    } else {
+        return None;
+    };
+    if n.saturating_mul(8) < STREAM_MIN_BYTES {
+        return None;
+    }
+    let seq = obj.as_ptr();
+    // SAFETY: `seq` is a live list or tuple of `n` items (checked above); no Python code
+    // runs in this loop (type checks only), so it cannot change meanwhile.
+    let all_floats = (0..n).all(|i| unsafe {
+        let item = match container {
+            Container::List => ffi::PyList_GetItem(seq, i as ffi::Py_ssize_t),
+            Container::Tuple => ffi::PyTuple_GetItem(seq, i as ffi::Py_ssize_t),
+        };
+        ffi::PyFloat_CheckExact(item) != 0
+    });
+    if !all_floats {
+        return None;
+    }
+    let items = FloatItems { seq, container, n };
+    let fill = |offset: usize, dst: &mut [u8]| items.fill(offset, dst);
+    let msg = match Outgoing::numbers_filled(Numbers::header(container, NumberType::F64), n, &fill) {
+        Ok(m) => m,
+        Err(what) => return Some(Err(to_py(obj.py(), Error::InvalidArgument(what)))),
+    };
+    Some(send(&msg))
+}
+
+/// A numbers message decoded as its records arrive (see [`receive_streamed`]): the
+/// header, then the numbers into a new list or tuple, kept untracked by the garbage
+/// collector (so no Python code can reach it) until it is whole.
+struct Decoder {
+    total: usize,
+    header: [u8; NUMBERS_HEADER],
+    got_header: usize,
+    out: Option<(Py<PyAny>, Container, NumberType)>,
+    filled: usize,
+    carry: [u8; 8],
+    carried: usize,
+}
+
+impl Decoder {
+    fn new(total: usize) -> Decoder {
+        Decoder { total, header: [0; NUMBERS_HEADER], got_header: 0, out: None, filled: 0, carry: [0; 8], carried: 0 }
+    }
+
+    fn corrupt(py: Python<'_>, what: String) -> PyErr {
+        to_py(py, Error::Corrupt { path: "(a received numbers message)".into(), what })
+    }
+
+    /// Take the next bytes of the payload.
+    fn feed(&mut self, py: Python<'_>, mut bytes: &[u8]) -> PyResult<()> {
+        if self.out.is_none() {
+            let take = (NUMBERS_HEADER - self.got_header).min(bytes.len());
+            self.header[self.got_header..self.got_header + take].copy_from_slice(&bytes[..take]);
+            self.got_header += take;
+            bytes = &bytes[take..];
+            if self.got_header < NUMBERS_HEADER {
+                return Ok(());
+            }
+            let (container, ty, _) = Numbers::parse(&self.header).map_err(|what| Self::corrupt(py, what))?;
+            let data = self.total.saturating_sub(NUMBERS_HEADER);
+            if data % 8 != 0 {
+                return Err(Self::corrupt(py, format!("a numbers message carries {data} bytes, not whole 8-byte numbers")));
+            }
+            let len = ffi::Py_ssize_t::try_from(data / 8).map_err(|_| pyo3::exceptions::PyMemoryError::new_err("too many numbers"))?;
+            // SAFETY: attached (the token); a new list/tuple of `len` empty slots, or NULL
+            // with an exception set. Untracked at once: a half-filled container (NULL
+            // slots) must not be reachable through `gc.get_objects()` while this thread
+            // waits for the next record without the GIL; tracked again when whole.
+            let seq = unsafe {
+                let seq = Bound::from_owned_ptr_or_err(py, match container {
+                    Container::List => ffi::PyList_New(len),
+                    Container::Tuple => ffi::PyTuple_New(len),
+                })?;
+                ffi::PyObject_GC_UnTrack(seq.as_ptr().cast());
+                seq
+            };
+            self.out = Some((seq.unbind(), container, ty));
+        }
+        let Some((seq, container, ty)) = &self.out else { unreachable!("made above") };
+        let (seq, container, ty) = (seq.as_ptr(), *container, *ty);
+        let n = (self.total - NUMBERS_HEADER) / 8;
+        let put = |filled: &mut usize, b: [u8; 8]| -> PyResult<()> {
+            if *filled >= n {
+                return Err(Self::corrupt(py, format!("more than the {n} numbers announced")));
+            }
+            // SAFETY: attached; each constructor returns a new reference or NULL with an
+            // exception set.
+            let x = unsafe {
+                match ty {
+                    NumberType::F64 => ffi::PyFloat_FromDouble(f64::from_le_bytes(b)),
+                    NumberType::I64 => ffi::PyLong_FromLongLong(i64::from_le_bytes(b)),
+                }
+            };
+            if x.is_null() {
+                return Err(PyErr::fetch(py)); // the container is dropped with its filled slots
+            }
+            // SAFETY: `seq` is the new container of `n` slots made above, reachable by no
+            // Python code (untracked, not returned yet; a tuple's only reference is ours), and
+            // `filled < n`; SetItem steals `x` into an empty slot.
+            unsafe {
+                match container {
+                    Container::List => ffi::PyList_SetItem(seq, *filled as ffi::Py_ssize_t, x),
+                    Container::Tuple => ffi::PyTuple_SetItem(seq, *filled as ffi::Py_ssize_t, x),
+                };
+            }
+            *filled += 1;
+            Ok(())
+        };
+        if self.carried > 0 {
+            let take = (8 - self.carried).min(bytes.len());
+            self.carry[self.carried..self.carried + take].copy_from_slice(&bytes[..take]);
+            self.carried += take;
+            bytes = &bytes[take..];
+            if self.carried < 8 {
+                return Ok(());
+            }
+            put(&mut self.filled, self.carry)?;
+            self.carried = 0;
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            put(&mut self.filled, w.try_into().expect("8 bytes"))?;
+        }
+        let rest = words.remainder();
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.carried = rest.len();
+        Ok(())
+    }
+
+    /// The whole list or tuple.
+    fn finish(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let n = self.total.saturating_sub(NUMBERS_HEADER) / 8;
+        match self.out {
+            Some((seq, _, _)) if self.filled == n && self.carried == 0 => {
+                // SAFETY: attached; `seq` was untracked when made and is tracked once,
+                // now that every slot holds a number.
+                unsafe { ffi::PyObject_GC_Track(seq.as_ptr().cast()) };
+                Ok(seq)
+            }
+            _ => Err(Self::corrupt(py, format!("{} of {n} numbers arrived", self.filled))),
+        }
+    }
+}
+
+/// Receive a numbers message that spans several records, decoding each record as it
+/// arrives (with the GIL, which the wait for the next record releases) while the
+/// sender writes the rest: the list is ready about when its last record is.
+///
+/// # Errors
+/// `(error, taken)` as `endpoints::receive_classified`: a decode error (`MemoryError`, a
+/// malformed payload: `CorruptSegmentError`) is `taken`; one of the read (truncated,
+/// timed out, interrupted, closed) is not.
+pub(crate) fn receive_streamed(
+    py: Python<'_>,
+    incoming: shmplane::Incoming<'_>,
+    within: &crate::wait::Timeout,
+    closing: Option<&crate::wait::CloseFlag>,
+) -> Result<Py<PyAny>, (PyErr, bool)> {
+    let mut decoder = Decoder::new(incoming.head().total());
+    let mut decode_error: Option<PyErr> = None;
+    let mut stage = take_recv_scratch();
+    let result = {
+        let decoder = &mut decoder;
+        let decode_error = &mut decode_error;
+        let stage = &mut stage;
+        let copy = move |wait: shmplane::Wait<'_>| {
+            let mut sink = |bytes: &[u8]| {
+                Python::attach(|py| decoder.feed(py, bytes)).map_err(|e| {
+                    *decode_error = Some(e);
+                    Error::Interrupted
+                })
+            };
+            incoming.read_streamed(stage, &mut sink, wait)
+        };
+        match closing {
+            Some(flag) => crate::wait::blocking_checked(py, within, |py| flag.check(py), copy),
+            None => crate::wait::blocking(py, within, copy),
+        }
+    };
+    give_recv_scratch(stage);
+    if let Some(e) = decode_error {
+        return Err((e, true));
+    }
+    result.map_err(|e| (e, false))?;
+    decoder.finish(py).map_err(|e| (e, true))
 }

@@ -159,3 +159,88 @@ def test_a_list_too_large_for_memory_is_a_memory_error_not_an_abort() -> None:
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
     assert out.returncode == 0 and "MemoryError" in out.stdout, (out.returncode, out.stdout, out.stderr[-500:])
+
+
+# Large lists of floats are encoded straight into the ring a record at a time, and
+# decoded as the records arrive (numbers.rs `with_streamed` / `receive_streamed`). The
+# records' boundaries fall at any byte offset (the first record ends on a tile boundary
+# that depends on what was sent before), also inside a number.
+STREAMED = [math.nan, NAN_PAYLOAD, -0.0, math.inf, -math.inf, 5e-324] + [i / 7 for i in range(200_000)]
+
+
+@pytest.mark.parametrize("shift", [0, 1, 3, 7, 13, 4096 + 5])
+@pytest.mark.parametrize("container", [list, tuple])
+def test_large_float_lists_stream_through_records_split_anywhere(shift: int, container: Any) -> None:
+    obj = container(STREAMED)
+    tx, rx = shmplane.channel(1 << 23)  # 8 MiB: the 1.6 MB list fits, so it is streamed
+    for _ in range(3):  # at several producer positions
+        tx.send(b"x" * shift)
+        tx.send(obj)
+        assert rx.recv() == b"x" * shift
+        assert same(rx.recv(), obj)
+    tx.close()
+    rx.close()
+
+
+def test_a_large_list_with_one_odd_item_late_keeps_its_types() -> None:
+    for odd in (1, MyFloat(2.0), "s", None):
+        obj = [1.5] * 300_000 + [odd]
+        tx, rx = shmplane.channel(1 << 23)
+        tx.send(obj)
+        got = rx.recv()
+        assert len(got) == len(obj) and type(got[-1]) is type(odd) and got[:-1] == obj[:-1]
+        tx.close()
+        rx.close()
+
+
+def test_a_large_list_cut_part_way_is_truncated_and_the_next_message_intact() -> None:
+    big = [float(i) for i in range(400_000)]  # 3.2 MB on a 1 MiB ring: cannot all fit
+    tx, rx = shmplane.channel(1 << 20)
+    with pytest.raises(TimeoutError):
+        tx.send(big, timeout=0.2)  # nobody reads: cut after the first records
+    tx.send(b"next")
+    with pytest.raises(shmplane.TruncatedMessageError):
+        rx.recv(timeout=5)
+    assert rx.recv(timeout=5) == b"next"
+    tx.close()
+    rx.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_list_decoded_part_way_is_invisible_to_the_garbage_collector() -> None:
+    # A half-built list (empty slots) must not be reachable while the receiver waits
+    # for its next record without the GIL: another thread walks every object meanwhile.
+    import gc
+    import threading
+
+    big = [float(i) for i in range(600_000)]  # chunked on a 1 MiB ring, sent by a child
+    tx, rx = shmplane.channel(1 << 20)
+    p = mp.get_context("fork").Process(target=_send_n, args=(tx, big, 5))
+    p.start()
+    stop = threading.Event()
+
+    def walk() -> None:
+        while not stop.is_set():
+            for o in gc.get_objects():
+                if type(o) is list and len(o) == len(big):
+                    o[-1]  # a NULL slot here would crash
+            gc.collect()
+
+    t = threading.Thread(target=walk)
+    t.start()
+    try:
+        for _ in range(5):
+            assert rx.recv(timeout=60) == big
+    finally:
+        stop.set()
+        t.join(60)
+    p.join(30)
+    assert p.exitcode == 0
+    tx.close()
+    rx.close()
+
+
+def _send_n(tx: Any, obj: Any, n: int) -> None:
+    for _ in range(n):
+        tx.send(obj)
+    tx.close()

@@ -1678,9 +1678,41 @@ impl fmt::Debug for Receiver {
     }
 }
 
-enum Target<'d> {
+enum Target<'d, 's> {
     Parts(Vec<OutBuf<'d>>),
     Whole(OutBuf<'d>),
+    /// The logical payload handed to a sink a record at a time (through a staging
+    /// buffer): [`Incoming::read_streamed`].
+    Stream(&'s mut Vec<u8>, &'s mut dyn FnMut(&[u8]) -> Result<()>),
+}
+
+/// Where [`Incoming::copy_out`] puts the bytes of each record.
+enum Out<'d, 's> {
+    Scatter(Scatter<'d>),
+    Stream(&'s mut Vec<u8>, &'s mut dyn FnMut(&[u8]) -> Result<()>),
+}
+
+impl Out<'_, '_> {
+    /// Copy logical bytes `offset..offset + n`, which lie at byte `at` of `record`, out
+    /// of the ring (into the destinations, or into the staging buffer).
+    fn copy(&mut self, consumer: &Consumer<SegmentRing>, record: &Record, at: usize, offset: usize, n: usize) {
+        match self {
+            Out::Scatter(scatter) => scatter.scatter_with(offset, n, |from, dst| consumer.read_to(record, at + from, dst)),
+            Out::Stream(stage, _) => {
+                // (Zeroes only the bytes it grows by: a reused buffer costs no memset.)
+                stage.resize(n, 0);
+                consumer.read(record, at, stage);
+            }
+        }
+    }
+
+    /// After the record was released intact: hand the staged bytes to the sink.
+    fn deliver(&mut self) -> Result<()> {
+        match self {
+            Out::Scatter(_) => Ok(()),
+            Out::Stream(stage, sink) => sink(stage),
+        }
+    }
 }
 
 /// A message whose first record has arrived (see [`Receiver::begin`]): read it with
@@ -1739,19 +1771,34 @@ impl Incoming<'_> {
         self.copy_out(Target::Whole(dst), &mut wait)
     }
 
-    fn copy_out(mut self, target: Target<'_>, wait: &mut Wait<'_>) -> Result<()> {
+    /// Hand the logical payload to `sink` in order, a record's worth at a time, each
+    /// piece once its record was read out intact (copied into `stage`, which is reused
+    /// and grows to the largest record): a receiver that decodes a large message as its
+    /// records arrive, while the sender still writes the rest. The pieces' boundaries
+    /// are the records' (any byte offsets; together exactly [`Head::total`] bytes).
+    ///
+    /// # Errors
+    /// As [`Incoming::read_into`]; `sink`'s error ends the read (the rest of the message
+    /// is skipped by the next receive).
+    pub fn read_streamed(self, stage: &mut Vec<u8>, sink: &mut dyn FnMut(&[u8]) -> Result<()>, mut wait: Wait<'_>) -> Result<()> {
+        self.copy_out(Target::Stream(stage, sink), &mut wait)
+    }
+
+    fn copy_out(mut self, target: Target<'_, '_>, wait: &mut Wait<'_>) -> Result<()> {
         let head = &self.head;
-        let mut scatter = match target {
-            Target::Parts(dests) => Scatter::new(head, dests).map_err(Error::InvalidArgument)?,
-            Target::Whole(dst) => Scatter::whole(head, dst).map_err(Error::InvalidArgument)?,
+        let mut out = match target {
+            Target::Parts(dests) => Out::Scatter(Scatter::new(head, dests).map_err(Error::InvalidArgument)?),
+            Target::Whole(dst) => Out::Scatter(Scatter::whole(head, dst).map_err(Error::InvalidArgument)?),
+            Target::Stream(stage, sink) => Out::Stream(stage, sink),
         };
         let total = head.total();
         let skip = head.skip();
         let record = self.first.take().expect("first record");
         let consumer = self.op.consumer();
         let first_len = record.len() - skip;
-        scatter.scatter_with(0, first_len, |at, dst| consumer.read_to(&record, skip + at, dst));
+        out.copy(consumer, &record, skip, 0, first_len);
         consumer.release_read(record).map_err(|e| seg_err(e, consumer))?;
+        out.deliver()?;
         let mut received = first_len;
         let h = frame::chunk_header_len();
         // Part-way through: a lossy broadcast's lap that passes only the rest of this
@@ -1790,9 +1837,12 @@ impl Incoming<'_> {
                     what: format!("received message: a record of {n} bytes at offset {offset:?} where byte {received} of {total} was due"),
                 });
             }
-            scatter.scatter_with(received, n, |at, dst| consumer.read_to(&record, h + at, dst));
+            out.copy(consumer, &record, h, received, n);
             consumer.release_read(record).map_err(|e| lost_too(seg_err(e, consumer)))?;
             received += n;
+            // Mid-message, as for the hook's error below: the rest is skipped by the
+            // next receive.
+            out.deliver()?;
         }
         Ok(())
     }
