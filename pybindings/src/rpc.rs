@@ -589,11 +589,14 @@ impl PyRpcClient {
 
     /// The next reply part of the current call as `(obj, more)`; `Empty` if none yet
     /// and `timeout == 0`, `None` once the last part was received.
-    #[pyo3(signature = (timeout=None, seq=None))]
-    fn _next_part(&self, py: Python<'_>, timeout: Option<f64>, seq: Option<u64>) -> PyResult<Option<(Py<PyAny>, bool)>> {
+    /// `copy=False`: a reply that can be a view comes as one (as `call(copy=False)`).
+    #[pyo3(signature = (timeout=None, seq=None, copy=true))]
+    fn _next_part(slf: &Bound<'_, Self>, timeout: Option<f64>, seq: Option<u64>, copy: bool) -> PyResult<Option<(Py<PyAny>, bool)>> {
+        let py = slf.py();
+        let me = slf.get();
         let block = timeout != Some(0.0);
         let timeout = Timeout::new(timeout, block)?;
-        let mut guard = self.lock(py)?;
+        let mut guard = me.lock(py)?;
         if let Some(seq) = seq.filter(|&s| s != guard.seq()) {
             return Err(to_py(
                 py,
@@ -606,7 +609,11 @@ impl PyRpcClient {
         if !guard.awaiting_reply() {
             return Ok(None);
         }
-        self.reply_part(py, &mut guard, &timeout).map(Some)
+        if copy {
+            me.reply_part(py, &mut guard, &timeout).map(Some)
+        } else {
+            PyRpcClient::reply_part_view(slf, &mut guard, &timeout).map(Some)
+        }
     }
 
     /// Iterate over a streamed reply (see the stub).
@@ -615,10 +622,10 @@ impl PyRpcClient {
         slf.py().import("shmplane._rpc")?.call_method1("stream", (slf, obj, timeout))
     }
 
-    /// ``await client.call_async(obj, timeout=None, retry=False)``.
-    #[pyo3(signature = (obj, timeout=None, retry=false))]
-    fn call_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>, timeout: Option<f64>, retry: bool) -> PyResult<Bound<'py, PyAny>> {
-        slf.py().import("shmplane._aio")?.call_method1("call_async", (slf, obj, timeout, retry))
+    /// ``await client.call_async(obj, timeout=None, retry=False, copy=True)``.
+    #[pyo3(signature = (obj, timeout=None, retry=false, copy=true))]
+    fn call_async<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>, timeout: Option<f64>, retry: bool, copy: bool) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("shmplane._aio")?.call_method1("call_async", (slf, obj, timeout, retry, copy))
     }
 
     /// Readiness descriptor: readable when a reply may be waiting.

@@ -154,3 +154,35 @@ def test_a_client_exiting_with_reply_views_leaves_no_reply_channel(make_name: An
             assert client.call("stop", timeout=WATCHDOG) == "bye"
     finally:
         p.join(WATCHDOG)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_call_async_returns_views_too(make_name: Any) -> None:
+    import asyncio
+
+    name = make_name("rpcva")
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_serve, args=(name, ready))
+    p.start()
+    try:
+        assert ready.wait(WATCHDOG)
+        with shmplane.RpcClient.connect(name, timeout=WATCHDOG, reply_capacity=4 << 20) as client:
+
+            async def main() -> None:
+                a = await client.call_async(1000, timeout=WATCHDOG, copy=False)
+                assert not a.flags.writeable and (a == 7.0).all()
+                assert client.held == 1
+                b = await client.call_async(1000, timeout=WATCHDOG)  # a copy, as before
+                assert b.flags.writeable and (b == 7.0).all() and client.held == 1
+                del a
+                assert client.held == 0
+                # A stream answering call_async(copy=False) comes as a list of copies.
+                parts = await client.call_async(("stream", 3, 10), timeout=WATCHDOG, copy=False)
+                assert parts == [b"s" * 10] * 3 and client.held == 0
+                assert await client.call_async("stop", timeout=WATCHDOG, copy=False) == "bye"
+
+            asyncio.run(main())
+    finally:
+        p.join(WATCHDOG)
+    assert p.exitcode == 0

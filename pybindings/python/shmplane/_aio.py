@@ -279,11 +279,13 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
 _call_locks: weakref.WeakKeyDictionary[Any, dict[int, asyncio.Lock]] = weakref.WeakKeyDictionary()
 
 
-async def call_async(client: Any, obj: Any, timeout: float | None = None, retry: bool = False) -> Any:
+async def call_async(client: Any, obj: Any, timeout: float | None = None, retry: bool = False, copy: bool = True) -> Any:
     """Call an RPC server without blocking the event loop: the request is sent at once
     (a large one from a thread of the loop's default executor), then the reply is
     awaited on the client's readiness descriptor. Coroutines sharing one client take
     turns (a client makes one call at a time).
+
+    ``copy=False``: the reply as a zero-copy view, as ``RpcClient.call(copy=False)``.
 
     Raises:
         As ``RpcClient.call``; ``Timeout`` after ``timeout`` seconds (the call may then
@@ -327,7 +329,7 @@ async def call_async(client: Any, obj: Any, timeout: float | None = None, retry:
         parts: list[Any] = []
         while True:
             try:
-                got = client._next_part(0.0, seq)
+                got = client._next_part(0.0, seq, copy)
             except Empty:
                 misses = await _wait_turn(client, client.fileno(), deadline, misses)
                 continue

@@ -849,13 +849,18 @@ class RpcClient:
         """Call with ``obj`` and iterate over the reply's parts (``Request.reply(...,
         last=False)``), the final one included. An abandoned iteration is discarded by
         the next call (the old iterator then raises InvalidArgumentError). Raises as
-        ``call`` (``timeout`` bounds each part)."""
-    def call_async(self, obj: Any, timeout: float | None = None, retry: bool = False) -> Coroutine[Any, Any, Any]:
+        ``call`` (``timeout`` bounds each part). The parts are copies (no ``copy=``): a
+        view held per part would keep the reply channel's space that the next parts
+        need."""
+    def call_async(
+        self, obj: Any, timeout: float | None = None, retry: bool = False, copy: bool = True
+    ) -> Coroutine[Any, Any, Any]:
         """``await client.call_async(obj)``: ``call`` without blocking the event loop
         (waits on ``fileno()``). Coroutines sharing a client (an ``rpc.Proxy``'s
-        methods) take turns: a client makes one call at a time. Raises as ``call``."""
+        methods) take turns: a client makes one call at a time. ``copy=False``: the
+        reply as a zero-copy view, as ``call(copy=False)``. Raises as ``call``."""
     def _send_call(self, obj: Any, timeout: float | None = None, retry: bool = False) -> int: ...
-    def _next_part(self, timeout: float | None = None, seq: int | None = None) -> tuple[Any, bool] | None: ...
+    def _next_part(self, timeout: float | None = None, seq: int | None = None, copy: bool = True) -> tuple[Any, bool] | None: ...
     def fileno(self) -> int:
         """Readiness descriptor: readable when a reply may be waiting (the reply
         channel's doorbell; see ``Receiver.fileno``)."""
