@@ -42,7 +42,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// of copy 1 without the sequence, and `done` is stored with Release (see
 /// [`crate::seqlock`]: "Committed words"); consumers publish a resume position while
 /// they hold records ([`ConsumerLine::resume`], [`SubscriberCursor::resume`]).
-pub const ABI_VERSION: u32 = 9;
+/// 10: spacers (a padding record of its header alone after a large record, see
+/// [`crate::ring`]), which older consumers would refuse as corrupt.
+pub const ABI_VERSION: u32 = 10;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the

@@ -287,6 +287,8 @@ for_each_backend!(
     wait_until_producer_woken_by_release,
     stream_two_threads_with_holds,
     rewind_if_empty_starts_large_records_at_offset_zero,
+    spacers_let_equal_records_start_at_offset_zero_every_time,
+    spacers_are_validated_and_wake_nobody,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -817,6 +819,84 @@ fn stream_two_threads_mixed<B: Backend>() {
 }
 
 // ---------------------------------------------------------------------------------------
+/// `Producer::space_out` after each large record: equal records then start at offset 0
+/// every time (without the spacer they alternate between two places), when the
+/// consumer has skipped the rewind's padding before the record is committed (a
+/// consumer waiting in a receive does it when the padding wakes it).
+fn spacers_let_equal_records_start_at_offset_zero_every_time<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(1 << 16);
+    let len = 20_000;
+    let mut offsets = Vec::new();
+    for seq in 0..10 {
+        p.rewind_if_empty(len).unwrap();
+        // The consumer, waiting, skips the padding (nothing after it yet).
+        assert!(c.try_peek().unwrap().is_none());
+        let claim = p.try_claim(len).unwrap().expect("room");
+        offsets.push(claim.payload_offset());
+        p.write(&claim, 0, &pattern(seq, len));
+        p.commit(claim, len, tag_for(seq));
+        assert!(p.space_out().unwrap(), "room for the spacer");
+        assert!(c.has_data());
+        assert!(try_recv(&mut c, seq, len));
+        // The spacer went with the record: the ring is empty.
+        assert_eq!(head(c.store()), tail(p.store()));
+        assert!(!c.has_data() && !shmplane_shm::ring::data_ready(c.store()));
+    }
+    assert!(offsets[1..].iter().all(|&o| o == RECORD_HEADER_BYTES), "{offsets:?}");
+    // Held and released out of order, the spacer goes with the held record too.
+    p.rewind_if_empty(len).unwrap();
+    assert!(c.try_peek().unwrap().is_none());
+    assert!(try_send(&mut p, 10, len));
+    assert!(p.space_out().unwrap());
+    let r = c.try_peek().unwrap().expect("the record");
+    assert_eq!(r.payload_offset(), RECORD_HEADER_BYTES);
+    let hold = c.hold(r);
+    assert!(c.release_hold(hold));
+    assert_eq!(head(c.store()), tail(p.store()));
+}
+
+/// A spacer alone is no data (`has_data`, `data_ready` look past it), is skipped by
+/// `try_peek` anywhere, may be the end's padding, and is corrupt right after a
+/// padding record.
+fn spacers_are_validated_and_wake_nobody<B: Backend>() {
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 0, 10));
+    // Published after the record was taken: the consumer meets it alone.
+    assert!(try_recv(&mut c, 0, 10));
+    assert!(p.space_out().unwrap());
+    assert!(!c.has_data() && !shmplane_shm::ring::data_ready(c.store()));
+    assert!(c.try_peek().unwrap().is_none());
+    assert_eq!(head(c.store()), tail(p.store()), "skipped");
+    assert!(try_send(&mut p, 1, 10));
+    assert!(try_recv(&mut c, 1, 10));
+    // A spacer then a record: the record is data.
+    assert!(p.space_out().unwrap());
+    assert!(try_send(&mut p, 2, 10));
+    assert!(c.has_data() && shmplane_shm::ring::data_ready(c.store()));
+    assert!(try_recv(&mut c, 2, 10));
+    // Two spacers in a row (a broken peer): corrupt.
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 0, 10));
+    assert!(try_recv(&mut c, 0, 10));
+    let spacer = (1u64 << 63) | (u64::from(shmplane_shm::ring::PADDING_TAG) << 32);
+    let at = (head(c.store()) % 4096) as usize;
+    c.store().header(at + 8).store(spacer, Ordering::Relaxed);
+    c.store().header(at).store(spacer, Ordering::Release);
+    assert!(matches!(c.try_peek(), Err(RingError::Corrupt { .. })));
+    drop(p);
+    // A spacer as the last 8 bytes of the data area: skipped, then the record at 0.
+    let (mut p, mut c) = ring::<B>(4096);
+    let len = p.max_payload(); // the record ends 8 bytes before the end
+    assert!(try_send(&mut p, 0, len));
+    assert!(try_recv(&mut c, 0, len));
+    assert_eq!(tail(p.store()) % 4096, 4088);
+    assert!(p.space_out().unwrap());
+    assert_eq!(tail(p.store()) % 4096, 0);
+    assert!(try_send(&mut p, 1, 10));
+    assert!(try_recv(&mut c, 1, 10));
+    assert_eq!(head(c.store()), tail(p.store()));
+}
+
 // Corruption
 // ---------------------------------------------------------------------------------------
 

@@ -263,6 +263,13 @@ impl Op<'_> {
         )
     }
 
+    /// After a large record: a spacer, so that the next one of its size can start at
+    /// offset 0 again (`Producer::space_out`). A consumer position found impossible
+    /// here poisons the ring, and the next operation reports it.
+    fn space_out(&mut self) {
+        let _ = self.inner.producer.space_out();
+    }
+
     /// Claim, fill and publish one record.
     #[inline(always)]
     fn put(
@@ -297,10 +304,14 @@ impl Op<'_> {
                 // A large record: start it in warm memory if the ring is empty.
                 self.inner.producer.rewind_if_empty(env + total).map_err(|e| ring_error(e, self.inner.segment()))?;
             }
-            return self.put(env + total, msg.tag(), policy, wait, |dst| {
+            self.put(env + total, msg.tag(), policy, wait, |dst| {
                 msg.put_envelope(dst);
                 msg.gather(0, &mut dst[env..]);
-            });
+            })?;
+            if total >= REWIND_MIN {
+                self.space_out();
+            }
+            return Ok(());
         };
         if self.inner.producer.store().is_lossy() && total > capacity / 2 {
             // A lossy publisher never waits: a message streaming through in chunks
@@ -880,6 +891,10 @@ impl Sender {
         }
         inner.lent = None;
         inner.producer.commit(loan.claim, loan.total, loan.tag);
+        if loan.total >= REWIND_MIN {
+            // (Not `Op::space_out`: the operation is this loan's, entered at its start.)
+            let _ = inner.producer.space_out(); // a bad consumer position shows at the next operation
+        }
         let sent = inner.sent();
         drop(Op { inner });
         sent
