@@ -53,6 +53,17 @@ fn keep(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, v: Vec<u8>) {
     }
 }
 
+/// `obj`'s container and length if it is exactly a `list` or a `tuple`.
+fn container_of(obj: &Bound<'_, PyAny>) -> Option<(Container, usize)> {
+    if let Ok(l) = obj.cast_exact::<PyList>() {
+        Some((Container::List, l.len()))
+    } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
+        Some((Container::Tuple, t.len()))
+    } else {
+        None
+    }
+}
+
 /// Encode `obj` if it is a list or tuple of at least [`MIN_LEN`] numbers of one type
 /// and call `f` with the payload (header and numbers); `None` if it is not (`f` is not
 /// called).
@@ -60,13 +71,7 @@ fn keep(slot: &'static std::thread::LocalKey<Cell<Vec<u8>>>, v: Vec<u8>) {
 /// # Errors
 /// `f`'s.
 pub(crate) fn with_encoded<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> Option<PyResult<R>> {
-    let (container, n) = if let Ok(l) = obj.cast_exact::<PyList>() {
-        (Container::List, l.len())
-    } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
-        (Container::Tuple, t.len())
-    } else {
-        return None;
-    };
+    let (container, n) = container_of(obj)?;
     if n < MIN_LEN {
         return None;
     }
@@ -248,13 +253,7 @@ impl FloatItems {
 /// items are the ones checked, and no other thread changes the list meanwhile: a list
 /// sent this way is one consistent snapshot, as when it is encoded first.
 pub(crate) fn with_streamed<R>(obj: &Bound<'_, PyAny>, send: impl FnOnce(&Outgoing<'_>) -> PyResult<R>) -> Option<PyResult<R>> {
-    let (container, n) = if let Ok(l) = obj.cast_exact::<PyList>() {
-        (Container::List, l.len())
-    } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
-        (Container::Tuple, t.len())
-    } else {
-        return None;
-    };
+    let (container, n) = container_of(obj)?;
     if n.saturating_mul(8) < STREAM_MIN_BYTES {
         return None;
     }
