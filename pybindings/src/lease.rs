@@ -91,36 +91,26 @@ impl PyLease {
         if let Ok(mut m) = self.mapping.try_lock() {
             m.take();
         }
+        // With the endpoint free (or poisoned: a panic elsewhere), at once; busy in
+        // another thread (waiting for the next message), through its queue, applied at
+        // its next receive or wait slice.
+        fn now_or_queued<T>(m: &std::sync::Mutex<T>, release: impl FnOnce(&mut T) -> bool, queue: impl FnOnce()) {
+            match m.try_lock() {
+                Ok(mut guard) => {
+                    release(&mut guard);
+                }
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    release(&mut p.into_inner());
+                }
+                Err(std::sync::TryLockError::WouldBlock) => queue(),
+            }
+        }
+        let token = held.token;
+        let queue = || self.releaser.release(token);
         match &self.receiver {
-            Source::Receiver(rx) => match rx.get().inner.try_lock() {
-                Ok(mut guard) => {
-                    guard.release(held.token);
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    p.into_inner().release(held.token);
-                }
-                Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
-            },
-            Source::RpcReply(client) => match client.get().inner.try_lock() {
-                Ok(mut guard) => {
-                    guard.release_reply(held.token);
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    p.into_inner().release_reply(held.token);
-                }
-                // Applied at the client's next receive or wait slice.
-                Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
-            },
-            Source::Mailbox(mb, lane) => match mb.get().inner.try_lock() {
-                Ok(mut guard) => {
-                    guard.release(*lane, held.token);
-                }
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    p.into_inner().release(*lane, held.token);
-                }
-                // Applied at the mailbox's next receive or wait slice.
-                Err(std::sync::TryLockError::WouldBlock) => self.releaser.release(held.token),
-            },
+            Source::Receiver(rx) => now_or_queued(&rx.get().inner, |r| r.release(token), queue),
+            Source::RpcReply(client) => now_or_queued(&client.get().inner, |c| c.release_reply(token), queue),
+            Source::Mailbox(mb, lane) => now_or_queued(&mb.get().inner, |m| m.release(*lane, token), queue),
         }
     }
 
