@@ -510,3 +510,77 @@ fn out_of_descriptors_never_makes_a_live_copy_dead() {
     }
     assert_empty(&mut rx);
 }
+
+/// True if another open file description holds (or waits for) the OFD lock on byte
+/// `byte` of the file at `path`: a fresh description asks the kernel (`F_OFD_GETLK`).
+fn ofd_lock_held(path: &str, byte: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: flock is a plain C struct; all-zero is valid (l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: the descriptor is open; `fl` is a valid flock that outlives the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    assert_eq!(rc, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
+    fl.l_type != libc::F_UNLCK as i16
+}
+
+/// SIGKILLs a process that is not our child (it cannot be reaped here) when dropped,
+/// so that a failing assertion does not leave it holding descriptors until its alarm.
+struct KillOnDrop(libc::pid_t);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
+    }
+}
+
+/// The sender's process dies (SIGKILL) while a child it forked, which never used the
+/// sender, still holds the inherited descriptor, and with it the role's lock: the
+/// receiver gets `PeerDead` naming the dead sender, not a wait for as long as that
+/// child lives. This is `liveness::classify`'s branch for a held lock whose every copy
+/// that used the role is in a dead process; without it the lock alone says "alive"
+/// and the receive runs into its deadline (a blocking `recv` hangs).
+#[test]
+fn sender_dead_while_its_forked_child_holds_the_descriptor_is_peer_dead() {
+    let _g = serial();
+    let name = format!("copies-inherited-{}", std::process::id());
+    let path = format!("/dev/shm/shmplane.{name}");
+    let mut rx = Receiver::create(&name, 4096).unwrap();
+    let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+    let sender = fork(|| {
+        let mut tx = Sender::open(&name).unwrap();
+        tx.send(b"before the fork").unwrap(); // this process used the role: the lease is its
+        // The grandchild inherits the sender's descriptor and never touches it.
+        let holder = fork(|| loop {
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        theirs.write_all(&holder.to_le_bytes()).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // never closes: killed by the test
+        }
+    });
+    ours.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let mut pid = [0u8; 4];
+    ours.read_exact(&mut pid).expect("the sender reports its forked child");
+    let holder = KillOnDrop(libc::pid_t::from_le_bytes(pid));
+    assert_eq!(recv(&mut rx), b"before the fork");
+    kill(sender);
+    reap(sender);
+    // The situation the branch is for: the owner is gone, its lock is not.
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(holder.0, 0) }, 0, "the descriptor's holder lives");
+    assert!(ofd_lock_held(&path, shmplane_shm::layout::ROLE_LOCK_BYTE), "the inherited descriptor holds the sender's lock");
+    match rx.recv_timeout(WATCHDOG) {
+        Err(Error::PeerDead { role: "sender", pid }) => assert_eq!(pid as libc::pid_t, sender),
+        other => panic!("expected PeerDead from the dead sender while its child holds the lock, got {other:?}"),
+    }
+    let again = rx.recv_timeout(WATCHDOG);
+    assert!(matches!(again, Err(Error::PeerDead { .. })), "the verdict stays: {again:?}");
+    drop(holder);
+    rx.close();
+    let _ = std::fs::remove_file(&path);
+}
