@@ -12,6 +12,9 @@
 //! hanging. The tests of this file run one at a time (a lock), since forking while
 //! another test thread holds a lock would leave the child stuck.
 
+mod common;
+
+use common::{await_futex_sleep, gettid};
 use shmplane::frame::Kind;
 use shmplane::{channel, Error, Frame, Receiver, Sender, Wait};
 use std::io::{Read, Write};
@@ -392,10 +395,11 @@ fn receiver_killed_mid_message_leaves_its_successor_the_next_message() {
 fn abandoned_message_then_more_from_the_same_sender() {
     let _g = serial();
     let (mut tx, mut rx) = channel(1 << 14).unwrap();
+    let (gave_up, given_up) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         let mut got = Vec::new();
-        // Let the sender fill the ring and give up before reading.
-        std::thread::sleep(Duration::from_millis(100));
+        // The sender fills the ring and gives up before anything is read.
+        given_up.recv().unwrap();
         for _ in 0..3 {
             got.push(rx.recv_frame(Wait::timeout(WATCHDOG)));
         }
@@ -409,6 +413,7 @@ fn abandoned_message_then_more_from_the_same_sender() {
     let big = message(3, 0, 1 << 20);
     let r = tx.send_with(&big, Wait::forever().with_hook(&mut hook));
     assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    gave_up.send(()).unwrap();
     let big2 = message(3, 1, 300_000);
     tx.send(&big2).unwrap();
     tx.send(b"small").unwrap();
@@ -444,37 +449,49 @@ fn arrays_through_copies_keep_their_description() {
 /// entry, on a close-on-exec descriptor, is released by the exec, so the other copies
 /// go on at once instead of waiting for the new program to end (found by review: a
 /// receiver copy blocked in `recv` in a process that exec'd `sleep` kept the parent's
-/// copy out until `sleep` exited).
+/// copy out until `sleep` exited). Here the program would run past the receive's
+/// deadline (until the child's 30 s alarm, which survives the exec), so a claim kept
+/// across the exec fails the test with `Timeout`.
 #[test]
 fn exec_in_the_middle_of_an_operation_releases_the_copy() {
     let _g = serial();
     let (mut tx, mut rx) = channel(1 << 16).unwrap();
+    let path = rx.path().unwrap().to_owned();
+    let data_ready = shmplane_shm::layout::RING_CONTROL_OFFSET
+        + std::mem::offset_of!(shmplane_shm::layout::RingControl, data_ready.value.epoch);
     let (mut ours, mut theirs) = UnixStream::pair().unwrap();
     let child = fork(|| {
         // This child's copy of the receiver enters an operation in a thread (a blocking
         // receive) and stays in it; the main thread then execs.
         let rx_ptr = &mut rx as *mut Receiver as usize;
+        let (tid_tx, tid) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
             // SAFETY: the main thread never touches `rx` again (it only execs).
             let rx = unsafe { &mut *(rx_ptr as *mut Receiver) };
             let _ = rx.recv_timeout(Duration::from_secs(30));
         });
-        std::thread::sleep(Duration::from_millis(100)); // the thread is in recv now
+        // Inside its operation: asleep waiting for a message.
+        await_futex_sleep(tid.recv().unwrap(), &path, data_ready);
         theirs.write_all(&[1]).unwrap();
         let sleep = std::ffi::CString::new("/bin/sleep").unwrap();
-        let secs = std::ffi::CString::new("5").unwrap();
+        let secs = std::ffi::CString::new("60").unwrap();
         let argv = [sleep.as_ptr(), secs.as_ptr(), std::ptr::null()];
         // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
         unsafe { libc::execv(sleep.as_ptr(), argv.as_ptr()) };
         1
     });
+    ours.set_read_timeout(Some(WATCHDOG)).unwrap();
     let mut ready = [0u8; 1];
-    ours.read_exact(&mut ready).unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // the exec has happened
+    ours.read_exact(&mut ready).expect("the child's copy is inside its receive");
+    // The exec has happened once the child's command name is the program's.
+    let deadline = Instant::now() + WATCHDOG;
+    while std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default().trim() != "sleep" {
+        assert!(Instant::now() < deadline, "watchdog: the child never exec'd");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     tx.send(b"for the parent's copy").unwrap();
-    let t0 = Instant::now();
-    assert_eq!(rx.recv_timeout(Duration::from_secs(3)).unwrap(), b"for the parent's copy");
-    assert!(t0.elapsed() < Duration::from_secs(2), "waited {:?} for an exec'd copy", t0.elapsed());
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), b"for the parent's copy");
     kill(child);
     reap(child);
 }
