@@ -304,12 +304,12 @@ fn records_over_a_quarter_are_not_held_and_chunks_that_cannot_pass_a_hold_are_re
             tx.send_timeout(&vec![3u8; 900_000], Duration::from_secs(20)).unwrap();
             tx
         });
-        let start = std::time::Instant::now();
-        match rx.recv_timeout(Duration::from_secs(5)) {
+        // Refused, not waited for: an untimed receive that waited for room the view
+        // holds would never return (the watchdog fails the test).
+        match rx.recv() {
             Err(Error::InvalidArgument(what)) => assert!(what.contains("release them"), "{what}"),
             other => panic!("{:?}", other.map(|v| v.len())),
         }
-        assert!(start.elapsed() < Duration::from_secs(5));
         assert!(rx.release(h.token()));
         assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), vec![3u8; 900_000]);
         drop(sender.join().unwrap());
