@@ -11,6 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+# Installed but not usable (~/.cargo/bin not on PATH, a broken install): fail here,
+# not with every target "ok".
+cargo fuzz --version >/dev/null 2>&1 || { echo "fuzz: cargo-fuzz is not usable (cargo fuzz --version failed)"; exit 1; }
 if [ "${FUZZ_TOOLCHAIN:-}" != stable ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   run=(cargo +nightly fuzz run); build=(cargo +nightly fuzz build)
 else
@@ -23,14 +26,19 @@ cd fuzz
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   # The writable corpus first (libFuzzer adds to the first directory), then the seeds.
+  set +e
   "${run[@]}" "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 2>&1 | grep -E '^(stat::number_of_executed_units|stat::peak_rss|#[0-9]+ +DONE)|panicked|ERROR|SUMMARY|Test unit written' || true
-  # cargo fuzz exits non-zero on a crash; pipefail would hide it behind grep, so check.
+    -print_final_stats=1 2>&1 | grep -E '^(stat::number_of_executed_units|stat::peak_rss|#[0-9]+ +DONE)|panicked|ERROR|SUMMARY|Test unit written'
+  status=${PIPESTATUS[0]}
+  set -e
+  # cargo fuzz exits non-zero on a crash, leaving an artifact: report that first.
   # (Any one kind of artifact: `ls` of three globs fails unless all three match.)
   if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/oom-*" >/dev/null \
      || compgen -G "artifacts/$t/timeout-*" >/dev/null; then
     echo "fuzz $t: FOUND A FAILURE (fuzz/artifacts/$t); reproduce: cd fuzz && ${run[*]} $t artifacts/$t/<file>"
     exit 1
   fi
+  # Non-zero without an artifact: the run itself failed (not built, no such target).
+  [ "$status" -eq 0 ] || { echo "fuzz $t: cargo fuzz run failed (exit $status) without a crash artifact"; exit 1; }
   echo "fuzz $t: ok (${seconds} s)"
 done

@@ -6,21 +6,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n=== %s ===\n' "$*"; }
-step setup;            ci/setup.sh
-step lint-sync;        ci/lint-sync.sh
+# Run checker ci/NAME.sh with bash, so that a lost exec bit cannot skip it; a missing
+# checker fails CI instead of passing without it.
+check() {
+  local script=ci/$1.sh
+  shift
+  [ -f "$script" ] || { echo "ci/test.sh: $script is missing: CI cannot pass without it" >&2; exit 1; }
+  bash "$script" "$@"
+}
+step setup;            check setup
+step lint-sync;        check lint-sync
 step clippy;           cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test";     cargo test --workspace --quiet 2>&1 | grep -vE '^$'
 # The notifier's fallback when membarrier is unavailable (full fence), with real threads.
 step "ring tests without membarrier"
 SHMPLANE_NO_MEMBARRIER=1 cargo test -p shmplane-shm --test ring_heap --quiet 2>&1 | grep -vE '^$'
-step loom;             ci/loom.sh
-step valgrind;         ci/valgrind.sh
-step "fuzz (30 s per decoder)"; ci/fuzz.sh
+step loom;             check loom
+step valgrind;         check valgrind
+step "fuzz (30 s per decoder)"; check fuzz
 # The Python suite runs once, against the wheel (built from the sdist) installed in a
 # fresh venv; the steps after it use .venv's editable build from ci/setup.sh.
 step "sdist, wheel, pytest against the installed wheel"
-ci/wheel.sh pybindings/tests -q -o timeout=120
+check wheel pybindings/tests -q -o timeout=120
 step stubtest;         .venv/bin/python -m mypy.stubtest shmplane._shmplane --ignore-missing-stub
 step mypy;             .venv/bin/python -m mypy pybindings/python/shmplane
-step docs;             ci/docs.sh
+step docs;             check docs
 echo; echo "all tests passed"

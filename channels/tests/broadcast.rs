@@ -3,8 +3,20 @@
 //! messages of any size. The cross-process and kill -9 cases are in
 //! `broadcast_processes.rs`.
 
-use shmplane::{Error, Publisher, Subscriber, Wait};
+mod common;
+
+use common::{await_futex_sleep, gettid};
+use shmplane::{Error, Publisher, Subscriber, Wait, DEFAULT_MAX_SUBSCRIBERS};
+use shmplane_shm::layout::{broadcast_ring_offset, RingControl};
 use std::time::Duration;
+
+/// Byte offset, in a broadcast of [`DEFAULT_MAX_SUBSCRIBERS`], of the futex word a
+/// subscriber waiting for data sleeps on.
+const DATA_READY_EPOCH: usize =
+    broadcast_ring_offset(DEFAULT_MAX_SUBSCRIBERS) + std::mem::offset_of!(RingControl, data_ready.value.epoch);
+/// The same for the publisher waiting for room.
+const SPACE_READY_EPOCH: usize =
+    broadcast_ring_offset(DEFAULT_MAX_SUBSCRIBERS) + std::mem::offset_of!(RingControl, space_ready.value.epoch);
 
 /// Tests here fork nothing, but close handles whose segments other tests of the binary
 /// might hold copies of through a forked child elsewhere: run one at a time.
@@ -142,8 +154,11 @@ fn the_slowest_subscriber_holds_the_publisher_back_until_it_leaves() {
     while publisher.try_send(&message(sent, 100)).is_ok() {
         sent += 1;
     }
+    // It leaves once the publisher sleeps waiting for room (in futex(2) on the ring's
+    // space event), not before it waits.
+    let (me, path) = (gettid(), publisher.path().unwrap().to_owned());
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        await_futex_sleep(me, &path, SPACE_READY_EPOCH);
         slow.close();
     });
     publisher.send_timeout(&message(sent, 100), Duration::from_secs(10)).unwrap();
@@ -301,8 +316,13 @@ fn wait_forever_is_ended_by_close_from_another_thread_for_a_subscriber() {
     let _w = watchdog();
     let mut publisher = Publisher::new(4096, false).unwrap();
     let mut sub = publisher.subscribe().unwrap();
-    let t = std::thread::spawn(move || sub.recv_with(Wait::timeout(Duration::from_secs(30))));
-    std::thread::sleep(Duration::from_millis(30));
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        sub.recv_with(Wait::timeout(Duration::from_secs(30)))
+    });
+    // Published once the subscriber sleeps (in futex(2) on the ring's data event).
+    await_futex_sleep(tid.recv().unwrap(), publisher.path().unwrap(), DATA_READY_EPOCH);
     publisher.send(b"wake").unwrap();
     assert_eq!(t.join().unwrap().unwrap(), b"wake");
 }

@@ -12,6 +12,9 @@
 //! hanging. The tests of this file run one at a time (a lock), since forking while
 //! another test thread holds a lock would leave the child stuck.
 
+mod common;
+
+use common::{await_futex_sleep, gettid};
 use shmplane::frame::Kind;
 use shmplane::{channel, Error, Frame, Receiver, Sender, Wait};
 use std::io::{Read, Write};
@@ -392,10 +395,11 @@ fn receiver_killed_mid_message_leaves_its_successor_the_next_message() {
 fn abandoned_message_then_more_from_the_same_sender() {
     let _g = serial();
     let (mut tx, mut rx) = channel(1 << 14).unwrap();
+    let (gave_up, given_up) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         let mut got = Vec::new();
-        // Let the sender fill the ring and give up before reading.
-        std::thread::sleep(Duration::from_millis(100));
+        // The sender fills the ring and gives up before anything is read.
+        given_up.recv().unwrap();
         for _ in 0..3 {
             got.push(rx.recv_frame(Wait::timeout(WATCHDOG)));
         }
@@ -409,6 +413,7 @@ fn abandoned_message_then_more_from_the_same_sender() {
     let big = message(3, 0, 1 << 20);
     let r = tx.send_with(&big, Wait::forever().with_hook(&mut hook));
     assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    gave_up.send(()).unwrap();
     let big2 = message(3, 1, 300_000);
     tx.send(&big2).unwrap();
     tx.send(b"small").unwrap();
@@ -444,37 +449,49 @@ fn arrays_through_copies_keep_their_description() {
 /// entry, on a close-on-exec descriptor, is released by the exec, so the other copies
 /// go on at once instead of waiting for the new program to end (found by review: a
 /// receiver copy blocked in `recv` in a process that exec'd `sleep` kept the parent's
-/// copy out until `sleep` exited).
+/// copy out until `sleep` exited). Here the program would run past the receive's
+/// deadline (until the child's 30 s alarm, which survives the exec), so a claim kept
+/// across the exec fails the test with `Timeout`.
 #[test]
 fn exec_in_the_middle_of_an_operation_releases_the_copy() {
     let _g = serial();
     let (mut tx, mut rx) = channel(1 << 16).unwrap();
+    let path = rx.path().unwrap().to_owned();
+    let data_ready = shmplane_shm::layout::RING_CONTROL_OFFSET
+        + std::mem::offset_of!(shmplane_shm::layout::RingControl, data_ready.value.epoch);
     let (mut ours, mut theirs) = UnixStream::pair().unwrap();
     let child = fork(|| {
         // This child's copy of the receiver enters an operation in a thread (a blocking
         // receive) and stays in it; the main thread then execs.
         let rx_ptr = &mut rx as *mut Receiver as usize;
+        let (tid_tx, tid) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
             // SAFETY: the main thread never touches `rx` again (it only execs).
             let rx = unsafe { &mut *(rx_ptr as *mut Receiver) };
             let _ = rx.recv_timeout(Duration::from_secs(30));
         });
-        std::thread::sleep(Duration::from_millis(100)); // the thread is in recv now
+        // Inside its operation: asleep waiting for a message.
+        await_futex_sleep(tid.recv().unwrap(), &path, data_ready);
         theirs.write_all(&[1]).unwrap();
         let sleep = std::ffi::CString::new("/bin/sleep").unwrap();
-        let secs = std::ffi::CString::new("5").unwrap();
+        let secs = std::ffi::CString::new("60").unwrap();
         let argv = [sleep.as_ptr(), secs.as_ptr(), std::ptr::null()];
         // SAFETY: valid NUL-terminated strings and a NULL-terminated argv.
         unsafe { libc::execv(sleep.as_ptr(), argv.as_ptr()) };
         1
     });
+    ours.set_read_timeout(Some(WATCHDOG)).unwrap();
     let mut ready = [0u8; 1];
-    ours.read_exact(&mut ready).unwrap();
-    std::thread::sleep(Duration::from_millis(200)); // the exec has happened
+    ours.read_exact(&mut ready).expect("the child's copy is inside its receive");
+    // The exec has happened once the child's command name is the program's.
+    let deadline = Instant::now() + WATCHDOG;
+    while std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default().trim() != "sleep" {
+        assert!(Instant::now() < deadline, "watchdog: the child never exec'd");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     tx.send(b"for the parent's copy").unwrap();
-    let t0 = Instant::now();
-    assert_eq!(rx.recv_timeout(Duration::from_secs(3)).unwrap(), b"for the parent's copy");
-    assert!(t0.elapsed() < Duration::from_secs(2), "waited {:?} for an exec'd copy", t0.elapsed());
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), b"for the parent's copy");
     kill(child);
     reap(child);
 }
@@ -509,4 +526,78 @@ fn out_of_descriptors_never_makes_a_live_copy_dead() {
         assert_eq!(recv(&mut rx), want);
     }
     assert_empty(&mut rx);
+}
+
+/// True if another open file description holds (or waits for) the OFD lock on byte
+/// `byte` of the file at `path`: a fresh description asks the kernel (`F_OFD_GETLK`).
+fn ofd_lock_held(path: &str, byte: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: flock is a plain C struct; all-zero is valid (l_pid must be 0 for OFD locks).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = byte as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: the descriptor is open; `fl` is a valid flock that outlives the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    assert_eq!(rc, 0, "F_OFD_GETLK: {}", std::io::Error::last_os_error());
+    fl.l_type != libc::F_UNLCK as i16
+}
+
+/// SIGKILLs a process that is not our child (it cannot be reaped here) when dropped,
+/// so that a failing assertion does not leave it holding descriptors until its alarm.
+struct KillOnDrop(libc::pid_t);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0);
+    }
+}
+
+/// The sender's process dies (SIGKILL) while a child it forked, which never used the
+/// sender, still holds the inherited descriptor, and with it the role's lock: the
+/// receiver gets `PeerDead` naming the dead sender, not a wait for as long as that
+/// child lives. This is `liveness::classify`'s branch for a held lock whose every copy
+/// that used the role is in a dead process; without it the lock alone says "alive"
+/// and the receive runs into its deadline (a blocking `recv` hangs).
+#[test]
+fn sender_dead_while_its_forked_child_holds_the_descriptor_is_peer_dead() {
+    let _g = serial();
+    let name = format!("copies-inherited-{}", std::process::id());
+    let path = format!("/dev/shm/shmplane.{name}");
+    let mut rx = Receiver::create(&name, 4096).unwrap();
+    let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+    let sender = fork(|| {
+        let mut tx = Sender::open(&name).unwrap();
+        tx.send(b"before the fork").unwrap(); // this process used the role: the lease is its
+        // The grandchild inherits the sender's descriptor and never touches it.
+        let holder = fork(|| loop {
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        theirs.write_all(&holder.to_le_bytes()).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1)); // never closes: killed by the test
+        }
+    });
+    ours.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let mut pid = [0u8; 4];
+    ours.read_exact(&mut pid).expect("the sender reports its forked child");
+    let holder = KillOnDrop(libc::pid_t::from_le_bytes(pid));
+    assert_eq!(recv(&mut rx), b"before the fork");
+    kill(sender);
+    reap(sender);
+    // The situation the branch is for: the owner is gone, its lock is not.
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(holder.0, 0) }, 0, "the descriptor's holder lives");
+    assert!(ofd_lock_held(&path, shmplane_shm::layout::ROLE_LOCK_BYTE), "the inherited descriptor holds the sender's lock");
+    match rx.recv_timeout(WATCHDOG) {
+        Err(Error::PeerDead { role: "sender", pid }) => assert_eq!(pid as libc::pid_t, sender),
+        other => panic!("expected PeerDead from the dead sender while its child holds the lock, got {other:?}"),
+    }
+    let again = rx.recv_timeout(WATCHDOG);
+    assert!(matches!(again, Err(Error::PeerDead { .. })), "the verdict stays: {again:?}");
+    drop(holder);
+    rx.close();
+    let _ = std::fs::remove_file(&path);
 }

@@ -235,14 +235,14 @@ fn copy_waiting_while_another_copy_operates_times_out() {
     tx.send(b"two").unwrap();
     let mut mb2 = copy_of(&mb);
     let incoming = mb.begin(Wait::forever()).unwrap();
+    // Spinning past its deadline until the other copy's operation ends would never
+    // return here (it ends below): the watchdog fails the test.
     let t = std::thread::spawn(move || {
-        let start = Instant::now();
         let r = mb2.recv_timeout(Duration::from_millis(50));
-        (r, start.elapsed(), mb2)
+        (r, mb2)
     });
-    let (r, took, mut mb2) = t.join().unwrap();
+    let (r, mut mb2) = t.join().unwrap();
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
     drop(incoming);
     assert_eq!(mb2.recv().unwrap(), b"two");
 }
@@ -372,9 +372,7 @@ fn stray_bit_beyond_the_lanes_is_ignored() {
     mailbox_control(&seg).unwrap().pending.value[0].fetch_or(1 << 5, Ordering::SeqCst);
     assert!(!mb.pending());
     assert!(!mb.probe().unwrap().any());
-    let start = Instant::now();
     assert!(matches!(mb.recv_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
-    assert!(start.elapsed() < Duration::from_secs(2));
 }
 
 /// A producer waiting for room on its lane while the consumer is replaced (closed,

@@ -6,7 +6,11 @@
 //! `processes.rs`; each kills itself after 60 s and every wait in the parent has a
 //! deadline, so a bug fails instead of hanging.
 
+mod common;
+
+use common::{await_futex_sleep, gettid};
 use shmplane::{Error, Mailbox, Sender, Wait};
+use shmplane_shm::layout::{mailbox_lane_stride, mailbox_lanes_offset, RingControl};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -295,14 +299,19 @@ fn consumer_killed_then_replaced_round(round: u64) {
     while tx.try_send(&message(1, seq)).is_ok() {
         seq += 1;
     }
+    // Kill it once this thread sleeps waiting for room (in futex(2) on its lane's
+    // space event: the "consumer" child's mailbox has 4 lanes of 4096 bytes).
+    let lane = tx.lane().unwrap();
+    let space_ready = mailbox_lanes_offset(4)
+        + lane * mailbox_lane_stride(4096)
+        + std::mem::offset_of!(RingControl, space_ready.value.epoch);
+    let (me, path) = (gettid(), format!("/dev/shm/shmplane.{name}"));
     let killer = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(100));
+        await_futex_sleep(me, &path, space_ready);
         consumer.kill();
     });
-    let started = Instant::now();
     let r = tx.send_with(&message(1, seq), Wait::timeout(WATCHDOG));
     assert!(matches!(r, Err(Error::PeerDead { .. })), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     killer.join().unwrap();
     // A new consumer takes over and gets the queued messages, in order; the one the
     // producer was part-way through (if it had begun) is reported truncated, once.

@@ -10,7 +10,11 @@
 //! so tests (and concurrent runs) do not collide.
 
 
+mod common;
+
+use common::{await_futex_sleep, gettid, read_word};
 use shmplane::{channel_named, Error, Receiver, Sender, WaitPolicy};
+use shmplane_shm::layout::{RingControl, RING_CONTROL_OFFSET};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -132,6 +136,11 @@ impl Drop for Name {
 fn path_of(name: &str) -> String {
     format!("/dev/shm/shmplane.{name}")
 }
+
+/// Byte offset in a channel segment of the futex word a receiver sleeps on.
+const DATA_READY_EPOCH: usize = RING_CONTROL_OFFSET + std::mem::offset_of!(RingControl, data_ready.value.epoch);
+/// Byte offset in a channel segment of the futex word a sender waiting for room sleeps on.
+const SPACE_READY_EPOCH: usize = RING_CONTROL_OFFSET + std::mem::offset_of!(RingControl, space_ready.value.epoch);
 
 /// A child process playing `role` on segment `name`.
 struct Peer {
@@ -353,6 +362,32 @@ fn child_entry() {
                 tx.send(&pattern(seq, 64)).unwrap();
             }
             tx.close();
+        }
+        // Send 5 messages and return: the sender is never closed explicitly, it drops
+        // at the end of this scope (`Sender::close`: "also done on drop").
+        "send_5_return" => {
+            let mut tx = Sender::open(&name).unwrap();
+            for seq in 0..5 {
+                tx.send(&pattern(seq, 64)).unwrap();
+            }
+        }
+        // Send 5 messages and exit the process at once: no destructor runs, the sender
+        // is neither closed nor dropped.
+        "send_5_exit" => {
+            let mut tx = Sender::open(&name).unwrap();
+            for seq in 0..5 {
+                tx.send(&pattern(seq, 64)).unwrap();
+            }
+            std::process::exit(0);
+        }
+        // Attach as the receiver; close it (receiving nothing) once a message arrives
+        // on channel ARG.
+        "recv_close_on_go" => {
+            let mut rx = Receiver::open(&name).unwrap();
+            let mut go = Receiver::open(&arg).unwrap();
+            say("READY");
+            go.recv_timeout(WATCHDOG).unwrap();
+            rx.close();
         }
         // Receive one message and close cleanly.
         "recv_1_close" => {
@@ -671,12 +706,12 @@ fn truncated_segment_is_corrupt() {
         let name = Name::new(test);
         let tx = Sender::create(&name, 1 << 16).unwrap();
         std::fs::OpenOptions::new().write(true).open(name.path()).unwrap().set_len(len).unwrap();
-        let t = Instant::now();
         match Receiver::open(&name) {
-            Err(Error::Corrupt { what, .. }) => assert!(!what.is_empty()),
+            // Judged truncated, not taken for a creator still initialising it (which
+            // `open` waits for, then reports as "did not finish initialising").
+            Err(Error::Corrupt { what, .. }) => assert!(!what.is_empty() && !what.contains("initialis"), "{what}"),
             other => panic!("truncated to {len}: expected Corrupt, got {other:?}"),
         }
-        assert!(t.elapsed() < Duration::from_secs(1), "a truncated segment is not 'still initialising'");
         assert!(matches!(Sender::open(&name), Err(Error::Corrupt { .. })));
         // The sender never touches the ring again; closing only uses the header page.
         close_sender(tx);
@@ -772,8 +807,8 @@ fn second_endpoint_other_process_is_role_taken() {
 // Dead peers and clean closes
 // ---------------------------------------------------------------------------------------
 
-/// SIGKILL the sender while the receiver sleeps in `recv()`: `PeerDead` within a few
-/// slices, never a hang.
+/// SIGKILL the sender while the receiver sleeps in `recv()` (seen asleep in `futex(2)`
+/// on the ring's data event): `PeerDead` naming the sender, never a hang.
 #[test]
 fn sender_killed_while_receiver_blocks() {
     for (i, policy) in [WaitPolicy::Block, WaitPolicy::default()].into_iter().enumerate() {
@@ -785,24 +820,20 @@ fn sender_killed_while_receiver_blocks() {
         for seq in 0..3 {
             check(seq, &rx.recv_timeout(WATCHDOG).unwrap(), 100);
         }
-        let (started_tx, started) = mpsc::channel();
+        let (tid_tx, tid) = mpsc::channel();
         let blocked = thread::spawn(move || {
-            started_tx.send(()).unwrap();
+            tid_tx.send(gettid()).unwrap();
             let result = rx.recv();
-            (rx, result, Instant::now())
+            (rx, result)
         });
-        started.recv().unwrap();
-        thread::sleep(Duration::from_millis(300)); // asleep on the futex by now
+        await_futex_sleep(tid.recv().unwrap(), &name.path(), DATA_READY_EPOCH);
         let pid = peer.pid();
-        let killed = Instant::now();
         peer.kill();
-        let (rx, result, returned) = with_watchdog(WATCHDOG, move || blocked.join().unwrap());
+        let (rx, result) = with_watchdog(WATCHDOG, move || blocked.join().unwrap());
         match result {
             Err(Error::PeerDead { role, pid: p }) => assert_eq!((role, p), ("sender", pid)),
             other => panic!("{policy:?}: expected PeerDead, got {other:?}"),
         }
-        let latency = returned.saturating_duration_since(killed);
-        assert!(latency < Duration::from_secs(3), "{policy:?}: PeerDead after {latency:?}");
         close_receiver(rx);
         assert!(!name.exists(), "a dead peer's segment is removed by the survivor's close");
     }
@@ -828,7 +859,8 @@ fn messages_sent_before_death_are_delivered() {
     assert!(!name.exists());
 }
 
-/// SIGKILL the receiver while the sender is blocked on a full ring: `PeerDead`.
+/// SIGKILL the receiver while the sender sleeps on a full ring (seen asleep in
+/// `futex(2)` on the ring's space event): `PeerDead` naming the receiver.
 #[test]
 fn receiver_killed_while_sender_blocks_on_full_ring() {
     let name = Name::new("kill-receiver");
@@ -842,20 +874,20 @@ fn receiver_killed_while_sender_blocks_on_full_ring() {
     }
     assert!(queued >= 7);
     assert!(matches!(tx.try_send(&[7; 500]), Err(Error::Full)));
+    let (tid_tx, tid) = mpsc::channel();
     let blocked = thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
         let result = tx.send(&[7; 500]);
-        (tx, result, Instant::now())
+        (tx, result)
     });
-    thread::sleep(Duration::from_millis(300));
+    await_futex_sleep(tid.recv().unwrap(), &name.path(), SPACE_READY_EPOCH);
     let pid = peer.pid();
-    let killed = Instant::now();
     peer.kill();
-    let (tx, result, returned) = with_watchdog(WATCHDOG, move || blocked.join().unwrap());
+    let (tx, result) = with_watchdog(WATCHDOG, move || blocked.join().unwrap());
     match result {
         Err(Error::PeerDead { role, pid: p }) => assert_eq!((role, p), ("receiver", pid)),
         other => panic!("expected PeerDead, got {other:?}"),
     }
-    assert!(returned.saturating_duration_since(killed) < Duration::from_secs(3));
     close_sender(tx);
     assert!(!name.exists());
 }
@@ -888,6 +920,70 @@ fn clean_close_is_disconnected_after_draining() {
     assert!(!name.exists());
 }
 
+/// A sender child that returns without calling `close` (its `Sender` drops with its
+/// scope) reads as closed: everything it sent, then `Disconnected`, not `PeerDead`.
+/// One that exits without running destructors (`process::exit` with the sender alive)
+/// died without closing: everything it sent, then `PeerDead` with its pid.
+#[test]
+fn sender_child_that_returns_without_closing_is_disconnected() {
+    let name = Name::new("returned");
+    let mut rx = Receiver::create(&name, 4096).unwrap();
+    let mut peer = Peer::spawn("send_5_return", &name, "");
+    peer.assert_success();
+    for seq in 0..5 {
+        check(seq, &rx.recv_timeout(WATCHDOG).unwrap(), 64);
+    }
+    let end = rx.recv_timeout(WATCHDOG);
+    assert!(matches!(end, Err(Error::Disconnected { role: "sender" })), "{end:?}");
+    close_receiver(rx);
+    assert!(!name.exists());
+
+    let name = Name::new("exited");
+    let mut rx = Receiver::create(&name, 4096).unwrap();
+    let mut peer = Peer::spawn("send_5_exit", &name, "");
+    peer.assert_success();
+    for seq in 0..5 {
+        check(seq, &rx.recv_timeout(WATCHDOG).unwrap(), 64);
+    }
+    match rx.recv_timeout(WATCHDOG) {
+        Err(Error::PeerDead { role: "sender", pid }) => assert_eq!(pid, peer.pid()),
+        other => panic!("expected PeerDead from a sender that exited unclosed, got {other:?}"),
+    }
+    close_receiver(rx);
+    assert!(!name.exists());
+}
+
+/// A receiver that closes while the sender sleeps waiting for room (seen asleep in
+/// `futex(2)` on the ring's space event): the close wakes it (the epoch moved: not
+/// found at the next liveness check), and the send returns `Disconnected`.
+#[test]
+fn receiver_close_wakes_a_sleeping_sender() {
+    let name = Name::new("close-wakes");
+    let go_name = Name::new("close-wakes-go");
+    let mut tx = Sender::create(&name, 4096).unwrap();
+    tx.set_wait_policy(WaitPolicy::Block);
+    let mut go = Sender::create(&go_name, 4096).unwrap();
+    let mut peer = Peer::spawn("recv_close_on_go", &name, &go_name);
+    peer.expect_line("READY");
+    while tx.try_send(&[1; 1000]).is_ok() {}
+    let (tid_tx, tid) = mpsc::channel();
+    let blocked = thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        let result = tx.send(&[1; 1000]);
+        (tx, result)
+    });
+    await_futex_sleep(tid.recv().unwrap(), &name.path(), SPACE_READY_EPOCH);
+    let epoch = read_word(&name.path(), SPACE_READY_EPOCH);
+    go.send(b"close").unwrap();
+    peer.assert_success();
+    let (tx, result) = with_watchdog(WATCHDOG, move || blocked.join().unwrap());
+    assert!(matches!(result, Err(Error::Disconnected { role: "receiver" })), "{result:?}");
+    assert_ne!(read_word(&name.path(), SPACE_READY_EPOCH), epoch, "the close did not wake the sleeping sender");
+    close_sender(tx);
+    close_sender(go);
+    assert!(!name.exists());
+}
+
 /// A receiver that closes cleanly: a sender waiting for room gets `Disconnected`.
 #[test]
 fn receiver_close_disconnects_blocked_sender() {
@@ -915,9 +1011,7 @@ fn empty_channel_times_out() {
     let mut peer = Peer::spawn("hold_sender", &name, "");
     peer.expect_line("READY");
     assert!(matches!(rx.try_recv(), Err(Error::Empty)));
-    let t = Instant::now();
     assert!(matches!(rx.recv_timeout(Duration::from_millis(150)), Err(Error::Timeout)));
-    assert!(t.elapsed() >= Duration::from_millis(150), "returned before its deadline");
     assert!(!rx.poll(Some(Duration::from_millis(10))).unwrap());
     peer.kill();
     assert!(matches!(rx.recv_timeout(WATCHDOG), Err(Error::PeerDead { .. })));

@@ -600,11 +600,10 @@ fn a_killed_server_fails_calls_and_a_new_one_serves() {
         (client, r)
     });
     server.expect("HANGING");
-    let killed = Instant::now();
     server.kill();
+    // PeerDead, not the call's Timeout at its deadline.
     let (mut client, r) = t.join().unwrap();
     assert!(matches!(r, Err(Error::PeerDead { role: "server", .. })), "{r:?}");
-    assert!(killed.elapsed() < WATCHDOG);
     // A new call of the stale client fails the same way (its server is gone).
     assert!(matches!(client.call_timeout(b"two", WATCHDOG), Err(Error::PeerDead { role: "server", .. })));
     // A new server under the name serves clients that reconnect.
@@ -777,16 +776,22 @@ fn a_client_stopped_part_way_through_a_request_does_not_hold_the_server() {
     let mut child = Peer::spawn("huge-request", &name);
     child.expect("READY");
     // Wait for the request to begin, then stop its sender part-way.
+    // (100 MB through a 4 KB ring: begun is part-way, wherever the stop lands.)
     while !server.pending() {
         thread::sleep(Duration::from_millis(1));
     }
-    thread::sleep(Duration::from_millis(20));
     // SAFETY: a signal to our own child (libc::kill has no memory effects here).
     unsafe { libc::kill(child.child.id() as i32, libc::SIGSTOP) };
-    let t = Instant::now();
-    let got = server.recv_frame(Wait::timeout(WATCHDOG));
-    assert!(matches!(got, Err(Error::Timeout)), "{:?}", got.map(|(c, _)| c));
-    assert!(t.elapsed() < WATCHDOG);
+    // The server gives up on the stalled request by itself (its reply timeout): an
+    // untimed receive returns. One that waited for the stopped client would not, and
+    // the watchdog fails the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let got = server.recv_frame(Wait::forever()).map(|(c, _)| c);
+        let _ = tx.send((got, server));
+    });
+    let (got, mut server) = rx.recv_timeout(WATCHDOG).expect("watchdog: the server waited for a stopped client");
+    assert!(matches!(got, Err(Error::Timeout)), "{got:?}");
     // SAFETY: as above.
     unsafe { libc::kill(child.child.id() as i32, libc::SIGCONT) };
     // Other clients are served meanwhile and after.

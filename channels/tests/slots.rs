@@ -2,7 +2,13 @@
 //! reader a torn one; a writer SIGKILLed mid-stream leaves the last complete value
 //! readable and the write side free for the next writer. Watchdogs bound every wait.
 
+mod common;
+
+use common::{await_futex_sleep, gettid, read_word};
 use shmplane::{Error, Slot};
+use shmplane_shm::layout::{SlotControl, SLOT_CONTROL_OFFSET};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 const WORDS: usize = 16;
@@ -127,19 +133,49 @@ fn type_and_size_are_checked_on_open() {
     assert_eq!(Slot::<[f64; 16]>::open(&m).unwrap().read().unwrap(), [2.0; 16]);
 }
 
+/// A reader asleep in `wait_for_update` (seen in `futex(2)` on the slot's update event)
+/// is woken by a write in another process: the write notified it (the epoch moved).
+/// The reader wakes every 50 ms slice to look around; a write that lands in that
+/// moment finds nobody asleep and rightly notifies nobody, so up to 5 rounds are tried
+/// for one whose write found the reader asleep. A writer that never notifies fails all 5.
 #[test]
 fn wait_for_update_wakes_on_a_write_in_another_process() {
     let _serial = serial();
     let n = name("wait");
+    let path = format!("/dev/shm/shmplane.{n}");
+    let epoch_at = SLOT_CONTROL_OFFSET + std::mem::offset_of!(SlotControl, updated.value.epoch);
     let slot = Slot::<u64>::create(&n, 0).unwrap();
-    let v0 = slot.version().unwrap();
+    let (mut ours, mut theirs) = UnixStream::pair().unwrap();
     let writer = fork(|| {
-        std::thread::sleep(Duration::from_millis(100));
-        Slot::<u64>::open(&n).unwrap().write(&42).unwrap();
+        let s = Slot::<u64>::open(&n).unwrap();
+        let mut value = [0u8; 1];
+        while theirs.read_exact(&mut value).is_ok() {
+            s.write(&u64::from(value[0])).unwrap();
+        }
     });
-    let v1 = slot.wait_for_update(v0, Some(Duration::from_secs(20))).unwrap();
-    assert!(v1 > v0);
-    assert_eq!(slot.read().unwrap(), 42);
+    let mut notified = false;
+    for round in 1..=5u8 {
+        let v0 = slot.version().unwrap();
+        let (tid_tx, tid) = std::sync::mpsc::channel();
+        let (v1, epoch_moved) = std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                tid_tx.send(gettid()).unwrap();
+                slot.wait_for_update(v0, Some(Duration::from_secs(20)))
+            });
+            await_futex_sleep(tid.recv().unwrap(), &path, epoch_at);
+            let epoch = read_word(&path, epoch_at);
+            ours.write_all(&[round]).unwrap();
+            let v1 = reader.join().unwrap().expect("the write wakes the reader before its 20 s deadline");
+            (v1, read_word(&path, epoch_at) != epoch)
+        });
+        assert!(v1 > v0);
+        assert_eq!(slot.read().unwrap(), u64::from(round));
+        if epoch_moved {
+            notified = true;
+            break;
+        }
+    }
+    assert!(notified, "no write notified the reader asleep in wait_for_update (5 rounds)");
     kill_and_reap(writer);
 }
 

@@ -1065,29 +1065,83 @@ fn restarted_consumer_resumes_at_head<B: Backend>() {
 // Wait protocol
 // ---------------------------------------------------------------------------------------
 
+/// Deadline of every wait a test makes on another thread: a bug fails the test
+/// instead of hanging it. Never a measure of speed.
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// This thread's kernel thread id.
+fn gettid() -> libc::pid_t {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Wait until thread `tid` of this process is asleep in `futex(2)` on `word`, as
+/// `/proc/self/task/TID/syscall` shows it (the system call a blocked thread is in,
+/// then its arguments: the futex address first). A test of a wake must see the waiter
+/// asleep first: one that is still on its way finds the news before it sleeps, and the
+/// wake goes untested. Panics after [`WATCHDOG`].
+fn await_futex_sleep(tid: libc::pid_t, word: &AtomicU32) {
+    let want = word as *const AtomicU32 as usize;
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        let path = format!("/proc/self/task/{tid}/syscall");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (did the waiter end?)"));
+        let mut fields = text.split_ascii_whitespace();
+        let nr = fields.next().and_then(|f| f.parse::<libc::c_long>().ok());
+        let addr = fields.next().and_then(|f| usize::from_str_radix(f.trim_start_matches("0x"), 16).ok());
+        if nr == Some(libc::SYS_futex) && addr == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "watchdog: thread {tid} never slept on the futex ({path}: {text:?})");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A `Park` that sleeps on the futex without the timeout it is given (the waiter's
+/// slice): a waiter parked with it ends its sleep only when woken, so a lost wake
+/// hangs it (and the test's watchdog fails the test) instead of costing one slice
+/// while the test passes.
+struct Untimed;
+
+impl Park for Untimed {
+    fn park(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+        SharedFutex.park(word, expected, None);
+    }
+
+    fn unpark_all(&self, word: &AtomicU32) {
+        SharedFutex.unpark_all(word);
+    }
+}
+
+/// The consumer sleeps on the futex (seen in `futex(2)` on the data event's word, with
+/// no timeout: only a wake ends that sleep), then a commit wakes it: the commit's
+/// notify saw the sleeper (it bumped the epoch) and its wake reached it.
 fn woken_by_commit<B: Backend>(policy: WaitPolicy) {
     let (mut p, mut c) = ring::<B>(4096);
-    let sender = thread::spawn(move || {
-        // Let the consumer get to its futex sleep.
-        thread::sleep(Duration::from_millis(200));
-        assert!(try_send(&mut p, 0, 42));
-        p
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        let got = wait_until(
+            &mut c,
+            |c| (&c.store().control().data_ready.value, &Untimed),
+            policy,
+            None,
+            |c| c.try_peek(),
+            |_| Ok::<(), RingError>(()),
+        );
+        let r = got.expect("an untimed wait ends with the record");
+        let len = r.len();
+        c.release(r);
+        let _ = done_tx.send((len, c));
     });
-    let start = Instant::now();
-    let got = wait_until(
-        &mut c,
-        |c| (&c.store().control().data_ready.value, c.store().park()),
-        policy,
-        Some(start + Duration::from_secs(5)),
-        |c| c.try_peek(),
-        |_| Ok::<(), RingError>(()),
-    );
-    let r = got.expect("woken with the record before the 5 s deadline");
-    let waited = start.elapsed();
-    assert_eq!(r.len(), 42);
-    c.release(r);
-    assert!(waited < Duration::from_secs(4), "woke only after {waited:?}");
-    sender.join().unwrap();
+    await_futex_sleep(tid.recv().unwrap(), &p.store().control().data_ready.value.epoch);
+    let epoch = p.store().control().data_ready.value.epoch.load(Ordering::Relaxed);
+    assert!(try_send(&mut p, 0, 42));
+    assert_ne!(p.store().control().data_ready.value.epoch.load(Ordering::Relaxed), epoch, "the commit did not notify the sleeper");
+    let (len, c) = done.recv_timeout(WATCHDOG).expect("watchdog: the commit's wake never reached the sleeping consumer");
+    assert_eq!(len, 42);
+    assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
 }
 
 fn wait_until_woken_by_commit_block<B: Backend>() {
@@ -1098,6 +1152,8 @@ fn wait_until_woken_by_commit_adaptive<B: Backend>() {
     woken_by_commit::<B>(WaitPolicy::default());
 }
 
+/// The producer sleeps on the futex waiting for room (seen in `futex(2)` on the space
+/// event's word, untimed), then a release wakes it.
 fn wait_until_producer_woken_by_release<B: Backend>() {
     let (mut p, mut c) = ring::<B>(1024);
     let len = 248; // 256-byte records: 3 fit, the 4th needs one release
@@ -1106,70 +1162,71 @@ fn wait_until_producer_woken_by_release<B: Backend>() {
         sent += 1;
     }
     assert_eq!(sent, 3);
-    let receiver = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(200));
-        assert!(try_recv(&mut c, 0, len));
-        c
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        let claim = wait_until(
+            &mut p,
+            |p| (&p.store().control().space_ready.value, &Untimed),
+            WaitPolicy::Block,
+            None,
+            |p| p.try_claim(len),
+            |_| Ok(()),
+        )
+        .expect("an untimed wait ends with room");
+        p.write(&claim, 0, &pattern(sent, len));
+        p.commit(claim, len, tag_for(sent));
+        let _ = done_tx.send(p);
     });
-    let start = Instant::now();
-    let claim = wait_until(
-        &mut p,
-        |p| (&p.store().control().space_ready.value, p.store().park()),
-        WaitPolicy::Block,
-        Some(start + Duration::from_secs(5)),
-        |p| p.try_claim(len),
-        |_| Ok(()),
-    )
-    .expect("woken with room before the 5 s deadline");
-    assert!(start.elapsed() < Duration::from_secs(4));
-    p.write(&claim, 0, &pattern(sent, len));
-    p.commit(claim, len, tag_for(sent));
-    let mut c = receiver.join().unwrap();
+    await_futex_sleep(tid.recv().unwrap(), &c.store().control().space_ready.value.epoch);
+    let epoch = c.store().control().space_ready.value.epoch.load(Ordering::Relaxed);
+    assert!(try_recv(&mut c, 0, len));
+    assert_ne!(c.store().control().space_ready.value.epoch.load(Ordering::Relaxed), epoch, "the release did not notify the sleeper");
+    let p = done.recv_timeout(WATCHDOG).expect("watchdog: the release's wake never reached the sleeping producer");
     for seq in 1..=sent {
         assert!(try_recv(&mut c, seq, len));
     }
+    assert_eq!(p.store().control().space_ready.value.sleepers(), 0);
 }
 
-/// A thread asleep on the futex with a 10 s timeout is woken by `notify` within
-/// milliseconds: the wake really reaches the sleeper.
+/// A thread asleep on the futex without a timeout (seen in `futex(2)` on the epoch) is
+/// woken by `notify`: the wake really reaches the sleeper (a lost one hangs it, and the
+/// watchdog fails the test).
 #[test]
 fn eventcount_notify_wakes_sleeper() {
     let ev = Arc::new(EventCount::default());
     let flag = Arc::new(AtomicU32::new(0));
-    let sleeper = {
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    {
         let (ev, flag) = (ev.clone(), flag.clone());
         thread::spawn(move || {
+            tid_tx.send(gettid()).unwrap();
             let mut sleeps = 0;
             loop {
                 if flag.load(Ordering::Acquire) == 1 {
-                    return sleeps;
+                    break;
                 }
                 let epoch = ev.prepare_wait();
                 if flag.load(Ordering::Acquire) == 1 {
                     ev.finish_wait();
-                    return sleeps;
+                    break;
                 }
-                ev.sleep(&SharedFutex, epoch, Some(Duration::from_secs(10)));
+                ev.sleep(&Untimed, epoch, None);
                 ev.finish_wait();
                 sleeps += 1;
             }
-        })
-    };
-    // Wait until it announced itself, then give it time to enter futex_wait.
-    let t0 = Instant::now();
-    while ev.sleepers() == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(5), "sleeper never announced itself");
-        thread::yield_now();
+            let _ = done_tx.send(sleeps);
+        });
     }
-    thread::sleep(Duration::from_millis(100));
+    await_futex_sleep(tid.recv().unwrap(), &ev.epoch);
+    assert_eq!(ev.sleepers(), 1);
     let epoch = ev.epoch.load(Ordering::Relaxed);
     flag.store(1, Ordering::Release);
-    let notified = Instant::now();
     ev.notify(&SharedFutex);
     assert_eq!(ev.epoch.load(Ordering::Relaxed), epoch.wrapping_add(1), "notify with a sleeper bumps the epoch");
-    let sleeps = sleeper.join().unwrap();
-    let latency = notified.elapsed();
-    assert!(latency < Duration::from_secs(5), "sleeper woke {latency:?} after notify");
+    let sleeps = done.recv_timeout(WATCHDOG).expect("watchdog: notify did not wake the sleeper");
     assert!(sleeps >= 1, "the sleeper really slept");
     assert_eq!(ev.sleepers(), 0);
 }
@@ -1186,10 +1243,12 @@ fn eventcount_notify_without_waiters_is_silent() {
     assert_eq!(ev.sleepers(), 1);
     ev.notify(&SharedFutex);
     assert_eq!(ev.epoch.load(Ordering::Relaxed), e.wrapping_add(1));
-    // The epoch moved: a sleep on the old value returns at once.
-    let t = Instant::now();
-    ev.sleep(&SharedFutex, e, Some(Duration::from_secs(10)));
-    assert!(t.elapsed() < Duration::from_secs(5));
+    // The epoch moved: a sleep on the old value, even an untimed one, returns
+    // without a wake.
+    let ev = returns("a sleep on an old epoch", move || {
+        ev.sleep(&SharedFutex, e, None);
+        ev
+    });
     ev.finish_wait();
     assert_eq!(ev.sleepers(), 0);
     ev.prepare_wait();
@@ -1263,37 +1322,80 @@ fn eventcount_pingpong_sleeping_never_loses_a_wake() {
     }
 }
 
-/// `SharedFutex::park` returns at once when the word differs, and after the timeout
-/// when nobody wakes it.
+/// Run `f` on another thread and return its result: for a call that must return by
+/// itself (no wake coming). Panics if it has not returned within [`WATCHDOG`] (the
+/// thread is left blocked).
+fn returns<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(WATCHDOG).unwrap_or_else(|_| panic!("watchdog: {what} never returned"))
+}
+
+/// `SharedFutex::park` returns at once when the word differs (even untimed), sleeps
+/// while it matches until `unpark_all` (seen asleep in `futex(2)` on the word), and
+/// returns by itself after its timeout when nobody wakes it.
 #[test]
 fn shared_futex_park_semantics() {
-    let word = AtomicU32::new(5);
-    let t = Instant::now();
-    SharedFutex.park(&word, 4, Some(Duration::from_secs(10)));
-    assert!(t.elapsed() < Duration::from_secs(5));
-    let t = Instant::now();
-    SharedFutex.park(&word, 5, Some(Duration::from_millis(30)));
-    assert!(t.elapsed() >= Duration::from_millis(25));
+    let word = Arc::new(AtomicU32::new(5));
+    let w = word.clone();
+    returns("an untimed park on a changed word", move || SharedFutex.park(&w, 4, None));
+    let (w, (tid_tx, tid)) = (word.clone(), std::sync::mpsc::channel());
+    let (done_tx, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        tid_tx.send(gettid()).unwrap();
+        SharedFutex.park(&w, 5, None);
+        let _ = done_tx.send(());
+    });
+    await_futex_sleep(tid.recv().unwrap(), &word);
+    SharedFutex.unpark_all(&word);
+    done.recv_timeout(WATCHDOG).expect("watchdog: unpark_all did not wake the parked thread");
+    let w = word.clone();
+    returns("a timed park nobody wakes", move || SharedFutex.park(&w, 5, Some(Duration::from_millis(30))));
     SharedFutex.unpark_all(&word); // nobody parked: harmless
+}
+
+/// Sleeps of waiters parked with [`CountingPark`] (one test uses it).
+static COUNTED_SLEEPS: AtomicU32 = AtomicU32::new(0);
+
+/// Counts sleeps in [`COUNTED_SLEEPS`], sleeping on the futex with the timeout given.
+struct CountingPark;
+
+impl Park for CountingPark {
+    fn park(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        COUNTED_SLEEPS.fetch_add(1, Ordering::Relaxed);
+        SharedFutex.park(word, expected, timeout);
+    }
+
+    fn unpark_all(&self, word: &AtomicU32) {
+        SharedFutex.unpark_all(word);
+    }
 }
 
 #[test]
 fn wait_until_times_out_on_empty_ring() {
     for policy in [WaitPolicy::Block, WaitPolicy::default(), WaitPolicy::Spin] {
         let (_p, mut c) = ring::<HeapStore>(4096);
-        let start = Instant::now();
+        let before = COUNTED_SLEEPS.load(Ordering::Relaxed);
+        let mut checks = 0;
         let got = wait_until(
             &mut c,
-            |c| (&c.store().control().data_ready.value, c.store().park()),
+            |c| (&c.store().control().data_ready.value, &CountingPark),
             policy,
-            Some(start + Duration::from_millis(120)),
+            Some(Instant::now() + Duration::from_millis(120)),
             |c| c.try_peek(),
-            |_| Ok(()),
+            |_| {
+                checks += 1;
+                Ok(())
+            },
         );
-        let waited = start.elapsed();
         assert!(matches!(got, Err(WaitError::TimedOut)), "{policy:?}: {got:?}");
-        assert!(waited >= Duration::from_millis(120), "{policy:?} timed out early: {waited:?}");
-        assert!(waited < Duration::from_secs(5), "{policy:?} timed out late: {waited:?}");
+        // A dead peer is the better answer than a timeout: the check runs at the end.
+        assert!(checks >= 1, "{policy:?}: no liveness check before the timeout");
+        // Spin never sleeps; the others sleep on the futex until the deadline.
+        let sleeps = COUNTED_SLEEPS.load(Ordering::Relaxed) - before;
+        assert_eq!(sleeps == 0, policy == WaitPolicy::Spin, "{policy:?}: {sleeps} sleeps");
         assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
     }
 }
@@ -1322,9 +1424,8 @@ fn wait_until_per_slice_error_ends_wait() {
             },
         );
         assert_eq!(got, Err(WaitError::Failed("peer dead".to_owned())), "{policy:?}");
+        // Ended by the check's error, not by the deadline (that would be TimedOut).
         assert_eq!(checks, 3);
-        // Slices are 50 ms: three checks take about 100 ms, far less than the deadline.
-        assert!(start.elapsed() < Duration::from_secs(5), "{policy:?}: {:?}", start.elapsed());
         assert_eq!(c.store().control().data_ready.value.sleepers(), 0);
     }
 }
