@@ -542,3 +542,46 @@ fn consumer_close_rings_a_sender_waiting_through_its_doorbell() {
     assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "the close did not ring");
     assert!(matches!(tx.check_receiver(), Err(Error::Disconnected { .. })));
 }
+
+/// Review (spacers, ABI 10): an 8-byte padding record at the end of a lane's ring has
+/// the spacer's header word, and `data_ready` (so `has_queued`, `settle`,
+/// `clear_pending`) now looks past it. A producer whose next record needs those 8
+/// bytes (a record of the lane's largest size, which starts at offset 0 after that
+/// padding) waits for the consumer to step over it, but the consumer cleared the
+/// lane's pending bit ("nothing queued") and never looks at the lane again: both wait
+/// until their timeouts, for ever with blocking calls.
+///
+/// The interleaving: message 1 (largest size) is read; before the consumer settles,
+/// the producer tries message 2 (it publishes the end padding, sees the bit still set,
+/// finds no room for the record); then the consumer settles (the producer of a real
+/// program does this between the consumer's release and its settle: the Python
+/// mailbox's `recv` settles only after decoding the object).
+#[test]
+fn a_largest_message_after_an_end_padding_is_not_stranded() {
+    let _serial = serial();
+    let _w = watchdog();
+    let mut mb = Mailbox::new(4096, 2).unwrap();
+    let mut tx = mb.sender().unwrap();
+    let max = tx.max_message_len().unwrap();
+    tx.send(&vec![1u8; max]).unwrap(); // offset 0 .. 4088: the producer is at 4088
+    {
+        let incoming = mb.begin(Wait::no_wait()).unwrap();
+        let mut buf = vec![0u8; max];
+        incoming.read_payload_into(buf.as_mut_slice().into(), Wait::forever()).unwrap();
+        assert!(buf.iter().all(|&b| b == 1));
+    }
+    // No room for the record at offset 0 yet (the padding before it is unconsumed),
+    // but the 8-byte padding at 4088 is published now.
+    assert!(matches!(tx.try_send(&vec![2u8; max]), Err(Error::Full)));
+    mb.settle();
+    // A consumer that receives now must step over the padding (before ABI 10 the
+    // padding kept the lane's bit set and `try_recv` skipped it).
+    let t = std::thread::spawn(move || {
+        let got = mb.recv_timeout(Duration::from_secs(3));
+        (mb, got)
+    });
+    let sent = tx.send_timeout(&vec![2u8; max], Duration::from_secs(3));
+    let (_mb, got) = t.join().unwrap();
+    assert!(sent.is_ok(), "the producer waited for room the consumer never gave back: {sent:?}");
+    assert_eq!(got.unwrap(), vec![2u8; max]);
+}

@@ -372,3 +372,41 @@ def test_sender_fileno_waits_for_room_on_its_lane(shm_name: str) -> None:
         threading.Timer(0.05, lambda: [mb.recv(timeout=5) for _ in range(2)]).start()
         assert select.select([tx], [], [], 10)[0] == [tx]
         tx.try_send(b"y")
+
+
+def test_largest_messages_back_to_back_do_not_stall(shm_name: str) -> None:
+    """Review (spacers, ABI 10): messages of a lane's largest size, back to back. After
+    the first (offset 0 .. capacity - 8), the second starts at offset 0 after an 8-byte
+    padding record, whose header word is the spacer's; `data_ready` looks past it, so
+    the consumer's settle clears the lane's pending bit while the padding still holds
+    the 8 bytes the producer waits for: both sides wait (here until their 3 s
+    timeouts; for ever without). A race (the producer retries between the consumer's
+    release and its settle, which Python's recv does after building the object): stalls
+    in 7 of 8 runs of 200 messages here; `channels/tests/mailbox.rs`
+    `a_largest_message_after_an_end_padding_is_not_stranded` is the deterministic form.
+    Passes with `word_past_spacer` not looking past."""
+    cap = 1 << 16
+    mb = shmplane.Mailbox.create(shm_name, capacity=cap, max_senders=2)
+    tx = mb.sender()
+    size = cap - 16  # one record of the whole ring but its zero-ahead slot
+    result: dict[str, str] = {}
+
+    def produce() -> None:
+        i = 0
+        try:
+            for i in range(300):
+                tx.send(bytes([i % 256]) * size, timeout=3)
+            result["sent"] = "all"
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["sent"] = f"{type(e).__name__} at message {i}"
+
+    t = threading.Thread(target=produce)
+    t.start()
+    try:
+        for i in range(300):
+            assert mb.recv(timeout=3) == bytes([i % 256]) * size
+    finally:
+        t.join(10)
+        tx.close()
+        mb.close()
+    assert result == {"sent": "all"}

@@ -244,3 +244,70 @@ def _send_n(tx: Any, obj: Any, n: int) -> None:
     for _ in range(n):
         tx.send(obj)
     tx.close()
+
+
+def _recv_list_with_little_memory(rx: Any, headroom: int) -> list[str]:
+    import os
+    import resource
+
+    with open("/proc/self/statm") as f:
+        vm_bytes = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (vm_bytes + headroom, resource.RLIM_INFINITY))
+    seen = []
+    with rx:
+        try:
+            rx.recv(timeout=20)
+            seen.append("received")
+        except shmplane.MessageTooLargeError as e:
+            seen.append(f"too large {isinstance(e, ValueError)}")
+        except MemoryError as e:
+            seen.append(f"MemoryError {e!r}")
+        seen.append(repr(rx.recv(timeout=20)))
+    return seen
+
+
+@pytest.mark.timeout(60)
+def test_a_streamed_list_too_large_to_allocate_is_message_too_large(procs: Any) -> None:
+    """Review (streamed lists): as any message this process cannot allocate (the
+    documented contract of recv, test_errors' 256 MB array), a chunked list of numbers
+    the receiver cannot allocate is MessageTooLargeError and is dropped. The old path
+    mapped the MemoryError (`too_large`); `receive_streamed` lets it out as is."""
+    from shm_helpers import get_report
+
+    tx, rx = shmplane.channel(1 << 20)
+    p, conn = procs.start_reporting(_recv_list_with_little_memory, rx, 32 << 20, method="fork")
+    rx.close()
+    big = [1.5] * 8_000_000  # 64 MB of numbers: a 64 MB list alone does not fit
+    with tx:
+        tx.send(big, timeout=20)  # drained (skipped) by the child
+        tx.send(b"next", timeout=20)
+    assert get_report(conn) == ["too large True", "b'next'"]
+    procs.join(p)
+
+
+def test_a_hostile_empty_chunked_tuple_does_not_track_the_empty_tuple_singleton(shm_name: str) -> None:
+    """Review (streamed lists): a chunked numbers message whose total is its 8-byte
+    header alone (a tuple of no numbers; no correct sender makes one, any peer can)
+    makes `Decoder` untrack and then `PyObject_GC_Track` the interpreter's empty-tuple
+    singleton (`PyTuple_New(0)`). It stays tracked (gc.get_objects() lists it); two
+    threads receiving such messages at once abort the process: the second Track of
+    an object already tracked is a fatal error ("object already tracked by the garbage
+    collector"; reproduced with 3 threads x 30000 messages)."""
+    import gc
+
+    from shm_helpers import seg_path
+
+    tx, rx = shmplane.channel(1 << 16, name=shm_name)
+    with tx, rx:
+        # A bytes record, retagged in the segment as TAG_NUMBERS | CHUNKED: chunk header
+        # (total 8), then a numbers header (tuple of f64).
+        tx.send(struct.pack("<Q", 8) + bytes([1, ord("d"), 0, 0, 0, 0, 0, 0]))
+        with open(seg_path(shm_name), "r+b") as f:
+            f.seek(4096)  # the first record of a fresh channel: data offset 0
+            assert struct.unpack("<Q", f.read(8))[0] == (1 << 63) | (1 << 32) | 16
+            f.seek(4096)
+            f.write(struct.pack("<Q", (1 << 63) | (0x104 << 32) | 16))
+        assert not gc.is_tracked(())
+        got = rx.recv(timeout=5)
+        assert got == ()
+        assert not gc.is_tracked(()), "the empty tuple singleton is now tracked by the GC"

@@ -631,3 +631,51 @@ def test_extreme_timeouts() -> None:
                     await rx.recv_async(timeout=bad)
 
         asyncio.run(main())
+
+
+def test_largest_messages_keep_the_descriptor_readable_for_the_padding(shm_name: str) -> None:
+    """Review (spacers, ABI 10): a consumer that receives when `fileno()` is readable
+    (select, then try_recv until Empty) and a producer of the channel's largest
+    messages. The 8-byte end padding before each such message has the spacer's header
+    word; `data_ready` (the doorbell's armed check) looks past it, so the descriptor
+    stays unreadable while the padding holds the 8 bytes the producer waits for: both
+    wait (here 3 s). Same root cause as test_mailbox's
+    `test_largest_messages_back_to_back_do_not_stall`; a race (2 of 4 runs stalled)."""
+    import select
+    import threading
+
+    cap = 1 << 16
+    tx, rx = shmplane.channel(cap, name=shm_name)
+    size = cap - 16
+    result: dict[str, str] = {}
+
+    def produce() -> None:
+        i = 0
+        try:
+            for i in range(300):
+                tx.send(bytes([i % 256]) * size, timeout=3)
+            result["sent"] = "all"
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["sent"] = f"{type(e).__name__} at message {i}"
+
+    t = threading.Thread(target=produce)
+    t.start()
+    got = 0
+    try:
+        fd = rx.fileno()
+        while got < 300:
+            readable, _, _ = select.select([fd], [], [], 3)
+            if not readable:
+                break
+            while True:
+                try:
+                    rx.try_recv()
+                except shmplane.Empty:
+                    break
+                got += 1
+            rx.fileno()  # re-arm
+    finally:
+        t.join(10)
+        tx.close()
+        rx.close()
+    assert (got, result) == (300, {"sent": "all"})
