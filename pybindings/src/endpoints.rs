@@ -484,7 +484,7 @@ fn export(py: Python<'_>, obj: &Bound<'_, PyAny>, len: usize, exports: &mut Vec<
 
 /// `MemoryError` while allocating a message's destination is a message too large for
 /// this process: `MessageTooLargeError`, and the message is consumed.
-fn too_large(py: Python<'_>, total: usize, e: PyErr) -> PyErr {
+pub(crate) fn too_large(py: Python<'_>, total: usize, e: PyErr) -> PyErr {
     if e.is_instance_of::<PyMemoryError>(py) {
         exception(py, "MessageTooLargeError", format!("a message of {total} bytes cannot be allocated in this process ({e}); it was dropped"))
     } else {

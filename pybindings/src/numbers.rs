@@ -321,12 +321,16 @@ impl Decoder {
             // with an exception set. Untracked at once: a half-filled container (NULL
             // slots) must not be reachable through `gc.get_objects()` while this thread
             // waits for the next record without the GIL; tracked again when whole.
+            // (Not for no numbers: `PyTuple_New(0)` is the interpreter's one empty tuple,
+            // shared by every thread, and there is nothing to fill.)
             let seq = unsafe {
                 let seq = Bound::from_owned_ptr_or_err(py, match container {
                     Container::List => ffi::PyList_New(len),
                     Container::Tuple => ffi::PyTuple_New(len),
                 })?;
-                ffi::PyObject_GC_UnTrack(seq.as_ptr().cast());
+                if len > 0 {
+                    ffi::PyObject_GC_UnTrack(seq.as_ptr().cast());
+                }
                 seq
             };
             self.out = Some((seq.unbind(), container, ty));
@@ -387,9 +391,11 @@ impl Decoder {
         let n = self.total.saturating_sub(NUMBERS_HEADER) / 8;
         match self.out {
             Some((seq, _, _)) if self.filled == n && self.carried == 0 => {
-                // SAFETY: attached; `seq` was untracked when made and is tracked once,
-                // now that every slot holds a number.
-                unsafe { ffi::PyObject_GC_Track(seq.as_ptr().cast()) };
+                if n > 0 {
+                    // SAFETY: attached; `seq` was untracked when made (it has numbers)
+                    // and is tracked once, now that every slot holds one.
+                    unsafe { ffi::PyObject_GC_Track(seq.as_ptr().cast()) };
+                }
                 Ok(seq)
             }
             _ => Err(Self::corrupt(py, format!("{} of {n} numbers arrived", self.filled))),
@@ -411,7 +417,8 @@ pub(crate) fn receive_streamed(
     within: &crate::wait::Timeout,
     closing: Option<&crate::wait::CloseFlag>,
 ) -> Result<Py<PyAny>, (PyErr, bool)> {
-    let mut decoder = Decoder::new(incoming.head().total());
+    let total = incoming.head().total();
+    let mut decoder = Decoder::new(total);
     let mut decode_error: Option<PyErr> = None;
     let mut stage = take_recv_scratch();
     let result = {
@@ -433,9 +440,10 @@ pub(crate) fn receive_streamed(
         }
     };
     give_recv_scratch(stage);
+    // A list this process cannot allocate: MessageTooLargeError, as for any message.
     if let Some(e) = decode_error {
-        return Err((e, true));
+        return Err((crate::endpoints::too_large(py, total, e), true));
     }
     result.map_err(|e| (e, false))?;
-    decoder.finish(py).map_err(|e| (e, true))
+    decoder.finish(py).map_err(|e| (crate::endpoints::too_large(py, total, e), true))
 }

@@ -88,7 +88,7 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
         // No lock is held: the consumer (publisher) came and went (closed or died),
         // and no producer holds a lane (no subscriber a role; those never used stay
         // vacant).
-        return states[0] != VACANT;
+        return states.first().is_some_and(|&s| s != VACANT);
     }
     if kind == SegmentKind::Channel && states.len() == 2 && states.contains(&VACANT) && !states.contains(&ATTACHED) && states != [VACANT, VACANT] {
         // One end came and went before the other ever attached: finished if it left

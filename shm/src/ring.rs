@@ -27,13 +27,15 @@
 //!
 //! # Spacers
 //! A padding record of its header alone (length 0) may follow a record anywhere: a
-//! *spacer*. The producer publishes one, without waking anyone, right after a large
-//! record ([`Producer::space_out`]), and the consumer steps over it together with the
-//! record before it. It makes the next record of the same size fit before the
-//! producer's offset, so that [`Producer::rewind_if_empty`] can start it at offset 0
-//! again: without it, equal large records alternate between two places in the ring,
-//! twice the memory to keep warm (an 8 MB message written into a loan took ~1.7x one
-//! `memcpy` of it instead of ~1.2x). A spacer never follows a padding record.
+//! *spacer*. The producer writes one with a large record, before the record's header
+//! is published ([`Producer::commit_spaced`]), and the consumer steps over it together
+//! with the record. It makes the next record of the same size fit before the producer's
+//! offset, so that [`Producer::rewind_if_empty`] can start it at offset 0 again: without
+//! it, equal large records alternate between two places in the ring, twice the memory
+//! to keep warm (an 8 MB message written into a loan took ~1.7x one `memcpy` of it).
+//! Published with the record, a spacer is never seen alone, so nothing else changes
+//! (a look for data that finds padding reports it, as for any padding). A spacer never
+//! follows a padding record, except as the end's padding (the last 8 bytes).
 //!
 //! # Untrusted memory
 //! The consumer validates every header it reads (committed bit, length within the
@@ -444,30 +446,6 @@ impl<S: RingStore> Producer<S> {
         Ok(true)
     }
 
-    /// After a large record: publish a spacer (see the module documentation) if there
-    /// is room for it now, without waking the consumer (it steps over the spacer with
-    /// the record before it). Not for a lossy ring. True if it published one.
-    ///
-    /// # Errors
-    /// [`RingError::Corrupt`] if the consumer position read is impossible.
-    pub fn space_out(&mut self) -> Result<bool, RingError> {
-        if self.store.lossy() || !self.has_space(2 * RECORD_HEADER as u64)? {
-            return Ok(false);
-        }
-        let next = self.tail + RECORD_HEADER as u64;
-        // Zero-ahead, as in `publish`. ORDERING: Relaxed; made visible by the Release
-        // store of the spacer's header.
-        self.store.header((next & self.mask) as usize).store(0, Ordering::Relaxed);
-        // ORDERING: Release, partner of the consumer's Acquire loads of the header
-        // (`try_peek`, `at_spacer`): the zero-ahead store happens-before they see it.
-        self.store.header((self.tail & self.mask) as usize).store(SPACER, Ordering::Release);
-        self.tail = next;
-        // ORDERING: Release, partner of `attach`'s Acquire (a restarted producer).
-        self.store.control().tail.value.store(next, Ordering::Release);
-        self.store.published(next, PADDING_TAG);
-        Ok(true)
-    }
-
     /// True if `n` bytes from `tail` are free, re-reading the consumer position if needed.
     #[inline]
     fn has_space(&mut self, n: u64) -> Result<bool, RingError> {
@@ -587,11 +565,42 @@ impl<S: RingStore> Producer<S> {
         self.publish(record_size(len) as u64, tag, len);
     }
 
+    /// [`Producer::commit`] with a spacer after the record (see the module
+    /// documentation), written before the record's header is published, if 8 more
+    /// bytes are free now (else as `commit`). For large records; not on a lossy ring.
+    ///
+    /// # Panics
+    /// As [`Producer::commit`].
+    pub fn commit_spaced(&mut self, claim: Claim, len: usize, tag: u32) {
+        assert!(len <= claim.len && tag <= MAX_TAG, "commit beyond the claim or reserved tag");
+        assert_eq!(claim.position, self.tail, "stale claim");
+        let size = record_size(len) as u64;
+        // The record, the spacer and the zero-ahead slot after it (only the consumer's
+        // releases change the answer, and only to more room).
+        if self.store.lossy() || !matches!(self.has_space(size + 2 * RECORD_HEADER as u64), Ok(true)) {
+            self.publish(size, tag, len);
+            return;
+        }
+        let at = ((self.tail + size) & self.mask) as usize;
+        // ORDERING: Relaxed; made visible, with the zero-ahead slot after it (stored in
+        // `publish`), by the Release store of the record's header: a consumer that
+        // sees the record sees its spacer.
+        self.store.header(at).store(SPACER, Ordering::Relaxed);
+        self.publish_spaced(size, tag, len, RECORD_HEADER as u64);
+    }
+
     #[inline]
     fn publish(&mut self, size: u64, tag: u32, len: usize) {
+        self.publish_spaced(size, tag, len, 0);
+    }
+
+    /// Publish a record of `size` bytes whose header goes at the producer's position,
+    /// followed by `spacer` bytes already written (0, or a spacer's 8).
+    #[inline]
+    fn publish_spaced(&mut self, size: u64, tag: u32, len: usize, spacer: u64) {
         let ctl = self.store.control();
         let offset = (self.tail & self.mask) as usize;
-        let next = self.tail + size;
+        let next = self.tail + size + spacer;
         // Zero-ahead: the next header slot must read zero until the next commit.
         // ORDERING: Relaxed; made visible by the Release store of this record's header.
         self.store.header((next & self.mask) as usize).store(0, Ordering::Relaxed);
@@ -640,6 +649,13 @@ fn stored_producer_position<S: RingStore>(store: &S) -> Result<(u64, u64), RingE
             return Err(RingError::Corrupt { what: "record at producer position", position: tail, value: word });
         }
         tail += size;
+        // Its spacer (`commit_spaced`) too: the producer's position must read zero.
+        // ORDERING: Acquire, as above.
+        if word & (u64::from(PADDING_TAG) << 32) != u64::from(PADDING_TAG) << 32
+            && store.header((tail & (cap - 1)) as usize).load(Ordering::Acquire) == SPACER
+        {
+            tail += RECORD_HEADER as u64;
+        }
     }
     // A broadcast's slowest subscriber is at most the position read before stepping.
     if head > tail || tail - head > cap {
@@ -669,21 +685,9 @@ pub fn data_ready<S: RingStore>(store: &S) -> bool {
     let at = resume_ahead(store, head).unwrap_or(head);
     // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
     // broadcast's subscriber that was lapped has a lag to report.)
-    word_past_spacer(store, at) != 0 || store.overrun(head)
-}
-
-/// The header word at `position`, or the one after it if that is a spacer (a spacer
-/// alone is no reason to wake up: it is stepped over with the next look).
-#[inline]
-fn word_past_spacer<S: RingStore>(store: &S, position: u64) -> u64 {
-    let mask = store.capacity() as u64 - 1;
-    // ORDERING: Acquire, partner of `publish`'s (and `space_out`'s) Release header store.
-    let word = store.header((position & mask) as usize).load(Ordering::Acquire);
-    if word == SPACER && store.holds_records() {
-        // ORDERING: Acquire, as above.
-        return store.header(((position + RECORD_HEADER as u64) & mask) as usize).load(Ordering::Acquire);
-    }
-    word
+    // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
+    // broadcast's subscriber that was lapped has a lag to report.)
+    store.header((at & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0 || store.overrun(head)
 }
 
 /// The resume position a consumer that holds (or held) records published, if it is a
@@ -1014,14 +1018,16 @@ impl<S: RingStore> Consumer<S> {
     /// load, for a caller spinning before it retries [`Consumer::try_peek_fast`].
     #[inline]
     pub fn ready(&self) -> bool {
-        word_past_spacer(&self.store, self.head) != 0
+        // ORDERING: Acquire, as in `try_peek`.
+        self.store.header((self.head & self.mask) as usize).load(Ordering::Acquire) != 0
     }
 
     /// True if a spacer is published at `position` (a consumer that holds records, so
     /// not a lossy subscriber, whose positions may lie in an overwritten lap).
     #[inline]
     fn at_spacer(&self, position: u64) -> bool {
-        // ORDERING: Acquire, partner of `space_out`'s Release header store.
+        // ORDERING: Acquire, partner of `publish`'s Release store of the header of the
+        // record before it (`commit_spaced` wrote the spacer first).
         self.store.holds_records() && self.store.header((position & self.mask) as usize).load(Ordering::Acquire) == SPACER
     }
 

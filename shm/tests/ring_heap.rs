@@ -819,61 +819,91 @@ fn stream_two_threads_mixed<B: Backend>() {
 }
 
 // ---------------------------------------------------------------------------------------
-/// `Producer::space_out` after each large record: equal records then start at offset 0
-/// every time (without the spacer they alternate between two places), when the
-/// consumer has skipped the rewind's padding before the record is committed (a
-/// consumer waiting in a receive does it when the padding wakes it).
+/// `Producer::commit_spaced` for large records: equal records then start at offset 0
+/// every time (without the spacer they alternate between two places) when the consumer
+/// has stepped over the rewind's padding before the record is committed, and the
+/// consumer steps over each spacer with its record, released or held.
 fn spacers_let_equal_records_start_at_offset_zero_every_time<B: Backend>() {
     let (mut p, mut c) = ring::<B>(1 << 16);
     let len = 20_000;
     let mut offsets = Vec::new();
-    for seq in 0..10 {
+    for seq in 0..10u64 {
         p.rewind_if_empty(len).unwrap();
-        // The consumer, waiting, skips the padding (nothing after it yet).
+        // A consumer waiting for the record steps over the rewind's padding (which
+        // wakes it) before the record comes: only then is there room for the spacer.
         assert!(c.try_peek().unwrap().is_none());
         let claim = p.try_claim(len).unwrap().expect("room");
         offsets.push(claim.payload_offset());
         p.write(&claim, 0, &pattern(seq, len));
-        p.commit(claim, len, tag_for(seq));
-        assert!(p.space_out().unwrap(), "room for the spacer");
+        p.commit_spaced(claim, len, tag_for(seq));
         assert!(c.has_data());
-        assert!(try_recv(&mut c, seq, len));
+        if seq % 2 == 0 {
+            assert!(try_recv(&mut c, seq, len));
+        } else {
+            let r = c.try_peek().unwrap().expect("the record");
+            let hold = c.hold(r);
+            assert!(c.release_hold(hold));
+        }
         // The spacer went with the record: the ring is empty.
         assert_eq!(head(c.store()), tail(p.store()));
         assert!(!c.has_data() && !shmplane_shm::ring::data_ready(c.store()));
     }
     assert!(offsets[1..].iter().all(|&o| o == RECORD_HEADER_BYTES), "{offsets:?}");
-    // Held and released out of order, the spacer goes with the held record too.
-    p.rewind_if_empty(len).unwrap();
-    assert!(c.try_peek().unwrap().is_none());
-    assert!(try_send(&mut p, 10, len));
-    assert!(p.space_out().unwrap());
-    let r = c.try_peek().unwrap().expect("the record");
-    assert_eq!(r.payload_offset(), RECORD_HEADER_BYTES);
-    let hold = c.hold(r);
-    assert!(c.release_hold(hold));
-    assert_eq!(head(c.store()), tail(p.store()));
+    // Without spacers, equal records alternate.
+    let mut plain = Vec::new();
+    for seq in 0..4u64 {
+        p.rewind_if_empty(len).unwrap();
+        let claim = p.try_claim(len).unwrap().expect("room");
+        plain.push(claim.payload_offset());
+        p.write(&claim, 0, &pattern(seq, len));
+        p.commit(claim, len, tag_for(seq));
+        assert!(try_recv(&mut c, seq, len));
+    }
+    assert!(plain.windows(2).any(|w| w[0] != w[1]), "{plain:?}");
 }
 
-/// A spacer alone is no data (`has_data`, `data_ready` look past it), is skipped by
-/// `try_peek` anywhere, may be the end's padding, and is corrupt right after a
-/// padding record.
+/// Spacers: no spacer without room for it; a restarted producer steps over a record's
+/// spacer; a spacer may be the end's padding; two in a row are corrupt.
 fn spacers_are_validated_and_wake_nobody<B: Backend>() {
+    // A record filling all but the zero-ahead slot: no room for a spacer.
     let (mut p, mut c) = ring::<B>(4096);
-    assert!(try_send(&mut p, 0, 10));
-    // Published after the record was taken: the consumer meets it alone.
-    assert!(try_recv(&mut c, 0, 10));
-    assert!(p.space_out().unwrap());
-    assert!(!c.has_data() && !shmplane_shm::ring::data_ready(c.store()));
-    assert!(c.try_peek().unwrap().is_none());
-    assert_eq!(head(c.store()), tail(p.store()), "skipped");
+    let len = p.max_payload();
+    let claim = p.try_claim(len).unwrap().expect("room");
+    p.commit_spaced(claim, len, tag_for(0));
+    assert_eq!(tail(p.store()) % 4096, 4088, "no spacer");
+    let r = c.try_peek().unwrap().expect("the record");
+    c.release(r);
+    // A spacer as the last 8 bytes of the data area: then the record at 0.
+    let claim = p.try_claim(8).unwrap().expect("room");
+    assert_eq!(claim.payload_offset(), RECORD_HEADER_BYTES, "padded to the end");
+    p.write(&claim, 0, &pattern(1, 8));
+    p.commit(claim, 8, tag_for(1));
+    assert!(try_recv(&mut c, 1, 8));
+    let (mut p, mut c) = ring::<B>(4096);
+    assert!(try_send(&mut p, 9, 8)); // 0..16
+    assert!(try_recv(&mut c, 9, 8));
+    let len = 4096 - 16 - 8 - 8; // record 16..4088, its spacer to 4096
+    let claim = p.try_claim(len).unwrap().expect("room");
+    p.write(&claim, 0, &pattern(0, len));
+    p.commit_spaced(claim, len, tag_for(0));
+    assert_eq!(tail(p.store()) % 4096, 0, "spacer at the end");
+    assert!(try_recv(&mut c, 0, len));
     assert!(try_send(&mut p, 1, 10));
     assert!(try_recv(&mut c, 1, 10));
-    // A spacer then a record: the record is data.
-    assert!(p.space_out().unwrap());
-    assert!(try_send(&mut p, 2, 10));
-    assert!(c.has_data() && shmplane_shm::ring::data_ready(c.store()));
-    assert!(try_recv(&mut c, 2, 10));
+    assert_eq!(head(c.store()), tail(p.store()));
+    // A producer that died after publishing a spaced record, before storing `tail`:
+    // its successor steps over the record and the spacer.
+    let store = c.store().clone();
+    let before = tail(&store);
+    let claim = p.try_claim(100).unwrap().expect("room");
+    p.write(&claim, 0, &pattern(2, 100));
+    p.commit_spaced(claim, 100, tag_for(2));
+    store.control().tail.value.store(before, Ordering::Release);
+    drop(p);
+    assert!(try_recv(&mut c, 2, 100)); // the consumer is past the spacer already
+    let mut p = Producer::attach(store.clone()).unwrap();
+    assert!(try_send(&mut p, 3, 10));
+    assert!(try_recv(&mut c, 3, 10));
     // Two spacers in a row (a broken peer): corrupt.
     let (mut p, mut c) = ring::<B>(4096);
     assert!(try_send(&mut p, 0, 10));
@@ -883,18 +913,6 @@ fn spacers_are_validated_and_wake_nobody<B: Backend>() {
     c.store().header(at + 8).store(spacer, Ordering::Relaxed);
     c.store().header(at).store(spacer, Ordering::Release);
     assert!(matches!(c.try_peek(), Err(RingError::Corrupt { .. })));
-    drop(p);
-    // A spacer as the last 8 bytes of the data area: skipped, then the record at 0.
-    let (mut p, mut c) = ring::<B>(4096);
-    let len = p.max_payload(); // the record ends 8 bytes before the end
-    assert!(try_send(&mut p, 0, len));
-    assert!(try_recv(&mut c, 0, len));
-    assert_eq!(tail(p.store()) % 4096, 4088);
-    assert!(p.space_out().unwrap());
-    assert_eq!(tail(p.store()) % 4096, 0);
-    assert!(try_send(&mut p, 1, 10));
-    assert!(try_recv(&mut c, 1, 10));
-    assert_eq!(head(c.store()), tail(p.store()));
 }
 
 // Corruption

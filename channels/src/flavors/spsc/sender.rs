@@ -263,13 +263,6 @@ impl Op<'_> {
         )
     }
 
-    /// After a large record: a spacer, so that the next one of its size can start at
-    /// offset 0 again (`Producer::space_out`). A consumer position found impossible
-    /// here poisons the ring, and the next operation reports it.
-    fn space_out(&mut self) {
-        let _ = self.inner.producer.space_out();
-    }
-
     /// Claim, fill and publish one record.
     #[inline(always)]
     fn put(
@@ -280,9 +273,29 @@ impl Op<'_> {
         wait: &mut Wait<'_>,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<()> {
+        self.put_spaced(len, tag, policy, wait, false, fill)
+    }
+
+    /// [`Op::put`]; `spaced`: with a spacer after the record, so that the next record
+    /// of its size can start at offset 0 again (`Producer::commit_spaced`; for a large
+    /// message of one record, never for chunks, which tile the ring).
+    #[inline(always)]
+    fn put_spaced(
+        &mut self,
+        len: usize,
+        tag: u32,
+        policy: WaitPolicy,
+        wait: &mut Wait<'_>,
+        spaced: bool,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<()> {
         let claim = self.claim(len, policy, wait)?;
         fill(self.inner.producer.payload_mut(&claim));
-        self.inner.producer.commit(claim, len, tag);
+        if spaced {
+            self.inner.producer.commit_spaced(claim, len, tag);
+        } else {
+            self.inner.producer.commit(claim, len, tag);
+        }
         self.inner.sent()
     }
 
@@ -304,14 +317,10 @@ impl Op<'_> {
                 // A large record: start it in warm memory if the ring is empty.
                 self.inner.producer.rewind_if_empty(env + total).map_err(|e| ring_error(e, self.inner.segment()))?;
             }
-            self.put(env + total, msg.tag(), policy, wait, |dst| {
+            return self.put_spaced(env + total, msg.tag(), policy, wait, total >= REWIND_MIN, |dst| {
                 msg.put_envelope(dst);
                 msg.gather(0, &mut dst[env..]);
-            })?;
-            if total >= REWIND_MIN {
-                self.space_out();
-            }
-            return Ok(());
+            });
         };
         if self.inner.producer.store().is_lossy() && total > capacity / 2 {
             // A lossy publisher never waits: a message streaming through in chunks
@@ -890,10 +899,10 @@ impl Sender {
             return Err(Error::InvalidArgument("not this sender's open loan (taken before a fork, or ended)".into()));
         }
         inner.lent = None;
-        inner.producer.commit(loan.claim, loan.total, loan.tag);
         if loan.total >= REWIND_MIN {
-            // (Not `Op::space_out`: the operation is this loan's, entered at its start.)
-            let _ = inner.producer.space_out(); // a bad consumer position shows at the next operation
+            inner.producer.commit_spaced(loan.claim, loan.total, loan.tag);
+        } else {
+            inner.producer.commit(loan.claim, loan.total, loan.tag);
         }
         let sent = inner.sent();
         drop(Op { inner });
