@@ -150,7 +150,6 @@ fn a_streamed_read_delivers_the_payload_in_order_and_reports_a_cut() {
             tx
         });
         assert_eq!(rx.recv().unwrap(), [7u8; 3]);
-        let mut stage = Vec::new();
         let mut got = Vec::new();
         let mut pieces = 0;
         let incoming = rx.begin(shmplane::Wait::forever()).unwrap();
@@ -160,13 +159,13 @@ fn a_streamed_read_delivers_the_payload_in_order_and_reports_a_cut() {
             got.extend_from_slice(b);
             Ok(())
         };
-        incoming.read_streamed(&mut stage, &mut sink, shmplane::Wait::forever()).unwrap();
+        incoming.read_streamed(&mut sink, shmplane::Wait::forever()).unwrap();
         assert_eq!(got, big);
         assert!(pieces > 2, "{pieces} pieces");
         // A sink's error ends the read; the rest of that message is skipped.
         let incoming = rx.begin(shmplane::Wait::forever()).unwrap();
         let mut fail = |_: &[u8]| Err(Error::Interrupted);
-        assert!(matches!(incoming.read_streamed(&mut stage, &mut fail, shmplane::Wait::forever()), Err(Error::Interrupted)));
+        assert!(matches!(incoming.read_streamed(&mut fail, shmplane::Wait::forever()), Err(Error::Interrupted)));
         assert_eq!(rx.recv().unwrap(), b"after");
         let mut tx = t.join().unwrap();
         // Cut part-way: the sender gives up (nobody reads while it sends).
@@ -179,7 +178,7 @@ fn a_streamed_read_delivers_the_payload_in_order_and_reports_a_cut() {
             got.extend_from_slice(b);
             Ok(())
         };
-        let r = incoming.read_streamed(&mut stage, &mut sink, shmplane::Wait::forever());
+        let r = incoming.read_streamed(&mut sink, shmplane::Wait::forever());
         assert!(matches!(r, Err(Error::Truncated { .. })), "{r:?}");
         assert!(!got.is_empty() && got.len() < big.len() && got[..] == big[..got.len()]);
         assert_eq!(rx.recv().unwrap(), b"next");

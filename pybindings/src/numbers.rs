@@ -420,11 +420,9 @@ pub(crate) fn receive_streamed(
     let total = incoming.head().total();
     let mut decoder = Decoder::new(total);
     let mut decode_error: Option<PyErr> = None;
-    let mut stage = take_recv_scratch();
     let result = {
         let decoder = &mut decoder;
         let decode_error = &mut decode_error;
-        let stage = &mut stage;
         let copy = move |wait: shmplane::Wait<'_>| {
             let mut sink = |bytes: &[u8]| {
                 Python::attach(|py| decoder.feed(py, bytes)).map_err(|e| {
@@ -432,14 +430,13 @@ pub(crate) fn receive_streamed(
                     Error::Interrupted
                 })
             };
-            incoming.read_streamed(stage, &mut sink, wait)
+            incoming.read_streamed(&mut sink, wait)
         };
         match closing {
             Some(flag) => crate::wait::blocking_checked(py, within, |py| flag.check(py), copy),
             None => crate::wait::blocking(py, within, copy),
         }
     };
-    give_recv_scratch(stage);
     // A list this process cannot allocate: MessageTooLargeError, as for any message.
     if let Some(e) = decode_error {
         return Err((crate::endpoints::too_large(py, total, e), true));

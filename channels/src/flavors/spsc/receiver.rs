@@ -1681,36 +1681,30 @@ impl fmt::Debug for Receiver {
 enum Target<'d, 's> {
     Parts(Vec<OutBuf<'d>>),
     Whole(OutBuf<'d>),
-    /// The logical payload handed to a sink a record at a time (through a staging
-    /// buffer): [`Incoming::read_streamed`].
-    Stream(&'s mut Vec<u8>, &'s mut dyn FnMut(&[u8]) -> Result<()>),
+    /// The logical payload handed to a sink a record at a time, in place:
+    /// [`Incoming::read_streamed`].
+    Stream(&'s mut dyn FnMut(&[u8]) -> Result<()>),
 }
 
 /// Where [`Incoming::copy_out`] puts the bytes of each record.
 enum Out<'d, 's> {
     Scatter(Scatter<'d>),
-    Stream(&'s mut Vec<u8>, &'s mut dyn FnMut(&[u8]) -> Result<()>),
+    Stream(&'s mut dyn FnMut(&[u8]) -> Result<()>),
 }
 
 impl Out<'_, '_> {
-    /// Copy logical bytes `offset..offset + n`, which lie at byte `at` of `record`, out
-    /// of the ring (into the destinations, or into the staging buffer).
-    fn copy(&mut self, consumer: &Consumer<SegmentRing>, record: &Record, at: usize, offset: usize, n: usize) {
+    /// Take logical bytes `offset..offset + n`, which lie at byte `at` of `record`:
+    /// copy them into the destinations, or hand them to the sink where they lie. The
+    /// caller checks the record afterwards (`release_read`) and reports that error
+    /// first: bytes a lossy publisher overwrote meanwhile, or that a truncated segment
+    /// turned to zeros, are discarded with whatever the sink made of them.
+    fn take(&mut self, consumer: &Consumer<SegmentRing>, record: &Record, at: usize, offset: usize, n: usize) -> Result<()> {
         match self {
-            Out::Scatter(scatter) => scatter.scatter_with(offset, n, |from, dst| consumer.read_to(record, at + from, dst)),
-            Out::Stream(stage, _) => {
-                // (Zeroes only the bytes it grows by: a reused buffer costs no memset.)
-                stage.resize(n, 0);
-                consumer.read(record, at, stage);
+            Out::Scatter(scatter) => {
+                scatter.scatter_with(offset, n, |from, dst| consumer.read_to(record, at + from, dst));
+                Ok(())
             }
-        }
-    }
-
-    /// After the record was released intact: hand the staged bytes to the sink.
-    fn deliver(&mut self) -> Result<()> {
-        match self {
-            Out::Scatter(_) => Ok(()),
-            Out::Stream(stage, sink) => sink(stage),
+            Out::Stream(sink) => sink(&consumer.payload(record)[at..at + n]),
         }
     }
 }
@@ -1771,17 +1765,20 @@ impl Incoming<'_> {
         self.copy_out(Target::Whole(dst), &mut wait)
     }
 
-    /// Hand the logical payload to `sink` in order, a record's worth at a time, each
-    /// piece once its record was read out intact (copied into `stage`, which is reused
-    /// and grows to the largest record): a receiver that decodes a large message as its
+    /// Hand the logical payload to `sink` in order, a record's worth at a time, where
+    /// it lies in the ring (no copy): a receiver that decodes a large message as its
     /// records arrive, while the sender still writes the rest. The pieces' boundaries
     /// are the records' (any byte offsets; together exactly [`Head::total`] bytes).
+    /// The bytes are another process's memory: `sink` must accept any bytes, and what
+    /// it made of a piece is to be discarded if this returns an error (a lossy
+    /// broadcast's publisher may have overwritten the piece meanwhile: `Lagged`; the
+    /// segment may have been truncated: `Corrupt`), which is checked after each piece.
     ///
     /// # Errors
     /// As [`Incoming::read_into`]; `sink`'s error ends the read (the rest of the message
     /// is skipped by the next receive).
-    pub fn read_streamed(self, stage: &mut Vec<u8>, sink: &mut dyn FnMut(&[u8]) -> Result<()>, mut wait: Wait<'_>) -> Result<()> {
-        self.copy_out(Target::Stream(stage, sink), &mut wait)
+    pub fn read_streamed(self, sink: &mut dyn FnMut(&[u8]) -> Result<()>, mut wait: Wait<'_>) -> Result<()> {
+        self.copy_out(Target::Stream(sink), &mut wait)
     }
 
     fn copy_out(mut self, target: Target<'_, '_>, wait: &mut Wait<'_>) -> Result<()> {
@@ -1789,16 +1786,16 @@ impl Incoming<'_> {
         let mut out = match target {
             Target::Parts(dests) => Out::Scatter(Scatter::new(head, dests).map_err(Error::InvalidArgument)?),
             Target::Whole(dst) => Out::Scatter(Scatter::whole(head, dst).map_err(Error::InvalidArgument)?),
-            Target::Stream(stage, sink) => Out::Stream(stage, sink),
+            Target::Stream(sink) => Out::Stream(sink),
         };
         let total = head.total();
         let skip = head.skip();
         let record = self.first.take().expect("first record");
         let consumer = self.op.consumer();
         let first_len = record.len() - skip;
-        out.copy(consumer, &record, skip, 0, first_len);
+        let taken = out.take(consumer, &record, skip, 0, first_len);
         consumer.release_read(record).map_err(|e| seg_err(e, consumer))?;
-        out.deliver()?;
+        taken?;
         let mut received = first_len;
         let h = frame::chunk_header_len();
         // Part-way through: a lossy broadcast's lap that passes only the rest of this
@@ -1837,12 +1834,12 @@ impl Incoming<'_> {
                     what: format!("received message: a record of {n} bytes at offset {offset:?} where byte {received} of {total} was due"),
                 });
             }
-            out.copy(consumer, &record, h, received, n);
+            let taken = out.take(consumer, &record, h, received, n);
             consumer.release_read(record).map_err(|e| lost_too(seg_err(e, consumer)))?;
             received += n;
-            // Mid-message, as for the hook's error below: the rest is skipped by the
-            // next receive.
-            out.deliver()?;
+            // Mid-message, as for the hook's error: the rest is skipped by the next
+            // receive.
+            taken?;
         }
         Ok(())
     }
