@@ -6,6 +6,8 @@ import os
 import re
 import signal
 import struct
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -123,21 +125,169 @@ def get_report(conn: Any, timeout: float = 30.0) -> Any:
     return rest[0]
 
 
-def block_until_interrupted(ready: Any, blocking_call: Callable[[], Any]) -> None:
-    """Child entry point for Ctrl-C tests: send "ready", run ``blocking_call`` (which
-    only Ctrl-C should end), then report how it ended on ``ready`` and ``_exit``:
-    "KeyboardInterrupt" and 42, another exception and 1, or "returned" and 2."""
+# ------------------------------------------------------------------ where a thread waits
+
+#: Numbers of the system calls a blocked shmplane call sleeps in, by machine.
+_SYSCALLS = {
+    "x86_64": {"futex": 202, "poll": 7, "ppoll": 271, "nanosleep": 35, "clock_nanosleep": 230},
+    "aarch64": {"futex": 98, "ppoll": 73, "nanosleep": 101, "clock_nanosleep": 115},
+}
+_FUTEX_PRIVATE_FLAG = 128
+
+
+def _syscall_numbers() -> dict[str, int]:
+    machine = os.uname().machine
+    if machine not in _SYSCALLS:
+        raise NotImplementedError(f"no system call numbers for {machine}")
+    return _SYSCALLS[machine]
+
+
+def thread_stat(pid: int, tid: int) -> tuple[str, int]:
+    """The kernel's scheduling state of thread ``tid`` of ``pid`` ('R', 'S', 'T', ...)
+    and the CPU time it has used, in clock ticks (user + system)."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[11]) + int(fields[12])
+
+
+def shm_mappings(pid: int) -> list[tuple[int, int, str]]:
+    """``(start, end, path)`` of each mapping of a shmplane segment in ``pid``."""
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            path = parts[5].strip().removesuffix(" (deleted)") if len(parts) == 6 else ""
+            if path.startswith(SHM_DIR + "/" + PREFIX):
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                out.append((start, end, path))
+    return out
+
+
+def _blocking_syscall(pid: int, tid: int) -> list[int] | None:
+    """The number and arguments of the system call thread ``tid`` of ``pid`` is asleep
+    in (state 'S'), or None (running, stopped, gone, or not in a system call)."""
     try:
-        ready.send("ready")
+        state, _ = thread_stat(pid, tid)
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            words = f.read().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if state != "S" or not words or not words[0].isdigit():
+        return None
+    return [int(words[0])] + [int(w, 16) for w in words[1:]]
+
+
+def asleep_in_syscall(pid: int, tid: int, calls: Iterable[str]) -> bool:
+    """True if thread ``tid`` of ``pid`` is asleep in the kernel in one of ``calls``
+    (names, e.g. "poll")."""
+    numbers = _syscall_numbers()
+    call = _blocking_syscall(pid, tid)
+    return call is not None and call[0] in [numbers[c] for c in calls if c in numbers]
+
+
+def asleep_in_shmplane_wait(pid: int, tid: int, segment: str | None = None, calls: Iterable[str] = ("futex",)) -> bool:
+    """True if thread ``tid`` of ``pid`` is asleep in the kernel in one of ``calls``; for
+    ``futex``, a shared (not process-private) wait on a word inside a mapped shmplane
+    segment (``segment``: that one's path): the sleep of a shmplane wait, which no
+    Python code (the GIL, a lock, a pipe) and no other part of a call sleeps in."""
+    numbers = _syscall_numbers()
+    call = _blocking_syscall(pid, tid)
+    if call is None or call[0] not in [numbers[c] for c in calls if c in numbers]:
+        return False
+    if call[0] != numbers["futex"]:
+        return True
+    addr, op = call[1], call[2]
+    if op & _FUTEX_PRIVATE_FLAG:
+        return False
+    return any(start <= addr < end and (segment is None or path == segment) for start, end, path in shm_mappings(pid))
+
+
+def block_until_interrupted(ready: Any, blocking_call: Callable[[], Any]) -> None:
+    """Child entry point for Ctrl-C tests (the parent runs ``interrupt_when_blocked``):
+    send ``("ready", thread id)``, run ``blocking_call`` (which only Ctrl-C should end),
+    then report how it ended on ``ready`` and exit: "KeyboardInterrupt" and 42 for a
+    SIGINT handled while the call ran, "KeyboardInterrupt outside the call" and 43 for
+    one handled before it began or after it ended, another exception and 1, or
+    "returned" and 2. It exits through ``sys.exit``, so that a ``multiprocessing``
+    child runs its exit finalizers (which close shmplane handles) as a program
+    interrupted by Ctrl-C would."""
+    inside = False
+    where: list[bool] = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        where.append(inside)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        ready.send(("ready", threading.get_native_id()))
+        inside = True
         blocking_call()
+        inside = False
     except KeyboardInterrupt:
-        ready.send("KeyboardInterrupt")
-        os._exit(42)
+        inside = False
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if where == [True]:
+            ready.send("KeyboardInterrupt")
+            sys.exit(42)
+        ready.send("KeyboardInterrupt outside the call")
+        sys.exit(43)
     except BaseException as e:  # noqa: BLE001 - everything goes back to the test
         ready.send(f"{type(e).__name__}: {e}")
-        os._exit(1)
+        sys.exit(1)
     ready.send("returned")
-    os._exit(2)
+    sys.exit(2)
+
+
+#: CPU time (clock ticks) a spinning call must have burnt before it counts as inside
+#: its wait: far more than the few bytecodes between "ready" and the call.
+SPIN_TICKS = 20
+
+
+def wait_until_blocked(
+    pid: int,
+    tid: int,
+    *,
+    spinning: bool = False,
+    segment: str | None = None,
+    calls: Iterable[str] = ("futex",),
+    timeout: float = 30.0,
+) -> None:
+    """Wait until thread ``tid`` of ``pid`` is inside a blocked shmplane call: asleep
+    in its wait (``asleep_in_shmplane_wait``), or for a call that never sleeps
+    (``spinning``: the spin policy, a writer waiting for the slot's lock) runnable and
+    burning CPU since this was called. AssertionError after ``timeout``."""
+    if spinning:
+        _, base = thread_stat(pid, tid)
+
+        def blocked() -> bool:
+            state, ticks = thread_stat(pid, tid)
+            return state == "R" and ticks - base >= SPIN_TICKS
+
+    else:
+
+        def blocked() -> bool:
+            return asleep_in_shmplane_wait(pid, tid, segment, calls)
+
+    if not wait_until(blocked, timeout, interval=0.005):
+        raise AssertionError(f"thread {tid} of {pid} never blocked in a shmplane wait: {thread_stat(pid, tid)}")
+
+
+def interrupt_when_blocked(p: Any, conn: Any, timeout: float = 20.0, **blocked: Any) -> None:
+    """Parent side of ``block_until_interrupted`` in child ``p`` reporting on ``conn``:
+    wait for "ready", then until the child's thread is inside its blocked call
+    (``wait_until_blocked(**blocked)``), send SIGINT and check that the call raised
+    KeyboardInterrupt (the child exits 42). A call that ignores Ctrl-C fails after
+    ``timeout``; the child is left to the caller's cleanup."""
+    assert conn.poll(timeout), "the child never got ready"
+    status, tid = conn.recv()
+    assert status == "ready", status
+    wait_until_blocked(p.pid, tid, timeout=timeout, **blocked)
+    os.kill(p.pid, signal.SIGINT)
+    p.join(timeout)
+    assert not p.is_alive(), f"Ctrl-C did not end the blocked call within {timeout} s"
+    report = conn.recv() if conn.poll(1) else "<nothing>"
+    assert report == "KeyboardInterrupt" and p.exitcode == 42, (report, p.exitcode)
 
 
 def pause_forever() -> None:

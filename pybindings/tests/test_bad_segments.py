@@ -7,10 +7,12 @@ import os
 import signal
 import struct
 import time
+from typing import Any
 
 import pytest
 
 import shmplane
+from shm_helpers import block_until_interrupted, interrupt_when_blocked
 
 WATCHDOG = 30
 
@@ -158,31 +160,28 @@ def _kill_later(pid: int, delay: float) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def _recv_forever(rx: shmplane.Receiver, ready: shmplane.Sender) -> None:
-    ready.send(b"ready")
-    try:
-        rx.recv()  # no timeout: only Ctrl-C ends this
-    except KeyboardInterrupt:
-        os._exit(42)
-    os._exit(1)
+def _recv_forever(rx: shmplane.Receiver, ready: Any) -> None:
+    block_until_interrupted(ready, rx.recv)  # no timeout: only Ctrl-C ends this
 
 
 @pytest.mark.timeout(WATCHDOG)
 @pytest.mark.parametrize("policy", ["adaptive", "block", "spin"])
 def test_ctrl_c_interrupts_blocked_recv(policy: str) -> None:
+    ctx = mp.get_context("spawn")
     tx, rx = shmplane.channel(capacity=1 << 12, policy=policy)
-    rtx, rrx = shmplane.channel(capacity=1 << 12)
-    p = mp.get_context("spawn").Process(target=_recv_forever, args=(rx, rtx))
+    path = tx.path
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_recv_forever, args=(rx, w))
     p.start()
-    rx.close()
-    rtx.close()
-    assert rrx.recv(timeout=15) == b"ready"
-    time.sleep(0.2)
-    os.kill(p.pid, signal.SIGINT)
-    p.join(10)
-    assert p.exitcode == 42
-    tx.close()
-    rrx.close()
+    try:
+        rx.close()
+        w.close()
+        interrupt_when_blocked(p, r, spinning=policy == "spin", segment=path)
+    finally:
+        if p.is_alive():
+            p.kill()
+        p.join(10)
+        tx.close()
 
 
 FULL_SHM_SCRIPT = """
