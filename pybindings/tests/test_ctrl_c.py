@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 import shmplane
@@ -21,6 +22,7 @@ from shm_helpers import (
     PREFIX,
     block_until_interrupted,
     interrupt_when_blocked,
+    read_u64,
     thread_stat,
     wait_until,
     wait_until_blocked,
@@ -150,3 +152,56 @@ def test_receive_in_the_middle_of_a_chunked_message(procs: Any) -> None:
         os.kill(sender.pid, signal.SIGCONT)
         procs.join(sender, exitcode=-signal.SIGKILL)
         rx.close()
+
+
+# ------------------------------------------------------- a slot's stopped writer
+
+#: Byte offset of a slot segment's writer lock word (``layout::SLOT_CONTROL_OFFSET``,
+#: ``SlotWriter::owner``): 0 when free, else the holder's id.
+SLOT_LOCK_OFFSET = 384
+
+
+def _write_forever(slot: shmplane.ByteSlot, data: bytes) -> None:
+    while True:
+        slot.write(data)
+
+
+def _stop_holding_the_lock(p: Any, path: str) -> None:
+    """SIGSTOP writer ``p`` (which writes all the time) at a moment it holds the
+    slot's writer lock: stop it, look at the lock word, let it go on if it is free."""
+    for _ in range(200):
+        os.kill(p.pid, signal.SIGSTOP)
+        assert wait_until(lambda: thread_stat(p.pid, p.pid)[0] == "T", 10)
+        if read_u64(path, SLOT_LOCK_OFFSET) != 0:
+            return
+        os.kill(p.pid, signal.SIGCONT)
+        wait_until(lambda: read_u64(path, SLOT_LOCK_OFFSET) != 0, 1, interval=0.001)
+    raise AssertionError("never caught the writer holding the lock")
+
+
+WRITES = {
+    "element": lambda a: a.__setitem__(0, 1.0),
+    "slice": lambda a: a.__setitem__(slice(0, 3), [1.0, 2.0, 3.0]),
+    "whole-value": lambda a: a._slot.write(np.ones(len(a))),
+}
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("write", WRITES.values(), ids=WRITES.keys())
+def test_write_waiting_for_a_stopped_writer(write: Callable[[Any], Any], procs: Any) -> None:
+    """A writer stopped (SIGSTOP, a debugger) mid-write holds the writer lock and is
+    alive, so it is never replaced: another writer waits for as long as it is stopped,
+    and Ctrl-C must end that wait. (Readers do not wait: the latch.)"""
+    a = shmplane.RawArray("d", 1 << 21)  # 16 MiB: a write holds the lock for a while
+    path = f"{SHM_DIR}/{PREFIX}{a.name}"
+    writer = procs.start(_write_forever, a._slot, bytes(8 << 21), method="fork")
+    try:
+        _stop_holding_the_lock(writer, path)
+        _interrupt(procs, lambda: write(a), spinning=True)
+        assert a[1] == 0.0  # readers go on: the last complete value
+        assert read_u64(path, SLOT_LOCK_OFFSET) != 0  # still the stopped writer's
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        os.kill(writer.pid, signal.SIGCONT)
+        procs.join(writer, exitcode=-signal.SIGKILL)
+        a.close()
