@@ -129,8 +129,8 @@ def get_report(conn: Any, timeout: float = 30.0) -> Any:
 
 #: Numbers of the system calls a blocked shmplane call sleeps in, by machine.
 _SYSCALLS = {
-    "x86_64": {"futex": 202, "poll": 7, "ppoll": 271, "nanosleep": 35, "clock_nanosleep": 230},
-    "aarch64": {"futex": 98, "ppoll": 73, "nanosleep": 101, "clock_nanosleep": 115},
+    "x86_64": {"futex": 202, "poll": 7, "ppoll": 271, "select": 23, "pselect6": 270, "nanosleep": 35, "clock_nanosleep": 230},
+    "aarch64": {"futex": 98, "ppoll": 73, "pselect6": 72, "nanosleep": 101, "clock_nanosleep": 115},
 }
 _FUTEX_PRIVATE_FLAG = 128
 
@@ -271,6 +271,31 @@ def wait_until_blocked(
 
     if not wait_until(blocked, timeout, interval=0.005):
         raise AssertionError(f"thread {tid} of {pid} never blocked in a shmplane wait: {thread_stat(pid, tid)}")
+
+
+def when_blocked(
+    action: Callable[[], Any], segment: str | None = None, timeout: float = 20.0, calls: Iterable[str] | None = None
+) -> threading.Thread:
+    """Run ``action`` in a new thread once the calling thread is asleep in a shmplane
+    wait (``asleep_in_shmplane_wait`` on ``segment``), or in one of ``calls`` if given
+    (``asleep_in_syscall``: ``select``, ``poll``...): "while the call blocks", without
+    a sleep standing in for it. Join the returned thread afterwards. If the caller
+    never blocks within ``timeout``, ``action`` never runs (the blocked call then ends
+    by its own timeout and the test fails on that)."""
+    pid, tid = os.getpid(), threading.get_native_id()
+
+    def blocked() -> bool:
+        if calls is not None:
+            return asleep_in_syscall(pid, tid, calls)
+        return asleep_in_shmplane_wait(pid, tid, segment)
+
+    def run() -> None:
+        if wait_until(blocked, timeout, interval=0.002):
+            action()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
 
 
 def interrupt_when_blocked(p: Any, conn: Any, timeout: float = 20.0, **blocked: Any) -> None:

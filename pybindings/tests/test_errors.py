@@ -22,6 +22,7 @@ from shm_helpers import (
     pause_forever,
     read_u64,
     seg_path,
+    when_blocked,
     write_u64,
 )
 
@@ -319,11 +320,9 @@ def test_resized_segment_is_corrupt(size: int, shm_name: str) -> None:
     try:
         assert os.path.getsize(path) not in (size,)
         os.truncate(path, size)
-        t0 = time.monotonic()
         for opener in (shmplane.Sender.open, shmplane.Receiver.open):
             with pytest.raises(shmplane.CorruptSegmentError):
                 opener(shm_name)
-        assert time.monotonic() - t0 < 10
     finally:
         _remove(path)
 
@@ -336,10 +335,8 @@ def test_zero_length_file_is_corrupt_in_bounded_time(shm_name: str) -> None:
     open(path, "wb").close()
     try:
         for opener in (shmplane.Sender.open, shmplane.Receiver.open):
-            t0 = time.monotonic()
-            with pytest.raises(shmplane.CorruptSegmentError):
+            with pytest.raises(shmplane.CorruptSegmentError):  # not a hang: the watchdog
                 opener(shm_name)
-            assert time.monotonic() - t0 < 5
     finally:
         _remove(path)
 
@@ -525,18 +522,21 @@ def test_try_recv_empty() -> None:
         assert rx.poll(0.02) is False
 
 
+@pytest.mark.timeout(WATCHDOG)
 @pytest.mark.parametrize("call", ["recv", "recv_bytes"])
 def test_recv_timeout(call: str) -> None:
     tx, rx = shmplane.channel(capacity=4096)
     with tx, rx:
-        t0 = time.monotonic()
         with pytest.raises(shmplane.Timeout) as info:
             getattr(rx, call)(timeout=0.05)
-        elapsed = time.monotonic() - t0
         assert isinstance(info.value, TimeoutError)
-        assert elapsed >= 0.04, elapsed  # the deadline is honoured (no early return)
         with pytest.raises(TimeoutError):
             rx.recv(timeout=0)
+        # A timeout is a deadline, not a check: a message sent while the call sleeps
+        # (before its deadline) is what it returns.
+        sender = when_blocked(lambda: tx.send(b"in time"), tx.path)
+        assert getattr(rx, call)(timeout=20) == b"in time"
+        sender.join()
 
 
 # ------------------------------------------------------------------- roles
@@ -605,8 +605,8 @@ def _send_then_hang(tx: shmplane.Sender, ready: Any, n: int) -> None:
 @pytest.mark.timeout(WATCHDOG)
 @pytest.mark.parametrize("method", METHODS)
 def test_sender_killed_while_receiver_blocks(method: str, procs: Any) -> None:
-    """SIGKILL the sender while we block in recv(): PeerDeadError, promptly, after the
-    messages it sent before dying."""
+    """SIGKILL the sender while we block in recv(): PeerDeadError (before the call's
+    own timeout), after the messages it sent before dying."""
     import multiprocessing as mp
 
     tx, rx = shmplane.channel(capacity=1 << 16)
@@ -616,14 +616,11 @@ def test_sender_killed_while_receiver_blocks(method: str, procs: Any) -> None:
     w.close()
     assert r.poll(20) and r.recv() == "ready"
     assert [rx.recv(timeout=5) for _ in range(5)] == list(range(5))
-    killer = threading.Timer(0.3, os.kill, (p.pid, signal.SIGKILL))
-    killer.start()
-    t0 = time.monotonic()
+    killer = when_blocked(lambda: os.kill(p.pid, signal.SIGKILL), rx.path)
     try:
         with pytest.raises(shmplane.PeerDeadError) as info:
             rx.recv(timeout=20)
         assert isinstance(info.value, ConnectionResetError)
-        assert time.monotonic() - t0 < 5, "death noticed too late"
     finally:
         killer.join()
         procs.join(p, exitcode=-signal.SIGKILL)
@@ -698,13 +695,10 @@ def test_receiver_killed_while_sender_blocked_on_full_ring(method: str, procs: A
     with pytest.raises(shmplane.Full):
         for _ in range(100):
             tx.try_send(b"y" * 500)
-    killer = threading.Timer(0.3, os.kill, (p.pid, signal.SIGKILL))
-    killer.start()
-    t0 = time.monotonic()
+    killer = when_blocked(lambda: os.kill(p.pid, signal.SIGKILL), tx.path)
     try:
         with pytest.raises(shmplane.PeerDeadError):
             tx.send(b"y" * 500, timeout=20)
-        assert time.monotonic() - t0 < 5, "death noticed too late"
     finally:
         killer.join()
         procs.join(p, exitcode=-signal.SIGKILL)
@@ -716,8 +710,7 @@ def test_receiver_closed_while_sender_blocked_on_full_ring() -> None:
     with pytest.raises(shmplane.Full):
         for _ in range(100):
             tx.try_send(b"y" * 500)
-    closer = threading.Timer(0.2, rx.close)
-    closer.start()
+    closer = when_blocked(rx.close, tx.path)
     try:
         with pytest.raises(shmplane.DisconnectedError):
             tx.send(b"y" * 500, timeout=10)

@@ -388,12 +388,10 @@ def test_large_reads_finish_while_elements_are_written() -> None:
     try:
         while a[0] == 0.0:
             time.sleep(0.001)
-        t0 = time.monotonic()
-        for _ in range(3):
+        for _ in range(3):  # a livelock would hang here until the watchdog
             snap = a.snapshot()
             assert snap.shape == (4_000_000,) and snap[1:].max() == 0.0
         assert p.is_alive(), "the writer stopped: nothing was measured"
-        assert time.monotonic() - t0 < 20
     finally:
         stop.set()
         p.join(10)
