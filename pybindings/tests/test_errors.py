@@ -771,6 +771,69 @@ def test_clean_close_disconnects_when_parent_closes_its_copy_late(method: str, p
         rx.close()
 
 
+def _send_and_return(tx: shmplane.Sender, n: int) -> None:
+    for i in range(n):
+        tx.send(i, timeout=10)
+    # returns with tx open: multiprocessing's exit finalizers close it
+
+
+def _send_and_os_exit(tx: shmplane.Sender, n: int) -> None:
+    for i in range(n):
+        tx.send(i, timeout=10)
+    os._exit(0)  # no finalizers: the sender dies open
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize(
+    ("exit_by", "error"),
+    [(_send_and_return, shmplane.DisconnectedError), (_send_and_os_exit, shmplane.PeerDeadError)],
+    ids=["returns", "os._exit"],
+)
+def test_child_that_exits_with_its_sender_open(exit_by: Any, error: type, method: str, procs: Any) -> None:
+    """README (Notes): endpoints close themselves when a multiprocessing child ends, so
+    a child that sent and returned reads as closed (DisconnectedError), not dead; one
+    that leaves through os._exit itself closes nothing and reads as dead."""
+    tx, rx = shmplane.channel(capacity=1 << 16)
+    p = procs.start(exit_by, tx, 3, method=method)
+    tx.close()
+    try:
+        assert [rx.recv(timeout=20) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(error):
+            rx.recv(timeout=20)
+        procs.join(p)
+    finally:
+        rx.close()
+
+
+EXIT_SCRIPT = """
+import os, sys, shmplane
+tx = shmplane.Sender.open(sys.argv[1])
+tx.send(b"sent")
+if sys.argv[2] == "os._exit":
+    os._exit(0)
+"""  # else: the interpreter's normal exit, tx still open
+
+
+@pytest.mark.timeout(WATCHDOG)
+@pytest.mark.parametrize(("how", "error"), [("exit", shmplane.DisconnectedError), ("os._exit", shmplane.PeerDeadError)])
+def test_program_that_exits_with_its_sender_open(how: str, error: type, shm_name: str) -> None:
+    """The same for a program that is not a multiprocessing child: its normal exit
+    closes its endpoints (atexit), os._exit does not."""
+    import subprocess
+    import sys
+
+    rx = shmplane.Receiver.create(shm_name, 4096)
+    try:
+        out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, shm_name, how], capture_output=True, text=True, timeout=WATCHDOG)
+        assert out.returncode == 0, out.stderr
+        assert rx.recv(timeout=5) == b"sent"
+        with pytest.raises(error):
+            rx.recv(timeout=20)
+    finally:
+        rx.close()
+
+
 # ------------------------------------------------------------- stale segments
 
 
