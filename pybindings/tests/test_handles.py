@@ -16,7 +16,7 @@ import pytest
 import shmplane
 from shm_helpers import asleep_in_syscall, get_report, pause_forever, seg_path, wait_until
 
-METHODS = ["fork", "spawn"]
+METHODS = ["fork", "spawn", "forkserver"]
 
 
 # ------------------------------------------------------------ passing to children
@@ -200,13 +200,7 @@ def _drain_until_none(rx: shmplane.Receiver, parent_closed: Any) -> int:
     return n
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        "fork",
-        "spawn",
-    ],
-)
+@pytest.mark.parametrize("method", METHODS)
 def test_segment_removed_when_parent_closes_before_child_exits(method: str, shm_name: str, procs: Any) -> None:
     """The usual pattern: send a sentinel, close, then join. Every endpoint ends up
     closed (the child's by `with`, the parent's by close()), so the file must go."""

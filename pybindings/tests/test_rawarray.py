@@ -269,7 +269,7 @@ def _child_sums(a: shmplane.RawArray, out: "mp.Queue[object]") -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_passes_to_children(method: str) -> None:
     ctx = mp.get_context(method)
     a = shmplane.RawArray("d", [1.0, 2.0, 3.0])

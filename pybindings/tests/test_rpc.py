@@ -383,7 +383,7 @@ def test_asyncio_client_and_server(procs: Any, make_name: Any) -> None:
     _interrupt(procs, p)
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_pickled_client_connects_as_a_client_of_its_own(procs: Any, make_name: Any, method: str) -> None:
     server, t = _thread_server(make_name("s"), lambda v: v)
     client = shmplane.RpcClient.connect(server.name, timeout=10)
