@@ -238,3 +238,67 @@ def test_bad_slot_segments_are_clear_errors() -> None:
     with tx, rx:
         with pytest.raises(shmplane.WrongKindError):
             shmplane.RawValue.attach(tx.name, "d")
+
+
+# Found by the segment fuzzer (test_fuzz_segments.py): each was a Rust panic or a
+# foreign exception type before its fix.
+
+
+def test_slot_length_contradicting_its_type_is_corrupt() -> None:
+    # The header's value length (param0, offset 32) no longer fits the type its
+    # fingerprint names: 0 bytes for a double, 127 bytes for an array of doubles.
+    cases = [
+        (lambda n: shmplane.RawValue("d", 1.0, name=n), lambda n: shmplane.RawValue.attach(n, "d"), 8, 0),
+        (lambda n: shmplane.RawArray("d", 16, name=n), lambda n: shmplane.RawArray.attach(n, "d"), 128, 127),
+    ]
+    for make, attach, length, forged in cases:
+        name = _name("slotlen")
+        handle = make(name)
+        try:
+            _patch_u64(name, 32, lambda v: forged)
+            with pytest.raises(shmplane.CorruptSegmentError, match="fingerprint"):
+                attach(name)
+        finally:
+            _patch_u64(name, 32, lambda v: length)
+            handle.close()
+
+
+def test_a_header_counting_no_roles_is_corrupt_for_create_and_left_by_gc() -> None:
+    # A broadcast's bytes with role_count (offset 60) zeroed, in a file nobody holds:
+    # create reported nothing sensible (gc's "finished?" indexed an empty role list).
+    made = shmplane.Publisher.create(_name("roles-src"), 4096)
+    assert made.name is not None
+    with open(_path(made.name), "rb") as f:
+        data = bytearray(f.read())
+    made.close()
+    struct.pack_into("<I", data, 60, 0)
+    name = _name("noroles")
+    fd = os.open(_path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, bytes(data))
+    os.close(fd)
+    try:
+        with pytest.raises(shmplane.CorruptSegmentError, match="no roles"):
+            shmplane.Publisher.create(name, 4096)
+        shmplane.gc()
+        assert os.path.exists(_path(name))  # not ours to judge, nor to remove
+    finally:
+        os.unlink(_path(name))
+
+
+def test_joining_a_mailbox_lane_whose_consumer_position_is_misaligned() -> None:
+    # Lane 0's RingControl.head (4096 + 128 with 4 lanes: docs/wire-format.md §2.7)
+    # overwritten with a position no consumer writes; a producer joining the lane
+    # looked at the record there through a misaligned offset (a panic).
+    name = _name("lanehead")
+    mb = shmplane.mailbox(4096, name=name, max_senders=4)
+    try:
+        first = mb.sender()
+        first.send(b"x")
+        assert mb.recv(timeout=5) == b"x"
+        first.close()  # lane 0 is free again
+        _patch_u64(name, 4096 + 128, lambda v: 0xFFFF_FFFF)
+        with pytest.raises(shmplane.CorruptSegmentError, match="position"):
+            shmplane.Sender.open(name)
+    finally:
+        _patch_u64(name, 4096 + 128, lambda v: 0x10)
+        mb.close()
