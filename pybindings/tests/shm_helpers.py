@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import random
 import re
 import signal
 import struct
@@ -76,6 +78,102 @@ def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.01)
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+# ------------------------------------------------------------------ mutated segments
+# test_fuzz_segments.py: a valid segment's bytes with a few seeded mutations, planted
+# as a segment file (in the child that uses it, just before it does).
+
+def _interesting_value(old: int, rng: random.Random) -> int:
+    choices = [
+        0,
+        (1 << 64) - 1,
+        rng.getrandbits(64),
+        (old + rng.choice([1, -1, 8, -8, 4096, -4096])) % (1 << 64),
+        old ^ (1 << rng.randrange(64)),
+        1 << rng.randrange(64),
+        (old & ~0xFFFF_FFFF) | 0xFFFF_FFFF,  # low u32 all ones
+        (old & 0xFFFF_FFFF) | (rng.getrandbits(32) << 32),  # high u32 random
+        (1 << 63) | rng.getrandbits(31) << 32 | rng.getrandbits(32),  # a committed record header
+    ]
+    return rng.choice(choices)
+
+
+#: Tags of a record header (docs/wire-format.md §4.2, §5.1): messages whole and
+#: chunked, continuations, with an envelope, and ring padding.
+_TAGS = {t | e for t in (1, 2, 3, 4, 0x101, 0x102, 0x103, 0x104) for e in (0, 0x400)} | {0x200, 0x7FFF_FFFF}
+
+
+def mutation_targets(data: bytes) -> tuple[list[int], list[int], list[int]]:
+    """Word indexes of ``data`` worth mutating: the fields of its control structures
+    (every word of a 128-byte line that holds something but is mostly zero: header,
+    role entries, ring control blocks, cursors, positions, event counts; payload
+    lines are dense), its record headers (COMMITTED, a known tag, a length within
+    the file), and every word that holds something."""
+    words = len(data) // 8
+    values = struct.unpack_from(f"<{words}Q", data)
+    fields = []
+    for line in range(0, words, 16):
+        live = sum(1 for v in values[line : line + 16] if v)
+        if 0 < live <= 8:
+            fields.extend(range(line, min(line + 16, words)))
+    headers = [
+        i for i, v in enumerate(values) if v >> 63 and (v >> 32) & 0x7FFF_FFFF in _TAGS and v & 0xFFFF_FFFF <= len(data)
+    ]
+    nonzero = [i for i, v in enumerate(values) if v]
+    return fields, headers, nonzero
+
+
+def mutate(template: bytes, rng: random.Random, targets: tuple[list[int], list[int], list[int]] | None = None) -> bytes:
+    """One to four mutations of ``template``: an 8-byte word set to an interesting
+    value (a field of a control structure, a record header, a word that holds
+    something, any word: ``targets``, by default ``mutation_targets(template)``), or a
+    single byte flipped. Deterministic for a given ``rng`` seed."""
+    data = bytearray(template)
+    words = len(data) // 8
+    fields, headers, nonzero = mutation_targets(template) if targets is None else targets
+    for _ in range(rng.randint(1, 4)):
+        r = rng.random()
+        if r < 0.1:
+            at = rng.randrange(len(data))
+            data[at] ^= 1 << rng.randrange(8)
+            continue
+        if r < 0.6 and fields:
+            w = rng.choice(fields)
+        elif r < 0.85 and headers:
+            w = rng.choice(headers)
+        elif r < 0.95 and nonzero:
+            w = rng.choice(nonzero)
+        else:
+            w = rng.randrange(words)
+        (old,) = struct.unpack_from("<Q", data, 8 * w)
+        struct.pack_into("<Q", data, 8 * w, _interesting_value(old, rng))
+    return bytes(data)
+
+
+def plant_segment(name: str, data: bytes, doorbells: bool) -> None:
+    """``data`` as segment ``name`` (mode 0600, as shmplane makes them), with empty
+    doorbells if its kind has them."""
+    fd = os.open(seg_path(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    if doorbells:
+        for end in ("@rx", "@tx"):
+            os.mkfifo(seg_path(name) + end, 0o600)
+            os.chmod(seg_path(name) + end, 0o600)
+
+
+def remove_segment(name: str) -> None:
+    """Remove segment file ``name`` and whatever shmplane made beside it: doorbells
+    (``<name>@...``), an RPC server's reply channels (``<name>.reply-...``)."""
+    for path in [seg_path(name), *glob.glob(glob.escape(seg_path(name)) + "@*"), *glob.glob(glob.escape(seg_path(name)) + ".reply-*")]:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 # ------------------------------------------------------------------ deterministic data
