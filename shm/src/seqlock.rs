@@ -198,6 +198,7 @@ pub fn read_words_or_lock<S: SlotStore>(
 #[cold]
 #[inline(never)]
 fn read_words_locked<S: SlotStore>(store: &S, first: usize, dst: &mut [u64], me: u64, alive: &impl Fn(u64) -> bool) -> u64 {
+    assert!(first.checked_add(dst.len()).is_some_and(|end| end <= store.words()), "slot range outside the value");
     // A holder that keeps the lock for a whole slice is not writing (stopped, or busy
     // elsewhere): the latch stands still, so a lock-free attempt then succeeds and
     // ends the wait (without it, a reader would wait as long as a stopped writer).
