@@ -424,14 +424,36 @@ impl ByteSlot {
     /// # Errors
     /// [`Error::InvalidArgument`] (wrong length), [`Error::Closed`].
     pub fn write(&self, src: &[u8]) -> Result<u64> {
+        self.write_with(src, Wait::forever())
+    }
+
+    /// [`ByteSlot::write`] that waits for the writer lock as `wait` says: while another
+    /// live writer holds it (one stopped mid-write holds it as long as it is stopped),
+    /// `wait`'s deadline and hook are checked every wait slice, and either ends the
+    /// write with nothing written.
+    ///
+    /// # Errors
+    /// As [`ByteSlot::write`]; [`Error::Timeout`] past the deadline, the hook's error,
+    /// or [`Error::Empty`] for [`Wait::no_wait`], once the lock stayed taken for a slice.
+    ///
+    /// # Examples
+    /// ```
+    /// # let name = format!("doc-write-with-{}", std::process::id());
+    /// use std::time::Duration;
+    /// let slot = shmplane::ByteSlot::create(&name, &[0u8; 4], 1)?;
+    /// let v = slot.write_with(&[1, 2, 3, 4], shmplane::Wait::timeout(Duration::from_secs(1)))?;
+    /// assert_eq!(slot.version()?, v);
+    /// # Ok::<(), shmplane::Error>(())
+    /// ```
+    pub fn write_with(&self, src: &[u8], mut wait: Wait<'_>) -> Result<u64> {
         if src.len() != self.len {
             return Err(Error::InvalidArgument(format!("value of {} bytes for a {}-byte slot", src.len(), self.len)));
         }
         let store = self.store()?;
         let version = with_words(store.words(), |words| {
             bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
-            seqlock::write(store, words, writer_id(), writer_alive)
-        });
+            seqlock::write_checked(store, words, writer_id(), writer_alive, || wait.check_progress())
+        })?;
         self.intact(store, version)
     }
 
@@ -465,6 +487,15 @@ impl ByteSlot {
     /// [`Error::InvalidArgument`] (`src.len()` not a multiple of `elem`, `stride <
     /// elem`, or a range outside the value), [`Error::Closed`].
     pub fn write_strided(&self, offset: usize, stride: usize, elem: usize, src: &[u8]) -> Result<u64> {
+        self.write_strided_with(offset, stride, elem, src, Wait::forever())
+    }
+
+    /// [`ByteSlot::write_strided`] that waits for the writer lock as `wait` says (see
+    /// [`ByteSlot::write_with`]).
+    ///
+    /// # Errors
+    /// As [`ByteSlot::write_strided`] and [`ByteSlot::write_with`].
+    pub fn write_strided_with(&self, offset: usize, stride: usize, elem: usize, src: &[u8], mut wait: Wait<'_>) -> Result<u64> {
         let bad = |what: &str| Err(Error::InvalidArgument(format!("slot write: {what}")));
         if offset > self.len {
             return bad(&format!("offset {offset} is past the {}-byte value", self.len));
@@ -487,14 +518,14 @@ impl ByteSlot {
         let first = offset / 8;
         let skip = offset % 8;
         let version = with_words(end.div_ceil(8) - first, |words| {
-            seqlock::update(store, first, words, writer_id(), writer_alive, |w| {
+            seqlock::update_checked(store, first, words, writer_id(), writer_alive, || wait.check_progress(), |w| {
                 let bytes = bytemuck::cast_slice_mut::<u64, u8>(w);
                 for (k, chunk) in src.chunks_exact(elem).enumerate() {
                     let at = skip + k * stride;
                     bytes[at..at + elem].copy_from_slice(chunk);
                 }
             })
-        });
+        })?;
         self.intact(store, version)
     }
 

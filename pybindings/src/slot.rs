@@ -114,6 +114,40 @@ impl PyByteSlot {
         })
     }
 
+    /// Run the write `f` on the slot: holding the GIL for up to [`DETACH_BYTES`] (a few
+    /// words: the GIL is cheaper to keep than to release), else without it. While
+    /// another live writer keeps the writer lock (one stopped mid-write keeps it as long
+    /// as it is stopped), the GIL-holding attempt gives up after one wait slice (its
+    /// hook may run no Python code, so it cannot check for signals) and the write goes
+    /// the GIL-free way, whose wait checks Ctrl-C and a `close` from another thread
+    /// every slice. `f` may run twice: nothing is written by an attempt that gave up.
+    fn write_op(
+        &self,
+        py: Python<'_>,
+        bytes: usize,
+        f: impl Fn(&ByteSlot, shmplane::Wait<'_>) -> shmplane::Result<u64> + Sync,
+    ) -> PyResult<u64> {
+        if bytes <= DETACH_BYTES {
+            let mut contended = false;
+            let mut give_up = || {
+                contended = true;
+                Err(Error::Interrupted)
+            };
+            let result = self.with(py, |s| f(s, shmplane::Wait::forever().with_hook(&mut give_up)));
+            if !contended {
+                return result.py_err(py);
+            }
+        }
+        let Some(busy) = self.busy(py, false) else { return Err(to_py(py, Error::Closed)) };
+        // Every slice: a `close` from another thread ends the wait with ClosedError.
+        let closed = |py: Python<'_>| if self.closing(py) { Err(to_py(py, Error::Closed)) } else { Ok(()) };
+        blocking_checked(py, &Timeout::forever(), closed, |wait| {
+            let _reading = busy.read().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `close` needs `busy` for writing to mutate `inner`.
+            f(unsafe { &*self.inner.get() }, wait)
+        })
+    }
+
     /// Run `f` on the slot with the GIL released.
     fn detached<T: Send>(
         &self,
@@ -266,13 +300,13 @@ impl PyByteSlot {
             return Err(PyTypeError::new_err("value is not a contiguous buffer"));
         }
         let (ptr, n) = (buf.buf_ptr() as usize, buf.len_bytes());
-        let write = |s: &ByteSlot| {
+        let write = |s: &ByteSlot, wait: shmplane::Wait<'_>| {
             // SAFETY: the exported buffer is readable for len_bytes while `buf` lives
             // (until the end of this function). Like numpy's own GIL-free copies, we
             // assume no other thread resizes the source meanwhile.
-            s.write(unsafe { std::slice::from_raw_parts(ptr as *const u8, n) })
+            s.write_with(unsafe { std::slice::from_raw_parts(ptr as *const u8, n) }, wait)
         };
-        self.run(py, n, write).py_err(py)
+        self.write_op(py, n, write)
     }
 
     /// Read a consistent copy into the writable C-contiguous buffer `out` (exactly
@@ -303,7 +337,7 @@ impl PyByteSlot {
     /// Write `data` as elements of `elem` bytes, element `k` at byte `offset + k *
     /// stride`, in one consistent write (other bytes unchanged); the new version.
     fn write_strided(&self, py: Python<'_>, offset: usize, stride: usize, elem: usize, data: &[u8]) -> PyResult<u64> {
-        self.run(py, data.len(), |s| s.write_strided(offset, stride, elem, data)).py_err(py)
+        self.write_op(py, data.len(), |s, wait| s.write_strided_with(offset, stride, elem, data, wait))
     }
 
     /// The current version: grows with every completed write.
@@ -584,7 +618,8 @@ impl PySlotView {
         let mut b = [0u8; 8];
         match this.code {
             Some(code) if this.scalar && encode_scalar(code, v, &mut b) => {
-                this.slot.get().with(py, |s| s.write(&b[..this.elem])).py_err(py)?;
+                let elem = this.elem;
+                this.slot.get().write_op(py, elem, |s, wait| s.write_with(&b[..elem], wait))?;
                 Ok(())
             }
             _ => slf.call_method1("_set_value", (v,)).map(drop),
@@ -787,13 +822,15 @@ impl PySlotView {
             }
             let stride = ix.step.unsigned_abs() * this.elem;
             let first = ix.start.min(last) as usize * this.elem;
-            this.slot.get().with(py, |s| s.write_strided(first, stride, this.elem, &data)).py_err(py)?;
+            let elem = this.elem;
+            this.slot.get().write_op(py, data.len(), |s, wait| s.write_strided_with(first, stride, elem, &data, wait))?;
             return Ok(());
         }
         let i = this.index_of(key)?;
         let mut one = [0u8; 8];
         Self::encode_into(slf, v, &mut one[..this.elem])?;
-        this.slot.get().with(py, |s| s.write_at(i * this.elem, &one[..this.elem])).py_err(py)?;
+        let elem = this.elem;
+        this.slot.get().write_op(py, elem, |s, wait| s.write_strided_with(i * elem, elem.max(1), elem, &one[..elem], wait))?;
         Ok(())
     }
 }
@@ -880,7 +917,8 @@ impl PyField {
             return this.fallback.bind(py).call_method1("__set__", (obj, value)).map(drop);
         }
         let (slot, at) = Self::target(obj, this.offset)?;
-        slot.get().with(py, |s| s.write_at(at, &b[..this.size])).py_err(py)?;
+        let size = this.size;
+        slot.get().write_op(py, size, |s, wait| s.write_strided_with(at, size.max(1), size, &b[..size], wait))?;
         Ok(())
     }
 

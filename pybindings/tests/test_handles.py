@@ -8,16 +8,15 @@ import os
 import pickle
 import signal
 import threading
-import time
 from typing import Any
 
 import numpy as np
 import pytest
 
 import shmplane
-from shm_helpers import get_report, pause_forever, seg_path, wait_until
+from shm_helpers import asleep_in_syscall, get_report, pause_forever, seg_path, wait_until
 
-METHODS = ["fork", "spawn"]
+METHODS = ["fork", "spawn", "forkserver"]
 
 
 # ------------------------------------------------------------ passing to children
@@ -111,7 +110,8 @@ def test_endpoint_through_queue_to_running_child(method: str, procs: Any) -> Non
     ctx = mp.get_context(method)
     q, out = ctx.Queue(), ctx.Queue()
     p = procs.start(_from_queue, q, out, method=method)
-    time.sleep(0.2)  # the child is running before the endpoint exists
+    # The child is running, asleep in q.get(), before the endpoint exists.
+    assert wait_until(lambda: asleep_in_syscall(p.pid, p.pid, ["poll"]), 30), "the child never waited in q.get()"
     tx, rx = shmplane.channel(capacity=1 << 16)
     q.put(rx)
     for i in range(3):
@@ -191,33 +191,31 @@ def test_segment_removed_after_child_exits(method: str, shm_name: str, procs: An
     assert not os.path.exists(seg_path(shm_name))
 
 
-def _drain_until_none(rx: shmplane.Receiver) -> int:
+def _drain_until_none(rx: shmplane.Receiver, parent_closed: Any) -> int:
     n = 0
     with rx:
         while rx.recv(timeout=20) is not None:
             n += 1
-    time.sleep(0.3)  # the child is still alive when the parent closes its end
+    assert parent_closed.wait(20)  # the child is still alive when the parent closes its end
     return n
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
-        "fork",
-        "spawn",
-    ],
-)
+@pytest.mark.parametrize("method", METHODS)
 def test_segment_removed_when_parent_closes_before_child_exits(method: str, shm_name: str, procs: Any) -> None:
     """The usual pattern: send a sentinel, close, then join. Every endpoint ends up
     closed (the child's by `with`, the parent's by close()), so the file must go."""
     path = seg_path(shm_name)
+    import multiprocessing as mp
+
     tx, rx = shmplane.channel(capacity=1 << 16, name=shm_name)
-    p, conn = procs.start_reporting(_drain_until_none, rx, method=method)
+    parent_closed = mp.get_context(method).Event()
+    p, conn = procs.start_reporting(_drain_until_none, rx, parent_closed, method=method)
     rx.close()
     for i in range(10):
         tx.send(i, timeout=10)
     tx.send(None, timeout=10)
     tx.close()  # while the child is still running
+    parent_closed.set()
     assert get_report(conn) == 10
     procs.join(p)
     try:
@@ -227,16 +225,21 @@ def test_segment_removed_when_parent_closes_before_child_exits(method: str, shm_
             os.unlink(path)  # keep the fixture's leak check for other tests
 
 
-def _idle(seconds: float) -> None:
-    time.sleep(seconds)
+def _idle_until(event: Any) -> None:
+    assert event.wait(20)
 
 
 def test_fork_child_with_inherited_sender_copy_does_not_fake_a_death(procs: Any) -> None:
+    import multiprocessing as mp
+
     tx, rx = shmplane.channel(capacity=1 << 16)
+    parent_closed = mp.get_context("fork").Event()
     try:
-        p = procs.start(_idle, 0.5, method="fork")  # inherits copies of tx and rx, never uses them
+        p = procs.start(_idle_until, parent_closed, method="fork")  # inherits copies of tx and rx, never uses them
         tx.send(b"last", timeout=5)
         tx.close()  # clean close while the child lives
+        assert p.is_alive()
+        parent_closed.set()
         procs.join(p)
         assert rx.recv(timeout=5) == b"last"
         with pytest.raises(shmplane.DisconnectedError):
@@ -477,8 +480,11 @@ def test_open_waits_for_a_creator_that_comes_later(make_name: Any) -> None:
         shmplane.Sender.open(name, timeout=-1.0)
     made: list[Any] = []
 
+    opener = threading.get_native_id()
+
     def create() -> None:
-        time.sleep(0.2)
+        # Only once the opener is waiting (asleep between its tries).
+        assert wait_until(lambda: asleep_in_syscall(os.getpid(), opener, ["clock_nanosleep", "nanosleep"]), 20)
         made.append(shmplane.Receiver.create(name, 4096))
         made.append(shmplane.mailbox(4096, name=mb_name))
         made.append(shmplane.RawValue("d", 2.5, name=slot_name))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import shmplane
-from shm_helpers import get_report
+from shm_helpers import asleep_in_syscall, get_report, wait_until, when_blocked
 
 WATCHDOG = 60
 METHODS = ["fork", "spawn", "forkserver"]
@@ -254,20 +254,21 @@ def test_killed_sender_strands_nothing(procs: Any) -> None:
 def test_killed_receiver_fails_the_waiting_sender(procs: Any) -> None:
     mb = shmplane.mailbox(4096, max_senders=2)
     tx = mb.sender()
+    path = mb.path
     child = procs.start(_consume_then_sleep, mb, 1)
     mb.close()  # the child's copy is the receiver now
     tx.send(b"first", timeout=20)
+    # The child took "first" and sleeps: the lane fills up for good.
+    assert wait_until(lambda: asleep_in_syscall(child.pid, child.pid, ["clock_nanosleep", "nanosleep"]), 20)
     while True:
         try:
             tx.try_send(bytes(500))
         except shmplane.Full:
             break
-    time.sleep(0.2)
-    os.kill(child.pid, signal.SIGKILL)
-    started = time.monotonic()
-    with pytest.raises(shmplane.PeerDeadError):
+    killer = when_blocked(lambda: os.kill(child.pid, signal.SIGKILL), path)
+    with pytest.raises(shmplane.PeerDeadError):  # before the call's own timeout
         tx.send(bytes(500), timeout=20)
-    assert time.monotonic() - started < 5
+    killer.join()
     tx.close()
     procs.join(child, exitcode=None)
     shmplane.gc()
@@ -302,8 +303,9 @@ def test_select_and_wait_see_messages_from_any_sender(shm_name: str) -> None:
         assert select.select([mb], [], [], 5)[0] == [mb]
         assert mb.try_recv() == b"from b"
         assert not select.select([mb], [], [], 0)[0]
-        threading.Timer(0.05, a.send, args=(b"from a",)).start()
-        assert shmplane.wait([mb], timeout=5) == [mb]
+        sender = when_blocked(lambda: a.send(b"from a"), calls=["poll"])  # once wait() sleeps
+        assert shmplane.wait([mb], timeout=20) == [mb]
+        sender.join()
         assert mb.try_recv() == b"from a"
         a.close()
         b.close()
@@ -347,11 +349,11 @@ def test_async_send_on_a_full_lane(shm_name: str) -> None:
 
 def test_ctrl_c_ends_a_blocked_recv(shm_name: str) -> None:
     with shmplane.mailbox(4096, name=shm_name) as mb:
-        threading.Timer(0.2, os.kill, args=(os.getpid(), signal.SIGINT)).start()
-        started = time.monotonic()
+        # SIGINT only once this thread sleeps in recv: raised from inside the call.
+        interrupter = when_blocked(lambda: os.kill(os.getpid(), signal.SIGINT), mb.path)
         with pytest.raises(KeyboardInterrupt):
-            mb.recv(timeout=10)
-        assert time.monotonic() - started < 5
+            mb.recv(timeout=20)
+        interrupter.join()
 
 
 @pytest.mark.parametrize("max_senders", [-1, 0, 512, 2**40])
@@ -369,8 +371,10 @@ def test_sender_fileno_waits_for_room_on_its_lane(shm_name: str) -> None:
             except shmplane.Full:
                 break
         assert not select.select([tx], [], [], 0)[0]
-        threading.Timer(0.05, lambda: [mb.recv(timeout=5) for _ in range(2)]).start()
-        assert select.select([tx], [], [], 10)[0] == [tx]
+        # Room is made only once select() sleeps.
+        receiver = when_blocked(lambda: [mb.recv(timeout=5) for _ in range(2)], calls=["select", "pselect6"])
+        assert select.select([tx], [], [], 20)[0] == [tx]
+        receiver.join()
         tx.try_send(b"y")
 
 

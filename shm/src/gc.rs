@@ -58,6 +58,10 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
         (kind.spec().role_count)(Default::default())
     };
     drop(header_region);
+    if roles == 0 {
+        // Every kind has roles: a header that says none is not one to judge (or remove).
+        return false;
+    }
     let Some(region) = map_roles(file, roles) else { return false };
     for r in 0..roles {
         // SAFETY: map_roles mapped the header and `roles` role entries.
@@ -161,6 +165,10 @@ pub fn stale(name: &str) -> Result<Option<ShmFile>> {
             return Err(Error::Corrupt { path: file.path().to_owned(), what: format!("unknown segment kind {kind_raw}") })
         }
     };
+    // ORDERING: Relaxed: a header field read once; `is_ready`'s Acquire orders it.
+    if is_ready(header) && header.role_count.load(crate::sync::Ordering::Relaxed) == 0 {
+        return Err(Error::Corrupt { path: file.path().to_owned(), what: "its header counts no roles".into() });
+    }
     drop(region);
     Ok(finished(&file, kind).then_some(file))
 }

@@ -288,11 +288,17 @@ impl Lease {
 
     /// Give up the lease (if held) and this copy's entry. A handle whose identity is
     /// not `me` (inherited by a fork child) touches nothing: its entry is the parent's.
-    pub fn release(&mut self, entry: &RoleEntry, me: CopyId, copies: &mut impl Copies) {
+    /// Returns the lease word it left: 0, or another copy's token (see [`token`]).
+    pub fn release(&mut self, entry: &RoleEntry, me: CopyId, copies: &mut impl Copies) -> u64 {
+        // ORDERING: Acquire, partner of the AcqRel CAS that wrote it.
+        let mut left = entry.lease.load(Ordering::Acquire);
         if self.me == me && self.index < MAX_COPIES {
             // ORDERING: AcqRel, as every lease RMW; fails harmlessly if another copy
             // holds it.
-            let _ = entry.lease.compare_exchange(self.held, 0, Ordering::AcqRel, Ordering::Relaxed);
+            left = match entry.lease.compare_exchange(self.held, 0, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => 0,
+                Err(other) => other,
+            };
             let mine = &entry.copies[self.index];
             // ORDERING: Relaxed, then the Release of the owner store publishes both.
             mine.state.store(IDLE, Ordering::Relaxed);
@@ -303,6 +309,7 @@ impl Lease {
             copies.unclaim(self.index);
         }
         *self = Lease::new();
+        left
     }
 
     /// This copy's entry index, if it has one (diagnostics).
@@ -352,6 +359,14 @@ fn allocate(entry: &RoleEntry, me: CopyId, copies: &mut impl Copies) -> Result<u
         }
     }
     Err(TooManyCopies)
+}
+
+/// The lease word: 0 when no copy holds the lease, else the holder's token, which
+/// differs from every earlier token (each acquisition counts), so a change says that a
+/// copy took the lease meanwhile.
+pub fn token(entry: &RoleEntry) -> u64 {
+    // ORDERING: Acquire, partner of the AcqRel CAS that wrote it.
+    entry.lease.load(Ordering::Acquire)
 }
 
 /// Entry index and process key of the copy holding the lease, if any copy holds it.

@@ -679,9 +679,17 @@ pub fn poisoned<S: RingStore>(store: &S) -> u32 {
 /// It looks from the resume position when a consumer that holds records published
 /// one ahead (`ConsumerLine::resume`): the records before it were delivered (to a copy
 /// that holds them, or that died holding them), so they are no reason to wake up.
+///
+/// A stored position that no consumer could have written (not 8-aligned, past
+/// [`MAX_POSITION`]: another process's bytes) reads as ready: a receive then reports
+/// the corruption (`stored_consumer_position`), where looking at the record it names
+/// would have read a header off its alignment.
 pub fn data_ready<S: RingStore>(store: &S) -> bool {
     // ORDERING: Acquire, partner of the consumer's Release in `store_head`.
     let head = store.head_word().load(Ordering::Acquire);
+    if head % RECORD_ALIGN as u64 != 0 || head > MAX_POSITION {
+        return true;
+    }
     let at = resume_ahead(store, head).unwrap_or(head);
     // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
     // broadcast's subscriber that was lapped has a lag to report.)

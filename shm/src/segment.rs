@@ -610,7 +610,7 @@ impl Segment {
         // closed, never existed, or died).
         let mut copies = self.copies(role, claims);
         let owner = lease.may_close(entry, me, &copies);
-        lease.release(entry, me, &mut copies);
+        let left = lease.release(entry, me, &mut copies);
         claims.file = None;
         let Segment { region, file, name, info } = self;
         let Some(file) = file else {
@@ -644,6 +644,12 @@ impl Segment {
             if held_after_grace(&probe, ROLE_LOCK_BYTE + role as u64) {
                 // Another process shares the description (fork, passed descriptor):
                 // the role lives on; a copy there takes the lease on first use.
+                liveness::swap_state(entry, CLOSING, ATTACHED);
+            } else if crate::lease::token(entry) != left {
+                // The lock is free, but a copy took the lease after we let go of it: a
+                // copy in a process that shared the description (a fork child) took
+                // the role over while we waited and died holding it (a clean close gives
+                // the lease up). It outlived our copy, so its death ends the role: dead.
                 liveness::swap_state(entry, CLOSING, ATTACHED);
             } else {
                 // Only from CLOSING: a new holder that claimed the role since we let go

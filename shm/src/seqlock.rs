@@ -43,7 +43,9 @@
 
 use crate::layout::SlotControl;
 use crate::sync::{fence, spin_hint, yield_now, AtomicU64, Ordering};
-use crate::wait::Park;
+use crate::wait::{Park, SLICE};
+use std::convert::Infallible;
+use std::time::Instant;
 
 /// Storage of a slot: control block and the two copies of its payload words.
 pub trait SlotStore {
@@ -196,7 +198,18 @@ pub fn read_words_or_lock<S: SlotStore>(
 #[cold]
 #[inline(never)]
 fn read_words_locked<S: SlotStore>(store: &S, first: usize, dst: &mut [u64], me: u64, alive: &impl Fn(u64) -> bool) -> u64 {
-    lock_and_load(store, first, dst, me, alive);
+    assert!(first.checked_add(dst.len()).is_some_and(|end| end <= store.words()), "slot range outside the value");
+    // A holder that keeps the lock for a whole slice is not writing (stopped, or busy
+    // elsewhere): the latch stands still, so a lock-free attempt then succeeds and
+    // ends the wait (without it, a reader would wait as long as a stopped writer).
+    let mut lock_free = || try_read_words(store, first, dst).map_or(Ok(()), Err);
+    if let Err(version) = lock_and_load(store, first, None, me, alive, &mut lock_free) {
+        return version;
+    }
+    // Holding the lock: both copies hold the last complete value.
+    for (i, w) in dst.iter_mut().enumerate() {
+        *w = store.word(0, first + i).load(Ordering::Relaxed);
+    }
     let s = store.seq().load(Ordering::Relaxed);
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock` (our loads
     // happen before its stores).
@@ -205,20 +218,30 @@ fn read_words_locked<S: SlotStore>(store: &S, first: usize, dst: &mut [u64], me:
 }
 
 /// Take the writer lock (replacing a dead holder), repair a torn copy, and load words
-/// `first .. first + buf.len()` of the value into `buf`. Returns holding the lock.
+/// `first .. first + buf.len()` of the value into `buf` (if given). Returns holding the
+/// lock, or `check`'s error (see [`lock`]) without it.
 ///
 /// # Panics
 /// If the range is outside the value or `me == 0`.
-fn lock_and_load<S: SlotStore>(store: &S, first: usize, buf: &mut [u64], me: u64, alive: &impl Fn(u64) -> bool) {
-    assert!(first.checked_add(buf.len()).is_some_and(|end| end <= store.words()), "slot range outside the value");
+fn lock_and_load<S: SlotStore, E>(
+    store: &S,
+    first: usize,
+    buf: Option<&mut [u64]>,
+    me: u64,
+    alive: &impl Fn(u64) -> bool,
+    check: &mut impl FnMut() -> Result<(), E>,
+) -> Result<(), E> {
+    let len = buf.as_ref().map_or(0, |b| b.len());
+    assert!(first.checked_add(len).is_some_and(|end| end <= store.words()), "slot range outside the value");
     assert_ne!(me, 0, "writer id 0 means 'free'");
-    lock(store.control(), me, alive);
+    lock(store.control(), me, alive, check)?;
     repair(store);
     // After `repair` both copies hold the last complete value and only the lock holder
     // writes them.
-    for (i, w) in buf.iter_mut().enumerate() {
+    for (i, w) in buf.into_iter().flatten().enumerate() {
         *w = store.word(0, first + i).load(Ordering::Relaxed);
     }
+    Ok(())
 }
 
 /// Where a test writer stops, to model a writer killed mid-write.
@@ -242,6 +265,30 @@ pub fn write<S: SlotStore>(store: &S, src: &[u64], me: u64, alive: impl Fn(u64) 
     write_until(store, src, me, alive, None).expect("no crash point")
 }
 
+/// [`write()`] whose wait for the writer lock runs `check` every [`SLICE`] while a live
+/// holder keeps it (a writer stopped mid-write by SIGSTOP or a debugger holds it for
+/// as long as it is stopped): `check`'s error ends the wait, and the write, with
+/// nothing written (the caller's Ctrl-C check or deadline).
+///
+/// # Errors
+/// `check`'s error.
+///
+/// # Panics
+/// As [`write()`].
+pub fn write_checked<S: SlotStore, E>(
+    store: &S,
+    src: &[u64],
+    me: u64,
+    alive: impl Fn(u64) -> bool,
+    mut check: impl FnMut() -> Result<(), E>,
+) -> Result<u64, E> {
+    assert_eq!(src.len(), store.words(), "slot value of the wrong length");
+    assert_ne!(me, 0, "writer id 0 means 'free'");
+    lock(store.control(), me, &alive, &mut check)?;
+    repair(store);
+    Ok(publish(store, 0, src, None).expect("no crash point"))
+}
+
 /// [`write`] that stops at `crash` without releasing the lock (loom models and tests of
 /// crash safety). `None` if it stopped.
 #[doc(hidden)]
@@ -254,7 +301,7 @@ pub fn write_until<S: SlotStore>(
 ) -> Option<u64> {
     assert_eq!(src.len(), store.words(), "slot value of the wrong length");
     assert_ne!(me, 0, "writer id 0 means 'free'");
-    lock(store.control(), me, &alive);
+    let Ok(()) = lock(store.control(), me, &alive, &mut || Ok::<(), Infallible>(()));
     repair(store);
     publish(store, 0, src, crash)
 }
@@ -276,9 +323,30 @@ pub fn update<S: SlotStore>(
     alive: impl Fn(u64) -> bool,
     modify: impl FnOnce(&mut [u64]),
 ) -> u64 {
-    lock_and_load(store, first, buf, me, &alive);
+    let Ok(version) = update_checked(store, first, buf, me, alive, || Ok::<(), Infallible>(()), modify);
+    version
+}
+
+/// [`update`] whose wait for the writer lock runs `check` every [`SLICE`], as
+/// [`write_checked`]: its error ends the update before `modify` runs.
+///
+/// # Errors
+/// `check`'s error.
+///
+/// # Panics
+/// As [`update`].
+pub fn update_checked<S: SlotStore, E>(
+    store: &S,
+    first: usize,
+    buf: &mut [u64],
+    me: u64,
+    alive: impl Fn(u64) -> bool,
+    mut check: impl FnMut() -> Result<(), E>,
+    modify: impl FnOnce(&mut [u64]),
+) -> Result<u64, E> {
+    lock_and_load(store, first, Some(&mut *buf), me, &alive, &mut check)?;
     modify(buf);
-    publish(store, first, buf, None).expect("no crash point")
+    Ok(publish(store, first, buf, None).expect("no crash point"))
 }
 
 /// Holding the lock with both copies equal: write `src` at word `first` of copy 0
@@ -344,7 +412,7 @@ pub fn repair_abandoned<S: SlotStore>(store: &S, me: impl FnOnce() -> u64, alive
     if owner == 0 || alive(owner) {
         return false;
     }
-    lock(ctl, me(), &alive);
+    let Ok(()) = lock(ctl, me(), &alive, &mut || Ok::<(), Infallible>(()));
     let repaired = ctl.writer.value.done.load(Ordering::Relaxed) != store.seq().load(Ordering::Relaxed);
     repair(store);
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
@@ -355,14 +423,18 @@ pub fn repair_abandoned<S: SlotStore>(store: &S, me: impl FnOnce() -> u64, alive
     repaired
 }
 
-/// Take the writer lock; replace a holder that `alive` says is gone.
-fn lock(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool) {
+/// Take the writer lock; replace a holder that `alive` says is gone. While a live
+/// holder keeps it past a short spin, run `check` every [`SLICE`]; its error ends the
+/// wait without the lock (a holder may keep it indefinitely: a writer process stopped
+/// by SIGSTOP or a debugger is alive, so it is never replaced).
+fn lock<E>(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool, check: &mut impl FnMut() -> Result<(), E>) -> Result<(), E> {
     let owner = &ctl.writer.value.owner;
     let mut attempt: u32 = 0;
+    let mut next_check: Option<Instant> = None;
     loop {
         // ORDERING: Acquire, partner of the previous holder's Release unlock.
         match owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return,
+            Ok(_) => return Ok(()),
             Err(holder) => {
                 attempt = attempt.wrapping_add(1);
                 if attempt % 64 == 0
@@ -372,7 +444,16 @@ fn lock(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool) {
                     && owner.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
                 {
                     fence(Ordering::SeqCst);
-                    return;
+                    return Ok(());
+                }
+                if attempt % 64 == 0 && attempt >= 128 {
+                    // Past the spin: the clock is read every 64 attempts only.
+                    let now = Instant::now();
+                    let due = *next_check.get_or_insert(now + SLICE);
+                    if now >= due {
+                        check()?;
+                        next_check = Some(now + SLICE);
+                    }
                 }
                 if attempt < 128 {
                     spin_hint();

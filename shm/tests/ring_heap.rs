@@ -278,6 +278,7 @@ for_each_backend!(
     corrupt_header_without_committed_bit,
     corrupt_header_length_past_end,
     corrupt_consumer_position_poisons_producer,
+    corrupt_consumer_position_reads_as_ready,
     restarted_producer_steps_over_unrecorded_commit,
     restarted_producer_steps_over_unrecorded_padding,
     restarted_producer_rejects_impossible_positions,
@@ -992,6 +993,18 @@ fn corrupt_consumer_position_poisons_producer<B: Backend>() {
     c.store().control().head.value.position.store(4, Ordering::Release);
     assert!(matches!(p.try_claim(40), Err(RingError::Corrupt { .. })));
     assert_eq!(poisoned(p.store()), POISON_BAD_HEAD);
+}
+
+/// `data_ready` (a look without the role: `poll`, a mailbox lane's new producer) at a
+/// stored consumer position no consumer writes: ready (the receive reports it), never
+/// a header read off its alignment (found by the Python segment fuzzer: a panic).
+fn corrupt_consumer_position_reads_as_ready<B: Backend>() {
+    let (_p, c) = ring::<B>(256);
+    assert!(!shmplane_shm::ring::data_ready(c.store()));
+    for bad in [4, 0xFFFF_FFFF, u64::MAX, (1 << 62) + 8] {
+        c.store().control().head.value.position.store(bad, Ordering::Release);
+        assert!(shmplane_shm::ring::data_ready(c.store()), "head {bad:#x}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 //! conformance suite): a heap struct (`heap_slot`) and the production `SegmentSlot` over
 //! a real `/dev/shm` segment (`shm_slot`). Readers
 //! of whole values and of sub-ranges never see a mix of two writes, element
-//! updates by several writers are never lost, and a writer stopped mid-write (its
-//! lock never released) is replaced and its torn copy repaired. Also run under
+//! updates by several writers are never lost, a writer stopped mid-write (its
+//! lock never released) is replaced and its torn copy repaired once it is dead, and
+//! while it lives the others' waits for its lock run their check every slice (the
+//! binding's Ctrl-C) and readers do not wait for it. Also run under
 //! valgrind memcheck by `ci/valgrind.sh` (`SHMPLANE_TEST_SMALL=1`: fewer rounds).
 #![cfg(not(shmplane_loom))]
 
@@ -12,7 +14,9 @@ use shmplane_shm::kind::Params;
 use shmplane_shm::layout::SlotControl;
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentSlot;
-use shmplane_shm::seqlock::{read, read_words, update, version, write, write_until, CrashPoint, SlotStore};
+use shmplane_shm::seqlock::{
+    read, read_words, read_words_or_lock, update, update_checked, version, write, write_checked, write_until, CrashPoint, SlotStore,
+};
 use shmplane_shm::sync::AtomicU64;
 use shmplane_shm::wait::SharedFutex;
 use std::sync::Arc;
@@ -106,6 +110,7 @@ for_each_backend!(
     whole_and_partial_reads_never_torn_under_a_writer,
     element_updates_from_three_writers_are_not_lost,
     a_writer_stopped_mid_write_is_replaced_and_repaired,
+    waits_for_a_live_stopped_writer_run_their_check,
 );
 
 impl SlotStore for Store {
@@ -202,5 +207,33 @@ fn a_writer_stopped_mid_write_is_replaced_and_repaired<B: Backend>() {
         write(&store, &[3; WORDS], 8, |_| true);
         read(&store, &mut all);
         assert_eq!(all, [3; WORDS]);
+    }
+}
+
+fn waits_for_a_live_stopped_writer_run_their_check<B: Backend>() {
+    for crash in [CrashPoint::InCopy0(3), CrashPoint::InCopy1(3)] {
+        let store = B::new();
+        write(&store, &[1; WORDS], 7, |_| true);
+        // Writer 7 stops mid-write holding the lock, and stays alive.
+        assert!(write_until(&store, &[2; WORDS], 7, |_| true, Some(crash)).is_none());
+        let mut checks = 0;
+        let r = write_checked(&store, &[3; WORDS], 8, |_| true, || {
+            checks += 1;
+            if checks == 2 { Err("interrupted") } else { Ok(()) }
+        });
+        assert_eq!(r, Err("interrupted"), "{crash:?}");
+        let mut buf = [0u64; 1];
+        let r = update_checked(&store, 4, &mut buf, 8, |_| true, || Err("interrupted"), |_| unreachable!("no lock, no update"));
+        assert_eq!(r, Err("interrupted"), "{crash:?}");
+        // Nothing was written; a reader starved into taking the lock (no lock-free
+        // tries) reads without it after one slice: the latch stands still.
+        let mut all = [0u64; WORDS];
+        read_words_or_lock(&store, 0, &mut all, 0, || 9, |_| true);
+        assert!(all == [1; WORDS] || all == [2; WORDS], "{crash:?}: {all:?}");
+        // Once writer 7 is dead, the next writer replaces it.
+        let v = write_checked(&store, &[4; WORDS], 8, |h| h != 7, || Err("no wait needed"));
+        assert_eq!(v, Ok(version(&store)), "{crash:?}");
+        read(&store, &mut all);
+        assert_eq!(all, [4; WORDS]);
     }
 }

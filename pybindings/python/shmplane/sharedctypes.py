@@ -55,7 +55,7 @@ from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-d
 from typing import Any, Self
 
 from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView, _sweep_dead_anonymous_once
-from .errors import InvalidArgumentError
+from .errors import CorruptSegmentError, InvalidArgumentError
 
 __all__ = ["RawValue", "RawArray"]
 
@@ -154,6 +154,19 @@ def _unpickled(token: Any) -> Any:
 
 def _rebuild(cls: Any, slot: ByteSlot, token: Any) -> Any:
     return cls._wrap(slot, _unpickled(token))
+
+
+def _check_length(slot: ByteSlot, type_: Any) -> None:
+    """Refuse (closing it) a slot whose length is not that of ``type_``, which its
+    type fingerprint matched: the header contradicts itself (another process's bytes;
+    the creator always makes the two agree)."""
+    if len(slot) != ctypes.sizeof(type_):
+        name = slot.name
+        slot.close()
+        raise CorruptSegmentError(
+            f"slot {name!r} holds {len(slot)} bytes, but its type fingerprint says "
+            f"{_describe(type_)} ({ctypes.sizeof(type_)} bytes)"
+        )
 
 
 def _coerce(type_: Any, v: Any) -> Any:
@@ -378,6 +391,7 @@ class RawValue(_FastSlotView, _SlotHandle):
         Raises:
             shmplane.NotFoundError: no such value (after ``timeout``).
             shmplane.WrongKindError: it holds another type, or is not a slot.
+            shmplane.CorruptSegmentError: its length contradicts its type.
             ValueError: a negative or NaN timeout.
         """
         type_ = _resolve(typecode_or_type)
@@ -396,6 +410,7 @@ class RawValue(_FastSlotView, _SlotHandle):
                 ns: dict[str, Any] = {"__slots__": (), "_ctype": type_}
                 _add_fields(ns, type_)
                 cls = _value_classes[type_] = type(f"RawValue[{type_.__name__}]", (RawValue,), ns)
+        _check_length(slot, type_)
         self = _SlotView.__new__(cls, slot, _NATIVE.get(type_), ctypes.sizeof(type_), 1, True)
         self._type = type_
         return self
@@ -483,19 +498,23 @@ class RawArray(_FastSlotView, _SlotHandle):
         Raises:
             shmplane.NotFoundError: no such array (after ``timeout``).
             shmplane.WrongKindError: its elements are of another type, or not a slot.
+            shmplane.CorruptSegmentError: its length is not whole elements.
+            TypeError: zero-sized elements.
             ValueError: a negative or NaN timeout.
         """
         elem = _resolve(typecode_or_type)
         slot = ByteSlot.open(name, _fingerprint("array:" + _describe(elem)), timeout)
         size = ctypes.sizeof(elem)
-        if size == 0 or len(slot) % size:
+        if size == 0:
             slot.close()
             raise TypeError(f"a {len(slot)}-byte slot is not an array of {elem.__name__}")
-        return cls._wrap(slot, elem * (len(slot) // size))
+        # A length that is not whole elements fails _check_length in _wrap.
+        return cls._wrap(slot, elem * -(-len(slot) // size))
 
     @classmethod
     def _wrap(cls, slot: ByteSlot, type_: Any) -> RawArray:
         elem = type_._type_
+        _check_length(slot, type_)
         self = _SlotView.__new__(cls, slot, _NATIVE.get(elem), ctypes.sizeof(elem), type_._length_, False)
         self._type = type_
         return self
