@@ -66,7 +66,7 @@ const REF: u32 = 1 << 8;
 impl World {
     /// `F_OFD_SETLK`: take the lock for description `me` (`refs` references to it).
     fn try_lock(&self, me: u32, refs: u32) -> bool {
-        self.lock.compare_exchange(0, me | refs * REF, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        self.lock.compare_exchange(0, me | (refs * REF), Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// One reference to description `me` closes (its process closed the descriptor or
