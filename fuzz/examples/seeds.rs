@@ -105,7 +105,8 @@ fn image(segment: &Segment) -> Vec<u8> {
 fn mailboxes() {
     // Every operation of the target, a few times.
     let ops: Vec<u8> = vec![0, 2, 2, 1, 3, 4, 5, 7, 2, 6, 8, 2];
-    let cases: [(&str, fn(&mut Mailbox)); 3] = [
+    type Case = (&'static str, fn(&mut Mailbox));
+    let cases: [Case; 3] = [
         ("queued-small-then-chunked-cut", |mb| {
             let mut tx = mb.sender().expect("sender");
             tx.send(b"first").expect("send");

@@ -24,7 +24,6 @@ use shmplane::frame::Outgoing;
 use shmplane::rpc::{flags, reply_name, Envelope};
 use shmplane::{CallId, Error, Frame, Receiver, RpcServer, Sender, Wait};
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -134,24 +133,31 @@ type Got = Vec<(Envelope, Result<Vec<u8>, Error>)>;
 /// When the readers look: while the server may be sending (`busy`), and until `stop`.
 #[derive(Default)]
 struct Gate {
-    busy: AtomicBool,
-    stop: AtomicBool,
-    lock: Mutex<()>,
+    flags: Mutex<Flags>,
     cv: Condvar,
 }
 
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    busy: bool,
+    stop: bool,
+}
+
 impl Gate {
-    fn set(&self, flag: &AtomicBool, on: bool) {
-        flag.store(on, Ordering::Release);
-        let _held = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+    fn flags(&self) -> std::sync::MutexGuard<'_, Flags> {
+        self.flags.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, change: impl FnOnce(&mut Flags)) {
+        change(&mut self.flags());
         self.cv.notify_all();
     }
 
     /// A server operation that may send replies (opening a client's reply channel).
     fn busy<T>(&self, op: impl FnOnce() -> T) -> T {
-        self.set(&self.busy, true);
+        self.set(|f| f.busy = true);
         let r = op();
-        self.set(&self.busy, false);
+        self.set(|f| f.busy = false);
         r
     }
 }
@@ -172,14 +178,18 @@ fn drain(mut rx: Receiver, gate: Arc<Gate>) -> (Receiver, Got) {
             Err(e) => e,
         };
         match err {
-            Error::Disconnected { .. } if gate.stop.load(Ordering::Acquire) => return (rx, got),
-            // Closed since an earlier input and not opened again yet: look again while
-            // the server may be opening it, else wait for it to be busy.
-            Error::Disconnected { .. } if gate.busy.load(Ordering::Acquire) => std::thread::sleep(Duration::from_micros(20)),
             Error::Disconnected { .. } => {
-                let held = gate.lock.lock().unwrap_or_else(|p| p.into_inner());
-                if !gate.busy.load(Ordering::Acquire) && !gate.stop.load(Ordering::Acquire) {
-                    drop(gate.cv.wait_timeout(held, Duration::from_millis(10)));
+                let flags = gate.flags();
+                if flags.stop {
+                    return (rx, got);
+                }
+                // Closed since an earlier input and not opened again yet: look again
+                // soon while the server may be opening it, else when it is busy.
+                if flags.busy {
+                    drop(flags);
+                    std::thread::sleep(Duration::from_micros(20));
+                } else {
+                    drop(gate.cv.wait_timeout(flags, Duration::from_millis(10)));
                 }
             }
             e => got.push((Envelope { seq: 0, client: 0, flags: 0 }, Err(e))),
@@ -279,7 +289,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // The reset closes the server's reply senders: the readers then see the end.
-    gate.set(&gate.stop, true);
+    gate.set(|f| f.stop = true);
     reset(f);
     for (i, reader) in readers.into_iter().enumerate() {
         let (rx, got) = reader.join().expect("reader");

@@ -97,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = seqlock::try_read(&slot, &mut buf);
             }
             1 => {
-                let _ = seqlock::read_words_or_lock(&slot, first, &mut buf[..len], 2, || me.get(), &alive);
+                let _ = seqlock::read_words_or_lock(&slot, first, &mut buf[..len], 2, || me.get(), alive);
             }
             2 => {
                 let _ = seqlock::version(&slot);
@@ -107,14 +107,14 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 let value: Vec<u64> = (0..words as u64).map(|i| op << 8 | i).collect();
-                let v = seqlock::write(&slot, &value, me.get(), &alive);
+                let v = seqlock::write(&slot, &value, me.get(), alive);
                 assert_consistent(&slot, v);
                 assert_eq!(seqlock::try_read(&slot, &mut buf), Some(v), "a read right after a write");
                 assert_eq!(buf, value, "a read returns what was written");
             }
             5 => {
                 let mut part = vec![0u64; len];
-                let v = seqlock::update(&slot, first, &mut part, me.get(), &alive, |p| {
+                let v = seqlock::update(&slot, first, &mut part, me.get(), alive, |p| {
                     for x in p.iter_mut() {
                         *x = x.wrapping_add(1);
                     }
@@ -122,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_consistent(&slot, v);
             }
             6 => {
-                if seqlock::repair_abandoned(&slot, || me.get(), &alive) {
+                if seqlock::repair_abandoned(&slot, || me.get(), alive) {
                     assert_eq!(w.done.load(r), slot.seq().load(r), "repaired");
                 }
             }
@@ -130,7 +130,7 @@ fuzz_target!(|data: &[u8]| {
                 // A writer of ours killed mid-write: its id is dead from now on.
                 let crash = if input.byte() % 2 == 0 { CrashPoint::InCopy0(first) } else { CrashPoint::InCopy1(first) };
                 let value = vec![op; words];
-                if seqlock::write_until(&slot, &value, me.get(), &alive, Some(crash)).is_none() {
+                if seqlock::write_until(&slot, &value, me.get(), alive, Some(crash)).is_none() {
                     let mut dead = crashed.take();
                     dead.push(me.get());
                     crashed.set(dead);
