@@ -32,6 +32,7 @@ fn save(target: &str, name: &str, bytes: &[u8]) {
 
 /// A slot of `words` words in the slot target's format: its shared words, then `ops`.
 fn slot_input(slot: &SegmentSlot, words: usize, ops: &[u8]) -> Vec<u8> {
+    // ORDERING: Relaxed: one thread, after its own writes.
     let r = Ordering::Relaxed;
     let w = &slot.control().writer.value;
     let mut out = vec![(words - 1) as u8, 1];

@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let forged_lives = u32::from(input.byte() % 4);
     let segment = Segment::heap(SegmentKind::Slot, Params { p0: (words * 8) as u64, p1: 0 }).expect("a valid slot");
     let slot = SegmentSlot::new(segment);
+    // ORDERING: Relaxed: one thread; the image is in place before any operation.
     let r = Ordering::Relaxed;
     // The shared image, as a peer left it.
     slot.seq().store(input.word(), r);
@@ -143,6 +144,7 @@ fuzz_target!(|data: &[u8]| {
 /// After a completed write of version `v`: lock free, no write under way, even sequence.
 fn assert_consistent(slot: &SegmentSlot, v: u64) {
     let w = &slot.control().writer.value;
+    // ORDERING: Relaxed: one thread (the write above is this thread's).
     let seq = slot.seq().load(Ordering::Relaxed);
     assert_eq!(w.owner.load(Ordering::Relaxed), 0, "lock released");
     assert_eq!(w.done.load(Ordering::Relaxed), seq, "write complete");

@@ -61,6 +61,7 @@ struct Alive<'a>(&'a Role);
 
 impl Copies for Alive<'_> {
     fn alive(&self, _index: usize, _key: u64) -> bool {
+        // ORDERING: SeqCst, partner of the dying sender's store.
         self.0.dead.load(Ordering::SeqCst) == 0
     }
     fn claim(&mut self, _index: usize) -> bool {
@@ -109,6 +110,8 @@ fn sender(mut p: Producer<LoomStore>, lease: Lease, role: &Role, stop: Stop) {
             }
             Stop::Die(n) if n == k => {
                 // Killed inside its operation: ACTIVE stays, the process is gone.
+                // ORDERING: SeqCst flag, then the SeqCst RMW unlock the kernel does at
+                // death (partners: `Alive::alive`, the receiver's lock query).
                 role.dead.store(1, Ordering::SeqCst);
                 role.lock.swap(0, Ordering::SeqCst);
                 return;
@@ -138,6 +141,7 @@ enum Fail {
 
 /// `check_ring_peer` of the sender: `Err` if it closed or died.
 fn peer(role: &Role) -> Result<(), Fail> {
+    // ORDERING: SeqCst RMW query of the model lock, partner of the unlock at death.
     let observed = liveness::observe(&role.entry, || Ok::<bool, ()>(role.lock.fetch_add(0, Ordering::SeqCst) != 0)).unwrap();
     match liveness::classify(&role.entry, observed, |i, k| Alive(role).alive(i, k)) {
         PeerState::Vacant | PeerState::Alive(_) => Ok(()),

@@ -40,6 +40,8 @@ enum Verdict {
 
 /// `check_peer` of the sender role, then the drain of `wait_for_record`'s check.
 fn check(c: &mut Consumer<LoomStore>, s: &Sender) -> Result<Option<Record>, Verdict> {
+    // ORDERING: SeqCst RMW query of the model lock (the kernel's spinlock; partner of
+    // the sender's unlock).
     let observed = liveness::observe(&s.entry, || Ok::<bool, ()>(s.lock.fetch_add(0, Ordering::SeqCst) != 0)).unwrap();
     let verdict = match liveness::classify(&s.entry, observed, |_, _| true) {
         PeerState::Vacant | PeerState::Alive(_) => return Ok(None),
@@ -91,9 +93,11 @@ fn close_wakes_a_waiting_receiver_after_its_last_record() {
                 producer.commit(claim, 8, 1);
                 // Segment::close_role, the owner's path.
                 liveness::set_state(&s.entry, CLOSING);
-                // An RMW, as every model lock call (see `role.rs`; a plain store would also
+                // ORDERING: SeqCst RMW unlock, partner of the receiver's query. An RMW,
+                // as every model lock call (see `role.rs`; a plain store would also
                 // meet loom's tokio-rs/loom#254 against the receiver's RMW query).
                 s.lock.swap(0, Ordering::SeqCst);
+                // ORDERING: SeqCst RMW query (held_after_grace), as above.
                 if s.lock.fetch_add(0, Ordering::SeqCst) != 0 {
                     liveness::swap_state(&s.entry, CLOSING, ATTACHED);
                 } else {

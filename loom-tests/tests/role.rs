@@ -66,16 +66,20 @@ const REF: u32 = 1 << 8;
 impl World {
     /// `F_OFD_SETLK`: take the lock for description `me` (`refs` references to it).
     fn try_lock(&self, me: u32, refs: u32) -> bool {
+        // ORDERING: SeqCst RMW, as every model lock call: the kernel's spinlock orders
+        // lock, unlock and query (partners: `drop_ref`, `lock_held`).
         self.lock.compare_exchange(0, me | (refs * REF), Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     /// One reference to description `me` closes (its process closed the descriptor or
     /// died): the lock goes with the last one.
     fn drop_ref(&self, me: u32) {
+        // ORDERING: a first guess; the CAS below is the unlock (partner of `try_lock`).
         let mut cur = self.lock.load(Ordering::SeqCst);
         loop {
             assert_eq!(cur & (REF - 1), me, "description {me} dropped a lock it does not hold");
             let next = if cur / REF <= 1 { 0 } else { cur - REF };
+            // ORDERING: SeqCst RMW (see `try_lock`).
             match self.lock.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => return,
                 Err(now) => cur = now,
@@ -87,10 +91,12 @@ impl World {
     /// the kernel answers under the spinlock that lock and unlock take, so the answer
     /// is never older than the last of them.)
     fn lock_held(&self) -> bool {
+        // ORDERING: SeqCst RMW (see `try_lock`).
         self.lock.fetch_add(0, Ordering::SeqCst) != 0
     }
 
     fn holds(&self, me: u32) -> bool {
+        // ORDERING: SeqCst RMW (see `try_lock`).
         self.lock.fetch_add(0, Ordering::SeqCst) & (REF - 1) == me
     }
 
@@ -120,6 +126,8 @@ enum Stop {
 /// Holder A: claim, then close; dies after `stop` (if it got the lock at all).
 fn holder_a(w: &World, stop: Stop) {
     let die = |w: &World| {
+        // ORDERING: SeqCst oracle flag, before the kernel drops the lock (partner: the
+        // survivor's and B's loads of the flags).
         w.dead.fetch_or(A, Ordering::SeqCst);
         if w.holds(A) {
             w.drop_ref(A);
@@ -133,11 +141,13 @@ fn holder_a(w: &World, stop: Stop) {
         return die(w);
     }
     liveness::mark_attached(&w.entry);
+    // ORDERING: SeqCst oracle flag, after the claim (partner: the survivor's loads).
     w.attached.fetch_or(A, Ordering::SeqCst);
     if stop == Stop::Attached {
         return die(w);
     }
     // Segment::close_role, the owner's path.
+    // ORDERING: SeqCst oracle flag, before CLOSING (partner: the survivor's loads).
     w.closing.fetch_or(A, Ordering::SeqCst);
     liveness::set_state(&w.entry, CLOSING);
     if stop == Stop::Closing {
@@ -162,15 +172,18 @@ fn claimer_b(w: &World) -> bool {
     }
     // Never while A lives and holds the role: A let go of the lock (its close began,
     // or it died).
+    // ORDERING: SeqCst oracle loads, partners of A's flag RMWs.
     let (closing, dead) = (w.closing.load(Ordering::SeqCst), w.dead.load(Ordering::SeqCst));
     assert!(closing & A != 0 || dead & A != 0 || w.attached.load(Ordering::SeqCst) & A == 0, "B took a live holder's role");
     liveness::mark_attached(&w.entry);
+    // ORDERING: SeqCst oracle flag, after the claim (partner: the survivor's loads).
     w.attached.fetch_or(B, Ordering::SeqCst);
     true
 }
 
 /// The survivor's classification, checked against what the holders did around it.
 fn survivor(w: &World) {
+    // ORDERING: SeqCst oracle loads around the look, partners of the holders' RMWs.
     let before = w.attached.load(Ordering::SeqCst);
     let seen = w.peer_state();
     let (closing, dead) = (w.closing.load(Ordering::SeqCst), w.dead.load(Ordering::SeqCst));
