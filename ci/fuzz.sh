@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # cargo-fuzz over every decoder of memory another process writes (fuzz/fuzz_targets):
 # the message-format parsers (frame), the ring's record decoder and position checks
-# (ring), segment header validation (header). Each target first replays its committed
-# seeds (fuzz/seeds/<target>: real records and headers, and every crash found so far),
-# then fuzzes for FUZZ_SECONDS (default 30). With a nightly toolchain it runs under
+# (ring), segment header validation (header), a broadcast's shared words (broadcast),
+# a slot's sequence, owner and copies (slot), a mailbox's role table, control block and
+# lanes (mailbox), and RPC's call envelopes against the server's at-most-once table
+# (rpc). Each target first replays its committed seeds (fuzz/seeds/<target>: real
+# records, headers and segments, and every crash found so far; `cargo run --example
+# seeds` in fuzz/ writes those of slot, mailbox and rpc), then fuzzes for FUZZ_SECONDS
+# (default 20: seven targets and the build stay within 5 minutes on 2 cores). The
+# mailbox and rpc targets use real segments in /dev/shm (fuzz-mailbox-<pid>, unlinked
+# at once; fuzz-rpc-<pid>*, removed at exit). With a nightly toolchain it runs under
 # AddressSanitizer; with stable only (a fresh CI machine) coverage-guided without a
 # sanitizer (`-s none`), overflow checks and assertions still on.
 # Usage: ci/fuzz.sh [target...]     Longer: FUZZ_SECONDS=600 ci/fuzz.sh ring
@@ -19,8 +25,8 @@ if [ "${FUZZ_TOOLCHAIN:-}" != stable ] && rustup toolchain list 2>/dev/null | gr
 else
   run=(cargo fuzz run -s none); build=(cargo fuzz build -s none)
 fi
-seconds=${FUZZ_SECONDS:-30}
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(frame ring header broadcast)
+seconds=${FUZZ_SECONDS:-20}
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(frame ring header broadcast slot mailbox rpc)
 cd fuzz
 "${build[@]}"
 for t in "${targets[@]}"; do

@@ -249,8 +249,13 @@ pub fn process_alive(pid: u32, start: u64) -> bool {
 
 /// Mark a role attached (its claimer holds the role lock).
 pub fn mark_attached(entry: &RoleEntry) {
-    // ORDERING: Release, partner of `classify`'s Acquire.
-    entry.state.store(ATTACHED, Ordering::Release);
+    // ORDERING: Release, partner of `state`'s Acquire. A swap, not a store: a claim
+    // races with the previous holder's closing → closed CAS (`swap_state`), which must
+    // either come first or fail. A store is as good by the memory model, but loom
+    // (tokio-rs/loom#254) lets a plain store land between a concurrent RMW's read and
+    // its write, and the role model (`loom-tests/tests/role.rs`) checks exactly this
+    // race; a claim is rare, so the RMW costs nothing that matters.
+    entry.state.swap(ATTACHED, Ordering::Release);
 }
 
 /// The role's state word ([`VACANT`], [`ATTACHED`], [`CLOSED`], [`CLOSING`]).
@@ -272,15 +277,49 @@ pub fn swap_state(entry: &RoleEntry, from: u32, to: u32) {
     let _ = entry.state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Relaxed);
 }
 
-/// Classify a peer role from its entry and whether another description holds its lock.
+/// A peer role's state word and whether another description holds its lock
+/// (`lock_held`: the kernel's answer), read so that they describe one moment.
+///
+/// The lock is queried first and the state read after it: a holder marks the role
+/// closing before it lets go of the lock, so a free lock and then a closing or closed
+/// state is a close, never a live holder. The one mixed reading is a free lock and then
+/// *attached*: the holder died, or a new holder claimed the role between the two reads
+/// (the first claim, or one after a clean close: it takes the lock, then marks the role
+/// attached), which must not read as a dead peer. So that reading stands only if it
+/// holds throughout a second look and the lock is still free after it (lock, state,
+/// lock, state, lock); any change ends the look with the later pair, read in the safe
+/// order. A false "dead" would need another process to claim the role *and* let go of
+/// it again within the look. Modelled by `loom-tests/tests/role.rs`.
+///
+/// # Errors
+/// The first error of `lock_held`.
+pub fn observe<E>(entry: &RoleEntry, mut lock_held: impl FnMut() -> Result<bool, E>) -> Result<(u32, bool), E> {
+    let held = lock_held()?;
+    let first = state(entry);
+    if held || first != ATTACHED {
+        return Ok((first, held));
+    }
+    let held = lock_held()?;
+    let second = state(entry);
+    if held || second != ATTACHED {
+        return Ok((second, held));
+    }
+    if lock_held()? {
+        return Ok((state(entry), true));
+    }
+    // Attached with the lock free throughout: its holder died.
+    Ok((ATTACHED, false))
+}
+
+/// Classify a peer role from its state word and whether another description holds its
+/// lock, as [`observe`] read them.
 ///
 /// A role lives while a copy of it can still be used: its lock is held, and some copy
 /// that used it ([`crate::lease`]) is in a live process (or none has used it yet: a
 /// handle that was passed on and not used). Like a `multiprocessing` connection, the
 /// death of one copy's process does not end a role that another live copy holds; the
 /// pid reported is the lease holder's (the copy that used it last).
-pub fn classify(entry: &RoleEntry, lock_held: bool, alive: impl Fn(usize, u64) -> bool) -> PeerState {
-    let state = state(entry);
+pub fn classify(entry: &RoleEntry, (state, lock_held): (u32, bool), alive: impl Fn(usize, u64) -> bool) -> PeerState {
     let holder = crate::lease::holder(entry);
     let pid = holder.map_or(0, |(_, k)| key_pid(k));
     match state {
@@ -348,5 +387,46 @@ pub fn writer_alive(id: u64) -> bool {
         ProcState::Running(t) => t & ((1 << WRITER_START_BITS) - 1) == start,
         ProcState::Gone => false,
         ProcState::Unknown => true,
+    }
+}
+
+#[cfg(all(test, not(shmplane_loom)))]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A role claimed between the lock query and the state read (the lock was free,
+    /// then a claimer took it and marked the role attached) reads alive, not dead: the
+    /// race the role model in `loom-tests/tests/role.rs` found.
+    #[test]
+    fn a_claim_between_lock_query_and_state_read_is_not_a_death() {
+        let entry = RoleEntry::default();
+        let queries = Cell::new(0);
+        let lock_held = || {
+            queries.set(queries.get() + 1);
+            if queries.get() == 1 {
+                // Free now; the claimer takes the lock and marks the role right after.
+                mark_attached(&entry);
+                return Ok::<bool, ()>(false);
+            }
+            Ok(true)
+        };
+        let observed = observe(&entry, lock_held).unwrap();
+        assert_eq!(observed, (ATTACHED, true));
+        assert_eq!(classify(&entry, observed, |_, _| true), PeerState::Alive(0));
+    }
+
+    /// Attached with the lock free throughout: dead. Closing with the lock free:
+    /// closed (the owner died while closing, or let go of the lock to close).
+    #[test]
+    fn attached_with_a_free_lock_is_dead_and_closing_is_closed() {
+        let entry = RoleEntry::default();
+        mark_attached(&entry);
+        let observed = observe(&entry, || Ok::<bool, ()>(false)).unwrap();
+        assert_eq!(observed, (ATTACHED, false));
+        assert_eq!(classify(&entry, observed, |_, _| true), PeerState::Dead(0));
+        set_state(&entry, CLOSING);
+        let observed = observe(&entry, || Ok::<bool, ()>(false)).unwrap();
+        assert_eq!(classify(&entry, observed, |_, _| true), PeerState::Closed);
     }
 }

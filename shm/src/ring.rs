@@ -691,8 +691,12 @@ pub fn data_ready<S: RingStore>(store: &S) -> bool {
         return true;
     }
     let at = resume_ahead(store, head).unwrap_or(head);
-    // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
-    // broadcast's subscriber that was lapped has a lag to report.)
+    if at % RECORD_ALIGN as u64 != 0 {
+        // No real consumer leaves this (positions advance by whole records): a corrupt
+        // position, which the consumer reports when it looks, so look (found by
+        // `fuzz/fuzz_targets/mailbox.rs`: a producer joining a lane panicked here).
+        return true;
+    }
     // ORDERING: Acquire, partner of `publish`'s Release header store. (A lossy
     // broadcast's subscriber that was lapped has a lag to report.)
     store.header((at & (store.capacity() as u64 - 1)) as usize).load(Ordering::Acquire) != 0 || store.overrun(head)

@@ -497,11 +497,17 @@ impl Segment {
     /// # Errors
     /// [`Error::Os`] if the lock query fails.
     pub fn peer_state(&self, role: usize) -> Result<PeerState> {
-        let held = match &self.file {
-            Some(f) => f.is_locked_by_other(ROLE_LOCK_BYTE + role as u64)?,
-            None => true,
-        };
-        Ok(liveness::classify(self.role(role), held, |index, key| self.copy_alive(role, index, key)))
+        let observed = liveness::observe(self.role(role), || self.role_locked(role))?;
+        Ok(liveness::classify(self.role(role), observed, |index, key| self.copy_alive(role, index, key)))
+    }
+
+    /// True if another open file description holds role `role`'s lock (always for a
+    /// heap segment, which has no locks).
+    fn role_locked(&self, role: usize) -> Result<bool> {
+        match &self.file {
+            Some(f) => f.is_locked_by_other(ROLE_LOCK_BYTE + role as u64),
+            None => Ok(true),
+        }
     }
 
     /// Unlink segment `name` if it is a `kind` segment whose role `role` closed or
@@ -534,13 +540,10 @@ impl Segment {
     /// # Errors
     /// [`Error::Os`] if the lock query fails.
     pub fn peer_state_by_lock(&self, role: usize) -> Result<PeerState> {
-        let held = match &self.file {
-            Some(f) => f.is_locked_by_other(ROLE_LOCK_BYTE + role as u64)?,
-            None => true,
-        };
         let entry = self.role(role);
+        let (state, held) = liveness::observe(entry, || self.role_locked(role))?;
         let pid = crate::lease::holder(entry).map_or(0, |(_, k)| liveness::key_pid(k));
-        Ok(match liveness::state(entry) {
+        Ok(match state {
             liveness::VACANT => PeerState::Vacant,
             liveness::CLOSED => PeerState::Closed,
             _ if held => PeerState::Alive(pid),

@@ -356,11 +356,14 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
     let ctl = store.control();
     let s = store.seq().load(Ordering::Relaxed);
     debug_assert!(s % 2 == 0, "repaired slot has an even sequence");
+    // Sequence arithmetic wraps: the words are untrusted (a peer may have left any
+    // value; a real sequence reaches 2^64 after 2^63 writes).
+    let (s1, s2) = (s.wrapping_add(1), s.wrapping_add(2));
     // Phase 1: readers → copy 1, write copy 0.
     // ORDERING: Release, partner of the reader's Acquire load of seq: a reader that sees
     // s+1 reads copy 1, which the previous write finished (or repair restored) before
     // this store. (loom found the Relaxed version: a reader of s+1 saw copy 1 torn.)
-    store.seq().store(s + 1, Ordering::Release);
+    store.seq().store(s1, Ordering::Release);
     // ORDERING: Release fence, partner of the reader's Acquire fence: a reader that sees
     // any copy-0 word below also sees seq = s+1 in its second load.
     fence(Ordering::Release);
@@ -374,7 +377,7 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
     // ORDERING: Release fence, partner of the reader's Acquire load of seq: copy 0's
     // words are visible to a reader that sees s+2.
     fence(Ordering::Release);
-    store.seq().store(s + 2, Ordering::Relaxed);
+    store.seq().store(s2, Ordering::Relaxed);
     // ORDERING: as the first fence, for copy 1's words against seq = s+2.
     fence(Ordering::Release);
     for (i, &w) in src.iter().enumerate() {
@@ -385,11 +388,11 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
     }
     // ORDERING: Release, partner of the Acquire load in `version`: copy 1's words are
     // visible to a reader that sees this version.
-    ctl.writer.value.done.store(s + 2, Ordering::Release);
+    ctl.writer.value.done.store(s2, Ordering::Release);
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
     ctl.writer.value.owner.store(0, Ordering::Release);
     ctl.updated.value.notify(store.park());
-    Some(version_of(s + 2))
+    Some(version_of(s2))
 }
 
 /// Finish a write that a dead writer left half done in its second phase (or its
@@ -423,7 +426,8 @@ pub fn repair_abandoned<S: SlotStore>(store: &S, me: impl FnOnce() -> u64, alive
     repaired
 }
 
-/// Take the writer lock; replace a holder that `alive` says is gone. While a live
+/// Take the writer lock; replace a holder that `alive` says is gone, or that has our
+/// own id `me` (stale: a thread never asks for the lock it holds). While a live
 /// holder keeps it past a short spin, run `check` every [`SLICE`]; its error ends the
 /// wait without the lock (a holder may keep it indefinitely: a writer process stopped
 /// by SIGSTOP or a debugger is alive, so it is never replaced).
@@ -437,8 +441,11 @@ fn lock<E>(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool, check: &mut
             Ok(_) => return Ok(()),
             Err(holder) => {
                 attempt = attempt.wrapping_add(1);
-                if attempt % 64 == 0
-                    && !alive(holder)
+                // A holder with our own id is no live writer: a thread never asks for
+                // the lock while it holds it, so the word is stale (a forged one, or
+                // left by a panic in `update`'s `modify`) and waiting for "ourselves"
+                // would never end (found by `fuzz/fuzz_targets/slot.rs`).
+                if (holder == me || (attempt % 64 == 0 && !alive(holder)))
                     // ORDERING: Acquire, as above (a dead holder released nothing;
                     // the SeqCst fence below orders what it did store).
                     && owner.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
@@ -470,7 +477,7 @@ fn repair<S: SlotStore>(store: &S) {
     let ctl = store.control();
     let s = store.seq().load(Ordering::Relaxed);
     let done = ctl.writer.value.done.load(Ordering::Relaxed);
-    if done == s {
+    if done == s && s % 2 == 0 {
         return;
     }
     if s % 2 == 1 {
@@ -482,10 +489,10 @@ fn repair<S: SlotStore>(store: &S) {
         }
         // ORDERING: Release fence, as in `write` phase 2.
         fence(Ordering::Release);
-        store.seq().store(s + 1, Ordering::Relaxed);
+        store.seq().store(s.wrapping_add(1), Ordering::Relaxed);
         // ORDERING: Release, partner of the Acquire load in `version` (copy 1 was
         // not touched; the fence above already orders copy 0).
-        ctl.writer.value.done.store(s + 1, Ordering::Release);
+        ctl.writer.value.done.store(s.wrapping_add(1), Ordering::Release);
     } else {
         // Died in phase 2: copy 1 torn, readers on copy 0 (intact).
         for i in 0..store.words() {

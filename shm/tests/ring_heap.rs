@@ -290,6 +290,7 @@ for_each_backend!(
     rewind_if_empty_starts_large_records_at_offset_zero,
     spacers_let_equal_records_start_at_offset_zero_every_time,
     spacers_are_validated_and_wake_nobody,
+    data_ready_over_a_misaligned_consumer_position,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1545,4 +1546,15 @@ fn restarted_producer_after_consumer_consumed_unrecorded_commit() {
     let mut p2 = Producer::attach(store).expect("a restarted producer attaches");
     assert!(try_send(&mut p2, 2, 20));
     assert!(try_recv(&mut c, 2, 20));
+}
+
+/// Found by `fuzz/fuzz_targets/mailbox.rs`: `data_ready` (a look without a role: a
+/// producer joining a mailbox lane, `poll`) indexed the header at a consumer position
+/// that no consumer leaves (not 8-aligned) and panicked. It says "look", and the
+/// consumer that looks reports the ring corrupt.
+fn data_ready_over_a_misaligned_consumer_position<B: Backend>() {
+    let store = B::new(4096);
+    store.control().head.value.position.store(4, Ordering::Release);
+    assert!(shmplane_shm::ring::data_ready(&store));
+    assert!(matches!(Consumer::attach(store), Err(RingError::Corrupt { .. })));
 }

@@ -111,6 +111,8 @@ for_each_backend!(
     element_updates_from_three_writers_are_not_lost,
     a_writer_stopped_mid_write_is_replaced_and_repaired,
     waits_for_a_live_stopped_writer_run_their_check,
+    a_forged_owner_naming_the_writer_does_not_hang_it,
+    forged_sequences_do_not_panic_a_writer,
 );
 
 impl SlotStore for Store {
@@ -235,5 +237,44 @@ fn waits_for_a_live_stopped_writer_run_their_check<B: Backend>() {
         assert_eq!(v, Ok(version(&store)), "{crash:?}");
         read(&store, &mut all);
         assert_eq!(all, [4; WORDS]);
+    }
+}
+
+/// Found by `fuzz/fuzz_targets/slot.rs`: an owner word naming the writer itself (forged,
+/// or left by a panic in `update`'s `modify`) made the writer wait for itself forever,
+/// since its own id is alive. It takes the lock over instead. (A watchdog turns a hang
+/// into a failure.)
+fn a_forged_owner_naming_the_writer_does_not_hang_it<B: Backend>() {
+    let store = B::new();
+    store.control().writer.value.owner.store(7, shmplane_shm::sync::Ordering::Relaxed);
+    let (done, finished) = std::sync::mpsc::channel();
+    let writer = store.clone();
+    std::thread::spawn(move || {
+        write(&writer, &[5; WORDS], 7, |_| true);
+        let _ = done.send(());
+    });
+    finished.recv_timeout(std::time::Duration::from_secs(10)).expect("the writer waited for itself");
+    let mut all = [0u64; WORDS];
+    read(&store, &mut all);
+    assert_eq!(all, [5; WORDS]);
+}
+
+/// Found by `fuzz/fuzz_targets/slot.rs`: a sequence word at 2^64 - 1 overflowed the
+/// writer's sequence arithmetic, and an odd sequence marked done (no real writer leaves
+/// one) reached the writer as "nothing to repair", flipping readers onto the copy it
+/// was writing. Both are repaired first; the write then reads back whole.
+fn forged_sequences_do_not_panic_a_writer<B: Backend>() {
+    use shmplane_shm::sync::Ordering::Relaxed;
+    for (seq, done) in [(u64::MAX, 0), (u64::MAX, u64::MAX), (5, 5), (u64::MAX - 1, u64::MAX - 1)] {
+        let store = B::new();
+        store.seq().store(seq, Relaxed);
+        store.control().writer.value.done.store(done, Relaxed);
+        let v = write(&store, &[6; WORDS], 1, |_| true);
+        let s = store.seq().load(Relaxed);
+        assert_eq!((s % 2, store.control().writer.value.done.load(Relaxed)), (0, s), "seq {seq:#x} done {done:#x}");
+        assert_eq!(v, s / 2);
+        let mut all = [0u64; WORDS];
+        read(&store, &mut all);
+        assert_eq!(all, [6; WORDS], "seq {seq:#x} done {done:#x}");
     }
 }
