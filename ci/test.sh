@@ -23,7 +23,7 @@ step "ring tests without membarrier"
 SHMPLANE_NO_MEMBARRIER=1 cargo test -p shmplane-shm --test ring_heap --quiet 2>&1 | grep -vE '^$'
 step loom;             check loom
 step valgrind;         check valgrind
-step "fuzz (30 s per decoder)"; check fuzz
+step "fuzz (20 s per target)"; check fuzz
 # The Python suite runs once, against the wheel (built from the sdist) installed in a
 # fresh venv; the steps after it use .venv's editable build from ci/setup.sh.
 step "sdist, wheel, pytest against the installed wheel"
