@@ -60,6 +60,11 @@ pub const MAX_TAG: u32 = PADDING_TAG - 1;
 /// The header word of a spacer: a padding record of its header alone (see the module
 /// documentation).
 const SPACER: u64 = COMMITTED | ((PADDING_TAG as u64) << 32);
+/// Only records of at least this many payload bytes get a spacer
+/// ([`Producer::commit_spaced`]), so the consumer looks for one only after a record
+/// larger than this: a small message's release reads no header ahead of it (the line
+/// the producer writes next).
+pub const SPACED_MIN: usize = 64 * 1024;
 /// Tag of a record that continues a chunked message (the message format's
 /// `TAG_CONTINUATION`): lossy broadcasts count the records that begin messages.
 pub const CONTINUATION_TAG: u32 = 0x200;
@@ -566,8 +571,9 @@ impl<S: RingStore> Producer<S> {
     }
 
     /// [`Producer::commit`] with a spacer after the record (see the module
-    /// documentation), written before the record's header is published, if 8 more
-    /// bytes are free now (else as `commit`). For large records; not on a lossy ring.
+    /// documentation), written before the record's header is published, if the record
+    /// has at least [`SPACED_MIN`] bytes and 8 more bytes are free now (else as
+    /// `commit`). Not on a lossy ring.
     ///
     /// # Panics
     /// As [`Producer::commit`].
@@ -577,7 +583,7 @@ impl<S: RingStore> Producer<S> {
         let size = record_size(len) as u64;
         // The record, the spacer and the zero-ahead slot after it (only the consumer's
         // releases change the answer, and only to more room).
-        if self.store.lossy() || !matches!(self.has_space(size + 2 * RECORD_HEADER as u64), Ok(true)) {
+        if len < SPACED_MIN || self.store.lossy() || !matches!(self.has_space(size + 2 * RECORD_HEADER as u64), Ok(true)) {
             self.publish(size, tag, len);
             return;
         }
@@ -910,7 +916,7 @@ impl<S: RingStore> Consumer<S> {
     pub fn hold(&mut self, record: Record) -> Hold {
         assert_eq!(record.position, self.head, "hold out of order");
         let mut end = self.head + record_size(record.len) as u64;
-        if self.at_spacer(end) {
+        if record_size(record.len) > SPACED_MIN && self.at_spacer(end) {
             end += RECORD_HEADER as u64; // stepped over with the record
         }
         self.held.push_back(Span { start: self.head, end, tag: record.tag, released: false });
@@ -1251,7 +1257,7 @@ impl<S: RingStore> Consumer<S> {
     fn advance(&mut self, size: usize, tag: u32) {
         let start = self.head;
         self.head += size as u64;
-        if tag != PADDING_TAG && self.at_spacer(self.head) {
+        if tag != PADDING_TAG && size > SPACED_MIN && self.at_spacer(self.head) {
             // A spacer after the record goes with it (see the module documentation).
             self.head += RECORD_HEADER as u64;
         }

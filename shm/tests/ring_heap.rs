@@ -21,7 +21,7 @@ use shmplane_shm::layout::{ring_segment_len, EventCount, RingControl, CHANNEL_RO
 const RECORD_HEADER_BYTES: usize = shmplane_shm::layout::RECORD_HEADER;
 use shmplane_shm::region::{Region, ShmFile};
 use shmplane_shm::ring::{
-    max_payload, ByteRingStore, Consumer, Producer, RingError, RingStore, MAX_TAG, PADDING_TAG, POISON_BAD_HEAD,
+    max_payload, record_size, ByteRingStore, Consumer, Producer, RingError, RingStore, MAX_TAG, PADDING_TAG, POISON_BAD_HEAD,
     POISON_BAD_RECORD,
 };
 use shmplane_shm::segment::Segment;
@@ -826,8 +826,8 @@ fn stream_two_threads_mixed<B: Backend>() {
 /// has stepped over the rewind's padding before the record is committed, and the
 /// consumer steps over each spacer with its record, released or held.
 fn spacers_let_equal_records_start_at_offset_zero_every_time<B: Backend>() {
-    let (mut p, mut c) = ring::<B>(1 << 16);
-    let len = 20_000;
+    let (mut p, mut c) = ring::<B>(1 << 19);
+    let len = 100_000; // at least SPACED_MIN
     let mut offsets = Vec::new();
     for seq in 0..10u64 {
         p.rewind_if_empty(len).unwrap();
@@ -867,12 +867,20 @@ fn spacers_let_equal_records_start_at_offset_zero_every_time<B: Backend>() {
 /// Spacers: no spacer without room for it; a restarted producer steps over a record's
 /// spacer; a spacer may be the end's padding; two in a row are corrupt.
 fn spacers_are_validated_and_wake_nobody<B: Backend>() {
-    // A record filling all but the zero-ahead slot: no room for a spacer.
+    // A record below SPACED_MIN: no spacer.
     let (mut p, mut c) = ring::<B>(4096);
+    let claim = p.try_claim(100).unwrap().expect("room");
+    p.write(&claim, 0, &pattern(9, 100));
+    p.commit_spaced(claim, 100, tag_for(9));
+    assert_eq!(tail(p.store()), record_size(100) as u64, "no spacer");
+    assert!(try_recv(&mut c, 9, 100));
+    // A record filling all but the zero-ahead slot: no room for a spacer.
+    let cap = 1usize << 18;
+    let (mut p, mut c) = ring::<B>(cap);
     let len = p.max_payload();
     let claim = p.try_claim(len).unwrap().expect("room");
     p.commit_spaced(claim, len, tag_for(0));
-    assert_eq!(tail(p.store()) % 4096, 4088, "no spacer");
+    assert_eq!(tail(p.store()) % cap as u64, cap as u64 - 8, "no spacer");
     let r = c.try_peek().unwrap().expect("the record");
     c.release(r);
     // A spacer as the last 8 bytes of the data area: then the record at 0.
@@ -881,14 +889,14 @@ fn spacers_are_validated_and_wake_nobody<B: Backend>() {
     p.write(&claim, 0, &pattern(1, 8));
     p.commit(claim, 8, tag_for(1));
     assert!(try_recv(&mut c, 1, 8));
-    let (mut p, mut c) = ring::<B>(4096);
+    let (mut p, mut c) = ring::<B>(cap);
     assert!(try_send(&mut p, 9, 8)); // 0..16
     assert!(try_recv(&mut c, 9, 8));
-    let len = 4096 - 16 - 8 - 8; // record 16..4088, its spacer to 4096
+    let len = cap - 16 - 8 - 8; // record 16..cap - 8, its spacer to the end
     let claim = p.try_claim(len).unwrap().expect("room");
     p.write(&claim, 0, &pattern(0, len));
     p.commit_spaced(claim, len, tag_for(0));
-    assert_eq!(tail(p.store()) % 4096, 0, "spacer at the end");
+    assert_eq!(tail(p.store()) % cap as u64, 0, "spacer at the end");
     assert!(try_recv(&mut c, 0, len));
     assert!(try_send(&mut p, 1, 10));
     assert!(try_recv(&mut c, 1, 10));
@@ -897,12 +905,14 @@ fn spacers_are_validated_and_wake_nobody<B: Backend>() {
     // its successor steps over the record and the spacer.
     let store = c.store().clone();
     let before = tail(&store);
-    let claim = p.try_claim(100).unwrap().expect("room");
-    p.write(&claim, 0, &pattern(2, 100));
-    p.commit_spaced(claim, 100, tag_for(2));
+    let big = 70_000;
+    let claim = p.try_claim(big).unwrap().expect("room");
+    p.write(&claim, 0, &pattern(2, big));
+    p.commit_spaced(claim, big, tag_for(2));
+    assert_eq!(tail(p.store()), before + record_size(big) as u64 + 8, "spaced");
     store.control().tail.value.store(before, Ordering::Release);
     drop(p);
-    assert!(try_recv(&mut c, 2, 100)); // the consumer is past the spacer already
+    assert!(try_recv(&mut c, 2, big)); // the consumer is past the spacer already
     let mut p = Producer::attach(store.clone()).unwrap();
     assert!(try_send(&mut p, 3, 10));
     assert!(try_recv(&mut c, 3, 10));

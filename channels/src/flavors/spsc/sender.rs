@@ -166,6 +166,9 @@ impl Inner {
 /// `Producer::rewind_if_empty`): below this the padding record costs more than the
 /// cold memory it avoids.
 const REWIND_MIN: usize = 64 * 1024;
+// Records started at offset 0 must be the ones that get a spacer, so that the next one
+// of their size can start there too.
+const _: () = assert!(REWIND_MIN == shmplane_shm::ring::SPACED_MIN);
 
 /// A send while a detached loan is open.
 #[cold]
