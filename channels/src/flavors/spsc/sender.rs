@@ -259,7 +259,12 @@ impl Op<'_> {
                 if p.store().is_publisher() {
                     p.store().prune_subscribers(false);
                 }
-                if p.wake_due() { p.try_claim(len).map_err(|e| ring_error(e, p.store().segment())) } else { Ok(None) }
+                if p.wake_due() {
+                    return p.try_claim(len).map_err(|e| ring_error(e, p.store().segment()));
+                }
+                // Leave the consumer's position line alone for a while (`wait::pace`).
+                shmplane_shm::wait::pace();
+                Ok(None)
             },
             |p| role_state(p.store(), CONSUMER) == CLOSED,
             |p| check_ring_peer(p.store(), CONSUMER),
