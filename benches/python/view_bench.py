@@ -22,8 +22,12 @@ For each array size (1, 8, 64 MB of float64) a sender process and this receiver:
   copies once).
 
 Each message is acknowledged before the next (no queueing). Reports p50/p99/p99.9 in
-µs and ratios to ``np.copyto`` (same size, same run). Usage:
-``python benches/python/view_bench.py [--sizes 1,8,64] [--rounds N] [--hogs N]``.
+µs and ratios to ``np.copyto`` (same size, same run). ``--repeat K`` (default 3) runs
+every row K times, interleaved (copyto, view, ..., copyto, view, ...), and pools the
+samples, so that a machine whose speed drifts during the run (a shared VM) moves the
+floor and the rows alike; the last column gives the range of the K per-repeat p50
+ratios. Usage: ``python benches/python/view_bench.py [--sizes 1,8,64] [--rounds N]
+[--repeat K] [--hogs N]``.
 """
 
 from __future__ import annotations
@@ -222,41 +226,59 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,8,64", help="MB, comma-separated")
     ap.add_argument("--rounds", type=int, default=0, help="messages per row (default by size)")
     ap.add_argument("--hogs", type=int, default=0, help="CPU-hog processes running meanwhile")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats of every row, pooled")
     args = ap.parse_args()
     hogs = [mp.get_context("fork").Process(target=hog, daemon=True) for _ in range(args.hogs)]
     for h in hogs:
         h.start()
-    print(f"# view_bench: {os.cpu_count()} CPUs, {args.hogs} hogs; times in µs (p50 / p99 / p99.9)")
+    print(
+        f"# view_bench: {os.cpu_count()} CPUs, {args.hogs} hogs, {args.repeat} interleaved repeats;"
+        " times in µs (p50 / p99 / p99.9), ratio of pooled p50s, range of per-repeat ratios"
+    )
     try:
         for mb in [int(s) for s in args.sizes.split(",")]:
             n = mb * 1_000_000 // 8
             rounds = args.rounds or max(20, 400 // mb)
-            floor = pct(run_copyto(n, rounds))
-            view_only, view_e2e = run_channel(n, rounds, copy=False)
-            copy_only, copy_e2e = run_channel(n, rounds, copy=True)
-            _, loan_e2e = run_channel(n, rounds, copy=False, loan=True)
-            mb_only, mb_e2e = run_channel(n, rounds, copy=False, mailbox=True)
-            shm = run_shm(n, rounds)
-            iox = run_iox(n, rounds)
-            rows = [
-                ("np.copyto (floor)", floor),
-                ("shmplane view: recv(copy=False) alone", pct(view_only)),
-                ("shmplane send+view", pct(view_e2e)),
-                ("shmplane send+recv (copy)", pct(copy_e2e)),
-                ("shmplane loan+copyto+commit+view", pct(loan_e2e)),
-                ("shmplane recv (copy) alone", pct(copy_only)),
-                ("shmplane mailbox view alone", pct(mb_only)),
-                ("shmplane mailbox send+view", pct(mb_e2e)),
-                ("shared_memory copyto+Pipe+view", pct(shm)),
+            runs: list[dict[str, list[float]]] = []
+            for _ in range(max(1, args.repeat)):
+                rows: dict[str, list[float]] = {"np.copyto (floor)": run_copyto(n, rounds)}
+                view_only, rows["shmplane send+view"] = run_channel(n, rounds, copy=False)
+                rows["shmplane view: recv(copy=False) alone"] = view_only
+                copy_only, rows["shmplane send+recv (copy)"] = run_channel(n, rounds, copy=True)
+                rows["shmplane recv (copy) alone"] = copy_only
+                _, rows["shmplane loan+copyto+commit+view"] = run_channel(n, rounds, copy=False, loan=True)
+                mb_only, rows["shmplane mailbox send+view"] = run_channel(n, rounds, copy=False, mailbox=True)
+                rows["shmplane mailbox view alone"] = mb_only
+                rows["shared_memory copyto+Pipe+view"] = run_shm(n, rounds)
+                iox = run_iox(n, rounds)
+                if iox is not None:
+                    rows["iceoryx2 view: receive+frombuffer alone"] = iox[0]
+                    rows["iceoryx2 loan+copyto+send+view"] = iox[1]
+                runs.append(rows)
+            order = [
+                "np.copyto (floor)",
+                "shmplane view: recv(copy=False) alone",
+                "shmplane send+view",
+                "shmplane send+recv (copy)",
+                "shmplane loan+copyto+commit+view",
+                "shmplane recv (copy) alone",
+                "shmplane mailbox view alone",
+                "shmplane mailbox send+view",
+                "shared_memory copyto+Pipe+view",
+                "iceoryx2 view: receive+frombuffer alone",
+                "iceoryx2 loan+copyto+send+view",
             ]
-            if iox is not None:
-                rows += [
-                    ("iceoryx2 view: receive+frombuffer alone", pct(iox[0])),
-                    ("iceoryx2 loan+copyto+send+view", pct(iox[1])),
-                ]
-            print(f"\n{mb} MB ({rounds} messages)")
-            for label, (p50, p99, p999) in rows:
-                print(f"  {label:40s} {p50:10.1f} {p99:10.1f} {p999:10.1f}   {p50 / floor[0]:6.2f}x copyto")
+            floor = pct([x for r in runs for x in r["np.copyto (floor)"]])
+            print(f"\n{mb} MB ({rounds} messages x {len(runs)} repeats)")
+            for label in order:
+                if label not in runs[0]:
+                    continue
+                p50, p99, p999 = pct([x for r in runs for x in r[label]])
+                ratios = [pct(r[label])[0] / pct(r["np.copyto (floor)"])[0] for r in runs]
+                print(
+                    f"  {label:40s} {p50:10.1f} {p99:10.1f} {p999:10.1f}   {p50 / floor[0]:6.2f}x copyto"
+                    f"  [{min(ratios):.2f}-{max(ratios):.2f}]"
+                )
     finally:
         for h in hogs:
             h.kill()
