@@ -11,40 +11,15 @@
 //! In one process (the bytes are written through the segment file, as another process
 //! would), so this also runs under valgrind (`ci/valgrind.sh`).
 
+mod common;
+
+use common::{path_of, Name};
 use shmplane::{channel_named, Error, Receiver};
 use shmplane_shm::layout::RING_DATA_OFFSET;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(20);
-
-/// A segment name unique to this process and test; the file is removed on drop.
-struct Name(String);
-
-impl Name {
-    fn new(test: &str) -> Name {
-        let name = format!("t-{}-corrupt-{test}", std::process::id());
-        let _ = std::fs::remove_file(path_of(&name));
-        Name(name)
-    }
-}
-
-impl std::ops::Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(path_of(&self.0));
-    }
-}
-
-fn path_of(name: &str) -> String {
-    format!("/dev/shm/shmplane.{name}")
-}
 
 /// The 8-byte word at byte `pos` of the ring's data area.
 fn peek_word(name: &str, pos: usize) -> u64 {
@@ -79,7 +54,7 @@ fn corrupt_what(r: Result<Vec<u8>, Error>) -> String {
 
 #[test]
 fn record_header_with_an_impossible_length_poisons_the_ring() {
-    let name = Name::new("header");
+    let name = Name::new("corrupt-header");
     let (mut tx, mut rx) = channel_named(&name, 4096).unwrap();
     tx.send(b"hello").unwrap();
     assert_eq!(peek_word(&name, 0), header(shmplane::frame::TAG_BYTES, 5), "the record is where the test looks");
@@ -114,7 +89,7 @@ fn chunked_then_next(name: &Name) -> (shmplane::Sender, Receiver, Vec<u8>) {
 
 #[test]
 fn chunked_first_record_claiming_less_than_it_holds_is_corrupt() {
-    let name = Name::new("total");
+    let name = Name::new("corrupt-total");
     let (_tx, mut rx, big) = chunked_then_next(&name);
     assert_eq!(peek_word(&name, 8), big.len() as u64, "the chunk header holds the total");
     poke_word(&name, 8, 1);
@@ -126,7 +101,7 @@ fn chunked_first_record_claiming_less_than_it_holds_is_corrupt() {
 
 #[test]
 fn continuation_at_the_wrong_offset_is_corrupt() {
-    let name = Name::new("offset");
+    let name = Name::new("corrupt-offset");
     let (_tx, mut rx, _big) = chunked_then_next(&name);
     let second = next_record(&name, 0);
     let received = (peek_word(&name, 0) & 0xFFFF_FFFF) as usize - 8;

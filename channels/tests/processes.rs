@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{await_futex_sleep, gettid, read_word};
+use common::{await_futex_sleep, gettid, read_word, Name};
 use shmplane::{channel_named, Error, Receiver, Sender, WaitPolicy};
 use shmplane_shm::layout::{RingControl, RING_CONTROL_OFFSET};
 use std::io::{BufRead, BufReader};
@@ -101,41 +101,6 @@ fn stream_len(seq: u64) -> usize {
 
 /// The messages of the 10 000-message streams.
 const STREAM_N: u64 = 10_000;
-
-/// A segment name unique to this process and test; its file is removed on drop if a
-/// test left it behind (tests that check for leaks do so explicitly before).
-struct Name(String);
-
-impl Name {
-    fn new(test: &str) -> Name {
-        let name = format!("t-{}-{test}", std::process::id());
-        let _ = std::fs::remove_file(path_of(&name));
-        Name(name)
-    }
-    fn path(&self) -> String {
-        path_of(&self.0)
-    }
-    fn exists(&self) -> bool {
-        std::path::Path::new(&self.path()).exists()
-    }
-}
-
-impl std::ops::Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.path());
-    }
-}
-
-fn path_of(name: &str) -> String {
-    format!("/dev/shm/shmplane.{name}")
-}
 
 /// Byte offset in a channel segment of the futex word a receiver sleeps on.
 const DATA_READY_EPOCH: usize = RING_CONTROL_OFFSET + std::mem::offset_of!(RingControl, data_ready.value.epoch);

@@ -8,50 +8,22 @@
 
 mod common;
 
-use common::{await_futex_sleep, gettid};
+use common::{await_futex_sleep, gettid, Name};
 use shmplane::{channel_named, ByteSlot, Error, Mailbox, Publisher, Receiver, Sender};
 use shmplane_shm::layout::{RingControl, RING_CONTROL_OFFSET};
 use std::time::Duration;
 
 const T: Duration = Duration::from_millis(300);
 
-struct Name(String);
-
-impl Name {
-    fn new(test: &str) -> Name {
-        let name = format!("t-{}-trunc-{test}", std::process::id());
-        let _ = std::fs::remove_file(Name::path_of(&name));
-        Name(name)
-    }
-    fn path_of(name: &str) -> String {
-        format!("/dev/shm/shmplane.{name}")
-    }
-    fn truncate(&self, len: Cut) {
-        let f = std::fs::OpenOptions::new().write(true).open(Name::path_of(&self.0)).unwrap();
-        let size = f.metadata().unwrap().len();
-        f.set_len(match len {
-            Cut::Zero => 0,
-            Cut::Half => size / 2,
-        })
-        .unwrap();
-    }
-}
-
-impl std::ops::Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Drop for Name {
-    fn drop(&mut self) {
-        // The segment and its doorbells (a cut below the role table leaves its close
-        // unable to tell that it was the last: gc's work).
-        for suffix in ["", "@rx", "@tx"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", Name::path_of(&self.0)));
-        }
-    }
+/// Truncate `name`'s segment file as another process would.
+fn truncate(name: &Name, len: Cut) {
+    let f = std::fs::OpenOptions::new().write(true).open(name.path()).unwrap();
+    let size = f.metadata().unwrap().len();
+    f.set_len(match len {
+        Cut::Zero => 0,
+        Cut::Half => size / 2,
+    })
+    .unwrap();
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -98,10 +70,10 @@ fn corrupt_or_empty<T: std::fmt::Debug>(r: shmplane::Result<T>, what: &str, cut:
 fn channel_sender_operations() {
     for cut in CUTS {
         for (i, len) in [16usize, 4000, 300_000].into_iter().enumerate() {
-            let name = Name::new(&format!("tx-{i}"));
+            let name = Name::new(&format!("trunc-tx-{i}"));
             let (mut tx, rx) = channel_named(&name, 1 << 16).unwrap();
             tx.send(b"before").unwrap();
-            name.truncate(cut);
+            truncate(&name, cut);
             let msg = vec![7u8; len];
             eventually_corrupt(|| tx.send_timeout(&msg, T), 10_000, &format!("send of {len} bytes"), cut);
             corrupt(tx.try_send(&[1; 16]), "try_send after", cut);
@@ -109,10 +81,10 @@ fn channel_sender_operations() {
             drop(tx);
         }
     }
-    let name = Name::new("loan");
+    let name = Name::new("trunc-loan");
     let (mut tx, _rx) = channel_named(&name, 1 << 16).unwrap();
     let mut loan = tx.loan(40_000, Some(T)).unwrap();
-    name.truncate(Cut::Zero);
+    truncate(&name, Cut::Zero);
     loan.as_mut_slice().fill(3);
     corrupt(loan.commit_len(40_000), "loan commit", Cut::Zero);
 }
@@ -121,12 +93,12 @@ fn channel_sender_operations() {
 fn channel_receiver_operations() {
     for cut in CUTS {
         for (i, len) in [16usize, 4000, 300_000].into_iter().enumerate() {
-            let name = Name::new(&format!("rx-{i}"));
+            let name = Name::new(&format!("trunc-rx-{i}"));
             let (mut tx, mut rx) = channel_named(&name, 1 << 16).unwrap();
             if len < 1 << 16 {
                 tx.send(&vec![5u8; len]).unwrap();
             }
-            name.truncate(cut);
+            truncate(&name, cut);
             // Cut to half, a message in surviving pages is still the sender's.
             eventually_corrupt(|| rx.recv_timeout(T).inspect(|m| assert!(m.iter().all(|&b| b == 5))), 2, &format!("recv of {len} bytes"), cut);
             corrupt_or_empty(rx.try_recv(), "try_recv", cut);
@@ -134,9 +106,9 @@ fn channel_receiver_operations() {
             corrupt(rx.check_sender().and_then(|()| rx.recv_timeout(T)), "check_sender", cut);
         }
         // Opening a truncated segment: refused at validation.
-        let name = Name::new("open");
+        let name = Name::new("trunc-open");
         let tx = Sender::create(&name, 1 << 16).unwrap();
-        name.truncate(cut);
+        truncate(&name, cut);
         assert!(matches!(Receiver::open(&name), Err(Error::Corrupt { .. })));
         drop(tx);
     }
@@ -145,7 +117,7 @@ fn channel_receiver_operations() {
 #[test]
 fn a_receiver_blocked_when_the_file_is_truncated_wakes_with_corrupt() {
     for cut in CUTS {
-        let name = Name::new("blocked");
+        let name = Name::new("trunc-blocked");
         let (tx, mut rx) = channel_named(&name, 1 << 16).unwrap();
         let (tid_tx, tid) = std::sync::mpsc::channel();
         let waiter = std::thread::spawn(move || {
@@ -154,8 +126,8 @@ fn a_receiver_blocked_when_the_file_is_truncated_wakes_with_corrupt() {
         });
         // Blocked: asleep in futex(2) on the ring's data event.
         let data_ready = RING_CONTROL_OFFSET + std::mem::offset_of!(RingControl, data_ready.value.epoch);
-        await_futex_sleep(tid.recv().unwrap(), &Name::path_of(&name), data_ready);
-        name.truncate(cut);
+        await_futex_sleep(tid.recv().unwrap(), &name.path(), data_ready);
+        truncate(&name, cut);
         corrupt(waiter.join().unwrap(), "blocked recv", cut);
         drop(tx);
     }
@@ -164,9 +136,9 @@ fn a_receiver_blocked_when_the_file_is_truncated_wakes_with_corrupt() {
 #[test]
 fn slot_operations() {
     for cut in CUTS {
-        let name = Name::new("slot");
+        let name = Name::new("trunc-slot");
         let slot = ByteSlot::create(&name, &[1u8; 5000], 9).unwrap();
-        name.truncate(cut);
+        truncate(&name, cut);
         // Cut to half, the value (bytes 4096..) lies past the cut.
         corrupt(slot.read_number(4096 + 8, 8), "read_number", cut);
         corrupt(slot.read_into(&mut [0u8; 5000]), "read_into", cut);
@@ -183,12 +155,12 @@ fn slot_operations() {
 #[test]
 fn mailbox_operations() {
     for cut in CUTS {
-        let name = Name::new("mailbox");
+        let name = Name::new("trunc-mailbox");
         let mut mb = Mailbox::create(&name, 1 << 16, 4).unwrap();
         let mut tx = mb.sender().unwrap();
         tx.send(b"queued").unwrap();
         let mut tx2 = mb.sender().unwrap();
-        name.truncate(cut);
+        truncate(&name, cut);
         eventually_corrupt(|| tx2.send_timeout(&[9u8; 3000], T), 100, "mailbox send", cut);
         eventually_corrupt(|| mb.recv_timeout(T), 100, "mailbox recv", cut);
         corrupt_or_empty(mb.try_recv(), "mailbox try_recv", cut);
@@ -202,11 +174,11 @@ fn mailbox_operations() {
 #[test]
 fn broadcast_operations() {
     for cut in CUTS {
-        let name = Name::new("bcast");
+        let name = Name::new("trunc-bcast");
         let mut publisher = Publisher::create(&name, 1 << 16, false).unwrap();
         let mut sub = publisher.subscribe().unwrap();
         publisher.send(b"queued").unwrap();
-        name.truncate(cut);
+        truncate(&name, cut);
         eventually_corrupt(|| publisher.send_timeout(&[4u8; 3000], T), 100, "publish", cut);
         eventually_corrupt(|| sub.recv_timeout(T), 100, "subscriber recv", cut);
         drop(sub);
@@ -217,9 +189,9 @@ fn broadcast_operations() {
 #[test]
 fn opening_after_truncation_is_refused_and_closing_never_crashes() {
     for cut in CUTS {
-        let name = Name::new("close");
+        let name = Name::new("trunc-close");
         let (mut tx, mut rx) = channel_named(&name, 1 << 16).unwrap();
-        name.truncate(cut);
+        truncate(&name, cut);
         tx.close();
         rx.close();
         assert!(matches!(Sender::open(&name), Err(Error::Corrupt { .. } | Error::NotFound { .. })));
@@ -230,10 +202,10 @@ fn opening_after_truncation_is_refused_and_closing_never_crashes() {
 fn rpc_operations() {
     use shmplane::{RpcClient, RpcServer};
     for cut in CUTS {
-        let name = Name::new("rpc");
+        let name = Name::new("trunc-rpc");
         let mut server = RpcServer::create_with(&name, 1 << 16, 2).unwrap();
         let mut client = RpcClient::connect(&name, Some(Duration::from_secs(10))).unwrap();
-        name.truncate(cut);
+        truncate(&name, cut);
         eventually_corrupt(|| client.call_timeout(&[1u8; 3000], T), 100, "rpc call", cut);
         eventually_corrupt(|| server.recv_frame(shmplane::Wait::timeout(T)), 100, "rpc server recv", cut);
         drop(client);
@@ -246,7 +218,7 @@ fn a_copy_waiting_for_the_lease_of_a_tripped_copy_gets_corrupt() {
     // Two copies of one sender (threads stand in for processes: each copy has its own
     // lease entry). The first holds the lease inside an open loan when the file is cut
     // to 0; the second, waiting for the lease, must not wait for ever.
-    let name = Name::new("lease");
+    let name = Name::new("trunc-lease");
     let (tx, _rx) = channel_named(&name, 1 << 16).unwrap();
     let fd = tx.fd().unwrap();
     // SAFETY: `fd` is `tx`'s open descriptor, which outlives this borrow.
@@ -254,7 +226,7 @@ fn a_copy_waiting_for_the_lease_of_a_tripped_copy_gets_corrupt() {
     let mut tx2 = Sender::from_fd(dup, Some(name.to_string())).unwrap();
     let mut tx = tx;
     let loan = tx.loan_message(&shmplane::frame::Outgoing::bytes(&[1; 100]), shmplane::Wait::forever()).unwrap();
-    name.truncate(Cut::Zero);
+    truncate(&name, Cut::Zero);
     // Waiting for ever would end in Timeout, not Corrupt.
     corrupt(tx2.send_timeout(b"x", Duration::from_secs(20)), "send of a copy waiting for the lease", Cut::Zero);
     tx.abort_loan(loan);

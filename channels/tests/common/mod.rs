@@ -100,3 +100,51 @@ pub fn await_syscall(tid: libc::pid_t, nrs: &[libc::c_long]) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// A segment name unique to this process and test (`t-PID-TEST`); the segment file and
+/// its doorbells (`@rx`, `@tx`) are removed when it drops, and any left by an earlier
+/// run of the same pid when it is made.
+pub struct Name(String);
+
+impl Name {
+    pub fn new(test: &str) -> Name {
+        let name = Name(format!("t-{}-{test}", std::process::id()));
+        name.remove_files();
+        name
+    }
+
+    /// `/dev/shm/shmplane.NAME`, the segment file.
+    pub fn path(&self) -> String {
+        path_of(&self.0)
+    }
+
+    pub fn exists(&self) -> bool {
+        std::path::Path::new(&self.path()).exists()
+    }
+
+    fn remove_files(&self) {
+        // A segment cut below its role table cannot tell at close that it was the last
+        // (gc's work), so its doorbells may be left: remove them too.
+        for suffix in ["", "@rx", "@tx"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path()));
+        }
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        self.remove_files();
+    }
+}
+
+/// The segment file of the segment named `name`.
+pub fn path_of(name: &str) -> String {
+    format!("/dev/shm/shmplane.{name}")
+}
