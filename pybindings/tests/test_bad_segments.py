@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import shmplane
-from shm_helpers import block_until_interrupted, interrupt_when_blocked
+from shm_helpers import block_until_interrupted, interrupt_when_blocked, when_blocked
 
 WATCHDOG = 30
 
@@ -100,23 +100,22 @@ def test_garbage_file_is_not_replaced_by_create() -> None:
         os.unlink(_path(name))
 
 
-def _attach_and_hang(name: str) -> None:
+def _attach_and_hang(name: str, ready: Any) -> None:
     tx = shmplane.Sender.create(name, 1 << 16)
     rx = shmplane.Receiver.open(name)
     tx.send(b"x")
     del rx
+    ready.send("attached")
     signal.pause()
 
 
 @pytest.mark.timeout(WATCHDOG)
 def test_stale_segment_of_killed_process_is_replaced() -> None:
     name = _name("stale")
-    p = mp.get_context("spawn").Process(target=_attach_and_hang, args=(name,), daemon=True)
+    r, w = mp.get_context("spawn").Pipe(duplex=False)
+    p = mp.get_context("spawn").Process(target=_attach_and_hang, args=(name, w), daemon=True)
     p.start()
-    deadline = time.monotonic() + 15
-    while not os.path.exists(_path(name)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.3)
+    assert r.poll(30) and r.recv() == "attached"
     with pytest.raises(shmplane.AlreadyExistsError):
         shmplane.channel(name=name)  # its owner is alive
     os.kill(p.pid, signal.SIGKILL)
@@ -144,18 +143,13 @@ def test_receiver_killed_while_sender_blocked_on_full_ring() -> None:
             tx.try_send(b"y" * 500)
         except shmplane.Full:
             break
-    killer = mp.get_context("spawn").Process(target=_kill_later, args=(p.pid, 0.5), daemon=True)
-    killer.start()
+    # The receiver dies while the send is asleep waiting for room.
+    killer = when_blocked(lambda: os.kill(p.pid, signal.SIGKILL), segment=tx.path)
     with pytest.raises(shmplane.PeerDeadError):
         tx.send(b"y" * 500, timeout=20)
-    p.join(10)
     killer.join(10)
+    p.join(10)
     tx.close()
-
-
-def _kill_later(pid: int, delay: float) -> None:
-    time.sleep(delay)
-    os.kill(pid, signal.SIGKILL)
 
 
 def _recv_forever(rx: shmplane.Receiver, ready: Any) -> None:

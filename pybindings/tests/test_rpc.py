@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import shmplane
-from shm_helpers import get_report, when_blocked
+from shm_helpers import get_report, wait_until_blocked, when_blocked
 
 # ------------------------------------------------------------------ children
 
@@ -256,7 +256,8 @@ def test_killed_server_fails_calls_and_a_new_one_serves(procs: Any, make_name: A
 
     t = threading.Thread(target=pending)
     t.start()
-    time.sleep(0.2)
+    assert t.native_id is not None
+    wait_until_blocked(os.getpid(), t.native_id)  # the call waits for its reply
     os.kill(first.pid, signal.SIGKILL)
     procs.join(first, exitcode=None)
     t.join(10)
@@ -330,7 +331,8 @@ def test_close_from_another_thread_ends_a_blocked_call_and_recv(make_name: Any) 
     got: list[Any] = []
     t2 = threading.Thread(target=lambda: got.append(list(server)))
     t2.start()
-    time.sleep(0.1)
+    assert t2.native_id is not None
+    wait_until_blocked(os.getpid(), t2.native_id)  # the iteration waits for a request
     server.close()
     t2.join(10)
     assert got == [[]]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import shmplane
-from shm_helpers import get_report
+from shm_helpers import get_report, wait_until_blocked
 
 METHODS = ["fork", "spawn"]
 WATCHDOG = 90
@@ -137,13 +137,15 @@ def test_ctrl_c_mid_send_then_more_sends(method: str, procs: Any) -> None:
     """Ctrl-C in the middle of a chunked send, then two more sends from the same
     process (a small one and a chunked one): one TruncatedMessageError, then both."""
     tx, rx = shmplane.channel(capacity=1 << 16)
+    path = tx.path
     r, w = mp.get_context(method).Pipe(duplex=False)
     p, conn = procs.start_reporting(_interrupted_then_more, tx, w, method=method)
     tx.close()
     w.close()
     with rx:
         assert r.poll(20) and r.recv() == "sending"
-        time.sleep(0.3)  # well into the send: the ring is full, the sender waits
+        # Well into the send: the ring is full and the sender asleep, waiting for room.
+        wait_until_blocked(p.pid, p.pid, segment=path)
         os.kill(p.pid, signal.SIGINT)
         # Receive only once the child has stopped: a receiver draining at once could
         # let the send finish before its next signal check (Python then raises the

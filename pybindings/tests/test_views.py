@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import shmplane
+from shm_helpers import wait_until_blocked, when_blocked
 
 WATCHDOG = 60
 
@@ -158,19 +159,20 @@ def test_a_view_dropped_by_another_thread_frees_a_waiting_sender() -> None:
             tx.send(np.full((14 << 10) // 8, float(i)), timeout=5)
             views.append(rx.recv(timeout=5, copy=False))
         sent = threading.Event()
+        # 10 KB: more than the views leave free (4 x 14 KiB of 64 KiB), so the send
+        # must wait for their space.
+        after = b"after" + bytes(10_000)
 
         def send_more() -> None:
-            tx.send(b"after", timeout=20)  # waits for the views' space
+            tx.send(after, timeout=20)  # waits for the views' space
             sent.set()
 
-        def drop_views() -> None:
-            time.sleep(0.2)
-            views.clear()  # while the main thread waits in recv (the receiver busy)
-
-        threads = [threading.Thread(target=send_more), threading.Thread(target=drop_views)]
-        for t in threads:
-            t.start()
-        assert rx.recv(timeout=20) == b"after"
+        path = tx.path  # (the sender's lock is busy once it sends)
+        threads = [threading.Thread(target=send_more)]
+        threads[0].start()
+        # The views go while the main thread is asleep in recv (the receiver busy).
+        threads.append(when_blocked(views.clear, segment=path))
+        assert rx.recv(timeout=20) == after
         for t in threads:
             t.join(20)
         assert sent.is_set() and _held(rx) == 0
@@ -490,7 +492,9 @@ def test_a_fork_child_of_a_sender_with_an_open_loan_sends_after_the_parents_loan
         p = mp.get_context("fork").Process(target=_child_sends_after_fork, args=(tx, w))
         p.start()
         w.close()
-        time.sleep(0.1)
+        # The child's send waits for the parent's open loan (the role lease: a copy
+        # waiting for another copy's polls it every millisecond, asleep in between).
+        wait_until_blocked(p.pid, p.pid, calls=("clock_nanosleep", "nanosleep"))
         with loan as a:
             a[:] = [7, 8, 9]
         assert r.poll(20) and r.recv() == "sent"
