@@ -3,6 +3,8 @@
 //! written by another process, publisher copies without a name, a subscriber taking
 //! over the slot of a killed one, publisher death seen on a subscriber's descriptor,
 //! and subscribers joining and leaving under load. One test at a time (some fork).
+mod common;
+
 use shmplane::{Error, Publisher, Subscriber};
 use std::time::Duration;
 
@@ -299,8 +301,9 @@ fn a_joiner_of_a_dead_subscribers_slot_is_not_pruned() {
         // SAFETY: ends the forked child without running the parent's destructors.
         unsafe { libc::_exit(0) };
     }
-    while publisher.subscribers() == 0 { std::thread::sleep(Duration::from_millis(5)); }
-    std::thread::sleep(Duration::from_millis(50));
+    // Joined, and done with its receive: asleep in its 30 s sleep.
+    common::await_child_syscall(pid, &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep]);
+    assert!(publisher.subscribers() > 0);
     // SAFETY: plain syscalls on our own child.
     unsafe { libc::kill(pid, libc::SIGKILL); libc::waitpid(pid, std::ptr::null_mut(), 0) };
     // The joiner, stopped between `join_subscriber` and `Role::register`.

@@ -2,6 +2,8 @@
 //! of producers, messages of any size, a producer that stops mid-message. The
 //! cross-process and kill -9 cases are in `processes.rs`.
 
+mod common;
+
 use shmplane::{Error, Mailbox, Sender, Wait};
 use std::time::Duration;
 
@@ -509,8 +511,10 @@ fn sender_readiness_on_its_lane() {
     };
     assert!(!poll(0), "readable while the lane is full");
     assert!(std::path::Path::new(&format!("/dev/shm/shmplane.{name}@tx1")).exists());
+    // Room is freed only once this thread sleeps in poll(2), so that the wake is tested.
+    let me = common::gettid();
     let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(20));
+        common::await_syscall(me, &[libc::SYS_poll, libc::SYS_ppoll]);
         mb.recv().unwrap();
         mb.recv().unwrap();
         mb

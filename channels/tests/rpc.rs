@@ -6,6 +6,8 @@
 //! exits after 60 s and every wait in the parent has a deadline, so a bug fails
 //! instead of hanging.
 
+mod common;
+
 use shmplane::frame::{ArrayMeta, Order, Outgoing};
 use shmplane::rpc::{flags, Envelope};
 use shmplane::{Error, Frame, RpcClient, RpcServer, Wait};
@@ -322,8 +324,10 @@ fn connect_waits_for_a_starting_server_and_refuses_wrong_kinds() {
     let name = unique("connect");
     assert!(matches!(RpcClient::connect(&name, Some(Duration::from_millis(30))), Err(Error::NotFound { .. })));
     let n2 = name.clone();
+    // The server starts once the client is waiting for it (asleep between its looks).
+    let me = common::gettid();
     let t = thread::spawn(move || {
-        thread::sleep(Duration::from_millis(30));
+        common::await_syscall(me, &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep]);
         let server = RpcServer::create(&n2, 2).unwrap();
         serve_n(server, 1, |r| r.to_vec()).join().unwrap()
     });

@@ -89,14 +89,23 @@ pub fn read_word(path: &str, offset: usize) -> u32 {
 /// Wait until thread `tid` of this process is blocked in one of the system calls `nrs`
 /// (a wait through the OS: `poll`, `epoll_wait`...). Panics after [`PROBE_WATCHDOG`].
 pub fn await_syscall(tid: libc::pid_t, nrs: &[libc::c_long]) {
+    await_syscall_in(&format!("/proc/self/task/{tid}"), nrs);
+}
+
+/// [`await_syscall`] for the main thread of another process (a forked child).
+pub fn await_child_syscall(pid: libc::pid_t, nrs: &[libc::c_long]) {
+    await_syscall_in(&format!("/proc/{pid}/task/{pid}"), nrs);
+}
+
+fn await_syscall_in(task: &str, nrs: &[libc::c_long]) {
     let deadline = Instant::now() + PROBE_WATCHDOG;
-    let path = format!("/proc/self/task/{tid}/syscall");
+    let path = format!("{task}/syscall");
     loop {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (did the waiter end?)"));
         if text.split_ascii_whitespace().next().and_then(|f| f.parse::<libc::c_long>().ok()).is_some_and(|nr| nrs.contains(&nr)) {
             return;
         }
-        assert!(Instant::now() < deadline, "watchdog: thread {tid} never blocked in system call {nrs:?} ({path}: {text:?})");
+        assert!(Instant::now() < deadline, "watchdog: {task} never blocked in system call {nrs:?} ({path}: {text:?})");
         std::thread::sleep(Duration::from_millis(1));
     }
 }
