@@ -20,6 +20,13 @@ can tear; shmplane's never should (the tests assert it; here it is a figure).
 
 Floors, for orientation: the Python cost of a no-op attribute read on a plain object,
 and ``perf_counter_ns`` itself.
+
+``--repeat K`` (default 3) runs every subject K times, one after the other, and the
+ratio table gives the median of the K per-repeat ratios with their range: a shared VM
+drifts over minutes, and a ratio of two figures taken seconds apart carries less of
+that drift than one of two medians taken minutes apart. A subject marked slow (the
+stdlib array under its ``Lock``, which a busy writer holds for milliseconds) is read
+in batches of 10 under a writer, so the run stays a few minutes long.
 """
 
 from __future__ import annotations
@@ -202,14 +209,14 @@ def _pcts(xs: list[float]) -> tuple[float, float, float]:
     return pick(0.5), pick(0.99), pick(0.999)
 
 
-def hot(read: Callable[[], Any], batches: int) -> list[float]:
+def hot(read: Callable[[], Any], batches: int, per_batch: int = BATCH) -> list[float]:
     out = []
-    rng = range(BATCH // 10)
+    rng = range(per_batch // 10)
     for _ in range(batches):
         t0 = time.perf_counter_ns()
         for _ in rng:  # unrolled x10: the loop itself is part of every figure
             read(); read(); read(); read(); read(); read(); read(); read(); read(); read()
-        out.append((time.perf_counter_ns() - t0) / BATCH)
+        out.append((time.perf_counter_ns() - t0) / per_batch)
     return out
 
 
@@ -241,6 +248,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="few samples (smoke run)")
     ap.add_argument("--cold", type=int, default=200, help="cold samples per subject")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of every subject; ratios are medians over them")
     args = ap.parse_args()
     batches = 50 if args.quick else 400
     allowed = os.sched_getaffinity(0)
@@ -261,6 +269,17 @@ def main() -> int:
     head = (f"{'subject':40s} {'idle p50':>8s} {'elem p50':>8s} {'p99.9':>7s} {'whole p50':>9s} {'p99.9':>7s} "
             f"{'write':>7s} {'cold p50':>8s} {'torn':>7s}")
     print(head)
+    runs: list[dict[tuple[str, str], float]] = []
+    for rep in range(max(1, args.repeat)):
+        if args.repeat > 1:
+            print(f"# run {rep + 1} of {args.repeat}", flush=True)
+        runs.append(run_subjects(args, batches, cold_n, timer_ns, allowed, ctx))
+    report_ratios(runs)
+    return 0
+
+
+def run_subjects(args: Any, batches: int, cold_n: int, timer_ns: float, allowed: set[int], ctx: Any) -> dict[tuple[str, str], float]:
+    """One run of every subject: prints its row, returns its p50s by (subject, pattern)."""
     results: dict[tuple[str, str], float] = {}
     for s in subjects():
         obj, read, writers = s.make()
@@ -277,7 +296,7 @@ def main() -> int:
                 writer.start()
             try:
                 time.sleep(0.05)
-                p50, _, p999 = _pcts(hot(read, max(10, batches // 10) if s.slow else batches))
+                p50, _, p999 = _pcts(hot(read, 20, per_batch=10) if s.slow else hot(read, batches))
                 row[pattern] = (p50, p999)
                 results[(s.name, pattern)] = p50
                 if pattern == "whole" and s.torn:
@@ -301,9 +320,15 @@ def main() -> int:
         elif hasattr(obj, "close") and type(obj).__module__.startswith("shmplane"):
             obj.close()
 
-    r = results
-    print("\n# ratios (p50): shmplane / stdlib per writer pattern, lower is better")
-    print(f"{'':45s} {'idle':>6s} {'elem':>6s} {'whole':>6s}  target")
+    return results
+
+
+def report_ratios(runs: list[dict[tuple[str, str], float]]) -> None:
+    """The ratio table: per pair and writer pattern, the median over runs of the
+    per-run ratio of p50s, and (with several runs) their range."""
+    print(f"\n# ratios (p50): shmplane / stdlib per writer pattern, lower is better; median of {len(runs)} run(s)"
+          + (" [min-max]" if len(runs) > 1 else ""))
+    print(f"{'':45s} {'idle':>14s} {'elem':>14s} {'whole':>14s}  target")
     pairs = [
         ("RawValue('d').value", "shmplane RawValue('d').value", "stdlib   RawValue('d').value", "<= 1.0 each"),
         ("RawArray('d',16)[0]", "shmplane RawArray('d',16)[0]", "stdlib   RawArray('d',16)[0]", "<= 1.0 each"),
@@ -321,9 +346,12 @@ def main() -> int:
         ("2-int struct, snapshot vs fields", "shmplane RawValue(2-int struct)", "stdlib   RawValue(2-int struct)", ""),
     ]
     for label, a, b, target in pairs:
-        ratios = " ".join(f"{r[(a, p)] / r[(b, p)]:6.2f}" for p in ("idle", "elem", "whole"))
-        print(f"{label:45s} {ratios}  {target}")
-    return 0
+        cells = []
+        for p in ("idle", "elem", "whole"):
+            rs = [r[(a, p)] / r[(b, p)] for r in runs]
+            span = f" [{min(rs):.2f}-{max(rs):.2f}]" if len(rs) > 1 else ""
+            cells.append(f"{statistics.median(rs):5.2f}{span:>9s}")
+        print(f"{label:45s} {' '.join(cells)}  {target}")
 
 
 if __name__ == "__main__":
