@@ -626,20 +626,26 @@ class _StreamChannel:
     child_ends: tuple[Connection, ...] = ()
 
 
-def _open_mp_queue(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
+def _open_mp_queue(
+    cleanup: contextlib.ExitStack, timeout_s: float, message_size: int
+) -> _StreamChannel:
     q = _CTX.Queue()
     cleanup.callback(q.close)
     cleanup.callback(q.cancel_join_thread)
     return _StreamChannel(q.put, _mp_queue_stream_worker, (q,))
 
 
-def _open_pipe(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
+def _open_pipe(
+    cleanup: contextlib.ExitStack, timeout_s: float, message_size: int
+) -> _StreamChannel:
     reader, writer = _CTX.Pipe(duplex=False)
     cleanup.callback(writer.close)
     return _StreamChannel(writer.send_bytes, _pipe_stream_worker, (reader,), (reader,))
 
 
-def _open_zmq(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel:
+def _open_zmq(
+    cleanup: contextlib.ExitStack, timeout_s: float, message_size: int
+) -> _StreamChannel:
     import zmq
 
     directory = tempfile.mkdtemp(prefix="peers-zmq-")
@@ -656,11 +662,12 @@ def _open_zmq(cleanup: contextlib.ExitStack, timeout_s: float) -> _StreamChannel
 
 
 def _open_faster_fifo(
-    cleanup: contextlib.ExitStack, timeout_s: float
+    cleanup: contextlib.ExitStack, timeout_s: float, message_size: int
 ) -> _StreamChannel:
     import faster_fifo
 
-    q = faster_fifo.Queue(max_size_bytes=1 << 20)
+    # 1 MiB, or room for four messages when they are larger (a message must fit whole).
+    q = faster_fifo.Queue(max_size_bytes=max(1 << 20, 4 * (message_size + 1024)))
     cleanup.callback(q.close)
 
     def send(message: bytes) -> None:
@@ -669,7 +676,9 @@ def _open_faster_fifo(
     return _StreamChannel(send, _faster_fifo_stream_worker, (q,))
 
 
-_STREAM_OPENERS: dict[str, Callable[[contextlib.ExitStack, float], _StreamChannel]] = {
+_STREAM_OPENERS: dict[
+    str, Callable[[contextlib.ExitStack, float, int], _StreamChannel]
+] = {
     "mp_queue": _open_mp_queue,
     "zmq_push_pull": _open_zmq,
     "faster_fifo": _open_faster_fifo,
@@ -699,7 +708,7 @@ def stream_rate(
         )
     message = bytes(message_size)
     with contextlib.ExitStack() as cleanup:
-        channel = _STREAM_OPENERS[peer](cleanup, timeout_s)
+        channel = _STREAM_OPENERS[peer](cleanup, timeout_s, message_size)
         ctrl, child_ctrl = _CTX.Pipe()
         cleanup.callback(ctrl.close)
         proc = _start_worker(

@@ -8,7 +8,8 @@ acknowledges it over a second channel. The same transfers then run over the peer
 pickle-5 with out-of-band buffers over ``multiprocessing.Pipe``, ``Pipe.send``,
 ``multiprocessing.Queue``, ``multiprocessing.shared_memory`` + copy, and the floor
 (one ``np.copyto`` of the payload in one process). Then a one-way stream of
-64-byte messages through shmplane and the stream peers. Finally (d) latest values:
+64-byte messages through shmplane and the stream peers, and (c2) the same stream's
+throughput against the message size, 64 B to 1 MiB. Finally (d) latest values:
 the master publishes a 16-double parameter vector over and over; a worker follows
 it as it changes (blocking in ``wait_for_update``, or polling) and acks the value it
 saw; the master times publish -> ack and the worker counts torn (mixed) reads, beside
@@ -29,13 +30,15 @@ sipyco-style asyncio RPC, with the Rust floors (benches/python/rpc_bench.py).
 Run:  python examples/dataset_transfer/main.py [--reps N] [--quick] [--plot [DIR]]
 Prints per-transfer p50/p99/p99.9 in microseconds and the ratios. With ``--plot`` and
 matplotlib installed, also writes PNG latency CDFs of shmplane beside each peer for
-(a), (a2), (b), (d) and (h) into DIR (default benches/results/). With tqdm installed,
-a progress bar shows on a terminal while the peers are measured.
+(a), (a2), (b), (d) and (h), and (c2)'s throughput against message size, into DIR
+(default benches/results/). With tqdm installed, a progress bar shows on a terminal
+while the peers are measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import sys
 import time
@@ -56,7 +59,6 @@ import rpc_bench  # noqa: E402  (benches/python/rpc_bench.py: request/response)
 import check_pause  # noqa: E402  (examples/check_pause/check_pause.py)
 
 _CTX = multiprocessing.get_context("spawn")
-DEFAULT_PLOT_DIR = Path(__file__).resolve().parents[2] / "benches" / "results"
 
 
 def say(line: str) -> None:
@@ -157,6 +159,75 @@ def shmplane_stream_rate(n: int, message_size: int = 64, policy: str = "adaptive
     return n / ((end_ns - start) / 1e9)
 
 
+STREAM_SIZES = (64, 1 << 10, 16 << 10, 256 << 10, 1 << 20)
+"""(c2): message sizes, bytes; 64 B is part (c)'s figure."""
+QUICK_STREAM_SIZES = (64, 1 << 20)  # --quick: one large size (chunked through the ring)
+
+
+def _stream_rate(name: str, n: int, message_size: int) -> float:
+    """Messages/s of transport ``name`` of (c): shmplane (either policy) or a stream peer."""
+    if name == "shmplane":
+        return shmplane_stream_rate(n, message_size)
+    if name == "shmplane (spin)":
+        return shmplane_stream_rate(n, message_size, policy="spin")
+    return peers.stream_rate(name, n, message_size=message_size)
+
+
+def stream_sweep(rates_64: dict[str, float], sizes: tuple[int, ...], point_s: float,
+                 plot_dir: Path | None) -> list[Path]:
+    """(c2): the one-way stream of (c) with larger messages, each transport of (c) at
+    each size; prints MB/s (and the ratio to mp_queue's) and plots it against the size.
+
+    64 B is (c)'s figure. Every other point streams a count of messages meant to take
+    about ``point_s`` seconds (plus a process spawn). The rate at the next size lies,
+    roughly, between the previous size's rate in messages/s (a larger message is not
+    quicker) and its rate in bytes/s (nor slower per byte): the count comes from the
+    geometric mean of the two when sizes grow 16x or less, and nearer the bytes/s bound
+    for larger steps, so that a point overshoots its time by 4x at most. A point that
+    fails is reported and left out; the others stand."""
+    names = list(rates_64)
+    print(f"(c2) the same stream against message size: MB/s (x mp_queue); 64 B from (c), "
+          f"larger messages ~{point_s:g} s of streaming per point", flush=True)
+    mbps: dict[str, dict[int, float]] = {name: {64: rate * 64 / 1e6} for name, rate in rates_64.items()}
+    last = {name: (64, rate) for name, rate in rates_64.items()}  # (size, msg/s) measured last
+    failed: list[str] = []
+    points = [(size, name) for size in sizes if size != 64 for name in names]
+    for size, name in plots.progress(points, desc="(c2) stream sizes"):
+        prev_size, prev_rate = last[name]
+        # msg/s: prev_rate * (prev_size / size) ** e lies between the bounds for e in
+        # [0, 1]; e = 0.5 (the geometric mean) for a 16x step, more for larger ones.
+        e = max(0.5, 1 - math.log(4) / math.log(size / prev_size))
+        guess = prev_rate * (prev_size / size) ** e
+        n = max(10, min(2_000_000, int(guess * point_s)))
+        try:
+            rate = _stream_rate(name, n, size)
+        except Exception as exc:  # noqa: BLE001  (one peer failing must not end the demo)
+            failed.append(f"{name} at {plots.size_label(size)}: {type(exc).__name__}: {exc}")
+            continue
+        last[name] = (size, rate)
+        mbps[name][size] = rate * size / 1e6
+
+    def cell(name: str, size: int) -> str:
+        v, ref = mbps[name].get(size), mbps.get("mp_queue", {}).get(size)
+        if v is None:
+            return "-"
+        return f"{v:,.0f} ({v / ref:.1f}x)" if ref else f"{v:,.0f}"
+
+    cells = {name: [cell(name, size) for size in sizes] for name in names}
+    width = max([10, *(len(c) for row in cells.values() for c in row)])
+    print(f"  {'transport':<18}" + "".join(f" {plots.size_label(size):>{width}}" for size in sizes))
+    for name in names:
+        print(f"  {name:<18}" + "".join(f" {c:>{width}}" for c in cells[name]))
+    for note in failed:
+        print(f"  (failed, left out: {note})")
+    if plot_dir is None:
+        return []
+    series = {name: sorted(by_size.items()) for name, by_size in mbps.items()}
+    title = (f"(c2) one-way stream, one send per message: throughput against message size\n"
+             f"64 B from (c); larger messages ~{point_s:g} s per point")
+    return [plots.throughput_vs_size(series, title, plot_dir / "c2-stream-throughput-vs-size.png")]
+
+
 LATEST_WIDTH = 16
 
 
@@ -242,15 +313,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--elements", type=int, default=1_000_000, help="payload length (default 1,000,000)")
     parser.add_argument("--stream-messages", type=int, default=1_000_000, help="64-byte messages per stream")
     parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    parser.add_argument("--plot", nargs="?", type=Path, const=DEFAULT_PLOT_DIR, default=None, metavar="DIR",
-                        help=f"write latency CDF PNGs into DIR (default {DEFAULT_PLOT_DIR}); needs matplotlib")
+    plots.add_plot_option(parser, "latency CDF and stream throughput PNGs")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.warmup, args.stream_messages = 5, 1, 20_000
-    plot_dir: Path | None = args.plot
-    if plot_dir is not None and not plots.have_matplotlib():
-        print("note: --plot needs matplotlib (pip install matplotlib): no plots written", file=sys.stderr)
-        plot_dir = None
+    plot_dir = plots.plot_dir(args.plot)
     written: list[Path] = []
 
     transports: dict[str, type[peers.Peer]] = {"shmplane": ShmplanePeer, "shmplane_spin": ShmplaneSpinPeer, **peers.PEERS}
@@ -304,6 +371,11 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         print(f"  (not installed, skipped: {', '.join(missing)})")
     print()
+    if args.quick:
+        written += stream_sweep(rates, QUICK_STREAM_SIZES, 0.02, plot_dir)
+    else:
+        written += stream_sweep(rates, STREAM_SIZES, 0.25, plot_dir)
+    print()
     written += latest_values(200 if args.quick else 5000, plot_dir)
     print()
     # (e) the check_pause loop over a mailbox, (f) many producers -> one consumer.
@@ -323,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
         rpc_args += ["--plot", str(plot_dir)]
     written += rpc_bench.main(rpc_args)
     if written:
-        print(f"\nplots (latency CDFs): {', '.join(str(p) for p in written)}")
+        print(f"\nplots: {', '.join(str(p) for p in written)}")
 
 
 if __name__ == "__main__":
