@@ -5,8 +5,9 @@
 # Usage: ci/bench-broadcast.sh [benches/python/broadcast_bench.py options: --quick,
 #        --subscribers 1,2,4,8, --messages M, --budget-s S, --rounds R,
 #        --array-mb MB, --array-reps N, --workloads fanout,array,
-#        --only NAME[,NAME], --skip NAME[,NAME], --no-latency, --json PATH]
+#        --only NAME[,NAME], --skip NAME[,NAME], --no-latency, --json PATH,
+#        --plot [DIR]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ci/setup.sh pyzmq faster-fifo iceoryx2
+ci/setup.sh pyzmq faster-fifo iceoryx2 matplotlib tqdm  # the last two: --plot, progress bars
 exec .venv/bin/python benches/python/broadcast_bench.py "$@"

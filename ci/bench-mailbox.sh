@@ -5,8 +5,8 @@
 # Usage: ci/bench-mailbox.sh [benches/python/mailbox_bench.py options: --quick,
 #        --producers 1,2,4,8, --messages M, --budget-s S, --rounds R,
 #        --policy adaptive|spin|block, --only NAME[,NAME], --workloads empty,mpsc,
-#        --json PATH, ...]
+#        --json PATH, --plot [DIR], ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ci/setup.sh pyzmq faster-fifo
+ci/setup.sh pyzmq faster-fifo matplotlib tqdm  # the last two: --plot, progress bars
 exec .venv/bin/python benches/python/mailbox_bench.py "$@"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up (venv, numpy, peers, release build) and run the dataset demo.
-# matplotlib and tqdm are for the demo only (latency CDFs and the stream's throughput
-# against message size in benches/results/, progress bars); the library and the tests
-# do not need them.
+# matplotlib and tqdm are for the demo and the benches only (latency CDFs and the
+# stream's throughput against message size in benches/results/, progress bars); the
+# library and the tests do not need them.
 # Usage: ci/demo.sh [demo args, e.g. --reps 100, --plot DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."

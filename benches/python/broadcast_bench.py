@@ -42,6 +42,13 @@ Every workload runs ``--rounds`` times, transports interleaved in a rotating ord
 tables show medians across rounds. Every wait of this process has a timeout;
 children are joined, then terminated, then killed. Optional peers are skipped with a
 note when not installed. Run ``ci/bench-broadcast.sh`` (installs the peers).
+
+``--plot [DIR]`` (matplotlib installed) writes into DIR (default ``benches/results/``)
+``broadcast-fanout-msgs.png``, msg/s per subscriber as bars, a group per subscriber
+count (median of rounds, whisker min-max), and ``broadcast-array.png``, the time until
+the last subscriber has the array, a group per subscriber count (p50, whisker up to
+the p99, medians of rounds), with one ``np.copyto`` as a dashed line. Latencies are
+kept as percentiles only, so there are no CDFs here.
 """
 
 from __future__ import annotations
@@ -61,11 +68,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plots  # noqa: E402  (benches/python/plots.py: optional pictures and progress bars)
 from mailbox_bench import _have, _median, _ratio, _selected, format_table, percentiles  # noqa: E402
 from wakeup import _child, _expect, _stop  # noqa: E402  (the child plumbing of the other benches)
 
@@ -413,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small and fast (a smoke run)")
     ap.add_argument("--json", default="")
+    plots.add_plot_option(ap, "broadcast-fanout-msgs.png and broadcast-array.png")
     args = ap.parse_args(argv)
+    plot_dir = plots.plot_dir(args.plot)
     if args.quick:
         args.messages, args.budget_s, args.rounds, args.array_reps = 20_000, 0.5, 1, 3
     subs = [int(x) for x in args.subscribers.split(",") if x]
@@ -436,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "fanout" in workloads:
             for n in subs:
                 rows: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
-                for r in range(args.rounds):
+                for r in plots.progress(range(args.rounds), desc=f"fanout N={n} rounds"):
                     order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
                     for k in order:
                         try:
@@ -466,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if k in ("iceoryx2", "faster-fifo", "shmplane-lossy"):
                         continue  # fixed-size samples / 1 MB queues / not for datasets
                     res = []
-                    for r in range(args.rounds):
+                    for r in plots.progress(range(args.rounds), desc=f"array N={n} {k} rounds"):
                         try:
                             res.append(run_array(k, n, args, tmp, f"a{n}{r}{k}"))
                         except Exception as e:  # noqa: BLE001
@@ -486,7 +497,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)
+    if plot_dir is not None:
+        written = plot_results(out, args, plot_dir)
+        if written:
+            print(f"\nplots: {', '.join(str(p) for p in written)}")
     return 0
+
+
+def plot_results(out: dict[str, Any], args: argparse.Namespace, directory: Path) -> list[Path]:
+    """``broadcast-fanout-msgs.png`` and ``broadcast-array.png`` in ``directory`` from the
+    figures of the workloads that ran (see the module's docstring)."""
+    def group(n: int) -> str:
+        return f"{n} subscriber{'s' if n != 1 else ''}"
+
+    written = []
+    fanout: dict[str, dict[str, plots.Bar]] = {}
+    for row in out["fanout"]:
+        per = [x["per_sub_msgs"] for x in row["rounds"]]
+        fanout.setdefault(group(row["subscribers"]), {})[row["transport"]] = plots.Bar(_median(per), min(per), max(per))
+    if fanout:
+        title = (f"broadcast: 1 publisher -> N subscriber processes, {MSG_LEN}-byte messages, "
+                 f"median of {args.rounds} round(s) (whisker: min-max)")
+        written.append(plots.bars(fanout, title, directory / "broadcast-fanout-msgs.png",
+                                  "msg/s per subscriber (log scale)", log=True))
+    arrays: dict[str, dict[str, plots.Bar]] = {}
+    floor = None
+    for row in out["array"]:
+        p50 = _median([x["all_received_ms"]["p50"] for x in row["rounds"]])
+        p99 = _median([x["all_received_ms"]["p99"] for x in row["rounds"]])
+        arrays.setdefault(group(row["subscribers"]), {})[row["transport"]] = plots.Bar(p50, p50, p99)
+        floor = row["copyto_ms"]
+    if arrays:
+        title = (f"broadcast: a float64 ndarray of {args.array_mb:g} MB to N subscriber processes, "
+                 f"until the last has its copy: p50, whisker to p99 (medians of {args.rounds} round(s))")
+        reference = None if floor is None else (f"one np.copyto here ({floor:.2f} ms)", floor)
+        written.append(plots.bars(arrays, title, directory / "broadcast-array.png", "ms (log scale)",
+                                  log=True, reference=reference))
+    return written
 
 
 if __name__ == "__main__":

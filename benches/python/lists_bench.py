@@ -4,7 +4,10 @@ a sender process to a usable list in the receiver, shmplane beside pickle-5 over
 installed), and faster-fifo (if installed), in one run.
 
 Run: ``bash ci/bench-lists.sh`` (installs msgpack and faster-fifo), or
-``.venv/bin/python benches/python/lists_bench.py [--n 1000000] [--rounds 15]``.
+``.venv/bin/python benches/python/lists_bench.py [--n 1000000] [--rounds 15] [--plot [DIR]]``.
+``--plot [DIR]`` (matplotlib installed) writes the CDFs of every subject's times,
+``lists-floats-cdf.png`` and ``lists-ints-cdf.png``, into DIR (default
+``benches/results/``).
 
 Each round: the receiver says "go" over a pipe; the sender stamps
 ``time.perf_counter_ns()`` (CLOCK_MONOTONIC: one clock for every process) into shared
@@ -27,8 +30,10 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing import sharedctypes
+from pathlib import Path
 from typing import Any
 
+import plots  # benches/python/plots.py: optional pictures and progress bars
 import shmplane
 
 
@@ -117,11 +122,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="numbers per list")
     ap.add_argument("--rounds", type=int, default=15)
+    plots.add_plot_option(ap, "lists-floats-cdf.png and lists-ints-cdf.png")
     args = ap.parse_args()
+    plot_dir = plots.plot_dir(args.plot)
+    written: list[Path] = []
     print(f"# lists bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}, lists of {args.n} numbers, "
           f"{args.rounds} rounds; ms from the sender's send to a usable list in the receiver")
     for kind in ("floats", "ints"):
-        rows = {name: run(name, kind, args.n, args.rounds) for name in SUBJECTS}
+        rows = {name: run(name, kind, args.n, args.rounds) for name in plots.progress(SUBJECTS, desc=kind)}
         base = statistics.median(rows["pickle-5 over Pipe"] or [float("nan")])
         print(f"\n{kind}:")
         print(f"{'subject':22s} {'p50 ms':>8s} {'max ms':>8s} {'vs pickle-5':>12s}")
@@ -131,7 +139,19 @@ def main() -> int:
                 continue
             p50 = statistics.median(xs)
             print(f"{name:22s} {p50:8.1f} {max(xs):8.1f} {p50 / base:11.2f}x")
+        if plot_dir is not None:
+            written.append(plot_kind(rows, kind, args, plot_dir))
+    if written:
+        print(f"\nplots: {', '.join(str(p) for p in written)}")
     return 0
+
+
+def plot_kind(rows: dict[str, list[float] | None], kind: str, args: argparse.Namespace, directory: Path) -> Path:
+    """``lists-<kind>-cdf.png`` in ``directory``: the CDF of every subject's times (ms;
+    None for a subject not installed)."""
+    title = f"a list of {args.n:,} {kind} from a sender process to a usable list here\n{args.rounds} rounds per subject"
+    ns = {name: [x * 1e6 for x in xs] for name, xs in rows.items() if xs is not None}
+    return plots.latency_cdfs(ns, title, directory / f"lists-{kind}-cdf.png")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ abort marker into the queue if the trial overruns. Producers are joined with a
 timeout, then terminated, then killed. Optional peers (pyzmq, faster-fifo) are skipped
 with a note when not installed.
 
+``--plot [DIR]`` (matplotlib installed) writes into DIR (default ``benches/results/``)
+``mailbox-mpsc-msgs.png``, the ``mpsc`` msg/s as bars, a group per producer count, a
+whisker over the rounds (min-max), and ``mailbox-empty-check.png``, the ns per empty
+check of every candidate (median of rounds, whisker min-max): both tables' figures that
+compare at a glance. The latencies are percentiles only (not kept per message), so
+there are no CDFs here.
+
 Run ``ci/bench-mailbox.sh`` (installs the peers), or this file with the venv's python.
 """
 
@@ -82,8 +89,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, TypedDict
 
+import plots  # benches/python/plots.py: optional pictures and progress bars
 import shmplane
 from wakeup import _child, _expect, _stop  # the same child plumbing as the wake-up bench
 
@@ -816,7 +825,7 @@ def run_mpsc(
             continue
         transports.append(t)
     per_name: dict[str, list[Row]] = {t.name: [] for t in transports}
-    for rnd in range(args.rounds):
+    for rnd in plots.progress(range(args.rounds), desc=f"mpsc N={n_prod} rounds"):
         k = rnd % max(1, len(transports))  # rotate who goes first
         for t in transports[k:] + transports[:k]:
             try:
@@ -892,7 +901,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print each trial")
     parser.add_argument("--json", metavar="PATH", help="dump the figures here")
+    plots.add_plot_option(parser, "mailbox-mpsc-msgs.png and mailbox-empty-check.png")
     args = parser.parse_args(argv)
+    plot_dir = plots.plot_dir(args.plot)
     args.only = [s for s in args.only.split(",") if s]
     args.skip = [s for s in args.skip.split(",") if s]
     try:
@@ -1008,7 +1019,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump(out, f, default=str)
         print(f"\nfigures: {args.json}")
+    if plot_dir is not None:
+        written = plot_results(out, plot_dir)
+        if written:
+            print(f"\nplots: {', '.join(str(p) for p in written)}")
     return 1 if failed else 0
+
+
+def plot_results(out: dict[str, Any], directory: Path) -> list[Path]:
+    """``mailbox-mpsc-msgs.png`` and ``mailbox-empty-check.png`` in ``directory`` from
+    the figures of the workloads that ran (see the module's docstring)."""
+    written = []
+    mpsc = {
+        f"{n} producer{'s' if n != '1' else ''}": {
+            r["name"]: plots.Bar(r["msg_per_s"], r["msg_per_s_min"], r["msg_per_s_max"])
+            for r in rows
+            if "error" not in r
+        }
+        for n, rows in out.get("mpsc", {}).items()
+    }
+    if any(mpsc.values()):
+        args = out["args"]
+        title = (
+            f"mailbox: N producer processes -> 1 consumer, {MSG_SIZE}-byte messages, "
+            f"median of {args['rounds']} round(s) (whisker: min-max)"
+        )
+        written.append(plots.bars(mpsc, title, directory / "mailbox-mpsc-msgs.png",
+                                  "msg/s, all producers together (log scale)", log=True))
+    if out.get("empty"):
+        empty = {
+            "an empty queue: is there a message?": {
+                r["name"]: plots.Bar(
+                    r["median_ns"], min(r["round_median_ns"]), max(r["round_median_ns"])
+                )
+                for r in out["empty"]
+            }
+        }
+        title = "the empty check: ns per call, attribute lookup included (median of rounds, whisker: min-max)"
+        written.append(plots.bars(empty, title, directory / "mailbox-empty-check.png",
+                                  "ns per call (log scale)", log=True))
+    return written
 
 
 if __name__ == "__main__":

@@ -1,12 +1,18 @@
 """Optional extras of the demo and the benches: PNG pictures (matplotlib) and progress
-bars (tqdm). Both are used when installed (``ci/demo.sh`` installs them) and skipped
-when not: nothing else needs them, and the printed figures are the same either way.
+bars (tqdm). Both are used when installed (``ci/demo.sh`` and the ``ci/bench-*.sh``
+set-ups install them) and skipped when not: nothing else needs them, and the printed
+figures are the same either way.
 
 In every picture shmplane's series (names starting with ``shmplane``) are solid and
-thick, the peers' thin and dashed:
+thick, the peers' thin and dashed (in bars: paler):
 
 - :func:`latency_cdfs`: the whole latency distribution of each transport (log x);
-- :func:`throughput_vs_size`: one line per transport against the message size (log-log).
+- :func:`throughput_vs_size` and :func:`latency_vs_size`: one line per transport against
+  the message size (log-log);
+- :func:`cpu_vs_latency`: the idle-wait trade-off, a point per transport at (consumer
+  CPU %, wake latency p50) with a whisker up to its p99;
+- :func:`bars`: grouped bars (a group per producer or subscriber count, a bar per
+  transport) with whiskers, for figures that are rates or single costs.
 
 Every function writes one PNG with a plain ``matplotlib.figure.Figure`` (no pyplot: no
 backend, no global state) and returns its path; each raises ImportError if matplotlib
@@ -22,7 +28,7 @@ import sys
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 # numpy and matplotlib are imported where they are used: the benches import this module
 # in every spawned child, which must not pay for them.
@@ -221,3 +227,149 @@ def throughput_vs_size(series: Mapping[str, Sequence[tuple[int, float]]], title:
 
     Raises ImportError if matplotlib is not installed (see ``have_matplotlib``)."""
     return _vs_size(series, title, path, f"throughput, {unit} (log scale)", "best")
+
+
+def latency_vs_size(series: Mapping[str, Sequence[tuple[int, float]]], title: str, path: Path,
+                    ylabel: str = "p50 latency, µs (log scale)") -> Path:
+    """Write a PNG of a latency against message size, log-log: one line per series,
+    each a sequence of ``(message size in bytes, µs)``; styles as in
+    :func:`throughput_vs_size`. A cost that does not grow with the size is a flat line.
+
+    Raises ImportError if matplotlib is not installed (see ``have_matplotlib``)."""
+    return _vs_size(series, title, path, ylabel, "upper left")
+
+
+def _label_points(ax: Axes, points: Mapping[str, tuple[float, float]], color: Mapping[str, str]) -> None:
+    """Name each point beside it, trying a few places around it in turn so that no two
+    labels overlap (greedy, in the figure's pixels; the axes' limits must be final)."""
+    fig = ax.get_figure()
+    px = (fig.dpi if fig is not None else 72.0) / 72.0  # pixels per point
+    taken: list[tuple[float, float, float, float]] = []  # markers and label boxes, pixels
+    for x, y in points.values():
+        mx, my = ax.transData.transform((x, y))
+        taken.append((mx - 5 * px, my - 5 * px, mx + 5 * px, my + 5 * px))
+    # (dx, dy) in points from the point to the label's left (or right) middle.
+    offsets = [(8, 0), (8, 9), (8, -9), (-8, 0), (-8, 9), (-8, -9), (8, 18), (8, -18), (-8, 18), (-8, -18)]
+    for name, (x, y) in sorted(points.items(), key=lambda kv: (kv[1][1], kv[1][0])):
+        bx, by = ax.transData.transform((x, y))
+        w, h = 4.3 * len(name) * px, 8 * px  # about the size of 7-point text
+        for dx, dy in offsets:
+            left = bx + dx * px if dx > 0 else bx + dx * px - w
+            box = (left, by + dy * px - h / 2, left + w, by + dy * px + h / 2)
+            if not any(box[0] < t[2] and t[0] < box[2] and box[1] < t[3] and t[1] < box[3] for t in taken):
+                break
+        else:
+            dx, dy = offsets[0]
+            left = bx + dx * px
+            box = (left, by - h / 2, left + w, by + h / 2)
+        taken.append(box)
+        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", va="center",
+                    ha="left" if dx > 0 else "right", fontsize=7, color=color[name],
+                    fontweight="bold" if is_ours(name) else "normal")
+
+
+class CpuLatency(NamedTuple):
+    """One transport's point in :func:`cpu_vs_latency`."""
+
+    cpu_pct: float  # the waiting side's CPU time over wall time, % of one core
+    p50_us: float  # wake latency, median
+    p99_us: float  # wake latency, 99th percentile (the whisker's top)
+
+
+def cpu_vs_latency(panels: Mapping[str, Mapping[str, CpuLatency]], title: str, path: Path) -> Path:
+    """Write a PNG of the idle-wait trade-off: for each panel (a workload, such as an
+    idle machine and one with CPU hogs) a labelled point per transport at (consumer CPU
+    %, wake latency p50), a whisker from the p50 up to the p99. Both axes are log
+    scales: the waiters that sleep use about 1 % of a core and the spinning ones 100 %,
+    and latencies span microseconds to milliseconds. shmplane's points are large, filled
+    and labelled in bold; the peers' small and hollow. Down and to the left is better.
+
+    Raises ImportError if matplotlib is not installed (see ``have_matplotlib``)."""
+    from matplotlib.figure import Figure
+
+    shown = {k: v for k, v in panels.items() if v}
+    fig = Figure(figsize=(6.0 * max(1, len(shown)), 4.6), dpi=90)
+    axes = fig.subplots(1, max(1, len(shown)), squeeze=False)[0]
+    names = list(dict.fromkeys(n for pts in shown.values() for n in pts))
+    color = {n: _COLORS[i % len(_COLORS)] for i, n in enumerate(names)}
+    for ax, (panel, points) in zip(axes, shown.items(), strict=False):
+        for name, p in points.items():
+            ours = is_ours(name)
+            ax.errorbar(
+                [p.cpu_pct], [p.p50_us], yerr=[[0.0], [max(0.0, p.p99_us - p.p50_us)]],
+                fmt="o" if ours else "s", markersize=9 if ours else 6, capsize=3,
+                color=color[name], markerfacecolor=color[name] if ours else "none",
+                elinewidth=1.6 if ours else 0.9, markeredgewidth=1.5, zorder=3 if ours else 2,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        lo = min(p.cpu_pct for p in points.values())
+        ax.set_xlim(max(lo / 2, 1e-2), 250)
+        ax.autoscale_view()
+        _label_points(ax, {n: (p.cpu_pct, p.p50_us) for n, p in points.items()}, color)
+        _plain_log_ticks(ax.xaxis)
+        _plain_log_ticks(ax.yaxis)
+        ax.set_xlabel("consumer CPU while waiting, % of one core (log scale)")
+        ax.set_ylabel("wake latency p50, µs (log; whisker to p99)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(panel, fontsize=9)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10)
+    return _save(fig, path)
+
+
+class Bar(NamedTuple):
+    """One bar of :func:`bars`: its height and the whisker's ends (equal to ``value``
+    for no whisker)."""
+
+    value: float
+    lo: float
+    hi: float
+
+
+def bars(groups: Mapping[str, Mapping[str, Bar]], title: str, path: Path, ylabel: str, *,
+         log: bool = False, reference: tuple[str, float] | None = None) -> Path:
+    """Write a PNG of grouped bars: a group per key of ``groups`` (a producer count, a
+    subscriber count) along x, in it a bar per series (a transport, the same colour in
+    every group) with a whisker from ``lo`` to ``hi``. shmplane's bars are opaque with a
+    dark edge, the peers' paler. ``log``: a log y axis (for figures that span decades);
+    ``reference``: a labelled horizontal dashed line (a floor) at that value.
+
+    Raises ImportError if matplotlib is not installed (see ``have_matplotlib``)."""
+    names = list(dict.fromkeys(n for g in groups.values() for n in g))
+    fig, ax = _figure(max(7.0, 3.0 + 0.4 * len(names) * len(groups)), 4.2)
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs, vals, lows, highs = [], [], [], []
+        for gi, g in enumerate(groups.values()):
+            if name in g:
+                b = g[name]
+                xs.append(gi - 0.4 + width * (i + 0.5))
+                vals.append(b.value)
+                lows.append(max(0.0, b.value - b.lo))
+                highs.append(max(0.0, b.hi - b.value))
+        ours = is_ours(name)
+        ax.bar(xs, vals, width * 0.92, label=name, color=_COLORS[i % len(_COLORS)], alpha=1.0 if ours else 0.55,
+               edgecolor="black" if ours else "none", linewidth=1.2, yerr=[lows, highs], capsize=2,
+               error_kw={"elinewidth": 0.9})
+    if reference is not None:
+        ax.axhline(reference[1], color="black", linestyle="--", linewidth=1.0, label=reference[0])
+    ax.set_xticks(range(len(groups)), list(groups))
+    from matplotlib import ticker
+
+    # 1.5 M, 200 k, 15: rates and costs read without an exponent.
+    eng = ticker.EngFormatter(sep=" ")
+    if log:
+        ax.set_yscale("log")
+        # Room below the shortest bar, so that it does not look like nothing.
+        smallest = min((b.lo for g in groups.values() for b in g.values() if b.lo > 0), default=None)
+        if smallest is not None:
+            ax.set_ylim(bottom=smallest / 3)
+        _plain_log_ticks(ax.yaxis, eng)
+    else:
+        ax.yaxis.set_major_formatter(eng)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.suptitle(_wrap(title, fig.get_figwidth()), fontsize=10)  # over the legend too
+    # Beside the axes, not over the bars.
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return _save(fig, path)

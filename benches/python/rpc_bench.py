@@ -26,8 +26,8 @@ round trip and p99 ≤ 5 µs; adaptive p50 ≤ 1.2x spin's; block p50 ≤ max(1.
 futex round trip, that round trip + 3 µs); 8 MB reply ≤ 2x ``np.copyto``; list reply ≤
 1.1x the one-way channel transfer; ≥ 100x faster than the sipyco-style RPC.
 
-``--plot DIR`` writes the ``rr`` round trips as a latency CDF (``rpc-64B-round-trip-cdf.png``;
-needs matplotlib, see ``plots.py``).
+``--plot [DIR]`` writes the ``rr`` round trips as a latency CDF (``rpc-64B-round-trip-cdf.png``
+in DIR, default ``benches/results/``; needs matplotlib, see ``plots.py``).
 
 Watchdog: every wait of this process has a timeout; children are terminated, then
 killed. Peers not installed are skipped with a note. Run ``ci/bench-rpc.sh`` (installs
@@ -445,11 +445,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ap.add_argument("--quick", action="store_true", help="2000 calls, 3 big reps")
     ap.add_argument("--json", default="", help="write the figures here")
     ap.add_argument("--hogs", type=int, default=0, help="busy-loop processes running throughout (a loaded machine)")
-    ap.add_argument("--plot", type=Path, default=None, metavar="DIR", help="write the rr latency CDF here (needs matplotlib)")
+    plots.add_plot_option(ap, "the rr latency CDF (rpc-64B-round-trip-cdf.png)")
     args = ap.parse_args(argv)
-    if args.plot is not None and not plots.have_matplotlib():
-        print("note: --plot needs matplotlib (pip install matplotlib): no plot written", file=sys.stderr)
-        args.plot = None
+    args.plot = plots.plot_dir(args.plot)
     if args.quick:
         args.calls, args.big_reps = 2000, 3
     n = args.calls
@@ -540,4 +538,5 @@ def _run(args: argparse.Namespace, n: int, only: list[str], rows: dict[str, Call
 
 
 if __name__ == "__main__":
-    main()
+    if written := main():
+        print(f"\nplots: {', '.join(str(p) for p in written)}")

@@ -27,7 +27,14 @@ every row K times, interleaved (copyto, view, ..., copyto, view, ...), and pools
 samples, so that a machine whose speed drifts during the run (a shared VM) moves the
 floor and the rows alike; the last column gives the range of the K per-repeat p50
 ratios. Usage: ``python benches/python/view_bench.py [--sizes 1,8,64] [--rounds N]
-[--repeat K] [--hogs N]``.
+[--repeat K] [--hogs N] [--plot [DIR]]``.
+
+``--plot [DIR]`` (matplotlib installed) writes into DIR (default ``benches/results/``)
+``view-p50-vs-size.png``, the pooled p50 of every row against the array size (log-log),
+and ``view-<N>MB-cdf.png``, the latency CDFs of every row at each size. The first is the
+bench's claim in one picture: a view costs the same whatever the size (a flat line)
+while every row that copies climbs with ``np.copyto``; CDFs of one size could not show
+that, and the per-size CDFs add what a p50 hides (the tails of a shared VM).
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ import multiprocessing as mp
 import os
 import time
 from multiprocessing import shared_memory
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import plots  # benches/python/plots.py: optional pictures and progress bars
 import shmplane
 
 
@@ -227,7 +236,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=0, help="messages per row (default by size)")
     ap.add_argument("--hogs", type=int, default=0, help="CPU-hog processes running meanwhile")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved repeats of every row, pooled")
+    plots.add_plot_option(ap, "view-p50-vs-size.png and view-<N>MB-cdf.png")
     args = ap.parse_args()
+    plot_dir = plots.plot_dir(args.plot)
+    pooled: dict[int, dict[str, list[float]]] = {}  # MB -> row -> seconds, for --plot
     hogs = [mp.get_context("fork").Process(target=hog, daemon=True) for _ in range(args.hogs)]
     for h in hogs:
         h.start()
@@ -240,7 +252,7 @@ def main() -> None:
             n = mb * 1_000_000 // 8
             rounds = args.rounds or max(20, 400 // mb)
             runs: list[dict[str, list[float]]] = []
-            for _ in range(max(1, args.repeat)):
+            for _ in plots.progress(range(max(1, args.repeat)), desc=f"{mb} MB repeats"):
                 rows: dict[str, list[float]] = {"np.copyto (floor)": run_copyto(n, rounds)}
                 view_only, rows["shmplane send+view"] = run_channel(n, rounds, copy=False)
                 rows["shmplane view: recv(copy=False) alone"] = view_only
@@ -268,6 +280,7 @@ def main() -> None:
                 "iceoryx2 view: receive+frombuffer alone",
                 "iceoryx2 loan+copyto+send+view",
             ]
+            pooled[mb] = {label: [x for r in runs for x in r[label]] for label in order if label in runs[0]}
             floor = pct([x for r in runs for x in r["np.copyto (floor)"]])
             print(f"\n{mb} MB ({rounds} messages x {len(runs)} repeats)")
             for label in order:
@@ -282,6 +295,26 @@ def main() -> None:
     finally:
         for h in hogs:
             h.kill()
+    if plot_dir is not None and pooled:
+        written = plot_rows(pooled, args, plot_dir)
+        print(f"\nplots: {', '.join(str(p) for p in written)}")
+
+
+def plot_rows(pooled: dict[int, dict[str, list[float]]], args: argparse.Namespace, directory: Path) -> list[Path]:
+    """``view-p50-vs-size.png`` and a ``view-<N>MB-cdf.png`` per size (see the module's
+    docstring) from the pooled samples (seconds) of every row at every size (MB)."""
+    how = f"{args.repeat} interleaved repeats pooled, {args.hogs} CPU hogs"
+    vs_size: dict[str, list[tuple[int, float]]] = {}
+    for mb, rows in pooled.items():
+        for label, xs in rows.items():
+            vs_size.setdefault(label, []).append((mb * 1_000_000, pct(xs)[0]))
+    title = f"float64 arrays between two processes, p50 of each row against the size\n{how}"
+    written = [plots.latency_vs_size(vs_size, title, directory / "view-p50-vs-size.png")]
+    for mb, rows in pooled.items():
+        ns = {label: [x * 1e9 for x in xs] for label, xs in rows.items()}
+        title = f"{mb} MB float64 arrays between two processes: every row's latency\n{how}"
+        written.append(plots.latency_cdfs(ns, title, directory / f"view-{mb}MB-cdf.png"))
+    return written
 
 
 if __name__ == "__main__":

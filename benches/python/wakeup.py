@@ -33,6 +33,11 @@ readers rely on EOF (the parent closes its copies, so a dead peer is seen) and o
 the parent's watchdog. Optional peers (posix_ipc, pyzmq, iceoryx2, uvloop) are
 skipped with a note when not installed.
 
+``--plot [DIR]`` (matplotlib installed) writes ``wakeup-cpu-vs-latency.png`` into DIR
+(default ``benches/results/``): the trade-off the ``w5`` tables measure, a point per
+transport at (consumer CPU %, wake p50) with a whisker to its p99, a panel for ``w5``
+and one for ``w5hogs`` (``plots.cpu_vs_latency``).
+
 Run ``ci/bench-wakeup.sh`` (installs the peers), or this file with the venv's python.
 """
 
@@ -68,8 +73,10 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, Protocol, TypedDict, TypeVar
 
+import plots  # benches/python/plots.py: optional pictures
 import shmplane
 
 _CTX = multiprocessing.get_context("spawn")
@@ -1118,9 +1125,10 @@ def _run_rows(
     args: argparse.Namespace,
     run: Callable[[Transport], Row],
     notes: list[str],
+    desc: str = "",
 ) -> list[Row]:
     rows: list[Row] = []
-    for t in transports:
+    for t in plots.progress(transports, desc=desc):
         if not _selected(t.name, args.only, args.skip):
             continue
         missing = t.missing()
@@ -1168,6 +1176,27 @@ def _merge_rounds(rounds: list[list[Row]]) -> list[Row]:
     return [merged[n] for n in order]
 
 
+def plot_w5(out: dict[str, Any], args: argparse.Namespace, directory: Path) -> list[Path]:
+    """Draw the ``w5`` / ``w5hogs`` rows of ``out`` as consumer CPU against wake
+    latency (``wakeup-cpu-vs-latency.png`` in ``directory``); nothing if neither ran."""
+    panels: dict[str, dict[str, plots.CpuLatency]] = {}
+    for workload, hogs in (("w5", 0), ("w5hogs", args.hogs)):
+        points = {
+            r["name"]: plots.CpuLatency(r["cpu_pct"], r["stats"]["p50"], r["stats"]["p99"])
+            for r in out.get(workload, [])
+            if "stats" in r
+        }
+        if points:
+            panels[f"{workload}: {hogs} CPU hogs"] = points
+    if not panels:
+        return []
+    title = (
+        f"wake-up: 1 message per {args.period_ms:g} ms, {args.seconds:g} s per transport "
+        f"in {args.rounds} rounds; the consumer's CPU while it waits against its wake latency"
+    )
+    return [plots.cpu_vs_latency(panels, title, directory / "wakeup-cpu-vs-latency.png")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -1206,7 +1235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="smoke test: 1 s runs, 2000 round trips"
     )
     parser.add_argument("--json", metavar="PATH", help="dump the raw figures here")
+    plots.add_plot_option(parser, "wakeup-cpu-vs-latency.png (w5, w5hogs)")
     args = parser.parse_args(argv)
+    plot_dir = plots.plot_dir(args.plot)
     args.only = [s for s in args.only.split(",") if s]
     args.skip = [s for s in args.skip.split(",") if s]
     if args.quick:
@@ -1258,7 +1289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Rounds: every transport runs `rounds` times for seconds/rounds, interleaved,
         # so that this machine's drift (load, vCPU wake-up costs) hits all alike.
-        rounds = [_run_rows(W5_TRANSPORTS, args, w5, notes) for _ in range(args.rounds)]
+        rounds = [
+            _run_rows(W5_TRANSPORTS, args, w5, notes, f"{workload} round {i + 1}")
+            for i in range(args.rounds)
+        ]
         rows = _merge_rounds(rounds)
         print(w5_table(rows, with_hogs=hogs > 0))
         out[workload] = rows
@@ -1269,7 +1303,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"after {rr_warmup} warm-up"
         )
         rows = _run_rows(
-            RR_TRANSPORTS, args, lambda t: run_rr(t, args.round_trips, rr_warmup), notes
+            RR_TRANSPORTS,
+            args,
+            lambda t: run_rr(t, args.round_trips, rr_warmup),
+            notes,
+            "rr",
         )
         print(latency_table(rows))
         ok = _by_name(rows)
@@ -1326,8 +1364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out["host"]["loadavg_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(out, f)
+            json.dump(out, f, default=str)
         print(f"\nraw figures: {args.json}")
+    if plot_dir is not None:
+        written = plot_w5(out, args, plot_dir)
+        if written:
+            print(f"\nplots: {', '.join(str(p) for p in written)}")
     failed = [
         r["name"]
         for k in ("w5", "w5hogs", "rr", "async_pingpong", "async_stream")
