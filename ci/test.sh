@@ -28,6 +28,11 @@ step "fuzz (20 s per target)"; check fuzz
 # fresh venv; the steps after it use .venv's editable build from ci/setup.sh.
 step "sdist, wheel, pytest against the installed wheel"
 check wheel pybindings/tests -q -o timeout=120
+# The pictures of the demo and the benches need matplotlib, which the library and the
+# suite above do not: drawn here once with it installed into .venv.
+step "bench pictures (with matplotlib)"
+check setup matplotlib
+.venv/bin/python -m pytest pybindings/tests/test_bench_plots.py -q -o timeout=120
 step stubtest;         .venv/bin/python -m mypy.stubtest shmplane._shmplane --ignore-missing-stub
 step mypy;             .venv/bin/python -m mypy pybindings/python/shmplane
 step docs;             check docs
