@@ -184,23 +184,38 @@ fn master(args: &Args) -> Result<()> {
     let name = format!("check-pause-rs-{}", std::process::id());
     let report_name = format!("{name}.report");
     let mut report = Receiver::create(&report_name, 1 << 16).context(format!("creating the report channel {report_name}"))?;
-    let worker = Peer::spawn(args, "worker", &[&name])?;
+    let mut worker = Peer::spawn(args, "worker", &[&name])?;
     let ready = acted(&mut report, "that it is ready")?;
     ensure(ready.what == "ready", || format!("the worker said {:?} first, not ready", ready.what))?;
     let mut master = Sender::open(&name).context(format!("joining mailbox {name} by name"))?;
+    if let Err(e) = command(args, &name, &mut master, &mut report, worker.pid()) {
+        // End the worker before these handles close: the close then finds it gone and
+        // removes its mailbox (closed first, with the worker alive and then killed, the
+        // mailbox would be left for `shmplane gc`).
+        worker.kill();
+        return Err(e);
+    }
+    worker.wait(TIMEOUT)?;
+    master.close();
+    report.close();
+    println!("check_pause: ok");
+    Ok(())
+}
 
+/// The master's side once the worker is ready: the commands, then the worker's summary.
+fn command(args: &Args, name: &str, master: &mut Sender, report: &mut Receiver, worker: u32) -> Result<()> {
     let gap = if args.quick { Duration::from_millis(50) } else { Duration::from_millis(300) };
     let script = [("master", "pause"), ("outsider", "resume"), ("outsider", "pause"), ("master", "resume"), ("master", "terminate")];
-    println!("master: commands to worker pid {} through mailbox {name}, {} ms apart:", worker.pid(), gap.as_millis());
+    println!("master: commands to worker pid {worker} through mailbox {name}, {} ms apart:", gap.as_millis());
     let mut paused_at = None;
     for (who, what) in script {
         std::thread::sleep(gap);
         if who == "master" {
             master.send_timeout(&Command::encode(what, "master"), TIMEOUT).context(format!("sending {what}"))?;
         } else {
-            Peer::spawn(args, "outsider", &[name.as_str(), what])?.wait(TIMEOUT)?;
+            Peer::spawn(args, "outsider", &[name, what])?.wait(TIMEOUT)?;
         }
-        let a = acted(&mut report, what)?;
+        let a = acted(report, what)?;
         ensure(a.what == what && a.who == who, || format!("sent {what} from {who}, the worker acted on {} from {}", a.what, a.who))?;
         println!("  {:<10} from {:<9} acted on after {:9.1} us at iteration {}", a.what, a.who, a.latency_ns as f64 / 1e3, a.iteration);
         match what {
@@ -213,18 +228,14 @@ fn master(args: &Args) -> Result<()> {
             _ => {}
         }
     }
-    let done = next_report(&mut report, "its summary")?;
+    let done = next_report(report, "its summary")?;
     let f: Vec<&str> = done.split(' ').collect();
     let ["done", iterations, paused_ms, pending_ns, mpsc_ns] = f.as_slice() else {
         return fail(format!("unexpected summary {done:?}"));
     };
-    worker.wait(TIMEOUT)?;
     println!("master: the worker ran {iterations} iterations, {paused_ms} ms paused, and ran none while paused");
     println!("master: cost of the check on an empty queue, best of 5{}:", support::build_note());
     println!("    shmplane Mailbox::pending()            {pending_ns:>8} ns");
     println!("    std::sync::mpsc try_recv() (in-process) {mpsc_ns:>7} ns");
-    master.close();
-    report.close();
-    println!("check_pause: ok");
     Ok(())
 }

@@ -129,12 +129,26 @@ fn call(client: &mut RpcClient, request: &str) -> Result<String> {
 fn client(args: &Args) -> Result<()> {
     watchdog(args, "rpc client");
     let name = format!("rpc-rs-{}", std::process::id());
-    let server = Peer::spawn(args, "server", &[&name])?;
+    let mut server = Peer::spawn(args, "server", &[&name])?;
     let mut client = RpcClient::connect(&name, Some(TIMEOUT)).context(format!("connecting to {name}"))?;
     println!("client: connected to {name} (server pid {})", server.pid());
+    if let Err(e) = calls(args, &mut client) {
+        // End the server before this handle closes: the close then finds it gone and
+        // removes its segment (closed first, with the server alive and then killed,
+        // the segment would be left for `shmplane gc`).
+        server.kill();
+        return Err(e);
+    }
+    server.wait(TIMEOUT)?;
+    client.close();
+    println!("rpc: ok");
+    Ok(())
+}
 
-    println!("client: echo:hello -> {:?}", call(&mut client, "echo:hello")?);
-    println!("client: set_voltage:1.5 -> {:?}", call(&mut client, "set_voltage:1.5")?);
+/// The client's calls, the last one `stop`.
+fn calls(args: &Args, client: &mut RpcClient) -> Result<()> {
+    println!("client: echo:hello -> {:?}", call(client, "echo:hello")?);
+    println!("client: set_voltage:1.5 -> {:?}", call(client, "set_voltage:1.5")?);
 
     // An error raised by the server comes back as the call's error.
     match client.call_timeout(b"set_voltage:99", TIMEOUT) {
@@ -200,9 +214,6 @@ fn client(args: &Args) -> Result<()> {
         took.as_secs_f64() * 1e3
     );
 
-    println!("client: stop -> {:?}", call(&mut client, "stop")?);
-    server.wait(TIMEOUT)?;
-    client.close();
-    println!("rpc: ok");
+    println!("client: stop -> {:?}", call(client, "stop")?);
     Ok(())
 }

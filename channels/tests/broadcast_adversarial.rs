@@ -3,8 +3,6 @@
 //! written by another process, publisher copies without a name, a subscriber taking
 //! over the slot of a killed one, publisher death seen on a subscriber's descriptor,
 //! and subscribers joining and leaving under load. One test at a time (some fork).
-mod common;
-
 use shmplane::{Error, Publisher, Subscriber};
 use std::time::Duration;
 
@@ -292,17 +290,33 @@ fn a_joiner_of_a_dead_subscribers_slot_is_not_pruned() {
     use shmplane_shm::store::SegmentRing;
     let n = name("rejoin");
     let mut publisher = Publisher::create_with(&n, 4096, 1, false).unwrap();
+    // The child says on this pipe that it joined and is done with its receive. (Not a
+    // probe for its sleep: where membarrier is refused, a lease taker sleeps 1 ms in
+    // `clock_nanosleep` too, inside the join.)
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors of `fds`.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     // SAFETY: the child only calls async-signal-safe-enough code of this test and exits with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         let mut s = Subscriber::open(&n).unwrap();
         let _ = s.try_recv();
+        // SAFETY: one byte from a live buffer to the pipe's write end.
+        unsafe { libc::write(fds[1], b"j".as_ptr().cast(), 1) };
         std::thread::sleep(Duration::from_secs(30));
         // SAFETY: ends the forked child without running the parent's destructors.
         unsafe { libc::_exit(0) };
     }
-    // Joined, and done with its receive: asleep in its 30 s sleep.
-    common::await_child_syscall(pid, &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep]);
+    let mut p = libc::pollfd { fd: fds[0], events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let joined = unsafe { libc::poll(&mut p, 1, 20_000) } == 1;
+    if !joined {
+        // SAFETY: plain syscalls on our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL); libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    }
+    // SAFETY: closing the two descriptors pipe(2) made, once each.
+    unsafe { libc::close(fds[0]); libc::close(fds[1]) };
+    assert!(joined, "watchdog: the child never joined and received");
     assert!(publisher.subscribers() > 0);
     // SAFETY: plain syscalls on our own child.
     unsafe { libc::kill(pid, libc::SIGKILL); libc::waitpid(pid, std::ptr::null_mut(), 0) };

@@ -115,7 +115,8 @@ def test_stale_segment_of_killed_process_is_replaced() -> None:
     r, w = mp.get_context("spawn").Pipe(duplex=False)
     p = mp.get_context("spawn").Process(target=_attach_and_hang, args=(name, w), daemon=True)
     p.start()
-    assert r.poll(30) and r.recv() == "attached"
+    w.close()  # a child that dies first reads as EOF at once
+    assert r.poll(20) and r.recv() == "attached"
     with pytest.raises(shmplane.AlreadyExistsError):
         shmplane.channel(name=name)  # its owner is alive
     os.kill(p.pid, signal.SIGKILL)
@@ -128,16 +129,21 @@ def test_stale_segment_of_killed_process_is_replaced() -> None:
     assert not os.path.exists(_path(name))
 
 
-def _fill_then_wait(rx: shmplane.Receiver) -> None:
+def _fill_then_wait(rx: shmplane.Receiver, ready: Any) -> None:
+    ready.send("attached")  # rx is this process's receiver now (unpickled)
     signal.pause()
 
 
 @pytest.mark.timeout(WATCHDOG)
 def test_receiver_killed_while_sender_blocked_on_full_ring() -> None:
     tx, rx = shmplane.channel(capacity=1 << 12)
-    p = mp.get_context("spawn").Process(target=_fill_then_wait, args=(rx,), daemon=True)
+    r, w = mp.get_context("spawn").Pipe(duplex=False)
+    p = mp.get_context("spawn").Process(target=_fill_then_wait, args=(rx, w), daemon=True)
     p.start()
     rx.close()
+    w.close()
+    # Killed once it holds the receiver: not while its start-up still carries it.
+    assert r.poll(20) and r.recv() == "attached"
     while True:
         try:
             tx.try_send(b"y" * 500)

@@ -170,6 +170,10 @@ def test_a_view_dropped_by_another_thread_frees_a_waiting_sender() -> None:
         path = tx.path  # (the sender's lock is busy once it sends)
         threads = [threading.Thread(target=send_more)]
         threads[0].start()
+        assert threads[0].native_id is not None
+        # The send waits for the views' space: asleep for room, not yet started.
+        wait_until_blocked(os.getpid(), threads[0].native_id, segment=path)
+        assert not sent.is_set()
         # The views go while the main thread is asleep in recv (the receiver busy).
         threads.append(when_blocked(views.clear, segment=path))
         assert rx.recv(timeout=20) == after

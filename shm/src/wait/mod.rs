@@ -555,6 +555,24 @@ mod slip {
     #[cfg(not(shmplane_loom))]
     thread_local! {
         static LAST_WAIT_SHORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// A poll paused (`super::pace`) since the wait loop last asked (`took_pace`).
+        static PACED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Pause for one slip inside a poll, and tell the wait loop ([`took_pace`]).
+    pub fn pace() {
+        pause();
+        #[cfg(not(shmplane_loom))]
+        PACED.with(|c| c.set(true));
+    }
+
+    /// Whether a poll paused since the last call; forgets it.
+    #[inline]
+    pub fn took_pace() -> bool {
+        #[cfg(not(shmplane_loom))]
+        return PACED.with(|c| c.get() && c.replace(false));
+        #[cfg(shmplane_loom)]
+        false
     }
 
     /// Whether the previous wait was short; forgets it (a wait is long until it
@@ -582,10 +600,14 @@ mod slip {
 /// back to back, the consumer pays that for every record it frees and a streaming
 /// producer is held to the round-trip rate (measured: a 64-byte stream at 127 ns per
 /// message where the line round trip costs 135 ns, 7.8 M msg/s). A producer waits for
-/// half a ring at least (`Producer::wake_due`), far more than the consumer frees in a
-/// pause, so the pause costs no throughput and a latency of at most one pause.
+/// half a ring at least (`Producer::wake_due`), more than the consumer frees in a pause
+/// unless the ring is a few KiB, so the pause costs a latency of at most one pause.
+///
+/// [`wait_until_learning`] reads its clock after every poll that paced (instead of
+/// every 64 polls, 50 µs of pauses): its spin time, deadline and per-slice check keep
+/// their timing, and a wait that paced never counts as short (see `slip`).
 pub fn pace() {
-    slip::pause();
+    slip::pace();
 }
 
 /// Suspected lost wake-ups in this process: sleeps that ran to their timeout, after
@@ -684,7 +706,9 @@ pub fn wait_until_learning<C, T, E, P: Park>(
         return Ok(v);
     }
     // The clock is first read after 64 polls (a vDSO `clock_gettime` costs ~20 ns, as
-    // much as the rest of a short wait): `spin` and the first slice count from there.
+    // much as the rest of a short wait), or after the first poll that paced (`pace`:
+    // 64 of those take 50 µs): `spin` and the first slice count from there.
+    let mut paced = slip::took_pace();
     let mut start: Option<Instant> = None;
     let mut next_check = None;
     let full_spin = match policy {
@@ -697,14 +721,16 @@ pub fn wait_until_learning<C, T, E, P: Park>(
     let mut spins: u32 = 0;
     loop {
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
-            if !slipped && spins < slip::short_polls() {
+            if !slipped && !paced && spins < slip::short_polls() {
                 slip::record_short_wait();
             }
             history.awake(event(ctx).0);
             return Ok(v);
         }
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 || spin_for == Some(Duration::ZERO) {
+        let paused = slip::took_pace();
+        paced |= paused;
+        if spins % 64 == 0 || paused || spin_for == Some(Duration::ZERO) {
             let now = Instant::now();
             let started = *start.get_or_insert(now);
             if deadline.is_some_and(|d| now >= d) {
@@ -725,6 +751,8 @@ pub fn wait_until_learning<C, T, E, P: Park>(
     }
     let started = start.unwrap_or_else(Instant::now);
     let result = sleep_phase(ctx, &event, deadline, &mut history.next_check, &mut poll, &mut every_slice);
+    // Its polls may have paced: not news to this thread's next wait.
+    let _ = slip::took_pace();
     history.slept(started.elapsed(), full_spin);
     result
 }
@@ -811,6 +839,32 @@ mod tests {
         h.awake(&ev);
         assert_eq!(h.spin(FULL), FULL);
         assert_eq!(h.policy(WaitPolicy::Block), WaitPolicy::Block);
+    }
+
+    #[test]
+    fn polls_that_pace_have_the_clock_read_after_each() {
+        // (event count, polls so far)
+        type Ctx = (EventCount, u32);
+        fn event(c: &Ctx) -> (&EventCount, &SharedFutex) {
+            (&c.0, &SharedFutex)
+        }
+        let paced = |c: &mut Ctx| {
+            c.1 += 1;
+            pace();
+            Ok::<Option<()>, u32>(None)
+        };
+        // A deadline already passed ends the wait at the first clock read: not 64 polls
+        // (50 µs of pauses) later.
+        let mut ctx: Ctx = (EventCount::default(), 0);
+        let r = wait_until(&mut ctx, event, WaitPolicy::Spin, Some(Instant::now()), paced, |_| Ok(()));
+        assert_eq!(r, Err(WaitError::TimedOut));
+        assert!(ctx.1 <= 2, "{} paced polls before the deadline was looked at", ctx.1);
+        // A spin of 1 ns ends at the second clock read (the first per-slice check comes
+        // before the first sleep): not after 128 polls, 100 µs of pauses.
+        let mut ctx: Ctx = (EventCount::default(), 0);
+        let policy = WaitPolicy::Adaptive { spin: Duration::from_nanos(1) };
+        let r = wait_until(&mut ctx, event, policy, None, paced, |c| Err(c.1));
+        assert!(matches!(r, Err(WaitError::Failed(n)) if n <= 8), "{r:?}: paced polls before the sleep phase");
     }
 
     #[test]
