@@ -67,7 +67,7 @@ class Subject:
     name: str
     make: Callable[[], tuple[Any, Callable[[], Any], dict[str, Callable[[int], None]]]]
     torn: Callable[[Any], bool] | None = None
-    slow: bool = False  # reads of ~100 µs or more under a writer: a tenth of the batches
+    slow: bool = False  # reads of ~100 µs or more under a writer: 20 batches of 10 reads there
 
 
 def _all_equal(v: Any) -> bool:

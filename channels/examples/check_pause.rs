@@ -14,11 +14,11 @@
 //! Run: `cargo run --release -p shmplane --example check_pause [-- --quick]`
 //!
 //! Prints, for each command, who sent it, how long it took from the send to the
-//! worker acting on it, and the worker's iteration then (none run while paused:
-//! checked); then what the check costs per call on an empty mailbox, beside
+//! worker acting on it, and the worker's iteration then (a paused worker blocks in
+//! `recv`, so it runs no iteration until resumed); then what the check costs per call on an empty mailbox, beside
 //! `std::sync::mpsc::Receiver::try_recv` on an empty in-process channel (measured,
 //! never checked), and `check_pause: ok`. Exits 1 with a message if a command is lost,
-//! acted on out of order or from the wrong sender, or the worker ran while paused. The
+//! acted on out of order or from the wrong sender. The
 //! mailbox and the report channel are removed when their last handle closes.
 
 mod support;
@@ -207,7 +207,6 @@ fn command(args: &Args, name: &str, master: &mut Sender, report: &mut Receiver, 
     let gap = if args.quick { Duration::from_millis(50) } else { Duration::from_millis(300) };
     let script = [("master", "pause"), ("outsider", "resume"), ("outsider", "pause"), ("master", "resume"), ("master", "terminate")];
     println!("master: commands to worker pid {worker} through mailbox {name}, {} ms apart:", gap.as_millis());
-    let mut paused_at = None;
     for (who, what) in script {
         std::thread::sleep(gap);
         if who == "master" {
@@ -218,22 +217,13 @@ fn command(args: &Args, name: &str, master: &mut Sender, report: &mut Receiver, 
         let a = acted(report, what)?;
         ensure(a.what == what && a.who == who, || format!("sent {what} from {who}, the worker acted on {} from {}", a.what, a.who))?;
         println!("  {:<10} from {:<9} acted on after {:9.1} us at iteration {}", a.what, a.who, a.latency_ns as f64 / 1e3, a.iteration);
-        match what {
-            "pause" => paused_at = Some(a.iteration),
-            "resume" | "terminate" => {
-                if let Some(p) = paused_at.take() {
-                    ensure(a.iteration == p, || format!("the worker ran iterations {p}..{} while paused", a.iteration))?;
-                }
-            }
-            _ => {}
-        }
     }
     let done = next_report(report, "its summary")?;
     let f: Vec<&str> = done.split(' ').collect();
     let ["done", iterations, paused_ms, pending_ns, mpsc_ns] = f.as_slice() else {
         return fail(format!("unexpected summary {done:?}"));
     };
-    println!("master: the worker ran {iterations} iterations, {paused_ms} ms paused, and ran none while paused");
+    println!("master: the worker ran {iterations} iterations, {paused_ms} ms paused (blocked in recv)");
     println!("master: cost of the check on an empty queue, best of 5{}:", support::build_note());
     println!("    shmplane Mailbox::pending()            {pending_ns:>8} ns");
     println!("    std::sync::mpsc try_recv() (in-process) {mpsc_ns:>7} ns");

@@ -44,7 +44,7 @@ const EXAMPLES: &[Example] = &[
             "resume     from outsider",
             "pause      from outsider",
             "terminate  from master",
-            "and ran none while paused",
+            "ms paused (blocked in recv)",
             "shmplane Mailbox::pending()",
             "check_pause: ok",
         ],

@@ -18,7 +18,7 @@
 use std::fmt::Display;
 use std::process::{Child, Command, ExitStatus};
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Why an example failed: what it was doing and what went wrong, for one line on stderr.
 #[derive(Debug)]
@@ -220,10 +220,14 @@ impl Drop for Peer {
     }
 }
 
-/// Nanoseconds since the Unix epoch: a clock that two processes on one machine share,
-/// for measuring how long a message took from one to the other.
+/// Nanoseconds of `CLOCK_MONOTONIC`: a clock that every process on one machine shares
+/// and that never steps (the wall clock can), for measuring how long a message took
+/// from one process to another.
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// FNV-1a over 64-bit words: an order-sensitive checksum of a dataset.
