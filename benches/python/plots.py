@@ -152,7 +152,8 @@ def _plain_log_ticks(axis: Any, fmt: Any = None) -> None:
 def size_label(nbytes: float) -> str:
     """``64 B``, ``16 KiB``, ``1 MiB`` for binary sizes, ``8 MB`` for decimal ones."""
     n = int(nbytes)
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10), ("MB", 10**6), ("kB", 10**3)):
+    # MB before KiB: 64,000,000 bytes is also 62,500 KiB.
+    for unit, scale in (("MiB", 1 << 20), ("MB", 10**6), ("KiB", 1 << 10), ("kB", 10**3)):
         if n >= scale and n % scale == 0:
             return f"{n // scale} {unit}"
     return f"{nbytes:g} B"
