@@ -42,9 +42,8 @@ fn main() {
     });
 }
 
-fn watchdog(args: &Args, who: &str) {
-    support::watchdog(who, if args.quick { Duration::from_secs(60) } else { Duration::from_secs(300) });
-}
+/// The watchdog's limit in seconds: (with `--quick`, without).
+const WATCHDOG: (u64, u64) = (60, 300);
 
 /// Message `seq` of the stream: `elements` float64 values, the first its sequence
 /// number, the others pseudo-random.
@@ -68,7 +67,7 @@ fn fold(digest: u64, values: &[f64]) -> u64 {
 }
 
 fn publisher(args: &Args) -> Result<()> {
-    watchdog(args, "broadcast publisher");
+    args.watchdog("broadcast publisher", WATCHDOG);
     let n: usize = args.option("--subscribers")?.unwrap_or(3);
     ensure((1..=64).contains(&n), || format!("--subscribers {n}: between 1 and 64"))?;
     let (messages, elements, large) = if args.quick { (100u64, 1000, 1 << 17) } else { (1000, 1000, 1_000_000) };
@@ -134,7 +133,7 @@ fn publisher(args: &Args) -> Result<()> {
 }
 
 fn subscriber(args: &Args) -> Result<()> {
-    watchdog(args, "broadcast subscriber");
+    args.watchdog("broadcast subscriber", WATCHDOG);
     let name: String = args.value(0, "broadcast name")?;
     let k: usize = args.value(1, "subscriber number")?;
     let mut rx = Subscriber::open(&name).context(format!("joining broadcast {name}"))?;

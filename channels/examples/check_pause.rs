@@ -40,9 +40,8 @@ fn main() {
     });
 }
 
-fn watchdog(args: &Args, who: &str) {
-    support::watchdog(who, if args.quick { Duration::from_secs(60) } else { Duration::from_secs(300) });
-}
+/// The watchdog's limit in seconds: (with `--quick`, without).
+const WATCHDOG: (u64, u64) = (60, 300);
 
 /// A command as it travels: `"WHAT WHO SENT_NS"`.
 struct Command {
@@ -73,7 +72,7 @@ fn work() {
 
 /// The experiment loop: a unit of work, then the check, until told to terminate.
 fn worker(args: &Args) -> Result<()> {
-    watchdog(args, "check_pause worker");
+    args.watchdog("check_pause worker", WATCHDOG);
     let name: String = args.value(0, "mailbox name")?;
     let report_name = format!("{name}.report");
     let mut mb = Mailbox::create(&name, 4096, 8).context(format!("creating mailbox {name}"))?;
@@ -142,7 +141,7 @@ fn worker(args: &Args) -> Result<()> {
 
 /// A process that joins the mailbox by name, sends one command, and leaves.
 fn outsider(args: &Args) -> Result<()> {
-    watchdog(args, "check_pause outsider");
+    args.watchdog("check_pause outsider", WATCHDOG);
     let name: String = args.value(0, "mailbox name")?;
     let what: String = args.value(1, "command")?;
     let mut tx = Sender::open(&name).context(format!("joining mailbox {name} by name"))?;
@@ -180,7 +179,7 @@ fn acted(report: &mut Receiver, waiting_for: &str) -> Result<Acted> {
 }
 
 fn master(args: &Args) -> Result<()> {
-    watchdog(args, "check_pause master");
+    args.watchdog("check_pause master", WATCHDOG);
     let name = format!("check-pause-rs-{}", std::process::id());
     let report_name = format!("{name}.report");
     let mut report = Receiver::create(&report_name, 1 << 16).context(format!("creating the report channel {report_name}"))?;

@@ -31,6 +31,9 @@ use support::{checksum, ensure, fail, Args, Context, Failure, Peer, Result};
 /// How long any one wait for the other process may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The watchdog's limit in seconds: (with `--quick`, without).
+const WATCHDOG: (u64, u64) = (60, 600);
+
 fn main() {
     support::main("dataset_transfer", "consumer", &["--arrays"], |args| match args.role.as_deref() {
         None => consumer(args),
@@ -67,7 +70,7 @@ fn fill(values: &mut [f64], index: u64) {
 }
 
 fn consumer(args: &Args) -> Result<()> {
-    support::watchdog("dataset_transfer consumer", if args.quick { Duration::from_secs(60) } else { Duration::from_secs(600) });
+    args.watchdog("dataset_transfer consumer", WATCHDOG);
     let arrays: u64 = args.option("--arrays")?.unwrap_or(if args.quick { 4 } else { 64 });
     let elements = if args.quick { 1 << 17 } else { 1_000_000 };
     let bytes = elements * size_of::<f64>();
@@ -134,7 +137,7 @@ fn consumer(args: &Args) -> Result<()> {
 }
 
 fn producer(args: &Args) -> Result<()> {
-    support::watchdog("dataset_transfer producer", if args.quick { Duration::from_secs(60) } else { Duration::from_secs(600) });
+    args.watchdog("dataset_transfer producer", WATCHDOG);
     let name: String = args.value(0, "channel name")?;
     let arrays: u64 = args.value(1, "array count")?;
     let elements: usize = args.value(2, "elements per array")?;

@@ -41,9 +41,8 @@ fn main() {
     });
 }
 
-fn watchdog(args: &Args, who: &str) {
-    support::watchdog(who, if args.quick { Duration::from_secs(60) } else { Duration::from_secs(300) });
-}
+/// The watchdog's limit in seconds: (with `--quick`, without).
+const WATCHDOG: (u64, u64) = (60, 300);
 
 /// Update `k` of the vector: every element says which update it belongs to.
 fn vector(k: u64) -> [f64; WIDTH] {
@@ -57,7 +56,7 @@ fn update_of(v: &[f64; WIDTH]) -> Option<u64> {
 }
 
 fn writer(args: &Args) -> Result<()> {
-    watchdog(args, "latest_values writer");
+    args.watchdog("latest_values writer", WATCHDOG);
     let name: String = args.value(0, "slot name")?;
     let updates: u64 = args.value(1, "update count")?;
     let params = Slot::<[f64; WIDTH]>::open(&name).context(format!("opening slot {name}"))?;
@@ -70,7 +69,7 @@ fn writer(args: &Args) -> Result<()> {
 }
 
 fn reader(args: &Args) -> Result<()> {
-    watchdog(args, "latest_values reader");
+    args.watchdog("latest_values reader", WATCHDOG);
     let updates: u64 = if args.quick { 20_000 } else { 1_000_000 };
     let name = format!("latest-values-rs-{}", std::process::id());
     let params = Slot::<[f64; WIDTH]>::create(&name, vector(0)).context(format!("creating slot {name}"))?;

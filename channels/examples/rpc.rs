@@ -44,9 +44,8 @@ fn main() {
     });
 }
 
-fn watchdog(args: &Args, who: &str) {
-    support::watchdog(who, if args.quick { Duration::from_secs(90) } else { Duration::from_secs(300) });
-}
+/// The watchdog's limit in seconds: (with `--quick`, without).
+const WATCHDOG: (u64, u64) = (90, 300);
 
 /// The values of `dataset:N`.
 fn dataset(n: usize) -> Vec<f64> {
@@ -54,7 +53,7 @@ fn dataset(n: usize) -> Vec<f64> {
 }
 
 fn server(args: &Args) -> Result<()> {
-    watchdog(args, "rpc server");
+    args.watchdog("rpc server", WATCHDOG);
     let name: String = args.value(0, "server name")?;
     let mut server = RpcServer::create(&name, 4).context(format!("creating RPC server {name}"))?;
     println!("server (pid {}): serving {name}", std::process::id());
@@ -127,7 +126,7 @@ fn call(client: &mut RpcClient, request: &str) -> Result<String> {
 }
 
 fn client(args: &Args) -> Result<()> {
-    watchdog(args, "rpc client");
+    args.watchdog("rpc client", WATCHDOG);
     let name = format!("rpc-rs-{}", std::process::id());
     let mut server = Peer::spawn(args, "server", &[&name])?;
     let mut client = RpcClient::connect(&name, Some(TIMEOUT)).context(format!("connecting to {name}"))?;

@@ -67,6 +67,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// Start this process's [`watchdog`]: `quick` seconds under `--quick`, else `full`.
+    pub fn watchdog(&self, who: &str, (quick, full): (u64, u64)) {
+        watchdog(who, Duration::from_secs(if self.quick { quick } else { full }));
+    }
+
     /// Parse this process's arguments; `options` are the `--OPTION VALUE` flags the
     /// example accepts besides `--quick` and `--role`.
     pub fn parse(options: &[&str]) -> Result<Args> {
