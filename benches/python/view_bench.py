@@ -253,40 +253,33 @@ def main() -> None:
             rounds = args.rounds or max(20, 400 // mb)
             runs: list[dict[str, list[float]]] = []
             for _ in plots.progress(range(max(1, args.repeat)), desc=f"{mb} MB repeats"):
-                rows: dict[str, list[float]] = {"np.copyto (floor)": run_copyto(n, rounds)}
-                view_only, rows["shmplane send+view"] = run_channel(n, rounds, copy=False)
-                rows["shmplane view: recv(copy=False) alone"] = view_only
-                copy_only, rows["shmplane send+recv (copy)"] = run_channel(n, rounds, copy=True)
-                rows["shmplane recv (copy) alone"] = copy_only
-                _, rows["shmplane loan+copyto+commit+view"] = run_channel(n, rounds, copy=False, loan=True)
-                mb_only, rows["shmplane mailbox send+view"] = run_channel(n, rounds, copy=False, mailbox=True)
-                rows["shmplane mailbox view alone"] = mb_only
-                rows["shared_memory copyto+Pipe+view"] = run_shm(n, rounds)
+                floor_run = run_copyto(n, rounds)
+                view_only, view_e2e = run_channel(n, rounds, copy=False)
+                copy_only, copy_e2e = run_channel(n, rounds, copy=True)
+                _, loan_e2e = run_channel(n, rounds, copy=False, loan=True)
+                mb_only, mb_e2e = run_channel(n, rounds, copy=False, mailbox=True)
+                # In the order of the printed table.
+                rows: dict[str, list[float]] = {
+                    "np.copyto (floor)": floor_run,
+                    "shmplane view: recv(copy=False) alone": view_only,
+                    "shmplane send+view": view_e2e,
+                    "shmplane send+recv (copy)": copy_e2e,
+                    "shmplane loan+copyto+commit+view": loan_e2e,
+                    "shmplane recv (copy) alone": copy_only,
+                    "shmplane mailbox view alone": mb_only,
+                    "shmplane mailbox send+view": mb_e2e,
+                    "shared_memory copyto+Pipe+view": run_shm(n, rounds),
+                }
                 iox = run_iox(n, rounds)
                 if iox is not None:
                     rows["iceoryx2 view: receive+frombuffer alone"] = iox[0]
                     rows["iceoryx2 loan+copyto+send+view"] = iox[1]
                 runs.append(rows)
-            order = [
-                "np.copyto (floor)",
-                "shmplane view: recv(copy=False) alone",
-                "shmplane send+view",
-                "shmplane send+recv (copy)",
-                "shmplane loan+copyto+commit+view",
-                "shmplane recv (copy) alone",
-                "shmplane mailbox view alone",
-                "shmplane mailbox send+view",
-                "shared_memory copyto+Pipe+view",
-                "iceoryx2 view: receive+frombuffer alone",
-                "iceoryx2 loan+copyto+send+view",
-            ]
-            pooled[mb] = {label: [x for r in runs for x in r[label]] for label in order if label in runs[0]}
-            floor = pct([x for r in runs for x in r["np.copyto (floor)"]])
+            pooled[mb] = {label: [x for r in runs for x in r[label]] for label in runs[0]}
+            floor = pct(pooled[mb]["np.copyto (floor)"])
             print(f"\n{mb} MB ({rounds} messages x {len(runs)} repeats)")
-            for label in order:
-                if label not in runs[0]:
-                    continue
-                p50, p99, p999 = pct([x for r in runs for x in r[label]])
+            for label, samples in pooled[mb].items():
+                p50, p99, p999 = pct(samples)
                 ratios = [pct(r[label])[0] / pct(r["np.copyto (floor)"])[0] for r in runs]
                 print(
                     f"  {label:40s} {p50:10.1f} {p99:10.1f} {p999:10.1f}   {p50 / floor[0]:6.2f}x copyto"
