@@ -519,6 +519,23 @@ enum Src<'a> {
     Fill(Filler<'a>),
 }
 
+/// The pieces of an [`Outgoing`] (logical offset, source): one inline (bytes,
+/// numbers, RPC requests and replies: a send allocates nothing), or several.
+#[derive(Clone, Debug)]
+enum Pieces<'a> {
+    One((usize, Src<'a>)),
+    Many(Vec<(usize, Src<'a>)>),
+}
+
+impl<'a> Pieces<'a> {
+    fn as_slice(&self) -> &[(usize, Src<'a>)] {
+        match self {
+            Pieces::One(p) => std::slice::from_ref(p),
+            Pieces::Many(v) => v,
+        }
+    }
+}
+
 /// `fill(offset, dst)` writes bytes `offset..offset + dst.len()` of a piece into `dst`.
 #[derive(Clone, Copy)]
 struct Filler<'a>(&'a (dyn Fn(usize, &mut [u8]) + Sync));
@@ -535,7 +552,7 @@ impl fmt::Debug for Filler<'_> {
 #[derive(Clone, Debug)]
 pub struct Outgoing<'a> {
     kind: Kind,
-    pieces: Vec<(usize, Src<'a>)>,
+    pieces: Pieces<'a>,
     total: usize,
     prefix: usize,
     envelope: Option<[u8; ENVELOPE_LEN]>,
@@ -544,7 +561,7 @@ pub struct Outgoing<'a> {
 impl<'a> Outgoing<'a> {
     /// A bytes message.
     pub fn bytes(data: &'a [u8]) -> Outgoing<'a> {
-        Outgoing { kind: Kind::Bytes, total: data.len(), pieces: vec![(0, Src::Slice(data))], prefix: 0, envelope: None }
+        Outgoing { kind: Kind::Bytes, total: data.len(), pieces: Pieces::One((0, Src::Slice(data))), prefix: 0, envelope: None }
     }
 
     /// A numbers message: `payload` is a [`Numbers`] header and the numbers.
@@ -553,7 +570,7 @@ impl<'a> Outgoing<'a> {
     /// A description of what is wrong with the payload ([`Numbers::parse`]).
     pub fn numbers(payload: &'a [u8]) -> Result<Outgoing<'a>, String> {
         Numbers::parse(payload)?;
-        Ok(Outgoing { kind: Kind::Numbers, total: payload.len(), pieces: vec![(0, Src::Slice(payload))], prefix: 0, envelope: None })
+        Ok(Outgoing { kind: Kind::Numbers, total: payload.len(), pieces: Pieces::One((0, Src::Slice(payload))), prefix: 0, envelope: None })
     }
 
     /// A numbers message of `count` numbers whose bytes are made as each record is
@@ -571,7 +588,7 @@ impl<'a> Outgoing<'a> {
     ) -> Result<Outgoing<'a>, String> {
         Numbers::parse(&header)?;
         let total = count.checked_mul(8).and_then(|b| b.checked_add(NUMBERS_HEADER)).ok_or_else(|| "message too large".to_owned())?;
-        let pieces = vec![(0, Src::Owned(header.to_vec())), (NUMBERS_HEADER, Src::Fill(Filler(fill)))];
+        let pieces = Pieces::Many(vec![(0, Src::Owned(header.to_vec())), (NUMBERS_HEADER, Src::Fill(Filler(fill)))]);
         Ok(Outgoing { kind: Kind::Numbers, total, pieces, prefix: 0, envelope: None })
     }
 
@@ -616,7 +633,7 @@ impl<'a> Outgoing<'a> {
     /// `Outgoing` (its first `prefix` bytes the prefix): what an RPC server saved of a
     /// reply, to send again.
     pub(crate) fn logical(kind: Kind, payload: &'a [u8], prefix: usize) -> Outgoing<'a> {
-        Outgoing { kind, total: payload.len(), pieces: vec![(0, Src::Slice(payload))], prefix, envelope: None }
+        Outgoing { kind, total: payload.len(), pieces: Pieces::One((0, Src::Slice(payload))), prefix, envelope: None }
     }
 
     /// A multipart payload whose first `prefix_parts` parts belong to the prefix.
@@ -653,7 +670,7 @@ impl<'a> Outgoing<'a> {
             pieces.push((start, p));
             at = start.checked_add(len).ok_or_else(overflow)?;
         }
-        Ok(Outgoing { kind, pieces, total: at, prefix, envelope: None })
+        Ok(Outgoing { kind, pieces: Pieces::Many(pieces), total: at, prefix, envelope: None })
     }
 
     /// The message's kind.
@@ -714,12 +731,13 @@ impl<'a> Outgoing<'a> {
     pub fn gather(&self, offset: usize, dst: &mut [u8]) {
         let end = offset + dst.len();
         assert!(end <= self.total, "gather past the payload");
-        if let [(0, Src::Slice(b))] = &self.pieces[..] {
+        let pieces = self.pieces.as_slice();
+        if let [(0, Src::Slice(b))] = pieces {
             dst.copy_from_slice(&b[offset..end]);
             return;
         }
-        for (i, (at, src)) in self.pieces.iter().enumerate() {
-            let next = self.pieces.get(i + 1).map_or(self.total, |p| p.0);
+        for (i, (at, src)) in pieces.iter().enumerate() {
+            let next = pieces.get(i + 1).map_or(self.total, |p| p.0);
             let (lo, hi) = ((*at).max(offset), next.min(end));
             if lo >= hi {
                 continue;
@@ -1067,6 +1085,15 @@ impl<'d> Scatter<'d> {
     pub fn new(head: &Head, dests: Vec<OutBuf<'d>>) -> Result<Scatter<'d>, String> {
         if dests.len() != head.part_count() {
             return Err(format!("{} destinations for a message of {} parts", dests.len(), head.part_count()));
+        }
+        if let [_] = &dests[..] {
+            // One part (bytes, a whole payload): inline, as `Scatter::whole`.
+            let d = dests.into_iter().next().expect("one destination");
+            let (offset, len) = head.part(0);
+            if d.len() != len {
+                return Err(format!("a {}-byte destination for a {len}-byte part", d.len()));
+            }
+            return Ok(Scatter { targets: Targets::One(offset, d) });
         }
         let mut targets = Vec::with_capacity(dests.len());
         for (i, d) in dests.into_iter().enumerate() {

@@ -3,6 +3,8 @@
 //!
 //! `target/release/mailbox [producers=1,2,4] [messages per producer=2000000]
 //! [policy=adaptive|spin|block] [rounds=3]`. Prints total msg/s per round and the median.
+//! `target/release/mailbox cpu [batches=2000]`: the CPU cost of a send and of a receive
+//! in one thread (batches of 500 messages; for `valgrind --tool=callgrind`).
 use shmplane::{Mailbox, Sender, Wait, WaitPolicy};
 use shmplane_benches::{fork_child, reap};
 use std::time::{Duration, Instant};
@@ -17,6 +19,10 @@ fn policy(name: &str) -> WaitPolicy {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("cpu") {
+        cpu_cost(args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2000));
+        return;
+    }
     let producers: Vec<usize> =
         args.get(1).map_or("1,2,4", String::as_str).split(',').map(|s| s.parse().expect("producers")).collect();
     let per: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
@@ -84,4 +90,28 @@ fn main() {
         rates.sort_by(f64::total_cmp);
         println!("{n} producers -> 1 consumer: median {:.2} M msg/s in total", rates[rates.len() / 2] / 1e6);
     }
+}
+
+/// Sends and receives in one thread, in batches of 500 (a 64 KiB lane holds them).
+fn cpu_cost(batches: usize) {
+    let mut mb = Mailbox::new(1 << 16, 64).expect("mailbox");
+    let mut tx = mb.sender().expect("sender");
+    let msg = [7u8; 64];
+    let mut buf = [0u8; 64];
+    let (mut send, mut recv) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..500 {
+            tx.try_send(&msg).expect("send");
+        }
+        send += t.elapsed();
+        let t = Instant::now();
+        for _ in 0..500 {
+            let incoming = mb.begin(Wait::no_wait()).expect("recv");
+            incoming.read_payload_into(buf.as_mut_slice().into(), Wait::no_wait()).expect("read");
+        }
+        recv += t.elapsed();
+    }
+    let n = (batches * 500) as f64;
+    println!("one thread: send {:.1} ns, receive {:.1} ns per 64-byte message", send.as_nanos() as f64 / n, recv.as_nanos() as f64 / n);
 }
