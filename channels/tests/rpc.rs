@@ -151,21 +151,33 @@ fn many_clients_each_get_their_own_replies() {
 
 #[test]
 fn a_retry_never_runs_a_call_twice() {
-    let name = unique("retry");
+    // Small requests go through the lane's call slot, larger ones through its ring.
+    retry_never_runs_a_call_twice(0);
+    retry_never_runs_a_call_twice(300);
+}
+
+fn retry_never_runs_a_call_twice(pad: usize) {
+    let name = unique(&format!("retry{pad}"));
     let mut server = RpcServer::create(&name, 2).unwrap();
     let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let req = move |s: &str| [s.as_bytes(), &vec![b'.'; pad]].concat();
+    let slotted = pad == 0;
     // 1. A retry of a call still running: the server sees the call once; the reply
     //    answers the retry.
-    assert!(matches!(client.call_timeout(b"slow", Duration::from_millis(20)), Err(Error::Timeout)));
-    let (call, req) = server.recv().unwrap();
-    assert_eq!(req, b"slow");
+    assert!(matches!(client.call_timeout(&req("slow"), Duration::from_millis(20)), Err(Error::Timeout)));
+    let (call, got) = server.recv().unwrap();
+    assert_eq!(got, req("slow"));
+    assert_eq!(server.slot_calls(), u64::from(slotted));
     let retried = thread::scope(|s| {
-        let h = s.spawn(|| client.retry(b"slow", Some(WATCHDOG)));
-        // The retry arrives and is dropped as a duplicate of the running call.
+        let h = s.spawn(|| client.retry(&req("slow"), Some(WATCHDOG)));
+        // Through the ring, the retry arrives and is dropped as a duplicate of the
+        // running call; through the slot, the client waits for the call it posted.
+        // Either way nothing reaches the application.
         let deadline = Instant::now() + WATCHDOG;
-        while server.duplicates() == 0 {
+        let mut looks = 0;
+        while if slotted { looks < 5 } else { server.duplicates() == 0 } {
             match server.begin(&mut Wait::timeout(Duration::from_millis(10))) {
-                Err(Error::Timeout) => {}
+                Err(Error::Timeout) => looks += 1,
                 other => panic!("a retry reached the application: {:?}", other.map(|(c, _)| c)),
             }
             assert!(Instant::now() < deadline, "the retry never arrived");
@@ -175,27 +187,31 @@ fn a_retry_never_runs_a_call_twice() {
     });
     assert_eq!(retried.unwrap(), b"slow done");
     // 2. A retry of a call answered after the client gave up: the saved reply (in the
-    //    client's channel) answers it, and the server does not run it again.
-    assert!(matches!(client.call_timeout(b"late", Duration::from_millis(20)), Err(Error::Timeout)));
+    //    client's channel, or its call slot) answers it, and the server does not run
+    //    it again.
+    assert!(matches!(client.call_timeout(&req("late"), Duration::from_millis(20)), Err(Error::Timeout)));
     let (call, _) = server.recv().unwrap();
     server.reply(call, b"late done").unwrap();
-    assert_eq!(client.retry(b"late", Some(WATCHDOG)).unwrap(), b"late done");
+    assert_eq!(client.retry(&req("late"), Some(WATCHDOG)).unwrap(), b"late done");
     assert!(matches!(server.begin(&mut Wait::timeout(Duration::from_millis(50))), Err(Error::Timeout)));
-    assert_eq!(server.duplicates(), 2);
+    assert_eq!(server.duplicates(), if slotted { 0 } else { 2 });
+    assert_eq!(server.slot_calls(), if slotted { 2 } else { 0 });
     // 3. A late reply to a call that timed out is never the answer to the next call.
-    assert!(matches!(client.call_timeout(b"first", Duration::from_millis(20)), Err(Error::Timeout)));
+    assert!(matches!(client.call_timeout(&req("first"), Duration::from_millis(20)), Err(Error::Timeout)));
     let (c1, _) = server.recv().unwrap();
     server.reply(c1, b"reply to first").unwrap();
+    let second = req("second");
     let t = thread::spawn(move || {
-        let (c2, req) = server.recv().unwrap();
-        assert_eq!(req, b"second");
+        let (c2, got) = server.recv().unwrap();
+        assert_eq!(got, req("second"));
         // The client's first call is answered already: a reply to it again is refused.
         assert!(server.reply(c1, b"again").is_err());
         server.reply(c2, b"reply to second").unwrap();
         server
     });
-    assert_eq!(client.call(b"second").unwrap(), b"reply to second");
-    t.join().unwrap();
+    assert_eq!(client.call(&second).unwrap(), b"reply to second");
+    let server = t.join().unwrap();
+    assert_eq!(server.slot_calls(), if slotted { 4 } else { 0 });
 }
 
 #[test]

@@ -307,6 +307,14 @@ impl PyRpcServer {
         Ok(self.lock(py)?.duplicates())
     }
 
+    /// Calls whose request came through its client's call slot (the fast path of
+    /// small calls: request and reply written over each other in one 256-byte slot)
+    /// since creation.
+    #[getter]
+    fn slot_calls(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.lock(py)?.slot_calls())
+    }
+
     #[getter]
     fn closed(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.lock(py)?.is_closed())

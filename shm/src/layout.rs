@@ -44,7 +44,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// they hold records ([`ConsumerLine::resume`], [`SubscriberCursor::resume`]).
 /// 10: spacers (a padding record of its header alone after a large record, see
 /// [`crate::ring`]), which older consumers would refuse as corrupt.
-pub const ABI_VERSION: u32 = 10;
+/// 11: a call slot in each mailbox lane's control page ([`CallSlot`], see
+/// [`crate::callslot`]): an RPC client posts a small request there, and the server
+/// replies in place.
+pub const ABI_VERSION: u32 = 11;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -387,6 +390,31 @@ pub const fn mailbox_segment_len(capacity: usize, lanes: usize) -> usize {
     mailbox_lanes_offset(lanes) + lanes * mailbox_lane_stride(capacity)
 }
 
+/// Bytes of record a [`CallSlot`] holds: its envelope and payload (240; a bytes
+/// request or reply of up to 224 bytes of payload).
+pub const CALL_SLOT_BYTES: usize = 240;
+
+/// Byte offset of a mailbox lane's [`CallSlot`] from the lane's ring control block,
+/// in the same page (the ring's control lines end well before it).
+pub const CALL_SLOT_OFFSET: usize = 2048;
+
+/// A mailbox lane's *call slot* (256 bytes: four 64-byte lines): where an RPC client posts a small
+/// request (one record, as it would lie in the ring: the envelope, then the payload)
+/// and the server writes the reply over it, so that a call moves the same lines to the
+/// server and back, with ownership, instead of a record through the request lane and
+/// another through the reply channel. `state` says whose it is (see
+/// [`crate::callslot`]); `meta` is the record's tag and length; `data` its bytes.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct CallSlot {
+    /// The call's number and the phase: `seq << 2 | phase`.
+    pub state: AtomicU64,
+    /// The record's tag (high half) and length in bytes (low half).
+    pub meta: AtomicU64,
+    /// The record's bytes, little-endian words.
+    pub data: [AtomicU64; CALL_SLOT_BYTES / 8],
+}
+
 /// Most subscribers of a broadcast (its role table holds the publisher and one role
 /// per subscriber, at most [`MAX_ROLES`]).
 pub const MAX_SUBSCRIBERS: usize = 512;
@@ -494,7 +522,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 34] = [
+    let parts: [u64; 37] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -529,6 +557,9 @@ pub const LAYOUT_HASH: u64 = {
         size_of::<SubscriberCursor>() as u64,
         MAX_SUBSCRIBERS as u64,
         BROADCAST_LOSSY,
+        size_of::<CallSlot>() as u64,
+        CALL_SLOT_OFFSET as u64,
+        CALL_SLOT_BYTES as u64,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -588,6 +619,8 @@ const _: () = {
     assert!(offset_of!(MailboxControl, joins) == 2 * LINE);
     assert!(size_of::<MailboxControl>() == 3 * LINE);
     assert!(size_of::<RingControl>() <= DATA_ALIGN);
+    assert!(size_of::<RingControl>() <= CALL_SLOT_OFFSET && CALL_SLOT_OFFSET + size_of::<CallSlot>() <= DATA_ALIGN);
+    assert!(size_of::<CallSlot>() == 2 * LINE && CALL_SLOT_OFFSET % LINE == 0);
     assert!(2 * MAX_MAILBOX_LANES < MAX_ROLES);
     assert!(size_of::<BroadcastControl>() == 4 * LINE);
     assert!(offset_of!(BroadcastControl, oldest) == 2 * LINE);

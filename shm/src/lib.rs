@@ -26,6 +26,7 @@
 pub mod bell;
 pub mod broadcast;
 pub mod buf;
+pub mod callslot;
 pub mod error;
 #[cfg(not(shmplane_loom))]
 pub mod gc;

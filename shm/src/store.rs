@@ -3,7 +3,7 @@
 use crate::header::SegmentKind;
 use crate::layout::{
     broadcast_control_offset, broadcast_cursor_offset, broadcast_ring_offset, BroadcastControl, ConsumerLine, SubscriberCursor,
-    BROADCAST_LOSSY, MAX_SUBSCRIBERS, mailbox_control_offset, mailbox_lane_stride, mailbox_lanes_offset, role_offset, EventCount, MailboxControl,
+    BROADCAST_LOSSY, CALL_SLOT_OFFSET, CallSlot, MAX_SUBSCRIBERS, mailbox_control_offset, mailbox_lane_stride, mailbox_lanes_offset, role_offset, EventCount, MailboxControl,
     RingControl, RoleEntry, CHANNEL_ROLES, DATA_ALIGN, MAX_MAILBOX_LANES,
 };
 use crate::ring::{ByteRingStore, RingError, RingStore};
@@ -376,6 +376,25 @@ impl SegmentRing {
         // SAFETY: `lane` checked the segment is a validated mailbox, whose control
         // block (atomics only, 128-aligned) lies at this offset inside the region.
         self.lane.map(|l| unsafe { self.segment.region().at::<MailboxControl>(l.mailbox) })
+    }
+
+    /// The call slot of a mailbox lane ([`crate::callslot`]); `None` for other rings.
+    pub fn call_slot(&self) -> Option<&CallSlot> {
+        // SAFETY: `lane` checked that the lane's control page (DATA_ALIGN bytes from
+        // `control`) lies inside the region; the slot is at a 128-aligned offset in it
+        // (layout's assertions) and holds atomics only.
+        self.lane.map(|_| unsafe { self.segment.region().at::<CallSlot>(self.control + CALL_SLOT_OFFSET) })
+    }
+
+    /// A mailbox lane's producer, after posting a request in the lane's call slot: mark
+    /// the lane pending (while `posted()` says the request is still there, as
+    /// `notify_data` does for records) and wake the consumer if it sleeps (doorbells
+    /// included). `streak` as for [`EventCount::notify_counted`].
+    pub fn notify_posted(&self, posted: impl Fn() -> bool, streak: &mut u32) {
+        if let (Some(l), Some(m)) = (self.lane, self.mailbox()) {
+            crate::mailbox::mark_pending(m, l.index, posted);
+            m.data_ready.value.notify_counted(&self.park, streak);
+        }
     }
 
     /// The descriptor of this handle's write end of the peer's doorbell, if any.

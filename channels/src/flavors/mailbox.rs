@@ -24,6 +24,7 @@ use crate::endpoint::{generated_name, Role};
 use crate::frame::Frame;
 use crate::wait::{wait_for, Wait};
 use shmplane_shm::bell::Side;
+use shmplane_shm::callslot;
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::kind::Params;
@@ -105,7 +106,18 @@ struct Inner {
     viewing: Vec<usize>,
     /// Non-blocking receives that found nothing since the last full liveness check.
     empty_polls: u32,
+    /// Look in the lanes' call slots too (an RPC server: see
+    /// `shmplane_shm::callslot`), before their rings.
+    calls: bool,
+    /// The lane whose call slot the last look found a request in (instead of staging
+    /// a record of its ring).
+    slotted: Option<usize>,
     last_check: Option<Instant>,
+}
+
+/// True if the lane of `rx` has a request posted in its call slot.
+fn slot_posted(rx: &Receiver) -> bool {
+    rx.store().and_then(SegmentRing::call_slot).is_some_and(callslot::posted)
 }
 
 fn check_params(lane_capacity: usize, max_senders: usize) -> Result<()> {
@@ -202,8 +214,15 @@ impl Inner {
     fn find_ready(&mut self) -> Result<Option<usize>> {
         let n = self.lane_count();
         let mut from = if self.next >= n { 0 } else { self.next };
+        self.slotted = None;
         for _ in 0..n {
             let Some(lane) = self.pending_from(from) else { return Ok(None) };
+            if self.calls && self.lane(lane)?.store().and_then(|st| st.call_slot()).is_some_and(callslot::posted) {
+                // A call in the lane's slot: taken before its ring's records (a client
+                // posts there only with nothing of its own in flight).
+                self.slotted = Some(lane);
+                return Ok(Some(lane));
+            }
             let staged = self.lane(lane).and_then(Receiver::stage);
             match staged {
                 Ok(true) => {
@@ -227,7 +246,8 @@ impl Inner {
                     // of this consumer is in the middle of it): a later look takes it.
                     // (From this consumer's own position: records it holds for views
                     // were taken.)
-                    clear_pending(m, lane, || rx.has_queued());
+                    let calls = self.calls;
+                    clear_pending(m, lane, || rx.has_queued() || (calls && slot_posted(rx)));
                 }
                 Err(e) => {
                     // Reported once; the next look starts after this lane, so one bad
@@ -263,9 +283,10 @@ impl Inner {
         // another lane's message): applied before the caller goes idle.
         self.apply_released();
         let Some(rx) = self.lanes[lane].as_ref().filter(|rx| !rx.is_closed()) else { return };
-        if !rx.has_queued() {
+        let calls = self.calls;
+        if !(rx.has_queued() || (calls && slot_posted(rx))) {
             let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
-            clear_pending(m, lane, || rx.has_queued());
+            clear_pending(m, lane, || rx.has_queued() || (calls && slot_posted(rx)));
         }
     }
 
@@ -340,10 +361,11 @@ impl Inner {
     /// A producer that died between committing a record and setting its lane's bit
     /// left a message nobody would look for: set the bit if the lane holds one.
     fn recover_orphan_bit(&self, lane: usize) {
+        let ready = |st: &SegmentRing| shmplane_shm::ring::data_ready(st) || (self.calls && st.call_slot().is_some_and(callslot::posted));
         let has_data = match &self.lanes[lane] {
-            Some(rx) => rx.store().is_some_and(shmplane_shm::ring::data_ready),
+            Some(rx) => rx.store().is_some_and(ready),
             // Not attached yet: look through a temporary view of the lane.
-            None => self.segment.share().is_ok_and(|seg| shmplane_shm::ring::data_ready(&SegmentRing::lane(seg, lane))),
+            None => self.segment.share().is_ok_and(|seg| ready(&SegmentRing::lane(seg, lane))),
         };
         if has_data {
             shmplane_shm::mailbox::mark_pending(self.control(), lane, || true);
@@ -502,6 +524,8 @@ impl Mailbox {
             viewing: Vec::new(),
             empty_polls: 0,
             last_check: None,
+            calls: false,
+            slotted: None,
         };
         Ok(Mailbox { inner: Some(inner), policy: WaitPolicy::default(), closed_lanes: Vec::new() })
     }
@@ -613,6 +637,25 @@ impl Mailbox {
     pub(crate) fn take_staged(&mut self, lane: usize) -> Incoming<'_> {
         let inner = self.inner.as_mut().expect("staged on an open mailbox");
         inner.lanes[lane].as_mut().expect("ready lane is open").take_staged()
+    }
+
+    /// Look in the lanes' call slots too, before their rings (an RPC server).
+    pub(crate) fn enable_call_slots(&mut self) {
+        if let Some(inner) = self.inner.as_mut() {
+            inner.calls = true;
+        }
+    }
+
+    /// True if the lane that [`Mailbox::stage_next`] returned has a request in its call
+    /// slot (nothing of its ring is staged).
+    pub(crate) fn slotted(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.slotted.is_some())
+    }
+
+    /// The call slot of lane `lane`, once its receiver is attached (after
+    /// [`Mailbox::stage_next`] returned it).
+    pub(crate) fn call_slot(&self, lane: usize) -> Option<&shmplane_shm::layout::CallSlot> {
+        self.inner.as_ref()?.lanes.get(lane)?.as_ref()?.store()?.call_slot()
     }
 
     /// Receive the next message from any producer as a zero-copy view when it can be
@@ -784,6 +827,7 @@ impl Mailbox {
             Ok(lane) => {
                 // Leave it queued (and to any copy of this consumer).
                 inner.lanes[lane].as_mut().expect("ready lane is open").unstage();
+                inner.slotted = None;
                 Ok(true)
             }
             Err(Error::Timeout | Error::Empty) => Ok(false),

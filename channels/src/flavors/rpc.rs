@@ -44,7 +44,10 @@ use shmplane_shm::error::{Error, Result};
 use shmplane_shm::header::SegmentKind;
 use shmplane_shm::process::{fork_generation, install_fork_hook};
 use shmplane_shm::segment::Segment;
-use shmplane_shm::wait::WaitPolicy;
+use shmplane_shm::callslot::{self, Poll};
+use shmplane_shm::layout::{CallSlot, CALL_SLOT_BYTES};
+use shmplane_shm::ring::RingStore;
+use shmplane_shm::wait::{WaitHistory, WaitPolicy};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
@@ -213,6 +216,17 @@ pub struct RpcClient {
     /// fork child that inherited this client connects as a client of its own at its
     /// first call (sequence numbers are this process's).
     generation: u64,
+    /// The call (its number) whose request was posted in the lane's call slot and
+    /// whose reply may come there (see [`RpcClient::send_request`]).
+    slot_call: Option<u64>,
+    /// A reply found in the call slot (its tag and length; the record in `slot_buf`),
+    /// for the next `begin_reply`.
+    slot_reply: Option<(u32, usize)>,
+    slot_buf: [u8; CALL_SLOT_BYTES],
+    /// How waits for slot replies spin (as a receiver's own history).
+    history: WaitHistory,
+    /// The notifier streak of posts (see `EventCount::notify_counted`).
+    streak: u32,
 }
 
 impl RpcClient {
@@ -275,7 +289,22 @@ impl RpcClient {
                 Err(e) => return Err(e),
             }
         };
-        Ok(RpcClient { server: name.to_owned(), requests, replies, id, seq: 0, unanswered: false, began: false, streaming: false, generation: fork_generation() })
+        Ok(RpcClient {
+            server: name.to_owned(),
+            requests,
+            replies,
+            id,
+            seq: 0,
+            unanswered: false,
+            began: false,
+            streaming: false,
+            generation: fork_generation(),
+            slot_call: None,
+            slot_reply: None,
+            slot_buf: [0; CALL_SLOT_BYTES],
+            history: WaitHistory::default(),
+            streak: 0,
+        })
     }
 
     /// Call the server with `request` (bytes) and wait for its reply, as long as it
@@ -384,9 +413,57 @@ impl RpcClient {
                  release them (drop the views) before the next call, or connect with a larger reply_capacity"
             )));
         }
+        if retry && self.unanswered && self.slot_call == Some(self.seq) {
+            if self.call_slot().is_some_and(|slot| callslot::holds(slot, self.seq)) {
+                // Still posted, running, or answered in the slot: wait for it again.
+                return Ok(self.seq);
+            }
+            // Finished elsewhere (its reply went through the reply channel): retried
+            // through the lane, as any call.
+            self.slot_call = None;
+        }
+        let new_call = !(retry && self.unanswered);
         let env = self.next_envelope(retry);
-        self.requests.send_message(&request.with_envelope(env.encode()), wait.reborrow()).map_err(as_server)?;
+        let request = request.with_envelope(env.encode());
+        if new_call && self.post(&request, env.seq) {
+            return Ok(env.seq);
+        }
+        if new_call {
+            self.slot_call = None;
+            self.slot_reply = None;
+        }
+        self.requests.send_message(&request, wait.reborrow()).map_err(as_server)?;
         Ok(env.seq)
+    }
+
+    /// The call slot of this client's lane (see `shmplane_shm::callslot`).
+    fn call_slot(&self) -> Option<&CallSlot> {
+        self.requests.store().and_then(|st| st.call_slot())
+    }
+
+    /// Post `request` (enveloped) as call `seq` in the lane's call slot, if it is one
+    /// record that fits and the slot is free (or holds a request nobody took: an
+    /// earlier call of ours that timed out, or a dead predecessor's, withdrawn here);
+    /// not while this client is waited on through the OS (its descriptor would not
+    /// show a reply in the slot). False: send it through the lane.
+    fn post(&mut self, request: &Outgoing<'_>, seq: u64) -> bool {
+        let len = request.envelope_len() + request.total();
+        if len > CALL_SLOT_BYTES || self.replies.waits_through_os() {
+            return false;
+        }
+        let Some(store) = self.requests.store() else { return false };
+        let Some(slot) = store.call_slot() else { return false };
+        if !callslot::withdraw(slot) {
+            return false;
+        }
+        let mut record = [0u8; CALL_SLOT_BYTES];
+        let env = request.put_envelope(&mut record);
+        request.gather(0, &mut record[env..len]);
+        callslot::post(slot, seq, request.tag(), &record[..len]);
+        store.notify_posted(|| callslot::posted(slot), &mut self.streak);
+        self.slot_call = Some(seq);
+        self.slot_reply = None;
+        true
     }
 
     /// In a fork child that inherited this client: connect as a client of its own
@@ -445,6 +522,9 @@ impl RpcClient {
     /// call is waiting for a reply).
     pub fn begin_reply(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Incoming<'_>)> {
         self.wait_reply(wait)?;
+        if self.slot_reply.is_some() {
+            return self.take_slot_reply();
+        }
         let incoming = self.replies.take_staged();
         let Some(env) = incoming.head().envelope().map(Envelope::decode) else {
             // wait_reply checked the staged head; kept as an error all the same.
@@ -474,6 +554,9 @@ impl RpcClient {
     /// As [`RpcClient::begin_reply`].
     pub fn begin_reply_view(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Viewed<'_>)> {
         self.wait_reply(wait)?;
+        if self.slot_reply.is_some() {
+            return self.take_slot_reply().map(|(env, incoming)| (env, Viewed::Copy(incoming)));
+        }
         let Some(env) = self.replies.staged_head().and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e)) else {
             return Err(Error::InvalidArgument("the staged reply lost its envelope".into()));
         };
@@ -528,6 +611,12 @@ impl RpcClient {
                 "this client was inherited from the parent process, whose call is waiting for this reply; make a call here (it connects a client of this process)".into(),
             ));
         }
+        if self.slot_reply.is_some() {
+            return Ok(());
+        }
+        if self.slot_call == Some(self.seq) {
+            return self.wait_slot_or_ring(wait);
+        }
         let (seq, id) = (self.seq, self.id);
         let requests = &self.requests;
         let mut user = wait.hook.take();
@@ -554,6 +643,94 @@ impl RpcClient {
         };
         wait.hook = user;
         got
+    }
+
+    /// [`RpcClient::wait_reply`] for a call posted in the call slot: its reply comes
+    /// there, or (a stream, a large reply, an error the slot cannot hold) through the
+    /// reply channel; both are looked at, and the server notifies the reply channel's
+    /// event count either way.
+    fn wait_slot_or_ring(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        if self.replies.store().is_none() {
+            return Err(Error::Closed);
+        }
+        if let Some(()) = self.poll_reply()? {
+            return Ok(());
+        }
+        if !wait.blocks() {
+            return Err(Error::Empty);
+        }
+        let policy = self.replies.wait_policy();
+        let mut history = std::mem::take(&mut self.history);
+        let got = crate::wait::wait_for(
+            self,
+            |c| {
+                let store = c.replies.store().expect("checked open above");
+                (store.data_event(), store.park())
+            },
+            (policy, &mut history),
+            wait,
+            RpcClient::poll_reply,
+            |_| false,
+            // Every slice: the server's lock (it may have died before it opened our
+            // reply channel).
+            |c| c.requests.check_receiver().map_err(as_server),
+        );
+        self.history = history;
+        got
+    }
+
+    /// One look for the current call's reply: in the call slot (taken into
+    /// `slot_reply` if it carries our envelope), else at the head of the reply channel
+    /// (staged; replies to earlier calls are dropped). `Some` when found.
+    fn poll_reply(&mut self) -> Result<Option<()>> {
+        if let Some(seq) = self.slot_call.filter(|&s| s == self.seq) {
+            if let Some(slot) = self.requests.store().and_then(|st| st.call_slot()) {
+                match callslot::reply(slot, seq, &mut self.slot_buf) {
+                    Poll::Pending => {}
+                    Poll::Reply { tag, len } => {
+                        // Untrusted: ours only with our envelope (a stale reply to the
+                        // lane's previous client never names us).
+                        let env = self.slot_buf.first_chunk::<ENVELOPE_LEN>().map(Envelope::decode).filter(|_| len >= ENVELOPE_LEN);
+                        self.slot_call = None;
+                        if tag & frame::ENVELOPED != 0 && env.is_some_and(|e| e.seq == seq && e.client == self.id) {
+                            self.slot_reply = Some((tag, len));
+                            return Ok(Some(()));
+                        }
+                    }
+                    Poll::Elsewhere => self.slot_call = None,
+                }
+            }
+        }
+        loop {
+            if !self.replies.stage().map_err(as_server)? {
+                return Ok(None);
+            }
+            let env = self.replies.staged_head().and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
+            if env.is_some_and(|env| env.seq == self.seq && env.client == self.id) {
+                return Ok(Some(()));
+            }
+            // A late reply to an earlier call, or not a reply: consumed and dropped.
+            drop(self.replies.take_staged());
+        }
+    }
+
+    /// The reply found in the call slot, begun (see [`RpcClient::begin_reply`]).
+    ///
+    /// # Panics
+    /// If none was found.
+    fn take_slot_reply(&mut self) -> Result<(Envelope, Incoming<'_>)> {
+        let (tag, len) = self.slot_reply.take().expect("a reply in the slot");
+        let incoming = Incoming::owned(tag, &self.slot_buf[..len], &self.server)?;
+        let Some(env) = incoming.head().envelope().map(Envelope::decode) else {
+            return Err(Error::InvalidArgument("the call slot's reply lost its envelope".into()));
+        };
+        self.began = true;
+        if env.flags & flags::MORE == 0 {
+            self.unanswered = false;
+        } else {
+            self.streaming = true;
+        }
+        Ok((env, incoming))
     }
 
     /// Largest request in bytes that travels as one record (zero-copy loans; larger
@@ -630,7 +807,14 @@ impl RpcClient {
     /// # Errors
     /// As [`Receiver::readiness_fd`].
     pub fn readiness_fd(&mut self) -> Result<std::os::fd::RawFd> {
-        self.replies.readiness_fd()
+        let fd = self.replies.readiness_fd()?;
+        // A call posted in the call slot may have been answered there before the
+        // descriptor was armed (calls made from now on use the lane): readable now.
+        let answered = self.unanswered && self.slot_call == Some(self.seq) && self.call_slot().is_some_and(|slot| callslot::settled(slot, self.seq));
+        if answered || self.slot_reply.is_some() {
+            self.replies.ring_own_doorbell();
+        }
+        Ok(fd)
     }
 
     /// Close both ends (idempotent): the server sees the lane free, and the reply
@@ -728,6 +912,10 @@ struct ClientState {
     /// forever): sent without waiting at each look for calls, until it fits, the client
     /// makes a newer call, or twice the reply timeout passed.
     owed: Option<(u64, Instant)>,
+    /// The call (its number in the slot's state word) this server took from the lane's
+    /// call slot and still owns there: its final reply goes into the slot if it fits,
+    /// else the slot is completed empty before the reply goes through the channel.
+    slot: Option<u64>,
 }
 
 /// What to do with a request.
@@ -755,6 +943,10 @@ pub struct RpcServer {
     dropped: u64,
     /// Some client is owed a reply (`ClientState::owed`).
     owed: bool,
+    /// The request last taken from a call slot (see `RpcServer::take_slotted`).
+    slot_buf: [u8; CALL_SLOT_BYTES],
+    /// Calls taken from call slots: for tests and statistics.
+    slotted: u64,
     /// Since when the oldest debt still owed is (sets the length of the short waits).
     oldest_debt: Option<Instant>,
 }
@@ -792,8 +984,9 @@ impl RpcServer {
             other => other?,
         };
         mailbox.set_persistent(true);
+        mailbox.enable_call_slots();
         let clients = (0..max_clients).map(|_| None).collect();
-        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0, owed: false, oldest_debt: None })
+        Ok(RpcServer { mailbox, name: name.to_owned(), clients, policy: WaitPolicy::default(), reply_timeout: DEFAULT_REPLY_TIMEOUT, dropped: 0, owed: false, slot_buf: [0; CALL_SLOT_BYTES], slotted: 0, oldest_debt: None })
     }
 
     /// The next call, waiting as long as it takes: its id and its request as bytes.
@@ -869,6 +1062,7 @@ impl RpcServer {
         if let Ok(state) = running(&mut self.clients, call) {
             (state.seq, state.done) = state.before;
         }
+        self.release_slot(call.slot);
     }
 
     /// Wait per `wait` for the next call to run and begin receiving its request (read
@@ -895,11 +1089,21 @@ impl RpcServer {
             } else {
                 self.mailbox.stage_next(wait)?
             };
+            if self.mailbox.slotted() {
+                if let Some((call, tag, len)) = self.take_slotted(lane) {
+                    let incoming = Incoming::owned(tag, &self.slot_buf[..len], "").expect("parsed by take_slotted");
+                    return Ok((call, incoming));
+                }
+                continue;
+            }
             let env = self.mailbox.staged_head(lane).and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e));
             match self.admit(lane, env) {
                 // Bounded: each record of a request must come within the reply timeout
                 // of the one before (a client stopped part-way cannot hold the server).
-                Admit::Call(call) => return Ok((call, self.mailbox.take_staged(lane).bounded(self.reply_timeout))),
+                Admit::Call(call) => {
+                    self.release_slot(lane);
+                    return Ok((call, self.mailbox.take_staged(lane).bounded(self.reply_timeout)));
+                }
                 Admit::Drop => {
                     self.dropped += 1;
                     drop(self.mailbox.take_staged(lane));
@@ -913,6 +1117,68 @@ impl RpcServer {
         }
     }
 
+    /// Take the request posted in lane `lane`'s call slot: the call to run, or `None`
+    /// (withdrawn by its client first, a duplicate, or not a valid request: the slot is
+    /// completed empty and the look goes on).
+    fn take_slotted(&mut self, lane: usize) -> Option<(CallId, u32, usize)> {
+        let slot = self.mailbox.call_slot(lane)?;
+        let taken = match callslot::take(slot, &mut self.slot_buf)? {
+            Ok(t) => t,
+            Err((seq, _)) => {
+                callslot::complete(slot, seq, None);
+                self.dropped += 1;
+                return None;
+            }
+        };
+        // Untrusted: parsed as a ring's record would be, and its envelope must number
+        // the same call as the slot's state.
+        let env = Incoming::owned(taken.tag, &self.slot_buf[..taken.len], "")
+            .ok()
+            .and_then(|i| i.head().envelope().map(Envelope::decode))
+            .filter(|e| e.seq & callslot::MAX_SEQ == taken.seq);
+        let Some(env) = env else {
+            callslot::complete(slot, taken.seq, None);
+            self.dropped += 1;
+            return None;
+        };
+        match self.admit(lane, Some(env)) {
+            Admit::Call(call) => {
+                self.release_slot(lane);
+                if let Some(state) = self.clients[lane].as_mut() {
+                    state.slot = Some(taken.seq);
+                }
+                self.slotted += 1;
+                Some((call, taken.tag, taken.len))
+            }
+            Admit::Drop => {
+                self.complete_slot(lane, taken.seq, None);
+                self.dropped += 1;
+                None
+            }
+            Admit::Resend => {
+                self.complete_slot(lane, taken.seq, None);
+                self.dropped += 1;
+                self.resend(lane);
+                None
+            }
+        }
+    }
+
+    /// Complete call `seq` in lane `lane`'s call slot (see `callslot::complete`).
+    fn complete_slot(&self, lane: usize, seq: u64, reply: Option<(u32, &[u8])>) {
+        if let Some(slot) = self.mailbox.call_slot(lane) {
+            callslot::complete(slot, seq, reply);
+        }
+    }
+
+    /// Give back lane `lane`'s call slot if this server still owns it for an earlier
+    /// call (one the application left unanswered when a newer call came: its reply
+    /// would be refused anyway).
+    fn release_slot(&mut self, lane: usize) {
+        let Some(seq) = self.clients.get_mut(lane).and_then(Option::as_mut).and_then(|s| s.slot.take()) else { return };
+        self.complete_slot(lane, seq, None);
+    }
+
     /// Decide what a request (`env`, from lane `lane`) is: a new call, a duplicate, or
     /// a retry asking for a lost reply.
     fn admit(&mut self, lane: usize, env: Option<Envelope>) -> Admit {
@@ -921,9 +1187,16 @@ impl RpcServer {
             return Admit::Drop;
         };
         let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
+        if let Some(old) = slot.as_mut().filter(|c| c.id != env.client).and_then(|c| c.slot.take()) {
+            // The lane's previous client's call, still ours in the call slot.
+            if let Some(cs) = self.mailbox.call_slot(lane) {
+                callslot::complete(cs, old, None);
+            }
+        }
+        let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
         if slot.as_ref().is_none_or(|c| c.id != env.client) {
             // A new client on this lane (the one before it closed or died).
-            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false, owed: None });
+            *slot = Some(ClientState { id: env.client, replies: None, seq: 0, done: true, saved: None, lost: false, before: (0, true), gone: false, owed: None, slot: None });
         }
         let state = slot.as_mut().expect("set above");
         if env.seq > state.seq {
@@ -1088,6 +1361,34 @@ impl RpcServer {
         let state = running(&mut self.clients, call)?;
         let last = flags & flags::MORE == 0;
         let env = Envelope { seq: call.seq, client: call.client, flags };
+        if let Some(seq) = state.slot.take() {
+            let slot = self.mailbox.call_slot(call.slot);
+            let len = ENVELOPE_LEN + reply.total();
+            if let Some(slot) = slot.filter(|_| last && len <= CALL_SLOT_BYTES) {
+                // The final reply of a call taken from the slot, small enough: written
+                // over the request, and the client woken through its reply channel's
+                // event count (where it sleeps, whichever way the reply comes).
+                let Some(tx) = reply_sender(&self.name, state, self.policy)? else {
+                    callslot::complete(slot, seq, None);
+                    state.done = true;
+                    return Ok(false);
+                };
+                let reply = reply.with_envelope(env.encode());
+                let mut record = [0u8; CALL_SLOT_BYTES];
+                let at = reply.put_envelope(&mut record);
+                reply.gather(0, &mut record[at..len]);
+                callslot::complete(slot, seq, Some((reply.tag(), &record[..len])));
+                tx.notify_consumer();
+                state.done = true;
+                state.saved = None;
+                return Ok(true);
+            }
+            // Through the channel (a part of a stream, or too large): the slot is the
+            // client's again at once; it waits on the channel too.
+            if let Some(slot) = slot {
+                callslot::complete(slot, seq, None);
+            }
+        }
         let Some(tx) = reply_sender(&self.name, state, self.policy)? else {
             state.done |= last;
             return Ok(false);
@@ -1143,6 +1444,9 @@ impl RpcServer {
     /// died while the server waited for room), [`Error::TooLarge`] (more than one
     /// record), [`Error::InvalidArgument`] (not running), [`Error::Closed`].
     pub fn loan_reply(&mut self, call: CallId, len: usize, wait: Wait<'_>) -> Result<Option<RpcReplyLoan<'_>>> {
+        running(&mut self.clients, call)?;
+        // A loan is written in the reply channel: the call slot goes back to the client.
+        self.release_slot(call.slot);
         let state = running(&mut self.clients, call)?;
         if reply_sender(&self.name, state, self.policy)?.is_none() {
             state.done = true;
@@ -1160,6 +1464,12 @@ impl RpcServer {
     /// since creation.
     pub fn duplicates(&self) -> u64 {
         self.dropped
+    }
+
+    /// Calls whose request came through a call slot (the fast path for small calls:
+    /// see `shmplane_shm::callslot`) since creation.
+    pub fn slot_calls(&self) -> u64 {
+        self.slotted
     }
 
     /// The server's name.

@@ -749,6 +749,12 @@ class RpcServer:
         """Requests dropped as retries of running or answered calls, or stale
         duplicates, since creation."""
     @property
+    def slot_calls(self) -> int:
+        """Calls whose request came through its client's call slot (the fast path of
+        small calls: a request of at most 224 bytes with its 16-byte envelope, and a
+        reply that fits there too, written over each other in one 256-byte slot of
+        shared memory), since creation."""
+    @property
     def closed(self) -> bool:
         """True once closed."""
     @property
@@ -829,7 +835,9 @@ class RpcClient:
         as ``Receiver.recv(copy=False)`` (a read-only ndarray, memoryview, or unpickled
         object whose out-of-band buffers are views); its space is given back when the
         last view goes. A reply of several records (larger than a quarter of the reply
-        channel: ``reply_capacity`` at ``connect``) comes back as a copy. A held reply
+        channel: ``reply_capacity`` at ``connect``) comes back as a copy, and so does a
+        small reply to a small call (a record of at most 240 bytes with its envelope,
+        written in the client's call slot: the fast path of small calls). A held reply
         keeps its space: a later call's reply waits for it (within the server's reply
         timeout), and one that travels in chunks and cannot fit beside it raises
         InvalidArgumentError ("release them first"): drop reply views before the next

@@ -826,6 +826,20 @@ impl Receiver {
     }
 
     /// The ring (`None` once closed).
+    /// [`Receiver::readiness_fd`] was called (this handle may be waited on through
+    /// the OS).
+    pub(crate) fn waits_through_os(&self) -> bool {
+        self.inner.as_ref().is_some_and(|i| i.doorbell.is_some())
+    }
+
+    /// Make this handle's readiness descriptor readable now, if it has one (something
+    /// it waits for arrived outside the ring: an RPC reply in a call slot).
+    pub(crate) fn ring_own_doorbell(&self) {
+        if let Some(d) = self.inner.as_ref().and_then(|i| i.doorbell.as_ref()) {
+            drop(d.bell.ring_own());
+        }
+    }
+
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
         self.inner.as_ref().map(|i| i.consumer.store())
     }
@@ -912,7 +926,7 @@ impl Receiver {
         let policy = self.policy;
         let inner = self.inner.as_mut().expect("staged on an open receiver");
         let (record, head) = inner.staged.take().expect("a staged message");
-        Incoming { op: Op { inner }, first: Some(record), head, policy, consume: true, bounded: None }
+        Incoming { op: Some(Op { inner }), first: Some(record), owned: None, head, policy, consume: true, bounded: None }
     }
 
     /// Receive the staged message's payload (see [`Receiver::recv_with`]).
@@ -977,7 +991,7 @@ impl Receiver {
     fn begin_inner(&mut self, wait: &mut Wait<'_>, consume: bool) -> Result<Incoming<'_>> {
         let policy = self.policy;
         let (op, record, head) = self.take(policy, wait)?;
-        Ok(Incoming { op, first: Some(record), head, policy, consume, bounded: None })
+        Ok(Incoming { op: Some(op), first: Some(record), owned: None, head, policy, consume, bounded: None })
     }
 
     /// Enter an operation and take the first record of the next message and its head,
@@ -1262,7 +1276,7 @@ impl Receiver {
     /// whole, else to be copied out.
     fn view_taken(op: Op<'_>, record: Record, head: Head, policy: WaitPolicy) -> Viewed<'_> {
         if head.is_chunked() || record.len() > frame::max_whole(op.inner.consumer.store().capacity()) || op.inner.views.is_none() {
-            return Viewed::Copy(Incoming { op, first: Some(record), head, policy, consume: true, bounded: None });
+            return Viewed::Copy(Incoming { op: Some(op), first: Some(record), owned: None, head, policy, consume: true, bounded: None });
         }
         let skip = head.skip();
         let inner = &mut *op.inner;
@@ -1713,8 +1727,13 @@ impl Out<'_, '_> {
 /// [`Incoming::read_into`]. Until then other copies of the receiver wait; dropping it
 /// unread consumes it.
 pub struct Incoming<'a> {
-    op: Op<'a>,
+    /// The ring's operation; `None` for a message copied out of an RPC call slot
+    /// (`owned`).
+    op: Option<Op<'a>>,
     first: Option<Record>,
+    /// The record of a message that came whole through an RPC call slot
+    /// ([`Incoming::owned`]): envelope and payload, copied out of the slot.
+    owned: Option<&'a [u8]>,
     head: Head,
     policy: WaitPolicy,
     /// Drop consumes the message (else it stays queued: `poll`).
@@ -1725,6 +1744,31 @@ pub struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
+    /// A message whose one record (`tag`; `record`: its bytes, envelope included) came
+    /// whole out of an RPC call slot (`shmplane_shm::callslot`): validated as a ring's
+    /// record would be, then read from `record`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] (not a valid first record of a whole message; `path` names
+    /// where it came from).
+    pub(crate) fn owned<'r>(tag: u32, record: &'r [u8], path: &str) -> Result<Incoming<'r>> {
+        if tag == TAG_BYTES | frame::ENVELOPED {
+            // An RPC call or reply of bytes (as in `next_message`): only the envelope.
+            if let Some(envelope) = record.first_chunk::<{ frame::ENVELOPE_LEN }>() {
+                let head = Head::enveloped_bytes(record.len(), *envelope);
+                return Ok(Incoming { op: None, first: None, owned: Some(record), head, policy: WaitPolicy::default(), consume: true, bounded: None });
+            }
+        }
+        let prefix = &record[..record.len().min(frame::MAX_PREFIX)];
+        let head = match frame::parse_head(tag, record.len(), prefix) {
+            Ok(head) if !head.is_chunked() && head.skip() + head.total() <= record.len() => head,
+            Ok(_) => return Err(Error::Corrupt { path: path.to_owned(), what: "a call slot's record announces more than it holds".into() }),
+            Err(HeadError::Orphan) => return Err(Error::Corrupt { path: path.to_owned(), what: "a call slot holds a continuation".into() }),
+            Err(HeadError::Corrupt(what)) => return Err(Error::Corrupt { path: path.to_owned(), what }),
+        };
+        Ok(Incoming { op: None, first: None, owned: Some(record), head, policy: WaitPolicy::default(), consume: true, bounded: None })
+    }
+
     /// Wait at most `limit` for each record of the message after the one before
     /// (an inactivity limit), instead of as long as a live sender takes to finish or
     /// cut it: a reader that must not be held by a sender stopped part-way (an RPC
@@ -1790,8 +1834,20 @@ impl Incoming<'_> {
         };
         let total = head.total();
         let skip = head.skip();
+        if let Some(bytes) = self.owned.take() {
+            // One whole record, checked by `owned`.
+            let piece = &bytes[skip..skip + total];
+            return match &mut out {
+                Out::Scatter(scatter) => {
+                    scatter.scatter_with(0, total, |from, dst| dst.write(&piece[from..from + dst.len()]));
+                    Ok(())
+                }
+                Out::Stream(sink) => sink(piece),
+            };
+        }
         let record = self.first.take().expect("first record");
-        let consumer = self.op.consumer();
+        let op = self.op.as_mut().expect("a ring's message");
+        let consumer = op.consumer();
         let first_len = record.len() - skip;
         let taken = out.take(consumer, &record, skip, 0, first_len);
         consumer.release_read(record).map_err(|e| seg_err(e, consumer))?;
@@ -1800,7 +1856,7 @@ impl Incoming<'_> {
         let h = frame::chunk_header_len();
         // Part-way through: a lossy broadcast's lap that passes only the rest of this
         // message must be reported (`Drop` of `Incoming` clears the flag).
-        self.op.consumer().set_mid_message(received < total);
+        op.consumer().set_mid_message(received < total);
         // A lossy broadcast's subscriber lapped part-way: this message (counted as
         // received when its first record was released) is lost too.
         let lost_too = |e| match e {
@@ -1808,15 +1864,15 @@ impl Incoming<'_> {
             e => e,
         };
         while received < total {
-            let record = self.op.wait_for_chunk(self.policy, wait, received, total, self.bounded).map_err(lost_too)?;
+            let record = op.wait_for_chunk(self.policy, wait, received, total, self.bounded).map_err(lost_too)?;
             if record.tag() != TAG_CONTINUATION {
                 // The next message: this one was abandoned. Leave it queued. (Or, on a
                 // lossy broadcast, the publisher lapped us: a later record's header.)
-                let consumer = self.op.consumer();
+                let consumer = op.consumer();
                 consumer.check_read(&record).map_err(|e| lost_too(seg_err(e, consumer)))?;
                 return Err(Error::Truncated { received, total });
             }
-            let consumer = self.op.consumer();
+            let consumer = op.consumer();
             let mut word = [0u8; 8];
             let offset = if record.len() >= h {
                 consumer.read(&record, 0, &mut word);
@@ -1828,7 +1884,7 @@ impl Incoming<'_> {
             if offset != Some(received) || n == 0 || n > total - received {
                 consumer.check_read(&record).map_err(|e| lost_too(seg_err(e, consumer)))?;
                 consumer.release(record);
-                let path = self.op.inner.segment().path().to_owned();
+                let path = op.inner.segment().path().to_owned();
                 return Err(Error::Corrupt {
                     path,
                     what: format!("received message: a record of {n} bytes at offset {offset:?} where byte {received} of {total} was due"),
@@ -1847,12 +1903,13 @@ impl Incoming<'_> {
 
 impl Drop for Incoming<'_> {
     fn drop(&mut self) {
-        self.op.consumer().set_mid_message(false);
+        let Some(op) = self.op.as_mut() else { return };
+        op.consumer().set_mid_message(false);
         if let Some(record) = self.first.take() {
             if self.consume {
                 // Unread: the message is consumed (any continuations are skipped by
                 // the next receive).
-                self.op.consumer().release(record);
+                op.consumer().release(record);
             }
         }
     }

@@ -596,6 +596,15 @@ impl Sender {
 
 
     /// The ring (`None` once closed).
+    /// Wake the receiver if it sleeps waiting for data (doorbell included), without
+    /// publishing anything here: it was given something elsewhere (an RPC reply in a
+    /// call slot).
+    pub(crate) fn notify_consumer(&self) {
+        if let Some(store) = self.store() {
+            store.data_event().notify(store.park());
+        }
+    }
+
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
         self.inner.as_ref().map(|i| i.producer.store())
     }

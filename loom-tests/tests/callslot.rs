@@ -1,0 +1,169 @@
+//! loom models of an RPC call slot (`shmplane_shm::callslot`): a client posts a request
+//! in its lane's slot, marks the lane pending and notifies the mailbox's event count;
+//! the server (the mailbox's consumer) finds the bit, takes the request with a CAS,
+//! and writes its reply over it; the client waits for the reply on its reply
+//! channel's event count, which the server notifies. A lost pending bit or a lost
+//! wake-up is a loom deadlock; a torn request or reply fails an assertion. Also the
+//! race between a client withdrawing its request and the server taking it (exactly
+//! one wins, and a withdrawn request never runs), and a client that dies part-way
+//! through a post. Run by `ci/loom.sh` (LOOM_MAX_PREEMPTIONS=2).
+#![cfg(shmplane_loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use loom_tests::{block_on, FutexModel};
+use shmplane_shm::callslot::{self, Poll, Taken};
+use shmplane_shm::layout::{CallSlot, EventCount, MailboxControl, CALL_SLOT_BYTES};
+use shmplane_shm::mailbox::{clear_pending, mark_pending, pending_word};
+
+struct Shared {
+    slot: CallSlot,
+    mailbox: MailboxControl,
+    /// The client's reply channel's event count (where it sleeps for its reply).
+    replies: EventCount,
+    park: FutexModel,
+}
+
+fn shared() -> Arc<Shared> {
+    Arc::new(Shared { slot: CallSlot::default(), mailbox: MailboxControl::default(), replies: EventCount::default(), park: FutexModel::default() })
+}
+
+/// Request and reply records of call `seq`: 16 bytes (two words), every byte `seq`
+/// (request) or `seq | 0x80` (reply), so that a torn copy shows.
+fn record(seq: u64, reply: bool) -> [u8; 16] {
+    [seq as u8 | if reply { 0x80 } else { 0 }; 16]
+}
+
+/// What the client does to call (`RpcClient::post`): post, mark pending while still
+/// posted, notify the mailbox.
+fn post(s: &Shared, seq: u64) {
+    assert!(callslot::withdraw(&s.slot), "the slot is the client's");
+    callslot::post(&s.slot, seq, 1, &record(seq, false));
+    mark_pending(&s.mailbox, 0, || callslot::posted(&s.slot));
+    s.mailbox.data_ready.value.notify(&s.park);
+}
+
+/// The server's look (`Mailbox::find_ready` with call slots): the lane's bit, then its
+/// slot; a lane found empty has its bit cleared and is looked at again.
+fn find(s: &Shared) -> Option<Taken> {
+    if pending_word(&s.mailbox, 0) & 1 == 0 {
+        return None;
+    }
+    let mut buf = [0u8; CALL_SLOT_BYTES];
+    if let Some(t) = callslot::take(&s.slot, &mut buf) {
+        let t = t.expect("a valid length");
+        assert_eq!(&buf[..t.len], &record(t.seq, false), "torn request");
+        return Some(t);
+    }
+    if clear_pending(&s.mailbox, 0, || callslot::posted(&s.slot)) {
+        return find(s);
+    }
+    None
+}
+
+/// The server: take `calls` requests in turn and reply to each in the slot, waking
+/// the client.
+fn serve(s: &Arc<Shared>, calls: u64) {
+    let mut ctx = s.clone();
+    for _ in 0..calls {
+        let t = block_on(&mut ctx, |s| (&s.mailbox.data_ready.value, &s.park), |s| find(s));
+        callslot::complete(&ctx.slot, t.seq, Some((2, &record(t.seq, true))));
+        ctx.replies.notify(&ctx.park);
+    }
+}
+
+/// The client's wait for the reply of call `seq`.
+fn await_reply(s: &mut Arc<Shared>, seq: u64) {
+    let got = block_on(s, |s| (&s.replies, &s.park), |s| {
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        match callslot::reply(&s.slot, seq, &mut buf) {
+            Poll::Pending => None,
+            Poll::Reply { tag, len } => Some((tag, buf[..len].to_vec())),
+            Poll::Elsewhere => panic!("call {seq}: the reply went elsewhere"),
+        }
+    });
+    assert_eq!(got, (2, record(seq, true).to_vec()), "torn reply");
+}
+
+/// Two calls in a row: each request reaches the server whole, each reply the client,
+/// with both sides sleeping on their event counts; no wake-up or pending bit is lost
+/// (the second post races the server clearing the bit the first left).
+#[test]
+fn two_calls_through_the_slot() {
+    loom::model(|| {
+        let s = shared();
+        let server = {
+            let s = s.clone();
+            thread::spawn(move || serve(&s, 2))
+        };
+        let mut c = s.clone();
+        for seq in 1..=2 {
+            post(&c, seq);
+            await_reply(&mut c, seq);
+        }
+        server.join().unwrap();
+        assert!(callslot::writable(&s.slot));
+    });
+}
+
+/// A client withdrawing its request races the server taking it: exactly one wins. If
+/// the server took it, the call runs and its reply comes; if the client withdrew it,
+/// it never runs, and the client's next call goes through the slot.
+#[test]
+fn withdraw_races_take() {
+    loom::model(|| {
+        let s = shared();
+        post(&s, 1);
+        let server = {
+            let s = s.clone();
+            thread::spawn(move || {
+                let mut buf = [0u8; CALL_SLOT_BYTES];
+                match callslot::take(&s.slot, &mut buf) {
+                    Some(t) => {
+                        let t = t.unwrap();
+                        assert_eq!(&buf[..t.len], &record(1, false));
+                        callslot::complete(&s.slot, t.seq, Some((2, &record(1, true))));
+                        true
+                    }
+                    None => false,
+                }
+            })
+        };
+        let withdrawn = callslot::withdraw(&s.slot);
+        let ran = server.join().unwrap();
+        // The client either withdrew it (it did not run) or found it taken (then the
+        // server completes it and the slot is the client's again).
+        assert!(withdrawn != ran || (withdrawn && ran && callslot::writable(&s.slot)), "withdrawn {withdrawn}, ran {ran}");
+        if !withdrawn {
+            let mut buf = [0u8; CALL_SLOT_BYTES];
+            assert_eq!(callslot::reply(&s.slot, 1, &mut buf), Poll::Reply { tag: 2, len: 16 });
+        }
+        assert!(callslot::writable(&s.slot));
+    });
+}
+
+/// A client that dies part-way through a post (the record written, `REQUEST` never
+/// stored) leaves nothing for the server; the next client's call goes through.
+#[test]
+fn a_post_cut_short_leaves_nothing() {
+    loom::model(|| {
+        let s = shared();
+        // The dead client's words, without the state that would publish them.
+        let dead = {
+            let s = s.clone();
+            thread::spawn(move || {
+                s.slot.meta.store((9 << 32) | 16, shmplane_shm::sync::Ordering::Relaxed);
+                s.slot.data[0].store(u64::MAX, shmplane_shm::sync::Ordering::Relaxed);
+            })
+        };
+        dead.join().unwrap();
+        let server = {
+            let s = s.clone();
+            thread::spawn(move || serve(&s, 1))
+        };
+        let mut c = s.clone();
+        post(&c, 1);
+        await_reply(&mut c, 1);
+        server.join().unwrap();
+    });
+}

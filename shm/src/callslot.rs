@@ -1,0 +1,331 @@
+//! The call slot of a mailbox lane ([`CallSlot`]): an RPC client's small request and
+//! the server's reply to it, written over each other in the same lines.
+//!
+//! A call through the lane's ring and the client's reply channel moves a record line
+//! to the server and another one back, each published by a header on another line, so
+//! a round trip costs about two line transfers each way. A call through the slot moves
+//! the same lines to the server and back with ownership (the one-line ping-pong: see
+//! `docs/design.md`, RPC). It is the RPC fast path for requests and replies of one
+//! record of at most [`CALL_SLOT_BYTES`]; anything else takes the rings.
+//!
+//! # Ownership
+//! `state` is `seq << 2 | phase`. Whoever the phase names may write `meta` and `data`;
+//! the other side only reads them after an Acquire load (or RMW) of the `state` the
+//! writer stored with Release:
+//!
+//! ```text
+//! EMPTY(s)   the client's: call s is finished (its reply went elsewhere, or none)
+//! REPLY(s)   the client's: call s's reply is in the slot
+//!    client: write the request, store REQUEST(n)                  (post)
+//! REQUEST(n) nobody writes; either side may move it on with a CAS:
+//!    server: CAS REQUEST(n) -> TAKEN(n), then copy the request out  (take)
+//!    client: CAS REQUEST(n) -> EMPTY(n): the call is withdrawn      (withdraw)
+//! TAKEN(n)   the server's: it runs call n
+//!    server: write the reply, store REPLY(n); or store EMPTY(n)     (complete)
+//! ```
+//!
+//! The CAS on `REQUEST` decides between a server that takes the call and a client that
+//! withdraws it (a client that timed out before the server looked, or a new client
+//! clearing what a dead one left): exactly one of them wins, so a request is never run
+//! after it was withdrawn and never overwritten while it is read. Everything in the
+//! slot is untrusted: a reader validates the length ([`CALL_SLOT_BYTES`] at most) and
+//! parses the record as one from a ring; a client accepts a reply only if its envelope
+//! names its own id and call. Crash safety: a client that dies part-way through a post
+//! never stored `REQUEST` (the next client overwrites); one that dies after it leaves a
+//! request the server runs (as a record left in the lane) or the next client
+//! withdraws; a server that dies leaves the slot to a successor's new segment.
+//! Modelled in `loom-tests/tests/callslot.rs`.
+
+use crate::layout::{CallSlot, CALL_SLOT_BYTES};
+use crate::sync::Ordering;
+
+/// Phase: the client's; the last call is finished and its reply went elsewhere.
+pub const EMPTY: u64 = 0;
+/// Phase: a request is posted and not taken yet.
+pub const REQUEST: u64 = 1;
+/// Phase: the server runs the request.
+pub const TAKEN: u64 = 2;
+/// Phase: the client's; the reply is in the slot.
+pub const REPLY: u64 = 3;
+
+/// Largest call number a slot holds (`seq << 2` must fit).
+pub const MAX_SEQ: u64 = u64::MAX >> 2;
+
+/// The state word of call `seq` in `phase`.
+#[inline]
+pub const fn state(seq: u64, phase: u64) -> u64 {
+    (seq << 2) | phase
+}
+
+/// The phase of a state word.
+#[inline]
+pub const fn phase_of(state: u64) -> u64 {
+    state & 3
+}
+
+/// The call number of a state word.
+#[inline]
+pub const fn seq_of(state: u64) -> u64 {
+    state >> 2
+}
+
+/// The slot's state word (Acquire: partner of the Release stores of `post` and
+/// `complete`, so that what they wrote is visible to the caller that owns the slot in
+/// the phase it read).
+#[inline]
+pub fn load(slot: &CallSlot) -> u64 {
+    // ORDERING: Acquire, partner of the Release stores in `post` and `complete`.
+    slot.state.load(Ordering::Acquire)
+}
+
+/// True if the client may write the slot (phase `EMPTY` or `REPLY`).
+#[inline]
+pub fn writable(slot: &CallSlot) -> bool {
+    matches!(phase_of(load(slot)), EMPTY | REPLY)
+}
+
+/// Client: post `record` (envelope and payload, as in a ring) tagged `tag` as call
+/// `seq`. The caller checked [`writable`] and is the lane's only producer; `seq` is at
+/// most [`MAX_SEQ`].
+///
+/// # Panics
+/// If `record` is longer than [`CALL_SLOT_BYTES`].
+#[inline]
+pub fn post(slot: &CallSlot, seq: u64, tag: u32, record: &[u8]) {
+    write_record(slot, tag, record);
+    // ORDERING: Release, partner of the server's Acquire in `load` / `take`'s CAS: the
+    // request's words happen-before a server that sees REQUEST reads them.
+    slot.state.store(state(seq & MAX_SEQ, REQUEST), Ordering::Release);
+}
+
+/// Client: withdraw a request not taken yet (any call's: also one a dead client
+/// left). True if the slot is the client's now (it was not `REQUEST`, or the withdrawal
+/// won); false if the server took it first (phase `TAKEN`: the server owns it).
+pub fn withdraw(slot: &CallSlot) -> bool {
+    let s = load(slot);
+    match phase_of(s) {
+        REQUEST => {
+            // ORDERING: Acquire on success, partner of the posting client's Release
+            // store in `post` (a dead predecessor's): its writes happen-before ours
+            // that follow. Relaxed on failure: `writable` reloads with Acquire.
+            slot.state.compare_exchange(s, state(seq_of(s), EMPTY), Ordering::Acquire, Ordering::Relaxed).is_ok()
+                || writable(slot)
+        }
+        TAKEN => false,
+        _ => true,
+    }
+}
+
+/// A request the server took: its call number, tag and length (validated: at most
+/// [`CALL_SLOT_BYTES`]; the bytes were copied to the caller's buffer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The call number in the state word (the envelope carries the full one).
+    pub seq: u64,
+    /// The record's tag.
+    pub tag: u32,
+    /// The record's length in bytes.
+    pub len: usize,
+}
+
+/// True if a request may be posted (one Relaxed load: a hint for the server's scan;
+/// [`take`] decides).
+#[inline]
+pub fn posted(slot: &CallSlot) -> bool {
+    // ORDERING: Relaxed: a hint; `take`'s CAS acquires.
+    phase_of(slot.state.load(Ordering::Relaxed)) == REQUEST
+}
+
+/// Server: take the posted request, copying its record into `dst`. `None` if nothing
+/// is posted (or the client withdrew it first). A length over [`CALL_SLOT_BYTES`]
+/// (a corrupt or hostile client) is taken and reported as `Err` with the call number
+/// and the length: the server completes it with [`complete`] like any call it cannot
+/// run.
+///
+/// # Errors
+/// The stored length is larger than the slot.
+pub fn take(slot: &CallSlot, dst: &mut [u8; CALL_SLOT_BYTES]) -> Option<Result<Taken, (u64, u64)>> {
+    let s = load(slot);
+    if phase_of(s) != REQUEST {
+        return None;
+    }
+    // ORDERING: Acquire on success, partner of the client's Release store in `post`
+    // (CAS loads the value it stored): its words happen-before our reads below.
+    // Relaxed on failure: the client withdrew it (or posted anew: a later look).
+    if slot.state.compare_exchange(s, state(seq_of(s), TAKEN), Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return None;
+    }
+    // ORDERING: Relaxed: ordered by the CAS above.
+    let meta = slot.meta.load(Ordering::Relaxed);
+    let (tag, len) = ((meta >> 32) as u32, meta & 0xffff_ffff);
+    if len > CALL_SLOT_BYTES as u64 {
+        return Some(Err((seq_of(s), len)));
+    }
+    let len = len as usize;
+    read_words(slot, &mut dst[..len]);
+    Some(Ok(Taken { seq: seq_of(s), tag, len }))
+}
+
+/// Server: finish call `seq` (taken with [`take`]): with its reply `record` tagged
+/// `tag` in the slot, or with none (`EMPTY`: the reply goes through the reply channel,
+/// or the call is dropped). The caller owns the slot (phase `TAKEN` of this call).
+///
+/// # Panics
+/// If the record is longer than [`CALL_SLOT_BYTES`].
+pub fn complete(slot: &CallSlot, seq: u64, reply: Option<(u32, &[u8])>) {
+    let phase = match reply {
+        Some((tag, record)) => {
+            write_record(slot, tag, record);
+            REPLY
+        }
+        None => EMPTY,
+    };
+    // ORDERING: Release, partner of the client's Acquire in `load` (`reply`,
+    // `writable`): the reply's words, and our reads of the request, happen-before the
+    // client reads or overwrites them.
+    slot.state.store(state(seq & MAX_SEQ, phase), Ordering::Release);
+}
+
+/// Client: true unless call `seq` is posted or running in the slot (its reply is
+/// there, or it finished elsewhere, or the slot holds another call). One load.
+pub fn settled(slot: &CallSlot, seq: u64) -> bool {
+    let s = load(slot);
+    seq_of(s) != seq & MAX_SEQ || !matches!(phase_of(s), REQUEST | TAKEN)
+}
+
+/// Client: true if the slot holds call `seq` posted, running or answered (not
+/// finished elsewhere, not another call). One load.
+pub fn holds(slot: &CallSlot, seq: u64) -> bool {
+    let s = load(slot);
+    seq_of(s) == seq & MAX_SEQ && phase_of(s) != EMPTY
+}
+
+/// What the client finds for call `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poll {
+    /// Posted or running: not finished.
+    Pending,
+    /// The reply is in the slot: its tag and length (validated), copied to the
+    /// caller's buffer.
+    Reply {
+        /// The record's tag.
+        tag: u32,
+        /// The record's length.
+        len: usize,
+    },
+    /// Finished without a reply in the slot (it went through the reply channel, or the
+    /// server dropped the request as a duplicate), or the slot holds another call.
+    Elsewhere,
+}
+
+/// Client: look for the reply of call `seq`, copying it into `dst` when it is there.
+pub fn reply(slot: &CallSlot, seq: u64, dst: &mut [u8; CALL_SLOT_BYTES]) -> Poll {
+    let s = load(slot);
+    if seq_of(s) != seq & MAX_SEQ {
+        return Poll::Elsewhere;
+    }
+    match phase_of(s) {
+        REQUEST | TAKEN => Poll::Pending,
+        REPLY => {
+            // ORDERING: Relaxed: ordered by the Acquire load above.
+            let meta = slot.meta.load(Ordering::Relaxed);
+            let (tag, len) = ((meta >> 32) as u32, meta & 0xffff_ffff);
+            if len > CALL_SLOT_BYTES as u64 {
+                return Poll::Elsewhere;
+            }
+            let len = len as usize;
+            read_words(slot, &mut dst[..len]);
+            Poll::Reply { tag, len }
+        }
+        _ => Poll::Elsewhere,
+    }
+}
+
+fn write_record(slot: &CallSlot, tag: u32, record: &[u8]) {
+    assert!(record.len() <= CALL_SLOT_BYTES, "a record longer than the call slot");
+    // ORDERING: Relaxed: published by the caller's Release store of `state`.
+    slot.meta.store((u64::from(tag) << 32) | record.len() as u64, Ordering::Relaxed);
+    let mut words = record.chunks_exact(8);
+    let mut i = 0;
+    for w in words.by_ref() {
+        // ORDERING: Relaxed: published by the caller's Release store of `state`.
+        slot.data[i].store(u64::from_le_bytes(w.try_into().expect("8 bytes")), Ordering::Relaxed);
+        i += 1;
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        // ORDERING: Relaxed: published by the caller's Release store of `state`.
+        slot.data[i].store(u64::from_le_bytes(w), Ordering::Relaxed);
+    }
+}
+
+fn read_words(slot: &CallSlot, dst: &mut [u8]) {
+    let mut words = dst.chunks_exact_mut(8);
+    let mut i = 0;
+    for w in words.by_ref() {
+        // ORDERING: Relaxed: the caller acquired the state word that published them.
+        w.copy_from_slice(&slot.data[i].load(Ordering::Relaxed).to_le_bytes());
+        i += 1;
+    }
+    let rest = words.into_remainder();
+    if !rest.is_empty() {
+        // ORDERING: Relaxed: the caller acquired the state word that published them.
+        let w = slot.data[i].load(Ordering::Relaxed).to_le_bytes();
+        let n = rest.len();
+        rest.copy_from_slice(&w[..n]);
+    }
+}
+
+#[cfg(all(test, not(shmplane_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_through_the_slot() {
+        let slot = CallSlot::default();
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        assert!(writable(&slot) && !posted(&slot));
+        assert_eq!(take(&slot, &mut buf), None);
+        post(&slot, 7, 0x401, b"0123456789abcdef+request");
+        assert!(!writable(&slot) && posted(&slot));
+        assert_eq!(reply(&slot, 7, &mut buf), Poll::Pending);
+        let t = take(&slot, &mut buf).unwrap().unwrap();
+        assert_eq!(t, Taken { seq: 7, tag: 0x401, len: 24 });
+        assert_eq!(&buf[..24], b"0123456789abcdef+request");
+        assert!(!withdraw(&slot), "taken: the server's");
+        complete(&slot, 7, Some((0x401, b"reply")));
+        assert_eq!(reply(&slot, 6, &mut buf), Poll::Elsewhere);
+        assert_eq!(reply(&slot, 7, &mut buf), Poll::Reply { tag: 0x401, len: 5 });
+        assert_eq!(&buf[..5], b"reply");
+        assert!(writable(&slot));
+        post(&slot, 8, 1, &[9; CALL_SLOT_BYTES]);
+        assert!(take(&slot, &mut buf).unwrap().is_ok());
+        complete(&slot, 8, None);
+        assert_eq!(reply(&slot, 8, &mut buf), Poll::Elsewhere);
+        assert!(writable(&slot));
+    }
+
+    #[test]
+    fn a_withdrawn_request_is_not_taken() {
+        let slot = CallSlot::default();
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        post(&slot, 1, 1, b"x");
+        assert!(withdraw(&slot));
+        assert_eq!(take(&slot, &mut buf), None);
+        assert!(writable(&slot));
+    }
+
+    #[test]
+    fn a_hostile_length_is_refused() {
+        let slot = CallSlot::default();
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        post(&slot, 1, 1, b"x");
+        slot.meta.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(take(&slot, &mut buf), Some(Err((1, 0xffff_ffff))));
+        complete(&slot, 1, Some((1, b"ok")));
+        slot.meta.store(1 << 20, Ordering::Relaxed);
+        assert_eq!(reply(&slot, 1, &mut buf), Poll::Elsewhere);
+    }
+}
