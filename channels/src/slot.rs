@@ -632,11 +632,15 @@ impl ByteSlot {
     /// [`Error::InvalidArgument`] (wrong length), [`Error::Closed`].
     #[inline]
     pub fn read_into(&self, dst: &mut [u8]) -> Result<u64> {
-        self.read_with(dst, |store, words| {
-            let tries = seqlock::read_tries(words.len());
-            Some(seqlock::read_words_or_lock(store, 0, words, tries, writer_id, writer_alive))
-        })
-        .map(|v| v.expect("read retries"))
+        if dst.len() != self.len {
+            return Err(Error::InvalidArgument(format!("buffer of {} bytes for a {}-byte slot", dst.len(), self.len)));
+        }
+        let store = self.store()?;
+        // Straight into `dst`, no word buffer between (the binding's `snapshot()` is a
+        // new array filled this way).
+        let tries = seqlock::read_tries(store.words());
+        let version = seqlock::read_bytes_or_lock(store, dst, tries, writer_id, writer_alive);
+        self.intact(store, version)
     }
 
     /// One read attempt into `dst`: `None` if a write was half-done at that instant.

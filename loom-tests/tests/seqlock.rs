@@ -44,6 +44,9 @@ impl SlotStore for Store {
     fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
         &self.0.copies[copy][i]
     }
+    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+        &self.0.copies[copy]
+    }
     fn park(&self) -> &FutexModel {
         &self.0.futex
     }

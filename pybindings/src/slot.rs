@@ -166,6 +166,97 @@ impl PyByteSlot {
 /// Reads above this many bytes release the GIL (the copy dwarfs the release).
 const DETACH_BYTES: usize = 1 << 16;
 
+/// numpy's array type and the dtypes of the numeric struct-module codes, fetched once
+/// (by the first `snapshot()`): the hot path makes its array with one numpy call and
+/// no lookups.
+struct Numpy {
+    array_type: Py<PyAny>,
+    /// By [`Numpy::new_array`]'s index: b B h H i I q Q f d ?.
+    dtypes: [Py<numpy::PyArrayDescr>; 11],
+}
+
+static NUMPY: pyo3::sync::PyOnceLock<Numpy> = pyo3::sync::PyOnceLock::new();
+
+impl Numpy {
+    /// Import numpy (an ImportError if it is missing: the numpy crate would panic) and
+    /// fetch the types.
+    fn load(py: Python<'_>) -> PyResult<Numpy> {
+        use numpy::{dtype, npyffi};
+        py.import("numpy")?;
+        // SAFETY: attached; numpy imports (above), so its API table loads; the type
+        // object is static in numpy, and we keep a reference to it.
+        let array_type = unsafe { Bound::from_borrowed_ptr(py, npyffi::get_type_object(py, npyffi::NpyTypes::PyArray_Type).cast()) }.unbind();
+        let dtypes = [
+            dtype::<i8>(py),
+            dtype::<u8>(py),
+            dtype::<i16>(py),
+            dtype::<u16>(py),
+            dtype::<i32>(py),
+            dtype::<u32>(py),
+            dtype::<i64>(py),
+            dtype::<u64>(py),
+            dtype::<f32>(py),
+            dtype::<f64>(py),
+            dtype::<bool>(py),
+        ]
+        .map(Bound::unbind);
+        Ok(Numpy { array_type, dtypes })
+    }
+
+    /// A new uninitialised C-contiguous 1-d array of `len` elements of native numeric
+    /// struct-module `code` ('l'/'L' are 8 bytes: `PySlotView::new` checks), made by
+    /// one call of numpy's C API: a new reference, or null with an exception set on
+    /// failure; `None` for another code.
+    #[inline]
+    fn new_array(&self, py: Python<'_>, code: char, len: usize) -> Option<*mut pyo3::ffi::PyObject> {
+        use numpy::npyffi::{npy_intp, PyArray_Descr, PY_ARRAY_API};
+        let i = match code {
+            'b' => 0,
+            'B' => 1,
+            'h' => 2,
+            'H' => 3,
+            'i' => 4,
+            'I' => 5,
+            'l' | 'q' => 6,
+            'L' | 'Q' => 7,
+            'f' => 8,
+            'd' => 9,
+            '?' => 10,
+            _ => return None,
+        };
+        let descr = self.dtypes[i].as_ptr();
+        let mut dims = [len as npy_intp];
+        // SAFETY: attached (the token); `load` loaded numpy's API table, and
+        // `array_type` is its array type. `PyArray_NewFromDescr` steals a reference to
+        // the descriptor (the INCREF) and copies `dims`; no data pointer: numpy
+        // allocates the `len` elements itself.
+        Some(unsafe {
+            pyo3::ffi::Py_INCREF(descr);
+            PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                self.array_type.as_ptr().cast(),
+                descr.cast::<PyArray_Descr>(),
+                1,
+                dims.as_mut_ptr(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                0,
+                std::ptr::null_mut(),
+            )
+        })
+    }
+}
+
+/// The data pointer of numpy array `arr`.
+///
+/// # Safety
+/// `arr` must be a numpy array.
+#[inline]
+unsafe fn array_data(arr: &Bound<'_, PyAny>) -> *mut u8 {
+    // SAFETY: the caller's contract: `arr` is an ndarray (attached: the token).
+    unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.as_ptr().cast())).data.cast() }
+}
+
 /// A new reference to the number of struct-module `code` (a native numeric code:
 /// `PySlotView::new` and `PyField::new` check them) whose bytes are `n`, zero-extended
 /// in the low bits (`ByteSlot::read_number`, `ByteSlot::number_in_word`), made by the C
@@ -524,6 +615,40 @@ impl PySlotView {
         Some(new_number(code, ByteSlot::number_in_word(w, offset % 8, size)))
     }
 
+    /// The hot path of `snapshot()` (see `fastslot`): all elements of a numeric view
+    /// of up to [`DETACH_BYTES`] as a new 1-d array, made by one numpy call (cached
+    /// type and dtype) and filled by one latch read straight into its data, holding the
+    /// GIL. A new reference (null with an exception set if numpy is out of memory), or
+    /// `None` for anything else, errors included (numpy not loaded yet, a closed slot):
+    /// the caller then takes the full path, which raises them.
+    #[inline]
+    pub(crate) fn fast_snapshot(&self, py: Python<'_>) -> Option<*mut pyo3::ffi::PyObject> {
+        let n = self.len * self.elem;
+        if self.code.is_none() || n > DETACH_BYTES {
+            return None;
+        }
+        let arr = NUMPY.get(py)?.new_array(py, self.code?, self.len)?;
+        if arr.is_null() {
+            return Some(arr);
+        }
+        // SAFETY: `arr` is a live array (non-null above).
+        let data = unsafe { array_data(Borrowed::from_ptr(py, arr).as_any()) };
+        let read = self.slot.get().with(py, |s| {
+            // SAFETY: `arr` was just created C-contiguous with `len` elements of `elem`
+            // bytes (checked in `new`): `n` bytes at `data`; we hold the only reference
+            // to it and run no Python code, so nothing else touches them. They are
+            // written as raw bytes (no `bool` is formed from them).
+            s.read_into(unsafe { std::slice::from_raw_parts_mut(data, n) })
+        });
+        if read.is_err() {
+            // SAFETY: our new reference; the array has no base and runs no Python code
+            // when freed.
+            unsafe { pyo3::ffi::Py_DECREF(arr) };
+            return None;
+        }
+        Some(arr)
+    }
+
     /// Element index `i` (negative from the end) as a position, or IndexError.
     fn position(&self, i: isize) -> PyResult<usize> {
         let n = self.len as isize;
@@ -701,42 +826,28 @@ impl PySlotView {
     fn snapshot(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let this = slf.get();
         let py = slf.py();
-        macro_rules! fresh {
-            ($t:ty) => {{
-                // SAFETY: a plain numeric dtype, so an uninitialised array is only
-                // bytes; it is filled completely below before any Python code sees it
-                // (on an error it is dropped unseen).
-                let arr = unsafe { numpy::PyArray1::<$t>::new(py, [this.len], false) };
-                let dst = numpy::PyArrayMethods::data(&arr) as usize;
-                // SAFETY: `arr` was just created C-contiguous with `len` elements of
-                // `elem` bytes (checked in `new`); we hold the only reference to it, so
-                // no Python code can reach it during the read, with or without the
-                // GIL. It is written as raw bytes (no `bool` is formed from them).
-                unsafe { this.slot.get().read_into_raw(py, dst, this.len * size_of::<$t>()) }.py_err(py)?;
-                Ok(arr.into_any().unbind())
-            }};
+        if this.code.is_none() {
+            return Ok(slf.call_method0("_snapshot")?.unbind());
         }
-        if this.code.is_some() {
-            // The numpy crate panics if numpy cannot be imported: ask Python first, once.
-            static NUMPY: pyo3::sync::PyOnceLock<()> = pyo3::sync::PyOnceLock::new();
-            NUMPY.get_or_try_init(py, || py.import("numpy").map(drop))?;
+        // The numpy crate panics if numpy cannot be imported: ask Python first, once.
+        let np = NUMPY.get_or_try_init(py, || Numpy::load(py))?;
+        if let Some(p) = this.fast_snapshot(py) {
+            // SAFETY: a new reference, or null with an exception set.
+            return Ok(unsafe { Bound::from_owned_ptr_or_err(py, p) }?.unbind());
         }
-        match this.code {
-            Some('b') => fresh!(i8),
-            Some('B') => fresh!(u8),
-            Some('h') => fresh!(i16),
-            Some('H') => fresh!(u16),
-            Some('i') => fresh!(i32),
-            Some('I') => fresh!(u32),
-            Some('l' | 'q') => fresh!(i64),
-            Some('L' | 'Q') => fresh!(u64),
-            Some('f') => fresh!(f32),
-            Some('d') => fresh!(f64),
-            Some('?') => fresh!(bool),
-            _ => Ok(slf.call_method0("_snapshot")?.unbind()),
-        }
+        // Over DETACH_BYTES (the read releases the GIL), or an error to raise.
+        let Some(arr) = this.code.and_then(|c| np.new_array(py, c, this.len)) else {
+            return Err(PyValueError::new_err("no native dtype for this code"));
+        };
+        // SAFETY: a new reference, or null with an exception set.
+        let arr = unsafe { Bound::from_owned_ptr_or_err(py, arr) }?;
+        // SAFETY: `arr` was just created C-contiguous with `len` elements of `elem` bytes
+        // (checked in `new`); we hold the only reference to it, so no Python code can
+        // reach it during the read, with or without the GIL. It is written as raw bytes
+        // (no `bool` is formed from them).
+        unsafe { this.slot.get().read_into_raw(py, array_data(&arr) as usize, this.len * this.elem) }.py_err(py)?;
+        Ok(arr.unbind())
     }
-
 
     /// Element `key` (negative from the end), or a list of the elements of slice `key`
     /// read as one consistent snapshot.

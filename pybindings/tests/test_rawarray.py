@@ -179,6 +179,33 @@ def test_snapshot_is_numpy_copy() -> None:
     a.close()
 
 
+def test_snapshot_fast_and_full_paths_agree() -> None:
+    # The C method (up to 64 KiB) and pyo3's method (larger: the GIL is released) give
+    # the same fresh arrays; partial last words; a subclass of RawArray; ClosedError.
+    for code, n in [("b", 3), ("h", 5), ("i", 7), ("f", 9), ("d", 16), ("Q", 1), ("d", 8193)]:
+        a = shmplane.RawArray(code, n)
+        a[n - 1] = 1
+        s = a.snapshot()
+        assert s.flags.owndata and s.flags.writeable and s.flags.c_contiguous and s.base is None
+        assert s.shape == (n,) and s.tolist() == [0] * (n - 1) + [1], (code, n)
+        assert a.snapshot() is not s
+        a.close()
+        with pytest.raises(shmplane.ClosedError):
+            a.snapshot()
+    assert type(shmplane.RawArray("d", 1)).__dict__["snapshot"] is not shmplane._shmplane._FastSlotView.__dict__["snapshot"]
+
+    class Sub(shmplane.RawArray):
+        pass
+
+    b = Sub("d", [1.5, 2.5])
+    assert b.snapshot().tolist() == [1.5, 2.5]
+    b.close()
+    with pytest.raises(TypeError):
+        shmplane.RawArray.snapshot(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        shmplane._shmplane._own_fast_methods(int)  # type: ignore[arg-type]
+
+
 def test_attach_by_name_checks_the_type() -> None:
     a = shmplane.RawArray("i", [1, 2, 3])
     b = shmplane.RawArray.attach(a.name, "i")

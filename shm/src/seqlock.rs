@@ -59,6 +59,10 @@ pub trait SlotStore {
     fn words(&self) -> usize;
     /// Word `i` of copy `copy` (0 or 1).
     fn word(&self, copy: usize, i: usize) -> &AtomicU64;
+    /// All [`words`](SlotStore::words) words of copy `copy` (0 or 1), as one slice:
+    /// what [`word`](SlotStore::word) indexes. Reads copy from it: one bounds
+    /// check for the range instead of one per word.
+    fn copy_words(&self, copy: usize) -> &[AtomicU64];
     /// The futex implementation.
     fn park(&self) -> &Self::Park;
 }
@@ -115,13 +119,54 @@ pub fn try_read<S: SlotStore>(store: &S, dst: &mut [u64]) -> Option<u64> {
 #[inline]
 pub fn try_read_words<S: SlotStore>(store: &S, first: usize, dst: &mut [u64]) -> Option<u64> {
     assert!(first.checked_add(dst.len()).is_some_and(|end| end <= store.words()), "slot read range outside the value");
+    try_read_span(store, first, dst.len(), |src| {
+        for (w, s) in dst.iter_mut().zip(src) {
+            // ORDERING: Relaxed, between the sequence loads of `try_read_span`.
+            *w = s.load(Ordering::Relaxed);
+        }
+    })
+}
+
+/// One read attempt of the value's first `dst.len().div_ceil(8)` words into the bytes
+/// `dst` (native order; a last partial word gives its first bytes), with no word
+/// buffer between: as [`try_read_words`]. The Python binding reads into a new array
+/// this way.
+///
+/// # Panics
+/// If `dst` is longer than the value's words.
+#[inline]
+pub fn try_read_bytes<S: SlotStore>(store: &S, dst: &mut [u8]) -> Option<u64> {
+    let words = dst.len().div_ceil(8);
+    assert!(words <= store.words(), "slot read range outside the value");
+    try_read_span(store, 0, words, |src| {
+        // Whole words, then the tail (split first: one loop counter, unrolled).
+        let (full, tail) = dst.split_at_mut(dst.len() / 8 * 8);
+        for (c, s) in full.chunks_exact_mut(8).zip(src) {
+            // ORDERING: Relaxed, between the sequence loads of `try_read_span`.
+            c.copy_from_slice(&s.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        if !tail.is_empty() {
+            // ORDERING: Relaxed, as above.
+            let w = src[words - 1].load(Ordering::Relaxed).to_ne_bytes();
+            tail.copy_from_slice(&w[..tail.len()]);
+        }
+    })
+}
+
+/// The latch read protocol of every whole or partial read (see the module docs):
+/// `s1 = seq` (Acquire), `load` copies words `first .. first + n` of the copy `s1`
+/// selects with Relaxed loads only (they arrive as one slice: one bounds check),
+/// fence(Acquire), `s2 = seq`; the version if `s1 == s2`, else `None` (what `load`
+/// copied may be torn: the caller retries).
+///
+/// # Panics
+/// If the range is outside the value.
+#[inline(always)]
+fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, load: impl FnOnce(&[AtomicU64])) -> Option<u64> {
     // ORDERING: Acquire, partner of the writer's fence(Release) + seq store: the words
     // of the copy this sequence selects are complete.
     let s1 = store.seq().load(Ordering::Acquire);
-    let copy = (s1 & 1) as usize;
-    for (i, w) in dst.iter_mut().enumerate() {
-        *w = store.word(copy, first + i).load(Ordering::Relaxed);
-    }
+    load(&store.copy_words((s1 & 1) as usize)[first..first + n]);
     // ORDERING: Acquire fence, partner of the writer's fence(Release) after its seq
     // store: if we read any word of a write that flipped the latch after s1, the load
     // below sees that flip.
@@ -163,6 +208,10 @@ pub const READ_TRIES: u32 = 16;
 /// `read_seqbegin_or_lock` makes one lockless pass), instead of sixteen.
 #[inline]
 pub fn read_tries(words: usize) -> u32 {
+    if words <= 128 {
+        // The common case without a division (the hot path of small reads).
+        return READ_TRIES;
+    }
     (READ_TRIES as usize * 128 / words.max(1)).clamp(2, READ_TRIES as usize) as u32
 }
 
@@ -192,6 +241,41 @@ pub fn read_words_or_lock<S: SlotStore>(
         spin_hint();
     }
     read_words_locked(store, first, dst, me(), &alive)
+}
+
+/// [`read_words_or_lock`] of the value's first words into the bytes `dst` (see
+/// [`try_read_bytes`]): the whole-value read of `ByteSlot::read_into`, without a word
+/// buffer on the lock-free path.
+///
+/// # Panics
+/// As [`read_words_or_lock`].
+#[inline]
+pub fn read_bytes_or_lock<S: SlotStore>(
+    store: &S,
+    dst: &mut [u8],
+    tries: u32,
+    me: impl FnOnce() -> u64,
+    alive: impl Fn(u64) -> bool,
+) -> u64 {
+    for _ in 0..tries {
+        if let Some(v) = try_read_bytes(store, dst) {
+            return v;
+        }
+        spin_hint();
+    }
+    read_bytes_locked(store, dst, me(), &alive)
+}
+
+/// The slow path of [`read_bytes_or_lock`]: [`read_words_locked`] into a word buffer.
+#[cold]
+#[inline(never)]
+fn read_bytes_locked<S: SlotStore>(store: &S, dst: &mut [u8], me: u64, alive: &impl Fn(u64) -> bool) -> u64 {
+    let mut words = vec![0u64; dst.len().div_ceil(8)];
+    let version = read_words_locked(store, 0, &mut words, me, alive);
+    for (c, w) in dst.chunks_mut(8).zip(&words) {
+        c.copy_from_slice(&w.to_ne_bytes()[..c.len()]);
+    }
+    version
 }
 
 /// The slow path of [`read_words_or_lock`]: one read holding the writer lock.

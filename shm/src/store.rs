@@ -770,6 +770,15 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     }
 
     #[inline]
+    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+        assert!(copy < 2, "slot copy out of range");
+        // SAFETY: `words` AtomicU64s from the copy's offset are inside the region (new
+        // checked the length) and 8-aligned (as in `word`); atomics only, so a peer's
+        // stores are not data races; they live as long as `self` (the mapping).
+        unsafe { std::slice::from_raw_parts(self.segment.region().as_ptr().add(self.copies[copy]).cast::<AtomicU64>(), self.words) }
+    }
+
+    #[inline]
     fn park(&self) -> &SegmentSlot {
         self
     }

@@ -15,7 +15,7 @@ use shmplane_shm::layout::SlotControl;
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentSlot;
 use shmplane_shm::seqlock::{
-    read, read_words, read_words_or_lock, update, update_checked, version, write, write_checked, write_until, CrashPoint, SlotStore,
+    read, read_bytes_or_lock, read_words, read_words_or_lock, update, update_checked, version, write, write_checked, write_until, CrashPoint, SlotStore,
 };
 use shmplane_shm::sync::AtomicU64;
 use shmplane_shm::wait::SharedFutex;
@@ -90,6 +90,9 @@ impl SlotStore for ShmStore {
     fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
         self.slot().word(copy, i)
     }
+    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+        self.slot().copy_words(copy)
+    }
     fn park(&self) -> &SharedFutex {
         &SharedFutex
     }
@@ -129,6 +132,9 @@ impl SlotStore for Store {
     fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
         &self.0.copies[copy][i]
     }
+    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+        &self.0.copies[copy]
+    }
     fn park(&self) -> &SharedFutex {
         &SharedFutex
     }
@@ -161,6 +167,15 @@ fn whole_and_partial_reads_never_torn_under_a_writer<B: Backend>() {
         let mut mid = [0u64; 3];
         read_words(&store, 2, &mut mid);
         assert!(mid.iter().all(|&x| x == mid[0]), "torn range: {mid:?}");
+        // Straight into bytes, a partial last word included (the binding's snapshot);
+        // every other read takes the writer lock (no lock-free tries).
+        let mut bytes = [0u8; WORDS * 8 - 3];
+        let tries = if last % 2 == 0 { 16 } else { 0 };
+        read_bytes_or_lock(&store, &mut bytes, tries, || 9, |_| true);
+        let first = u64::from_ne_bytes(bytes[..8].try_into().unwrap());
+        for (k, c) in bytes.chunks(8).enumerate() {
+            assert_eq!(c, &first.to_ne_bytes()[..c.len()], "torn bytes at word {k}: {bytes:?}");
+        }
     }
     writer.join().unwrap();
     assert_eq!(version(&store), n);

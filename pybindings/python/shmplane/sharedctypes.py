@@ -54,7 +54,7 @@ from collections.abc import Iterator
 from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 from typing import Any, Self
 
-from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView, _sweep_dead_anonymous_once
+from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView, _own_fast_methods, _sweep_dead_anonymous_once
 from .errors import CorruptSegmentError, InvalidArgumentError
 
 __all__ = ["RawValue", "RawArray"]
@@ -661,3 +661,8 @@ class RawArray(_FastSlotView, _SlotHandle):
     def __repr__(self) -> str:
         elem = self._type._type_
         return f"<shmplane.RawArray {elem.__name__}[{len(self)}] name={self.name!r}>"
+
+
+# snapshot() as a method object of RawArray itself: CPython calls a C method straight
+# from the bytecode only for instances of exactly the method's class.
+_own_fast_methods(RawArray)
