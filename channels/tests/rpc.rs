@@ -910,3 +910,32 @@ fn a_slot_reply_found_by_wait_reply_never_answers_a_later_loaned_call() {
     incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
     assert_eq!(out, b"reply to second");
 }
+
+#[test]
+fn clients_calling_through_their_slots_take_turns() {
+    // Three clients post small calls; the first posts its next call as soon as it is
+    // answered. The server must still serve the other two within a few rounds (as it
+    // does for calls in the lanes' rings), not the first lane for ever.
+    let name = unique("slotturns");
+    let mut server = RpcServer::create(&name, 4).unwrap();
+    let mut clients: Vec<RpcClient> = (0..3).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut w = Wait::timeout(WATCHDOG);
+    for c in &mut clients {
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+    }
+    let busy = clients[0].slot().unwrap();
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let (call, _) = server.recv().unwrap();
+        served.insert(call.slot);
+        server.reply(call, b"y").unwrap();
+        if call.slot == busy {
+            clients[0].send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+        }
+        if served.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 3, "lanes served: {served:?} (the others starved)");
+    assert!(server.slot_calls() >= 3);
+}
