@@ -882,3 +882,60 @@ fn a_large_request_from_a_live_client_is_served_whatever_the_reply_timeout() {
     assert_eq!(client.call_timeout(&vec![1u8; 16 << 20], WATCHDOG).unwrap(), b"got it");
     t.join().unwrap();
 }
+
+#[test]
+fn a_slot_reply_found_by_wait_reply_never_answers_a_later_loaned_call() {
+    // A reply to a small call comes to the call slot; `wait_reply` finds it (without
+    // taking it), and the client then makes a new call through a request loan. The
+    // found reply is the first call's: it must not answer the second.
+    let name = unique("slotloan");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let mut w = Wait::timeout(WATCHDOG);
+    client.send_request(Outgoing::bytes(b"first"), false, &mut w).unwrap();
+    let (c1, _) = server.recv().unwrap();
+    server.reply(c1, b"reply to first").unwrap();
+    assert_eq!(server.slot_calls(), 1);
+    client.wait_reply(&mut w).unwrap();
+    let mut loan = client.loan_request(6, Wait::forever()).unwrap();
+    loan.as_mut_slice().copy_from_slice(b"second");
+    loan.commit();
+    let (c2, got) = server.recv().unwrap();
+    assert_eq!((c2.seq, got.as_slice()), (2, &b"second"[..]));
+    server.reply(c2, b"reply to second").unwrap();
+    let seq = client.seq();
+    let (env, incoming) = client.begin_reply(&mut w).unwrap();
+    assert_eq!(env.seq, seq, "a reply to call {} answered call {seq}", env.seq);
+    let mut out = vec![0u8; incoming.head().total()];
+    incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
+    assert_eq!(out, b"reply to second");
+}
+
+#[test]
+fn clients_calling_through_their_slots_take_turns() {
+    // Three clients post small calls; the first posts its next call as soon as it is
+    // answered. The server must still serve the other two within a few rounds (as it
+    // does for calls in the lanes' rings), not the first lane for ever.
+    let name = unique("slotturns");
+    let mut server = RpcServer::create(&name, 4).unwrap();
+    let mut clients: Vec<RpcClient> = (0..3).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut w = Wait::timeout(WATCHDOG);
+    for c in &mut clients {
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+    }
+    let busy = clients[0].slot().unwrap();
+    let mut served = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let (call, _) = server.recv().unwrap();
+        served.insert(call.slot);
+        server.reply(call, b"y").unwrap();
+        if call.slot == busy {
+            clients[0].send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+        }
+        if served.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(served.len(), 3, "lanes served: {served:?} (the others starved)");
+    assert!(server.slot_calls() >= 3);
+}

@@ -12,6 +12,16 @@
 //!   that is not an error is the application's reply to that call, byte for byte
 //!   (a resent saved reply included).
 //!
+//!
+//! The lane's call slot (`shmplane_shm::callslot`, the fast path of small calls) is
+//! written too: well-formed posts as an `RpcClient` makes them, and any words in its
+//! state, meta and data (a hostile client). A request taken from the slot is examined
+//! before the lane's records, and a well-formed one is handed over as posted; a reply
+//! the server writes there names the call it answers. And the other way round: a
+//! hostile server writes any state, meta and data into a real `RpcClient`'s slot (of a
+//! second server, `fuzz-rpc-<pid>-c`, that never serves): the client never panics and
+//! never returns a reply whose envelope is not its current call's.
+//!
 //! The server, its raw lane sender and two clients' reply channels are real segments in
 //! `/dev/shm` (`fuzz-rpc-<pid>*`, removed at exit, and those of dead fuzz processes
 //! at start), made once per process. Each input starts from a reset: the lane drained
@@ -22,7 +32,13 @@
 use libfuzzer_sys::fuzz_target;
 use shmplane::frame::Outgoing;
 use shmplane::rpc::{flags, reply_name, Envelope};
-use shmplane::{CallId, Error, Frame, Receiver, RpcServer, Sender, Wait};
+use shmplane::{CallId, Error, Frame, Receiver, RpcClient, RpcServer, Sender, Wait};
+use shmplane_shm::callslot::{self, EMPTY, REPLY, REQUEST};
+use shmplane_shm::header::SegmentKind;
+use shmplane_shm::layout::{CallSlot, CALL_SLOT_BYTES};
+use shmplane_shm::segment::Segment;
+use shmplane_shm::store::SegmentRing;
+use shmplane_shm::sync::Ordering;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
@@ -37,8 +53,47 @@ const CAPACITY: usize = 4096;
 struct Fixture {
     server: RpcServer,
     lane: Sender,
+    /// The server's lane 0 (the raw sender's) mapped again: its call slot.
+    ring: SegmentRing,
     replies: Vec<Option<Receiver>>,
     resets: u64,
+    /// Slot posts made (their bodies are numbered from `SLOT_N` on).
+    posts: u32,
+    /// The second server (never served: the fuzz input plays it) and its lane 0 (the
+    /// client's, made afresh at each input) mapped.
+    cserver: RpcServer,
+    cring: SegmentRing,
+}
+
+/// Bodies posted through the slot are numbered from here (ring ones from 0).
+const SLOT_N: u32 = 0x8000_0000;
+
+fn cname() -> String {
+    format!("{}-c", name())
+}
+
+fn slot(ring: &SegmentRing) -> &CallSlot {
+    ring.call_slot().expect("a mailbox lane has a call slot")
+}
+
+/// Write the slot's state word as a client or server would (Release).
+fn set_state(slot: &CallSlot, state: u64) {
+    slot.state.store(state, Ordering::Release);
+}
+
+/// Write `record` (tag `tag`) into the slot's words, without touching its state.
+fn set_record(slot: &CallSlot, tag: u32, record: &[u8]) {
+    slot.meta.store((u64::from(tag) << 32) | record.len() as u64, Ordering::Relaxed);
+    for (i, w) in record.chunks(8).enumerate() {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        slot.data[i].store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+}
+
+/// A word derived from two input bytes, spread over its 64 bits.
+fn word(b: u8, c: u8) -> u64 {
+    (u64::from(b) << 8 | u64::from(c)).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(c) << 56
 }
 
 fn name() -> String {
@@ -54,6 +109,8 @@ extern "C" fn remove_names() {
         shmplane_shm::bell::remove(&reply);
     }
     shmplane_shm::bell::remove(&name);
+    let _ = std::fs::remove_file(shmplane_shm::region::shm_path(&cname()));
+    shmplane_shm::bell::remove(&cname());
 }
 
 /// Remove what fuzz processes that are gone left (a crash skips `atexit`).
@@ -88,9 +145,12 @@ fn fixture() -> &'static Mutex<Fixture> {
                 Some(rx)
             })
             .collect();
+        let ring = SegmentRing::lane(Segment::open(&name, SegmentKind::Mailbox).expect("the mailbox"), 0);
+        let cserver = RpcServer::create_with(&cname(), CAPACITY, 1).expect("second server");
+        let cring = SegmentRing::lane(Segment::open(&cname(), SegmentKind::Mailbox).expect("the second mailbox"), 0);
         // SAFETY: registering a plain `extern "C" fn()` with no captured state.
         unsafe { libc::atexit(remove_names) };
-        Mutex::new(Fixture { server, lane, replies, resets: 0 })
+        Mutex::new(Fixture { server, lane, ring, replies, resets: 0, posts: 0, cserver, cring })
     })
 }
 
@@ -118,6 +178,8 @@ fn reply(id: u32, seq: u64) -> Vec<u8> {
 /// Take every request waiting, then let a throwaway id take the lane: the server's
 /// table forgets the inputs' ids (and closes their reply senders).
 fn reset(f: &mut Fixture) {
+    // The slot as a fresh client finds it (what a hostile input left there goes).
+    set_state(slot(&f.ring), 0);
     while f.server.recv_frame(Wait::no_wait()).is_ok() {}
     // A new call each time (the lane may still be the throwaway's).
     f.resets += 1;
@@ -125,6 +187,95 @@ fn reset(f: &mut Fixture) {
     f.lane.send_message(&Outgoing::bytes(b"reset").with_envelope(env.encode()), Wait::no_wait()).expect("an empty lane");
     let (call, _) = f.server.recv_frame(Wait::no_wait()).unwrap_or_else(|e| panic!("the reset call: {e}"));
     assert_eq!((call.client, call.seq), (THROWAWAY, f.resets));
+    set_state(slot(&f.ring), 0);
+}
+
+/// A fresh client of the second server (the last input's closed), its lane drained,
+/// its slot empty.
+fn new_client(f: &mut Fixture) -> RpcClient {
+    while f.cserver.recv_frame(Wait::no_wait()).is_ok() {}
+    set_state(slot(&f.cring), 0);
+    RpcClient::connect_with(&cname(), CAPACITY, Wait::no_wait()).expect("a client of the second server")
+}
+
+/// A hostile server's move on the client's slot (op `b`, `c`): a whole reply (an
+/// envelope naming the current call, an earlier or later one, another client, or
+/// garbage; any phase, tag and length), or one word.
+fn hostile_server(slot: &CallSlot, client: &RpcClient, b: u8, c: u8) {
+    let (seq, id) = (client.seq(), client.id());
+    if b & 1 == 0 {
+        let env_seq = [seq, seq.wrapping_sub(1), seq.wrapping_add(1), word(b, c)][usize::from(b >> 1 & 3)];
+        let env_id = if b & 8 == 0 { id } else { id ^ (1 << (c % 32)) };
+        let fl = [0, flags::ERROR, flags::MORE, u32::from(c)][usize::from(c >> 6)];
+        let env = Envelope { seq: env_seq, client: env_id, flags: fl };
+        let mut record = env.encode().to_vec();
+        record.extend(std::iter::repeat_n(c, usize::from(c % 32)));
+        let tag = [frame_tag(1), frame_tag(2), frame_tag(3), u32::from(b) << 4 | u32::from(c)][usize::from(c & 3)];
+        set_record(slot, tag, &record);
+        if b & 0x10 != 0 {
+            // A length that lies (past the record, past the slot).
+            let len = [0u64, 15, 17, CALL_SLOT_BYTES as u64, CALL_SLOT_BYTES as u64 + 1, u64::from(u32::MAX)][usize::from(c % 6)];
+            slot.meta.store(u64::from(tag) << 32 | len, Ordering::Relaxed);
+        }
+        let state_seq = [seq, seq.wrapping_sub(1), seq.wrapping_add(1), word(c, b)][usize::from(b >> 5 & 3)];
+        let phase = if b & 0x80 == 0 { REPLY } else { u64::from(c) & 3 };
+        set_state(slot, callslot::state(state_seq & callslot::MAX_SEQ, phase));
+    } else {
+        let w = word(b, c);
+        match c % 4 {
+            0 => set_state(slot, w),
+            1 => slot.meta.store(w, Ordering::Relaxed),
+            _ => slot.data[usize::from(b >> 1) % slot.data.len()].store(w, Ordering::Relaxed),
+        }
+    }
+}
+
+/// The server examines a request of `id` (`None`: not known): a change of id starts a
+/// new tenure (its table forgets the calls of the one before).
+fn examine(id: Option<u32>, tenure: &mut u32, last_id: &mut Option<u32>) {
+    if id.is_none() || id != *last_id {
+        *tenure += 1;
+    }
+    *last_id = id;
+}
+
+/// The tag of an enveloped record of kind `kind`.
+fn frame_tag(kind: u32) -> u32 {
+    kind | shmplane::frame::ENVELOPED
+}
+
+/// What the client makes of its slot (`b`): a reply it returns must be its current
+/// call's, and readable without a panic.
+fn client_receives(client: &mut RpcClient, b: u8) {
+    let seq = client.seq();
+    let id = client.id();
+    if b & 1 == 1 {
+        // Found (staged or kept), maybe left there for a later look.
+        let _ = client.wait_reply(&mut Wait::no_wait());
+        if b & 4 != 0 {
+            return;
+        }
+    }
+    let got = if b & 2 == 0 {
+        client.begin_reply(&mut Wait::no_wait()).map(|(env, incoming)| {
+            let mut buf = vec![0u8; incoming.head().total()];
+            let whole = incoming.read_payload_into(buf.as_mut_slice().into(), Wait::no_wait()).is_ok();
+            (env, whole)
+        })
+    } else {
+        client.begin_reply_view(&mut Wait::no_wait()).map(|(env, viewed)| match viewed {
+            shmplane::Viewed::Copy(incoming) => {
+                let mut buf = vec![0u8; incoming.head().total()];
+                let whole = incoming.read_payload_into(buf.as_mut_slice().into(), Wait::no_wait()).is_ok();
+                (env, whole)
+            }
+            shmplane::Viewed::Held(_) => panic!("nothing was sent through the reply channel"),
+        })
+    };
+    if let Ok((env, whole)) = got {
+        assert_eq!((env.seq, env.client), (seq, id), "the client returned a reply that is not its call's");
+        client.end_reply(env, whole);
+    }
 }
 
 /// What a reply channel received: (envelope, payload or why not).
@@ -211,19 +362,29 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
 
-    // Requests sent and not yet taken, in lane order: (id, seq, tenure), numbered from
-    // `popped` on; a tenure is a run of enveloped
-    // requests from one id (the server's table starts afresh at each change of id).
-    let mut sent: VecDeque<(u32, u64, u32)> = VecDeque::new();
+    // Requests sent and not yet taken, in lane order: (id, seq), numbered from `popped`
+    // on. The server's table starts afresh at each change of id among the requests it
+    // examines (a tenure): the slot's first, then the lane's in order.
+    let mut sent: VecDeque<(u32, u64)> = VecDeque::new();
     // Requests taken off the front of `sent` (the number of the first one in it).
     let mut popped = 0u32;
-    let (mut tenure, mut last_id) = (0u32, THROWAWAY);
+    // The id the server's table holds (`None`: unknown, after it examined a request a
+    // hostile write made).
+    let (mut tenure, mut last_id) = (0u32, Some(THROWAWAY));
     let mut admitted: HashSet<(u32, u32, u64)> = HashSet::new();
-    let mut running: Vec<(CallId, u32)> = Vec::new();
+    // Calls handed over and not answered: (call, tenure, taken from the slot).
+    let mut running: Vec<(CallId, u32, bool)> = Vec::new();
     let mut exact = true;
+    // The well-formed request posted in the slot and not examined yet: (n, id, seq);
+    // `dirty`: a hostile write touched the slot since the last well-formed post.
+    let mut posted: Option<(u32, u32, u64)> = None;
+    let mut dirty = false;
+    let mut streak = 0u32;
+    let mut client = new_client(f);
+    let client = &mut client;
     for op in data.chunks(3) {
         let [a, b, c] = [op[0], op.get(1).copied().unwrap_or(0), op.get(2).copied().unwrap_or(0)];
-        match a % 8 {
+        match a % 16 {
             0..=2 => {
                 let id = IDS[usize::from(b % 4)];
                 let seq = if b >= 0xF0 { u64::MAX - u64::from(b & 1) } else { u64::from(b >> 2) % 6 };
@@ -231,60 +392,160 @@ fuzz_target!(|data: &[u8]| {
                 let n = sent.len() as u32 + popped;
                 let body = body(n, id, seq, c & 8 != 0);
                 if f.lane.send_message(&Outgoing::bytes(&body).with_envelope(env.encode()), Wait::no_wait()).is_ok() {
-                    if id != last_id {
-                        tenure += 1;
-                        last_id = id;
-                    }
-                    sent.push_back((id, seq, tenure));
+                    sent.push_back((id, seq));
                 }
             }
             3 => {
                 let _ = f.lane.try_send(b"no envelope");
             }
-            4 | 5 => match gate.busy(|| f.server.recv_frame(Wait::no_wait())) {
-                Ok((call, frame)) => {
-                    // The request handed over names the one sent; those before it in the
-                    // lane were taken and dropped (duplicates, no envelope).
-                    let Frame::Bytes(got) = frame else { panic!("a bytes request came back as {frame:?}") };
-                    let n = u32::from_le_bytes(got.get(..4).and_then(|b| b.try_into().ok()).expect("a request of ours"));
-                    assert!(n >= popped && ((n - popped) as usize) < sent.len(), "request {n} handed over out of order");
-                    let (id, seq, t) = sent[(n - popped) as usize];
-                    sent.drain(..=(n - popped) as usize);
-                    popped = n + 1;
-                    assert_eq!((call.slot, call.client, call.seq), (0, id, seq), "the call of request {n}");
-                    let big = got.len() > 100;
-                    assert!(got == body(n, id, seq, big), "request {n} of {call:?} mixed up");
-                    assert!(admitted.insert((t, call.client, call.seq)) || !exact, "call {call:?} admitted twice");
-                    running.push((call, t));
-                    if a % 8 == 5 {
-                        let (call, _) = running.pop().expect("just pushed");
-                        let _ = gate.busy(|| {
-                            if b % 4 == 0 {
-                                f.server.reply_error(call, "FuzzError", "no", "")
-                            } else {
-                                f.server.reply(call, &reply(call.client, call.seq))
-                            }
-                        });
+            4 | 5 => {
+                let cs = slot(&f.ring);
+                let was_posted = callslot::phase_of(callslot::load(cs)) == REQUEST;
+                let slotted = f.server.slot_calls();
+                let got = gate.busy(|| f.server.recv_frame(Wait::no_wait()));
+                let from_slot = f.server.slot_calls() != slotted;
+                // The slot is examined first: the server took what was posted there.
+                let slot_taken = was_posted && callslot::phase_of(callslot::load(cs)) != REQUEST;
+                assert!(!from_slot || slot_taken, "a call from the slot that was not posted there");
+                let clean = if slot_taken && !dirty { posted.take() } else { None };
+                if slot_taken {
+                    match clean {
+                        Some((_, id, _)) => examine(Some(id), &mut tenure, &mut last_id),
+                        // What a hostile write left: handed over, its id; else unknown.
+                        None => match (&got, from_slot) {
+                            (Ok((call, _)), true) => examine(Some(call.client), &mut tenure, &mut last_id),
+                            _ => examine(None, &mut tenure, &mut last_id),
+                        },
                     }
+                    posted = None;
                 }
-                Err(Error::Empty) => {}
-                // A read that failed after admission abandons the call (which one is not
-                // said): from here on a second admission is no longer a finding.
-                Err(_) => exact = false,
-            },
+                match got {
+                    Ok((call, frame)) => {
+                        let Frame::Bytes(got) = frame else { panic!("a bytes request came back as {frame:?}") };
+                        let n = got.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+                        if from_slot {
+                            if let Some((pn, id, seq)) = clean {
+                                // A well-formed post: handed over as posted.
+                                assert_eq!((call.slot, call.client, call.seq), (0, id, seq), "the call of slot post {pn:#x}");
+                                assert!(got == body(pn, id, seq, false), "slot post {pn:#x} of {call:?} mixed up");
+                            }
+                        } else {
+                            // The request handed over names the one sent; those before it
+                            // in the lane were examined and dropped (duplicates, no
+                            // envelope).
+                            let n = n.expect("a request of ours");
+                            assert!(n >= popped && ((n - popped) as usize) < sent.len(), "request {n} handed over out of order");
+                            for &(id, _) in sent.iter().take((n - popped) as usize + 1) {
+                                examine(Some(id), &mut tenure, &mut last_id);
+                            }
+                            let (id, seq) = sent[(n - popped) as usize];
+                            sent.drain(..=(n - popped) as usize);
+                            popped = n + 1;
+                            assert_eq!((call.slot, call.client, call.seq), (0, id, seq), "the call of request {n}");
+                            let big = got.len() > 100;
+                            assert!(got == body(n, id, seq, big), "request {n} of {call:?} mixed up");
+                        }
+                        assert!(admitted.insert((tenure, call.client, call.seq)) || !exact, "call {call:?} admitted twice");
+                        running.push((call, tenure, from_slot));
+                        if a % 16 == 5 {
+                            let (call, _, from_slot) = running.pop().expect("just pushed");
+                            let error = b % 4 == 0;
+                            let r = gate.busy(|| {
+                                if error {
+                                    f.server.reply_error(call, "FuzzError", "no", "")
+                                } else {
+                                    f.server.reply(call, &reply(call.client, call.seq))
+                                }
+                            });
+                            let st = callslot::load(cs);
+                            if callslot::phase_of(st) == REPLY && !dirty && from_slot && matches!(r, Ok(true)) {
+                                // A reply in the slot: this call's, as the application gave it.
+                                assert_eq!(callslot::seq_of(st), call.seq & callslot::MAX_SEQ, "the slot's reply state");
+                                let mut buf = [0u8; CALL_SLOT_BYTES];
+                                let callslot::Poll::Reply { len, .. } = callslot::reply(cs, call.seq, &mut buf) else {
+                                    panic!("a reply in the slot that does not read")
+                                };
+                                let env = Envelope::decode(buf[..16].try_into().expect("an envelope"));
+                                assert_eq!((env.seq, env.client), (call.seq, call.client), "the slot's reply envelope");
+                                if !error {
+                                    assert_eq!(&buf[16..len], reply(call.client, call.seq).as_slice(), "the slot's reply to {call:?}");
+                                }
+                            }
+                        }
+                    }
+                    Err(Error::Empty) => {
+                        // Every request in the lane was examined and dropped.
+                        for &(id, _) in &sent {
+                            examine(Some(id), &mut tenure, &mut last_id);
+                        }
+                        popped += sent.len() as u32;
+                        sent.clear();
+                    }
+                    // A read that failed after admission abandons the call (which one is
+                    // not said): from here on a second admission is no longer a finding.
+                    Err(_) => exact = false,
+                }
+            }
             6 => {
-                if let Some((call, t)) = running.pop() {
+                if let Some((call, t, _)) = running.pop() {
                     f.server.abandon(call);
                     admitted.remove(&(t, call.client, call.seq));
                 }
             }
-            _ => {
+            7 => {
                 if b % 2 == 0 {
                     gate.busy(|| f.server.settle_debts());
                 } else {
                     let _ = gate.busy(|| f.server.poll(Wait::no_wait()));
                 }
             }
+            8 | 9 => {
+                // A well-formed post, as `RpcClient::post` makes it, when the slot is the
+                // client's.
+                let cs = slot(&f.ring);
+                if matches!(callslot::phase_of(callslot::load(cs)), EMPTY | REPLY) {
+                    let id = IDS[usize::from(b % 4)];
+                    let seq = if b >= 0xF0 { u64::MAX - u64::from(b & 1) } else { u64::from(b >> 2) % 6 };
+                    let env = Envelope { seq, client: id, flags: u32::from(c & 7) };
+                    let n = SLOT_N + f.posts;
+                    f.posts = f.posts.wrapping_add(1) & 0x7FFF_FFFF;
+                    let mut record = env.encode().to_vec();
+                    record.extend(body(n, id, seq, false));
+                    callslot::post(cs, seq, frame_tag(1), &record);
+                    f.ring.notify_posted(|| callslot::posted(cs), &mut streak);
+                    posted = Some((n, id, seq));
+                    dirty = false;
+                }
+            }
+            10 | 11 => {
+                // A hostile client: any word of the slot (an envelope's id is never the
+                // reset's, whose calls must go through).
+                let cs = slot(&f.ring);
+                let w = word(b, c);
+                match b % 4 {
+                    0 => set_state(cs, w),
+                    1 => set_state(cs, callslot::state(w & 7, c as u64 & 3)),
+                    2 => cs.meta.store(if c & 1 == 0 { u64::from(frame_tag(1)) << 32 | u64::from(c) } else { w }, Ordering::Relaxed),
+                    _ => {
+                        let i = usize::from(c) % cs.data.len();
+                        let w = if i == 1 && w as u32 == THROWAWAY { w ^ 1 } else { w };
+                        cs.data[i].store(w, Ordering::Relaxed);
+                    }
+                }
+                f.ring.notify_posted(|| callslot::posted(cs), &mut streak);
+                dirty = true;
+            }
+            12 => {
+                // The client calls: through its slot, or (a loan) through the lane.
+                if b & 2 == 0 {
+                    let _ = client.send_request(Outgoing::bytes(&[c; 7]), b & 1 == 1, &mut Wait::no_wait());
+                } else if let Ok(mut loan) = client.loan_request(4, Wait::no_wait()) {
+                    loan.as_mut_slice().fill(c);
+                    loan.commit();
+                }
+            }
+            13 | 14 => hostile_server(slot(&f.cring), client, b, c),
+            _ => client_receives(client, b),
         }
     }
 

@@ -217,26 +217,22 @@ impl Inner {
         self.slotted = None;
         for _ in 0..n {
             let Some(lane) = self.pending_from(from) else { return Ok(None) };
-            if self.calls && self.lane(lane)?.store().and_then(|st| st.call_slot()).is_some_and(callslot::posted) {
+            // A lane that cannot be attached is reported by `stage` below (and the
+            // next look starts after it), not here: a `?` here would report it at
+            // every look without moving on, starving the lanes after it.
+            if self.calls && self.lane(lane).is_ok_and(|rx| slot_posted(rx)) {
                 // A call in the lane's slot: taken before its ring's records (a client
-                // posts there only with nothing of its own in flight).
+                // posts there only with nothing of its own in flight). It takes its
+                // turn as a record does: a client that posts its next call as soon as
+                // it is answered must not keep the look on its lane.
+                self.took_turn(lane);
                 self.slotted = Some(lane);
                 return Ok(Some(lane));
             }
             let staged = self.lane(lane).and_then(Receiver::stage);
             match staged {
                 Ok(true) => {
-                    // Round robin in bursts: stay on a lane for up to BURST messages
-                    // in a row (its lines stay in this core's cache), then move on.
-                    if lane == self.next && self.burst < BURST {
-                        self.burst += 1;
-                    } else if lane == self.next {
-                        self.next = lane + 1;
-                        self.burst = 0;
-                    } else {
-                        self.next = lane;
-                        self.burst = 1;
-                    }
+                    self.took_turn(lane);
                     return Ok(Some(lane));
                 }
                 Ok(false) => {
@@ -272,6 +268,21 @@ impl Inner {
             from = lane + 1;
         }
         Ok(None)
+    }
+
+    /// Round robin in bursts, after a look found something on `lane`: stay on a lane
+    /// for up to [`BURST`] messages in a row (its lines stay in this core's cache),
+    /// then move on.
+    fn took_turn(&mut self, lane: usize) {
+        if lane == self.next && self.burst < BURST {
+            self.burst += 1;
+        } else if lane == self.next {
+            self.next = lane + 1;
+            self.burst = 0;
+        } else {
+            self.next = lane;
+            self.burst = 1;
+        }
     }
 
     /// After a receive from `lane`: if it left the lane empty, clear the lane's pending

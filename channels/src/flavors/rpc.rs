@@ -491,6 +491,11 @@ impl RpcClient {
             self.seq += 1;
             self.began = false;
             self.streaming = false;
+            // Whatever the slot gave the last call (a reply `wait_reply` found and
+            // nobody took) is not this call's: `wait_reply` would hand it over as the
+            // answer to this one (a call through `loan_request` posts nothing).
+            self.slot_call = None;
+            self.slot_reply = None;
         }
         self.unanswered = true;
         Envelope { seq: self.seq, client: self.id, flags }
@@ -1368,11 +1373,22 @@ impl RpcServer {
                 // The final reply of a call taken from the slot, small enough: written
                 // over the request, and the client woken through its reply channel's
                 // event count (where it sleeps, whichever way the reply comes).
-                let Some(tx) = reply_sender(&self.name, state, self.policy)? else {
+                let opened = match reply_sender(&self.name, state, self.policy) {
+                    Ok(tx) => tx.is_some(),
+                    Err(e) => {
+                        // Not opened (descriptors or memory exhausted): the call still
+                        // runs and the slot stays ours for the next reply, which tries
+                        // again (else the slot would stay TAKEN for good).
+                        state.slot = Some(seq);
+                        return Err(e);
+                    }
+                };
+                if !opened {
                     callslot::complete(slot, seq, None);
                     state.done = true;
                     return Ok(false);
-                };
+                }
+                let tx = state.replies.as_ref().expect("opened above");
                 let reply = reply.with_envelope(env.encode());
                 let mut record = [0u8; CALL_SLOT_BYTES];
                 let at = reply.put_envelope(&mut record);

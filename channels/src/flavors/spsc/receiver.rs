@@ -825,7 +825,6 @@ impl Receiver {
         self.store().is_some_and(SegmentRing::is_lossy)
     }
 
-    /// The ring (`None` once closed).
     /// [`Receiver::readiness_fd`] was called (this handle may be waited on through
     /// the OS).
     pub(crate) fn waits_through_os(&self) -> bool {
@@ -840,6 +839,7 @@ impl Receiver {
         }
     }
 
+    /// The ring (`None` once closed).
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
         self.inner.as_ref().map(|i| i.consumer.store())
     }

@@ -595,7 +595,6 @@ impl Sender {
     }
 
 
-    /// The ring (`None` once closed).
     /// Wake the receiver if it sleeps waiting for data (doorbell included), without
     /// publishing anything here: it was given something elsewhere (an RPC reply in a
     /// call slot).
@@ -605,6 +604,7 @@ impl Sender {
         }
     }
 
+    /// The ring (`None` once closed).
     pub(crate) fn store(&self) -> Option<&SegmentRing> {
         self.inner.as_ref().map(|i| i.producer.store())
     }
