@@ -939,3 +939,25 @@ fn clients_calling_through_their_slots_take_turns() {
     assert_eq!(served.len(), 3, "lanes served: {served:?} (the others starved)");
     assert!(server.slot_calls() >= 3);
 }
+
+/// A small call posted in the call slot and not taken yet is withdrawn when its client
+/// closes: the server never runs a call whose client is gone before it looked.
+#[test]
+fn a_closed_clients_posted_call_is_withdrawn() {
+    let name = unique("withdraw");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    client.send_request(shmplane::frame::Outgoing::bytes(b"never run"), false, &mut Wait::timeout(WATCHDOG)).unwrap();
+    client.close();
+    assert!(matches!(server.begin(&mut Wait::timeout(Duration::from_millis(50))), Err(Error::Timeout)));
+    assert_eq!(server.slot_calls(), 0);
+    // A client that stays gets its small call through the slot.
+    let mut next = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let (call, req) = server.recv().unwrap();
+        server.reply(call, &req).unwrap();
+        server
+    });
+    assert_eq!(next.call(b"run").unwrap(), b"run");
+    assert_eq!(t.join().unwrap().slot_calls(), 1);
+}

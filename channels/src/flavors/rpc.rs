@@ -833,6 +833,15 @@ impl RpcClient {
         if self.requests.is_closed() && self.replies.is_closed() {
             return;
         }
+        if self.generation == fork_generation() {
+            // A request still posted in the call slot and not taken: withdrawn, so that
+            // the server does not run a call whose client is gone (one it took runs, and
+            // its reply is dropped). Not from a fork child: the slot's call is the
+            // parent's.
+            if let Some(slot) = self.call_slot() {
+                let _ = callslot::withdraw(slot);
+            }
+        }
         self.requests.close();
         if releasing_views {
             self.replies.close_releasing_views();
