@@ -961,3 +961,23 @@ fn a_closed_clients_posted_call_is_withdrawn() {
     assert_eq!(next.call(b"run").unwrap(), b"run");
     assert_eq!(t.join().unwrap().slot_calls(), 1);
 }
+
+/// `recv_timeout` gives up with `Timeout` when no call comes, and returns the next
+/// call (small, through the call slot, and large, through the lane) when one does.
+#[test]
+fn recv_timeout_waits_at_most_its_timeout() {
+    let name = unique("recvto");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    assert!(matches!(server.recv_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        for _ in 0..2 {
+            let (call, req) = server.recv_timeout(WATCHDOG).unwrap();
+            server.reply(call, &req[..3]).unwrap();
+        }
+        server
+    });
+    assert_eq!(client.call(b"small").unwrap(), b"sma");
+    assert_eq!(client.call(&[b'L'; 1000]).unwrap(), b"LLL");
+    assert_eq!(t.join().unwrap().slot_calls(), 1);
+}

@@ -1017,6 +1017,19 @@ impl RpcServer {
         Ok((call, got?))
     }
 
+    /// [`RpcServer::recv`], waiting at most `timeout` for a call to arrive (a request
+    /// of several records that began is then read whole, each record within the reply
+    /// timeout of the one before). A loop that must also do other work between calls.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (no call by then), as [`RpcServer::begin`] otherwise.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<(CallId, Vec<u8>)> {
+        let (call, incoming) = self.begin(&mut Wait::timeout(timeout))?;
+        let got = crate::flavors::spsc::payload_of(incoming, &mut Wait::forever());
+        self.settle_failed_read(call, got.as_ref().err());
+        Ok((call, got?))
+    }
+
     /// The next call, waiting per `wait`, as a [`Frame`].
     ///
     /// # Errors
