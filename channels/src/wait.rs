@@ -14,7 +14,7 @@
 
 use shmplane_shm::error::{Error, Result};
 use shmplane_shm::layout::EventCount;
-use shmplane_shm::wait::{wait_until_learning, Park, WaitError, WaitHistory, WaitPolicy, SLICE};
+use shmplane_shm::wait::{wait_until_learning_then_sleep, Park, WaitError, WaitHistory, WaitPolicy, SLICE};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -171,11 +171,30 @@ impl<'a> Wait<'a> {
 pub(crate) fn wait_for<C, T, P: Park>(
     ctx: &mut C,
     event: impl Fn(&C) -> (&EventCount, &P),
+    policy: (WaitPolicy, &mut WaitHistory),
+    wait: &mut Wait<'_>,
+    poll: impl FnMut(&mut C) -> Result<Option<T>>,
+    closed: impl Fn(&C) -> bool,
+    check: impl Fn(&mut C) -> Result<()>,
+) -> Result<T> {
+    wait_for_then_sleep(ctx, event, policy, wait, poll, closed, check, |_| {})
+}
+
+/// [`wait_for`] that runs `before_sleep` once, when busy-polling ends and before the
+/// first sleep (see `shmplane_shm::wait::wait_until_learning_then_sleep`).
+///
+/// # Errors
+/// As [`wait_for`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn wait_for_then_sleep<C, T, P: Park>(
+    ctx: &mut C,
+    event: impl Fn(&C) -> (&EventCount, &P),
     (policy, history): (WaitPolicy, &mut WaitHistory),
     wait: &mut Wait<'_>,
     mut poll: impl FnMut(&mut C) -> Result<Option<T>>,
     closed: impl Fn(&C) -> bool,
     check: impl Fn(&mut C) -> Result<()>,
+    before_sleep: impl FnOnce(&mut C),
 ) -> Result<T> {
     let deadline = wait.deadline;
     let poll = |c: &mut C| match poll(c)? {
@@ -185,10 +204,19 @@ pub(crate) fn wait_for<C, T, P: Park>(
         }
         ready => Ok(ready),
     };
-    wait_until_learning(ctx, event, policy, history, deadline, poll, |c| {
-        check(c)?;
-        wait.run_hook()
-    })
+    wait_until_learning_then_sleep(
+        ctx,
+        event,
+        policy,
+        history,
+        deadline,
+        poll,
+        |c| {
+            check(c)?;
+            wait.run_hook()
+        },
+        before_sleep,
+    )
     .map_err(|e| match e {
         WaitError::TimedOut => Error::Timeout,
         WaitError::Failed(e) => e,

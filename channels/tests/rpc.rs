@@ -10,7 +10,7 @@ mod common;
 
 use shmplane::frame::{ArrayMeta, Order, Outgoing};
 use shmplane::rpc::{flags, Envelope};
-use shmplane::{Error, Frame, RpcClient, RpcServer, Wait};
+use shmplane::{Error, Frame, RpcClient, RpcServer, Wait, WaitPolicy};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -980,4 +980,60 @@ fn recv_timeout_waits_at_most_its_timeout() {
     assert_eq!(client.call(b"small").unwrap(), b"sma");
     assert_eq!(client.call(&[b'L'; 1000]).unwrap(), b"LLL");
     assert_eq!(t.join().unwrap().slot_calls(), 1);
+}
+
+/// A server that busy-polls answers calls through the slots of the clients it answered
+/// last without their pending bits (`callslot::POLLED`): ten clients, more than it polls
+/// (the oldest leaves the polled set), every call answered; a call posted into a polled
+/// slot shows in `pending()`.
+#[test]
+fn calls_into_polled_slots_are_all_found() {
+    let name = unique("polled");
+    let mut server = RpcServer::create(&name, 12).unwrap();
+    let mut clients: Vec<RpcClient> = (0..10).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut w = Wait::timeout(WATCHDOG);
+    for round in 0..4u8 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send_request(Outgoing::bytes(&[round, i as u8]), false, &mut w).unwrap();
+        }
+        assert!(server.pending());
+        for _ in 0..clients.len() {
+            let (call, req) = server.recv_timeout(WATCHDOG).unwrap();
+            server.reply(call, &[req[0], req[1], 0xAA]).unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let (_, incoming) = c.begin_reply(&mut w).unwrap();
+            let mut out = vec![0u8; incoming.head().total()];
+            incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
+            assert_eq!(out, [round, i as u8, 0xAA]);
+        }
+    }
+    // The last client's slot is polled now: its post sets no bit, and is still seen.
+    clients[9].send_request(Outgoing::bytes(b"last"), false, &mut w).unwrap();
+    assert!(server.pending());
+    let (call, req) = server.recv_timeout(WATCHDOG).unwrap();
+    assert_eq!(req, b"last");
+    server.reply(call, b"ok").unwrap();
+    assert_eq!(server.slot_calls(), 41);
+}
+
+/// A server that sleeps between calls (it stops polling first) and one that never
+/// polls (`Block`) answer a client that calls now and then: no call waits for a look
+/// that never comes.
+#[test]
+fn calls_after_the_server_slept_are_answered() {
+    for policy in [WaitPolicy::default(), WaitPolicy::Block, WaitPolicy::Spin] {
+        let name = unique("slept");
+        let mut server = RpcServer::create(&name, 2).unwrap();
+        server.set_wait_policy(policy);
+        let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+        let t = serve_n(server, 6, |r| r.to_vec());
+        for i in 0..6u8 {
+            if i % 2 == 1 {
+                thread::sleep(Duration::from_millis(30));
+            }
+            assert_eq!(client.call_timeout(&[i; 8], WATCHDOG).unwrap(), [i; 8], "{policy:?}");
+        }
+        assert_eq!(t.join().unwrap().slot_calls(), 6);
+    }
 }

@@ -38,9 +38,10 @@ fn record(seq: u64, reply: bool) -> [u8; 16] {
 /// posted, notify the mailbox.
 fn post(s: &Shared, seq: u64) {
     assert!(callslot::withdraw(&s.slot), "the slot is the client's");
-    callslot::post(&s.slot, seq, 1, &record(seq, false));
-    mark_pending(&s.mailbox, 0, || callslot::posted(&s.slot));
-    s.mailbox.data_ready.value.notify(&s.park);
+    if !callslot::post(&s.slot, seq, 1, &record(seq, false)) {
+        mark_pending(&s.mailbox, 0, || callslot::posted(&s.slot));
+        s.mailbox.data_ready.value.notify(&s.park);
+    }
 }
 
 /// The server's look (`Mailbox::find_ready` with call slots): the lane's bit, then its
@@ -67,7 +68,7 @@ fn serve(s: &Arc<Shared>, calls: u64) {
     let mut ctx = s.clone();
     for _ in 0..calls {
         let t = block_on(&mut ctx, |s| (&s.mailbox.data_ready.value, &s.park), |s| find(s));
-        callslot::complete(&ctx.slot, t.seq, Some((2, &record(t.seq, true))));
+        callslot::complete(&ctx.slot, t.seq, Some((2, &record(t.seq, true))), false);
         ctx.replies.notify(&ctx.park);
     }
 }
@@ -106,6 +107,61 @@ fn two_calls_through_the_slot() {
     });
 }
 
+/// A server that polls the slot (`Mailbox`'s polled set, `callslot::POLLED`): after
+/// each call it marks the slot polled and looks at it directly once (its busy-poll
+/// phase, one look in the model); finding nothing, it takes the flag back with
+/// `unpoll` (announcing a request posted meanwhile with the lane's pending bit) and
+/// sleeps as `serve` does. The client's posts race the unpoll: a post that saw the
+/// flag skipped the bit and the notify, so a lost request is a loom deadlock.
+fn serve_polling(s: &Arc<Shared>, calls: u64) {
+    let mut ctx = s.clone();
+    let mut polled = false;
+    for _ in 0..calls {
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        let direct = if polled { callslot::take(&ctx.slot, &mut buf) } else { None };
+        let t = match direct {
+            Some(t) => {
+                let t = t.expect("a valid length");
+                assert_eq!(&buf[..t.len], &record(t.seq, false), "torn request");
+                t
+            }
+            None => match find(&ctx) {
+                Some(t) => t,
+                None => {
+                    if polled && callslot::unpoll(&ctx.slot) {
+                        mark_pending(&ctx.mailbox, 0, || true);
+                    }
+                    block_on(&mut ctx, |s| (&s.mailbox.data_ready.value, &s.park), |s| find(s))
+                }
+            },
+        };
+        callslot::complete(&ctx.slot, t.seq, Some((2, &record(t.seq, true))), true);
+        polled = true;
+        ctx.replies.notify(&ctx.park);
+    }
+}
+
+/// Calls to a server that polls the slot between them: each request is found (through
+/// the polled slot or, after the server unpolled it, its pending bit), each reply
+/// comes; a post racing the unpoll loses nothing.
+#[test]
+fn calls_to_a_polling_server() {
+    loom::model(|| {
+        let s = shared();
+        let server = {
+            let s = s.clone();
+            thread::spawn(move || serve_polling(&s, 3))
+        };
+        let mut c = s.clone();
+        for seq in 1..=3 {
+            post(&c, seq);
+            await_reply(&mut c, seq);
+        }
+        server.join().unwrap();
+        assert!(callslot::writable(&s.slot));
+    });
+}
+
 /// A client withdrawing its request races the server taking it: exactly one wins. If
 /// the server took it, the call runs and its reply comes; if the client withdrew it,
 /// it never runs, and the client's next call goes through the slot.
@@ -122,7 +178,7 @@ fn withdraw_races_take() {
                     Some(t) => {
                         let t = t.unwrap();
                         assert_eq!(&buf[..t.len], &record(1, false));
-                        callslot::complete(&s.slot, t.seq, Some((2, &record(1, true))));
+                        callslot::complete(&s.slot, t.seq, Some((2, &record(1, true))), false);
                         true
                     }
                     None => false,

@@ -9,9 +9,9 @@
 //! record of at most [`CALL_SLOT_BYTES`]; anything else takes the rings.
 //!
 //! # Ownership
-//! `state` is `seq << 2 | phase`. Whoever the phase names may write `meta` and `data`;
-//! the other side only reads them after an Acquire load (or RMW) of the `state` the
-//! writer stored with Release:
+//! `state` is `seq << 3 | POLLED? | phase`. Whoever the phase names may write `meta`
+//! and `data`; the other side only reads them after an Acquire load (or RMW) of the
+//! `state` the writer stored with Release:
 //!
 //! ```text
 //! EMPTY(s)   the client's: call s is finished (its reply went elsewhere, or none)
@@ -34,6 +34,18 @@
 //! never stored `REQUEST` (the next client overwrites); one that dies after it leaves a
 //! request the server runs (as a record left in the lane) or the next client
 //! withdraws; a server that dies leaves the slot to a successor's new segment.
+//!
+//! # Polled slots
+//! A server that busy-polls marks the slots it will look at directly, in each of its
+//! loops, with [`POLLED`] (set when it completes a call there, see [`complete`]). A
+//! client that posts into a polled slot needs no pending bit and no notify: the post
+//! moves only the slot's lines to the server, as the one-line ping-pong does. Before it
+//! sleeps (or waits on a descriptor) the server takes the bit back with [`unpoll`], a
+//! CAS on the state word; the client's [`post`] is a CAS on the same word, so exactly
+//! one of them comes first: the post saw `POLLED` (the server's `unpoll` then sees the
+//! request and announces it itself) or it did not (the client marks the lane pending
+//! and notifies, as for a slot nobody polls).
+//!
 //! Modelled in `loom-tests/tests/callslot.rs`.
 
 use crate::layout::{CallSlot, CALL_SLOT_BYTES};
@@ -48,13 +60,17 @@ pub const TAKEN: u64 = 2;
 /// Phase: the client's; the reply is in the slot.
 pub const REPLY: u64 = 3;
 
-/// Largest call number a slot holds (`seq << 2` must fit).
-pub const MAX_SEQ: u64 = u64::MAX >> 2;
+/// Flag in the state word: the server polls this slot directly in its busy loop, so
+/// a post needs no pending bit and no notify (see the module's documentation).
+pub const POLLED: u64 = 4;
 
-/// The state word of call `seq` in `phase`.
+/// Largest call number a slot holds (`seq << 3` must fit).
+pub const MAX_SEQ: u64 = u64::MAX >> 3;
+
+/// The state word of call `seq` in `phase` (not polled).
 #[inline]
 pub const fn state(seq: u64, phase: u64) -> u64 {
-    (seq << 2) | phase
+    (seq << 3) | phase
 }
 
 /// The phase of a state word.
@@ -66,7 +82,7 @@ pub const fn phase_of(state: u64) -> u64 {
 /// The call number of a state word.
 #[inline]
 pub const fn seq_of(state: u64) -> u64 {
-    state >> 2
+    state >> 3
 }
 
 /// The slot's state word (Acquire: partner of the Release stores of `post` and
@@ -86,33 +102,54 @@ pub fn writable(slot: &CallSlot) -> bool {
 
 /// Client: post `record` (envelope and payload, as in a ring) tagged `tag` as call
 /// `seq`. The caller checked [`writable`] and is the lane's only producer; `seq` is at
-/// most [`MAX_SEQ`].
+/// most [`MAX_SEQ`]. True if the server polls the slot ([`POLLED`]): it will find the
+/// request without a pending bit or a notify; false: the caller marks the lane pending
+/// and notifies.
 ///
 /// # Panics
 /// If `record` is longer than [`CALL_SLOT_BYTES`].
 #[inline]
-pub fn post(slot: &CallSlot, seq: u64, tag: u32, record: &[u8]) {
+pub fn post(slot: &CallSlot, seq: u64, tag: u32, record: &[u8]) -> bool {
     write_record(slot, tag, record);
-    // ORDERING: Release, partner of the server's Acquire in `load` / `take`'s CAS: the
-    // request's words happen-before a server that sees REQUEST reads them.
-    slot.state.store(state(seq & MAX_SEQ, REQUEST), Ordering::Release);
+    // ORDERING: Relaxed: the CAS below decides (and reloads on failure).
+    let mut s = slot.state.load(Ordering::Relaxed);
+    loop {
+        let new = state(seq & MAX_SEQ, REQUEST) | (s & POLLED);
+        // ORDERING: Release on success, partner of the server's Acquire in `load` /
+        // `take`'s CAS: the request's words happen-before a server that sees REQUEST
+        // reads them. A CAS, not a store, because the server's `unpoll` CAS may clear
+        // POLLED between our load and our write: one of the two RMWs comes first, and
+        // each sees what the other did. Relaxed on failure (only `unpoll` changes the
+        // word in the client's phases: we retry with what it left).
+        match slot.state.compare_exchange_weak(s, new, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return s & POLLED != 0,
+            Err(now) => s = now,
+        }
+    }
 }
 
 /// Client: withdraw a request not taken yet (any call's: also one a dead client
 /// left). True if the slot is the client's now (it was not `REQUEST`, or the withdrawal
 /// won); false if the server took it first (phase `TAKEN`: the server owns it).
 pub fn withdraw(slot: &CallSlot) -> bool {
-    let s = load(slot);
-    match phase_of(s) {
-        REQUEST => {
-            // ORDERING: Acquire on success, partner of the posting client's Release
-            // store in `post` (a dead predecessor's): its writes happen-before ours
-            // that follow. Relaxed on failure: `writable` reloads with Acquire.
-            slot.state.compare_exchange(s, state(seq_of(s), EMPTY), Ordering::Acquire, Ordering::Relaxed).is_ok()
-                || writable(slot)
+    let mut s = load(slot);
+    loop {
+        match phase_of(s) {
+            REQUEST => {
+                // ORDERING: Acquire on success, partner of the posting client's Release
+                // CAS in `post` (a dead predecessor's): its writes happen-before ours
+                // that follow. Acquire on failure too: the word we retry with may be the
+                // server's `complete` (TAKEN then REPLY / EMPTY), whose reply we may read.
+                // The POLLED flag is the server's: kept (the server's `unpoll` may clear
+                // it between our load and our CAS: then we retry).
+                match slot.state.compare_exchange(s, state(seq_of(s), EMPTY) | (s & POLLED), Ordering::Acquire, Ordering::Acquire) {
+                    Ok(_) => return true,
+                    Err(now) => s = now,
+                }
+            }
+            TAKEN => return false,
+            _ => return true,
         }
-        TAKEN => false,
-        _ => true,
     }
 }
 
@@ -149,10 +186,10 @@ pub fn take(slot: &CallSlot, dst: &mut [u8; CALL_SLOT_BYTES]) -> Option<Result<T
     if phase_of(s) != REQUEST {
         return None;
     }
-    // ORDERING: Acquire on success, partner of the client's Release store in `post`
+    // ORDERING: Acquire on success, partner of the client's Release CAS in `post`
     // (CAS loads the value it stored): its words happen-before our reads below.
     // Relaxed on failure: the client withdrew it (or posted anew: a later look).
-    if slot.state.compare_exchange(s, state(seq_of(s), TAKEN), Ordering::Acquire, Ordering::Relaxed).is_err() {
+    if slot.state.compare_exchange(s, state(seq_of(s), TAKEN) | (s & POLLED), Ordering::Acquire, Ordering::Relaxed).is_err() {
         return None;
     }
     // ORDERING: Relaxed: ordered by the CAS above.
@@ -168,11 +205,13 @@ pub fn take(slot: &CallSlot, dst: &mut [u8; CALL_SLOT_BYTES]) -> Option<Result<T
 
 /// Server: finish call `seq` (taken with [`take`]): with its reply `record` tagged
 /// `tag` in the slot, or with none (`EMPTY`: the reply goes through the reply channel,
-/// or the call is dropped). The caller owns the slot (phase `TAKEN` of this call).
+/// or the call is dropped). `polled`: the server will look at this slot directly
+/// until it [`unpoll`]s it (see [`POLLED`]). The caller owns the slot (phase `TAKEN`
+/// of this call).
 ///
 /// # Panics
 /// If the record is longer than [`CALL_SLOT_BYTES`].
-pub fn complete(slot: &CallSlot, seq: u64, reply: Option<(u32, &[u8])>) {
+pub fn complete(slot: &CallSlot, seq: u64, reply: Option<(u32, &[u8])>, polled: bool) {
     let phase = match reply {
         Some((tag, record)) => {
             write_record(slot, tag, record);
@@ -180,10 +219,42 @@ pub fn complete(slot: &CallSlot, seq: u64, reply: Option<(u32, &[u8])>) {
         }
         None => EMPTY,
     };
+    let flag = if polled { POLLED } else { 0 };
     // ORDERING: Release, partner of the client's Acquire in `load` (`reply`,
-    // `writable`): the reply's words, and our reads of the request, happen-before the
-    // client reads or overwrites them.
-    slot.state.store(state(seq & MAX_SEQ, phase), Ordering::Release);
+    // `writable`) and of its CAS in `post`: the reply's words, and our reads of the
+    // request, happen-before the client reads or overwrites them.
+    slot.state.store(state(seq & MAX_SEQ, phase) | flag, Ordering::Release);
+}
+
+/// Server: stop polling the slot (clear [`POLLED`]), before sleeping or waiting on a
+/// descriptor. True if a request is posted: it may have been posted while the flag was
+/// set, with no pending bit and no notify, so the caller announces it (marks the lane
+/// pending) before it sleeps.
+pub fn unpoll(slot: &CallSlot) -> bool {
+    // ORDERING: Relaxed: the CAS below decides.
+    let mut s = slot.state.load(Ordering::Relaxed);
+    loop {
+        if s & POLLED == 0 {
+            return phase_of(s) == REQUEST;
+        }
+        // ORDERING: AcqRel on success: Acquire, partner of the client's Release CAS
+        // in `post` (a request we then report is whole); Release, so that a client
+        // whose `post` CAS reads the cleared flag (and so notifies) comes after it in
+        // the word's modification order. Relaxed on failure (a post or withdrawal
+        // came between: retry with what it left).
+        match slot.state.compare_exchange_weak(s, s & !POLLED, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return phase_of(s) == REQUEST,
+            Err(now) => s = now,
+        }
+    }
+}
+
+/// True if the state word has [`POLLED`] set (one Relaxed load: for the server's
+/// bookkeeping of the slots it polls).
+#[inline]
+pub fn is_polled(slot: &CallSlot) -> bool {
+    // ORDERING: Relaxed: a hint; `unpoll` decides.
+    slot.state.load(Ordering::Relaxed) & POLLED != 0
 }
 
 /// Client: true unless call `seq` is posted or running in the slot (its reply is
@@ -288,21 +359,21 @@ mod tests {
         let mut buf = [0u8; CALL_SLOT_BYTES];
         assert!(writable(&slot) && !posted(&slot));
         assert_eq!(take(&slot, &mut buf), None);
-        post(&slot, 7, 0x401, b"0123456789abcdef+request");
+        assert!(!post(&slot, 7, 0x401, b"0123456789abcdef+request"), "nobody polls it");
         assert!(!writable(&slot) && posted(&slot));
         assert_eq!(reply(&slot, 7, &mut buf), Poll::Pending);
         let t = take(&slot, &mut buf).unwrap().unwrap();
         assert_eq!(t, Taken { seq: 7, tag: 0x401, len: 24 });
         assert_eq!(&buf[..24], b"0123456789abcdef+request");
         assert!(!withdraw(&slot), "taken: the server's");
-        complete(&slot, 7, Some((0x401, b"reply")));
+        complete(&slot, 7, Some((0x401, b"reply")), false);
         assert_eq!(reply(&slot, 6, &mut buf), Poll::Elsewhere);
         assert_eq!(reply(&slot, 7, &mut buf), Poll::Reply { tag: 0x401, len: 5 });
         assert_eq!(&buf[..5], b"reply");
         assert!(writable(&slot));
         post(&slot, 8, 1, &[9; CALL_SLOT_BYTES]);
         assert!(take(&slot, &mut buf).unwrap().is_ok());
-        complete(&slot, 8, None);
+        complete(&slot, 8, None, false);
         assert_eq!(reply(&slot, 8, &mut buf), Poll::Elsewhere);
         assert!(writable(&slot));
     }
@@ -324,8 +395,35 @@ mod tests {
         post(&slot, 1, 1, b"x");
         slot.meta.store(u64::MAX, Ordering::Relaxed);
         assert_eq!(take(&slot, &mut buf), Some(Err((1, 0xffff_ffff))));
-        complete(&slot, 1, Some((1, b"ok")));
+        complete(&slot, 1, Some((1, b"ok")), false);
         slot.meta.store(1 << 20, Ordering::Relaxed);
         assert_eq!(reply(&slot, 1, &mut buf), Poll::Elsewhere);
+    }
+
+    #[test]
+    fn a_polled_slot_needs_no_announcement_until_unpolled() {
+        let slot = CallSlot::default();
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        post(&slot, 1, 1, b"a");
+        take(&slot, &mut buf).unwrap().unwrap();
+        complete(&slot, 1, Some((1, b"A")), true);
+        assert!(is_polled(&slot) && writable(&slot));
+        assert_eq!(reply(&slot, 1, &mut buf), Poll::Reply { tag: 1, len: 1 });
+        assert!(post(&slot, 2, 1, b"b"), "the server polls it: no pending bit needed");
+        assert!(is_polled(&slot) && posted(&slot));
+        // The server stops polling: the request posted meanwhile is reported.
+        assert!(unpoll(&slot));
+        assert!(!is_polled(&slot) && posted(&slot));
+        assert!(!unpoll(&slot) || posted(&slot));
+        let t = take(&slot, &mut buf).unwrap().unwrap();
+        assert_eq!((t.seq, &buf[..1]), (2, &b"b"[..]));
+        complete(&slot, 2, None, false);
+        assert!(!post(&slot, 3, 1, b"c"), "not polled any more: announce it");
+        // A withdrawal keeps the server's flag.
+        assert!(withdraw(&slot));
+        complete(&slot, 3, None, true);
+        post(&slot, 4, 1, b"d");
+        assert!(withdraw(&slot) && is_polled(&slot));
+        assert!(!unpoll(&slot) && !is_polled(&slot));
     }
 }

@@ -47,7 +47,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// 11: a call slot in each mailbox lane's control page ([`CallSlot`], see
 /// [`crate::callslot`]): an RPC client posts a small request there, and the server
 /// replies in place.
-pub const ABI_VERSION: u32 = 11;
+/// 12: the call slot's state word is `seq << 3 | POLLED | phase`: a server that polls
+/// the slot directly lets clients post without a pending bit (see
+/// [`crate::callslot::POLLED`]).
+pub const ABI_VERSION: u32 = 12;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -407,7 +410,8 @@ pub const CALL_SLOT_OFFSET: usize = 2048;
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct CallSlot {
-    /// The call's number and the phase: `seq << 2 | phase`.
+    /// The call's number, whether the server polls the slot, and the phase:
+    /// `seq << 3 | POLLED | phase`.
     pub state: AtomicU64,
     /// The record's tag (high half) and length in bytes (low half).
     pub meta: AtomicU64,

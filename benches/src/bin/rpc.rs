@@ -274,6 +274,14 @@ fn main() {
         after_slow(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(20_000));
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("call") {
+        // One series of spin calls (for a profiler): `rpc call [size] [calls]`.
+        let size = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(64);
+        let calls = std::env::args().nth(3).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+        let r = rpc(WaitPolicy::Spin, size, calls);
+        println!("RpcClient::call {size} B, spin: p50 {:.0} ns, p99 {:.0} ns, p99.9 {:.0} ns", r[0], r[1], r[2]);
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
         cpu_cost(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000));
         return;

@@ -22,7 +22,7 @@
 use super::spsc::{Doorbell, HoldToken, Incoming, Receiver, Releaser, Sender, Viewed};
 use crate::endpoint::{generated_name, Role};
 use crate::frame::Frame;
-use crate::wait::{wait_for, Wait};
+use crate::wait::{wait_for_then_sleep, Wait};
 use shmplane_shm::bell::Side;
 use shmplane_shm::callslot;
 use shmplane_shm::error::{Error, Result};
@@ -30,7 +30,7 @@ use shmplane_shm::header::SegmentKind;
 use shmplane_shm::kind::Params;
 use shmplane_shm::layout::{check_ring_capacity, MailboxControl, MAX_MAILBOX_LANES, MAX_RING_CAPACITY, MIN_RING_CAPACITY};
 use shmplane_shm::liveness::{self, PeerState, ATTACHED, CLOSING, VACANT};
-use shmplane_shm::mailbox::{clear_pending, joins, pending_word};
+use shmplane_shm::mailbox::{clear_pending, joins, mark_pending, pending_word};
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::{mailbox_control, PendingProbe, SegmentRing};
 use shmplane_shm::wait::{SharedFutex, WaitHistory, WaitPolicy, SLICE};
@@ -49,6 +49,11 @@ pub const DEFAULT_MAX_SENDERS: usize = 64;
 /// Messages the consumer takes from one lane in a row while others wait (fairness
 /// against the cache locality of staying on a lane).
 const BURST: u32 = 16;
+
+/// Most call slots an RPC server polls directly while it busy-polls (see
+/// `shmplane_shm::callslot::POLLED`): the clients it answered last. Each costs one
+/// load (a cache hit while nothing changes) per look.
+const MAX_POLLED: usize = 8;
 
 /// Role 0 of a mailbox segment: the consumer.
 const CONSUMER_ROLE: usize = 0;
@@ -112,6 +117,15 @@ struct Inner {
     /// The lane whose call slot the last look found a request in (instead of staging
     /// a record of its ring).
     slotted: Option<usize>,
+    /// Lanes whose call slots this server marked `POLLED` (it answered a call there
+    /// while it busy-polls): looked at directly, since their clients post without
+    /// setting a pending bit; taken back (`unpoll_all`) before this handle sleeps or
+    /// waits on its descriptor. At most [`MAX_POLLED`].
+    polled: Vec<usize>,
+    /// The next look tries the polled slots before the pending summary (they take
+    /// turns with it, so that a client calling back to back does not starve the
+    /// others).
+    slots_first: bool,
     last_check: Option<Instant>,
 }
 
@@ -150,11 +164,61 @@ impl Inner {
         pending_word(self.control(), w) & valid
     }
 
-    /// True if any lane's pending bit is set: one load per 64 lanes (a quarantined
-    /// lane's bit does not count).
+    /// True if any lane's pending bit is set (one load per 64 lanes; a quarantined
+    /// lane's bit does not count), or a polled call slot holds a request.
     #[inline]
     fn any_pending(&self) -> bool {
-        (0..self.lane_count().div_ceil(64)).any(|w| self.word(w) & !self.quarantine_mask(w) != 0)
+        (0..self.lane_count().div_ceil(64)).any(|w| self.word(w) & !self.quarantine_mask(w) != 0) || self.polled_posted().is_some()
+    }
+
+    /// The first polled call slot that holds a request (one load each).
+    #[inline]
+    fn polled_posted(&self) -> Option<usize> {
+        self.polled.iter().copied().find(|&lane| self.lanes[lane].as_ref().is_some_and(slot_posted))
+    }
+
+    /// Whether to mark lane `lane`'s call slot `POLLED` as a call there is completed:
+    /// yes while this server busy-polls (`spins`: its policy is not `Block`, and it
+    /// does not wait on a descriptor), the lane joining the polled set (the slot
+    /// polled longest leaves it when it is full).
+    fn keep_polling(&mut self, lane: usize, spins: bool) -> bool {
+        if !self.calls || !spins || self.doorbell.is_some() || lane >= self.lanes.len() {
+            return false;
+        }
+        if self.polled.contains(&lane) {
+            return true;
+        }
+        if self.polled.len() >= MAX_POLLED {
+            let old = self.polled.remove(0);
+            self.unpoll(old);
+        }
+        self.polled.push(lane);
+        true
+    }
+
+    /// Stop polling every slot this server polls (before it sleeps, or waits on its
+    /// descriptor): a request posted into one meanwhile (without a pending bit) has its
+    /// lane's bit set now, so that the summary and the event count's re-check see it.
+    fn unpoll_all(&mut self) {
+        for lane in std::mem::take(&mut self.polled) {
+            self.unpoll(lane);
+        }
+    }
+
+    /// Stop polling lane `lane`'s slot (see [`Inner::unpoll_all`]).
+    fn unpoll(&self, lane: usize) {
+        let Some(slot) = self.lanes[lane].as_ref().and_then(Receiver::store).and_then(SegmentRing::call_slot) else { return };
+        if callslot::unpoll(slot) {
+            mark_pending(self.control(), lane, || true);
+        }
+    }
+
+    /// A polled slot's request, taking turns with the pending summary.
+    fn take_polled(&mut self) -> Option<usize> {
+        let lane = self.polled_posted()?;
+        self.slots_first = false;
+        self.slotted = Some(lane);
+        Some(lane)
     }
 
     /// The quarantined lanes of word `w`, as bits.
@@ -212,6 +276,23 @@ impl Inner {
     /// copy of this consumer busy with it) has its bit cleared and looked at again;
     /// a corrupt lane is reported once and then skipped.
     fn find_ready(&mut self) -> Result<Option<usize>> {
+        if self.polled.is_empty() {
+            return self.find_pending();
+        }
+        if self.slots_first {
+            if let Some(lane) = self.take_polled() {
+                return Ok(Some(lane));
+            }
+        }
+        if let Some(lane) = self.find_pending()? {
+            self.slots_first = true;
+            return Ok(Some(lane));
+        }
+        Ok(self.take_polled())
+    }
+
+    /// [`Inner::find_ready`] through the pending summary alone.
+    fn find_pending(&mut self) -> Result<Option<usize>> {
         let n = self.lane_count();
         let mut from = if self.next >= n { 0 } else { self.next };
         self.slotted = None;
@@ -295,7 +376,10 @@ impl Inner {
         self.apply_released();
         let Some(rx) = self.lanes[lane].as_ref().filter(|rx| !rx.is_closed()) else { return };
         let calls = self.calls;
-        if !(rx.has_queued() || (calls && slot_posted(rx))) {
+        // A bit that reads clear needs no clearing (a call from a polled slot set
+        // none): a producer that publishes now sets it, its fence ordering the publish
+        // before its own load of the bit.
+        if self.word(lane / 64) & (1 << (lane % 64)) != 0 && !(rx.has_queued() || (calls && slot_posted(rx))) {
             let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
             clear_pending(m, lane, || rx.has_queued() || (calls && slot_posted(rx)));
         }
@@ -415,7 +499,7 @@ impl Inner {
             return Err(self.empty_verdict());
         }
         let mut history = std::mem::take(&mut self.history);
-        let got = wait_for(
+        let got = wait_for_then_sleep(
             self,
             |s| (&s.control().data_ready.value, &SharedFutex),
             (policy, &mut history),
@@ -429,6 +513,8 @@ impl Inner {
                     _ => Ok(()),
                 }
             },
+            // Clients post into polled slots without waking anyone: taken back first.
+            Inner::unpoll_all,
         );
         self.history = history;
         got
@@ -436,6 +522,8 @@ impl Inner {
 
     /// Arm the doorbell: readable at the next message, or now if one is pending.
     fn arm(&mut self) {
+        // Requests posted into polled slots set no bit: announced before arming.
+        self.unpoll_all();
         let peer = if joins(self.control()) == 0 { VACANT } else { ATTACHED };
         let ready = self.any_pending();
         let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
@@ -537,6 +625,8 @@ impl Mailbox {
             last_check: None,
             calls: false,
             slotted: None,
+            polled: Vec::new(),
+            slots_first: false,
         };
         Ok(Mailbox { inner: Some(inner), policy: WaitPolicy::default(), closed_lanes: Vec::new() })
     }
@@ -661,6 +751,13 @@ impl Mailbox {
     /// slot (nothing of its ring is staged).
     pub(crate) fn slotted(&self) -> bool {
         self.inner.as_ref().is_some_and(|i| i.slotted.is_some())
+    }
+
+    /// Whether an RPC server completing a call in lane `lane`'s call slot marks it
+    /// `POLLED` (see `Inner::keep_polling`).
+    pub(crate) fn keep_polling(&mut self, lane: usize) -> bool {
+        let spins = self.policy != WaitPolicy::Block;
+        self.inner.as_mut().is_some_and(|i| i.keep_polling(lane, spins))
     }
 
     /// The call slot of lane `lane`, once its receiver is attached (after

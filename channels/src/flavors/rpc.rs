@@ -47,7 +47,7 @@ use shmplane_shm::segment::Segment;
 use shmplane_shm::callslot::{self, Poll};
 use shmplane_shm::layout::{CallSlot, CALL_SLOT_BYTES};
 use shmplane_shm::ring::RingStore;
-use shmplane_shm::wait::{WaitHistory, WaitPolicy};
+use shmplane_shm::wait::{without_slip, WaitHistory, WaitPolicy};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant};
@@ -122,6 +122,42 @@ impl Envelope {
             flags: u32::from_le_bytes(b[12..].try_into().expect("4 bytes")),
         }
     }
+}
+
+/// The payload of a one-record bytes request or reply copied out of a call slot
+/// (`tag` and `record`: envelope and payload), which needs no parsing; `None` for any
+/// other record (parsed with `Incoming::owned`).
+fn slot_bytes(tag: u32, record: &[u8]) -> Option<&[u8]> {
+    (tag == frame::TAG_BYTES | frame::ENVELOPED).then(|| record.get(ENVELOPE_LEN..)).flatten()
+}
+
+/// The envelope of a record copied out of a call slot, if it is a valid record
+/// (untrusted: parsed as one from a ring would be).
+fn slot_envelope(tag: u32, record: &[u8]) -> Option<Envelope> {
+    if slot_bytes(tag, record).is_some() {
+        return record.first_chunk::<ENVELOPE_LEN>().map(Envelope::decode);
+    }
+    Incoming::owned(tag, record, "").ok().and_then(|i| i.head().envelope().map(Envelope::decode))
+}
+
+/// A client began reply part `env` of its current call (`RpcClient::began_part`): the
+/// call is answered with its final part, or streaming.
+fn began_part(began: &mut bool, unanswered: &mut bool, streaming: &mut bool, env: Envelope) {
+    *began = true;
+    if env.flags & flags::MORE == 0 {
+        *unanswered = false;
+    } else {
+        *streaming = true;
+    }
+}
+
+/// What [`RpcServer::next_call`] found.
+enum Next {
+    /// A call taken from a lane's call slot: its record's tag and length in the
+    /// server's `slot_buf`.
+    Slot(CallId, u32, usize),
+    /// A call staged in lane `.1`'s ring.
+    Ring(CallId, usize),
 }
 
 /// The name of the reply channel of client `client` of server `server`.
@@ -367,7 +403,21 @@ impl RpcClient {
     /// The next reply part of the current call, whole as bytes (its logical payload)
     /// or as a [`Frame`].
     fn recv_part(&mut self, wait: &mut Wait<'_>, bytes: bool) -> Result<Frame> {
-        let (env, incoming) = self.begin_reply(wait)?;
+        self.wait_reply(wait)?;
+        if let Some((tag, len)) = self.slot_reply {
+            // A bytes reply in the call slot: its payload, no parsing to do.
+            if let Some(payload) = slot_bytes(tag, &self.slot_buf[..len]) {
+                let payload = payload.to_vec();
+                self.slot_reply = None;
+                let env = Envelope::decode(self.slot_buf.first_chunk().expect("a 240-byte buffer"));
+                self.began_part(env);
+                if env.flags & flags::ERROR != 0 {
+                    return Err(decode_error(&payload));
+                }
+                return Ok(Frame::Bytes(payload));
+            }
+        }
+        let (env, incoming) = self.begin_waited()?;
         let error = env.flags & flags::ERROR != 0;
         let got = if bytes || error {
             crate::flavors::spsc::payload_of(incoming, wait).map(Frame::Bytes)
@@ -459,8 +509,11 @@ impl RpcClient {
         let mut record = [0u8; CALL_SLOT_BYTES];
         let env = request.put_envelope(&mut record);
         request.gather(0, &mut record[env..len]);
-        callslot::post(slot, seq, request.tag(), &record[..len]);
-        store.notify_posted(|| callslot::posted(slot), &mut self.streak);
+        if !callslot::post(slot, seq, request.tag(), &record[..len]) {
+            // Nobody polls the slot: the lane's pending bit and the mailbox's event
+            // count announce the request (as a record in the lane would be).
+            store.notify_posted(|| callslot::posted(slot), &mut self.streak);
+        }
         self.slot_call = Some(seq);
         self.slot_reply = None;
         true
@@ -527,21 +580,25 @@ impl RpcClient {
     /// call is waiting for a reply).
     pub fn begin_reply(&mut self, wait: &mut Wait<'_>) -> Result<(Envelope, Incoming<'_>)> {
         self.wait_reply(wait)?;
+        self.begin_waited()
+    }
+
+    /// [`RpcClient::begin_reply`] once [`RpcClient::wait_reply`] found the reply part.
+    fn begin_waited(&mut self) -> Result<(Envelope, Incoming<'_>)> {
         if self.slot_reply.is_some() {
             return self.take_slot_reply();
         }
-        let incoming = self.replies.take_staged();
-        let Some(env) = incoming.head().envelope().map(Envelope::decode) else {
+        let Some(env) = self.replies.staged_head().and_then(|h| h.envelope().copied()).map(|e| Envelope::decode(&e)) else {
             // wait_reply checked the staged head; kept as an error all the same.
             return Err(Error::InvalidArgument("the staged reply lost its envelope".into()));
         };
-        self.began = true;
-        if env.flags & flags::MORE == 0 {
-            self.unanswered = false;
-        } else {
-            self.streaming = true;
-        }
-        Ok((env, incoming))
+        self.began_part(env);
+        Ok((env, self.replies.take_staged()))
+    }
+
+    /// A reply part of the current call (`env`) was begun (see the free `began_part`).
+    fn began_part(&mut self, env: Envelope) {
+        began_part(&mut self.began, &mut self.unanswered, &mut self.streaming, env);
     }
 
     /// [`RpcClient::begin_reply`] as a zero-copy view when the reply can be one (see
@@ -568,12 +625,7 @@ impl RpcClient {
         if env.flags & flags::ERROR == 0 {
             self.replies.prepare_views()?;
         }
-        self.began = true;
-        if env.flags & flags::MORE == 0 {
-            self.unanswered = false;
-        } else {
-            self.streaming = true;
-        }
+        self.began_part(env);
         // Parts of a stream come by copy: a caller collecting them all (`call`) would
         // otherwise hold the channel full and stall the server.
         if env.flags & (flags::ERROR | flags::MORE) == 0 && !self.streaming {
@@ -607,6 +659,11 @@ impl RpcClient {
     /// # Errors
     /// As [`RpcClient::begin_reply`].
     pub fn wait_reply(&mut self, wait: &mut Wait<'_>) -> Result<()> {
+        // The reply answers what this thread just sent: a pause is pure latency.
+        without_slip(|| self.wait_reply_now(wait))
+    }
+
+    fn wait_reply_now(&mut self, wait: &mut Wait<'_>) -> Result<()> {
         if !self.unanswered {
             return Err(Error::InvalidArgument("no call is waiting for a reply: call first".into()));
         }
@@ -691,7 +748,9 @@ impl RpcClient {
         if let Some(seq) = self.slot_call.filter(|&s| s == self.seq) {
             if let Some(slot) = self.requests.store().and_then(|st| st.call_slot()) {
                 match callslot::reply(slot, seq, &mut self.slot_buf) {
-                    Poll::Pending => {}
+                    // Nothing of this call can be in the reply channel yet: the server
+                    // gives the slot back (`Elsewhere`) before it sends a reply there.
+                    Poll::Pending => return Ok(None),
                     Poll::Reply { tag, len } => {
                         // Untrusted: ours only with our envelope (a stale reply to the
                         // lane's previous client never names us).
@@ -729,12 +788,8 @@ impl RpcClient {
         let Some(env) = incoming.head().envelope().map(Envelope::decode) else {
             return Err(Error::InvalidArgument("the call slot's reply lost its envelope".into()));
         };
-        self.began = true;
-        if env.flags & flags::MORE == 0 {
-            self.unanswered = false;
-        } else {
-            self.streaming = true;
-        }
+        // Fields, not `began_part`: `incoming` borrows the slot buffer.
+        began_part(&mut self.began, &mut self.unanswered, &mut self.streaming, env);
         Ok((env, incoming))
     }
 
@@ -1008,13 +1063,7 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::begin`].
     pub fn recv(&mut self) -> Result<(CallId, Vec<u8>)> {
-        let mut wait = Wait::forever();
-        let (call, incoming) = self.begin(&mut wait)?;
-        // The rest of a request of several records: each record within the reply
-        // timeout of the one before (the incoming is bounded).
-        let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
-        self.settle_failed_read(call, got.as_ref().err());
-        Ok((call, got?))
+        self.recv_within(Wait::forever())
     }
 
     /// [`RpcServer::recv`], waiting at most `timeout` for a call to arrive (a request
@@ -1024,8 +1073,24 @@ impl RpcServer {
     /// # Errors
     /// [`Error::Timeout`] (no call by then), as [`RpcServer::begin`] otherwise.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<(CallId, Vec<u8>)> {
-        let (call, incoming) = self.begin(&mut Wait::timeout(timeout))?;
-        let got = crate::flavors::spsc::payload_of(incoming, &mut Wait::forever());
+        self.recv_within(Wait::timeout(timeout))
+    }
+
+    /// The next call's request as bytes, waiting per `wait` for it to arrive; the rest
+    /// of a request of several records is read as long as it takes (each record within
+    /// the reply timeout of the one before: the incoming is bounded).
+    fn recv_within(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Vec<u8>)> {
+        let (call, incoming) = match self.next_call(&mut wait)? {
+            Next::Slot(call, tag, len) => {
+                // A bytes request from a call slot: its payload, no parsing to do.
+                if let Some(payload) = slot_bytes(tag, &self.slot_buf[..len]) {
+                    return Ok((call, payload.to_vec()));
+                }
+                (call, Incoming::owned(tag, &self.slot_buf[..len], "").expect("validated by take_slotted"))
+            }
+            Next::Ring(call, lane) => (call, self.mailbox.take_staged(lane).bounded(self.reply_timeout)),
+        };
+        let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
         self.settle_failed_read(call, got.as_ref().err());
         Ok((call, got?))
     }
@@ -1048,13 +1113,18 @@ impl RpcServer {
     /// # Errors
     /// The hook's error, [`Error::Corrupt`], [`Error::Closed`].
     pub fn poll(&mut self, mut wait: Wait<'_>) -> Result<bool> {
+        // The next call comes in answer to this server's last reply (see `next_call`).
+        without_slip(|| self.poll_now(&mut wait))
+    }
+
+    fn poll_now(&mut self, wait: &mut Wait<'_>) -> Result<bool> {
         loop {
             self.mailbox.settle();
             if self.owed {
                 self.settle_debts();
             }
             if !(self.owed && wait.block) {
-                return self.mailbox.poll_with(wait);
+                return self.mailbox.poll_with(wait.reborrow());
             }
             // An error is still owed: look in short waits, paying between.
             if self.mailbox.poll_with(wait.slice(self.debt_slice()))? {
@@ -1100,6 +1170,17 @@ impl RpcServer {
     /// [`Error::Empty`], [`Error::Timeout`], the hook's error, [`Error::Corrupt`] (a
     /// client's lane is corrupt: reported once, then skipped), [`Error::Closed`].
     pub fn begin(&mut self, wait: &mut Wait<'_>) -> Result<(CallId, Incoming<'_>)> {
+        match self.next_call(wait)? {
+            Next::Slot(call, tag, len) => {
+                Ok((call, Incoming::owned(tag, &self.slot_buf[..len], "").expect("validated by take_slotted")))
+            }
+            Next::Ring(call, lane) => Ok((call, self.mailbox.take_staged(lane).bounded(self.reply_timeout))),
+        }
+    }
+
+    /// Wait per `wait` for the next call to run (see [`RpcServer::begin`]): taken from
+    /// a call slot (its record in `slot_buf`), or staged in a lane's ring.
+    fn next_call(&mut self, wait: &mut Wait<'_>) -> Result<Next> {
         loop {
             self.mailbox.settle();
             if self.owed {
@@ -1108,18 +1189,19 @@ impl RpcServer {
             let lane = if self.owed && wait.block {
                 // A reply is still owed: look for calls in short waits, paying between.
                 let slice = self.debt_slice();
-                match self.mailbox.stage_next(&mut wait.slice(slice)) {
+                match without_slip(|| self.mailbox.stage_next(&mut wait.slice(slice))) {
                     Ok(lane) => lane,
                     Err(Error::Timeout) if !wait.expired() => continue,
                     Err(e) => return Err(e),
                 }
             } else {
-                self.mailbox.stage_next(wait)?
+                // A client's next call mostly answers this server's last reply: the wait
+                // must not slip (see `shmplane_shm::wait::without_slip`).
+                without_slip(|| self.mailbox.stage_next(wait))?
             };
             if self.mailbox.slotted() {
                 if let Some((call, tag, len)) = self.take_slotted(lane) {
-                    let incoming = Incoming::owned(tag, &self.slot_buf[..len], "").expect("parsed by take_slotted");
-                    return Ok((call, incoming));
+                    return Ok(Next::Slot(call, tag, len));
                 }
                 continue;
             }
@@ -1129,7 +1211,7 @@ impl RpcServer {
                 // of the one before (a client stopped part-way cannot hold the server).
                 Admit::Call(call) => {
                     self.release_slot(lane);
-                    return Ok((call, self.mailbox.take_staged(lane).bounded(self.reply_timeout)));
+                    return Ok(Next::Ring(call, lane));
                 }
                 Admit::Drop => {
                     self.dropped += 1;
@@ -1152,19 +1234,16 @@ impl RpcServer {
         let taken = match callslot::take(slot, &mut self.slot_buf)? {
             Ok(t) => t,
             Err((seq, _)) => {
-                callslot::complete(slot, seq, None);
+                callslot::complete(slot, seq, None, false);
                 self.dropped += 1;
                 return None;
             }
         };
         // Untrusted: parsed as a ring's record would be, and its envelope must number
         // the same call as the slot's state.
-        let env = Incoming::owned(taken.tag, &self.slot_buf[..taken.len], "")
-            .ok()
-            .and_then(|i| i.head().envelope().map(Envelope::decode))
-            .filter(|e| e.seq & callslot::MAX_SEQ == taken.seq);
+        let env = slot_envelope(taken.tag, &self.slot_buf[..taken.len]).filter(|e| e.seq & callslot::MAX_SEQ == taken.seq);
         let Some(env) = env else {
-            callslot::complete(slot, taken.seq, None);
+            callslot::complete(slot, taken.seq, None, false);
             self.dropped += 1;
             return None;
         };
@@ -1194,7 +1273,7 @@ impl RpcServer {
     /// Complete call `seq` in lane `lane`'s call slot (see `callslot::complete`).
     fn complete_slot(&self, lane: usize, seq: u64, reply: Option<(u32, &[u8])>) {
         if let Some(slot) = self.mailbox.call_slot(lane) {
-            callslot::complete(slot, seq, reply);
+            callslot::complete(slot, seq, reply, false);
         }
     }
 
@@ -1217,7 +1296,7 @@ impl RpcServer {
         if let Some(old) = slot.as_mut().filter(|c| c.id != env.client).and_then(|c| c.slot.take()) {
             // The lane's previous client's call, still ours in the call slot.
             if let Some(cs) = self.mailbox.call_slot(lane) {
-                callslot::complete(cs, old, None);
+                callslot::complete(cs, old, None, false);
             }
         }
         let Some(slot) = self.clients.get_mut(lane) else { return Admit::Drop };
@@ -1330,6 +1409,10 @@ impl RpcServer {
     /// # Errors
     /// As [`RpcServer::reply_with`].
     pub fn reply(&mut self, call: CallId, reply: &[u8]) -> Result<bool> {
+        // Through the call slot first: no deadline to compute (a clock read).
+        if let Some(sent) = self.reply_in_slot(call, &Outgoing::bytes(reply), 0)? {
+            return Ok(sent);
+        }
         let wait = Wait::timeout(self.reply_timeout);
         self.reply_with(call, Outgoing::bytes(reply), true, wait)
     }
@@ -1384,11 +1467,19 @@ impl RpcServer {
         self.send_reply(call, Outgoing::bytes(&payload), flags::ERROR, &mut wait)
     }
 
-    fn send_reply(&mut self, call: CallId, reply: Outgoing<'_>, flags: u32, wait: &mut Wait<'_>) -> Result<bool> {
+    /// The reply of a call taken from a call slot: its final reply written over the
+    /// request when it fits (`Some(sent)`, as [`RpcServer::send_reply`] returns);
+    /// otherwise the slot goes back to the client empty and `None`: the reply goes
+    /// through the reply channel (where the client waits too). `None` at once for a
+    /// call that did not come through the slot. No clock read, no wait.
+    fn reply_in_slot(&mut self, call: CallId, reply: &Outgoing<'_>, flags: u32) -> Result<Option<bool>> {
         let state = running(&mut self.clients, call)?;
         let last = flags & flags::MORE == 0;
         let env = Envelope { seq: call.seq, client: call.client, flags };
         if let Some(seq) = state.slot.take() {
+            // This server looks at the slot directly while it busy-polls: the client's
+            // next post needs no pending bit and no notify (`callslot::POLLED`).
+            let polled = self.mailbox.keep_polling(call.slot);
             let slot = self.mailbox.call_slot(call.slot);
             let len = ENVELOPE_LEN + reply.total();
             if let Some(slot) = slot.filter(|_| last && len <= CALL_SLOT_BYTES) {
@@ -1406,27 +1497,36 @@ impl RpcServer {
                     }
                 };
                 if !opened {
-                    callslot::complete(slot, seq, None);
+                    callslot::complete(slot, seq, None, polled);
                     state.done = true;
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
                 let tx = state.replies.as_ref().expect("opened above");
-                let reply = reply.with_envelope(env.encode());
                 let mut record = [0u8; CALL_SLOT_BYTES];
-                let at = reply.put_envelope(&mut record);
-                reply.gather(0, &mut record[at..len]);
-                callslot::complete(slot, seq, Some((reply.tag(), &record[..len])));
+                record[..ENVELOPE_LEN].copy_from_slice(&env.encode());
+                reply.gather(0, &mut record[ENVELOPE_LEN..len]);
+                callslot::complete(slot, seq, Some((reply.tag() | frame::ENVELOPED, &record[..len])), polled);
                 tx.notify_consumer();
                 state.done = true;
                 state.saved = None;
-                return Ok(true);
+                return Ok(Some(true));
             }
             // Through the channel (a part of a stream, or too large): the slot is the
             // client's again at once; it waits on the channel too.
             if let Some(slot) = slot {
-                callslot::complete(slot, seq, None);
+                callslot::complete(slot, seq, None, polled);
             }
         }
+        Ok(None)
+    }
+
+    fn send_reply(&mut self, call: CallId, reply: Outgoing<'_>, flags: u32, wait: &mut Wait<'_>) -> Result<bool> {
+        if let Some(sent) = self.reply_in_slot(call, &reply, flags)? {
+            return Ok(sent);
+        }
+        let state = running(&mut self.clients, call)?;
+        let last = flags & flags::MORE == 0;
+        let env = Envelope { seq: call.seq, client: call.client, flags };
         let Some(tx) = reply_sender(&self.name, state, self.policy)? else {
             state.done |= last;
             return Ok(false);
