@@ -81,10 +81,17 @@ fn set_state(slot: &CallSlot, state: u64) {
     slot.state.store(state, Ordering::Release);
 }
 
-/// Write `record` (tag `tag`) into the slot's words, without touching its state.
+/// Write `record` (tag `tag`; its envelope's id and flags, truncated as the slot keeps
+/// them) into the slot's words, without touching its state.
 fn set_record(slot: &CallSlot, tag: u32, record: &[u8]) {
-    slot.meta.store((u64::from(tag) << 32) | record.len() as u64, Ordering::Relaxed);
-    for (i, w) in record.chunks(8).enumerate() {
+    let (env, payload) = record.split_at(16.min(record.len()));
+    let env = Envelope::decode(&{
+        let mut e = [0u8; 16];
+        e[..env.len()].copy_from_slice(env);
+        e
+    });
+    slot.meta.store(callslot::meta(env.client, env.flags, tag, payload.len()), Ordering::Relaxed);
+    for (i, w) in payload.chunks(8).enumerate() {
         let mut b = [0u8; 8];
         b[..w.len()].copy_from_slice(w);
         slot.data[i].store(u64::from_le_bytes(b), Ordering::Relaxed);
@@ -214,8 +221,9 @@ fn hostile_server(slot: &CallSlot, client: &RpcClient, b: u8, c: u8) {
         set_record(slot, tag, &record);
         if b & 0x10 != 0 {
             // A length that lies (past the record, past the slot).
-            let len = [0u64, 15, 17, CALL_SLOT_BYTES as u64, CALL_SLOT_BYTES as u64 + 1, u64::from(u32::MAX)][usize::from(c % 6)];
-            slot.meta.store(u64::from(tag) << 32 | len, Ordering::Relaxed);
+            let max = callslot::MAX_PAYLOAD;
+            let len = [0, 1, 15, max, max + 1, 255][usize::from(c % 6)];
+            slot.meta.store(callslot::meta(env_id, fl, tag, len), Ordering::Relaxed);
         }
         let state_seq = [seq, seq.wrapping_sub(1), seq.wrapping_add(1), word(c, b)][usize::from(b >> 5 & 3)];
         let phase = if b & 0x80 == 0 { REPLY } else { u64::from(c) & 3 };
@@ -503,14 +511,16 @@ fuzz_target!(|data: &[u8]| {
                 // A well-formed post, as `RpcClient::post` makes it, when the slot is the
                 // client's.
                 let cs = slot(&f.ring);
-                if matches!(callslot::phase_of(callslot::load(cs)), EMPTY | REPLY) {
-                    let id = IDS[usize::from(b % 4)];
-                    let seq = if b >= 0xF0 { u64::MAX - u64::from(b & 1) } else { u64::from(b >> 2) % 6 };
-                    let env = Envelope { seq, client: id, flags: u32::from(c & 7) };
-                    let n = SLOT_N + f.posts;
+                let id = IDS[usize::from(b % 4)];
+                let seq = if b >= 0xF0 { u64::MAX - u64::from(b & 1) } else { u64::from(b >> 2) % 6 };
+                let env = Envelope { seq, client: id, flags: u32::from(c & 7) };
+                let n = SLOT_N + f.posts;
+                let mut record = env.encode().to_vec();
+                record.extend(body(n, id, seq, false));
+                // `RpcClient::post` posts only what fits (a call number past
+                // `MAX_SEQ` goes through the lane).
+                if matches!(callslot::phase_of(callslot::load(cs)), EMPTY | REPLY) && callslot::fits(seq, frame_tag(1), &record) {
                     f.posts = f.posts.wrapping_add(1) & 0x7FFF_FFFF;
-                    let mut record = env.encode().to_vec();
-                    record.extend(body(n, id, seq, false));
                     callslot::post(cs, seq, frame_tag(1), &record);
                     f.ring.notify_posted(|| callslot::posted(cs), &mut streak);
                     posted = Some((n, id, seq));
@@ -525,12 +535,13 @@ fuzz_target!(|data: &[u8]| {
                 match b % 4 {
                     0 => set_state(cs, w),
                     1 => set_state(cs, callslot::state(w & 7, c as u64 & 3)),
-                    2 => cs.meta.store(if c & 1 == 0 { u64::from(frame_tag(1)) << 32 | u64::from(c) } else { w }, Ordering::Relaxed),
-                    _ => {
-                        let i = usize::from(c) % cs.data.len();
-                        let w = if i == 1 && w as u32 == THROWAWAY { w ^ 1 } else { w };
-                        cs.data[i].store(w, Ordering::Relaxed);
+                    2 => {
+                        // The envelope's id is `meta`'s high half.
+                        let m = if c & 1 == 0 { callslot::meta(w as u32, 0, frame_tag(1), usize::from(c)) } else { w };
+                        let m = if (m >> 32) as u32 == THROWAWAY { m ^ (1 << 32) } else { m };
+                        cs.meta.store(m, Ordering::Relaxed);
                     }
+                    _ => cs.data[usize::from(c) % cs.data.len()].store(w, Ordering::Relaxed),
                 }
                 f.ring.notify_posted(|| callslot::posted(cs), &mut streak);
                 dirty = true;

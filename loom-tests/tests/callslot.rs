@@ -28,10 +28,15 @@ fn shared() -> Arc<Shared> {
     Arc::new(Shared { slot: CallSlot::default(), mailbox: MailboxControl::default(), replies: EventCount::default(), park: FutexModel::default() })
 }
 
-/// Request and reply records of call `seq`: 16 bytes (two words), every byte `seq`
-/// (request) or `seq | 0x80` (reply), so that a torn copy shows.
-fn record(seq: u64, reply: bool) -> [u8; 16] {
-    [seq as u8 | if reply { 0x80 } else { 0 }; 16]
+/// Request and reply records of call `seq`: the envelope (call `seq` of client 7), then
+/// 8 bytes of payload, every byte `seq` (request) or `seq | 0x80` (reply), so that a
+/// torn copy shows.
+fn record(seq: u64, reply: bool) -> [u8; 24] {
+    let mut r = [seq as u8 | if reply { 0x80 } else { 0 }; 24];
+    r[..8].copy_from_slice(&seq.to_le_bytes());
+    r[8..12].copy_from_slice(&7u32.to_le_bytes());
+    r[12..16].copy_from_slice(&0u32.to_le_bytes());
+    r
 }
 
 /// What the client does to call (`RpcClient::post`): post, mark pending while still
@@ -192,7 +197,7 @@ fn withdraw_races_take() {
         assert!(withdrawn != ran || (withdrawn && ran && callslot::writable(&s.slot)), "withdrawn {withdrawn}, ran {ran}");
         if !withdrawn {
             let mut buf = [0u8; CALL_SLOT_BYTES];
-            assert_eq!(callslot::reply(&s.slot, 1, &mut buf), Poll::Reply { tag: 2, len: 16 });
+            assert_eq!(callslot::reply(&s.slot, 1, &mut buf), Poll::Reply { tag: 2, len: 24 });
         }
         assert!(callslot::writable(&s.slot));
     });
@@ -208,7 +213,7 @@ fn a_post_cut_short_leaves_nothing() {
         let dead = {
             let s = s.clone();
             thread::spawn(move || {
-                s.slot.meta.store((9 << 32) | 16, shmplane_shm::sync::Ordering::Relaxed);
+                s.slot.meta.store(callslot::meta(9, 0, 1, 8), shmplane_shm::sync::Ordering::Relaxed);
                 s.slot.data[0].store(u64::MAX, shmplane_shm::sync::Ordering::Relaxed);
             })
         };

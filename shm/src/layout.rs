@@ -49,7 +49,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// replies in place.
 /// 12: the call slot's state word is `seq << 3 | POLLED | phase`: a server that polls
 /// the slot directly lets clients post without a pending bit (see
-/// [`crate::callslot::POLLED`]).
+/// [`crate::callslot::POLLED`]); the slot keeps the envelope's id and flags in `meta`
+/// instead of in front of the payload, so that a call of up to 48 bytes and the slot's
+/// header share one line ([`crate::callslot::meta`]).
 pub const ABI_VERSION: u32 = 12;
 
 /// Version of the message format that channels carry in their records (tags, array
@@ -402,20 +404,23 @@ pub const CALL_SLOT_BYTES: usize = 240;
 pub const CALL_SLOT_OFFSET: usize = 2048;
 
 /// A mailbox lane's *call slot* (256 bytes: four 64-byte lines): where an RPC client posts a small
-/// request (one record, as it would lie in the ring: the envelope, then the payload)
-/// and the server writes the reply over it, so that a call moves the same lines to the
-/// server and back, with ownership, instead of a record through the request lane and
-/// another through the reply channel. `state` says whose it is (see
-/// [`crate::callslot`]); `meta` is the record's tag and length; `data` its bytes.
+/// request (one record: an envelope and up to 224 bytes of payload) and the server
+/// writes the reply over it, so that a call moves the same lines to the server and
+/// back, with ownership, instead of a record through the request lane and another
+/// through the reply channel. `state` says whose it is (see [`crate::callslot`]);
+/// `meta` holds the envelope's client id and flags, the record's tag and the payload's
+/// length ([`crate::callslot::meta`]; the call number is the state's); `data` the
+/// payload, whose first 48 bytes share the first line with `state` and `meta`.
 #[repr(C, align(128))]
 #[derive(Debug, Default)]
 pub struct CallSlot {
     /// The call's number, whether the server polls the slot, and the phase:
     /// `seq << 3 | POLLED | phase`.
     pub state: AtomicU64,
-    /// The record's tag (high half) and length in bytes (low half).
+    /// The envelope's client id (bits 32-63) and flags (24-31), the record's tag
+    /// (8-23) and the payload's length in bytes (0-7).
     pub meta: AtomicU64,
-    /// The record's bytes, little-endian words.
+    /// The payload, little-endian words.
     pub data: [AtomicU64; CALL_SLOT_BYTES / 8],
 }
 

@@ -509,6 +509,9 @@ impl RpcClient {
         let mut record = [0u8; CALL_SLOT_BYTES];
         let env = request.put_envelope(&mut record);
         request.gather(0, &mut record[env..len]);
+        if !callslot::fits(seq, request.tag(), &record[..len]) {
+            return false;
+        }
         if !callslot::post(slot, seq, request.tag(), &record[..len]) {
             // Nobody polls the slot: the lane's pending bit and the mailbox's event
             // count announce the request (as a record in the lane would be).
@@ -1482,7 +1485,14 @@ impl RpcServer {
             let polled = self.mailbox.keep_polling(call.slot);
             let slot = self.mailbox.call_slot(call.slot);
             let len = ENVELOPE_LEN + reply.total();
-            if let Some(slot) = slot.filter(|_| last && len <= CALL_SLOT_BYTES) {
+            let tag = reply.tag() | frame::ENVELOPED;
+            let mut record = [0u8; CALL_SLOT_BYTES];
+            let fits = last && len <= CALL_SLOT_BYTES && {
+                record[..ENVELOPE_LEN].copy_from_slice(&env.encode());
+                reply.gather(0, &mut record[ENVELOPE_LEN..len]);
+                callslot::fits(call.seq, tag, &record[..len])
+            };
+            if let Some(slot) = slot.filter(|_| fits) {
                 // The final reply of a call taken from the slot, small enough: written
                 // over the request, and the client woken through its reply channel's
                 // event count (where it sleeps, whichever way the reply comes).
@@ -1502,10 +1512,7 @@ impl RpcServer {
                     return Ok(Some(false));
                 }
                 let tx = state.replies.as_ref().expect("opened above");
-                let mut record = [0u8; CALL_SLOT_BYTES];
-                record[..ENVELOPE_LEN].copy_from_slice(&env.encode());
-                reply.gather(0, &mut record[ENVELOPE_LEN..len]);
-                callslot::complete(slot, seq, Some((reply.tag() | frame::ENVELOPED, &record[..len])), polled);
+                callslot::complete(slot, seq, Some((tag, &record[..len])), polled);
                 tx.notify_consumer();
                 state.done = true;
                 state.saved = None;
