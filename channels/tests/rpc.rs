@@ -1037,3 +1037,43 @@ fn calls_after_the_server_slept_are_answered() {
         assert_eq!(t.join().unwrap().slot_calls(), 6);
     }
 }
+
+/// Clients whose slots the server polls (it answered each once while busy-polling)
+/// take turns too: one posting its next call as soon as it is answered must not keep
+/// the look on its slot while the others' posted calls wait (they set no pending bit).
+#[test]
+fn clients_calling_through_polled_slots_take_turns() {
+    let name = unique("polledturns");
+    let mut server = RpcServer::create(&name, 4).unwrap();
+    let mut clients: Vec<RpcClient> = (0..3).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut w = Wait::timeout(WATCHDOG);
+    // One call each, answered while the server busy-polls: every slot is polled now.
+    for c in &mut clients {
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+        let (call, _) = server.recv_timeout(WATCHDOG).unwrap();
+        server.reply(call, b"y").unwrap();
+        c.wait_reply(&mut w).unwrap();
+        assert!(matches!(c.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"y"));
+    }
+    // (The last look's lane left empty: its pending bit goes.)
+    assert!(!server.poll(Wait::no_wait()).unwrap());
+    // A client answered calls again at once (before the server's next look).
+    for c in &mut clients {
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+    }
+    let third = clients[2].slot().unwrap();
+    let mut served = Vec::new();
+    for _ in 0..60 {
+        let (call, _) = server.recv_timeout(WATCHDOG).unwrap();
+        served.push(call.slot);
+        server.reply(call, b"y").unwrap();
+        if call.slot == third {
+            break;
+        }
+        let c = clients.iter_mut().find(|c| c.slot() == Some(call.slot)).unwrap();
+        assert!(matches!(c.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"y"));
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+    }
+    assert_eq!(served.last(), Some(&third), "lanes served in turn: {served:?} (the third starved)");
+    assert!(served.len() <= 3 * 17, "{served:?}");
+}

@@ -120,7 +120,8 @@ struct Inner {
     /// Lanes whose call slots this server marked `POLLED` (it answered a call there
     /// while it busy-polls): looked at directly, since their clients post without
     /// setting a pending bit; taken back (`unpoll_all`) before this handle sleeps or
-    /// waits on its descriptor. At most [`MAX_POLLED`].
+    /// waits on its descriptor. At most [`MAX_POLLED`]; the slot served longest ago
+    /// first (see [`Inner::take_polled`]).
     polled: Vec<usize>,
     /// The next look tries the polled slots before the pending summary (they take
     /// turns with it, so that a client calling back to back does not starve the
@@ -180,7 +181,7 @@ impl Inner {
     /// Whether to mark lane `lane`'s call slot `POLLED` as a call there is completed:
     /// yes while this server busy-polls (`spins`: its policy is not `Block`, and it
     /// does not wait on a descriptor), the lane joining the polled set (the slot
-    /// polled longest leaves it when it is full).
+    /// served longest ago leaves it when it is full).
     fn keep_polling(&mut self, lane: usize, spins: bool) -> bool {
         if !self.calls || !spins || self.doorbell.is_some() || lane >= self.lanes.len() {
             return false;
@@ -213,9 +214,14 @@ impl Inner {
         }
     }
 
-    /// A polled slot's request, taking turns with the pending summary.
+    /// A polled slot's request, taking turns with the pending summary and with the
+    /// other polled slots: the lane found goes to the back of the polled set (the look
+    /// is in the set's order), so that a client posting its next call as soon as it is
+    /// answered does not keep the look on its slot while the others' calls wait.
     fn take_polled(&mut self) -> Option<usize> {
-        let lane = self.polled_posted()?;
+        let at = self.polled.iter().position(|&lane| self.lanes[lane].as_ref().is_some_and(slot_posted))?;
+        let lane = self.polled.remove(at);
+        self.polled.push(lane);
         self.slots_first = false;
         self.slotted = Some(lane);
         Some(lane)
