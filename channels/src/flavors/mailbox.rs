@@ -214,6 +214,29 @@ impl Inner {
         }
     }
 
+    /// Take back the `POLLED` flag of every call slot this handle does not poll (of
+    /// lanes with a producer): a copy of this server (a fork child, the parent) that
+    /// marked it and then exited or died without taking it back would otherwise leave
+    /// the calls posted there, with no pending bit and no notify, to a look that never
+    /// comes. A request posted there is announced (its lane's pending bit). Run at
+    /// most once per wait slice (and before arming the descriptor): a load per lane,
+    /// a CAS per stray flag; a live copy that polls the slot marks it again at its
+    /// next reply there.
+    fn recover_stray_polls(&self) {
+        if !self.calls {
+            return;
+        }
+        for lane in 0..self.lane_count() {
+            if self.polled.contains(&lane) || !matches!(liveness::state(self.segment.role(1 + 2 * lane)), ATTACHED | CLOSING) {
+                continue;
+            }
+            let Some(slot) = shmplane_shm::store::mailbox_call_slot(&self.segment, lane) else { continue };
+            if callslot::is_polled(slot) && callslot::unpoll(slot) {
+                mark_pending(self.control(), lane, || true);
+            }
+        }
+    }
+
     /// A polled slot's request, taking turns with the pending summary and with the
     /// other polled slots: the lane found goes to the back of the polled set (the look
     /// is in the set's order), so that a client posting its next call as soon as it is
@@ -487,6 +510,9 @@ impl Inner {
                 full = true;
             }
         }
+        if full {
+            self.recover_stray_polls();
+        }
         match self.producers_verdict(full) {
             // Re-check: a producer's last message happens-before its close.
             Err(e) if !self.any_pending() => e,
@@ -514,6 +540,7 @@ impl Inner {
             |_| false,
             |s| {
                 s.apply_released();
+                s.recover_stray_polls();
                 match s.producers_verdict(true) {
                     Err(e) if !s.any_pending() => Err(e),
                     _ => Ok(()),
@@ -528,8 +555,10 @@ impl Inner {
 
     /// Arm the doorbell: readable at the next message, or now if one is pending.
     fn arm(&mut self) {
-        // Requests posted into polled slots set no bit: announced before arming.
+        // Requests posted into polled slots set no bit: announced before arming (also
+        // those of slots a copy of this server polled before it exited).
         self.unpoll_all();
+        self.recover_stray_polls();
         let peer = if joins(self.control()) == 0 { VACANT } else { ATTACHED };
         let ready = self.any_pending();
         let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
@@ -1043,6 +1072,11 @@ impl Mailbox {
     /// wait for room. The segment is removed once the last producer closes too.
     /// Idempotent; also done on drop.
     pub fn close(&mut self) {
+        // Clients post into the slots this handle polls without waking anyone: a copy
+        // of it that serves on (a fork's) must find their calls.
+        if let Some(inner) = self.inner.as_mut() {
+            inner.unpoll_all();
+        }
         if let Some(Inner { segment, mut role, lanes, .. }) = self.inner.take() {
             for (l, rx) in lanes.into_iter().enumerate() {
                 if let Some(mut rx) = rx {
