@@ -1037,3 +1037,92 @@ fn calls_after_the_server_slept_are_answered() {
         assert_eq!(t.join().unwrap().slot_calls(), 6);
     }
 }
+
+/// Clients whose slots the server polls (it answered each once while busy-polling)
+/// take turns too: one posting its next call as soon as it is answered must not keep
+/// the look on its slot while the others' posted calls wait (they set no pending bit).
+#[test]
+fn clients_calling_through_polled_slots_take_turns() {
+    let name = unique("polledturns");
+    let mut server = RpcServer::create(&name, 4).unwrap();
+    let mut clients: Vec<RpcClient> = (0..3).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut w = Wait::timeout(WATCHDOG);
+    // One call each, answered while the server busy-polls: every slot is polled now.
+    for c in &mut clients {
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+        let (call, _) = server.recv_timeout(WATCHDOG).unwrap();
+        server.reply(call, b"y").unwrap();
+        c.wait_reply(&mut w).unwrap();
+        assert!(matches!(c.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"y"));
+    }
+    // (The last look's lane left empty: its pending bit goes.)
+    assert!(!server.poll(Wait::no_wait()).unwrap());
+    // A client answered calls again at once (before the server's next look).
+    for c in &mut clients {
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+    }
+    let third = clients[2].slot().unwrap();
+    let mut served = Vec::new();
+    for _ in 0..60 {
+        let (call, _) = server.recv_timeout(WATCHDOG).unwrap();
+        served.push(call.slot);
+        server.reply(call, b"y").unwrap();
+        if call.slot == third {
+            break;
+        }
+        let c = clients.iter_mut().find(|c| c.slot() == Some(call.slot)).unwrap();
+        assert!(matches!(c.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"y"));
+        c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
+    }
+    assert_eq!(served.last(), Some(&third), "lanes served in turn: {served:?} (the third starved)");
+    assert!(served.len() <= 3 * 17, "{served:?}");
+}
+
+/// A copy of the server (a fork child) that answered a call while busy-polling marks
+/// the client's slot `POLLED` and exits without taking the flag back (as a
+/// `multiprocessing` child does, `os._exit`): the client's next call, posted into that
+/// slot without a pending bit or a notify, is still found by the copy that serves on
+/// (within a wait slice), not left for a look that never comes.
+#[test]
+fn a_call_into_a_slot_an_exited_copy_polled_is_answered() {
+    let _serial = serial();
+    let name = unique("polled-copy");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let mut w = Wait::timeout(WATCHDOG);
+    client.send_request(Outgoing::bytes(b"one"), false, &mut w).unwrap();
+    // SAFETY: fork of this test process; the child only serves through its copy of the
+    // server (no locks of other threads) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let served = server.recv_timeout(WATCHDOG).and_then(|(call, req)| server.reply(call, &req));
+        // A look that finds nothing (the lane's pending bit goes), without sleeping.
+        let looked = server.poll(Wait::no_wait());
+        let code = if matches!((served, looked), (Ok(true), Ok(false))) { 0 } else { 1 };
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = Instant::now() + WATCHDOG;
+    let status = loop {
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the child copy hung");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child status {status:#x}");
+    assert!(matches!(client.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"one"));
+    client.send_request(Outgoing::bytes(b"two"), false, &mut w).unwrap();
+    let (call, req) = server.recv_timeout(Duration::from_secs(3)).expect("the call after the copy exited is found");
+    assert_eq!(req, b"two");
+    assert!(server.reply(call, b"two").unwrap());
+    assert!(matches!(client.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"two"));
+}

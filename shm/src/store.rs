@@ -799,6 +799,24 @@ pub fn mailbox_control(segment: &Segment) -> Option<&MailboxControl> {
     Some(unsafe { segment.region().at::<MailboxControl>(off) })
 }
 
+/// The call slot of lane `lane` of a mailbox segment ([`crate::callslot`]), through
+/// the consumer's own mapping (no lane handle): `None` for another kind or a lane it
+/// does not have.
+pub fn mailbox_call_slot(segment: &Segment, lane: usize) -> Option<&CallSlot> {
+    let info = segment.info_ref();
+    let (capacity, lanes) = (info.param0 as usize, info.param1 as usize);
+    if info.kind != SegmentKind::Mailbox || lane >= lanes {
+        return None;
+    }
+    let off = mailbox_lanes_offset(lanes) + lane * mailbox_lane_stride(capacity) + CALL_SLOT_OFFSET;
+    assert!(off + size_of::<CallSlot>() <= segment.region().len());
+    // SAFETY: a validated mailbox segment (its length was checked against its
+    // parameters) has lane `lane`'s control page at this offset, and its call slot,
+    // atomics only and 128-aligned, CALL_SLOT_OFFSET into it (as `SegmentRing::lane`
+    // and `call_slot` compute it); asserted in bounds above.
+    Some(unsafe { segment.region().at::<CallSlot>(off) })
+}
+
 /// A mailbox's pending summary in a mapping of its own (no descriptor, no role): lets
 /// any thread ask "is a message waiting?" with one load per 64 lanes, without the
 /// consumer's handle, for as long as the probe lives.

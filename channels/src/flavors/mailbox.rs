@@ -120,7 +120,8 @@ struct Inner {
     /// Lanes whose call slots this server marked `POLLED` (it answered a call there
     /// while it busy-polls): looked at directly, since their clients post without
     /// setting a pending bit; taken back (`unpoll_all`) before this handle sleeps or
-    /// waits on its descriptor. At most [`MAX_POLLED`].
+    /// waits on its descriptor. At most [`MAX_POLLED`]; the slot served longest ago
+    /// first (see [`Inner::take_polled`]).
     polled: Vec<usize>,
     /// The next look tries the polled slots before the pending summary (they take
     /// turns with it, so that a client calling back to back does not starve the
@@ -180,7 +181,7 @@ impl Inner {
     /// Whether to mark lane `lane`'s call slot `POLLED` as a call there is completed:
     /// yes while this server busy-polls (`spins`: its policy is not `Block`, and it
     /// does not wait on a descriptor), the lane joining the polled set (the slot
-    /// polled longest leaves it when it is full).
+    /// served longest ago leaves it when it is full).
     fn keep_polling(&mut self, lane: usize, spins: bool) -> bool {
         if !self.calls || !spins || self.doorbell.is_some() || lane >= self.lanes.len() {
             return false;
@@ -213,9 +214,37 @@ impl Inner {
         }
     }
 
-    /// A polled slot's request, taking turns with the pending summary.
+    /// Take back the `POLLED` flag of every call slot this handle does not poll (of
+    /// lanes with a producer): a copy of this server (a fork child, the parent) that
+    /// marked it and then exited or died without taking it back would otherwise leave
+    /// the calls posted there, with no pending bit and no notify, to a look that never
+    /// comes. A request posted there is announced (its lane's pending bit). Run at
+    /// most once per wait slice (and before arming the descriptor): a load per lane,
+    /// a CAS per stray flag; a live copy that polls the slot marks it again at its
+    /// next reply there.
+    fn recover_stray_polls(&self) {
+        if !self.calls {
+            return;
+        }
+        for lane in 0..self.lane_count() {
+            if self.polled.contains(&lane) || !matches!(liveness::state(self.segment.role(1 + 2 * lane)), ATTACHED | CLOSING) {
+                continue;
+            }
+            let Some(slot) = shmplane_shm::store::mailbox_call_slot(&self.segment, lane) else { continue };
+            if callslot::is_polled(slot) && callslot::unpoll(slot) {
+                mark_pending(self.control(), lane, || true);
+            }
+        }
+    }
+
+    /// A polled slot's request, taking turns with the pending summary and with the
+    /// other polled slots: the lane found goes to the back of the polled set (the look
+    /// is in the set's order), so that a client posting its next call as soon as it is
+    /// answered does not keep the look on its slot while the others' calls wait.
     fn take_polled(&mut self) -> Option<usize> {
-        let lane = self.polled_posted()?;
+        let at = self.polled.iter().position(|&lane| self.lanes[lane].as_ref().is_some_and(slot_posted))?;
+        let lane = self.polled.remove(at);
+        self.polled.push(lane);
         self.slots_first = false;
         self.slotted = Some(lane);
         Some(lane)
@@ -481,6 +510,9 @@ impl Inner {
                 full = true;
             }
         }
+        if full {
+            self.recover_stray_polls();
+        }
         match self.producers_verdict(full) {
             // Re-check: a producer's last message happens-before its close.
             Err(e) if !self.any_pending() => e,
@@ -508,6 +540,7 @@ impl Inner {
             |_| false,
             |s| {
                 s.apply_released();
+                s.recover_stray_polls();
                 match s.producers_verdict(true) {
                     Err(e) if !s.any_pending() => Err(e),
                     _ => Ok(()),
@@ -522,8 +555,10 @@ impl Inner {
 
     /// Arm the doorbell: readable at the next message, or now if one is pending.
     fn arm(&mut self) {
-        // Requests posted into polled slots set no bit: announced before arming.
+        // Requests posted into polled slots set no bit: announced before arming (also
+        // those of slots a copy of this server polled before it exited).
         self.unpoll_all();
+        self.recover_stray_polls();
         let peer = if joins(self.control()) == 0 { VACANT } else { ATTACHED };
         let ready = self.any_pending();
         let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
@@ -1037,6 +1072,11 @@ impl Mailbox {
     /// wait for room. The segment is removed once the last producer closes too.
     /// Idempotent; also done on drop.
     pub fn close(&mut self) {
+        // Clients post into the slots this handle polls without waking anyone: a copy
+        // of it that serves on (a fork's) must find their calls.
+        if let Some(inner) = self.inner.as_mut() {
+            inner.unpoll_all();
+        }
         if let Some(Inner { segment, mut role, lanes, .. }) = self.inner.take() {
             for (l, rx) in lanes.into_iter().enumerate() {
                 if let Some(mut rx) = rx {
