@@ -1120,8 +1120,8 @@ fn clean_close_races_with_concurrent_spawn() {
 /// pauses (waits end in the futex, which moves the waiters into the sleeping regime
 /// and back). Every sleep is bounded by a 50 ms slice, so a lost wake-up costs a slice
 /// rather than hanging; both processes count sleeps that ran out while the data was
-/// there and nobody had notified (`suspected_lost_wakes`), which must stay 0. The
-/// watchdog catches a hang; nothing here is timed.
+/// there and nobody had notified (`suspected_lost_wakes`: sleeps of 20 ms or more),
+/// which must stay 0. The watchdog catches a hang; nothing here is timed.
 fn every_wakeup_happens(policy: &'static str) {
     let name = format!("wakeups-{policy}-{}", std::process::id());
     let (mut tx, rx_req) = channel_named(&format!("{name}.req"), 4096).unwrap();
