@@ -5,13 +5,23 @@
 
 use crate::endpoints::{lock, parse_policy, policy_name, receive_classified, receive_within, tracked, with_outgoing};
 use crate::error::{to_py, IntoPyResult};
-use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
+use crate::wait::{blocking_checked, lock_for_close, spin_holding_gil, CloseFlag, Timeout};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use shmplane::rpc::{flags, DEFAULT_MAX_CLIENTS, DEFAULT_REPLY_CAPACITY, DEFAULT_REQUEST_CAPACITY};
 use shmplane::{CallId, Error, RpcClient, RpcServer, Wait};
 use std::sync::{Mutex, MutexGuard};
+
+/// Look for the current call's reply with the GIL held for a microsecond or two (see
+/// `spin_holding_gil`) before releasing it to wait; true once it is there.
+fn spin_for_reply(client: &mut RpcClient) -> Result<bool, Error> {
+    spin_holding_gil(client.wait_policy(), || match client.wait_reply(&mut Wait::no_wait()) {
+        Ok(()) => Ok(true),
+        Err(Error::Empty) => Ok(false),
+        Err(e) => Err(e),
+    })
+}
 
 /// Largest record of a default reply channel (bounds the out-of-band buffers a reply
 /// may describe).
@@ -63,6 +73,7 @@ impl PyRpcServer {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
         let server: &mut RpcServer = &mut guard;
+        let mut spun = false;
         loop {
             let got = match server.begin(&mut Wait::no_wait()) {
                 // The rest of a request of several records: each record within the reply
@@ -100,6 +111,14 @@ impl PyRpcServer {
                         let _ = blocking_checked(py, &wait, |_| Ok(()), |w| server.reply_error_with(call, &kind, &message, &tb, w));
                         continue;
                     }
+                }
+            }
+            if !spun && timeout.blocks() {
+                // The next call often comes within a microsecond or two (a client
+                // calling back to back): looked for with the GIL held first.
+                spun = true;
+                if spin_holding_gil(server.wait_policy(), || server.poll(Wait::no_wait())).py_err(py)? {
+                    continue;
                 }
             }
             if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| server.poll(wait))? {
@@ -474,6 +493,7 @@ impl PyRpcClient {
 
     /// The next reply part of the current call: `(object, more)`.
     fn reply_part(&self, py: Python<'_>, client: &mut RpcClient, timeout: &Timeout) -> PyResult<(Py<PyAny>, bool)> {
+        let mut spun = false;
         loop {
             let outcome = {
                 let mut now = Wait::no_wait();
@@ -495,6 +515,12 @@ impl PyRpcClient {
                 }
                 return Ok((obj, env.flags & flags::MORE != 0));
             }
+            if !spun {
+                spun = true;
+                if spin_for_reply(client).py_err(py)? {
+                    continue;
+                }
+            }
             blocking_checked(py, timeout, |py| self.closing.check(py), |mut wait| client.wait_reply(&mut wait))?;
         }
     }
@@ -506,6 +532,7 @@ impl PyRpcClient {
     fn reply_part_view(slf: &Bound<'_, Self>, client: &mut RpcClient, timeout: &Timeout) -> PyResult<(Py<PyAny>, bool)> {
         let py = slf.py();
         let me = slf.get();
+        let mut spun = false;
         loop {
             let outcome = {
                 let mut now = Wait::no_wait();
@@ -541,6 +568,12 @@ impl PyRpcClient {
                         }
                         return Ok((obj, more));
                     }
+                }
+            }
+            if !spun {
+                spun = true;
+                if spin_for_reply(client).py_err(py)? {
+                    continue;
                 }
             }
             blocking_checked(py, timeout, |py| me.closing.check(py), |mut wait| client.wait_reply(&mut wait))?;
