@@ -191,7 +191,7 @@ pub fn withdraw(slot: &CallSlot) -> bool {
 /// [`CALL_SLOT_BYTES`]; the bytes were copied to the caller's buffer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Taken {
-    /// The call number in the state word (the envelope carries the full one).
+    /// The call number (the state word's; the rebuilt envelope carries it too).
     pub seq: u64,
     /// The record's tag.
     pub tag: u32,
