@@ -35,6 +35,19 @@ fn rand_ish() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() & 0xFFFF_FFFF
 }
 
+/// `n` clients of server `name`.
+fn connect_clients(name: &str, n: usize) -> Vec<RpcClient> {
+    (0..n).map(|_| RpcClient::connect(name, Some(WATCHDOG)).unwrap()).collect()
+}
+
+/// The next reply part of `client`'s current call, as bytes.
+fn next_reply(client: &mut RpcClient) -> Vec<u8> {
+    match client.next_part(Wait::timeout(WATCHDOG)) {
+        Ok(Some(Frame::Bytes(b))) => b,
+        other => panic!("a bytes reply expected, got {other:?}"),
+    }
+}
+
 /// Serve `calls` calls in a thread, replying with `f(request)`.
 fn serve_n(mut server: RpcServer, calls: usize, f: fn(&[u8]) -> Vec<u8>) -> thread::JoinHandle<RpcServer> {
     thread::spawn(move || {
@@ -918,7 +931,7 @@ fn clients_calling_through_their_slots_take_turns() {
     // does for calls in the lanes' rings), not the first lane for ever.
     let name = unique("slotturns");
     let mut server = RpcServer::create(&name, 4).unwrap();
-    let mut clients: Vec<RpcClient> = (0..3).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut clients = connect_clients(&name, 3);
     let mut w = Wait::timeout(WATCHDOG);
     for c in &mut clients {
         c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
@@ -990,7 +1003,7 @@ fn recv_timeout_waits_at_most_its_timeout() {
 fn calls_into_polled_slots_are_all_found() {
     let name = unique("polled");
     let mut server = RpcServer::create(&name, 12).unwrap();
-    let mut clients: Vec<RpcClient> = (0..10).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut clients = connect_clients(&name, 10);
     let mut w = Wait::timeout(WATCHDOG);
     for round in 0..4u8 {
         for (i, c) in clients.iter_mut().enumerate() {
@@ -1002,10 +1015,7 @@ fn calls_into_polled_slots_are_all_found() {
             server.reply(call, &[req[0], req[1], 0xAA]).unwrap();
         }
         for (i, c) in clients.iter_mut().enumerate() {
-            let (_, incoming) = c.begin_reply(&mut w).unwrap();
-            let mut out = vec![0u8; incoming.head().total()];
-            incoming.read_payload_into(out.as_mut_slice().into(), Wait::forever()).unwrap();
-            assert_eq!(out, [round, i as u8, 0xAA]);
+            assert_eq!(next_reply(c), [round, i as u8, 0xAA]);
         }
     }
     // The last client's slot is polled now: its post sets no bit, and is still seen.
@@ -1045,15 +1055,14 @@ fn calls_after_the_server_slept_are_answered() {
 fn clients_calling_through_polled_slots_take_turns() {
     let name = unique("polledturns");
     let mut server = RpcServer::create(&name, 4).unwrap();
-    let mut clients: Vec<RpcClient> = (0..3).map(|_| RpcClient::connect(&name, Some(WATCHDOG)).unwrap()).collect();
+    let mut clients = connect_clients(&name, 3);
     let mut w = Wait::timeout(WATCHDOG);
     // One call each, answered while the server busy-polls: every slot is polled now.
     for c in &mut clients {
         c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
         let (call, _) = server.recv_timeout(WATCHDOG).unwrap();
         server.reply(call, b"y").unwrap();
-        c.wait_reply(&mut w).unwrap();
-        assert!(matches!(c.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"y"));
+        assert_eq!(next_reply(c), b"y");
     }
     // (The last look's lane left empty: its pending bit goes.)
     assert!(!server.poll(Wait::no_wait()).unwrap());
@@ -1071,7 +1080,7 @@ fn clients_calling_through_polled_slots_take_turns() {
             break;
         }
         let c = clients.iter_mut().find(|c| c.slot() == Some(call.slot)).unwrap();
-        assert!(matches!(c.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"y"));
+        assert_eq!(next_reply(c), b"y");
         c.send_request(Outgoing::bytes(b"x"), false, &mut w).unwrap();
     }
     assert_eq!(served.last(), Some(&third), "lanes served in turn: {served:?} (the third starved)");

@@ -55,16 +55,21 @@ fn find(s: &Shared) -> Option<Taken> {
     if pending_word(&s.mailbox, 0) & 1 == 0 {
         return None;
     }
-    let mut buf = [0u8; CALL_SLOT_BYTES];
-    if let Some(t) = callslot::take(&s.slot, &mut buf) {
-        let t = t.expect("a valid length");
-        assert_eq!(&buf[..t.len], &record(t.seq, false), "torn request");
+    if let Some(t) = take_whole(s) {
         return Some(t);
     }
     if clear_pending(&s.mailbox, 0, || callslot::posted(&s.slot)) {
         return find(s);
     }
     None
+}
+
+/// The server takes the posted request, if any, and checks that it came whole.
+fn take_whole(s: &Shared) -> Option<Taken> {
+    let mut buf = [0u8; CALL_SLOT_BYTES];
+    let t = callslot::take(&s.slot, &mut buf)?.expect("a valid length");
+    assert_eq!(&buf[..t.len], &record(t.seq, false), "torn request");
+    Some(t)
 }
 
 /// The server: take `calls` requests in turn and reply to each in the slot, waking
@@ -96,20 +101,23 @@ fn await_reply(s: &mut Arc<Shared>, seq: u64) {
 /// (the second post races the server clearing the bit the first left).
 #[test]
 fn two_calls_through_the_slot() {
-    loom::model(|| {
-        let s = shared();
-        let server = {
-            let s = s.clone();
-            thread::spawn(move || serve(&s, 2))
-        };
-        let mut c = s.clone();
-        for seq in 1..=2 {
-            post(&c, seq);
-            await_reply(&mut c, seq);
-        }
-        server.join().unwrap();
-        assert!(callslot::writable(&s.slot));
-    });
+    loom::model(|| calls_to(serve, 2));
+}
+
+/// A client making `calls` calls in a row to a server thread running `server`.
+fn calls_to(server: fn(&Arc<Shared>, u64), calls: u64) {
+    let s = shared();
+    let t = {
+        let s = s.clone();
+        thread::spawn(move || server(&s, calls))
+    };
+    let mut c = s.clone();
+    for seq in 1..=calls {
+        post(&c, seq);
+        await_reply(&mut c, seq);
+    }
+    t.join().unwrap();
+    assert!(callslot::writable(&s.slot));
 }
 
 /// A server that polls the slot (`Mailbox`'s polled set, `callslot::POLLED`): after
@@ -122,14 +130,9 @@ fn serve_polling(s: &Arc<Shared>, calls: u64) {
     let mut ctx = s.clone();
     let mut polled = false;
     for _ in 0..calls {
-        let mut buf = [0u8; CALL_SLOT_BYTES];
-        let direct = if polled { callslot::take(&ctx.slot, &mut buf) } else { None };
+        let direct = if polled { take_whole(&ctx) } else { None };
         let t = match direct {
-            Some(t) => {
-                let t = t.expect("a valid length");
-                assert_eq!(&buf[..t.len], &record(t.seq, false), "torn request");
-                t
-            }
+            Some(t) => t,
             None => match find(&ctx) {
                 Some(t) => t,
                 None => {
@@ -151,20 +154,7 @@ fn serve_polling(s: &Arc<Shared>, calls: u64) {
 /// comes; a post racing the unpoll loses nothing.
 #[test]
 fn calls_to_a_polling_server() {
-    loom::model(|| {
-        let s = shared();
-        let server = {
-            let s = s.clone();
-            thread::spawn(move || serve_polling(&s, 3))
-        };
-        let mut c = s.clone();
-        for seq in 1..=3 {
-            post(&c, seq);
-            await_reply(&mut c, seq);
-        }
-        server.join().unwrap();
-        assert!(callslot::writable(&s.slot));
-    });
+    loom::model(|| calls_to(serve_polling, 3));
 }
 
 /// A client withdrawing its request races the server taking it: exactly one wins. If

@@ -1413,11 +1413,11 @@ impl RpcServer {
     /// As [`RpcServer::reply_with`].
     pub fn reply(&mut self, call: CallId, reply: &[u8]) -> Result<bool> {
         // Through the call slot first: no deadline to compute (a clock read).
-        if let Some(sent) = self.reply_in_slot(call, &Outgoing::bytes(reply), 0)? {
+        let reply = Outgoing::bytes(reply);
+        if let Some(sent) = self.reply_in_slot(call, &reply, 0)? {
             return Ok(sent);
         }
-        let wait = Wait::timeout(self.reply_timeout);
-        self.reply_with(call, Outgoing::bytes(reply), true, wait)
+        self.send_reply_ring(call, reply, 0, &mut Wait::timeout(self.reply_timeout))
     }
 
     /// How long [`RpcServer::reply`] and [`RpcServer::reply_error`] wait for room in a
@@ -1531,6 +1531,12 @@ impl RpcServer {
         if let Some(sent) = self.reply_in_slot(call, &reply, flags)? {
             return Ok(sent);
         }
+        self.send_reply_ring(call, reply, flags, wait)
+    }
+
+    /// [`RpcServer::send_reply`] through the client's reply channel (after
+    /// [`RpcServer::reply_in_slot`] declined it).
+    fn send_reply_ring(&mut self, call: CallId, reply: Outgoing<'_>, flags: u32, wait: &mut Wait<'_>) -> Result<bool> {
         let state = running(&mut self.clients, call)?;
         let last = flags & flags::MORE == 0;
         let env = Envelope { seq: call.seq, client: call.client, flags };
