@@ -266,11 +266,13 @@ pub fn unpoll(slot: &CallSlot) -> bool {
         if s & POLLED == 0 {
             return phase_of(s) == REQUEST;
         }
-        // ORDERING: AcqRel on success: Acquire, partner of the client's Release CAS
-        // in `post` (a request we then report is whole); Release, so that a client
-        // whose `post` CAS reads the cleared flag (and so notifies) comes after it in
-        // the word's modification order. Relaxed on failure (a post or withdrawal
-        // came between: retry with what it left).
+        // ORDERING: the decision needs no ordering: RMWs of one word are totally
+        // ordered, so either the client's `post` CAS comes first (and we see REQUEST
+        // here) or ours does (and it sees the flag cleared and notifies). AcqRel on
+        // success is kept as a margin: Acquire, partner of the client's Release CAS in
+        // `post` (the request we report is whole; `take`'s CAS acquires it again);
+        // Release, partner of the client's Acquire in `load`. Relaxed on failure (a
+        // post or withdrawal came between: retry with what it left).
         match slot.state.compare_exchange_weak(s, s & !POLLED, Ordering::AcqRel, Ordering::Relaxed) {
             Ok(_) => return phase_of(s) == REQUEST,
             Err(now) => s = now,
