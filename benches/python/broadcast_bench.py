@@ -27,6 +27,9 @@ Two workloads (``--workloads``):
 Transports (``--only``/``--skip`` select by name or prefix):
 
 ``shmplane``        ``shmplane.broadcast`` (lossless): ``pub.send`` / ``sub.recv``.
+``shmplane-many``   the same broadcast in batches: ``pub.send_many`` of 64 messages (each
+                    stamped as it is made), ``sub.recv_many(4096)``; the latency of
+                    every 8th message is kept. fanout only.
 ``shmplane-lossy``  ``shmplane.broadcast(lossy=True)``: the publisher never waits; a
                     subscriber that falls a lap behind gets ``LaggedError`` (counted).
 ``zmq``             PUB -> N SUB over ``ipc://`` (high-water marks off: lossless as
@@ -84,6 +87,9 @@ RECV_TIMEOUT_S = 30.0
 STAMP = struct.Struct("<q")
 END = b"\xff" * 8
 MSG_LEN = 64
+SEND_BATCH = 64  # shmplane-many: messages per send_many
+RECV_BATCH = 4096  # shmplane-many: most messages per recv_many
+LAT_STRIDE = 8  # shmplane-many: the latency of every 8th message is kept
 _IOX_BUFFER = 256
 
 
@@ -216,7 +222,43 @@ def make_subscriber(spec: Spec, index: int) -> tuple[Callable[[], Any], Callable
 # ------------------------------------------------------------------- children
 
 
+def _fan_subscriber_many(conn: Connection, spec: Spec, go: Any, with_lat: bool) -> None:
+    """shmplane-many: ``recv_many`` batches until the end marker (the publisher's last
+    message, so the last of its batch)."""
+    import shmplane
+
+    sub = shmplane.Subscriber.open(spec.name)
+    conn.send(("ready", None))
+    if not go.wait(START_TIMEOUT_S):
+        raise TimeoutError("no start")
+    lat = array.array("q")
+    count = 0
+    first = last = 0
+    now = time.perf_counter_ns
+    unpack = STAMP.unpack_from
+    while True:
+        batch = sub.recv_many(RECV_BATCH, RECV_TIMEOUT_S)
+        t = now()
+        if first == 0:
+            first = t
+        ended = batch[-1][:8] == END
+        n = len(batch) - ended
+        if n:
+            last = t
+            count += n
+            if with_lat:
+                for m in batch[:n:LAT_STRIDE]:
+                    lat.append(t - unpack(m)[0])
+        if ended:
+            break
+    sub.close()
+    conn.send(("done", (count, 0, first, last, lat.tobytes())))
+
+
 def _fan_subscriber(conn: Connection, spec: Spec, index: int, go: Any, with_lat: bool) -> None:
+    if spec.kind == "shmplane-many":
+        _fan_subscriber_many(conn, spec, go, with_lat)
+        return
     recv, close = make_subscriber(spec, index)
     conn.send(("ready", None))
     if not go.wait(START_TIMEOUT_S):
@@ -255,7 +297,13 @@ def _fan_publisher(conn: Connection, spec: Spec, handle: Any, go: Any, messages:
     deadline = now() + int(budget_s * 1e9)
     sent = 0
     pack = STAMP.pack
-    while sent < messages:
+    if spec.kind == "shmplane-many":
+        send_many = handle.send_many
+        while sent < messages and now() <= deadline:
+            k = min(SEND_BATCH, messages - sent)
+            send_many([pack(now()) + pad for _ in range(k)], RECV_TIMEOUT_S)
+            sent += k
+    while sent < messages and spec.kind != "shmplane-many":
         send(pack(now()) + pad)
         sent += 1
         if sent % 1024 == 0 and now() > deadline:
@@ -433,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads = args.workloads.split(",")
     notes: list[str] = []
     kinds = []
-    for k, mod in [("shmplane", "shmplane"), ("shmplane-lossy", "shmplane"), ("zmq", "zmq"), ("mp-queue", "multiprocessing"), ("faster-fifo", "faster_fifo"), ("iceoryx2", "iceoryx2")]:
+    for k, mod in [("shmplane", "shmplane"), ("shmplane-many", "shmplane"), ("shmplane-lossy", "shmplane"), ("zmq", "zmq"), ("mp-queue", "multiprocessing"), ("faster-fifo", "faster_fifo"), ("iceoryx2", "iceoryx2")]:
         if not _selected(k, only, skip):
             continue
         if not _have(mod):
@@ -474,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in subs:
                 table = []
                 for k in kinds:
-                    if k in ("iceoryx2", "faster-fifo", "shmplane-lossy"):
+                    if k in ("iceoryx2", "faster-fifo", "shmplane-lossy", "shmplane-many"):
                         continue  # fixed-size samples / 1 MB queues / not for datasets
                     res = []
                     for r in plots.progress(range(args.rounds), desc=f"array N={n} {k} rounds"):

@@ -33,12 +33,14 @@ Transports (consumer side; ``--only``/``--skip`` select by name or name prefix):
 
 ``shmplane``        ``mb.recv(timeout)`` in a loop: what users write (the main line).
 ``shmplane-drain``  ``mb.try_recv()`` while ``mb.pending()``, else ``mb.recv(timeout)``.
+``shmplane-many``   batches: each producer ``send_many`` 64 stamped messages at a time,
+                    the consumer ``mb.recv_many(4096, timeout)``.
 ``shmplane-channel`` not a mailbox: one ``shmplane.channel`` whose Sender is pickled to
                     all N producers (copies take turns, one ring): what the mailbox's
                     lane per producer buys; for N=1 the SPSC baseline.
 ``mp-queue``        ``multiprocessing.Queue(maxsize=1024)``: ``put``/``get``.
 ``faster-fifo``     ``faster_fifo.Queue(1 MB)``: ``put``/``get``.
-``faster-fifo-many`` the same producers; the consumer drains with ``get_many``.
+``faster-fifo-many`` batches as ``shmplane-many``: ``put_many`` of 64, ``get_many``.
 ``zmq``             N PUSH sockets -> 1 PULL over ``ipc://`` in a temporary directory.
 
 Every workload runs ``--rounds`` times, the transports interleaved within a round in
@@ -117,7 +119,9 @@ _ABORT = b"abort"  # the watchdog's marker (multiprocessing.Queue only)
 LANE_CAPACITY = 1 << 16  # shmplane: bytes per producer lane
 FF_BYTES = 1_000_000  # faster_fifo: shared buffer size
 MPQ_MAXSIZE = 1024  # multiprocessing.Queue: bounded, so that producers feel back-pressure
-FF_BATCH = 4096  # faster-fifo-many: most messages per get_many
+FF_BATCH = 4096  # faster-fifo-many, shmplane-many: most messages per get_many / recv_many
+SEND_BATCH = 64  # *-many producers: messages per send_many / put_many
+LAT_STRIDE = 8  # *-many consumers: the latency of every 8th message is kept
 
 
 def _have(module: str) -> bool:
@@ -365,6 +369,7 @@ class ProdSpec:
     obj: Any
     policy: str | None = None
     spin_us: float = 20.0
+    batch: int = 0  # > 0: send in batches of this many (send_many / put_many)
 
 
 def _cpu_s() -> float:
@@ -417,7 +422,20 @@ def _producer(
         cpu0 = _cpu_s()
         deadline = pc() + int(budget_s * 1e9)
         # One loop per kind, each the transport's natural call, no extra indirection.
-        if kind == "shmplane":
+        if spec.batch:
+            # Batches of stamped messages, each stamped as it is made.
+            many = tx.send_many if kind == "shmplane" else q.put_many
+            timeout = (RECV_TIMEOUT_S,) if kind == "shmplane" else (True, RECV_TIMEOUT_S)
+            sent = 0
+            while sent < n_msgs:
+                now = pc()
+                if now >= deadline:
+                    break
+                k = min(spec.batch, n_msgs - sent)
+                many([pack(pc()) for _ in range(k)], *timeout)
+                sent += k
+            many([_END], *timeout)
+        elif kind == "shmplane":
             send = tx.send
             for sent in range(n_msgs):  # noqa: B007
                 now = pc()
@@ -548,26 +566,35 @@ def consume_drain(mb: Any, n_prod: int, lat: array.array[int] | None) -> Got:
 
 
 def consume_batch(
-    get_many: Callable[..., list[Any]], n_prod: int, lat: array.array[int] | None
+    get_many: Callable[[], list[Any]], n_prod: int, lat: array.array[int] | None
 ) -> Got:
-    """faster_fifo ``get_many``: one receive time per batch."""
+    """``get_many()`` (faster_fifo's, or shmplane's ``recv_many``) until every
+    producer's end marker came: one receive time per batch. The batch is counted and
+    checked with C-speed list methods (a per-message Python loop would cost as much
+    as the transport); the latency of every ``LAT_STRIDE``-th message is kept."""
     pc = time.perf_counter_ns
     unpack = _STAMP.unpack_from
     ends = n = 0
     t0 = t1 = 0
     while ends < n_prod:
-        batch = get_many(True, RECV_TIMEOUT_S, FF_BATCH)
+        batch = get_many()
         now = pc()
         if not t0:
             t0 = now
-        for m in batch:
-            if len(m) == MSG_SIZE:
-                n += 1
-                if lat is not None:
-                    lat.append(now - unpack(m)[0])
-                t1 = now
-            else:
-                ends += _end(m)
+        k = batch.count(_END)
+        if batch.count(_ABORT):
+            _end(_ABORT)
+        if sum(map(len, batch)) != MSG_SIZE * (len(batch) - k) + len(_END) * k:
+            bad = next(m for m in batch if len(m) != MSG_SIZE and m != _END)
+            _end(bad)
+        ends += k
+        if len(batch) > k:
+            n += len(batch) - k
+            t1 = now
+            if lat is not None:
+                for m in batch[::LAT_STRIDE]:
+                    if len(m) == MSG_SIZE:
+                        lat.append(now - unpack(m)[0])
     return Got(n, t0, t1 if lat is not None else pc())
 
 
@@ -588,6 +615,7 @@ class Transport:
 TRANSPORTS = (
     Transport("shmplane", "shmplane"),
     Transport("shmplane-drain", "shmplane", "drain"),
+    Transport("shmplane-many", "shmplane", "batch"),
     Transport("shmplane-channel", "channel"),
     Transport("mp-queue", "mpq"),
     Transport("faster-fifo", "ff", needs=("faster_fifo",)),
@@ -626,6 +654,7 @@ def run_trial(t: Transport, n_prod: int, args: argparse.Namespace) -> Row:
         specs: list[ProdSpec]
         consume: Callable[[], Got]
         info = ""
+        batch = SEND_BATCH if t.mode == "batch" else 0
         if t.kind == "shmplane":
             mb = shmplane.mailbox(
                 capacity=LANE_CAPACITY,
@@ -638,7 +667,7 @@ def run_trial(t: Transport, n_prod: int, args: argparse.Namespace) -> Row:
             info = mb.policy
             if args.join == "open":
                 specs = [
-                    ProdSpec("shmplane", mb.name, args.policy, args.spin_us)
+                    ProdSpec("shmplane", mb.name, args.policy, args.spin_us, batch)
                     for _ in range(n_prod)
                 ]
             else:
@@ -647,9 +676,14 @@ def run_trial(t: Transport, n_prod: int, args: argparse.Namespace) -> Row:
                     stack.callback(s.close)
                     release.append(s.close)
                 specs = [
-                    ProdSpec("shmplane", s, args.policy, args.spin_us) for s in senders
+                    ProdSpec("shmplane", s, args.policy, args.spin_us, batch)
+                    for s in senders
                 ]
-            if t.mode == "drain":
+            if t.mode == "batch":
+                consume = lambda: consume_batch(  # noqa: E731
+                    lambda: mb.recv_many(FF_BATCH, RECV_TIMEOUT_S), n_prod, lat
+                )
+            elif t.mode == "drain":
                 consume = lambda: consume_drain(mb, n_prod, lat)  # noqa: E731
             else:
                 consume = lambda: consume_single(mb.recv, RECV_TIMEOUT_S, n_prod, lat)  # noqa: E731
@@ -676,9 +710,11 @@ def run_trial(t: Transport, n_prod: int, args: argparse.Namespace) -> Row:
         elif t.kind == "ff":
             ff = _optional("faster_fifo")
             fq = ff.Queue(FF_BYTES)
-            specs = [ProdSpec("ff", fq) for _ in range(n_prod)]
+            specs = [ProdSpec("ff", fq, batch=batch) for _ in range(n_prod)]
             if t.mode == "batch":
-                consume = lambda: consume_batch(fq.get_many, n_prod, lat)  # noqa: E731
+                consume = lambda: consume_batch(  # noqa: E731
+                    lambda: fq.get_many(True, RECV_TIMEOUT_S, FF_BATCH), n_prod, lat
+                )
             else:
                 consume = lambda: consume_single(fq.get, True, n_prod, lat)  # noqa: E731
         elif t.kind == "zmq":

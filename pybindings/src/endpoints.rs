@@ -257,10 +257,14 @@ impl PySender {
     }
 
     fn send_obj(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>, block: bool) -> PyResult<()> {
-        let timeout = Timeout::new(timeout, block)?;
+        self.send_within(py, obj, &Timeout::new(timeout, block)?)
+    }
+
+    /// Send `obj`, waiting for room until `timeout`'s deadline.
+    fn send_within(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: &Timeout) -> PyResult<()> {
         if let Ok(b) = obj.cast_exact::<PyBytes>() {
             let mut guard = self.lock(py)?;
-            return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), &timeout, &self.closing);
+            return send_message(py, &mut guard, &Outgoing::bytes(b.as_bytes()), timeout, &self.closing);
         }
         // A large list of floats: encoded straight into the ring, with the GIL held
         // (a consistent snapshot), if it all fits now; else encoded first, as below.
@@ -280,9 +284,40 @@ impl PySender {
         let max_record = self.lock(py)?.max_message_len().unwrap_or(0);
         with_outgoing(py, obj, max_record, |msg| {
             let mut guard = self.lock(py)?;
-            send_message(py, &mut guard, &msg, &timeout, &self.closing)
+            send_message(py, &mut guard, &msg, timeout, &self.closing)
         })
     }
+}
+
+/// `e` with attribute `name` set to `value` (how many messages a batch call handled
+/// before it failed: `sent`, or the list `received`).
+pub(crate) fn with_attr<'py>(py: Python<'py>, e: PyErr, name: &str, value: impl IntoPyObject<'py>) -> PyErr {
+    // An exception that refuses the attribute is raised as it is.
+    let _ = e.value(py).setattr(name, value);
+    e
+}
+
+/// The rest of a batch after its first message: up to `max` messages in all in `out`,
+/// each from `next` (`None` once nothing more is there now). A failure to decode a
+/// message already taken is raised with the messages before it as the exception's
+/// `received` (so that none is lost).
+pub(crate) fn fill_batch<'py>(py: Python<'py>, out: &Bound<'py, PyList>, max: usize, mut next: impl FnMut() -> Option<PyResult<Py<PyAny>>>) -> PyResult<()> {
+    while out.len() < max {
+        match next() {
+            None => break,
+            Some(Ok(obj)) => out.append(obj)?,
+            Some(Err(e)) => return Err(with_attr(py, e, "received", out)),
+        }
+    }
+    Ok(())
+}
+
+/// `max_messages` of a batch receive: at least 1.
+pub(crate) fn batch_size(max_messages: i64) -> PyResult<usize> {
+    usize::try_from(max_messages)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| PyValueError::new_err(format!("max_messages must be at least 1, got {max_messages}")))
 }
 
 /// Encode `obj` (bytes fast, else through `shmplane._codec.encode`: an ndarray, a
@@ -412,6 +447,21 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
         self.send_obj(py, obj, None, false)
     }
 
+    /// Send every object of `objs` in order, each as its own message (as `send`),
+    /// waiting for room until `timeout` seconds from the call; the number sent (see the
+    /// stubs).
+    #[pyo3(signature = (objs, timeout=None))]
+    fn send_many(&self, py: Python<'_>, objs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
+        let timeout = Timeout::new(timeout, true)?;
+        let mut sent = 0usize;
+        for obj in objs.try_iter()? {
+            let sent_one = obj.and_then(|obj| self.send_within(py, &obj, &timeout));
+            sent_one.map_err(|e| with_attr(py, e, "sent", sent))?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// Send the bytes of one contiguous buffer as `bytes`.
     #[pyo3(signature = (buf, timeout=None))]
     fn send_bytes(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
@@ -520,6 +570,13 @@ pub(crate) fn receive_classified(
     }
     let total = head.total();
     let big = head.is_chunked() || total >= GIL_RELEASE_BYTES;
+    if !big && (raw || head.kind() == Kind::Bytes) {
+        // The common small message: one record of bytes (or any, as bytes), copied into
+        // a new `bytes` with the GIL (no destination list, nothing to decode).
+        let (obj, dst) = uninit_bytes(py, total).map_err(|e| taken(too_large(py, total, e)))?;
+        incoming.read_payload_into(dst, Wait::no_wait()).py_err(py).map_err(|e| (e, false))?;
+        return Ok(obj.unbind());
+    }
     let mut exports = Vec::new();
     let mut dests = Vec::with_capacity(head.part_count());
     let mut unpickle = None;
@@ -755,6 +812,21 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
             return crate::lease::recv_view(slf.py(), slf, None, false);
         }
         slf.get().recv_obj(slf.py(), None, false, false)
+    }
+
+    /// Receive a batch: the next object, waiting at most `timeout` seconds for it (as
+    /// `recv`), then those already there, up to `max_messages` in all (see the stubs).
+    #[pyo3(signature = (max_messages=1024, timeout=None))]
+    fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        let (py, this) = (slf.py(), slf.get());
+        let max = batch_size(max_messages)?;
+        let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
+        let mut guard = this.lock(py)?;
+        let rx: &mut Receiver = &mut guard;
+        // Errors other than a decode failure (closed, peer gone, corrupt) end the batch
+        // here and are raised by the next receive.
+        fill_batch(py, &out, max, || rx.begin(Wait::no_wait()).ok().map(|incoming| receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing))))?;
+        Ok(out)
     }
 
     /// Receive the next message as a `Lease` viewing it in shared memory, waiting at

@@ -2,11 +2,11 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{capacity_arg, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
+use crate::endpoints::{batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyList, PyTuple};
 use shmplane::{Error, Joiner, Mailbox, PendingProbe, Wait};
 use std::sync::{Mutex, MutexGuard};
 
@@ -177,6 +177,27 @@ impl PyMailbox {
             return crate::lease::recv_view_mailbox(slf.py(), slf, None, false);
         }
         slf.get().recv_obj(slf.py(), None, false, false)
+    }
+
+    /// Receive a batch: the next object, waiting at most `timeout` seconds for it (as
+    /// `recv`), then those already there in any lane, up to `max_messages` in all (see
+    /// the stubs).
+    #[pyo3(signature = (max_messages=1024, timeout=None))]
+    fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
+        let (py, this) = (slf.py(), slf.get());
+        let max = batch_size(max_messages)?;
+        let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
+        let mut guard = this.lock(py)?;
+        let mb: &mut Mailbox = &mut guard;
+        // Errors other than a decode failure (closed, no senders left, corrupt) end the
+        // batch here and are raised by the next receive.
+        fill_batch(py, &out, max, || {
+            let incoming = mb.begin(Wait::no_wait()).ok()?;
+            let got = receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing));
+            mb.settle();
+            Some(got)
+        })?;
+        Ok(out)
     }
 
     /// The next message as a `Lease` viewing it in shared memory, waiting at most

@@ -1,6 +1,6 @@
 """Type stubs of the native module ``shmplane._shmplane``."""
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import Any, NoReturn, final
 
 from typing_extensions import Buffer, Self, disjoint_base
@@ -132,6 +132,19 @@ class Sender:
     def try_send(self, obj: Any) -> None:
         """Send without waiting. Raises Full if the whole message does not fit now
         (always, for a message larger than the ring: only ``send`` streams those)."""
+    def send_many(self, objs: Iterable[Any], timeout: float | None = None) -> int:
+        """Send every object of ``objs`` in order, each as its own message (exactly as
+        ``send`` would, any type or size), in one call: the loop runs in Rust, the
+        GIL held while the ring has room (64-byte messages: 45 ns each, against 110
+        ns for ``send`` in a Python loop). The
+        receiver may take them one by one or with ``recv_many``. ``timeout``: seconds
+        (None: forever) for the whole batch, from the call. Returns the number sent
+        (``len(objs)`` for a list).
+
+        Raises as ``send``; the exception's ``sent`` attribute says how many messages
+        of the batch went before it (those are delivered; the one that failed and the
+        rest were not sent, so a retry sends ``objs[e.sent:]``). Also whatever
+        iterating ``objs`` raises (with ``sent``)."""
     def send_bytes(self, buf: Buffer, timeout: float | None = None) -> None:
         """Send the bytes of a C-contiguous buffer; the receiver gets ``bytes``."""
     def poll_space(self, nbytes: int = 0, timeout: float | None = 0.0) -> bool:
@@ -273,6 +286,20 @@ class Receiver:
     def try_recv(self, copy: bool = True) -> Any:
         """Receive without waiting (``copy``: as ``recv``). Raises Empty if nothing is
         there."""
+    def recv_many(self, max_messages: int = 1024, timeout: float | None = None) -> list[Any]:
+        """Receive a batch: wait at most ``timeout`` seconds (None: forever) for the
+        next message, as ``recv`` does, then take the messages already there without
+        waiting, up to ``max_messages`` (>= 1) in all. Returns a list of at least one
+        object, in the order sent (copies, as ``recv()``). As faster-fifo's
+        ``get_many`` (64-byte messages: 140 ns each, against 205 ns for ``recv`` in a
+        Python loop).
+
+        Raises as ``recv`` when nothing came within ``timeout`` (Timeout, or the
+        channel's end: DisconnectedError, PeerDeadError, ...). Once a message is in the
+        batch, such an ending stops the batch and is raised by the next receive. A
+        message that fails to decode (unpickling raised, a truncated message) raises
+        its error with the messages taken before it as the exception's ``received``
+        list, so none is lost. ValueError for ``max_messages`` < 1."""
     def recv_into(self, out: Buffer, timeout: float | None = None) -> int:
         """Receive the next message into ``out`` (one copy, no allocation), waiting at
         most ``timeout`` seconds for it to begin; returns the bytes written. For an
@@ -597,6 +624,13 @@ class Mailbox:
     def try_recv(self, copy: bool = True) -> Any:
         """Receive without waiting (``copy`` as for ``recv``). Raises Empty if nothing
         is there."""
+    def recv_many(self, max_messages: int = 1024, timeout: float | None = None) -> list[Any]:
+        """Receive a batch from any senders: wait at most ``timeout`` seconds (None:
+        forever) for the next message, as ``recv`` does, then take the messages already
+        there in any lane without waiting, up to ``max_messages`` (>= 1) in all. Each
+        sender's messages keep their order; lanes take turns as for ``recv``. Errors
+        as ``Receiver.recv_many`` (DisconnectedError once every sender closed and all
+        was received; a decode failure carries the batch so far as ``received``)."""
     def lease(self, timeout: float | None = None) -> Lease:
         """The next message as a ``Lease`` viewing it in its sender's lane (as
         ``Receiver.lease``), waiting at most ``timeout`` seconds. Raises as ``recv``."""

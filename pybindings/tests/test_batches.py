@@ -1,0 +1,211 @@
+"""Batches: ``send_many`` on every sending end and ``recv_many`` on every receiving end
+(channel, mailbox, broadcast), with real processes for the mailbox and broadcast: order
+kept, nothing lost or repeated, every message type, ``max_messages``, timeouts, and the
+errors that say how far a batch got (``sent``, ``received``) so that none is lost."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import pytest
+
+import shmplane
+
+WATCHDOG = 60
+
+
+def _refuse() -> None:
+    raise ValueError("this object refuses to be unpickled")
+
+
+class _FailsToUnpickle:
+    """Pickles fine; unpickling it raises ValueError."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_refuse, ())
+
+
+def _send_batches(tx: shmplane.Sender, who: int, n: int, batch: int) -> int:
+    with tx:
+        for start in range(0, n, batch):
+            assert tx.send_many([(who, i) for i in range(start, min(n, start + batch))], timeout=20) == min(batch, n - start)
+    return n
+
+
+def _recv_all(rx: Any, n: int) -> list[Any]:
+    got: list[Any] = []
+    while len(got) < n:
+        got += rx.recv_many(timeout=20)
+    return got
+
+
+# ------------------------------------------------------------------ channel
+
+
+def test_a_batch_of_every_kind_arrives_in_order(shm_name: str) -> None:
+    arr = np.arange(12, dtype=np.int32).reshape(3, 4)
+    big = bytes(range(256)) * 4096  # 1 MiB: chunked through the 64 KiB ring
+    objs: list[Any] = [b"one", arr, {"k": [1, 2]}, [1.5, 2.5], big, b"", (3, "x"), 7]
+    with shmplane.Receiver.create(shm_name, 1 << 16) as rx, shmplane.Sender.open(shm_name) as tx:
+        got: list[Any] = []
+        # The 1 MiB message needs the receiver while it is sent: a thread takes batches.
+        import threading
+
+        t = threading.Thread(target=lambda: got.extend(_recv_all(rx, len(objs))))
+        t.start()
+        assert tx.send_many(objs, timeout=WATCHDOG) == len(objs)
+        t.join(WATCHDOG)
+        assert not t.is_alive()
+    assert len(got) == len(objs)
+    for a, b in zip(got, objs):
+        if isinstance(b, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+        else:
+            assert a == b and type(a) is type(b)
+
+
+def test_recv_many_takes_what_is_there_up_to_max_messages() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx:
+        assert tx.send_many(i.to_bytes(4, "little") for i in range(10)) == 10  # a generator
+        first = rx.recv_many(4, timeout=1)
+        assert first == [i.to_bytes(4, "little") for i in range(4)]
+        rest = rx.recv_many(timeout=1)  # the default (1024): all that is left
+        assert rest == [i.to_bytes(4, "little") for i in range(4, 10)]
+        with pytest.raises(shmplane.Timeout):
+            rx.recv_many(timeout=0.05)
+        with pytest.raises(shmplane.Timeout):
+            rx.recv_many(timeout=0)
+        for bad in (0, -1):
+            with pytest.raises(ValueError, match="max_messages"):
+                rx.recv_many(bad, timeout=0)
+        assert tx.send_many([]) == 0
+
+
+def test_send_many_that_times_out_says_how_many_went() -> None:
+    tx, rx = shmplane.channel(4096)
+    objs = [i.to_bytes(8, "little") * 8 for i in range(1000)]  # 64-byte messages
+    with tx, rx:
+        with pytest.raises(shmplane.Timeout) as info:
+            tx.send_many(objs, timeout=0.1)
+        sent = info.value.sent  # type: ignore[attr-defined]
+        assert 0 < sent < len(objs)
+        got = _recv_all(rx, sent)
+        assert got == objs[:sent]
+        with pytest.raises(shmplane.Timeout):
+            rx.recv_many(timeout=0.05)  # nothing beyond what it said went
+        # The retry of the rest delivers each message once, in order.
+        import threading
+
+        rest: list[Any] = []
+        t = threading.Thread(target=lambda: rest.extend(_recv_all(rx, len(objs) - sent)))
+        t.start()
+        assert tx.send_many(objs[sent:], timeout=WATCHDOG) == len(objs) - sent
+        t.join(WATCHDOG)
+        assert rest == objs[sent:]
+
+
+def test_send_many_stops_at_an_unpicklable_object() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx:
+        objs: list[Any] = [b"a", b"b", lambda: None, b"c"]
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)) as info:
+            tx.send_many(objs)
+        assert info.value.sent == 2  # type: ignore[attr-defined]
+        assert rx.recv_many(timeout=1) == [b"a", b"b"]
+        with pytest.raises(shmplane.Timeout):
+            rx.recv_many(timeout=0.05)
+
+        def failing() -> Any:
+            yield b"x"
+            raise KeyError("the iterable failed")
+
+        with pytest.raises(KeyError) as kinfo:
+            tx.send_many(failing())
+        assert kinfo.value.sent == 1  # type: ignore[attr-defined]
+        assert rx.recv_many(timeout=1) == [b"x"]
+
+
+def test_a_message_that_fails_to_decode_carries_the_batch_before_it() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx:
+        tx.send_many([b"a", (1, 2), _FailsToUnpickle(), b"after"])
+        with pytest.raises(ValueError, match="refuses") as info:
+            rx.recv_many(timeout=1)
+        assert info.value.received == [b"a", (1, 2)]  # type: ignore[attr-defined]
+        assert rx.recv_many(timeout=1) == [b"after"]
+
+
+def test_a_batch_ends_before_the_disconnection_and_the_next_call_raises_it() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with rx:
+        tx.send_many([b"1", b"2", b"3"])
+        tx.close()
+        assert rx.recv_many(timeout=1) == [b"1", b"2", b"3"]
+        with pytest.raises(shmplane.DisconnectedError):
+            rx.recv_many(timeout=1)
+
+
+def test_closed_ends_refuse_batches() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    tx.close()
+    rx.close()
+    with pytest.raises(shmplane.ClosedError):
+        tx.send_many([b"x"])
+    with pytest.raises(shmplane.ClosedError):
+        rx.recv_many(timeout=0)
+
+
+# ------------------------------------------------------------------ mailbox, broadcast
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.timeout(WATCHDOG)
+def test_mailbox_batches_from_several_processes_keep_each_senders_order(procs: Any, method: str) -> None:
+    n, who = 2000, 3
+    with shmplane.mailbox(capacity=4096) as mb:
+        senders = [mb.sender() for _ in range(who)]
+        children = [procs.start(_send_batches, tx, w, n, 64, method=method) for w, tx in enumerate(senders)]
+        for tx in senders:  # the children hold theirs
+            tx.close()
+        got = _recv_all(mb, n * who)
+        for p in children:
+            procs.join(p)
+        assert len(got) == n * who
+        for w in range(who):
+            assert [i for (s, i) in got if s == w] == list(range(n)), f"sender {w}: order or count"
+        with pytest.raises(shmplane.DisconnectedError):  # every sender closed, all taken
+            mb.recv_many(timeout=WATCHDOG)
+        assert mb.pending() is False
+
+
+def test_mailbox_batch_keeps_a_decode_failure_and_what_came_before() -> None:
+    with shmplane.mailbox(capacity=4096) as mb, mb.sender() as tx:
+        tx.send_many([b"a", _FailsToUnpickle(), b"b"])
+        with pytest.raises(ValueError, match="refuses") as info:
+            mb.recv_many(timeout=1)
+        assert info.value.received == [b"a"]  # type: ignore[attr-defined]
+        assert mb.recv_many(timeout=1) == [b"b"]
+        with pytest.raises(ValueError, match="max_messages"):
+            mb.recv_many(0)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_broadcast_batches_reach_every_subscriber(procs: Any) -> None:
+    n = 3000
+    with shmplane.broadcast(capacity=1 << 16) as pub:
+        subs = [pub.subscribe() for _ in range(2)]
+        reporters = [procs.start_reporting(_recv_all, s, n) for s in subs]
+        for s in subs:
+            s.close()
+        for start in range(0, n, 100):
+            assert pub.send_many([i.to_bytes(4, "little") for i in range(start, start + 100)], timeout=WATCHDOG) == 100
+        want = [i.to_bytes(4, "little") for i in range(n)]
+        from shm_helpers import get_report
+
+        for p, conn in reporters:
+            assert get_report(conn, WATCHDOG) == want
+            procs.join(p)
