@@ -2,7 +2,9 @@
 //! one cache line moving with ownership (`floor/cacheline_pingpong`), one line per
 //! direction (`floor/two_line_pingpong`), a hand-made request/reply over two
 //! shmplane channels (spin), and two processes that sleep and wake each other on a
-//! futex (`floor/futex_pingpong`, the floor of the block policy). Then `RpcClient::call` to a forked `RpcServer` echoing
+//! futex (`floor/futex_pingpong`, the floor of the block policy), one line carrying 48
+//! bytes each way with plain stores (`floor/one_line`), and the call slot's protocol
+//! alone (`shmplane_shm::callslot`, 48 and 64 bytes). Then `RpcClient::call` to a forked `RpcServer` echoing
 //! each request, with the spin, adaptive (default) and block policies, for 48- and
 //! 64-byte calls, and the reply of an 8 MB payload.
 //!
@@ -90,6 +92,109 @@ fn floor(lines: usize, calls: usize) -> [f64; 3] {
 /// The floor of a round trip between two processes that sleep: each waits on a word
 /// with `FUTEX_WAIT` and is woken by the other's store and `FUTEX_WAKE` (what the block
 /// policy costs at least).
+/// One line moving with ownership, as `floor/cacheline_pingpong`, carrying `size`
+/// bytes each way (at most 48: one line with the state and length words): the client
+/// writes the payload and a plain Release store of the state; the server copies the
+/// payload out, writes it back and stores the reply state. No take: nothing is
+/// published between the request and the reply. The floor of a one-line call.
+fn payload_floor(size: usize, calls: usize) -> [f64; 3] {
+    use shmplane_shm::layout::CallSlot;
+    assert!(size <= 48 && size % 8 == 0, "one line: at most 48 bytes, whole words");
+    let n = format!("bench-rpc-payload-{}", std::process::id());
+    let file = ShmFile::create(&n, 4096).expect("create");
+    let region = Region::map(&file, 4096).expect("map");
+    // SAFETY: offset 1024 is 128-aligned, the slot (256 bytes) lies inside the 4 KiB
+    // region, and holds atomics only.
+    let slot: &CallSlot = unsafe { region.at(1024) };
+    let words = size / 8;
+    let child = fork_child(|| {
+        let mut expect = 1u64;
+        let mut w = [0u64; 6];
+        loop {
+            // ORDERING: Acquire, partner of the parent's Release store of the state.
+            while slot.state.load(Ordering::Acquire) != expect {
+                std::hint::spin_loop();
+            }
+            for (v, d) in w[..words].iter_mut().zip(&slot.data) {
+                // ORDERING: Relaxed: published by the state word.
+                *v = d.load(Ordering::Relaxed);
+            }
+            for (v, d) in w[..words].iter().zip(&slot.data) {
+                // ORDERING: Relaxed: published by the state word.
+                d.store(*v, Ordering::Relaxed);
+            }
+            // ORDERING: Release, partner of the parent's Acquire load.
+            slot.state.store(expect + 1, Ordering::Release);
+            expect += 2;
+        }
+    });
+    let mut next = 1u64;
+    let r = timed(calls, || {
+        for d in &slot.data[..words] {
+            // ORDERING: Relaxed: published by the state word.
+            d.store(next, Ordering::Relaxed);
+        }
+        // ORDERING: Release, partner of the child's Acquire load.
+        slot.state.store(next, Ordering::Release);
+        // ORDERING: Acquire, partner of the child's Release store.
+        while slot.state.load(Ordering::Acquire) != next + 1 {
+            std::hint::spin_loop();
+        }
+        let mut x = 0;
+        for d in &slot.data[..words] {
+            // ORDERING: Relaxed: published by the state word.
+            x ^= d.load(Ordering::Relaxed);
+        }
+        std::hint::black_box(x);
+        next += 2;
+    });
+    reap(child);
+    file.unlink_if_same(&n);
+    r
+}
+
+/// The call slot's protocol alone (`shmplane_shm::callslot`), polled: the client posts
+/// a `size`-byte request and spins on the slot for the reply; the server spins on the
+/// slot, takes the request and completes it with the same bytes. No mailbox, no
+/// at-most-once table, no wait loop: the floor of a call through the slot.
+fn slot_floor(size: usize, calls: usize) -> [f64; 3] {
+    use shmplane_shm::callslot::{self, Poll};
+    use shmplane_shm::layout::{CallSlot, CALL_SLOT_BYTES};
+    let n = format!("bench-rpc-slot-{}", std::process::id());
+    let file = ShmFile::create(&n, 4096).expect("create");
+    let region = Region::map(&file, 4096).expect("map");
+    // SAFETY: offset 1024 is 128-aligned, the slot (256 bytes) lies inside the 4 KiB
+    // region, and holds atomics only.
+    let slot: &CallSlot = unsafe { region.at(1024) };
+    let child = fork_child(|| {
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        loop {
+            while !callslot::posted(slot) {
+                std::hint::spin_loop();
+            }
+            if let Some(Ok(t)) = callslot::take(slot, &mut buf) {
+                callslot::complete(slot, t.seq, Some((t.tag, &buf[..t.len])), true);
+            }
+        }
+    });
+    // The envelope (call number, client 0, flags 0), then the payload.
+    let mut record = vec![7u8; 16 + size];
+    record[8..16].fill(0);
+    let mut buf = [0u8; CALL_SLOT_BYTES];
+    let mut seq = 0u64;
+    let r = timed(calls, || {
+        seq += 1;
+        record[..8].copy_from_slice(&seq.to_le_bytes());
+        callslot::post(slot, seq, 0, &record);
+        while !matches!(callslot::reply(slot, seq, &mut buf), Poll::Reply { .. }) {
+            std::hint::spin_loop();
+        }
+    });
+    reap(child);
+    file.unlink_if_same(&n);
+    r
+}
+
 fn futex_floor(calls: usize) -> [f64; 3] {
     use std::sync::atomic::AtomicU32;
     fn wait(word: &AtomicU32, val: u32) {
@@ -308,6 +413,9 @@ fn main() {
     let two = run(&|| floor(2, calls));
     let chans = run(&|| two_channels(calls));
     let futex = run(&|| futex_floor(calls / 4));
+    let payload48 = run(&|| payload_floor(48, calls));
+    let slot48 = run(&|| slot_floor(48, calls));
+    let slot64 = run(&|| slot_floor(64, calls));
     let show = |label: &str, r: [f64; 3]| {
         println!(
             "{label:<36} {:>7.0} {:>7.0} {:>8.0}   p50 x{:.2} one-line, x{:.2} two-line, x{:.2} two channels, x{:.2} futex",
@@ -318,6 +426,9 @@ fn main() {
     show("floor/two_line_pingpong", two);
     show("two channels by hand, 64 B, spin", chans);
     show("floor/futex_pingpong (sleep, wake)", futex);
+    show("floor/one_line, 48 B each way", payload48);
+    show("call slot alone, 48 B (protocol only)", slot48);
+    show("call slot alone, 64 B (protocol only)", slot64);
     for (label, policy, size) in [
         ("RpcClient::call 48 B, spin", WaitPolicy::Spin, 48),
         ("RpcClient::call 64 B, spin", WaitPolicy::Spin, 64),
