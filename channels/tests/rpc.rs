@@ -77,6 +77,51 @@ fn calls_and_replies_of_any_size() {
 }
 
 #[test]
+fn calls_into_kept_buffers_of_any_size_and_errors() {
+    let name = unique("into");
+    let mut server = RpcServer::create_with(&name, 4096, 4).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    let t = thread::spawn(move || {
+        let mut req = vec![9u8; 10]; // cleared by every recv_into
+        let mut slot_calls = 0;
+        for _ in 0..5 {
+            let call = server.recv_into(&mut req, Wait::timeout(WATCHDOG)).unwrap();
+            if req == b"fail" {
+                server.reply_error(call, "ValueError", "refused", "").unwrap();
+            } else {
+                let rev: Vec<u8> = req.iter().rev().copied().collect();
+                assert!(server.reply(call, &rev).unwrap());
+            }
+            slot_calls = server.slot_calls();
+        }
+        assert!(slot_calls >= 3, "small calls go through the call slot");
+        assert!(matches!(server.recv_into(&mut req, Wait::timeout(Duration::from_millis(50))), Err(Error::Timeout)));
+        assert!(req.is_empty());
+        server
+    });
+    let mut reply = vec![1u8; 3];
+    client.call_into(b"abc", &mut reply, Wait::timeout(WATCHDOG)).unwrap();
+    assert_eq!(reply, b"cba");
+    client.call_into(b"", &mut reply, Wait::timeout(WATCHDOG)).unwrap();
+    assert_eq!(reply, b"");
+    // Through the rings, chunked each way (larger than the 4 KiB lane).
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    client.call_into(&big, &mut reply, Wait::timeout(WATCHDOG)).unwrap();
+    assert!(reply.iter().rev().eq(big.iter()));
+    match client.call_into(b"fail", &mut reply, Wait::timeout(WATCHDOG)) {
+        Err(Error::Remote { kind, message, .. }) => assert_eq!((kind.as_str(), message.as_str()), ("ValueError", "refused")),
+        other => panic!("the handler's error expected, got {other:?}"),
+    }
+    assert!(reply.is_empty());
+    // 48 bytes: one line each way; the kept buffer keeps its capacity.
+    let cap = reply.capacity();
+    client.call_into(&[5; 48], &mut reply, Wait::timeout(WATCHDOG)).unwrap();
+    assert_eq!(reply, [5; 48]);
+    assert_eq!(reply.capacity(), cap);
+    t.join().unwrap();
+}
+
+#[test]
 fn arrays_and_frames_travel_with_their_envelope() {
     let name = unique("frames");
     let mut server = RpcServer::create(&name, 2).unwrap();

@@ -101,6 +101,26 @@ pub fn fits(seq: u64, tag: u32, record: &[u8]) -> bool {
     payload.len() <= MAX_PAYLOAD && seq <= MAX_SEQ && env_seq == seq && flags < 256 && tag < 0x1_0000
 }
 
+/// What a record's envelope and tag put in the slot's `meta` word besides the payload's
+/// length (the call number is the state word's): the client id, the envelope's flags
+/// (below 256) and the record's tag (below 65536).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// The envelope's client id.
+    pub client: u32,
+    /// The envelope's flags.
+    pub flags: u32,
+    /// The record's tag.
+    pub tag: u32,
+}
+
+/// True if the slot can hold a payload of `len` bytes (the record without its
+/// envelope) with `m` as call `seq`: [`fits`] for a record given by its parts.
+#[inline]
+pub fn fits_payload(seq: u64, m: Meta, len: usize) -> bool {
+    len <= MAX_PAYLOAD && seq <= MAX_SEQ && m.flags < 256 && m.tag < 0x1_0000
+}
+
 /// The state word of call `seq` in `phase` (not polled).
 #[inline]
 pub const fn state(seq: u64, phase: u64) -> u64 {
@@ -145,6 +165,25 @@ pub fn writable(slot: &CallSlot) -> bool {
 #[inline]
 pub fn post(slot: &CallSlot, seq: u64, tag: u32, record: &[u8]) -> bool {
     write_record(slot, seq, tag, record);
+    publish_request(slot, seq)
+}
+
+/// Client: [`post`] a record given by its parts: `m` and the `payload` (what follows
+/// the envelope), with no envelope to build or parse (the RPC client's path).
+///
+/// # Panics
+/// If it does not [`fits_payload`].
+#[inline]
+pub fn post_payload(slot: &CallSlot, seq: u64, m: Meta, payload: &[u8]) -> bool {
+    assert!(fits_payload(seq, m, payload.len()), "a payload the call slot cannot hold");
+    write_payload(slot, m, payload);
+    publish_request(slot, seq)
+}
+
+/// Store `REQUEST(seq)` over the client's phase, keeping the server's `POLLED` flag;
+/// true if it was set (see [`post`]).
+#[inline]
+fn publish_request(slot: &CallSlot, seq: u64) -> bool {
     // ORDERING: Relaxed: the CAS below decides (and reloads on failure).
     let mut s = slot.state.load(Ordering::Relaxed);
     loop {
@@ -248,6 +287,24 @@ pub fn complete(slot: &CallSlot, seq: u64, reply: Option<(u32, &[u8])>, polled: 
         }
         None => EMPTY,
     };
+    publish_completion(slot, seq, phase, polled);
+}
+
+/// Server: [`complete`] call `seq` with a reply given by its parts: `m` and the
+/// `payload` (what follows the envelope), with no envelope to build or parse (the RPC
+/// server's path).
+///
+/// # Panics
+/// If it does not [`fits_payload`].
+pub fn complete_payload(slot: &CallSlot, seq: u64, m: Meta, payload: &[u8], polled: bool) {
+    assert!(fits_payload(seq, m, payload.len()), "a payload the call slot cannot hold");
+    write_payload(slot, m, payload);
+    publish_completion(slot, seq, REPLY, polled);
+}
+
+/// Store call `seq`'s final `phase` (`REPLY` or `EMPTY`), with `POLLED` if `polled`.
+#[inline]
+fn publish_completion(slot: &CallSlot, seq: u64, phase: u64, polled: bool) {
     let flag = if polled { POLLED } else { 0 };
     // ORDERING: Release, partner of the client's Acquire in `load` (`reply`,
     // `writable`) and of its CAS in `post`: the reply's words, and our reads of the
@@ -344,8 +401,15 @@ fn write_record(slot: &CallSlot, seq: u64, tag: u32, record: &[u8]) {
     let (env, payload) = record.split_first_chunk::<ENVELOPE>().expect("checked by fits");
     let client = u32::from_le_bytes(env[8..12].try_into().expect("4 bytes"));
     let flags = u32::from_le_bytes(env[12..].try_into().expect("4 bytes"));
+    write_payload(slot, Meta { client, flags, tag }, payload);
+}
+
+/// Write `m` and `payload` into `meta` and `data` (published by the caller's Release
+/// store or CAS of `state`). The caller checked [`fits_payload`].
+#[inline]
+fn write_payload(slot: &CallSlot, m: Meta, payload: &[u8]) {
     // ORDERING: Relaxed: published by the caller's Release store of `state`.
-    slot.meta.store(meta(client, flags, tag, payload.len()), Ordering::Relaxed);
+    slot.meta.store(meta(m.client, m.flags, m.tag, payload.len()), Ordering::Relaxed);
     let mut words = payload.chunks_exact(8);
     for (w, d) in words.by_ref().zip(&slot.data) {
         // ORDERING: Relaxed: published by the caller's Release store of `state`.
@@ -455,6 +519,31 @@ mod tests {
         assert_eq!(last - base, 64);
         // ORDERING: Relaxed: one thread.
         assert_eq!(slot.data[5].load(Ordering::Relaxed), u64::from_le_bytes([0xEE; 8]));
+    }
+
+    #[test]
+    fn a_payload_by_its_parts_is_the_record_with_its_envelope() {
+        let slot = CallSlot::default();
+        let m = Meta { client: 0x1234, flags: 5, tag: 9 };
+        assert!(fits_payload(7, m, MAX_PAYLOAD));
+        assert!(!fits_payload(7, m, MAX_PAYLOAD + 1));
+        assert!(!fits_payload(MAX_SEQ + 1, m, 0));
+        assert!(!fits_payload(7, Meta { flags: 256, ..m }, 0));
+        assert!(!fits_payload(7, Meta { tag: 0x1_0000, ..m }, 0));
+        post_payload(&slot, 7, m, b"request!");
+        let mut buf = [0u8; CALL_SLOT_BYTES];
+        let t = take(&slot, &mut buf).expect("posted").expect("valid");
+        assert_eq!((t.seq, t.tag), (7, 9));
+        assert_eq!(&buf[..t.len], rec(7, 5, b"request!").as_slice());
+        complete_payload(&slot, 7, Meta { tag: 3, ..m }, b"a reply of 21 bytes..", true);
+        assert!(is_polled(&slot));
+        match reply(&slot, 7, &mut buf) {
+            Poll::Reply { tag, len } => {
+                assert_eq!(tag, 3);
+                assert_eq!(&buf[..len], rec(7, 5, b"a reply of 21 bytes..").as_slice());
+            }
+            other => panic!("the reply expected, got {other:?}"),
+        }
     }
 
     #[test]

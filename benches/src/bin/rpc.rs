@@ -4,17 +4,20 @@
 //! shmplane channels (spin), and two processes that sleep and wake each other on a
 //! futex (`floor/futex_pingpong`, the floor of the block policy), one line carrying 48
 //! bytes each way with plain stores (`floor/one_line`), and the call slot's protocol
-//! alone (`shmplane_shm::callslot`, 48 and 64 bytes). Then `RpcClient::call` to a forked `RpcServer` echoing
-//! each request, with the spin, adaptive (default) and block policies, for 48- and
-//! 64-byte calls, and the reply of an 8 MB payload.
+//! alone (`shmplane_shm::callslot`, 48 and 64 bytes). Then calls to a forked
+//! `RpcServer` echoing each request: `call_into` / `recv_into` with spin (one kept buffer
+//! each side, no allocation), and `RpcClient::call` / `RpcServer::recv` (a `Vec` per
+//! request and reply) with the spin, adaptive (default) and block policies, for 48- and
+//! 64-byte calls; and the reply of an 8 MB payload.
 //!
 //! `target/release/rpc [calls=100000] [rounds=3]`; `target/release/rpc floors [calls]`
-//! prints only the floors, as JSON (for `benches/python/rpc_bench.py`); `rpc cpu [n]`
+//! prints only the floors, as JSON (for `benches/python/rpc_bench.py`); `rpc call
+//! [size] [calls] [lean]` one series of spin calls (for `perf record`); `rpc cpu [n]`
 //! the CPU cost of a call in one thread; `rpc after-slow [calls]` round trips before and
 //! after one slow call and one timed-out call (`RPC_CLIENT_SPIN`, `RPC_SERVER_SPIN`
 //! set either side's policy to spin). Each call is timed on its own;
 //! prints p50/p99/p99.9 in ns (medians over rounds) and the ratios to the floors.
-use shmplane::{RpcClient, RpcServer, WaitPolicy};
+use shmplane::{RpcClient, RpcServer, Wait, WaitPolicy};
 use shmplane_benches::{fork_child, reap, Child};
 use shmplane_shm::region::{Region, ShmFile};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,32 +251,53 @@ fn two_channels(calls: usize) -> [f64; 3] {
     })
 }
 
-fn server(name: &str, policy: WaitPolicy) -> libc::pid_t {
+/// A forked echo server. `lean`: `recv_into` one kept buffer (no allocation per call),
+/// else `recv` (a `Vec` per request).
+fn server(name: &str, policy: WaitPolicy, lean: bool) -> libc::pid_t {
     let name = name.to_owned();
     fork_child(move || {
         let mut s = RpcServer::create(&name, 4).expect("server");
         s.set_wait_policy(policy);
+        let mut buf = Vec::with_capacity(4096);
         loop {
-            let (call, req) = s.recv().expect("recv");
-            s.reply(call, &req).expect("reply");
+            if lean {
+                let call = s.recv_into(&mut buf, Wait::forever()).expect("recv");
+                s.reply(call, &buf).expect("reply");
+            } else {
+                let (call, req) = s.recv().expect("recv");
+                s.reply(call, &req).expect("reply");
+            }
         }
     })
 }
 
-fn rpc(policy: WaitPolicy, size: usize, calls: usize) -> [f64; 3] {
+/// `size`-byte calls to an echo server, one by one. `lean`: the client `call_into` one
+/// kept buffer and the server `recv_into` one (no allocation per call on either side);
+/// else `call` and `recv`, a `Vec` per request and per reply.
+fn rpc_calls(policy: WaitPolicy, size: usize, calls: usize, lean: bool) -> [f64; 3] {
     let name = format!("bench-rpc-{}-{size}", std::process::id());
-    let pid = server(&name, policy);
+    let pid = server(&name, policy, lean);
     let mut client = RpcClient::connect(&name, Some(Duration::from_secs(10))).expect("connect");
     client.set_wait_policy(policy);
     let msg = vec![7u8; size];
+    let mut reply = Vec::with_capacity(4096);
     let r = timed(calls, || {
-        let reply = client.call(&msg).expect("call");
-        assert_eq!(reply.len(), size);
+        if lean {
+            client.call_into(&msg, &mut reply, Wait::forever()).expect("call");
+            assert_eq!(reply.len(), size);
+        } else {
+            let reply = client.call(&msg).expect("call");
+            assert_eq!(reply.len(), size);
+        }
     });
     drop(client);
     reap(pid);
     let _ = std::fs::remove_file(format!("/dev/shm/shmplane.{name}"));
     r
+}
+
+fn rpc(policy: WaitPolicy, size: usize, calls: usize) -> [f64; 3] {
+    rpc_calls(policy, size, calls, false)
 }
 
 fn big_reply(rounds: usize) -> f64 {
@@ -380,10 +404,12 @@ fn main() {
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("call") {
-        // One series of spin calls (for a profiler): `rpc call [size] [calls]`.
+        // One series of spin calls (for a profiler): `rpc call [size] [calls] [lean]`
+        // (`lean`: `call_into` / `recv_into`, no allocation per call).
         let size = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(64);
         let calls = std::env::args().nth(3).and_then(|a| a.parse().ok()).unwrap_or(200_000);
-        let r = rpc(WaitPolicy::Spin, size, calls);
+        let lean = std::env::args().nth(4).as_deref() == Some("lean");
+        let r = rpc_calls(WaitPolicy::Spin, size, calls, lean);
         println!("RpcClient::call {size} B, spin: p50 {:.0} ns, p99 {:.0} ns, p99.9 {:.0} ns", r[0], r[1], r[2]);
         return;
     }
@@ -429,6 +455,8 @@ fn main() {
     show("floor/one_line, 48 B each way", payload48);
     show("call slot alone, 48 B (protocol only)", slot48);
     show("call slot alone, 64 B (protocol only)", slot64);
+    show("call_into/recv_into 48 B, spin", run(&|| rpc_calls(WaitPolicy::Spin, 48, calls, true)));
+    show("call_into/recv_into 64 B, spin", run(&|| rpc_calls(WaitPolicy::Spin, 64, calls, true)));
     for (label, policy, size) in [
         ("RpcClient::call 48 B, spin", WaitPolicy::Spin, 48),
         ("RpcClient::call 64 B, spin", WaitPolicy::Spin, 64),

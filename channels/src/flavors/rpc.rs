@@ -389,6 +389,36 @@ impl RpcClient {
         self.recv_part(&mut wait, true)
     }
 
+    /// [`RpcClient::call`] with the reply's bytes written into `reply` (cleared first),
+    /// waiting per `wait`: no allocation once `reply` has the capacity (a small reply
+    /// is copied from the call slot straight into it), for a loop of calls that keeps
+    /// one buffer. On an error `reply` is left empty.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call_timeout`], [`Error::Truncated`] (the server gave up on its
+    /// reply part-way).
+    pub fn call_into(&mut self, request: &[u8], reply: &mut Vec<u8>, mut wait: Wait<'_>) -> Result<()> {
+        reply.clear();
+        self.send_request(Outgoing::bytes(request), false, &mut wait)?;
+        self.wait_reply(&mut wait)?;
+        if let Some((tag, len)) = self.slot_reply {
+            if let Some(payload) = slot_bytes(tag, &self.slot_buf[..len]) {
+                // A bytes reply in the call slot (as in `recv_part`).
+                let env = Envelope::decode(self.slot_buf.first_chunk().expect("a 240-byte buffer"));
+                let Self { began, unanswered, streaming, slot_reply, .. } = self;
+                *slot_reply = None;
+                began_part(began, unanswered, streaming, env);
+                if env.flags & flags::ERROR != 0 {
+                    return Err(decode_error(payload));
+                }
+                reply.extend_from_slice(payload);
+                return Ok(());
+            }
+        }
+        *reply = into_bytes(self.recv_part(&mut wait, true)?);
+        Ok(())
+    }
+
     /// The next part of a streamed reply, `None` after the last.
     ///
     /// # Errors
@@ -475,7 +505,7 @@ impl RpcClient {
         let new_call = !(retry && self.unanswered);
         let env = self.next_envelope(retry);
         let request = request.with_envelope(env.encode());
-        if new_call && self.post(&request, env.seq) {
+        if new_call && self.post(&request, env) {
             return Ok(env.seq);
         }
         if new_call {
@@ -496,23 +526,21 @@ impl RpcClient {
     /// earlier call of ours that timed out, or a dead predecessor's, withdrawn here);
     /// not while this client is waited on through the OS (its descriptor would not
     /// show a reply in the slot). False: send it through the lane.
-    fn post(&mut self, request: &Outgoing<'_>, seq: u64) -> bool {
-        let len = request.envelope_len() + request.total();
-        if len > CALL_SLOT_BYTES || self.replies.waits_through_os() {
+    fn post(&mut self, request: &Outgoing<'_>, env: Envelope) -> bool {
+        let (seq, n) = (env.seq, request.total());
+        let m = callslot::Meta { client: env.client, flags: env.flags, tag: request.tag() };
+        if n > callslot::MAX_PAYLOAD || self.replies.waits_through_os() {
             return false;
         }
         let Some(store) = self.requests.store() else { return false };
         let Some(slot) = store.call_slot() else { return false };
-        if !callslot::withdraw(slot) {
+        if !callslot::withdraw(slot) || !callslot::fits_payload(seq, m, n) {
             return false;
         }
-        let mut record = [0u8; CALL_SLOT_BYTES];
-        let env = request.put_envelope(&mut record);
-        request.gather(0, &mut record[env..len]);
-        if !callslot::fits(seq, request.tag(), &record[..len]) {
-            return false;
-        }
-        if !callslot::post(slot, seq, request.tag(), &record[..len]) {
+        // The payload (what follows the envelope); the envelope's fields go in `m`.
+        let mut payload = [0u8; callslot::MAX_PAYLOAD];
+        request.gather(0, &mut payload[..n]);
+        if !callslot::post_payload(slot, seq, m, &payload[..n]) {
             // Nobody polls the slot: the lane's pending bit and the mailbox's event
             // count announce the request (as a record in the lane would be).
             store.notify_posted(|| callslot::posted(slot), &mut self.streak);
@@ -1082,12 +1110,29 @@ impl RpcServer {
     /// The next call's request as bytes, waiting per `wait` for it to arrive; the rest
     /// of a request of several records is read as long as it takes (each record within
     /// the reply timeout of the one before: the incoming is bounded).
-    fn recv_within(&mut self, mut wait: Wait<'_>) -> Result<(CallId, Vec<u8>)> {
+    fn recv_within(&mut self, wait: Wait<'_>) -> Result<(CallId, Vec<u8>)> {
+        let mut request = Vec::new();
+        let call = self.recv_into(&mut request, wait)?;
+        Ok((call, request))
+    }
+
+    /// [`RpcServer::recv`] with the request's bytes written into `request` (cleared
+    /// first), waiting per `wait` for a call to arrive: no allocation once `request`
+    /// has the capacity (a small request is copied from the call slot straight into
+    /// it), for a server loop that keeps one buffer. The rest of a request of several
+    /// records is read as long as it takes (each record within the reply timeout of
+    /// the one before).
+    ///
+    /// # Errors
+    /// As [`RpcServer::begin`]; [`Error::Timeout`] (no call by `wait`'s deadline).
+    pub fn recv_into(&mut self, request: &mut Vec<u8>, mut wait: Wait<'_>) -> Result<CallId> {
+        request.clear();
         let (call, incoming) = match self.next_call(&mut wait)? {
             Next::Slot(call, tag, len) => {
                 // A bytes request from a call slot: its payload, no parsing to do.
                 if let Some(payload) = slot_bytes(tag, &self.slot_buf[..len]) {
-                    return Ok((call, payload.to_vec()));
+                    request.extend_from_slice(payload);
+                    return Ok(call);
                 }
                 (call, Incoming::owned(tag, &self.slot_buf[..len], "").expect("validated by take_slotted"))
             }
@@ -1095,7 +1140,8 @@ impl RpcServer {
         };
         let got = crate::flavors::spsc::payload_of(incoming, &mut wait);
         self.settle_failed_read(call, got.as_ref().err());
-        Ok((call, got?))
+        *request = got?;
+        Ok(call)
     }
 
     /// The next call, waiting per `wait`, as a [`Frame`].
@@ -1478,19 +1524,19 @@ impl RpcServer {
     fn reply_in_slot(&mut self, call: CallId, reply: &Outgoing<'_>, flags: u32) -> Result<Option<bool>> {
         let state = running(&mut self.clients, call)?;
         let last = flags & flags::MORE == 0;
-        let env = Envelope { seq: call.seq, client: call.client, flags };
         if let Some(seq) = state.slot.take() {
             // This server looks at the slot directly while it busy-polls: the client's
             // next post needs no pending bit and no notify (`callslot::POLLED`).
             let polled = self.mailbox.keep_polling(call.slot);
             let slot = self.mailbox.call_slot(call.slot);
-            let len = ENVELOPE_LEN + reply.total();
-            let tag = reply.tag() | frame::ENVELOPED;
-            let mut record = [0u8; CALL_SLOT_BYTES];
-            let fits = last && len <= CALL_SLOT_BYTES && {
-                record[..ENVELOPE_LEN].copy_from_slice(&env.encode());
-                reply.gather(0, &mut record[ENVELOPE_LEN..len]);
-                callslot::fits(call.seq, tag, &record[..len])
+            // The reply's envelope (this call's number, the client, `flags`) goes in
+            // the slot's state and `meta` words, its payload after them.
+            let m = callslot::Meta { client: call.client, flags, tag: reply.tag() | frame::ENVELOPED };
+            let n = reply.total();
+            let mut payload = [0u8; callslot::MAX_PAYLOAD];
+            let fits = last && callslot::fits_payload(call.seq, m, n) && {
+                reply.gather(0, &mut payload[..n]);
+                true
             };
             if let Some(slot) = slot.filter(|_| fits) {
                 // The final reply of a call taken from the slot, small enough: written
@@ -1512,7 +1558,7 @@ impl RpcServer {
                     return Ok(Some(false));
                 }
                 let tx = state.replies.as_ref().expect("opened above");
-                callslot::complete(slot, seq, Some((tag, &record[..len])), polled);
+                callslot::complete_payload(slot, seq, m, &payload[..n], polled);
                 tx.notify_consumer();
                 state.done = true;
                 state.saved = None;
