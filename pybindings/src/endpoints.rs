@@ -298,9 +298,9 @@ pub(crate) fn with_attr<'py>(py: Python<'py>, e: PyErr, name: &str, value: impl 
 }
 
 /// The rest of a batch after its first message: up to `max` messages in all in `out`,
-/// each from `next` (`None` once nothing more is there now). A failure to decode a
-/// message already taken is raised with the messages before it as the exception's
-/// `received` (so that none is lost).
+/// each from `next` (`None` once nothing more is there now). An error of `next` (a
+/// message taken that fails to decode, or a report of [`batch_end`]) is raised with
+/// the messages before it as the exception's `received` (so that none is lost).
 pub(crate) fn fill_batch<'py>(py: Python<'py>, out: &Bound<'py, PyList>, max: usize, mut next: impl FnMut() -> Option<PyResult<Py<PyAny>>>) -> PyResult<()> {
     while out.len() < max {
         match next() {
@@ -310,6 +310,19 @@ pub(crate) fn fill_batch<'py>(py: Python<'py>, out: &Bound<'py, PyList>, max: us
         }
     }
     Ok(())
+}
+
+/// What a batch makes of `begin`'s error `e` after its first message: `None` for an
+/// ending that stays (nothing more there now, the end closed, the peer closed or
+/// died), which the next receive raises; else the error, to be raised now with the
+/// batch so far. A lossy subscriber's lag and a malformed message (or a mailbox lane
+/// found poisoned) are reported once, by the `begin` that moved past them: a batch
+/// that stopped there silently would lose the report.
+pub(crate) fn batch_end(py: Python<'_>, e: Error) -> Option<PyResult<Py<PyAny>>> {
+    match e {
+        Error::Empty | Error::Disconnected { .. } | Error::PeerDead { .. } | Error::Closed => None,
+        e => Some(Err(to_py(py, e))),
+    }
 }
 
 /// `max_messages` of a batch receive: at least 1.
@@ -823,9 +836,12 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
         let mut guard = this.lock(py)?;
         let rx: &mut Receiver = &mut guard;
-        // Errors other than a decode failure (closed, peer gone, corrupt) end the batch
-        // here and are raised by the next receive.
-        fill_batch(py, &out, max, || rx.begin(Wait::no_wait()).ok().map(|incoming| receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing))))?;
+        // An ending (closed, peer gone) ends the batch here and is raised by the next
+        // receive; other errors (a lag, a malformed message) are raised now.
+        fill_batch(py, &out, max, || match rx.begin(Wait::no_wait()) {
+            Ok(incoming) => Some(receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing))),
+            Err(e) => batch_end(py, e),
+        })?;
         Ok(out)
     }
 

@@ -2,7 +2,7 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
+use crate::endpoints::{batch_end, batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
@@ -189,10 +189,14 @@ impl PyMailbox {
         let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
         let mut guard = this.lock(py)?;
         let mb: &mut Mailbox = &mut guard;
-        // Errors other than a decode failure (closed, no senders left, corrupt) end the
-        // batch here and are raised by the next receive.
+        // An ending (closed, no senders left) ends the batch here and is raised by the
+        // next receive; other errors (a malformed message, a poisoned lane: reported
+        // once) are raised now.
         fill_batch(py, &out, max, || {
-            let incoming = mb.begin(Wait::no_wait()).ok()?;
+            let incoming = match mb.begin(Wait::no_wait()) {
+                Ok(incoming) => incoming,
+                Err(e) => return batch_end(py, e),
+            };
             let got = receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing));
             mb.settle();
             Some(got)
