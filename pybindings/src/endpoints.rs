@@ -743,7 +743,11 @@ impl PyReceiver {
     fn recv_obj(&self, py: Python<'_>, timeout: Option<f64>, block: bool, raw: bool) -> PyResult<Py<PyAny>> {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
-        let rx: &mut Receiver = &mut guard;
+        self.recv_locked(py, &mut guard, &timeout, raw)
+    }
+
+    /// [`PyReceiver::recv_obj`] through `rx`, this receiver's locked end.
+    fn recv_locked(&self, py: Python<'_>, rx: &mut Receiver, timeout: &Timeout, raw: bool) -> PyResult<Py<PyAny>> {
         loop {
             // With the GIL and no waiting: the common case of a message already there.
             match rx.begin(Wait::no_wait()) {
@@ -753,7 +757,7 @@ impl PyReceiver {
             }
             // Wait for one to begin without the GIL, then take it as above (another
             // copy of this receiver may take it first: then wait again).
-            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))? {
+            if !blocking_checked(py, timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))? {
                 return Err(to_py(py, Error::Timeout));
             }
         }
@@ -833,9 +837,12 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let (py, this) = (slf.py(), slf.get());
         let max = batch_size(max_messages)?;
-        let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
+        let timeout = Timeout::new(timeout, true)?;
+        // Held from the first message to the last: a thread that took this end in
+        // between would make the batch fail with its first message taken.
         let mut guard = this.lock(py)?;
         let rx: &mut Receiver = &mut guard;
+        let out = PyList::new(py, [this.recv_locked(py, rx, &timeout, false)?])?;
         // An ending (closed, peer gone) ends the batch here and is raised by the next
         // receive; other errors (a lag, a malformed message) are raised now.
         fill_batch(py, &out, max, || match rx.begin(Wait::no_wait()) {

@@ -94,7 +94,11 @@ impl PyMailbox {
     fn recv_obj(&self, py: Python<'_>, timeout: Option<f64>, block: bool, raw: bool) -> PyResult<Py<PyAny>> {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
-        let mb: &mut Mailbox = &mut guard;
+        self.recv_locked(py, &mut guard, &timeout, raw)
+    }
+
+    /// [`PyMailbox::recv_obj`] through `mb`, this mailbox's locked end.
+    fn recv_locked(&self, py: Python<'_>, mb: &mut Mailbox, timeout: &Timeout, raw: bool) -> PyResult<Py<PyAny>> {
         loop {
             // With the GIL and no waiting: the common case of a message already there.
             let got = match mb.begin(Wait::no_wait()) {
@@ -106,7 +110,7 @@ impl PyMailbox {
                 mb.settle();
                 return got;
             }
-            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))? {
+            if !blocking_checked(py, timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))? {
                 return Err(to_py(py, Error::Timeout));
             }
         }
@@ -186,9 +190,11 @@ impl PyMailbox {
     fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let (py, this) = (slf.py(), slf.get());
         let max = batch_size(max_messages)?;
-        let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
+        let timeout = Timeout::new(timeout, true)?;
+        // Held from the first message to the last (as `Receiver.recv_many`).
         let mut guard = this.lock(py)?;
         let mb: &mut Mailbox = &mut guard;
+        let out = PyList::new(py, [this.recv_locked(py, mb, &timeout, false)?])?;
         // An ending (closed, no senders left) ends the batch here and is raised by the
         // next receive; other errors (a malformed message, a poisoned lane: reported
         // once) are raised now.

@@ -331,3 +331,66 @@ def test_a_corrupt_message_found_mid_mailbox_batch_is_reported(shm_name: str) ->
         if raised is None:
             with pytest.raises(shmplane.CorruptSegmentError):
                 mb.recv_many(timeout=0.2)
+
+
+# ------------------------------------------------------------------ review: the batch holds its end throughout
+
+
+@pytest.mark.parametrize("end", ["channel", "mailbox"])
+def test_a_batch_keeps_its_first_message_when_another_thread_takes_the_end(end: str) -> None:
+    """A thread that takes the receiver between the batch's first message and the rest
+    (here: started by a garbage collection that the batch's list allocation runs, as
+    CPython 3.11 collects there) must not make the batch lose the message it took: the
+    batch holds the receiver from its first message to its last."""
+    import gc
+    import threading
+    import time
+
+    if end == "channel":
+        tx, rx = shmplane.channel(4096)
+    else:
+        rx = shmplane.mailbox(capacity=4096)
+        tx = rx.sender()
+    other: list[Any] = []
+
+    def intruder() -> None:
+        try:
+            other.append(rx.recv(timeout=0.3))  # waits holding the receiver
+        except Exception as e:  # Timeout, in use (InvalidArgumentError), closed
+            other.append(e)
+
+    armed = {"on": False}
+    started: list[threading.Thread] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and armed["on"]:
+            armed["on"] = False
+            t = threading.Thread(target=intruder)
+            started.append(t)
+            t.start()
+            time.sleep(0.05)  # it takes the receiver (if it is free) and waits there
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(on_gc)
+    try:
+        with tx, rx:
+            for _ in range(3):
+                tx.send(b"first")
+                other.clear()
+                started.clear()
+                gc.collect()
+                armed["on"] = True
+                gc.set_threshold(1)
+                try:
+                    got = rx.recv_many(timeout=1)
+                finally:
+                    gc.set_threshold(*threshold)
+                    armed["on"] = False
+                    for t in started:
+                        t.join(WATCHDOG)
+                assert started, "no garbage collection ran during the batch"
+                assert got == [b"first"]
+                assert not any(isinstance(x, bytes) for x in other)
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.set_threshold(*threshold)
