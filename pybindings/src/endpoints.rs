@@ -842,7 +842,9 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         // between would make the batch fail with its first message taken.
         let mut guard = this.lock(py)?;
         let rx: &mut Receiver = &mut guard;
-        let out = PyList::new(py, [this.recv_locked(py, rx, &timeout, false)?])?;
+        // Every error of a batch carries `received` (here: nothing yet), as `sent`.
+        let first = this.recv_locked(py, rx, &timeout, false).map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
+        let out = PyList::new(py, [first])?;
         // An ending (closed, peer gone) ends the batch here and is raised by the next
         // receive; other errors (a lag, a malformed message) are raised now.
         fill_batch(py, &out, max, || match rx.begin(Wait::no_wait()) {

@@ -2,7 +2,7 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{batch_end, batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
+use crate::endpoints::{batch_end, batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, with_attr, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
@@ -194,7 +194,9 @@ impl PyMailbox {
         // Held from the first message to the last (as `Receiver.recv_many`).
         let mut guard = this.lock(py)?;
         let mb: &mut Mailbox = &mut guard;
-        let out = PyList::new(py, [this.recv_locked(py, mb, &timeout, false)?])?;
+        // Every error of a batch carries `received` (here: nothing yet), as `sent`.
+        let first = this.recv_locked(py, mb, &timeout, false).map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
+        let out = PyList::new(py, [first])?;
         // An ending (closed, no senders left) ends the batch here and is raised by the
         // next receive; other errors (a malformed message, a poisoned lane: reported
         // once) are raised now.

@@ -394,3 +394,23 @@ def test_a_batch_keeps_its_first_message_when_another_thread_takes_the_end(end: 
     finally:
         gc.callbacks.remove(on_gc)
         gc.set_threshold(*threshold)
+
+
+@pytest.mark.parametrize("end", ["channel", "mailbox"])
+def test_a_first_message_that_fails_to_decode_carries_an_empty_batch(end: str) -> None:
+    """As ``send_many``'s ``sent`` (0 when the first message failed), ``received`` is
+    there whichever message of the batch failed: ``e.received`` is the batch so far."""
+    if end == "channel":
+        tx, rx = shmplane.channel(1 << 16)
+    else:
+        rx = shmplane.mailbox(capacity=4096)
+        tx = rx.sender()
+    with tx, rx:
+        tx.send_many([_FailsToUnpickle(), b"after"])
+        with pytest.raises(ValueError, match="refuses") as info:
+            rx.recv_many(timeout=1)
+        assert info.value.received == []  # type: ignore[attr-defined]
+        assert rx.recv_many(timeout=1) == [b"after"]
+        with pytest.raises(shmplane.Timeout) as tinfo:
+            rx.recv_many(timeout=0)
+        assert tinfo.value.received == []  # type: ignore[attr-defined]

@@ -302,8 +302,10 @@ class Receiver:
         list, so none is lost; so do the errors a receive reports only once, found
         after the first message: LaggedError (a lossy subscriber that fell a lap
         behind; the batch continues from the oldest message held at the next call)
-        and CorruptSegmentError (a malformed message, dropped). ValueError for
-        ``max_messages`` < 1."""
+        and CorruptSegmentError (a malformed message, dropped). Every error of a
+        receive carries ``received`` (``[]`` when it came before any message was
+        taken), as ``send_many``'s carry ``sent``. ValueError for ``max_messages``
+        < 1."""
     def recv_into(self, out: Buffer, timeout: float | None = None) -> int:
         """Receive the next message into ``out`` (one copy, no allocation), waiting at
         most ``timeout`` seconds for it to begin; returns the bytes written. For an
