@@ -467,7 +467,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     fn send_many(&self, py: Python<'_>, objs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
         let timeout = Timeout::new(timeout, true)?;
         let mut sent = 0usize;
-        for obj in objs.try_iter()? {
+        for obj in objs.try_iter().map_err(|e| with_attr(py, e, "sent", 0usize))? {
             let sent_one = obj.and_then(|obj| self.send_within(py, &obj, &timeout));
             sent_one.map_err(|e| with_attr(py, e, "sent", sent))?;
             sent += 1;

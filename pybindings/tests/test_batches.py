@@ -128,6 +128,11 @@ def test_send_many_stops_at_an_unpicklable_object() -> None:
         assert kinfo.value.sent == 1  # type: ignore[attr-defined]
         assert rx.recv_many(timeout=1) == [b"x"]
 
+        # Not iterable at all: nothing went (review: `sent` was missing here).
+        with pytest.raises(TypeError) as tinfo:
+            tx.send_many(5)  # type: ignore[arg-type]
+        assert tinfo.value.sent == 0  # type: ignore[attr-defined]
+
 
 def test_a_message_that_fails_to_decode_carries_the_batch_before_it() -> None:
     tx, rx = shmplane.channel(1 << 16)
