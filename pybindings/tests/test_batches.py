@@ -351,6 +351,8 @@ def test_a_batch_keeps_its_first_message_when_another_thread_takes_the_end(end: 
     import threading
     import time
 
+    tx: Any
+    rx: Any
     if end == "channel":
         tx, rx = shmplane.channel(4096)
     else:
@@ -405,6 +407,8 @@ def test_a_batch_keeps_its_first_message_when_another_thread_takes_the_end(end: 
 def test_a_first_message_that_fails_to_decode_carries_an_empty_batch(end: str) -> None:
     """As ``send_many``'s ``sent`` (0 when the first message failed), ``received`` is
     there whichever message of the batch failed: ``e.received`` is the batch so far."""
+    tx: Any
+    rx: Any
     if end == "channel":
         tx, rx = shmplane.channel(1 << 16)
     else:
