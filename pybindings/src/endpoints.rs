@@ -298,9 +298,9 @@ pub(crate) fn with_attr<'py>(py: Python<'py>, e: PyErr, name: &str, value: impl 
 }
 
 /// The rest of a batch after its first message: up to `max` messages in all in `out`,
-/// each from `next` (`None` once nothing more is there now). A failure to decode a
-/// message already taken is raised with the messages before it as the exception's
-/// `received` (so that none is lost).
+/// each from `next` (`None` once nothing more is there now). An error of `next` (a
+/// message taken that fails to decode, or a report of [`batch_end`]) is raised with
+/// the messages before it as the exception's `received` (so that none is lost).
 pub(crate) fn fill_batch<'py>(py: Python<'py>, out: &Bound<'py, PyList>, max: usize, mut next: impl FnMut() -> Option<PyResult<Py<PyAny>>>) -> PyResult<()> {
     while out.len() < max {
         match next() {
@@ -310,6 +310,19 @@ pub(crate) fn fill_batch<'py>(py: Python<'py>, out: &Bound<'py, PyList>, max: us
         }
     }
     Ok(())
+}
+
+/// What a batch makes of `begin`'s error `e` after its first message: `None` for an
+/// ending that stays (nothing more there now, the end closed, the peer closed or
+/// died), which the next receive raises; else the error, to be raised now with the
+/// batch so far. A lossy subscriber's lag and a malformed message (or a mailbox lane
+/// found poisoned) are reported once, by the `begin` that moved past them: a batch
+/// that stopped there silently would lose the report.
+pub(crate) fn batch_end(py: Python<'_>, e: Error) -> Option<PyResult<Py<PyAny>>> {
+    match e {
+        Error::Empty | Error::Disconnected { .. } | Error::PeerDead { .. } | Error::Closed => None,
+        e => Some(Err(to_py(py, e))),
+    }
 }
 
 /// `max_messages` of a batch receive: at least 1.
@@ -454,7 +467,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     fn send_many(&self, py: Python<'_>, objs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
         let timeout = Timeout::new(timeout, true)?;
         let mut sent = 0usize;
-        for obj in objs.try_iter()? {
+        for obj in objs.try_iter().map_err(|e| with_attr(py, e, "sent", 0usize))? {
             let sent_one = obj.and_then(|obj| self.send_within(py, &obj, &timeout));
             sent_one.map_err(|e| with_attr(py, e, "sent", sent))?;
             sent += 1;
@@ -730,7 +743,11 @@ impl PyReceiver {
     fn recv_obj(&self, py: Python<'_>, timeout: Option<f64>, block: bool, raw: bool) -> PyResult<Py<PyAny>> {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
-        let rx: &mut Receiver = &mut guard;
+        self.recv_locked(py, &mut guard, &timeout, raw)
+    }
+
+    /// [`PyReceiver::recv_obj`] through `rx`, this receiver's locked end.
+    fn recv_locked(&self, py: Python<'_>, rx: &mut Receiver, timeout: &Timeout, raw: bool) -> PyResult<Py<PyAny>> {
         loop {
             // With the GIL and no waiting: the common case of a message already there.
             match rx.begin(Wait::no_wait()) {
@@ -740,7 +757,7 @@ impl PyReceiver {
             }
             // Wait for one to begin without the GIL, then take it as above (another
             // copy of this receiver may take it first: then wait again).
-            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))? {
+            if !blocking_checked(py, timeout, |py| self.closing.check(py), |wait| rx.poll_with(wait))? {
                 return Err(to_py(py, Error::Timeout));
             }
         }
@@ -820,12 +837,20 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let (py, this) = (slf.py(), slf.get());
         let max = batch_size(max_messages)?;
-        let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
+        let timeout = Timeout::new(timeout, true)?;
+        // Held from the first message to the last: a thread that took this end in
+        // between would make the batch fail with its first message taken.
         let mut guard = this.lock(py)?;
         let rx: &mut Receiver = &mut guard;
-        // Errors other than a decode failure (closed, peer gone, corrupt) end the batch
-        // here and are raised by the next receive.
-        fill_batch(py, &out, max, || rx.begin(Wait::no_wait()).ok().map(|incoming| receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing))))?;
+        // Every error of a batch carries `received` (here: nothing yet), as `sent`.
+        let first = this.recv_locked(py, rx, &timeout, false).map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
+        let out = PyList::new(py, [first])?;
+        // An ending (closed, peer gone) ends the batch here and is raised by the next
+        // receive; other errors (a lag, a malformed message) are raised now.
+        fill_batch(py, &out, max, || match rx.begin(Wait::no_wait()) {
+            Ok(incoming) => Some(receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing))),
+            Err(e) => batch_end(py, e),
+        })?;
         Ok(out)
     }
 

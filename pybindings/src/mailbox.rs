@@ -2,7 +2,7 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
+use crate::endpoints::{batch_end, batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, with_attr, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
@@ -94,7 +94,11 @@ impl PyMailbox {
     fn recv_obj(&self, py: Python<'_>, timeout: Option<f64>, block: bool, raw: bool) -> PyResult<Py<PyAny>> {
         let timeout = Timeout::new(timeout, block)?;
         let mut guard = self.lock(py)?;
-        let mb: &mut Mailbox = &mut guard;
+        self.recv_locked(py, &mut guard, &timeout, raw)
+    }
+
+    /// [`PyMailbox::recv_obj`] through `mb`, this mailbox's locked end.
+    fn recv_locked(&self, py: Python<'_>, mb: &mut Mailbox, timeout: &Timeout, raw: bool) -> PyResult<Py<PyAny>> {
         loop {
             // With the GIL and no waiting: the common case of a message already there.
             let got = match mb.begin(Wait::no_wait()) {
@@ -106,7 +110,7 @@ impl PyMailbox {
                 mb.settle();
                 return got;
             }
-            if !blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))? {
+            if !blocking_checked(py, timeout, |py| self.closing.check(py), |wait| mb.poll_with(wait))? {
                 return Err(to_py(py, Error::Timeout));
             }
         }
@@ -186,13 +190,21 @@ impl PyMailbox {
     fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let (py, this) = (slf.py(), slf.get());
         let max = batch_size(max_messages)?;
-        let out = PyList::new(py, [this.recv_obj(py, timeout, true, false)?])?;
+        let timeout = Timeout::new(timeout, true)?;
+        // Held from the first message to the last (as `Receiver.recv_many`).
         let mut guard = this.lock(py)?;
         let mb: &mut Mailbox = &mut guard;
-        // Errors other than a decode failure (closed, no senders left, corrupt) end the
-        // batch here and are raised by the next receive.
+        // Every error of a batch carries `received` (here: nothing yet), as `sent`.
+        let first = this.recv_locked(py, mb, &timeout, false).map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
+        let out = PyList::new(py, [first])?;
+        // An ending (closed, no senders left) ends the batch here and is raised by the
+        // next receive; other errors (a malformed message, a poisoned lane: reported
+        // once) are raised now.
         fill_batch(py, &out, max, || {
-            let incoming = mb.begin(Wait::no_wait()).ok()?;
+            let incoming = match mb.begin(Wait::no_wait()) {
+                Ok(incoming) => incoming,
+                Err(e) => return batch_end(py, e),
+            };
             let got = receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing));
             mb.settle();
             Some(got)

@@ -299,7 +299,13 @@ class Receiver:
         batch, such an ending stops the batch and is raised by the next receive. A
         message that fails to decode (unpickling raised, a truncated message) raises
         its error with the messages taken before it as the exception's ``received``
-        list, so none is lost. ValueError for ``max_messages`` < 1."""
+        list, so none is lost; so do the errors a receive reports only once, found
+        after the first message: LaggedError (a lossy subscriber that fell a lap
+        behind; the batch continues from the oldest message held at the next call)
+        and CorruptSegmentError (a malformed message, dropped). Every error of a
+        receive carries ``received`` (``[]`` when it came before any message was
+        taken), as ``send_many``'s carry ``sent``. ValueError for ``max_messages``
+        < 1."""
     def recv_into(self, out: Buffer, timeout: float | None = None) -> int:
         """Receive the next message into ``out`` (one copy, no allocation), waiting at
         most ``timeout`` seconds for it to begin; returns the bytes written. For an
@@ -630,7 +636,8 @@ class Mailbox:
         there in any lane without waiting, up to ``max_messages`` (>= 1) in all. Each
         sender's messages keep their order; lanes take turns as for ``recv``. Errors
         as ``Receiver.recv_many`` (DisconnectedError once every sender closed and all
-        was received; a decode failure carries the batch so far as ``received``)."""
+        was received; a decode failure, or a CorruptSegmentError found after the first
+        message, carries the batch so far as ``received``)."""
     def lease(self, timeout: float | None = None) -> Lease:
         """The next message as a ``Lease`` viewing it in its sender's lane (as
         ``Receiver.lease``), waiting at most ``timeout`` seconds. Raises as ``recv``."""
