@@ -466,6 +466,16 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     #[pyo3(signature = (objs, timeout=None))]
     fn send_many(&self, py: Python<'_>, objs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
         let timeout = Timeout::new(timeout, true)?;
+        // A str or a buffer (bytes, an ndarray) is iterable, but sending its characters,
+        // bytes or rows one by one is never what was meant.
+        // SAFETY: `objs` is a live object; PyObject_CheckBuffer only reads its type.
+        if objs.is_instance_of::<pyo3::types::PyString>() || unsafe { pyo3::ffi::PyObject_CheckBuffer(objs.as_ptr()) } != 0 {
+            let e = PyTypeError::new_err(format!(
+                "send_many takes an iterable of messages (a list, a generator), not a {}: to send it as one message, use send",
+                objs.get_type().name().map_or_else(|_| "buffer".to_owned(), |n| n.to_string())
+            ));
+            return Err(with_attr(py, e, "sent", 0usize));
+        }
         let mut sent = 0usize;
         for obj in objs.try_iter().map_err(|e| with_attr(py, e, "sent", 0usize))? {
             let sent_one = obj.and_then(|obj| self.send_within(py, &obj, &timeout));

@@ -423,3 +423,16 @@ def test_a_first_message_that_fails_to_decode_carries_an_empty_batch(end: str) -
         with pytest.raises(shmplane.Timeout) as tinfo:
             rx.recv_many(timeout=0)
         assert tinfo.value.received == []  # type: ignore[attr-defined]
+
+
+def test_send_many_refuses_a_single_message_that_happens_to_be_iterable() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx:
+        for one in (b"abc", bytearray(b"abc"), memoryview(b"abc"), "abc", np.arange(3)):
+            with pytest.raises(TypeError, match="iterable of messages") as info:
+                tx.send_many(one)  # type: ignore[arg-type]
+            assert info.value.sent == 0  # type: ignore[attr-defined]
+        with pytest.raises(shmplane.Timeout):
+            rx.recv_many(timeout=0.05)  # nothing went
+        assert tx.send_many((b"abc", "abc")) == 2  # a tuple of them is a batch
+        assert rx.recv_many(timeout=1) == [b"abc", "abc"]

@@ -138,13 +138,16 @@ class Sender:
         GIL held while the ring has room (64-byte messages: 45 ns each, against 110
         ns for ``send`` in a Python loop). The
         receiver may take them one by one or with ``recv_many``. ``timeout``: seconds
-        (None: forever) for the whole batch, from the call. Returns the number sent
-        (``len(objs)`` for a list).
+        (None: forever) that the batch may wait for room in all, from the call (time
+        spent by the iterable making its objects is not bounded). Returns the number
+        sent (``len(objs)`` for a list).
 
         Raises as ``send``; the exception's ``sent`` attribute says how many messages
         of the batch went before it (those are delivered; the one that failed and the
         rest were not sent, so a retry sends ``objs[e.sent:]``). Also whatever
-        iterating ``objs`` raises (with ``sent``)."""
+        iterating ``objs`` raises (with ``sent``), and TypeError (``sent`` = 0) for a
+        ``str`` or a buffer (bytes, bytearray, memoryview, ndarray): iterable, but
+        not a batch of messages (send it with ``send``)."""
     def send_bytes(self, buf: Buffer, timeout: float | None = None) -> None:
         """Send the bytes of a C-contiguous buffer; the receiver gets ``bytes``."""
     def poll_space(self, nbytes: int = 0, timeout: float | None = 0.0) -> bool:
