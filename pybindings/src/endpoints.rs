@@ -297,19 +297,27 @@ pub(crate) fn with_attr<'py>(py: Python<'py>, e: PyErr, name: &str, value: impl 
     e
 }
 
-/// The rest of a batch after its first message: up to `max` messages in all in `out`,
-/// each from `next` (`None` once nothing more is there now). An error of `next` (a
-/// message taken that fails to decode, or a report of [`batch_end`]) is raised with
-/// the messages before it as the exception's `received` (so that none is lost).
-pub(crate) fn fill_batch<'py>(py: Python<'py>, out: &Bound<'py, PyList>, max: usize, mut next: impl FnMut() -> Option<PyResult<Py<PyAny>>>) -> PyResult<()> {
+/// A batch: its `first` message (received waiting), then up to `max` messages in all,
+/// each from `next` (`None` once nothing more is there now). Every error carries the
+/// messages before it as the exception's `received` (`[]` for the first one's), so
+/// that none is lost: a message of `next` that fails to decode, or a report of
+/// [`batch_end`].
+pub(crate) fn collect_batch<'py>(
+    py: Python<'py>,
+    max: usize,
+    first: PyResult<Py<PyAny>>,
+    mut next: impl FnMut() -> Option<PyResult<Py<PyAny>>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let first = first.map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
+    let out = PyList::new(py, [first])?;
     while out.len() < max {
         match next() {
             None => break,
             Some(Ok(obj)) => out.append(obj)?,
-            Some(Err(e)) => return Err(with_attr(py, e, "received", out)),
+            Some(Err(e)) => return Err(with_attr(py, e, "received", &out)),
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 /// What a batch makes of `begin`'s error `e` after its first message: `None` for an
@@ -852,16 +860,13 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
         // between would make the batch fail with its first message taken.
         let mut guard = this.lock(py)?;
         let rx: &mut Receiver = &mut guard;
-        // Every error of a batch carries `received` (here: nothing yet), as `sent`.
-        let first = this.recv_locked(py, rx, &timeout, false).map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
-        let out = PyList::new(py, [first])?;
+        let first = this.recv_locked(py, rx, &timeout, false);
         // An ending (closed, peer gone) ends the batch here and is raised by the next
         // receive; other errors (a lag, a malformed message) are raised now.
-        fill_batch(py, &out, max, || match rx.begin(Wait::no_wait()) {
+        collect_batch(py, max, first, || match rx.begin(Wait::no_wait()) {
             Ok(incoming) => Some(receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing))),
             Err(e) => batch_end(py, e),
-        })?;
-        Ok(out)
+        })
     }
 
     /// Receive the next message as a `Lease` viewing it in shared memory, waiting at

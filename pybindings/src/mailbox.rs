@@ -2,7 +2,7 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{batch_end, batch_size, capacity_arg, fill_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, with_attr, PySender};
+use crate::endpoints::{batch_end, batch_size, capacity_arg, collect_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
@@ -194,13 +194,11 @@ impl PyMailbox {
         // Held from the first message to the last (as `Receiver.recv_many`).
         let mut guard = this.lock(py)?;
         let mb: &mut Mailbox = &mut guard;
-        // Every error of a batch carries `received` (here: nothing yet), as `sent`.
-        let first = this.recv_locked(py, mb, &timeout, false).map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
-        let out = PyList::new(py, [first])?;
+        let first = this.recv_locked(py, mb, &timeout, false);
         // An ending (closed, no senders left) ends the batch here and is raised by the
         // next receive; other errors (a malformed message, a poisoned lane: reported
         // once) are raised now.
-        fill_batch(py, &out, max, || {
+        collect_batch(py, max, first, || {
             let incoming = match mb.begin(Wait::no_wait()) {
                 Ok(incoming) => incoming,
                 Err(e) => return batch_end(py, e),
@@ -208,8 +206,7 @@ impl PyMailbox {
             let got = receive_within(py, incoming, false, &Timeout::forever(), Some(&this.closing));
             mb.settle();
             Some(got)
-        })?;
-        Ok(out)
+        })
     }
 
     /// The next message as a `Lease` viewing it in shared memory, waiting at most

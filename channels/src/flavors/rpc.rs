@@ -401,22 +401,25 @@ impl RpcClient {
         reply.clear();
         self.send_request(Outgoing::bytes(request), false, &mut wait)?;
         self.wait_reply(&mut wait)?;
-        if let Some((tag, len)) = self.slot_reply {
-            if let Some(payload) = slot_bytes(tag, &self.slot_buf[..len]) {
-                // A bytes reply in the call slot (as in `recv_part`).
-                let env = Envelope::decode(self.slot_buf.first_chunk().expect("a 240-byte buffer"));
-                let Self { began, unanswered, streaming, slot_reply, .. } = self;
-                *slot_reply = None;
-                began_part(began, unanswered, streaming, env);
-                if env.flags & flags::ERROR != 0 {
-                    return Err(decode_error(payload));
-                }
-                reply.extend_from_slice(payload);
-                return Ok(());
-            }
+        if let Some(payload) = self.take_slot_bytes() {
+            reply.extend_from_slice(payload?);
+            return Ok(());
         }
-        *reply = into_bytes(self.recv_part(&mut wait, true)?);
+        *reply = into_bytes(self.recv_waited_part(&mut wait, true)?);
         Ok(())
+    }
+
+    /// The reply `wait_reply` found in the call slot, if it is a bytes reply: taken
+    /// and its part begun; its payload (in the slot buffer), or the handler's error.
+    fn take_slot_bytes(&mut self) -> Option<Result<&[u8]>> {
+        let (tag, len) = self.slot_reply?;
+        // A bytes reply? (Checked first: the part is begun only for one.)
+        slot_bytes(tag, &self.slot_buf[..len])?;
+        let env = Envelope::decode(self.slot_buf.first_chunk().expect("a 240-byte buffer"));
+        self.slot_reply = None;
+        self.began_part(env);
+        let payload = slot_bytes(tag, &self.slot_buf[..len]).expect("a bytes reply, checked above");
+        Some(if env.flags & flags::ERROR != 0 { Err(decode_error(payload)) } else { Ok(payload) })
     }
 
     /// The next part of a streamed reply, `None` after the last.
@@ -434,18 +437,14 @@ impl RpcClient {
     /// or as a [`Frame`].
     fn recv_part(&mut self, wait: &mut Wait<'_>, bytes: bool) -> Result<Frame> {
         self.wait_reply(wait)?;
-        if let Some((tag, len)) = self.slot_reply {
-            // A bytes reply in the call slot: its payload, no parsing to do.
-            if let Some(payload) = slot_bytes(tag, &self.slot_buf[..len]) {
-                let payload = payload.to_vec();
-                self.slot_reply = None;
-                let env = Envelope::decode(self.slot_buf.first_chunk().expect("a 240-byte buffer"));
-                self.began_part(env);
-                if env.flags & flags::ERROR != 0 {
-                    return Err(decode_error(&payload));
-                }
-                return Ok(Frame::Bytes(payload));
-            }
+        self.recv_waited_part(wait, bytes)
+    }
+
+    /// [`RpcClient::recv_part`] once `wait_reply` found the reply.
+    fn recv_waited_part(&mut self, wait: &mut Wait<'_>, bytes: bool) -> Result<Frame> {
+        // A bytes reply in the call slot: its payload, no parsing to do.
+        if let Some(payload) = self.take_slot_bytes() {
+            return payload.map(|p| Frame::Bytes(p.to_vec()));
         }
         let (env, incoming) = self.begin_waited()?;
         let error = env.flags & flags::ERROR != 0;
