@@ -308,7 +308,7 @@ pub(crate) fn collect_batch<'py>(
     first: PyResult<Py<PyAny>>,
     mut next: impl FnMut() -> Option<PyResult<Py<PyAny>>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let first = first.map_err(|e| with_attr(py, e, "received", PyList::empty(py)))?;
+    let first = first.map_err(|e| no_batch(py, e))?;
     let out = PyList::new(py, [first])?;
     while out.len() < max {
         match next() {
@@ -331,6 +331,11 @@ pub(crate) fn batch_end(py: Python<'_>, e: Error) -> Option<PyResult<Py<PyAny>>>
         Error::Empty | Error::Disconnected { .. } | Error::PeerDead { .. } | Error::Closed => None,
         e => Some(Err(to_py(py, e))),
     }
+}
+
+/// `e`, raised by a batch receive before it took anything: with `received` = `[]`.
+pub(crate) fn no_batch(py: Python<'_>, e: PyErr) -> PyErr {
+    with_attr(py, e, "received", PyList::empty(py))
 }
 
 /// `max_messages` of a batch receive: at least 1.
@@ -473,7 +478,7 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     /// stubs).
     #[pyo3(signature = (objs, timeout=None))]
     fn send_many(&self, py: Python<'_>, objs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
-        let timeout = Timeout::new(timeout, true)?;
+        let timeout = Timeout::new(timeout, true).map_err(|e| with_attr(py, e, "sent", 0usize))?;
         // A str or a buffer (bytes, an ndarray) is iterable, but sending its characters,
         // bytes or rows one by one is never what was meant.
         // SAFETY: `objs` is a live object; PyObject_CheckBuffer only reads its type.
@@ -854,11 +859,11 @@ endpoint_pymethods!(PyReceiver, "receiver", "Receiver", {
     #[pyo3(signature = (max_messages=1024, timeout=None))]
     fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let (py, this) = (slf.py(), slf.get());
-        let max = batch_size(max_messages)?;
-        let timeout = Timeout::new(timeout, true)?;
+        let max = batch_size(max_messages).map_err(|e| no_batch(py, e))?;
+        let timeout = Timeout::new(timeout, true).map_err(|e| no_batch(py, e))?;
         // Held from the first message to the last: a thread that took this end in
         // between would make the batch fail with its first message taken.
-        let mut guard = this.lock(py)?;
+        let mut guard = this.lock(py).map_err(|e| no_batch(py, e))?;
         let rx: &mut Receiver = &mut guard;
         let first = this.recv_locked(py, rx, &timeout, false);
         // An ending (closed, peer gone) ends the batch here and is raised by the next

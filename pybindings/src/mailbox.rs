@@ -2,7 +2,7 @@
 //! producers, one consumer). Its senders are ordinary `Sender`s (`mb.sender()`,
 //! `Sender.open(name)`), one lane each.
 
-use crate::endpoints::{batch_end, batch_size, capacity_arg, collect_batch, lock, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
+use crate::endpoints::{batch_end, batch_size, capacity_arg, collect_batch, lock, no_batch, owned_fd, parse_policy, policy_name, receive_within, tracked, PySender};
 use crate::error::{to_py, IntoPyResult};
 use crate::wait::{blocking_checked, lock_for_close, CloseFlag, Timeout};
 use pyo3::prelude::*;
@@ -189,10 +189,10 @@ impl PyMailbox {
     #[pyo3(signature = (max_messages=1024, timeout=None))]
     fn recv_many<'py>(slf: &Bound<'py, Self>, max_messages: i64, timeout: Option<f64>) -> PyResult<Bound<'py, PyList>> {
         let (py, this) = (slf.py(), slf.get());
-        let max = batch_size(max_messages)?;
-        let timeout = Timeout::new(timeout, true)?;
+        let max = batch_size(max_messages).map_err(|e| no_batch(py, e))?;
+        let timeout = Timeout::new(timeout, true).map_err(|e| no_batch(py, e))?;
         // Held from the first message to the last (as `Receiver.recv_many`).
-        let mut guard = this.lock(py)?;
+        let mut guard = this.lock(py).map_err(|e| no_batch(py, e))?;
         let mb: &mut Mailbox = &mut guard;
         let first = this.recv_locked(py, mb, &timeout, false);
         // An ending (closed, no senders left) ends the batch here and is raised by the

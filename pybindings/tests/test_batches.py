@@ -436,3 +436,20 @@ def test_send_many_refuses_a_single_message_that_happens_to_be_iterable() -> Non
             rx.recv_many(timeout=0.05)  # nothing went
         assert tx.send_many((b"abc", "abc")) == 2  # a tuple of them is a batch
         assert rx.recv_many(timeout=1) == [b"abc", "abc"]
+
+
+def test_bad_arguments_carry_sent_and_received_too() -> None:
+    tx, rx = shmplane.channel(1 << 16)
+    with tx, rx:
+        for bad in (float("nan"), -1.0, float("-inf")):
+            with pytest.raises(ValueError) as sinfo:
+                tx.send_many([b"a"], timeout=bad)
+            assert sinfo.value.sent == 0  # type: ignore[attr-defined]
+            with pytest.raises(ValueError) as rinfo:
+                rx.recv_many(timeout=bad)
+            assert rinfo.value.received == []  # type: ignore[attr-defined]
+        with pytest.raises(ValueError) as minfo:
+            rx.recv_many(0)
+        assert minfo.value.received == []  # type: ignore[attr-defined]
+        with pytest.raises(shmplane.Timeout):
+            rx.recv_many(timeout=0.01)  # nothing was sent
