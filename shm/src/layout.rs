@@ -81,6 +81,12 @@ pub struct EventCount {
     /// notifiers fence before deciding; bit 29 `FENCED_READY`: that regime is in force
     /// (see `crate::wait`).
     pub waiters: AtomicU32,
+    /// CPU + 1 of the notifier that last woke sleepers here (0: none yet). A hint,
+    /// written on the wake path only (a syscall follows): a woken waiter that runs on
+    /// that CPU shares it with its peer, and its next adaptive wait sleeps at once
+    /// instead of spinning (see `crate::wait::WaitHistory`). It lies in what was the
+    /// padding of this line: a segment of a build without it reads 0 (unknown).
+    pub waker_cpu: AtomicU32,
 }
 
 /// Copies of one role that may use it, one after another (see [`crate::lease`]):
@@ -589,7 +595,7 @@ pub const LAYOUT_HASH: u64 = {
 #[cfg(not(shmplane_loom))]
 const _: () = {
     use std::mem::offset_of;
-    assert!(size_of::<EventCount>() == 8);
+    assert!(size_of::<EventCount>() == 12);
     assert!(size_of::<CopyEntry>() == 16);
     assert!(offset_of!(RoleEntry, lease) == 8);
     assert!(offset_of!(RoleEntry, copies) == 16);

@@ -41,7 +41,8 @@
 //!
 //! Policies trade latency for CPU: [`WaitPolicy::Spin`] never sleeps, [`WaitPolicy::Block`]
 //! sleeps at once, [`WaitPolicy::Adaptive`] (default) spins up to its spin time, as
-//! long as its [`WaitHistory`] says recent messages came within it, then sleeps. Every
+//! long as its [`WaitHistory`] says recent messages came within it and the peer that
+//! last woke it runs on another CPU ([`EventCount::waker_cpu`]), then sleeps. Every
 //! policy wakes at least every [`SLICE`] to run the caller's per-slice check (peer
 //! liveness), so a dead peer is noticed within one slice.
 
@@ -198,6 +199,11 @@ impl EventCount {
             // before it read an epoch older than the bump (its epoch load precedes its
             // announcement, which this RMW reads).
             self.waiters.fetch_and(!ARMED, Ordering::AcqRel);
+            // ORDERING: Relaxed: a hint, made visible to the woken thread by the
+            // Release bump below (partner: its Acquire epoch load, then a Relaxed load
+            // in `sleep_phase`); a stale or torn-by-a-second-waker value only costs
+            // that waiter one spin or one early sleep.
+            self.waker_cpu.store(current_cpu(), Ordering::Relaxed);
             // ORDERING: Release so the woken thread's Acquire epoch load sees the data.
             self.epoch.fetch_add(1, Ordering::Release);
             park.unpark_all(&self.epoch);
@@ -394,6 +400,20 @@ impl EventCount {
     }
 }
 
+/// This thread's CPU + 1 (0: unknown), as [`EventCount::waker_cpu`] holds it.
+/// `sched_getcpu(3)` reads the kernel's rseq area or the vDSO: no syscall.
+#[inline]
+fn current_cpu() -> u32 {
+    #[cfg(not(shmplane_loom))]
+    {
+        // SAFETY: no arguments, no memory of ours touched.
+        let cpu = unsafe { libc::sched_getcpu() };
+        u32::try_from(cpu).map_or(0, |c| c.wrapping_add(1))
+    }
+    #[cfg(shmplane_loom)]
+    0
+}
+
 /// Bits of [`EventCount::waiters`] that count sleepers.
 pub const COUNT_MASK: u32 = (1 << 28) - 1;
 /// Bit of [`EventCount::waiters`]: the waiting side is in its sleeping regime, and
@@ -441,12 +461,31 @@ pub struct WaitHistory {
     /// consumer fed once per millisecond sleeps once per message; checking before each
     /// sleep cost it more CPU than the sleep. `None`: before the first sleep.
     next_check: Option<Instant>,
+    /// The last wait was woken by a notifier on this thread's CPU: the peer shares it,
+    /// so an adaptive wait sleeps at once (see [`WaitHistory::spin`]).
+    shared_cpu: bool,
 }
 
 impl WaitHistory {
-    /// How long an adaptive wait with `full` spin should busy-poll now.
+    /// How long an adaptive wait with `full` spin should busy-poll now: nothing while
+    /// the peer that woke this thread last runs on the same CPU. Spinning then holds
+    /// the peer off the CPU it needs to answer: two request/reply peers that the
+    /// scheduler put on one core (it does, after sleeps and wakes) each spun their
+    /// whole spin before the other could run, 31 µs a round trip with a 20 µs spin
+    /// (Python echo, both pinned to one CPU) where sleeping at once takes 7.4 µs, and
+    /// the scheduler, which counts the spinning as load, kept them there. Sleeping
+    /// lowers that load, the scheduler spreads them, and the first wake from another
+    /// CPU brings the spin back.
     pub fn spin(&self, full: Duration) -> Duration {
+        if self.shared_cpu {
+            return Duration::ZERO;
+        }
         self.spin_ns.map_or(full, |ns| Duration::from_nanos(u64::from(ns)).min(full))
+    }
+
+    /// True while the last wake came from a notifier on this thread's CPU.
+    pub fn shares_cpu(&self) -> bool {
+        self.shared_cpu
     }
 
     /// The spin an adaptive `policy` should use now (`policy` itself otherwise).
@@ -817,7 +856,7 @@ pub fn wait_until_learning_then_sleep<C, T, E, P: Park>(
     }
     let started = start.unwrap_or_else(Instant::now);
     before_sleep(ctx);
-    let result = sleep_phase(ctx, &event, deadline, &mut history.next_check, &mut poll, &mut every_slice);
+    let result = sleep_phase(ctx, &event, deadline, history, &mut poll, &mut every_slice);
     // Its polls may have paced: not news to this thread's next wait.
     let _ = slip::took_pace();
     history.slept(started.elapsed(), full_spin);
@@ -831,10 +870,11 @@ fn sleep_phase<C, T, E, P: Park>(
     ctx: &mut C,
     event: &impl Fn(&C) -> (&EventCount, &P),
     deadline: Option<Instant>,
-    due: &mut Option<Instant>,
+    history: &mut WaitHistory,
     poll: &mut impl FnMut(&mut C) -> Result<Option<T>, E>,
     every_slice: &mut impl FnMut(&mut C) -> Result<(), E>,
 ) -> Result<T, WaitError<E>> {
+    let due = &mut history.next_check;
     let mut next_check = due.unwrap_or_else(Instant::now);
     loop {
         // A wait whose deadline passed only polls once more: no fence for that.
@@ -871,9 +911,17 @@ fn sleep_phase<C, T, E, P: Park>(
         ev.finish_wait();
         // Woken, most likely because the data is there: look before announcing again.
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
-            #[cfg(not(shmplane_loom))]
-            if slept >= lost::MIN_NAP && now.elapsed() >= slept && event(ctx).0.epoch_is(epoch) {
-                lost::suspect();
+            let ev = event(ctx).0;
+            if ev.epoch_is(epoch) {
+                #[cfg(not(shmplane_loom))]
+                if slept >= lost::MIN_NAP && now.elapsed() >= slept {
+                    lost::suspect();
+                }
+            } else {
+                // Woken by a notifier (or one notified meanwhile): on this CPU?
+                // ORDERING: Relaxed, a hint (see `notify_seen_when`).
+                let waker = ev.waker_cpu.load(Ordering::Relaxed);
+                history.shared_cpu = waker != 0 && waker == current_cpu();
             }
             return Ok(v);
         }
@@ -932,6 +980,78 @@ mod tests {
         let policy = WaitPolicy::Adaptive { spin: Duration::from_nanos(1) };
         let r = wait_until(&mut ctx, event, policy, None, paced, |c| Err(c.1));
         assert!(matches!(r, Err(WaitError::Failed(n)) if n <= 8), "{r:?}: paced polls before the sleep phase");
+    }
+
+    /// Pin the calling thread to `cpu`.
+    fn pin(cpu: usize) {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `cpu` < CPU_SETSIZE (it came from the allowed set).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: pid 0 is this thread; `set` is a valid cpu_set_t of the size given.
+        let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+        assert_eq!(rc, 0, "sched_setaffinity({cpu}): {}", std::io::Error::last_os_error());
+    }
+
+    /// CPUs this process may run on.
+    fn allowed_cpus() -> Vec<usize> {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by the call.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pid 0 is this thread; `set` is a valid cpu_set_t of the size given.
+        let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) };
+        assert_eq!(rc, 0);
+        // SAFETY: reads inside `set`.
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    }
+
+    /// A waiter sleeps (Block), a notifier on `notifier_cpu` wakes it on `waiter_cpu`:
+    /// the history it keeps, read after the wake.
+    fn history_after_a_wake(waiter_cpu: usize, notifier_cpu: usize) -> WaitHistory {
+        use crate::sync::AtomicU32;
+        use std::sync::Arc;
+        let shared = Arc::new((EventCount::default(), AtomicU32::new(0)));
+        let theirs = Arc::clone(&shared);
+        let waiter = std::thread::spawn(move || {
+            pin(waiter_cpu);
+            let mut h = WaitHistory::default();
+            let mut ctx = theirs;
+            // The deadline is the watchdog: a lost wake fails instead of hanging.
+            let deadline = Some(Instant::now() + Duration::from_secs(20));
+            fn event(c: &Arc<(EventCount, AtomicU32)>) -> (&EventCount, &SharedFutex) {
+                (&c.0, &SharedFutex)
+            }
+            // ORDERING: Acquire, partner of the notifier's Release store.
+            let ready = |c: &mut Arc<(EventCount, AtomicU32)>| Ok::<_, ()>((c.1.load(Ordering::Acquire) != 0).then_some(()));
+            let r = wait_until_learning(&mut ctx, event, WaitPolicy::Block, &mut h, deadline, ready, |_| Ok(()));
+            assert_eq!(r, Ok(()));
+            h
+        });
+        let notifier = std::thread::spawn(move || {
+            pin(notifier_cpu);
+            let t = Instant::now();
+            while shared.0.sleepers() == 0 {
+                assert!(t.elapsed() < Duration::from_secs(20), "the waiter never slept");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // ORDERING: Release, partner of the waiter's Acquire load.
+            shared.1.store(1, Ordering::Release);
+            shared.0.notify(&SharedFutex);
+        });
+        notifier.join().unwrap();
+        waiter.join().unwrap()
+    }
+
+    #[test]
+    fn a_waiter_woken_from_its_own_cpu_skips_the_spin_of_its_next_wait() {
+        let cpus = allowed_cpus();
+        let h = history_after_a_wake(cpus[0], cpus[0]);
+        assert!(h.shares_cpu(), "woken by a notifier on its own CPU");
+        assert_eq!(h.spin(FULL), Duration::ZERO);
+        assert_eq!(h.policy(WaitPolicy::Adaptive { spin: FULL }), WaitPolicy::Adaptive { spin: Duration::ZERO });
+        if let [a, b, ..] = cpus[..] {
+            let h = history_after_a_wake(a, b);
+            assert!(!h.shares_cpu(), "woken from CPU {b} on CPU {a}");
+        }
     }
 
     #[test]
