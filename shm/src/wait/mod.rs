@@ -199,10 +199,11 @@ impl EventCount {
             // before it read an epoch older than the bump (its epoch load precedes its
             // announcement, which this RMW reads).
             self.waiters.fetch_and(!ARMED, Ordering::AcqRel);
-            // ORDERING: Relaxed: a hint, made visible to the woken thread by the
-            // Release bump below (partner: its Acquire epoch load, then a Relaxed load
-            // in `sleep_phase`); a stale or torn-by-a-second-waker value only costs
-            // that waiter one spin or one early sleep.
+            // ORDERING: Relaxed, published by the Release bump below (partner: the
+            // woken waiter's Acquire `epoch_moved` in `sleep_phase`, which reads this
+            // bump or a later one of its release sequence). A hint: a stale value,
+            // or another notifier's, only costs that waiter one spin or one early
+            // sleep.
             self.waker_cpu.store(current_cpu(), Ordering::Relaxed);
             // ORDERING: Release so the woken thread's Acquire epoch load sees the data.
             self.epoch.fetch_add(1, Ordering::Release);
@@ -364,6 +365,15 @@ impl EventCount {
         }
     }
 
+    /// True if the epoch moved away from `epoch` (somebody notified since), read
+    /// with Acquire so that what the notifier stored before its bump (its
+    /// [`EventCount::waker_cpu`]) is visible.
+    pub fn epoch_moved(&self, epoch: u32) -> bool {
+        // ORDERING: Acquire, partner of the notifier's Release bump (`notify_seen_when`,
+        // `wake_all`).
+        self.epoch.load(Ordering::Acquire) != epoch
+    }
+
     /// True if the epoch still reads `epoch` (nobody notified since).
     pub fn epoch_is(&self, epoch: u32) -> bool {
         // ORDERING: Relaxed: a diagnostic (see `suspected_lost_wakes`).
@@ -394,6 +404,11 @@ impl EventCount {
 
     /// Wake every sleeper unconditionally (the peer closed: they should look at once).
     pub fn wake_all<P: Park>(&self, park: &P) {
+        // Not a peer answering: a waiter woken by this must not take the last
+        // notifier's CPU for this one's.
+        // ORDERING: Relaxed, published by the Release bump below (as in
+        // `notify_seen_when`).
+        self.waker_cpu.store(0, Ordering::Relaxed);
         // ORDERING: Release: the woken thread's Acquire epoch load sees the close.
         self.epoch.fetch_add(1, Ordering::Release);
         park.unpark_all(&self.epoch);
@@ -401,7 +416,8 @@ impl EventCount {
 }
 
 /// This thread's CPU + 1 (0: unknown), as [`EventCount::waker_cpu`] holds it.
-/// `sched_getcpu(3)` reads the kernel's rseq area or the vDSO: no syscall.
+/// `sched_getcpu(3)` reads the kernel's rseq area (glibc 2.35+) or calls the vDSO's
+/// `getcpu` (x86-64): no syscall there; only ever called next to a futex syscall.
 #[inline]
 fn current_cpu() -> u32 {
     #[cfg(not(shmplane_loom))]
@@ -480,6 +496,11 @@ impl WaitHistory {
         if self.shared_cpu {
             return Duration::ZERO;
         }
+        self.learned(full)
+    }
+
+    /// The spin learned from the waits' lengths alone (see [`WaitHistory::spin`]).
+    fn learned(&self, full: Duration) -> Duration {
         self.spin_ns.map_or(full, |ns| Duration::from_nanos(u64::from(ns)).min(full))
     }
 
@@ -526,7 +547,7 @@ impl WaitHistory {
         if waited <= full {
             self.spin_ns = None;
         } else {
-            let half = self.spin(full).as_nanos() / 2;
+            let half = self.learned(full).as_nanos() / 2;
             // Below half a µs a spin catches nothing a futex wake would not.
             self.spin_ns = Some(if half < 500 { 0 } else { u32::try_from(half).unwrap_or(u32::MAX) });
         }
@@ -886,7 +907,11 @@ fn sleep_phase<C, T, E, P: Park>(
         let ready = poll(ctx);
         let now = Instant::now();
         let outcome = match ready {
-            Ok(Some(v)) => Some(Ok(v)),
+            Ok(Some(v)) => {
+                // The peer answered while this thread ran: not held off by it.
+                history.shared_cpu = false;
+                Some(Ok(v))
+            }
             Err(e) => Some(Err(WaitError::Failed(e))),
             Ok(None) if deadline.is_some_and(|d| now >= d) => {
                 Some(every_slice(ctx).map_err(WaitError::Failed).and(Err(WaitError::TimedOut)))
@@ -912,16 +937,16 @@ fn sleep_phase<C, T, E, P: Park>(
         // Woken, most likely because the data is there: look before announcing again.
         if let Some(v) = poll(ctx).map_err(WaitError::Failed)? {
             let ev = event(ctx).0;
-            if ev.epoch_is(epoch) {
+            if ev.epoch_moved(epoch) {
+                // Woken by a notifier (or one notified meanwhile): on this CPU?
+                // ORDERING: Relaxed, made visible by `epoch_moved`'s Acquire load.
+                let waker = ev.waker_cpu.load(Ordering::Relaxed);
+                history.shared_cpu = waker != 0 && waker == current_cpu();
+            } else {
                 #[cfg(not(shmplane_loom))]
                 if slept >= lost::MIN_NAP && now.elapsed() >= slept {
                     lost::suspect();
                 }
-            } else {
-                // Woken by a notifier (or one notified meanwhile): on this CPU?
-                // ORDERING: Relaxed, a hint (see `notify_seen_when`).
-                let waker = ev.waker_cpu.load(Ordering::Relaxed);
-                history.shared_cpu = waker != 0 && waker == current_cpu();
             }
             return Ok(v);
         }
@@ -954,6 +979,14 @@ mod tests {
         h.awake(&ev);
         assert_eq!(h.spin(FULL), FULL);
         assert_eq!(h.policy(WaitPolicy::Block), WaitPolicy::Block);
+        // Sharing the CPU with the waker skips the spin, but a long wait meanwhile
+        // halves what was learned, not the skipped spin: the first wake from another
+        // CPU brings back half the spin, not none.
+        h.shared_cpu = true;
+        assert_eq!(h.spin(FULL), Duration::ZERO);
+        h.slept(Duration::from_millis(1), Some(FULL));
+        h.shared_cpu = false;
+        assert_eq!(h.spin(FULL), FULL / 2);
     }
 
     #[test]
@@ -982,15 +1015,16 @@ mod tests {
         assert!(matches!(r, Err(WaitError::Failed(n)) if n <= 8), "{r:?}: paced polls before the sleep phase");
     }
 
-    /// Pin the calling thread to `cpu`.
-    fn pin(cpu: usize) {
+    /// Pin the calling thread to `cpu`; false if refused, or if `sched_getcpu` does
+    /// not then report it (a sandbox that fakes CPUs).
+    fn pin(cpu: usize) -> bool {
         // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         // SAFETY: as above; `cpu` < CPU_SETSIZE (it came from the allowed set).
         unsafe { libc::CPU_SET(cpu, &mut set) };
         // SAFETY: pid 0 is this thread; `set` is a valid cpu_set_t of the size given.
         let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
-        assert_eq!(rc, 0, "sched_setaffinity({cpu}): {}", std::io::Error::last_os_error());
+        rc == 0 && usize::try_from(current_cpu()).is_ok_and(|c| c == cpu + 1)
     }
 
     /// CPUs this process may run on.
@@ -1005,14 +1039,18 @@ mod tests {
     }
 
     /// A waiter sleeps (Block), a notifier on `notifier_cpu` wakes it on `waiter_cpu`:
-    /// the history it keeps, read after the wake.
-    fn history_after_a_wake(waiter_cpu: usize, notifier_cpu: usize) -> WaitHistory {
+    /// the history it keeps, read after the wake; None if the threads cannot be pinned.
+    fn history_after_a_wake(waiter_cpu: usize, notifier_cpu: usize) -> Option<WaitHistory> {
         use crate::sync::AtomicU32;
         use std::sync::Arc;
         let shared = Arc::new((EventCount::default(), AtomicU32::new(0)));
         let theirs = Arc::clone(&shared);
         let waiter = std::thread::spawn(move || {
-            pin(waiter_cpu);
+            if !pin(waiter_cpu) {
+                // Wakes the notifier's loop below, which then finds it cannot pin.
+                theirs.0.prepare_wait_unfenced();
+                return None;
+            }
             let mut h = WaitHistory::default();
             let mut ctx = theirs;
             // The deadline is the watchdog: a lost wake fails instead of hanging.
@@ -1024,32 +1062,41 @@ mod tests {
             let ready = |c: &mut Arc<(EventCount, AtomicU32)>| Ok::<_, ()>((c.1.load(Ordering::Acquire) != 0).then_some(()));
             let r = wait_until_learning(&mut ctx, event, WaitPolicy::Block, &mut h, deadline, ready, |_| Ok(()));
             assert_eq!(r, Ok(()));
-            h
+            Some(h)
         });
         let notifier = std::thread::spawn(move || {
-            pin(notifier_cpu);
+            let pinned = pin(notifier_cpu);
             let t = Instant::now();
             while shared.0.sleepers() == 0 {
                 assert!(t.elapsed() < Duration::from_secs(20), "the waiter never slept");
                 std::thread::sleep(Duration::from_millis(1));
             }
+            // Announced: let it get into the futex (a waiter preempted between its
+            // announcement and its sleep would find the data without a wake).
+            std::thread::sleep(Duration::from_millis(20));
             // ORDERING: Release, partner of the waiter's Acquire load.
             shared.1.store(1, Ordering::Release);
             shared.0.notify(&SharedFutex);
+            pinned
         });
-        notifier.join().unwrap();
-        waiter.join().unwrap()
+        let pinned = notifier.join().unwrap();
+        waiter.join().unwrap().filter(|_| pinned)
     }
 
     #[test]
     fn a_waiter_woken_from_its_own_cpu_skips_the_spin_of_its_next_wait() {
         let cpus = allowed_cpus();
-        let h = history_after_a_wake(cpus[0], cpus[0]);
+        let Some(h) = history_after_a_wake(cpus[0], cpus[0]) else {
+            eprintln!("skipped: threads cannot be pinned to a CPU here");
+            return;
+        };
         assert!(h.shares_cpu(), "woken by a notifier on its own CPU");
         assert_eq!(h.spin(FULL), Duration::ZERO);
         assert_eq!(h.policy(WaitPolicy::Adaptive { spin: FULL }), WaitPolicy::Adaptive { spin: Duration::ZERO });
+        // What it learned from the wait's length is kept for when the CPU is its own.
+        assert_eq!(h.learned(FULL), Duration::ZERO, "a Block wait learns no spin");
         if let [a, b, ..] = cpus[..] {
-            let h = history_after_a_wake(a, b);
+            let h = history_after_a_wake(a, b).expect("pinned once, pinned again");
             assert!(!h.shares_cpu(), "woken from CPU {b} on CPU {a}");
         }
     }
