@@ -20,16 +20,24 @@ Two workloads (``--workloads``):
     An 8 MB float64 ndarray (``--array-mb``) to N subscribers, ``--array-reps``
     times, one at a time (the publisher waits for every subscriber's ack before the
     next). Per array: the time from the publisher's send to the last subscriber's
-    ``recv`` returning the array (each subscriber holds its own copy), next to one
-    ``np.copyto`` of the same array in this process (the floor: one copy; a broadcast
-    to N subscribers is one copy in and N out, on this machine's cores).
+    ``recv`` returning the array (each subscriber holds its own copy, or with
+    ``shmplane-view`` its view), next to one ``np.copyto`` of the same array in this
+    process before the runs (the floor: one copy; a broadcast to N subscribers that
+    copy out is one copy in and N out, on this machine's cores), and beside it the same
+    copy timed between the row's arrays (caches flushed by the broadcast: slower).
 
 Transports (``--only``/``--skip`` select by name or prefix):
 
 ``shmplane``        ``shmplane.broadcast`` (lossless): ``pub.send`` / ``sub.recv``.
-``shmplane-many``   the same broadcast in batches: ``pub.send_many`` of 64 messages (each
-                    stamped as it is made), ``sub.recv_many(4096)``; the latency of
-                    every 8th message is kept. fanout only.
+``shmplane-many``   the same broadcast in batches: ``pub.send_many`` of 64 messages (the
+                    batch stamped once, when it is made: a stamped message costs ~280
+                    ns of Python, 6x what ``send_many`` spends on it),
+                    ``sub.recv_many(4096)``; the latency of every 8th message is kept.
+                    fanout only.
+``shmplane-view``   the same broadcast on a 64 MiB ring (an 8 MB message is one record
+                    of at most a quarter of it), subscribers receiving with
+                    ``sub.recv(copy=False)``: the array is a read-only view of the ring,
+                    held until the subscriber has acked it (no copy out). array only.
 ``shmplane-lossy``  ``shmplane.broadcast(lossy=True)``: the publisher never waits; a
                     subscriber that falls a lap behind gets ``LaggedError`` (counted).
 ``zmq``             PUB -> N SUB over ``ipc://`` (high-water marks off: lossless as
@@ -172,6 +180,8 @@ def make_subscriber(spec: Spec, index: int) -> tuple[Callable[[], Any], Callable
         import shmplane
 
         sub = shmplane.Subscriber.open(spec.name)
+        if spec.kind == "shmplane-view":
+            return (lambda: sub.recv(RECV_TIMEOUT_S, copy=False)), sub.close
         if spec.kind == "shmplane-lossy":
 
             def recv_lossy() -> Any:
@@ -301,7 +311,10 @@ def _fan_publisher(conn: Connection, spec: Spec, handle: Any, go: Any, messages:
         send_many = handle.send_many
         while sent < messages and now() <= deadline:
             k = min(SEND_BATCH, messages - sent)
-            send_many([pack(now()) + pad for _ in range(k)], RECV_TIMEOUT_S)
+            # One stamp per batch: making a stamped message costs ~280 ns of Python,
+            # 6x what send_many spends on it; every message's latency counts from the
+            # batch's making (an upper bound).
+            send_many([pack(now()) + pad] * k, RECV_TIMEOUT_S)
             sent += k
     while sent < messages and spec.kind != "shmplane-many":
         send(pack(now()) + pad)
@@ -328,6 +341,7 @@ def _array_subscriber(conn: Connection, spec: Spec, index: int, reps: int) -> No
         assert arr.shape[0] > 0
         t = time.perf_counter_ns()
         lat.append(t - stamp)
+        del m, arr  # shmplane-view: done with it, the ring space goes back before the ack
         conn.send(("got", None))
     close()
     conn.send(("done", lat))
@@ -343,7 +357,8 @@ def _setup(kind: str, n: int, tmp: str, tag: str) -> tuple[Spec, Any]:
     if kind.startswith("shmplane"):
         import shmplane
 
-        pub = shmplane.Publisher.create(name, 1 << 20, lossy=kind == "shmplane-lossy", max_subscribers=max(n, 1))
+        capacity = 64 << 20 if kind == "shmplane-view" else 1 << 20
+        pub = shmplane.Publisher.create(name, capacity, lossy=kind == "shmplane-lossy", max_subscribers=max(n, 1))
         return Spec(kind, name, n), pub
     if kind == "zmq":
         return Spec(kind, f"ipc://{tmp}/{name}", n), None
@@ -411,6 +426,11 @@ def run_array(kind: str, n: int, args: argparse.Namespace, tmp: str, tag: str) -
     send: Callable[[Any], None] | None = None
     close: Callable[[], None] = lambda: None
     per_rep: list[float] = []
+    # The same copy timed between this run's arrays (the subscribers idle then), after
+    # the broadcast has flushed the caches: 2x the hot floor here, shown beside it.
+    scratch = np.empty_like(arr)
+    np.copyto(scratch, arr)
+    floors: list[float] = []
     try:
         for i in range(n):
             a, b = CTX.Pipe()
@@ -433,6 +453,9 @@ def run_array(kind: str, n: int, args: argparse.Namespace, tmp: str, tag: str) -
             for p, c in procs:
                 _expect(p, c, "got", RECV_TIMEOUT_S)
             per_rep.append((time.perf_counter_ns() - t0) / 1e6)
+            t1 = time.perf_counter_ns()
+            np.copyto(scratch, arr)
+            floors.append((time.perf_counter_ns() - t1) / 1e6)
         close()
         lats = [_expect(p, c, "done", RECV_TIMEOUT_S) for p, c in procs]
     finally:
@@ -442,7 +465,7 @@ def run_array(kind: str, n: int, args: argparse.Namespace, tmp: str, tag: str) -
             handle.close()
     # The last subscriber's recv of each array (its own clock stamp), in ms.
     last = [max(sub[r] for sub in lats) / 1e6 for r in range(args.array_reps)]
-    return {"transport": kind, "subscribers": n, "all_received_ms": percentiles(last), "with_acks_ms": _median(per_rep)}
+    return {"transport": kind, "subscribers": n, "all_received_ms": percentiles(last), "with_acks_ms": _median(per_rep), "copyto_ms": _median(floors)}
 
 
 def copyto_ms(mb: float, reps: int) -> float:
@@ -481,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workloads = args.workloads.split(",")
     notes: list[str] = []
     kinds = []
-    for k, mod in [("shmplane", "shmplane"), ("shmplane-many", "shmplane"), ("shmplane-lossy", "shmplane"), ("zmq", "zmq"), ("mp-queue", "multiprocessing"), ("faster-fifo", "faster_fifo"), ("iceoryx2", "iceoryx2")]:
+    for k, mod in [("shmplane", "shmplane"), ("shmplane-many", "shmplane"), ("shmplane-view", "shmplane"), ("shmplane-lossy", "shmplane"), ("zmq", "zmq"), ("mp-queue", "multiprocessing"), ("faster-fifo", "faster_fifo"), ("iceoryx2", "iceoryx2")]:
         if not _selected(k, only, skip):
             continue
         if not _have(mod):
@@ -494,9 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if "fanout" in workloads:
             for n in subs:
-                rows: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+                fan = [k for k in kinds if k != "shmplane-view"]  # arrays only
+                rows: dict[str, list[dict[str, Any]]] = {k: [] for k in fan}
                 for r in plots.progress(range(args.rounds), desc=f"fanout N={n} rounds"):
-                    order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
+                    order = fan[r % len(fan) :] + fan[: r % len(fan)]
                     for k in order:
                         try:
                             rows[k].append(run_fanout(k, n, args, tmp, f"f{n}{r}{k}"))
@@ -504,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             notes.append(f"{k} fanout N={n} round {r}: {type(e).__name__}: {e}")
                 table = []
                 base = _median([x["per_sub_msgs"] for x in rows.get("shmplane", [])]) if rows.get("shmplane") else None
-                for k in kinds:
+                for k in fan:
                     if not rows[k]:
                         continue
                     per = _median([x["per_sub_msgs"] for x in rows[k]])
@@ -518,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(format_table(["transport", "msg/s per sub", "msg/s total", "received", "latency us p50/p99/p99.9", "shmplane is"], table))
         if "array" in workloads:
             floor = copyto_ms(args.array_mb, args.array_reps)
-            print(f"\narray: {args.array_mb:g} MB float64 ndarray to N subscribers; one np.copyto here: {floor:.2f} ms (the floor)")
+            print(f"\narray: {args.array_mb:g} MB float64 ndarray to N subscribers; one np.copyto here: {floor:.2f} ms before the runs (the floor)")
             for n in subs:
                 table = []
                 for k in kinds:
@@ -534,10 +558,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     p50 = _median([x["all_received_ms"]["p50"] for x in res])
                     p99 = _median([x["all_received_ms"]["p99"] for x in res])
-                    table.append([k, f"{p50:.2f}", f"{p99:.2f}", f"{p50 / floor:.2f}x"])
-                    out["array"].append({"transport": k, "subscribers": n, "rounds": res, "copyto_ms": floor})
-                print(f"\narray to {n} subscribers: time until the last subscriber has its copy (ms)")
-                print(format_table(["transport", "p50", "p99", "p50 / np.copyto"], table))
+                    cold = _median([x["copyto_ms"] for x in res])
+                    table.append([k, f"{p50:.2f}", f"{p99:.2f}", f"{p50 / floor:.2f}x", f"{cold:.2f}", f"{p50 / cold:.2f}x"])
+                    out["array"].append({"transport": k, "subscribers": n, "rounds": res, "copyto_ms": floor, "copyto_between_ms": cold})
+                print(f"\narray to {n} subscribers: time until the last subscriber has its copy (ms; shmplane-view: its view);")
+                print("the floor: np.copyto before the runs; 'between': the same copy timed between the row's arrays (cold caches)")
+                print(format_table(["transport", "p50", "p99", "p50 / floor", "between", "p50 / between"], table))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for note in notes:
