@@ -413,6 +413,24 @@ fn main() {
         println!("RpcClient::call {size} B, spin: p50 {:.0} ns, p99 {:.0} ns, p99.9 {:.0} ns", r[0], r[1], r[2]);
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        // An echo server for a client in another language (`rpc serve NAME [policy]`),
+        // so that its side of a round trip can be told from the server's: serves until
+        // killed, spin policy unless `adaptive` or `block` is given.
+        let name = std::env::args().nth(2).expect("rpc serve NAME [spin|adaptive|block]");
+        let mut server = RpcServer::create(&name, 4).expect("create");
+        server.set_wait_policy(match std::env::args().nth(3).as_deref() {
+            Some("adaptive") => WaitPolicy::default(),
+            Some("block") => WaitPolicy::Block,
+            _ => WaitPolicy::Spin,
+        });
+        println!("serving {name}");
+        let mut req = Vec::new();
+        loop {
+            let call = server.recv_into(&mut req, Wait::forever()).expect("recv");
+            server.reply(call, &req).expect("reply");
+        }
+    }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
         cpu_cost(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000));
         return;
