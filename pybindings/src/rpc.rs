@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 /// Look for the current call's reply with the GIL held for a microsecond or two (see
 /// `spin_holding_gil`) before releasing it to wait; true once it is there.
 fn spin_for_reply(client: &mut RpcClient) -> Result<bool, Error> {
-    spin_holding_gil(client.wait_policy(), || match client.wait_reply(&mut Wait::no_wait()) {
+    spin_holding_gil(client.current_wait_policy(), || match client.wait_reply(&mut Wait::no_wait()) {
         Ok(()) => Ok(true),
         Err(Error::Empty) => Ok(false),
         Err(e) => Err(e),
@@ -117,7 +117,7 @@ impl PyRpcServer {
                 // The next call often comes within a microsecond or two (a client
                 // calling back to back): looked for with the GIL held first.
                 spun = true;
-                if spin_holding_gil(server.wait_policy(), || server.poll(Wait::no_wait())).py_err(py)? {
+                if spin_holding_gil(server.current_wait_policy(), || server.poll(Wait::no_wait())).py_err(py)? {
                     continue;
                 }
             }

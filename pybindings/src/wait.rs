@@ -17,12 +17,13 @@ pub const GIL_RELEASE_BYTES: usize = 64 * 1024;
 pub const GIL_SPIN_LOOKS: u32 = 32;
 
 /// Look up to [`GIL_SPIN_LOOKS`] times, with the GIL held, for `ready` to say true
-/// (not under [`shmplane::WaitPolicy::Block`], which never spins). True once it did.
+/// (not under [`shmplane::WaitPolicy::Block`] or an adaptive policy of no spin, which
+/// never spin). True once it did.
 ///
 /// # Errors
 /// `ready`'s error.
 pub fn spin_holding_gil(policy: shmplane::WaitPolicy, mut ready: impl FnMut() -> Result<bool, Error>) -> Result<bool, Error> {
-    if policy == shmplane::WaitPolicy::Block {
+    if matches!(policy, shmplane::WaitPolicy::Block) || matches!(policy, shmplane::WaitPolicy::Adaptive { spin } if spin.is_zero()) {
         return Ok(false);
     }
     for _ in 0..GIL_SPIN_LOOKS {

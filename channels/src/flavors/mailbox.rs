@@ -1033,6 +1033,13 @@ impl Mailbox {
         self.policy
     }
 
+    /// The policy the next blocking receive follows: [`Mailbox::wait_policy`] with an
+    /// adaptive spin as learned (shorter after long waits; none while the producer that
+    /// woke this consumer last runs on its CPU: see `shmplane_shm::wait::WaitHistory`).
+    pub fn current_wait_policy(&self) -> WaitPolicy {
+        self.inner.as_ref().map_or(self.policy, |inner| inner.history.policy(self.policy))
+    }
+
     /// Set how blocking receives wait.
     pub fn set_wait_policy(&mut self, policy: WaitPolicy) {
         self.policy = policy;

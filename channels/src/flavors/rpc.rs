@@ -891,6 +891,14 @@ impl RpcClient {
         self.replies.wait_policy()
     }
 
+    /// The policy the next wait for a slot reply follows: [`RpcClient::wait_policy`]
+    /// with an adaptive spin as learned (none while the server that answered last runs
+    /// on this thread's CPU: see `shmplane_shm::wait::WaitHistory`). A binding that
+    /// spins before it waits (Python, with the GIL held) asks this.
+    pub fn current_wait_policy(&self) -> WaitPolicy {
+        self.history.policy(self.wait_policy())
+    }
+
     /// A descriptor readable when a reply may be waiting (the reply channel's, see
     /// [`Receiver::readiness_fd`]).
     ///
@@ -1697,6 +1705,12 @@ impl RpcServer {
     /// The wait policy.
     pub fn wait_policy(&self) -> WaitPolicy {
         self.policy
+    }
+
+    /// The policy the next wait for a call follows (see
+    /// [`Mailbox::current_wait_policy`]).
+    pub fn current_wait_policy(&self) -> WaitPolicy {
+        self.mailbox.current_wait_policy()
     }
 
     /// A descriptor readable when a call may be waiting (see
