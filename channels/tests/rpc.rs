@@ -1180,3 +1180,29 @@ fn a_call_into_a_slot_an_exited_copy_polled_is_answered() {
     assert!(server.reply(call, b"two").unwrap());
     assert!(matches!(client.next_part(Wait::timeout(WATCHDOG)), Ok(Some(Frame::Bytes(b))) if b == b"two"));
 }
+
+#[test]
+fn the_current_wait_policy_is_the_set_one_until_waits_teach_otherwise() {
+    let _g = serial();
+    let name = unique("policy");
+    let mut server = RpcServer::create(&name, 2).unwrap();
+    let mut client = RpcClient::connect(&name, Some(WATCHDOG)).unwrap();
+    // Nothing waited yet: the policy as set (the default, then another).
+    assert_eq!(client.current_wait_policy(), WaitPolicy::default());
+    assert_eq!(server.current_wait_policy(), WaitPolicy::default());
+    client.set_wait_policy(WaitPolicy::Block);
+    server.set_wait_policy(WaitPolicy::Spin);
+    assert_eq!(client.current_wait_policy(), WaitPolicy::Block);
+    assert_eq!(server.current_wait_policy(), WaitPolicy::Spin);
+    // An adaptive policy never spins longer than it was set to, whatever was learned.
+    let set = WaitPolicy::Adaptive { spin: Duration::from_micros(7) };
+    client.set_wait_policy(set);
+    server.set_wait_policy(set);
+    let t = serve_n(server, 3, |r| r.to_vec());
+    for i in 0..3u8 {
+        assert_eq!(client.call(&[i; 32]).unwrap(), [i; 32]);
+        assert!(matches!(client.current_wait_policy(), WaitPolicy::Adaptive { spin } if spin <= Duration::from_micros(7)));
+    }
+    let server = t.join().unwrap();
+    assert!(matches!(server.current_wait_policy(), WaitPolicy::Adaptive { spin } if spin <= Duration::from_micros(7)));
+}

@@ -16,17 +16,21 @@ pub const GIL_RELEASE_BYTES: usize = 64 * 1024;
 /// setting up the wait with its signal-checking hook, cost more than a look.
 pub const GIL_SPIN_LOOKS: u32 = 32;
 
-/// Look up to [`GIL_SPIN_LOOKS`] times, with the GIL held, for `ready` to say true
-/// (not under [`shmplane::WaitPolicy::Block`] or an adaptive policy of no spin, which
-/// never spin). True once it did.
+/// Look up to [`GIL_SPIN_LOOKS`] times, with the GIL held, for `ready` to say true:
+/// not under [`shmplane::WaitPolicy::Block`], and under an adaptive policy (as its
+/// endpoint learned it: none while the peer shares the CPU) no longer than its spin,
+/// at ~50 ns a look. True once it did.
 ///
 /// # Errors
 /// `ready`'s error.
 pub fn spin_holding_gil(policy: shmplane::WaitPolicy, mut ready: impl FnMut() -> Result<bool, Error>) -> Result<bool, Error> {
-    if matches!(policy, shmplane::WaitPolicy::Block) || matches!(policy, shmplane::WaitPolicy::Adaptive { spin } if spin.is_zero()) {
-        return Ok(false);
-    }
-    for _ in 0..GIL_SPIN_LOOKS {
+    let looks = match policy {
+        shmplane::WaitPolicy::Block => 0,
+        // No longer than the spin asked for (or learned): a look costs ~40-60 ns.
+        shmplane::WaitPolicy::Adaptive { spin } => GIL_SPIN_LOOKS.min(u32::try_from(spin.as_nanos() / 50).unwrap_or(u32::MAX)),
+        shmplane::WaitPolicy::Spin => GIL_SPIN_LOOKS,
+    };
+    for _ in 0..looks {
         if ready()? {
             return Ok(true);
         }

@@ -15,9 +15,13 @@
 //! [size] [calls] [lean]` one series of spin calls (for `perf record`); `rpc cpu [n]`
 //! the CPU cost of a call in one thread; `rpc after-slow [calls]` round trips before and
 //! after one slow call and one timed-out call (`RPC_CLIENT_SPIN`, `RPC_SERVER_SPIN`
-//! set either side's policy to spin). Each call is timed on its own;
+//! set either side's policy to spin); `rpc serve NAME [spin|adaptive|block] [seconds]` an
+//! echo server of bytes calls for a client in another language (a Python client's share
+//! of a round trip), which removes its segment when its time is up (default 60 s; a
+//! server killed instead leaves `/dev/shm/shmplane.NAME`, which the next `serve` of the
+//! name replaces, and `python -m shmplane gc` removes). Each call is timed on its own;
 //! prints p50/p99/p99.9 in ns (medians over rounds) and the ratios to the floors.
-use shmplane::{RpcClient, RpcServer, Wait, WaitPolicy};
+use shmplane::{Error, RpcClient, RpcServer, Wait, WaitPolicy};
 use shmplane_benches::{fork_child, reap, Child};
 use shmplane_shm::region::{Region, ShmFile};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -417,19 +421,36 @@ fn main() {
         // An echo server for a client in another language (`rpc serve NAME [policy]`),
         // so that its side of a round trip can be told from the server's: serves until
         // killed, spin policy unless `adaptive` or `block` is given.
-        let name = std::env::args().nth(2).expect("rpc serve NAME [spin|adaptive|block]");
-        let mut server = RpcServer::create(&name, 4).expect("create");
-        server.set_wait_policy(match std::env::args().nth(3).as_deref() {
+        const USAGE: &str = "rpc serve NAME [spin|adaptive|block] [seconds]";
+        let name = std::env::args().nth(2).expect(USAGE);
+        let policy = match std::env::args().nth(3).as_deref() {
+            None | Some("spin") => WaitPolicy::Spin,
             Some("adaptive") => WaitPolicy::default(),
             Some("block") => WaitPolicy::Block,
-            _ => WaitPolicy::Spin,
-        });
-        println!("serving {name}");
+            Some(other) => panic!("unknown policy {other:?}: {USAGE}"),
+        };
+        let secs: u64 = std::env::args().nth(4).map_or(60, |a| a.parse().expect(USAGE));
+        let mut server = RpcServer::create(&name, 4).expect("create");
+        server.set_wait_policy(policy);
+        println!("serving {name} for {secs} s");
+        let end = Instant::now() + Duration::from_secs(secs);
         let mut req = Vec::new();
-        loop {
-            let call = server.recv_into(&mut req, Wait::forever()).expect("recv");
-            server.reply(call, &req).expect("reply");
+        while Instant::now() < end {
+            // A bounded wait, so that the loop ends on time; a call that fails (a client
+            // that gave up part-way) is reported and the next one served.
+            match server.recv_into(&mut req, Wait::timeout(Duration::from_millis(100))) {
+                Ok(call) => {
+                    if let Err(e) = server.reply(call, &req) {
+                        eprintln!("rpc serve: reply: {e}");
+                    }
+                }
+                Err(Error::Timeout) => {}
+                Err(e) => eprintln!("rpc serve: recv: {e}"),
+            }
         }
+        drop(server);
+        let _ = std::fs::remove_file(format!("/dev/shm/shmplane.{name}"));
+        return;
     }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
         cpu_cost(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000));

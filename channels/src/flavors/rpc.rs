@@ -891,12 +891,17 @@ impl RpcClient {
         self.replies.wait_policy()
     }
 
-    /// The policy the next wait for a slot reply follows: [`RpcClient::wait_policy`]
+    /// The policy the wait for the current call's reply follows: [`RpcClient::wait_policy`]
     /// with an adaptive spin as learned (none while the server that answered last runs
-    /// on this thread's CPU: see `shmplane_shm::wait::WaitHistory`). A binding that
-    /// spins before it waits (Python, with the GIL held) asks this.
+    /// on this thread's CPU: see `shmplane_shm::wait::WaitHistory`), from the history
+    /// of the path the reply comes by (the call slot's, or the reply channel's). A
+    /// binding that spins before it waits (Python, with the GIL held) asks this.
     pub fn current_wait_policy(&self) -> WaitPolicy {
-        self.history.policy(self.wait_policy())
+        if self.slot_call.is_some_and(|s| s == self.seq) {
+            self.history.policy(self.wait_policy())
+        } else {
+            self.replies.current_wait_policy()
+        }
     }
 
     /// A descriptor readable when a reply may be waiting (the reply channel's, see

@@ -1554,6 +1554,13 @@ impl Receiver {
         self.policy
     }
 
+    /// The policy the next blocking receive follows: [`Receiver::wait_policy`] with an
+    /// adaptive spin as learned (shorter after long waits; none while the sender that
+    /// woke this receiver last runs on its CPU: see `shmplane_shm::wait::WaitHistory`).
+    pub fn current_wait_policy(&self) -> WaitPolicy {
+        self.inner.as_ref().map_or(self.policy, |inner| inner.history.policy(self.policy))
+    }
+
     /// Set how blocking operations wait.
     ///
     /// # Examples
