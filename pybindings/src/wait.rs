@@ -48,6 +48,21 @@ pub struct Timeout {
 }
 
 impl Timeout {
+    /// Check `timeout` as [`Timeout::new`] does, without reading the clock (~30 ns on
+    /// this VM): for a call that may not wait at all, whose deadline is made only if
+    /// it has to.
+    ///
+    /// # Errors
+    /// As [`Timeout::new`].
+    pub fn check(timeout: Option<f64>) -> PyResult<()> {
+        match timeout {
+            Some(t) if t.is_nan() || t < 0.0 => {
+                Err(pyo3::exceptions::PyValueError::new_err(format!("timeout must be None, inf or a number of seconds >= 0, got {t}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Parse `timeout` (seconds; `None` or `inf`: no timeout). A timeout too large to be
     /// a point in time (years) waits forever.
     ///

@@ -19,7 +19,9 @@
 //! echo server of bytes calls for a client in another language (a Python client's share
 //! of a round trip), which removes its segment when its time is up (default 60 s; a
 //! server killed instead leaves `/dev/shm/shmplane.NAME`, which the next `serve` of the
-//! name replaces, and `python -m shmplane gc` removes). Each call is timed on its own;
+//! name replaces, and `python -m shmplane gc` removes); `rpc client NAME [size]
+//! [calls]` spin calls to such a server of another language (its side of a round
+//! trip). Each call is timed on its own;
 //! prints p50/p99/p99.9 in ns (medians over rounds) and the ratios to the floors.
 use shmplane::{Error, RpcClient, RpcServer, Wait, WaitPolicy};
 use shmplane_benches::{fork_child, reap, Child};
@@ -450,6 +452,31 @@ fn main() {
         }
         drop(server);
         let _ = std::fs::remove_file(format!("/dev/shm/shmplane.{name}"));
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("client") {
+        // Spin calls of `size` bytes to a server in another language (`rpc client NAME
+        // [size] [calls]`): its side of a round trip, against `rpc call`'s Rust server.
+        const USAGE: &str = "rpc client NAME [size] [calls]";
+        let name = std::env::args().nth(2).expect(USAGE);
+        let size: usize = std::env::args().nth(3).map_or(64, |a| a.parse().expect(USAGE));
+        let calls: usize = std::env::args().nth(4).map_or(100_000, |a| a.parse().expect(USAGE));
+        let mut client = RpcClient::connect(&name, Some(Duration::from_secs(10))).expect("connect");
+        client.set_wait_policy(WaitPolicy::Spin);
+        let msg = vec![7u8; size];
+        let mut reply = Vec::new();
+        for _ in 0..5000 {
+            client.call_into(&msg, &mut reply, Wait::forever()).expect("call");
+        }
+        let mut ts: Vec<u64> = (0..calls)
+            .map(|_| {
+                let t = Instant::now();
+                client.call_into(&msg, &mut reply, Wait::forever()).expect("call");
+                t.elapsed().as_nanos() as u64
+            })
+            .collect();
+        ts.sort_unstable();
+        println!("RpcClient::call_into {size} B to {name}, spin: p50 {} ns, p99 {} ns", ts[calls / 2], ts[calls * 99 / 100]);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("cpu") {
