@@ -48,7 +48,7 @@ pub struct Timeout {
 }
 
 impl Timeout {
-    /// Check `timeout` as [`Timeout::new`] does, without reading the clock (~30 ns on
+    /// Check `timeout` as [`Timeout::new`] does, without reading the clock (~100 ns on
     /// this VM): for a call that may not wait at all, whose deadline is made only if
     /// it has to.
     ///
@@ -69,16 +69,12 @@ impl Timeout {
     /// # Errors
     /// `ValueError` for a negative or NaN timeout, or `-inf`.
     pub fn new(timeout: Option<f64>, block: bool) -> PyResult<Timeout> {
+        Timeout::check(timeout)?;
         let deadline = match timeout {
+            // None or inf: no timeout.
             None => None,
-            // inf: no timeout, as for None.
             Some(t) if t == f64::INFINITY => None,
-            Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d)),
-            Some(t) => {
-                return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                    "timeout must be None, inf or a number of seconds >= 0, got {t}"
-                )))
-            }
+            Some(t) => Duration::try_from_secs_f64(t).ok().and_then(|d| Instant::now().checked_add(d)),
         };
         Ok(Timeout { deadline, block })
     }

@@ -374,12 +374,6 @@ impl EventCount {
         self.epoch.load(Ordering::Acquire) != epoch
     }
 
-    /// True if the epoch still reads `epoch` (nobody notified since).
-    pub fn epoch_is(&self, epoch: u32) -> bool {
-        // ORDERING: Relaxed: a diagnostic (see `suspected_lost_wakes`).
-        self.epoch.load(Ordering::Relaxed) == epoch
-    }
-
     /// How many threads sleep (or are about to) on this event count.
     pub fn sleepers(&self) -> u32 {
         // ORDERING: Relaxed: a report for tests and diagnostics.
