@@ -179,3 +179,29 @@ def test_views_dropped_in_another_thread_free_their_lane_for_an_idle_consumer() 
             worker.join(20)
             assert got == b"after" and done == [True]
             assert mb.held == 0
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_receive_that_finds_nothing_re_arms_the_descriptor() -> None:
+    """A ring with nothing left to take (the message was taken, a view released by
+    another thread) leaves the descriptor readable; the `try_recv` that then finds the
+    mailbox empty re-arms it, as `fileno`'s contract says ("receive until Empty"), so
+    that a `select` loop sleeps instead of spinning (found as the flaky test above: the
+    descriptor stayed readable until the next `fileno()`, and the loop ran out of tries
+    before the producer's message came)."""
+    import select
+
+    with shmplane.mailbox(1 << 14, max_senders=2) as mb:
+        with mb.sender() as tx:
+            fd = mb.fileno()
+            assert select.select([fd], [], [], 0)[0] == []  # armed, nothing pending
+            for _ in range(3):
+                tx.send(b"x" * 100)
+                assert select.select([fd], [], [], 5)[0] == [fd]
+                view = mb.recv(timeout=5, copy=False)
+                assert bytes(view) == b"x" * 100
+                del view
+                with pytest.raises(shmplane.Empty):
+                    mb.try_recv()
+                assert select.select([fd], [], [], 0)[0] == []  # re-armed: sleeps again
+            assert mb.held == 0

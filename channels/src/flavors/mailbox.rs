@@ -528,7 +528,15 @@ impl Inner {
             return Ok(lane);
         }
         if !wait.blocks() {
-            return Err(self.empty_verdict());
+            let verdict = self.empty_verdict();
+            if matches!(verdict, Error::Empty) && self.doorbell.is_some() {
+                // Waited on through the OS: a receive that finds nothing re-arms the
+                // descriptor (as `readiness_fd` promises), so that a ring that brought
+                // nothing to take (a view's release, a message another copy took) does
+                // not leave it readable and a `select` loop spinning.
+                self.arm();
+            }
+            return Err(verdict);
         }
         let mut history = std::mem::take(&mut self.history);
         let got = wait_for_then_sleep(
