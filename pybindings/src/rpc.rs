@@ -145,10 +145,8 @@ impl PyRpcServer {
         with_outgoing(py, obj, REPLY_RECORD, |msg| {
             let mut guard = self.lock(py)?;
             let server: &mut RpcServer = &mut guard;
-            let seconds = timeout.unwrap_or_else(|| server.reply_timeout().as_secs_f64());
-            Timeout::check(Some(seconds))?;
-            // With the GIL and no wait: a small reply and room for it (the common case),
-            // with no deadline made (a clock read).
+            let timeout = Timeout::new(Some(timeout.unwrap_or_else(|| server.reply_timeout().as_secs_f64())), true)?;
+            // With the GIL and no wait: a small reply and room for it (the common case).
             if msg.total() < crate::wait::GIL_RELEASE_BYTES {
                 match server.reply_with(call, msg.clone(), last, Wait::no_wait()) {
                     Ok(sent) => return Ok(sent),
@@ -156,7 +154,6 @@ impl PyRpcServer {
                     Err(e) => return Err(to_py(py, e)),
                 }
             }
-            let timeout = Timeout::new(Some(seconds), true)?;
             blocking_checked(py, &timeout, |py| self.closing.check(py), |wait| server.reply_with(call, msg, last, wait))
         })
     }

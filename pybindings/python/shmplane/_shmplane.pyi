@@ -138,8 +138,8 @@ class Sender:
         GIL held while the ring has room (64-byte messages: 45 ns each, against 110
         ns for ``send`` in a Python loop). The
         receiver may take them one by one or with ``recv_many``. ``timeout``: seconds
-        (None: forever) that the batch may wait for room in all, from the call (time
-        spent by the iterable making its objects is not bounded). Returns the number
+        (None: forever) that the batch may wait for room in all, counted from its first
+        wait (time spent by the iterable making its objects is not bounded). Returns the number
         sent (``len(objs)`` for a list).
 
         Raises as ``send``; the exception's ``sent`` attribute says how many messages
