@@ -21,7 +21,10 @@
 //! skips its generic call path (~150 instructions) only for instances of exactly the
 //! method object's class. Measured with callgrind (instructions per `a.snapshot()` of
 //! `RawArray('d', 16)`, loop excluded): 1547 before, ~1100 after, of which numpy's
-//! array allocation and deallocation are ~760.
+//! array allocation and deallocation are ~760; with the array recycled
+//! (`slot::Recycled`: refilled once only the view holds it) numpy is out of it: the
+//! method's own work is ~260 (callgrind: `fast_snapshot` 88, the latch read 130, the C
+//! call ~45), and `snapshot()` of 16 doubles went from 88 to ~30 ns.
 
 use crate::slot::{PyField, PySlotView};
 use pyo3::exceptions::PySystemError;
@@ -299,7 +302,7 @@ pub fn add(m: &Bound<'_, PyModule>) -> PyResult<()> {
             ml_name: c"snapshot".as_ptr(),
             ml_meth: ffi::PyMethodDefPointer { PyCFunction: snapshot },
             ml_flags: ffi::METH_NOARGS,
-            ml_doc: c"All elements as a new 1-d numpy array in one consistent read (numeric elements here; others: the subclass hook _snapshot()).".as_ptr(),
+            ml_doc: c"All elements as a new 1-d numpy array in one consistent read (numeric elements here; others: the subclass hook _snapshot()). Up to 4 KiB, the array is one of the last two it returned, refilled once nothing else held it.".as_ptr(),
         },
         ffi::PyMethodDef::zeroed(),
     ]));

@@ -210,21 +210,7 @@ impl Numpy {
     #[inline]
     fn new_array(&self, py: Python<'_>, code: char, len: usize) -> Option<*mut pyo3::ffi::PyObject> {
         use numpy::npyffi::{npy_intp, PyArray_Descr, PY_ARRAY_API};
-        let i = match code {
-            'b' => 0,
-            'B' => 1,
-            'h' => 2,
-            'H' => 3,
-            'i' => 4,
-            'I' => 5,
-            'l' | 'q' => 6,
-            'L' | 'Q' => 7,
-            'f' => 8,
-            'd' => 9,
-            '?' => 10,
-            _ => return None,
-        };
-        let descr = self.dtypes[i].as_ptr();
+        let descr = self.descr(code)?;
         let mut dims = [len as npy_intp];
         // SAFETY: attached (the token); `load` loaded numpy's API table, and
         // `array_type` is its array type. `PyArray_NewFromDescr` steals a reference to
@@ -245,7 +231,133 @@ impl Numpy {
             )
         })
     }
+
+    /// The dtype of native numeric struct-module `code` (borrowed), `None` for another.
+    #[inline]
+    fn descr(&self, code: char) -> Option<*mut pyo3::ffi::PyObject> {
+        let i = match code {
+            'b' => 0,
+            'B' => 1,
+            'h' => 2,
+            'H' => 3,
+            'i' => 4,
+            'I' => 5,
+            'l' | 'q' => 6,
+            'L' | 'Q' => 7,
+            'f' => 8,
+            'd' => 9,
+            '?' => 10,
+            _ => return None,
+        };
+        Some(self.dtypes[i].as_ptr())
+    }
 }
+
+/// `snapshot()` arrays of at most this many bytes are recycled ([`Recycled`]): below it
+/// numpy's allocation and deallocation are most of the cost (~800 of ~1100
+/// instructions for 16 doubles), above it the copy is.
+const RECYCLE_BYTES: usize = 4096;
+
+/// The last two small arrays `snapshot()` returned, each with a reference kept: the
+/// free-list pattern of CPython's own floats. An array that only this keeps alive (its
+/// reference count 1: no name, view, buffer export or weak reference can reach it) is
+/// refilled and handed out again instead of a new one; to its caller it is a new array,
+/// which nothing else holds. Two, so that `x = arr.snapshot()` in a loop, where the
+/// previous `x` is still bound during the call, alternates between them. An array whose
+/// shape, strides, dtype or flags its holder changed is let go. Memory: at most two
+/// arrays of [`RECYCLE_BYTES`] per view. The pointers are read and written only with
+/// the GIL held (the binding is abi3: never free-threaded), so `Relaxed` suffices (no
+/// partner: the GIL orders them).
+#[derive(Default)]
+struct Recycled {
+    arrays: [std::sync::atomic::AtomicPtr<pyo3::ffi::PyObject>; 2],
+    /// Which entry the next kept array replaces when both are held by their callers.
+    next: std::sync::atomic::AtomicU32,
+}
+
+impl Recycled {
+    /// A kept array that nothing else holds and that still has the layout `snapshot()`
+    /// made (`len` elements of `elem` bytes of dtype `descr`, `flags`), as a new
+    /// reference; arrays changed by their holders are dropped on the way.
+    fn take(&self, _attached: Python<'_>, descr: *mut pyo3::ffi::PyObject, len: usize, elem: usize) -> Option<*mut pyo3::ffi::PyObject> {
+        use std::sync::atomic::Ordering::Relaxed;
+        for slot in &self.arrays {
+            let arr = slot.load(Relaxed);
+            // SAFETY: a non-null entry is a numpy array we hold a reference to (see
+            // `keep`); attached (the token).
+            if arr.is_null() || unsafe { pyo3::ffi::Py_REFCNT(arr) } != 1 {
+                continue;
+            }
+            // SAFETY: as above: an ndarray, so its fields are numpy's public struct
+            // (not free-threaded: the abi3 binding never is), `nd` >= 1 dimensions.
+            let same = unsafe {
+                let f = &*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.cast());
+                f.nd == 1
+                    && *f.dimensions == len as numpy::npyffi::npy_intp
+                    && *f.strides == elem as numpy::npyffi::npy_intp
+                    && f.descr.cast() == descr
+                    && f.flags == SNAPSHOT_FLAGS
+                    && f.base.is_null()
+                    && f.weakreflist.is_null()
+                    && !f.data.is_null()
+            };
+            if same {
+                // SAFETY: a new reference for the caller; ours stays.
+                unsafe { pyo3::ffi::Py_INCREF(arr) };
+                return Some(arr);
+            }
+            // Reshaped, retyped or made read-only by its holder, now gone: let it go.
+            slot.store(std::ptr::null_mut(), Relaxed);
+            // SAFETY: our reference, the last: the array is freed (it has no base; numpy
+            // runs no Python code freeing it).
+            unsafe { pyo3::ffi::Py_DECREF(arr) };
+        }
+        None
+    }
+
+    /// Keep a reference to `arr`, a new array of `snapshot()`, for a later `take`.
+    fn keep(&self, _attached: Python<'_>, arr: *mut pyo3::ffi::PyObject) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // SAFETY: the caller's new array (attached): our own reference to it.
+        if unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.cast())).flags } != SNAPSHOT_FLAGS {
+            return;
+        }
+        // SAFETY: as above; the reference `arrays` keeps.
+        unsafe { pyo3::ffi::Py_INCREF(arr) };
+        let i = match self.arrays.iter().position(|a| a.load(Relaxed).is_null()) {
+            Some(i) => i,
+            None => (self.next.fetch_add(1, Relaxed) % 2) as usize,
+        };
+        let old = self.arrays[i].swap(arr, Relaxed);
+        if !old.is_null() {
+            // SAFETY: our reference to an array its caller still holds (else `take`
+            // would have refilled it): not freed here.
+            unsafe { pyo3::ffi::Py_DECREF(old) };
+        }
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let arrays = self.arrays.each_mut().map(|a| std::mem::replace(a.get_mut(), std::ptr::null_mut()));
+        if arrays.iter().any(|a| !a.is_null()) {
+            Python::attach(|py| {
+                for arr in arrays.into_iter().filter(|a| !a.is_null()) {
+                    // SAFETY: our references (see `keep`), given back attached.
+                    drop(unsafe { Bound::<PyAny>::from_owned_ptr(py, arr) });
+                }
+            });
+        }
+    }
+}
+
+/// The flags of a new 1-d array numpy made and owns: both contiguities, its own data,
+/// aligned, writeable.
+const SNAPSHOT_FLAGS: std::ffi::c_int = numpy::npyffi::NPY_ARRAY_C_CONTIGUOUS
+    | numpy::npyffi::NPY_ARRAY_F_CONTIGUOUS
+    | numpy::npyffi::NPY_ARRAY_OWNDATA
+    | numpy::npyffi::NPY_ARRAY_ALIGNED
+    | numpy::npyffi::NPY_ARRAY_WRITEABLE;
 
 /// The data pointer of numpy array `arr`.
 ///
@@ -580,6 +692,8 @@ pub struct PySlotView {
     elem: usize,
     len: usize,
     scalar: bool,
+    /// Small arrays `snapshot()` handed out, refilled once nobody else holds them.
+    recycled: Recycled,
 }
 
 impl PySlotView {
@@ -627,17 +741,24 @@ impl PySlotView {
         if self.code.is_none() || n > DETACH_BYTES {
             return None;
         }
-        let arr = NUMPY.get(py)?.new_array(py, self.code?, self.len)?;
+        let np = NUMPY.get(py)?;
+        let recycle = n <= RECYCLE_BYTES;
+        let reused = if recycle { self.recycled.take(py, np.descr(self.code?)?, self.len, self.elem) } else { None };
+        let arr = match reused {
+            Some(arr) => arr,
+            None => np.new_array(py, self.code?, self.len)?,
+        };
         if arr.is_null() {
             return Some(arr);
         }
         // SAFETY: `arr` is a live array (non-null above).
         let data = unsafe { array_data(Borrowed::from_ptr(py, arr).as_any()) };
         let read = self.slot.get().with(py, |s| {
-            // SAFETY: `arr` was just created C-contiguous with `len` elements of `elem`
-            // bytes (checked in `new`): `n` bytes at `data`; we hold the only reference
-            // to it and run no Python code, so nothing else touches them. They are
-            // written as raw bytes (no `bool` is formed from them).
+            // SAFETY: `arr` was just created (or recycled: checked the same) C-contiguous
+            // with `len` elements of `elem` bytes (checked in `new`): `n` bytes at
+            // `data`; only we hold it (a recycled one: the caller's new reference and
+            // `recycled`'s) and run no Python code, so nothing else touches them. They
+            // are written as raw bytes (no `bool` is formed from them).
             s.read_into(unsafe { std::slice::from_raw_parts_mut(data, n) })
         });
         if read.is_err() {
@@ -645,6 +766,9 @@ impl PySlotView {
             // when freed.
             unsafe { pyo3::ffi::Py_DECREF(arr) };
             return None;
+        }
+        if recycle && reused.is_none() {
+            self.recycled.keep(py, arr);
         }
         Some(arr)
     }
@@ -711,7 +835,7 @@ impl PySlotView {
                 return Err(PyValueError::new_err(format!("code {c:?} is {size} bytes, not {elem_size}")));
             }
         }
-        Ok(PySlotView { slot, code, elem: elem_size, len: length, scalar })
+        Ok(PySlotView { slot, code, elem: elem_size, len: length, scalar, recycled: Recycled::default() })
     }
 
     /// The underlying ByteSlot.

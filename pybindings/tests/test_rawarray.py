@@ -179,6 +179,59 @@ def test_snapshot_is_numpy_copy() -> None:
     a.close()
 
 
+def test_recycled_snapshots_are_new_arrays_to_their_holders() -> None:
+    """`snapshot()` of up to 4 KiB refills an array it returned before once nothing else
+    holds it (the free-list of CPython's floats): each caller still gets an array no one
+    else holds, with the slot's values now, and an array whose holder reshaped, retyped,
+    froze, viewed or weakly referenced it is never handed out again changed."""
+    import weakref
+
+    a = shmplane.RawArray("d", list(range(16)))
+    x = a.snapshot()
+    a[0] = 100.0
+    y = a.snapshot()  # x is held: not reused
+    assert y is not x and x[0] == 0 and y[0] == 100
+    x[0] = -1.0  # a private copy
+    assert a.snapshot()[0] == 100 and x[0] == -1 and y[0] == 100
+    seen = set()
+    for i in range(10):  # the previous result is still bound during the call
+        a[2] = i
+        s = a.snapshot()
+        assert s[2] == i and s.tolist()[3:] == list(range(3, 16))
+        seen.add(id(s))
+    assert len(seen) <= 2
+    del x, y, s
+    # Changed by a holder that then let it go: a fresh array of the right layout.
+    changes: list[Callable[[np.ndarray], Any]] = [
+        lambda v: setattr(v, "shape", (4, 4)),
+        lambda v: setattr(v, "dtype", np.int64),
+        lambda v: setattr(v.flags, "writeable", False),
+    ]
+    for change in changes:
+        for _ in range(3):
+            v = a.snapshot()
+            change(v)
+            del v
+            w = a.snapshot()
+            assert w.shape == (16,) and w.dtype == np.float64 and w.flags.writeable and w.flags.owndata and w.base is None
+            assert w.tolist() == a[:]
+            del w
+    # Reachable only through a view, or a weak reference: never refilled under them.
+    v = a.snapshot()
+    tail = v[8:]
+    del v
+    a[8] = 7.0
+    assert tail[0] == 8.0 and a.snapshot()[8] == 7.0 and tail[0] == 8.0
+    u = a.snapshot()
+    r = weakref.ref(u)
+    before = u.tolist()
+    del u
+    a[9] = 9.5
+    assert a.snapshot()[9] == 9.5
+    assert r() is None or r().tolist() == before
+    a.close()
+
+
 def test_snapshot_fast_and_full_paths_agree() -> None:
     # The C method (up to 64 KiB) and pyo3's method (larger: the GIL is released) give
     # the same fresh arrays; partial last words; a subclass of RawArray; ClosedError.
