@@ -260,29 +260,40 @@ const RECYCLE_BYTES: usize = 4096;
 
 /// The last two small arrays `snapshot()` returned, each with a reference kept: the
 /// free-list pattern of CPython's own floats. An array that only this keeps alive (its
-/// reference count 1: no name, view, buffer export or weak reference can reach it) is
-/// refilled and handed out again instead of a new one; to its caller it is a new array,
-/// which nothing else holds. Two, so that `x = arr.snapshot()` in a loop, where the
-/// previous `x` is still bound during the call, alternates between them. An array whose
-/// shape, strides, dtype or flags its holder changed is let go. Memory: at most two
-/// arrays of [`RECYCLE_BYTES`] per view. The pointers are read and written only with
-/// the GIL held (the binding is abi3: never free-threaded), so `Relaxed` suffices (no
-/// partner: the GIL orders them).
+/// reference count 1: no name, view or buffer export reaches it) and that has no weak
+/// reference is refilled and handed out again instead of a new one; to its caller it
+/// is a new array, which nothing else holds. Two, so that `x = arr.snapshot()` in a
+/// loop, where the previous `x` is still bound during the call, alternates between
+/// them. An array whose shape, strides, dtype or flags its holder changed, or that is
+/// weakly referenced, is let go at the next `snapshot()`.
+///
+/// What its holders can see: `sys.getrefcount` counts the kept reference, so
+/// `ndarray.resize` needs `refcheck=False`; an array they let go lives (and its weak
+/// references' callbacks wait) until the view's next `snapshot()` or `close()`.
+/// Memory: at most two arrays of [`RECYCLE_BYTES`] per view.
 #[derive(Default)]
 struct Recycled {
-    arrays: [std::sync::atomic::AtomicPtr<pyo3::ffi::PyObject>; 2],
+    arrays: [std::cell::Cell<*mut pyo3::ffi::PyObject>; 2],
     /// Which entry the next kept array replaces when both are held by their callers.
-    next: std::sync::atomic::AtomicU32,
+    next: std::cell::Cell<usize>,
 }
+
+// SAFETY: the cells are read and written only holding the GIL (every method takes the
+// token; the abi3 binding is never free-threaded, so the GIL is a real lock) and no
+// reference into them outlives a method; `Drop` attaches before releasing the arrays.
+unsafe impl Sync for Recycled {}
+// SAFETY: as above: the pointers are Python objects, used only attached.
+unsafe impl Send for Recycled {}
 
 impl Recycled {
     /// A kept array that nothing else holds and that still has the layout `snapshot()`
     /// made (`len` elements of `elem` bytes of dtype `descr`, `flags`), as a new
-    /// reference; arrays changed by their holders are dropped on the way.
+    /// reference; arrays changed by their holders and let go are released on the way.
+    /// Releasing one may run Python code (its weak references' callbacks), which may
+    /// re-enter this view: an entry is cleared before its array is released.
     fn take(&self, _attached: Python<'_>, descr: *mut pyo3::ffi::PyObject, len: usize, elem: usize) -> Option<*mut pyo3::ffi::PyObject> {
-        use std::sync::atomic::Ordering::Relaxed;
         for slot in &self.arrays {
-            let arr = slot.load(Relaxed);
+            let arr = slot.get();
             // SAFETY: a non-null entry is a numpy array we hold a reference to (see
             // `keep`); attached (the token).
             if arr.is_null() || unsafe { pyo3::ffi::Py_REFCNT(arr) } != 1 {
@@ -306,47 +317,55 @@ impl Recycled {
                 unsafe { pyo3::ffi::Py_INCREF(arr) };
                 return Some(arr);
             }
-            // Reshaped, retyped or made read-only by its holder, now gone: let it go.
-            slot.store(std::ptr::null_mut(), Relaxed);
-            // SAFETY: our reference, the last: the array is freed (it has no base; numpy
-            // runs no Python code freeing it).
+            // Reshaped, retyped, made read-only or weakly referenced by a holder that
+            // let it go: release it (the entry is cleared first, see above).
+            slot.set(std::ptr::null_mut());
+            // SAFETY: our reference, the last: the array is freed (attached).
             unsafe { pyo3::ffi::Py_DECREF(arr) };
         }
         None
     }
 
-    /// Keep a reference to `arr`, a new array of `snapshot()`, for a later `take`.
+    /// Keep a reference to `arr`, a new array of `snapshot()`, for a later `take`. The
+    /// array it replaces may be freed, running Python code (as in `take`).
     fn keep(&self, _attached: Python<'_>, arr: *mut pyo3::ffi::PyObject) {
-        use std::sync::atomic::Ordering::Relaxed;
         // SAFETY: the caller's new array (attached): our own reference to it.
         if unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(arr.cast())).flags } != SNAPSHOT_FLAGS {
             return;
         }
         // SAFETY: as above; the reference `arrays` keeps.
         unsafe { pyo3::ffi::Py_INCREF(arr) };
-        let i = match self.arrays.iter().position(|a| a.load(Relaxed).is_null()) {
+        let i = match self.arrays.iter().position(|a| a.get().is_null()) {
             Some(i) => i,
-            None => (self.next.fetch_add(1, Relaxed) % 2) as usize,
+            None => {
+                let i = self.next.get() % 2;
+                self.next.set(i + 1);
+                i
+            }
         };
-        let old = self.arrays[i].swap(arr, Relaxed);
+        let old = self.arrays[i].replace(arr);
         if !old.is_null() {
-            // SAFETY: our reference to an array its caller still holds (else `take`
-            // would have refilled it): not freed here.
+            // SAFETY: our reference (attached); the entry already holds `arr`.
             unsafe { pyo3::ffi::Py_DECREF(old) };
+        }
+    }
+
+    /// Release the kept arrays (`close()`), as in `take`.
+    fn clear(&self, _attached: Python<'_>) {
+        for slot in &self.arrays {
+            let arr = slot.replace(std::ptr::null_mut());
+            if !arr.is_null() {
+                // SAFETY: our reference (attached); the entry is already cleared.
+                unsafe { pyo3::ffi::Py_DECREF(arr) };
+            }
         }
     }
 }
 
 impl Drop for Recycled {
     fn drop(&mut self) {
-        let arrays = self.arrays.each_mut().map(|a| std::mem::replace(a.get_mut(), std::ptr::null_mut()));
-        if arrays.iter().any(|a| !a.is_null()) {
-            Python::attach(|py| {
-                for arr in arrays.into_iter().filter(|a| !a.is_null()) {
-                    // SAFETY: our references (see `keep`), given back attached.
-                    drop(unsafe { Bound::<PyAny>::from_owned_ptr(py, arr) });
-                }
-            });
+        if self.arrays.iter().any(|a| !a.get().is_null()) {
+            Python::attach(|py| self.clear(py));
         }
     }
 }
@@ -943,6 +962,12 @@ impl PySlotView {
         // SAFETY: CPython passes back the view `__getbuffer__` filled, once; `internal`
         // is the Box it leaked.
         drop(unsafe { Box::from_raw((*view).internal.cast::<Export>()) });
+    }
+
+    /// Release the arrays `snapshot()` keeps for recycling (`close()` calls it; they
+    /// would otherwise live as long as this view).
+    fn _release_snapshots(&self, py: Python<'_>) {
+        self.recycled.clear(py);
     }
 
     /// All elements as a new 1-d numpy array in one consistent read. Numeric elements

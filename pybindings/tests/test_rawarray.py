@@ -10,6 +10,7 @@ import multiprocessing.sharedctypes as stdlib
 import os
 import pickle
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -201,6 +202,21 @@ def test_recycled_snapshots_are_new_arrays_to_their_holders() -> None:
         seen.add(id(s))
     assert len(seen) <= 2
     del x, y, s
+    # It is recycled: the handle keeps a reference (so the object outlives its name and
+    # no other object can take its address), and the next snapshot() is that object.
+    z = a.snapshot()
+    plain = np.zeros(16)
+    assert sys.getrefcount(z) == sys.getrefcount(plain) + 1  # the handle's
+    zid = id(z)
+    del z
+    a[1] = 42.0
+    z = a.snapshot()
+    assert id(z) == zid and z[1] == 42 and z.tolist() == a[:]
+    with pytest.raises(ValueError):
+        z.resize(32)  # numpy's refcheck counts the handle's reference
+    z.resize(32, refcheck=False)
+    del z
+    assert a.snapshot().shape == (16,)
     # Changed by a holder that then let it go: a fresh array of the right layout.
     changes: list[Callable[[np.ndarray], Any]] = [
         lambda v: setattr(v, "shape", (4, 4)),
@@ -229,7 +245,12 @@ def test_recycled_snapshots_are_new_arrays_to_their_holders() -> None:
     a[9] = 9.5
     assert a.snapshot()[9] == 9.5
     assert r() is None or r().tolist() == before
+    # close() releases the kept arrays: a weakly referenced one let go is freed.
+    t = a.snapshot()
+    r = weakref.ref(t)
+    del t
     a.close()
+    assert r() is None
 
 
 def test_snapshot_fast_and_full_paths_agree() -> None:

@@ -336,8 +336,12 @@ class _SlotHandle:
         return self._slot.name
 
     def close(self) -> None:
-        """Release this handle (the shared memory goes with the last one)."""
+        """Release this handle (the shared memory goes with the last one) and the arrays
+        ``snapshot()`` keeps for reuse."""
         self._slot.close()
+        release = getattr(self, "_release_snapshots", None)
+        if release is not None:
+            release()
 
     def __enter__(self) -> Self:
         return self
@@ -448,7 +452,10 @@ class RawArray(_FastSlotView, _SlotHandle):
     Indexing returns one element and slicing a list, each read as one consistent
     snapshot; ``snapshot()`` returns all of it as a new numpy array in one read (up to
     4 KiB of numbers: one of the last two it returned, refilled, once nothing else
-    holds it, as CPython recycles floats; ~30 ns for 16 doubles). Element
+    holds it, as CPython recycles floats; ~30 ns for 16 doubles; the handle keeps a
+    reference to those two, so ``sys.getrefcount`` counts one more, ``ndarray.resize``
+    needs ``refcheck=False``, and one let go is freed at the next ``snapshot()`` or at
+    ``close()``). Element
     and slice assignment are single writes (a slice: all of it or nothing). Elements
     that are structures are live views, as in the stdlib.
     ``RawArray(typecode_or_type, size_or_initializer, name=None)`` creates one: see
