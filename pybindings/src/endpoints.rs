@@ -474,8 +474,8 @@ endpoint_pymethods!(PySender, "sender", "Sender", {
     }
 
     /// Send every object of `objs` in order, each as its own message (as `send`),
-    /// waiting for room until `timeout` seconds from the call; the number sent (see the
-    /// stubs).
+    /// waiting for room until `timeout` seconds from the first wait (one deadline for
+    /// the whole batch); the number sent (see the stubs).
     #[pyo3(signature = (objs, timeout=None))]
     fn send_many(&self, py: Python<'_>, objs: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<usize> {
         let timeout = Timeout::new(timeout, true).map_err(|e| with_attr(py, e, "sent", 0usize))?;

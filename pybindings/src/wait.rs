@@ -99,13 +99,15 @@ impl Timeout {
         }
     }
 
-    /// True once the time is up (at once for a zero timeout: check once).
+    /// True for a zero timeout: check once, never wait. Reads no clock.
     pub fn is_zero(&self) -> bool {
-        match self.limit {
-            None => false,
-            Some(limit) if limit.is_zero() => true,
-            Some(_) => self.deadline().is_some_and(|d| d <= Instant::now()),
-        }
+        self.limit.is_some_and(|limit| limit.is_zero())
+    }
+
+    /// True once the time is up: at once for a zero timeout, else once the deadline
+    /// (made at the first call) passed.
+    pub fn expired(&self) -> bool {
+        self.is_zero() || self.deadline().is_some_and(|d| d <= Instant::now())
     }
 
     /// The time left before the deadline (`None`: forever).
@@ -113,12 +115,15 @@ impl Timeout {
         self.deadline().map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// The deadline as a [`Wait`] (no hook); the deadline is made now if it was not.
+    /// The deadline as a [`Wait`] (no hook); the deadline is made now if it was not
+    /// (never for a call that does not block: it reads no clock).
     pub fn wait(&self) -> Wait<'static> {
-        match (self.block, self.deadline()) {
-            (false, _) => Wait::no_wait(),
-            (true, None) => Wait::forever(),
-            (true, Some(d)) => Wait::until(d),
+        if !self.block {
+            return Wait::no_wait();
+        }
+        match self.deadline() {
+            None => Wait::forever(),
+            Some(d) => Wait::until(d),
         }
     }
 }
@@ -237,7 +242,7 @@ pub fn open_waiting<T: Send>(py: Python<'_>, timeout: Option<f64>, open: impl Fn
     let mut pause = Duration::from_millis(1);
     loop {
         match py.detach(&open) {
-            Err(Error::NotFound { .. }) if !limit.is_zero() => {
+            Err(Error::NotFound { .. }) if !limit.expired() => {
                 let nap = limit.remaining().map_or(pause, |left| pause.min(left));
                 py.detach(|| std::thread::sleep(nap));
                 py.check_signals()?;
