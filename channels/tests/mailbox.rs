@@ -361,6 +361,44 @@ fn corrupt_lane_is_quarantined() {
     assert!(got.iter().any(|r| matches!(r, Ok(m) if m == b"good")), "{got:?}");
 }
 
+/// A quarantined lane's pending bit does not keep the readiness descriptor readable:
+/// once the other lanes are drained, an empty receive leaves it quiet (a `select` loop
+/// would otherwise spin on the poisoned lane; found in review).
+#[test]
+fn quarantined_lane_does_not_keep_the_descriptor_readable() {
+    let _serial = serial();
+    let _w = watchdog();
+    let name = unique("qready");
+    let mut mb = Mailbox::create(&name, 4096, 2).unwrap();
+    let mut bad = mb.sender().unwrap();
+    let mut good = mb.sender().unwrap();
+    let fd = mb.readiness_fd().unwrap();
+    let readable = || {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    };
+    assert!(!readable());
+    bad.send(b"x").unwrap();
+    good.send(b"good").unwrap();
+    assert!(readable());
+    poke_header(&name, 2, 4096, 0, 0, (1u64 << 63) | 0x7fff_0000u64);
+    let mut got = Vec::new();
+    while let Ok(r) = mb.try_recv().map_err(|e| format!("{e:?}")).or_else(|e| if e.contains("Corrupt") { Ok(b"corrupt".to_vec()) } else { Err(e) }) {
+        got.push(r);
+    }
+    assert_eq!(got.len(), 2, "{got:?}");
+    // The quarantined lane's producer goes on sending: its bit is set, and skipped.
+    let _ = bad.try_send(b"y");
+    assert!(matches!(mb.try_recv(), Err(Error::Empty)));
+    assert!(!readable(), "readable with only a quarantined lane's bit set");
+    good.send(b"more").unwrap();
+    assert!(readable());
+    assert_eq!(mb.try_recv().unwrap(), b"more");
+    assert!(matches!(mb.try_recv(), Err(Error::Empty)));
+    assert!(!readable());
+}
+
 /// A stray pending bit for a lane the mailbox does not have (corrupt shared memory)
 /// reads as nothing: `pending` is false and a timed receive times out.
 #[test]

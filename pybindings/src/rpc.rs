@@ -115,9 +115,11 @@ impl PyRpcServer {
             }
             if !spun && timeout.blocks() {
                 // The next call often comes within a microsecond or two (a client
-                // calling back to back): looked for with the GIL held first.
+                // calling back to back): looked for with the GIL held first, by the
+                // pending bits and polled slots only (a load each; `poll` would also
+                // re-arm an open descriptor, a syscall per look).
                 spun = true;
-                if spin_holding_gil(server.current_wait_policy(), || server.poll(Wait::no_wait())).py_err(py)? {
+                if spin_holding_gil(server.current_wait_policy(), || Ok(server.pending())).py_err(py)? {
                     continue;
                 }
             }

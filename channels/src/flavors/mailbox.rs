@@ -533,7 +533,11 @@ impl Inner {
                 // Waited on through the OS: a receive that finds nothing re-arms the
                 // descriptor (as `readiness_fd` promises), so that a ring that brought
                 // nothing to take (a view's release, a message another copy took) does
-                // not leave it readable and a `select` loop spinning.
+                // not leave it readable and a `select` loop spinning. Every time (a
+                // drain syscall): whether it may be readable cannot be known without
+                // one, since ringers write after they take the armed flag and view
+                // releases after they queue (found in review: a gate on those spun).
+                // Loops that only look (the RPC server's spin) use `pending`.
                 self.arm();
             }
             return Err(verdict);
@@ -568,17 +572,18 @@ impl Inner {
         self.unpoll_all();
         self.recover_stray_polls();
         let peer = if joins(self.control()) == 0 { VACANT } else { ATTACHED };
-        let ready = self.any_pending();
-        let m = mailbox_control(&self.segment).expect("a validated mailbox segment");
-        let n = self.lanes.len();
-        if let Some(d) = &mut self.doorbell {
-            let _ = d.arm(&m.data_ready.value, peer, || {
-                ready
-                    || (0..n.div_ceil(64)).any(|w| {
-                        let valid = if (w + 1) * 64 <= n { !0 } else { (1u64 << (n - w * 64)) - 1 };
-                        pending_word(m, w) & valid != 0
-                    })
-            });
+        let Some(d) = &mut self.doorbell else { return };
+        d.prime(&mailbox_control(&self.segment).expect("a validated mailbox segment").data_ready.value, peer);
+        // Releases queued by other threads after the drain rang it again; those queued
+        // before it (since this receive's `apply_released`) are applied here, or a
+        // producer waiting for that space would wait on a descriptor nobody rings.
+        self.apply_released();
+        // The re-check: pending bits (quarantined lanes masked: a poisoned lane would
+        // keep the descriptor readable) and requests in polled slots.
+        if self.any_pending() {
+            if let Some(d) = &mut self.doorbell {
+                d.ring_own(peer);
+            }
         }
     }
 }
@@ -941,7 +946,9 @@ impl Mailbox {
         self.recv_with(Wait::forever())
     }
 
-    /// Receive without waiting: one load per 64 lanes when empty.
+    /// Receive without waiting: one load per 64 lanes when empty (with a
+    /// [`Mailbox::readiness_fd`] open, also a re-arm of the descriptor: a drain
+    /// syscall and a fenced RMW; [`Mailbox::pending`] only looks).
     ///
     /// # Errors
     /// [`Error::Empty`]; otherwise as [`Mailbox::recv`].

@@ -94,6 +94,16 @@ impl Doorbell {
     /// doorbell has no writer left (every handle of the peer closed or died): the
     /// caller should check the peer now.
     pub(crate) fn arm(&mut self, event: &shmplane_shm::layout::EventCount, peer: u32, ready: impl FnOnce() -> bool) -> bool {
+        let peer_gone = self.prime(event, peer);
+        if ready() {
+            self.ring_own(peer);
+        }
+        peer_gone
+    }
+
+    /// The first half of [`Doorbell::arm`]: drain and arm (the caller re-checks, then
+    /// calls [`Doorbell::ring_own`] if its condition holds).
+    pub(crate) fn prime(&mut self, event: &shmplane_shm::layout::EventCount, peer: u32) -> bool {
         // A peer handle opens its write end before it claims its role: once the role
         // reads attached (or later), ours is not needed to keep end-of-file away.
         if peer != liveness::VACANT {
@@ -101,13 +111,15 @@ impl Doorbell {
         }
         let peer_gone = self.bell.drain();
         event.arm_doorbell();
-        if ready() {
-            let w = self.bell.ring_own();
-            if peer == liveness::VACANT && self.placeholder.is_none() {
-                self.placeholder = w;
-            }
-        }
         peer_gone
+    }
+
+    /// The second half of [`Doorbell::arm`]: make the descriptor readable now.
+    pub(crate) fn ring_own(&mut self, peer: u32) {
+        let w = self.bell.ring_own();
+        if peer == liveness::VACANT && self.placeholder.is_none() {
+            self.placeholder = w;
+        }
     }
 }
 
