@@ -8,8 +8,10 @@ For each subject it reports, in nanoseconds per operation:
   batches;
 * **hot read, writer busy**, two patterns: a forked writer process assigns one element
   (``elem``: ``a[0] = x``, ``v.value = x``, ``s.a = x``) or the whole value (``whole``:
-  ``a[:] = [x] * n``) in a tight loop while this process reads; p50 and p99.9. The
-  reader runs on the first allowed CPU and the writer on the second;
+  ``a[:] = [x] * n``) in a tight loop while this process reads; p50 and p99.9; and for
+  arrays a third, ``last``: the writer assigns the last element (``a[n - 1] = x``, on
+  another cache line than the first), p50. The reader runs on the first allowed CPU
+  and the writer on the second;
 * **write**: hot whole-value assignments, no other writer;
 * **cold read**: single reads after a random 0-10 ms sleep (``COLD`` samples, the
   median is the headline), timed with ``perf_counter_ns`` minus its own median cost.
@@ -62,7 +64,8 @@ class Pair(ctypes.Structure):
 class Subject:
     """One thing to read: `make()` builds (obj, read, writers); `writers` maps a writer
     pattern ("elem": one element or field assigned in a loop, "whole": the whole value
-    assigned) to `write(i)`; `torn(v)` checks a whole read."""
+    assigned, and for arrays "last": the last element assigned, on another cache line
+    than the first) to `write(i)`; `torn(v)` checks a whole read."""
 
     name: str
     make: Callable[[], tuple[Any, Callable[[], Any], dict[str, Callable[[int], None]]]]
@@ -117,7 +120,13 @@ def subjects() -> list[Subject]:
                         a[0] = float(i)
                 else:
                     a[0] = float(i)
-            return a, read, {"elem": elem, "whole": whole}
+            def last(i: int) -> None:
+                if how == "locked":
+                    with lock:
+                        a[n - 1] = float(i)
+                else:
+                    a[n - 1] = float(i)
+            return a, read, {"elem": elem, "whole": whole, "last": last}
         return make
 
     def pair(mod: Any, fields: bool = False) -> Callable[[], Any]:
@@ -267,7 +276,7 @@ def main() -> int:
           f"{cold_n} cold samples; perf_counter_ns costs {timer_ns:.0f} ns (subtracted from cold)")
     print(f"# floor: lambda calling a plain attribute read, {floor:.0f} ns (included in every hot figure)")
     head = (f"{'subject':40s} {'idle p50':>8s} {'elem p50':>8s} {'p99.9':>7s} {'whole p50':>9s} {'p99.9':>7s} "
-            f"{'write':>7s} {'cold p50':>8s} {'torn':>7s}")
+            f"{'last p50':>8s} {'write':>7s} {'cold p50':>8s} {'torn':>7s}")
     print(head)
     runs: list[dict[tuple[str, str], float]] = []
     for rep in range(max(1, args.repeat)):
@@ -289,7 +298,9 @@ def run_subjects(args: Any, batches: int, cold_n: int, timer_ns: float, allowed:
         c = cold(read, cold_n, timer_ns)
         row: dict[str, tuple[float, float]] = {}
         torn = None
-        for pattern in ("elem", "whole"):
+        for pattern in ("elem", "whole", "last"):
+            if pattern not in writers:
+                continue
             stop = ctx.RawValue("b", 0)
             with _affinity(allowed):  # the writer may move to the second CPU
                 writer = ctx.Process(target=_writer, args=(writers[pattern], stop), daemon=True)
@@ -312,8 +323,9 @@ def run_subjects(args: Any, batches: int, cold_n: int, timer_ns: float, allowed:
                     writer.join(10)
         c50, _, _ = _pcts(c)
         torn_s = "-" if torn is None else f"{100 * torn:.2f}%"
+        last_s = f"{row['last'][0]:8.0f}" if "last" in row else f"{'-':>8s}"
         print(f"{s.name:40s} {idle:8.0f} {row['elem'][0]:8.0f} {row['elem'][1]:7.0f} {row['whole'][0]:9.0f} "
-              f"{row['whole'][1]:7.0f} {w:7.0f} {c50:8.0f} {torn_s:>7s}", flush=True)
+              f"{row['whole'][1]:7.0f} {last_s} {w:7.0f} {c50:8.0f} {torn_s:>7s}", flush=True)
         if isinstance(obj, shared_memory.SharedMemory):
             obj.close()
             obj.unlink()
@@ -328,7 +340,7 @@ def report_ratios(runs: list[dict[tuple[str, str], float]]) -> None:
     per-run ratio of p50s, and (with several runs) their range."""
     print(f"\n# ratios (p50): shmplane / stdlib per writer pattern, lower is better; median of {len(runs)} run(s)"
           + (" [min-max]" if len(runs) > 1 else ""))
-    print(f"{'':45s} {'idle':>14s} {'elem':>14s} {'whole':>14s}  target")
+    print(f"{'':45s} {'idle':>14s} {'elem':>14s} {'whole':>14s} {'last':>14s}  target")
     pairs = [
         ("RawValue('d').value", "shmplane RawValue('d').value", "stdlib   RawValue('d').value", "<= 1.0 each"),
         ("RawArray('d',16)[0]", "shmplane RawArray('d',16)[0]", "stdlib   RawArray('d',16)[0]", "<= 1.0 each"),
@@ -347,7 +359,10 @@ def report_ratios(runs: list[dict[tuple[str, str], float]]) -> None:
     ]
     for label, a, b, target in pairs:
         cells = []
-        for p in ("idle", "elem", "whole"):
+        for p in ("idle", "elem", "whole", "last"):
+            if (a, p) not in runs[0] or (b, p) not in runs[0]:
+                cells.append(f"{'-':>5s}{'':9s}")
+                continue
             rs = [r[(a, p)] / r[(b, p)] for r in runs]
             span = f" [{min(rs):.2f}-{max(rs):.2f}]" if len(rs) > 1 else ""
             cells.append(f"{statistics.median(rs):5.2f}{span:>9s}")

@@ -52,7 +52,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// [`crate::callslot::POLLED`]); the slot keeps the envelope's id and flags in `meta`
 /// instead of in front of the payload, so that a call of up to 48 bytes and the slot's
 /// header share one line ([`crate::callslot::meta`]).
-pub const ABI_VERSION: u32 = 12;
+/// 13: a slot's copy 0 follows the sequence at once for values of any size (it had
+/// lines of its own above three words; see [`SLOT_DATA_OFFSET`]).
+pub const ABI_VERSION: u32 = 13;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -292,20 +294,20 @@ pub const SLOT_CONTROL_OFFSET: usize = control_offset(SLOT_ROLES);
 /// Byte offset of a slot's data block: the latch sequence (`AtomicU64`: readers read
 /// copy `seq & 1`; each write adds 2), then the two copies of the value's words.
 ///
-/// A value up to [`SLOT_PACKED_WORDS`] words is packed with the sequence into one
-/// 64-byte cache line (`[seq][copy 0]`), and copy 1 gets the next line to itself
-/// (ABI 9): a whole read touches the first line (readers use copy 0 whenever no write
-/// is under way), a number read (`seqlock::read_committed_word`) only copy 1's line,
-/// which a writer stores once per write, so under a busy writer it moves one line per
-/// write as a ctypes `RawValue` read does (with copy 1 in the sequence line, written
-/// four times per write, `.value` took 46-82 ns against the stdlib's 49 in one run
-/// after another; a separate sequence line for whole reads cost one more miss per
-/// write: 219 against 77 ns).
-/// A larger value gets each copy on its own 64-byte-aligned lines after the sequence
-/// line, so a reader touches the sequence line plus exactly the copy's lines.
+/// Copy 0 follows the sequence at once (`[seq][copy 0 ...]`), so its first seven words
+/// share the sequence's 64-byte line, and copy 1 starts on the next line boundary
+/// after it, on lines of its own. A whole read (copy 0 whenever no write is under way)
+/// touches `ceil((8 + 8w) / 64)` lines, never more than a separate sequence line plus
+/// copy 0's lines, and one fewer for 4-7 words; under a writer of one element in the
+/// first line it moves one line per write, as the stdlib's unsynchronized read does
+/// (ABI 13: with the sequence on a line of its own, two; `arr[:]` of 16 doubles under
+/// `a[0] = x` took 1.25x the stdlib's, 0.78x now; an element on another line still
+/// costs the sequence's line too). A number read (`seqlock::read_committed_word`)
+/// touches only copy 1's line, which a writer stores once per write, so under a busy
+/// writer it moves one line per write as a ctypes `RawValue` read does (ABI 9: with
+/// copy 1 in the sequence line, written four times per write, `.value` took 46-82 ns
+/// against the stdlib's 49).
 pub const SLOT_DATA_OFFSET: usize = SLOT_CONTROL_OFFSET + size_of::<SlotControl>();
-/// Values of at most this many words share one line with the sequence.
-pub const SLOT_PACKED_WORDS: usize = 3;
 /// Cache line size the slot data block is laid out for, in bytes.
 pub const SLOT_LINE: usize = 64;
 
@@ -323,20 +325,13 @@ pub const fn slot_words(bytes: usize) -> usize {
 
 /// Byte offset of copy 0 of a slot of `bytes` bytes.
 pub const fn slot_copy0_offset(bytes: usize) -> usize {
-    if slot_words(bytes) <= SLOT_PACKED_WORDS {
-        SLOT_DATA_OFFSET + 8
-    } else {
-        SLOT_DATA_OFFSET + SLOT_LINE
-    }
+    let _ = bytes;
+    SLOT_DATA_OFFSET + 8
 }
 
 /// Byte offset of copy 1 of a slot of `bytes` bytes.
 pub const fn slot_copy1_offset(bytes: usize) -> usize {
-    if slot_words(bytes) <= SLOT_PACKED_WORDS {
-        SLOT_DATA_OFFSET + SLOT_LINE
-    } else {
-        slot_copy0_offset(bytes) + (slot_words(bytes) * 8).next_multiple_of(SLOT_LINE)
-    }
+    (slot_copy0_offset(bytes) + slot_words(bytes) * 8).next_multiple_of(SLOT_LINE)
 }
 
 /// Total segment length in bytes of a slot of `bytes` bytes.
@@ -560,7 +555,7 @@ pub const LAYOUT_HASH: u64 = {
         COPY_LOCK_BYTE,
         size_of::<SlotControl>() as u64,
         SLOT_CONTROL_OFFSET as u64,
-        SLOT_PACKED_WORDS as u64,
+        (slot_copy0_offset(128) - SLOT_DATA_OFFSET) as u64,
         SLOT_LINE as u64,
         (slot_copy1_offset(8) - SLOT_DATA_OFFSET) as u64,
         size_of::<MailboxControl>() as u64,
@@ -627,8 +622,8 @@ const _: () = {
     assert!(slot_segment_len(8) - SLOT_DATA_OFFSET == LINE);
     assert!(slot_copy0_offset(24) + 24 == SLOT_DATA_OFFSET + 32);
     assert!(slot_copy1_offset(24) == SLOT_DATA_OFFSET + SLOT_LINE);
-    assert!(slot_copy0_offset(32) % SLOT_LINE == 0 && slot_copy1_offset(32) % SLOT_LINE == 0);
-    assert!(slot_copy1_offset(128) == slot_copy0_offset(128) + 128);
+    assert!(slot_copy1_offset(32) % SLOT_LINE == 0 && slot_copy1_offset(56) == SLOT_DATA_OFFSET + SLOT_LINE);
+    assert!(slot_copy1_offset(128) == SLOT_DATA_OFFSET + 3 * SLOT_LINE);
     assert!(SLOT_DATA_OFFSET % LINE == 0);
     assert!(offset_of!(MailboxControl, data_ready) == LINE);
     assert!(offset_of!(MailboxControl, joins) == 2 * LINE);
