@@ -8,7 +8,8 @@
 //! completes, the slot must be consistent (lock free, `done == seq`, even) and a read
 //! must return what was written.
 //!
-//! Input: byte 0 picks the value's size (1 to 6 words: packed and unpacked layouts),
+//! Input: byte 0 picks the value's size (1 to 17 words: copy 0 within the sequence's
+//! line, crossing into the next, and over two lines; copy 1 one to three lines out),
 //! byte 1 how many looks a forged owner lives; then the shared image (sequence,
 //! completion mark, owner, event count words, copy 0, copy 1), then operations.
 #![no_main]
@@ -43,7 +44,7 @@ impl Input<'_> {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
-    let words = 1 + usize::from(input.byte() % 6);
+    let words = 1 + usize::from(input.byte() % 17);
     let forged_lives = u32::from(input.byte() % 4);
     let segment = Segment::heap(SegmentKind::Slot, Params { p0: (words * 8) as u64, p1: 0 }).expect("a valid slot");
     let slot = SegmentSlot::new(segment);

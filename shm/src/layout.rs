@@ -38,7 +38,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// counted sleeper was already woken).
 /// 8: `RingStatus::whole` (a consumer that views messages in place asks the producer
 /// for one record per message); consumers hold records and release them out of order.
-/// 9: a packed slot's copy 1 on its own line; slot readers of a number load one word
+/// 9: copy 1 of a slot of up to three words on its own line; slot readers of a number load one word
 /// of copy 1 without the sequence, and `done` is stored with Release (see
 /// [`crate::seqlock`]: "Committed words"); consumers publish a resume position while
 /// they hold records ([`ConsumerLine::resume`], [`SubscriberCursor::resume`]).
@@ -298,7 +298,7 @@ pub const SLOT_CONTROL_OFFSET: usize = control_offset(SLOT_ROLES);
 /// share the sequence's 64-byte line, and copy 1 starts on the next line boundary
 /// after it, on lines of its own. A whole read (copy 0 whenever no write is under way)
 /// touches `ceil((8 + 8w) / 64)` lines, never more than a separate sequence line plus
-/// copy 0's lines, and one fewer for 4-7 words; under a writer of one element in the
+/// copy 0's lines, and one fewer unless `w` is a multiple of 8; under a writer of one element in the
 /// first line it moves one line per write, as the stdlib's unsynchronized read does
 /// (ABI 13: with the sequence on a line of its own, two; `arr[:]` of 16 doubles under
 /// `a[0] = x` took 1.25x the stdlib's, 0.78x now; an element on another line still
