@@ -373,11 +373,7 @@ fn quarantined_lane_does_not_keep_the_descriptor_readable() {
     let mut bad = mb.sender().unwrap();
     let mut good = mb.sender().unwrap();
     let fd = mb.readiness_fd().unwrap();
-    let readable = || {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 }
-    };
+    let readable = || common::ready_within(fd, 0);
     assert!(!readable());
     bad.send(b"x").unwrap();
     good.send(b"good").unwrap();
@@ -542,11 +538,7 @@ fn sender_readiness_on_its_lane() {
     assert_eq!(tx.lane(), Some(1));
     while tx.try_send(&[0u8; 500]).is_ok() {}
     let fd = tx.readiness_fd(500).unwrap();
-    let poll = |ms: i32| {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut p, 1, ms) == 1 }
-    };
+    let poll = |ms: i32| common::ready_within(fd, ms);
     assert!(!poll(0), "readable while the lane is full");
     assert!(std::path::Path::new(&format!("/dev/shm/shmplane.{name}@tx1")).exists());
     // Room is freed only once this thread sleeps in poll(2), so that the wake is tested.
@@ -576,12 +568,9 @@ fn consumer_close_rings_a_sender_waiting_through_its_doorbell() {
     assert_eq!(mb.recv().unwrap(), b"x");
     while tx.try_send(&[0u8; 500]).is_ok() {}
     let fd = tx.readiness_fd(500).unwrap();
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd for the duration of each call.
-    assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0);
+    assert!(!common::ready_within(fd, 0));
     mb.close();
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1, "the close did not ring");
+    assert!(common::ready_within(fd, 10_000), "the close did not ring");
     assert!(matches!(tx.check_receiver(), Err(Error::Disconnected { .. })));
 }
 

@@ -323,9 +323,8 @@ pub const fn slot_words(bytes: usize) -> usize {
     }
 }
 
-/// Byte offset of copy 0 of a slot of `bytes` bytes.
-pub const fn slot_copy0_offset(bytes: usize) -> usize {
-    let _ = bytes;
+/// Byte offset of copy 0 of a slot of any size: right after the sequence.
+pub const fn slot_copy0_offset(_bytes: usize) -> usize {
     SLOT_DATA_OFFSET + 8
 }
 

@@ -157,3 +157,11 @@ impl Drop for Name {
 pub fn path_of(name: &str) -> String {
     format!("/dev/shm/shmplane.{name}")
 }
+
+/// Whether descriptor `fd` reports an event (readable, or end-of-file) within `ms`
+/// milliseconds (0: now).
+pub fn ready_within(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
