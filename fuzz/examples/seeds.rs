@@ -44,8 +44,8 @@ fn slot_input(slot: &SegmentSlot, words: usize, ops: &[u8]) -> Vec<u8> {
     let waiters = ev.waiters.load(r);
     out.extend([(waiters >> 24) as u8, waiters as u8]);
     for copy in 0..2 {
-        for i in 0..words {
-            out.extend(slot.word(copy, i).load(r).to_le_bytes());
+        for w in slot.copy_lines(copy) {
+            out.extend(w.load(r).to_le_bytes());
         }
     }
     out.extend(ops);
@@ -56,14 +56,18 @@ fn slots() {
     // Operations: (first, len, op) triples: a read, a locked read, an element read, a
     // write, an update, a repair.
     let ops = [0, 0, 0, 0, 1, 1, 0, 0, 3, 0, 0, 4, 0, 1, 5, 0, 0, 6];
-    for words in [1, 3, 5] {
+    for words in [1, 3, 5, 9, 16] {
         let new = || SegmentSlot::new(Segment::heap(SegmentKind::Slot, Params { p0: (words * 8) as u64, p1: 0 }).expect("slot"));
         let value = |v: u64| vec![v; words];
         let slot = new();
         seqlock::write(&slot, &value(1), 77, |_| true);
         seqlock::write(&slot, &value(2), 77, |_| true);
         save("slot", &format!("written-twice-{words}w"), &slot_input(&slot, words, &ops));
-        for (crash, tag) in [(CrashPoint::InCopy0(words / 2), "phase1"), (CrashPoint::InCopy1(words / 2), "phase2")] {
+        for (crash, tag) in [
+            (CrashPoint::InCopy0(words / 2), "phase1"),
+            (CrashPoint::InRelease(0, words / 14), "release0"),
+            (CrashPoint::InCopy1(words / 2), "phase2"),
+        ] {
             let slot = new();
             seqlock::write(&slot, &value(1), 77, |_| true);
             assert!(seqlock::write_until(&slot, &value(2), 88, |_| true, Some(crash)).is_none());

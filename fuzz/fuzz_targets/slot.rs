@@ -1,17 +1,17 @@
 //! A slot segment (`shmplane_shm::seqlock` over the production `SegmentSlot` layout)
-//! whose shared words a hostile or broken peer wrote: the latch sequence, the
+//! whose shared words a hostile or broken peer wrote: the writer's sequence, the
 //! completion mark, the writer-owner word, the `updated` event count and both copies
-//! of the value. Readers, writers, element updates and the repair of an abandoned
+//! of the value, line versions included. Readers, writers, element updates and the repair of an abandoned
 //! write must never panic, read outside the value or hang: a forged owner is waited
 //! for only while it lives, and the harness's liveness says a forged owner lives for
 //! a bounded number of looks (a bounded wait), then dies. After a write or update
 //! completes, the slot must be consistent (lock free, `done == seq`, even) and a read
 //! must return what was written.
 //!
-//! Input: byte 0 picks the value's size (1 to 17 words: copy 0 within the sequence's
-//! line, crossing into the next, and over two lines; copy 1 one to three lines out),
-//! byte 1 how many looks a forged owner lives; then the shared image (sequence,
-//! completion mark, owner, event count words, copy 0, copy 1), then operations.
+//! Input: byte 0 picks the value's size (1 to 17 words: one to three lines of seven
+//! words per copy), byte 1 how many looks a forged owner lives; then the shared image
+//! (sequence, completion mark, owner, event count words, copy 0's lines, copy 1's
+//! lines: each line's version and its seven words), then operations.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use shmplane_shm::header::SegmentKind;
@@ -59,8 +59,8 @@ fuzz_target!(|data: &[u8]| {
     ev.epoch.store(input.byte().into(), r);
     ev.waiters.store(u32::from(input.byte()) << 24 | u32::from(input.byte()), r);
     for copy in 0..2 {
-        for i in 0..words {
-            slot.word(copy, i).store(input.word(), r);
+        for w in slot.copy_lines(copy) {
+            w.store(input.word(), r);
         }
     }
     // The real decoder of an owner id (pid, start time bits, thread): any id decodes.
@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let mut buf = vec![0u64; words];
+    let mut bytes = vec![0u8; words * 8];
     for op in 0..64u64 {
         if input.0.is_empty() {
             break;
@@ -94,7 +95,7 @@ fuzz_target!(|data: &[u8]| {
         me.set(FIRST_ID + op);
         let first = usize::from(input.byte()) % words;
         let len = 1 + usize::from(input.byte()) % (words - first);
-        match input.byte() % 8 {
+        match input.byte() % 9 {
             0 => {
                 let _ = seqlock::try_read(&slot, &mut buf);
             }
@@ -128,9 +129,16 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(w.done.load(r), slot.seq().load(r), "repaired");
                 }
             }
+            7 => {
+                let _ = seqlock::read_bytes_or_lock(&slot, &mut bytes[..len * 8 - 3], 2, || me.get(), alive);
+            }
             _ => {
                 // A writer of ours killed mid-write: its id is dead from now on.
-                let crash = if input.byte() % 2 == 0 { CrashPoint::InCopy0(first) } else { CrashPoint::InCopy1(first) };
+                let crash = match input.byte() % 4 {
+                    0 => CrashPoint::InCopy0(first),
+                    1 => CrashPoint::InCopy1(first),
+                    c => CrashPoint::InRelease(usize::from(c == 3), first / 7),
+                };
                 let value = vec![op; words];
                 if seqlock::write_until(&slot, &value, me.get(), alive, Some(crash)).is_none() {
                     let mut dead = crashed.take();

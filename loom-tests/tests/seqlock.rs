@@ -1,6 +1,6 @@
 //! loom models of the slot seqlock latch (`shmplane_shm::seqlock`): readers never see a
 //! torn value (every word of a value is equal, so a mix of two writes shows), with one
-//! writer and two readers, with two writers, and with a writer that dies mid-write (the
+//! writer and one reader (two lines of one word each), with two writers, and with a writer that dies mid-write (the
 //! next writer takes the lock over and repairs the torn copy while readers read), and
 //! element updates (`update`) by two writers that must not lose each other's word, and
 //! committed-word reads (`read_committed_word`, the Python binding's element reads):
@@ -17,13 +17,15 @@ use shmplane_shm::seqlock::{
 };
 use shmplane_shm::sync::AtomicU64;
 
+/// Two words, one per line (`LINE_WORDS = 1`): every whole read double-collects two
+/// line versions, the case the per-line versions exist for.
 const WORDS: usize = 2;
 
 #[derive(Default)]
 struct Model {
     ctl: SlotControl,
-    seq: AtomicU64,
-    copies: [[AtomicU64; WORDS]; 2],
+    /// Each copy: line 0's version and word, line 1's version and word.
+    copies: [[AtomicU64; 2 * WORDS]; 2],
     futex: FutexModel,
 }
 
@@ -32,19 +34,14 @@ struct Store(Arc<Model>);
 
 impl SlotStore for Store {
     type Park = FutexModel;
+    const LINE_WORDS: usize = 1;
     fn control(&self) -> &SlotControl {
         &self.0.ctl
-    }
-    fn seq(&self) -> &AtomicU64 {
-        &self.0.seq
     }
     fn words(&self) -> usize {
         WORDS
     }
-    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
-        &self.0.copies[copy][i]
-    }
-    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+    fn copy_lines(&self, copy: usize) -> &[AtomicU64] {
         &self.0.copies[copy]
     }
     fn park(&self) -> &FutexModel {
@@ -65,22 +62,31 @@ fn check_read(store: &Store, max: u64) {
 }
 
 #[test]
-fn one_writer_two_readers_never_torn() {
+fn one_writer_one_reader_never_torn() {
     loom::model(|| {
         let store = Store::default();
         let w = store.clone();
+        // One write: its copy-0 phase sends readers to copy 1, its release step makes
+        // them retry copy 0, its copy-1 phase leaves copy 0 to them (with per-line
+        // versions a second write made this model run for over 15 minutes).
         let writer = loom::thread::spawn(move || {
             write(&w, &value(1), 1, |_| true);
-            write(&w, &value(2), 1, |_| true);
         });
-        let r = store.clone();
-        let reader = loom::thread::spawn(move || check_read(&r, 2));
-        check_read(&store, 2);
+        // One reader, one attempt: with a version per line every load of the model
+        // branches over the values it may see, and a second reader (or a retry loop)
+        // made it run past 10 minutes. `two_writers_serialize`, the crash models and
+        // the committed-word models add the other interleavings.
+        let once = |s: &Store| {
+            let mut dst = [0u64; WORDS];
+            if try_read(s, &mut dst).is_some() {
+                assert!(dst == value(0) || dst == value(1), "torn read: {dst:?}");
+            }
+        };
+        once(&store);
         writer.join().unwrap();
-        reader.join().unwrap();
         let mut dst = [0u64; WORDS];
         read(&store, &mut dst);
-        assert_eq!(dst, value(2));
+        assert_eq!(dst, value(1));
     });
 }
 
@@ -103,7 +109,7 @@ fn two_writers_serialize() {
 
 #[test]
 fn writer_dying_mid_write_leaves_last_complete_value() {
-    for crash in [CrashPoint::InCopy0(1), CrashPoint::InCopy1(1)] {
+    for crash in [CrashPoint::InCopy0(1), CrashPoint::InRelease(0, 1), CrashPoint::InCopy1(1)] {
         loom::model(move || {
             let store = Store::default();
             write(&store, &value(1), 7, |_| true);
@@ -207,7 +213,7 @@ fn committed_words_follow_version_and_never_go_back() {
 /// finished write, and repair rolls the rest forward, never back.
 #[test]
 fn committed_words_never_show_an_unfinished_write() {
-    for crash in [CrashPoint::InCopy0(1), CrashPoint::InCopy1(1)] {
+    for crash in [CrashPoint::InCopy0(1), CrashPoint::InRelease(0, 1), CrashPoint::InCopy1(1)] {
         loom::model(move || {
             let store = Store::default();
             write(&store, &value(1), 7, |_| true);
@@ -220,7 +226,8 @@ fn committed_words_never_show_an_unfinished_write() {
                     match crash {
                         // 2 never finished phase 1: its words are not committed.
                         CrashPoint::InCopy0(_) => assert!(word == 1 || word == 3, "{word}"),
-                        CrashPoint::InCopy1(_) => assert!((1..=3).contains(&word), "{word}"),
+                        // Copy 0 complete (or half released): repair rolls 2 forward.
+                        _ => assert!((1..=3).contains(&word), "{word}"),
                     }
                     if i == 0 {
                         assert!(word >= last, "went back from {last} to {word}");
@@ -257,8 +264,8 @@ fn committed_word_of_a_flag_publishes_earlier_writes() {
 
 /// A writer killed in phase 2 leaves `version` and committed words behind the whole
 /// value; `repair_abandoned` (what waiters run) finishes the write while a reader reads:
-/// the reader never sees a torn or older value, and afterwards the version and the
-/// committed words are the dead writer's value.
+/// the reader never sees a torn or older value, and afterwards the committed words are
+/// the dead writer's value and the version is past it (a repair counts as a write).
 #[test]
 fn waiters_repair_a_write_a_dead_writer_left_in_phase_two() {
     loom::model(|| {
@@ -274,7 +281,8 @@ fn waiters_repair_a_write_a_dead_writer_left_in_phase_two() {
         });
         assert!(repair_abandoned(&store, || 8, |holder| holder != 7));
         reader.join().unwrap();
-        assert_eq!(version(&store), 2);
+        // Repair rewrites both copies at a version above every line's: 3, not 2.
+        assert_eq!(version(&store), 3);
         assert_eq!([read_committed_word(&store, 0), read_committed_word(&store, 1)], [2, 2]);
         assert!(!repair_abandoned(&store, || 8, |_| false), "nothing left to repair");
     });

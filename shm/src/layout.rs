@@ -54,7 +54,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// header share one line ([`crate::callslot::meta`]).
 /// 13: a slot's copy 0 follows the sequence at once for values of any size (it had
 /// lines of its own above three words; see [`SLOT_DATA_OFFSET`]).
-pub const ABI_VERSION: u32 = 13;
+/// 14: a version word in every 64-byte line of a slot's copies (seven value words
+/// each) instead of one latch sequence in front of copy 0; the writer's sequence moves
+/// into [`SlotWriter`] (see [`crate::seqlock`]).
+pub const ABI_VERSION: u32 = 14;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -263,14 +266,18 @@ pub struct SlotWriter {
     /// 0 when free, else the holder's `liveness::writer_id` (pid, low bits of its start
     /// time, thread id; see `crate::seqlock`).
     pub owner: AtomicU64,
-    /// Latch sequence at which the last write completed. `!= seq` after a writer died
+    /// Sequence at which the last write completed. `!= seq` after a writer died
     /// mid-write: the next writer repairs the torn copy first.
     pub done: AtomicU64,
+    /// The writer's sequence: `done + 1` (odd) while a write is in copy 0, `done + 2`
+    /// while it is in copy 1, then `done` again. Readers never load it (they check the
+    /// line versions); repair reads it to tell which copy is intact.
+    pub seq: AtomicU64,
 }
 
 /// Control block of a latest-value slot (a seqlock latch; see [`crate::seqlock`]):
-/// the lines only writers and sleepers touch. The latch sequence readers check is not
-/// here but in the data block, in front of the two copies (see [`SLOT_DATA_OFFSET`]).
+/// the lines only writers and sleepers touch. The versions readers check are in the
+/// data block, one in front of each line of each copy (see [`SLOT_DATA_OFFSET`]).
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct SlotControl {
@@ -291,22 +298,19 @@ pub const SLOT_BELLS: usize = 16;
 pub const SLOT_ROLES: usize = 1;
 /// Byte offset of the slot control block in a slot segment.
 pub const SLOT_CONTROL_OFFSET: usize = control_offset(SLOT_ROLES);
-/// Byte offset of a slot's data block: the latch sequence (`AtomicU64`: readers read
-/// copy `seq & 1`; each write adds 2), then the two copies of the value's words.
+/// Byte offset of a slot's data block: copy 0 then copy 1 of the value, each in 64-byte
+/// lines of a version word (`AtomicU64`, odd while a writer changes the line) and seven
+/// value words (the last line's unused words stay zero).
 ///
-/// Copy 0 follows the sequence at once (`[seq][copy 0 ...]`), so its first seven words
-/// share the sequence's 64-byte line, and copy 1 starts on the next line boundary
-/// after it, on lines of its own. A whole read (copy 0 whenever no write is under way)
-/// touches `ceil((8 + 8w) / 64)` lines, never more than a separate sequence line plus
-/// copy 0's lines, and one fewer unless `w` is a multiple of 8; under a writer of one element in the
-/// first line it moves one line per write, as the stdlib's unsynchronized read does
-/// (ABI 13: with the sequence on a line of its own, two; `arr[:]` of 16 doubles under
-/// `a[0] = x` took 1.25x the stdlib's, 0.78x now; an element on another line still
-/// costs the sequence's line too). A number read (`seqlock::read_committed_word`)
-/// touches only copy 1's line, which a writer stores once per write, so under a busy
-/// writer it moves one line per write as a ctypes `RawValue` read does (ABI 9: with
-/// copy 1 in the sequence line, written four times per write, `.value` took 46-82 ns
-/// against the stdlib's 49).
+/// Value word `i` is word `1 + i % 7` of line `i / 7`. A write claims and releases only
+/// the lines it changes, so a whole read under a writer of one element moves that
+/// element's line only, as the stdlib's unsynchronized read does (ABI 13 kept one latch
+/// sequence in front of copy 0, a second line to move whenever the element was not in
+/// the sequence's line: `arr[:]` of 16 doubles under `a[15] = x` took 1.48-1.57x the
+/// stdlib's). A whole read touches `ceil(w / 7)` lines of one copy. A number read
+/// (`seqlock::read_committed_word`) touches only copy 1's line of its word, which a
+/// writer stores once per write, so under a busy writer it moves one line per write as
+/// a ctypes `RawValue` read does.
 pub const SLOT_DATA_OFFSET: usize = SLOT_CONTROL_OFFSET + size_of::<SlotControl>();
 /// Cache line size the slot data block is laid out for, in bytes.
 pub const SLOT_LINE: usize = 64;
@@ -323,19 +327,27 @@ pub const fn slot_words(bytes: usize) -> usize {
     }
 }
 
-/// Byte offset of copy 0 of a slot of any size: right after the sequence.
-pub const fn slot_copy0_offset(_bytes: usize) -> usize {
-    SLOT_DATA_OFFSET + 8
+/// Value words per 64-byte line of a slot copy (after the line's version word).
+pub const SLOT_LINE_WORDS: usize = SLOT_LINE / 8 - 1;
+
+/// Lines per copy of a slot of `bytes` bytes.
+pub const fn slot_lines(bytes: usize) -> usize {
+    slot_words(bytes).div_ceil(SLOT_LINE_WORDS)
 }
 
-/// Byte offset of copy 1 of a slot of `bytes` bytes.
+/// Byte offset of copy 0 of a slot of any size: the data block's start.
+pub const fn slot_copy0_offset(_bytes: usize) -> usize {
+    SLOT_DATA_OFFSET
+}
+
+/// Byte offset of copy 1 of a slot of `bytes` bytes: after copy 0's lines.
 pub const fn slot_copy1_offset(bytes: usize) -> usize {
-    (slot_copy0_offset(bytes) + slot_words(bytes) * 8).next_multiple_of(SLOT_LINE)
+    slot_copy0_offset(bytes) + slot_lines(bytes) * SLOT_LINE
 }
 
 /// Total segment length in bytes of a slot of `bytes` bytes.
 pub const fn slot_segment_len(bytes: usize) -> usize {
-    (slot_copy1_offset(bytes) + slot_words(bytes) * 8).next_multiple_of(LINE)
+    (slot_copy1_offset(bytes) + slot_lines(bytes) * SLOT_LINE).next_multiple_of(LINE)
 }
 
 /// Size of a record header in bytes (one `u64`: see [`crate::ring`]).
@@ -531,7 +543,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 37] = [
+    let parts: [u64; 39] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -557,6 +569,8 @@ pub const LAYOUT_HASH: u64 = {
         (slot_copy0_offset(128) - SLOT_DATA_OFFSET) as u64,
         SLOT_LINE as u64,
         (slot_copy1_offset(8) - SLOT_DATA_OFFSET) as u64,
+        SLOT_LINE_WORDS as u64,
+        std::mem::offset_of!(SlotWriter, seq) as u64,
         size_of::<MailboxControl>() as u64,
         std::mem::offset_of!(MailboxControl, data_ready) as u64,
         std::mem::offset_of!(RingStatus, wake_at) as u64,
@@ -612,17 +626,17 @@ const _: () = {
     assert!(RING_CONTROL_OFFSET == 640);
     assert!(RING_DATA_OFFSET == DATA_ALIGN);
     assert!(check_ring_capacity(MIN_RING_CAPACITY as u64));
-    assert!(size_of::<SlotWriter>() == 16);
+    assert!(size_of::<SlotWriter>() == 24);
     assert!(offset_of!(SlotControl, writer) == 0);
     assert!(offset_of!(SlotControl, updated) == LINE);
     assert!(offset_of!(SlotControl, bells) == 2 * LINE);
     assert!(size_of::<SlotControl>() == 3 * LINE);
     assert!(SLOT_CONTROL_OFFSET == 384);
     assert!(slot_segment_len(8) - SLOT_DATA_OFFSET == LINE);
-    assert!(slot_copy0_offset(24) + 24 == SLOT_DATA_OFFSET + 32);
-    assert!(slot_copy1_offset(24) == SLOT_DATA_OFFSET + SLOT_LINE);
-    assert!(slot_copy1_offset(32) % SLOT_LINE == 0 && slot_copy1_offset(56) == SLOT_DATA_OFFSET + SLOT_LINE);
+    assert!(slot_copy1_offset(56) == SLOT_DATA_OFFSET + SLOT_LINE);
+    assert!(slot_copy1_offset(64) == SLOT_DATA_OFFSET + 2 * SLOT_LINE);
     assert!(slot_copy1_offset(128) == SLOT_DATA_OFFSET + 3 * SLOT_LINE);
+    assert!(slot_segment_len(128) - SLOT_DATA_OFFSET == 6 * SLOT_LINE);
     assert!(SLOT_DATA_OFFSET % LINE == 0);
     assert!(offset_of!(MailboxControl, data_ready) == LINE);
     assert!(offset_of!(MailboxControl, joins) == 2 * LINE);

@@ -1,45 +1,71 @@
-//! Latest-value slot: a seqlock *latch* over `AtomicU64` words, crash-safe.
+//! Latest-value slot: a seqlock *latch* over `AtomicU64` words with a version in every
+//! line, crash-safe.
 //!
 //! The latch is Linux's `seqcount_latch` (`include/linux/seqlock.h`): two copies of the
-//! value; `seq & 1` says which one readers use; a write flips readers to the other copy
-//! before touching one, so readers never wait for a writer and never see a torn value.
-//! A reader that keeps losing the race (writers flip the latch faster than it can copy)
-//! takes the writer lock for one read after [`READ_TRIES`] attempts
-//! ([`read_words_or_lock`], Linux's `read_seqbegin_or_lock`): it always finishes.
-//! Words are copied with Relaxed atomic loads/stores between the sequence accesses and
-//! fences, as in Rust RFC 3301 / crossbeam's `SeqLock` (a volatile read of non-atomic
-//! memory that another thread writes would be a data race).
+//! value, written one after the other, so that one of them is always complete and
+//! readers never wait for a writer. Instead of one sequence word that selects the copy
+//! (a line every write modifies and every read loads), each 64-byte line of each copy
+//! carries its own version word and [`SlotStore::LINE_WORDS`] (7) value words: a write
+//! changes only the lines it touches, so a reader under a writer of one element moves
+//! that element's line and no other, as an unsynchronized ctypes read does (ABI 14).
+//! A reader that keeps losing the race takes the writer lock for one read after
+//! [`READ_TRIES`] attempts ([`read_words_or_lock`], Linux's `read_seqbegin_or_lock`):
+//! it always finishes. Words are copied with Relaxed atomic loads/stores between the
+//! version accesses and fences, as in Rust RFC 3301 / crossbeam's `SeqLock`.
 //!
 //! ```text
-//! writer (holding the writer lock)          reader
-//!   seq = s+1 (Release; odd: → copy 1)       s1 = seq (Acquire)
-//!   fence(Release)                            copy[s1 & 1] words (Relaxed)
-//!   copy 0 words = v (Relaxed)                fence(Acquire)
-//!   fence(Release); seq = s+2 (copy 0)        s2 = seq (Relaxed)
-//!   fence(Release)                            accept iff s1 == s2
-//!   copy 1 words = v (Relaxed)
+//! writer (holding the writer lock; s = seq, even)     reader of lines L, copy 0 then 1
+//!   seq = s+1                                          for l in L: v1[l] = ver[l] (Acquire)
+//!   for copy in 0, 1:                                              words of l (Relaxed)
+//!     for l in lines written: ver[l] = s+1 (claim)     fence(Acquire)
+//!     fence(Release)                                   for l in L: v2[l] = ver[l]
+//!     words (Relaxed)                                  accept iff all v1 even, v1 == v2
+//!     fence(Release)
+//!     for l in lines written: ver[l] = s+2 (release)
+//!     after copy 0: seq = s+2
 //!   done = s+2 (Release); unlock; notify `updated`
 //! ```
 //!
-//! # Committed words (element reads without the sequence)
-//! Copy 1 only ever holds *committed* values: a writer changes it after flipping readers
-//! to a complete copy 0 (phase 2), and the repair of a writer that died in phase 2 rolls
-//! it forward from copy 0, never back. So one word of copy 1 read with one atomic load
-//! ([`read_committed_word`]) is a whole word of some completed write, and successive
+//! Why a double collect of the versions is enough (the argument of
+//! `docs/design.md`, Slots): a write claims *every* line it changes before it writes
+//! any word and releases none before all are claimed, so from its first claim to its
+//! last release at least one of its lines is odd. A reader that read a word of the
+//! write (or a released version of it) in its first pass sees, in its second pass
+//! after the Acquire fence, every line the write claimed at its claim or later: a
+//! version that differs from its first pass unless the first pass already saw it
+//! released. Versions only grow (a claim is above every version of the slot, a release
+//! above its claim), so the check compares sums: with every `v2[l] >= v1[l]`, equal
+//! sums mean equal versions. The version of a read is the largest line version it saw
+//! (every write changes a line of a whole read), halved.
+//!
+//! Copy 0 is tried first. A copy with a claimed line is being written: the reader then
+//! reads the other one, which the writer finished before (the lock serializes writes)
+//! — except while the write releases copy 0's lines (a line of the reader's range at
+//! `s+2` beside one still at `s+1`): some reader may already have seen the new value
+//! there, so going to copy 1 (the old one) could go back in time; the reader retries.
+//!
+//! # Committed words (element reads without the versions)
+//! Copy 1 only ever holds *committed* values: a writer changes it after copy 0 holds
+//! the complete new value, and the repair of a writer that died while writing copy 1
+//! rolls it forward from copy 0, never back. So one word of copy 1 read with one atomic
+//! load ([`read_committed_word`]) is a whole word of some completed write, and successive
 //! loads of it never go back to an older write: that is all an element of at most 8
 //! naturally aligned bytes needs, and it costs one line, as a plain shared `double`
-//! does (no sequence line, no retry). [`version`] reads `done`, which the writer stores
+//! does (no version, no retry). [`version`] reads `done`, which the writer stores
 //! (Release) after copy 1, so a reader that sees version `v` then reads committed words
-//! of write `v` or later. An element read may return the previous value while a write
-//! is in phase 2 (a whole read then already returns the new one).
+//! of write `v` or later.
 //!
 //! # Crash safety
-//! A writer killed at any point leaves the copy readers use intact (it only ever writes
-//! the other one), so readers go on reading the last complete value and never spin on
-//! a dead writer. Writers serialize on `writer.owner` (pid, low bits of its start time,
+//! A writer killed at any point leaves one copy intact: killed while writing copy 0
+//! (before it released a line there), copy 1 holds the last complete value; killed
+//! while releasing copy 0's lines or writing copy 1, copy 0 holds the new one. Readers
+//! of a copy with a claimed line read the other; a reader caught by a dead writer's
+//! release step takes the lock after its tries, which replaces the dead holder and
+//! repairs. Writers serialize on `writer.owner` (pid, low bits of its start time,
 //! thread id: `liveness::writer_id`); a holder whose process is gone (or whose pid a
-//! later process reused) is replaced by compare-and-swap, and the new holder
-//! repairs a torn copy before writing (`done != seq` says a write did not finish).
+//! later process reused) is replaced by compare-and-swap, and the new holder repairs
+//! a torn copy before writing (`done != seq` says a write did not finish): it rewrites
+//! every line of both copies from the intact one at a version above all.
 
 use crate::layout::SlotControl;
 use crate::sync::{fence, spin_hint, yield_now, AtomicU64, Ordering};
@@ -47,35 +73,69 @@ use crate::wait::{Park, SLICE};
 use std::convert::Infallible;
 use std::time::Instant;
 
-/// Storage of a slot: control block and the two copies of its payload words.
+/// Storage of a slot: control block and the two copies of its payload words, in lines
+/// of a version word and [`LINE_WORDS`](SlotStore::LINE_WORDS) value words.
 pub trait SlotStore {
     /// Sleep/wake implementation of `updated`.
     type Park: Park;
-    /// The control block (writer lock, sleepers).
+    /// Value words per line (after the line's version word): 7 in a segment (64-byte
+    /// lines); loom models use 1 so that two-line values stay small.
+    const LINE_WORDS: usize = crate::layout::SLOT_LINE_WORDS;
+    /// The control block (writer lock, writer's sequence, sleepers).
     fn control(&self) -> &SlotControl;
-    /// The latch sequence (next to the copies: see `layout::SLOT_DATA_OFFSET`).
-    fn seq(&self) -> &AtomicU64;
     /// Payload words per copy.
     fn words(&self) -> usize;
-    /// Word `i` of copy `copy` (0 or 1).
-    fn word(&self, copy: usize, i: usize) -> &AtomicU64;
-    /// All [`words`](SlotStore::words) words of copy `copy` (0 or 1), as one slice:
-    /// what [`word`](SlotStore::word) indexes. Reads copy from it: one bounds
-    /// check for the range instead of one per word.
-    fn copy_words(&self, copy: usize) -> &[AtomicU64];
+    /// Copy `copy` (0 or 1) as one slice of `lines * (LINE_WORDS + 1)` words: each
+    /// line's version, then its value words (the last line may be partly unused).
+    fn copy_lines(&self, copy: usize) -> &[AtomicU64];
     /// The futex implementation.
     fn park(&self) -> &Self::Park;
+
+    /// The writer's sequence (`control().writer.seq`): odd while a write is in copy 0,
+    /// `done` once it completed. Only writers and repair read it.
+    #[inline]
+    fn seq(&self) -> &AtomicU64 {
+        &self.control().writer.value.seq
+    }
+
+    /// Lines per copy.
+    #[inline]
+    fn lines(&self) -> usize {
+        self.words().div_ceil(Self::LINE_WORDS)
+    }
+
+    /// Word `i` of copy `copy` (0 or 1).
+    ///
+    /// # Panics
+    /// If `i` is outside the value.
+    #[inline]
+    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
+        assert!(i < self.words(), "slot word outside the value");
+        &self.copy_lines(copy)[word_index::<Self>(i)]
+    }
+
+    /// The version word of line `l` of copy `copy`.
+    #[inline]
+    fn line_version(&self, copy: usize, l: usize) -> &AtomicU64 {
+        &self.copy_lines(copy)[l * (Self::LINE_WORDS + 1)]
+    }
 }
 
-/// Version a reader sees: the number of completed latch flips, `seq / 2`.
+/// Index in [`SlotStore::copy_lines`] of value word `i`.
+#[inline]
+fn word_index<S: SlotStore + ?Sized>(i: usize) -> usize {
+    i / S::LINE_WORDS * (S::LINE_WORDS + 1) + 1 + i % S::LINE_WORDS
+}
+
+/// Version a reader sees: the number of completed writes (and repairs), `seq / 2`.
 #[inline]
 fn version_of(seq: u64) -> u64 {
     seq / 2
 }
 
 /// The current version (one Acquire load of `done`): grows with every completed write
-/// (and with the repair of one a dead writer left in its first phase). Committed words ([`read_committed_word`]) read after it are of this write or
-/// a later one.
+/// (and with the repair of one a dead writer left). Committed words
+/// ([`read_committed_word`]) read after it are of this write or a later one.
 #[inline]
 pub fn version<S: SlotStore>(store: &S) -> u64 {
     // ORDERING: Acquire, partner of the Release stores of `done` in `publish` and
@@ -91,17 +151,16 @@ pub fn version<S: SlotStore>(store: &S) -> u64 {
 /// If `i` is outside the value.
 #[inline]
 pub fn read_committed_word<S: SlotStore>(store: &S, i: usize) -> u64 {
-    assert!(i < store.words(), "slot word outside the value");
     // ORDERING: Acquire, partner of the writer's fence(Release) before its copy-1
     // stores: a reader that sees a word of write `w` also sees everything its writer
-    // did before `w` (a flag in one slot published after data in another; and `seq`
-    // at least as new, so a whole read after it does not go back). One word is whole
-    // by single-copy atomicity.
+    // did before `w` (a flag in one slot published after data in another; and copy 0's
+    // release of `w`, so a whole read after it does not go back). One word is whole by
+    // single-copy atomicity.
     store.word(1, i).load(Ordering::Acquire)
 }
 
 /// One read attempt into `dst` (`dst.len() == store.words()`): the version read, or
-/// `None` if a write flipped the latch meanwhile (retry).
+/// `None` if a write changed the lines meanwhile (retry).
 ///
 /// # Panics
 /// If `dst` has the wrong length.
@@ -113,15 +172,16 @@ pub fn try_read<S: SlotStore>(store: &S, dst: &mut [u64]) -> Option<u64> {
 
 /// One read attempt of words `first .. first + dst.len()` into `dst` (an element or a
 /// slice of an array value): as [`try_read`], consistent with every write as a whole.
+/// Its version is that of the last write that changed these words' lines.
 ///
 /// # Panics
 /// If the range is outside the value.
 #[inline]
 pub fn try_read_words<S: SlotStore>(store: &S, first: usize, dst: &mut [u64]) -> Option<u64> {
     assert!(first.checked_add(dst.len()).is_some_and(|end| end <= store.words()), "slot read range outside the value");
-    try_read_span(store, first, dst.len(), |src| {
-        for (w, s) in dst.iter_mut().zip(src) {
-            // ORDERING: Relaxed, between the sequence loads of `try_read_span`.
+    try_read_span(store, first, dst.len(), |at, src| {
+        for (w, s) in dst[at..at + src.len()].iter_mut().zip(src) {
+            // ORDERING: Relaxed, between the version loads of `try_read_span`.
             *w = s.load(Ordering::Relaxed);
         }
     })
@@ -138,41 +198,96 @@ pub fn try_read_words<S: SlotStore>(store: &S, first: usize, dst: &mut [u64]) ->
 pub fn try_read_bytes<S: SlotStore>(store: &S, dst: &mut [u8]) -> Option<u64> {
     let words = dst.len().div_ceil(8);
     assert!(words <= store.words(), "slot read range outside the value");
-    try_read_span(store, 0, words, |src| {
+    let len = dst.len();
+    try_read_span(store, 0, words, |at, src| {
+        let bytes = &mut dst[at * 8..len.min((at + src.len()) * 8)];
         // Whole words, then the tail (split first: one loop counter, unrolled).
-        let (full, tail) = dst.split_at_mut(dst.len() / 8 * 8);
+        let (full, tail) = bytes.split_at_mut(bytes.len() / 8 * 8);
         for (c, s) in full.chunks_exact_mut(8).zip(src) {
-            // ORDERING: Relaxed, between the sequence loads of `try_read_span`.
+            // ORDERING: Relaxed, between the version loads of `try_read_span`.
             c.copy_from_slice(&s.load(Ordering::Relaxed).to_ne_bytes());
         }
         if !tail.is_empty() {
             // ORDERING: Relaxed, as above.
-            let w = src[words - 1].load(Ordering::Relaxed).to_ne_bytes();
+            let w = src[src.len() - 1].load(Ordering::Relaxed).to_ne_bytes();
             tail.copy_from_slice(&w[..tail.len()]);
         }
     })
 }
 
-/// The latch read protocol of every whole or partial read (see the module docs):
-/// `s1 = seq` (Acquire), `load` copies words `first .. first + n` of the copy `s1`
-/// selects with Relaxed loads only (they arrive as one slice: one bounds check),
-/// fence(Acquire), `s2 = seq`; the version if `s1 == s2`, else `None` (what `load`
-/// copied may be torn: the caller retries).
+/// What one pass over a copy found.
+enum Pass {
+    /// Consistent: the largest line version read.
+    Read(u64),
+    /// A line was claimed (or changed during the read): the other copy is complete.
+    Other,
+    /// Copy 0 is being released (a line at `s+2` beside one at `s+1`): retry it.
+    Releasing,
+}
+
+/// The read protocol of every whole or partial read (see the module docs): copy 0,
+/// else copy 1, each with a double collect of its line versions; `load(at, words)`
+/// copies the range's words of each line (`at`: the word's index within the range)
+/// with Relaxed loads only. The version if consistent, else `None` (what `load` copied
+/// may be torn: the caller retries).
 ///
 /// # Panics
 /// If the range is outside the value.
 #[inline(always)]
-fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, load: impl FnOnce(&[AtomicU64])) -> Option<u64> {
-    // ORDERING: Acquire, partner of the writer's fence(Release) + seq store: the words
-    // of the copy this sequence selects are complete.
-    let s1 = store.seq().load(Ordering::Acquire);
-    load(&store.copy_words((s1 & 1) as usize)[first..first + n]);
-    // ORDERING: Acquire fence, partner of the writer's fence(Release) after its seq
-    // store: if we read any word of a write that flipped the latch after s1, the load
-    // below sees that flip.
+fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, mut load: impl FnMut(usize, &[AtomicU64])) -> Option<u64> {
+    if n == 0 {
+        return Some(version(store));
+    }
+    match read_copy(store, 0, first, n, &mut load) {
+        Pass::Read(v) => Some(version_of(v)),
+        Pass::Releasing => None,
+        Pass::Other => match read_copy(store, 1, first, n, &mut load) {
+            Pass::Read(v) => Some(version_of(v)),
+            _ => None,
+        },
+    }
+}
+
+/// One double-collect pass over words `first .. first + n` (`n >= 1`) of copy `copy`.
+#[inline(always)]
+fn read_copy<S: SlotStore>(store: &S, copy: usize, first: usize, n: usize, load: &mut impl FnMut(usize, &[AtomicU64])) -> Pass {
+    let (lw, stride) = (S::LINE_WORDS, S::LINE_WORDS + 1);
+    let c = store.copy_lines(copy);
+    let (l0, l1) = (first / lw, (first + n - 1) / lw);
+    let (mut sum, mut max_even, mut max_odd) = (0u64, 0u64, 0u64);
+    let mut at = 0;
+    for l in l0..=l1 {
+        let line = &c[l * stride..(l + 1) * stride];
+        // ORDERING: Acquire, partner of the writer's fence(Release) before its release
+        // stores: a line seen released holds that write's words.
+        let v = line[0].load(Ordering::Acquire);
+        sum = sum.wrapping_add(v);
+        if v & 1 == 0 {
+            max_even = max_even.max(v);
+        } else {
+            max_odd = max_odd.max(v);
+        }
+        let lo = if l == l0 { first % lw } else { 0 };
+        let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
+        load(at, &line[1 + lo..1 + hi]);
+        at += hi - lo;
+    }
+    if max_odd != 0 {
+        return if copy == 0 && max_even == max_odd.wrapping_add(1) { Pass::Releasing } else { Pass::Other };
+    }
+    // ORDERING: Acquire fence, partner of the writer's fence(Release) after its claims:
+    // if we read any word a write stored after claiming, the loads below see its claim.
     fence(Ordering::Acquire);
-    let s2 = store.seq().load(Ordering::Relaxed);
-    (s1 == s2).then_some(version_of(s1))
+    let mut again = 0u64;
+    for l in l0..=l1 {
+        // ORDERING: Relaxed: ordered after the words by the fence above.
+        again = again.wrapping_add(c[l * stride].load(Ordering::Relaxed));
+    }
+    if again == sum {
+        Pass::Read(max_even)
+    } else {
+        Pass::Other
+    }
 }
 
 /// [`read`] of words `first .. first + dst.len()` (see [`try_read_words`]).
@@ -332,10 +447,14 @@ fn lock_and_load<S: SlotStore, E>(
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// After flipping readers to copy 1 and writing this many words of copy 0.
+    /// After claiming copy 0's lines and writing this many words of copy 0.
     InCopy0(usize),
-    /// After flipping readers to copy 0 and writing this many words of copy 1.
+    /// After copy 0 is complete, claiming copy 1's lines and writing this many words
+    /// of copy 1.
     InCopy1(usize),
+    /// In the release step of copy `.0` (0 or 1), after releasing `.1` of the written
+    /// lines: readers of copy 0 see it half released.
+    InRelease(usize, usize),
 }
 
 /// Write `src` (`store.words()` words): take the writer lock (replacing a dead holder),
@@ -434,49 +553,59 @@ pub fn update_checked<S: SlotStore, E>(
 }
 
 /// Holding the lock with both copies equal: write `src` at word `first` of copy 0
-/// then copy 1, flipping readers away from each copy while it changes; release the
-/// lock and wake waiters. `None` if it stopped at `crash` (lock kept).
+/// then copy 1, each with its lines claimed (odd) while they change, then released;
+/// release the lock and wake waiters. `None` if it stopped at `crash` (lock kept).
 fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<CrashPoint>) -> Option<u64> {
     let ctl = store.control();
     let s = store.seq().load(Ordering::Relaxed);
     debug_assert!(s % 2 == 0, "repaired slot has an even sequence");
     // Sequence arithmetic wraps: the words are untrusted (a peer may have left any
     // value; a real sequence reaches 2^64 after 2^63 writes).
-    let (s1, s2) = (s.wrapping_add(1), s.wrapping_add(2));
-    // Phase 1: readers → copy 1, write copy 0.
-    // ORDERING: Release, partner of the reader's Acquire load of seq: a reader that sees
-    // s+1 reads copy 1, which the previous write finished (or repair restored) before
-    // this store. (loom found the Relaxed version: a reader of s+1 saw copy 1 torn.)
-    store.seq().store(s1, Ordering::Release);
-    // ORDERING: Release fence, partner of the reader's Acquire fence: a reader that sees
-    // any copy-0 word below also sees seq = s+1 in its second load.
-    fence(Ordering::Release);
-    for (i, &w) in src.iter().enumerate() {
-        if crash == Some(CrashPoint::InCopy0(i)) {
-            return None;
+    let (claim, release) = (s.wrapping_add(1), s.wrapping_add(2));
+    // The lines the write changes (an empty write still changes `first`'s line, so that
+    // every write moves the version of some line: a read's version is its lines').
+    let lw = S::LINE_WORDS;
+    let (l0, l1) = (first / lw, (first + src.len().max(1) - 1) / lw);
+    // ORDERING: Relaxed: the writer's own phase mark (repair reads it holding the lock,
+    // whose Acquire CAS orders it).
+    store.seq().store(claim, Ordering::Relaxed);
+    for copy in 0..2 {
+        for l in l0..=l1 {
+            // ORDERING: Relaxed; the fence below orders these claims before the words.
+            store.line_version(copy, l).store(claim, Ordering::Relaxed);
         }
-        store.word(0, first + i).store(w, Ordering::Relaxed);
-    }
-    // Phase 2: readers → copy 0 (complete), write copy 1.
-    // ORDERING: Release fence, partner of the reader's Acquire load of seq: copy 0's
-    // words are visible to a reader that sees s+2.
-    fence(Ordering::Release);
-    store.seq().store(s2, Ordering::Relaxed);
-    // ORDERING: as the first fence, for copy 1's words against seq = s+2.
-    fence(Ordering::Release);
-    for (i, &w) in src.iter().enumerate() {
-        if crash == Some(CrashPoint::InCopy1(i)) {
-            return None;
+        // ORDERING: Release fence, partner of the reader's Acquire fence between its
+        // words and its second pass: a reader that sees any word stored below also
+        // sees every claim above in its second pass (and rejects what it read).
+        fence(Ordering::Release);
+        for (i, &w) in src.iter().enumerate() {
+            if crash == Some(if copy == 0 { CrashPoint::InCopy0(i) } else { CrashPoint::InCopy1(i) }) {
+                return None;
+            }
+            store.word(copy, first + i).store(w, Ordering::Relaxed);
         }
-        store.word(1, first + i).store(w, Ordering::Relaxed);
+        // ORDERING: Release fence, partner of the reader's Acquire load of a line's
+        // version: a reader that sees a line released sees its words above.
+        fence(Ordering::Release);
+        for l in l0..=l1 {
+            if crash == Some(CrashPoint::InRelease(copy, l - l0)) {
+                return None;
+            }
+            // ORDERING: Relaxed, after the fence above.
+            store.line_version(copy, l).store(release, Ordering::Relaxed);
+        }
+        if copy == 0 {
+            // ORDERING: Relaxed: the writer's phase mark, as above.
+            store.seq().store(release, Ordering::Relaxed);
+        }
     }
     // ORDERING: Release, partner of the Acquire load in `version`: copy 1's words are
     // visible to a reader that sees this version.
-    ctl.writer.value.done.store(s2, Ordering::Release);
+    ctl.writer.value.done.store(release, Ordering::Release);
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock`.
     ctl.writer.value.owner.store(0, Ordering::Release);
     ctl.updated.value.notify(store.park());
-    Some(version_of(s2))
+    Some(version_of(release))
 }
 
 /// Finish a write that a dead writer left half done in its second phase (or its
@@ -556,7 +685,13 @@ fn lock<E>(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool, check: &mut
     }
 }
 
-/// Holding the lock: finish what a writer that died mid-write left torn.
+/// Holding the lock: finish what a writer that died mid-write left torn. Nothing to do
+/// when `done == seq` and it is even (no write under way; two loads). Otherwise the
+/// intact copy is copy 0 if the writer got past copy 0's words (it released a line of
+/// copy 0 at `seq + 1`, or `seq` is even: it was writing copy 1), else copy 1; every
+/// line of both copies is rewritten from it, claimed and released at versions above
+/// any the slot holds (versions only grow: a reader's double collect relies on it),
+/// and the sequence and `done` move to that release.
 fn repair<S: SlotStore>(store: &S) {
     let ctl = store.control();
     let s = store.seq().load(Ordering::Relaxed);
@@ -564,27 +699,44 @@ fn repair<S: SlotStore>(store: &S) {
     if done == s && s % 2 == 0 {
         return;
     }
-    if s % 2 == 1 {
-        // Died in phase 1: copy 0 torn, readers on copy 1 (intact). Restore copy 0 from
-        // copy 1, then flip readers back to it.
-        for i in 0..store.words() {
-            let w = store.word(1, i).load(Ordering::Relaxed);
-            store.word(0, i).store(w, Ordering::Relaxed);
+    let lines = store.lines();
+    let mut top = s.max(done);
+    let mut copy0_released = false;
+    for copy in 0..2 {
+        for l in 0..lines {
+            let v = store.line_version(copy, l).load(Ordering::Relaxed);
+            top = top.max(v);
+            copy0_released |= copy == 0 && v == s.wrapping_add(1) && s % 2 == 1;
         }
-        // ORDERING: Release fence, as in `write` phase 2.
-        fence(Ordering::Release);
-        store.seq().store(s.wrapping_add(1), Ordering::Relaxed);
-        // ORDERING: Release, partner of the Acquire load in `version` (copy 1 was
-        // not touched; the fence above already orders copy 0).
-        ctl.writer.value.done.store(s.wrapping_add(1), Ordering::Release);
-    } else {
-        // Died in phase 2: copy 1 torn, readers on copy 0 (intact).
-        for i in 0..store.words() {
-            let w = store.word(0, i).load(Ordering::Relaxed);
-            store.word(1, i).store(w, Ordering::Relaxed);
-        }
-        // ORDERING: Release, partner of the Acquire load in `version`: the rolled-
-        // forward copy 1 is visible to a reader that sees this version.
-        ctl.writer.value.done.store(s, Ordering::Release);
     }
+    let from = if s % 2 == 0 || copy0_released { 0 } else { 1 };
+    // A claim above every version (odd), its release above it. A forged `top` near
+    // 2^64 wraps: readers may then retry or take the lock, never fault.
+    let claim = (top | 1).wrapping_add(if top % 2 == 1 { 2 } else { 0 });
+    let release = claim.wrapping_add(1);
+    for copy in [1 - from, from] {
+        for l in 0..lines {
+            // ORDERING: Relaxed; the fence below orders the claims before the words.
+            store.line_version(copy, l).store(claim, Ordering::Relaxed);
+        }
+        // ORDERING: Release fence, as in `publish` after its claims.
+        fence(Ordering::Release);
+        if copy != from {
+            for i in 0..store.words() {
+                let w = store.word(from, i).load(Ordering::Relaxed);
+                store.word(copy, i).store(w, Ordering::Relaxed);
+            }
+        }
+        // ORDERING: Release fence, as in `publish` before its releases.
+        fence(Ordering::Release);
+        for l in 0..lines {
+            // ORDERING: Relaxed, after the fence above.
+            store.line_version(copy, l).store(release, Ordering::Relaxed);
+        }
+    }
+    // ORDERING: Relaxed: the writer's phase mark (read holding the lock).
+    store.seq().store(release, Ordering::Relaxed);
+    // ORDERING: Release, partner of the Acquire load in `version`: copy 1, rolled
+    // forward or kept, is visible to a reader that sees this version.
+    ctl.writer.value.done.store(release, Ordering::Release);
 }

@@ -690,6 +690,7 @@ unsafe impl ByteRingStore for SegmentRing {
 pub struct SegmentSlot {
     segment: Segment,
     words: usize,
+    lines: usize,
     copies: [usize; 2],
 }
 
@@ -704,7 +705,7 @@ impl SegmentSlot {
         let bytes = info.param0 as usize;
         assert!(crate::layout::slot_segment_len(bytes) <= segment.region().len());
         let copies = [crate::layout::slot_copy0_offset(bytes), crate::layout::slot_copy1_offset(bytes)];
-        SegmentSlot { words: crate::layout::slot_words(bytes), copies, segment }
+        SegmentSlot { words: crate::layout::slot_words(bytes), lines: crate::layout::slot_lines(bytes), copies, segment }
     }
 
     /// The segment.
@@ -749,33 +750,24 @@ impl crate::seqlock::SlotStore for SegmentSlot {
     }
 
     #[inline]
-    fn seq(&self) -> &AtomicU64 {
-        // SAFETY: an AtomicU64 at the line-aligned data offset, inside the region (new
-        // checked the segment length).
-        unsafe { self.segment.region().at(crate::layout::SLOT_DATA_OFFSET) }
-    }
-
-    #[inline]
     fn words(&self) -> usize {
         self.words
     }
 
     #[inline]
-    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
-        assert!(copy < 2 && i < self.words, "slot word out of range");
-        let base = self.copies[copy];
-        // SAFETY: in bounds (asserted; new checked the length) and 8-aligned (both copy
-        // offsets are the line-aligned data offset plus multiples of 8); AtomicU64 only.
-        unsafe { self.segment.region().at(base + 8 * i) }
-    }
-
-    #[inline]
-    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+    fn copy_lines(&self, copy: usize) -> &[AtomicU64] {
         assert!(copy < 2, "slot copy out of range");
-        // SAFETY: `words` AtomicU64s from the copy's offset are inside the region (new
-        // checked the length) and 8-aligned (as in `word`); atomics only, so a peer's
-        // stores are not data races; they live as long as `self` (the mapping).
-        unsafe { std::slice::from_raw_parts(self.segment.region().as_ptr().add(self.copies[copy]).cast::<AtomicU64>(), self.words) }
+        // SAFETY: `lines * 8` AtomicU64s from the copy's offset are inside the region
+        // (new checked the length against `slot_segment_len`) and 64-aligned (both copy
+        // offsets are the 128-aligned data offset plus whole 64-byte lines); atomics
+        // only, so a peer's stores are not data races; they live as long as `self` (the
+        // mapping).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.segment.region().as_ptr().add(self.copies[copy]).cast::<AtomicU64>(),
+                self.lines * (crate::layout::SLOT_LINE_WORDS + 1),
+            )
+        }
     }
 
     #[inline]

@@ -23,11 +23,16 @@ use std::sync::Arc;
 
 const WORDS: usize = 8;
 
+/// Value words per line of the heap store: 3, so that its 8 words span three lines
+/// (the segment store has 7 per line: one line and one more word).
+const LINE_WORDS: usize = 3;
+/// Words per copy of the heap store: 3 lines of a version and 3 value words.
+const HEAP_COPY: usize = WORDS.div_ceil(LINE_WORDS) * (LINE_WORDS + 1);
+
 #[derive(Default)]
 struct HeapSlot {
     ctl: SlotControl,
-    seq: AtomicU64,
-    copies: [[AtomicU64; WORDS]; 2],
+    copies: [[AtomicU64; HEAP_COPY]; 2],
 }
 
 /// A slot store that both test threads can hold.
@@ -81,17 +86,11 @@ impl SlotStore for ShmStore {
     fn control(&self) -> &SlotControl {
         self.slot().control()
     }
-    fn seq(&self) -> &AtomicU64 {
-        self.slot().seq()
-    }
     fn words(&self) -> usize {
         self.slot().words()
     }
-    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
-        self.slot().word(copy, i)
-    }
-    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
-        self.slot().copy_words(copy)
+    fn copy_lines(&self, copy: usize) -> &[AtomicU64] {
+        self.slot().copy_lines(copy)
     }
     fn park(&self) -> &SharedFutex {
         &SharedFutex
@@ -120,19 +119,14 @@ for_each_backend!(
 
 impl SlotStore for Store {
     type Park = SharedFutex;
+    const LINE_WORDS: usize = LINE_WORDS;
     fn control(&self) -> &SlotControl {
         &self.0.ctl
-    }
-    fn seq(&self) -> &AtomicU64 {
-        &self.0.seq
     }
     fn words(&self) -> usize {
         WORDS
     }
-    fn word(&self, copy: usize, i: usize) -> &AtomicU64 {
-        &self.0.copies[copy][i]
-    }
-    fn copy_words(&self, copy: usize) -> &[AtomicU64] {
+    fn copy_lines(&self, copy: usize) -> &[AtomicU64] {
         &self.0.copies[copy]
     }
     fn park(&self) -> &SharedFutex {
