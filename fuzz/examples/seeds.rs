@@ -65,7 +65,7 @@ fn slots() {
         save("slot", &format!("written-twice-{words}w"), &slot_input(&slot, words, &ops));
         for (crash, tag) in [
             (CrashPoint::InCopy0(words / 2), "phase1"),
-            (CrashPoint::InRelease(0, words / 14), "release0"),
+            (CrashPoint::InRelease(words / 14), "release0"),
             (CrashPoint::InCopy1(words / 2), "phase2"),
         ] {
             let slot = new();

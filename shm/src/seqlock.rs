@@ -1,48 +1,57 @@
 //! Latest-value slot: a seqlock *latch* over `AtomicU64` words with a version in every
-//! line, crash-safe.
+//! line of copy 0, crash-safe.
 //!
 //! The latch is Linux's `seqcount_latch` (`include/linux/seqlock.h`): two copies of the
 //! value, written one after the other, so that one of them is always complete and
 //! readers never wait for a writer. Instead of one sequence word that selects the copy
-//! (a line every write modifies and every read loads), each 64-byte line of each copy
+//! (a line every write modifies and every read loads), each 64-byte line of copy 0
 //! carries its own version word and [`SlotStore::LINE_WORDS`] (7) value words: a write
 //! changes only the lines it touches, so a reader under a writer of one element moves
 //! that element's line and no other, as an unsynchronized ctypes read does (ABI 14).
-//! A reader that keeps losing the race takes the writer lock for one read after
-//! [`READ_TRIES`] attempts ([`read_words_or_lock`], Linux's `read_seqbegin_or_lock`):
-//! it always finishes. Words are copied with Relaxed atomic loads/stores between the
-//! version accesses and fences, as in Rust RFC 3301 / crossbeam's `SeqLock`.
+//! Copy 1 has the same layout; its version words are unused: copy 0's versions tell
+//! when copy 1 may be read. A reader that keeps losing the race takes the writer lock
+//! for one read after [`READ_TRIES`] attempts ([`read_words_or_lock`], Linux's
+//! `read_seqbegin_or_lock`): it always finishes. Words are copied with Relaxed atomic
+//! loads/stores between the version accesses and fences, as in Rust RFC 3301 /
+//! crossbeam's `SeqLock`.
 //!
 //! ```text
-//! writer (holding the writer lock; s = seq, even)     reader of lines L, copy 0 then 1
-//!   seq = s+1                                          for l in L: v1[l] = ver[l] (Acquire)
-//!   for copy in 0, 1:                                              words of l (Relaxed)
-//!     for l in lines written: ver[l] = s+1 (claim)     fence(Acquire)
-//!     fence(Release)                                   for l in L: v2[l] = ver[l]
-//!     words (Relaxed)                                  accept iff all v1 even, v1 == v2
-//!     fence(Release)
-//!     for l in lines written: ver[l] = s+2 (release)
-//!     after copy 0: seq = s+2
-//!   done = s+2 (Release); unlock; notify `updated`
+//! writer (holding the lock; s = seq, even)     reader of lines L
+//!   seq = s+1                                    for l in L: v1[l] = ver0[l] (Acquire)
+//!   for l written: ver0[l] = s+1 (Release)                   copy-0 words of l
+//!   fence(Release)                               no v1 odd:  fence(Acquire)
+//!   copy-0 words (Relaxed)                                   accept iff ver0[L] == v1
+//!   fence(Release)                               some v1 odd (a claim c), none c+1:
+//!   for l written: ver0[l] = s+2                             copy-1 words of L
+//!   seq = s+2; fence(Release)                                fence(Acquire)
+//!   copy-1 words (Relaxed)                                   accept iff ver0[L] == v1
+//!   done = s+2 (Release); unlock; notify         a v1 odd (c) beside c+1: copy-0
+//!                                                            words again, then as
+//!                                                            for no v1 odd
 //! ```
 //!
-//! Why a double collect of the versions is enough (the argument of
-//! `docs/design.md`, Slots): a write claims *every* line it changes before it writes
-//! any word and releases none before all are claimed, so from its first claim to its
-//! last release at least one of its lines is odd. A reader that read a word of the
-//! write (or a released version of it) in its first pass sees, in its second pass
+//! Why the double collect is enough (`docs/design.md`, Slots): a write claims *every*
+//! line it changes before it writes any word and releases none before all are claimed,
+//! so from its first claim to its last release at least one of its lines is odd. A
+//! reader that read a word of the write in its first pass sees, in its second pass
 //! after the Acquire fence, every line the write claimed at its claim or later: a
 //! version that differs from its first pass unless the first pass already saw it
 //! released. Versions only grow (a claim is above every version of the slot, a release
-//! above its claim), so the check compares sums: with every `v2[l] >= v1[l]`, equal
-//! sums mean equal versions. The version of a read is the largest line version it saw
-//! (every write changes a line of a whole read), halved.
+//! above its claim), so the second pass compares sums: with every `v2[l] >= v1[l]`,
+//! equal sums mean equal versions. The version of a read is the largest line version
+//! it saw, halved (every write changes a line of a whole read), or the claim's
+//! predecessor for a read of copy 1.
 //!
-//! Copy 0 is tried first. A copy with a claimed line is being written: the reader then
-//! reads the other one, which the writer finished before (the lock serializes writes)
-//! — except while the write releases copy 0's lines (a line of the reader's range at
-//! `s+2` beside one still at `s+1`): some reader may already have seen the new value
-//! there, so going to copy 1 (the old one) could go back in time; the reader retries.
+//! Copy 1 is read when copy 0 has a claimed line: it holds the previous write,
+//! complete (the claim, loaded with Acquire, was stored with Release after it), and
+//! stays so until the claiming write has released all of copy 0's lines, which changes
+//! the versions the reader checks again after its copy-1 words. While a write
+//! *releases* copy 0 (a line at `c + 1` beside one still at `c`), some reader may have
+//! seen its value already, so falling back to copy 1 would go back in time: the reader
+//! reads copy 0's words again instead, which are final by then (the write wrote them
+//! all before its first release) and visible (it loaded a release with Acquire), and
+//! checks the versions once more. A writer stopped at any point never makes a reader
+//! wait.
 //!
 //! # Committed words (element reads without the versions)
 //! Copy 1 only ever holds *committed* values: a writer changes it after copy 0 holds
@@ -51,21 +60,19 @@
 //! load ([`read_committed_word`]) is a whole word of some completed write, and successive
 //! loads of it never go back to an older write: that is all an element of at most 8
 //! naturally aligned bytes needs, and it costs one line, as a plain shared `double`
-//! does (no version, no retry). [`version`] reads `done`, which the writer stores
-//! (Release) after copy 1, so a reader that sees version `v` then reads committed words
-//! of write `v` or later.
+//! does (no version, no retry); a writer stores that line once per write. [`version`]
+//! reads `done`, which the writer stores (Release) after copy 1, so a reader that sees
+//! version `v` then reads committed words of write `v` or later.
 //!
 //! # Crash safety
-//! A writer killed at any point leaves one copy intact: killed while writing copy 0
-//! (before it released a line there), copy 1 holds the last complete value; killed
-//! while releasing copy 0's lines or writing copy 1, copy 0 holds the new one. Readers
-//! of a copy with a claimed line read the other; a reader caught by a dead writer's
-//! release step takes the lock after its tries, which replaces the dead holder and
-//! repairs. Writers serialize on `writer.owner` (pid, low bits of its start time,
-//! thread id: `liveness::writer_id`); a holder whose process is gone (or whose pid a
-//! later process reused) is replaced by compare-and-swap, and the new holder repairs
-//! a torn copy before writing (`done != seq` says a write did not finish): it rewrites
-//! every line of both copies from the intact one at a version above all.
+//! A writer killed at any point leaves one copy intact: killed while claiming or
+//! writing copy 0, copy 1 holds the last complete value (readers of a claimed line
+//! read it); killed while releasing copy 0's lines or writing copy 1, copy 0 holds the
+//! new one (complete: a reader reads it as during a live release step). Writers serialize on
+//! `writer.owner` (pid, low bits of its start time, thread id: `liveness::writer_id`); a
+//! holder whose process is gone (or whose pid a later process reused) is replaced by
+//! compare-and-swap, and the new holder repairs a torn copy before writing (`done !=
+//! seq` says a write did not finish; see `repair`).
 
 use crate::layout::SlotControl;
 use crate::sync::{fence, spin_hint, yield_now, AtomicU64, Ordering};
@@ -74,7 +81,8 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 /// Storage of a slot: control block and the two copies of its payload words, in lines
-/// of a version word and [`LINE_WORDS`](SlotStore::LINE_WORDS) value words.
+/// of a version word (used in copy 0 only) and [`LINE_WORDS`](SlotStore::LINE_WORDS)
+/// value words.
 pub trait SlotStore {
     /// Sleep/wake implementation of `updated`.
     type Park: Park;
@@ -215,21 +223,23 @@ pub fn try_read_bytes<S: SlotStore>(store: &S, dst: &mut [u8]) -> Option<u64> {
     })
 }
 
-/// What one pass over a copy found.
+/// What the pass over copy 0 found.
 enum Pass {
     /// Consistent: the largest line version read.
     Read(u64),
-    /// A line was claimed (or changed during the read): the other copy is complete.
-    Other,
-    /// Copy 0 is being released (a line at `s+2` beside one at `s+1`): retry it.
-    Releasing,
+    /// A write claimed a line of the range (`claim`, the largest odd version) and was
+    /// not releasing copy 0: copy 1 holds the previous write, complete. `sum`: the
+    /// versions' sum, which must not change while copy 1 is read.
+    Claimed { sum: u64, claim: u64 },
+    /// Copy 0 changed during the read: retry.
+    Retry,
 }
 
-/// The read protocol of every whole or partial read (see the module docs): copy 0,
-/// else copy 1, each with a double collect of its line versions; `load(at, words)`
-/// copies the range's words of each line (`at`: the word's index within the range)
-/// with Relaxed loads only. The version if consistent, else `None` (what `load` copied
-/// may be torn: the caller retries).
+/// The read protocol of every whole or partial read (see the module docs): copy 0 with
+/// a double collect of its line versions, else copy 1 validated by copy 0's versions
+/// staying put; `load(at, words)` copies the range's words of each line (`at`: the
+/// word's index within the range) with Relaxed loads only. The version if consistent,
+/// else `None` (what `load` copied may be torn: the caller retries).
 ///
 /// # Panics
 /// If the range is outside the value.
@@ -238,28 +248,55 @@ fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, mut load: impl
     if n == 0 {
         return Some(version(store));
     }
-    match read_copy(store, 0, first, n, &mut load) {
+    let (lw, stride) = (S::LINE_WORDS, S::LINE_WORDS + 1);
+    let (l0, l1) = (first / lw, (first + n - 1) / lw);
+    let c0 = store.copy_lines(0);
+    let versions = || {
+        let mut sum = 0u64;
+        for l in l0..=l1 {
+            // ORDERING: Relaxed: after the caller's Acquire fence.
+            sum = sum.wrapping_add(c0[l * stride].load(Ordering::Relaxed));
+        }
+        sum
+    };
+    match read_copy0(store, first, n, &mut load) {
         Pass::Read(v) => Some(version_of(v)),
-        Pass::Releasing => None,
-        Pass::Other => match read_copy(store, 1, first, n, &mut load) {
-            Pass::Read(v) => Some(version_of(v)),
-            _ => None,
-        },
+        Pass::Retry => None,
+        Pass::Claimed { sum, claim } => {
+            // Copy 1 is the previous write's, complete (the claim we loaded with Acquire
+            // was stored with Release after it). It stays so until the claiming write
+            // releases copy 0's lines, which changes their versions: checked below.
+            let c1 = store.copy_lines(1);
+            let mut at = 0;
+            for l in l0..=l1 {
+                let lo = if l == l0 { first % lw } else { 0 };
+                let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
+                load(at, &c1[l * stride + 1 + lo..l * stride + 1 + hi]);
+                at += hi - lo;
+            }
+            // ORDERING: Acquire fence, partner of the writer's fence(Release) between
+            // its copy-0 releases and its copy-1 words: if we read a word of copy 1 that
+            // the claiming write (or a later one) stored, the loads below see a release.
+            fence(Ordering::Acquire);
+            (versions() == sum).then_some(version_of(claim.wrapping_sub(1)))
+        }
     }
 }
 
-/// One double-collect pass over words `first .. first + n` (`n >= 1`) of copy `copy`.
+/// Copy 0's pass over words `first .. first + n` (`n >= 1`): versions and words, then
+/// (if no line was claimed) the versions again.
 #[inline(always)]
-fn read_copy<S: SlotStore>(store: &S, copy: usize, first: usize, n: usize, load: &mut impl FnMut(usize, &[AtomicU64])) -> Pass {
+fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl FnMut(usize, &[AtomicU64])) -> Pass {
     let (lw, stride) = (S::LINE_WORDS, S::LINE_WORDS + 1);
-    let c = store.copy_lines(copy);
+    let c = store.copy_lines(0);
     let (l0, l1) = (first / lw, (first + n - 1) / lw);
     let (mut sum, mut max_even, mut max_odd) = (0u64, 0u64, 0u64);
     let mut at = 0;
     for l in l0..=l1 {
         let line = &c[l * stride..(l + 1) * stride];
-        // ORDERING: Acquire, partner of the writer's fence(Release) before its release
-        // stores: a line seen released holds that write's words.
+        // ORDERING: Acquire, partner of the writer's Release claim (what the previous
+        // write stored in copy 1 is visible: `Claimed`) and of its fence(Release) before
+        // its release stores (a line seen released holds that write's words).
         let v = line[0].load(Ordering::Acquire);
         sum = sum.wrapping_add(v);
         if v & 1 == 0 {
@@ -272,8 +309,24 @@ fn read_copy<S: SlotStore>(store: &S, copy: usize, first: usize, n: usize, load:
         load(at, &line[1 + lo..1 + hi]);
         at += hi - lo;
     }
-    if max_odd != 0 {
-        return if copy == 0 && max_even == max_odd.wrapping_add(1) { Pass::Releasing } else { Pass::Other };
+    let releasing = max_odd != 0 && max_even == max_odd.wrapping_add(1);
+    if max_odd != 0 && !releasing {
+        return Pass::Claimed { sum, claim: max_odd };
+    }
+    if releasing {
+        // A line released at `c + 1` beside one still claimed at `c`: the write is
+        // releasing copy 0, and some reader may have seen its value already, so copy 1
+        // (the previous value) would go back in time. All of copy 0's words of this
+        // write are final (it wrote them all before its first release) and visible to
+        // us now (we loaded a release with Acquire): read them again, after it. No
+        // wait for the writer: a writer stopped here leaves a readable copy 0.
+        at = 0;
+        for l in l0..=l1 {
+            let lo = if l == l0 { first % lw } else { 0 };
+            let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
+            load(at, &c[l * stride + 1 + lo..l * stride + 1 + hi]);
+            at += hi - lo;
+        }
     }
     // ORDERING: Acquire fence, partner of the writer's fence(Release) after its claims:
     // if we read any word a write stored after claiming, the loads below see its claim.
@@ -286,7 +339,7 @@ fn read_copy<S: SlotStore>(store: &S, copy: usize, first: usize, n: usize, load:
     if again == sum {
         Pass::Read(max_even)
     } else {
-        Pass::Other
+        Pass::Retry
     }
 }
 
@@ -452,9 +505,9 @@ pub enum CrashPoint {
     /// After copy 0 is complete, claiming copy 1's lines and writing this many words
     /// of copy 1.
     InCopy1(usize),
-    /// In the release step of copy `.0` (0 or 1), after releasing `.1` of the written
-    /// lines: readers of copy 0 see it half released.
-    InRelease(usize, usize),
+    /// In the release step of copy 0, after releasing this many of the written lines:
+    /// readers of copy 0 see it half released.
+    InRelease(usize),
 }
 
 /// Write `src` (`store.words()` words): take the writer lock (replacing a dead holder),
@@ -552,8 +605,8 @@ pub fn update_checked<S: SlotStore, E>(
     Ok(publish(store, first, buf, None).expect("no crash point"))
 }
 
-/// Holding the lock with both copies equal: write `src` at word `first` of copy 0
-/// then copy 1, each with its lines claimed (odd) while they change, then released;
+/// Holding the lock with both copies equal: write `src` at word `first` of copy 0, its
+/// lines claimed (odd) while they change and released (even) after, then of copy 1;
 /// release the lock and wake waiters. `None` if it stopped at `crash` (lock kept).
 fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<CrashPoint>) -> Option<u64> {
     let ctl = store.control();
@@ -564,40 +617,50 @@ fn publish<S: SlotStore>(store: &S, first: usize, src: &[u64], crash: Option<Cra
     let (claim, release) = (s.wrapping_add(1), s.wrapping_add(2));
     // The lines the write changes (an empty write still changes `first`'s line, so that
     // every write moves the version of some line: a read's version is its lines').
+    // (An empty write at the value's end changes the last line.)
     let lw = S::LINE_WORDS;
-    let (l0, l1) = (first / lw, (first + src.len().max(1) - 1) / lw);
+    let last = store.lines() - 1;
+    let (l0, l1) = ((first / lw).min(last), ((first + src.len().max(1) - 1) / lw).min(last));
     // ORDERING: Relaxed: the writer's own phase mark (repair reads it holding the lock,
     // whose Acquire CAS orders it).
     store.seq().store(claim, Ordering::Relaxed);
-    for copy in 0..2 {
-        for l in l0..=l1 {
-            // ORDERING: Relaxed; the fence below orders these claims before the words.
-            store.line_version(copy, l).store(claim, Ordering::Relaxed);
+    for l in l0..=l1 {
+        // ORDERING: Release, partner of the reader's Acquire load of a version: a reader
+        // that sees this claim and reads copy 1 instead sees the previous write's copy 1
+        // complete (it happened before our lock).
+        store.line_version(0, l).store(claim, Ordering::Release);
+    }
+    // ORDERING: Release fence, partner of the reader's Acquire fence between its words
+    // and its second pass: a reader that sees any word stored below also sees every
+    // claim above in its second pass (and rejects what it read).
+    fence(Ordering::Release);
+    for (i, &w) in src.iter().enumerate() {
+        if crash == Some(CrashPoint::InCopy0(i)) {
+            return None;
         }
-        // ORDERING: Release fence, partner of the reader's Acquire fence between its
-        // words and its second pass: a reader that sees any word stored below also
-        // sees every claim above in its second pass (and rejects what it read).
-        fence(Ordering::Release);
-        for (i, &w) in src.iter().enumerate() {
-            if crash == Some(if copy == 0 { CrashPoint::InCopy0(i) } else { CrashPoint::InCopy1(i) }) {
-                return None;
-            }
-            store.word(copy, first + i).store(w, Ordering::Relaxed);
+        store.word(0, first + i).store(w, Ordering::Relaxed);
+    }
+    // ORDERING: Release fence, partner of the reader's Acquire load of a line's version:
+    // a reader that sees a line released sees its words above.
+    fence(Ordering::Release);
+    for l in l0..=l1 {
+        if crash == Some(CrashPoint::InRelease(l - l0)) {
+            return None;
         }
-        // ORDERING: Release fence, partner of the reader's Acquire load of a line's
-        // version: a reader that sees a line released sees its words above.
-        fence(Ordering::Release);
-        for l in l0..=l1 {
-            if crash == Some(CrashPoint::InRelease(copy, l - l0)) {
-                return None;
-            }
-            // ORDERING: Relaxed, after the fence above.
-            store.line_version(copy, l).store(release, Ordering::Relaxed);
+        // ORDERING: Relaxed, after the fence above.
+        store.line_version(0, l).store(release, Ordering::Relaxed);
+    }
+    // ORDERING: Relaxed: the writer's phase mark, as above.
+    store.seq().store(release, Ordering::Relaxed);
+    // ORDERING: Release fence, partner of the Acquire fence of a reader of copy 1 (and
+    // of `read_committed_word`'s Acquire load): a reader that sees a copy-1 word stored
+    // below sees copy 0's releases above (and rejects its copy-1 read).
+    fence(Ordering::Release);
+    for (i, &w) in src.iter().enumerate() {
+        if crash == Some(CrashPoint::InCopy1(i)) {
+            return None;
         }
-        if copy == 0 {
-            // ORDERING: Relaxed: the writer's phase mark, as above.
-            store.seq().store(release, Ordering::Relaxed);
-        }
+        store.word(1, first + i).store(w, Ordering::Relaxed);
     }
     // ORDERING: Release, partner of the Acquire load in `version`: copy 1's words are
     // visible to a reader that sees this version.
@@ -686,12 +749,20 @@ fn lock<E>(ctl: &SlotControl, me: u64, alive: &impl Fn(u64) -> bool, check: &mut
 }
 
 /// Holding the lock: finish what a writer that died mid-write left torn. Nothing to do
-/// when `done == seq` and it is even (no write under way; two loads). Otherwise the
-/// intact copy is copy 0 if the writer got past copy 0's words (it released a line of
-/// copy 0 at `seq + 1`, or `seq` is even: it was writing copy 1), else copy 1; every
-/// line of both copies is rewritten from it, claimed and released at versions above
-/// any the slot holds (versions only grow: a reader's double collect relies on it),
-/// and the sequence and `done` move to that release.
+/// when `done == seq` and it is even (no write under way; two loads). Otherwise, with
+/// `s = seq`:
+/// - `s` odd, a line of copy 0 released at `s + 1` (the writer died releasing copy 0,
+///   after all its words): release copy 0's claimed lines at `s + 1` too, then roll
+///   copy 1 forward from copy 0 (readers are on copy 0 by then);
+/// - `s` odd, nothing released (it died claiming or writing copy 0): claim every line of
+///   copy 0 at `s`, restore its words from copy 1 (intact: readers read it meanwhile),
+///   release them at `s + 1` (the version moves on by one, the value is the last
+///   complete one);
+/// - `s` even (it died writing copy 1): roll copy 1 forward from copy 0.
+///
+/// Versions only grow (a reader's double collect relies on it) as long as no line is
+/// above `s + 1`, which no honest writer leaves; forged ones can make readers retry or
+/// take the lock, never fault.
 fn repair<S: SlotStore>(store: &S) {
     let ctl = store.control();
     let s = store.seq().load(Ordering::Relaxed);
@@ -700,43 +771,50 @@ fn repair<S: SlotStore>(store: &S) {
         return;
     }
     let lines = store.lines();
-    let mut top = s.max(done);
-    let mut copy0_released = false;
-    for copy in 0..2 {
-        for l in 0..lines {
-            let v = store.line_version(copy, l).load(Ordering::Relaxed);
-            top = top.max(v);
-            copy0_released |= copy == 0 && v == s.wrapping_add(1) && s % 2 == 1;
-        }
-    }
-    let from = if s % 2 == 0 || copy0_released { 0 } else { 1 };
-    // A claim above every version (odd), its release above it. A forged `top` near
-    // 2^64 wraps: readers may then retry or take the lock, never fault.
-    let claim = (top | 1).wrapping_add(if top % 2 == 1 { 2 } else { 0 });
-    let release = claim.wrapping_add(1);
-    for copy in [1 - from, from] {
-        for l in 0..lines {
-            // ORDERING: Relaxed; the fence below orders the claims before the words.
-            store.line_version(copy, l).store(claim, Ordering::Relaxed);
-        }
-        // ORDERING: Release fence, as in `publish` after its claims.
-        fence(Ordering::Release);
-        if copy != from {
+    if s % 2 == 1 {
+        let release = s.wrapping_add(1);
+        // ORDERING: Relaxed: holding the lock (the dead writer's stores are ordered by
+        // the SeqCst fence of the takeover in `lock`).
+        let released = (0..lines).any(|l| store.line_version(0, l).load(Ordering::Relaxed) == release);
+        if !released {
+            for l in 0..lines {
+                // ORDERING: Release, as a claim in `publish`.
+                store.line_version(0, l).store(s, Ordering::Release);
+            }
+            // ORDERING: Release fence, as after the claims in `publish`.
+            fence(Ordering::Release);
             for i in 0..store.words() {
-                let w = store.word(from, i).load(Ordering::Relaxed);
-                store.word(copy, i).store(w, Ordering::Relaxed);
+                let w = store.word(1, i).load(Ordering::Relaxed);
+                store.word(0, i).store(w, Ordering::Relaxed);
             }
         }
-        // ORDERING: Release fence, as in `publish` before its releases.
+        // ORDERING: Release fence, as before the releases in `publish`.
         fence(Ordering::Release);
         for l in 0..lines {
-            // ORDERING: Relaxed, after the fence above.
-            store.line_version(copy, l).store(release, Ordering::Relaxed);
+            let v = store.line_version(0, l);
+            if !released || v.load(Ordering::Relaxed) % 2 == 1 {
+                // ORDERING: Relaxed, after the fence above.
+                v.store(release, Ordering::Relaxed);
+            }
+        }
+        // ORDERING: Relaxed: the writer's phase mark (read holding the lock).
+        store.seq().store(release, Ordering::Relaxed);
+        if !released {
+            // ORDERING: Release, partner of the Acquire load in `version` (copy 1 was
+            // not touched; the fence above already orders copy 0).
+            ctl.writer.value.done.store(release, Ordering::Release);
+            return;
         }
     }
-    // ORDERING: Relaxed: the writer's phase mark (read holding the lock).
-    store.seq().store(release, Ordering::Relaxed);
-    // ORDERING: Release, partner of the Acquire load in `version`: copy 1, rolled
-    // forward or kept, is visible to a reader that sees this version.
-    ctl.writer.value.done.store(release, Ordering::Release);
+    // Copy 0 is complete and released: roll copy 1 forward from it.
+    // ORDERING: Release fence, as before copy 1 in `publish`.
+    fence(Ordering::Release);
+    for i in 0..store.words() {
+        let w = store.word(0, i).load(Ordering::Relaxed);
+        store.word(1, i).store(w, Ordering::Relaxed);
+    }
+    let s = store.seq().load(Ordering::Relaxed);
+    // ORDERING: Release, partner of the Acquire load in `version`: the rolled-forward
+    // copy 1 is visible to a reader that sees this version.
+    ctl.writer.value.done.store(s, Ordering::Release);
 }

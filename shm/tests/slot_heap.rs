@@ -115,6 +115,7 @@ for_each_backend!(
     waits_for_a_live_stopped_writer_run_their_check,
     a_forged_owner_naming_the_writer_does_not_hang_it,
     forged_sequences_do_not_panic_a_writer,
+    readers_do_not_wait_for_a_writer_stopped_in_copy0_release,
 );
 
 impl SlotStore for Store {
@@ -198,13 +199,28 @@ fn element_updates_from_three_writers_are_not_lost<B: Backend>() {
 }
 
 fn a_writer_stopped_mid_write_is_replaced_and_repaired<B: Backend>() {
-    for crash in [CrashPoint::InCopy0(3), CrashPoint::InCopy1(3), CrashPoint::InCopy0(0), CrashPoint::InCopy1(7)] {
+    for crash in [
+        CrashPoint::InCopy0(3),
+        CrashPoint::InRelease(1),
+        CrashPoint::InCopy1(3),
+        CrashPoint::InCopy0(0),
+        CrashPoint::InRelease(0),
+        CrashPoint::InCopy1(7),
+    ] {
         let store = B::new();
         write(&store, &[1; WORDS], 7, |_| true);
         assert!(write_until(&store, &[2; WORDS], 7, |_| true, Some(crash)).is_none());
+        // Whole and partial reads, lock-free: a dead writer is never waited for.
         let mut all = [0u64; WORDS];
         read(&store, &mut all);
         assert!(all == [1; WORDS] || all == [2; WORDS], "{crash:?}: {all:?}");
+        let mut part = [0u64; 2];
+        read_words(&store, 3, &mut part);
+        assert!(part == [1; 2] || part == [2; 2], "{crash:?}: {part:?}");
+        // Once a line of copy 0 was released some reader may have seen the new value:
+        // from then on every reader reads it (no going back); before, the old one.
+        let released = matches!(crash, CrashPoint::InRelease(k) if k > 0) || matches!(crash, CrashPoint::InCopy1(_));
+        assert_eq!(all, if released { [2; WORDS] } else { [1; WORDS] }, "{crash:?}");
         // Writer 8 finds 7 dead, takes the lock, repairs, and writes one element.
         let mut buf = [0u64; 1];
         update(&store, 4, &mut buf, 8, |holder| holder != 7, |b| b[0] = 9);
@@ -222,7 +238,7 @@ fn a_writer_stopped_mid_write_is_replaced_and_repaired<B: Backend>() {
 }
 
 fn waits_for_a_live_stopped_writer_run_their_check<B: Backend>() {
-    for crash in [CrashPoint::InCopy0(3), CrashPoint::InCopy1(3)] {
+    for crash in [CrashPoint::InCopy0(3), CrashPoint::InRelease(1), CrashPoint::InCopy1(3)] {
         let store = B::new();
         write(&store, &[1; WORDS], 7, |_| true);
         // Writer 7 stops mid-write holding the lock, and stays alive.
@@ -286,4 +302,42 @@ fn forged_sequences_do_not_panic_a_writer<B: Backend>() {
         read(&store, &mut all);
         assert_eq!(all, [6; WORDS], "seq {seq:#x} done {done:#x}");
     }
+}
+
+/// Found in review: a live writer stopped (SIGSTOP, a debugger) between two of copy 0's
+/// line releases made whole readers retry forever, then wait for its lock forever. Copy
+/// 0's words are final by then: readers read them, lock-free, and return the new value.
+fn readers_do_not_wait_for_a_writer_stopped_in_copy0_release<B: Backend>() {
+    let store = B::new();
+    write(&store, &[1; WORDS], 7, |_| true);
+    assert!(write_until(&store, &[2; WORDS], 7, |_| true, Some(CrashPoint::InRelease(1))).is_none());
+    let (done, finished) = std::sync::mpsc::channel();
+    let r = store.clone();
+    std::thread::spawn(move || {
+        let mut all = [0u64; WORDS];
+        read_words_or_lock(&r, 0, &mut all, 16, || 9, |_| true);
+        let mut bytes = [0u8; WORDS * 8 - 3];
+        read_bytes_or_lock(&r, &mut bytes, 16, || 9, |_| true);
+        let _ = done.send((all, bytes));
+    });
+    let (all, bytes) = finished.recv_timeout(std::time::Duration::from_secs(10)).expect("a reader hung behind a stopped (live) writer");
+    assert_eq!(all, [2; WORDS]);
+    assert!(bytes.chunks(8).all(|c| c == &2u64.to_ne_bytes()[..c.len()]), "{bytes:?}");
+}
+
+/// Found in review: `update` of an empty range at the value's end (`first == words`,
+/// which its range check allows) claimed line `first / 7`, past the last line when the
+/// words are a multiple of 7: index out of bounds, holding the lock, `seq` left odd.
+#[test]
+fn update_of_an_empty_range_at_the_end() {
+    let name = format!("slot-empty-update-{}", std::process::id());
+    let seg = Segment::create(&name, SegmentKind::Slot, Params { p0: 56, p1: 0 }).expect("create");
+    seg.hold_shared().expect("hold");
+    let slot = SegmentSlot::new(seg);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| update(&slot, 7, &mut [], 1, |_| true, |_| {})));
+    let mut all = [0u64; 7];
+    let v = read(&slot, &mut all);
+    slot.into_segment().close_shared();
+    assert!(r.is_ok(), "update of an empty range at the end panicked");
+    assert_eq!(v, 1, "an empty update is a write");
 }
