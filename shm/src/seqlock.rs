@@ -51,7 +51,12 @@
 //! reads copy 0's words again instead, which are final by then (the write wrote them
 //! all before its first release) and visible (it loaded a release with Acquire), and
 //! checks the versions once more. A writer stopped at any point never makes a reader
-//! wait.
+//! wait. A whole read, and successive reads of one range, never go back in time.
+//! Reads of *different* ranges are not linearizable with each other during a release
+//! step, which lasts as long as a stopped writer stays stopped (or a dead one stays
+//! unrepaired): a range of released lines returns the new value and version while a
+//! range of lines still claimed returns copy 1's (the previous) ones, as an element
+//! read of copy 1 may (see "Committed words").
 //!
 //! # Committed words (element reads without the versions)
 //! Copy 1 only ever holds *committed* values: a writer changes it after copy 0 holds
@@ -66,9 +71,11 @@
 //!
 //! # Crash safety
 //! A writer killed at any point leaves one copy intact: killed while claiming or
-//! writing copy 0, copy 1 holds the last complete value (readers of a claimed line
-//! read it); killed while releasing copy 0's lines or writing copy 1, copy 0 holds the
-//! new one (complete: a reader reads it as during a live release step). Writers serialize on
+//! writing copy 0, or before its first release, copy 1 holds the last complete value
+//! (readers of a claimed line read it; repair rolls back); killed after a release of
+//! copy 0 or while writing copy 1, copy 0 holds the new one (readers of a range with a
+//! released line read it as during a live release step; a range of lines still claimed
+//! reads copy 1, the old value and version, until repair rolls forward). Writers serialize on
 //! `writer.owner` (pid, low bits of its start time, thread id: `liveness::writer_id`); a
 //! holder whose process is gone (or whose pid a later process reused) is replaced by
 //! compare-and-swap, and the new holder repairs a torn copy before writing (`done !=
@@ -180,7 +187,8 @@ pub fn try_read<S: SlotStore>(store: &S, dst: &mut [u64]) -> Option<u64> {
 
 /// One read attempt of words `first .. first + dst.len()` into `dst` (an element or a
 /// slice of an array value): as [`try_read`], consistent with every write as a whole.
-/// Its version is that of the last write that changed these words' lines.
+/// Its version is that of the last write that changed these words' lines (read from
+/// copy 0), or of the last write completed before the one under way (from copy 1).
 ///
 /// # Panics
 /// If the range is outside the value.
@@ -290,7 +298,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
     let (lw, stride) = (S::LINE_WORDS, S::LINE_WORDS + 1);
     let c = store.copy_lines(0);
     let (l0, l1) = (first / lw, (first + n - 1) / lw);
-    let (mut sum, mut max_even, mut max_odd) = (0u64, 0u64, 0u64);
+    let (mut sum, mut max_even, mut max_odd, mut even) = (0u64, 0u64, 0u64, false);
     let mut at = 0;
     for l in l0..=l1 {
         let line = &c[l * stride..(l + 1) * stride];
@@ -301,6 +309,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         sum = sum.wrapping_add(v);
         if v & 1 == 0 {
             max_even = max_even.max(v);
+            even = true;
         } else {
             max_odd = max_odd.max(v);
         }
@@ -309,7 +318,8 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         load(at, &line[1 + lo..1 + hi]);
         at += hi - lo;
     }
-    let releasing = max_odd != 0 && max_even == max_odd.wrapping_add(1);
+    // (`even`: a claim at 2^64 - 1 wraps its release to 0, which `max_even` starts at.)
+    let releasing = max_odd != 0 && even && max_even == max_odd.wrapping_add(1);
     if max_odd != 0 && !releasing {
         return Pass::Claimed { sum, claim: max_odd };
     }
@@ -502,8 +512,7 @@ fn lock_and_load<S: SlotStore, E>(
 pub enum CrashPoint {
     /// After claiming copy 0's lines and writing this many words of copy 0.
     InCopy0(usize),
-    /// After copy 0 is complete, claiming copy 1's lines and writing this many words
-    /// of copy 1.
+    /// After copy 0 is complete and released, writing this many words of copy 1.
     InCopy1(usize),
     /// In the release step of copy 0, after releasing this many of the written lines:
     /// readers of copy 0 see it half released.
@@ -773,8 +782,9 @@ fn repair<S: SlotStore>(store: &S) {
     let lines = store.lines();
     if s % 2 == 1 {
         let release = s.wrapping_add(1);
-        // ORDERING: Relaxed: holding the lock (the dead writer's stores are ordered by
-        // the SeqCst fence of the takeover in `lock`).
+        // ORDERING: Relaxed: holding the lock. The dead writer's stores are all visible:
+        // its process is gone (the OS completed them); a thread's fence cannot order
+        // another thread's Relaxed stores in the C++ model.
         let released = (0..lines).any(|l| store.line_version(0, l).load(Ordering::Relaxed) == release);
         if !released {
             for l in 0..lines {

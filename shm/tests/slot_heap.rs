@@ -341,3 +341,20 @@ fn update_of_an_empty_range_at_the_end() {
     assert!(r.is_ok(), "update of an empty range at the end panicked");
     assert_eq!(v, 1, "an empty update is a write");
 }
+
+/// Found in review: with a sequence near 2^64 (forged; the fuzz corpus and
+/// `forged_sequences_do_not_panic_a_writer` use one), a write claims at 2^64 - 1, and a
+/// reader whose range had no even line took `max_even == 0 == claim + 1` for a release
+/// step: it read copy 0 while the writer was writing it and accepted a torn value.
+#[test]
+fn a_claim_at_u64_max_is_not_a_release_step() {
+    use shmplane_shm::sync::Ordering::Relaxed;
+    let store = Store::new();
+    store.seq().store(u64::MAX - 3, Relaxed);
+    store.control().writer.value.done.store(u64::MAX - 3, Relaxed);
+    write(&store, &[1; WORDS], 7, |_| true);
+    assert!(write_until(&store, &[2; WORDS], 7, |_| true, Some(CrashPoint::InCopy0(3))).is_none());
+    let mut all = [0u64; WORDS];
+    read(&store, &mut all);
+    assert_eq!(all, [1; WORDS], "torn or unfinished: {all:?}");
+}
