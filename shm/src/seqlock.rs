@@ -274,20 +274,28 @@ fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, mut load: impl
             // Copy 1 is the previous write's, complete (the claim we loaded with Acquire
             // was stored with Release after it). It stays so until the claiming write
             // releases copy 0's lines, which changes their versions: checked below.
-            let c1 = store.copy_lines(1);
-            let mut at = 0;
-            for l in l0..=l1 {
-                let lo = if l == l0 { first % lw } else { 0 };
-                let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
-                load(at, &c1[l * stride + 1 + lo..l * stride + 1 + hi]);
-                at += hi - lo;
-            }
+            load_words::<S>(store.copy_lines(1), first, n, &mut load);
             // ORDERING: Acquire fence, partner of the writer's fence(Release) between
             // its copy-0 releases and its copy-1 words: if we read a word of copy 1 that
             // the claiming write (or a later one) stored, the loads below see a release.
             fence(Ordering::Acquire);
             (versions() == sum).then_some(version_of(claim.wrapping_sub(1)))
         }
+    }
+}
+
+/// Hand `load` the value words `first .. first + n` (`n >= 1`) of copy `c`, line by line
+/// (`at`: the first word's index within the range), with no version loads.
+#[inline(always)]
+fn load_words<S: SlotStore>(c: &[AtomicU64], first: usize, n: usize, load: &mut impl FnMut(usize, &[AtomicU64])) {
+    let (lw, stride) = (S::LINE_WORDS, S::LINE_WORDS + 1);
+    let (l0, l1) = (first / lw, (first + n - 1) / lw);
+    let mut at = 0;
+    for l in l0..=l1 {
+        let lo = if l == l0 { first % lw } else { 0 };
+        let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
+        load(at, &c[l * stride + 1 + lo..l * stride + 1 + hi]);
+        at += hi - lo;
     }
 }
 
@@ -330,13 +338,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         // write are final (it wrote them all before its first release) and visible to
         // us now (we loaded a release with Acquire): read them again, after it. No
         // wait for the writer: a writer stopped here leaves a readable copy 0.
-        at = 0;
-        for l in l0..=l1 {
-            let lo = if l == l0 { first % lw } else { 0 };
-            let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
-            load(at, &c[l * stride + 1 + lo..l * stride + 1 + hi]);
-            at += hi - lo;
-        }
+        load_words::<S>(c, first, n, load);
     }
     // ORDERING: Acquire fence, partner of the writer's fence(Release) after its claims:
     // if we read any word a write stored after claiming, the loads below see its claim.
