@@ -724,6 +724,16 @@ impl<'a> Outgoing<'a> {
         self.prefix
     }
 
+    /// The logical payload as one slice, if it is one (a bytes or numbers message made
+    /// from a slice): a writer can copy it from there, with no staging buffer.
+    #[inline]
+    pub fn contiguous(&self) -> Option<&'a [u8]> {
+        match self.pieces.as_slice() {
+            [(0, Src::Slice(b))] => Some(b),
+            _ => None,
+        }
+    }
+
     /// Copy logical bytes `offset..offset + dst.len()` into `dst`.
     ///
     /// # Panics

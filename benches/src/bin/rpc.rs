@@ -13,7 +13,7 @@
 //! `target/release/rpc [calls=100000] [rounds=3]`; `target/release/rpc floors [calls]`
 //! prints only the floors, as JSON (for `benches/python/rpc_bench.py`); `rpc call
 //! [size] [calls] [lean]` one series of spin calls (for `perf record`); `rpc cpu [n]`
-//! the CPU cost of a call in one thread; `rpc after-slow [calls]` round trips before and
+//! the CPU cost of a call in one thread (`rpc cpu-lean [n]`: of a lean 48-byte call); `rpc after-slow [calls]` round trips before and
 //! after one slow call and one timed-out call (`RPC_CLIENT_SPIN`, `RPC_SERVER_SPIN`
 //! set either side's policy to spin); `rpc serve NAME [spin|adaptive|block] [seconds]` an
 //! echo server of bytes calls for a client in another language (a Python client's share
@@ -364,6 +364,29 @@ fn cpu_cost(calls: usize) {
     println!("one thread, no waiting: RPC call {rpc:.0} ns of CPU, two channels {two:.0} ns");
 }
 
+/// The CPU cost of one lean call (`call_into` / `recv_into`, 48 bytes, through the call
+/// slot) with no second core in the way: client and server in this thread, back to
+/// back; what a round trip adds to the line transfers (`rpc cpu-lean [calls]`, also
+/// for `valgrind --tool=callgrind`).
+fn cpu_cost_lean(calls: usize) {
+    use shmplane::{frame::Outgoing, Wait};
+    let name = format!("bench-rpc-cpulean-{}", std::process::id());
+    let mut server = RpcServer::create(&name, 4).expect("server");
+    let mut client = RpcClient::connect(&name, None).expect("connect");
+    let msg = [7u8; 48];
+    let (mut req, mut reply) = (Vec::with_capacity(4096), Vec::with_capacity(4096));
+    let t = Instant::now();
+    for _ in 0..calls {
+        client.send_request(Outgoing::bytes(&msg), false, &mut Wait::no_wait()).expect("send");
+        let call = server.recv_into(&mut req, Wait::no_wait()).expect("recv");
+        server.reply(call, &req).expect("reply");
+        client.reply_into(&mut reply, Wait::no_wait()).expect("reply");
+        assert_eq!(reply.len(), 48);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / calls as f64;
+    println!("one thread, no waiting: lean 48 B call (call slot) {ns:.0} ns of CPU");
+}
+
 /// Round trips before and after one slow call (the server sleeps 200 ms in it), and
 /// after one that timed out: does a long wait leave the next calls slow?
 fn after_slow(calls: usize) {
@@ -405,6 +428,10 @@ fn after_slow(calls: usize) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("cpu-lean") {
+        cpu_cost_lean(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1_000_000));
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("after-slow") {
         after_slow(std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(20_000));
         return;

@@ -131,6 +131,29 @@ fn slot_bytes(tag: u32, record: &[u8]) -> Option<&[u8]> {
     (tag == frame::TAG_BYTES | frame::ENVELOPED).then(|| record.get(ENVELOPE_LEN..)).flatten()
 }
 
+/// Call `f` with the logical payload of `msg` (at most [`callslot::MAX_PAYLOAD`]
+/// bytes) as one slice: the message's own slice when it is one, else gathered into a
+/// buffer on the stack (zeroed only on that path: a call's hot path, which writes a
+/// caller's slice into the call slot, pays neither the zeroing nor the copy).
+///
+/// # Panics
+/// If the payload is larger than a call slot holds.
+#[inline]
+fn with_slot_payload<R>(msg: &Outgoing<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+    if let Some(payload) = msg.contiguous() {
+        return f(payload);
+    }
+    gathered_slot_payload(msg, f)
+}
+
+#[cold]
+fn gathered_slot_payload<R>(msg: &Outgoing<'_>, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut staged = [0u8; callslot::MAX_PAYLOAD];
+    let staged = &mut staged[..msg.total()];
+    msg.gather(0, staged);
+    f(staged)
+}
+
 /// The envelope of a record copied out of a call slot, if it is a valid record
 /// (untrusted: parsed as one from a ring would be).
 fn slot_envelope(tag: u32, record: &[u8]) -> Option<Envelope> {
@@ -400,6 +423,20 @@ impl RpcClient {
     pub fn call_into(&mut self, request: &[u8], reply: &mut Vec<u8>, mut wait: Wait<'_>) -> Result<()> {
         reply.clear();
         self.send_request(Outgoing::bytes(request), false, &mut wait)?;
+        self.reply_into(reply, wait)
+    }
+
+    /// The reply to the call [`RpcClient::send_request`] sent, whole as bytes, written
+    /// into `reply` (cleared first), waiting per `wait`: the second half of
+    /// [`RpcClient::call_into`], for a caller that does something between sending a
+    /// call and taking its reply. On an error `reply` is left empty.
+    ///
+    /// # Errors
+    /// As [`RpcClient::call_into`]; [`Error::Empty`] (a wait that does not block, and no
+    /// reply yet: look again later), [`Error::InvalidArgument`] (no call is waiting for
+    /// a reply).
+    pub fn reply_into(&mut self, reply: &mut Vec<u8>, mut wait: Wait<'_>) -> Result<()> {
+        reply.clear();
         self.wait_reply(&mut wait)?;
         if let Some(payload) = self.take_slot_bytes() {
             reply.extend_from_slice(payload?);
@@ -537,9 +574,7 @@ impl RpcClient {
             return false;
         }
         // The payload (what follows the envelope); the envelope's fields go in `m`.
-        let mut payload = [0u8; callslot::MAX_PAYLOAD];
-        request.gather(0, &mut payload[..n]);
-        if !callslot::post_payload(slot, seq, m, &payload[..n]) {
+        if !with_slot_payload(request, |payload| callslot::post_payload(slot, seq, m, payload)) {
             // Nobody polls the slot: the lane's pending bit and the mailbox's event
             // count announce the request (as a record in the lane would be).
             store.notify_posted(|| callslot::posted(slot), &mut self.streak);
@@ -1545,11 +1580,7 @@ impl RpcServer {
             // the slot's state and `meta` words, its payload after them.
             let m = callslot::Meta { client: call.client, flags, tag: reply.tag() | frame::ENVELOPED };
             let n = reply.total();
-            let mut payload = [0u8; callslot::MAX_PAYLOAD];
-            let fits = last && callslot::fits_payload(call.seq, m, n) && {
-                reply.gather(0, &mut payload[..n]);
-                true
-            };
+            let fits = last && callslot::fits_payload(call.seq, m, n);
             if let Some(slot) = slot.filter(|_| fits) {
                 // The final reply of a call taken from the slot, small enough: written
                 // over the request, and the client woken through its reply channel's
@@ -1570,7 +1601,7 @@ impl RpcServer {
                     return Ok(Some(false));
                 }
                 let tx = state.replies.as_ref().expect("opened above");
-                callslot::complete_payload(slot, seq, m, &payload[..n], polled);
+                with_slot_payload(reply, |payload| callslot::complete_payload(slot, seq, m, payload, polled));
                 tx.notify_consumer();
                 state.done = true;
                 state.saved = None;
