@@ -55,7 +55,7 @@ from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-d
 from typing import Any, Self
 
 from ._shmplane import MAX_SLOT_BYTES, ByteSlot, _FastField, _FastSlotView, _SlotView, _own_fast_methods, _sweep_dead_anonymous_once
-from .errors import CorruptSegmentError, InvalidArgumentError
+from .errors import ClosedError, CorruptSegmentError, InvalidArgumentError
 
 __all__ = ["RawValue", "RawArray"]
 
@@ -440,7 +440,11 @@ class RawValue(_FastSlotView, _SlotHandle):
         return _rebuild, (RawValue, self._slot, _picklable(self._type))
 
     def __repr__(self) -> str:
-        return f"<shmplane.RawValue {self.snapshot()!r} name={self.name!r}>"
+        try:
+            value = repr(self.snapshot())
+        except ClosedError:  # a repr must not raise (debuggers, logs, tracebacks)
+            value = "(closed)"
+        return f"<shmplane.RawValue {value} name={self.name!r}>"
 
 
 # -- RawArray
