@@ -340,6 +340,16 @@ pub struct ByteSlot {
     bell: std::sync::Mutex<Option<(u64, SlotBell)>>,
 }
 
+/// The check a writer runs every wait slice while another live writer holds the lock:
+/// the segment file first (a writer that tripped on a truncated file mid-write keeps
+/// its id in the shared lock word for as long as it lives, since its unlock went to the
+/// private pages that replaced its mapping: without this, every other writer would
+/// wait for it forever), then `wait`'s deadline and hook.
+fn lock_wait_check(store: &SegmentSlot, wait: &mut Wait<'_>) -> Result<()> {
+    store.segment().check_intact()?;
+    wait.check_progress()
+}
+
 impl ByteSlot {
     /// Create slot `name` holding `initial` (its length is the slot's, at most 256 MiB).
     ///
@@ -452,7 +462,7 @@ impl ByteSlot {
         let store = self.store()?;
         let version = with_words(store.words(), |words| {
             bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
-            seqlock::write_checked(store, words, writer_id(), writer_alive, || wait.check_progress())
+            seqlock::write_checked(store, words, writer_id(), writer_alive, || lock_wait_check(store, &mut wait))
         })?;
         self.intact(store, version)
     }
@@ -518,7 +528,7 @@ impl ByteSlot {
         let first = offset / 8;
         let skip = offset % 8;
         let version = with_words(end.div_ceil(8) - first, |words| {
-            seqlock::update_checked(store, first, words, writer_id(), writer_alive, || wait.check_progress(), |w| {
+            seqlock::update_checked(store, first, words, writer_id(), writer_alive, || lock_wait_check(store, &mut wait), |w| {
                 let bytes = bytemuck::cast_slice_mut::<u64, u8>(w);
                 for (k, chunk) in src.chunks_exact(elem).enumerate() {
                     let at = skip + k * stride;

@@ -191,7 +191,15 @@ async def slot_update(slot: Any, since: int, timeout: float | None = None) -> in
         Timeout: nothing was written within ``timeout``.
         ClosedError: the handle was closed.
         ValueError: a negative or NaN timeout.
+        TypeError: ``since`` is not an int.
+        OverflowError: ``since`` is negative or not below 2**64 (as the blocking
+            ``wait_for_update`` raises).
     """
+    if not isinstance(since, int):
+        raise TypeError(f"since must be an int (a version), not {type(since).__name__}")
+    if since < 0 or since >= 1 << 64:
+        # As the blocking wait_for_update (a u64 argument) raises.
+        raise OverflowError(f"since={since} is not a version (0 <= since < 2**64)")
     loop = asyncio.get_running_loop()
     deadline = _deadline(timeout)
     while True:

@@ -108,12 +108,16 @@ def reduce_mailbox(mb: Any) -> tuple[Any, tuple[Any, ...]]:
     return _rebuild_mailbox, (DupFd(mb._segment_fd()), mb.name, mb.policy)
 
 
-def _rebuild_slot(dupfd: Any, name: str | None) -> Any:
+def _rebuild_slot(dupfd: Any, name: str | None, policy: str | None = None) -> Any:
     from ._shmplane import ByteSlot
 
-    return ByteSlot._from_fd(dupfd.detach(), name)
+    slot = ByteSlot._from_fd(dupfd.detach(), name)
+    if policy is not None:
+        _set_policy(slot, policy)
+    return slot
 
 
 def reduce_slot(slot: Any) -> tuple[Any, tuple[Any, ...]]:
-    """``__reduce__`` of ByteSlot: a duplicate of its descriptor, like the endpoints."""
-    return _rebuild_slot, (DupFd(slot.fileno()), slot.name)
+    """``__reduce__`` of ByteSlot: a duplicate of its descriptor, like the endpoints,
+    and its wait policy (a child waits as the parent's handle was set to)."""
+    return _rebuild_slot, (DupFd(slot.fileno()), slot.name, slot.policy)

@@ -310,6 +310,8 @@ class _SlotHandle:
         Raises:
             shmplane.Timeout: nothing was written within ``timeout``.
             shmplane.ClosedError: the handle was closed.
+            ValueError: a negative or NaN timeout.
+            OverflowError: ``since`` is negative (as ``wait_for_update``).
         """
         from ._aio import slot_update
 
