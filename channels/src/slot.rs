@@ -360,10 +360,17 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("a slot value is at most {MAX_SLOT_BYTES} bytes")));
         }
         let len = initial.len();
-        let seg = Segment::create(name, SegmentKind::Slot, Params { p0: len as u64, p1: fingerprint })?;
-        let slot = ByteSlot::attach(seg)?;
-        slot.write(initial)?;
-        Ok(slot)
+        // The initial value, versions and canaries go in before the header is
+        // published: an opener never sees the slot without its value (version 1).
+        let seg = Segment::create_with(name, SegmentKind::Slot, Params { p0: len as u64, p1: fingerprint }, |seg| {
+            let store = SegmentSlot::new(seg);
+            with_words(store.words(), |words| {
+                bytemuck::cast_slice_mut::<u64, u8>(words)[..len].copy_from_slice(initial);
+                seqlock::init(&store, words);
+            });
+            store.into_segment()
+        })?;
+        ByteSlot::attach(seg)
     }
 
     /// Open slot `name`, checking its type `fingerprint`.
@@ -414,6 +421,45 @@ impl ByteSlot {
         Ok(value)
     }
 
+    /// `version` (what a read or write returned), or [`Error::Corrupt`] if the segment
+    /// file was truncated under this process, or if the lines read held zeros where a
+    /// slot never does ([`seqlock::ZEROED`]: a cut inside a mapped page raises no
+    /// SIGBUS, so only the zeros tell).
+    #[inline(always)]
+    fn intact_version(&self, store: &SegmentSlot, version: u64) -> Result<u64> {
+        if version == seqlock::ZEROED {
+            return Err(ByteSlot::zeroed_error(store));
+        }
+        self.intact(store, version)
+    }
+
+    /// [`Error::Corrupt`] for a slot whose lines read as zeros.
+    #[cold]
+    fn zeroed_error(store: &SegmentSlot) -> Error {
+        let seg = store.segment();
+        if seg.check_intact().is_err() {
+            return seg.truncated_error();
+        }
+        Error::Corrupt {
+            path: seg.path().to_owned(),
+            what: "its value reads as zeros where a slot never holds them (the segment file was cut inside a page and \
+                   grown again, or overwritten by another process): close the handle and create the slot again"
+                .into(),
+        }
+    }
+
+    /// Before a write of words `first .. first + n`: [`Error::Corrupt`] if the slot's
+    /// control block or the lines the write changes read as zeros (`seqlock::writable`):
+    /// a write would start the versions again from nothing, or leave a value only
+    /// readers find corrupt. Loads of the lines the write moves anyway.
+    #[inline]
+    fn writable(store: &SegmentSlot, first: usize, n: usize) -> Result<()> {
+        if !seqlock::writable(store, first, n) {
+            return Err(ByteSlot::zeroed_error(store));
+        }
+        Ok(())
+    }
+
     /// Value length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -460,11 +506,12 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("value of {} bytes for a {}-byte slot", src.len(), self.len)));
         }
         let store = self.store()?;
+        ByteSlot::writable(store, 0, store.words())?;
         let version = with_words(store.words(), |words| {
             bytemuck::cast_slice_mut::<u64, u8>(words)[..src.len()].copy_from_slice(src);
             seqlock::write_checked(store, words, writer_id(), writer_alive, || lock_wait_check(store, &mut wait))
         })?;
-        self.intact(store, version)
+        self.intact_version(store, version)
     }
 
     /// Write `src` at byte `offset`, leaving the other bytes as they are, as one
@@ -527,6 +574,7 @@ impl ByteSlot {
         let store = self.store()?;
         let first = offset / 8;
         let skip = offset % 8;
+        ByteSlot::writable(store, first, end.div_ceil(8) - first)?;
         let version = with_words(end.div_ceil(8) - first, |words| {
             seqlock::update_checked(store, first, words, writer_id(), writer_alive, || lock_wait_check(store, &mut wait), |w| {
                 let bytes = bytemuck::cast_slice_mut::<u64, u8>(w);
@@ -536,7 +584,7 @@ impl ByteSlot {
                 }
             })
         })?;
-        self.intact(store, version)
+        self.intact_version(store, version)
     }
 
     /// Read bytes `offset .. offset + dst.len()` consistently (one element or a slice
@@ -563,7 +611,7 @@ impl ByteSlot {
             dst.copy_from_slice(&bytemuck::cast_slice::<u64, u8>(words)[skip..skip + dst.len()]);
             version
         });
-        self.intact(store, version)
+        self.intact_version(store, version)
     }
 
     /// A number of `size` bytes (1, 2, 4 or 8) at byte `offset`, naturally aligned
@@ -590,7 +638,9 @@ impl ByteSlot {
                 self.len
             )));
         }
-        let word = seqlock::read_committed_word(store, offset / 8);
+        let Some(word) = seqlock::read_committed_word(store, offset / 8) else {
+            return Err(ByteSlot::zeroed_error(store));
+        };
         self.intact(store, ByteSlot::number_in_word(word, offset % 8, size))
     }
 
@@ -615,7 +665,8 @@ impl ByteSlot {
         if index >= store.words() {
             return None;
         }
-        let word = seqlock::read_committed_word(store, index);
+        // A zeroed line (`None`) is left to the full path, which reports it.
+        let word = seqlock::read_committed_word(store, index)?;
         // Read first: a read that found the file truncated trips the flag.
         (!self.trip.get()).then_some(word)
     }
@@ -632,8 +683,8 @@ impl ByteSlot {
             return Err(Error::InvalidArgument(format!("word {index} is past the {}-byte value", self.len)));
         }
         let mut w = [0u64; 1];
-        seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id, writer_alive);
-        self.intact(store, w[0])
+        let version = seqlock::read_words_or_lock(store, index, &mut w, seqlock::READ_TRIES, writer_id, writer_alive);
+        self.intact_version(store, version).map(|_| w[0])
     }
 
     /// Read a consistent copy into `dst` (`dst.len() == len()`); returns its version.
@@ -650,7 +701,7 @@ impl ByteSlot {
         // new array filled this way).
         let tries = seqlock::read_tries(store.words());
         let version = seqlock::read_bytes_or_lock(store, dst, tries, writer_id, writer_alive);
-        self.intact(store, version)
+        self.intact_version(store, version)
     }
 
     /// One read attempt into `dst`: `None` if a write was half-done at that instant.
@@ -679,17 +730,20 @@ impl ByteSlot {
             }
             version
         });
-        self.intact(store, version)
+        match version {
+            Some(v) => self.intact_version(store, v).map(Some),
+            None => self.intact(store, None),
+        }
     }
 
     /// The current version (one atomic load).
     ///
     /// # Errors
-    /// [`Error::Closed`].
+    /// [`Error::Closed`], [`Error::Corrupt`] (the segment file was truncated).
     #[inline]
     pub fn version(&self) -> Result<u64> {
         let store = self.store()?;
-        self.intact(store, seqlock::version(store))
+        self.intact_version(store, seqlock::version(store))
     }
 
     /// Wait until the version is greater than `since` (see [`Slot::wait_for_update`]).
@@ -712,7 +766,8 @@ impl ByteSlot {
         // Changed already: not a wait (and not one that `wait_until` counts as short).
         let v = seqlock::version(store);
         if v > since {
-            return self.intact(store, v);
+            // (A zeroed control block reads as `ZEROED`, above every `since`: reported.)
+            return self.intact_version(store, v);
         }
         if !wait.blocks() {
             return self.intact(store, ()).and(Err(Error::Empty));
@@ -742,7 +797,7 @@ impl ByteSlot {
                 Ok(())
             },
         )
-        .and_then(|v| self.intact(store, v))
+        .and_then(|v| self.intact_version(store, v))
     }
 
     /// Set how `wait_for_update` waits (any thread, any time; a wait in progress keeps

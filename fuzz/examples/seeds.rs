@@ -57,7 +57,12 @@ fn slots() {
     // write, an update, a repair.
     let ops = [0, 0, 0, 0, 1, 1, 0, 0, 3, 0, 0, 4, 0, 1, 5, 0, 0, 6];
     for words in [1, 3, 5, 9, 16] {
-        let new = || SegmentSlot::new(Segment::heap(SegmentKind::Slot, Params { p0: (words * 8) as u64, p1: 0 }).expect("slot"));
+        let new = || {
+            let slot = SegmentSlot::new(Segment::heap(SegmentKind::Slot, Params { p0: (words * 8) as u64, p1: 0 }).expect("slot"));
+            // As a slot segment is made: version 1, copy 1's canaries.
+            seqlock::init(&slot, &vec![0; words]);
+            slot
+        };
         let value = |v: u64| vec![v; words];
         let slot = new();
         seqlock::write(&slot, &value(1), 77, |_| true);

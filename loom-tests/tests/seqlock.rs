@@ -12,7 +12,7 @@ use loom::sync::Arc;
 use loom_tests::FutexModel;
 use shmplane_shm::layout::SlotControl;
 use shmplane_shm::seqlock::{
-    read, read_committed_word, read_words, read_words_or_lock, repair_abandoned, try_read, update, version, write,
+    init, read, read_committed_word, read_words, read_words_or_lock, repair_abandoned, try_read, update, version, write,
     write_until, CrashPoint, SlotStore,
 };
 use shmplane_shm::sync::AtomicU64;
@@ -31,6 +31,21 @@ struct Model {
 
 #[derive(Clone, Default)]
 struct Store(Arc<Model>);
+
+impl Store {
+    /// A store made as a slot segment is (`seqlock::init`: value 0, version 1, copy 1's
+    /// canaries), before any thread shares it.
+    fn new() -> Store {
+        let s = Store::default();
+        init(&s, &[0; WORDS]);
+        s
+    }
+}
+
+/// `read_committed_word` of a store whose canaries are intact.
+fn committed(store: &Store, i: usize) -> u64 {
+    read_committed_word(store, i).expect("copy 1's canary intact")
+}
 
 impl SlotStore for Store {
     type Park = FutexModel;
@@ -64,7 +79,7 @@ fn check_read(store: &Store, max: u64) {
 #[test]
 fn one_writer_one_reader_never_torn() {
     loom::model(|| {
-        let store = Store::default();
+        let store = Store::new();
         let w = store.clone();
         let writer = loom::thread::spawn(move || {
             write(&w, &value(1), 1, |_| true);
@@ -83,7 +98,7 @@ fn one_writer_one_reader_never_torn() {
 #[test]
 fn two_writers_serialize() {
     loom::model(|| {
-        let store = Store::default();
+        let store = Store::new();
         let w = store.clone();
         let other = loom::thread::spawn(move || {
             write(&w, &value(1), 1, |_| true);
@@ -101,7 +116,7 @@ fn two_writers_serialize() {
 fn writer_dying_mid_write_leaves_last_complete_value() {
     for crash in [CrashPoint::InCopy0(1), CrashPoint::InRelease(1), CrashPoint::InCopy1(1)] {
         loom::model(move || {
-            let store = Store::default();
+            let store = Store::new();
             write(&store, &value(1), 7, |_| true);
             // Writer 7 dies half-way through writing 2; its lock is never released.
             assert!(write_until(&store, &value(2), 7, |_| true, Some(crash)).is_none());
@@ -127,7 +142,7 @@ fn writer_dying_mid_write_leaves_last_complete_value() {
 #[test]
 fn element_updates_by_two_writers_are_not_lost() {
     loom::model(|| {
-        let store = Store::default();
+        let store = Store::new();
         let w = store.clone();
         let other = loom::thread::spawn(move || {
             let mut buf = [0u64; 1];
@@ -154,7 +169,7 @@ fn element_updates_by_two_writers_are_not_lost() {
 #[test]
 fn reader_falling_back_to_the_lock_sees_whole_values() {
     loom::model(|| {
-        let store = Store::default();
+        let store = Store::new();
         let w = store.clone();
         let writer = loom::thread::spawn(move || {
             write(&w, &value(1), 1, |_| true);
@@ -176,7 +191,7 @@ fn reader_falling_back_to_the_lock_sees_whole_values() {
 #[test]
 fn committed_words_follow_version_and_never_go_back() {
     loom::model(|| {
-        let store = Store::default();
+        let store = Store::new();
         let w = store.clone();
         let writer = loom::thread::spawn(move || {
             write(&w, &value(1), 1, |_| true);
@@ -185,15 +200,16 @@ fn committed_words_follow_version_and_never_go_back() {
         let mut last = 0;
         for _ in 0..2 {
             let v = version(&store);
-            let word = read_committed_word(&store, 1);
+            let word = committed(&store, 1);
             assert!(word <= 2, "a value never written: {word}");
-            assert!(word >= v, "version {v} reported, then word {word} of an older write");
+            // Version 1 is the initial value (0), version k + 1 the write of k.
+            assert!(word + 1 >= v, "version {v} reported, then word {word} of an older write");
             assert!(word >= last, "went back from {last} to {word}");
             last = word;
         }
         writer.join().unwrap();
-        assert_eq!(version(&store), 2);
-        assert_eq!(read_committed_word(&store, 0), 2);
+        assert_eq!(version(&store), 3);
+        assert_eq!(committed(&store, 0), 2);
     });
 }
 
@@ -205,14 +221,14 @@ fn committed_words_follow_version_and_never_go_back() {
 fn committed_words_never_show_an_unfinished_write() {
     for crash in [CrashPoint::InCopy0(1), CrashPoint::InRelease(1), CrashPoint::InCopy1(1)] {
         loom::model(move || {
-            let store = Store::default();
+            let store = Store::new();
             write(&store, &value(1), 7, |_| true);
             assert!(write_until(&store, &value(2), 7, |_| true, Some(crash)).is_none());
             let r = store.clone();
             let reader = loom::thread::spawn(move || {
                 let mut last = 0;
                 for i in [0, 1, 0] {
-                    let word = read_committed_word(&r, i);
+                    let word = committed(&r, i);
                     match crash {
                         // 2 never finished phase 1: its words are not committed.
                         CrashPoint::InCopy0(_) => assert!(word == 1 || word == 3, "{word}"),
@@ -227,7 +243,7 @@ fn committed_words_never_show_an_unfinished_write() {
             });
             write(&store, &value(3), 8, |holder| holder != 7);
             reader.join().unwrap();
-            assert_eq!([read_committed_word(&store, 0), read_committed_word(&store, 1)], [3, 3]);
+            assert_eq!([committed(&store, 0), committed(&store, 1)], [3, 3]);
         });
     }
 }
@@ -239,14 +255,14 @@ fn committed_words_never_show_an_unfinished_write() {
 #[test]
 fn committed_word_of_a_flag_publishes_earlier_writes() {
     loom::model(|| {
-        let (data, flag) = (Store::default(), Store::default());
+        let (data, flag) = (Store::new(), Store::new());
         let (d, f) = (data.clone(), flag.clone());
         let writer = loom::thread::spawn(move || {
             write(&d, &value(1), 1, |_| true);
             write(&f, &value(1), 1, |_| true);
         });
-        if read_committed_word(&flag, 0) == 1 {
-            assert_eq!(read_committed_word(&data, 0), 1, "flag seen, data not");
+        if committed(&flag, 0) == 1 {
+            assert_eq!(committed(&data, 0), 1, "flag seen, data not");
         }
         writer.join().unwrap();
     });
@@ -259,20 +275,20 @@ fn committed_word_of_a_flag_publishes_earlier_writes() {
 #[test]
 fn waiters_repair_a_write_a_dead_writer_left_in_phase_two() {
     loom::model(|| {
-        let store = Store::default();
+        let store = Store::new();
         write(&store, &value(1), 7, |_| true);
         assert!(write_until(&store, &value(2), 7, |_| true, Some(CrashPoint::InCopy1(1))).is_none());
-        assert_eq!(version(&store), 1);
+        assert_eq!(version(&store), 2);
         let r = store.clone();
         let reader = loom::thread::spawn(move || {
-            let word = read_committed_word(&r, 1);
+            let word = committed(&r, 1);
             assert!(word == 1 || word == 2, "{word}");
             check_read(&r, 2);
         });
         assert!(repair_abandoned(&store, || 8, |holder| holder != 7));
         reader.join().unwrap();
-        assert_eq!(version(&store), 2);
-        assert_eq!([read_committed_word(&store, 0), read_committed_word(&store, 1)], [2, 2]);
+        assert_eq!(version(&store), 3);
+        assert_eq!([committed(&store, 0), committed(&store, 1)], [2, 2]);
         assert!(!repair_abandoned(&store, || 8, |_| false), "nothing left to repair");
     });
 }
@@ -288,7 +304,7 @@ fn successive_whole_reads_never_go_back_with_two_writers() {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(1);
     model.check(|| {
-        let store = Store::default();
+        let store = Store::new();
         let r = store.clone();
         let reader = loom::thread::spawn(move || {
             let (mut a, mut b) = ([0u64; WORDS], [0u64; WORDS]);

@@ -1,4 +1,4 @@
-"""RawValue/RawArray (ABI 14 slots) against a hostile user with real processes: writers
+"""RawValue/RawArray (ABI 15 slots) against a hostile user with real processes: writers
 killed with SIGKILL in the middle of writes, readers killed mid-read, two writer
 processes racing, segment files truncated before and while open, foreign segments,
 wrong types, odd names, bad timeouts, Ctrl-C, pickling, and handles used after
@@ -10,8 +10,10 @@ The offsets are those of ``docs/wire-format.md`` §2.6 (slot segment): the write
 word at 384, ``done`` at 392, ``seq`` at 400, copy 0 at 768 in 64-byte lines (a
 version word and seven value words each), copy 1 after it.
 
-Tests marked ``xfail(strict=True)`` reproduce defects found by this pass (see their
-reasons); they start passing (and so fail as XPASS) once the defect is fixed."""
+The defects this pass found (a writer tripped by a truncation holding the lock, a
+file cut below its role table, zeros of a cut inside a page read as data, an async
+wait taking a negative version, a pickled handle losing its policy) have tests here
+that failed before their fixes."""
 
 from __future__ import annotations
 
@@ -692,21 +694,41 @@ def test_repr_of_a_closed_value_does_not_raise() -> None:
     assert "closed" in repr(v)
 
 
-# ------------------------------------------------------------ defects (xfail)
+# ------------------------------------------------------------ defects found by this pass
 
 
-@pytest.mark.xfail(strict=True, reason="D1: a cut inside a mapped page zeroes its tail without SIGBUS; "
-                   "reads return zeros (torn whole reads, version back to 0) instead of CorruptSegmentError")
 @pytest.mark.timeout(WATCHDOG)
-@pytest.mark.parametrize("cut", [300, 1500, 2000])
-def test_cut_inside_a_page_is_corrupt(cut: int, make_name: Any) -> None:
+@pytest.mark.parametrize("cut", [300, 1500, 2000, "regrown"])
+def test_cut_inside_a_page_is_corrupt(cut: int | str, make_name: Any) -> None:
+    """A cut inside a mapped page zeroes the page's tail and raises no SIGBUS (nor does
+    a file cut to 0 and grown back): the zeros must read as corruption, never as data
+    (a slot's copy-0 line versions are never 0, copy 1's lines start with a canary)."""
     a = shmplane.RawArray("d", [5.0] * 100, name=make_name())  # 2688 bytes: one page
     path = seg_path(a.name or "")
     try:
-        os.truncate(path, cut)
-        for op in (lambda: a[:], lambda: a.snapshot(), lambda: a[99], lambda: a.version):
+        if cut == "regrown":
+            size = os.path.getsize(path)
+            os.truncate(path, 0)
+            os.truncate(path, size)
+        else:
+            os.truncate(path, cut)
+        # Element 99 lies in the last line of both copies, which every cut here zeroed.
+        ops = [lambda: a[99], lambda: a.__setitem__(99, 1.0), lambda: a.__setitem__(slice(None), [1.0] * 100)]
+        if cut == "regrown" or int(cut) < 768:
+            # The control block (384..768) was cut too: the version (its `done` word)
+            # reads as zeros. A cut past it leaves the count of writes, but no value.
+            ops += [lambda: a.version, lambda: a.wait_for_update(0, timeout=0.2)]
+        for op in ops:
             with pytest.raises(shmplane.CorruptSegmentError):
                 op()
+        # Reads of lines the cut left (copy 0 whole at 2000) may return the value,
+        # never the zeros.
+        for read in (lambda: a[:], lambda: a.snapshot(), lambda: np.asarray(a), lambda: [a[0]], lambda: [a[50]]):
+            try:
+                got = list(read())
+            except shmplane.CorruptSegmentError:
+                continue
+            assert set(got) == {5.0}, got
     finally:
         a.close()
         if os.path.exists(path):

@@ -57,7 +57,11 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// 14: a version word in every 64-byte line of a slot's copies (seven value words
 /// each) instead of one latch sequence in front of copy 0; the writer's sequence moves
 /// into [`SlotWriter`] (see [`crate::seqlock`]).
-pub const ABI_VERSION: u32 = 14;
+/// 15: a slot is made whole before its header is published (both copies hold the
+/// initial value, every copy-0 line version is 2, `seq = done = 2`) and every line of
+/// copy 1 starts with [`SLOT_CANARY`], so a line a truncation zeroed (a cut inside a
+/// mapped page raises no SIGBUS) reads as corrupt instead of as data.
+pub const ABI_VERSION: u32 = 15;
 
 /// Version of the message format that channels carry in their records (tags, array
 /// descriptors, multipart payloads, chunking; `docs/wire-format.md`, implemented by the
@@ -330,6 +334,12 @@ pub const fn slot_words(bytes: usize) -> usize {
 /// Value words per 64-byte line of a slot copy (after the line's version word).
 pub const SLOT_LINE_WORDS: usize = SLOT_LINE / 8 - 1;
 
+/// The first word of every line of a slot's copy 1 (where copy 0 keeps its line's
+/// version), stored when the slot is made and never written again: a reader of copy 1
+/// that finds another value (zeros, after a cut inside a mapped page) reports the slot
+/// corrupt (ASCII "SHMPSLOT", little-endian).
+pub const SLOT_CANARY: u64 = u64::from_le_bytes(*b"SHMPSLOT");
+
 /// Lines per copy of a slot of `bytes` bytes.
 pub const fn slot_lines(bytes: usize) -> usize {
     slot_words(bytes).div_ceil(SLOT_LINE_WORDS)
@@ -543,7 +553,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 39] = [
+    let parts: [u64; 40] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -570,6 +580,7 @@ pub const LAYOUT_HASH: u64 = {
         SLOT_LINE as u64,
         (slot_copy1_offset(8) - SLOT_DATA_OFFSET) as u64,
         SLOT_LINE_WORDS as u64,
+        SLOT_CANARY,
         std::mem::offset_of!(SlotWriter, seq) as u64,
         size_of::<MailboxControl>() as u64,
         std::mem::offset_of!(MailboxControl, data_ready) as u64,

@@ -66,7 +66,19 @@ impl Segment {
     /// (a live segment or one waiting for a peer), [`Error::Corrupt`] (a non-shmplane
     /// file has the name), [`Error::NoSpace`], [`Error::InvalidName`], [`Error::Os`].
     pub fn create(name: &str, kind: SegmentKind, params: Params) -> Result<Segment> {
+        Segment::create_with(name, kind, params, |segment| segment)
+    }
+
+    /// [`Segment::create`] that lets `init` fill the segment's memory before its header
+    /// is published (holding the init lock): an opener never sees it half made (a slot
+    /// writes its initial value and versions there; see `crate::seqlock::init`).
+    /// `init` gets the mapped segment and gives it back.
+    ///
+    /// # Errors
+    /// As [`Segment::create`].
+    pub fn create_with(name: &str, kind: SegmentKind, params: Params, init: impl FnOnce(Segment) -> Segment) -> Result<Segment> {
         let info = new_info(kind, params)?;
+        let mut init = Some(init);
         for _ in 0..8 {
             match ShmFile::create(name, info.total_len) {
                 Ok(file) => {
@@ -83,7 +95,7 @@ impl Segment {
                             return Err(e);
                         }
                     }
-                    return Self::init(file, Some(name), info);
+                    return Self::init(file, Some(name), info, init.take().expect("called once: the loop returns here"));
                 }
                 Err(Error::AlreadyExists { .. }) => match stale(name) {
                     Ok(Some(old)) => old.unlink_if_same(name),
@@ -99,10 +111,10 @@ impl Segment {
         Err(Error::AlreadyExists { name: name.to_owned(), path: crate::region::shm_path(name) })
     }
 
-    fn init(file: ShmFile, name: Option<&str>, info: HeaderInfo) -> Result<Segment> {
+    fn init(file: ShmFile, name: Option<&str>, info: HeaderInfo, init: impl FnOnce(Segment) -> Segment) -> Result<Segment> {
         file.try_lock(INIT_LOCK_BYTE)?;
         let region = Region::map(&file, info.total_len as usize)?;
-        let segment = Segment { region: Arc::new(region), info, file: Some(file), name: name.map(str::to_owned) };
+        let segment = init(Segment { region: Arc::new(region), info, file: Some(file), name: name.map(str::to_owned) });
         write_header(segment.header(), &segment.info);
         if let Some(f) = &segment.file {
             f.unlock(INIT_LOCK_BYTE);

@@ -8,8 +8,8 @@
 //! carries its own version word and [`SlotStore::LINE_WORDS`] (7) value words: a write
 //! changes only the lines it touches, so a reader under a writer of one element moves
 //! that element's line and no other, as an unsynchronized ctypes read does (ABI 14).
-//! Copy 1 has the same layout; its version words are unused: copy 0's versions tell
-//! when copy 1 may be read. A reader that keeps losing the race takes the writer lock
+//! Copy 1 has the same layout; its version words hold a canary instead (see "Zeroed
+//! lines"): copy 0's versions tell when copy 1 may be read. A reader that keeps losing the race takes the writer lock
 //! for one read after [`READ_TRIES`] attempts ([`read_words_or_lock`], Linux's
 //! `read_seqbegin_or_lock`): it always finishes. Words are copied with Relaxed atomic
 //! loads/stores between the version accesses and fences, as in Rust RFC 3301 /
@@ -69,6 +69,14 @@
 //! reads `done`, which the writer stores (Release) after copy 1, so a reader that sees
 //! version `v` then reads committed words of write `v` or later.
 //!
+//! # Zeroed lines (ABI 15)
+//! A slot is made whole before anyone can see it ([`init`]): versions start at 2 and
+//! every line of copy 1 starts with [`SLOT_CANARY`], which nothing writes again. A cut
+//! of the segment file inside a mapped page zeroes the page's tail without a SIGBUS,
+//! so a version of 0, a missing canary or `done == 0` can only be such zeros: reads
+//! return [`ZEROED`] (element reads `None`) instead of the zeros as a value, and
+//! [`writable`] tells a writer before it writes into them.
+//!
 //! # Crash safety
 //! A writer killed at any point leaves one copy intact: killed while claiming or
 //! writing copy 0, or before its first release, copy 1 holds the last complete value
@@ -81,7 +89,7 @@
 //! compare-and-swap, and the new holder repairs a torn copy before writing (`done !=
 //! seq` says a write did not finish; see `repair`).
 
-use crate::layout::SlotControl;
+use crate::layout::{SlotControl, SLOT_CANARY};
 use crate::sync::{fence, spin_hint, yield_now, AtomicU64, Ordering};
 use crate::wait::{Park, SLICE};
 use std::convert::Infallible;
@@ -148,30 +156,93 @@ fn version_of(seq: u64) -> u64 {
     seq / 2
 }
 
+/// What a read returns instead of a version when the lines it read hold zeros where a
+/// slot never does (a copy-0 line version of 0, a copy-1 line without
+/// [`SLOT_CANARY`], `done == 0`): the segment file was cut inside a mapped page (the
+/// kernel zeroes the page's tail and raises no SIGBUS) or overwritten. No write makes
+/// this version (versions are `seq / 2 < 2^63`); callers report the slot corrupt.
+pub const ZEROED: u64 = u64::MAX;
+
+/// Make a slot whole before anyone else can see it (before its segment header is
+/// published): both copies hold `src`, every copy-0 line version is 2, every copy-1
+/// line starts with [`SLOT_CANARY`], `seq = done = 2` (version 1). From then on no
+/// line version is 0 and no canary changes, so a reader that finds either zeroed
+/// returns [`ZEROED`]. Plain Relaxed stores: the header's Release publication (or the
+/// spawn of the threads that share a heap store) orders them.
+///
+/// # Panics
+/// If `src` has the wrong length.
+pub fn init<S: SlotStore>(store: &S, src: &[u64]) {
+    assert_eq!(src.len(), store.words(), "slot value of the wrong length");
+    for l in 0..store.lines() {
+        // ORDERING: Relaxed: published with the segment (see above).
+        store.line_version(0, l).store(2, Ordering::Relaxed);
+        store.line_version(1, l).store(SLOT_CANARY, Ordering::Relaxed);
+    }
+    for (i, &w) in src.iter().enumerate() {
+        // ORDERING: Relaxed, as above.
+        store.word(0, i).store(w, Ordering::Relaxed);
+        store.word(1, i).store(w, Ordering::Relaxed);
+    }
+    let writer = &store.control().writer.value;
+    // ORDERING: Relaxed, as above.
+    writer.seq.store(2, Ordering::Relaxed);
+    writer.done.store(2, Ordering::Relaxed);
+}
+
+/// False if a write of words `first .. first + n` would go into zeros (see [`ZEROED`]):
+/// `done` is 0, or a line it changes has a copy-0 version of 0 or no canary in copy 1.
+/// A check before the write (not under the lock: a truncation races with everything),
+/// so that a writer into a cut segment is told, as its readers are.
+pub fn writable<S: SlotStore>(store: &S, first: usize, n: usize) -> bool {
+    if version(store) == ZEROED {
+        return false;
+    }
+    let last = store.lines().saturating_sub(1);
+    let (l0, l1) = ((first / S::LINE_WORDS).min(last), ((first + n.max(1) - 1) / S::LINE_WORDS).min(last));
+    // ORDERING: Relaxed: a check of what a truncation did, not of a writer's work.
+    store.lines() == 0
+        || (l0..=l1).all(|l| {
+            store.line_version(0, l).load(Ordering::Relaxed) != 0
+                && store.line_version(1, l).load(Ordering::Relaxed) == SLOT_CANARY
+        })
+}
+
 /// The current version (one Acquire load of `done`): grows with every completed write
 /// (and with the repair of one a dead writer left). Committed words
 /// ([`read_committed_word`]) read after it are of this write or a later one.
+/// [`ZEROED`] if `done` reads 0 (the control block was zeroed: see [`init`]).
 #[inline]
 pub fn version<S: SlotStore>(store: &S) -> u64 {
     // ORDERING: Acquire, partner of the Release stores of `done` in `publish` and
     // `repair`, made after copy 1 is complete.
-    version_of(store.control().writer.value.done.load(Ordering::Acquire))
+    let done = store.control().writer.value.done.load(Ordering::Acquire);
+    if done == 0 {
+        return ZEROED;
+    }
+    version_of(done)
 }
 
 /// Word `i` of the value as of some completed write, with one atomic load of copy 1
-/// (see the module docs: "Committed words"). Words read by separate calls may be of
-/// different writes; one word is always whole.
+/// (see the module docs: "Committed words"), and a load of its line's canary (the same
+/// line: no second transfer). Words read by separate calls may be of different writes;
+/// one word is always whole. `None` if the canary is not [`SLOT_CANARY`] (the line was
+/// zeroed: see [`ZEROED`]).
 ///
 /// # Panics
 /// If `i` is outside the value.
 #[inline]
-pub fn read_committed_word<S: SlotStore>(store: &S, i: usize) -> u64 {
+pub fn read_committed_word<S: SlotStore>(store: &S, i: usize) -> Option<u64> {
     // ORDERING: Acquire, partner of the writer's fence(Release) before its copy-1
     // stores: a reader that sees a word of write `w` also sees everything its writer
     // did before `w` (a flag in one slot published after data in another; and copy 0's
     // release of `w`, so a whole read after it does not go back). One word is whole by
     // single-copy atomicity.
-    store.word(1, i).load(Ordering::Acquire)
+    let word = store.word(1, i).load(Ordering::Acquire);
+    // ORDERING: Relaxed: the canary never changes after `init` (published with the
+    // segment); only a truncation (zeros) does.
+    let canary = store.line_version(1, i / S::LINE_WORDS).load(Ordering::Relaxed);
+    (canary == SLOT_CANARY).then_some(word)
 }
 
 /// One read attempt into `dst` (`dst.len() == store.words()`): the version read, or
@@ -241,6 +312,8 @@ enum Pass {
     Claimed { sum: u64, claim: u64 },
     /// Copy 0 changed during the read: retry.
     Retry,
+    /// A line version of 0 (never, after [`init`]): the lines were zeroed ([`ZEROED`]).
+    Zeroed,
 }
 
 /// The read protocol of every whole or partial read (see the module docs): copy 0 with
@@ -270,11 +343,18 @@ fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, mut load: impl
     match read_copy0(store, first, n, &mut load) {
         Pass::Read(v) => Some(version_of(v)),
         Pass::Retry => None,
+        Pass::Zeroed => Some(ZEROED),
         Pass::Claimed { sum, claim } => {
             // Copy 1 is the previous write's, complete (the claim we loaded with Acquire
             // was stored with Release after it). It stays so until the claiming write
             // releases copy 0's lines, which changes their versions: checked below.
-            load_words::<S>(store.copy_lines(1), first, n, &mut load);
+            let c1 = store.copy_lines(1);
+            // ORDERING: Relaxed: canaries never change after `init` (see
+            // `read_committed_word`); these are the lines read next.
+            if (l0..=l1).any(|l| c1[l * stride].load(Ordering::Relaxed) != SLOT_CANARY) {
+                return Some(ZEROED);
+            }
+            load_words::<S>(c1, first, n, &mut load);
             // ORDERING: Acquire fence, partner of the writer's fence(Release) between
             // its copy-0 releases and its copy-1 words: if we read a word of copy 1 that
             // the claiming write (or a later one) stored, the loads below see a release.
@@ -306,7 +386,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
     let (lw, stride) = (S::LINE_WORDS, S::LINE_WORDS + 1);
     let c = store.copy_lines(0);
     let (l0, l1) = (first / lw, (first + n - 1) / lw);
-    let (mut sum, mut max_even, mut max_odd, mut even) = (0u64, 0u64, 0u64, false);
+    let (mut sum, mut max_even, mut max_odd, mut even, mut zero) = (0u64, 0u64, 0u64, false, false);
     let mut at = 0;
     for l in l0..=l1 {
         let line = &c[l * stride..(l + 1) * stride];
@@ -314,6 +394,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         // write stored in copy 1 is visible: `Claimed`) and of its fence(Release) before
         // its release stores (a line seen released holds that write's words).
         let v = line[0].load(Ordering::Acquire);
+        zero |= v == 0;
         sum = sum.wrapping_add(v);
         if v & 1 == 0 {
             max_even = max_even.max(v);
@@ -325,6 +406,10 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
         load(at, &line[1 + lo..1 + hi]);
         at += hi - lo;
+    }
+    if zero {
+        // No line version is 0 after `init`: these lines were zeroed.
+        return Pass::Zeroed;
     }
     // (`even`: a claim at 2^64 - 1 wraps its release to 0, which `max_even` starts at.)
     let releasing = max_odd != 0 && even && max_even == max_odd.wrapping_add(1);
@@ -475,9 +560,18 @@ fn read_words_locked<S: SlotStore>(store: &S, first: usize, dst: &mut [u64], me:
         *w = store.word(0, first + i).load(Ordering::Relaxed);
     }
     let s = store.seq().load(Ordering::Relaxed);
+    // ORDERING: Relaxed: holding the lock (versions change only under it). A zeroed line
+    // or sequence (see `init`) is no value.
+    let zeroed = s == 0
+        || (!dst.is_empty()
+            && (first / S::LINE_WORDS..=(first + dst.len() - 1) / S::LINE_WORDS)
+                .any(|l| store.line_version(0, l).load(Ordering::Relaxed) == 0));
     // ORDERING: Release, partner of the next writer's Acquire CAS in `lock` (our loads
     // happen before its stores).
     store.control().writer.value.owner.store(0, Ordering::Release);
+    if zeroed {
+        return ZEROED;
+    }
     version_of(s)
 }
 

@@ -15,7 +15,7 @@ use shmplane_shm::layout::SlotControl;
 use shmplane_shm::segment::Segment;
 use shmplane_shm::store::SegmentSlot;
 use shmplane_shm::seqlock::{
-    read, read_bytes_or_lock, read_words, read_words_or_lock, update, update_checked, version, write, write_checked, write_until, CrashPoint, SlotStore,
+    init, read, read_bytes_or_lock, read_words, read_words_or_lock, update, update_checked, version, write, write_checked, write_until, CrashPoint, SlotStore,
 };
 use shmplane_shm::sync::AtomicU64;
 use shmplane_shm::wait::SharedFutex;
@@ -45,7 +45,10 @@ struct Store(Arc<HeapSlot>);
 
 impl Backend for Store {
     fn new() -> Self {
-        Store::default()
+        // Made as a slot segment is (version 1, canaries in copy 1).
+        let s = Store::default();
+        init(&s, &[0; WORDS]);
+        s
     }
 }
 
@@ -71,7 +74,9 @@ impl Backend for ShmStore {
         let name = format!("slot-conformance-{}-{}", std::process::id(), N.fetch_add(1, O::Relaxed));
         let seg = Segment::create(&name, SegmentKind::Slot, Params { p0: (WORDS * 8) as u64, p1: 0 }).expect("create");
         seg.hold_shared().expect("hold");
-        ShmStore(Arc::new(ShmSlot(Some(SegmentSlot::new(seg)))))
+        let store = ShmStore(Arc::new(ShmSlot(Some(SegmentSlot::new(seg)))));
+        init(&store, &[0; WORDS]);
+        store
     }
 }
 
@@ -173,7 +178,7 @@ fn whole_and_partial_reads_never_torn_under_a_writer<B: Backend>() {
         }
     }
     writer.join().unwrap();
-    assert_eq!(version(&store), n);
+    assert_eq!(version(&store), n + 1, "the initial value (version 1) and n writes");
 }
 
 fn element_updates_from_three_writers_are_not_lost<B: Backend>() {
@@ -357,4 +362,43 @@ fn a_claim_at_u64_max_is_not_a_release_step() {
     let mut all = [0u64; WORDS];
     read(&store, &mut all);
     assert_eq!(all, [1; WORDS], "torn or unfinished: {all:?}");
+}
+
+/// A cut inside a mapped page zeroes the page's tail and raises no SIGBUS (found by the
+/// hostile-user pass): zeroed lines must read as `ZEROED`, never as data. After `init`
+/// no copy-0 line version is 0, every copy-1 line starts with the canary, and `done`
+/// is at least 2.
+#[test]
+fn zeroed_lines_read_as_zeroed_never_as_data() {
+    use shmplane_shm::seqlock::{read_committed_word, try_read_words, ZEROED};
+    use shmplane_shm::sync::Ordering::Relaxed;
+    let zero_line = |s: &Store, copy: usize, l: usize| {
+        for w in &s.copy_lines(copy)[l * (LINE_WORDS + 1)..(l + 1) * (LINE_WORDS + 1)] {
+            w.store(0, Relaxed);
+        }
+    };
+    // Copy 0's last line (words 6 and 7) zeroed.
+    let store = Store::new();
+    write(&store, &[5; WORDS], 1, |_| true);
+    zero_line(&store, 0, 2);
+    let mut all = [0u64; WORDS];
+    assert_eq!(read(&store, &mut all), ZEROED, "a whole read over a zeroed line");
+    let mut part = [0u64; 2];
+    assert_eq!(try_read_words(&store, 6, &mut part), Some(ZEROED));
+    assert_eq!(try_read_words(&store, 0, &mut part), Some(2), "lines that were not cut read as before");
+    assert_eq!(read_words_or_lock(&store, 5, &mut part, 0, || 9, |_| true), ZEROED, "under the lock too");
+    assert_eq!(read_committed_word(&store, 7), Some(5), "copy 1 of that line is intact");
+    // Copy 1's first line zeroed: element reads of it, and reads that fall back to it
+    // while copy 0 is claimed, see the missing canary.
+    let store = Store::new();
+    write(&store, &[5; WORDS], 1, |_| true);
+    zero_line(&store, 1, 0);
+    assert_eq!(read_committed_word(&store, 1), None);
+    assert_eq!(read_committed_word(&store, 4), Some(5));
+    assert!(write_until(&store, &[6; WORDS], 7, |_| true, Some(CrashPoint::InCopy0(2))).is_none());
+    assert_eq!(try_read_words(&store, 0, &mut part), Some(ZEROED), "copy 1 read while copy 0 is claimed");
+    // The control block zeroed.
+    let store = Store::new();
+    store.control().writer.value.done.store(0, Relaxed);
+    assert_eq!(version(&store), ZEROED);
 }
