@@ -23,6 +23,15 @@ can tear; shmplane's never should (the tests assert it; here it is a figure).
 Floors, for orientation: the Python cost of a no-op attribute read on a plain object,
 and ``perf_counter_ns`` itself.
 
+``--paired`` measures the pairs of the ratio table instead, each pair in one window:
+one writer process writes both subjects in turn (``a(i); b(i)``: the same rate of
+writes to each), and the reader alternates batches of the two (``ROUNDS`` pairs of
+batches, the order swapped every round); the ratio is the median of the per-round
+ratios, with its interquartile range. A drift of the host (another tenant, a CPU
+frequency change) then falls on both sides of every ratio, where the default mode
+measures the two subjects seconds apart. ``--load N`` adds N busy-loop processes
+(CPU hogs, unpinned) for the whole run, in either mode.
+
 ``--repeat K`` (default 3) runs every subject K times, one after the other, and the
 ratio table gives the median of the K per-repeat ratios with their range: a shared VM
 drifts over minutes, and a ratio of two figures taken seconds apart carries less of
@@ -253,17 +262,126 @@ def torn_fraction(read: Callable[[], Any], torn: Callable[[Any], bool], n: int) 
     return sum(torn(read()) for _ in range(n)) / n
 
 
+PAIRS = [
+    ("RawValue('d').value", "shmplane RawValue('d').value", "stdlib   RawValue('d').value", "<= 1.0 each"),
+    ("RawArray('d',16)[0]", "shmplane RawArray('d',16)[0]", "stdlib   RawArray('d',16)[0]", "<= 1.0 each"),
+    ("16 doubles, arr[:] list", "shmplane RawArray('d',16)[:]", "stdlib   RawArray('d',16)[:]", "<= 1.0 each"),
+    ("16 doubles, consistent snapshot", "shmplane RawArray('d',16).snapshot()", "stdlib   RawArray('d',16)[:]",
+     "<= 0.33 idle, whole; <= 1.0 elem"),
+    ("1000 doubles, arr[:] list", "shmplane RawArray('d',1000)[:]", "stdlib   RawArray('d',1000)[:]", "<= 1.0 each"),
+    ("2-int struct, fields vs fields", "shmplane RawValue(2-int struct) fields", "stdlib   RawValue(2-int struct)",
+     "<= 1.0 each"),
+]
+
+
+def _writer_pair(write_a: Callable[[int], None], write_b: Callable[[int], None], stop: Any) -> None:
+    """`_writer` of two subjects in turn: each sees the same rate of writes."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _pin(1)
+    i = 0
+    while not stop.value:
+        for _ in range(64):
+            i += 1
+            write_a(i)
+            write_b(i)
+
+
+def _hog(stop: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    x = 0
+    while not stop.value:
+        for _ in range(100_000):
+            x += 1
+
+
+def _stop_process(p: Any) -> None:
+    p.join(10)
+    if p.is_alive():
+        p.terminate()
+        p.join(10)
+    if p.is_alive():
+        p.kill()
+        p.join(10)
+
+
+def run_paired(rounds: int, allowed: set[int], ctx: Any) -> None:
+    """`--paired`: every pair of `PAIRS` under every writer pattern, the two subjects
+    read in alternating batches while one writer writes both (see the module docs)."""
+    by_name = {s.name: s for s in subjects()}
+    print(f"\n# paired: {rounds} rounds of one batch of {BATCH} reads each side (order swapped every round), "
+          "one writer writing both subjects in turn; ratio = median of per-round ratios [interquartile range]")
+    print(f"{'pair':34s} {'writer':6s} {'shmplane':>9s} {'stdlib':>8s} {'ratio':>6s} {'IQR':>13s}  target")
+    for label, a_name, b_name, target in PAIRS:
+        a_obj, read_a, writers_a = by_name[a_name].make()
+        b_obj, read_b, writers_b = by_name[b_name].make()
+        for pattern in ("idle", "elem", "whole", "last"):
+            if pattern != "idle" and (pattern not in writers_a or pattern not in writers_b):
+                continue
+            writer = None
+            stop = ctx.RawValue("b", 0)
+            if pattern != "idle":
+                with _affinity(allowed):
+                    writer = ctx.Process(target=_writer_pair, args=(writers_a[pattern], writers_b[pattern], stop), daemon=True)
+                    writer.start()
+                time.sleep(0.05)
+            try:
+                ta: list[float] = []
+                tb: list[float] = []
+                ratios: list[float] = []
+                for k in range(rounds):
+                    if k % 2 == 0:
+                        x = hot(read_a, 1)[0]
+                        y = hot(read_b, 1)[0]
+                    else:
+                        y = hot(read_b, 1)[0]
+                        x = hot(read_a, 1)[0]
+                    ta.append(x)
+                    tb.append(y)
+                    ratios.append(x / y)
+            finally:
+                stop.value = 1
+                if writer is not None:
+                    _stop_process(writer)
+            q = statistics.quantiles(ratios, n=4)
+            print(f"{label:34s} {pattern:6s} {statistics.median(ta):9.0f} {statistics.median(tb):8.0f} "
+                  f"{statistics.median(ratios):6.2f} {f'[{q[0]:.2f}-{q[2]:.2f}]':>13s}  {target}", flush=True)
+        for obj in (a_obj, b_obj):
+            if hasattr(obj, "close") and type(obj).__module__.startswith("shmplane"):
+                obj.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="few samples (smoke run)")
     ap.add_argument("--cold", type=int, default=200, help="cold samples per subject")
     ap.add_argument("--repeat", type=int, default=3, help="runs of every subject; ratios are medians over them")
+    ap.add_argument("--paired", action="store_true", help="the ratio table's pairs, each read in alternating batches")
+    ap.add_argument("--rounds", type=int, default=300, help="--paired: rounds (pairs of batches) per pair and writer")
+    ap.add_argument("--load", type=int, default=0, help="busy-loop processes (CPU hogs) running for the whole run")
     args = ap.parse_args()
     batches = 50 if args.quick else 400
     allowed = os.sched_getaffinity(0)
-    _pin(0)
-    cold_n = 20 if args.quick else args.cold
     ctx = mp.get_context("fork")
+    hog_stop = ctx.RawValue("b", 0)
+    hogs = [ctx.Process(target=_hog, args=(hog_stop,), daemon=True) for _ in range(args.load)]
+    for h in hogs:
+        h.start()
+    try:
+        if args.load:
+            print(f"# load: {args.load} busy-loop processes (unpinned)")
+        _pin(0)
+        if args.paired:
+            run_paired(20 if args.quick else args.rounds, allowed, ctx)
+            return 0
+        return run_all(args, batches, allowed, ctx)
+    finally:
+        hog_stop.value = 1
+        for h in hogs:
+            _stop_process(h)
+
+
+def run_all(args: Any, batches: int, allowed: set[int], ctx: Any) -> int:
+    cold_n = 20 if args.quick else args.cold
     timer_ns = statistics.median(-time.perf_counter_ns() + time.perf_counter_ns() for _ in range(10001))
     timer_ns = -timer_ns if timer_ns < 0 else timer_ns
 
