@@ -62,9 +62,9 @@ fuzz_target!(|data: &[u8]| {
     for copy in 0..2 {
         for (k, w) in slot.copy_lines(copy).iter().enumerate() {
             let x = input.word();
-            // Copy 1's line heads: mostly the canary every slot has (an even word), so
+            // Copy 1's line markers: mostly the canary every slot has (an even word), so
             // that the reads of copy 1 behind it are reached; else what a peer forged.
-            let canary = copy == 1 && k % (shmplane_shm::layout::SLOT_LINE_WORDS + 1) == 0 && x % 2 == 0;
+            let canary = copy == 1 && k % (shmplane_shm::layout::SLOT_LINE_WORDS + 1) == shmplane_shm::layout::SLOT_MARKER_WORD && x % 2 == 0;
             w.store(if canary { shmplane_shm::layout::SLOT_CANARY } else { x }, r);
         }
     }

@@ -7,8 +7,8 @@ so a read with two different elements is torn. Each test has a watchdog; childre
 are started by the ``procs`` fixture (never outliving their test).
 
 The offsets are those of ``docs/wire-format.md`` §2.6 (slot segment): the writer lock
-word at 384, ``done`` at 392, ``seq`` at 400, copy 0 at 768 in 64-byte lines (a
-version word and seven value words each), copy 1 after it.
+word at 384, ``done`` at 392, ``seq`` at 400, copy 0 at 768 in 64-byte lines (seven
+value words then the line's version), copy 1 after it (its lines end with a canary).
 
 The defects this pass found (a writer tripped by a truncation holding the lock, a
 file cut below its role table, zeros of a cut inside a page read as data, an async
@@ -733,6 +733,57 @@ def test_cut_inside_a_page_is_corrupt(cut: int | str, make_name: Any) -> None:
         a.close()
         if os.path.exists(path):
             os.unlink(path)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_no_cut_inside_the_data_reads_zeros_as_data(make_name: Any) -> None:
+    """Every cut on an 8-byte boundary from copy 0's first line to the end of copy 1
+    (found in review: with a line's marker first, a cut inside a line kept the marker
+    and zeroed the values after it): every read returns the value or raises
+    CorruptSegmentError, never a zero nobody wrote."""
+    n = 20  # three lines per copy: copy 0 at 768, copy 1 at 960, the file 1152 bytes
+    end = COPY0_OFFSET + 2 * 64 * 3
+    for cut in range(COPY0_OFFSET, end, 8):
+        a = shmplane.RawArray("d", [5.0] * n, name=make_name())
+        path = seg_path(a.name or "")
+        try:
+            os.truncate(path, cut)
+            reads: list[Callable[[], Any]] = [lambda: a[:], lambda: a.snapshot(), lambda: np.asarray(a),
+                                              lambda: a[3:11], lambda: a[13:]]  # fmt: skip
+            reads += [lambda i=i: [a[i]] for i in range(n)]
+            for read in reads:
+                try:
+                    got = list(read())
+                except shmplane.CorruptSegmentError:
+                    continue
+                assert set(got) == {5.0}, f"cut at {cut}: {got}"
+        finally:
+            a.close()
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+@pytest.mark.timeout(WATCHDOG)
+def test_a_cut_inside_the_one_line_of_a_struct() -> None:
+    class P(ctypes.Structure):
+        _fields_ = [("x", ctypes.c_double), ("y", ctypes.c_double)]
+
+    for cut in (COPY0_OFFSET + 8, COPY0_OFFSET + 16, COPY0_OFFSET + 56, COPY0_OFFSET + 64 + 8):
+        v = shmplane.RawValue(P, 1.0, 2.0)
+        path = seg_path(v.name or "")
+        try:
+            os.truncate(path, cut)
+            for read in (lambda: v.snapshot(), lambda: v):
+                try:
+                    s = read()
+                    got = (s.x, s.y)
+                except shmplane.CorruptSegmentError:
+                    continue
+                assert got == (1.0, 2.0), f"cut at {cut}: {got}"
+        finally:
+            v.close()
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def _write_until_corrupt(name: str, q: Any) -> None:

@@ -62,14 +62,16 @@ pub(crate) fn finished(file: &ShmFile, kind: SegmentKind) -> bool {
         // Every kind has roles: a header that says none is not one to judge (or remove).
         return false;
     }
-    let Some(region) = map_roles(file, roles) else {
+    if file.size().is_ok_and(|n| n < crate::layout::control_offset(roles) as u64) {
         // Shorter than its role table. A creator reserves the whole file before it
         // writes the header, so a ready header means it was cut afterwards (by hand, or
         // a full /dev/shm): nobody can use it, and it is finished once no process holds
         // a role's lock (fcntl locks need no bytes behind them). Not ready: a creator
         // may be on its way (its init lock was checked above); left alone.
         return ready && (0..roles).all(|r| !locked(ROLE_LOCK_BYTE + r as u64));
-    };
+    }
+    // (A mapping that fails for another reason, memory or the map count, says nothing.)
+    let Some(region) = map_roles(file, roles) else { return false };
     for r in 0..roles {
         // SAFETY: map_roles mapped the header and `roles` role entries.
         let entry = unsafe { region.at(crate::layout::role_offset(r)) };

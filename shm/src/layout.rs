@@ -59,7 +59,8 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMPLANE");
 /// into [`SlotWriter`] (see [`crate::seqlock`]).
 /// 15: a slot is made whole before its header is published (both copies hold the
 /// initial value, every copy-0 line version is 2, `seq = done = 2`) and every line of
-/// copy 1 starts with [`SLOT_CANARY`], so a line a truncation zeroed (a cut inside a
+/// copy 1 ends with [`SLOT_CANARY`] (a line's marker, copy 0's version included, is
+/// its last word: [`SLOT_MARKER_WORD`]), so a line a truncation zeroed (a cut inside a
 /// mapped page raises no SIGBUS) reads as corrupt instead of as data.
 pub const ABI_VERSION: u32 = 15;
 
@@ -303,10 +304,11 @@ pub const SLOT_ROLES: usize = 1;
 /// Byte offset of the slot control block in a slot segment.
 pub const SLOT_CONTROL_OFFSET: usize = control_offset(SLOT_ROLES);
 /// Byte offset of a slot's data block: copy 0 then copy 1 of the value, each in 64-byte
-/// lines of a version word (`AtomicU64`, odd while a writer changes the line) and seven
-/// value words (the last line's unused words stay zero).
+/// lines of seven value words and a marker word (copy 0: the line's version, an
+/// `AtomicU64` odd while a writer changes the line; copy 1: [`SLOT_CANARY`]; see
+/// [`SLOT_MARKER_WORD`]); the last line's unused words stay zero.
 ///
-/// Value word `i` is word `1 + i % 7` of line `i / 7`. A write claims and releases only
+/// Value word `i` is word `i % 7` of line `i / 7`. A write claims and releases only
 /// the lines it changes, so a whole read under a writer of one element moves that
 /// element's line only, as the stdlib's unsynchronized read does (ABI 13 kept one latch
 /// sequence in front of copy 0, a second line to move whenever the element was not in
@@ -334,10 +336,16 @@ pub const fn slot_words(bytes: usize) -> usize {
 /// Value words per 64-byte line of a slot copy (after the line's version word).
 pub const SLOT_LINE_WORDS: usize = SLOT_LINE / 8 - 1;
 
-/// The first word of every line of a slot's copy 1 (where copy 0 keeps its line's
-/// version), stored when the slot is made and never written again: a reader of copy 1
-/// that finds another value (zeros, after a cut inside a mapped page) reports the slot
-/// corrupt (ASCII "SHMPSLOT", little-endian).
+/// Index within a slot line of its marker word: copy 0's line version, copy 1's
+/// [`SLOT_CANARY`]. The last word, after the seven value words: a cut of the file
+/// anywhere at or before a line's values (a cut inside a mapped page zeroes from there
+/// to the page's end, and a 64-byte line never spans two pages) zeroes its marker too.
+pub const SLOT_MARKER_WORD: usize = SLOT_LINE_WORDS;
+
+/// The marker word ([`SLOT_MARKER_WORD`]) of every line of a slot's copy 1 (where copy
+/// 0 keeps its line's version), stored when the slot is made and never written again:
+/// a reader of copy 1 that finds another value (zeros, after a cut inside a mapped
+/// page) reports the slot corrupt (ASCII "SHMPSLOT", little-endian).
 pub const SLOT_CANARY: u64 = u64::from_le_bytes(*b"SHMPSLOT");
 
 /// Lines per copy of a slot of `bytes` bytes.
@@ -553,7 +561,7 @@ pub const fn ring_segment_len(capacity: usize) -> usize {
 /// message format has its own version, [`WIRE_VERSION`], checked on its own so that a
 /// mismatch names both versions.)
 pub const LAYOUT_HASH: u64 = {
-    let parts: [u64; 40] = [
+    let parts: [u64; 41] = [
         ABI_VERSION as u64,
         size_of::<SegmentHeader>() as u64,
         std::mem::offset_of!(SegmentHeader, init_state) as u64,
@@ -581,6 +589,7 @@ pub const LAYOUT_HASH: u64 = {
         (slot_copy1_offset(8) - SLOT_DATA_OFFSET) as u64,
         SLOT_LINE_WORDS as u64,
         SLOT_CANARY,
+        SLOT_MARKER_WORD as u64,
         std::mem::offset_of!(SlotWriter, seq) as u64,
         size_of::<MailboxControl>() as u64,
         std::mem::offset_of!(MailboxControl, data_ready) as u64,

@@ -5,7 +5,8 @@
 //! value, written one after the other, so that one of them is always complete and
 //! readers never wait for a writer. Instead of one sequence word that selects the copy
 //! (a line every write modifies and every read loads), each 64-byte line of copy 0
-//! carries its own version word and [`SlotStore::LINE_WORDS`] (7) value words: a write
+//! carries [`SlotStore::LINE_WORDS`] (7) value words and its own version word (the
+//! line's last: [`crate::layout::SLOT_MARKER_WORD`]): a write
 //! changes only the lines it touches, so a reader under a writer of one element moves
 //! that element's line and no other, as an unsynchronized ctypes read does (ABI 14).
 //! Copy 1 has the same layout; its version words hold a canary instead (see "Zeroed
@@ -71,8 +72,10 @@
 //!
 //! # Zeroed lines (ABI 15)
 //! A slot is made whole before anyone can see it ([`init`]): versions start at 2 and
-//! every line of copy 1 starts with [`SLOT_CANARY`], which nothing writes again. A cut
-//! of the segment file inside a mapped page zeroes the page's tail without a SIGBUS,
+//! every line of copy 1 ends with [`SLOT_CANARY`], which nothing writes again. A cut
+//! of the segment file inside a mapped page zeroes the page's tail without a SIGBUS
+//! (from the cut on: a line's marker is its last word, so a cut at or before any of a
+//! line's values zeroes its marker too),
 //! so a version of 0, a missing canary or `done == 0` can only be such zeros: reads
 //! return [`ZEROED`] (element reads `None`) instead of the zeros as a value, and
 //! [`writable`] tells a writer before it writes into them.
@@ -96,12 +99,12 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 /// Storage of a slot: control block and the two copies of its payload words, in lines
-/// of a version word (used in copy 0 only) and [`LINE_WORDS`](SlotStore::LINE_WORDS)
-/// value words.
+/// of [`LINE_WORDS`](SlotStore::LINE_WORDS) value words and a marker word (copy 0's
+/// line version; copy 1's canary).
 pub trait SlotStore {
     /// Sleep/wake implementation of `updated`.
     type Park: Park;
-    /// Value words per line (after the line's version word): 7 in a segment (64-byte
+    /// Value words per line (before the line's marker word): 7 in a segment (64-byte
     /// lines); loom models use 1 so that two-line values stay small.
     const LINE_WORDS: usize = crate::layout::SLOT_LINE_WORDS;
     /// The control block (writer lock, writer's sequence, sleepers).
@@ -137,17 +140,18 @@ pub trait SlotStore {
         &self.copy_lines(copy)[word_index::<Self>(i)]
     }
 
-    /// The version word of line `l` of copy `copy`.
+    /// The marker word of line `l` of copy `copy` (its last: see
+    /// [`crate::layout::SLOT_MARKER_WORD`]): copy 0's line version, copy 1's canary.
     #[inline]
     fn line_version(&self, copy: usize, l: usize) -> &AtomicU64 {
-        &self.copy_lines(copy)[l * (Self::LINE_WORDS + 1)]
+        &self.copy_lines(copy)[l * (Self::LINE_WORDS + 1) + Self::LINE_WORDS]
     }
 }
 
 /// Index in [`SlotStore::copy_lines`] of value word `i`.
 #[inline]
 fn word_index<S: SlotStore + ?Sized>(i: usize) -> usize {
-    i / S::LINE_WORDS * (S::LINE_WORDS + 1) + 1 + i % S::LINE_WORDS
+    i / S::LINE_WORDS * (S::LINE_WORDS + 1) + i % S::LINE_WORDS
 }
 
 /// Version a reader sees: the number of completed writes (and repairs), `seq / 2`.
@@ -165,7 +169,7 @@ pub const ZEROED: u64 = u64::MAX;
 
 /// Make a slot whole before anyone else can see it (before its segment header is
 /// published): both copies hold `src`, every copy-0 line version is 2, every copy-1
-/// line starts with [`SLOT_CANARY`], `seq = done = 2` (version 1). From then on no
+/// line ends with [`SLOT_CANARY`], `seq = done = 2` (version 1). From then on no
 /// line version is 0 and no canary changes, so a reader that finds either zeroed
 /// returns [`ZEROED`]. Plain Relaxed stores: the header's Release publication (or the
 /// spawn of the threads that share a heap store) orders them.
@@ -336,7 +340,7 @@ fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, mut load: impl
         let mut sum = 0u64;
         for l in l0..=l1 {
             // ORDERING: Relaxed: after the caller's Acquire fence.
-            sum = sum.wrapping_add(c0[l * stride].load(Ordering::Relaxed));
+            sum = sum.wrapping_add(c0[l * stride + lw].load(Ordering::Relaxed));
         }
         sum
     };
@@ -351,7 +355,7 @@ fn try_read_span<S: SlotStore>(store: &S, first: usize, n: usize, mut load: impl
             let c1 = store.copy_lines(1);
             // ORDERING: Relaxed: canaries never change after `init` (see
             // `read_committed_word`); these are the lines read next.
-            if (l0..=l1).any(|l| c1[l * stride].load(Ordering::Relaxed) != SLOT_CANARY) {
+            if (l0..=l1).any(|l| c1[l * stride + lw].load(Ordering::Relaxed) != SLOT_CANARY) {
                 return Some(ZEROED);
             }
             load_words::<S>(c1, first, n, &mut load);
@@ -374,7 +378,7 @@ fn load_words<S: SlotStore>(c: &[AtomicU64], first: usize, n: usize, load: &mut 
     for l in l0..=l1 {
         let lo = if l == l0 { first % lw } else { 0 };
         let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
-        load(at, &c[l * stride + 1 + lo..l * stride + 1 + hi]);
+        load(at, &c[l * stride + lo..l * stride + hi]);
         at += hi - lo;
     }
 }
@@ -393,7 +397,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         // ORDERING: Acquire, partner of the writer's Release claim (what the previous
         // write stored in copy 1 is visible: `Claimed`) and of its fence(Release) before
         // its release stores (a line seen released holds that write's words).
-        let v = line[0].load(Ordering::Acquire);
+        let v = line[lw].load(Ordering::Acquire);
         zero |= v == 0;
         sum = sum.wrapping_add(v);
         if v & 1 == 0 {
@@ -404,7 +408,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
         }
         let lo = if l == l0 { first % lw } else { 0 };
         let hi = if l == l1 { (first + n - 1) % lw + 1 } else { lw };
-        load(at, &line[1 + lo..1 + hi]);
+        load(at, &line[lo..hi]);
         at += hi - lo;
     }
     if zero {
@@ -431,7 +435,7 @@ fn read_copy0<S: SlotStore>(store: &S, first: usize, n: usize, load: &mut impl F
     let mut again = 0u64;
     for l in l0..=l1 {
         // ORDERING: Relaxed: ordered after the words by the fence above.
-        again = again.wrapping_add(c[l * stride].load(Ordering::Relaxed));
+        again = again.wrapping_add(c[l * stride + lw].load(Ordering::Relaxed));
     }
     if again == sum {
         Pass::Read(max_even)

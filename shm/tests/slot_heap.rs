@@ -397,6 +397,20 @@ fn zeroed_lines_read_as_zeroed_never_as_data() {
     assert_eq!(read_committed_word(&store, 4), Some(5));
     assert!(write_until(&store, &[6; WORDS], 7, |_| true, Some(CrashPoint::InCopy0(2))).is_none());
     assert_eq!(try_read_words(&store, 0, &mut part), Some(ZEROED), "copy 1 read while copy 0 is claimed");
+    // A cut inside a line zeroes from there to the page's end: the line's marker is its
+    // last word, so it goes with any of the values (found in review: a marker in front
+    // survived a cut after it, and the zeroed values read as data).
+    let store = Store::new();
+    write(&store, &[5; WORDS], 1, |_| true);
+    for w in &store.copy_lines(0)[3 * (LINE_WORDS + 1) - 2..] {
+        w.store(0, Relaxed);
+    }
+    for w in store.copy_lines(1) {
+        w.store(0, Relaxed);
+    }
+    assert_eq!(try_read_words(&store, 0, &mut part), Some(2), "the lines before the cut");
+    assert_eq!(try_read_words(&store, 6, &mut part), Some(ZEROED), "the line the cut reached");
+    assert_eq!(read_committed_word(&store, 0), None);
     // The control block zeroed.
     let store = Store::new();
     store.control().writer.value.done.store(0, Relaxed);
