@@ -274,18 +274,6 @@ PAIRS = [
 ]
 
 
-def _writer_pair(write_a: Callable[[int], None], write_b: Callable[[int], None], stop: Any) -> None:
-    """`_writer` of two subjects in turn: each sees the same rate of writes."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _pin(1)
-    i = 0
-    while not stop.value:
-        for _ in range(64):
-            i += 1
-            write_a(i)
-            write_b(i)
-
-
 def _hog(stop: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     x = 0
@@ -320,8 +308,15 @@ def run_paired(rounds: int, allowed: set[int], ctx: Any) -> None:
             writer = None
             stop = ctx.RawValue("b", 0)
             if pattern != "idle":
+                wa, wb = writers_a[pattern], writers_b[pattern]
+
+                def both(i: int, wa: Callable[[int], None] = wa, wb: Callable[[int], None] = wb) -> None:
+                    # The two subjects in turn: each sees the same rate of writes.
+                    wa(i)
+                    wb(i)
+
                 with _affinity(allowed):
-                    writer = ctx.Process(target=_writer_pair, args=(writers_a[pattern], writers_b[pattern], stop), daemon=True)
+                    writer = ctx.Process(target=_writer, args=(both, stop), daemon=True)  # fork: no pickling
                     writer.start()
                 time.sleep(0.05)
             try:
@@ -432,13 +427,7 @@ def run_subjects(args: Any, batches: int, cold_n: int, timer_ns: float, allowed:
                     torn = torn_fraction(read, s.torn, 2000 if args.quick or s.slow else 20000)
             finally:
                 stop.value = 1
-                writer.join(10)
-                if writer.is_alive():
-                    writer.terminate()
-                    writer.join(10)
-                if writer.is_alive():
-                    writer.kill()
-                    writer.join(10)
+                _stop_process(writer)
         c50, _, _ = _pcts(c)
         torn_s = "-" if torn is None else f"{100 * torn:.2f}%"
         last_s = f"{row['last'][0]:8.0f}" if "last" in row else f"{'-':>8s}"
