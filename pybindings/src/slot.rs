@@ -660,6 +660,44 @@ impl PyByteSlot {
 /// first `size` bytes), with ctypes' semantics for the exact types it accepts: floats
 /// for 'f'/'d', ints masked to the width for integer codes, bools for '?'. `false`:
 /// not a fast-path case (the caller asks ctypes, which also raises ctypes' errors).
+/// Copy `v` into `out` (`n` elements of struct-module `code`, native order) if it is a
+/// 1-d buffer of exactly `n` elements of that type (any strides): the bytes ctypes'
+/// conversion of each element would give. False (nothing written) for anything else:
+/// the caller converts element by element.
+///
+/// # Errors
+/// The buffer's copy failed (a Python error from the exporter).
+fn copy_from_buffer(py: Python<'_>, code: char, v: &Bound<'_, PyAny>, n: usize, out: &mut [u8]) -> PyResult<bool> {
+    use pyo3::buffer::PyBuffer;
+    macro_rules! take {
+        ($t:ty) => {{
+            let Ok(buf) = PyBuffer::<$t>::get(v) else { return Ok(false) };
+            if buf.dimensions() != 1 || buf.item_count() != n || out.len() != n * size_of::<$t>() {
+                return Ok(false);
+            }
+            let mut items = vec![<$t>::default(); n];
+            buf.copy_to_slice(py, &mut items)?;
+            for (o, x) in out.chunks_exact_mut(size_of::<$t>()).zip(&items) {
+                o.copy_from_slice(&x.to_ne_bytes());
+            }
+            Ok(true)
+        }};
+    }
+    match code {
+        'd' => take!(f64),
+        'f' => take!(f32),
+        'q' | 'l' => take!(i64),
+        'Q' | 'L' => take!(u64),
+        'i' => take!(i32),
+        'I' => take!(u32),
+        'h' => take!(i16),
+        'H' => take!(u16),
+        'b' => take!(i8),
+        'B' => take!(u8),
+        _ => Ok(false),
+    }
+}
+
 fn encode_scalar(code: char, v: &Bound<'_, PyAny>, out: &mut [u8; 8]) -> bool {
     macro_rules! put {
         ($x:expr) => {{
@@ -670,7 +708,9 @@ fn encode_scalar(code: char, v: &Bound<'_, PyAny>, out: &mut [u8; 8]) -> bool {
     }
     match code {
         'd' | 'f' => {
-            let Ok(f) = v.cast_exact::<PyFloat>() else { return false };
+            // Subclasses too (numpy's float64): ctypes takes a float's stored value
+            // (`PyFloat_AsDouble` calls no `__float__` for one).
+            let Ok(f) = v.cast::<PyFloat>() else { return false };
             let x = f.value();
             if code == 'd' { put!(x) } else { put!(x as f32) }
         }
@@ -1061,16 +1101,25 @@ impl PySlotView {
                 return Err(size_error());
             }
             data.resize(n * this.elem, 0);
-            let mut k = 0;
-            for item in v.try_iter().map_err(|_| size_error())? {
-                let Some(out) = data.get_mut(k * this.elem..(k + 1) * this.elem) else {
-                    return Err(size_error()); // the sequence grew meanwhile
-                };
-                Self::encode_into(slf, &item?, out)?;
-                k += 1;
-            }
-            if k != n {
-                return Err(size_error()); // the sequence shrank meanwhile
+            // A 1-d buffer of this element type (an ndarray of the same dtype) is the
+            // elements' bytes already: one copy instead of a conversion per element
+            // (numpy scalars are not exact floats or ints: each took ctypes' path).
+            let bulk = match this.code {
+                Some(code) => copy_from_buffer(py, code, v, n, &mut data)?,
+                None => false,
+            };
+            if !bulk {
+                let mut k = 0;
+                for item in v.try_iter().map_err(|_| size_error())? {
+                    let Some(out) = data.get_mut(k * this.elem..(k + 1) * this.elem) else {
+                        return Err(size_error()); // the sequence grew meanwhile
+                    };
+                    Self::encode_into(slf, &item?, out)?;
+                    k += 1;
+                }
+                if k != n {
+                    return Err(size_error()); // the sequence shrank meanwhile
+                }
             }
             if n == 0 {
                 return Ok(());

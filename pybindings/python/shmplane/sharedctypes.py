@@ -452,6 +452,30 @@ class RawValue(_FastSlotView, _SlotHandle):
 # -- RawArray
 
 
+def _array_from_buffer(elem: Any, init: Any) -> Any:
+    """``init`` as a ctypes array of ``elem`` made with one copy, if it is a 1-d
+    C-contiguous buffer of exactly that element type in native order (an ndarray of
+    the same dtype): the bytes ctypes' conversion of each element would give. ``None``
+    for anything else (the caller converts element by element, as ctypes does)."""
+    code = getattr(elem, "_type_", None)
+    if not isinstance(code, str) or len(code) != 1:
+        return None  # structures and arrays of arrays
+    try:
+        view = memoryview(init)
+    except TypeError:
+        return None
+    with view:
+        order = "<" if sys.byteorder == "little" else ">"
+        if (
+            view.ndim != 1
+            or not view.c_contiguous
+            or view.format not in (code, "@" + code, "=" + code, order + code)
+            or view.itemsize != ctypes.sizeof(elem)
+        ):
+            return None
+        return (elem * view.shape[0]).from_buffer_copy(view)
+
+
 class RawArray(_FastSlotView, _SlotHandle):
     """A ctypes array in shared memory, like ``multiprocessing.RawArray``.
 
@@ -501,7 +525,9 @@ class RawArray(_FastSlotView, _SlotHandle):
         if isinstance(size_or_initializer, int):
             initial = (elem * size_or_initializer)()
         else:
-            initial = (elem * len(size_or_initializer))(*size_or_initializer)
+            initial = _array_from_buffer(elem, size_or_initializer)
+            if initial is None:
+                initial = (elem * len(size_or_initializer))(*size_or_initializer)
         slot = ByteSlot.create(_new_name("array") if name is None else name, bytes(initial), _fingerprint("array:" + _describe(elem)))
         return cls._wrap(slot, type(initial))
 
