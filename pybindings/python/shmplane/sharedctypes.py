@@ -473,7 +473,7 @@ def _array_from_buffer(elem: Any, init: Any) -> Any:
             or view.itemsize != ctypes.sizeof(elem)
         ):
             return None
-        return (elem * view.shape[0]).from_buffer_copy(view)
+        return (elem * len(view)).from_buffer_copy(view)
 
 
 class RawArray(_FastSlotView, _SlotHandle):
