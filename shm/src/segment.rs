@@ -20,8 +20,14 @@ use crate::wait::SharedFutex;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// How long `open` waits for a creator that is still initialising the segment.
+/// How long `open` waits for a creator that is still initialising the segment, plus
+/// [`INIT_WAIT_PER_GIB`] per GiB of the file: a slot's creator writes its initial value
+/// (both copies) before it publishes the header.
 pub const INIT_WAIT: Duration = Duration::from_secs(2);
+
+/// Added to [`INIT_WAIT`] per GiB of segment file (a creator writing a large slot's
+/// initial value on a busy machine; 4 s per GiB is ~250 MB/s).
+pub const INIT_WAIT_PER_GIB: Duration = Duration::from_secs(4);
 
 /// A mapped, validated segment. Each `Segment` has its own open file description, so
 /// it is one lock owner: one endpoint (and its copies, which share the description).
@@ -80,7 +86,9 @@ impl Segment {
         let info = new_info(kind, params)?;
         let mut init = Some(init);
         for _ in 0..8 {
-            match ShmFile::create(name, info.total_len) {
+            // The init lock from the file's first moment: an opener waits for it
+            // while the memory is reserved (seconds for a large slot) and filled.
+            match ShmFile::create_locked(name, info.total_len, INIT_LOCK_BYTE) {
                 Ok(file) => {
                     // Doorbells before the header: an opener that sees the segment
                     // ready finds them (the name is ours: we created it exclusively).
@@ -180,9 +188,15 @@ impl Segment {
     /// # Errors
     /// As [`Segment::open`].
     pub fn open_any_within(name: &str, kinds: &[SegmentKind], within: Duration) -> Result<Segment> {
-        let deadline = Instant::now() + within;
+        let start = Instant::now();
+        let mut deadline = start + within;
         loop {
             let file = ShmFile::open(name)?;
+            if !within.is_zero() {
+                // A larger file takes its creator longer to fill (see INIT_WAIT).
+                let gib = file.size().unwrap_or(0) as f64 / (1u64 << 30) as f64;
+                deadline = deadline.max(start + within + INIT_WAIT_PER_GIB.mul_f64(gib.min(1024.0)));
+            }
             match Self::attach(file, Some(name), kinds) {
                 Ok(s) => return Ok(s),
                 Err(Attach::Failed(e)) => return Err(e),
@@ -193,7 +207,7 @@ impl Segment {
                         what: if within.is_zero() {
                             "its creator has not finished initialising it (or died before it did)".into()
                         } else {
-                            format!("its creator did not finish initialising it within {within:?}")
+                            format!("its creator did not finish initialising it within {:?}", deadline - start)
                         },
                     })
                 }

@@ -140,6 +140,22 @@ impl ShmFile {
     /// stale: the caller decides), [`Error::NoSpace`] (file removed again),
     /// [`Error::Os`].
     pub fn create(name: &str, len: u64) -> Result<ShmFile> {
+        ShmFile::create_with_lock(name, len, None)
+    }
+
+    /// [`ShmFile::create`] that takes an exclusive lock on byte `byte` (OFD, on this
+    /// file's description) as soon as the file exists, before its memory is reserved:
+    /// an opener that finds the file (of any size, zeros) sees it locked, so it waits
+    /// for a creator reserving a large file rather than take the zeros for a foreign
+    /// file.
+    ///
+    /// # Errors
+    /// As [`ShmFile::create`].
+    pub fn create_locked(name: &str, len: u64, byte: u64) -> Result<ShmFile> {
+        ShmFile::create_with_lock(name, len, Some(byte))
+    }
+
+    fn create_with_lock(name: &str, len: u64, byte: Option<u64>) -> Result<ShmFile> {
         validate_name(name)?;
         let path = shm_path(name);
         let cname = shm_name(name);
@@ -156,7 +172,18 @@ impl ShmFile {
         }
         // SAFETY: fd was just returned by shm_open and is owned by nobody else.
         let file = ShmFile { file: unsafe { File::from_raw_fd(fd) }, path };
-        if let Err(e) = file.reserve(len) {
+        let locked = match byte {
+            // Ours alone (O_EXCL): the lock can only fail for an OS reason.
+            Some(b) => file.try_lock(b).and_then(|ok| {
+                ok.then_some(()).ok_or_else(|| Error::Os {
+                    op: "fcntl(F_OFD_SETLK)",
+                    path: file.path.clone(),
+                    source: io::Error::from_raw_os_error(libc::EAGAIN),
+                })
+            }),
+            None => Ok(()),
+        };
+        if let Err(e) = locked.and_then(|()| file.reserve(len)) {
             // Best effort: the file is ours and useless.
             // SAFETY: cname is a valid C string.
             unsafe { libc::shm_unlink(cname.as_ptr()) };
