@@ -672,6 +672,20 @@ fn copy_from_buffer(py: Python<'_>, code: char, v: &Bound<'_, PyAny>, n: usize, 
     macro_rules! take {
         ($t:ty) => {{
             let Ok(buf) = PyBuffer::<$t>::get(v) else { return Ok(false) };
+            // The format checked here, not only by pyo3 (0.30 takes '>' for native on a
+            // little-endian machine, and 'c' for u8: found in review): a bare letter, or
+            // one marked native ('@', '=', this machine's order mark), and the code's own.
+            let format = buf.format().to_bytes();
+            let mark = if cfg!(target_endian = "little") { b'<' } else { b'>' };
+            let letter = match format {
+                [c] => *c,
+                [m, c] if *m == b'@' || *m == b'=' || *m == mark => *c,
+                _ => return Ok(false),
+            };
+            let same = letter == code as u8 || matches!((code, letter), ('l', b'q') | ('q', b'l') | ('L', b'Q') | ('Q', b'L'));
+            if !same {
+                return Ok(false);
+            }
             if buf.dimensions() != 1 || buf.item_count() != n || out.len() != n * size_of::<$t>() {
                 return Ok(false);
             }

@@ -716,3 +716,20 @@ def test_a_same_dtype_ndarray_is_assigned_in_one_copy() -> None:
         assert a[:] == list(range(n))
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("dtype", [">i4", ">f8", "<i4", "=f8"])
+def test_byte_swapped_ndarrays_are_assigned_by_value(dtype: str) -> None:
+    """Found in review: pyo3 0.30 took a big-endian buffer for a native one, and its
+    bytes were copied unswapped."""
+    code = "i" if "i" in dtype else "d"
+    values = np.arange(1, 5).astype(dtype)
+    ours, std = shmplane.RawArray(code, 4), stdlib.RawArray(code, 4)
+    try:
+        ours[:] = values
+        std[:] = values.tolist()
+        assert ours[:] == std[:] == [1, 2, 3, 4]
+        ours[::-1] = values
+        assert ours[:] == [4, 3, 2, 1]
+    finally:
+        ours.close()

@@ -195,21 +195,23 @@ pub fn init<S: SlotStore>(store: &S, src: &[u64]) {
 }
 
 /// False if a write of words `first .. first + n` would go into zeros (see [`ZEROED`]):
-/// `done` is 0, or the last line it changes has a copy-0 version of 0 or no canary in
-/// copy 1. The last line is enough: a cut zeroes from where it falls to the end of its
-/// page, and the pages after it fault (the guard then trips the mapping, and the loads
-/// here read zeros), or, in a file grown back after the cut, are zeros; so a cut that
-/// reached any line of the range reached its last. Four loads whatever the size. A
-/// check before the write (not under the lock: a truncation races with everything), so
-/// that a writer into a cut segment is told, as its readers are.
+/// `done` is 0, or a line it changes has a copy-0 version of 0 or no canary in copy 1.
+/// Every line of the range, not only the last: zeros need not come from a cut to the
+/// end (a punched hole, another process overwriting part of the file), and an update
+/// re-reads its lines from copy 0, so a zeroed line in the middle would be committed as
+/// a value (found in review). A check before the write (not under the lock: a
+/// truncation races with everything), so that a writer into zeros is told, as its
+/// readers are.
 pub fn writable<S: SlotStore>(store: &S, first: usize, n: usize) -> bool {
     if version(store) == ZEROED {
         return false;
     }
     let Some(last) = store.lines().checked_sub(1) else { return true };
-    let l = ((first + n.max(1) - 1) / S::LINE_WORDS).min(last);
+    let (l0, l1) = ((first / S::LINE_WORDS).min(last), ((first + n.max(1) - 1) / S::LINE_WORDS).min(last));
     // ORDERING: Relaxed: a check of what a truncation did, not of a writer's work.
-    store.line_version(0, l).load(Ordering::Relaxed) != 0 && store.line_version(1, l).load(Ordering::Relaxed) == SLOT_CANARY
+    (l0..=l1).all(|l| {
+        store.line_version(0, l).load(Ordering::Relaxed) != 0 && store.line_version(1, l).load(Ordering::Relaxed) == SLOT_CANARY
+    })
 }
 
 /// The current version (one Acquire load of `done`): grows with every completed write

@@ -416,3 +416,19 @@ fn zeroed_lines_read_as_zeroed_never_as_data() {
     store.control().writer.value.done.store(0, Relaxed);
     assert_eq!(version(&store), ZEROED);
 }
+
+/// Found in review: zeros in a middle line (a punched hole, not a cut to the end) with
+/// the range's last line intact: `writable` must refuse, or an update re-reads the
+/// zeros from copy 0 and commits them as a value.
+#[test]
+fn writable_sees_a_zeroed_line_before_the_last() {
+    use shmplane_shm::seqlock::writable;
+    use shmplane_shm::sync::Ordering::Relaxed;
+    let store = Store::new();
+    write(&store, &[5; WORDS], 1, |_| true);
+    for w in &store.copy_lines(0)[..LINE_WORDS + 1] {
+        w.store(0, Relaxed);
+    }
+    assert!(!writable(&store, 0, WORDS), "line 0 of the range is zeros");
+    assert!(writable(&store, LINE_WORDS, WORDS - LINE_WORDS), "the lines after it are whole");
+}
