@@ -164,7 +164,8 @@ impl Segment {
     }
 
     /// Open named segment `name`, expecting `kind`, validating the header. Waits up to
-    /// [`INIT_WAIT`] for a creator that is still initialising.
+    /// [`INIT_WAIT`] (plus [`INIT_WAIT_PER_GIB`] per GiB of file) for a creator that is
+    /// still initialising.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Corrupt`] (garbage, truncated, creator died while
